@@ -113,7 +113,13 @@ mod tests {
         for n in (1u64 << 31) - 2000..(1u64 << 31) + 2000 {
             assert_eq!(is_prime(n), trial_division(n), "n = {n}");
         }
-        for psp in [2047u64, 1_373_653, 25_326_001, 3_215_031_751, 2_152_302_898_747] {
+        for psp in [
+            2047u64,
+            1_373_653,
+            25_326_001,
+            3_215_031_751,
+            2_152_302_898_747,
+        ] {
             assert!(!is_prime(psp), "{psp} is composite");
         }
         assert!(is_prime(0xffff_ffff_ffff_ffc5)); // largest 64-bit prime
@@ -121,7 +127,12 @@ mod tests {
 
     #[test]
     fn ntt_primes_are_prime_friendly_sized_and_maximal() {
-        for &(bits, n) in &[(31u32, 1usize << 12), (30, 1 << 13), (27, 1 << 15), (20, 1 << 10)] {
+        for &(bits, n) in &[
+            (31u32, 1usize << 12),
+            (30, 1 << 13),
+            (27, 1 << 15),
+            (20, 1 << 10),
+        ] {
             let primes = ntt_primes(bits, n, 4).unwrap();
             let mut prev = u64::MAX;
             for &p in &primes {
@@ -144,8 +155,17 @@ mod tests {
 
     #[test]
     fn bad_requests_are_errors() {
-        assert_eq!(ntt_primes(32, 4096, 1).err(), Some(MathError::BadPrimeBits(32)));
-        assert_eq!(ntt_primes(30, 3000, 1).err(), Some(MathError::BadDegree(3000)));
-        assert!(matches!(ntt_primes(12, 1 << 10, 50), Err(MathError::NotEnoughPrimes { .. })));
+        assert_eq!(
+            ntt_primes(32, 4096, 1).err(),
+            Some(MathError::BadPrimeBits(32))
+        );
+        assert_eq!(
+            ntt_primes(30, 3000, 1).err(),
+            Some(MathError::BadDegree(3000))
+        );
+        assert!(matches!(
+            ntt_primes(12, 1 << 10, 50),
+            Err(MathError::NotEnoughPrimes { .. })
+        ));
     }
 }

@@ -7,7 +7,7 @@
 //! tfhe-ntt derives its twiddles the same way, which lets the CPU backend use it unchanged; the
 //! NTT crate verifies that agreement every time it builds a plan.
 
-use crate::{Modulus, MathError, primes};
+use crate::{MathError, Modulus, primes};
 
 /// The least quadratic non-residue mod the odd prime `p`.
 fn least_non_residue(m: Modulus) -> u32 {
@@ -116,7 +116,10 @@ mod tests {
         assert!(primitive_2n_root(m, 1 << 15).is_ok());
         assert_eq!(
             primitive_2n_root(m, 1 << 16),
-            Err(MathError::NotNttFriendly { p: 65537, n: 1 << 16 })
+            Err(MathError::NotNttFriendly {
+                p: 65537,
+                n: 1 << 16
+            })
         );
         assert_eq!(
             primitive_2n_root(Modulus::new(65535).unwrap(), 4),

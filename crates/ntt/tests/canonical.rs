@@ -38,8 +38,16 @@ fn reference_matches_the_definition() {
             let a = random_poly(&mut rng, p, n);
             let mut fast = a.clone();
             reference::forward(&t, &mut fast);
-            assert_eq!(fast, reference::naive_forward(&t, &a), "forward n={n} p={p}");
-            assert_eq!(reference::naive_inverse(&t, &fast), a, "naive inverse n={n} p={p}");
+            assert_eq!(
+                fast,
+                reference::naive_forward(&t, &a),
+                "forward n={n} p={p}"
+            );
+            assert_eq!(
+                reference::naive_inverse(&t, &fast),
+                a,
+                "naive inverse n={n} p={p}"
+            );
             reference::inverse(&t, &mut fast);
             assert_eq!(fast, a, "inverse n={n} p={p}");
         }
@@ -53,8 +61,16 @@ fn fast_plan_is_tfhe_ntt_and_bit_identical_to_the_reference() {
         let n = 1usize << log_n;
         for p in primes_for(n) {
             let plan = NttPlan::new(p, n).unwrap();
-            let expected = if n >= 32 { NttEngine::TfheNtt } else { NttEngine::Reference };
-            assert_eq!(plan.engine(), expected, "n={n} p={p}: tfhe-ntt disagrees with the canonical order");
+            let expected = if n >= 32 {
+                NttEngine::TfheNtt
+            } else {
+                NttEngine::Reference
+            };
+            assert_eq!(
+                plan.engine(),
+                expected,
+                "n={n} p={p}: tfhe-ntt disagrees with the canonical order"
+            );
             for _ in 0..3 {
                 let a = random_poly(&mut rng, p, n);
                 let (mut x, mut y) = (a.clone(), a.clone());
@@ -82,7 +98,13 @@ fn ntt_products_match_schoolbook() {
         let n = 1usize << log_n;
         // Fewer primes at the largest sizes: schoolbook is O(N^2).
         let primes = primes_for(n);
-        let take = if n >= 8192 { 1 } else if n >= 2048 { 2 } else { primes.len() };
+        let take = if n >= 8192 {
+            1
+        } else if n >= 2048 {
+            2
+        } else {
+            primes.len()
+        };
         for &p in primes.iter().take(take) {
             let m = Modulus::new(u64::from(p)).unwrap();
             let plan = NttPlan::new(p, n).unwrap();
@@ -108,8 +130,16 @@ fn schoolbook_and_monomial_references_agree() {
     let a = random_poly(&mut rng, p, n);
     for k in [0usize, 1, 5, 63, 64, 65, 127] {
         let mut xk = vec![0u32; n];
-        if k < n { xk[k] = 1 } else { xk[k - n] = p - 1 }
-        assert_eq!(reference::monomial_mul(m, &a, k), reference::negacyclic_mul(m, &a, &xk), "k={k}");
+        if k < n {
+            xk[k] = 1
+        } else {
+            xk[k - n] = p - 1
+        }
+        assert_eq!(
+            reference::monomial_mul(m, &a, k),
+            reference::negacyclic_mul(m, &a, &xk),
+            "k={k}"
+        );
     }
 }
 
@@ -120,12 +150,27 @@ fn products_match_fhe_math() {
     for log_n in [5u32, 10, 12, 13] {
         let n = 1usize << log_n;
         let primes = ntt_primes(31, n, 2).unwrap();
-        let ctx = Arc::new(Context::new(&primes.iter().map(|&p| u64::from(p)).collect::<Vec<_>>(), n).unwrap());
-        let a: Vec<Vec<u32>> = primes.iter().map(|&p| random_poly(&mut rng, p, n)).collect();
-        let b: Vec<Vec<u32>> = primes.iter().map(|&p| random_poly(&mut rng, p, n)).collect();
-        let flat = |v: &[Vec<u32>]| v.iter().flatten().map(|&x| u64::from(x)).collect::<Vec<u64>>();
-        let mut pa = Poly::try_convert_from(flat(&a), &ctx, false, Representation::PowerBasis).unwrap();
-        let mut pb = Poly::try_convert_from(flat(&b), &ctx, false, Representation::PowerBasis).unwrap();
+        let ctx = Arc::new(
+            Context::new(&primes.iter().map(|&p| u64::from(p)).collect::<Vec<_>>(), n).unwrap(),
+        );
+        let a: Vec<Vec<u32>> = primes
+            .iter()
+            .map(|&p| random_poly(&mut rng, p, n))
+            .collect();
+        let b: Vec<Vec<u32>> = primes
+            .iter()
+            .map(|&p| random_poly(&mut rng, p, n))
+            .collect();
+        let flat = |v: &[Vec<u32>]| {
+            v.iter()
+                .flatten()
+                .map(|&x| u64::from(x))
+                .collect::<Vec<u64>>()
+        };
+        let mut pa =
+            Poly::try_convert_from(flat(&a), &ctx, false, Representation::PowerBasis).unwrap();
+        let mut pb =
+            Poly::try_convert_from(flat(&b), &ctx, false, Representation::PowerBasis).unwrap();
         pa.change_representation(Representation::Ntt);
         pb.change_representation(Representation::Ntt);
         let mut pc = &pa * &pb;

@@ -1,0 +1,423 @@
+//! The shared backend test suite: every operation of [`Backend`] against a scalar host
+//! reference, on random data (never zeros), for several degrees, limb counts and batch shapes.
+//!
+//! A backend crate instantiates it with [`crate::conformance_tests!`]; a backend whose device is
+//! absent prints why each test was skipped instead of passing silently.
+
+use std::sync::Arc;
+
+use fastquery_math::{Modulus, primes::ntt_prime_iter};
+use fastquery_ntt::reference;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::{Backend, BackendError, Coeff, MacDims, Ntt, Polys, Repr, Ring, RingContext, Shape};
+
+/// Instantiates the suite as `#[test]` functions. `$make` is an expression of type
+/// `Result<B, BackendError>` evaluated once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        fn __backend() -> ::std::option::Option<::std::sync::Arc<impl $crate::Backend>> {
+            match $make {
+                ::std::result::Result::Ok(b) => ::std::option::Option::Some(::std::sync::Arc::new(b)),
+                ::std::result::Result::Err(e) => {
+                    eprintln!("SKIPPED (backend unavailable): {e}");
+                    ::std::option::Option::None
+                }
+            }
+        }
+        $crate::conformance_tests!(@tests
+            upload_download_and_validation, ntt_matches_reference, ntt_products_match_schoolbook,
+            elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
+            mismatched_operands_are_errors);
+    };
+    (@tests $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                if let ::std::option::Option::Some(b) = __backend() {
+                    $crate::conformance::$name(&b);
+                }
+            }
+        )*
+    };
+}
+
+/// Distinct primes for degree `n`, alternating 31 and 30 bits so that both lazy-reduction
+/// depths of the multiply-accumulate are exercised.
+pub fn test_primes(n: usize, limbs: usize) -> Vec<u32> {
+    let mut big = ntt_prime_iter(31, n).expect("31-bit primes exist for supported degrees");
+    let mut small = ntt_prime_iter(30, n).expect("30-bit primes exist for supported degrees");
+    (0..limbs)
+        .map(|i| if i % 2 == 0 { big.next() } else { small.next() })
+        .map(|p| p.expect("enough primes"))
+        .collect()
+}
+
+/// A ring of degree `n` with `limbs` test primes on `backend`.
+pub fn ring<B: Backend>(backend: &Arc<B>, n: usize, limbs: usize) -> Ring<B> {
+    let ctx = RingContext::new(n, &test_primes(n, limbs)).expect("valid test ring");
+    Ring::new(backend.clone(), Arc::new(ctx)).expect("ring loads")
+}
+
+/// Random reduced words for `shape`, including the extremes `0`, `1` and `p - 1`.
+pub fn random_words(rng: &mut StdRng, ctx: &RingContext, shape: Shape) -> Vec<u32> {
+    let n = ctx.n();
+    let mut v = Vec::with_capacity(shape.words(n));
+    for row in 0..shape.rows() {
+        let p = ctx.moduli()[row % shape.limbs].value();
+        v.extend((0..n).map(|j| match (j * 7 + row) % 23 {
+            0 => p - 1,
+            1 => 1,
+            2 => 0,
+            _ => rng.random_range(0..p),
+        }));
+    }
+    v
+}
+
+fn upload<B: Backend, R: Repr>(ring: &Ring<B>, words: &[u32], shape: Shape) -> Polys<B, R> {
+    ring.upload(words, shape).expect("upload of valid words")
+}
+
+fn rows_map(
+    ctx: &RingContext,
+    words: &[u32],
+    limbs: usize,
+    mut f: impl FnMut(Modulus, &[u32]) -> Vec<u32>,
+) -> Vec<u32> {
+    words
+        .chunks_exact(ctx.n())
+        .enumerate()
+        .flat_map(|(row, c)| f(ctx.moduli()[row % limbs], c))
+        .collect()
+}
+
+/// Upload then download returns the same words; bad uploads are errors.
+pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let ring = ring(b, 256, 3);
+    for shape in [Shape::new(1, 1), Shape::new(3, 2), Shape::new(5, 3)] {
+        let w = random_words(&mut rng, ring.context(), shape);
+        let p: Polys<B, Coeff> = upload(&ring, &w, shape);
+        assert_eq!(ring.download(&p).unwrap(), w);
+        let d = ring.duplicate(&p).unwrap();
+        assert_eq!(ring.download(&d).unwrap(), w);
+        let z: Polys<B, Ntt> = ring.zeros(shape).unwrap();
+        assert!(ring.download(&z).unwrap().iter().all(|&x| x == 0));
+    }
+}
+
+/// Batched forward and inverse NTT equal the portable reference row by row.
+pub fn ntt_matches_reference<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(2);
+    for (n, limbs, polys) in [
+        (16, 2, 3),
+        (256, 3, 4),
+        (4096, 2, 3),
+        (8192, 1, 2),
+        (16384, 3, 1),
+    ] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        for used in [limbs, 1] {
+            let shape = Shape::new(polys, used);
+            let w = random_words(&mut rng, &ctx, shape);
+            let fwd = ring.forward(upload(&ring, &w, shape)).unwrap();
+            let got = ring.download(&fwd).unwrap();
+            let want = rows_map(&ctx, &w, used, |m, c| {
+                let t = ctx.tables().iter().find(|t| t.modulus() == m).unwrap();
+                let mut c = c.to_vec();
+                reference::forward(t, &mut c);
+                c
+            });
+            assert_eq!(got, want, "forward n={n} limbs={used}");
+            // Inverse of arbitrary NTT-domain data.
+            let w2 = random_words(&mut rng, &ctx, shape);
+            let inv = ring.inverse(upload::<B, Ntt>(&ring, &w2, shape)).unwrap();
+            let got = ring.download(&inv).unwrap();
+            let want = rows_map(&ctx, &w2, used, |m, c| {
+                let t = ctx.tables().iter().find(|t| t.modulus() == m).unwrap();
+                let mut c = c.to_vec();
+                reference::inverse(t, &mut c);
+                c
+            });
+            assert_eq!(got, want, "inverse n={n} limbs={used}");
+        }
+    }
+}
+
+/// forward, pointwise multiply, inverse on the device equals the schoolbook product.
+pub fn ntt_products_match_schoolbook<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(3);
+    for (n, limbs) in [(64, 3), (2048, 2)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let shape = Shape::new(2, limbs);
+        let (x, y) = (
+            random_words(&mut rng, &ctx, shape),
+            random_words(&mut rng, &ctx, shape),
+        );
+        let mut fx = ring.forward(upload(&ring, &x, shape)).unwrap();
+        let fy = ring.forward(upload(&ring, &y, shape)).unwrap();
+        ring.mul_assign(&mut fx, &fy).unwrap();
+        let got = ring.download(&ring.inverse(fx).unwrap()).unwrap();
+        let want: Vec<u32> = x
+            .chunks_exact(n)
+            .zip(y.chunks_exact(n))
+            .enumerate()
+            .flat_map(|(row, (a, c))| reference::negacyclic_mul(ctx.moduli()[row % limbs], a, c))
+            .collect();
+        assert_eq!(got, want, "n={n}");
+    }
+}
+
+fn elementwise<B: Backend, R: Repr>(ring: &Ring<B>, rng: &mut StdRng, shape: Shape) {
+    let ctx = ring.context().clone();
+    let x = random_words(rng, &ctx, shape);
+    let y = random_words(rng, &ctx, shape);
+    let zip = |f: &dyn Fn(Modulus, u32, u32) -> u32| -> Vec<u32> {
+        x.chunks_exact(ctx.n())
+            .zip(y.chunks_exact(ctx.n()))
+            .enumerate()
+            .flat_map(|(row, (a, c))| {
+                let m = ctx.moduli()[row % shape.limbs];
+                a.iter()
+                    .zip(c)
+                    .map(move |(&u, &v)| f(m, u, v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let yp: Polys<B, R> = upload(ring, &y, shape);
+
+    let mut a: Polys<B, R> = upload(ring, &x, shape);
+    ring.add_assign(&mut a, &yp).unwrap();
+    assert_eq!(
+        ring.download(&a).unwrap(),
+        zip(&|m, u, v| m.add(u, v)),
+        "add {}",
+        R::NAME
+    );
+
+    let mut a: Polys<B, R> = upload(ring, &x, shape);
+    ring.sub_assign(&mut a, &yp).unwrap();
+    assert_eq!(
+        ring.download(&a).unwrap(),
+        zip(&|m, u, v| m.sub(u, v)),
+        "sub {}",
+        R::NAME
+    );
+
+    let mut a: Polys<B, R> = upload(ring, &x, shape);
+    ring.neg_assign(&mut a).unwrap();
+    assert_eq!(
+        ring.download(&a).unwrap(),
+        zip(&|m, u, _| m.neg(u)),
+        "neg {}",
+        R::NAME
+    );
+
+    let c: u64 = rng.random();
+    let mut a: Polys<B, R> = upload(ring, &x, shape);
+    ring.scalar_mul_assign(&mut a, c).unwrap();
+    assert_eq!(
+        ring.download(&a).unwrap(),
+        zip(&|m, u, _| m.mul(u, m.reduce_u64(c))),
+        "scalar {}",
+        R::NAME
+    );
+}
+
+/// add, sub, neg, scalar multiply (both representations) and pointwise multiply.
+pub fn elementwise_ops_match_scalar<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(4);
+    for (n, limbs, shape) in [
+        (32, 2, Shape::new(3, 2)),
+        (4096, 3, Shape::new(2, 3)),
+        (4096, 3, Shape::new(5, 1)),
+    ] {
+        let ring = ring(b, n, limbs);
+        elementwise::<B, Coeff>(&ring, &mut rng, shape);
+        elementwise::<B, Ntt>(&ring, &mut rng, shape);
+        let ctx = ring.context().clone();
+        let (x, y) = (
+            random_words(&mut rng, &ctx, shape),
+            random_words(&mut rng, &ctx, shape),
+        );
+        let mut a: Polys<B, Ntt> = upload(&ring, &x, shape);
+        ring.mul_assign(&mut a, &upload(&ring, &y, shape)).unwrap();
+        let want: Vec<u32> = x
+            .chunks_exact(n)
+            .zip(y.chunks_exact(n))
+            .enumerate()
+            .flat_map(|(row, (u, v))| {
+                let m = ctx.moduli()[row % shape.limbs];
+                u.iter()
+                    .zip(v)
+                    .map(move |(&s, &t)| m.mul(s, t))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ring.download(&a).unwrap(), want, "mul n={n}");
+    }
+}
+
+/// Multiplication by `X^k` for `k` across `[0, 2N)`.
+pub fn monomial_mul_matches_reference<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let n = 1024;
+    let ring = ring(b, n, 2);
+    let ctx = ring.context().clone();
+    let shape = Shape::new(3, 2);
+    let x = random_words(&mut rng, &ctx, shape);
+    let mut ks = vec![0, 1, n - 1, n, n + 1, 2 * n - 1];
+    ks.extend((0..6).map(|_| rng.random_range(0..2 * n)));
+    for k in ks {
+        let mut a: Polys<B, Coeff> = upload(&ring, &x, shape);
+        ring.monomial_mul_assign(&mut a, k).unwrap();
+        let want = rows_map(&ctx, &x, shape.limbs, |m, c| {
+            reference::monomial_mul(m, c, k)
+        });
+        assert_eq!(ring.download(&a).unwrap(), want, "k={k}");
+    }
+}
+
+/// Host reference of [`Backend::mac`].
+pub fn mac_reference(
+    ctx: &RingContext,
+    out: &[u32],
+    a: &[u32],
+    b: &[u32],
+    dims: MacDims,
+    limbs: usize,
+    accumulate: bool,
+) -> Vec<u32> {
+    let n = ctx.n();
+    let poly = limbs * n;
+    let mut res = vec![0u32; dims.rows * dims.cols * poly];
+    for r in 0..dims.rows {
+        for c in 0..dims.cols {
+            for l in 0..limbs {
+                let m = ctx.moduli()[l];
+                for j in 0..n {
+                    let idx = (r * dims.cols + c) * poly + l * n + j;
+                    let mut s = if accumulate { out[idx] } else { 0 };
+                    for i in 0..dims.inner {
+                        let x = a[(r * dims.inner + i) * poly + l * n + j];
+                        let y = b[(i * dims.cols + c) * poly + l * n + j];
+                        s = m.add(s, m.mul(x, y));
+                    }
+                    res[idx] = s;
+                }
+            }
+        }
+    }
+    res
+}
+
+/// The multiply-accumulate over shapes that cross the lazy-reduction depths (4 and 16).
+pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(6);
+    for (n, ring_limbs, limbs) in [(64, 3, 3), (4096, 2, 2), (2048, 3, 1)] {
+        let ring = ring(b, n, ring_limbs);
+        let ctx = ring.context().clone();
+        for (rows, inner, cols) in [
+            (1, 1, 1),
+            (1, 5, 3),
+            (2, 17, 2),
+            (3, 33, 1),
+            (4, 4, 5),
+            (1, 40, 1),
+        ] {
+            let dims = MacDims { rows, inner, cols };
+            let a = random_words(&mut rng, &ctx, Shape::new(rows * inner, limbs));
+            let bw = random_words(&mut rng, &ctx, Shape::new(inner * cols, limbs));
+            let o = random_words(&mut rng, &ctx, Shape::new(rows * cols, limbs));
+            let ap: Polys<B, Ntt> = upload(&ring, &a, Shape::new(rows * inner, limbs));
+            let bp: Polys<B, Ntt> = upload(&ring, &bw, Shape::new(inner * cols, limbs));
+            for accumulate in [false, true] {
+                let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
+                ring.mac(&mut op, &ap, &bp, dims, accumulate).unwrap();
+                assert_eq!(
+                    ring.download(&op).unwrap(),
+                    mac_reference(&ctx, &o, &a, &bw, dims, limbs, accumulate),
+                    "n={n} limbs={limbs} {dims:?} accumulate={accumulate}"
+                );
+            }
+        }
+    }
+}
+
+/// Every malformed call is an error, never a panic or a silent wrong answer.
+pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let r1 = ring(b, 64, 2);
+    let r2 = ring(b, 64, 2);
+    let ctx = r1.context().clone();
+    let s = Shape::new(2, 2);
+    let w = random_words(&mut rng, &ctx, s);
+    // Uploads: wrong length, unreduced word, too many limbs, no limbs.
+    assert!(matches!(
+        r1.upload::<Coeff>(&w[1..], s),
+        Err(BackendError::Shape(_))
+    ));
+    let mut bad = w.clone();
+    bad[70] = ctx.moduli()[0].value();
+    assert!(matches!(
+        r1.upload::<Coeff>(&bad, s),
+        Err(BackendError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        r1.zeros::<Coeff>(Shape::new(1, 3)),
+        Err(BackendError::Shape(_))
+    ));
+    assert!(matches!(
+        r1.zeros::<Coeff>(Shape::new(1, 0)),
+        Err(BackendError::Shape(_))
+    ));
+    assert!(matches!(
+        r1.zeros::<Coeff>(Shape::new(usize::MAX / 2, 2)),
+        Err(BackendError::Shape(_))
+    ));
+    // Operands of another ring or shape.
+    let mut a: Polys<B, Coeff> = upload(&r1, &w, s);
+    let other: Polys<B, Coeff> = upload(&r2, &w, s);
+    assert_eq!(
+        r1.add_assign(&mut a, &other).unwrap_err(),
+        BackendError::RingMismatch
+    );
+    assert_eq!(r1.download(&other).unwrap_err(), BackendError::RingMismatch);
+    let small: Polys<B, Coeff> = r1.zeros(Shape::new(2, 1)).unwrap();
+    assert!(matches!(
+        r1.sub_assign(&mut a, &small),
+        Err(BackendError::Shape(_))
+    ));
+    assert!(matches!(
+        r1.monomial_mul_assign(&mut a, 128),
+        Err(BackendError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        r1.scalar_mul_assign_rns(&mut a, &[1]),
+        Err(BackendError::Shape(_))
+    ));
+    assert!(matches!(
+        r1.scalar_mul_assign_rns(&mut a, &[u32::MAX, 1]),
+        Err(BackendError::InvalidInput(_))
+    ));
+    // The failed calls left `a` untouched.
+    assert_eq!(r1.download(&a).unwrap(), w);
+    // mac with inconsistent dimensions.
+    let x: Polys<B, Ntt> = r1.zeros(Shape::new(6, 2)).unwrap();
+    let mut o: Polys<B, Ntt> = r1.zeros(Shape::new(2, 2)).unwrap();
+    let dims = MacDims {
+        rows: 2,
+        inner: 3,
+        cols: 1,
+    };
+    assert!(r1.mac(&mut o, &x, &x, dims, false).is_err()); // b must hold 3 polys
+    let y: Polys<B, Ntt> = r1.zeros(Shape::new(3, 1)).unwrap();
+    assert!(r1.mac(&mut o, &x, &y, dims, false).is_err()); // limbs differ
+    let y: Polys<B, Ntt> = r1.zeros(Shape::new(3, 2)).unwrap();
+    assert!(r1.mac(&mut o, &x, &y, dims, false).is_ok());
+}

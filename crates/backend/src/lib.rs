@@ -1,0 +1,149 @@
+//! # fastquery-backend
+//!
+//! The backend-agnostic layer between the math (`fastquery-math`, `fastquery-ntt`) and everything
+//! that computes with polynomials (the HE scheme, the protocol, the server).
+//!
+//! * [`RingContext`]: a ring `Z_q[X]/(X^N+1)` with `q` an RNS product of word-sized primes, and
+//!   the NTT tables of each prime. Host-side, validated once.
+//! * [`Backend`]: what a compute backend (CPU, CUDA, wgpu) implements. Buffers stay on the
+//!   device between operations; only [`Ring::upload`] and [`Ring::download`] cross to the host.
+//! * [`Ring`] and [`Polys`]: the typed front end. A [`Polys`] is a batch of polynomials on one
+//!   device, with its representation ([`Coeff`] or [`Ntt`]) in its type, so that, for example,
+//!   a multiply-accumulate on coefficient-form data does not compile. Shapes, rings and inputs
+//!   are checked here, once, so backends can trust them.
+//!
+//! ## Data layout (every backend)
+//! A buffer of `polys` polynomials with `limbs` limbs of degree `N` is `polys * limbs * N`
+//! words, ordered `[poly][limb][coefficient]`; limb `l` is the residue mod prime `l` of the ring
+//! (a buffer with fewer limbs than the ring uses its first primes). NTT-form data is in the
+//! canonical order of `fastquery-ntt`. Every word is fully reduced. Two backends given the same
+//! inputs return the same words.
+#![forbid(unsafe_code)]
+
+mod error;
+mod poly;
+mod ring;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::BackendError;
+pub use poly::{Coeff, MacDims, Ntt, Polys, Repr, Shape};
+pub use ring::{Ring, RingContext};
+
+/// What a backend reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Short name: `cpu`, `cuda`, `wgpu`.
+    pub name: &'static str,
+    /// The device in words (CPU model and thread count, GPU name).
+    pub device: String,
+    /// Whether the device is a real accelerator (a software rasteriser is not).
+    pub accelerator: bool,
+}
+
+/// A compute backend: device memory and the polynomial kernels over it.
+///
+/// Implementations receive arguments already validated by [`Ring`] (shapes match, residues are
+/// reduced, rings match), so they only need to compute. `limbs` in a [`Shape`] never exceeds the
+/// ring's, and buffers are exactly `shape.words(n)` long.
+pub trait Backend: Send + Sync + 'static {
+    /// Device memory holding `u32` words.
+    type Buffer: Send + Sync;
+    /// Device-resident data of one ring (twiddle tables, moduli).
+    type Ring: Send + Sync;
+
+    /// Name and device.
+    fn info(&self) -> BackendInfo;
+
+    /// Moves the ring's tables to the device.
+    fn load_ring(&self, ring: &RingContext) -> Result<Self::Ring, BackendError>;
+
+    /// A buffer of `words` zeros.
+    fn alloc_zeroed(&self, words: usize) -> Result<Self::Buffer, BackendError>;
+    /// A buffer holding `words`.
+    fn upload(&self, words: &[u32]) -> Result<Self::Buffer, BackendError>;
+    /// Copies a whole buffer back to the host (`out.len()` equals the buffer's length).
+    fn download(&self, buf: &Self::Buffer, out: &mut [u32]) -> Result<(), BackendError>;
+    /// A device-side copy.
+    fn duplicate(&self, buf: &Self::Buffer) -> Result<Self::Buffer, BackendError>;
+
+    /// Forward canonical NTT of every `(poly, limb)` row, in place.
+    fn ntt_forward(
+        &self,
+        ring: &Self::Ring,
+        buf: &mut Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// Inverse canonical NTT of every row, in place (`N^{-1}` included).
+    fn ntt_inverse(
+        &self,
+        ring: &Self::Ring,
+        buf: &mut Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+
+    /// `a += b` coefficient-wise.
+    fn add_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        b: &Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// `a -= b` coefficient-wise.
+    fn sub_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        b: &Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// `a = -a`.
+    fn neg_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// `a *= c` with `c` given by its residue per limb (`scalars.len() == shape.limbs`).
+    fn scalar_mul_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        scalars: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// `a *= b` coefficient-wise (in the NTT domain: the negacyclic product).
+    fn mul_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        b: &Self::Buffer,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+    /// `a *= X^k` for `0 <= k < 2N`, coefficient form (a negacyclic rotation).
+    fn monomial_mul_assign(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        k: usize,
+        shape: Shape,
+    ) -> Result<(), BackendError>;
+
+    /// The server's hot loop, a matrix product whose entries multiply pointwise:
+    /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
+    /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,
+    /// all row-major. With `accumulate = false`, `out` is overwritten.
+    #[allow(clippy::too_many_arguments)]
+    fn mac(
+        &self,
+        ring: &Self::Ring,
+        out: &mut Self::Buffer,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError>;
+}

@@ -1,0 +1,345 @@
+use std::{
+    marker::PhantomData,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use fastquery_math::{Modulus, RnsBasis};
+use fastquery_ntt::NttTables;
+
+use crate::{Backend, BackendError, Coeff, MacDims, Ntt, Polys, Repr, Shape};
+
+/// The ring `Z_q[X]/(X^N + 1)`, `q = p_0 * ... * p_{L-1}`, with each prime's NTT tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingContext {
+    n: usize,
+    basis: RnsBasis,
+    tables: Vec<Arc<NttTables>>,
+}
+
+impl RingContext {
+    /// Validates `n` and the primes (distinct NTT-friendly primes below `2^31`).
+    pub fn new(n: usize, primes: &[u32]) -> Result<Self, BackendError> {
+        let basis = RnsBasis::new(primes)?;
+        let tables = primes
+            .iter()
+            .map(|&p| NttTables::new(p, n).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { n, basis, tables })
+    }
+
+    /// The degree `N`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The RNS basis.
+    pub fn basis(&self) -> &RnsBasis {
+        &self.basis
+    }
+
+    /// The moduli, limb order.
+    pub fn moduli(&self) -> &[Modulus] {
+        self.basis.moduli()
+    }
+
+    /// Number of limbs.
+    pub fn limbs(&self) -> usize {
+        self.basis.len()
+    }
+
+    /// NTT tables, limb order.
+    pub fn tables(&self) -> &[Arc<NttTables>] {
+        &self.tables
+    }
+}
+
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A ring loaded on a backend: the typed, checked entry point to every polynomial operation.
+pub struct Ring<B: Backend> {
+    backend: Arc<B>,
+    ctx: Arc<RingContext>,
+    dev: B::Ring,
+    id: u64,
+}
+
+impl<B: Backend> std::fmt::Debug for Ring<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("backend", &self.backend.info().name)
+            .field("n", &self.ctx.n())
+            .field("limbs", &self.ctx.limbs())
+            .finish()
+    }
+}
+
+impl<B: Backend> Ring<B> {
+    /// Loads `ctx` on `backend`.
+    pub fn new(backend: Arc<B>, ctx: Arc<RingContext>) -> Result<Self, BackendError> {
+        let dev = backend.load_ring(&ctx)?;
+        let id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            backend,
+            ctx,
+            dev,
+            id,
+        })
+    }
+
+    /// The host-side description.
+    pub fn context(&self) -> &Arc<RingContext> {
+        &self.ctx
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// The degree `N`.
+    pub fn n(&self) -> usize {
+        self.ctx.n()
+    }
+
+    fn check_shape(&self, shape: Shape) -> Result<(), BackendError> {
+        if shape.limbs == 0 || shape.limbs > self.ctx.limbs() {
+            return Err(BackendError::Shape(format!(
+                "{} limbs requested, the ring has {}",
+                shape.limbs,
+                self.ctx.limbs()
+            )));
+        }
+        shape
+            .polys
+            .checked_mul(shape.limbs)
+            .and_then(|r| r.checked_mul(self.n()))
+            .map(|_| ())
+            .ok_or_else(|| BackendError::Shape("buffer size overflows".into()))
+    }
+
+    fn check_own<R: Repr>(&self, p: &Polys<B, R>) -> Result<(), BackendError> {
+        if p.ring_id == self.id {
+            Ok(())
+        } else {
+            Err(BackendError::RingMismatch)
+        }
+    }
+
+    fn check_pair<R: Repr>(&self, a: &Polys<B, R>, b: &Polys<B, R>) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        self.check_own(b)?;
+        if a.shape != b.shape {
+            return Err(BackendError::Shape(format!(
+                "{:?} vs {:?}",
+                a.shape, b.shape
+            )));
+        }
+        Ok(())
+    }
+
+    fn wrap<R: Repr>(&self, buf: B::Buffer, shape: Shape) -> Polys<B, R> {
+        Polys {
+            buf,
+            shape,
+            ring_id: self.id,
+            _repr: PhantomData,
+        }
+    }
+
+    /// `polys` zero polynomials with `limbs` limbs.
+    pub fn zeros<R: Repr>(&self, shape: Shape) -> Result<Polys<B, R>, BackendError> {
+        self.check_shape(shape)?;
+        Ok(self.wrap(self.backend.alloc_zeroed(shape.words(self.n()))?, shape))
+    }
+
+    /// Uploads host words laid out `[poly][limb][coefficient]`; every word must be reduced.
+    pub fn upload<R: Repr>(
+        &self,
+        words: &[u32],
+        shape: Shape,
+    ) -> Result<Polys<B, R>, BackendError> {
+        self.check_shape(shape)?;
+        let n = self.n();
+        if words.len() != shape.words(n) {
+            return Err(BackendError::Shape(format!(
+                "{} words for {} polys x {} limbs x {n}",
+                words.len(),
+                shape.polys,
+                shape.limbs
+            )));
+        }
+        for (row, chunk) in words.chunks_exact(n).enumerate() {
+            let p = self.ctx.moduli()[row % shape.limbs].value();
+            if let Some(j) = chunk.iter().position(|&w| w >= p) {
+                return Err(BackendError::InvalidInput(format!(
+                    "poly {} limb {} coefficient {j}: {} is not below {p}",
+                    row / shape.limbs,
+                    row % shape.limbs,
+                    chunk[j]
+                )));
+            }
+        }
+        Ok(self.wrap(self.backend.upload(words)?, shape))
+    }
+
+    /// Downloads to the host, layout `[poly][limb][coefficient]`.
+    pub fn download<R: Repr>(&self, p: &Polys<B, R>) -> Result<Vec<u32>, BackendError> {
+        self.check_own(p)?;
+        let mut out = vec![0u32; p.shape.words(self.n())];
+        self.backend.download(&p.buf, &mut out)?;
+        Ok(out)
+    }
+
+    /// A device-side copy.
+    pub fn duplicate<R: Repr>(&self, p: &Polys<B, R>) -> Result<Polys<B, R>, BackendError> {
+        self.check_own(p)?;
+        Ok(self.wrap(self.backend.duplicate(&p.buf)?, p.shape))
+    }
+
+    /// Forward NTT of every polynomial, in place on the device.
+    pub fn forward(&self, mut p: Polys<B, Coeff>) -> Result<Polys<B, Ntt>, BackendError> {
+        self.check_own(&p)?;
+        self.backend.ntt_forward(&self.dev, &mut p.buf, p.shape)?;
+        Ok(self.wrap(p.buf, p.shape))
+    }
+
+    /// Inverse NTT of every polynomial, in place on the device.
+    pub fn inverse(&self, mut p: Polys<B, Ntt>) -> Result<Polys<B, Coeff>, BackendError> {
+        self.check_own(&p)?;
+        self.backend.ntt_inverse(&self.dev, &mut p.buf, p.shape)?;
+        Ok(self.wrap(p.buf, p.shape))
+    }
+
+    /// `a += b`.
+    pub fn add_assign<R: Repr>(
+        &self,
+        a: &mut Polys<B, R>,
+        b: &Polys<B, R>,
+    ) -> Result<(), BackendError> {
+        self.check_pair(a, b)?;
+        self.backend
+            .add_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+    }
+
+    /// `a -= b`.
+    pub fn sub_assign<R: Repr>(
+        &self,
+        a: &mut Polys<B, R>,
+        b: &Polys<B, R>,
+    ) -> Result<(), BackendError> {
+        self.check_pair(a, b)?;
+        self.backend
+            .sub_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+    }
+
+    /// `a = -a`.
+    pub fn neg_assign<R: Repr>(&self, a: &mut Polys<B, R>) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        self.backend.neg_assign(&self.dev, &mut a.buf, a.shape)
+    }
+
+    /// `a *= c` for an integer `c` (reduced per limb).
+    pub fn scalar_mul_assign<R: Repr>(
+        &self,
+        a: &mut Polys<B, R>,
+        c: u64,
+    ) -> Result<(), BackendError> {
+        let residues: Vec<u32> = self.ctx.moduli()[..a.shape.limbs]
+            .iter()
+            .map(|m| m.reduce_u64(c))
+            .collect();
+        self.scalar_mul_assign_rns(a, &residues)
+    }
+
+    /// `a *= c` for `c` given by one reduced residue per limb of `a`.
+    pub fn scalar_mul_assign_rns<R: Repr>(
+        &self,
+        a: &mut Polys<B, R>,
+        residues: &[u32],
+    ) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        if residues.len() != a.shape.limbs {
+            return Err(BackendError::Shape(format!(
+                "{} residues for {} limbs",
+                residues.len(),
+                a.shape.limbs
+            )));
+        }
+        for (&r, m) in residues.iter().zip(self.ctx.moduli()) {
+            if r >= m.value() {
+                return Err(BackendError::InvalidInput(format!(
+                    "residue {r} is not below {}",
+                    m.value()
+                )));
+            }
+        }
+        self.backend
+            .scalar_mul_assign(&self.dev, &mut a.buf, residues, a.shape)
+    }
+
+    /// `a *= b` pointwise in the NTT domain (negacyclic product).
+    pub fn mul_assign(&self, a: &mut Polys<B, Ntt>, b: &Polys<B, Ntt>) -> Result<(), BackendError> {
+        self.check_pair(a, b)?;
+        self.backend
+            .mul_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+    }
+
+    /// `a *= X^k`, `0 <= k < 2N` (`X^N = -1`).
+    pub fn monomial_mul_assign(
+        &self,
+        a: &mut Polys<B, Coeff>,
+        k: usize,
+    ) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        if k >= 2 * self.n() {
+            return Err(BackendError::InvalidInput(format!(
+                "monomial degree {k} is not below 2N = {}",
+                2 * self.n()
+            )));
+        }
+        self.backend
+            .monomial_mul_assign(&self.dev, &mut a.buf, k, a.shape)
+    }
+
+    /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
+    /// [`Backend::mac`]. All three must have the same number of limbs.
+    pub fn mac(
+        &self,
+        out: &mut Polys<B, Ntt>,
+        a: &Polys<B, Ntt>,
+        b: &Polys<B, Ntt>,
+        dims: MacDims,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        self.check_own(out)?;
+        self.check_own(a)?;
+        self.check_own(b)?;
+        let limbs = out.shape.limbs;
+        let want = |what: &str, have: Shape, polys: Option<usize>| match polys {
+            Some(p) if have.polys == p && have.limbs == limbs => Ok(()),
+            _ => Err(BackendError::Shape(format!(
+                "mac {dims:?}: {what} has {have:?}, limbs {limbs}"
+            ))),
+        };
+        want("a", a.shape, dims.rows.checked_mul(dims.inner))?;
+        want("b", b.shape, dims.inner.checked_mul(dims.cols))?;
+        want("out", out.shape, dims.rows.checked_mul(dims.cols))?;
+        if dims.inner == 0 && !accumulate {
+            // An empty sum: out = 0, without asking the backend about a degenerate product.
+            *out = self.zeros(out.shape)?;
+            return Ok(());
+        }
+        self.backend.mac(
+            &self.dev,
+            &mut out.buf,
+            &a.buf,
+            &b.buf,
+            dims,
+            limbs,
+            accumulate,
+        )
+    }
+}

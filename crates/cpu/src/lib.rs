@@ -1,0 +1,422 @@
+//! # fastquery-cpu
+//!
+//! The CPU implementation of [`fastquery_backend::Backend`]. It is the fallback when no GPU is
+//! present and the oracle that the GPU backends must match word for word.
+//!
+//! * Transforms: tfhe-ntt through [`fastquery_ntt::NttPlan`] (canonical order verified when the
+//!   plan is built), one `(poly, limb)` row per rayon task.
+//! * Multiply-accumulate: tiles of coefficients, lazily reduced `u64` accumulators
+//!   ([`fastquery_math::Modulus::lazy_products`] products between Barrett reductions), compiled
+//!   for AVX-512 or AVX2 by pulp's run-time dispatch; each plaintext tile is read once for all rows
+//!   of a batch.
+//! * Threads: rayon's global pool, or a private pool of a chosen size ([`CpuBackend::with_threads`]).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
+use fastquery_math::Modulus;
+use fastquery_ntt::NttPlan;
+use rayon::prelude::*;
+
+/// Target size, in words, of the work of one rayon task for cheap elementwise kernels.
+const MIN_TASK_WORDS: usize = 1 << 15;
+/// Target size, in `u64`s, of the accumulators of one multiply-accumulate tile (L1/L2 resident).
+const MAC_ACC_WORDS: usize = 1 << 13;
+
+/// The multi-threaded CPU backend.
+#[derive(Clone)]
+pub struct CpuBackend {
+    pool: Option<Arc<rayon::ThreadPool>>,
+    arch: pulp::Arch,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The CPU backend's per-ring data: moduli and NTT plans.
+#[derive(Debug)]
+pub struct CpuRing {
+    n: usize,
+    moduli: Vec<Modulus>,
+    plans: Vec<NttPlan>,
+}
+
+impl CpuBackend {
+    /// A backend on rayon's global pool (`RAYON_NUM_THREADS`, default: all cores).
+    pub fn new() -> Self {
+        Self {
+            pool: None,
+            arch: pulp::Arch::new(),
+        }
+    }
+
+    /// A backend on a private pool of `threads` threads.
+    pub fn with_threads(threads: usize) -> Result<Self, BackendError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fastquery-cpu-{i}"))
+            .build()
+            .map_err(|e| BackendError::Device(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Self {
+            pool: Some(Arc::new(pool)),
+            arch: pulp::Arch::new(),
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Applies `f(limb, row)` to every `(poly, limb)` row in parallel.
+    fn rows(
+        &self,
+        buf: &mut [u32],
+        n: usize,
+        shape: Shape,
+        min_rows: usize,
+        f: impl Fn(usize, &mut [u32]) + Sync,
+    ) {
+        self.install(|| {
+            buf.par_chunks_mut(n)
+                .enumerate()
+                .with_min_len(min_rows)
+                .for_each(|(row, c)| f(row % shape.limbs, c));
+        });
+    }
+
+    /// Applies `f(limb, a_row, b_row)` to every row pair in parallel.
+    fn row_pairs(
+        &self,
+        a: &mut [u32],
+        b: &[u32],
+        n: usize,
+        shape: Shape,
+        f: impl Fn(usize, &mut [u32], &[u32]) + Sync,
+    ) {
+        self.install(|| {
+            a.par_chunks_mut(n)
+                .zip(b.par_chunks(n))
+                .enumerate()
+                .with_min_len(cheap_rows(n))
+                .for_each(|(row, (x, y))| f(row % shape.limbs, x, y));
+        });
+    }
+}
+
+fn cheap_rows(n: usize) -> usize {
+    (MIN_TASK_WORDS / n).max(1)
+}
+
+/// Human-readable SIMD level, for the device string.
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+    }
+    "scalar"
+}
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<u32>;
+    type Ring = CpuRing;
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "cpu",
+            device: format!(
+                "{} CPU, {} threads, {}",
+                std::env::consts::ARCH,
+                self.threads(),
+                simd_level()
+            ),
+            accelerator: false,
+        }
+    }
+
+    fn load_ring(&self, ring: &RingContext) -> Result<CpuRing, BackendError> {
+        let plans = ring
+            .moduli()
+            .iter()
+            .map(|m| NttPlan::new(m.value(), ring.n()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CpuRing {
+            n: ring.n(),
+            moduli: ring.moduli().to_vec(),
+            plans,
+        })
+    }
+
+    fn alloc_zeroed(&self, words: usize) -> Result<Vec<u32>, BackendError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(words)
+            .map_err(|_| BackendError::Device(format!("cannot allocate {words} words")))?;
+        v.resize(words, 0);
+        Ok(v)
+    }
+
+    fn upload(&self, words: &[u32]) -> Result<Vec<u32>, BackendError> {
+        let mut v = self.alloc_zeroed(0)?;
+        v.try_reserve_exact(words.len())
+            .map_err(|_| BackendError::Device(format!("cannot allocate {} words", words.len())))?;
+        v.extend_from_slice(words);
+        Ok(v)
+    }
+
+    fn download(&self, buf: &Vec<u32>, out: &mut [u32]) -> Result<(), BackendError> {
+        if buf.len() != out.len() {
+            return Err(BackendError::Shape(format!(
+                "download of {} words into {}",
+                buf.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn duplicate(&self, buf: &Vec<u32>) -> Result<Vec<u32>, BackendError> {
+        self.upload(buf)
+    }
+
+    fn ntt_forward(
+        &self,
+        ring: &CpuRing,
+        buf: &mut Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].forward(row));
+        Ok(())
+    }
+
+    fn ntt_inverse(
+        &self,
+        ring: &CpuRing,
+        buf: &mut Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].inverse(row));
+        Ok(())
+    }
+
+    fn add_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        b: &Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
+            let m = ring.moduli[l];
+            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.add(*u, v));
+        });
+        Ok(())
+    }
+
+    fn sub_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        b: &Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
+            let m = ring.moduli[l];
+            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.sub(*u, v));
+        });
+        Ok(())
+    }
+
+    fn neg_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.rows(a, ring.n, shape, cheap_rows(ring.n), |l, x| {
+            let m = ring.moduli[l];
+            x.iter_mut().for_each(|u| *u = m.neg(*u));
+        });
+        Ok(())
+    }
+
+    fn scalar_mul_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        scalars: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.rows(a, ring.n, shape, cheap_rows(ring.n), |l, x| {
+            let m = ring.moduli[l];
+            let (s, s_shoup) = (scalars[l], m.shoup(scalars[l]));
+            x.iter_mut().for_each(|u| *u = m.mul_shoup(*u, s, s_shoup));
+        });
+        Ok(())
+    }
+
+    fn mul_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        b: &Vec<u32>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
+            let m = ring.moduli[l];
+            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.mul(*u, v));
+        });
+        Ok(())
+    }
+
+    fn monomial_mul_assign(
+        &self,
+        ring: &CpuRing,
+        a: &mut Vec<u32>,
+        k: usize,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        self.rows(a, n, shape, cheap_rows(n), |l, x| {
+            let m = ring.moduli[l];
+            // X^k with k < N rotates right by k and negates what wrapped; X^(N+k) = -X^k.
+            let (shift, flip) = if k < n { (k, false) } else { (k - n, true) };
+            x.rotate_right(shift);
+            for (j, u) in x.iter_mut().enumerate() {
+                if (j < shift) != flip {
+                    *u = m.neg(*u);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn mac(
+        &self,
+        ring: &CpuRing,
+        out: &mut Vec<u32>,
+        a: &Vec<u32>,
+        b: &Vec<u32>,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let tile = (MAC_ACC_WORDS / dims.rows.max(1))
+            .clamp(64, 2048)
+            .next_power_of_two()
+            .min(n);
+        let tiles = n / tile;
+        let poly = limbs * n;
+        let arch = self.arch;
+        // One task per (column, limb, tile); each returns its rows x tile results, which are
+        // then written into `out` (disjoint strided pieces that a slice split cannot express).
+        let results: Vec<Vec<u32>> = self.install(|| {
+            (0..dims.cols * limbs * tiles)
+                .into_par_iter()
+                .map(|task| {
+                    let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
+                    let (l, t) = (rest / tiles, rest % tiles);
+                    let off = l * n + t * tile;
+                    let m = ring.moduli[l];
+                    let mut acc = vec![0u64; dims.rows * tile];
+                    if accumulate {
+                        for r in 0..dims.rows {
+                            let o = &out[(r * dims.cols + c) * poly + off..][..tile];
+                            acc[r * tile..][..tile]
+                                .iter_mut()
+                                .zip(o)
+                                .for_each(|(s, &v)| *s = u64::from(v));
+                        }
+                    }
+                    mac_tile(
+                        arch,
+                        m,
+                        &mut acc,
+                        tile,
+                        dims,
+                        |r, i| &a[(r * dims.inner + i) * poly + off..][..tile],
+                        |i| &b[(i * dims.cols + c) * poly + off..][..tile],
+                    );
+                    acc.into_iter().map(|s| s as u32).collect()
+                })
+                .collect()
+        });
+        for (task, res) in results.into_iter().enumerate() {
+            let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
+            let (l, t) = (rest / tiles, rest % tiles);
+            for r in 0..dims.rows {
+                out[(r * dims.cols + c) * poly + l * n + t * tile..][..tile]
+                    .copy_from_slice(&res[r * tile..][..tile]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `acc[r] += sum_i x(r, i) * y(i)` over one tile, fully reduced at the end. `acc` enters below
+/// `p` (zeros or a previous output) and is Barrett-reduced every `lazy_products()` terms, so the
+/// `u64` sums never overflow.
+#[inline(always)]
+fn mac_tile<'s>(
+    arch: pulp::Arch,
+    m: Modulus,
+    acc: &mut [u64],
+    tile: usize,
+    dims: MacDims,
+    x: impl Fn(usize, usize) -> &'s [u32],
+    y: impl Fn(usize) -> &'s [u32],
+) {
+    let lazy = m.lazy_products();
+    arch.dispatch(
+        #[inline(always)]
+        || {
+            for i in 0..dims.inner {
+                let yi = y(i);
+                for (r, acc_r) in acc.chunks_exact_mut(tile).enumerate() {
+                    fma_row(acc_r, x(r, i), yi);
+                }
+                if (i + 1) % lazy == 0 {
+                    acc.iter_mut()
+                        .for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+                }
+            }
+            acc.iter_mut()
+                .for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+        },
+    );
+}
+
+/// `acc[j] += x[j] * y[j]` in `u64`: the loop the compiler vectorises (vpmuludq).
+#[inline(always)]
+fn fma_row(acc: &mut [u64], x: &[u32], y: &[u32]) {
+    for ((s, &u), &v) in acc.iter_mut().zip(x).zip(y) {
+        *s += u64::from(u) * u64::from(v);
+    }
+}
