@@ -86,11 +86,7 @@ fn rows_map(
     limbs: usize,
     mut f: impl FnMut(Modulus, &[u32]) -> Vec<u32>,
 ) -> Vec<u32> {
-    words
-        .chunks_exact(ctx.n())
-        .enumerate()
-        .flat_map(|(row, c)| f(ctx.moduli()[row % limbs], c))
-        .collect()
+    words.chunks_exact(ctx.n()).enumerate().flat_map(|(row, c)| f(ctx.moduli()[row % limbs], c)).collect()
 }
 
 /// Upload then download returns the same words; bad uploads are errors.
@@ -111,13 +107,7 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
 /// Batched forward and inverse NTT equal the portable reference row by row.
 pub fn ntt_matches_reference<B: Backend>(b: &Arc<B>) {
     let mut rng = StdRng::seed_from_u64(2);
-    for (n, limbs, polys) in [
-        (16, 2, 3),
-        (256, 3, 4),
-        (4096, 2, 3),
-        (8192, 1, 2),
-        (16384, 3, 1),
-    ] {
+    for (n, limbs, polys) in [(16, 2, 3), (256, 3, 4), (4096, 2, 3), (8192, 1, 2), (16384, 3, 1)] {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
         for used in [limbs, 1] {
@@ -154,10 +144,7 @@ pub fn ntt_products_match_schoolbook<B: Backend>(b: &Arc<B>) {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
         let shape = Shape::new(2, limbs);
-        let (x, y) = (
-            random_words(&mut rng, &ctx, shape),
-            random_words(&mut rng, &ctx, shape),
-        );
+        let (x, y) = (random_words(&mut rng, &ctx, shape), random_words(&mut rng, &ctx, shape));
         let mut fx = ring.forward(upload(&ring, &x, shape)).unwrap();
         let fy = ring.forward(upload(&ring, &y, shape)).unwrap();
         ring.mul_assign(&mut fx, &fy).unwrap();
@@ -182,10 +169,7 @@ fn elementwise<B: Backend, R: Repr>(ring: &Ring<B>, rng: &mut StdRng, shape: Sha
             .enumerate()
             .flat_map(|(row, (a, c))| {
                 let m = ctx.moduli()[row % shape.limbs];
-                a.iter()
-                    .zip(c)
-                    .map(move |(&u, &v)| f(m, u, v))
-                    .collect::<Vec<_>>()
+                a.iter().zip(c).map(move |(&u, &v)| f(m, u, v)).collect::<Vec<_>>()
             })
             .collect()
     };
@@ -193,58 +177,33 @@ fn elementwise<B: Backend, R: Repr>(ring: &Ring<B>, rng: &mut StdRng, shape: Sha
 
     let mut a: Polys<B, R> = upload(ring, &x, shape);
     ring.add_assign(&mut a, &yp).unwrap();
-    assert_eq!(
-        ring.download(&a).unwrap(),
-        zip(&|m, u, v| m.add(u, v)),
-        "add {}",
-        R::NAME
-    );
+    assert_eq!(ring.download(&a).unwrap(), zip(&|m, u, v| m.add(u, v)), "add {}", R::NAME);
 
     let mut a: Polys<B, R> = upload(ring, &x, shape);
     ring.sub_assign(&mut a, &yp).unwrap();
-    assert_eq!(
-        ring.download(&a).unwrap(),
-        zip(&|m, u, v| m.sub(u, v)),
-        "sub {}",
-        R::NAME
-    );
+    assert_eq!(ring.download(&a).unwrap(), zip(&|m, u, v| m.sub(u, v)), "sub {}", R::NAME);
 
     let mut a: Polys<B, R> = upload(ring, &x, shape);
     ring.neg_assign(&mut a).unwrap();
-    assert_eq!(
-        ring.download(&a).unwrap(),
-        zip(&|m, u, _| m.neg(u)),
-        "neg {}",
-        R::NAME
-    );
+    assert_eq!(ring.download(&a).unwrap(), zip(&|m, u, _| m.neg(u)), "neg {}", R::NAME);
 
     let c: u64 = rng.random();
     let mut a: Polys<B, R> = upload(ring, &x, shape);
     ring.scalar_mul_assign(&mut a, c).unwrap();
-    assert_eq!(
-        ring.download(&a).unwrap(),
-        zip(&|m, u, _| m.mul(u, m.reduce_u64(c))),
-        "scalar {}",
-        R::NAME
-    );
+    assert_eq!(ring.download(&a).unwrap(), zip(&|m, u, _| m.mul(u, m.reduce_u64(c))), "scalar {}", R::NAME);
 }
 
 /// add, sub, neg, scalar multiply (both representations) and pointwise multiply.
 pub fn elementwise_ops_match_scalar<B: Backend>(b: &Arc<B>) {
     let mut rng = StdRng::seed_from_u64(4);
-    for (n, limbs, shape) in [
-        (32, 2, Shape::new(3, 2)),
-        (4096, 3, Shape::new(2, 3)),
-        (4096, 3, Shape::new(5, 1)),
-    ] {
+    for (n, limbs, shape) in
+        [(32, 2, Shape::new(3, 2)), (4096, 3, Shape::new(2, 3)), (4096, 3, Shape::new(5, 1))]
+    {
         let ring = ring(b, n, limbs);
         elementwise::<B, Coeff>(&ring, &mut rng, shape);
         elementwise::<B, Ntt>(&ring, &mut rng, shape);
         let ctx = ring.context().clone();
-        let (x, y) = (
-            random_words(&mut rng, &ctx, shape),
-            random_words(&mut rng, &ctx, shape),
-        );
+        let (x, y) = (random_words(&mut rng, &ctx, shape), random_words(&mut rng, &ctx, shape));
         let mut a: Polys<B, Ntt> = upload(&ring, &x, shape);
         ring.mul_assign(&mut a, &upload(&ring, &y, shape)).unwrap();
         let want: Vec<u32> = x
@@ -253,10 +212,7 @@ pub fn elementwise_ops_match_scalar<B: Backend>(b: &Arc<B>) {
             .enumerate()
             .flat_map(|(row, (u, v))| {
                 let m = ctx.moduli()[row % shape.limbs];
-                u.iter()
-                    .zip(v)
-                    .map(move |(&s, &t)| m.mul(s, t))
-                    .collect::<Vec<_>>()
+                u.iter().zip(v).map(move |(&s, &t)| m.mul(s, t)).collect::<Vec<_>>()
             })
             .collect();
         assert_eq!(ring.download(&a).unwrap(), want, "mul n={n}");
@@ -276,9 +232,7 @@ pub fn monomial_mul_matches_reference<B: Backend>(b: &Arc<B>) {
     for k in ks {
         let mut a: Polys<B, Coeff> = upload(&ring, &x, shape);
         ring.monomial_mul_assign(&mut a, k).unwrap();
-        let want = rows_map(&ctx, &x, shape.limbs, |m, c| {
-            reference::monomial_mul(m, c, k)
-        });
+        let want = rows_map(&ctx, &x, shape.limbs, |m, c| reference::monomial_mul(m, c, k));
         assert_eq!(ring.download(&a).unwrap(), want, "k={k}");
     }
 }
@@ -322,14 +276,7 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
     for (n, ring_limbs, limbs) in [(64, 3, 3), (4096, 2, 2), (2048, 3, 1)] {
         let ring = ring(b, n, ring_limbs);
         let ctx = ring.context().clone();
-        for (rows, inner, cols) in [
-            (1, 1, 1),
-            (1, 5, 3),
-            (2, 17, 2),
-            (3, 33, 1),
-            (4, 4, 5),
-            (1, 40, 1),
-        ] {
+        for (rows, inner, cols) in [(1, 1, 1), (1, 5, 3), (2, 17, 2), (3, 33, 1), (4, 4, 5), (1, 40, 1)] {
             let dims = MacDims { rows, inner, cols };
             let a = random_words(&mut rng, &ctx, Shape::new(rows * inner, limbs));
             let bw = random_words(&mut rng, &ctx, Shape::new(inner * cols, limbs));
@@ -358,63 +305,29 @@ pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
     let s = Shape::new(2, 2);
     let w = random_words(&mut rng, &ctx, s);
     // Uploads: wrong length, unreduced word, too many limbs, no limbs.
-    assert!(matches!(
-        r1.upload::<Coeff>(&w[1..], s),
-        Err(BackendError::Shape(_))
-    ));
+    assert!(matches!(r1.upload::<Coeff>(&w[1..], s), Err(BackendError::Shape(_))));
     let mut bad = w.clone();
     bad[70] = ctx.moduli()[0].value();
-    assert!(matches!(
-        r1.upload::<Coeff>(&bad, s),
-        Err(BackendError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        r1.zeros::<Coeff>(Shape::new(1, 3)),
-        Err(BackendError::Shape(_))
-    ));
-    assert!(matches!(
-        r1.zeros::<Coeff>(Shape::new(1, 0)),
-        Err(BackendError::Shape(_))
-    ));
-    assert!(matches!(
-        r1.zeros::<Coeff>(Shape::new(usize::MAX / 2, 2)),
-        Err(BackendError::Shape(_))
-    ));
+    assert!(matches!(r1.upload::<Coeff>(&bad, s), Err(BackendError::InvalidInput(_))));
+    assert!(matches!(r1.zeros::<Coeff>(Shape::new(1, 3)), Err(BackendError::Shape(_))));
+    assert!(matches!(r1.zeros::<Coeff>(Shape::new(1, 0)), Err(BackendError::Shape(_))));
+    assert!(matches!(r1.zeros::<Coeff>(Shape::new(usize::MAX / 2, 2)), Err(BackendError::Shape(_))));
     // Operands of another ring or shape.
     let mut a: Polys<B, Coeff> = upload(&r1, &w, s);
     let other: Polys<B, Coeff> = upload(&r2, &w, s);
-    assert_eq!(
-        r1.add_assign(&mut a, &other).unwrap_err(),
-        BackendError::RingMismatch
-    );
+    assert_eq!(r1.add_assign(&mut a, &other).unwrap_err(), BackendError::RingMismatch);
     assert_eq!(r1.download(&other).unwrap_err(), BackendError::RingMismatch);
     let small: Polys<B, Coeff> = r1.zeros(Shape::new(2, 1)).unwrap();
-    assert!(matches!(
-        r1.sub_assign(&mut a, &small),
-        Err(BackendError::Shape(_))
-    ));
-    assert!(matches!(
-        r1.monomial_mul_assign(&mut a, 128),
-        Err(BackendError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        r1.scalar_mul_assign_rns(&mut a, &[1]),
-        Err(BackendError::Shape(_))
-    ));
-    assert!(matches!(
-        r1.scalar_mul_assign_rns(&mut a, &[u32::MAX, 1]),
-        Err(BackendError::InvalidInput(_))
-    ));
+    assert!(matches!(r1.sub_assign(&mut a, &small), Err(BackendError::Shape(_))));
+    assert!(matches!(r1.monomial_mul_assign(&mut a, 128), Err(BackendError::InvalidInput(_))));
+    assert!(matches!(r1.scalar_mul_assign_rns(&mut a, &[1]), Err(BackendError::Shape(_))));
+    assert!(matches!(r1.scalar_mul_assign_rns(&mut a, &[u32::MAX, 1]), Err(BackendError::InvalidInput(_))));
     // The failed calls left `a` untouched.
     assert_eq!(r1.download(&a).unwrap(), w);
     // mac with inconsistent dimensions.
     let x: Polys<B, Ntt> = r1.zeros(Shape::new(6, 2)).unwrap();
     let mut o: Polys<B, Ntt> = r1.zeros(Shape::new(2, 2)).unwrap();
-    let dims = MacDims {
-        rows: 2,
-        inner: 3,
-        cols: 1,
-    };
+    let dims = MacDims { rows: 2, inner: 3, cols: 1 };
     assert!(r1.mac(&mut o, &x, &x, dims, false).is_err()); // b must hold 3 polys
     let y: Polys<B, Ntt> = r1.zeros(Shape::new(3, 1)).unwrap();
     assert!(r1.mac(&mut o, &x, &y, dims, false).is_err()); // limbs differ

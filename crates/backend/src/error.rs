@@ -6,10 +6,7 @@ use thiserror::Error;
 pub enum BackendError {
     /// A backend that is not compiled in or has no device.
     #[error("backend '{backend}' is unavailable: {reason}")]
-    Unavailable {
-        backend: &'static str,
-        reason: String,
-    },
+    Unavailable { backend: &'static str, reason: String },
     /// Shapes that do not fit together (a caller bug or a malformed message).
     #[error("shape mismatch: {0}")]
     Shape(String),

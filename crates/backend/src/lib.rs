@@ -100,12 +100,7 @@ pub trait Backend: Send + Sync + 'static {
         shape: Shape,
     ) -> Result<(), BackendError>;
     /// `a = -a`.
-    fn neg_assign(
-        &self,
-        ring: &Self::Ring,
-        a: &mut Self::Buffer,
-        shape: Shape,
-    ) -> Result<(), BackendError>;
+    fn neg_assign(&self, ring: &Self::Ring, a: &mut Self::Buffer, shape: Shape) -> Result<(), BackendError>;
     /// `a *= c` with `c` given by its residue per limb (`scalars.len() == shape.limbs`).
     fn scalar_mul_assign(
         &self,

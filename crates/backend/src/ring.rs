@@ -23,10 +23,8 @@ impl RingContext {
     /// Validates `n` and the primes (distinct NTT-friendly primes below `2^31`).
     pub fn new(n: usize, primes: &[u32]) -> Result<Self, BackendError> {
         let basis = RnsBasis::new(primes)?;
-        let tables = primes
-            .iter()
-            .map(|&p| NttTables::new(p, n).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tables =
+            primes.iter().map(|&p| NttTables::new(p, n).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { n, basis, tables })
     }
 
@@ -81,12 +79,7 @@ impl<B: Backend> Ring<B> {
     pub fn new(backend: Arc<B>, ctx: Arc<RingContext>) -> Result<Self, BackendError> {
         let dev = backend.load_ring(&ctx)?;
         let id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Self {
-            backend,
-            ctx,
-            dev,
-            id,
-        })
+        Ok(Self { backend, ctx, dev, id })
     }
 
     /// The host-side description.
@@ -121,32 +114,20 @@ impl<B: Backend> Ring<B> {
     }
 
     fn check_own<R: Repr>(&self, p: &Polys<B, R>) -> Result<(), BackendError> {
-        if p.ring_id == self.id {
-            Ok(())
-        } else {
-            Err(BackendError::RingMismatch)
-        }
+        if p.ring_id == self.id { Ok(()) } else { Err(BackendError::RingMismatch) }
     }
 
     fn check_pair<R: Repr>(&self, a: &Polys<B, R>, b: &Polys<B, R>) -> Result<(), BackendError> {
         self.check_own(a)?;
         self.check_own(b)?;
         if a.shape != b.shape {
-            return Err(BackendError::Shape(format!(
-                "{:?} vs {:?}",
-                a.shape, b.shape
-            )));
+            return Err(BackendError::Shape(format!("{:?} vs {:?}", a.shape, b.shape)));
         }
         Ok(())
     }
 
     fn wrap<R: Repr>(&self, buf: B::Buffer, shape: Shape) -> Polys<B, R> {
-        Polys {
-            buf,
-            shape,
-            ring_id: self.id,
-            _repr: PhantomData,
-        }
+        Polys { buf, shape, ring_id: self.id, _repr: PhantomData }
     }
 
     /// `polys` zero polynomials with `limbs` limbs.
@@ -156,11 +137,7 @@ impl<B: Backend> Ring<B> {
     }
 
     /// Uploads host words laid out `[poly][limb][coefficient]`; every word must be reduced.
-    pub fn upload<R: Repr>(
-        &self,
-        words: &[u32],
-        shape: Shape,
-    ) -> Result<Polys<B, R>, BackendError> {
+    pub fn upload<R: Repr>(&self, words: &[u32], shape: Shape) -> Result<Polys<B, R>, BackendError> {
         self.check_shape(shape)?;
         let n = self.n();
         if words.len() != shape.words(n) {
@@ -214,25 +191,15 @@ impl<B: Backend> Ring<B> {
     }
 
     /// `a += b`.
-    pub fn add_assign<R: Repr>(
-        &self,
-        a: &mut Polys<B, R>,
-        b: &Polys<B, R>,
-    ) -> Result<(), BackendError> {
+    pub fn add_assign<R: Repr>(&self, a: &mut Polys<B, R>, b: &Polys<B, R>) -> Result<(), BackendError> {
         self.check_pair(a, b)?;
-        self.backend
-            .add_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+        self.backend.add_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
     }
 
     /// `a -= b`.
-    pub fn sub_assign<R: Repr>(
-        &self,
-        a: &mut Polys<B, R>,
-        b: &Polys<B, R>,
-    ) -> Result<(), BackendError> {
+    pub fn sub_assign<R: Repr>(&self, a: &mut Polys<B, R>, b: &Polys<B, R>) -> Result<(), BackendError> {
         self.check_pair(a, b)?;
-        self.backend
-            .sub_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+        self.backend.sub_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
     }
 
     /// `a = -a`.
@@ -242,15 +209,8 @@ impl<B: Backend> Ring<B> {
     }
 
     /// `a *= c` for an integer `c` (reduced per limb).
-    pub fn scalar_mul_assign<R: Repr>(
-        &self,
-        a: &mut Polys<B, R>,
-        c: u64,
-    ) -> Result<(), BackendError> {
-        let residues: Vec<u32> = self.ctx.moduli()[..a.shape.limbs]
-            .iter()
-            .map(|m| m.reduce_u64(c))
-            .collect();
+    pub fn scalar_mul_assign<R: Repr>(&self, a: &mut Polys<B, R>, c: u64) -> Result<(), BackendError> {
+        let residues: Vec<u32> = self.ctx.moduli()[..a.shape.limbs].iter().map(|m| m.reduce_u64(c)).collect();
         self.scalar_mul_assign_rns(a, &residues)
     }
 
@@ -270,29 +230,20 @@ impl<B: Backend> Ring<B> {
         }
         for (&r, m) in residues.iter().zip(self.ctx.moduli()) {
             if r >= m.value() {
-                return Err(BackendError::InvalidInput(format!(
-                    "residue {r} is not below {}",
-                    m.value()
-                )));
+                return Err(BackendError::InvalidInput(format!("residue {r} is not below {}", m.value())));
             }
         }
-        self.backend
-            .scalar_mul_assign(&self.dev, &mut a.buf, residues, a.shape)
+        self.backend.scalar_mul_assign(&self.dev, &mut a.buf, residues, a.shape)
     }
 
     /// `a *= b` pointwise in the NTT domain (negacyclic product).
     pub fn mul_assign(&self, a: &mut Polys<B, Ntt>, b: &Polys<B, Ntt>) -> Result<(), BackendError> {
         self.check_pair(a, b)?;
-        self.backend
-            .mul_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
+        self.backend.mul_assign(&self.dev, &mut a.buf, &b.buf, a.shape)
     }
 
     /// `a *= X^k`, `0 <= k < 2N` (`X^N = -1`).
-    pub fn monomial_mul_assign(
-        &self,
-        a: &mut Polys<B, Coeff>,
-        k: usize,
-    ) -> Result<(), BackendError> {
+    pub fn monomial_mul_assign(&self, a: &mut Polys<B, Coeff>, k: usize) -> Result<(), BackendError> {
         self.check_own(a)?;
         if k >= 2 * self.n() {
             return Err(BackendError::InvalidInput(format!(
@@ -300,8 +251,7 @@ impl<B: Backend> Ring<B> {
                 2 * self.n()
             )));
         }
-        self.backend
-            .monomial_mul_assign(&self.dev, &mut a.buf, k, a.shape)
+        self.backend.monomial_mul_assign(&self.dev, &mut a.buf, k, a.shape)
     }
 
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
@@ -320,9 +270,7 @@ impl<B: Backend> Ring<B> {
         let limbs = out.shape.limbs;
         let want = |what: &str, have: Shape, polys: Option<usize>| match polys {
             Some(p) if have.polys == p && have.limbs == limbs => Ok(()),
-            _ => Err(BackendError::Shape(format!(
-                "mac {dims:?}: {what} has {have:?}, limbs {limbs}"
-            ))),
+            _ => Err(BackendError::Shape(format!("mac {dims:?}: {what} has {have:?}, limbs {limbs}"))),
         };
         want("a", a.shape, dims.rows.checked_mul(dims.inner))?;
         want("b", b.shape, dims.inner.checked_mul(dims.cols))?;
@@ -332,14 +280,6 @@ impl<B: Backend> Ring<B> {
             *out = self.zeros(out.shape)?;
             return Ok(());
         }
-        self.backend.mac(
-            &self.dev,
-            &mut out.buf,
-            &a.buf,
-            &b.buf,
-            dims,
-            limbs,
-            accumulate,
-        )
+        self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)
     }
 }

@@ -33,9 +33,7 @@ pub struct CpuBackend {
 
 impl std::fmt::Debug for CpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuBackend")
-            .field("threads", &self.threads())
-            .finish()
+        f.debug_struct("CpuBackend").field("threads", &self.threads()).finish()
     }
 }
 
@@ -56,10 +54,7 @@ pub struct CpuRing {
 impl CpuBackend {
     /// A backend on rayon's global pool (`RAYON_NUM_THREADS`, default: all cores).
     pub fn new() -> Self {
-        Self {
-            pool: None,
-            arch: pulp::Arch::new(),
-        }
+        Self { pool: None, arch: pulp::Arch::new() }
     }
 
     /// A backend on a private pool of `threads` threads.
@@ -69,17 +64,12 @@ impl CpuBackend {
             .thread_name(|i| format!("fastquery-cpu-{i}"))
             .build()
             .map_err(|e| BackendError::Device(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Self {
-            pool: Some(Arc::new(pool)),
-            arch: pulp::Arch::new(),
-        })
+        Ok(Self { pool: Some(Arc::new(pool)), arch: pulp::Arch::new() })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+        self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
 
     fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -89,7 +79,13 @@ impl CpuBackend {
         }
     }
 
-    /// Applies `f(limb, row)` to every `(poly, limb)` row in parallel.
+    /// Whether `tasks` tasks are worth handing to the pool: a hand-off costs a thread wake-up
+    /// (microseconds, as much as one NTT), so a single task, or a one-thread backend, runs inline.
+    fn parallel(&self, tasks: usize) -> bool {
+        tasks > 1 && self.threads() > 1
+    }
+
+    /// Applies `f(limb, row)` to every `(poly, limb)` row, `min_rows` rows per task at least.
     fn rows(
         &self,
         buf: &mut [u32],
@@ -98,6 +94,10 @@ impl CpuBackend {
         min_rows: usize,
         f: impl Fn(usize, &mut [u32]) + Sync,
     ) {
+        if !self.parallel(buf.len() / n / min_rows) {
+            buf.chunks_exact_mut(n).enumerate().for_each(|(row, c)| f(row % shape.limbs, c));
+            return;
+        }
         self.install(|| {
             buf.par_chunks_mut(n)
                 .enumerate()
@@ -106,7 +106,7 @@ impl CpuBackend {
         });
     }
 
-    /// Applies `f(limb, a_row, b_row)` to every row pair in parallel.
+    /// Applies `f(limb, a_row, b_row)` to every row pair.
     fn row_pairs(
         &self,
         a: &mut [u32],
@@ -115,11 +115,19 @@ impl CpuBackend {
         shape: Shape,
         f: impl Fn(usize, &mut [u32], &[u32]) + Sync,
     ) {
+        let min_rows = cheap_rows(n);
+        if !self.parallel(a.len() / n / min_rows) {
+            a.chunks_exact_mut(n)
+                .zip(b.chunks_exact(n))
+                .enumerate()
+                .for_each(|(row, (x, y))| f(row % shape.limbs, x, y));
+            return;
+        }
         self.install(|| {
             a.par_chunks_mut(n)
                 .zip(b.par_chunks(n))
                 .enumerate()
-                .with_min_len(cheap_rows(n))
+                .with_min_len(min_rows)
                 .for_each(|(row, (x, y))| f(row % shape.limbs, x, y));
         });
     }
@@ -150,27 +158,15 @@ impl Backend for CpuBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             name: "cpu",
-            device: format!(
-                "{} CPU, {} threads, {}",
-                std::env::consts::ARCH,
-                self.threads(),
-                simd_level()
-            ),
+            device: format!("{} CPU, {} threads, {}", std::env::consts::ARCH, self.threads(), simd_level()),
             accelerator: false,
         }
     }
 
     fn load_ring(&self, ring: &RingContext) -> Result<CpuRing, BackendError> {
-        let plans = ring
-            .moduli()
-            .iter()
-            .map(|m| NttPlan::new(m.value(), ring.n()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(CpuRing {
-            n: ring.n(),
-            moduli: ring.moduli().to_vec(),
-            plans,
-        })
+        let plans =
+            ring.moduli().iter().map(|m| NttPlan::new(m.value(), ring.n())).collect::<Result<Vec<_>, _>>()?;
+        Ok(CpuRing { n: ring.n(), moduli: ring.moduli().to_vec(), plans })
     }
 
     fn alloc_zeroed(&self, words: usize) -> Result<Vec<u32>, BackendError> {
@@ -191,11 +187,7 @@ impl Backend for CpuBackend {
 
     fn download(&self, buf: &Vec<u32>, out: &mut [u32]) -> Result<(), BackendError> {
         if buf.len() != out.len() {
-            return Err(BackendError::Shape(format!(
-                "download of {} words into {}",
-                buf.len(),
-                out.len()
-            )));
+            return Err(BackendError::Shape(format!("download of {} words into {}", buf.len(), out.len())));
         }
         out.copy_from_slice(buf);
         Ok(())
@@ -205,22 +197,12 @@ impl Backend for CpuBackend {
         self.upload(buf)
     }
 
-    fn ntt_forward(
-        &self,
-        ring: &CpuRing,
-        buf: &mut Vec<u32>,
-        shape: Shape,
-    ) -> Result<(), BackendError> {
+    fn ntt_forward(&self, ring: &CpuRing, buf: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
         self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].forward(row));
         Ok(())
     }
 
-    fn ntt_inverse(
-        &self,
-        ring: &CpuRing,
-        buf: &mut Vec<u32>,
-        shape: Shape,
-    ) -> Result<(), BackendError> {
+    fn ntt_inverse(&self, ring: &CpuRing, buf: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
         self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].inverse(row));
         Ok(())
     }
@@ -253,12 +235,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn neg_assign(
-        &self,
-        ring: &CpuRing,
-        a: &mut Vec<u32>,
-        shape: Shape,
-    ) -> Result<(), BackendError> {
+    fn neg_assign(&self, ring: &CpuRing, a: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
         self.rows(a, ring.n, shape, cheap_rows(ring.n), |l, x| {
             let m = ring.moduli[l];
             x.iter_mut().for_each(|u| *u = m.neg(*u));
@@ -328,46 +305,41 @@ impl Backend for CpuBackend {
         accumulate: bool,
     ) -> Result<(), BackendError> {
         let n = ring.n;
-        let tile = (MAC_ACC_WORDS / dims.rows.max(1))
-            .clamp(64, 2048)
-            .next_power_of_two()
-            .min(n);
+        let tile = (MAC_ACC_WORDS / dims.rows.max(1)).clamp(64, 2048).next_power_of_two().min(n);
         let tiles = n / tile;
         let poly = limbs * n;
         let arch = self.arch;
         // One task per (column, limb, tile); each returns its rows x tile results, which are
         // then written into `out` (disjoint strided pieces that a slice split cannot express).
-        let results: Vec<Vec<u32>> = self.install(|| {
-            (0..dims.cols * limbs * tiles)
-                .into_par_iter()
-                .map(|task| {
-                    let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
-                    let (l, t) = (rest / tiles, rest % tiles);
-                    let off = l * n + t * tile;
-                    let m = ring.moduli[l];
-                    let mut acc = vec![0u64; dims.rows * tile];
-                    if accumulate {
-                        for r in 0..dims.rows {
-                            let o = &out[(r * dims.cols + c) * poly + off..][..tile];
-                            acc[r * tile..][..tile]
-                                .iter_mut()
-                                .zip(o)
-                                .for_each(|(s, &v)| *s = u64::from(v));
-                        }
-                    }
-                    mac_tile(
-                        arch,
-                        m,
-                        &mut acc,
-                        tile,
-                        dims,
-                        |r, i| &a[(r * dims.inner + i) * poly + off..][..tile],
-                        |i| &b[(i * dims.cols + c) * poly + off..][..tile],
-                    );
-                    acc.into_iter().map(|s| s as u32).collect()
-                })
-                .collect()
-        });
+        let tasks = dims.cols * limbs * tiles;
+        let run = |task: usize| -> Vec<u32> {
+            let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
+            let (l, t) = (rest / tiles, rest % tiles);
+            let off = l * n + t * tile;
+            let mut acc = vec![0u64; dims.rows * tile];
+            if accumulate {
+                for (r, acc_r) in acc.chunks_exact_mut(tile).enumerate() {
+                    let o = &out[(r * dims.cols + c) * poly + off..][..tile];
+                    acc_r.iter_mut().zip(o).for_each(|(s, &v)| *s = u64::from(v));
+                }
+            }
+            mac_tile(
+                arch,
+                ring.moduli[l],
+                &mut acc,
+                tile,
+                dims,
+                |r, i| &a[(r * dims.inner + i) * poly + off..][..tile],
+                |i| &b[(i * dims.cols + c) * poly + off..][..tile],
+            );
+            // Every accumulator is reduced below p < 2^31 by mac_tile.
+            acc.into_iter().map(|s| s as u32).collect()
+        };
+        let results: Vec<Vec<u32>> = if self.parallel(tasks) {
+            self.install(|| (0..tasks).into_par_iter().map(run).collect())
+        } else {
+            (0..tasks).map(run).collect()
+        };
         for (task, res) in results.into_iter().enumerate() {
             let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
             let (l, t) = (rest / tiles, rest % tiles);
@@ -403,12 +375,10 @@ fn mac_tile<'s>(
                     fma_row(acc_r, x(r, i), yi);
                 }
                 if (i + 1) % lazy == 0 {
-                    acc.iter_mut()
-                        .for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+                    acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
                 }
             }
-            acc.iter_mut()
-                .for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+            acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
         },
     );
 }

@@ -19,12 +19,7 @@ pub enum MathError {
     NotNttFriendly { p: u32, n: usize },
     /// Not enough primes of the requested size.
     #[error("only {found} primes of {bits} bits are 1 mod {two_n}, {wanted} wanted")]
-    NotEnoughPrimes {
-        bits: u32,
-        two_n: usize,
-        wanted: usize,
-        found: usize,
-    },
+    NotEnoughPrimes { bits: u32, two_n: usize, wanted: usize, found: usize },
     /// Prime bit size outside the supported range.
     #[error("prime size {0} bits is outside 10..=31")]
     BadPrimeBits(u32),

@@ -27,11 +27,7 @@ pub use rns::RnsBasis;
 /// Reverses the lowest `bits` bits of `x` (`bits = 0` gives 0).
 #[inline]
 pub fn bit_reverse(x: usize, bits: u32) -> usize {
-    if bits == 0 {
-        0
-    } else {
-        x.reverse_bits() >> (usize::BITS - bits)
-    }
+    if bits == 0 { 0 } else { x.reverse_bits() >> (usize::BITS - bits) }
 }
 
 #[cfg(test)]

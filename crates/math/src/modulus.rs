@@ -24,10 +24,7 @@ impl Modulus {
             return Err(MathError::BadModulus(p));
         }
         let barrett = (u128::from(u64::MAX) + 1).div_euclid(u128::from(p)) as u64;
-        Ok(Self {
-            p: p as u32,
-            barrett,
-        })
+        Ok(Self { p: p as u32, barrett })
     }
 
     /// The modulus value.
@@ -81,11 +78,7 @@ impl Modulus {
     pub fn reduce_u64(self, x: u64) -> u32 {
         let q = ((u128::from(x) * u128::from(self.barrett)) >> 64) as u64;
         let r = x - q * u64::from(self.p);
-        (if r >= u64::from(self.p) {
-            r - u64::from(self.p)
-        } else {
-            r
-        }) as u32
+        (if r >= u64::from(self.p) { r - u64::from(self.p) } else { r }) as u32
     }
 
     /// Any 32-bit value mod `p`.
@@ -158,18 +151,10 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn moduli() -> Vec<Modulus> {
-        [
-            3u64,
-            17,
-            65537,
-            0x7fff_ffff,
-            0x3fff_ffdd,
-            1_073_479_681,
-            2_147_352_577,
-        ]
-        .into_iter()
-        .map(|p| Modulus::new(p).unwrap())
-        .collect()
+        [3u64, 17, 65537, 0x7fff_ffff, 0x3fff_ffdd, 1_073_479_681, 2_147_352_577]
+            .into_iter()
+            .map(|p| Modulus::new(p).unwrap())
+            .collect()
     }
 
     #[test]
@@ -199,10 +184,7 @@ mod tests {
                 let expect = (i128::from(s)).rem_euclid(p as i128);
                 assert_eq!(i128::from(m.reduce_i64(s)), expect);
                 let any: u32 = rng.random();
-                assert_eq!(
-                    u128::from(m.mul_shoup(any, b, m.shoup(b))),
-                    u128::from(any) * b128 % p
-                );
+                assert_eq!(u128::from(m.mul_shoup(any, b, m.shoup(b))), u128::from(any) * b128 % p);
             }
             assert_eq!(m.reduce_u64(u64::MAX) as u128, u128::from(u64::MAX) % p);
         }

@@ -55,11 +55,7 @@ pub fn is_prime(n: u64) -> bool {
 
 /// Checks that `n` is a supported ring degree: a power of two in `2..=2^17`.
 pub fn check_degree(n: usize) -> Result<(), MathError> {
-    if n.is_power_of_two() && (2..=1 << 17).contains(&n) {
-        Ok(())
-    } else {
-        Err(MathError::BadDegree(n))
-    }
+    if n.is_power_of_two() && (2..=1 << 17).contains(&n) { Ok(()) } else { Err(MathError::BadDegree(n)) }
 }
 
 /// The primes `p` with `2^(bits-1) < p < 2^bits` and `p = 1 mod 2N`, largest first.
@@ -86,12 +82,7 @@ pub fn ntt_prime_iter(bits: u32, n: usize) -> Result<impl Iterator<Item = u32>, 
 pub fn ntt_primes(bits: u32, n: usize, count: usize) -> Result<Vec<u32>, MathError> {
     let primes: Vec<u32> = ntt_prime_iter(bits, n)?.take(count).collect();
     if primes.len() < count {
-        return Err(MathError::NotEnoughPrimes {
-            bits,
-            two_n: 2 * n,
-            wanted: count,
-            found: primes.len(),
-        });
+        return Err(MathError::NotEnoughPrimes { bits, two_n: 2 * n, wanted: count, found: primes.len() });
     }
     Ok(primes)
 }
@@ -113,13 +104,7 @@ mod tests {
         for n in (1u64 << 31) - 2000..(1u64 << 31) + 2000 {
             assert_eq!(is_prime(n), trial_division(n), "n = {n}");
         }
-        for psp in [
-            2047u64,
-            1_373_653,
-            25_326_001,
-            3_215_031_751,
-            2_152_302_898_747,
-        ] {
+        for psp in [2047u64, 1_373_653, 25_326_001, 3_215_031_751, 2_152_302_898_747] {
             assert!(!is_prime(psp), "{psp} is composite");
         }
         assert!(is_prime(0xffff_ffff_ffff_ffc5)); // largest 64-bit prime
@@ -127,12 +112,7 @@ mod tests {
 
     #[test]
     fn ntt_primes_are_prime_friendly_sized_and_maximal() {
-        for &(bits, n) in &[
-            (31u32, 1usize << 12),
-            (30, 1 << 13),
-            (27, 1 << 15),
-            (20, 1 << 10),
-        ] {
+        for &(bits, n) in &[(31u32, 1usize << 12), (30, 1 << 13), (27, 1 << 15), (20, 1 << 10)] {
             let primes = ntt_primes(bits, n, 4).unwrap();
             let mut prev = u64::MAX;
             for &p in &primes {
@@ -155,17 +135,8 @@ mod tests {
 
     #[test]
     fn bad_requests_are_errors() {
-        assert_eq!(
-            ntt_primes(32, 4096, 1).err(),
-            Some(MathError::BadPrimeBits(32))
-        );
-        assert_eq!(
-            ntt_primes(30, 3000, 1).err(),
-            Some(MathError::BadDegree(3000))
-        );
-        assert!(matches!(
-            ntt_primes(12, 1 << 10, 50),
-            Err(MathError::NotEnoughPrimes { .. })
-        ));
+        assert_eq!(ntt_primes(32, 4096, 1).err(), Some(MathError::BadPrimeBits(32)));
+        assert_eq!(ntt_primes(30, 3000, 1).err(), Some(MathError::BadDegree(3000)));
+        assert!(matches!(ntt_primes(12, 1 << 10, 50), Err(MathError::NotEnoughPrimes { .. })));
     }
 }

@@ -45,12 +45,7 @@ impl RnsBasis {
                 m.inv(r).ok_or(MathError::BadBasis)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            moduli,
-            q,
-            q_hat,
-            q_hat_inv,
-        })
+        Ok(Self { moduli, q, q_hat, q_hat_inv })
     }
 
     /// The moduli, limb order.
@@ -75,10 +70,7 @@ impl RnsBasis {
 
     /// `log2(q)`, the number a security table is indexed by.
     pub fn log2_modulus(&self) -> f64 {
-        self.moduli
-            .iter()
-            .map(|m| f64::from(m.value()).log2())
-            .sum()
+        self.moduli.iter().map(|m| f64::from(m.value()).log2()).sum()
     }
 
     /// The basis of the first `limbs` primes (modulus switching drops limbs from the end).
@@ -92,10 +84,7 @@ impl RnsBasis {
 
     /// The residues of `x` (any size; reduced mod `q` implicitly).
     pub fn decompose(&self, x: &BigUint) -> Vec<u32> {
-        self.moduli
-            .iter()
-            .map(|m| (x % m.value()).to_u32().unwrap_or(0))
-            .collect()
+        self.moduli.iter().map(|m| (x % m.value()).to_u32().unwrap_or(0)).collect()
     }
 
     /// The residues of a signed `x`.
@@ -109,10 +98,8 @@ impl RnsBasis {
     pub fn compose(&self, residues: &[u32]) -> Result<BigUint, MathError> {
         self.check_residues(residues)?;
         let mut acc = BigUint::zero();
-        for ((&r, m), (qh, &qhi)) in residues
-            .iter()
-            .zip(&self.moduli)
-            .zip(self.q_hat.iter().zip(&self.q_hat_inv))
+        for ((&r, m), (qh, &qhi)) in
+            residues.iter().zip(&self.moduli).zip(self.q_hat.iter().zip(&self.q_hat_inv))
         {
             acc += qh * m.mul(r, qhi);
         }
@@ -123,11 +110,7 @@ impl RnsBasis {
     pub fn compose_centered(&self, residues: &[u32]) -> Result<BigInt, MathError> {
         let x = self.compose(residues)?;
         let half = &self.q >> 1u32;
-        Ok(if x > half {
-            BigInt::from(x) - BigInt::from(self.q.clone())
-        } else {
-            BigInt::from(x)
-        })
+        Ok(if x > half { BigInt::from(x) - BigInt::from(self.q.clone()) } else { BigInt::from(x) })
     }
 
     fn check_residues(&self, residues: &[u32]) -> Result<(), MathError> {
@@ -140,10 +123,7 @@ impl RnsBasis {
         }
         for (i, (&r, m)) in residues.iter().zip(&self.moduli).enumerate() {
             if r >= m.value() {
-                return Err(MathError::BadResidues(format!(
-                    "limb {i}: {r} is not below {}",
-                    m.value()
-                )));
+                return Err(MathError::BadResidues(format!("limb {i}: {r} is not below {}", m.value())));
             }
         }
         Ok(())
@@ -158,9 +138,7 @@ mod tests {
 
     /// Close to uniform below `bound` (64 spare bits before the reduction).
     fn random_below(rng: &mut StdRng, bound: &BigUint) -> BigUint {
-        let words: Vec<u32> = (0..bound.to_u32_digits().len() + 2)
-            .map(|_| rng.random())
-            .collect();
+        let words: Vec<u32> = (0..bound.to_u32_digits().len() + 2).map(|_| rng.random()).collect();
         BigUint::from_slice(&words) % bound
     }
 
@@ -202,11 +180,7 @@ mod tests {
             let q = BigInt::from(b.modulus().clone());
             for _ in 0..200 {
                 let mag = random_below(&mut rng, &(b.modulus() >> 1u32));
-                let x = if rng.random() {
-                    BigInt::from(mag)
-                } else {
-                    -BigInt::from(mag)
-                };
+                let x = if rng.random() { BigInt::from(mag) } else { -BigInt::from(mag) };
                 let r = b.decompose_signed(&x);
                 assert_eq!(b.compose_centered(&r).unwrap(), x);
                 assert_eq!(BigInt::from(b.compose(&r).unwrap()), ((&x % &q) + &q) % &q);
@@ -219,16 +193,10 @@ mod tests {
         assert_eq!(RnsBasis::new(&[]), Err(MathError::BadBasis));
         let p = ntt_primes(30, 1024, 2).unwrap();
         assert_eq!(RnsBasis::new(&[p[0], p[0]]), Err(MathError::BadBasis));
-        assert_eq!(
-            RnsBasis::new(&[p[0], 1_000_001]),
-            Err(MathError::NotPrime(1_000_001))
-        );
+        assert_eq!(RnsBasis::new(&[p[0], 1_000_001]), Err(MathError::NotPrime(1_000_001)));
         let b = RnsBasis::new(&p).unwrap();
         assert!(matches!(b.compose(&[1]), Err(MathError::BadResidues(_))));
-        assert!(matches!(
-            b.compose(&[p[0], 0]),
-            Err(MathError::BadResidues(_))
-        ));
+        assert!(matches!(b.compose(&[p[0], 0]), Err(MathError::BadResidues(_))));
         assert!(b.prefix(0).is_err() && b.prefix(3).is_err());
         assert_eq!(b.prefix(1).unwrap().len(), 1);
         assert!((b.log2_modulus() - 60.0).abs() < 0.01);

@@ -13,9 +13,7 @@ use crate::{MathError, Modulus, primes};
 fn least_non_residue(m: Modulus) -> u32 {
     let half = u64::from(m.value() - 1) / 2;
     // Every prime has a non-residue below p; this loop ends well before.
-    (2..m.value())
-        .find(|&z| m.pow(z, half) == m.value() - 1)
-        .unwrap_or(m.value() - 1)
+    (2..m.value()).find(|&z| m.pow(z, half) == m.value() - 1).unwrap_or(m.value() - 1)
 }
 
 /// A square root of `a` mod the odd prime `p` by Tonelli-Shanks, or `None` if `a` is a
@@ -114,16 +112,7 @@ mod tests {
     fn rejects_unfriendly_primes() {
         let m = Modulus::new(65537).unwrap();
         assert!(primitive_2n_root(m, 1 << 15).is_ok());
-        assert_eq!(
-            primitive_2n_root(m, 1 << 16),
-            Err(MathError::NotNttFriendly {
-                p: 65537,
-                n: 1 << 16
-            })
-        );
-        assert_eq!(
-            primitive_2n_root(Modulus::new(65535).unwrap(), 4),
-            Err(MathError::NotPrime(65535))
-        );
+        assert_eq!(primitive_2n_root(m, 1 << 16), Err(MathError::NotNttFriendly { p: 65537, n: 1 << 16 }));
+        assert_eq!(primitive_2n_root(Modulus::new(65535).unwrap(), 4), Err(MathError::NotPrime(65535)));
     }
 }

@@ -39,11 +39,7 @@ impl NttPlan {
     /// A plan for the prime `p` and degree `n`.
     pub fn new(p: u32, n: usize) -> Result<Self, NttError> {
         let tables = Arc::new(NttTables::new(p, n)?);
-        let fast = if n >= 32 {
-            tfhe_ntt::prime32::Plan::try_new(n, p)
-        } else {
-            None
-        };
+        let fast = if n >= 32 { tfhe_ntt::prime32::Plan::try_new(n, p) } else { None };
         let fast = fast.filter(|plan| agrees_with_reference(plan, &tables));
         Ok(Self { tables, fast })
     }
@@ -60,11 +56,7 @@ impl NttPlan {
 
     /// Which implementation runs.
     pub fn engine(&self) -> NttEngine {
-        if self.fast.is_some() {
-            NttEngine::TfheNtt
-        } else {
-            NttEngine::Reference
-        }
+        if self.fast.is_some() { NttEngine::TfheNtt } else { NttEngine::Reference }
     }
 
     /// Forward transform in place. `a` must have length `N` and reduced entries.
@@ -103,17 +95,13 @@ fn agrees_with_reference(plan: &tfhe_ntt::prime32::Plan, t: &NttTables) -> bool 
     x[1] = 1;
     plan.fwd(&mut x);
     let log_n = n.trailing_zeros();
-    let points_match = x
-        .iter()
-        .enumerate()
-        .all(|(i, &v)| v == m.pow(t.psi(), canonical_exponent(i, log_n) as u64));
+    let points_match =
+        x.iter().enumerate().all(|(i, &v)| v == m.pow(t.psi(), canonical_exponent(i, log_n) as u64));
     // A dense pseudo-random vector, forward and inverse.
     let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(m.value());
     let v: Vec<u32> = (0..n)
         .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             m.reduce_u64(state >> 11)
         })
         .collect();

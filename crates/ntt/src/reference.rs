@@ -8,11 +8,7 @@ use crate::{NttTables, canonical_exponent};
 /// In-place forward transform (Cooley-Tukey, natural order in, canonical order out).
 /// Inputs must be reduced (`< p`); `a.len()` must be `N`.
 pub fn forward(t: &NttTables, a: &mut [u32]) {
-    assert_eq!(
-        a.len(),
-        t.n(),
-        "polynomial length must equal the table degree"
-    );
+    assert_eq!(a.len(), t.n(), "polynomial length must equal the table degree");
     let m = t.modulus();
     let (w, ws) = (t.forward(), t.forward_shoup());
     let n = a.len();
@@ -37,11 +33,7 @@ pub fn forward(t: &NttTables, a: &mut [u32]) {
 /// In-place inverse transform (Gentleman-Sande, canonical order in, natural order out,
 /// multiplied by `N^{-1}`).
 pub fn inverse(t: &NttTables, a: &mut [u32]) {
-    assert_eq!(
-        a.len(),
-        t.n(),
-        "polynomial length must equal the table degree"
-    );
+    assert_eq!(a.len(), t.n(), "polynomial length must equal the table degree");
     let m = t.modulus();
     let (w, ws) = (t.inverse(), t.inverse_shoup());
     let n = a.len();
@@ -74,9 +66,9 @@ pub fn naive_forward(t: &NttTables, a: &[u32]) -> Vec<u32> {
     (0..n)
         .map(|i| {
             let e = canonical_exponent(i, n.trailing_zeros());
-            a.iter().enumerate().fold(0u32, |acc, (j, &aj)| {
-                m.add(acc, m.mul(aj, psi_pows[(e * j) % (2 * n)]))
-            })
+            a.iter()
+                .enumerate()
+                .fold(0u32, |acc, (j, &aj)| m.add(acc, m.mul(aj, psi_pows[(e * j) % (2 * n)])))
         })
         .collect()
 }
@@ -119,8 +111,7 @@ pub fn negacyclic_mul(m: Modulus, a: &[u32], b: &[u32]) -> Vec<u32> {
         .map(|k| {
             let (mut pos, mut neg) = (0u64, 0u64);
             for (cnt, i) in (0..n).enumerate() {
-                let prod =
-                    u64::from(a[i]) * u64::from(if i <= k { b[k - i] } else { b[n + k - i] });
+                let prod = u64::from(a[i]) * u64::from(if i <= k { b[k - i] } else { b[n + k - i] });
                 if i <= k {
                     pos += prod
                 } else {
@@ -143,11 +134,7 @@ pub fn monomial_mul(m: Modulus, a: &[u32], k: usize) -> Vec<u32> {
     let mut out = vec![0u32; n];
     for (j, &x) in a.iter().enumerate() {
         let e = (j + k) % (2 * n);
-        if e < n {
-            out[e] = x
-        } else {
-            out[e - n] = m.neg(x)
-        }
+        if e < n { out[e] = x } else { out[e - n] = m.neg(x) }
     }
     out
 }

@@ -38,16 +38,7 @@ impl NttTables {
         let forward_shoup = forward.iter().map(|&x| modulus.shoup(x)).collect();
         let inverse_shoup = inverse.iter().map(|&x| modulus.shoup(x)).collect();
         let n_inv = modulus.pow(n as u32, u64::from(p - 2));
-        Ok(Self {
-            n,
-            modulus,
-            psi,
-            forward,
-            forward_shoup,
-            inverse,
-            inverse_shoup,
-            n_inv,
-        })
+        Ok(Self { n, modulus, psi, forward, forward_shoup, inverse, inverse_shoup, n_inv })
     }
 
     /// The degree `N`.

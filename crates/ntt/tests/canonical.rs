@@ -38,16 +38,8 @@ fn reference_matches_the_definition() {
             let a = random_poly(&mut rng, p, n);
             let mut fast = a.clone();
             reference::forward(&t, &mut fast);
-            assert_eq!(
-                fast,
-                reference::naive_forward(&t, &a),
-                "forward n={n} p={p}"
-            );
-            assert_eq!(
-                reference::naive_inverse(&t, &fast),
-                a,
-                "naive inverse n={n} p={p}"
-            );
+            assert_eq!(fast, reference::naive_forward(&t, &a), "forward n={n} p={p}");
+            assert_eq!(reference::naive_inverse(&t, &fast), a, "naive inverse n={n} p={p}");
             reference::inverse(&t, &mut fast);
             assert_eq!(fast, a, "inverse n={n} p={p}");
         }
@@ -61,16 +53,8 @@ fn fast_plan_is_tfhe_ntt_and_bit_identical_to_the_reference() {
         let n = 1usize << log_n;
         for p in primes_for(n) {
             let plan = NttPlan::new(p, n).unwrap();
-            let expected = if n >= 32 {
-                NttEngine::TfheNtt
-            } else {
-                NttEngine::Reference
-            };
-            assert_eq!(
-                plan.engine(),
-                expected,
-                "n={n} p={p}: tfhe-ntt disagrees with the canonical order"
-            );
+            let expected = if n >= 32 { NttEngine::TfheNtt } else { NttEngine::Reference };
+            assert_eq!(plan.engine(), expected, "n={n} p={p}: tfhe-ntt disagrees with the canonical order");
             for _ in 0..3 {
                 let a = random_poly(&mut rng, p, n);
                 let (mut x, mut y) = (a.clone(), a.clone());
@@ -135,11 +119,7 @@ fn schoolbook_and_monomial_references_agree() {
         } else {
             xk[k - n] = p - 1
         }
-        assert_eq!(
-            reference::monomial_mul(m, &a, k),
-            reference::negacyclic_mul(m, &a, &xk),
-            "k={k}"
-        );
+        assert_eq!(reference::monomial_mul(m, &a, k), reference::negacyclic_mul(m, &a, &xk), "k={k}");
     }
 }
 
@@ -150,27 +130,13 @@ fn products_match_fhe_math() {
     for log_n in [5u32, 10, 12, 13] {
         let n = 1usize << log_n;
         let primes = ntt_primes(31, n, 2).unwrap();
-        let ctx = Arc::new(
-            Context::new(&primes.iter().map(|&p| u64::from(p)).collect::<Vec<_>>(), n).unwrap(),
-        );
-        let a: Vec<Vec<u32>> = primes
-            .iter()
-            .map(|&p| random_poly(&mut rng, p, n))
-            .collect();
-        let b: Vec<Vec<u32>> = primes
-            .iter()
-            .map(|&p| random_poly(&mut rng, p, n))
-            .collect();
-        let flat = |v: &[Vec<u32>]| {
-            v.iter()
-                .flatten()
-                .map(|&x| u64::from(x))
-                .collect::<Vec<u64>>()
-        };
-        let mut pa =
-            Poly::try_convert_from(flat(&a), &ctx, false, Representation::PowerBasis).unwrap();
-        let mut pb =
-            Poly::try_convert_from(flat(&b), &ctx, false, Representation::PowerBasis).unwrap();
+        let ctx =
+            Arc::new(Context::new(&primes.iter().map(|&p| u64::from(p)).collect::<Vec<_>>(), n).unwrap());
+        let a: Vec<Vec<u32>> = primes.iter().map(|&p| random_poly(&mut rng, p, n)).collect();
+        let b: Vec<Vec<u32>> = primes.iter().map(|&p| random_poly(&mut rng, p, n)).collect();
+        let flat = |v: &[Vec<u32>]| v.iter().flatten().map(|&x| u64::from(x)).collect::<Vec<u64>>();
+        let mut pa = Poly::try_convert_from(flat(&a), &ctx, false, Representation::PowerBasis).unwrap();
+        let mut pb = Poly::try_convert_from(flat(&b), &ctx, false, Representation::PowerBasis).unwrap();
         pa.change_representation(Representation::Ntt);
         pb.change_representation(Representation::Ntt);
         let mut pc = &pa * &pb;

@@ -1,0 +1,151 @@
+//! CPU kernel benchmarks. Names: `<backend>/<op>/<N>/<limbs>` (and `/<rows>x<inner>x<cols>` for
+//! the multiply-accumulate). `tfhe-ntt/...` runs tfhe-ntt's plans directly on the same sizes in
+//! the same run, so the per-limb ratio is measured, not assumed. `cpu-1t` and `cpu-2t` are private
+//! pools of one and two threads, for the scaling ratio.
+//!
+//! Run: `cargo bench -p fastquery-benches --bench cpu`, then `python3 scripts/bench_table.py`.
+
+use std::{sync::Arc, time::Duration};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fastquery_backend::{Coeff, MacDims, Ntt, Polys, Shape};
+use fastquery_benches::{DEGREES, primes, random_ntt, random_words, ring};
+use fastquery_cpu::CpuBackend;
+
+/// Polynomials per batch in the per-limb comparison.
+const BATCH: usize = 4;
+const LIMBS: [usize; 2] = [1, 4];
+
+fn ntt(c: &mut Criterion) {
+    let one = Arc::new(CpuBackend::with_threads(1).expect("one thread"));
+    for n in DEGREES {
+        for limbs in LIMBS {
+            let ring = ring(one.clone(), n, limbs);
+            let shape = Shape::new(BATCH, limbs);
+            let plans: Vec<tfhe_ntt::prime32::Plan> = primes(n, limbs)
+                .iter()
+                .map(|&p| tfhe_ntt::prime32::Plan::try_new(n, p).expect("tfhe-ntt plan"))
+                .collect();
+            let words = random_words(ring.context(), shape, 1);
+            // Throughput in transforms (one limb of one polynomial each).
+            let mut g = c.benchmark_group("cpu");
+            g.throughput(Throughput::Elements(shape.rows() as u64));
+            // Both sides get a fresh copy of the same data per iteration (copy not timed).
+            g.bench_function(format!("ntt_fwd/{n}/{limbs}"), |b| {
+                b.iter_batched(
+                    || ring.upload::<Coeff>(&words, shape).unwrap(),
+                    |p| ring.forward(p).unwrap(),
+                    BatchSize::SmallInput,
+                )
+            });
+            g.finish();
+            let mut t = c.benchmark_group("tfhe-ntt");
+            t.throughput(Throughput::Elements(shape.rows() as u64));
+            t.bench_function(format!("ntt_fwd/{n}/{limbs}"), |b| {
+                b.iter_batched(
+                    || words.clone(),
+                    |mut w| {
+                        for (row, chunk) in w.chunks_exact_mut(n).enumerate() {
+                            plans[row % limbs].fwd(chunk);
+                        }
+                        w
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            t.finish();
+            let mut g = c.benchmark_group("cpu");
+            g.throughput(Throughput::Elements(shape.rows() as u64));
+            g.bench_function(format!("ntt_inv/{n}/{limbs}"), |b| {
+                b.iter_batched(
+                    || ring.upload::<Ntt>(&words, shape).unwrap(),
+                    |p| ring.inverse(p).unwrap(),
+                    BatchSize::SmallInput,
+                )
+            });
+            // tfhe-ntt's inverse omits the 1/N factor; `normalize` applies it.
+            g.finish();
+            let mut t = c.benchmark_group("tfhe-ntt");
+            t.throughput(Throughput::Elements(shape.rows() as u64));
+            t.bench_function(format!("ntt_inv/{n}/{limbs}"), |b| {
+                b.iter_batched(
+                    || words.clone(),
+                    |mut w| {
+                        for (row, chunk) in w.chunks_exact_mut(n).enumerate() {
+                            let plan = &plans[row % limbs];
+                            plan.inv(chunk);
+                            plan.normalize(chunk);
+                        }
+                        w
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            t.finish();
+        }
+    }
+}
+
+fn scaling(c: &mut Criterion) {
+    let (n, limbs, polys) = (4096, 2, 64);
+    let shape = Shape::new(polys, limbs);
+    let dims = MacDims { rows: 2, inner: 32, cols: 8 };
+    for threads in [1usize, 2] {
+        let backend = Arc::new(CpuBackend::with_threads(threads).expect("threads"));
+        let ring = ring(backend, n, limbs);
+        let words = random_words(ring.context(), shape, 2);
+        let mut g = c.benchmark_group(format!("cpu-{threads}t"));
+        g.throughput(Throughput::Elements(shape.rows() as u64));
+        g.bench_function(format!("ntt_fwd_batch/{n}/{limbs}x{polys}"), |b| {
+            b.iter_batched(
+                || ring.upload::<Coeff>(&words, shape).unwrap(),
+                |p| ring.forward(p).unwrap(),
+                BatchSize::LargeInput,
+            )
+        });
+        g.throughput(Throughput::Elements((dims.rows * dims.inner * dims.cols * limbs * n) as u64));
+        mac_bench(&mut g, &ring, dims, limbs);
+        g.finish();
+    }
+}
+
+fn mac_bench(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ring: &fastquery_backend::Ring<CpuBackend>,
+    dims: MacDims,
+    limbs: usize,
+) {
+    let n = ring.n();
+    let a = random_ntt(ring, Shape::new(dims.rows * dims.inner, limbs), 3);
+    let b = random_ntt(ring, Shape::new(dims.inner * dims.cols, limbs), 4);
+    let mut out: Polys<CpuBackend, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs)).unwrap();
+    let MacDims { rows, inner, cols } = dims;
+    g.bench_function(format!("mac/{n}/{rows}x{inner}x{cols}/{limbs}"), |bch| {
+        bch.iter(|| ring.mac(&mut out, &a, &b, dims, false).unwrap())
+    });
+}
+
+fn mac(c: &mut Criterion) {
+    let backend = Arc::new(CpuBackend::new());
+    for n in DEGREES {
+        let limbs = 2;
+        let ring = ring(backend.clone(), n, limbs);
+        for dims in [MacDims { rows: 2, inner: 32, cols: 8 }, MacDims { rows: 16, inner: 32, cols: 8 }] {
+            let mut g = c.benchmark_group("cpu");
+            // Throughput in coefficient multiply-accumulates.
+            g.throughput(Throughput::Elements((dims.rows * dims.inner * dims.cols * limbs * n) as u64));
+            mac_bench(&mut g, &ring, dims, limbs);
+            g.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = ntt, scaling, mac
+}
+criterion_main!(benches);
