@@ -12,6 +12,11 @@
 //! * Threads: rayon's global pool, or a private pool of a chosen size ([`CpuBackend::with_threads`]).
 #![forbid(unsafe_code)]
 
+// The README's library example runs as a doc test here, so the README cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 use std::sync::Arc;
 
 use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
@@ -22,7 +27,7 @@ use rayon::prelude::*;
 /// Target size, in words, of the work of one rayon task for cheap elementwise kernels.
 const MIN_TASK_WORDS: usize = 1 << 15;
 /// Target size, in `u64`s, of the accumulators of one multiply-accumulate tile (L1/L2 resident).
-const MAC_ACC_WORDS: usize = 1 << 13;
+const MAC_ACC_WORDS: usize = 1 << 14;
 
 /// The multi-threaded CPU backend.
 #[derive(Clone)]
@@ -59,6 +64,9 @@ impl CpuBackend {
 
     /// A backend on a private pool of `threads` threads.
     pub fn with_threads(threads: usize) -> Result<Self, BackendError> {
+        if threads == 0 {
+            return Err(BackendError::InvalidInput("the CPU backend needs at least one thread".into()));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("fastquery-cpu-{i}"))
@@ -305,32 +313,31 @@ impl Backend for CpuBackend {
         accumulate: bool,
     ) -> Result<(), BackendError> {
         let n = ring.n;
-        let tile = (MAC_ACC_WORDS / dims.rows.max(1)).clamp(64, 2048).next_power_of_two().min(n);
+        let (rows, cols) = (dims.rows, dims.cols);
+        // Accumulators for every (row, column) pair of one coefficient tile: each operand tile
+        // is then read once per call, like a cache-blocked matrix product.
+        let tile = (MAC_ACC_WORDS / (rows * cols).max(1)).clamp(16, 2048).next_power_of_two().min(n);
         let tiles = n / tile;
         let poly = limbs * n;
         let arch = self.arch;
-        // One task per (column, limb, tile); each returns its rows x tile results, which are
-        // then written into `out` (disjoint strided pieces that a slice split cannot express).
-        let tasks = dims.cols * limbs * tiles;
+        let tasks = limbs * tiles;
         let run = |task: usize| -> Vec<u32> {
-            let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
-            let (l, t) = (rest / tiles, rest % tiles);
-            let off = l * n + t * tile;
-            let mut acc = vec![0u64; dims.rows * tile];
+            let off = (task / tiles) * n + (task % tiles) * tile;
+            let mut acc = vec![0u64; rows * cols * tile];
             if accumulate {
-                for (r, acc_r) in acc.chunks_exact_mut(tile).enumerate() {
-                    let o = &out[(r * dims.cols + c) * poly + off..][..tile];
-                    acc_r.iter_mut().zip(o).for_each(|(s, &v)| *s = u64::from(v));
+                for (rc, acc_rc) in acc.chunks_exact_mut(tile).enumerate() {
+                    let o = &out[rc * poly + off..][..tile];
+                    acc_rc.iter_mut().zip(o).for_each(|(s, &v)| *s = u64::from(v));
                 }
             }
             mac_tile(
                 arch,
-                ring.moduli[l],
+                ring.moduli[task / tiles],
                 &mut acc,
                 tile,
                 dims,
                 |r, i| &a[(r * dims.inner + i) * poly + off..][..tile],
-                |i| &b[(i * dims.cols + c) * poly + off..][..tile],
+                |i, c| &b[(i * cols + c) * poly + off..][..tile],
             );
             // Every accumulator is reduced below p < 2^31 by mac_tile.
             acc.into_iter().map(|s| s as u32).collect()
@@ -341,20 +348,18 @@ impl Backend for CpuBackend {
             (0..tasks).map(run).collect()
         };
         for (task, res) in results.into_iter().enumerate() {
-            let (c, rest) = (task / (limbs * tiles), task % (limbs * tiles));
-            let (l, t) = (rest / tiles, rest % tiles);
-            for r in 0..dims.rows {
-                out[(r * dims.cols + c) * poly + l * n + t * tile..][..tile]
-                    .copy_from_slice(&res[r * tile..][..tile]);
+            let off = (task / tiles) * n + (task % tiles) * tile;
+            for (rc, r) in res.chunks_exact(tile).enumerate() {
+                out[rc * poly + off..][..tile].copy_from_slice(r);
             }
         }
         Ok(())
     }
 }
 
-/// `acc[r] += sum_i x(r, i) * y(i)` over one tile, fully reduced at the end. `acc` enters below
-/// `p` (zeros or a previous output) and is Barrett-reduced every `lazy_products()` terms, so the
-/// `u64` sums never overflow.
+/// `acc[r][c] += sum_i x(r, i) * y(i, c)` over one tile, fully reduced at the end. `acc` enters
+/// below `p` (zeros or a previous output) and is Barrett-reduced every `lazy_products()` terms,
+/// so the `u64` sums never overflow.
 #[inline(always)]
 fn mac_tile<'s>(
     arch: pulp::Arch,
@@ -363,24 +368,46 @@ fn mac_tile<'s>(
     tile: usize,
     dims: MacDims,
     x: impl Fn(usize, usize) -> &'s [u32],
-    y: impl Fn(usize) -> &'s [u32],
+    y: impl Fn(usize, usize) -> &'s [u32],
 ) {
-    let lazy = m.lazy_products();
-    arch.dispatch(
-        #[inline(always)]
-        || {
-            for i in 0..dims.inner {
-                let yi = y(i);
-                for (r, acc_r) in acc.chunks_exact_mut(tile).enumerate() {
-                    fma_row(acc_r, x(r, i), yi);
-                }
-                if (i + 1) % lazy == 0 {
-                    acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+    arch.dispatch(MacTile { m, acc, tile, dims, x, y });
+}
+
+/// The body of [`mac_tile`] as a `pulp::WithSimd` value: pulp compiles `with_simd` once per
+/// instruction set (AVX-512, AVX2, baseline) and picks one at run time. (A closure does not
+/// work here: its `FnOnce` shim is compiled without the target features, which leaves the loop
+/// at SSE2 - seen in a profile.)
+struct MacTile<'a, X, Y> {
+    m: Modulus,
+    acc: &'a mut [u64],
+    tile: usize,
+    dims: MacDims,
+    x: X,
+    y: Y,
+}
+
+impl<'s, X: Fn(usize, usize) -> &'s [u32], Y: Fn(usize, usize) -> &'s [u32]> pulp::WithSimd
+    for MacTile<'_, X, Y>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { m, acc, tile, dims, x, y } = self;
+        let lazy = m.lazy_products();
+        for i in 0..dims.inner {
+            for (r, acc_r) in acc.chunks_exact_mut(tile * dims.cols).enumerate() {
+                let xi = x(r, i);
+                for (c, acc_rc) in acc_r.chunks_exact_mut(tile).enumerate() {
+                    fma_row(acc_rc, xi, y(i, c));
                 }
             }
-            acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
-        },
-    );
+            if (i + 1) % lazy == 0 {
+                acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+            }
+        }
+        acc.iter_mut().for_each(|s| *s = u64::from(m.reduce_u64(*s)));
+    }
 }
 
 /// `acc[j] += x[j] * y[j]` in `u64`: the loop the compiler vectorises (vpmuludq).

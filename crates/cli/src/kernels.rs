@@ -1,0 +1,144 @@
+//! The microbenchmark summary printed by the main job. Quick, in-process, medians of many
+//! repetitions; every ratio is taken in this one run. The criterion benches in `benches/` are
+//! the reference measurements (docs/BENCHMARKS.md).
+
+use std::{sync::Arc, time::Instant};
+
+use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, RingContext, Shape, conformance};
+use fastquery_cpu::CpuBackend;
+use fastquery_math::primes::ntt_primes;
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::backend::AnyBackend;
+
+/// Median wall time in microseconds of `f` over `reps` runs, each after an untimed `setup`.
+fn median_us<S>(reps: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)) -> f64 {
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = setup();
+            let t = Instant::now();
+            f(s);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ring_on<B: Backend>(b: &Arc<B>, n: usize, limbs: usize) -> anyhow::Result<Ring<B>> {
+    let ctx = RingContext::new(n, &ntt_primes(30, n, limbs)?)?;
+    Ok(Ring::new(b.clone(), Arc::new(ctx))?)
+}
+
+fn words(ring: &RingContext, shape: Shape, seed: u64) -> Vec<u32> {
+    conformance::random_words(&mut StdRng::seed_from_u64(seed), ring, shape)
+}
+
+/// Prints the summary.
+pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
+    let reps = if quick { 15 } else { 201 };
+    ntt_vs_tfhe(reps)?;
+    scaling(reps / 4 + 1)?;
+    match backend {
+        AnyBackend::Cpu(b) => mac(b, reps / 4 + 1)?,
+    }
+    Ok(())
+}
+
+fn ntt_vs_tfhe(reps: usize) -> anyhow::Result<()> {
+    let one = Arc::new(CpuBackend::with_threads(1)?);
+    let batch = 4;
+    println!("NTT on one thread, per transform (batch of {batch}, 30-bit prime), median of {reps}:");
+    println!("      N  fwd fastquery  fwd tfhe-ntt  ratio  inv fastquery  inv tfhe-ntt  ratio");
+    for n in [2048usize, 4096, 8192, 16384] {
+        let ring = ring_on(&one, n, 1)?;
+        let shape = Shape::new(batch, 1);
+        let w = words(ring.context(), shape, n as u64);
+        let plan = tfhe_ntt::prime32::Plan::try_new(n, ring.context().moduli()[0].value())
+            .ok_or_else(|| anyhow::anyhow!("tfhe-ntt has no plan for N = {n}"))?;
+        let per = batch as f64;
+        let ours_f = median_us(
+            reps,
+            || ring.upload::<Coeff>(&w, shape).expect("valid words"),
+            |p| drop(ring.forward(p)),
+        ) / per;
+        let theirs_f =
+            median_us(reps, || w.clone(), |mut x| x.chunks_exact_mut(n).for_each(|c| plan.fwd(c))) / per;
+        let ours_i = median_us(
+            reps,
+            || ring.upload::<Ntt>(&w, shape).expect("valid words"),
+            |p| drop(ring.inverse(p)),
+        ) / per;
+        let theirs_i = median_us(
+            reps,
+            || w.clone(),
+            |mut x| {
+                x.chunks_exact_mut(n).for_each(|c| {
+                    plan.inv(c);
+                    plan.normalize(c);
+                })
+            },
+        ) / per;
+        println!(
+            "  {n:>5}  {ours_f:>10.2} us  {theirs_f:>9.2} us  {:>5.2}  {ours_i:>10.2} us  {theirs_i:>9.2} us  {:>5.2}",
+            ours_f / theirs_f,
+            ours_i / theirs_i
+        );
+    }
+    Ok(())
+}
+
+fn scaling(reps: usize) -> anyhow::Result<()> {
+    let (n, limbs, polys) = (4096, 2, 64);
+    let shape = Shape::new(polys, limbs);
+    let mut times = Vec::new();
+    for threads in [1usize, 2] {
+        let ring = ring_on(&Arc::new(CpuBackend::with_threads(threads)?), n, limbs)?;
+        let w = words(ring.context(), shape, 9);
+        let t = median_us(
+            reps,
+            || ring.upload::<Coeff>(&w, shape).expect("valid words"),
+            |p| drop(ring.forward(p)),
+        );
+        times.push(t);
+    }
+    println!(
+        "Batched forward NTT, {polys} polys x {limbs} limbs, N = {n}: 1 thread {:.0} us, 2 threads {:.0} us, \
+         speed-up {:.2}x (machine has {} cores)",
+        times[0],
+        times[1],
+        times[0] / times[1],
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    );
+    Ok(())
+}
+
+fn mac<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
+    let (n, limbs) = (4096, 2);
+    let ring = ring_on(b, n, limbs)?;
+    println!("Multiply-accumulate on '{}', N = {n}, {limbs} limbs:", b.info().name);
+    for dims in [MacDims { rows: 2, inner: 32, cols: 8 }, MacDims { rows: 16, inner: 32, cols: 8 }] {
+        let a: Polys<B, Ntt> = ring.upload(
+            &words(ring.context(), Shape::new(dims.rows * dims.inner, limbs), 1),
+            Shape::new(dims.rows * dims.inner, limbs),
+        )?;
+        let w: Polys<B, Ntt> = ring.upload(
+            &words(ring.context(), Shape::new(dims.inner * dims.cols, limbs), 2),
+            Shape::new(dims.inner * dims.cols, limbs),
+        )?;
+        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+        let t = median_us(reps, || (), |()| ring.mac(&mut out, &a, &w, dims, false).expect("shapes match"));
+        let macs = (dims.rows * dims.inner * dims.cols * limbs * n) as f64;
+        // Bytes of the plaintext operand, read once per call: the memory floor of the kernel.
+        let table_mb = (dims.inner * dims.cols * limbs * n * 4) as f64 / 1e6;
+        println!(
+            "  {}x{}x{}: {t:.0} us, {:.2} G coefficient-MACs/s, plaintext operand {table_mb:.1} MB read at {:.1} GB/s",
+            dims.rows,
+            dims.inner,
+            dims.cols,
+            macs / t / 1e3,
+            table_mb * 1e6 / t / 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! The README's commands, run as a user would: the main job (its two halves), and the errors a
+//! user sees for a backend that is not there or a flag that is wrong.
+
+use std::process::{Command, Output};
+
+fn fastquery(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastquery")).args(args).output().expect("binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn check_passes_every_check_on_the_cpu() {
+    let o = fastquery(&["check"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("12 passed, 0 failed"), "{t}");
+    assert!(!t.contains("FAIL"), "{t}");
+}
+
+#[test]
+fn check_with_one_thread() {
+    let o = fastquery(&["--threads", "1", "check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 threads"));
+}
+
+#[test]
+fn kernels_prints_the_summary_with_ratios() {
+    let o = fastquery(&["kernels", "--quick"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for n in ["2048", "4096", "8192", "16384"] {
+        assert!(t.lines().any(|l| l.trim_start().starts_with(n)), "row for N = {n} missing:\n{t}");
+    }
+    assert!(t.contains("speed-up") && t.contains("G coefficient-MACs/s"), "{t}");
+}
+
+#[test]
+fn absent_backends_and_bad_flags_are_clear_errors() {
+    for b in ["cuda", "wgpu"] {
+        let o = fastquery(&["--backend", b, "check"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(t.contains(&format!("backend '{b}' is unavailable")) && t.contains("--backend cpu"), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    let o = fastquery(&["--backend", "tpu"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unknown backend 'tpu'"));
+    let o = fastquery(&["--threads", "0", "check"]);
+    assert!(!o.status.success());
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+}
