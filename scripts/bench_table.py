@@ -38,7 +38,7 @@ for n in (2048, 4096, 8192, 16384):
 print()
 print("| operation | 1 thread | 2 threads | speed-up |")
 print("|---|---|---|---|")
-for op in ("ntt_fwd_batch/4096/2x64", "mac/4096/2x32x8/2"):
+for op in ("ntt_roundtrip_batch/4096/2x64", "mac/4096/2x32x8/2"):
     a, b = res.get(f"cpu-1t/{op}"), res.get(f"cpu-2t/{op}")
     if a and b:
         print(f"| {op} | {a/1e3:.1f} us | {b/1e3:.1f} us | {a/b:.2f}x |")

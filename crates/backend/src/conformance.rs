@@ -4,7 +4,10 @@
 //! A backend crate instantiates it with [`crate::conformance_tests!`]; a backend whose device is
 //! absent prints why each test was skipped instead of passing silently.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use fastquery_math::{Modulus, primes::ntt_prime_iter};
 use fastquery_ntt::reference;
@@ -41,6 +44,24 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+static SEED: AtomicU64 = AtomicU64::new(0x5eed_f00d);
+
+/// Sets the base seed of every random input of the suite (default fixed; `fastquery check`
+/// draws a fresh one and prints it, so a failure can be replayed with `--seed`).
+pub fn set_seed(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+}
+
+/// The base seed in use.
+pub fn seed() -> u64 {
+    SEED.load(Ordering::Relaxed)
+}
+
+/// The random stream of test `k` under the current base seed.
+fn rng(k: u64) -> StdRng {
+    StdRng::seed_from_u64(seed() ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// Distinct primes for degree `n`, alternating 31 and 30 bits so that both lazy-reduction
@@ -91,7 +112,7 @@ fn rows_map(
 
 /// Upload then download returns the same words; bad uploads are errors.
 pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(1);
+    let mut rng = rng(1);
     let ring = ring(b, 256, 3);
     for shape in [Shape::new(1, 1), Shape::new(3, 2), Shape::new(5, 3)] {
         let w = random_words(&mut rng, ring.context(), shape);
@@ -106,7 +127,7 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
 
 /// Batched forward and inverse NTT equal the portable reference row by row.
 pub fn ntt_matches_reference<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(2);
+    let mut rng = rng(2);
     for (n, limbs, polys) in [(16, 2, 3), (256, 3, 4), (4096, 2, 3), (8192, 1, 2), (16384, 3, 1)] {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
@@ -139,7 +160,7 @@ pub fn ntt_matches_reference<B: Backend>(b: &Arc<B>) {
 
 /// forward, pointwise multiply, inverse on the device equals the schoolbook product.
 pub fn ntt_products_match_schoolbook<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(3);
+    let mut rng = rng(3);
     for (n, limbs) in [(64, 3), (2048, 2)] {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
@@ -195,7 +216,7 @@ fn elementwise<B: Backend, R: Repr>(ring: &Ring<B>, rng: &mut StdRng, shape: Sha
 
 /// add, sub, neg, scalar multiply (both representations) and pointwise multiply.
 pub fn elementwise_ops_match_scalar<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(4);
+    let mut rng = rng(4);
     for (n, limbs, shape) in
         [(32, 2, Shape::new(3, 2)), (4096, 3, Shape::new(2, 3)), (4096, 3, Shape::new(5, 1))]
     {
@@ -221,7 +242,7 @@ pub fn elementwise_ops_match_scalar<B: Backend>(b: &Arc<B>) {
 
 /// Multiplication by `X^k` for `k` across `[0, 2N)`.
 pub fn monomial_mul_matches_reference<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(5);
+    let mut rng = rng(5);
     let n = 1024;
     let ring = ring(b, n, 2);
     let ctx = ring.context().clone();
@@ -272,7 +293,7 @@ pub fn mac_reference(
 
 /// The multiply-accumulate over shapes that cross the lazy-reduction depths (4 and 16).
 pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(6);
+    let mut rng = rng(6);
     for (n, ring_limbs, limbs) in [(64, 3, 3), (4096, 2, 2), (2048, 3, 1)] {
         let ring = ring(b, n, ring_limbs);
         let ctx = ring.context().clone();
@@ -298,7 +319,7 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
 
 /// Every malformed call is an error, never a panic or a silent wrong answer.
 pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
-    let mut rng = StdRng::seed_from_u64(7);
+    let mut rng = rng(7);
     let r1 = ring(b, 64, 2);
     let r2 = ring(b, 64, 2);
     let ctx = r1.context().clone();
@@ -333,4 +354,12 @@ pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
     assert!(r1.mac(&mut o, &x, &y, dims, false).is_err()); // limbs differ
     let y: Polys<B, Ntt> = r1.zeros(Shape::new(3, 2)).unwrap();
     assert!(r1.mac(&mut o, &x, &y, dims, false).is_ok());
+    // Empty products are no-ops or zeros, not panics.
+    let none: Polys<B, Ntt> = r1.zeros(Shape::new(0, 2)).unwrap();
+    let mut empty: Polys<B, Ntt> = r1.zeros(Shape::new(0, 2)).unwrap();
+    assert!(r1.mac(&mut empty, &none, &y, MacDims { rows: 0, inner: 3, cols: 1 }, true).is_ok());
+    let mut o2: Polys<B, Ntt> =
+        upload(&r1, &random_words(&mut rng, &ctx, Shape::new(2, 2)), Shape::new(2, 2));
+    r1.mac(&mut o2, &none, &none, MacDims { rows: 2, inner: 0, cols: 1 }, false).unwrap();
+    assert!(r1.download(&o2).unwrap().iter().all(|&w| w == 0));
 }

@@ -14,10 +14,13 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::backend::AnyBackend;
 
-/// Runs every check, prints one line per check, returns whether all passed.
-pub fn run(backend: &AnyBackend) -> anyhow::Result<bool> {
+/// Runs every check on random inputs drawn from `seed` (fresh if `None`), prints one line per
+/// check, returns whether all passed.
+pub fn run(backend: &AnyBackend, seed: Option<u64>) -> anyhow::Result<bool> {
     let info = backend.info();
-    println!("fastquery self-check on backend '{}' ({})", info.name, info.device);
+    let seed = seed.unwrap_or_else(rand::random);
+    conformance::set_seed(seed);
+    println!("fastquery self-check on backend '{}' ({}), seed {seed}", info.name, info.device);
     match backend {
         AnyBackend::Cpu(b) => Ok(run_on(b)),
     }
@@ -75,6 +78,9 @@ fn run_on<B: Backend>(b: &Arc<B>) -> bool {
     }
     std::panic::set_hook(previous);
     println!("{} passed, {failed} failed", checks.len() - failed);
+    if failed > 0 {
+        println!("replay with: fastquery check --seed {}", conformance::seed());
+    }
     failed == 0
 }
 
@@ -100,7 +106,7 @@ fn check_roots() {
 }
 
 fn check_rns() {
-    let mut rng = StdRng::seed_from_u64(rand::random());
+    let mut rng = StdRng::seed_from_u64(conformance::seed());
     let basis = RnsBasis::new(&ntt_primes(31, 1 << 15, 28).expect("primes")).expect("basis");
     let q = basis.modulus();
     for k in 0..200u32 {
@@ -114,7 +120,7 @@ fn check_rns() {
 }
 
 fn check_definition() {
-    let mut rng = StdRng::seed_from_u64(rand::random());
+    let mut rng = StdRng::seed_from_u64(conformance::seed());
     let n = 1024;
     for p in ntt_primes(31, n, 2).expect("primes") {
         let plan = NttPlan::new(p, n).expect("plan");
@@ -126,7 +132,7 @@ fn check_definition() {
 }
 
 fn check_plan() {
-    let mut rng = StdRng::seed_from_u64(rand::random());
+    let mut rng = StdRng::seed_from_u64(conformance::seed());
     for n in [2048usize, 4096, 8192, 16384] {
         for p in ntt_primes(30, n, 2).expect("primes") {
             let plan = NttPlan::new(p, n).expect("plan");

@@ -33,7 +33,11 @@ struct Cli {
 enum Command {
     /// Self-check of the arithmetic: primes, roots, RNS, NTT against its definition and the
     /// backend conformance suite on the chosen backend.
-    Check,
+    Check {
+        /// Seed of the random inputs (default: fresh, printed so a failure can be replayed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Microbenchmark summary: NTT against tfhe-ntt in the same run, thread scaling, and
     /// multiply-accumulate throughput.
     Kernels {
@@ -59,13 +63,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let backend = cli.backend.open(cli.threads)?;
     match cli.command {
-        Some(Command::Check) => check::run(&backend),
+        Some(Command::Check { seed }) => check::run(&backend, seed),
         Some(Command::Kernels { quick }) => {
             kernels::run(&backend, quick)?;
             Ok(true)
         }
         None => {
-            let ok = check::run(&backend)?;
+            let ok = check::run(&backend, None)?;
             println!();
             kernels::run(&backend, false)?;
             Ok(ok)

@@ -21,6 +21,13 @@ fn check_passes_every_check_on_the_cpu() {
 }
 
 #[test]
+fn check_replays_a_given_seed() {
+    let a = text(&fastquery(&["check", "--seed", "42"]));
+    assert!(a.contains("seed 42"), "{a}");
+    assert!(a.contains("12 passed, 0 failed"), "{a}");
+}
+
+#[test]
 fn check_with_one_thread() {
     let o = fastquery(&["--threads", "1", "check"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -114,6 +114,21 @@ impl CpuBackend {
         });
     }
 
+    /// `a[j] = op(m, a[j], b[j])` for every coefficient, `m` the modulus of its limb.
+    fn zip_with(
+        &self,
+        ring: &CpuRing,
+        a: &mut [u32],
+        b: &[u32],
+        shape: Shape,
+        op: fn(Modulus, u32, u32) -> u32,
+    ) {
+        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
+            let m = ring.moduli[l];
+            x.iter_mut().zip(y).for_each(|(u, &v)| *u = op(m, *u, v));
+        });
+    }
+
     /// Applies `f(limb, a_row, b_row)` to every row pair.
     fn row_pairs(
         &self,
@@ -222,10 +237,7 @@ impl Backend for CpuBackend {
         b: &Vec<u32>,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
-            let m = ring.moduli[l];
-            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.add(*u, v));
-        });
+        self.zip_with(ring, a, b, shape, Modulus::add);
         Ok(())
     }
 
@@ -236,10 +248,7 @@ impl Backend for CpuBackend {
         b: &Vec<u32>,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
-            let m = ring.moduli[l];
-            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.sub(*u, v));
-        });
+        self.zip_with(ring, a, b, shape, Modulus::sub);
         Ok(())
     }
 
@@ -273,10 +282,7 @@ impl Backend for CpuBackend {
         b: &Vec<u32>,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.row_pairs(a, b, ring.n, shape, |l, x, y| {
-            let m = ring.moduli[l];
-            x.iter_mut().zip(y).for_each(|(u, &v)| *u = m.mul(*u, v));
-        });
+        self.zip_with(ring, a, b, shape, Modulus::mul);
         Ok(())
     }
 

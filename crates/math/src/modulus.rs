@@ -20,7 +20,7 @@ impl Modulus {
     /// Validates `p` (odd, `3 <= p < 2^31`) and precomputes its constants. Primality is not
     /// required here; the NTT layers check it.
     pub fn new(p: u64) -> Result<Self, MathError> {
-        if p < 3 || p % 2 == 0 || p >= (1u64 << MAX_MODULUS_BITS) {
+        if p < 3 || p.is_multiple_of(2) || p >= (1u64 << MAX_MODULUS_BITS) {
             return Err(MathError::BadModulus(p));
         }
         let barrett = (u128::from(u64::MAX) + 1).div_euclid(u128::from(p)) as u64;

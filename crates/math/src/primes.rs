@@ -31,7 +31,7 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for &w in &WITNESSES {
-        if n % w == 0 {
+        if n.is_multiple_of(w) {
             return n == w;
         }
     }
@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn trial_division(n: u64) -> bool {
-        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
     }
 
     #[test]
