@@ -126,6 +126,20 @@ pub trait Backend: Send + Sync + 'static {
         shape: Shape,
     ) -> Result<(), BackendError>;
 
+    /// Modulus switching down, coefficient form: `out = round(a / (p_k * ... * p_{L-1}))` where
+    /// `a` has `in_limbs = L` limbs and `out` keeps the first `k` (`1 <= k < L`). Exact: each
+    /// dropped limb is divided out with its centred remainder (ties away from the divisor's
+    /// half; see the conformance reference).
+    fn mod_switch_down(
+        &self,
+        ring: &Self::Ring,
+        a: &Self::Buffer,
+        polys: usize,
+        in_limbs: usize,
+        out: &mut Self::Buffer,
+        out_limbs: usize,
+    ) -> Result<(), BackendError>;
+
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
     /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,

@@ -254,6 +254,26 @@ impl<B: Backend> Ring<B> {
         self.backend.monomial_mul_assign(&self.dev, &mut a.buf, k, a.shape)
     }
 
+    /// Modulus switching: `round(a * q' / q)` where `q'` is the product of the first `limbs`
+    /// primes of `a` and `q` of all of them; coefficient form, a new buffer.
+    pub fn mod_switch_down(
+        &self,
+        a: &Polys<B, Coeff>,
+        limbs: usize,
+    ) -> Result<Polys<B, Coeff>, BackendError> {
+        self.check_own(a)?;
+        if limbs == 0 || limbs >= a.shape.limbs {
+            return Err(BackendError::Shape(format!(
+                "modulus switch from {} limbs to {limbs}: the target must keep at least one and drop at least one",
+                a.shape.limbs
+            )));
+        }
+        let shape = Shape::new(a.shape.polys, limbs);
+        let mut out = self.zeros::<Coeff>(shape)?;
+        self.backend.mod_switch_down(&self.dev, &a.buf, a.shape.polys, a.shape.limbs, &mut out.buf, limbs)?;
+        Ok(out)
+    }
+
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
     /// [`Backend::mac`]. All three must have the same number of limbs.
     pub fn mac(

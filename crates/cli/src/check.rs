@@ -53,6 +53,10 @@ fn run_on<B: Backend>(b: &Arc<B>) -> bool {
             Box::new(|| conformance::monomial_mul_matches_reference(b)),
         ),
         ("backend: multiply-accumulate equals scalar code", Box::new(|| conformance::mac_matches_scalar(b))),
+        (
+            "backend: modulus switching equals its big-integer definition",
+            Box::new(|| conformance::mod_switch_matches_big_integers(b)),
+        ),
         ("backend: malformed calls are errors", Box::new(|| conformance::mismatched_operands_are_errors(b))),
     ];
     // Failed checks panic with their assertion message; report it instead of the default dump.

@@ -308,6 +308,47 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn mod_switch_down(
+        &self,
+        ring: &CpuRing,
+        a: &Vec<u32>,
+        polys: usize,
+        in_limbs: usize,
+        out: &mut Vec<u32>,
+        out_limbs: usize,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let step = |(src, dst): (&[u32], &mut [u32])| {
+            // Work limb by limb from the last: x <- (x - [x]_{p_last}) / p_last, with the
+            // remainder centred, which is round(x / p_last).
+            let mut cur: Vec<u32> = src.to_vec();
+            for last in (out_limbs..in_limbs).rev() {
+                let pl = ring.moduli[last];
+                let (head, tail) = cur.split_at_mut(last * n);
+                let rem = &tail[..n];
+                for (i, m) in ring.moduli[..last].iter().enumerate() {
+                    let inv = m.inv(m.reduce(pl.value())).unwrap_or(0); // distinct primes: invertible
+                    let inv_shoup = m.shoup(inv);
+                    for (x, &r) in head[i * n..(i + 1) * n].iter_mut().zip(rem) {
+                        // Centred remainder r_c in (-p_last/2, p_last/2].
+                        let rc =
+                            if r > pl.value() / 2 { m.neg(m.reduce(pl.value() - r)) } else { m.reduce(r) };
+                        *x = m.mul_shoup(m.sub(*x, rc), inv, inv_shoup);
+                    }
+                }
+            }
+            dst.copy_from_slice(&cur[..out_limbs * n]);
+        };
+        let pairs = a.chunks_exact(in_limbs * n).zip(out.chunks_exact_mut(out_limbs * n));
+        if self.parallel(polys) {
+            let pairs: Vec<_> = pairs.collect();
+            self.install(|| pairs.into_par_iter().for_each(step));
+        } else {
+            pairs.for_each(step);
+        }
+        Ok(())
+    }
+
     fn mac(
         &self,
         ring: &CpuRing,

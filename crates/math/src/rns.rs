@@ -106,6 +106,25 @@ impl RnsBasis {
         Ok(acc % &self.q)
     }
 
+    /// [`Self::compose`] in `u128` arithmetic, for bases with `q < 2^126` (`None` otherwise, or
+    /// for residues that are not reduced). Each CRT term is below `q`, and the sum is reduced
+    /// after every term, so nothing overflows.
+    pub fn compose_u128(&self, residues: &[u32]) -> Option<u128> {
+        if self.log2_modulus() >= 126.0 || self.check_residues(residues).is_err() {
+            return None;
+        }
+        let q = self.q.to_u128()?;
+        let mut acc = 0u128;
+        for ((&r, m), (qh, &qhi)) in
+            residues.iter().zip(&self.moduli).zip(self.q_hat.iter().zip(&self.q_hat_inv))
+        {
+            // (r * qhi mod p) * (q / p) < p * (q / p) = q < 2^126.
+            let term = u128::from(m.mul(r, qhi)) * qh.to_u128()?;
+            acc = (acc + term) % q;
+        }
+        Some(acc)
+    }
+
     /// The unique `x` in `(-q/2, q/2]` with the given residues.
     pub fn compose_centered(&self, residues: &[u32]) -> Result<BigInt, MathError> {
         let x = self.compose(residues)?;
@@ -171,6 +190,20 @@ mod tests {
                 assert_eq!(b.compose(&r).unwrap(), x);
             }
         }
+    }
+
+    #[test]
+    fn compose_u128_matches_big_integers() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for b in &bases()[..2] {
+            for _ in 0..500 {
+                let x = random_below(&mut rng, b.modulus());
+                let r = b.decompose(&x);
+                assert_eq!(BigUint::from(b.compose_u128(&r).unwrap()), x);
+            }
+        }
+        assert_eq!(bases()[2].compose_u128(&[0; 28]), None); // 868 bits: too wide
+        assert_eq!(bases()[1].compose_u128(&[0; 3]), None); // wrong length
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! The client's side: keys, seeded encryption of sparse messages, decryption of responses.
+//! Runs on the host CPU (the secret never leaves host memory, and is zeroized there).
+
+use std::sync::Arc;
+
+use fastquery_math::RnsBasis;
+use fastquery_ntt::NttPlan;
+use num_bigint::{BigInt, BigUint};
+use num_traits::ToPrimitive;
+use rayon::prelude::*;
+use zeroize::Zeroizing;
+
+use crate::{
+    HeError, Params, PublicKey, SecretKey,
+    sample::{Seed, cbd, expand_uniform, fresh_seed, stream},
+};
+
+/// A symmetric ciphertext whose `c1` is the expansion of `seed`: `c0` in coefficient form,
+/// `[limb][coefficient]`, all limbs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeededCiphertext {
+    /// `c0 = -a s + e + round(q m / t)`.
+    pub c0: Vec<u32>,
+    /// Seed of `a = c1`.
+    pub seed: Seed,
+}
+
+/// A response ciphertext after modulus switching: `c1` in full (coefficient form,
+/// `[limb][coefficient]`, response limbs) and only the kept coefficients of `c0`, each with its
+/// low `drop_bits` bits removed (`c0 ~ value << drop_bits`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseCiphertext {
+    /// Full `c1`.
+    pub c1: Vec<u32>,
+    /// Kept `c0` coefficients, high parts, in the order of the layout's positions.
+    pub c0: Vec<u128>,
+}
+
+/// The client: parameters, NTT plans, secret key.
+#[derive(Debug)]
+pub struct Client {
+    params: Arc<Params>,
+    plans: Vec<NttPlan>,
+    sk: SecretKey,
+    response_basis: RnsBasis,
+}
+
+impl Client {
+    /// A client with a fresh secret key.
+    pub fn new(params: Arc<Params>) -> Result<Self, HeError> {
+        let plans = params
+            .ring()
+            .moduli()
+            .iter()
+            .map(|m| NttPlan::new(m.value(), params.n()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| HeError::BadParams(e.to_string()))?;
+        let sk = SecretKey::generate(&params, &plans, &mut rand::rng());
+        let response_basis = params
+            .ring()
+            .basis()
+            .prefix(params.response_limbs())
+            .map_err(|e| HeError::BadParams(e.to_string()))?;
+        Ok(Self { params, plans, sk, response_basis })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Arc<Params> {
+        &self.params
+    }
+
+    /// A fresh public key for the server's re-randomisation.
+    pub fn public_key(&self) -> PublicKey {
+        self.sk.public_key(&self.params, &self.plans, &mut rand::rng())
+    }
+
+    /// Encrypts sparse messages: each message lists `(coefficient, value)` pairs with small
+    /// `|value|` (the encoding is `value * round(q/t)`, exact for `value = +-1`; larger values
+    /// add `|value|/2` of rounding error). Parallel over messages.
+    pub fn encrypt_sparse(&self, messages: &[Vec<(usize, i64)>]) -> Result<Vec<SeededCiphertext>, HeError> {
+        let n = self.params.n();
+        for m in messages {
+            if let Some(&(j, _)) = m.iter().find(|(j, _)| *j >= n) {
+                return Err(HeError::BadInput(format!("message coefficient {j} is not below N = {n}")));
+            }
+        }
+        let seeds: Vec<(Seed, Seed)> = messages.iter().map(|_| (fresh_seed(), fresh_seed())).collect();
+        Ok(messages
+            .par_iter()
+            .zip(seeds)
+            .map(|(msg, (seed, noise_seed))| {
+                let limbs = self.params.limbs();
+                let a = expand_uniform(self.params.ring(), limbs, 1, &seed);
+                let e = Zeroizing::new(cbd(&mut stream(&noise_seed), n));
+                let mut c0 = vec![0u32; limbs * n];
+                for (l, m) in self.params.ring().moduli().iter().enumerate() {
+                    let row = &mut c0[l * n..(l + 1) * n];
+                    let (al, sl) = (&a[l * n..(l + 1) * n], self.sk.ntt_limb(l));
+                    for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
+                        *x = m.mul(ai, si);
+                    }
+                    self.plans[l].inverse(row);
+                    for (x, &ei) in row.iter_mut().zip(e.iter()) {
+                        *x = m.sub(m.reduce_i64(i64::from(ei)), *x);
+                    }
+                    let delta = self.params.q_over_t()[l];
+                    for &(j, v) in msg {
+                        row[j] = m.add(row[j], m.mul(delta, m.reduce_i64(v)));
+                    }
+                }
+                SeededCiphertext { c0, seed }
+            })
+            .collect())
+    }
+
+    /// `c1 * s` in coefficient form over the response limbs.
+    fn c1_times_s(&self, c1: &[u32]) -> Vec<u32> {
+        let n = self.params.n();
+        let mut w = c1.to_vec();
+        for (l, m) in self.params.ring().moduli()[..self.params.response_limbs()].iter().enumerate() {
+            let row = &mut w[l * n..(l + 1) * n];
+            self.plans[l].forward(row);
+            for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
+                *x = m.mul(*x, si);
+            }
+            self.plans[l].inverse(row);
+        }
+        w
+    }
+
+    /// Decrypts the kept coefficients (`positions`, in the order of `ct.c0`) of a response
+    /// whose `c0` dropped `drop_bits` low bits. Returns values mod `t`.
+    pub fn decrypt_response(
+        &self,
+        ct: &ResponseCiphertext,
+        positions: &[usize],
+        drop_bits: u32,
+    ) -> Result<Vec<u64>, HeError> {
+        let (n, lr) = (self.params.n(), self.params.response_limbs());
+        if ct.c1.len() != n * lr || ct.c0.len() != positions.len() || positions.iter().any(|&j| j >= n) {
+            return Err(HeError::BadInput("response ciphertext does not match its layout".into()));
+        }
+        let q = self
+            .response_basis
+            .modulus()
+            .to_u128()
+            .filter(|q| *q < 1 << 126)
+            .ok_or_else(|| HeError::BadParams("response modulus above 2^126".into()))?;
+        let w = self.c1_times_s(&ct.c1);
+        positions
+            .iter()
+            .zip(&ct.c0)
+            .map(|(&j, &h)| {
+                let residues: Vec<u32> = (0..lr).map(|l| w[l * n + j]).collect();
+                let wj = self
+                    .response_basis
+                    .compose_u128(&residues)
+                    .ok_or_else(|| HeError::BadInput("unreduced c1".into()))?;
+                let c0 = (h << drop_bits) % q;
+                Ok(decode(c0.wrapping_add(wj) % q, q, self.params.plain_bits()))
+            })
+            .collect()
+    }
+
+    /// The phase `c0 + c1 s` of a full ciphertext in coefficient form over the first `limbs`
+    /// limbs, as centred big integers (diagnostics and noise measurement).
+    pub fn phase(&self, c0: &[u32], c1: &[u32], limbs: usize) -> Result<Vec<BigInt>, HeError> {
+        let n = self.params.n();
+        let basis =
+            self.params.ring().basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
+        let mut v = c1.to_vec();
+        for (l, m) in basis.moduli().iter().enumerate() {
+            let row = &mut v[l * n..(l + 1) * n];
+            self.plans[l].forward(row);
+            for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
+                *x = m.mul(*x, si);
+            }
+            self.plans[l].inverse(row);
+            for (x, &c) in row.iter_mut().zip(&c0[l * n..(l + 1) * n]) {
+                *x = m.add(*x, c);
+            }
+        }
+        (0..n)
+            .map(|j| {
+                let r: Vec<u32> = (0..limbs).map(|l| v[l * n + j]).collect();
+                basis.compose_centered(&r).map_err(|e| HeError::BadInput(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// `round(t v / q) mod t` for `t = 2^l`, `v < q < 2^126`.
+pub fn decode(v: u128, q: u128, plain_bits: u32) -> u64 {
+    let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
+    let bits_q = 128 - q.leading_zeros();
+    let m = if bits_q + plain_bits <= 127 {
+        ((v << plain_bits) + q / 2) / q
+    } else {
+        let num = (BigUint::from(v) << plain_bits) + BigUint::from(q / 2);
+        let r = num / BigUint::from(q);
+        r.iter_u64_digits().next().unwrap_or(0) as u128
+    };
+    (m as u64) & mask
+}
+
+/// `|v - round(q m / t)|` centred mod `q`: the noise of a phase `v` holding `m`.
+pub fn noise_of(v: &BigInt, m: u64, q: &BigUint, plain_bits: u32) -> BigUint {
+    let qi = BigInt::from(q.clone());
+    let scaled =
+        (BigInt::from(q.clone()) * BigInt::from(m) + (BigInt::from(1u8) << (plain_bits - 1))) >> plain_bits;
+    let mut e = ((v - scaled) % &qi + &qi) % &qi;
+    if e > &qi / 2 {
+        e -= &qi;
+    }
+    e.magnitude().clone()
+}

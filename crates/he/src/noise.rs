@@ -1,0 +1,166 @@
+//! Noise bounds, computed rather than hoped.
+//!
+//! Every bound holds except with probability `2^-40` over *all* coefficients a client decrypts
+//! with one key (a union over `2^30` coefficients and the independent tail events below). Errors
+//! are sums of independent zero-mean terms, bounded via subgaussian tails:
+//! `P(|X| > z s) <= 2 exp(-z^2 / 2)` for a sum with subgaussian parameter `s`.
+//!
+//! * fresh error: centred binomial, `|e| <= 21`, subgaussian parameter `sqrt(42)/2 = 3.24`;
+//! * plaintext times ciphertext: `sum_k e_k w_k` over `terms` products with `|w| <= w_max`, so
+//!   `s <= 3.24 sqrt(terms) w_max`; plus the encoding rounding `eps * w`, `|eps| <= 1/2`, for
+//!   each nonzero input message coefficient (one for a one-hot query);
+//! * re-randomisation `e_pk u + e_0 + e_1 s` with ternary `u, s`: `s <= 3.24 sqrt(2N + 1)`;
+//! * flooding: uniform in `[-F, F]`, `F = 2^sigma * B_table`, so the client's view of the
+//!   table-dependent noise is within statistical distance `2^-sigma` per coefficient of one
+//!   that does not depend on the table;
+//! * modulus switching: one rounding per dropped prime, `|delta| < 1` per coefficient, so
+//!   `delta_0 + delta_1 s` has `s <= sqrt(N + 1)`; the noise above scales by `q'/q`;
+//! * dropping `b` low bits of `c0`: at most `2^(b-1)`.
+//!
+//! Decryption of `v = round(q' m / t) + e` is correct while `|e| < q' / (2t) - 1/2`.
+
+use crate::{HeError, Params, sample::CBD_ETA};
+
+/// Failure probability exponent of every bound, for all coefficients under one key.
+pub const FAILURE_LOG2: f64 = -40.0;
+/// Union bound: coefficients decrypted under one key.
+pub const COEFFS_LOG2: f64 = 30.0;
+/// Union bound: independent tail events per coefficient (table, re-randomisation, switching).
+pub const EVENTS_LOG2: f64 = 2.0;
+
+/// The tail multiplier `z` with `2 exp(-z^2/2) = 2^(FAILURE - COEFFS - EVENTS)`.
+pub fn tail_z() -> f64 {
+    (2.0 * std::f64::consts::LN_2 * (1.0 - FAILURE_LOG2 + COEFFS_LOG2 + EVENTS_LOG2)).sqrt()
+}
+
+/// Subgaussian parameter of one fresh error coefficient.
+pub fn error_param() -> f64 {
+    (f64::from(2 * CBD_ETA)).sqrt() / 2.0
+}
+
+/// What the server's computation looks like, for the noise analysis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Workload {
+    /// Number of `(query error coefficient) x (table entry)` products summed into one output
+    /// coefficient (all input ciphertexts times the nonzero entries of a plaintext).
+    pub terms: usize,
+    /// Bound on the absolute value of a table entry (public: from the declared bit width).
+    pub w_max: u64,
+    /// Nonzero message coefficients among the inputs of one output coefficient (1: one-hot).
+    pub input_weight: usize,
+}
+
+/// The bounds of one query under one parameter set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoiseReport {
+    /// The tail multiplier used.
+    pub z: f64,
+    /// Table-dependent noise: query errors times table entries, plus encoding rounding.
+    pub table: f64,
+    /// Noise of the public-key encryption of zero added for re-randomisation.
+    pub rerand: f64,
+    /// Half-width `F` of the uniform flooding noise.
+    pub flood: u128,
+    /// Bound before modulus switching.
+    pub before_switch: f64,
+    /// Rounding noise of modulus switching.
+    pub switch_round: f64,
+    /// Bound after modulus switching.
+    pub after_switch: f64,
+    /// Low bits of `c0` dropped before sending.
+    pub drop_bits: u32,
+    /// Bound on the noise the client decrypts.
+    pub total: f64,
+    /// What decryption tolerates: `q' / (2t) - 1/2`.
+    pub budget: f64,
+}
+
+impl NoiseReport {
+    /// Bits of slack left: `log2(budget / total)`.
+    pub fn margin_bits(&self) -> f64 {
+        (self.budget / self.total).log2()
+    }
+}
+
+/// Computes every bound for `work` under `params`, and the number of low bits of `c0` that can
+/// be dropped; an error if decryption could fail.
+pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> {
+    let z = tail_z();
+    let s_e = error_param();
+    let n = params.n() as f64;
+    let w_max = work.w_max as f64;
+    let table = z * s_e * (work.terms as f64).sqrt() * w_max + 0.5 * w_max * work.input_weight as f64;
+    let rerand = z * s_e * (2.0 * n + 1.0).sqrt();
+    let flood_f = table * 2f64.powi(params.flood_bits() as i32);
+    if flood_f >= 2f64.powi(120) {
+        return Err(HeError::NoiseBudget(format!("flooding width 2^{:.1} is too large", flood_f.log2())));
+    }
+    let flood = flood_f.ceil() as u128;
+    // + 1/2: rounding of the mask's encoding.
+    let before_switch = table + rerand + flood as f64 + 0.5;
+    let scale = 2f64.powf(params.log2_q_response() - params.log2_q());
+    let switch_round = z * (n + 1.0).sqrt();
+    let after_switch = if params.response_limbs() < params.limbs() {
+        before_switch * scale + switch_round
+    } else {
+        before_switch
+    };
+    let budget = 2f64.powf(params.log2_q_response() - f64::from(params.plain_bits()) - 1.0) - 0.5;
+    if after_switch >= budget {
+        return Err(HeError::NoiseBudget(format!(
+            "noise bound 2^{:.1} after switching exceeds the budget 2^{:.1} (q' = 2^{:.1}, t = 2^{})",
+            after_switch.log2(),
+            budget.log2(),
+            params.log2_q_response(),
+            params.plain_bits()
+        )));
+    }
+    // Largest b with 2^(b-1) <= 0.99 (budget - after_switch); never more than the modulus holds.
+    let slack = 0.99 * (budget - after_switch);
+    let drop_bits = if slack < 1.0 { 0 } else { (slack.log2().floor() as u32 + 1).min(60) };
+    let dropped = if drop_bits == 0 { 0.0 } else { 2f64.powi(drop_bits as i32 - 1) };
+    Ok(NoiseReport {
+        z,
+        table,
+        rerand,
+        flood,
+        before_switch,
+        switch_round,
+        after_switch,
+        drop_bits,
+        total: after_switch + dropped,
+        budget,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ParamSpec;
+
+    #[test]
+    fn tail_multiplier_matches_the_failure_probability() {
+        let z = tail_z();
+        let p = 2.0 * (-z * z / 2.0).exp();
+        assert!((p.log2() - (FAILURE_LOG2 - COEFFS_LOG2 - EVENTS_LOG2)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cheetah_budget_holds_and_drops_bits() {
+        let p = Params::new(ParamSpec {
+            n: 4096,
+            prime_bits: vec![30, 30, 27, 22],
+            response_limbs: 2,
+            plain_bits: 37,
+            flood_bits: 40,
+        })
+        .unwrap();
+        let r = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 12, input_weight: 1 }).unwrap();
+        assert!(r.total < r.budget);
+        assert!(r.drop_bits > 10, "{r:?}");
+        assert!((r.flood as f64).log2() > r.table.log2() + 39.9);
+        // A heavier table or a wider share ring must eventually fail, with a clear error.
+        let big = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 40, input_weight: 1 });
+        assert!(matches!(big, Err(HeError::NoiseBudget(_))));
+    }
+}

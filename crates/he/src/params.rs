@@ -1,0 +1,265 @@
+use std::sync::Arc;
+
+use fastquery_backend::RingContext;
+use fastquery_math::{RnsBasis, primes::ntt_prime_iter};
+use num_bigint::BigUint;
+use num_traits::ToPrimitive;
+
+use crate::HeError;
+
+/// The largest `log2 q` at 128-bit classical security for a ternary or Gaussian secret
+/// (HomomorphicEncryption.org standard, Table 1), or `None` for an unsupported degree.
+pub fn security_limit(n: usize) -> Option<u32> {
+    match n {
+        1024 => Some(27),
+        2048 => Some(54),
+        4096 => Some(109),
+        8192 => Some(218),
+        16384 => Some(438),
+        32768 => Some(881),
+        _ => None,
+    }
+}
+
+/// What a parameter set is made of, before validation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ParamSpec {
+    /// Ring degree `N`.
+    pub n: usize,
+    /// Bit size of each prime of the modulus chain, limb order. The first `response_limbs`
+    /// survive modulus switching; key-switching special primes, when a scheme needs them, are
+    /// part of this chain and so of the security check.
+    pub prime_bits: Vec<u32>,
+    /// Limbs kept after modulus switching (the response modulus).
+    pub response_limbs: usize,
+    /// `l` in `t = 2^l`, the share ring.
+    pub plain_bits: u32,
+    /// Flooding margin `sigma` in bits (at least 40).
+    pub flood_bits: u32,
+}
+
+/// A validated parameter set. Once constructed, the rest of the engine relies on it: the
+/// modulus is inside the security limit, the primes exist and are distinct, and `t` fits.
+#[derive(Clone, Debug)]
+pub struct Params {
+    spec: ParamSpec,
+    ring: Arc<RingContext>,
+    id: u32,
+    /// `round(q / t)` per limb, and the same for the response modulus.
+    q_over_t: Vec<u32>,
+    q_resp_over_t: Vec<u32>,
+}
+
+/// Smallest accepted flooding margin (protocol.md, section 2).
+pub const MIN_FLOOD_BITS: u32 = 40;
+
+impl Params {
+    /// Validates `spec` and picks its primes: for each bit size in order, the largest unused
+    /// prime of that size that is `1 mod 2N`.
+    pub fn new(spec: ParamSpec) -> Result<Self, HeError> {
+        let limit = security_limit(spec.n)
+            .ok_or_else(|| HeError::BadParams(format!("ring degree {} is not one of 2^10..2^15", spec.n)))?;
+        if spec.prime_bits.is_empty()
+            || spec.response_limbs == 0
+            || spec.response_limbs > spec.prime_bits.len()
+        {
+            return Err(HeError::BadParams(format!(
+                "{} primes with {} response limbs",
+                spec.prime_bits.len(),
+                spec.response_limbs
+            )));
+        }
+        let claimed: u32 = spec.prime_bits.iter().sum();
+        if claimed > limit {
+            return Err(HeError::Insecure { n: spec.n, log2_q: f64::from(claimed), limit });
+        }
+        if !(1..=64).contains(&spec.plain_bits) {
+            return Err(HeError::BadParams(format!(
+                "plaintext modulus 2^{} outside 2^1..2^64",
+                spec.plain_bits
+            )));
+        }
+        if spec.flood_bits < MIN_FLOOD_BITS {
+            return Err(HeError::BadParams(format!(
+                "flooding margin of {} bits is below the required {MIN_FLOOD_BITS}",
+                spec.flood_bits
+            )));
+        }
+        let mut primes: Vec<u32> = Vec::with_capacity(spec.prime_bits.len());
+        for &bits in &spec.prime_bits {
+            let p = ntt_prime_iter(bits, spec.n)
+                .map_err(|e| HeError::BadParams(e.to_string()))?
+                .find(|p| !primes.contains(p))
+                .ok_or_else(|| {
+                    HeError::BadParams(format!("no unused {bits}-bit prime for N = {}", spec.n))
+                })?;
+            primes.push(p);
+        }
+        let ring = RingContext::new(spec.n, &primes)?;
+        let log2_q = ring.basis().log2_modulus();
+        if log2_q > f64::from(limit) {
+            return Err(HeError::Insecure { n: spec.n, log2_q, limit });
+        }
+        let resp = ring.basis().prefix(spec.response_limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
+        if resp.log2_modulus() < f64::from(spec.plain_bits) + 2.0 {
+            return Err(HeError::BadParams(format!(
+                "response modulus of {:.1} bits cannot hold t = 2^{} with any noise",
+                resp.log2_modulus(),
+                spec.plain_bits
+            )));
+        }
+        let q_over_t = scaled_residues(ring.basis(), spec.plain_bits);
+        let q_resp_over_t = scaled_residues(&resp, spec.plain_bits);
+        let id = fingerprint(&spec, &primes);
+        Ok(Self { spec, ring: Arc::new(ring), id, q_over_t, q_resp_over_t })
+    }
+
+    /// The specification this set was built from.
+    pub fn spec(&self) -> &ParamSpec {
+        &self.spec
+    }
+
+    /// A 32-bit fingerprint of every parameter (degree, primes, limbs, `l`, `sigma`), carried by
+    /// every wire message so that mismatched peers fail loudly.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The ring (all limbs).
+    pub fn ring(&self) -> &Arc<RingContext> {
+        &self.ring
+    }
+
+    /// `N`.
+    pub fn n(&self) -> usize {
+        self.spec.n
+    }
+
+    /// Number of limbs of fresh ciphertexts.
+    pub fn limbs(&self) -> usize {
+        self.spec.prime_bits.len()
+    }
+
+    /// Number of limbs after modulus switching.
+    pub fn response_limbs(&self) -> usize {
+        self.spec.response_limbs
+    }
+
+    /// `l`.
+    pub fn plain_bits(&self) -> u32 {
+        self.spec.plain_bits
+    }
+
+    /// `t - 1`, the mask that reduces mod `t = 2^l`.
+    pub fn plain_mask(&self) -> u64 {
+        if self.spec.plain_bits == 64 { u64::MAX } else { (1u64 << self.spec.plain_bits) - 1 }
+    }
+
+    /// `sigma`.
+    pub fn flood_bits(&self) -> u32 {
+        self.spec.flood_bits
+    }
+
+    /// `log2 q` of the full chain.
+    pub fn log2_q(&self) -> f64 {
+        self.ring.basis().log2_modulus()
+    }
+
+    /// `log2 q'` of the response modulus.
+    pub fn log2_q_response(&self) -> f64 {
+        self.ring.moduli()[..self.spec.response_limbs].iter().map(|m| f64::from(m.value()).log2()).sum()
+    }
+
+    /// `round(q / t)` per limb (full chain).
+    pub fn q_over_t(&self) -> &[u32] {
+        &self.q_over_t
+    }
+
+    /// `round(q' / t)` per limb of the response modulus.
+    pub fn q_resp_over_t(&self) -> &[u32] {
+        &self.q_resp_over_t
+    }
+}
+
+fn scaled_residues(basis: &RnsBasis, plain_bits: u32) -> Vec<u32> {
+    let q = basis.modulus();
+    let half_t = BigUint::from(1u32) << (plain_bits - 1);
+    let v: BigUint = (q + half_t) >> plain_bits;
+    basis.moduli().iter().map(|m| (&v % m.value()).to_u32().unwrap_or(0)).collect()
+}
+
+/// FNV-1a over a canonical encoding of the parameters.
+fn fingerprint(spec: &ParamSpec, primes: &[u32]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    eat(spec.n as u64);
+    eat(primes.len() as u64);
+    primes.iter().for_each(|&p| eat(u64::from(p)));
+    eat(spec.response_limbs as u64);
+    eat(u64::from(spec.plain_bits));
+    eat(u64::from(spec.flood_bits));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheetah() -> ParamSpec {
+        ParamSpec {
+            n: 4096,
+            prime_bits: vec![30, 30, 27, 22],
+            response_limbs: 2,
+            plain_bits: 37,
+            flood_bits: 40,
+        }
+    }
+
+    #[test]
+    fn accepts_cheetah_and_checks_the_limit_on_real_primes() {
+        let p = Params::new(cheetah()).unwrap();
+        assert!(p.log2_q() <= 109.0 && p.log2_q() > 108.0);
+        assert_eq!(p.limbs(), 4);
+        let primes: Vec<u32> = p.ring().moduli().iter().map(|m| m.value()).collect();
+        let mut dedup = primes.clone();
+        dedup.dedup();
+        assert_eq!(primes.len(), dedup.len());
+    }
+
+    #[test]
+    fn refuses_insecure_and_inconsistent_sets() {
+        let mut s = cheetah();
+        s.prime_bits.push(20); // 129 bits at N = 4096
+        assert!(matches!(Params::new(s), Err(HeError::Insecure { n: 4096, limit: 109, .. })));
+        let s = ParamSpec { n: 2048, prime_bits: vec![30, 25], ..cheetah() }; // 55 > 54
+        assert!(matches!(Params::new(s), Err(HeError::Insecure { .. })));
+        for bad in [
+            ParamSpec { n: 3000, ..cheetah() },
+            ParamSpec { response_limbs: 0, ..cheetah() },
+            ParamSpec { response_limbs: 5, ..cheetah() },
+            ParamSpec { plain_bits: 0, ..cheetah() },
+            ParamSpec { plain_bits: 65, ..cheetah() },
+            ParamSpec { flood_bits: 39, ..cheetah() },
+            ParamSpec { prime_bits: vec![32, 30], ..cheetah() },
+            ParamSpec { prime_bits: vec![], ..cheetah() },
+            ParamSpec { response_limbs: 1, plain_bits: 30, ..cheetah() }, // t does not fit q'
+        ] {
+            let e = Params::new(bad.clone()).unwrap_err();
+            assert!(matches!(e, HeError::BadParams(_)), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ids_differ_between_sets() {
+        let a = Params::new(cheetah()).unwrap().id();
+        let b = Params::new(ParamSpec { plain_bits: 36, ..cheetah() }).unwrap().id();
+        let c = Params::new(ParamSpec { flood_bits: 41, ..cheetah() }).unwrap().id();
+        assert!(a != b && a != c && b != c);
+        assert_eq!(a, Params::new(cheetah()).unwrap().id());
+    }
+}

@@ -1,0 +1,142 @@
+//! Randomness. Everything secret or public-random comes from ChaCha20: seeds from the operating
+//! system's CSPRNG (through `rand::rng()`), and seeded streams where both sides must agree
+//! (the uniform polynomial `a` of a seeded ciphertext, which the server expands from 32 bytes).
+
+use fastquery_backend::RingContext;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// A 32-byte seed.
+pub type Seed = [u8; 32];
+
+/// `eta` of the centred binomial error distribution: `e = sum of 21 bits - sum of 21 bits`,
+/// standard deviation `sqrt(21/2) = 3.24` (the standard's 3.2), bounded by 21, sampled in
+/// constant time.
+pub const CBD_ETA: u32 = 21;
+
+/// A fresh seed from the OS-seeded CSPRNG.
+pub fn fresh_seed() -> Seed {
+    let mut s = [0u8; 32];
+    rand::rng().fill_bytes(&mut s);
+    s
+}
+
+/// A ChaCha20 stream from a seed.
+pub fn stream(seed: &Seed) -> ChaCha20Rng {
+    ChaCha20Rng::from_seed(*seed)
+}
+
+/// The uniform polynomials of a seed, in the NTT domain (uniform there as well): `polys`
+/// polynomials of `limbs` limbs, layout `[poly][limb][coefficient]`. Each word comes from the
+/// stream by rejection: the next `u32` masked to the prime's bit length, kept if below it.
+/// This is the expansion every backend reproduces.
+pub fn expand_uniform(ctx: &RingContext, limbs: usize, polys: usize, seed: &Seed) -> Vec<u32> {
+    let mut rng = stream(seed);
+    let n = ctx.n();
+    let mut out = Vec::with_capacity(polys * limbs * n);
+    for _ in 0..polys {
+        for m in &ctx.moduli()[..limbs] {
+            let p = m.value();
+            let mask = u32::MAX >> p.leading_zeros();
+            let mut filled = 0;
+            while filled < n {
+                let x = rng.next_u32() & mask;
+                if x < p {
+                    out.push(x);
+                    filled += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `count` centred-binomial errors in `[-21, 21]`.
+pub fn cbd<R: RngCore>(rng: &mut R, count: usize) -> Vec<i32> {
+    let low = (1u64 << CBD_ETA) - 1;
+    (0..count)
+        .map(|_| {
+            let x = rng.next_u64();
+            (x & low).count_ones() as i32 - ((x >> CBD_ETA) & low).count_ones() as i32
+        })
+        .collect()
+}
+
+/// `count` uniform ternary values in `{-1, 0, 1}`.
+pub fn ternary<R: RngCore>(rng: &mut R, count: usize) -> Vec<i8> {
+    (0..count).map(|_| rng.random_range(-1i8..=1)).collect()
+}
+
+/// A uniform integer in `[-bound, bound]` (`bound < 2^126`).
+pub fn uniform_centered<R: RngCore>(rng: &mut R, bound: u128) -> i128 {
+    let width = 2 * bound + 1;
+    // Rejection sampling on the smallest power of two covering the width.
+    let bits = 128 - width.leading_zeros();
+    let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    loop {
+        let x = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & mask;
+        if x < width {
+            return x as i128 - bound as i128;
+        }
+    }
+}
+
+/// `count` uniform values mod `2^bits` (masks of the share ring).
+pub fn uniform_mod_pow2<R: RngCore>(rng: &mut R, bits: u32, count: usize) -> Vec<u64> {
+    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    (0..count).map(|_| rng.next_u64() & mask).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastquery_math::primes::ntt_primes;
+
+    #[test]
+    fn expansion_is_deterministic_uniform_and_reduced() {
+        let ctx = RingContext::new(1024, &ntt_primes(30, 1024, 2).unwrap()).unwrap();
+        let s = fresh_seed();
+        let a = expand_uniform(&ctx, 2, 3, &s);
+        assert_eq!(a, expand_uniform(&ctx, 2, 3, &s));
+        assert_ne!(a, expand_uniform(&ctx, 2, 3, &fresh_seed()));
+        assert_eq!(a.len(), 3 * 2 * 1024);
+        for (row, c) in a.chunks(1024).enumerate() {
+            let p = ctx.moduli()[row % 2].value();
+            assert!(c.iter().all(|&x| x < p));
+            // Mean of a uniform variable on [0, p): p/2 within a few standard errors.
+            let mean = c.iter().map(|&x| f64::from(x)).sum::<f64>() / 1024.0;
+            let se = f64::from(p) / (12f64.sqrt() * 32.0);
+            assert!((mean - f64::from(p) / 2.0).abs() < 6.0 * se, "row {row}: mean {mean}");
+        }
+    }
+
+    #[test]
+    fn cbd_has_the_stated_bound_and_variance() {
+        let mut rng = stream(&[7; 32]);
+        let e = cbd(&mut rng, 200_000);
+        assert!(e.iter().all(|x| x.abs() <= CBD_ETA as i32));
+        let var = e.iter().map(|&x| f64::from(x * x)).sum::<f64>() / e.len() as f64;
+        assert!((var - 10.5).abs() < 0.2, "variance {var}");
+        let mean = e.iter().map(|&x| f64::from(x)).sum::<f64>() / e.len() as f64;
+        assert!(mean.abs() < 0.05);
+    }
+
+    #[test]
+    fn ternary_and_centered_ranges() {
+        let mut rng = stream(&[8; 32]);
+        let t = ternary(&mut rng, 30_000);
+        for v in [-1i8, 0, 1] {
+            let c = t.iter().filter(|&&x| x == v).count();
+            assert!((9_000..11_000).contains(&c), "{v}: {c}");
+        }
+        for bound in [0u128, 1, 1000, 1 << 70] {
+            let xs: Vec<i128> = (0..2000).map(|_| uniform_centered(&mut rng, bound)).collect();
+            assert!(xs.iter().all(|x| x.unsigned_abs() <= bound));
+            if bound > 10 {
+                assert!(xs.iter().any(|&x| x > 0) && xs.iter().any(|&x| x < 0));
+            }
+        }
+        let m = uniform_mod_pow2(&mut rng, 37, 1000);
+        assert!(m.iter().all(|&x| x < 1 << 37) && m.iter().any(|&x| x >= 1 << 36));
+    }
+}

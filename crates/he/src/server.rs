@@ -1,0 +1,237 @@
+//! The server's evaluation, on any backend: plaintext preprocessing, query expansion, and the
+//! finishing steps that make a response safe to send (re-randomise, flood, mask, switch, drop).
+
+use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_math::RnsBasis;
+use num_bigint::BigUint;
+use num_traits::ToPrimitive;
+use rand::RngCore;
+
+use crate::{
+    HeError, Params, PublicKey,
+    client::{ResponseCiphertext, SeededCiphertext},
+    noise::NoiseReport,
+    sample::{cbd, expand_uniform, ternary, uniform_centered, uniform_mod_pow2},
+};
+
+/// The client's public key on the server's device.
+pub struct ServerKey<B: Backend> {
+    p0: Polys<B, Ntt>,
+    a: Polys<B, Ntt>,
+}
+
+impl<B: Backend> std::fmt::Debug for ServerKey<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKey").finish_non_exhaustive()
+    }
+}
+
+/// Loads a public key (expanding `a` from its seed).
+pub fn load_public_key<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    pk: &PublicKey,
+) -> Result<ServerKey<B>, HeError> {
+    let shape = Shape::new(1, params.limbs());
+    let p0 = ring.upload(&pk.p0, shape)?;
+    let a = ring.upload(&expand_uniform(params.ring(), params.limbs(), 1, &pk.seed), shape)?;
+    Ok(ServerKey { p0, a })
+}
+
+/// Encodes signed integer polynomials (`polys x N` values, row-major) as plaintexts in the NTT
+/// domain over all limbs: the once-per-table preprocessing.
+pub fn encode_plaintexts<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    values: &[i64],
+    polys: usize,
+) -> Result<Polys<B, Ntt>, HeError> {
+    let (n, limbs) = (params.n(), params.limbs());
+    if values.len() != polys * n {
+        return Err(HeError::BadInput(format!(
+            "{} values for {polys} polynomials of degree {n}",
+            values.len()
+        )));
+    }
+    let mut words = vec![0u32; polys * limbs * n];
+    for (p, chunk) in values.chunks_exact(n).enumerate() {
+        for (l, m) in params.ring().moduli().iter().enumerate() {
+            let row = &mut words[(p * limbs + l) * n..][..n];
+            row.iter_mut().zip(chunk).for_each(|(w, &v)| *w = m.reduce_i64(v));
+        }
+    }
+    let shape = Shape::new(polys, limbs);
+    Ok(ring.forward(ring.upload(&words, shape)?)?)
+}
+
+/// Expands seeded query ciphertexts into the NTT domain, as the `a` operand of a
+/// multiply-accumulate: `rows = 2 * tokens` (row `2t` holds the `c0`s of token `t`, row `2t+1`
+/// its `c1`s), `inner = cts_per_token`, row-major.
+pub fn expand_queries<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    cts: &[SeededCiphertext],
+    cts_per_token: usize,
+) -> Result<Polys<B, Ntt>, HeError> {
+    let (n, limbs) = (params.n(), params.limbs());
+    let poly = n * limbs;
+    if cts_per_token == 0 || cts.len() % cts_per_token != 0 {
+        return Err(HeError::BadInput(format!("{} ciphertexts for {cts_per_token} per token", cts.len())));
+    }
+    let tokens = cts.len() / cts_per_token;
+    let mut c0 = Vec::with_capacity(cts.len() * poly);
+    let mut c1 = Vec::with_capacity(cts.len() * poly);
+    for ct in cts {
+        if ct.c0.len() != poly {
+            return Err(HeError::BadInput(format!("c0 of {} words, expected {poly}", ct.c0.len())));
+        }
+        c0.extend_from_slice(&ct.c0);
+        c1.extend(expand_uniform(params.ring(), limbs, 1, &ct.seed));
+    }
+    let shape = Shape::new(cts.len(), limbs);
+    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form.
+    let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
+    let c0 = ring.download(&c0)?;
+    let mut words = Vec::with_capacity(2 * cts.len() * poly);
+    for t in 0..tokens {
+        words.extend_from_slice(&c0[t * cts_per_token * poly..(t + 1) * cts_per_token * poly]);
+        words.extend_from_slice(&c1[t * cts_per_token * poly..(t + 1) * cts_per_token * poly]);
+    }
+    Ok(ring.upload(&words, Shape::new(2 * cts.len(), limbs))?)
+}
+
+/// One server answer: the response ciphertexts and the server's shares (the masks) of the
+/// kept coefficients, in the same order.
+#[derive(Debug)]
+pub struct Finished {
+    /// What goes on the wire.
+    pub responses: Vec<ResponseCiphertext>,
+    /// `shares[ct][k]` for kept coefficient `k` of ciphertext `ct`.
+    pub shares: Vec<Vec<u64>>,
+}
+
+/// `round(q m / t)` residues for `m < t`, exactly: `floor(q/t) m + round((q mod t) m / t)`.
+struct ScaledEncoder {
+    floor_res: Vec<u32>,
+    q_mod_t: u128,
+    bits: u32,
+}
+
+impl ScaledEncoder {
+    fn new(basis: &RnsBasis, bits: u32) -> Self {
+        let q = basis.modulus();
+        let floor: BigUint = q >> bits;
+        let floor_res = basis.moduli().iter().map(|m| (&floor % m.value()).to_u32().unwrap_or(0)).collect();
+        let q_mod_t = (q - (&floor << bits)).to_u128().unwrap_or(0);
+        Self { floor_res, q_mod_t, bits }
+    }
+
+    /// Residue in limb `l` of `round(q m / t)`.
+    fn residue(&self, basis: &RnsBasis, l: usize, m: u64) -> u32 {
+        let md = basis.moduli()[l];
+        let carry = if self.bits <= 63 {
+            ((self.q_mod_t * u128::from(m)) + (1u128 << (self.bits - 1))) >> self.bits
+        } else {
+            let v = (BigUint::from(self.q_mod_t) * m + (BigUint::from(1u8) << (self.bits - 1))) >> self.bits;
+            v.to_u128().unwrap_or(0)
+        };
+        md.add(
+            md.mul(self.floor_res[l], md.reduce_u64(m)),
+            md.reduce_u64((carry % u128::from(md.value())) as u64),
+        )
+    }
+}
+
+/// Makes output ciphertexts safe to send and returns them with the server's shares:
+///
+/// 1. adds a fresh public-key encryption of zero (`c1` no longer depends on the table);
+/// 2. adds uniform flooding noise of half-width `noise.flood` to every kept coefficient of `c0`
+///    (the only coefficients the client can decrypt);
+/// 3. adds the encoding of `-r` for uniform masks `r` in `Z_t` (the server's shares);
+/// 4. switches to the response modulus and keeps only `positions[ct]` of `c0`, each with its
+///    low `noise.drop_bits` bits dropped. Everything else of `c0` is never sent.
+#[allow(clippy::too_many_arguments)]
+pub fn finish<B: Backend, R: RngCore>(
+    ring: &Ring<B>,
+    params: &Params,
+    key: &ServerKey<B>,
+    noise: &NoiseReport,
+    c0: Polys<B, Coeff>,
+    c1: Polys<B, Coeff>,
+    positions: &[Vec<usize>],
+    rng: &mut R,
+) -> Result<Finished, HeError> {
+    let (n, limbs, lr) = (params.n(), params.limbs(), params.response_limbs());
+    let cts = c0.polys();
+    if c1.polys() != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
+        return Err(HeError::BadInput("output ciphertexts do not match their positions".into()));
+    }
+    let basis = params.ring().basis();
+    let moduli = params.ring().moduli();
+    // 1. u * (p0, a) for a fresh ternary u per ciphertext.
+    let mut u = vec![0u32; cts * limbs * n];
+    for ct in 0..cts {
+        let t = ternary(rng, n);
+        for (l, m) in moduli.iter().enumerate() {
+            let row = &mut u[(ct * limbs + l) * n..][..n];
+            row.iter_mut().zip(&t).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+        }
+    }
+    let u = ring.forward(ring.upload::<Coeff>(&u, Shape::new(cts, limbs))?)?;
+    let dims = MacDims { rows: cts, inner: 1, cols: 1 };
+    let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
+    let mut z1: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
+    ring.mac(&mut z0, &u, &key.p0, dims, false)?;
+    ring.mac(&mut z1, &u, &key.a, dims, false)?;
+    let (mut c0, mut c1) = (c0, c1);
+    ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
+    ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
+    // 1-3. Errors of the encryption of zero, flooding, masks.
+    let enc = ScaledEncoder::new(basis, params.plain_bits());
+    let t_mask = params.plain_mask();
+    let mut add0 = vec![0u32; cts * limbs * n];
+    let mut add1 = vec![0u32; cts * limbs * n];
+    let mut shares = Vec::with_capacity(cts);
+    for (ct, pos) in positions.iter().enumerate() {
+        let (e0, e1) = (cbd(rng, n), cbd(rng, n));
+        let r = uniform_mod_pow2(rng, params.plain_bits(), pos.len());
+        let flood: Vec<i128> = pos.iter().map(|_| uniform_centered(rng, noise.flood)).collect();
+        for (l, m) in moduli.iter().enumerate() {
+            let p = i128::from(m.value());
+            let row0 = &mut add0[(ct * limbs + l) * n..][..n];
+            row0.iter_mut().zip(&e0).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+            for ((&j, &f), &rk) in pos.iter().zip(&flood).zip(&r) {
+                let fl = m.reduce_i64(f.rem_euclid(p) as i64);
+                let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
+                row0[j] = m.add(m.add(row0[j], fl), masked);
+            }
+            let row1 = &mut add1[(ct * limbs + l) * n..][..n];
+            row1.iter_mut().zip(&e1).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+        }
+        shares.push(r);
+    }
+    ring.add_assign(&mut c0, &ring.upload(&add0, Shape::new(cts, limbs))?)?;
+    ring.add_assign(&mut c1, &ring.upload(&add1, Shape::new(cts, limbs))?)?;
+    // 4. Switch, download, keep and truncate.
+    let (c0, c1) =
+        if lr < limbs { (ring.mod_switch_down(&c0, lr)?, ring.mod_switch_down(&c1, lr)?) } else { (c0, c1) };
+    let (w0, w1) = (ring.download(&c0)?, ring.download(&c1)?);
+    let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
+    let b = noise.drop_bits;
+    let responses = positions
+        .iter()
+        .enumerate()
+        .map(|(ct, pos)| {
+            let c0 = pos
+                .iter()
+                .map(|&j| {
+                    let residues: Vec<u32> = (0..lr).map(|l| w0[(ct * lr + l) * n + j]).collect();
+                    let v = resp_basis.compose_u128(&residues).unwrap_or(0);
+                    if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b }
+                })
+                .collect();
+            ResponseCiphertext { c1: w1[ct * lr * n..(ct + 1) * lr * n].to_vec(), c0 }
+        })
+        .collect();
+    Ok(Finished { responses, shares })
+}

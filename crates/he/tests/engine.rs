@@ -1,0 +1,178 @@
+//! The engine end to end on the CPU backend: encrypt, multiply by plaintexts, finish, decrypt;
+//! shares reconstruct the exact product coefficients, and the measured noise stays inside the
+//! computed bounds at every stage.
+
+use std::sync::Arc;
+
+use fastquery_backend::{MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_cpu::CpuBackend;
+use fastquery_he::{
+    ParamSpec, Params,
+    client::{Client, decode, noise_of},
+    noise::{Workload, analyse},
+    server::{encode_plaintexts, expand_queries, finish, load_public_key},
+};
+use num_bigint::BigUint;
+use num_traits::ToPrimitive;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn params(plain_bits: u32) -> Arc<Params> {
+    Arc::new(
+        Params::new(ParamSpec {
+            n: 4096,
+            prime_bits: vec![30, 30, 27, 22],
+            response_limbs: 2,
+            plain_bits,
+            flood_bits: 40,
+        })
+        .unwrap(),
+    )
+}
+
+/// Negacyclic product of a sparse signed message and a dense plaintext, over the integers.
+fn product(n: usize, msg: &[(usize, i64)], w: &[i64]) -> Vec<i128> {
+    let mut out = vec![0i128; n];
+    for &(i, v) in msg {
+        for (j, &wj) in w.iter().enumerate() {
+            let k = i + j;
+            let term = i128::from(v) * i128::from(wj);
+            if k < n { out[k] += term } else { out[k - n] -= term }
+        }
+    }
+    out
+}
+
+#[test]
+fn shares_reconstruct_and_noise_stays_in_its_bounds() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for plain_bits in [37u32, 16] {
+        let params = params(plain_bits);
+        let n = params.n();
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+        let client = Client::new(params.clone()).unwrap();
+        let key = load_public_key(&ring, &params, &client.public_key()).unwrap();
+        // Two tokens, three input ciphertexts each, two output ciphertexts: a 3 x 2 plaintext grid.
+        let (tokens, inner, cols) = (2usize, 3usize, 2usize);
+        let w_bits = 10;
+        let w: Vec<i64> =
+            (0..inner * cols * n).map(|_| rng.random_range(-(1i64 << w_bits)..(1 << w_bits))).collect();
+        let pts: Polys<CpuBackend, Ntt> = encode_plaintexts(&ring, &params, &w, inner * cols).unwrap();
+        // One-hot-like sparse messages: a single +-1 in one of the token's input ciphertexts.
+        let mut msgs = Vec::new();
+        for _ in 0..tokens {
+            let hot = rng.random_range(0..inner);
+            for i in 0..inner {
+                let m = if i == hot {
+                    vec![(rng.random_range(0..n), if rng.random() { 1 } else { -1 })]
+                } else {
+                    vec![]
+                };
+                msgs.push(m);
+            }
+        }
+        let cts = client.encrypt_sparse(&msgs).unwrap();
+        let a = expand_queries(&ring, &params, &cts, inner).unwrap();
+        let mut out: Polys<CpuBackend, Ntt> =
+            ring.zeros(Shape::new(2 * tokens * cols, params.limbs())).unwrap();
+        ring.mac(&mut out, &a, &pts, MacDims { rows: 2 * tokens, inner, cols }, false).unwrap();
+        let out = ring.download(&ring.inverse(out).unwrap()).unwrap();
+        let report =
+            analyse(&params, Workload { terms: inner * n, w_max: 1 << w_bits, input_weight: 1 }).unwrap();
+
+        // Expected messages and the measured table noise before finishing.
+        let poly = params.limbs() * n;
+        let q = params.ring().basis().modulus().clone();
+        let mut expected = Vec::new();
+        let (mut c0s, mut c1s) = (Vec::new(), Vec::new());
+        for t in 0..tokens {
+            for c in 0..cols {
+                let mut y = vec![0i128; n];
+                for i in 0..inner {
+                    let p = product(n, &msgs[t * inner + i], &w[(i * cols + c) * n..][..n]);
+                    y.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+                }
+                let c0 = out[((2 * t) * cols + c) * poly..][..poly].to_vec();
+                let c1 = out[((2 * t + 1) * cols + c) * poly..][..poly].to_vec();
+                let phase = client.phase(&c0, &c1, params.limbs()).unwrap();
+                for (j, v) in phase.iter().enumerate() {
+                    let m = (y[j].rem_euclid(1i128 << plain_bits)) as u64;
+                    let e = noise_of(v, m, &q, plain_bits);
+                    assert!(
+                        e < BigUint::from(report.table.ceil() as u128),
+                        "table noise {e} > {}",
+                        report.table
+                    );
+                }
+                expected.push(y);
+                c0s.extend(c0);
+                c1s.extend(c1);
+            }
+        }
+        // Finish: every coefficient kept here (a plain product test, no layout).
+        let cts_out = tokens * cols;
+        let positions: Vec<Vec<usize>> = (0..cts_out).map(|_| (0..n).step_by(7).collect()).collect();
+        let shape = Shape::new(cts_out, params.limbs());
+        let c0 = ring.upload(&c0s, shape).unwrap();
+        let c1 = ring.upload(&c1s, shape).unwrap();
+        let fin = finish(&ring, &params, &key, &report, c0, c1, &positions, &mut rand::rng()).unwrap();
+        let mask = params.plain_mask();
+        for (k, ((resp, pos), share_s)) in fin.responses.iter().zip(&positions).zip(&fin.shares).enumerate() {
+            let share_c = client.decrypt_response(resp, pos, report.drop_bits).unwrap();
+            for ((&j, &sc), &ss) in pos.iter().zip(&share_c).zip(share_s) {
+                let want = (expected[k][j].rem_euclid(1i128 << plain_bits)) as u64;
+                assert_eq!(sc.wrapping_add(ss) & mask, want, "ct {k} coefficient {j}, l = {plain_bits}");
+            }
+        }
+    }
+}
+
+#[test]
+fn responses_are_rerandomised() {
+    let params = params(37);
+    let n = params.n();
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let key = load_public_key(&ring, &params, &client.public_key()).unwrap();
+    let w: Vec<i64> = (0..n as i64).map(|j| j % 1000 - 500).collect();
+    let pts = encode_plaintexts(&ring, &params, &w, 1).unwrap();
+    let cts = client.encrypt_sparse(&[vec![(3, 1)]]).unwrap();
+    let report = analyse(&params, Workload { terms: n, w_max: 500, input_weight: 1 }).unwrap();
+    let answer = || {
+        let a = expand_queries(&ring, &params, &cts, 1).unwrap();
+        let mut out = ring.zeros(Shape::new(2, params.limbs())).unwrap();
+        ring.mac(&mut out, &a, &pts, MacDims { rows: 2, inner: 1, cols: 1 }, false).unwrap();
+        let words = ring.download(&ring.inverse(out).unwrap()).unwrap();
+        let poly = params.limbs() * n;
+        let shape = Shape::new(1, params.limbs());
+        let c0 = ring.upload(&words[..poly], shape).unwrap();
+        let c1 = ring.upload(&words[poly..], shape).unwrap();
+        finish(&ring, &params, &key, &report, c0, c1, &[vec![3, 4]], &mut rand::rng()).unwrap()
+    };
+    let (x, y) = (answer(), answer());
+    // Same query, same table: the c1 of two answers agree on about 1/p of their words.
+    let same = x.responses[0].c1.iter().zip(&y.responses[0].c1).filter(|(a, b)| a == b).count();
+    assert!(same < 8, "{same} equal words in two re-randomised c1");
+    // And both decrypt to the same value once the shares are added.
+    let mask = params.plain_mask();
+    for fin in [&x, &y] {
+        let sc = client.decrypt_response(&fin.responses[0], &[3, 4], report.drop_bits).unwrap();
+        assert_eq!(sc[0].wrapping_add(fin.shares[0][0]) & mask, (w[0] as u64) & mask);
+        assert_eq!(sc[1].wrapping_add(fin.shares[0][1]) & mask, (w[1] as u64) & mask);
+    }
+}
+
+#[test]
+fn decode_rounds_to_nearest() {
+    for q in [(1u128 << 60) - 93, (1u128 << 100) - 15] {
+        for bits in [1u32, 16, 37, 64] {
+            let t = 1u128 << bits;
+            if t.saturating_mul(4) > q {
+                continue; // t must be well below q to encode anything
+            }
+            for m in [0u128, 1, t / 2, t - 1] {
+                let v = ((BigUint::from(q) * m + t / 2) / t).to_u128().unwrap(); // round(q m / t)
+                assert_eq!(u128::from(decode(v % q, q, bits)), m % t, "q {q} bits {bits} m {m}");
+            }
+        }
+    }
+}
