@@ -6,6 +6,7 @@ use fastquery_math::RnsBasis;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 use rand::RngCore;
+use rayon::prelude::*;
 
 use crate::{
     HeError, Params, PublicKey,
@@ -46,22 +47,42 @@ pub fn encode_plaintexts<B: Backend>(
     values: &[i64],
     polys: usize,
 ) -> Result<Polys<B, Ntt>, HeError> {
-    let (n, limbs) = (params.n(), params.limbs());
+    let n = params.n();
     if values.len() != polys * n {
         return Err(HeError::BadInput(format!(
             "{} values for {polys} polynomials of degree {n}",
             values.len()
         )));
     }
+    encode_plaintexts_with(ring, params, polys, |p, poly| poly.copy_from_slice(&values[p * n..(p + 1) * n]))
+}
+
+/// Like [`encode_plaintexts`], with polynomial `p` written by `fill(p, coefficients)` (in
+/// parallel), so a layout can encode a large table without a second full copy of it.
+pub fn encode_plaintexts_with<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    polys: usize,
+    fill: impl Fn(usize, &mut [i64]) + Sync,
+) -> Result<Polys<B, Ntt>, HeError> {
+    let (n, limbs) = (params.n(), params.limbs());
     let mut words = vec![0u32; polys * limbs * n];
-    for (p, chunk) in values.chunks_exact(n).enumerate() {
-        for (l, m) in params.ring().moduli().iter().enumerate() {
-            let row = &mut words[(p * limbs + l) * n..][..n];
-            row.iter_mut().zip(chunk).for_each(|(w, &v)| *w = m.reduce_i64(v));
-        }
-    }
+    words.par_chunks_mut(limbs * n).enumerate().for_each_init(
+        || vec![0i64; n],
+        |vals, (p, chunk)| {
+            fill(p, vals);
+            for (l, m) in params.ring().moduli().iter().enumerate() {
+                chunk[l * n..(l + 1) * n]
+                    .iter_mut()
+                    .zip(vals.iter())
+                    .for_each(|(w, &v)| *w = m.reduce_i64(v));
+            }
+        },
+    );
     let shape = Shape::new(polys, limbs);
-    Ok(ring.forward(ring.upload(&words, shape)?)?)
+    let uploaded = ring.upload(&words, shape)?;
+    drop(words);
+    Ok(ring.forward(uploaded)?)
 }
 
 /// Expands seeded query ciphertexts into the NTT domain, as the `a` operand of a

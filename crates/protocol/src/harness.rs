@@ -1,0 +1,187 @@
+//! The measurement harness: one table, one request, every scheme, one run.
+//!
+//! Latency follows protocol.md section 6 (Cheetah's link models):
+//! `latency = client compute + server compute + bytes / bandwidth + rounds * RTT`, with
+//! LAN = 3 Gbps and 0.3 ms RTT, WAN = 400 Mbps and 40 ms RTT. One query and its response are
+//! one round. The one-time setup (keys) is reported separately and not in the per-token numbers.
+
+use std::{sync::Arc, time::Instant};
+
+use fastquery_backend::Backend;
+use fastquery_table::IntTable;
+use serde::Serialize;
+
+use crate::{ParamSummary, ProtocolError, SchemeClient, SchemeServer, cheetah};
+
+/// A network link model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Link {
+    /// Name.
+    pub name: &'static str,
+    /// Bandwidth in bits per second.
+    pub bits_per_s: f64,
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// Cheetah's LAN: 3 Gbps, 0.3 ms.
+pub const LAN: Link = Link { name: "LAN", bits_per_s: 3e9, rtt_ms: 0.3 };
+/// Cheetah's WAN: 400 Mbps, 40 ms.
+pub const WAN: Link = Link { name: "WAN", bits_per_s: 400e6, rtt_ms: 40.0 };
+
+impl Link {
+    /// `compute + bytes / bandwidth + rounds * RTT`, in milliseconds.
+    pub fn latency_ms(&self, compute_ms: f64, bytes: f64, rounds: f64) -> f64 {
+        compute_ms + bytes * 8.0 / self.bits_per_s * 1e3 + rounds * self.rtt_ms
+    }
+}
+
+/// The schemes this build implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemeKind {
+    /// Cheetah's layout and parameters, one token per query.
+    Cheetah,
+}
+
+impl SchemeKind {
+    /// Looks a scheme up by name.
+    pub fn parse(name: &str) -> Result<Self, ProtocolError> {
+        match name {
+            "cheetah" => Ok(Self::Cheetah),
+            other => Err(ProtocolError::UnknownScheme(other.into())),
+        }
+    }
+
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cheetah => "cheetah",
+        }
+    }
+
+    /// The share ring this scheme uses by default (`l`).
+    pub fn default_plain_bits(self) -> u32 {
+        match self {
+            Self::Cheetah => 37,
+        }
+    }
+
+    /// Whether one query carries many tokens (Cheetah as published: one token per query).
+    pub fn batches_tokens(self) -> bool {
+        match self {
+            Self::Cheetah => false,
+        }
+    }
+
+    /// Builds the server (preprocessing `table` on `backend`) and a client.
+    pub fn build<B: Backend>(
+        self,
+        backend: Arc<B>,
+        table: &IntTable,
+        plain_bits: u32,
+    ) -> Result<(Box<dyn SchemeServer>, Box<dyn SchemeClient>), ProtocolError> {
+        match self {
+            Self::Cheetah => Ok((
+                Box::new(cheetah::CheetahServer::new(backend, table, plain_bits)?),
+                Box::new(cheetah::CheetahClient::new(table.m(), table.d(), table.bits(), plain_bits)?),
+            )),
+        }
+    }
+}
+
+/// One scheme's measurements on one request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SchemeReport {
+    /// Scheme name.
+    pub scheme: String,
+    /// Every share pair reconstructed the exact table entry (checked, not assumed).
+    pub verified: bool,
+    /// Query bytes per token, on the wire.
+    pub upload_bytes_per_token: f64,
+    /// Response bytes per token, on the wire.
+    pub download_bytes_per_token: f64,
+    /// One-time setup bytes (keys).
+    pub setup_bytes: usize,
+    /// Server compute per token.
+    pub server_ms_per_token: f64,
+    /// Client compute per token (query and decode).
+    pub client_ms_per_token: f64,
+    /// Once-per-table preprocessing time.
+    pub preprocess_ms: f64,
+    /// Preprocessed table bytes held by the server.
+    pub preprocess_bytes: usize,
+    /// Query/response round trips per token.
+    pub rounds_per_token: f64,
+    /// Latency per token on the LAN model.
+    pub lan_ms_per_token: f64,
+    /// Latency per token on the WAN model.
+    pub wan_ms_per_token: f64,
+    /// Parameters and layout.
+    pub params: ParamSummary,
+}
+
+/// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
+/// verify. `progress` is told each phase as it starts.
+pub fn run<B: Backend>(
+    kind: SchemeKind,
+    backend: Arc<B>,
+    table: &IntTable,
+    ids: &[usize],
+    plain_bits: u32,
+    progress: &dyn Fn(&str),
+) -> Result<SchemeReport, ProtocolError> {
+    progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
+    let t = Instant::now();
+    let (server, mut client) = kind.build(backend, table, plain_bits)?;
+    let preprocess_ms = ms(t);
+    progress(&format!("{}: setup", kind.name()));
+    let setup = client.setup()?;
+    let session = server.open_session(&setup)?;
+    let batches: Vec<&[usize]> = if kind.batches_tokens() { vec![ids] } else { ids.chunks(1).collect() };
+    let (mut up, mut down, mut client_ms, mut server_ms) = (0usize, 0usize, 0f64, 0f64);
+    let mut verified = true;
+    for (b, batch) in batches.iter().enumerate() {
+        progress(&format!("{}: query {}/{} ({} tokens)", kind.name(), b + 1, batches.len(), batch.len()));
+        let t = Instant::now();
+        let query = client.query(batch)?;
+        client_ms += ms(t);
+        let t = Instant::now();
+        let (response, server_shares) = server.answer(session, &query)?;
+        server_ms += ms(t);
+        let t = Instant::now();
+        let client_shares = client.decode(&response)?;
+        client_ms += ms(t);
+        up += query.len();
+        down += response.len();
+        let got = client_shares.reconstruct(&server_shares)?;
+        let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
+        for (row, &k) in batch.iter().enumerate() {
+            for (c, &q) in table.row(k).iter().enumerate() {
+                verified &= got[row * table.d() + c] == (i64::from(q) as u64) & mask;
+            }
+        }
+    }
+    let tokens = ids.len() as f64;
+    let rounds = batches.len() as f64;
+    let compute = client_ms + server_ms;
+    let bytes = (up + down) as f64;
+    Ok(SchemeReport {
+        scheme: kind.name().into(),
+        verified,
+        upload_bytes_per_token: up as f64 / tokens,
+        download_bytes_per_token: down as f64 / tokens,
+        setup_bytes: setup.len(),
+        server_ms_per_token: server_ms / tokens,
+        client_ms_per_token: client_ms / tokens,
+        preprocess_ms,
+        preprocess_bytes: server.preprocess_bytes(),
+        rounds_per_token: rounds / tokens,
+        lan_ms_per_token: LAN.latency_ms(compute, bytes, rounds) / tokens,
+        wan_ms_per_token: WAN.latency_ms(compute, bytes, rounds) / tokens,
+        params: server.summary(),
+    })
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}

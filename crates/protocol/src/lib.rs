@@ -1,0 +1,47 @@
+//! # fastquery-protocol
+//!
+//! The private embedding query as two parties see it. Sits on the HE engine (`fastquery-he`),
+//! the layouts (`fastquery-pack`) and the tables (`fastquery-table`); the binary sits on it.
+//!
+//! * [`wire`]: the bit-packed, versioned, length-checked encoding whose bytes are what every
+//!   report counts; [`messages`]: setup, query, response.
+//! * [`SchemeServer`] / [`SchemeClient`]: what every scheme implements; the client is a state
+//!   machine, the server keeps one public key per session.
+//! * Schemes: [`cheetah`] (more arrive: iron, bumblebee, fastquery).
+//! * [`harness`]: runs schemes on a workload and measures bytes, times and latency under the
+//!   LAN/WAN link models.
+#![forbid(unsafe_code)]
+
+pub mod cheetah;
+pub mod harness;
+pub mod messages;
+mod scheme;
+pub mod wire;
+
+pub use scheme::{ParamSummary, SchemeClient, SchemeServer, Shares};
+
+use thiserror::Error;
+
+/// Errors of the protocol layer.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A malformed or mismatched message.
+    #[error("wire: {0}")]
+    Wire(#[from] wire::WireError),
+    /// A call out of order, an unknown session, a bad request.
+    #[error("protocol state: {0}")]
+    State(String),
+    /// The HE layer refused (parameters, noise, inputs).
+    #[error(transparent)]
+    He(#[from] fastquery_he::HeError),
+    /// No layout fits, or a token id out of range.
+    #[error(transparent)]
+    Pack(#[from] fastquery_pack::PackError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] fastquery_backend::BackendError),
+    /// An unknown scheme name.
+    #[error("unknown scheme '{0}' (available: cheetah)")]
+    UnknownScheme(String),
+}

@@ -1,0 +1,151 @@
+//! The three messages, encoded with [`crate::wire`] against a parameter set.
+
+use fastquery_he::{
+    Params, PublicKey,
+    client::{ResponseCiphertext, SeededCiphertext},
+};
+
+use crate::wire::{Kind, Reader, WireError, Writer, bit_width};
+
+/// Bounds a receiver enforces before allocating anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted body, in bytes.
+    pub max_body: usize,
+    /// Most tokens in one query.
+    pub max_tokens: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body: u32::MAX as usize, max_tokens: 4096 }
+    }
+}
+
+fn write_poly_rows(w: &mut Writer, params: &Params, words: &[u32], limbs: usize) {
+    let n = params.n();
+    for (l, m) in params.ring().moduli()[..limbs].iter().enumerate() {
+        w.residues(&words[l * n..(l + 1) * n], m.value());
+    }
+}
+
+fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<Vec<u32>, WireError> {
+    let n = params.n();
+    let mut out = Vec::with_capacity(limbs * n);
+    for m in &params.ring().moduli()[..limbs] {
+        r.residues(n, m.value(), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Setup: the client's public key (`p0` over all limbs, seed of `a`).
+pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey) -> Vec<u8> {
+    let mut w = Writer::new(Kind::Setup, scheme, params.id());
+    write_poly_rows(&mut w, params, &pk.p0, params.limbs());
+    w.bytes(&pk.seed);
+    w.finish()
+}
+
+/// Decodes a setup message.
+pub fn decode_setup(params: &Params, scheme: u8, msg: &[u8], limits: Limits) -> Result<PublicKey, WireError> {
+    let mut r = Reader::open(msg, Kind::Setup, scheme, params.id(), limits.max_body)?;
+    let p0 = read_poly_rows(&mut r, params, params.limbs())?;
+    let seed = r.bytes::<32>()?;
+    r.end()?;
+    Ok(PublicKey { p0, seed })
+}
+
+/// Query: the token count, then each seeded ciphertext (`c0` over all limbs, 32-byte seed).
+pub fn encode_query(params: &Params, scheme: u8, tokens: usize, cts: &[SeededCiphertext]) -> Vec<u8> {
+    let mut w = Writer::new(Kind::Query, scheme, params.id());
+    w.u32(tokens as u32);
+    for ct in cts {
+        write_poly_rows(&mut w, params, &ct.c0, params.limbs());
+        w.bytes(&ct.seed);
+    }
+    w.finish()
+}
+
+/// Decodes a query of `cts_per_token` ciphertexts per token.
+pub fn decode_query(
+    params: &Params,
+    scheme: u8,
+    msg: &[u8],
+    cts_per_token: usize,
+    limits: Limits,
+) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
+    let mut r = Reader::open(msg, Kind::Query, scheme, params.id(), limits.max_body)?;
+    let tokens = r.count("tokens", limits.max_tokens)?;
+    if tokens == 0 {
+        return Err(WireError::Field("a query of zero tokens".into()));
+    }
+    let per_ct: usize =
+        params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
+            * params.n()
+            + 256;
+    let count = tokens * cts_per_token;
+    r.need(count * per_ct)?; // before allocating
+    let mut cts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let c0 = read_poly_rows(&mut r, params, params.limbs())?;
+        let seed = r.bytes::<32>()?;
+        cts.push(SeededCiphertext { c0, seed });
+    }
+    r.end()?;
+    Ok((tokens, cts))
+}
+
+/// Width of a kept `c0` coefficient after dropping `drop_bits` bits of a value mod `q'`.
+pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
+    (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1
+}
+
+/// Response: the dropped bit count, then each ciphertext (`c1` over the response limbs, then
+/// its kept `c0` coefficients). How many coefficients each ciphertext keeps is fixed by the
+/// layout, which both sides know; it is not sent.
+pub fn encode_response(params: &Params, scheme: u8, drop_bits: u32, cts: &[ResponseCiphertext]) -> Vec<u8> {
+    let mut w = Writer::new(Kind::Response, scheme, params.id());
+    w.bits(u64::from(drop_bits), 8);
+    let width = c0_width(params, drop_bits);
+    for ct in cts {
+        write_poly_rows(&mut w, params, &ct.c1, params.response_limbs());
+        ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
+    }
+    w.finish()
+}
+
+/// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients.
+pub fn decode_response(
+    params: &Params,
+    scheme: u8,
+    msg: &[u8],
+    kept: &[usize],
+    limits: Limits,
+) -> Result<(u32, Vec<ResponseCiphertext>), WireError> {
+    let mut r = Reader::open(msg, Kind::Response, scheme, params.id(), limits.max_body)?;
+    let drop_bits = r.bits(8)? as u32;
+    let width = c0_width(params, drop_bits);
+    if drop_bits >= params.log2_q_response() as u32 {
+        return Err(WireError::Field(format!("{drop_bits} dropped bits leave nothing of c0")));
+    }
+    let c1_bits: usize = params.ring().moduli()[..params.response_limbs()]
+        .iter()
+        .map(|m| bit_width(u64::from(m.value())) as usize)
+        .sum::<usize>()
+        * params.n();
+    r.need(kept.len() * c1_bits + kept.iter().sum::<usize>() * width as usize)?;
+    let limit = (1u128 << (width - 1)) + 1;
+    let mut cts = Vec::with_capacity(kept.len());
+    for &k in kept {
+        let c1 = read_poly_rows(&mut r, params, params.response_limbs())?;
+        let c0 = (0..k)
+            .map(|_| {
+                let v = r.bits_u128(width)?;
+                if v > limit { Err(WireError::Field(format!("c0 value {v} out of range"))) } else { Ok(v) }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        cts.push(ResponseCiphertext { c1, c0 });
+    }
+    r.end()?;
+    Ok((drop_bits, cts))
+}

@@ -1,0 +1,109 @@
+//! Decoding under random, truncated, oversized and mismatched input: typed errors, no panics.
+
+use std::sync::{Arc, OnceLock};
+
+use fastquery_cpu::CpuBackend;
+use fastquery_protocol::{
+    SchemeClient, SchemeServer,
+    cheetah::{CheetahClient, CheetahServer},
+};
+use fastquery_table::IntTable;
+use proptest::prelude::*;
+
+struct Fixture {
+    server: CheetahServer<CpuBackend>,
+    session: u64,
+    setup: Vec<u8>,
+    query: Vec<u8>,
+    response: Vec<u8>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let values: Vec<i32> = (0..200 * 10).map(|i| (i % 251) - 125).collect();
+        let table = IntTable::new(200, 10, values, 9, vec![1.0; 10], vec![0; 10]).unwrap();
+        let server = CheetahServer::new(Arc::new(CpuBackend::new()), &table, 37).unwrap();
+        let mut client = CheetahClient::new(200, 10, 9, 37).unwrap();
+        let setup = client.setup().unwrap();
+        let session = server.open_session(&setup).unwrap();
+        let query = client.query(&[7]).unwrap();
+        let (response, _) = server.answer(session, &query).unwrap();
+        Fixture { server, session, setup, query, response }
+    })
+}
+
+fn fresh_client() -> CheetahClient {
+    let mut c = CheetahClient::new(200, 10, 9, 37).unwrap();
+    c.setup().unwrap();
+    c.query(&[7]).unwrap();
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_are_rejected(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let f = fixture();
+        prop_assert!(f.server.open_session(&bytes).is_err());
+        prop_assert!(f.server.answer(f.session, &bytes).is_err());
+        prop_assert!(fresh_client().decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn truncations_are_rejected(cut in 0usize..1_000_000) {
+        let f = fixture();
+        for msg in [&f.setup, &f.query, &f.response] {
+            let cut = cut % msg.len();
+            let t = &msg[..cut];
+            prop_assert!(f.server.open_session(t).is_err());
+            prop_assert!(f.server.answer(f.session, t).is_err());
+            prop_assert!(fresh_client().decode(t).is_err());
+        }
+    }
+
+    #[test]
+    fn corrupted_headers_and_lengths_are_rejected(pos in 0usize..14, val in any::<u8>(), extra in 1usize..64) {
+        let f = fixture();
+        let mut q = f.query.clone();
+        if q[pos] != val {
+            q[pos] = val;
+            prop_assert!(f.server.answer(f.session, &q).is_err());
+        }
+        let mut long = f.query.clone();
+        long.extend(std::iter::repeat_n(0u8, extra));
+        prop_assert!(f.server.answer(f.session, &long).is_err());
+        let mut r = f.response.clone();
+        r.extend(std::iter::repeat_n(0xffu8, extra));
+        prop_assert!(fresh_client().decode(&r).is_err());
+    }
+
+    /// Flipped body bits either decode (to some other valid message) or fail: never a panic.
+    #[test]
+    fn flipped_body_bits_never_panic(bit in 0usize..100_000) {
+        let f = fixture();
+        let mut q = f.query.clone();
+        let i = 14 + (bit / 8) % (q.len() - 14);
+        q[i] ^= 1 << (bit % 8);
+        let _ = f.server.answer(f.session, &q);
+        let mut r = f.response.clone();
+        let i = 14 + (bit / 8) % (r.len() - 14);
+        r[i] ^= 1 << (bit % 8);
+        let _ = fresh_client().decode(&r);
+    }
+}
+
+#[test]
+fn a_huge_announced_length_is_refused_before_allocation() {
+    let f = fixture();
+    let mut q = f.query.clone();
+    q[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(f.server.answer(f.session, &q).is_err());
+    // A token count far above the limit, in a well-formed header.
+    let mut q = f.query.clone();
+    q[14..18].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(f.server.answer(f.session, &q).is_err());
+    // The server still answers the valid query afterwards.
+    assert!(f.server.answer(f.session, &f.query).is_ok());
+}
