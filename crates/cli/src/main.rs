@@ -1,11 +1,12 @@
 //! # fastquery (the binary)
 //!
-//! The user-facing command, at the top of the crate graph. Until the private query lands, its
-//! main job (no subcommand) is a self-check of the arithmetic on the chosen backend followed by a
-//! microbenchmark summary; `check` and `kernels` run either half.
+//! The user-facing command, at the top of the crate graph. Its main job (`demo`, also what runs
+//! with no subcommand) runs private queries on an embedded default table; `bench` measures the
+//! schemes side by side; `check` and `kernels` check and time the arithmetic.
 #![forbid(unsafe_code)]
 
 mod backend;
+mod bench;
 mod check;
 mod kernels;
 
@@ -31,6 +32,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Private queries on the embedded default table (`tiny`): tokens, bytes each way, time, and
+    /// the check that the two parties' shares add up to the table's rows.
+    Demo {
+        /// Token ids to look up.
+        #[arg(long, value_delimiter = ',', default_values_t = [0usize, 1, 42, 255, 511])]
+        tokens: Vec<usize>,
+        /// Scheme.
+        #[arg(long, default_value = "cheetah")]
+        scheme: String,
+    },
+    /// Runs schemes on a workload, verifies every share, and reports bytes, compute and latency.
+    Bench(bench::BenchArgs),
     /// Self-check of the arithmetic: primes, roots, RNS, NTT against its definition and the
     /// backend conformance suite on the chosen backend.
     Check {
@@ -68,11 +81,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             kernels::run(&backend, quick)?;
             Ok(true)
         }
-        None => {
-            let ok = check::run(&backend, None)?;
-            println!();
-            kernels::run(&backend, false)?;
-            Ok(ok)
-        }
+        Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
+        Some(Command::Bench(args)) => bench::run(&backend, &args),
+        None => bench::demo(&backend, "cheetah", &[0, 1, 42, 255, 511]),
     }
 }

@@ -28,6 +28,8 @@ use rayon::prelude::*;
 const MIN_TASK_WORDS: usize = 1 << 15;
 /// Target size, in `u64`s, of the accumulators of one multiply-accumulate tile (L1/L2 resident).
 const MAC_ACC_WORDS: usize = 1 << 14;
+/// Longest coefficient tile of the multiply-accumulate.
+const MAC_MAX_TILE: usize = 1024;
 
 /// The multi-threaded CPU backend.
 #[derive(Clone)]
@@ -361,30 +363,39 @@ impl Backend for CpuBackend {
     ) -> Result<(), BackendError> {
         let n = ring.n;
         let (rows, cols) = (dims.rows, dims.cols);
-        // Accumulators for every (row, column) pair of one coefficient tile: each operand tile
-        // is then read once per call, like a cache-blocked matrix product.
-        let tile = (MAC_ACC_WORDS / (rows * cols).max(1)).clamp(16, 2048).next_power_of_two().min(n);
+        // Blocking: a task owns one limb, one tile of `tile` coefficients and a group of `group`
+        // columns, with accumulators for rows x group x tile (at most MAC_ACC_WORDS). Long tiles
+        // keep the table reads in long contiguous runs (few pages, full vectors); the group lets
+        // each `a` tile be reused from cache across columns; each `b` tile is read exactly once.
+        let min_group = cols.clamp(1, 4);
+        let tile = (MAC_ACC_WORDS / (rows.max(1) * min_group)).clamp(64, MAC_MAX_TILE).next_power_of_two().min(n);
+        let group = (MAC_ACC_WORDS / (rows.max(1) * tile)).clamp(1, cols.max(1));
         let tiles = n / tile;
+        let groups = cols.div_ceil(group);
         let poly = limbs * n;
         let arch = self.arch;
-        let tasks = limbs * tiles;
+        let tasks = groups * limbs * tiles;
         let run = |task: usize| -> Vec<u32> {
-            let off = (task / tiles) * n + (task % tiles) * tile;
-            let mut acc = vec![0u64; rows * cols * tile];
+            let (g, rest) = (task / (limbs * tiles), task % (limbs * tiles));
+            let (l, t) = (rest / tiles, rest % tiles);
+            let off = l * n + t * tile;
+            let (c0, gc) = (g * group, group.min(cols - g * group));
+            let mut acc = vec![0u64; rows * gc * tile];
             if accumulate {
-                for (rc, acc_rc) in acc.chunks_exact_mut(tile).enumerate() {
-                    let o = &out[rc * poly + off..][..tile];
-                    acc_rc.iter_mut().zip(o).for_each(|(s, &v)| *s = u64::from(v));
+                for (k, acc_k) in acc.chunks_exact_mut(tile).enumerate() {
+                    let (r, c) = (k / gc, c0 + k % gc);
+                    let o = &out[(r * cols + c) * poly + off..][..tile];
+                    acc_k.iter_mut().zip(o).for_each(|(s, &v)| *s = u64::from(v));
                 }
             }
             mac_tile(
                 arch,
-                ring.moduli[task / tiles],
+                ring.moduli[l],
                 &mut acc,
                 tile,
-                dims,
+                MacDims { rows, inner: dims.inner, cols: gc },
                 |r, i| &a[(r * dims.inner + i) * poly + off..][..tile],
-                |i, c| &b[(i * cols + c) * poly + off..][..tile],
+                |i, c| &b[(i * cols + c0 + c) * poly + off..][..tile],
             );
             // Every accumulator is reduced below p < 2^31 by mac_tile.
             acc.into_iter().map(|s| s as u32).collect()
@@ -395,9 +406,13 @@ impl Backend for CpuBackend {
             (0..tasks).map(run).collect()
         };
         for (task, res) in results.into_iter().enumerate() {
-            let off = (task / tiles) * n + (task % tiles) * tile;
-            for (rc, r) in res.chunks_exact(tile).enumerate() {
-                out[rc * poly + off..][..tile].copy_from_slice(r);
+            let (g, rest) = (task / (limbs * tiles), task % (limbs * tiles));
+            let (l, t) = (rest / tiles, rest % tiles);
+            let off = l * n + t * tile;
+            let (c0, gc) = (g * group, group.min(cols - g * group));
+            for (k, r) in res.chunks_exact(tile).enumerate() {
+                let (row, c) = (k / gc, c0 + k % gc);
+                out[(row * cols + c) * poly + off..][..tile].copy_from_slice(r);
             }
         }
         Ok(())
