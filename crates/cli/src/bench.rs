@@ -165,7 +165,7 @@ fn print_table(workload: &str, m: usize, d: usize, tokens: usize, device: &str, 
     for r in reports {
         let p = &r.params;
         println!(
-            "  {}: N={} log2 q={:.1} ({} limbs) -> q'={:.1} bits, t=2^{}, sigma={}, {} low c0 bits dropped, noise margin {:.1} bits; {}; preprocessed {} in {:.0} ms",
+            "  {}: N={} log2 q={:.1} ({} limbs) -> q'={:.1} bits, t=2^{}, sigma={}, noise slack {:.1} bits spent on {} dropped low c0 bits; {}; preprocessed {} in {:.0} ms",
             r.scheme,
             p.n,
             p.log2_q,
@@ -173,8 +173,8 @@ fn print_table(workload: &str, m: usize, d: usize, tokens: usize, device: &str, 
             p.log2_q_response,
             p.t,
             p.sigma,
+            p.noise_slack_bits,
             p.drop_bits,
-            p.noise_margin_bits,
             p.layout,
             mb(r.preprocess_bytes as f64),
             r.preprocess_ms
@@ -216,8 +216,8 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         r.wan_ms_per_token * t
     );
     println!(
-        "  parameters: N={}, log2 q={:.1}, t=2^{}, flooding sigma={} bits, noise margin {:.1} bits",
-        r.params.n, r.params.log2_q, r.params.t, r.params.sigma, r.params.noise_margin_bits
+        "  parameters: N={}, log2 q={:.1}, t=2^{}, flooding sigma={} bits, noise slack {:.1} bits",
+        r.params.n, r.params.log2_q, r.params.t, r.params.sigma, r.params.noise_slack_bits
     );
     for &k in tokens {
         let q = table.row(k);

@@ -61,3 +61,68 @@ fn absent_backends_and_bad_flags_are_clear_errors() {
     assert!(!o.status.success());
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
 }
+
+#[test]
+fn demo_is_the_main_job_and_reconstructs() {
+    for args in [&[][..], &["demo", "--tokens", "0,511,7"][..]] {
+        let o = fastquery(args);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains("shares reconstructed exactly"), "{t}");
+        assert!(t.contains("query:") && t.contains("response:"), "{t}");
+    }
+    let o = fastquery(&["demo", "--tokens", "512"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("outside the demo table's vocabulary"), "{}", text(&o));
+}
+
+#[test]
+fn bench_writes_a_verified_json_report() {
+    let dir = std::env::temp_dir().join(format!("fq-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let o = fastquery(&[
+        "bench",
+        "--workload",
+        "tiny",
+        "--schemes",
+        "cheetah",
+        "--tokens",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["workload"], "tiny");
+    assert_eq!(v["tokens"], 3);
+    let s = &v["schemes"][0];
+    assert_eq!(s["scheme"], "cheetah");
+    assert_eq!(s["verified"], true);
+    for key in [
+        "upload_bytes_per_token",
+        "download_bytes_per_token",
+        "server_ms_per_token",
+        "client_ms_per_token",
+        "lan_ms_per_token",
+        "wan_ms_per_token",
+    ] {
+        assert!(s[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    for key in ["setup_bytes", "preprocess_bytes"] {
+        assert!(s[key].as_u64().unwrap() > 0, "{key}");
+    }
+    assert_eq!(s["params"]["n"], 4096);
+    assert_eq!(s["params"]["t"], 37);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Bad flags are errors with a message, not panics.
+    for args in [
+        &["bench", "--workload", "gpt9"][..],
+        &["bench", "--schemes", "magic"][..],
+        &["bench", "--tokens", "0"][..],
+    ] {
+        let o = fastquery(args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!text(&o).contains("panicked"));
+    }
+}

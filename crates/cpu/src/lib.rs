@@ -368,7 +368,8 @@ impl Backend for CpuBackend {
         // keep the table reads in long contiguous runs (few pages, full vectors); the group lets
         // each `a` tile be reused from cache across columns; each `b` tile is read exactly once.
         let min_group = cols.clamp(1, 4);
-        let tile = (MAC_ACC_WORDS / (rows.max(1) * min_group)).clamp(64, MAC_MAX_TILE).next_power_of_two().min(n);
+        let tile =
+            (MAC_ACC_WORDS / (rows.max(1) * min_group)).clamp(64, MAC_MAX_TILE).next_power_of_two().min(n);
         let group = (MAC_ACC_WORDS / (rows.max(1) * tile)).clamp(1, cols.max(1));
         let tiles = n / tile;
         let groups = cols.div_ceil(group);

@@ -76,9 +76,10 @@ pub struct NoiseReport {
 }
 
 impl NoiseReport {
-    /// Bits of slack left: `log2(budget / total)`.
-    pub fn margin_bits(&self) -> f64 {
-        (self.budget / self.total).log2()
+    /// Bits of slack after switching, before dropping `c0` bits: `log2(budget / after_switch)`.
+    /// Dropping spends up to 99% of it; `total < budget` always holds.
+    pub fn slack_bits(&self) -> f64 {
+        (self.budget / self.after_switch).log2()
     }
 }
 

@@ -79,7 +79,7 @@ impl Common {
             t: p.plain_bits(),
             sigma: p.flood_bits(),
             drop_bits: self.noise.drop_bits,
-            noise_margin_bits: self.noise.margin_bits(),
+            noise_slack_bits: self.noise.slack_bits(),
             layout: format!(
                 "cheetah split d0={} d1={}: {} query + {} response ciphertexts per token",
                 self.layout.d0,

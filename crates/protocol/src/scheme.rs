@@ -50,8 +50,8 @@ pub struct ParamSummary {
     pub sigma: u32,
     /// Low bits of `c0` dropped.
     pub drop_bits: u32,
-    /// Computed noise slack at the client, in bits.
-    pub noise_margin_bits: f64,
+    /// Computed noise slack after switching, in bits (the dropped `c0` bits spend it).
+    pub noise_slack_bits: f64,
     /// The layout in words.
     pub layout: String,
 }
