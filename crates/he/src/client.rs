@@ -136,16 +136,33 @@ impl Client {
         positions: &[usize],
         drop_bits: u32,
     ) -> Result<Vec<u64>, HeError> {
+        let q = self.response_modulus()?;
+        let phases = self.response_phases(ct, positions, drop_bits)?;
+        Ok(phases.into_iter().map(|v| decode(v, q, self.params.plain_bits())).collect())
+    }
+
+    /// `q'` as an integer.
+    pub fn response_modulus(&self) -> Result<u128, HeError> {
+        self.response_basis
+            .modulus()
+            .to_u128()
+            .filter(|q| *q < 1 << 126)
+            .ok_or_else(|| HeError::BadParams("response modulus above 2^126".into()))
+    }
+
+    /// The phases `c0 + c1 s mod q'` of the kept coefficients of a response (what decryption
+    /// rounds; tests measure the noise on them).
+    pub fn response_phases(
+        &self,
+        ct: &ResponseCiphertext,
+        positions: &[usize],
+        drop_bits: u32,
+    ) -> Result<Vec<u128>, HeError> {
         let (n, lr) = (self.params.n(), self.params.response_limbs());
         if ct.c1.len() != n * lr || ct.c0.len() != positions.len() || positions.iter().any(|&j| j >= n) {
             return Err(HeError::BadInput("response ciphertext does not match its layout".into()));
         }
-        let q = self
-            .response_basis
-            .modulus()
-            .to_u128()
-            .filter(|q| *q < 1 << 126)
-            .ok_or_else(|| HeError::BadParams("response modulus above 2^126".into()))?;
+        let q = self.response_modulus()?;
         let w = self.c1_times_s(&ct.c1);
         positions
             .iter()
@@ -156,8 +173,8 @@ impl Client {
                     .response_basis
                     .compose_u128(&residues)
                     .ok_or_else(|| HeError::BadInput("unreduced c1".into()))?;
-                let c0 = (h << drop_bits) % q;
-                Ok(decode(c0.wrapping_add(wj) % q, q, self.params.plain_bits()))
+                let c0 = h.checked_shl(drop_bits).unwrap_or(0) % q;
+                Ok((c0 + wj) % q)
             })
             .collect()
     }

@@ -116,13 +116,24 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
         let c1 = ring.upload(&c1s, shape).unwrap();
         let fin = finish(&ring, &params, &key, &report, c0, c1, &positions, &mut rand::rng()).unwrap();
         let mask = params.plain_mask();
+        let q_resp = BigUint::from(client.response_modulus().unwrap());
+        let total = BigUint::from(report.total.ceil() as u128);
+        let mut worst = BigUint::from(0u32);
         for (k, ((resp, pos), share_s)) in fin.responses.iter().zip(&positions).zip(&fin.shares).enumerate() {
             let share_c = client.decrypt_response(resp, pos, report.drop_bits).unwrap();
-            for ((&j, &sc), &ss) in pos.iter().zip(&share_c).zip(share_s) {
+            let phases = client.response_phases(resp, pos, report.drop_bits).unwrap();
+            for (((&j, &sc), &ss), &v) in pos.iter().zip(&share_c).zip(share_s).zip(&phases) {
                 let want = (expected[k][j].rem_euclid(1i128 << plain_bits)) as u64;
                 assert_eq!(sc.wrapping_add(ss) & mask, want, "ct {k} coefficient {j}, l = {plain_bits}");
+                // The noise the client decrypts, after flooding, switching and dropping bits.
+                let m = want.wrapping_sub(ss) & mask;
+                let e = noise_of(&num_bigint::BigInt::from(v), m, &q_resp, plain_bits);
+                assert!(e <= total, "final noise {e} above the bound {total}");
+                worst = worst.max(e);
             }
         }
+        // The bound is not vacuous: flooding makes the measured noise a sizeable part of it.
+        assert!(worst.bits() + 8 >= total.bits(), "worst {worst} vs bound {total}");
     }
 }
 
