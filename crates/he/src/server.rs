@@ -96,7 +96,7 @@ pub fn expand_queries<B: Backend>(
 ) -> Result<Polys<B, Ntt>, HeError> {
     let (n, limbs) = (params.n(), params.limbs());
     let poly = n * limbs;
-    if cts_per_token == 0 || cts.len() % cts_per_token != 0 {
+    if cts_per_token == 0 || !cts.len().is_multiple_of(cts_per_token) {
         return Err(HeError::BadInput(format!("{} ciphertexts for {cts_per_token} per token", cts.len())));
     }
     let tokens = cts.len() / cts_per_token;

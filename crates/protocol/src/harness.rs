@@ -36,6 +36,9 @@ impl Link {
     }
 }
 
+/// A scheme's two halves, as the harness drives them.
+pub type SchemePair = (Box<dyn SchemeServer>, Box<dyn SchemeClient>);
+
 /// The schemes this build implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchemeKind {
@@ -79,7 +82,7 @@ impl SchemeKind {
         backend: Arc<B>,
         table: &IntTable,
         plain_bits: u32,
-    ) -> Result<(Box<dyn SchemeServer>, Box<dyn SchemeClient>), ProtocolError> {
+    ) -> Result<SchemePair, ProtocolError> {
         match self {
             Self::Cheetah => Ok((
                 Box::new(cheetah::CheetahServer::new(backend, table, plain_bits)?),
