@@ -56,6 +56,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Name and device.
     fn info(&self) -> BackendInfo;
 
+    /// Waits until all queued work is done (asynchronous devices); timings call it inside the
+    /// timed region. Synchronous backends need not override it.
+    fn synchronize(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Moves the ring's tables to the device.
     fn load_ring(&self, ring: &RingContext) -> Result<Self::Ring, BackendError>;
 

@@ -27,10 +27,25 @@ impl FromStr for BackendKind {
     }
 }
 
-/// An opened backend. GPU variants join this enum behind their cargo features.
+/// An opened backend. GPU variants exist only when their cargo feature is on.
 #[derive(Debug)]
 pub enum AnyBackend {
     Cpu(Arc<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<fastquery_cuda::CudaBackend>),
+}
+
+/// Runs `$body` with `$b` bound to the concrete backend (`&Arc<B>`), whichever was opened:
+/// library code stays generic, the binary dispatches once.
+#[macro_export]
+macro_rules! with_backend {
+    ($any:expr, $b:ident => $body:expr) => {
+        match $any {
+            $crate::backend::AnyBackend::Cpu($b) => $body,
+            #[cfg(feature = "cuda")]
+            $crate::backend::AnyBackend::Cuda($b) => $body,
+        }
+    };
 }
 
 impl BackendKind {
@@ -44,11 +59,15 @@ impl BackendKind {
                 };
                 Ok(AnyBackend::Cpu(Arc::new(cpu)))
             }
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Ok(AnyBackend::Cuda(Arc::new(fastquery_cuda::CudaBackend::new(0)?))),
+            #[cfg(not(feature = "cuda"))]
             Self::Cuda => Err(BackendError::Unavailable {
                 backend: "cuda",
-                reason: "this build has no CUDA backend (it arrives as the crate fastquery-cuda behind \
-                         the cargo feature `cuda`; see docs/ARCHITECTURE.md); use --backend cpu"
-                    .into(),
+                reason:
+                    "this build has no CUDA backend: rebuild with `cargo build --release --features cuda` \
+                         (needs an NVIDIA driver and NVRTC at run time); or use --backend cpu"
+                        .into(),
             }),
             Self::Wgpu => Err(BackendError::Unavailable {
                 backend: "wgpu",
@@ -61,10 +80,29 @@ impl BackendKind {
 }
 
 impl AnyBackend {
-    /// The CPU backend, when that is what was opened.
+    /// Name and device of the opened backend.
     pub fn info(&self) -> fastquery_backend::BackendInfo {
+        crate::with_backend!(self, b => b.info())
+    }
+
+    /// Worker threads of the host side.
+    pub fn threads(&self) -> usize {
         match self {
-            Self::Cpu(b) => b.info(),
+            Self::Cpu(b) => b.threads(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(_) => rayon_threads(),
         }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |c| c.get())
+}
+
+impl AnyBackend {
+    /// Whether this is the CPU backend.
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Self::Cpu(_))
     }
 }

@@ -101,17 +101,13 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
     let mut reports = Vec::new();
     for kind in kinds {
-        let r = match backend {
-            AnyBackend::Cpu(b) => run_one(b, kind, &table, &ids, args.plain_bits)?,
-        };
+        let r = crate::with_backend!(backend, b => run_one(b, kind, &table, &ids, args.plain_bits)?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
     let all_ok = reports.iter().all(|r| r.verified);
     if let Some(path) = &args.json {
-        let threads = match backend {
-            AnyBackend::Cpu(b) => b.threads(),
-        };
+        let threads = backend.threads();
         let report = BenchReport {
             workload: workload.name().into(),
             synthetic: true,
@@ -197,9 +193,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
     let table = IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?;
     println!("FastQuery demo: a private lookup in a {m} x {d} embedding table (synthetic, seed 1)");
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = match backend {
-        AnyBackend::Cpu(b) => run_one(b, kind, &table, tokens, None)?,
-    };
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None)?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

@@ -21,9 +21,7 @@ pub fn run(backend: &AnyBackend, seed: Option<u64>) -> anyhow::Result<bool> {
     let seed = seed.unwrap_or_else(rand::random);
     conformance::set_seed(seed);
     println!("fastquery self-check on backend '{}' ({}), seed {seed}", info.name, info.device);
-    match backend {
-        AnyBackend::Cpu(b) => Ok(run_on(b)),
-    }
+    Ok(crate::with_backend!(backend, b => run_on(b)))
 }
 
 type Check<'a> = (&'a str, Box<dyn Fn() + 'a>);

@@ -1,0 +1,458 @@
+//! The backend: device memory, the ring tables on the device, and one launch per operation.
+//! All `unsafe` of the crate is here, in the kernel launches.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+    sys::{CUdevice_attribute, CUfunction_attribute},
+};
+use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
+
+use crate::{KERNELS, compile, driver_present};
+
+/// Threads per block of the elementwise kernels.
+const BLOCK: u32 = 256;
+/// Rows per thread tile of the multiply-accumulate (MAC_ROWS in kernels/mac.cu).
+const MAC_ROWS: usize = 16;
+/// Most limbs modulus switching handles (MAX_LIMBS in kernels/modswitch.cu).
+const MAX_LIMBS: usize = 32;
+
+fn dev(e: DriverError) -> BackendError {
+    BackendError::Device(format!("CUDA: {e:?}"))
+}
+
+/// A device buffer of `u32` words (`None` when empty: CUDA cannot allocate zero bytes).
+#[derive(Debug)]
+pub struct CudaBuffer {
+    data: Option<CudaSlice<u32>>,
+    len: usize,
+}
+
+/// A ring's tables on the device.
+#[derive(Debug)]
+pub struct CudaRing {
+    n: usize,
+    log_n: u32,
+    limbs: usize,
+    moduli: CudaSlice<u32>,
+    barrett: CudaSlice<u64>,
+    lazy: CudaSlice<u32>,
+    fwd: CudaSlice<u32>,
+    fwd_shoup: CudaSlice<u32>,
+    inv: CudaSlice<u32>,
+    inv_shoup: CudaSlice<u32>,
+    n_inv: CudaSlice<u32>,
+    n_inv_shoup: CudaSlice<u32>,
+    /// `p_last^{-1} mod p_i` at `last * limbs + i`, and Shoup companions (modulus switching).
+    ms_inv: CudaSlice<u32>,
+    ms_inv_shoup: CudaSlice<u32>,
+    host_moduli: Vec<fastquery_math::Modulus>,
+}
+
+/// The CUDA backend on one device.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: Vec<CudaFunction>,
+    name: String,
+    arch: &'static str,
+    max_smem: usize,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend").field("device", &self.name).field("arch", &self.arch).finish()
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> BackendError {
+    BackendError::Unavailable { backend: "cuda", reason: reason.into() }
+}
+
+/// The NVRTC architecture name of a compute capability.
+fn arch_of(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (9, _) => "sm_90",
+        (8, 9) => "sm_89",
+        (8, 6) => "sm_86",
+        (8, _) => "sm_80",
+        (10, _) => "sm_100",
+        (12, _) => "sm_120",
+        (7, 5) => "sm_75",
+        _ => "sm_80",
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`, compiling the kernels for it. A missing driver, NVRTC or device
+    /// is [`BackendError::Unavailable`] (never a panic).
+    pub fn new(ordinal: usize) -> Result<Self, BackendError> {
+        if !driver_present() {
+            return Err(unavailable("no CUDA driver library (libcuda.so) on this machine"));
+        }
+        let count = CudaContext::device_count()
+            .map_err(|e| unavailable(format!("CUDA driver did not start: {e:?}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(unavailable(format!("no CUDA device {ordinal} (this machine has {count})")));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| unavailable(format!("cannot open CUDA device {ordinal}: {e:?}")))?;
+        let major =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(dev)?;
+        let minor =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(dev)?;
+        let max_smem = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(dev)? as usize;
+        let arch = arch_of(major, minor);
+        let ptx = compile(arch)?;
+        let module = ctx.load_module(ptx).map_err(dev)?;
+        let funcs =
+            KERNELS.iter().map(|k| module.load_function(k).map_err(dev)).collect::<Result<Vec<_>, _>>()?;
+        // The NTT kernels keep a whole row in shared memory: allow up to the device's opt-in limit.
+        for f in &funcs[..2] {
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                max_smem as i32,
+            )
+            .map_err(dev)?;
+        }
+        let name = ctx.name().map_err(dev)?;
+        let stream = ctx.default_stream();
+        Ok(Self { ctx, stream, _module: module, funcs, name, arch, max_smem })
+    }
+
+    fn f(&self, name: &str) -> &CudaFunction {
+        // Invariant: KERNELS lists every name this file asks for, and new() loaded them all.
+        &self.funcs[KERNELS.iter().position(|k| *k == name).expect("kernel loaded at construction")]
+    }
+
+    fn grid(&self, total: usize) -> LaunchConfig {
+        let blocks = total.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn upload_vec<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, BackendError> {
+        self.stream.clone_htod(v).map_err(dev)
+    }
+
+    fn elementwise(
+        &self,
+        name: &str,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        b: Option<&CudaBuffer>,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let total = shape.words(ring.n) as u64;
+        let (Some(x), limbs) = (a.data.as_mut(), shape.limbs as u32) else { return Ok(()) };
+        let f = self.f(name);
+        let mut l = self.stream.launch_builder(f);
+        l.arg(x);
+        if let Some(b) = b {
+            let Some(y) = b.data.as_ref() else { return Ok(()) };
+            l.arg(y);
+        }
+        l.arg(&ring.moduli);
+        if name == "mul_u32" {
+            l.arg(&ring.barrett);
+        }
+        l.arg(&ring.log_n).arg(&limbs).arg(&total);
+        // SAFETY: the argument list matches the kernel's signature in kernels/elementwise.cu;
+        // the buffers hold `total` words (Ring validated the shapes), the tables `limbs` entries.
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buffer = CudaBuffer;
+    type Ring = CudaRing;
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        self.stream.synchronize().map_err(dev)
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo { name: "cuda", device: format!("{} ({})", self.name, self.arch), accelerator: true }
+    }
+
+    fn load_ring(&self, ring: &RingContext) -> Result<CudaRing, BackendError> {
+        let n = ring.n();
+        if n * 4 > self.max_smem {
+            return Err(BackendError::InvalidInput(format!(
+                "N = {n} does not fit the device's shared memory"
+            )));
+        }
+        if ring.limbs() > MAX_LIMBS {
+            return Err(BackendError::InvalidInput(format!(
+                "{} limbs exceed the kernels' {MAX_LIMBS}",
+                ring.limbs()
+            )));
+        }
+        let moduli = ring.moduli();
+        let cat = |f: &dyn Fn(&fastquery_ntt::NttTables) -> Vec<u32>| -> Vec<u32> {
+            ring.tables().iter().flat_map(|t| f(t)).collect()
+        };
+        let limbs = ring.limbs();
+        let mut ms_inv = vec![0u32; limbs * limbs];
+        let mut ms_inv_shoup = vec![0u32; limbs * limbs];
+        for last in 0..limbs {
+            for i in 0..last {
+                let m = moduli[i];
+                // Distinct primes: p_last is invertible mod p_i.
+                let inv = m.inv(m.reduce(moduli[last].value())).unwrap_or(0);
+                ms_inv[last * limbs + i] = inv;
+                ms_inv_shoup[last * limbs + i] = m.shoup(inv);
+            }
+        }
+        Ok(CudaRing {
+            n,
+            log_n: n.trailing_zeros(),
+            limbs,
+            moduli: self.upload_vec(&moduli.iter().map(|m| m.value()).collect::<Vec<_>>())?,
+            barrett: self.upload_vec(&moduli.iter().map(|m| m.barrett_constant()).collect::<Vec<_>>())?,
+            lazy: self.upload_vec(
+                &moduli.iter().map(|m| m.lazy_products().min(u32::MAX as usize) as u32).collect::<Vec<_>>(),
+            )?,
+            fwd: self.upload_vec(&cat(&|t| t.forward().to_vec()))?,
+            fwd_shoup: self.upload_vec(&cat(&|t| t.forward_shoup().to_vec()))?,
+            inv: self.upload_vec(&cat(&|t| t.inverse().to_vec()))?,
+            inv_shoup: self.upload_vec(&cat(&|t| t.inverse_shoup().to_vec()))?,
+            n_inv: self.upload_vec(&ring.tables().iter().map(|t| t.n_inv()).collect::<Vec<_>>())?,
+            n_inv_shoup: self.upload_vec(
+                &ring.tables().iter().map(|t| t.modulus().shoup(t.n_inv())).collect::<Vec<_>>(),
+            )?,
+            ms_inv: self.upload_vec(&ms_inv)?,
+            ms_inv_shoup: self.upload_vec(&ms_inv_shoup)?,
+            host_moduli: moduli.to_vec(),
+        })
+    }
+
+    fn alloc_zeroed(&self, words: usize) -> Result<CudaBuffer, BackendError> {
+        let data = if words == 0 { None } else { Some(self.stream.alloc_zeros::<u32>(words).map_err(dev)?) };
+        Ok(CudaBuffer { data, len: words })
+    }
+
+    fn upload(&self, words: &[u32]) -> Result<CudaBuffer, BackendError> {
+        let data = if words.is_empty() { None } else { Some(self.upload_vec(words)?) };
+        Ok(CudaBuffer { data, len: words.len() })
+    }
+
+    fn download(&self, buf: &CudaBuffer, out: &mut [u32]) -> Result<(), BackendError> {
+        if buf.len != out.len() {
+            return Err(BackendError::Shape(format!("download of {} words into {}", buf.len, out.len())));
+        }
+        if let Some(d) = &buf.data {
+            self.stream.memcpy_dtoh(d, out).map_err(dev)?;
+            self.stream.synchronize().map_err(dev)?;
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, buf: &CudaBuffer) -> Result<CudaBuffer, BackendError> {
+        let data = match &buf.data {
+            Some(d) => Some(self.stream.clone_dtod(d).map_err(dev)?),
+            None => None,
+        };
+        Ok(CudaBuffer { data, len: buf.len })
+    }
+
+    fn ntt_forward(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
+        let Some(d) = buf.data.as_mut() else { return Ok(()) };
+        let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
+        let cfg = LaunchConfig {
+            grid_dim: (shape.rows() as u32, 1, 1),
+            block_dim: ((n / 2).clamp(1, 1024), 1, 1),
+            shared_mem_bytes: n * 4,
+        };
+        let mut l = self.stream.launch_builder(self.f("ntt_forward_u32"));
+        l.arg(d).arg(&ring.fwd).arg(&ring.fwd_shoup).arg(&ring.moduli).arg(&n).arg(&log_n).arg(&limbs);
+        // SAFETY: matches ntt_forward_u32's signature; one block per row of `n` words, `n * 4`
+        // bytes of shared memory (within the opt-in limit checked in load_ring).
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn ntt_inverse(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
+        let Some(d) = buf.data.as_mut() else { return Ok(()) };
+        let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
+        let cfg = LaunchConfig {
+            grid_dim: (shape.rows() as u32, 1, 1),
+            block_dim: ((n / 2).clamp(1, 1024), 1, 1),
+            shared_mem_bytes: n * 4,
+        };
+        let mut l = self.stream.launch_builder(self.f("ntt_inverse_u32"));
+        l.arg(d)
+            .arg(&ring.inv)
+            .arg(&ring.inv_shoup)
+            .arg(&ring.moduli)
+            .arg(&ring.n_inv)
+            .arg(&ring.n_inv_shoup)
+            .arg(&n)
+            .arg(&log_n)
+            .arg(&limbs);
+        // SAFETY: matches ntt_inverse_u32's signature; as for the forward transform.
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn add_assign(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        b: &CudaBuffer,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.elementwise("add_u32", ring, a, Some(b), shape)
+    }
+
+    fn sub_assign(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        b: &CudaBuffer,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.elementwise("sub_u32", ring, a, Some(b), shape)
+    }
+
+    fn neg_assign(&self, ring: &CudaRing, a: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
+        self.elementwise("neg_u32", ring, a, None, shape)
+    }
+
+    fn mul_assign(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        b: &CudaBuffer,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        self.elementwise("mul_u32", ring, a, Some(b), shape)
+    }
+
+    fn scalar_mul_assign(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        scalars: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let Some(x) = a.data.as_mut() else { return Ok(()) };
+        let shoup: Vec<u32> = scalars.iter().zip(&ring.host_moduli).map(|(&s, m)| m.shoup(s)).collect();
+        let (s, ss) = (self.upload_vec(scalars)?, self.upload_vec(&shoup)?);
+        let total = shape.words(ring.n) as u64;
+        let limbs = shape.limbs as u32;
+        let mut l = self.stream.launch_builder(self.f("scalar_mul_u32"));
+        l.arg(x).arg(&s).arg(&ss).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&total);
+        // SAFETY: matches scalar_mul_u32; `scalars` has one entry per limb (checked by Ring).
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn monomial_mul_assign(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        k: usize,
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let Some(x) = a.data.as_mut() else { return Ok(()) };
+        let src = self.stream.clone_dtod(x).map_err(dev)?;
+        let total = shape.words(ring.n) as u64;
+        let (limbs, k) = (shape.limbs as u32, k as u32);
+        let mut l = self.stream.launch_builder(self.f("monomial_mul_u32"));
+        l.arg(x).arg(&src).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&k).arg(&total);
+        // SAFETY: matches monomial_mul_u32; `src` is a distinct copy of the same length.
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn mod_switch_down(
+        &self,
+        ring: &CudaRing,
+        a: &CudaBuffer,
+        polys: usize,
+        in_limbs: usize,
+        out: &mut CudaBuffer,
+        out_limbs: usize,
+    ) -> Result<(), BackendError> {
+        let (Some(x), Some(y)) = (a.data.as_ref(), out.data.as_mut()) else { return Ok(()) };
+        let total = (polys * ring.n) as u64;
+        let (rl, il, ol) = (ring.limbs as u32, in_limbs as u32, out_limbs as u32);
+        let mut l = self.stream.launch_builder(self.f("mod_switch_down_u32"));
+        l.arg(y)
+            .arg(x)
+            .arg(&ring.moduli)
+            .arg(&ring.ms_inv)
+            .arg(&ring.ms_inv_shoup)
+            .arg(&ring.log_n)
+            .arg(&rl)
+            .arg(&il)
+            .arg(&ol)
+            .arg(&total);
+        // SAFETY: matches mod_switch_down_u32; `a` holds polys x in_limbs rows and `out`
+        // polys x out_limbs rows (Ring allocated it), in_limbs <= ring limbs <= MAX_LIMBS.
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn mac(
+        &self,
+        ring: &CudaRing,
+        out: &mut CudaBuffer,
+        a: &CudaBuffer,
+        b: &CudaBuffer,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let Some(o) = out.data.as_mut() else { return Ok(()) };
+        let (Some(x), Some(y)) = (a.data.as_ref(), b.data.as_ref()) else {
+            // inner == 0: the sum is empty; keep or clear `out`.
+            if !accumulate {
+                self.stream.memset_zeros(o).map_err(dev)?;
+            }
+            return Ok(());
+        };
+        let lc = limbs * ring.n;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                lc.div_ceil(BLOCK as usize) as u32,
+                dims.cols as u32,
+                dims.rows.div_ceil(MAC_ROWS) as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (limbs, rows, inner, cols, acc) =
+            (limbs as u32, dims.rows as u32, dims.inner as u32, dims.cols as u32, u32::from(accumulate));
+        let mut l = self.stream.launch_builder(self.f("mac_ntt_u32"));
+        l.arg(o)
+            .arg(x)
+            .arg(y)
+            .arg(&ring.moduli)
+            .arg(&ring.barrett)
+            .arg(&ring.lazy)
+            .arg(&ring.log_n)
+            .arg(&limbs)
+            .arg(&rows)
+            .arg(&inner)
+            .arg(&cols)
+            .arg(&acc);
+        // SAFETY: matches mac_ntt_u32; Ring checked a = rows x inner, b = inner x cols and
+        // out = rows x cols polynomials of `limbs` limbs.
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+}
+
+impl CudaBackend {
+    /// The device context (for benches that need events).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+}
