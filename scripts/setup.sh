@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need on a fresh machine. Idempotent.
-# Today: a Rust toolchain recent enough for the workspace (rust-version in Cargo.toml).
-# Later issues add NVRTC (pip, into .cache/) and Mesa's lavapipe (apt) for the GPU checks.
+# Installs what the build and the tests need on a fresh machine, idempotently, into .cache/.
+# - a Rust toolchain recent enough for the workspace (checked; rustup installs it);
+# - NVRTC 13.0 from PyPI (nvidia-cuda-nvrtc), so that CI compiles every CUDA kernel for sm_80 and
+#   sm_90 without a GPU or a CUDA toolkit. Prints the folder to put on LD_LIBRARY_PATH.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs), then re-run." >&2
   exit 1
@@ -13,3 +15,20 @@ if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; t
   echo "rustc $have is older than $need: run 'rustup update stable'." >&2
   exit 1
 fi
+nvrtc_dir=.cache/nvrtc
+lib="$nvrtc_dir/nvidia/cu13/lib"
+if [ ! -f "$lib/libnvrtc.so.13" ]; then
+  mkdir -p "$nvrtc_dir/wheel"
+  python3 -m pip download --no-deps --quiet --disable-pip-version-check \
+    "nvidia-cuda-nvrtc==13.0.88" -d "$nvrtc_dir/wheel" >&2
+  python3 - "$nvrtc_dir" <<'PY'
+import glob, sys, zipfile
+d = sys.argv[1]
+whl = glob.glob(d + "/wheel/nvidia_cuda_nvrtc-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith("nvidia/cu13/lib/"):
+            z.extract(name, d)
+PY
+fi
+echo "$PWD/$lib"

@@ -24,7 +24,7 @@ macro_rules! conformance_tests {
             match $make {
                 ::std::result::Result::Ok(b) => ::std::option::Option::Some(::std::sync::Arc::new(b)),
                 ::std::result::Result::Err(e) => {
-                    eprintln!("SKIPPED (backend unavailable): {e}");
+                    $crate::conformance::report_skip(&e);
                     ::std::option::Option::None
                 }
             }
@@ -62,6 +62,13 @@ pub fn seed() -> u64 {
 /// The random stream of test `k` under the current base seed.
 fn rng(k: u64) -> StdRng {
     StdRng::seed_from_u64(seed() ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Says on the real stderr (which the test harness does not capture, so it shows even when the
+/// test passes) that a backend's tests were skipped, and why.
+pub fn report_skip(e: &BackendError) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (backend unavailable): {e}");
 }
 
 /// Distinct primes for degree `n`, alternating 31 and 30 bits so that both lazy-reduction

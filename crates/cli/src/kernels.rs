@@ -50,6 +50,23 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
 /// Batched NTT on an accelerator at a batch that fills it, timed with the device synchronised
 /// inside the timed region; the memory floor (read and write each word once) beside it.
 fn device_ntt<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
+    // The memory ceiling: a device-to-device copy of 1 GiB, bytes read plus written.
+    let count = 1usize << 28;
+    let src = b.upload(&vec![7u32; count])?;
+    let mut copy = Vec::new();
+    for _ in 0..reps.min(21) {
+        let t = Instant::now();
+        let d = b.duplicate(&src)?;
+        b.synchronize()?;
+        copy.push(t.elapsed().as_secs_f64());
+        drop(d);
+    }
+    copy.sort_by(f64::total_cmp);
+    let bw = (2 * count * 4) as f64 / copy[copy.len() / 2] / 1e9;
+    println!(
+        "Device copy bandwidth (1 GiB, read + write): {bw:.0} GB/s; NTT floor at N = 4096: {:.1} ns",
+        32768.0 / bw
+    );
     println!("Batched NTT on '{}' ({}), median of {reps}:", b.info().name, b.info().device);
     for (n, polys) in [(4096usize, 65536usize), (8192, 32768), (16384, 16384)] {
         let ring = ring_on(b, n, 1)?;

@@ -20,7 +20,8 @@ fn kernels_compile_with_nvrtc_for_sm80_and_sm90() {
             std::env::var_os("FASTQUERY_REQUIRE_NVRTC").is_none(),
             "FASTQUERY_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)"
         );
-        eprintln!("SKIPPED: NVRTC not found (scripts/setup.sh installs it for CI)");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: NVRTC not found (scripts/setup.sh installs it for CI)");
         return;
     }
     for arch in ["sm_80", "sm_90"] {
@@ -45,7 +46,7 @@ fn cheetah_end_to_end_on_the_gpu() {
     let backend = match CudaBackend::new(0) {
         Ok(b) => Arc::new(b),
         Err(e) => {
-            eprintln!("SKIPPED (backend unavailable): {e}");
+            fastquery_backend::conformance::report_skip(&e);
             return;
         }
     };
