@@ -12,7 +12,7 @@ use crate::{
     HeError, Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
     noise::NoiseReport,
-    sample::{cbd, expand_uniform, ternary, uniform_centered, uniform_mod_pow2},
+    sample::{cbd, expand_uniform, stream, ternary, uniform_centered, uniform_mod_pow2},
 };
 
 /// The client's public key on the server's device.
@@ -100,15 +100,14 @@ pub fn expand_queries<B: Backend>(
         return Err(HeError::BadInput(format!("{} ciphertexts for {cts_per_token} per token", cts.len())));
     }
     let tokens = cts.len() / cts_per_token;
-    let mut c0 = Vec::with_capacity(cts.len() * poly);
-    let mut c1 = Vec::with_capacity(cts.len() * poly);
-    for ct in cts {
-        if ct.c0.len() != poly {
-            return Err(HeError::BadInput(format!("c0 of {} words, expected {poly}", ct.c0.len())));
-        }
-        c0.extend_from_slice(&ct.c0);
-        c1.extend(expand_uniform(params.ring(), limbs, 1, &ct.seed));
+    if let Some(ct) = cts.iter().find(|ct| ct.c0.len() != poly) {
+        return Err(HeError::BadInput(format!("c0 of {} words, expected {poly}", ct.c0.len())));
     }
+    let c0: Vec<u32> = cts.iter().flat_map(|ct| ct.c0.iter().copied()).collect();
+    let mut c1 = vec![0u32; cts.len() * poly];
+    c1.par_chunks_mut(poly)
+        .zip(cts.par_iter())
+        .for_each(|(dst, ct)| dst.copy_from_slice(&expand_uniform(params.ring(), limbs, 1, &ct.seed)));
     let shape = Shape::new(cts.len(), limbs);
     // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form.
     let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
@@ -189,15 +188,53 @@ pub fn finish<B: Backend, R: RngCore>(
     }
     let basis = params.ring().basis();
     let moduli = params.ring().moduli();
-    // 1. u * (p0, a) for a fresh ternary u per ciphertext.
-    let mut u = vec![0u32; cts * limbs * n];
-    for ct in 0..cts {
-        let t = ternary(rng, n);
-        for (l, m) in moduli.iter().enumerate() {
-            let row = &mut u[(ct * limbs + l) * n..][..n];
-            row.iter_mut().zip(&t).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
-        }
-    }
+    // Every ciphertext's randomness comes from its own ChaCha20 stream, seeded from `rng` (a
+    // CSPRNG), so the per-ciphertext work below runs in parallel.
+    let seeds: Vec<[u8; 32]> = (0..cts)
+        .map(|_| {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        })
+        .collect();
+    let enc = ScaledEncoder::new(basis, params.plain_bits());
+    let t_mask = params.plain_mask();
+    let poly = limbs * n;
+    let mut u = vec![0u32; cts * poly];
+    let mut add0 = vec![0u32; cts * poly];
+    let mut add1 = vec![0u32; cts * poly];
+    let shares: Vec<Vec<u64>> = u
+        .par_chunks_mut(poly)
+        .zip(add0.par_chunks_mut(poly))
+        .zip(add1.par_chunks_mut(poly))
+        .zip(positions.par_iter().zip(seeds.par_iter()))
+        .map(|(((u, add0), add1), (pos, seed))| {
+            let mut rng = stream(seed);
+            // 1. a fresh ternary u for the encryption of zero u * (p0, a), with its errors e0, e1;
+            let t = ternary(&mut rng, n);
+            let (e0, e1) = (cbd(&mut rng, n), cbd(&mut rng, n));
+            // 2-3. flooding of every kept coefficient, and the masks (the server's shares).
+            let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
+            let flood: Vec<i128> = pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect();
+            for (l, m) in moduli.iter().enumerate() {
+                let p = i128::from(m.value());
+                let (ul, a0, a1) = (
+                    &mut u[l * n..(l + 1) * n],
+                    &mut add0[l * n..(l + 1) * n],
+                    &mut add1[l * n..(l + 1) * n],
+                );
+                ul.iter_mut().zip(&t).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+                a0.iter_mut().zip(&e0).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+                a1.iter_mut().zip(&e1).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
+                for ((&j, &f), &rk) in pos.iter().zip(&flood).zip(&r) {
+                    let fl = m.reduce_i64(f.rem_euclid(p) as i64);
+                    let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
+                    a0[j] = m.add(m.add(a0[j], fl), masked);
+                }
+            }
+            r
+        })
+        .collect();
     let u = ring.forward(ring.upload::<Coeff>(&u, Shape::new(cts, limbs))?)?;
     let dims = MacDims { rows: cts, inner: 1, cols: 1 };
     let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
@@ -207,30 +244,6 @@ pub fn finish<B: Backend, R: RngCore>(
     let (mut c0, mut c1) = (c0, c1);
     ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
     ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
-    // 1-3. Errors of the encryption of zero, flooding, masks.
-    let enc = ScaledEncoder::new(basis, params.plain_bits());
-    let t_mask = params.plain_mask();
-    let mut add0 = vec![0u32; cts * limbs * n];
-    let mut add1 = vec![0u32; cts * limbs * n];
-    let mut shares = Vec::with_capacity(cts);
-    for (ct, pos) in positions.iter().enumerate() {
-        let (e0, e1) = (cbd(rng, n), cbd(rng, n));
-        let r = uniform_mod_pow2(rng, params.plain_bits(), pos.len());
-        let flood: Vec<i128> = pos.iter().map(|_| uniform_centered(rng, noise.flood)).collect();
-        for (l, m) in moduli.iter().enumerate() {
-            let p = i128::from(m.value());
-            let row0 = &mut add0[(ct * limbs + l) * n..][..n];
-            row0.iter_mut().zip(&e0).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
-            for ((&j, &f), &rk) in pos.iter().zip(&flood).zip(&r) {
-                let fl = m.reduce_i64(f.rem_euclid(p) as i64);
-                let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
-                row0[j] = m.add(m.add(row0[j], fl), masked);
-            }
-            let row1 = &mut add1[(ct * limbs + l) * n..][..n];
-            row1.iter_mut().zip(&e1).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
-        }
-        shares.push(r);
-    }
     ring.add_assign(&mut c0, &ring.upload(&add0, Shape::new(cts, limbs))?)?;
     ring.add_assign(&mut c1, &ring.upload(&add1, Shape::new(cts, limbs))?)?;
     // 4. Switch, download, keep and truncate.
@@ -240,7 +253,7 @@ pub fn finish<B: Backend, R: RngCore>(
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let b = noise.drop_bits;
     let responses = positions
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(ct, pos)| {
             let c0 = pos

@@ -163,12 +163,15 @@ impl<B: Backend> SchemeServer for CheetahServer<B> {
     }
 
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
+        let mut trace = crate::trace::Phases::new("cheetah.answer");
         let key = self.session(session)?;
         let c = &self.common;
         let (params, l) = (&c.params, c.layout);
         let (ib, ob) = (l.in_blocks(), l.out_blocks());
         let (tokens, cts) = decode_query(params, SCHEME_ID, query, ib, self.limits)?;
+        trace.mark("decode");
         let a = expand_queries(&self.ring, params, &cts, ib)?;
+        trace.mark("expand");
         let limbs = params.limbs();
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * ob, limbs))?;
         self.ring.mac(
@@ -178,6 +181,8 @@ impl<B: Backend> SchemeServer for CheetahServer<B> {
             MacDims { rows: 2 * tokens, inner: ib, cols: ob },
             false,
         )?;
+        self.ring.backend().synchronize()?;
+        trace.mark("mac");
         // Rows of `out`: token t's c0s then its c1s. Split them for the finishing steps.
         let words = self.ring.download(&self.ring.inverse(out)?)?;
         let poly = limbs * params.n();
@@ -190,7 +195,9 @@ impl<B: Backend> SchemeServer for CheetahServer<B> {
         let shape = Shape::new(tokens * ob, limbs);
         let (c0, c1) = (self.ring.upload(&w0, shape)?, self.ring.upload(&w1, shape)?);
         let positions: Vec<Vec<usize>> = (0..tokens).flat_map(|_| c.positions.iter().cloned()).collect();
+        trace.mark("split");
         let fin = finish(&self.ring, params, &key, &c.noise, c0, c1, &positions, &mut rand::rng())?;
+        trace.mark("finish");
         let mut shares = Shares::zeros(tokens, self.d, params.plain_bits());
         for (idx, s) in fin.shares.iter().enumerate() {
             let (t, j) = (idx / ob, idx % ob);
@@ -198,7 +205,9 @@ impl<B: Backend> SchemeServer for CheetahServer<B> {
                 shares.values[t * self.d + ch] = v;
             }
         }
-        Ok((encode_response(params, SCHEME_ID, c.noise.drop_bits, &fin.responses), shares))
+        let resp = encode_response(params, SCHEME_ID, c.noise.drop_bits, &fin.responses);
+        trace.mark("encode");
+        Ok((resp, shares))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod cheetah;
 pub mod harness;
 pub mod messages;
 mod scheme;
+mod trace;
 pub mod wire;
 
 pub use scheme::{ParamSummary, SchemeClient, SchemeServer, Shares};

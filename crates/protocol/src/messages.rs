@@ -5,6 +5,8 @@ use fastquery_he::{
     client::{ResponseCiphertext, SeededCiphertext},
 };
 
+use rayon::prelude::*;
+
 use crate::wire::{Kind, Reader, WireError, Writer, bit_width};
 
 /// Bounds a receiver enforces before allocating anything.
@@ -55,14 +57,30 @@ pub fn decode_setup(params: &Params, scheme: u8, msg: &[u8], limits: Limits) -> 
     Ok(PublicKey { p0, seed })
 }
 
-/// Query: the token count, then each seeded ciphertext (`c0` over all limbs, 32-byte seed).
+/// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
+fn query_record_bytes(params: &Params) -> usize {
+    let bits: usize =
+        params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
+            * params.n()
+            + 256;
+    bits.div_ceil(8)
+}
+
+/// Query: the token count, then each seeded ciphertext as a byte-aligned record (`c0` over all
+/// limbs, 32-byte seed). Records are encoded and decoded in parallel.
 pub fn encode_query(params: &Params, scheme: u8, tokens: usize, cts: &[SeededCiphertext]) -> Vec<u8> {
+    let records: Vec<Vec<u8>> = cts
+        .par_iter()
+        .map(|ct| {
+            let mut w = Writer::body_only();
+            write_poly_rows(&mut w, params, &ct.c0, params.limbs());
+            w.bytes(&ct.seed);
+            w.finish()
+        })
+        .collect();
     let mut w = Writer::new(Kind::Query, scheme, params.id());
     w.u32(tokens as u32);
-    for ct in cts {
-        write_poly_rows(&mut w, params, &ct.c0, params.limbs());
-        w.bytes(&ct.seed);
-    }
+    records.iter().for_each(|r| w.record(r));
     w.finish()
 }
 
@@ -79,20 +97,20 @@ pub fn decode_query(
     if tokens == 0 {
         return Err(WireError::Field("a query of zero tokens".into()));
     }
-    let per_ct: usize =
-        params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
-            * params.n()
-            + 256;
     let count = tokens * cts_per_token;
-    r.need(count * per_ct)?; // before allocating
-    let mut cts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let c0 = read_poly_rows(&mut r, params, params.limbs())?;
-        let seed = r.bytes::<32>()?;
-        cts.push(SeededCiphertext { c0, seed });
-    }
+    let size = query_record_bytes(params);
+    let body = r.take(count * size)?; // checks the length before anything is allocated
     r.end()?;
-    Ok((tokens, cts))
+    body.par_chunks(size)
+        .map(|rec| {
+            let mut r = Reader::record(rec);
+            let c0 = read_poly_rows(&mut r, params, params.limbs())?;
+            let seed = r.bytes::<32>()?;
+            r.end()?;
+            Ok(SeededCiphertext { c0, seed })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|cts| (tokens, cts))
 }
 
 /// Width of a kept `c0` coefficient after dropping `drop_bits` bits of a value mod `q'`.
@@ -100,17 +118,32 @@ pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
     (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1
 }
 
-/// Response: the dropped bit count, then each ciphertext (`c1` over the response limbs, then
-/// its kept `c0` coefficients). How many coefficients each ciphertext keeps is fixed by the
-/// layout, which both sides know; it is not sent.
+/// Bits of `c1` in a response record.
+fn c1_bits(params: &Params) -> usize {
+    params.ring().moduli()[..params.response_limbs()]
+        .iter()
+        .map(|m| bit_width(u64::from(m.value())) as usize)
+        .sum::<usize>()
+        * params.n()
+}
+
+/// Response: the dropped bit count, then each ciphertext as a byte-aligned record (`c1` over the
+/// response limbs, then its kept `c0` coefficients). How many coefficients each ciphertext keeps
+/// is fixed by the layout, which both sides know; it is not sent.
 pub fn encode_response(params: &Params, scheme: u8, drop_bits: u32, cts: &[ResponseCiphertext]) -> Vec<u8> {
+    let width = c0_width(params, drop_bits);
+    let records: Vec<Vec<u8>> = cts
+        .par_iter()
+        .map(|ct| {
+            let mut w = Writer::body_only();
+            write_poly_rows(&mut w, params, &ct.c1, params.response_limbs());
+            ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
+            w.finish()
+        })
+        .collect();
     let mut w = Writer::new(Kind::Response, scheme, params.id());
     w.bits(u64::from(drop_bits), 8);
-    let width = c0_width(params, drop_bits);
-    for ct in cts {
-        write_poly_rows(&mut w, params, &ct.c1, params.response_limbs());
-        ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
-    }
+    records.iter().for_each(|r| w.record(r));
     w.finish()
 }
 
@@ -124,28 +157,39 @@ pub fn decode_response(
 ) -> Result<(u32, Vec<ResponseCiphertext>), WireError> {
     let mut r = Reader::open(msg, Kind::Response, scheme, params.id(), limits.max_body)?;
     let drop_bits = r.bits(8)? as u32;
-    let width = c0_width(params, drop_bits);
     if drop_bits >= params.log2_q_response() as u32 {
         return Err(WireError::Field(format!("{drop_bits} dropped bits leave nothing of c0")));
     }
-    let c1_bits: usize = params.ring().moduli()[..params.response_limbs()]
-        .iter()
-        .map(|m| bit_width(u64::from(m.value())) as usize)
-        .sum::<usize>()
-        * params.n();
-    r.need(kept.len() * c1_bits + kept.iter().sum::<usize>() * width as usize)?;
-    let limit = (1u128 << (width - 1)) + 1;
-    let mut cts = Vec::with_capacity(kept.len());
-    for &k in kept {
-        let c1 = read_poly_rows(&mut r, params, params.response_limbs())?;
-        let c0 = (0..k)
-            .map(|_| {
-                let v = r.bits_u128(width)?;
-                if v > limit { Err(WireError::Field(format!("c0 value {v} out of range"))) } else { Ok(v) }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        cts.push(ResponseCiphertext { c1, c0 });
-    }
+    let width = c0_width(params, drop_bits);
+    let sizes: Vec<usize> =
+        kept.iter().map(|&k| (c1_bits(params) + k * width as usize).div_ceil(8)).collect();
+    let body = r.take(sizes.iter().sum())?;
     r.end()?;
+    let mut records = Vec::with_capacity(kept.len());
+    let mut off = 0;
+    for (&size, &k) in sizes.iter().zip(kept) {
+        records.push((&body[off..off + size], k));
+        off += size;
+    }
+    let limit = (1u128 << (width - 1)) + 1;
+    let cts = records
+        .par_iter()
+        .map(|&(rec, k)| {
+            let mut r = Reader::record(rec);
+            let c1 = read_poly_rows(&mut r, params, params.response_limbs())?;
+            let c0 = (0..k)
+                .map(|_| {
+                    let v = r.bits_u128(width)?;
+                    if v > limit {
+                        Err(WireError::Field(format!("c0 value {v} out of range")))
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            r.end()?;
+            Ok(ResponseCiphertext { c1, c0 })
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
     Ok((drop_bits, cts))
 }

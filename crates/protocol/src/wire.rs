@@ -68,6 +68,7 @@ pub struct Writer {
     buf: Vec<u8>,
     acc: u64,
     bits: u32,
+    header: bool,
 }
 
 impl Writer {
@@ -78,7 +79,28 @@ impl Writer {
         buf.extend_from_slice(&[VERSION, kind as u8, scheme, 0]);
         buf.extend_from_slice(&param_id.to_le_bytes());
         buf.extend_from_slice(&[0; 4]); // body length, patched by finish
-        Self { buf, acc: 0, bits: 0 }
+        Self { buf, acc: 0, bits: 0, header: true }
+    }
+
+    /// A writer of one byte-aligned record of a body, without a header (records are encoded in
+    /// parallel and appended with [`Self::record`]).
+    pub fn body_only() -> Self {
+        Self { buf: Vec::new(), acc: 0, bits: 0, header: false }
+    }
+
+    /// Pads the bit stream with zeros to the next byte.
+    pub fn align(&mut self) {
+        if self.bits > 0 {
+            self.buf.push(self.acc as u8);
+            self.acc = 0;
+            self.bits = 0;
+        }
+    }
+
+    /// Appends a finished record at a byte boundary.
+    pub fn record(&mut self, bytes: &[u8]) {
+        self.align();
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Appends the low `width` bits of `v` (`width <= 64`).
@@ -126,13 +148,13 @@ impl Writer {
         values.iter().for_each(|&v| self.bits(u64::from(v), w));
     }
 
-    /// Pads to a byte, patches the length, returns the bytes.
+    /// Pads to a byte, patches the length (if there is a header), returns the bytes.
     pub fn finish(mut self) -> Vec<u8> {
-        if self.bits > 0 {
-            self.buf.push(self.acc as u8);
+        self.align();
+        if self.header {
+            let body = (self.buf.len() - HEADER_BYTES) as u32;
+            self.buf[10..14].copy_from_slice(&body.to_le_bytes());
         }
-        let body = (self.buf.len() - HEADER_BYTES) as u32;
-        self.buf[10..14].copy_from_slice(&body.to_le_bytes());
         self.buf
     }
 }
@@ -197,6 +219,23 @@ impl<'a> Reader<'a> {
             return Err(WireError::Oversized(format!("{} bytes after the announced body", body.len() - len)));
         }
         Ok(Self { body, pos_bits: 0 })
+    }
+
+    /// A reader of one record (a byte slice of a body).
+    pub fn record(bytes: &'a [u8]) -> Self {
+        Self { body: bytes, pos_bits: 0 }
+    }
+
+    /// Takes the next `len` whole bytes (after zero padding to a byte boundary) as a slice.
+    pub fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
+        let pad = (8 - self.pos_bits % 8) % 8;
+        if pad > 0 && self.bits(pad as u32)? != 0 {
+            return Err(WireError::Field("nonzero padding".into()));
+        }
+        self.need(8 * len)?;
+        let start = self.pos_bits / 8;
+        self.pos_bits += 8 * len;
+        Ok(&self.body[start..start + len])
     }
 
     /// Bits left.
