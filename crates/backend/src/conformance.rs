@@ -117,7 +117,8 @@ fn rows_map(
     words.chunks_exact(ctx.n()).enumerate().flat_map(|(row, c)| f(ctx.moduli()[row % limbs], c)).collect()
 }
 
-/// Upload then download returns the same words; bad uploads are errors.
+/// Upload then download returns the same words; bad uploads are errors; device-side copies of
+/// polynomial ranges move exactly those words.
 pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(1);
     let ring = ring(b, 256, 3);
@@ -129,7 +130,22 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
         assert_eq!(ring.download(&d).unwrap(), w);
         let z: Polys<B, Ntt> = ring.zeros(shape).unwrap();
         assert!(ring.download(&z).unwrap().iter().all(|&x| x == 0));
+        // Copy polynomials [1, polys) of p to [0, polys - 1) of a fresh buffer.
+        let mut dst: Polys<B, Coeff> = upload(&ring, &random_words(&mut rng, ring.context(), shape), shape);
+        let before = ring.download(&dst).unwrap();
+        let poly = shape.limbs * 256;
+        ring.copy_polys(&p, 1, &mut dst, 0, shape.polys - 1).unwrap();
+        let after = ring.download(&dst).unwrap();
+        let split = (shape.polys - 1) * poly;
+        assert_eq!(&after[..split], &w[poly..]);
+        assert_eq!(&after[split..], &before[split..]);
     }
+    // A large upload (checked on several threads) still finds a bad word at its very end.
+    let big = Shape::new(600, 3);
+    let mut w = random_words(&mut rng, ring.context(), big);
+    let last = w.len() - 1;
+    w[last] = u32::MAX;
+    assert!(matches!(ring.upload::<Coeff>(&w, big), Err(BackendError::InvalidInput(_))));
 }
 
 /// Batched forward and inverse NTT equal the portable reference row by row.
@@ -391,6 +407,12 @@ pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
     assert!(matches!(r1.scalar_mul_assign_rns(&mut a, &[u32::MAX, 1]), Err(BackendError::InvalidInput(_))));
     // The failed calls left `a` untouched.
     assert_eq!(r1.download(&a).unwrap(), w);
+    // Copies out of range or between different limb counts.
+    let mut dst: Polys<B, Coeff> = r1.zeros(Shape::new(3, 2)).unwrap();
+    assert!(matches!(r1.copy_polys(&a, 1, &mut dst, 2, 2), Err(BackendError::Shape(_))));
+    assert!(matches!(r1.copy_polys(&a, 0, &mut dst, 0, usize::MAX), Err(BackendError::Shape(_))));
+    let narrow: Polys<B, Coeff> = r1.zeros(Shape::new(2, 1)).unwrap();
+    assert!(matches!(r1.copy_polys(&narrow, 0, &mut dst, 0, 1), Err(BackendError::Shape(_))));
     // mac with inconsistent dimensions.
     let x: Polys<B, Ntt> = r1.zeros(Shape::new(6, 2)).unwrap();
     let mut o: Polys<B, Ntt> = r1.zeros(Shape::new(2, 2)).unwrap();

@@ -74,6 +74,17 @@ pub trait Backend: Send + Sync + 'static {
     /// A device-side copy.
     fn duplicate(&self, buf: &Self::Buffer) -> Result<Self::Buffer, BackendError>;
 
+    /// Copies `words` words from `src[src_at..]` to `dst[dst_at..]` on the device (ranges
+    /// checked by [`Ring::copy_polys`]).
+    fn copy_words(
+        &self,
+        src: &Self::Buffer,
+        src_at: usize,
+        dst: &mut Self::Buffer,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<(), BackendError>;
+
     /// Forward canonical NTT of every `(poly, limb)` row, in place.
     fn ntt_forward(
         &self,

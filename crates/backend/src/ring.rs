@@ -148,16 +148,35 @@ impl<B: Backend> Ring<B> {
                 shape.limbs
             )));
         }
-        for (row, chunk) in words.chunks_exact(n).enumerate() {
+        let bad = |(row, chunk): (usize, &[u32])| {
             let p = self.ctx.moduli()[row % shape.limbs].value();
-            if let Some(j) = chunk.iter().position(|&w| w >= p) {
-                return Err(BackendError::InvalidInput(format!(
-                    "poly {} limb {} coefficient {j}: {} is not below {p}",
-                    row / shape.limbs,
-                    row % shape.limbs,
-                    chunk[j]
-                )));
-            }
+            chunk.iter().position(|&w| w >= p).map(|j| (row, j, chunk[j], p))
+        };
+        // Large uploads are checked on several threads (a query is megabytes of words).
+        let found = if words.len() >= 1 << 20 {
+            std::thread::scope(|s| {
+                let parts = std::thread::available_parallelism().map_or(1, |c| c.get()).min(16);
+                let rows_per = (words.len() / n).div_ceil(parts);
+                let handles: Vec<_> = words
+                    .chunks(rows_per * n)
+                    .enumerate()
+                    .map(|(k, part)| {
+                        s.spawn(move || {
+                            part.chunks_exact(n).enumerate().find_map(|(r, c)| bad((k * rows_per + r, c)))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().find_map(|h| h.join().ok().flatten())
+            })
+        } else {
+            words.chunks_exact(n).enumerate().find_map(bad)
+        };
+        if let Some((row, j, w, p)) = found {
+            return Err(BackendError::InvalidInput(format!(
+                "poly {} limb {} coefficient {j}: {w} is not below {p}",
+                row / shape.limbs,
+                row % shape.limbs
+            )));
         }
         Ok(self.wrap(self.backend.upload(words)?, shape))
     }
@@ -174,6 +193,35 @@ impl<B: Backend> Ring<B> {
     pub fn duplicate<R: Repr>(&self, p: &Polys<B, R>) -> Result<Polys<B, R>, BackendError> {
         self.check_own(p)?;
         Ok(self.wrap(self.backend.duplicate(&p.buf)?, p.shape))
+    }
+
+    /// Copies `count` polynomials from `src` (starting at polynomial `src_first`) into `dst`
+    /// (starting at `dst_first`), on the device. Both must have the same limbs.
+    pub fn copy_polys<R: Repr>(
+        &self,
+        src: &Polys<B, R>,
+        src_first: usize,
+        dst: &mut Polys<B, R>,
+        dst_first: usize,
+        count: usize,
+    ) -> Result<(), BackendError> {
+        self.check_own(src)?;
+        self.check_own(dst)?;
+        let fits = |first: usize, polys: usize| first.checked_add(count).is_some_and(|end| end <= polys);
+        if src.shape.limbs != dst.shape.limbs
+            || !fits(src_first, src.shape.polys)
+            || !fits(dst_first, dst.shape.polys)
+        {
+            return Err(BackendError::Shape(format!(
+                "copy of {count} polys from {src_first} of {:?} to {dst_first} of {:?}",
+                src.shape, dst.shape
+            )));
+        }
+        let poly = src.shape.limbs * self.n();
+        if count == 0 {
+            return Ok(());
+        }
+        self.backend.copy_words(&src.buf, src_first * poly, &mut dst.buf, dst_first * poly, count * poly)
     }
 
     /// Forward NTT of every polynomial, in place on the device.

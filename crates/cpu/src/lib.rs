@@ -222,6 +222,18 @@ impl Backend for CpuBackend {
         self.upload(buf)
     }
 
+    fn copy_words(
+        &self,
+        src: &Vec<u32>,
+        src_at: usize,
+        dst: &mut Vec<u32>,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<(), BackendError> {
+        dst[dst_at..dst_at + words].copy_from_slice(&src[src_at..src_at + words]);
+        Ok(())
+    }
+
     fn ntt_forward(&self, ring: &CpuRing, buf: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
         self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].forward(row));
         Ok(())

@@ -261,6 +261,20 @@ impl Backend for CudaBackend {
         Ok(CudaBuffer { data, len: buf.len })
     }
 
+    fn copy_words(
+        &self,
+        src: &CudaBuffer,
+        src_at: usize,
+        dst: &mut CudaBuffer,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<(), BackendError> {
+        let (Some(s), Some(d)) = (src.data.as_ref(), dst.data.as_mut()) else { return Ok(()) };
+        let from = s.slice(src_at..src_at + words);
+        let mut to = d.slice_mut(dst_at..dst_at + words);
+        self.stream.memcpy_dtod(&from, &mut to).map_err(dev)
+    }
+
     fn ntt_forward(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
         let Some(d) = buf.data.as_mut() else { return Ok(()) };
         let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);

@@ -109,15 +109,16 @@ pub fn expand_queries<B: Backend>(
         .zip(cts.par_iter())
         .for_each(|(dst, ct)| dst.copy_from_slice(&expand_uniform(params.ring(), limbs, 1, &ct.seed)));
     let shape = Shape::new(cts.len(), limbs);
-    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form.
+    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form;
+    // they are interleaved per token on the device, without a host round trip.
     let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
-    let c0 = ring.download(&c0)?;
-    let mut words = Vec::with_capacity(2 * cts.len() * poly);
+    let c1: Polys<B, Ntt> = ring.upload(&c1, shape)?;
+    let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * cts.len(), limbs))?;
     for t in 0..tokens {
-        words.extend_from_slice(&c0[t * cts_per_token * poly..(t + 1) * cts_per_token * poly]);
-        words.extend_from_slice(&c1[t * cts_per_token * poly..(t + 1) * cts_per_token * poly]);
+        ring.copy_polys(&c0, t * cts_per_token, &mut a, 2 * t * cts_per_token, cts_per_token)?;
+        ring.copy_polys(&c1, t * cts_per_token, &mut a, (2 * t + 1) * cts_per_token, cts_per_token)?;
     }
-    Ok(ring.upload(&words, Shape::new(2 * cts.len(), limbs))?)
+    Ok(a)
 }
 
 /// One server answer: the response ciphertexts and the server's shares (the masks) of the

@@ -183,17 +183,15 @@ impl<B: Backend> SchemeServer for CheetahServer<B> {
         )?;
         self.ring.backend().synchronize()?;
         trace.mark("mac");
-        // Rows of `out`: token t's c0s then its c1s. Split them for the finishing steps.
-        let words = self.ring.download(&self.ring.inverse(out)?)?;
-        let poly = limbs * params.n();
-        let (mut w0, mut w1) =
-            (Vec::with_capacity(tokens * ob * poly), Vec::with_capacity(tokens * ob * poly));
-        for t in 0..tokens {
-            w0.extend_from_slice(&words[(2 * t) * ob * poly..(2 * t + 1) * ob * poly]);
-            w1.extend_from_slice(&words[(2 * t + 1) * ob * poly..(2 * t + 2) * ob * poly]);
-        }
+        // Rows of `out`: token t's c0s then its c1s. Split them for the finishing steps, on the
+        // device.
+        let out = self.ring.inverse(out)?;
         let shape = Shape::new(tokens * ob, limbs);
-        let (c0, c1) = (self.ring.upload(&w0, shape)?, self.ring.upload(&w1, shape)?);
+        let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+        for t in 0..tokens {
+            self.ring.copy_polys(&out, 2 * t * ob, &mut c0, t * ob, ob)?;
+            self.ring.copy_polys(&out, (2 * t + 1) * ob, &mut c1, t * ob, ob)?;
+        }
         let positions: Vec<Vec<usize>> = (0..tokens).flat_map(|_| c.positions.iter().cloned()).collect();
         trace.mark("split");
         let fin = finish(&self.ring, params, &key, &c.noise, c0, c1, &positions, &mut rand::rng())?;
