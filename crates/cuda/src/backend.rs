@@ -276,42 +276,11 @@ impl Backend for CudaBackend {
     }
 
     fn ntt_forward(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
-        let Some(d) = buf.data.as_mut() else { return Ok(()) };
-        let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
-        let cfg = LaunchConfig {
-            grid_dim: (shape.rows() as u32, 1, 1),
-            block_dim: ((n / 2).clamp(1, 1024), 1, 1),
-            shared_mem_bytes: n * 4,
-        };
-        let mut l = self.stream.launch_builder(self.f("ntt_forward_u32"));
-        l.arg(d).arg(&ring.fwd).arg(&ring.fwd_shoup).arg(&ring.moduli).arg(&n).arg(&log_n).arg(&limbs);
-        // SAFETY: matches ntt_forward_u32's signature; one block per row of `n` words, `n * 4`
-        // bytes of shared memory (within the opt-in limit checked in load_ring).
-        unsafe { l.launch(cfg) }.map_err(dev)?;
-        Ok(())
+        self.ntt(ring, buf, shape, false)
     }
 
     fn ntt_inverse(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
-        let Some(d) = buf.data.as_mut() else { return Ok(()) };
-        let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
-        let cfg = LaunchConfig {
-            grid_dim: (shape.rows() as u32, 1, 1),
-            block_dim: ((n / 2).clamp(1, 1024), 1, 1),
-            shared_mem_bytes: n * 4,
-        };
-        let mut l = self.stream.launch_builder(self.f("ntt_inverse_u32"));
-        l.arg(d)
-            .arg(&ring.inv)
-            .arg(&ring.inv_shoup)
-            .arg(&ring.moduli)
-            .arg(&ring.n_inv)
-            .arg(&ring.n_inv_shoup)
-            .arg(&n)
-            .arg(&log_n)
-            .arg(&limbs);
-        // SAFETY: matches ntt_inverse_u32's signature; as for the forward transform.
-        unsafe { l.launch(cfg) }.map_err(dev)?;
-        Ok(())
+        self.ntt(ring, buf, shape, true)
     }
 
     fn add_assign(
@@ -465,6 +434,41 @@ impl Backend for CudaBackend {
 }
 
 impl CudaBackend {
+    /// One block per `(poly, limb)` row, the row in `n * 4` bytes of shared memory (within the
+    /// opt-in limit checked in load_ring).
+    fn ntt(
+        &self,
+        ring: &CudaRing,
+        buf: &mut CudaBuffer,
+        shape: Shape,
+        inverse: bool,
+    ) -> Result<(), BackendError> {
+        let Some(d) = buf.data.as_mut() else { return Ok(()) };
+        let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
+        let cfg = LaunchConfig {
+            grid_dim: (shape.rows() as u32, 1, 1),
+            block_dim: ((n / 2).clamp(1, 1024), 1, 1),
+            shared_mem_bytes: n * 4,
+        };
+        let mut l =
+            self.stream.launch_builder(self.f(if inverse { "ntt_inverse_u32" } else { "ntt_forward_u32" }));
+        if inverse {
+            l.arg(d)
+                .arg(&ring.inv)
+                .arg(&ring.inv_shoup)
+                .arg(&ring.moduli)
+                .arg(&ring.n_inv)
+                .arg(&ring.n_inv_shoup);
+        } else {
+            l.arg(d).arg(&ring.fwd).arg(&ring.fwd_shoup).arg(&ring.moduli);
+        }
+        l.arg(&n).arg(&log_n).arg(&limbs);
+        // SAFETY: the argument lists match ntt_forward_u32 / ntt_inverse_u32 in kernels/ntt.cu;
+        // every row of the buffer holds `n` words (Ring validated the shape).
+        unsafe { l.launch(cfg) }.map_err(dev)?;
+        Ok(())
+    }
+
     /// The device context (for benches that need events).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
