@@ -151,7 +151,9 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
 /// Batched forward and inverse NTT equal the portable reference row by row.
 pub fn ntt_matches_reference<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(2);
-    for (n, limbs, polys) in [(16, 2, 3), (256, 3, 4), (4096, 2, 3), (8192, 1, 2), (16384, 3, 1)] {
+    for (n, limbs, polys) in
+        [(16, 2, 3), (256, 3, 4), (1024, 2, 3), (4096, 2, 3), (8192, 1, 2), (16384, 3, 1), (32768, 2, 1)]
+    {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
         for used in [limbs, 1] {
