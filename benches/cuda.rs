@@ -35,6 +35,8 @@ fn cuda(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let p = slot.take().unwrap_or_else(|| random_polys(&ring, shape, 2));
+                        // The previous iteration's untimed transform must finish first.
+                        backend.synchronize().unwrap();
                         let t = Instant::now();
                         let f = ring.forward(p).unwrap();
                         backend.synchronize().unwrap();
@@ -49,6 +51,7 @@ fn cuda(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let p = ntt_slot.take().unwrap_or_else(|| random_ntt(&ring, shape, 3));
+                        backend.synchronize().unwrap();
                         let t = Instant::now();
                         let i = ring.inverse(p).unwrap();
                         backend.synchronize().unwrap();
@@ -72,6 +75,7 @@ fn cuda(c: &mut Criterion) {
         g.throughput(Throughput::Bytes((inner * cols * limbs * n * 4) as u64));
         g.bench_function(format!("mac/{n}/{rows}x{inner}x{cols}/{limbs}"), |b| {
             b.iter_custom(|iters| {
+                backend.synchronize().unwrap();
                 let t = Instant::now();
                 for _ in 0..iters {
                     ring.mac(&mut out, &a, &b_table, dims, false).unwrap();

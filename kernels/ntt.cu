@@ -63,7 +63,9 @@ extern "C" __global__ void ntt_inverse_u32(u32* data, const u32* tw, const u32* 
     for (u32 i = threadIdx.x; i < n; i += blockDim.x) a[i] = mul_shoup(s[i], ni, nis, p);
 }
 
-// ---- Register-blocked variants (N >= 1024): each of T = N/E threads holds E words in registers.
+// ---- Register-blocked variants (1024 <= N <= 4096, E = 16): each of T = N/E threads holds E
+// words in registers. (At N >= 16384 a 1024-thread block of them exceeds the register file, and
+// at 8192 they measured slower than the plain kernel on an H100: see docs/GPU_NOTES.md.)
 // Forward: the first log2(E) stages on words t + k*T (pairs stay inside a thread), the middle
 // stages through shared memory, the last log2(E) stages on words t*E + k; the inverse runs the
 // same phases backwards. Same butterflies, same twiddles as above, so the same words; about half
@@ -216,14 +218,7 @@ __device__ __forceinline__ void ntt_inverse_reg(u32* data, const u32* tw, const 
 extern "C" __global__ void ntt_forward_reg16_u32(u32* d, const u32* tw, const u32* tws, const u32* m, u32 n, u32 log_n, u32 limbs) {
     ntt_forward_reg<16, 4>(d, tw, tws, m, n, log_n, limbs);
 }
-extern "C" __global__ void ntt_forward_reg32_u32(u32* d, const u32* tw, const u32* tws, const u32* m, u32 n, u32 log_n, u32 limbs) {
-    ntt_forward_reg<32, 5>(d, tw, tws, m, n, log_n, limbs);
-}
 extern "C" __global__ void ntt_inverse_reg16_u32(u32* d, const u32* tw, const u32* tws, const u32* m, const u32* ni,
                                                  const u32* nis, u32 n, u32 log_n, u32 limbs) {
     ntt_inverse_reg<16, 4>(d, tw, tws, m, ni, nis, n, log_n, limbs);
-}
-extern "C" __global__ void ntt_inverse_reg32_u32(u32* d, const u32* tw, const u32* tws, const u32* m, const u32* ni,
-                                                 const u32* nis, u32 n, u32 log_n, u32 limbs) {
-    ntt_inverse_reg<32, 5>(d, tw, tws, m, ni, nis, n, log_n, limbs);
 }

@@ -32,13 +32,11 @@ pub const SOURCES: [(&str, &str); 5] = [
 ];
 
 /// Every kernel entry point (for loading and for the compile test).
-pub const KERNELS: [&str; 14] = [
+pub const KERNELS: [&str; 12] = [
     "ntt_forward_u32",
     "ntt_inverse_u32",
     "ntt_forward_reg16_u32",
-    "ntt_forward_reg32_u32",
     "ntt_inverse_reg16_u32",
-    "ntt_inverse_reg32_u32",
     "add_u32",
     "sub_u32",
     "neg_u32",
