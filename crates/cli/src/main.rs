@@ -9,6 +9,7 @@ mod backend;
 mod bench;
 mod check;
 mod kernels;
+mod quantize;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Runs schemes on a workload, verifies every share, and reports bytes, compute and latency.
     Bench(bench::BenchArgs),
+    /// Mixed-precision quantization of a table under a bit budget: histogram, error, traffic.
+    Quantize(quantize::QuantizeArgs),
     /// Self-check of the arithmetic: primes, roots, RNS, NTT against its definition and the
     /// backend conformance suite on the chosen backend.
     Check {
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
         Some(Command::Bench(args)) => bench::run(&backend, &args),
+        Some(Command::Quantize(args)) => quantize::run(&args),
         None => bench::demo(&backend, "cheetah", &[0, 1, 42, 255, 511]),
     }
 }
