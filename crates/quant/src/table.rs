@@ -137,7 +137,7 @@ impl QuantTable {
             let bits = u32::from(bytes[at]);
             let scale = f32::from_le_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]);
             let zero = i32::from_le_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]]);
-            if !BITS.contains(&bits) || !(scale.is_finite() && scale > 0.0) || zero < 0 || zero >= 1 << bits {
+            if !(BITS.contains(&bits) && scale.is_finite() && scale > 0.0) || zero < 0 || zero >= 1 << bits {
                 return Err(QuantError::Format(format!(
                     "channel {c}: bits {bits}, scale {scale}, zero {zero}"
                 )));
@@ -162,10 +162,10 @@ pub fn quantize_table(
     refine: bool,
 ) -> Result<(QuantTable, Allocation), QuantError> {
     let (m, d) = (table.m(), table.d());
-    if let Sensitivity::RmsNorm { gains: Some(g) } = sensitivity {
-        if g.len() != d {
-            return Err(QuantError::Invalid(format!("{} norm gains for {d} channels", g.len())));
-        }
+    if let Sensitivity::RmsNorm { gains: Some(g) } = sensitivity
+        && g.len() != d
+    {
+        return Err(QuantError::Invalid(format!("{} norm gains for {d} channels", g.len())));
     }
     // Row weights for the RMSNorm proxy: 1 / mean square of each row.
     let row_w: Vec<f64> = match sensitivity {
