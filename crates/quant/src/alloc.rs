@@ -175,10 +175,10 @@ mod tests {
         let mut best = f64::INFINITY;
         for code in 0..nb.pow(d as u32) {
             let (mut l, mut c, mut x) = (0.0, 0u64, code);
-            for ch in 0..d {
+            for (ch, lc) in loss.iter().enumerate() {
                 let k = x % nb;
                 x /= nb;
-                l += loss[ch][k];
+                l += lc[k];
                 c += cost.cost(ch, *BITS.start() + k as u32);
             }
             if c <= budget && l < best {
