@@ -23,9 +23,13 @@ pub enum SensitivityArg {
 /// Arguments of `fastquery quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Table: a workload name (tiny, llama-7b, llama-30b; synthetic).
+    /// Table: a workload name (tiny, llama-7b, llama-30b; synthetic) or a file (.gguf,
+    /// .safetensors, .npy).
     #[arg(long, default_value = "tiny")]
     table: String,
+    /// Tensor to read from a file (default: GGUF token_embd.weight, or the file's only tensor).
+    #[arg(long)]
+    tensor: Option<String>,
     /// Average bits per entry (the budget; 2 to 8).
     #[arg(long, default_value_t = 4.0)]
     avg_bits: f64,
@@ -67,10 +71,20 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     if !(2.0..=8.0).contains(&args.avg_bits) {
         anyhow::bail!("--avg-bits must be between 2 and 8 (got {})", args.avg_bits);
     }
-    let workload = Workload::parse(&args.table)?;
-    let (m, d) = workload.shape();
-    eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
-    let table = workload.synthetic(args.seed);
+    let (name, table, synthetic) = match Workload::parse(&args.table) {
+        Ok(w) => {
+            let (m, d) = w.shape();
+            eprintln!("building the synthetic {} table ({m} x {d}, seed {})", w.name(), args.seed);
+            (w.name().to_string(), w.synthetic(args.seed), true)
+        }
+        Err(_) if std::path::Path::new(&args.table).exists() => {
+            let t =
+                fastquery_table::load::load_table(std::path::Path::new(&args.table), args.tensor.as_deref())?;
+            (args.table.clone(), t, false)
+        }
+        Err(e) => anyhow::bail!("{e}; or give the path of a .gguf, .safetensors or .npy file"),
+    };
+    let (m, d) = (table.m(), table.d());
     let sens = match args.sensitivity {
         SensitivityArg::Rmsnorm => Sensitivity::RmsNorm { gains: None },
         SensitivityArg::MeanAbs => Sensitivity::MeanAbs,
@@ -102,11 +116,10 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
         Method::Exact => "exact (dynamic programming)".to_string(),
         Method::Greedy { gap } => format!("greedy (loss gap at most {gap:.3e})"),
     };
+    let kind = if synthetic { "synthetic" } else { "from file" };
     println!(
-        "{} ({m} x {d}, synthetic), budget {:.2} bits per entry, sensitivity {:?}",
-        workload.name(),
-        args.avg_bits,
-        args.sensitivity
+        "{name} ({m} x {d}, {kind}), budget {:.2} bits per entry, sensitivity {:?}",
+        args.avg_bits, args.sensitivity
     );
     println!("  allocation: {allocation}, {seconds:.2} s, average {:.3} bits", qt.avg_bits());
     let hist: Vec<String> =
@@ -124,7 +137,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     }
     if let Some(path) = &args.json {
         let r = Report {
-            table: workload.name().into(),
+            table: name.clone(),
             m,
             d,
             sensitivity: format!("{:?}", args.sensitivity),

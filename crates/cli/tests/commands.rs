@@ -126,3 +126,39 @@ fn bench_writes_a_verified_json_report() {
         assert!(!text(&o).contains("panicked"));
     }
 }
+
+#[test]
+fn quantize_reports_and_rejects_bad_input() {
+    let dir = std::env::temp_dir().join(format!("fq-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, out) = (dir.join("q.json"), dir.join("q.fqqt"));
+    let o = fastquery(&[
+        "quantize",
+        "--table",
+        "tiny",
+        "--avg-bits",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["avg_bits"], 3.0);
+    let rel = v["rel_error"].as_f64().unwrap();
+    assert!(rel > 0.0 && rel < v["uniform_rel_error"].as_f64().unwrap());
+    let total: u64 = v["bits_histogram"].as_array().unwrap().iter().map(|h| h[1].as_u64().unwrap()).sum();
+    assert_eq!(total, 64);
+    assert!(std::fs::metadata(&out).unwrap().len() > 512 * 64);
+    for args in [
+        &["quantize", "--avg-bits", "9"][..],
+        &["quantize", "--table", "/no/such/file.gguf"][..],
+        &["quantize", "--table", "nonsense"][..],
+    ] {
+        let o = fastquery(args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!text(&o).contains("panicked"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

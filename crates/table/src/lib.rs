@@ -15,6 +15,8 @@
 //!   that bounds them (public: it sizes the noise analysis).
 #![forbid(unsafe_code)]
 
+pub mod load;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
@@ -30,6 +32,15 @@ pub enum TableError {
     /// Inconsistent dimensions or values.
     #[error("invalid table: {0}")]
     Invalid(String),
+    /// A file that cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Io { path: String, reason: String },
+    /// A file in an unknown or malformed format.
+    #[error("{path}: {reason}")]
+    Format { path: String, reason: String },
+    /// No tensor of that name in the file.
+    #[error("{path} has no tensor '{name}' (it has: {available})")]
+    NoTensor { path: String, name: String, available: String },
 }
 
 /// A named table shape.
