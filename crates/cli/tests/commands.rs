@@ -162,3 +162,22 @@ fn quantize_reports_and_rejects_bad_input() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quantize_the_real_smollm2_workload() {
+    // scripts/test.sh installs it; elsewhere the test says it was skipped.
+    let Some(path) = std::env::var_os("FASTQUERY_SMOLLM2") else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: FASTQUERY_SMOLLM2 not set");
+        return;
+    };
+    let cache = std::path::Path::new(&path).parent().unwrap().parent().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fastquery"))
+        .args(["quantize", "--table", "smollm2", "--avg-bits", "4"])
+        .env("FASTQUERY_CACHE", cache)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("smollm2 (49152 x 576, from file)"), "{t}");
+}

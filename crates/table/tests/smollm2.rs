@@ -9,7 +9,8 @@ use fastquery_table::load::load_table;
 #[test]
 fn reads_the_real_smollm2_token_embedding() {
     let Some(path) = std::env::var_os("FASTQUERY_SMOLLM2") else {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: FASTQUERY_SMOLLM2 not set (scripts/install_smollm2.sh)");
+        let _ =
+            writeln!(std::io::stderr(), "SKIPPED: FASTQUERY_SMOLLM2 not set (scripts/install_smollm2.sh)");
         return;
     };
     let t = load_table(std::path::Path::new(&path), None).expect("the installed GGUF loads");
