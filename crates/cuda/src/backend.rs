@@ -53,7 +53,8 @@ pub struct CudaRing {
 
 /// The CUDA backend on one device.
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
+    /// Held for the backend's lifetime (the module and stream live in it).
+    _ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
     funcs: Vec<CudaFunction>,
@@ -122,7 +123,7 @@ impl CudaBackend {
         }
         let name = ctx.name().map_err(dev)?;
         let stream = ctx.default_stream();
-        Ok(Self { ctx, stream, _module: module, funcs, name, arch, max_smem })
+        Ok(Self { _ctx: ctx, stream, _module: module, funcs, name, arch, max_smem })
     }
 
     fn f(&self, name: &str) -> &CudaFunction {
@@ -139,12 +140,15 @@ impl CudaBackend {
         self.stream.clone_htod(v).map_err(dev)
     }
 
+    /// Launches an elementwise kernel: `a` (and `b`), the moduli, the Barrett constants when
+    /// the kernel takes them, then `log_n`, `limbs`, `total`.
     fn elementwise(
         &self,
         name: &str,
         ring: &CudaRing,
         a: &mut CudaBuffer,
         b: Option<&CudaBuffer>,
+        with_barrett: bool,
         shape: Shape,
     ) -> Result<(), BackendError> {
         let total = shape.words(ring.n) as u64;
@@ -157,7 +161,7 @@ impl CudaBackend {
             l.arg(y);
         }
         l.arg(&ring.moduli);
-        if name == "mul_u32" {
+        if with_barrett {
             l.arg(&ring.barrett);
         }
         l.arg(&ring.log_n).arg(&limbs).arg(&total);
@@ -290,7 +294,7 @@ impl Backend for CudaBackend {
         b: &CudaBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.elementwise("add_u32", ring, a, Some(b), shape)
+        self.elementwise("add_u32", ring, a, Some(b), false, shape)
     }
 
     fn sub_assign(
@@ -300,11 +304,11 @@ impl Backend for CudaBackend {
         b: &CudaBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.elementwise("sub_u32", ring, a, Some(b), shape)
+        self.elementwise("sub_u32", ring, a, Some(b), false, shape)
     }
 
     fn neg_assign(&self, ring: &CudaRing, a: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
-        self.elementwise("neg_u32", ring, a, None, shape)
+        self.elementwise("neg_u32", ring, a, None, false, shape)
     }
 
     fn mul_assign(
@@ -314,7 +318,7 @@ impl Backend for CudaBackend {
         b: &CudaBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.elementwise("mul_u32", ring, a, Some(b), shape)
+        self.elementwise("mul_u32", ring, a, Some(b), true, shape)
     }
 
     fn scalar_mul_assign(
@@ -474,10 +478,5 @@ impl CudaBackend {
         // every row of the buffer holds `n` words (Ring validated the shape).
         unsafe { l.launch(cfg) }.map_err(dev)?;
         Ok(())
-    }
-
-    /// The device context (for benches that need events).
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
     }
 }

@@ -113,11 +113,11 @@ impl Client {
             .collect())
     }
 
-    /// `c1 * s` in coefficient form over the response limbs.
-    fn c1_times_s(&self, c1: &[u32]) -> Vec<u32> {
+    /// `c1 * s` in coefficient form over the first `limbs` limbs.
+    fn c1_times_s(&self, c1: &[u32], limbs: usize) -> Vec<u32> {
         let n = self.params.n();
         let mut w = c1.to_vec();
-        for (l, m) in self.params.ring().moduli()[..self.params.response_limbs()].iter().enumerate() {
+        for (l, m) in self.params.ring().moduli()[..limbs].iter().enumerate() {
             let row = &mut w[l * n..(l + 1) * n];
             self.plans[l].forward(row);
             for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
@@ -163,7 +163,7 @@ impl Client {
             return Err(HeError::BadInput("response ciphertext does not match its layout".into()));
         }
         let q = self.response_modulus()?;
-        let w = self.c1_times_s(&ct.c1);
+        let w = self.c1_times_s(&ct.c1, lr);
         positions
             .iter()
             .zip(&ct.c0)
@@ -185,15 +185,9 @@ impl Client {
         let n = self.params.n();
         let basis =
             self.params.ring().basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
-        let mut v = c1.to_vec();
+        let mut v = self.c1_times_s(c1, limbs);
         for (l, m) in basis.moduli().iter().enumerate() {
-            let row = &mut v[l * n..(l + 1) * n];
-            self.plans[l].forward(row);
-            for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
-                *x = m.mul(*x, si);
-            }
-            self.plans[l].inverse(row);
-            for (x, &c) in row.iter_mut().zip(&c0[l * n..(l + 1) * n]) {
+            for (x, &c) in v[l * n..(l + 1) * n].iter_mut().zip(&c0[l * n..(l + 1) * n]) {
                 *x = m.add(*x, c);
             }
         }
