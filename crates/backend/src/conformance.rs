@@ -32,7 +32,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests
             upload_download_and_validation, ntt_matches_reference, ntt_products_match_schoolbook,
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
-            mod_switch_matches_big_integers, mismatched_operands_are_errors);
+            mod_switch_matches_big_integers, mismatched_operands_are_errors,
+            automorphisms_match_the_definition, decomposition_recomposes);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -432,4 +433,87 @@ pub fn mismatched_operands_are_errors<B: Backend>(b: &Arc<B>) {
         upload(&r1, &random_words(&mut rng, &ctx, Shape::new(2, 2)), Shape::new(2, 2));
     r1.mac(&mut o2, &none, &none, MacDims { rows: 2, inner: 0, cols: 1 }, false).unwrap();
     assert!(r1.download(&o2).unwrap().iter().all(|&w| w == 0));
+}
+
+/// `a(X) -> a(X^g)` by its definition (sum of signed monomials), in coefficient form; the NTT
+/// form agrees with transforming the coefficient result; `g` and `g^-1` undo each other; and a
+/// product maps to the product of the images (a ring automorphism).
+pub fn automorphisms_match_the_definition<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(9);
+    for (n, limbs) in [(256usize, 2usize), (1024, 3)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let shape = Shape::new(2, limbs);
+        let x = random_words(&mut rng, &ctx, shape);
+        let y = random_words(&mut rng, &ctx, shape);
+        let mut gs = vec![1, 3, 5, 2 * n - 1, n + 1];
+        gs.extend((0..4).map(|_| 2 * rng.random_range(0..n) + 1));
+        for g in gs {
+            let want = rows_map(&ctx, &x, limbs, |m, c| {
+                let mut out = vec![0u32; n];
+                for (j, &v) in c.iter().enumerate() {
+                    let e = j * g % (2 * n);
+                    let (k, v) = if e < n { (e, v) } else { (e - n, m.neg(v)) };
+                    out[k] = m.add(out[k], v);
+                }
+                out
+            });
+            let a: Polys<B, Coeff> = upload(&ring, &x, shape);
+            let got = ring.automorphism(&a, g).unwrap();
+            assert_eq!(ring.download(&got).unwrap(), want, "coefficient form, n={n} g={g}");
+            let an = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+            let gn = ring.automorphism(&an, g).unwrap();
+            assert_eq!(ring.download(&ring.inverse(gn).unwrap()).unwrap(), want, "NTT form, n={n} g={g}");
+            // The inverse exponent undoes it.
+            let g_inv = (1..2 * n).step_by(2).find(|h| h * g % (2 * n) == 1).unwrap();
+            let back = ring.automorphism(&got, g_inv).unwrap();
+            assert_eq!(ring.download(&back).unwrap(), x, "n={n} g={g} then {g_inv}");
+            // tau(x y) = tau(x) tau(y), in the NTT domain.
+            let yn = ring.forward(upload::<B, Coeff>(&ring, &y, shape)).unwrap();
+            let mut xy = ring.duplicate(&an).unwrap();
+            ring.mul_assign(&mut xy, &yn).unwrap();
+            let lhs = ring.automorphism(&xy, g).unwrap();
+            let mut rhs = ring.automorphism(&an, g).unwrap();
+            ring.mul_assign(&mut rhs, &ring.automorphism(&yn, g).unwrap()).unwrap();
+            assert_eq!(ring.download(&lhs).unwrap(), ring.download(&rhs).unwrap(), "n={n} g={g}");
+        }
+        let a: Polys<B, Coeff> = upload(&ring, &x, shape);
+        assert!(ring.automorphism(&a, 4).is_err());
+    }
+}
+
+/// Digits are below `2^w`, reduced in every limb, and recompose limb `i` exactly:
+/// `sum_j D[i][j] 2^(j w) = a[i] (mod p_i)` (the CRT gadget is 1 in limb `i`, 0 elsewhere).
+pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(10);
+    let (n, limbs) = (256usize, 3usize);
+    let ring = ring(b, n, limbs);
+    let ctx = ring.context().clone();
+    let shape = Shape::new(2, limbs);
+    let x = random_words(&mut rng, &ctx, shape);
+    let a: Polys<B, Coeff> = upload(&ring, &x, shape);
+    for w in [31u32, 16, 11, 7] {
+        let digits = ring.digits(limbs, w);
+        let d = ring.download(&ring.decompose(&a, w).unwrap()).unwrap();
+        assert_eq!(d.len(), 2 * limbs * digits * limbs * n, "w={w}");
+        for p in 0..2 {
+            for i in 0..limbs {
+                let m = ctx.moduli()[i];
+                for k in 0..n {
+                    let mut acc = 0u64;
+                    for j in 0..digits {
+                        let base = ((p * limbs + i) * digits + j) * limbs * n;
+                        let v = d[base + k]; // limb 0 of the digit polynomial
+                        assert!(u64::from(v) < 1 << w, "digit {v} of width {w}");
+                        for l in 0..limbs {
+                            assert_eq!(d[base + l * n + k], ctx.moduli()[l].reduce_u64(u64::from(v)));
+                        }
+                        acc += u64::from(v) << (j as u32 * w);
+                    }
+                    assert_eq!(m.reduce_u64(acc), x[(p * limbs + i) * n + k], "w={w}");
+                }
+            }
+        }
+    }
+    assert!(ring.decompose(&a, 0).is_err() && ring.decompose(&a, 32).is_err());
 }

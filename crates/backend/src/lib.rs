@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod host;
 mod poly;
 mod ring;
 
@@ -28,6 +29,7 @@ mod ring;
 pub mod conformance;
 
 pub use error::BackendError;
+pub use host::automorphism_index;
 pub use poly::{Coeff, MacDims, Ntt, Polys, Repr, Shape};
 pub use ring::{Ring, RingContext};
 
@@ -156,6 +158,57 @@ pub trait Backend: Send + Sync + 'static {
         out: &mut Self::Buffer,
         out_limbs: usize,
     ) -> Result<(), BackendError>;
+
+    /// Signed gather within every `(poly, limb)` row: `out[k] = a[idx[k] & 0x7fff_ffff]`,
+    /// negated mod the limb's prime where bit 31 of `idx[k]` is set. Galois automorphisms in
+    /// both forms are such gathers ([`automorphism_index`]). `idx.len() == N`, indices below N.
+    ///
+    /// The default runs on the host through [`Backend::download`] and [`Backend::upload`]:
+    /// correct on every backend, and a device kernel may override it.
+    fn gather_signed(
+        &self,
+        _ring: &Self::Ring,
+        ctx: &RingContext,
+        out: &mut Self::Buffer,
+        a: &Self::Buffer,
+        idx: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let n = ctx.n();
+        let mut src = vec![0u32; shape.words(n)];
+        self.download(a, &mut src)?;
+        let mut dst = vec![0u32; src.len()];
+        host::gather_signed(ctx, &src, &mut dst, idx, shape);
+        *out = self.upload(&dst)?;
+        Ok(())
+    }
+
+    /// Gadget decomposition of coefficient-form `a` (`polys` x `limbs`): for every polynomial,
+    /// limb `i` and digit `j < digits`, the polynomial whose coefficients are the integers
+    /// `(a[i] >> (j * digit_bits)) mod 2^digit_bits`, reduced into each of the `limbs` primes.
+    /// `out` holds `polys * limbs * digits` polynomials of `limbs` limbs, ordered
+    /// `[poly][i][j]`. With the CRT gadget `g[i][j] = 2^(j w) (q/p_i) [(q/p_i)^-1]_{p_i}`,
+    /// `sum_ij out[ij] * g[ij] = a (mod q)`. Default on the host, like [`Backend::gather_signed`].
+    #[allow(clippy::too_many_arguments)]
+    fn decompose(
+        &self,
+        _ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        polys: usize,
+        limbs: usize,
+        digit_bits: u32,
+        digits: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        let n = ctx.n();
+        let mut src = vec![0u32; polys * limbs * n];
+        self.download(a, &mut src)?;
+        let mut dst = vec![0u32; polys * limbs * digits * limbs * n];
+        host::decompose(ctx, &src, polys, limbs, digit_bits, digits, &mut dst);
+        *out = self.upload(&dst)?;
+        Ok(())
+    }
 
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds

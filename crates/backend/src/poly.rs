@@ -10,6 +10,8 @@ mod sealed {
 pub trait Repr: sealed::Sealed + Send + Sync + 'static {
     /// For messages.
     const NAME: &'static str;
+    /// Whether this is the NTT domain.
+    const IS_NTT: bool;
 }
 
 /// Coefficient form: word `j` of a row is the coefficient of `X^j`.
@@ -23,9 +25,11 @@ impl sealed::Sealed for Coeff {}
 impl sealed::Sealed for Ntt {}
 impl Repr for Coeff {
     const NAME: &'static str = "coefficient";
+    const IS_NTT: bool = false;
 }
 impl Repr for Ntt {
     const NAME: &'static str = "NTT";
+    const IS_NTT: bool = true;
 }
 
 /// How many polynomials and limbs a buffer holds.

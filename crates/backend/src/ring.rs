@@ -322,6 +322,53 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// The Galois automorphism `X -> X^g` (odd `g`) of every polynomial, in either form; a new
+    /// buffer.
+    pub fn automorphism<R: Repr>(&self, a: &Polys<B, R>, g: usize) -> Result<Polys<B, R>, BackendError> {
+        self.check_own(a)?;
+        let idx = crate::automorphism_index(self.n(), g, R::IS_NTT)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        let mut out = self.zeros::<R>(a.shape)?;
+        self.backend.gather_signed(&self.dev, &self.ctx, &mut out.buf, &a.buf, &idx, a.shape)?;
+        Ok(out)
+    }
+
+    /// Digits per limb of a decomposition of `limbs` limbs with `digit_bits`-bit digits.
+    pub fn digits(&self, limbs: usize, digit_bits: u32) -> usize {
+        let bits =
+            self.ctx.moduli()[..limbs.min(self.ctx.limbs())].iter().map(|m| m.bits()).max().unwrap_or(1);
+        bits.div_ceil(digit_bits.max(1)) as usize
+    }
+
+    /// Gadget decomposition (see [`Backend::decompose`]): `a.polys * limbs * digits`
+    /// coefficient-form polynomials of small integers, `digit_bits` in `1..=31`.
+    pub fn decompose(&self, a: &Polys<B, Coeff>, digit_bits: u32) -> Result<Polys<B, Coeff>, BackendError> {
+        self.check_own(a)?;
+        if !(1..=31).contains(&digit_bits) {
+            return Err(BackendError::InvalidInput(format!("digit width {digit_bits} (1 to 31 bits)")));
+        }
+        let Shape { polys, limbs } = a.shape;
+        let digits = self.digits(limbs, digit_bits);
+        let shape = Shape::new(
+            polys
+                .checked_mul(limbs * digits)
+                .ok_or_else(|| BackendError::Shape("decomposition size overflows".into()))?,
+            limbs,
+        );
+        let mut out = self.zeros::<Coeff>(shape)?;
+        self.backend.decompose(
+            &self.dev,
+            &self.ctx,
+            &a.buf,
+            polys,
+            limbs,
+            digit_bits,
+            digits,
+            &mut out.buf,
+        )?;
+        Ok(out)
+    }
+
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
     /// [`Backend::mac`]. All three must have the same number of limbs.
     pub fn mac(

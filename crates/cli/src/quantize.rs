@@ -30,11 +30,12 @@ pub struct QuantizeArgs {
     /// Tensor to read from a file (default: GGUF token_embd.weight, or the file's only tensor).
     #[arg(long)]
     tensor: Option<String>,
-    /// Average bits per entry (the budget; 2 to 8).
-    #[arg(long, default_value_t = 4.0)]
-    avg_bits: f64,
-    /// Sensitivity proxy for the allocation.
-    #[arg(long, value_enum, default_value = "rmsnorm")]
+    /// Average bits per entry (the budget; 2 to 8). Several, comma-separated, give a curve.
+    #[arg(long, value_delimiter = ',', default_values_t = [4.0])]
+    avg_bits: Vec<f64>,
+    /// Sensitivity proxy for the allocation (mean-abs measured best on SmolLM2's perplexity,
+    /// docs/BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "mean-abs")]
     sensitivity: SensitivityArg,
     /// Skip the clipping refinement.
     #[arg(long)]
@@ -42,20 +43,35 @@ pub struct QuantizeArgs {
     /// Seed of the synthetic table.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write the quantized table here.
+    /// Measure perplexity on the real model (smollm2, or a LLaMA GGUF given as --table) over the
+    /// evaluation text, with the original and with each quantized input-embedding table.
+    #[arg(long)]
+    eval: bool,
+    /// Evaluation text (default: the GPL-3 text Debian installs).
+    #[arg(long, default_value = fastquery_eval::GPL3_PATH)]
+    eval_text: PathBuf,
+    /// Evaluate at most this many tokens of the text (default: all of it).
+    #[arg(long)]
+    eval_tokens: Option<usize>,
+    /// Tokens per evaluation window (each window starts with an empty context).
+    #[arg(long, default_value_t = 512)]
+    eval_window: usize,
+    /// Write the quantized table here (with one budget).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Write a JSON report here.
+    /// Write a JSON report here: one object for one budget, `{"points": [...]}` for several.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+/// One budget's result.
 #[derive(Debug, Serialize)]
 struct Report {
     table: String,
     m: usize,
     d: usize,
     sensitivity: String,
+    budget_bits: f64,
     avg_bits: f64,
     bits_histogram: Vec<(u32, usize)>,
     rel_error: f64,
@@ -64,33 +80,75 @@ struct Report {
     allocation: String,
     row_bytes: f64,
     seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ppl_original: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ppl_quantized: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ppl_uniform: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_tokens: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Curve<'a> {
+    table: &'a str,
+    ppl_original: Option<f64>,
+    points: &'a [Report],
 }
 
 /// Runs the command.
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
-    if !(2.0..=8.0).contains(&args.avg_bits) {
-        anyhow::bail!("--avg-bits must be between 2 and 8 (got {})", args.avg_bits);
+    if let Some(b) = args.avg_bits.iter().find(|b| !(2.0..=8.0).contains(*b)) {
+        anyhow::bail!("--avg-bits must be between 2 and 8 (got {b})");
     }
-    let (name, table, synthetic) = if args.table == "smollm2" {
+    if args.out.is_some() && args.avg_bits.len() != 1 {
+        anyhow::bail!("--out needs exactly one --avg-bits value");
+    }
+    let (name, table, synthetic, file) = if args.table == "smollm2" {
         let path = smollm2_path()?;
         let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
-        ("smollm2".to_string(), t, false)
+        ("smollm2".to_string(), t, false, Some(path))
     } else {
         match Workload::parse(&args.table) {
             Ok(w) => {
                 let (m, d) = w.shape();
                 eprintln!("building the synthetic {} table ({m} x {d}, seed {})", w.name(), args.seed);
-                (w.name().to_string(), w.synthetic(args.seed), true)
+                (w.name().to_string(), w.synthetic(args.seed), true, None)
             }
             Err(_) if std::path::Path::new(&args.table).exists() => {
-                let t = fastquery_table::load::load_table(
-                    std::path::Path::new(&args.table),
-                    args.tensor.as_deref(),
-                )?;
-                (args.table.clone(), t, false)
+                let path = PathBuf::from(&args.table);
+                let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
+                (args.table.clone(), t, false, Some(path))
             }
             Err(e) => anyhow::bail!("{e}; or smollm2, or the path of a .gguf, .safetensors or .npy file"),
         }
+    };
+    let evaluator = match (&file, args.eval) {
+        (_, false) => None,
+        (Some(path), true) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) => {
+            let t = Instant::now();
+            let ev =
+                fastquery_eval::Evaluator::new(path, &args.eval_text, args.eval_window, args.eval_tokens)
+                    .with_context(|| format!("loading the model of {} for --eval", path.display()))?;
+            if args.tensor.as_deref().is_some_and(|n| n != "token_embd.weight") {
+                anyhow::bail!("--eval measures the input embedding token_embd.weight, not --tensor");
+            }
+            let c = ev.model().config();
+            eprintln!(
+                "model: {} blocks, hidden {}, {} heads ({} key/value), vocabulary {}; {} tokens of {} (loaded in {:.1} s)",
+                c.layers,
+                c.hidden,
+                c.heads,
+                c.kv_heads,
+                c.vocab,
+                ev.tokens().len(),
+                args.eval_text.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Some(ev)
+        }
+        (_, true) => anyhow::bail!("--eval needs a real model: --table smollm2 or a LLaMA .gguf file"),
     };
     let (m, d) = (table.m(), table.d());
     let sens = match args.sensitivity {
@@ -98,37 +156,77 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
         SensitivityArg::MeanAbs => Sensitivity::MeanAbs,
         SensitivityArg::Uniform => Sensitivity::Uniform,
     };
-    // Traffic model until the scheme's own exists: every entry of a row at its channel's width.
-    let cost = PerEntryBits { m };
-    let budget = (args.avg_bits * (m * d) as f64).floor() as u64;
-    let t = Instant::now();
-    let (qt, alloc) = quantize_table(&table, &sens, &cost, budget, !args.no_refine)?;
-    let seconds = t.elapsed().as_secs_f64();
-    let rel = qt.rel_error(&table);
-    // Uniform precision at the same budget (when the budget is a whole number of bits).
-    let uniform_bits = (args.avg_bits.fract() == 0.0).then_some(args.avg_bits as u32);
-    let uniform_rel = match uniform_bits {
-        Some(b) => {
-            let (u, _) = quantize_table(
-                &table,
-                &Sensitivity::Uniform,
-                &FixedBits(b),
-                u64::from(b) * d as u64,
-                !args.no_refine,
-            )?;
-            Some(u.rel_error(&table))
+    let kind = if synthetic { "synthetic" } else { "from file" };
+    println!("{name} ({m} x {d}, {kind}), sensitivity {:?}", args.sensitivity);
+    let ppl_original = match &evaluator {
+        Some(ev) => {
+            let t = Instant::now();
+            let p = ev.perplexity(&table)?;
+            println!(
+                "  perplexity with the original table: {:.4} ({} tokens predicted, {:.1} s)",
+                p.ppl,
+                p.predicted,
+                t.elapsed().as_secs_f64()
+            );
+            Some(p.ppl)
         }
         None => None,
     };
+    let mut reports = Vec::new();
+    for &b in &args.avg_bits {
+        let (report, qt) = one_budget(args, &name, &table, &sens, b, evaluator.as_ref(), ppl_original)?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, qt.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        let text = match &reports[..] {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(&Curve { table: &name, ppl_original, points: many })?,
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// Mixed precision at one budget, uniform precision at the same budget (whole bits), and their
+/// perplexities when an evaluator is given.
+fn one_budget(
+    args: &QuantizeArgs,
+    name: &str,
+    table: &fastquery_table::Table,
+    sens: &Sensitivity,
+    bits: f64,
+    evaluator: Option<&fastquery_eval::Evaluator>,
+    ppl_original: Option<f64>,
+) -> anyhow::Result<(Report, fastquery_quant::QuantTable)> {
+    let (m, d) = (table.m(), table.d());
+    // Traffic model until the scheme's own exists: every entry of a row at its channel's width.
+    let cost = PerEntryBits { m };
+    let budget = (bits * (m * d) as f64).floor() as u64;
+    let t = Instant::now();
+    let (qt, alloc) = quantize_table(table, sens, &cost, budget, !args.no_refine)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let rel = qt.rel_error(table);
+    let uniform_bits = (bits.fract() == 0.0).then_some(bits as u32);
+    let uniform = match uniform_bits {
+        Some(b) => Some(quantize_table(
+            table,
+            &Sensitivity::Uniform,
+            &FixedBits(b),
+            u64::from(b) * d as u64,
+            !args.no_refine,
+        )?),
+        None => None,
+    };
+    let uniform_rel = uniform.as_ref().map(|(u, _)| u.rel_error(table));
     let allocation = match alloc.method {
         Method::Exact => "exact (dynamic programming)".to_string(),
         Method::Greedy { gap } => format!("greedy (loss gap at most {gap:.3e})"),
     };
-    let kind = if synthetic { "synthetic" } else { "from file" };
-    println!(
-        "{name} ({m} x {d}, {kind}), budget {:.2} bits per entry, sensitivity {:?}",
-        args.avg_bits, args.sensitivity
-    );
+    println!("budget {bits:.2} bits per entry");
     println!("  allocation: {allocation}, {seconds:.2} s, average {:.3} bits", qt.avg_bits());
     let hist: Vec<String> =
         qt.histogram().iter().filter(|h| h.1 > 0).map(|(b, n)| format!("{b} bits: {n}")).collect();
@@ -139,29 +237,38 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     }
     let row_bytes = qt.channels().iter().map(|c| f64::from(c.bits)).sum::<f64>() / 8.0;
     println!("  one row at these widths: {row_bytes:.0} bytes (the scheme's cost model refines this)");
-    if let Some(path) = &args.out {
-        std::fs::write(path, qt.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+    let (mut ppl_quantized, mut ppl_uniform) = (None, None);
+    if let (Some(ev), Some(orig)) = (evaluator, ppl_original) {
+        let change = |p: f64| 100.0 * (p / orig - 1.0);
+        let q = ev.perplexity(&qt.dequantized())?.ppl;
+        println!("  perplexity, mixed precision: {q:.4} ({:+.3}% against the original)", change(q));
+        ppl_quantized = Some(q);
+        if let Some((u, _)) = &uniform {
+            let p = ev.perplexity(&u.dequantized())?.ppl;
+            println!("  perplexity, uniform {bits} bits: {p:.4} ({:+.3}%)", change(p));
+            ppl_uniform = Some(p);
+        }
     }
-    if let Some(path) = &args.json {
-        let r = Report {
-            table: name.clone(),
-            m,
-            d,
-            sensitivity: format!("{:?}", args.sensitivity),
-            avg_bits: qt.avg_bits(),
-            bits_histogram: qt.histogram(),
-            rel_error: rel,
-            uniform_bits,
-            uniform_rel_error: uniform_rel,
-            allocation,
-            row_bytes,
-            seconds,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&r)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(true)
+    let report = Report {
+        table: name.to_string(),
+        m,
+        d,
+        sensitivity: format!("{:?}", args.sensitivity),
+        budget_bits: bits,
+        avg_bits: qt.avg_bits(),
+        bits_histogram: qt.histogram(),
+        rel_error: rel,
+        uniform_bits,
+        uniform_rel_error: uniform_rel,
+        allocation,
+        row_bytes,
+        seconds,
+        ppl_original,
+        ppl_quantized,
+        ppl_uniform,
+        eval_tokens: evaluator.map(|e| e.tokens().len()),
+    };
+    Ok((report, qt))
 }
 
 /// A cost model that allows only one width: every channel at `b` bits (for the uniform baseline).

@@ -155,6 +155,8 @@ fn quantize_reports_and_rejects_bad_input() {
         &["quantize", "--avg-bits", "9"][..],
         &["quantize", "--table", "/no/such/file.gguf"][..],
         &["quantize", "--table", "nonsense"][..],
+        // --eval needs a real model, not a synthetic table.
+        &["quantize", "--table", "tiny", "--eval"][..],
     ] {
         let o = fastquery(args);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -172,12 +174,32 @@ fn quantize_the_real_smollm2_workload() {
         return;
     };
     let cache = std::path::Path::new(&path).parent().unwrap().parent().unwrap();
+    let json = std::env::temp_dir().join(format!("fq-smollm2-{}.json", std::process::id()));
+    // Two budgets, evaluated on the first 192 tokens of the text (the full curve is a benchmark).
     let o = Command::new(env!("CARGO_BIN_EXE_fastquery"))
-        .args(["quantize", "--table", "smollm2", "--avg-bits", "4"])
+        .args(["quantize", "--table", "smollm2", "--avg-bits", "2,4", "--eval", "--eval-tokens", "192"])
+        .args(["--json", json.to_str().unwrap()])
         .env("FASTQUERY_CACHE", cache)
         .output()
         .unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("smollm2 (49152 x 576, from file)"), "{t}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let orig = v["ppl_original"].as_f64().unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for p in points {
+        assert_eq!(p["ppl_original"].as_f64(), Some(orig));
+        assert_eq!(p["eval_tokens"].as_u64(), Some(192));
+        for key in ["ppl_quantized", "ppl_uniform"] {
+            let q = p[key].as_f64().unwrap();
+            assert!(q.is_finite() && q > 1.0, "{key} {q}");
+        }
+    }
+    // Two bits on every channel is a real loss; four bits costs far less than two.
+    let (p2, p4) =
+        (points[0]["ppl_quantized"].as_f64().unwrap(), points[1]["ppl_quantized"].as_f64().unwrap());
+    assert!(p2 > orig && p2 > p4, "original {orig}, 2 bits {p2}, 4 bits {p4}");
+    let _ = std::fs::remove_file(&json);
 }

@@ -74,6 +74,18 @@ impl Client {
         self.sk.public_key(&self.params, &self.plans, &mut rand::rng())
     }
 
+    /// Galois keys for the exponents `elements`, with `digit_bits`-bit gadget digits.
+    pub fn galois_keys(
+        &self,
+        elements: &[usize],
+        digit_bits: u32,
+    ) -> Result<Vec<crate::galois::GaloisKey>, HeError> {
+        elements
+            .par_iter()
+            .map(|&g| self.sk.galois_key(&self.params, &self.plans, g, digit_bits, &mut rand::rng()))
+            .collect()
+    }
+
     /// Encrypts sparse messages: each message lists `(coefficient, value)` pairs with small
     /// `|value|` (the encoding is `value * round(q/t)`, exact for `value = +-1`; larger values
     /// add `|value|/2` of rounding error). Parallel over messages.

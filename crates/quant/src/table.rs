@@ -57,6 +57,12 @@ impl QuantTable {
         self.channels[c].dequantize(self.get(k, c))
     }
 
+    /// The whole table dequantized: what a model's input lookup sees in place of the original.
+    pub fn dequantized(&self) -> Table {
+        let data: Vec<f32> = (0..self.m * self.d).map(|i| self.dequantize(i / self.d, i % self.d)).collect();
+        Table::new(self.m, self.d, data).unwrap_or_else(|_| unreachable!("the shape is the table's own"))
+    }
+
     /// Average bit width.
     pub fn avg_bits(&self) -> f64 {
         self.channels.iter().map(|c| f64::from(c.bits)).sum::<f64>() / self.d as f64

@@ -27,7 +27,7 @@ pub fn load_table(path: &Path, tensor: Option<&str>) -> Result<Table, TableError
         std::fs::read(path).map_err(|e| TableError::Io { path: shown.clone(), reason: e.to_string() })?;
     let fmt = |reason: String| TableError::Format { path: shown.clone(), reason };
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("gguf") => gguf(&bytes, tensor.unwrap_or(GGUF_TOKEN_EMBD), &shown),
+        Some("gguf") => gguf(bytes, tensor.unwrap_or(GGUF_TOKEN_EMBD), &shown),
         Some("safetensors") => safetensors_table(&bytes, tensor, &shown),
         Some("npy") => npy(&bytes).map_err(fmt),
         other => Err(fmt(format!(
@@ -143,45 +143,239 @@ impl<'a> Cur<'a> {
         self.at = end;
         Ok(s)
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?.try_into().map_err(|_| "truncated GGUF file".into())
+    }
     fn u32(&mut self) -> Result<u32, String> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        let s = self.take(8)?;
-        Ok(u64::from_le_bytes(s.try_into().map_err(|_| "truncated")?))
+        Ok(u64::from_le_bytes(self.array()?))
     }
-    fn string(&mut self) -> Result<&'a str, String> {
+    fn string(&mut self) -> Result<String, String> {
         let n = usize::try_from(self.u64()?).map_err(|_| "string too long")?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| "non-UTF-8 string".into())
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "non-UTF-8 string".into())
     }
-    /// Skips a metadata value of type `t`, returning it when it is an unsigned integer (for
-    /// `general.alignment`).
-    fn value(&mut self, t: u32) -> Result<Option<u64>, String> {
-        let size = match t {
-            0 | 1 | 7 => 1,
-            2 | 3 => 2,
-            4..=6 => 4,
-            10..=12 => 8,
-            8 => {
-                self.string()?;
-                return Ok(None);
-            }
-            9 => {
-                let (et, n) = (self.u32()?, self.u64()?);
-                for _ in 0..n {
-                    self.value(et)?;
-                }
-                return Ok(None);
-            }
-            other => return Err(format!("unknown GGUF metadata type {other}")),
-        };
-        let s = self.take(size)?;
+    /// A metadata value of GGUF type `t`.
+    fn value(&mut self, t: u32, depth: u32) -> Result<GgufValue, String> {
         Ok(match t {
-            4 => Some(u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))),
-            10 => Some(u64::from_le_bytes(s.try_into().map_err(|_| "truncated")?)),
-            _ => None,
+            0 => GgufValue::Uint(u64::from(self.array::<1>()?[0])),
+            1 => GgufValue::Int(i64::from(self.array::<1>()?[0] as i8)),
+            2 => GgufValue::Uint(u64::from(u16::from_le_bytes(self.array()?))),
+            3 => GgufValue::Int(i64::from(i16::from_le_bytes(self.array()?))),
+            4 => GgufValue::Uint(u64::from(self.u32()?)),
+            5 => GgufValue::Int(i64::from(i32::from_le_bytes(self.array()?))),
+            6 => GgufValue::Float(f64::from(f32::from_le_bytes(self.array()?))),
+            7 => GgufValue::Bool(self.array::<1>()?[0] != 0),
+            8 => GgufValue::Str(self.string()?),
+            9 if depth < 4 => {
+                let (et, n) = (self.u32()?, self.u64()?);
+                // Every element takes at least one byte: a count beyond the file is corrupt.
+                if n > (self.b.len() - self.at) as u64 {
+                    return Err(format!("array of {n} elements in a {}-byte file", self.b.len()));
+                }
+                GgufValue::Array((0..n).map(|_| self.value(et, depth + 1)).collect::<Result<_, _>>()?)
+            }
+            10 => GgufValue::Uint(self.u64()?),
+            11 => GgufValue::Int(i64::from_le_bytes(self.array()?)),
+            12 => GgufValue::Float(f64::from_le_bytes(self.array()?)),
+            other => return Err(format!("unknown GGUF metadata type {other}")),
         })
+    }
+}
+
+/// A GGUF metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GgufValue {
+    /// Any unsigned integer type.
+    Uint(u64),
+    /// Any signed integer type.
+    Int(i64),
+    /// f32 or f64.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// An array.
+    Array(Vec<GgufValue>),
+}
+
+impl GgufValue {
+    /// The value as an unsigned integer, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::Uint(v) => Some(v),
+            Self::Int(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+    /// The value as a float, if it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::Float(v) => Some(v),
+            Self::Uint(v) => Some(v as f64),
+            Self::Int(v) => Some(v as f64),
+            _ => None,
+        }
+    }
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        if let Self::Str(s) = self { Some(s) } else { None }
+    }
+    /// The value as an array.
+    pub fn as_array(&self) -> Option<&[GgufValue]> {
+        if let Self::Array(a) = self { Some(a) } else { None }
+    }
+}
+
+/// One tensor's description in a GGUF file.
+#[derive(Clone, Debug)]
+pub struct GgufTensor {
+    /// Dimensions, fastest first (a `[d, m]` tensor is `m` rows of `d`).
+    pub dims: Vec<u64>,
+    /// ggml type id.
+    pub ggml_type: u32,
+    /// Byte range of the data in the file.
+    range: std::ops::Range<usize>,
+}
+
+/// A parsed GGUF file (v2 or v3): metadata and tensors, read from bytes held in memory. Reading
+/// never panics: a malformed file is an error naming the problem.
+#[derive(Debug)]
+pub struct Gguf {
+    path: String,
+    bytes: Vec<u8>,
+    metadata: std::collections::BTreeMap<String, GgufValue>,
+    tensors: Vec<(String, GgufTensor)>,
+}
+
+impl Gguf {
+    /// Reads and parses `path`.
+    pub fn open(path: &Path) -> Result<Self, TableError> {
+        let shown = path.display().to_string();
+        let bytes =
+            std::fs::read(path).map_err(|e| TableError::Io { path: shown.clone(), reason: e.to_string() })?;
+        Self::parse(bytes, &shown)
+    }
+
+    /// Parses a GGUF file held in `bytes`; `path` names it in errors.
+    pub fn parse(bytes: Vec<u8>, path: &str) -> Result<Self, TableError> {
+        let fmt = |reason: String| TableError::Format { path: path.into(), reason };
+        let mut c = Cur { b: &bytes, at: 0 };
+        if c.take(4).map_err(fmt)? != b"GGUF" {
+            return Err(fmt("not a GGUF file (bad magic)".into()));
+        }
+        let version = c.u32().map_err(fmt)?;
+        if !(2..=3).contains(&version) {
+            return Err(fmt(format!("GGUF version {version} (2 or 3 supported)")));
+        }
+        let (count, kvs) = (c.u64().map_err(fmt)?, c.u64().map_err(fmt)?);
+        if count > 1 << 20 || kvs > 1 << 20 {
+            return Err(fmt(format!("implausible counts: {count} tensors, {kvs} metadata entries")));
+        }
+        let mut metadata = std::collections::BTreeMap::new();
+        for _ in 0..kvs {
+            let key = c.string().map_err(fmt)?;
+            let t = c.u32().map_err(fmt)?;
+            let v = c.value(t, 0).map_err(|e| fmt(format!("metadata '{key}': {e}")))?;
+            metadata.insert(key, v);
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| fmt("bad general.alignment".into()))?,
+        };
+        let mut raw = Vec::new();
+        for _ in 0..count {
+            let name = c.string().map_err(fmt)?;
+            let nd = c.u32().map_err(fmt)?;
+            if nd > 4 {
+                return Err(fmt(format!("tensor '{name}' has {nd} dimensions")));
+            }
+            let dims = (0..nd).map(|_| c.u64()).collect::<Result<Vec<u64>, _>>().map_err(fmt)?;
+            let (t, off) = (c.u32().map_err(fmt)?, c.u64().map_err(fmt)?);
+            raw.push((name, dims, t, off));
+        }
+        let data_start = (c.at as u64).div_ceil(alignment) * alignment;
+        let mut tensors = Vec::with_capacity(raw.len());
+        for (name, dims, t, off) in raw {
+            // Sizes of types this reader cannot decode are unknown; such tensors are listed with
+            // an empty range and refused when read.
+            let range = match ggml_block(t) {
+                None => 0..0,
+                Some((tname, per, size)) => {
+                    let count = dims
+                        .iter()
+                        .try_fold(1u64, |a, &d| a.checked_mul(d))
+                        .filter(|&n| n % per as u64 == 0 && dims.first().is_some_and(|d| d % per as u64 == 0))
+                        .ok_or_else(|| {
+                            fmt(format!("{tname} tensor '{name}' of {dims:?} is not whole blocks of {per}"))
+                        })?;
+                    let len = (count / per as u64).checked_mul(size as u64);
+                    let start = data_start.checked_add(off);
+                    start
+                        .zip(len)
+                        .and_then(|(s, l)| Some((usize::try_from(s).ok()?, usize::try_from(l).ok()?)))
+                        .and_then(|(s, l)| Some(s..s.checked_add(l)?))
+                        .filter(|r| r.end <= bytes.len())
+                        .ok_or_else(|| fmt(format!("tensor '{name}' lies outside the file")))?
+                }
+            };
+            tensors.push((name, GgufTensor { dims, ggml_type: t, range }));
+        }
+        Ok(Self { path: path.into(), bytes, metadata, tensors })
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.get(key)
+    }
+
+    /// A required metadata value, or an error naming the key.
+    pub fn require(&self, key: &str) -> Result<&GgufValue, TableError> {
+        self.meta(key).ok_or_else(|| TableError::Format {
+            path: self.path.clone(),
+            reason: format!("metadata '{key}' is missing"),
+        })
+    }
+
+    /// The tensors' names, in file order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// A tensor's description.
+    pub fn tensor_info(&self, name: &str) -> Result<&GgufTensor, TableError> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| TableError::NoTensor {
+            path: self.path.clone(),
+            name: name.into(),
+            available: self.tensor_names().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// A tensor dequantized to f32 (fastest dimension innermost), with its dimensions.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<u64>, Vec<f32>), TableError> {
+        let t = self.tensor_info(name)?;
+        if ggml_block(t.ggml_type).is_none() {
+            return Err(TableError::Format {
+                path: self.path.clone(),
+                reason: format!("tensor '{name}' has ggml type {}, unsupported", t.ggml_type),
+            });
+        }
+        Ok((t.dims.clone(), dequantize(t.ggml_type, &self.bytes[t.range.clone()])))
+    }
+
+    /// A two-dimensional tensor as a table (`[d, m]` is `m` rows of `d`).
+    pub fn table(&self, name: &str) -> Result<Table, TableError> {
+        let (dims, values) = self.tensor_f32(name)?;
+        let fmt = |reason: String| TableError::Format { path: self.path.clone(), reason };
+        let [d, m] = dims[..] else {
+            return Err(fmt(format!("tensor '{name}' has dimensions {dims:?}, expected two")));
+        };
+        Table::new(m as usize, d as usize, values).map_err(|e| fmt(e.to_string()))
     }
 }
 
@@ -198,7 +392,7 @@ fn ggml_block(t: u32) -> Option<(&'static str, usize, usize)> {
     }
 }
 
-/// Dequantizes `count` values of ggml type `t` from `data`.
+/// Dequantizes the values of ggml type `t` held in `data`.
 fn dequantize(t: u32, data: &[u8]) -> Vec<f32> {
     let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
     match t {
@@ -214,85 +408,22 @@ fn dequantize(t: u32, data: &[u8]) -> Vec<f32> {
             .collect(),
         2 | 3 => {
             let (size, off) = if t == 2 { (18, 2) } else { (20, 4) };
-            data.chunks_exact(size)
-                .flat_map(|b| {
-                    let d = half(&b[..2]);
-                    let (min, bias) = if t == 3 { (half(&b[2..4]), 0.0) } else { (0.0, 8.0) };
-                    let qs = &b[off..off + 16];
-                    let lo = qs.iter().map(move |&q| d * (f32::from(q & 0x0f) - bias) + min);
-                    let hi = qs.iter().map(move |&q| d * (f32::from(q >> 4) - bias) + min);
-                    lo.chain(hi).collect::<Vec<_>>()
-                })
-                .collect()
+            let mut out = Vec::with_capacity(data.len() / size * 32);
+            for b in data.chunks_exact(size) {
+                let d = half(&b[..2]);
+                let (min, bias) = if t == 3 { (half(&b[2..4]), 0.0) } else { (0.0, 8.0) };
+                let qs = &b[off..off + 16];
+                out.extend(qs.iter().map(|&q| d * (f32::from(q & 0x0f) - bias) + min));
+                out.extend(qs.iter().map(|&q| d * (f32::from(q >> 4) - bias) + min));
+            }
+            out
         }
         _ => Vec::new(),
     }
 }
 
-fn gguf(bytes: &[u8], name: &str, path: &str) -> Result<Table, TableError> {
-    let fmt = |reason: String| TableError::Format { path: path.into(), reason };
-    let mut c = Cur { b: bytes, at: 0 };
-    if c.take(4).map_err(fmt)? != b"GGUF" {
-        return Err(fmt("not a GGUF file (bad magic)".into()));
-    }
-    let version = c.u32().map_err(fmt)?;
-    if !(2..=3).contains(&version) {
-        return Err(fmt(format!("GGUF version {version} (2 or 3 supported)")));
-    }
-    let (tensors, kvs) = (c.u64().map_err(fmt)?, c.u64().map_err(fmt)?);
-    if tensors > 1 << 20 || kvs > 1 << 20 {
-        return Err(fmt(format!("implausible counts: {tensors} tensors, {kvs} metadata entries")));
-    }
-    let mut alignment = 32u64;
-    for _ in 0..kvs {
-        let key = c.string().map_err(fmt)?.to_string();
-        let t = c.u32().map_err(fmt)?;
-        let v = c.value(t).map_err(fmt)?;
-        if key == "general.alignment" {
-            alignment =
-                v.filter(|a| a.is_power_of_two()).ok_or_else(|| fmt("bad general.alignment".into()))?;
-        }
-    }
-    let mut found = None;
-    let mut names = Vec::new();
-    for _ in 0..tensors {
-        let tname = c.string().map_err(fmt)?;
-        let nd = c.u32().map_err(fmt)?;
-        if nd > 4 {
-            return Err(fmt(format!("tensor '{tname}' has {nd} dimensions")));
-        }
-        let dims = (0..nd).map(|_| c.u64()).collect::<Result<Vec<u64>, _>>().map_err(fmt)?;
-        let (t, off) = (c.u32().map_err(fmt)?, c.u64().map_err(fmt)?);
-        if tname == name {
-            found = Some((dims, t, off));
-        }
-        names.push(tname.to_string());
-    }
-    let Some((dims, t, off)) = found else {
-        return Err(TableError::NoTensor {
-            path: path.into(),
-            name: name.into(),
-            available: names.join(", "),
-        });
-    };
-    let [d, m] = dims[..] else {
-        return Err(fmt(format!("tensor '{name}' has dimensions {dims:?}, expected two")));
-    };
-    let (tname, per, size) =
-        ggml_block(t).ok_or_else(|| fmt(format!("tensor '{name}' has ggml type {t}, unsupported")))?;
-    let count = d
-        .checked_mul(m)
-        .filter(|&n| n % per as u64 == 0 && d % per as u64 == 0)
-        .ok_or_else(|| fmt(format!("{tname} tensor '{name}' of {d} x {m} is not whole blocks of {per}")))?;
-    let data_start = (c.at as u64).div_ceil(alignment) * alignment;
-    let len = count / per as u64 * size as u64;
-    let start = data_start.checked_add(off).ok_or_else(|| fmt("bad offset".into()))?;
-    let data = usize::try_from(start)
-        .ok()
-        .zip(usize::try_from(len).ok())
-        .and_then(|(s, l)| bytes.get(s..s.checked_add(l)?))
-        .ok_or_else(|| fmt(format!("tensor '{name}' lies outside the file")))?;
-    Table::new(m as usize, d as usize, dequantize(t, data)).map_err(|e| fmt(e.to_string()))
+fn gguf(bytes: Vec<u8>, name: &str, path: &str) -> Result<Table, TableError> {
+    Gguf::parse(bytes, path)?.table(name)
 }
 
 #[cfg(test)]

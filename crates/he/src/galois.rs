@@ -1,0 +1,367 @@
+//! Galois automorphisms of ciphertexts, key switching, response packing and oblivious
+//! expansion.
+//!
+//! ## Key switching: the RNS (CRT) gadget, no special prime
+//! `c1` is decomposed limb by limb, and each limb's residue into `digits` digits of `w` bits:
+//! `c1 = sum_ij D_ij g_ij (mod q)` with `g_ij = 2^(j w) (q/p_i) [(q/p_i)^-1]_{p_i}`, which is
+//! `2^(j w)` in limb `i` and 0 in the others. A key for `s'` is `k_ij = (-a_ij s + e_ij +
+//! g_ij s', a_ij)`, and `(c0 + sum D_ij k_ij.0, sum D_ij k_ij.1)` decrypts under `s` to
+//! `c0 + c1 s' + sum D_ij e_ij`. The noise added is `sum_ij D_ij e_ij`, bounded in
+//! [`keyswitch_bound`].
+//!
+//! Why not a special prime (hybrid key switching)? Its noise is smaller, but it spends a whole
+//! prime of the 128-bit budget on every key, and with our 31-bit limbs the digits are already
+//! small: with `w` = 31 bits the added noise is ~2^43 at N = 8192, which a 160-bit modulus
+//! absorbs; smaller digits trade key size and server time for noise where a scheme needs it.
+//! The security check stays the one over the chain, unchanged.
+//!
+//! Galois keys are seeded: the client sends the `k_ij.0` and one 32-byte seed per element,
+//! from which the server expands every `a_ij`.
+//!
+//! ## Packing (PackLWEs, Chen-Dai-Kim-Song 2020, on strided ciphertexts)
+//! `n = 2^k` ciphertexts whose useful coefficients sit at multiples of `n` (garbage elsewhere)
+//! become one whose coefficient `r n + i` is ciphertext `i`'s coefficient `r n`, every other
+//! coefficient of the inputs cancelled exactly. Level by level with shift `h = n/2, ..., 1`:
+//! `ct = (A + X^h B) + tau_{N/h+1}(A - X^h B)`. The automorphism fixes multiples of `2h` and
+//! negates odd multiples of `h`, so `A`'s useful part and `X^h B`'s double while the
+//! coefficients of valuation exactly `log2 h` cancel; after the last level nothing else is
+//! left. Values are doubled per level, so inputs are first multiplied by `n^-1 mod q` (q is
+//! odd); the key-switching noise of level `l` is doubled by the levels after it: at most
+//! `(n - 1) B_ks` in all.
+//!
+//! ## Oblivious expansion (SealPIR, Angel et al. 2018)
+//! One ciphertext of `sum_i m_i X^i` (`i < 2^k`) becomes `2^k` ciphertexts of `2^k m_i`, using
+//! `tau_{N/2^j + 1}` for `j = 0..k`: the same machinery, the other way round.
+
+use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_math::Modulus;
+use fastquery_ntt::NttPlan;
+use rand::{CryptoRng, RngCore};
+
+pub use crate::client::SeededCiphertext;
+use crate::{
+    HeError, Params, SecretKey,
+    noise::{error_param, tail_z},
+    sample::{Seed, cbd, expand_uniform, fresh_seed},
+};
+
+/// A batch of ciphertexts in coefficient form on a device: `c0[i] + c1[i] s = Delta m_i + e_i`.
+#[derive(Debug)]
+pub struct Ciphertexts<B: Backend> {
+    /// First components.
+    pub c0: Polys<B, Coeff>,
+    /// Second components.
+    pub c1: Polys<B, Coeff>,
+}
+
+/// A Galois key for `X -> X^g` as the client sends it: the `b` halves (NTT form, all limbs,
+/// `[digit][limb][coefficient]` with digits ordered `[limb i][digit j]`) and the seed of the
+/// `a` halves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GaloisKey {
+    /// The automorphism's exponent (odd, below 2N).
+    pub g: usize,
+    /// `b_ij = -a_ij s + e_ij + g_ij tau_g(s)`, NTT form.
+    pub b: Vec<u32>,
+    /// Seed of the `a_ij`.
+    pub seed: Seed,
+}
+
+/// Digits of the gadget: `(digit_bits, digits per limb)`.
+pub fn gadget(params: &Params, digit_bits: u32) -> (u32, usize) {
+    let bits = params.ring().moduli().iter().map(|m| m.bits()).max().unwrap_or(1);
+    (digit_bits, bits.div_ceil(digit_bits.max(1)) as usize)
+}
+
+/// Subgaussian tail bound on the noise one key switch adds: `sum_ij D_ij e_ij` over
+/// `limbs * digits` digit polynomials of `N` coefficients below `2^w` times fresh errors.
+pub fn keyswitch_bound(params: &Params, digit_bits: u32) -> f64 {
+    let (w, digits) = gadget(params, digit_bits);
+    let terms = (params.limbs() * digits * params.n()) as f64;
+    tail_z() * error_param() * terms.sqrt() * 2f64.powi(w as i32)
+}
+
+/// The exponents packing `n` strided ciphertexts needs: `N/h + 1` for `h = n/2, ..., 1`.
+pub fn packing_elements(big_n: usize, n: usize) -> Vec<usize> {
+    let mut h = n / 2;
+    let mut out = Vec::new();
+    while h >= 1 {
+        out.push(big_n / h + 1);
+        h /= 2;
+    }
+    out
+}
+
+impl SecretKey {
+    /// A Galois key for `X -> X^g` with `digit_bits`-bit digits.
+    pub fn galois_key<R: RngCore + CryptoRng>(
+        &self,
+        params: &Params,
+        plans: &[NttPlan],
+        g: usize,
+        digit_bits: u32,
+        rng: &mut R,
+    ) -> Result<GaloisKey, HeError> {
+        let (n, limbs) = (params.n(), params.limbs());
+        let idx = fastquery_backend::automorphism_index(n, g, true)
+            .ok_or_else(|| HeError::BadInput(format!("Galois exponent {g} is not odd")))?;
+        let (w, digits) = gadget(params, digit_bits);
+        let seed = fresh_seed();
+        let a = expand_uniform(params.ring(), limbs, limbs * digits, &seed);
+        let mut b = vec![0u32; limbs * digits * limbs * n];
+        let moduli: &[Modulus] = params.ring().moduli();
+        for i in 0..limbs {
+            for j in 0..digits {
+                let key = i * digits + j;
+                let e = cbd(rng, n);
+                for (l, m) in moduli.iter().enumerate() {
+                    let row = &mut b[(key * limbs + l) * n..(key * limbs + l + 1) * n];
+                    for (x, &v) in row.iter_mut().zip(&e) {
+                        *x = m.reduce_i64(i64::from(v));
+                    }
+                    plans[l].forward(row);
+                    let (al, sl) = (&a[(key * limbs + l) * n..(key * limbs + l + 1) * n], self.ntt_limb(l));
+                    for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
+                        *x = m.sub(*x, m.mul(ai, si));
+                    }
+                    if l == i {
+                        let gadget = m.reduce_u64(1u64 << (j as u32 * w));
+                        for (k, x) in row.iter_mut().enumerate() {
+                            *x = m.add(*x, m.mul(gadget, sl[idx[k] as usize]));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(GaloisKey { g, b, seed })
+    }
+}
+
+/// A Galois key on the server's device: the `(b, a)` pairs as the `inner x 2` operand of a
+/// multiply-accumulate.
+pub struct ServerGaloisKey<B: Backend> {
+    g: usize,
+    digit_bits: u32,
+    key: Polys<B, Ntt>,
+}
+
+impl<B: Backend> std::fmt::Debug for ServerGaloisKey<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerGaloisKey").field("g", &self.g).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> ServerGaloisKey<B> {
+    /// The exponent.
+    pub fn g(&self) -> usize {
+        self.g
+    }
+}
+
+/// Loads a Galois key (expanding its `a` halves), checking its size.
+pub fn load_galois_key<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    key: &GaloisKey,
+    digit_bits: u32,
+) -> Result<ServerGaloisKey<B>, HeError> {
+    let (n, limbs) = (params.n(), params.limbs());
+    let (_, digits) = gadget(params, digit_bits);
+    let poly = limbs * n;
+    if key.b.len() != limbs * digits * poly || key.g.is_multiple_of(2) || key.g >= 2 * n {
+        return Err(HeError::BadInput(format!("Galois key for {} of {} words", key.g, key.b.len())));
+    }
+    let a = expand_uniform(params.ring(), limbs, limbs * digits, &key.seed);
+    let mut words = Vec::with_capacity(2 * a.len());
+    for (b, a) in key.b.chunks_exact(poly).zip(a.chunks_exact(poly)) {
+        words.extend_from_slice(b);
+        words.extend_from_slice(a);
+    }
+    let key_polys = ring.upload(&words, Shape::new(2 * limbs * digits, limbs))?;
+    Ok(ServerGaloisKey { g: key.g, digit_bits, key: key_polys })
+}
+
+impl<B: Backend> Ciphertexts<B> {
+    /// Number of ciphertexts.
+    pub fn len(&self) -> usize {
+        self.c0.polys()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Seeded ciphertexts onto the device, in coefficient form (`c1` expanded from its seed).
+pub fn load_ciphertexts<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    cts: &[crate::client::SeededCiphertext],
+) -> Result<Ciphertexts<B>, HeError> {
+    let (n, limbs) = (params.n(), params.limbs());
+    if cts.is_empty() || cts.iter().any(|ct| ct.c0.len() != n * limbs) {
+        return Err(HeError::BadInput("empty batch or ciphertexts of the wrong size".into()));
+    }
+    let c0: Vec<u32> = cts.iter().flat_map(|ct| ct.c0.iter().copied()).collect();
+    let a: Vec<u32> = cts.iter().flat_map(|ct| expand_uniform(params.ring(), limbs, 1, &ct.seed)).collect();
+    let shape = Shape::new(cts.len(), limbs);
+    Ok(Ciphertexts { c0: ring.upload(&c0, shape)?, c1: ring.inverse(ring.upload(&a, shape)?)? })
+}
+
+/// `tau_g` of every ciphertext, key-switched back to `s`.
+pub fn automorphism<B: Backend>(
+    ring: &Ring<B>,
+    cts: &Ciphertexts<B>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let c0 = ring.automorphism(&cts.c0, key.g)?;
+    let c1 = ring.automorphism(&cts.c1, key.g)?;
+    keyswitch(ring, c0, &c1, key)
+}
+
+/// `(c0, c1)` under `tau_g(s)` to a ciphertext under `s`.
+fn keyswitch<B: Backend>(
+    ring: &Ring<B>,
+    c0: Polys<B, Coeff>,
+    c1: &Polys<B, Coeff>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let Shape { polys, limbs } = c1.shape();
+    let digits = ring.digits(limbs, key.digit_bits);
+    let d = ring.forward(ring.decompose(c1, key.digit_bits)?)?;
+    let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * polys, limbs))?;
+    ring.mac(&mut out, &d, &key.key, MacDims { rows: polys, inner: limbs * digits, cols: 2 }, false)?;
+    let out = ring.inverse(out)?;
+    let (mut a, mut b) = (ring.zeros(c1.shape())?, ring.zeros(c1.shape())?);
+    for p in 0..polys {
+        ring.copy_polys(&out, 2 * p, &mut a, p, 1)?;
+        ring.copy_polys(&out, 2 * p + 1, &mut b, p, 1)?;
+    }
+    let mut c0 = c0;
+    ring.add_assign(&mut c0, &a)?;
+    Ok(Ciphertexts { c0, c1: b })
+}
+
+/// The first (`second = false`) or second halves of every group of `width` ciphertexts.
+fn halves<B: Backend>(
+    ring: &Ring<B>,
+    cts: &Ciphertexts<B>,
+    width: usize,
+    second: bool,
+) -> Result<Ciphertexts<B>, HeError> {
+    let (groups, half) = (cts.len() / width, width / 2);
+    let shape = Shape::new(groups * half, cts.c0.shape().limbs);
+    let (mut c0, mut c1) = (ring.zeros(shape)?, ring.zeros(shape)?);
+    let off = if second { half } else { 0 };
+    for g in 0..groups {
+        ring.copy_polys(&cts.c0, g * width + off, &mut c0, g * half, half)?;
+        ring.copy_polys(&cts.c1, g * width + off, &mut c1, g * half, half)?;
+    }
+    Ok(Ciphertexts { c0, c1 })
+}
+
+/// Packs `n = 2^k` ciphertexts whose useful coefficients sit at multiples of `n` into one (see
+/// the module notes); `keys` holds the elements of [`packing_elements`]`(N, n)`, in any order.
+/// Several groups are packed at once: `cts` holds `groups * n` ciphertexts, group-major, and
+/// the result holds `groups` ciphertexts.
+pub fn pack_strided<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    cts: Ciphertexts<B>,
+    n: usize,
+    keys: &[ServerGaloisKey<B>],
+) -> Result<Ciphertexts<B>, HeError> {
+    let big_n = params.n();
+    if !n.is_power_of_two() || n > big_n || cts.is_empty() || !cts.len().is_multiple_of(n) {
+        return Err(HeError::BadInput(format!("packing {} ciphertexts in groups of {n}", cts.len())));
+    }
+    let groups = cts.len() / n;
+    let limbs = cts.c0.shape().limbs;
+    // Undo the factor n of the levels in advance: n^-1 mod q, per limb.
+    let inv: Vec<u32> = params.ring().moduli()[..limbs]
+        .iter()
+        .map(|m| m.inv(m.reduce_u64(n as u64)).ok_or_else(|| HeError::BadParams("even modulus".into())))
+        .collect::<Result<_, _>>()?;
+    let mut cur = cts;
+    ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
+    ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
+    // Level with shift h pairs item i with item i + width/2 of its group (width halves per
+    // level), so item i's offset collects bit (k-1-l) of i at weight n/2^(l+1): offset i.
+    let mut width = n;
+    let mut h = n / 2;
+    while h >= 1 {
+        let g = big_n / h + 1;
+        let key = keys.iter().find(|k| k.g == g).ok_or_else(|| {
+            HeError::BadInput(format!("no Galois key for X -> X^{g} (packing {n} ciphertexts)"))
+        })?;
+        let a = halves(ring, &cur, width, false)?;
+        let mut b = halves(ring, &cur, width, true)?;
+        ring.monomial_mul_assign(&mut b.c0, h)?;
+        ring.monomial_mul_assign(&mut b.c1, h)?;
+        let mut sum = Ciphertexts { c0: ring.duplicate(&a.c0)?, c1: ring.duplicate(&a.c1)? };
+        ring.add_assign(&mut sum.c0, &b.c0)?;
+        ring.add_assign(&mut sum.c1, &b.c1)?;
+        let mut diff = a;
+        ring.sub_assign(&mut diff.c0, &b.c0)?;
+        ring.sub_assign(&mut diff.c1, &b.c1)?;
+        let rotated = automorphism(ring, &diff, key)?;
+        ring.add_assign(&mut sum.c0, &rotated.c0)?;
+        ring.add_assign(&mut sum.c1, &rotated.c1)?;
+        cur = sum;
+        width /= 2;
+        h /= 2;
+    }
+    debug_assert_eq!(cur.len(), groups);
+    Ok(cur)
+}
+
+/// Oblivious expansion: from one ciphertext of `sum_{i < 2^k} m_i X^i` (any coefficients at
+/// or above `2^k` must be zero), `2^k` ciphertexts of `2^k m_i` in their constant coefficient
+/// and zero elsewhere. `keys` holds `N/2^j + 1` for `j = 0..k`.
+pub fn expand<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    ct: Ciphertexts<B>,
+    k: u32,
+    keys: &[ServerGaloisKey<B>],
+) -> Result<Ciphertexts<B>, HeError> {
+    let big_n = params.n();
+    if ct.len() != 1 || (1usize << k) > big_n {
+        return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
+    }
+    let mut cur = ct;
+    for j in 0..k {
+        let g = big_n / (1 << j) + 1;
+        let key = keys
+            .iter()
+            .find(|key| key.g == g)
+            .ok_or_else(|| HeError::BadInput(format!("no Galois key for X -> X^{g} (expansion)")))?;
+        // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd part).
+        let t = automorphism(ring, &cur, key)?;
+        let mut even = Ciphertexts { c0: ring.duplicate(&cur.c0)?, c1: ring.duplicate(&cur.c1)? };
+        ring.add_assign(&mut even.c0, &t.c0)?;
+        ring.add_assign(&mut even.c1, &t.c1)?;
+        let mut odd = cur;
+        ring.sub_assign(&mut odd.c0, &t.c0)?;
+        ring.sub_assign(&mut odd.c1, &t.c1)?;
+        let shift = 2 * big_n - (1 << j);
+        ring.monomial_mul_assign(&mut odd.c0, shift)?;
+        ring.monomial_mul_assign(&mut odd.c1, shift)?;
+        let count = even.len();
+        let shape = Shape::new(2 * count, cur_limbs(&even));
+        let (mut c0, mut c1) = (ring.zeros(shape)?, ring.zeros(shape)?);
+        ring.copy_polys(&even.c0, 0, &mut c0, 0, count)?;
+        ring.copy_polys(&odd.c0, 0, &mut c0, count, count)?;
+        ring.copy_polys(&even.c1, 0, &mut c1, 0, count)?;
+        ring.copy_polys(&odd.c1, 0, &mut c1, count, count)?;
+        cur = Ciphertexts { c0, c1 };
+    }
+    // Level j appends the odd parts after the even ones, so position p collects bit j of p
+    // at level j: coefficient i ends at position i.
+    Ok(cur)
+}
+
+fn cur_limbs<B: Backend>(c: &Ciphertexts<B>) -> usize {
+    c.c0.shape().limbs
+}

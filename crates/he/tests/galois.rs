@@ -1,0 +1,205 @@
+//! Automorphisms, key switching, packing and expansion on encrypted data (CPU backend): each
+//! result decrypts to the expected plaintext, with measured noise inside the computed bound.
+
+use std::sync::Arc;
+
+use fastquery_backend::Ring;
+use fastquery_cpu::CpuBackend;
+use fastquery_he::{
+    ParamSpec, Params,
+    client::{Client, noise_of},
+    galois::{
+        Ciphertexts, automorphism, expand, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided,
+        packing_elements,
+    },
+};
+use num_bigint::{BigInt, BigUint};
+use num_traits::{Signed, ToPrimitive};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn params() -> Arc<Params> {
+    Arc::new(
+        Params::new(ParamSpec {
+            n: 2048,
+            prime_bits: vec![27, 27],
+            response_limbs: 2,
+            plain_bits: 16,
+            flood_bits: 40,
+        })
+        .unwrap(),
+    )
+}
+
+/// Decrypts every coefficient of every ciphertext; returns (messages mod t, max noise).
+fn decrypt_all(
+    client: &Client,
+    ring: &Ring<CpuBackend>,
+    cts: &Ciphertexts<CpuBackend>,
+) -> (Vec<Vec<u64>>, f64) {
+    let p = client.params();
+    let (n, limbs) = (p.n(), p.limbs());
+    let q: BigUint = p.ring().basis().modulus().clone();
+    let (c0, c1) = (ring.download(&cts.c0).unwrap(), ring.download(&cts.c1).unwrap());
+    let t = 1u64 << p.plain_bits();
+    let mut worst = 0f64;
+    let msgs = (0..cts.len())
+        .map(|i| {
+            let r = i * n * limbs..(i + 1) * n * limbs;
+            let phase = client.phase(&c0[r.clone()], &c1[r], limbs).unwrap();
+            phase
+                .iter()
+                .map(|v| {
+                    // round(t v / q) mod t, on the centred phase.
+                    let qi = BigInt::from(q.clone());
+                    let ti = BigInt::from(t);
+                    let num: BigInt = v * &ti * 2 + &qi;
+                    let den: BigInt = &qi * 2;
+                    // Floor division (num may be negative).
+                    let mut scaled: BigInt = &num / &den;
+                    let rem: BigInt = &num % &den;
+                    if rem.is_negative() {
+                        scaled -= 1;
+                    }
+                    let m: u64 = ((scaled % &ti + &ti) % &ti).to_u64().unwrap();
+                    let e = noise_of(&((v % &qi + &qi) % &qi), m, &q, p.plain_bits());
+                    worst = worst.max(e.to_f64().unwrap());
+                    m
+                })
+                .collect()
+        })
+        .collect();
+    (msgs, worst)
+}
+
+fn encrypt(client: &Client, ring: &Ring<CpuBackend>, msgs: &[Vec<u64>]) -> Ciphertexts<CpuBackend> {
+    let t = 1i64 << client.params().plain_bits();
+    let sparse: Vec<Vec<(usize, i64)>> = msgs
+        .iter()
+        .map(|m| {
+            m.iter()
+                .enumerate()
+                .map(|(j, &v)| (j, if v as i64 >= t / 2 { v as i64 - t } else { v as i64 }))
+                .collect()
+        })
+        .collect();
+    // encrypt_sparse encodes v * round(q/t): exact only for small |v|; tests keep |v| < 8.
+    load_ciphertexts(ring, client.params(), &client.encrypt_sparse(&sparse).unwrap()).unwrap()
+}
+
+fn small_msgs(rng: &mut StdRng, count: usize, n: usize, t: u64) -> Vec<Vec<u64>> {
+    (0..count)
+        .map(|_| (0..n).map(|_| (rng.random_range(-7i64..8)).rem_euclid(t as i64) as u64).collect())
+        .collect()
+}
+
+#[test]
+fn automorphism_of_a_ciphertext_decrypts_to_the_automorphism_of_its_plaintext() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let params = params();
+    let (n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    for w in [27u32, 9] {
+        let gs = [3usize, n + 1, 2 * n - 1, 2 * rng.random_range(0..n) + 1];
+        let keys = client.galois_keys(&gs, w).unwrap();
+        let msgs = small_msgs(&mut rng, 2, n, t);
+        let cts = encrypt(&client, &ring, &msgs);
+        let (_, fresh) = decrypt_all(&client, &ring, &cts);
+        for key in &keys {
+            let sk = load_galois_key(&ring, &params, key, w).unwrap();
+            let out = automorphism(&ring, &cts, &sk).unwrap();
+            let (got, noise) = decrypt_all(&client, &ring, &out);
+            for (m, g) in msgs.iter().zip(&got) {
+                let mut want = vec![0u64; n];
+                for (j, &v) in m.iter().enumerate() {
+                    let e = j * key.g % (2 * n);
+                    if e < n { want[e] = v } else { want[e - n] = (t - v) % t }
+                }
+                assert_eq!(g, &want, "g={} w={w}", key.g);
+            }
+            let bound = fresh + keyswitch_bound(&params, w);
+            assert!(noise <= bound, "noise {noise} above {bound} (g={}, w={w})", key.g);
+        }
+        // Smaller digits, smaller key-switching noise.
+        assert!(keyswitch_bound(&params, 9) < keyswitch_bound(&params, 27) / 1000.0);
+    }
+    // A key of the wrong size or exponent is refused.
+    let mut k = client.galois_keys(&[3], 27).unwrap().remove(0);
+    k.b.pop();
+    assert!(load_galois_key(&ring, &params, &k, 27).is_err());
+}
+
+#[test]
+fn packing_keeps_exactly_the_strided_coefficients() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let params = params();
+    let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let w = 14;
+    for (count, groups) in [(8usize, 1usize), (4, 3), (1, 2)] {
+        let keys: Vec<_> = client
+            .galois_keys(&packing_elements(big_n, count), w)
+            .unwrap()
+            .iter()
+            .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
+            .collect();
+        // Every coefficient random: the ones off the stride are garbage that must vanish.
+        let msgs = small_msgs(&mut rng, count * groups, big_n, t);
+        let cts = encrypt(&client, &ring, &msgs);
+        let (_, fresh) = decrypt_all(&client, &ring, &cts);
+        let packed = pack_strided(&ring, &params, cts, count, &keys).unwrap();
+        assert_eq!(packed.len(), groups);
+        let (got, noise) = decrypt_all(&client, &ring, &packed);
+        for g in 0..groups {
+            for r in 0..big_n / count {
+                for i in 0..count {
+                    assert_eq!(
+                        got[g][r * count + i],
+                        msgs[g * count + i][r * count],
+                        "group {g} item {i} row {r}"
+                    );
+                }
+            }
+        }
+        let bound = fresh + (count as f64 - 1.0) * keyswitch_bound(&params, w);
+        assert!(noise <= bound.max(fresh), "noise {noise} above {bound}");
+    }
+    // Missing keys and bad counts are errors.
+    let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 4, big_n, t));
+    assert!(pack_strided(&ring, &params, cts, 4, &[]).is_err());
+    let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 3, big_n, t));
+    assert!(pack_strided(&ring, &params, cts, 4, &[]).is_err());
+}
+
+#[test]
+fn expansion_yields_one_selection_ciphertext_per_coefficient() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let params = params();
+    let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let (k, w) = (3u32, 14u32);
+    let elements: Vec<usize> = (0..k).map(|j| big_n / (1 << j) + 1).collect();
+    let keys: Vec<_> = client
+        .galois_keys(&elements, w)
+        .unwrap()
+        .iter()
+        .map(|key| load_galois_key(&ring, &params, key, w).unwrap())
+        .collect();
+    // A one-hot selection vector and a general one.
+    for sel in [3usize, usize::MAX] {
+        let mut m = vec![0u64; big_n];
+        for (i, x) in m.iter_mut().enumerate().take(1 << k) {
+            *x = if sel == usize::MAX { rng.random_range(0..5) } else { u64::from(i == sel) };
+        }
+        let ct = encrypt(&client, &ring, std::slice::from_ref(&m));
+        let out = expand(&ring, &params, ct, k, &keys).unwrap();
+        assert_eq!(out.len(), 1 << k);
+        let (got, _) = decrypt_all(&client, &ring, &out);
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(g[0], (m[i] << k) % t, "selection {i}");
+            assert!(g[1..].iter().all(|&v| v == 0), "ciphertext {i} has other coefficients");
+        }
+    }
+}
