@@ -38,11 +38,8 @@ mod conformance {
 }
 
 #[test]
-fn cheetah_end_to_end_on_the_gpu() {
-    use fastquery_protocol::{
-        SchemeClient, SchemeServer,
-        cheetah::{CheetahClient, CheetahServer},
-    };
+fn every_scheme_end_to_end_on_the_gpu() {
+    use fastquery_protocol::harness::SchemeKind;
     let backend = match CudaBackend::new(0) {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -52,21 +49,28 @@ fn cheetah_end_to_end_on_the_gpu() {
     };
     let table = fastquery_table::Workload::Tiny.synthetic(3);
     let table = fastquery_table::IntTable::fixed_point(&table, 12, 16).unwrap();
-    let server = CheetahServer::new(backend, &table, 37).unwrap();
-    let mut client = CheetahClient::new(table.m(), table.d(), 16, 37).unwrap();
-    let session = server.open_session(&client.setup().unwrap()).unwrap();
     let ids = [0usize, 170, 171, 511, 300];
-    let q = client.query(&ids).unwrap();
-    let (resp, s) = server.answer(session, &q).unwrap();
-    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
-    let mask = (1u64 << 37) - 1;
-    for (row, &k) in ids.iter().enumerate() {
-        for c in 0..table.d() {
-            assert_eq!(
-                got[row * table.d() + c],
-                (i64::from(table.get(k, c)) as u64) & mask,
-                "token {k} channel {c}"
-            );
+    for kind in SchemeKind::ALL {
+        let plain = kind.default_plain_bits();
+        let (server, mut client) = kind.build(backend.clone(), &table, plain, ids.len()).unwrap();
+        let session = server.open_session(&client.setup().unwrap()).unwrap();
+        let batches: Vec<&[usize]> =
+            if kind.batches_tokens() { vec![&ids[..]] } else { ids.chunks(1).collect() };
+        for batch in batches {
+            let q = client.query(batch).unwrap();
+            let (resp, s) = server.answer(session, &q).unwrap();
+            let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+            let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+            for (row, &k) in batch.iter().enumerate() {
+                for c in 0..table.d() {
+                    assert_eq!(
+                        got[row * table.d() + c],
+                        (i64::from(table.get(k, c)) as u64) & mask,
+                        "{} token {k} channel {c}",
+                        kind.name()
+                    );
+                }
+            }
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Workload {
     pub w_max: u64,
     /// Nonzero message coefficients among the inputs of one output coefficient (1: one-hot).
     pub input_weight: usize,
+    /// Further table-dependent noise computed by the scheme (key switching of packing), added
+    /// to the bound before flooding.
+    pub extra: f64,
 }
 
 /// The bounds of one query under one parameter set.
@@ -90,7 +93,8 @@ pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> 
     let s_e = error_param();
     let n = params.n() as f64;
     let w_max = work.w_max as f64;
-    let table = z * s_e * (work.terms as f64).sqrt() * w_max + 0.5 * w_max * work.input_weight as f64;
+    let table =
+        z * s_e * (work.terms as f64).sqrt() * w_max + 0.5 * w_max * work.input_weight as f64 + work.extra;
     let rerand = z * s_e * (2.0 * n + 1.0).sqrt();
     let flood_f = table * 2f64.powi(params.flood_bits() as i32);
     if flood_f >= 2f64.powi(120) {
@@ -156,12 +160,13 @@ mod tests {
             flood_bits: 40,
         })
         .unwrap();
-        let r = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 12, input_weight: 1 }).unwrap();
+        let r =
+            analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 12, input_weight: 1, extra: 0.0 }).unwrap();
         assert!(r.total < r.budget);
         assert!(r.drop_bits > 10, "{r:?}");
         assert!((r.flood as f64).log2() > r.table.log2() + 39.9);
         // A heavier table or a wider share ring must eventually fail, with a clear error.
-        let big = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 40, input_weight: 1 });
+        let big = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 40, input_weight: 1, extra: 0.0 });
         assert!(matches!(big, Err(HeError::NoiseBudget(_))));
     }
 }

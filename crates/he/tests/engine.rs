@@ -77,7 +77,8 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
         ring.mac(&mut out, &a, &pts, MacDims { rows: 2 * tokens, inner, cols }, false).unwrap();
         let out = ring.download(&ring.inverse(out).unwrap()).unwrap();
         let report =
-            analyse(&params, Workload { terms: inner * n, w_max: 1 << w_bits, input_weight: 1 }).unwrap();
+            analyse(&params, Workload { terms: inner * n, w_max: 1 << w_bits, input_weight: 1, extra: 0.0 })
+                .unwrap();
 
         // Expected messages and the measured table noise before finishing.
         let poly = params.limbs() * n;
@@ -147,7 +148,7 @@ fn responses_are_rerandomised() {
     let w: Vec<i64> = (0..n as i64).map(|j| j % 1000 - 500).collect();
     let pts = encode_plaintexts(&ring, &params, &w, 1).unwrap();
     let cts = client.encrypt_sparse(&[vec![(3, 1)]]).unwrap();
-    let report = analyse(&params, Workload { terms: n, w_max: 500, input_weight: 1 }).unwrap();
+    let report = analyse(&params, Workload { terms: n, w_max: 500, input_weight: 1, extra: 0.0 }).unwrap();
     let answer = || {
         let a = expand_queries(&ring, &params, &cts, 1).unwrap();
         let mut out = ring.zeros(Shape::new(2, params.limbs())).unwrap();

@@ -5,8 +5,10 @@
 //! a layout places. Sits beside the HE engine, below the protocol.
 #![forbid(unsafe_code)]
 
+mod block;
 mod cheetah;
 
+pub use block::{BlockLayout, IronLayout, StridedLayout};
 pub use cheetah::CheetahLayout;
 
 use thiserror::Error;
@@ -18,6 +20,9 @@ pub enum PackError {
     /// Dimensions that admit no layout.
     #[error("no layout for m = {m}, d = {d}, N = {n}")]
     NoLayout { m: usize, d: usize, n: usize },
+    /// A group of tokens the layout does not take at once.
+    #[error("{tokens} tokens in a group of at most {group}")]
+    Group { tokens: usize, group: usize },
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {m}")]
     TokenOutOfRange { id: usize, m: usize },

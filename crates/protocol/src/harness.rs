@@ -11,7 +11,7 @@ use fastquery_backend::Backend;
 use fastquery_table::IntTable;
 use serde::Serialize;
 
-use crate::{ParamSummary, ProtocolError, SchemeClient, SchemeServer, cheetah};
+use crate::{ParamSummary, ProtocolError, SchemeClient, SchemeServer, bumblebee, cheetah, iron};
 
 /// A network link model.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -44,51 +44,70 @@ pub type SchemePair = (Box<dyn SchemeServer>, Box<dyn SchemeClient>);
 pub enum SchemeKind {
     /// Cheetah's layout and parameters, one token per query.
     Cheetah,
+    /// Iron's blocking over the tokens of a batch, Cheetah's parameters.
+    Iron,
+    /// Bumblebee's parameters and split, responses packed with Galois keys.
+    Bumblebee,
 }
 
 impl SchemeKind {
+    /// Every scheme.
+    pub const ALL: [SchemeKind; 3] = [Self::Cheetah, Self::Iron, Self::Bumblebee];
+
     /// Looks a scheme up by name.
     pub fn parse(name: &str) -> Result<Self, ProtocolError> {
-        match name {
-            "cheetah" => Ok(Self::Cheetah),
-            other => Err(ProtocolError::UnknownScheme(other.into())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| ProtocolError::UnknownScheme(name.into()))
     }
 
     /// The name.
     pub fn name(self) -> &'static str {
         match self {
             Self::Cheetah => "cheetah",
+            Self::Iron => "iron",
+            Self::Bumblebee => "bumblebee",
         }
     }
 
     /// The share ring this scheme uses by default (`l`).
     pub fn default_plain_bits(self) -> u32 {
         match self {
-            Self::Cheetah => 37,
+            Self::Cheetah | Self::Iron => 37,
+            Self::Bumblebee => 64,
         }
     }
 
     /// Whether one query carries many tokens (Cheetah as published: one token per query).
     pub fn batches_tokens(self) -> bool {
-        match self {
-            Self::Cheetah => false,
-        }
+        !matches!(self, Self::Cheetah)
     }
 
-    /// Builds the server (preprocessing `table` on `backend`) and a client.
+    /// Builds the server (preprocessing `table` on `backend`) and a client, for queries of
+    /// `tokens` tokens (Iron's blocking depends on the batch).
     pub fn build<B: Backend>(
         self,
         backend: Arc<B>,
         table: &IntTable,
         plain_bits: u32,
+        tokens: usize,
     ) -> Result<SchemePair, ProtocolError> {
-        match self {
-            Self::Cheetah => Ok((
-                Box::new(cheetah::CheetahServer::new(backend, table, plain_bits)?),
-                Box::new(cheetah::CheetahClient::new(table.m(), table.d(), table.bits(), plain_bits)?),
-            )),
-        }
+        let (m, d, bits) = (table.m(), table.d(), table.bits());
+        Ok(match self {
+            Self::Cheetah => (
+                Box::new(cheetah::server(backend, table, plain_bits)?),
+                Box::new(cheetah::client(m, d, bits, plain_bits)?),
+            ),
+            Self::Iron => (
+                Box::new(iron::server(backend, table, plain_bits, tokens)?),
+                Box::new(iron::client(m, d, bits, plain_bits, tokens)?),
+            ),
+            Self::Bumblebee => (
+                Box::new(bumblebee::server(backend, table, plain_bits)?),
+                Box::new(bumblebee::client(m, d, bits, plain_bits)?),
+            ),
+        })
     }
 }
 
@@ -135,7 +154,7 @@ pub fn run<B: Backend>(
 ) -> Result<SchemeReport, ProtocolError> {
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
-    let (server, mut client) = kind.build(backend, table, plain_bits)?;
+    let (server, mut client) = kind.build(backend, table, plain_bits, ids.len())?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));
     let setup = client.setup()?;

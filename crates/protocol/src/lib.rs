@@ -7,13 +7,17 @@
 //!   report counts; [`messages`]: setup, query, response.
 //! * [`SchemeServer`] / [`SchemeClient`]: what every scheme implements; the client is a state
 //!   machine, the server keeps one public key per session.
-//! * Schemes: [`cheetah`] (more arrive: iron, bumblebee, fastquery).
+//! * Schemes: [`cheetah`], [`iron`], [`bumblebee`], all built on [`blocked`] (a block layout,
+//!   optional response packing, and the two parties' state machines).
 //! * [`harness`]: runs schemes on a workload and measures bytes, times and latency under the
 //!   LAN/WAN link models.
 #![forbid(unsafe_code)]
 
+pub mod blocked;
+pub mod bumblebee;
 pub mod cheetah;
 pub mod harness;
+pub mod iron;
 pub mod messages;
 mod scheme;
 mod trace;
@@ -43,6 +47,6 @@ pub enum ProtocolError {
     #[error(transparent)]
     Backend(#[from] fastquery_backend::BackendError),
     /// An unknown scheme name.
-    #[error("unknown scheme '{0}' (available: cheetah)")]
+    #[error("unknown scheme '{0}' (available: cheetah, iron, bumblebee)")]
     UnknownScheme(String),
 }

@@ -3,6 +3,7 @@
 use fastquery_he::{
     Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
+    galois::GaloisKey,
 };
 
 use rayon::prelude::*;
@@ -40,21 +41,56 @@ fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<V
     Ok(out)
 }
 
-/// Setup: the client's public key (`p0` over all limbs, seed of `a`).
-pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey) -> Vec<u8> {
+/// Setup: the client's public key (`p0` over all limbs, seed of `a`), then the Galois keys a
+/// scheme needs (count, then per key its exponent, its `b` rows over all limbs and the seed of
+/// its `a` rows).
+pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey, galois: &[GaloisKey]) -> Vec<u8> {
     let mut w = Writer::new(Kind::Setup, scheme, params.id());
     write_poly_rows(&mut w, params, &pk.p0, params.limbs());
     w.bytes(&pk.seed);
+    w.u32(galois.len() as u32);
+    let poly = params.n() * params.limbs();
+    for k in galois {
+        w.u32(k.g as u32);
+        for rows in k.b.chunks_exact(poly) {
+            write_poly_rows(&mut w, params, rows, params.limbs());
+        }
+        w.bytes(&k.seed);
+    }
     w.finish()
 }
 
-/// Decodes a setup message.
-pub fn decode_setup(params: &Params, scheme: u8, msg: &[u8], limits: Limits) -> Result<PublicKey, WireError> {
+/// Decodes a setup message; the Galois keys must be exactly those of `elements`, in that
+/// order, each of `digits` digit polynomials per limb.
+pub fn decode_setup(
+    params: &Params,
+    scheme: u8,
+    msg: &[u8],
+    limits: Limits,
+    elements: &[usize],
+    digits: usize,
+) -> Result<(PublicKey, Vec<GaloisKey>), WireError> {
     let mut r = Reader::open(msg, Kind::Setup, scheme, params.id(), limits.max_body)?;
     let p0 = read_poly_rows(&mut r, params, params.limbs())?;
     let seed = r.bytes::<32>()?;
+    let count = r.count("Galois keys", elements.len())?;
+    if count != elements.len() {
+        return Err(WireError::Field(format!("{count} Galois keys, the scheme needs {}", elements.len())));
+    }
+    let mut keys = Vec::with_capacity(count);
+    for &g in elements {
+        let got = r.count("Galois exponent", 2 * params.n())?;
+        if got != g {
+            return Err(WireError::Field(format!("Galois key for X^{got}, expected X^{g}")));
+        }
+        let mut b = Vec::with_capacity(params.limbs() * digits * params.limbs() * params.n());
+        for _ in 0..params.limbs() * digits {
+            b.extend(read_poly_rows(&mut r, params, params.limbs())?);
+        }
+        keys.push(GaloisKey { g, b, seed: r.bytes::<32>()? });
+    }
     r.end()?;
-    Ok(PublicKey { p0, seed })
+    Ok((PublicKey { p0, seed }, keys))
 }
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
@@ -89,7 +125,7 @@ pub fn decode_query(
     params: &Params,
     scheme: u8,
     msg: &[u8],
-    cts_per_token: usize,
+    cts_for: &dyn Fn(usize) -> usize,
     limits: Limits,
 ) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
     let mut r = Reader::open(msg, Kind::Query, scheme, params.id(), limits.max_body)?;
@@ -97,7 +133,7 @@ pub fn decode_query(
     if tokens == 0 {
         return Err(WireError::Field("a query of zero tokens".into()));
     }
-    let count = tokens * cts_per_token;
+    let count = cts_for(tokens);
     let size = query_record_bytes(params);
     let body = r.take(count * size)?; // checks the length before anything is allocated
     r.end()?;

@@ -8,7 +8,7 @@ use fastquery_he::Params;
 use fastquery_pack::CheetahLayout;
 use fastquery_protocol::{
     ProtocolError, SchemeClient, SchemeServer,
-    cheetah::{self, CheetahClient, CheetahServer, SCHEME_ID},
+    cheetah::{self, SCHEME_ID},
     messages::{Limits, c0_width, decode_response},
     wire::HEADER_BYTES,
 };
@@ -49,8 +49,8 @@ proptest! {
     #[test]
     fn shares_reconstruct_exactly(m in 1usize..400, d in 1usize..48, bits in 4u32..17, plain in prop::sample::select(vec![16u32, 24, 37]), seed in any::<u64>(), tokens in 1usize..10) {
         let table = random_table(m, d, bits, seed);
-        let server = CheetahServer::new(backend(), &table, plain).unwrap();
-        let mut client = CheetahClient::new(m, d, bits, plain).unwrap();
+        let server = cheetah::server(backend(), &table, plain).unwrap();
+        let mut client = cheetah::client(m, d, bits, plain).unwrap();
         let session = server.open_session(&client.setup().unwrap()).unwrap();
         let layout = CheetahLayout::choose(m, d, 4096).unwrap();
         let mut rng = StdRng::seed_from_u64(seed ^ 1);
@@ -70,8 +70,8 @@ proptest! {
 fn responses_hold_nothing_but_the_requested_entries() {
     let (m, d) = (700, 40);
     let table = distinct_table(m, d, 3);
-    let server = CheetahServer::new(backend(), &table, 37).unwrap();
-    let mut client = CheetahClient::new(m, d, 20, 37).unwrap();
+    let server = cheetah::server(backend(), &table, 37).unwrap();
+    let mut client = cheetah::client(m, d, 20, 37).unwrap();
     let session = server.open_session(&client.setup().unwrap()).unwrap();
     let ids = [5usize, 699, 350];
     let q = client.query(&ids).unwrap();
@@ -110,8 +110,8 @@ fn responses_hold_nothing_but_the_requested_entries() {
 #[test]
 fn the_same_query_gets_unrelated_c1() {
     let table = random_table(300, 20, 12, 9);
-    let server = CheetahServer::new(backend(), &table, 37).unwrap();
-    let mut client = CheetahClient::new(300, 20, 12, 37).unwrap();
+    let server = cheetah::server(backend(), &table, 37).unwrap();
+    let mut client = cheetah::client(300, 20, 12, 37).unwrap();
     let session = server.open_session(&client.setup().unwrap()).unwrap();
     let q = client.query(&[17]).unwrap();
     let (r1, _) = server.answer(session, &q).unwrap();
@@ -127,8 +127,8 @@ fn the_same_query_gets_unrelated_c1() {
 #[test]
 fn state_machine_and_sessions() {
     let table = random_table(64, 8, 8, 1);
-    let server = CheetahServer::new(backend(), &table, 37).unwrap();
-    let mut client = CheetahClient::new(64, 8, 8, 37).unwrap();
+    let server = cheetah::server(backend(), &table, 37).unwrap();
+    let mut client = cheetah::client(64, 8, 8, 37).unwrap();
     assert!(matches!(client.query(&[1]), Err(ProtocolError::State(_))));
     assert!(matches!(client.decode(&[]), Err(ProtocolError::State(_))));
     let setup = client.setup().unwrap();
@@ -144,10 +144,10 @@ fn state_machine_and_sessions() {
     assert!(client.decode(&resp).is_err()); // nothing pending any more
     // A client of another table shape cannot talk to this server (different layout, so the
     // query has the wrong size) and gets an error, not a panic.
-    let mut other = CheetahClient::new(5000, 8, 8, 37).unwrap();
+    let mut other = cheetah::client(5000, 8, 8, 37).unwrap();
     let s2 = server.open_session(&other.setup().unwrap()).unwrap();
     assert!(server.answer(s2, &other.query(&[4000]).unwrap()).is_err());
     // A different share ring is a different parameter set: refused at setup.
-    let mut wrong_ring = CheetahClient::new(64, 8, 8, 36).unwrap();
+    let mut wrong_ring = cheetah::client(64, 8, 8, 36).unwrap();
     assert!(matches!(server.open_session(&wrong_ring.setup().unwrap()), Err(ProtocolError::Wire(_))));
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use fastquery_cpu::CpuBackend;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
-    cheetah::{CheetahClient, CheetahServer},
+    cheetah::{self, CheetahClient, CheetahServer},
 };
 use fastquery_table::IntTable;
 use proptest::prelude::*;
@@ -23,8 +23,8 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let values: Vec<i32> = (0..200 * 10).map(|i| (i % 251) - 125).collect();
         let table = IntTable::new(200, 10, values, 9, vec![1.0; 10], vec![0; 10]).unwrap();
-        let server = CheetahServer::new(Arc::new(CpuBackend::new()), &table, 37).unwrap();
-        let mut client = CheetahClient::new(200, 10, 9, 37).unwrap();
+        let server = cheetah::server(Arc::new(CpuBackend::new()), &table, 37).unwrap();
+        let mut client = cheetah::client(200, 10, 9, 37).unwrap();
         let setup = client.setup().unwrap();
         let session = server.open_session(&setup).unwrap();
         let query = client.query(&[7]).unwrap();
@@ -34,7 +34,7 @@ fn fixture() -> &'static Fixture {
 }
 
 fn fresh_client() -> CheetahClient {
-    let mut c = CheetahClient::new(200, 10, 9, 37).unwrap();
+    let mut c = cheetah::client(200, 10, 9, 37).unwrap();
     c.setup().unwrap();
     c.query(&[7]).unwrap();
     c

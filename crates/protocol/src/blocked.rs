@@ -1,0 +1,416 @@
+//! The machinery shared by the coefficient-encoded schemes (`cheetah`, `iron`, `bumblebee`): a
+//! [`BlockLayout`] of the lookup, optional response packing with Galois keys, and the server's
+//! and client's state machines around them. A scheme is a [`Design`]: its parameters, layout
+//! and packing.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_he::{
+    Params,
+    client::Client,
+    galois::{Ciphertexts, ServerGaloisKey, load_galois_key, pack_strided, packing_elements},
+    noise::{NoiseReport, Workload, analyse},
+    server::{ServerKey, encode_plaintexts_with, expand_queries, finish, load_public_key},
+};
+use fastquery_pack::BlockLayout;
+use fastquery_table::IntTable;
+
+use crate::{
+    ProtocolError,
+    messages::{
+        Limits, decode_query, decode_response, decode_setup, encode_query, encode_response, encode_setup,
+    },
+    scheme::{ClientState, ParamSummary, SchemeClient, SchemeServer, Shares},
+};
+
+/// Response packing: `count` product ciphertexts per response ciphertext, with Galois keys of
+/// `digit_bits`-bit gadget digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packing {
+    /// Product ciphertexts per packed ciphertext (a power of two).
+    pub count: usize,
+    /// Gadget digit width of the Galois keys.
+    pub digit_bits: u32,
+}
+
+/// What both parties derive from the public shape and parameters.
+#[derive(Clone, Debug)]
+pub struct Design {
+    /// Wire id of the scheme.
+    pub id: u8,
+    /// Name in reports.
+    pub name: &'static str,
+    /// Parameters.
+    pub params: Arc<Params>,
+    /// The layout.
+    pub layout: Arc<dyn BlockLayout>,
+    /// Packing of the products, if any.
+    pub packing: Option<Packing>,
+    /// The noise bounds.
+    pub noise: NoiseReport,
+}
+
+impl Design {
+    /// Computes the noise bounds (with the key-switching noise of packing, when any) for a
+    /// table of `table_bits` signed bits.
+    pub fn new(
+        id: u8,
+        name: &'static str,
+        params: Arc<Params>,
+        layout: Arc<dyn BlockLayout>,
+        packing: Option<Packing>,
+        table_bits: u32,
+    ) -> Result<Self, ProtocolError> {
+        let extra = packing.map_or(0.0, |p| {
+            (p.count as f64 - 1.0) * fastquery_he::galois::keyswitch_bound(&params, p.digit_bits)
+        });
+        let noise = analyse(
+            &params,
+            Workload {
+                terms: layout.noise_terms(),
+                w_max: 1u64 << (table_bits - 1),
+                input_weight: layout.input_weight(),
+                extra,
+            },
+        )?;
+        Ok(Self { id, name, params, layout, packing, noise })
+    }
+
+    fn galois_elements(&self) -> Vec<usize> {
+        self.packing.map_or(Vec::new(), |p| packing_elements(self.params.n(), p.count))
+    }
+
+    fn digits(&self) -> usize {
+        self.packing.map_or(0, |p| fastquery_he::galois::gadget(&self.params, p.digit_bits).1)
+    }
+
+    /// Groups of a query of `tokens` tokens.
+    fn groups(&self, tokens: usize) -> usize {
+        tokens.div_ceil(self.layout.group())
+    }
+
+    /// Response ciphertexts per group.
+    fn responses_per_group(&self) -> usize {
+        let out = self.layout.out_blocks();
+        self.packing.map_or(out, |p| out.div_ceil(p.count))
+    }
+
+    /// `(coefficient, token, channel)` of each response ciphertext of a `tokens`-token query.
+    fn positions(&self, tokens: usize) -> Vec<Vec<(usize, usize, usize)>> {
+        let g = self.layout.group();
+        let mut out = Vec::new();
+        for group in 0..self.groups(tokens) {
+            let size = g.min(tokens - group * g);
+            let shift = |v: Vec<(usize, usize, usize)>, i: usize| {
+                v.into_iter().map(move |(p, r, ch)| (p + i, group * g + r, ch))
+            };
+            match self.packing {
+                None => {
+                    for j in 0..self.layout.out_blocks() {
+                        out.push(shift(self.layout.output_positions(j, size), 0).collect());
+                    }
+                }
+                Some(p) => {
+                    for packed in 0..self.responses_per_group() {
+                        let mut v: Vec<(usize, usize, usize)> = (0..p.count)
+                            .map(|i| (packed * p.count + i, i))
+                            .filter(|&(j, _)| j < self.layout.out_blocks())
+                            .flat_map(|(j, i)| shift(self.layout.output_positions(j, size), i))
+                            .collect();
+                        v.sort_unstable();
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A summary for reports.
+    pub fn summary(&self) -> ParamSummary {
+        let p = &self.params;
+        let packing = self.packing.map_or(String::new(), |pk| {
+            format!(
+                ", {} products packed per response (Galois keys of {}-bit digits)",
+                pk.count, pk.digit_bits
+            )
+        });
+        ParamSummary {
+            n: p.n(),
+            log2_q: p.log2_q(),
+            limbs: p.limbs(),
+            log2_q_response: p.log2_q_response(),
+            t: p.plain_bits(),
+            sigma: p.flood_bits(),
+            drop_bits: self.noise.drop_bits,
+            noise_slack_bits: self.noise.slack_bits(),
+            layout: format!(
+                "{}: {} query + {} response ciphertexts per group of {} token(s){packing}",
+                self.layout.describe(),
+                self.layout.in_blocks(),
+                self.responses_per_group(),
+                self.layout.group()
+            ),
+        }
+    }
+}
+
+/// A session's keys on the server.
+struct SessionKeys<B: Backend> {
+    pk: ServerKey<B>,
+    galois: Vec<ServerGaloisKey<B>>,
+}
+
+/// The server of a blocked scheme: preprocessed plaintexts on the device, per-session keys.
+pub struct BlockedServer<B: Backend> {
+    design: Design,
+    ring: Ring<B>,
+    plaintexts: Polys<B, Ntt>,
+    sessions: Mutex<HashMap<u64, Arc<SessionKeys<B>>>>,
+    next: Mutex<u64>,
+    limits: Limits,
+    d: usize,
+}
+
+impl<B: Backend> std::fmt::Debug for BlockedServer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockedServer").field("scheme", &self.design.name).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> BlockedServer<B> {
+    /// Preprocesses `table` once: every plaintext block encoded and transformed on `backend`.
+    pub fn new(backend: Arc<B>, table: &IntTable, design: Design) -> Result<Self, ProtocolError> {
+        let ring = Ring::new(backend, design.params.ring().clone())?;
+        let l = design.layout.clone();
+        let (ib, ob) = (l.in_blocks(), l.out_blocks());
+        let plaintexts = encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
+            l.weight_block(idx / ob, idx % ob, &|k, ch| i64::from(table.get(k, ch)), poly);
+        })?;
+        Ok(Self {
+            design,
+            ring,
+            plaintexts,
+            sessions: Mutex::new(HashMap::new()),
+            next: Mutex::new(1),
+            limits: Limits::default(),
+            d: table.d(),
+        })
+    }
+
+    fn session(&self, id: u64) -> Result<Arc<SessionKeys<B>>, ProtocolError> {
+        let s = self.sessions.lock().map_err(|_| ProtocolError::State("session table poisoned".into()))?;
+        s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
+    }
+
+    /// Packs the product ciphertexts of every group (zero ciphertexts pad the last pack).
+    fn pack(
+        &self,
+        keys: &SessionKeys<B>,
+        c0: Polys<B, fastquery_backend::Coeff>,
+        c1: Polys<B, fastquery_backend::Coeff>,
+        groups: usize,
+    ) -> Result<Ciphertexts<B>, ProtocolError> {
+        let Some(p) = self.design.packing else { return Ok(Ciphertexts { c0, c1 }) };
+        let ob = self.design.layout.out_blocks();
+        let padded = self.design.responses_per_group() * p.count;
+        let limbs = c0.shape().limbs;
+        let (mut p0, mut p1) = (
+            self.ring.zeros(Shape::new(groups * padded, limbs))?,
+            self.ring.zeros(Shape::new(groups * padded, limbs))?,
+        );
+        for g in 0..groups {
+            self.ring.copy_polys(&c0, g * ob, &mut p0, g * padded, ob)?;
+            self.ring.copy_polys(&c1, g * ob, &mut p1, g * padded, ob)?;
+        }
+        Ok(pack_strided(
+            &self.ring,
+            &self.design.params,
+            Ciphertexts { c0: p0, c1: p1 },
+            p.count,
+            &keys.galois,
+        )?)
+    }
+}
+
+impl<B: Backend> SchemeServer for BlockedServer<B> {
+    fn name(&self) -> &'static str {
+        self.design.name
+    }
+
+    fn summary(&self) -> ParamSummary {
+        self.design.summary()
+    }
+
+    fn preprocess_bytes(&self) -> usize {
+        self.plaintexts.shape().words(self.design.params.n()) * 4
+    }
+
+    fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
+        let d = &self.design;
+        let (pk, galois) =
+            decode_setup(&d.params, d.id, setup, self.limits, &d.galois_elements(), d.digits())?;
+        let digit_bits = d.packing.map_or(0, |p| p.digit_bits);
+        let keys = SessionKeys {
+            pk: load_public_key(&self.ring, &d.params, &pk)?,
+            galois: galois
+                .iter()
+                .map(|k| load_galois_key(&self.ring, &d.params, k, digit_bits))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut next =
+            self.next.lock().map_err(|_| ProtocolError::State("session counter poisoned".into()))?;
+        let id = *next;
+        *next += 1;
+        self.sessions
+            .lock()
+            .map_err(|_| ProtocolError::State("session table poisoned".into()))?
+            .insert(id, Arc::new(keys));
+        Ok(id)
+    }
+
+    fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
+        let d = &self.design;
+        let mut trace = crate::trace::Phases::new(d.name);
+        let keys = self.session(session)?;
+        let (params, l) = (&d.params, &d.layout);
+        let (ib, ob) = (l.in_blocks(), l.out_blocks());
+        let group = l.group();
+        let (tokens, cts) = decode_query(params, d.id, query, &|t| t.div_ceil(group) * ib, self.limits)?;
+        trace.mark("decode");
+        let groups = d.groups(tokens);
+        let a = expand_queries(&self.ring, params, &cts, ib)?;
+        trace.mark("expand");
+        let limbs = params.limbs();
+        let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * ob, limbs))?;
+        self.ring.mac(
+            &mut out,
+            &a,
+            &self.plaintexts,
+            MacDims { rows: 2 * groups, inner: ib, cols: ob },
+            false,
+        )?;
+        self.ring.backend().synchronize()?;
+        trace.mark("mac");
+        // Rows of `out`: group g's c0s then its c1s. Split them on the device.
+        let out = self.ring.inverse(out)?;
+        let shape = Shape::new(groups * ob, limbs);
+        let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+        for g in 0..groups {
+            self.ring.copy_polys(&out, 2 * g * ob, &mut c0, g * ob, ob)?;
+            self.ring.copy_polys(&out, (2 * g + 1) * ob, &mut c1, g * ob, ob)?;
+        }
+        trace.mark("split");
+        let packed = self.pack(&keys, c0, c1, groups)?;
+        trace.mark("pack");
+        let layout = d.positions(tokens);
+        let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
+        let fin = finish(
+            &self.ring,
+            params,
+            &keys.pk,
+            &d.noise,
+            packed.c0,
+            packed.c1,
+            &positions,
+            &mut rand::rng(),
+        )?;
+        trace.mark("finish");
+        let mut shares = Shares::zeros(tokens, self.d, params.plain_bits());
+        for (pos, s) in layout.iter().zip(&fin.shares) {
+            for (&(_, t, ch), &v) in pos.iter().zip(s) {
+                shares.values[t * self.d + ch] = v;
+            }
+        }
+        let resp = encode_response(params, d.id, d.noise.drop_bits, &fin.responses);
+        trace.mark("encode");
+        Ok((resp, shares))
+    }
+}
+
+/// The client of a blocked scheme.
+pub struct BlockedClient {
+    design: Design,
+    he: Client,
+    state: ClientState,
+    limits: Limits,
+    d: usize,
+}
+
+impl std::fmt::Debug for BlockedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockedClient")
+            .field("scheme", &self.design.name)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockedClient {
+    /// A client with a fresh secret key, for a table of `d` channels.
+    pub fn new(design: Design, d: usize) -> Result<Self, ProtocolError> {
+        let he = Client::new(design.params.clone())?;
+        Ok(Self { design, he, state: ClientState::Fresh, limits: Limits::default(), d })
+    }
+}
+
+impl SchemeClient for BlockedClient {
+    fn setup(&mut self) -> Result<Vec<u8>, ProtocolError> {
+        if self.state != ClientState::Fresh {
+            return Err(ProtocolError::State("setup was already sent".into()));
+        }
+        let d = &self.design;
+        let galois = match d.packing {
+            Some(p) => self.he.galois_keys(&d.galois_elements(), p.digit_bits)?,
+            None => Vec::new(),
+        };
+        self.state = ClientState::Ready;
+        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &galois))
+    }
+
+    fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
+        if self.state != ClientState::Ready {
+            return Err(ProtocolError::State("query before setup, or while a response is pending".into()));
+        }
+        if ids.is_empty() || ids.len() > self.limits.max_tokens {
+            return Err(ProtocolError::State(format!(
+                "{} tokens (1..={} allowed)",
+                ids.len(),
+                self.limits.max_tokens
+            )));
+        }
+        let l = &self.design.layout;
+        let mut msgs = Vec::with_capacity(self.design.groups(ids.len()) * l.in_blocks());
+        for group in ids.chunks(l.group()) {
+            msgs.extend(l.query_messages(group)?);
+        }
+        let cts = self.he.encrypt_sparse(&msgs)?;
+        self.state = ClientState::Waiting { ids: ids.to_vec() };
+        Ok(encode_query(&self.design.params, self.design.id, ids.len(), &cts))
+    }
+
+    fn decode(&mut self, response: &[u8]) -> Result<Shares, ProtocolError> {
+        let ClientState::Waiting { ids } = &self.state else {
+            return Err(ProtocolError::State("no query is pending".into()));
+        };
+        let tokens = ids.len();
+        let d = &self.design;
+        let layout = d.positions(tokens);
+        let kept: Vec<usize> = layout.iter().map(Vec::len).collect();
+        let (drop_bits, cts) = decode_response(&d.params, d.id, response, &kept, self.limits)?;
+        let mut shares = Shares::zeros(tokens, self.d, d.params.plain_bits());
+        for (ct, pos) in cts.iter().zip(&layout) {
+            let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
+            let values = self.he.decrypt_response(ct, &coeffs, drop_bits)?;
+            for (&(_, t, ch), v) in pos.iter().zip(values) {
+                shares.values[t * self.d + ch] = v;
+            }
+        }
+        self.state = ClientState::Ready;
+        Ok(shares)
+    }
+}

@@ -1,0 +1,106 @@
+//! Every scheme (cheetah, iron, bumblebee) through the same properties on the CPU backend:
+//! exact shares for random tables and batches (block edges included), and server privacy:
+//! what the client can decrypt is nothing but entries of the rows it asked for, packed
+//! responses included.
+
+use std::{collections::HashSet, sync::Arc};
+
+use fastquery_cpu::CpuBackend;
+use fastquery_protocol::harness::SchemeKind;
+use fastquery_table::IntTable;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let lim = (1i32 << (bits - 1)) - 1;
+    let values = (0..m * d).map(|_| rng.random_range(-lim..=lim)).collect();
+    IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn every_scheme_reconstructs_exactly(m in 1usize..700, d in 1usize..40, bits in 4u32..15, seed in any::<u64>(), tokens in 1usize..7) {
+        let table = random_table(m, d, bits, seed);
+        let mut rng = StdRng::seed_from_u64(seed ^ 7);
+        let edges = [0, m - 1, m / 2, 255.min(m - 1), 256.min(m - 1), 511.min(m - 1)];
+        let ids: Vec<usize> = (0..tokens).map(|i| if i < edges.len() && rng.random_bool(0.7) { edges[i] } else { rng.random_range(0..m) }).collect();
+        for kind in [SchemeKind::Iron, SchemeKind::Bumblebee] {
+            for plain in [16u32, kind.default_plain_bits()] {
+                let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, tokens).unwrap();
+                let session = server.open_session(&client.setup().unwrap()).unwrap();
+                let q = client.query(&ids).unwrap();
+                let (resp, s) = server.answer(session, &q).unwrap();
+                let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+                let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+                for (row, &k) in ids.iter().enumerate() {
+                    for c in 0..d {
+                        prop_assert_eq!(got[row * d + c], (i64::from(table.get(k, c)) as u64) & mask,
+                            "{} l={} token {} channel {}", kind.name(), plain, k, c);
+                    }
+                }
+                // A batch smaller than the one the layout was built for works too.
+                let q = client.query(&ids[..1]).unwrap();
+                let (resp, s) = server.answer(session, &q).unwrap();
+                let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+                prop_assert_eq!(got.len(), d);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_scheme_lets_the_client_decrypt_an_unrequested_entry() {
+    // Pairwise distinct entries, so any leaked entry is recognisable.
+    let (m, d) = (900usize, 24usize);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut values: Vec<i32> = (0..(m * d) as i32).map(|i| i - (m * d / 2) as i32).collect();
+    values.shuffle(&mut rng);
+    let table = IntTable::new(m, d, values, 16, vec![1.0; d], vec![0; d]).unwrap();
+    let ids = [5usize, 899, 450, 5];
+    for kind in SchemeKind::ALL {
+        let plain = kind.default_plain_bits();
+        let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, ids.len()).unwrap();
+        let session = server.open_session(&client.setup().unwrap()).unwrap();
+        let batches: Vec<&[usize]> =
+            if kind.batches_tokens() { vec![&ids[..]] } else { ids.chunks(1).collect() };
+        for batch in batches {
+            let q = client.query(batch).unwrap();
+            let (resp, s_shares) = server.answer(session, &q).unwrap();
+            let c_shares = client.decode(&resp).unwrap();
+            let got = c_shares.reconstruct(&s_shares).unwrap();
+            let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+            let requested: HashSet<u64> = batch
+                .iter()
+                .flat_map(|&k| table.row(k).iter().map(move |&v| (i64::from(v) as u64) & mask))
+                .collect();
+            assert_eq!(got.len(), batch.len() * d);
+            for v in &got {
+                assert!(
+                    requested.contains(v),
+                    "{}: decrypted {v} is not an entry of a requested row",
+                    kind.name()
+                );
+            }
+            // The client's own shares are masks: almost none equals its entry.
+            let equal = c_shares.values.iter().zip(&got).filter(|(a, b)| a == b).count();
+            assert!(equal <= 1, "{}: {equal} client shares equal the plain entry", kind.name());
+        }
+    }
+}
+
+#[test]
+fn setups_of_the_wrong_scheme_or_with_missing_keys_are_refused() {
+    let table = random_table(300, 16, 10, 1);
+    let (bb, mut bb_client) =
+        SchemeKind::Bumblebee.build(Arc::new(CpuBackend::new()), &table, 64, 1).unwrap();
+    let (ch, mut ch_client) = SchemeKind::Cheetah.build(Arc::new(CpuBackend::new()), &table, 37, 1).unwrap();
+    let bb_setup = bb_client.setup().unwrap();
+    let ch_setup = ch_client.setup().unwrap();
+    assert!(bb.open_session(&ch_setup).is_err());
+    assert!(ch.open_session(&bb_setup).is_err());
+    // A truncated Galois key section.
+    assert!(bb.open_session(&bb_setup[..bb_setup.len() - 40]).is_err());
+    assert!(bb.open_session(&bb_setup).is_ok());
+}
