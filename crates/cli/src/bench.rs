@@ -53,6 +53,9 @@ struct BenchReport {
     device: String,
     threads: usize,
     schemes: Vec<SchemeReport>,
+    /// fastquery against each baseline measured in the same run.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    ratios: std::collections::BTreeMap<String, Ratio>,
 }
 
 fn spinner() -> ProgressBar {
@@ -68,6 +71,28 @@ fn spinner() -> ProgressBar {
 fn table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable> {
     let real = workload.synthetic(seed);
     Ok(IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?)
+}
+
+/// FastQuery's table: the quantizer's mixed precision at an average of `QUANT_BITS` bits, the
+/// widest channel capped by the scheme's wire cost model.
+const QUANT_BITS: u32 = 4;
+const QUANT_MAX_BITS: u32 = 5;
+
+fn quantized_table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable> {
+    let real = workload.synthetic(seed);
+    let cost = fastquery_protocol::fastquery::WireCost { max_bits: QUANT_MAX_BITS };
+    let budget = u64::from(QUANT_BITS) * real.d() as u64;
+    let (qt, _) =
+        fastquery_quant::quantize_table(&real, &fastquery_quant::Sensitivity::MeanAbs, &cost, budget, true)?;
+    Ok(qt.to_int_table()?)
+}
+
+/// Ratios of fastquery to one baseline (baseline / fastquery: above 1 means fastquery wins).
+#[derive(Debug, Serialize)]
+struct Ratio {
+    comm: f64,
+    lan_latency: f64,
+    wan_latency: f64,
 }
 
 fn run_one<B: Backend>(
@@ -97,14 +122,27 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let info = backend.info();
     eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
     let table = table_for(workload, args.seed)?;
+    let quantized = if kinds.contains(&SchemeKind::FastQuery) {
+        eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
+        Some(quantized_table_for(workload, args.seed)?)
+    } else {
+        None
+    };
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x70_6b_65_6e);
     let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
     let mut reports = Vec::new();
     for kind in kinds {
-        let r = crate::with_backend!(backend, b => run_one(b, kind, &table, &ids, args.plain_bits)?);
+        let t = match (&quantized, kind) {
+            (Some(q), SchemeKind::FastQuery) => q,
+            _ => &table,
+        };
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits)?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
+    let ratios = ratios(&reports);
+    let markdown = markdown(workload.name(), args.tokens, &info.device, &reports, &ratios);
+    print!("{markdown}");
     let all_ok = reports.iter().all(|r| r.verified);
     if let Some(path) = &args.json {
         let threads = backend.threads();
@@ -118,12 +156,76 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             device: info.device.clone(),
             threads,
             schemes: reports,
+            ratios,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        let md = path.with_extension("md");
+        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
+        let svg = path.with_extension("svg");
+        crate::chart::bytes_and_latency(
+            &svg,
+            &format!("{}, {} tokens", workload.name(), args.tokens),
+            &report.schemes,
+        )?;
+        eprintln!("wrote {}, {} and {}", path.display(), md.display(), svg.display());
     }
     Ok(all_ok)
+}
+
+fn ratios(reports: &[SchemeReport]) -> std::collections::BTreeMap<String, Ratio> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(fq) = reports.iter().find(|r| r.scheme == "fastquery") else { return out };
+    let comm = |r: &SchemeReport| r.upload_bytes_per_token + r.download_bytes_per_token;
+    for r in reports.iter().filter(|r| r.scheme != "fastquery") {
+        out.insert(
+            r.scheme.clone(),
+            Ratio {
+                comm: comm(r) / comm(fq),
+                lan_latency: r.lan_ms_per_token / fq.lan_ms_per_token,
+                wan_latency: r.wan_ms_per_token / fq.wan_ms_per_token,
+            },
+        );
+    }
+    out
+}
+
+/// The run as a Markdown table, with the ratios of fastquery to each baseline.
+fn markdown(
+    workload: &str,
+    tokens: usize,
+    device: &str,
+    reports: &[SchemeReport],
+    ratios: &std::collections::BTreeMap<String, Ratio>,
+) -> String {
+    let mut s = format!("\n### {workload}, {tokens} tokens per request ({device})\n\n");
+    s += "| scheme | up / token | down / token | setup (once) | server / token | LAN / token | WAN / token | predicted = measured bytes |\n";
+    s += "|---|---|---|---|---|---|---|---|\n";
+    for r in reports {
+        let check = match &r.predicted_bytes {
+            Some(p) if *p == r.measured_bytes => "yes".to_string(),
+            Some(p) => format!("NO (predicted {p:?})"),
+            None => "-".to_string(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
+            r.scheme,
+            mb(r.upload_bytes_per_token),
+            mb(r.download_bytes_per_token),
+            mb(r.setup_bytes as f64),
+            r.server_ms_per_token,
+            r.lan_ms_per_token,
+            r.wan_ms_per_token,
+            check
+        );
+    }
+    if !ratios.is_empty() {
+        s += "\n| fastquery vs | communication | LAN latency | WAN latency |\n|---|---|---|---|\n";
+        for (name, r) in ratios {
+            s += &format!("| {name} | {:.2}x | {:.2}x | {:.2}x |\n", r.comm, r.lan_latency, r.wan_latency);
+        }
+    }
+    s
 }
 
 fn mb(x: f64) -> String {

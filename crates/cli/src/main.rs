@@ -7,6 +7,7 @@
 
 mod backend;
 mod bench;
+mod chart;
 mod check;
 mod kernels;
 mod quantize;
@@ -16,6 +17,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::backend::BackendKind;
+
+/// See the workspace manifest: large buffers are reused instead of mapped and faulted in anew.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Private embedding-table queries for two-party LLM inference.
 #[derive(Debug, Parser)]

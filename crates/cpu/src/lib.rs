@@ -322,6 +322,63 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn gather_signed(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        out: &mut Vec<u32>,
+        a: &Vec<u32>,
+        idx: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        const NEGATE: u32 = fastquery_backend::host::NEGATE;
+        self.row_pairs(out, a, ring.n, shape, |l, x, y| {
+            let m = ring.moduli[l];
+            for (u, &i) in x.iter_mut().zip(idx) {
+                let v = y[(i & !NEGATE) as usize];
+                *u = if i & NEGATE != 0 { m.neg(v) } else { v };
+            }
+        });
+        Ok(())
+    }
+
+    fn decompose(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        a: &Vec<u32>,
+        _polys: usize,
+        limbs: usize,
+        digit_bits: u32,
+        digits: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let mask = (1u32 << digit_bits) - 1;
+        let moduli = &ring.moduli[..limbs];
+        // One task per source row (poly p, limb i): its digits over every limb.
+        let work = |(src, dst): (&[u32], &mut [u32])| {
+            for (j, digit) in dst.chunks_exact_mut(limbs * n).enumerate() {
+                let shift = j as u32 * digit_bits;
+                for (m, row) in moduli.iter().zip(digit.chunks_exact_mut(n)) {
+                    // Digits of a larger prime's residue may exceed this prime: reduce those.
+                    let p = m.value();
+                    for (x, &v) in row.iter_mut().zip(src) {
+                        let d = v.checked_shr(shift).unwrap_or(0) & mask;
+                        *x = if d >= p { d % p } else { d };
+                    }
+                }
+            }
+        };
+        let chunk = digits * limbs * n;
+        if self.parallel(a.len() / n) {
+            self.install(|| a.par_chunks(n).zip(out.par_chunks_mut(chunk)).for_each(work));
+        } else {
+            a.chunks(n).zip(out.chunks_mut(chunk)).for_each(work);
+        }
+        Ok(())
+    }
+
     fn mod_switch_down(
         &self,
         ring: &CpuRing,

@@ -220,8 +220,36 @@ pub fn automorphism<B: Backend>(
     keyswitch(ring, c0, &c1, key)
 }
 
-/// `(c0, c1)` under `tau_g(s)` to a ciphertext under `s`.
+/// Ciphertexts key-switched per call at most: bounds the digit buffers (`limbs * digits`
+/// polynomials per ciphertext) whatever the batch.
+const KEYSWITCH_CHUNK: usize = 16;
+
+/// `(c0, c1)` under `tau_g(s)` to a ciphertext under `s`, in chunks.
 fn keyswitch<B: Backend>(
+    ring: &Ring<B>,
+    c0: Polys<B, Coeff>,
+    c1: &Polys<B, Coeff>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let Shape { polys, limbs } = c1.shape();
+    if polys <= KEYSWITCH_CHUNK {
+        return keyswitch_chunk(ring, c0, c1, key);
+    }
+    let (mut o0, mut o1) = (ring.zeros(c1.shape())?, ring.zeros(c1.shape())?);
+    for start in (0..polys).step_by(KEYSWITCH_CHUNK) {
+        let count = KEYSWITCH_CHUNK.min(polys - start);
+        let shape = Shape::new(count, limbs);
+        let (mut a0, mut a1) = (ring.zeros(shape)?, ring.zeros(shape)?);
+        ring.copy_polys(&c0, start, &mut a0, 0, count)?;
+        ring.copy_polys(c1, start, &mut a1, 0, count)?;
+        let part = keyswitch_chunk(ring, a0, &a1, key)?;
+        ring.copy_polys(&part.c0, 0, &mut o0, start, count)?;
+        ring.copy_polys(&part.c1, 0, &mut o1, start, count)?;
+    }
+    Ok(Ciphertexts { c0: o0, c1: o1 })
+}
+
+fn keyswitch_chunk<B: Backend>(
     ring: &Ring<B>,
     c0: Polys<B, Coeff>,
     c1: &Polys<B, Coeff>,

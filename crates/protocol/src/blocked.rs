@@ -37,6 +37,17 @@ pub struct Packing {
     pub digit_bits: u32,
 }
 
+/// Bytes of the three messages of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WireBytes {
+    /// The one-time setup (keys).
+    pub setup: usize,
+    /// The query.
+    pub query: usize,
+    /// The response.
+    pub response: usize,
+}
+
 /// What both parties derive from the public shape and parameters.
 #[derive(Clone, Debug)]
 pub struct Design {
@@ -89,12 +100,12 @@ impl Design {
     }
 
     /// Groups of a query of `tokens` tokens.
-    fn groups(&self, tokens: usize) -> usize {
+    pub fn groups(&self, tokens: usize) -> usize {
         tokens.div_ceil(self.layout.group())
     }
 
     /// Response ciphertexts per group.
-    fn responses_per_group(&self) -> usize {
+    pub fn responses_per_group(&self) -> usize {
         let out = self.layout.out_blocks();
         self.packing.map_or(out, |p| out.div_ceil(p.count))
     }
@@ -128,6 +139,37 @@ impl Design {
             }
         }
         out
+    }
+
+    /// The exact bytes on the wire of a `tokens`-token request under this design: the setup,
+    /// the query and the response (the message formats of [`crate::messages`], headers
+    /// included). Tests check them against the encoded messages.
+    pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
+        use crate::{messages, wire::HEADER_BYTES};
+        let p = &self.params;
+        let poly_bits: usize = p
+            .ring()
+            .moduli()
+            .iter()
+            .map(|m| crate::wire::bit_width(u64::from(m.value())) as usize)
+            .sum::<usize>()
+            * p.n();
+        let keys = self.galois_elements().len();
+        let setup_bits = poly_bits + 256 + 32 + keys * (32 + self.digits() * p.limbs() * poly_bits + 256);
+        let query = HEADER_BYTES
+            + 4
+            + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
+        let width = messages::c0_width(p, self.noise.drop_bits) as usize;
+        let c1 = messages::c1_bits(p);
+        let response = HEADER_BYTES
+            + 1
+            + self.positions(tokens).iter().map(|v| (c1 + v.len() * width).div_ceil(8)).sum::<usize>();
+        WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
+    }
+
+    /// Key switches the server runs per group (packing), for cost models.
+    pub fn keyswitches_per_group(&self) -> usize {
+        self.packing.map_or(0, |p| self.responses_per_group() * (p.count - 1))
     }
 
     /// A summary for reports.
@@ -248,6 +290,10 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
 
     fn preprocess_bytes(&self) -> usize {
         self.plaintexts.shape().words(self.design.params.n()) * 4
+    }
+
+    fn predicted_bytes(&self, tokens: usize) -> Option<WireBytes> {
+        Some(self.design.predicted_bytes(tokens))
     }
 
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {

@@ -11,7 +11,10 @@ use fastquery_backend::Backend;
 use fastquery_table::IntTable;
 use serde::Serialize;
 
-use crate::{ParamSummary, ProtocolError, SchemeClient, SchemeServer, bumblebee, cheetah, iron};
+use crate::{
+    ParamSummary, ProtocolError, SchemeClient, SchemeServer, blocked::WireBytes, bumblebee, cheetah,
+    fastquery, iron,
+};
 
 /// A network link model.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -48,11 +51,13 @@ pub enum SchemeKind {
     Iron,
     /// Bumblebee's parameters and split, responses packed with Galois keys.
     Bumblebee,
+    /// FastQuery: quantized table, one-hot-aware parameters and packing chosen by a cost model.
+    FastQuery,
 }
 
 impl SchemeKind {
     /// Every scheme.
-    pub const ALL: [SchemeKind; 3] = [Self::Cheetah, Self::Iron, Self::Bumblebee];
+    pub const ALL: [SchemeKind; 4] = [Self::Cheetah, Self::Iron, Self::Bumblebee, Self::FastQuery];
 
     /// Looks a scheme up by name.
     pub fn parse(name: &str) -> Result<Self, ProtocolError> {
@@ -68,13 +73,14 @@ impl SchemeKind {
             Self::Cheetah => "cheetah",
             Self::Iron => "iron",
             Self::Bumblebee => "bumblebee",
+            Self::FastQuery => "fastquery",
         }
     }
 
     /// The share ring this scheme uses by default (`l`).
     pub fn default_plain_bits(self) -> u32 {
         match self {
-            Self::Cheetah | Self::Iron => 37,
+            Self::Cheetah | Self::Iron | Self::FastQuery => 37,
             Self::Bumblebee => 64,
         }
     }
@@ -106,6 +112,10 @@ impl SchemeKind {
             Self::Bumblebee => (
                 Box::new(bumblebee::server(backend, table, plain_bits)?),
                 Box::new(bumblebee::client(m, d, bits, plain_bits)?),
+            ),
+            Self::FastQuery => (
+                Box::new(fastquery::server(backend, table, plain_bits, tokens, WAN)?),
+                Box::new(fastquery::client(m, d, bits, plain_bits, tokens, WAN)?),
             ),
         })
     }
@@ -140,6 +150,11 @@ pub struct SchemeReport {
     pub wan_ms_per_token: f64,
     /// Parameters and layout.
     pub params: ParamSummary,
+    /// The bytes the scheme's design predicts for this request (setup, query, response); the
+    /// measured totals must equal them.
+    pub predicted_bytes: Option<WireBytes>,
+    /// Measured bytes of the same messages.
+    pub measured_bytes: WireBytes,
 }
 
 /// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
@@ -201,6 +216,8 @@ pub fn run<B: Backend>(
         lan_ms_per_token: LAN.latency_ms(compute, bytes, rounds) / tokens,
         wan_ms_per_token: WAN.latency_ms(compute, bytes, rounds) / tokens,
         params: server.summary(),
+        predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
+        measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
     })
 }
 

@@ -16,6 +16,7 @@
 pub mod blocked;
 pub mod bumblebee;
 pub mod cheetah;
+pub mod fastquery;
 pub mod harness;
 pub mod iron;
 pub mod messages;
@@ -47,6 +48,6 @@ pub enum ProtocolError {
     #[error(transparent)]
     Backend(#[from] fastquery_backend::BackendError),
     /// An unknown scheme name.
-    #[error("unknown scheme '{0}' (available: cheetah, iron, bumblebee)")]
+    #[error("unknown scheme '{0}' (available: cheetah, iron, bumblebee, fastquery)")]
     UnknownScheme(String),
 }

@@ -94,7 +94,7 @@ pub fn decode_setup(
 }
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
-fn query_record_bytes(params: &Params) -> usize {
+pub(crate) fn query_record_bytes(params: &Params) -> usize {
     let bits: usize =
         params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
             * params.n()
@@ -155,7 +155,7 @@ pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
 }
 
 /// Bits of `c1` in a response record.
-fn c1_bits(params: &Params) -> usize {
+pub(crate) fn c1_bits(params: &Params) -> usize {
     params.ring().moduli()[..params.response_limbs()]
         .iter()
         .map(|m| bit_width(u64::from(m.value())) as usize)

@@ -68,6 +68,10 @@ pub trait SchemeServer: Send + Sync {
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError>;
     /// Answers a query of a session: the response bytes and the server's shares.
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError>;
+    /// The exact bytes of a `tokens`-token request, where the scheme predicts them.
+    fn predicted_bytes(&self, _tokens: usize) -> Option<crate::blocked::WireBytes> {
+        None
+    }
 }
 
 /// The client half: a state machine `Fresh -> (setup) -> Ready -> (query) -> Waiting ->

@@ -1,4 +1,4 @@
-//! Every scheme (cheetah, iron, bumblebee) through the same properties on the CPU backend:
+//! Every scheme (cheetah, iron, bumblebee, fastquery) through the same properties on the CPU backend:
 //! exact shares for random tables and batches (block edges included), and server privacy:
 //! what the client can decrypt is nothing but entries of the rows it asked for, packed
 //! responses included.
@@ -26,7 +26,7 @@ proptest! {
         let mut rng = StdRng::seed_from_u64(seed ^ 7);
         let edges = [0, m - 1, m / 2, 255.min(m - 1), 256.min(m - 1), 511.min(m - 1)];
         let ids: Vec<usize> = (0..tokens).map(|i| if i < edges.len() && rng.random_bool(0.7) { edges[i] } else { rng.random_range(0..m) }).collect();
-        for kind in [SchemeKind::Iron, SchemeKind::Bumblebee] {
+        for kind in [SchemeKind::Iron, SchemeKind::Bumblebee, SchemeKind::FastQuery] {
             for plain in [16u32, kind.default_plain_bits()] {
                 let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, tokens).unwrap();
                 let session = server.open_session(&client.setup().unwrap()).unwrap();
@@ -103,4 +103,46 @@ fn setups_of_the_wrong_scheme_or_with_missing_keys_are_refused() {
     // A truncated Galois key section.
     assert!(bb.open_session(&bb_setup[..bb_setup.len() - 40]).is_err());
     assert!(bb.open_session(&bb_setup).is_ok());
+}
+
+#[test]
+fn predicted_bytes_equal_the_bytes_on_the_wire() {
+    for (m, d, tokens) in [(300usize, 16usize, 1usize), (900, 24, 5), (2000, 40, 8)] {
+        let table = random_table(m, d, 6, m as u64);
+        for kind in SchemeKind::ALL {
+            let plain = kind.default_plain_bits();
+            let (server, mut client) =
+                kind.build(Arc::new(CpuBackend::new()), &table, plain, tokens).unwrap();
+            let setup = client.setup().unwrap();
+            let session = server.open_session(&setup).unwrap();
+            let n = if kind.batches_tokens() { tokens } else { 1 };
+            let ids: Vec<usize> = (0..n).map(|i| (i * 97) % m).collect();
+            let q = client.query(&ids).unwrap();
+            let (resp, _) = server.answer(session, &q).unwrap();
+            let p = server.predicted_bytes(n).expect("blocked schemes predict their bytes");
+            assert_eq!(
+                (p.setup, p.query, p.response),
+                (setup.len(), q.len(), resp.len()),
+                "{} m={m}",
+                kind.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn fastquery_cost_model_prefers_fewer_bytes_when_the_link_is_slow() {
+    use fastquery_protocol::{
+        fastquery,
+        harness::{LAN, WAN},
+    };
+    let slow = fastquery_protocol::harness::Link { name: "slow", bits_per_s: 1e6, rtt_ms: 40.0 };
+    let (m, d) = (32000usize, 4096usize);
+    let pick = |link| fastquery::choose(m, d, 6, 37, 8, link).unwrap().0;
+    let (lan, wan, slow) = (pick(LAN), pick(WAN), pick(slow));
+    let bytes = |c: &fastquery::Choice| c.predicted.query + c.predicted.response;
+    assert!(bytes(&slow) <= bytes(&wan) && bytes(&wan) <= bytes(&lan), "{lan:?}\n{wan:?}\n{slow:?}");
+    // Every candidate kept passed the noise analysis: the chosen one has slack.
+    let (_, design) = fastquery::choose(m, d, 6, 37, 8, WAN).unwrap();
+    assert!(design.noise.total < design.noise.budget);
 }

@@ -1,0 +1,252 @@
+//! Scheme `fastquery`: the paper's two ideas in this engine, with everything one-hotness gives.
+//!
+//! * **Quantized table** (the quantizer crate): per-channel widths under an average budget,
+//!   with the widest channel capped ([`WireCost`]): in this layout every entry takes one
+//!   coefficient whatever its width, so what a width costs on the wire is the noise it adds
+//!   through `max|Q|`, which sets the modulus every query coefficient carries.
+//! * **One-hot-aware parameters**: `t = 2^l` holds one entry (no accumulation), the noise grows
+//!   with `max|Q|` times the query noise (not `m max|Q|`), and the chain is the smallest whose
+//!   computed bound holds with flooding ([`choose`] tries every candidate and keeps what the
+//!   noise analysis accepts).
+//! * **One-hot-aware dense packing**: Cheetah's split with a power-of-two input block, so that
+//!   the products' channels sit on a stride, and PackLWEs packs `pack` products into one
+//!   response in which every kept coefficient is a requested entry.
+//! * **A cost model over the candidates** (ring degree, chain, split, packing): exact wire bytes
+//!   ([`Design::predicted_bytes`], equal to the encoded messages) and an operation-count
+//!   estimate of the server's time calibrated on this engine; the design with the least
+//!   estimated latency under the chosen link is kept, and printed with its predicted bytes.
+//! * **Batching**: one request carries all its tokens (one query and one response message).
+
+use std::sync::Arc;
+
+use fastquery_backend::Backend;
+use fastquery_he::{ParamSpec, Params, security_limit};
+use fastquery_pack::CheetahLayout;
+use fastquery_table::IntTable;
+use serde::Serialize;
+
+use crate::{
+    ProtocolError,
+    blocked::{BlockedClient, BlockedServer, Design, Packing, WireBytes},
+    harness::Link,
+};
+
+/// Wire id of the scheme.
+pub const SCHEME_ID: u8 = 4;
+
+/// Gadget digit width of the Galois keys.
+pub const DIGIT_BITS: u32 = 16;
+
+/// The quantizer's cost model for this scheme: a channel's width costs its bits against the
+/// accuracy budget, and widths above `max_bits` are refused (they would raise `max|Q|`, hence
+/// the noise, hence the modulus of every query coefficient).
+#[derive(Clone, Copy, Debug)]
+pub struct WireCost {
+    /// Widest channel allowed.
+    pub max_bits: u32,
+}
+
+impl fastquery_quant::CostModel for WireCost {
+    fn cost(&self, _channel: usize, bits: u32) -> u64 {
+        if bits <= self.max_bits { u64::from(bits) } else { u64::MAX / (1 << 20) }
+    }
+}
+
+/// One candidate of the cost model, and what it predicts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Choice {
+    /// Ring degree.
+    pub n: usize,
+    /// Prime sizes of the chain.
+    pub prime_bits: Vec<u32>,
+    /// Limbs kept after switching.
+    pub response_limbs: usize,
+    /// Input block (Cheetah's split, a power of two; Iron's `kw` for a token blocking).
+    pub d1: usize,
+    /// Output rows per product (Iron's `mw`).
+    pub d0: usize,
+    /// Products packed per response ciphertext (1: none).
+    pub pack: usize,
+    /// Exact bytes of the request the model was asked about.
+    pub predicted: WireBytes,
+    /// Estimated server time for the request (ms).
+    pub server_ms: f64,
+    /// Estimated latency per token under the link (ms).
+    pub latency_ms_per_token: f64,
+}
+
+/// Per-operation costs of this engine on the CPU, for the cost model (ns, one thread),
+/// calibrated on the 2-core AVX-512 machine of docs/BENCHMARKS.md: a transform of one limb
+/// costs about `0.1 N log2 N`, a coefficient multiply-accumulate 0.35, and a key switch about
+/// seven times its arithmetic (buffers, copies and the automorphism, measured on bumblebee's
+/// packing).
+const NTT_NS_PER_BUTTERFLY: f64 = 0.1;
+const MAC_NS: f64 = 0.35;
+const KEYSWITCH_OVERHEAD: f64 = 7.0;
+/// Bytes per second the multiply-accumulate streams the preprocessed table at (measured).
+const TABLE_STREAM_BYTES_PER_S: f64 = 1.5e9;
+
+fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
+    let p = &design.params;
+    let (n, l) = (p.n() as f64, p.limbs() as f64);
+    let ntt = NTT_NS_PER_BUTTERFLY * n * n.log2();
+    let groups = design.groups(tokens) as f64;
+    let (ib, ob) = (design.layout.in_blocks() as f64, design.layout.out_blocks() as f64);
+    let pts_bytes = ib * ob * n * l * 4.0;
+    let mac_ns =
+        (2.0 * groups * ib * ob * l * n * MAC_NS / threads).max(pts_bytes / TABLE_STREAM_BYTES_PER_S * 1e9);
+    let ntt_rows = groups * ib * l + 2.0 * groups * ob * l;
+    let digits = design.packing.map_or(0.0, |pk| fastquery_he::galois::gadget(p, pk.digit_bits).1 as f64);
+    let ks = groups * design.keyswitches_per_group() as f64;
+    let ks_ns = KEYSWITCH_OVERHEAD * ((digits * l * l + 2.0 * l) * ntt + digits * l * 2.0 * l * n * MAC_NS);
+    let responses = groups * design.responses_per_group() as f64;
+    let finish_rows = responses * 4.0 * l;
+    ((ntt_rows + finish_rows) * ntt / threads + mac_ns + ks * ks_ns / threads) / 1e6
+}
+
+/// The candidates' designs for an `m x d` table of `table_bits` signed bits, share ring
+/// `2^plain_bits`, requests of `tokens` tokens, judged under `link`; the best first.
+pub fn candidates(
+    m: usize,
+    d: usize,
+    table_bits: u32,
+    plain_bits: u32,
+    tokens: usize,
+    link: Link,
+) -> Result<Vec<(Choice, Design)>, ProtocolError> {
+    let threads = rayon::current_num_threads().max(1) as f64;
+    let mut out = Vec::new();
+    #[allow(clippy::too_many_arguments)]
+    let push = |out: &mut Vec<(Choice, Design)>,
+                design: Design,
+                n: usize,
+                bits: u32,
+                limbs: usize,
+                response_limbs: usize,
+                (d1, d0): (usize, usize),
+                pack: usize| {
+        let predicted = design.predicted_bytes(tokens);
+        let server_ms = estimate_ms(&design, tokens, threads);
+        let bytes = (predicted.query + predicted.response) as f64;
+        let latency = link.latency_ms(server_ms, bytes, 1.0) / tokens as f64;
+        out.push((
+            Choice {
+                n,
+                prime_bits: vec![bits; limbs],
+                response_limbs,
+                d1,
+                d0,
+                pack,
+                predicted,
+                server_ms,
+                latency_ms_per_token: latency,
+            },
+            design,
+        ));
+    };
+    for n in [4096usize, 8192] {
+        let limit = security_limit(n).unwrap_or(0);
+        for limbs in 2..=8usize {
+            let bits = (limit / limbs as u32).min(31);
+            if bits < 20 {
+                continue;
+            }
+            for response_limbs in 1..=limbs {
+                let spec = ParamSpec {
+                    n,
+                    prime_bits: vec![bits; limbs],
+                    response_limbs,
+                    plain_bits,
+                    flood_bits: 40,
+                };
+                let Ok(params) = Params::new(spec) else { continue };
+                let params = Arc::new(params);
+                // Iron's token blocking (no packing: its outputs are not on a stride).
+                if tokens > 1
+                    && let Ok(layout) = fastquery_pack::IronLayout::choose(m, d, n, tokens)
+                    && let Ok(design) = Design::new(
+                        SCHEME_ID,
+                        "fastquery",
+                        params.clone(),
+                        Arc::new(layout),
+                        None,
+                        table_bits,
+                    )
+                {
+                    push(&mut out, design, n, bits, limbs, response_limbs, (layout.kw, layout.mw), 1);
+                }
+                let mut d1 = 64;
+                while d1 <= n && d1 / 2 < m {
+                    let d0 = (n / d1).min(d);
+                    let layout = CheetahLayout { m, d, n, d0, d1 };
+                    let out_blocks = layout.out_blocks();
+                    let mut packs = vec![1usize];
+                    let mut pk = 2;
+                    while pk <= d1 && pk / 2 < out_blocks {
+                        packs.push(pk);
+                        pk *= 2;
+                    }
+                    for pack in packs {
+                        let packing = (pack > 1).then_some(Packing { count: pack, digit_bits: DIGIT_BITS });
+                        let Ok(design) = Design::new(
+                            SCHEME_ID,
+                            "fastquery",
+                            params.clone(),
+                            Arc::new(layout),
+                            packing,
+                            table_bits,
+                        ) else {
+                            continue;
+                        };
+                        push(&mut out, design, n, bits, limbs, response_limbs, (d1, d0), pack);
+                    }
+                    d1 *= 2;
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ProtocolError::State(format!(
+            "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
+        )));
+    }
+    out.sort_by(|a, b| a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token));
+    Ok(out)
+}
+
+/// The design the cost model picks, with its choice.
+pub fn choose(
+    m: usize,
+    d: usize,
+    table_bits: u32,
+    plain_bits: u32,
+    tokens: usize,
+    link: Link,
+) -> Result<(Choice, Design), ProtocolError> {
+    Ok(candidates(m, d, table_bits, plain_bits, tokens, link)?.swap_remove(0))
+}
+
+/// The server for `table`, designed for requests of `tokens` tokens under `link`.
+pub fn server<B: Backend>(
+    backend: Arc<B>,
+    table: &IntTable,
+    plain_bits: u32,
+    tokens: usize,
+    link: Link,
+) -> Result<BlockedServer<B>, ProtocolError> {
+    let (_, design) = choose(table.m(), table.d(), table.bits(), plain_bits, tokens, link)?;
+    BlockedServer::new(backend, table, design)
+}
+
+/// A client (it derives the same design from the same public inputs).
+pub fn client(
+    m: usize,
+    d: usize,
+    table_bits: u32,
+    plain_bits: u32,
+    tokens: usize,
+    link: Link,
+) -> Result<BlockedClient, ProtocolError> {
+    let (_, design) = choose(m, d, table_bits, plain_bits, tokens, link)?;
+    BlockedClient::new(design, d)
+}
