@@ -56,6 +56,9 @@ struct BenchReport {
     /// fastquery against each baseline measured in the same run.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     ratios: std::collections::BTreeMap<String, Ratio>,
+    /// The same for the latency-oriented variant.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    ratios_fastquery_wan: std::collections::BTreeMap<String, Ratio>,
 }
 
 fn spinner() -> ProgressBar {
@@ -122,9 +125,15 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let info = backend.info();
     eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
     let table = table_for(workload, args.seed)?;
-    let quantized = if kinds.contains(&SchemeKind::FastQuery) {
+    let quantized = if kinds.iter().any(|k| k.is_fastquery()) {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
-        Some(quantized_table_for(workload, args.seed)?)
+        let q = quantized_table_for(workload, args.seed)?;
+        print_candidates(
+            &q,
+            args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits()),
+            args.tokens,
+        )?;
+        Some(q)
     } else {
         None
     };
@@ -133,15 +142,22 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let mut reports = Vec::new();
     for kind in kinds {
         let t = match (&quantized, kind) {
-            (Some(q), SchemeKind::FastQuery) => q,
+            (Some(q), k) if k.is_fastquery() => q,
             _ => &table,
         };
         let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits)?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
-    let ratios = ratios(&reports);
-    let markdown = markdown(workload.name(), args.tokens, &info.device, &reports, &ratios);
+    let ratios_main = ratios(&reports, "fastquery");
+    let ratios_wan = ratios(&reports, "fastquery-wan");
+    let markdown = markdown(
+        workload.name(),
+        args.tokens,
+        &info.device,
+        &reports,
+        &[("fastquery", &ratios_main), ("fastquery-wan", &ratios_wan)],
+    );
     print!("{markdown}");
     let all_ok = reports.iter().all(|r| r.verified);
     if let Some(path) = &args.json {
@@ -156,7 +172,8 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             device: info.device.clone(),
             threads,
             schemes: reports,
-            ratios,
+            ratios: ratios_main,
+            ratios_fastquery_wan: ratios_wan,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -173,11 +190,51 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-fn ratios(reports: &[SchemeReport]) -> std::collections::BTreeMap<String, Ratio> {
+/// FastQuery's cost model: the designs it ranks best, and the one with the fewest bytes.
+fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow::Result<()> {
+    use fastquery_protocol::{fastquery, harness::WAN};
+    let all = fastquery::candidates(
+        table.m(),
+        table.d(),
+        table.bits(),
+        plain_bits,
+        tokens,
+        fastquery::Objective::Latency(WAN),
+    )?;
+    let show = |tag: &str, c: &fastquery::Choice| {
+        println!(
+            "  {tag} N={} chain {}x{} bits (response {} limbs), block {}x{}, pack {}: predicted query {} + response {} per request, est. server {:.0} ms, WAN {:.1} ms/token",
+            c.n,
+            c.prime_bits.len(),
+            c.prime_bits.first().copied().unwrap_or(0),
+            c.response_limbs,
+            c.d1,
+            c.d0,
+            c.pack,
+            mb(c.predicted.query as f64),
+            mb(c.predicted.response as f64),
+            c.server_ms,
+            c.latency_ms_per_token
+        );
+    };
+    println!(
+        "fastquery cost model ({} designs pass the noise analysis; fastquery-wan takes the first by WAN latency, fastquery the one with the fewest bytes):",
+        all.len()
+    );
+    for (i, (c, _)) in all.iter().take(5).enumerate() {
+        show(if i == 0 { "chosen:" } else { "      :" }, c);
+    }
+    if let Some((c, _)) = all.iter().min_by_key(|(c, _)| c.predicted.query + c.predicted.response) {
+        show("fewest bytes:", c);
+    }
+    Ok(())
+}
+
+fn ratios(reports: &[SchemeReport], variant: &str) -> std::collections::BTreeMap<String, Ratio> {
     let mut out = std::collections::BTreeMap::new();
-    let Some(fq) = reports.iter().find(|r| r.scheme == "fastquery") else { return out };
+    let Some(fq) = reports.iter().find(|r| r.scheme == variant) else { return out };
     let comm = |r: &SchemeReport| r.upload_bytes_per_token + r.download_bytes_per_token;
-    for r in reports.iter().filter(|r| r.scheme != "fastquery") {
+    for r in reports.iter().filter(|r| !r.scheme.starts_with("fastquery")) {
         out.insert(
             r.scheme.clone(),
             Ratio {
@@ -196,7 +253,7 @@ fn markdown(
     tokens: usize,
     device: &str,
     reports: &[SchemeReport],
-    ratios: &std::collections::BTreeMap<String, Ratio>,
+    ratios: &[(&str, &std::collections::BTreeMap<String, Ratio>)],
 ) -> String {
     let mut s = format!("\n### {workload}, {tokens} tokens per request ({device})\n\n");
     s += "| scheme | up / token | down / token | setup (once) | server / token | LAN / token | WAN / token | predicted = measured bytes |\n";
@@ -219,9 +276,9 @@ fn markdown(
             check
         );
     }
-    if !ratios.is_empty() {
-        s += "\n| fastquery vs | communication | LAN latency | WAN latency |\n|---|---|---|---|\n";
-        for (name, r) in ratios {
+    for (variant, ratios) in ratios.iter().filter(|r| !r.1.is_empty()) {
+        s += &format!("\n| {variant} vs | communication | LAN latency | WAN latency |\n|---|---|---|---|\n");
+        for (name, r) in ratios.iter() {
             s += &format!("| {name} | {:.2}x | {:.2}x | {:.2}x |\n", r.comm, r.lan_latency, r.wan_latency);
         }
     }

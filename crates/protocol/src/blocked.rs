@@ -207,11 +207,32 @@ struct SessionKeys<B: Backend> {
     galois: Vec<ServerGaloisKey<B>>,
 }
 
+/// Bytes of NTT-form plaintexts a server preprocesses at most (`FASTQUERY_PREPROCESS_BUDGET`,
+/// in bytes, overrides it). Past it, plaintexts are encoded per request, a block of columns at
+/// a time: Iron's token blocking at 8 LLaMA-7B tokens would need 16.8 GB preprocessed, more
+/// than a 24 GB machine holds next to everything else.
+pub const PREPROCESS_BUDGET: usize = 6 << 30;
+
+fn preprocess_budget() -> usize {
+    std::env::var("FASTQUERY_PREPROCESS_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PREPROCESS_BUDGET)
+}
+
+/// The table as the server holds it.
+enum Plaintexts<B: Backend> {
+    /// Every block encoded once, NTT form.
+    Preprocessed(Polys<B, Ntt>),
+    /// The integer table, encoded per request in groups of `cols` output blocks.
+    Streamed { table: IntTable, cols: usize },
+}
+
 /// The server of a blocked scheme: preprocessed plaintexts on the device, per-session keys.
 pub struct BlockedServer<B: Backend> {
     design: Design,
     ring: Ring<B>,
-    plaintexts: Polys<B, Ntt>,
+    plaintexts: Plaintexts<B>,
     sessions: Mutex<HashMap<u64, Arc<SessionKeys<B>>>>,
     next: Mutex<u64>,
     limits: Limits,
@@ -227,12 +248,30 @@ impl<B: Backend> std::fmt::Debug for BlockedServer<B> {
 impl<B: Backend> BlockedServer<B> {
     /// Preprocesses `table` once: every plaintext block encoded and transformed on `backend`.
     pub fn new(backend: Arc<B>, table: &IntTable, design: Design) -> Result<Self, ProtocolError> {
+        Self::with_budget(backend, table, design, preprocess_budget())
+    }
+
+    /// Like [`Self::new`], preprocessing at most `budget` bytes of plaintexts (beyond it they
+    /// are encoded per request).
+    pub fn with_budget(
+        backend: Arc<B>,
+        table: &IntTable,
+        design: Design,
+        budget: usize,
+    ) -> Result<Self, ProtocolError> {
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout.clone();
         let (ib, ob) = (l.in_blocks(), l.out_blocks());
-        let plaintexts = encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
-            l.weight_block(idx / ob, idx % ob, &|k, ch| i64::from(table.get(k, ch)), poly);
-        })?;
+        let (n, limbs) = (design.params.n(), design.params.limbs());
+        let bytes = ib * ob * n * limbs * 4;
+        let plaintexts = if bytes <= budget {
+            Plaintexts::Preprocessed(encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
+                l.weight_block(idx / ob, idx % ob, &|k, ch| i64::from(table.get(k, ch)), poly);
+            })?)
+        } else {
+            let cols = (budget / 4 / (ib * n * limbs * 4)).clamp(1, ob);
+            Plaintexts::Streamed { table: table.clone(), cols }
+        };
         Ok(Self {
             design,
             ring,
@@ -249,7 +288,8 @@ impl<B: Backend> BlockedServer<B> {
         s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
     }
 
-    /// Packs the product ciphertexts of every group (zero ciphertexts pad the last pack).
+    /// Packs the product ciphertexts of every group (zero ciphertexts pad the last pack), one
+    /// group at a time so that the packing buffers stay the size of one group.
     fn pack(
         &self,
         keys: &SessionKeys<B>,
@@ -259,23 +299,27 @@ impl<B: Backend> BlockedServer<B> {
     ) -> Result<Ciphertexts<B>, ProtocolError> {
         let Some(p) = self.design.packing else { return Ok(Ciphertexts { c0, c1 }) };
         let ob = self.design.layout.out_blocks();
-        let padded = self.design.responses_per_group() * p.count;
+        let per = self.design.responses_per_group();
+        let padded = per * p.count;
         let limbs = c0.shape().limbs;
-        let (mut p0, mut p1) = (
-            self.ring.zeros(Shape::new(groups * padded, limbs))?,
-            self.ring.zeros(Shape::new(groups * padded, limbs))?,
-        );
+        let out_shape = Shape::new(groups * per, limbs);
+        let (mut o0, mut o1) = (self.ring.zeros(out_shape)?, self.ring.zeros(out_shape)?);
         for g in 0..groups {
-            self.ring.copy_polys(&c0, g * ob, &mut p0, g * padded, ob)?;
-            self.ring.copy_polys(&c1, g * ob, &mut p1, g * padded, ob)?;
+            let shape = Shape::new(padded, limbs);
+            let (mut p0, mut p1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+            self.ring.copy_polys(&c0, g * ob, &mut p0, 0, ob)?;
+            self.ring.copy_polys(&c1, g * ob, &mut p1, 0, ob)?;
+            let packed = pack_strided(
+                &self.ring,
+                &self.design.params,
+                Ciphertexts { c0: p0, c1: p1 },
+                p.count,
+                &keys.galois,
+            )?;
+            self.ring.copy_polys(&packed.c0, 0, &mut o0, g * per, per)?;
+            self.ring.copy_polys(&packed.c1, 0, &mut o1, g * per, per)?;
         }
-        Ok(pack_strided(
-            &self.ring,
-            &self.design.params,
-            Ciphertexts { c0: p0, c1: p1 },
-            p.count,
-            &keys.galois,
-        )?)
+        Ok(Ciphertexts { c0: o0, c1: o1 })
     }
 }
 
@@ -289,7 +333,10 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
     }
 
     fn preprocess_bytes(&self) -> usize {
-        self.plaintexts.shape().words(self.design.params.n()) * 4
+        match &self.plaintexts {
+            Plaintexts::Preprocessed(p) => p.shape().words(self.design.params.n()) * 4,
+            Plaintexts::Streamed { table, .. } => table.m() * table.d() * 4,
+        }
     }
 
     fn predicted_bytes(&self, tokens: usize) -> Option<WireBytes> {
@@ -333,13 +380,31 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         trace.mark("expand");
         let limbs = params.limbs();
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * ob, limbs))?;
-        self.ring.mac(
-            &mut out,
-            &a,
-            &self.plaintexts,
-            MacDims { rows: 2 * groups, inner: ib, cols: ob },
-            false,
-        )?;
+        match &self.plaintexts {
+            Plaintexts::Preprocessed(pts) => {
+                self.ring.mac(&mut out, &a, pts, MacDims { rows: 2 * groups, inner: ib, cols: ob }, false)?;
+            }
+            Plaintexts::Streamed { table, cols } => {
+                // Output blocks [j0, j0 + w): encode their plaintexts, multiply, place.
+                for j0 in (0..ob).step_by(*cols) {
+                    let w = (*cols).min(ob - j0);
+                    let pts = encode_plaintexts_with(&self.ring, params, ib * w, |idx, poly| {
+                        l.weight_block(idx / w, j0 + idx % w, &|k, ch| i64::from(table.get(k, ch)), poly);
+                    })?;
+                    let mut part: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * w, limbs))?;
+                    self.ring.mac(
+                        &mut part,
+                        &a,
+                        &pts,
+                        MacDims { rows: 2 * groups, inner: ib, cols: w },
+                        false,
+                    )?;
+                    for r in 0..2 * groups {
+                        self.ring.copy_polys(&part, r * w, &mut out, r * ob + j0, w)?;
+                    }
+                }
+            }
+        }
         self.ring.backend().synchronize()?;
         trace.mark("mac");
         // Rows of `out`: group g's c0s then its c1s. Split them on the device.

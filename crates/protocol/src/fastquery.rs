@@ -13,8 +13,9 @@
 //!   response in which every kept coefficient is a requested entry.
 //! * **A cost model over the candidates** (ring degree, chain, split, packing): exact wire bytes
 //!   ([`Design::predicted_bytes`], equal to the encoded messages) and an operation-count
-//!   estimate of the server's time calibrated on this engine; the design with the least
-//!   estimated latency under the chosen link is kept, and printed with its predicted bytes.
+//!   estimate of the server's time calibrated on this engine; the design that minimises the
+//!   [`Objective`] is kept (`fastquery`: bytes, the paper's aim; `fastquery-wan`: latency on
+//!   the WAN model), and printed with its predicted bytes.
 //! * **Batching**: one request carries all its tokens (one query and one response message).
 
 use std::sync::Arc;
@@ -50,6 +51,15 @@ impl fastquery_quant::CostModel for WireCost {
     fn cost(&self, _channel: usize, bits: u32) -> u64 {
         if bits <= self.max_bits { u64::from(bits) } else { u64::MAX / (1 << 20) }
     }
+}
+
+/// What the cost model minimises.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Objective {
+    /// Bytes of query and response (the paper's aim); ties by latency on the WAN model.
+    Bytes,
+    /// Estimated latency per token on a link (bytes, round trip and server time).
+    Latency(Link),
 }
 
 /// One candidate of the cost model, and what it predicts.
@@ -105,15 +115,19 @@ fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
 }
 
 /// The candidates' designs for an `m x d` table of `table_bits` signed bits, share ring
-/// `2^plain_bits`, requests of `tokens` tokens, judged under `link`; the best first.
+/// `2^plain_bits`, requests of `tokens` tokens, ranked by `objective`; the best first.
 pub fn candidates(
     m: usize,
     d: usize,
     table_bits: u32,
     plain_bits: u32,
     tokens: usize,
-    link: Link,
+    objective: Objective,
 ) -> Result<Vec<(Choice, Design)>, ProtocolError> {
+    let link = match objective {
+        Objective::Bytes => crate::harness::WAN,
+        Objective::Latency(l) => l,
+    };
     let threads = rayon::current_num_threads().max(1) as f64;
     let mut out = Vec::new();
     #[allow(clippy::too_many_arguments)]
@@ -210,7 +224,15 @@ pub fn candidates(
             "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
         )));
     }
-    out.sort_by(|a, b| a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token));
+    let bytes = |c: &Choice| c.predicted.query + c.predicted.response;
+    match objective {
+        Objective::Bytes => out.sort_by(|a, b| {
+            bytes(&a.0).cmp(&bytes(&b.0)).then(a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token))
+        }),
+        Objective::Latency(_) => {
+            out.sort_by(|a, b| a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token))
+        }
+    }
     Ok(out)
 }
 
@@ -221,20 +243,20 @@ pub fn choose(
     table_bits: u32,
     plain_bits: u32,
     tokens: usize,
-    link: Link,
+    objective: Objective,
 ) -> Result<(Choice, Design), ProtocolError> {
-    Ok(candidates(m, d, table_bits, plain_bits, tokens, link)?.swap_remove(0))
+    Ok(candidates(m, d, table_bits, plain_bits, tokens, objective)?.swap_remove(0))
 }
 
-/// The server for `table`, designed for requests of `tokens` tokens under `link`.
+/// The server for `table`, designed for requests of `tokens` tokens under `objective`.
 pub fn server<B: Backend>(
     backend: Arc<B>,
     table: &IntTable,
     plain_bits: u32,
     tokens: usize,
-    link: Link,
+    objective: Objective,
 ) -> Result<BlockedServer<B>, ProtocolError> {
-    let (_, design) = choose(table.m(), table.d(), table.bits(), plain_bits, tokens, link)?;
+    let (_, design) = choose(table.m(), table.d(), table.bits(), plain_bits, tokens, objective)?;
     BlockedServer::new(backend, table, design)
 }
 
@@ -245,8 +267,8 @@ pub fn client(
     table_bits: u32,
     plain_bits: u32,
     tokens: usize,
-    link: Link,
+    objective: Objective,
 ) -> Result<BlockedClient, ProtocolError> {
-    let (_, design) = choose(m, d, table_bits, plain_bits, tokens, link)?;
+    let (_, design) = choose(m, d, table_bits, plain_bits, tokens, objective)?;
     BlockedClient::new(design, d)
 }

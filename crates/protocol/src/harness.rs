@@ -51,13 +51,17 @@ pub enum SchemeKind {
     Iron,
     /// Bumblebee's parameters and split, responses packed with Galois keys.
     Bumblebee,
-    /// FastQuery: quantized table, one-hot-aware parameters and packing chosen by a cost model.
+    /// FastQuery: quantized table, one-hot-aware parameters and packing chosen by a cost model
+    /// for the fewest bytes.
     FastQuery,
+    /// The same, with the design chosen for the least latency on the WAN model.
+    FastQueryWan,
 }
 
 impl SchemeKind {
     /// Every scheme.
-    pub const ALL: [SchemeKind; 4] = [Self::Cheetah, Self::Iron, Self::Bumblebee, Self::FastQuery];
+    pub const ALL: [SchemeKind; 5] =
+        [Self::Cheetah, Self::Iron, Self::Bumblebee, Self::FastQuery, Self::FastQueryWan];
 
     /// Looks a scheme up by name.
     pub fn parse(name: &str) -> Result<Self, ProtocolError> {
@@ -74,15 +78,21 @@ impl SchemeKind {
             Self::Iron => "iron",
             Self::Bumblebee => "bumblebee",
             Self::FastQuery => "fastquery",
+            Self::FastQueryWan => "fastquery-wan",
         }
     }
 
     /// The share ring this scheme uses by default (`l`).
     pub fn default_plain_bits(self) -> u32 {
         match self {
-            Self::Cheetah | Self::Iron | Self::FastQuery => 37,
+            Self::Cheetah | Self::Iron | Self::FastQuery | Self::FastQueryWan => 37,
             Self::Bumblebee => 64,
         }
+    }
+
+    /// Whether this is one of FastQuery's variants (they query the quantized table).
+    pub fn is_fastquery(self) -> bool {
+        matches!(self, Self::FastQuery | Self::FastQueryWan)
     }
 
     /// Whether one query carries many tokens (Cheetah as published: one token per query).
@@ -113,10 +123,17 @@ impl SchemeKind {
                 Box::new(bumblebee::server(backend, table, plain_bits)?),
                 Box::new(bumblebee::client(m, d, bits, plain_bits)?),
             ),
-            Self::FastQuery => (
-                Box::new(fastquery::server(backend, table, plain_bits, tokens, WAN)?),
-                Box::new(fastquery::client(m, d, bits, plain_bits, tokens, WAN)?),
-            ),
+            Self::FastQuery | Self::FastQueryWan => {
+                let objective = if self == Self::FastQuery {
+                    fastquery::Objective::Bytes
+                } else {
+                    fastquery::Objective::Latency(WAN)
+                };
+                (
+                    Box::new(fastquery::server(backend, table, plain_bits, tokens, objective)?),
+                    Box::new(fastquery::client(m, d, bits, plain_bits, tokens, objective)?),
+                )
+            }
         })
     }
 }

@@ -26,7 +26,7 @@ proptest! {
         let mut rng = StdRng::seed_from_u64(seed ^ 7);
         let edges = [0, m - 1, m / 2, 255.min(m - 1), 256.min(m - 1), 511.min(m - 1)];
         let ids: Vec<usize> = (0..tokens).map(|i| if i < edges.len() && rng.random_bool(0.7) { edges[i] } else { rng.random_range(0..m) }).collect();
-        for kind in [SchemeKind::Iron, SchemeKind::Bumblebee, SchemeKind::FastQuery] {
+        for kind in [SchemeKind::Iron, SchemeKind::Bumblebee, SchemeKind::FastQuery, SchemeKind::FastQueryWan] {
             for plain in [16u32, kind.default_plain_bits()] {
                 let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, tokens).unwrap();
                 let session = server.open_session(&client.setup().unwrap()).unwrap();
@@ -133,16 +133,67 @@ fn predicted_bytes_equal_the_bytes_on_the_wire() {
 #[test]
 fn fastquery_cost_model_prefers_fewer_bytes_when_the_link_is_slow() {
     use fastquery_protocol::{
-        fastquery,
-        harness::{LAN, WAN},
+        fastquery::{self, Objective},
+        harness::{LAN, Link, WAN},
     };
-    let slow = fastquery_protocol::harness::Link { name: "slow", bits_per_s: 1e6, rtt_ms: 40.0 };
+    let slow = Link { name: "slow", bits_per_s: 1e6, rtt_ms: 40.0 };
     let (m, d) = (32000usize, 4096usize);
-    let pick = |link| fastquery::choose(m, d, 6, 37, 8, link).unwrap().0;
-    let (lan, wan, slow) = (pick(LAN), pick(WAN), pick(slow));
+    let pick = |o| fastquery::choose(m, d, 6, 37, 8, o).unwrap().0;
+    let (lan, wan, slow, fewest) = (
+        pick(Objective::Latency(LAN)),
+        pick(Objective::Latency(WAN)),
+        pick(Objective::Latency(slow)),
+        pick(Objective::Bytes),
+    );
     let bytes = |c: &fastquery::Choice| c.predicted.query + c.predicted.response;
-    assert!(bytes(&slow) <= bytes(&wan) && bytes(&wan) <= bytes(&lan), "{lan:?}\n{wan:?}\n{slow:?}");
+    assert!(
+        bytes(&fewest) <= bytes(&slow) && bytes(&slow) <= bytes(&wan) && bytes(&wan) <= bytes(&lan),
+        "{lan:?}\n{wan:?}\n{slow:?}\n{fewest:?}"
+    );
     // Every candidate kept passed the noise analysis: the chosen one has slack.
-    let (_, design) = fastquery::choose(m, d, 6, 37, 8, WAN).unwrap();
+    let (_, design) = fastquery::choose(m, d, 6, 37, 8, Objective::Bytes).unwrap();
     assert!(design.noise.total < design.noise.budget);
+}
+
+#[test]
+fn fastquery_shares_reconstruct_the_quantized_table() {
+    use fastquery_protocol::fastquery::WireCost;
+    use fastquery_quant::{Sensitivity, quantize_table};
+    let real = fastquery_table::Table::synthetic(700, 48, 11);
+    let cost = WireCost { max_bits: 5 };
+    let (qt, _) = quantize_table(&real, &Sensitivity::MeanAbs, &cost, 4 * 48, true).unwrap();
+    assert!(qt.channels().iter().all(|c| c.bits <= 5));
+    let table = qt.to_int_table().unwrap();
+    let ids = [0usize, 699, 350, 1, 2];
+    let (server, mut client) =
+        SchemeKind::FastQuery.build(Arc::new(CpuBackend::new()), &table, 37, ids.len()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let q = client.query(&ids).unwrap();
+    let (resp, s) = server.answer(session, &q).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    for (row, &k) in ids.iter().enumerate() {
+        for c in 0..48 {
+            assert_eq!(got[row * 48 + c], u64::from(qt.get(k, c)), "token {k} channel {c}");
+        }
+    }
+}
+
+#[test]
+fn plaintexts_encoded_per_request_give_the_same_shares() {
+    use fastquery_protocol::{SchemeClient, SchemeServer, blocked::BlockedServer, iron};
+    let table = random_table(500, 30, 9, 4);
+    let ids = [1usize, 499, 250];
+    let design = iron::design(500, 30, 9, 37, ids.len()).unwrap();
+    // A zero budget streams every block.
+    let server = BlockedServer::with_budget(Arc::new(CpuBackend::new()), &table, design, 0).unwrap();
+    let mut client = iron::client(500, 30, 9, 37, ids.len()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let (resp, s) = server.answer(session, &client.query(&ids).unwrap()).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    for (row, &k) in ids.iter().enumerate() {
+        for c in 0..30 {
+            assert_eq!(got[row * 30 + c], (i64::from(table.get(k, c)) as u64) & ((1 << 37) - 1));
+        }
+    }
+    assert_eq!(server.preprocess_bytes(), 500 * 30 * 4);
 }
