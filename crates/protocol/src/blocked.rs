@@ -288,6 +288,50 @@ impl<B: Backend> BlockedServer<B> {
         s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
     }
 
+    /// The product ciphertexts of `groups` groups whose expanded queries are `a`
+    /// (`2 * groups x in_blocks`), in coefficient form, `groups * out_blocks` of each half.
+    fn products(&self, a: &Polys<B, Ntt>, groups: usize) -> Result<Ciphertexts<B>, ProtocolError> {
+        let (params, l) = (&self.design.params, &self.design.layout);
+        let (ib, ob) = (l.in_blocks(), l.out_blocks());
+        let limbs = params.limbs();
+        let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * ob, limbs))?;
+        match &self.plaintexts {
+            Plaintexts::Preprocessed(pts) => {
+                self.ring.mac(&mut out, a, pts, MacDims { rows: 2 * groups, inner: ib, cols: ob }, false)?;
+            }
+            Plaintexts::Streamed { table, cols } => {
+                // Output blocks [j0, j0 + w): encode their plaintexts, multiply, place.
+                for j0 in (0..ob).step_by(*cols) {
+                    let w = (*cols).min(ob - j0);
+                    let pts = encode_plaintexts_with(&self.ring, params, ib * w, |idx, poly| {
+                        l.weight_block(idx / w, j0 + idx % w, &|k, ch| i64::from(table.get(k, ch)), poly);
+                    })?;
+                    let mut part: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * w, limbs))?;
+                    self.ring.mac(
+                        &mut part,
+                        a,
+                        &pts,
+                        MacDims { rows: 2 * groups, inner: ib, cols: w },
+                        false,
+                    )?;
+                    for r in 0..2 * groups {
+                        self.ring.copy_polys(&part, r * w, &mut out, r * ob + j0, w)?;
+                    }
+                }
+            }
+        }
+        self.ring.backend().synchronize()?;
+        // Rows of `out`: group g's c0s then its c1s. Split them on the device.
+        let out = self.ring.inverse(out)?;
+        let shape = Shape::new(groups * ob, limbs);
+        let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+        for g in 0..groups {
+            self.ring.copy_polys(&out, 2 * g * ob, &mut c0, g * ob, ob)?;
+            self.ring.copy_polys(&out, (2 * g + 1) * ob, &mut c1, g * ob, ob)?;
+        }
+        Ok(Ciphertexts { c0, c1 })
+    }
+
     /// Packs the product ciphertexts of every group (zero ciphertexts pad the last pack), one
     /// group at a time so that the packing buffers stay the size of one group.
     fn pack(
@@ -379,45 +423,30 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         let a = expand_queries(&self.ring, params, &cts, ib)?;
         trace.mark("expand");
         let limbs = params.limbs();
-        let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * ob, limbs))?;
-        match &self.plaintexts {
-            Plaintexts::Preprocessed(pts) => {
-                self.ring.mac(&mut out, &a, pts, MacDims { rows: 2 * groups, inner: ib, cols: ob }, false)?;
-            }
-            Plaintexts::Streamed { table, cols } => {
-                // Output blocks [j0, j0 + w): encode their plaintexts, multiply, place.
-                for j0 in (0..ob).step_by(*cols) {
-                    let w = (*cols).min(ob - j0);
-                    let pts = encode_plaintexts_with(&self.ring, params, ib * w, |idx, poly| {
-                        l.weight_block(idx / w, j0 + idx % w, &|k, ch| i64::from(table.get(k, ch)), poly);
-                    })?;
-                    let mut part: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * w, limbs))?;
-                    self.ring.mac(
-                        &mut part,
-                        &a,
-                        &pts,
-                        MacDims { rows: 2 * groups, inner: ib, cols: w },
-                        false,
-                    )?;
-                    for r in 0..2 * groups {
-                        self.ring.copy_polys(&part, r * w, &mut out, r * ob + j0, w)?;
-                    }
-                }
-            }
+        // Products of packed schemes are whole ciphertexts per output block: go through the
+        // groups a few at a time so that at most about PRODUCT_BUDGET bytes of them exist.
+        const PRODUCT_BUDGET: usize = 1 << 30;
+        let per_group = 2 * ob * params.n() * limbs * 4;
+        let chunk = if d.packing.is_some() { (PRODUCT_BUDGET / per_group).clamp(1, groups) } else { groups };
+        let resp_shape = Shape::new(groups * d.responses_per_group(), limbs);
+        let (mut r0, mut r1) = (self.ring.zeros(resp_shape)?, self.ring.zeros(resp_shape)?);
+        for g0 in (0..groups).step_by(chunk) {
+            let gc = chunk.min(groups - g0);
+            let part = if gc == groups {
+                self.products(&a, gc)?
+            } else {
+                let mut ac: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * gc * ib, limbs))?;
+                self.ring.copy_polys(&a, 2 * g0 * ib, &mut ac, 0, 2 * gc * ib)?;
+                self.products(&ac, gc)?
+            };
+            trace.mark("mac+split");
+            let packed = self.pack(&keys, part.c0, part.c1, gc)?;
+            trace.mark("pack");
+            let per = d.responses_per_group();
+            self.ring.copy_polys(&packed.c0, 0, &mut r0, g0 * per, gc * per)?;
+            self.ring.copy_polys(&packed.c1, 0, &mut r1, g0 * per, gc * per)?;
         }
-        self.ring.backend().synchronize()?;
-        trace.mark("mac");
-        // Rows of `out`: group g's c0s then its c1s. Split them on the device.
-        let out = self.ring.inverse(out)?;
-        let shape = Shape::new(groups * ob, limbs);
-        let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
-        for g in 0..groups {
-            self.ring.copy_polys(&out, 2 * g * ob, &mut c0, g * ob, ob)?;
-            self.ring.copy_polys(&out, (2 * g + 1) * ob, &mut c1, g * ob, ob)?;
-        }
-        trace.mark("split");
-        let packed = self.pack(&keys, c0, c1, groups)?;
-        trace.mark("pack");
+        let packed = Ciphertexts { c0: r0, c1: r1 };
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
         let fin = finish(
