@@ -118,7 +118,9 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
             }
             Err(_) if std::path::Path::new(&args.table).exists() => {
                 let path = PathBuf::from(&args.table);
+                let t0 = Instant::now();
                 let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
+                eprintln!("loaded {} in {:.2} s", path.display(), t0.elapsed().as_secs_f64());
                 (args.table.clone(), t, false, Some(path))
             }
             Err(e) => anyhow::bail!("{e}; or smollm2, or the path of a .gguf, .safetensors or .npy file"),
