@@ -349,8 +349,18 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         anyhow::bail!("no tokens given");
     }
     let real = workload.synthetic(1);
-    let table = IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?;
+    // FastQuery queries the quantizer's table; the baselines the 16-bit fixed-point one.
+    let table = if kind.is_fastquery() {
+        quantized_table_for(workload, 1)?
+    } else {
+        IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?
+    };
     println!("FastQuery demo: a private lookup in a {m} x {d} embedding table (synthetic, seed 1)");
+    if kind.is_fastquery() {
+        println!(
+            "The table is quantized per channel ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS}); Q[k][c] below are its codes."
+        );
+    }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
     let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None)?);
     let t = tokens.len() as f64;

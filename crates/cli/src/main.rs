@@ -44,8 +44,8 @@ enum Command {
         /// Token ids to look up.
         #[arg(long, value_delimiter = ',', default_values_t = [0usize, 1, 42, 255, 511])]
         tokens: Vec<usize>,
-        /// Scheme.
-        #[arg(long, default_value = "cheetah")]
+        /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan).
+        #[arg(long, default_value = "fastquery")]
         scheme: String,
     },
     /// Runs schemes on a workload, verifies every share, and reports bytes, compute and latency.
@@ -92,6 +92,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
         Some(Command::Bench(args)) => bench::run(&backend, &args),
         Some(Command::Quantize(args)) => quantize::run(&args),
-        None => bench::demo(&backend, "cheetah", &[0, 1, 42, 255, 511]),
+        None => bench::demo(&backend, "fastquery", &[0, 1, 42, 255, 511]),
     }
 }

@@ -203,3 +203,42 @@ fn quantize_the_real_smollm2_workload() {
     assert!(p2 > orig && p2 > p4, "original {orig}, 2 bits {p2}, 4 bits {p4}");
     let _ = std::fs::remove_file(&json);
 }
+
+#[test]
+fn bench_compares_every_scheme_with_ratios_a_table_and_a_chart() {
+    let dir = std::env::temp_dir().join(format!("fq-cmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("c.json");
+    let o = fastquery(&[
+        "bench",
+        "--workload",
+        "tiny",
+        "--schemes",
+        "cheetah,iron,bumblebee,fastquery,fastquery-wan",
+        "--tokens",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("fastquery cost model"), "{t}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let schemes = v["schemes"].as_array().unwrap();
+    assert_eq!(schemes.len(), 5);
+    assert!(schemes.iter().all(|s| s["verified"] == true));
+    // Batched schemes predict their bytes exactly.
+    for s in schemes.iter().filter(|s| s["scheme"] != "cheetah") {
+        assert_eq!(s["predicted_bytes"], s["measured_bytes"], "{}", s["scheme"]);
+    }
+    for base in ["cheetah", "iron", "bumblebee"] {
+        for key in ["comm", "lan_latency", "wan_latency"] {
+            assert!(v["ratios"][base][key].as_f64().unwrap() > 0.0, "{base} {key}");
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("c.md")).unwrap();
+    assert!(md.contains("| fastquery vs |"), "{md}");
+    let svg = std::fs::read_to_string(dir.join("c.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("fastquery"), "{svg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
