@@ -20,9 +20,9 @@
 //! Pointwise products in this domain are negacyclic products of the polynomials.
 //!
 //! * [`NttTables`]: twiddles (and their Shoup companions) that every backend uploads.
-//! * [`reference`]: the portable transform that defines the order, the O(N^2) definition above,
+//! * [`reference`](mod@reference): the portable transform that defines the order, the O(N^2) definition above,
 //!   and schoolbook negacyclic products.
-//! * [`NttPlan`]: the fast CPU transform (tfhe-ntt, checked against [`reference`] when built).
+//! * [`NttPlan`]: the fast CPU transform (tfhe-ntt, checked against [`reference`](mod@reference) when built).
 #![forbid(unsafe_code)]
 
 mod plan;

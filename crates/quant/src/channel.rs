@@ -1,5 +1,5 @@
 /// One channel's quantizer: `q = clamp(round(x / scale) + zero, 0, 2^bits - 1)` (ties to even,
-/// see [`round_even`]),
+/// see `round_even`),
 /// `x ~ scale * (q - zero)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChannelQuant {
