@@ -3,6 +3,8 @@
 
 use fastquery_math::bit_reverse;
 
+use fastquery_math::Modulus;
+
 use crate::{RingContext, Shape};
 
 /// Bit 31 of a gather index: negate the gathered word.
@@ -43,14 +45,38 @@ pub fn automorphism_index(n: usize, g: usize, ntt: bool) -> Option<Vec<u32>> {
     Some(idx)
 }
 
+/// One row of [`gather_signed`]: `dst[k] = +-src[idx[k]]` mod `m` (see [`NEGATE`]).
+#[inline]
+pub fn gather_row(m: Modulus, dst: &mut [u32], src: &[u32], idx: &[u32]) {
+    for (x, &i) in dst.iter_mut().zip(idx) {
+        let v = src[(i & !NEGATE) as usize];
+        *x = if i & NEGATE != 0 { m.neg(v) } else { v };
+    }
+}
+
 /// `dst[row][k] = +-src[row][idx[k]]` (see [`NEGATE`]).
 pub fn gather_signed(ctx: &RingContext, src: &[u32], dst: &mut [u32], idx: &[u32], shape: Shape) {
     let n = ctx.n();
     for (r, (d, s)) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)).enumerate().take(shape.rows()) {
-        let m = ctx.moduli()[r % shape.limbs];
-        for (x, &i) in d.iter_mut().zip(idx) {
-            let v = s[(i & !NEGATE) as usize];
-            *x = if i & NEGATE != 0 { m.neg(v) } else { v };
+        gather_row(ctx.moduli()[r % shape.limbs], d, s, idx);
+    }
+}
+
+/// The digits of one source row (a residue row of any limb) over every limb of `moduli`:
+/// `dst` holds `digits * moduli.len()` rows of `src.len()` words, `[digit][limb]`.
+#[inline]
+pub fn decompose_row(moduli: &[Modulus], src: &[u32], digit_bits: u32, dst: &mut [u32]) {
+    let n = src.len();
+    let mask = (1u32 << digit_bits) - 1;
+    for (j, digit) in dst.chunks_exact_mut(moduli.len() * n).enumerate() {
+        let shift = j as u32 * digit_bits;
+        for (m, row) in moduli.iter().zip(digit.chunks_exact_mut(n)) {
+            // Digits of a larger prime's residue may exceed this prime: reduce those.
+            let p = m.value();
+            for (x, &v) in row.iter_mut().zip(src) {
+                let d = v.checked_shr(shift).unwrap_or(0) & mask;
+                *x = if d >= p { d % p } else { d };
+            }
         }
     }
 }
@@ -59,27 +85,15 @@ pub fn gather_signed(ctx: &RingContext, src: &[u32], dst: &mut [u32], idx: &[u32
 pub fn decompose(
     ctx: &RingContext,
     src: &[u32],
-    polys: usize,
+    _polys: usize,
     limbs: usize,
     digit_bits: u32,
     digits: usize,
     dst: &mut [u32],
 ) {
     let n = ctx.n();
-    let mask = (1u64 << digit_bits) - 1;
     let moduli = &ctx.moduli()[..limbs];
-    for p in 0..polys {
-        for i in 0..limbs {
-            let row = &src[(p * limbs + i) * n..(p * limbs + i + 1) * n];
-            for j in 0..digits {
-                let out = ((p * limbs + i) * digits + j) * limbs * n;
-                for (l, m) in moduli.iter().enumerate() {
-                    let d = &mut dst[out + l * n..out + (l + 1) * n];
-                    for (x, &v) in d.iter_mut().zip(row) {
-                        *x = m.reduce_u64((u64::from(v) >> (j as u32 * digit_bits)) & mask);
-                    }
-                }
-            }
-        }
+    for (row, out) in src.chunks_exact(n).zip(dst.chunks_exact_mut(digits * limbs * n)) {
+        decompose_row(moduli, row, digit_bits, out);
     }
 }

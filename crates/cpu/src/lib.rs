@@ -19,7 +19,7 @@ pub struct ReadmeDoctests;
 
 use std::sync::Arc;
 
-use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
+use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape, host};
 use fastquery_math::Modulus;
 use fastquery_ntt::NttPlan;
 use rayon::prelude::*;
@@ -331,14 +331,7 @@ impl Backend for CpuBackend {
         idx: &[u32],
         shape: Shape,
     ) -> Result<(), BackendError> {
-        const NEGATE: u32 = fastquery_backend::host::NEGATE;
-        self.row_pairs(out, a, ring.n, shape, |l, x, y| {
-            let m = ring.moduli[l];
-            for (u, &i) in x.iter_mut().zip(idx) {
-                let v = y[(i & !NEGATE) as usize];
-                *u = if i & NEGATE != 0 { m.neg(v) } else { v };
-            }
-        });
+        self.row_pairs(out, a, ring.n, shape, |l, x, y| host::gather_row(ring.moduli[l], x, y, idx));
         Ok(())
     }
 
@@ -354,22 +347,9 @@ impl Backend for CpuBackend {
         out: &mut Vec<u32>,
     ) -> Result<(), BackendError> {
         let n = ring.n;
-        let mask = (1u32 << digit_bits) - 1;
         let moduli = &ring.moduli[..limbs];
         // One task per source row (poly p, limb i): its digits over every limb.
-        let work = |(src, dst): (&[u32], &mut [u32])| {
-            for (j, digit) in dst.chunks_exact_mut(limbs * n).enumerate() {
-                let shift = j as u32 * digit_bits;
-                for (m, row) in moduli.iter().zip(digit.chunks_exact_mut(n)) {
-                    // Digits of a larger prime's residue may exceed this prime: reduce those.
-                    let p = m.value();
-                    for (x, &v) in row.iter_mut().zip(src) {
-                        let d = v.checked_shr(shift).unwrap_or(0) & mask;
-                        *x = if d >= p { d % p } else { d };
-                    }
-                }
-            }
-        };
+        let work = |(src, dst): (&[u32], &mut [u32])| host::decompose_row(moduli, src, digit_bits, dst);
         let chunk = digits * limbs * n;
         if self.parallel(a.len() / n) {
             self.install(|| a.par_chunks(n).zip(out.par_chunks_mut(chunk)).for_each(work));

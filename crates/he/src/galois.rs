@@ -191,6 +191,72 @@ impl<B: Backend> Ciphertexts<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Limbs of the ciphertexts.
+    pub fn limbs(&self) -> usize {
+        self.c0.shape().limbs
+    }
+
+    /// `count` zero ciphertexts (encryptions of 0 with no noise).
+    pub fn zeros(ring: &Ring<B>, count: usize, limbs: usize) -> Result<Self, HeError> {
+        let shape = Shape::new(count, limbs);
+        Ok(Self { c0: ring.zeros(shape)?, c1: ring.zeros(shape)? })
+    }
+
+    /// A device-side copy.
+    pub fn duplicate(&self, ring: &Ring<B>) -> Result<Self, HeError> {
+        Ok(Self { c0: ring.duplicate(&self.c0)?, c1: ring.duplicate(&self.c1)? })
+    }
+
+    /// Copies ciphertexts `src[src_at..src_at + count]` to `self[dst_at..]`.
+    pub fn copy_from(
+        &mut self,
+        ring: &Ring<B>,
+        src: &Self,
+        src_at: usize,
+        dst_at: usize,
+        count: usize,
+    ) -> Result<(), HeError> {
+        ring.copy_polys(&src.c0, src_at, &mut self.c0, dst_at, count)?;
+        ring.copy_polys(&src.c1, src_at, &mut self.c1, dst_at, count)?;
+        Ok(())
+    }
+
+    /// Ciphertexts `[at, at + count)` as a new batch.
+    pub fn slice(&self, ring: &Ring<B>, at: usize, count: usize) -> Result<Self, HeError> {
+        let mut out = Self::zeros(ring, count, self.limbs())?;
+        out.copy_from(ring, self, at, 0, count)?;
+        Ok(out)
+    }
+
+    /// `self += other` (both components).
+    pub fn add_assign(&mut self, ring: &Ring<B>, other: &Self) -> Result<(), HeError> {
+        ring.add_assign(&mut self.c0, &other.c0)?;
+        Ok(ring.add_assign(&mut self.c1, &other.c1)?)
+    }
+
+    /// `self -= other` (both components).
+    pub fn sub_assign(&mut self, ring: &Ring<B>, other: &Self) -> Result<(), HeError> {
+        ring.sub_assign(&mut self.c0, &other.c0)?;
+        Ok(ring.sub_assign(&mut self.c1, &other.c1)?)
+    }
+
+    /// `self *= X^k` (both components).
+    pub fn monomial_mul_assign(&mut self, ring: &Ring<B>, k: usize) -> Result<(), HeError> {
+        ring.monomial_mul_assign(&mut self.c0, k)?;
+        Ok(ring.monomial_mul_assign(&mut self.c1, k)?)
+    }
+}
+
+/// The key of `X -> X^g` among `keys`, or an error saying what needed it.
+fn find_key<'k, B: Backend>(
+    keys: &'k [ServerGaloisKey<B>],
+    g: usize,
+    what: &str,
+) -> Result<&'k ServerGaloisKey<B>, HeError> {
+    keys.iter()
+        .find(|k| k.g == g)
+        .ok_or_else(|| HeError::BadInput(format!("no Galois key for X -> X^{g} ({what})")))
 }
 
 /// Seeded ciphertexts onto the device, in coefficient form (`c1` expanded from its seed).
@@ -217,56 +283,50 @@ pub fn automorphism<B: Backend>(
 ) -> Result<Ciphertexts<B>, HeError> {
     let c0 = ring.automorphism(&cts.c0, key.g)?;
     let c1 = ring.automorphism(&cts.c1, key.g)?;
-    keyswitch(ring, c0, &c1, key)
+    keyswitch(ring, Ciphertexts { c0, c1 }, key)
 }
 
 /// Ciphertexts key-switched per call at most: bounds the digit buffers (`limbs * digits`
 /// polynomials per ciphertext) whatever the batch.
 const KEYSWITCH_CHUNK: usize = 16;
 
-/// `(c0, c1)` under `tau_g(s)` to a ciphertext under `s`, in chunks.
+/// Ciphertexts under `tau_g(s)` to ciphertexts under `s`, in chunks.
 fn keyswitch<B: Backend>(
     ring: &Ring<B>,
-    c0: Polys<B, Coeff>,
-    c1: &Polys<B, Coeff>,
+    cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let Shape { polys, limbs } = c1.shape();
-    if polys <= KEYSWITCH_CHUNK {
-        return keyswitch_chunk(ring, c0, c1, key);
+    let count = cts.len();
+    if count <= KEYSWITCH_CHUNK {
+        return keyswitch_chunk(ring, cts, key);
     }
-    let (mut o0, mut o1) = (ring.zeros(c1.shape())?, ring.zeros(c1.shape())?);
-    for start in (0..polys).step_by(KEYSWITCH_CHUNK) {
-        let count = KEYSWITCH_CHUNK.min(polys - start);
-        let shape = Shape::new(count, limbs);
-        let (mut a0, mut a1) = (ring.zeros(shape)?, ring.zeros(shape)?);
-        ring.copy_polys(&c0, start, &mut a0, 0, count)?;
-        ring.copy_polys(c1, start, &mut a1, 0, count)?;
-        let part = keyswitch_chunk(ring, a0, &a1, key)?;
-        ring.copy_polys(&part.c0, 0, &mut o0, start, count)?;
-        ring.copy_polys(&part.c1, 0, &mut o1, start, count)?;
+    let mut out = Ciphertexts::zeros(ring, count, cts.limbs())?;
+    for start in (0..count).step_by(KEYSWITCH_CHUNK) {
+        let part = cts.slice(ring, start, KEYSWITCH_CHUNK.min(count - start))?;
+        let done = keyswitch_chunk(ring, part, key)?;
+        out.copy_from(ring, &done, 0, start, done.len())?;
     }
-    Ok(Ciphertexts { c0: o0, c1: o1 })
+    Ok(out)
 }
 
 fn keyswitch_chunk<B: Backend>(
     ring: &Ring<B>,
-    c0: Polys<B, Coeff>,
-    c1: &Polys<B, Coeff>,
+    cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let Shape { polys, limbs } = c1.shape();
+    let Shape { polys, limbs } = cts.c1.shape();
     let digits = ring.digits(limbs, key.digit_bits);
-    let d = ring.forward(ring.decompose(c1, key.digit_bits)?)?;
+    let d = ring.forward(ring.decompose(&cts.c1, key.digit_bits)?)?;
     let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * polys, limbs))?;
     ring.mac(&mut out, &d, &key.key, MacDims { rows: polys, inner: limbs * digits, cols: 2 }, false)?;
+    // Row p of the product is (sum D b, sum D a): the first adds to c0, the second is c1.
     let out = ring.inverse(out)?;
-    let (mut a, mut b) = (ring.zeros(c1.shape())?, ring.zeros(c1.shape())?);
+    let (mut a, mut b) = (ring.zeros(cts.c1.shape())?, ring.zeros(cts.c1.shape())?);
     for p in 0..polys {
         ring.copy_polys(&out, 2 * p, &mut a, p, 1)?;
         ring.copy_polys(&out, 2 * p + 1, &mut b, p, 1)?;
     }
-    let mut c0 = c0;
+    let mut c0 = cts.c0;
     ring.add_assign(&mut c0, &a)?;
     Ok(Ciphertexts { c0, c1: b })
 }
@@ -279,14 +339,12 @@ fn halves<B: Backend>(
     second: bool,
 ) -> Result<Ciphertexts<B>, HeError> {
     let (groups, half) = (cts.len() / width, width / 2);
-    let shape = Shape::new(groups * half, cts.c0.shape().limbs);
-    let (mut c0, mut c1) = (ring.zeros(shape)?, ring.zeros(shape)?);
+    let mut out = Ciphertexts::zeros(ring, groups * half, cts.limbs())?;
     let off = if second { half } else { 0 };
     for g in 0..groups {
-        ring.copy_polys(&cts.c0, g * width + off, &mut c0, g * half, half)?;
-        ring.copy_polys(&cts.c1, g * width + off, &mut c1, g * half, half)?;
+        out.copy_from(ring, cts, g * width + off, g * half, half)?;
     }
-    Ok(Ciphertexts { c0, c1 })
+    Ok(out)
 }
 
 /// Packs `n = 2^k` ciphertexts whose useful coefficients sit at multiples of `n` into one (see
@@ -305,7 +363,7 @@ pub fn pack_strided<B: Backend>(
         return Err(HeError::BadInput(format!("packing {} ciphertexts in groups of {n}", cts.len())));
     }
     let groups = cts.len() / n;
-    let limbs = cts.c0.shape().limbs;
+    let limbs = cts.limbs();
     // Undo the factor n of the levels in advance: n^-1 mod q, per limb.
     let inv: Vec<u32> = params.ring().moduli()[..limbs]
         .iter()
@@ -319,23 +377,15 @@ pub fn pack_strided<B: Backend>(
     let mut width = n;
     let mut h = n / 2;
     while h >= 1 {
-        let g = big_n / h + 1;
-        let key = keys.iter().find(|k| k.g == g).ok_or_else(|| {
-            HeError::BadInput(format!("no Galois key for X -> X^{g} (packing {n} ciphertexts)"))
-        })?;
+        let key = find_key(keys, big_n / h + 1, &format!("packing {n} ciphertexts"))?;
         let a = halves(ring, &cur, width, false)?;
         let mut b = halves(ring, &cur, width, true)?;
-        ring.monomial_mul_assign(&mut b.c0, h)?;
-        ring.monomial_mul_assign(&mut b.c1, h)?;
-        let mut sum = Ciphertexts { c0: ring.duplicate(&a.c0)?, c1: ring.duplicate(&a.c1)? };
-        ring.add_assign(&mut sum.c0, &b.c0)?;
-        ring.add_assign(&mut sum.c1, &b.c1)?;
+        b.monomial_mul_assign(ring, h)?;
+        let mut sum = a.duplicate(ring)?;
+        sum.add_assign(ring, &b)?;
         let mut diff = a;
-        ring.sub_assign(&mut diff.c0, &b.c0)?;
-        ring.sub_assign(&mut diff.c1, &b.c1)?;
-        let rotated = automorphism(ring, &diff, key)?;
-        ring.add_assign(&mut sum.c0, &rotated.c0)?;
-        ring.add_assign(&mut sum.c1, &rotated.c1)?;
+        diff.sub_assign(ring, &b)?;
+        sum.add_assign(ring, &automorphism(ring, &diff, key)?)?;
         cur = sum;
         width /= 2;
         h /= 2;
@@ -360,36 +410,20 @@ pub fn expand<B: Backend>(
     }
     let mut cur = ct;
     for j in 0..k {
-        let g = big_n / (1 << j) + 1;
-        let key = keys
-            .iter()
-            .find(|key| key.g == g)
-            .ok_or_else(|| HeError::BadInput(format!("no Galois key for X -> X^{g} (expansion)")))?;
+        let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;
         // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd part).
         let t = automorphism(ring, &cur, key)?;
-        let mut even = Ciphertexts { c0: ring.duplicate(&cur.c0)?, c1: ring.duplicate(&cur.c1)? };
-        ring.add_assign(&mut even.c0, &t.c0)?;
-        ring.add_assign(&mut even.c1, &t.c1)?;
+        let mut even = cur.duplicate(ring)?;
+        even.add_assign(ring, &t)?;
         let mut odd = cur;
-        ring.sub_assign(&mut odd.c0, &t.c0)?;
-        ring.sub_assign(&mut odd.c1, &t.c1)?;
-        let shift = 2 * big_n - (1 << j);
-        ring.monomial_mul_assign(&mut odd.c0, shift)?;
-        ring.monomial_mul_assign(&mut odd.c1, shift)?;
+        odd.sub_assign(ring, &t)?;
+        odd.monomial_mul_assign(ring, 2 * big_n - (1 << j))?;
         let count = even.len();
-        let shape = Shape::new(2 * count, cur_limbs(&even));
-        let (mut c0, mut c1) = (ring.zeros(shape)?, ring.zeros(shape)?);
-        ring.copy_polys(&even.c0, 0, &mut c0, 0, count)?;
-        ring.copy_polys(&odd.c0, 0, &mut c0, count, count)?;
-        ring.copy_polys(&even.c1, 0, &mut c1, 0, count)?;
-        ring.copy_polys(&odd.c1, 0, &mut c1, count, count)?;
-        cur = Ciphertexts { c0, c1 };
+        cur = Ciphertexts::zeros(ring, 2 * count, even.limbs())?;
+        cur.copy_from(ring, &even, 0, 0, count)?;
+        cur.copy_from(ring, &odd, 0, count, count)?;
     }
     // Level j appends the odd parts after the even ones, so position p collects bit j of p
     // at level j: coefficient i ends at position i.
     Ok(cur)
-}
-
-fn cur_limbs<B: Backend>(c: &Ciphertexts<B>) -> usize {
-    c.c0.shape().limbs
 }

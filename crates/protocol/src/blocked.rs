@@ -337,33 +337,21 @@ impl<B: Backend> BlockedServer<B> {
     fn pack(
         &self,
         keys: &SessionKeys<B>,
-        c0: Polys<B, fastquery_backend::Coeff>,
-        c1: Polys<B, fastquery_backend::Coeff>,
+        products: Ciphertexts<B>,
         groups: usize,
     ) -> Result<Ciphertexts<B>, ProtocolError> {
-        let Some(p) = self.design.packing else { return Ok(Ciphertexts { c0, c1 }) };
+        let Some(p) = self.design.packing else { return Ok(products) };
         let ob = self.design.layout.out_blocks();
         let per = self.design.responses_per_group();
-        let padded = per * p.count;
-        let limbs = c0.shape().limbs;
-        let out_shape = Shape::new(groups * per, limbs);
-        let (mut o0, mut o1) = (self.ring.zeros(out_shape)?, self.ring.zeros(out_shape)?);
+        let limbs = products.limbs();
+        let mut out = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
         for g in 0..groups {
-            let shape = Shape::new(padded, limbs);
-            let (mut p0, mut p1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
-            self.ring.copy_polys(&c0, g * ob, &mut p0, 0, ob)?;
-            self.ring.copy_polys(&c1, g * ob, &mut p1, 0, ob)?;
-            let packed = pack_strided(
-                &self.ring,
-                &self.design.params,
-                Ciphertexts { c0: p0, c1: p1 },
-                p.count,
-                &keys.galois,
-            )?;
-            self.ring.copy_polys(&packed.c0, 0, &mut o0, g * per, per)?;
-            self.ring.copy_polys(&packed.c1, 0, &mut o1, g * per, per)?;
+            let mut padded = Ciphertexts::zeros(&self.ring, per * p.count, limbs)?;
+            padded.copy_from(&self.ring, &products, g * ob, 0, ob)?;
+            let packed = pack_strided(&self.ring, &self.design.params, padded, p.count, &keys.galois)?;
+            out.copy_from(&self.ring, &packed, 0, g * per, per)?;
         }
-        Ok(Ciphertexts { c0: o0, c1: o1 })
+        Ok(out)
     }
 }
 
@@ -428,25 +416,25 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         const PRODUCT_BUDGET: usize = 1 << 30;
         let per_group = 2 * ob * params.n() * limbs * 4;
         let chunk = if d.packing.is_some() { (PRODUCT_BUDGET / per_group).clamp(1, groups) } else { groups };
-        let resp_shape = Shape::new(groups * d.responses_per_group(), limbs);
-        let (mut r0, mut r1) = (self.ring.zeros(resp_shape)?, self.ring.zeros(resp_shape)?);
-        for g0 in (0..groups).step_by(chunk) {
-            let gc = chunk.min(groups - g0);
-            let part = if gc == groups {
-                self.products(&a, gc)?
-            } else {
+        let packed = if chunk == groups {
+            let products = self.products(&a, groups)?;
+            trace.mark("mac+split");
+            self.pack(&keys, products, groups)?
+        } else {
+            let per = d.responses_per_group();
+            let mut all = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
+            for g0 in (0..groups).step_by(chunk) {
+                let gc = chunk.min(groups - g0);
                 let mut ac: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * gc * ib, limbs))?;
                 self.ring.copy_polys(&a, 2 * g0 * ib, &mut ac, 0, 2 * gc * ib)?;
-                self.products(&ac, gc)?
-            };
-            trace.mark("mac+split");
-            let packed = self.pack(&keys, part.c0, part.c1, gc)?;
-            trace.mark("pack");
-            let per = d.responses_per_group();
-            self.ring.copy_polys(&packed.c0, 0, &mut r0, g0 * per, gc * per)?;
-            self.ring.copy_polys(&packed.c1, 0, &mut r1, g0 * per, gc * per)?;
-        }
-        let packed = Ciphertexts { c0: r0, c1: r1 };
+                let products = self.products(&ac, gc)?;
+                trace.mark("mac+split");
+                let packed = self.pack(&keys, products, gc)?;
+                all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
+            }
+            all
+        };
+        trace.mark("pack");
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
         let fin = finish(

@@ -15,14 +15,12 @@
 
 use std::sync::Arc;
 
-use fastquery_backend::Backend;
 use fastquery_he::{ParamSpec, Params};
 use fastquery_pack::StridedLayout;
-use fastquery_table::IntTable;
 
 use crate::{
     ProtocolError,
-    blocked::{BlockedClient, BlockedServer, Design, Packing},
+    blocked::{Design, Packing},
 };
 
 /// Wire id of the scheme.
@@ -53,18 +51,4 @@ pub fn design(m: usize, d: usize, table_bits: u32, plain_bits: u32) -> Result<De
     let layout = StridedLayout::choose(m, d, params.n(), query_ct, response_ct)?;
     let packing = Packing { count: layout.pack, digit_bits: DIGIT_BITS };
     Design::new(SCHEME_ID, "bumblebee", params, Arc::new(layout.inner), Some(packing), table_bits)
-}
-
-/// The server for `table`.
-pub fn server<B: Backend>(
-    backend: Arc<B>,
-    table: &IntTable,
-    plain_bits: u32,
-) -> Result<BlockedServer<B>, ProtocolError> {
-    BlockedServer::new(backend, table, design(table.m(), table.d(), table.bits(), plain_bits)?)
-}
-
-/// A client.
-pub fn client(m: usize, d: usize, table_bits: u32, plain_bits: u32) -> Result<BlockedClient, ProtocolError> {
-    BlockedClient::new(design(m, d, table_bits, plain_bits)?, d)
 }

@@ -20,15 +20,13 @@
 
 use std::sync::Arc;
 
-use fastquery_backend::Backend;
 use fastquery_he::{ParamSpec, Params, security_limit};
 use fastquery_pack::CheetahLayout;
-use fastquery_table::IntTable;
 use serde::Serialize;
 
 use crate::{
     ProtocolError,
-    blocked::{BlockedClient, BlockedServer, Design, Packing, WireBytes},
+    blocked::{Design, Packing, WireBytes},
     harness::Link,
 };
 
@@ -130,33 +128,25 @@ pub fn candidates(
     };
     let threads = rayon::current_num_threads().max(1) as f64;
     let mut out = Vec::new();
-    #[allow(clippy::too_many_arguments)]
-    let push = |out: &mut Vec<(Choice, Design)>,
-                design: Design,
-                n: usize,
-                bits: u32,
-                limbs: usize,
-                response_limbs: usize,
-                (d1, d0): (usize, usize),
-                pack: usize| {
+    // Everything else a choice reports is read off its design.
+    let push = |out: &mut Vec<(Choice, Design)>, design: Design, (d1, d0): (usize, usize)| {
         let predicted = design.predicted_bytes(tokens);
         let server_ms = estimate_ms(&design, tokens, threads);
         let bytes = (predicted.query + predicted.response) as f64;
         let latency = link.latency_ms(server_ms, bytes, 1.0) / tokens as f64;
-        out.push((
-            Choice {
-                n,
-                prime_bits: vec![bits; limbs],
-                response_limbs,
-                d1,
-                d0,
-                pack,
-                predicted,
-                server_ms,
-                latency_ms_per_token: latency,
-            },
-            design,
-        ));
+        let spec = design.params.spec();
+        let choice = Choice {
+            n: spec.n,
+            prime_bits: spec.prime_bits.clone(),
+            response_limbs: spec.response_limbs,
+            d1,
+            d0,
+            pack: design.packing.map_or(1, |p| p.count),
+            predicted,
+            server_ms,
+            latency_ms_per_token: latency,
+        };
+        out.push((choice, design));
     };
     for n in [4096usize, 8192] {
         let limit = security_limit(n).unwrap_or(0);
@@ -187,7 +177,7 @@ pub fn candidates(
                         table_bits,
                     )
                 {
-                    push(&mut out, design, n, bits, limbs, response_limbs, (layout.kw, layout.mw), 1);
+                    push(&mut out, design, (layout.kw, layout.mw));
                 }
                 let mut d1 = 64;
                 while d1 <= n && d1 / 2 < m {
@@ -212,7 +202,7 @@ pub fn candidates(
                         ) else {
                             continue;
                         };
-                        push(&mut out, design, n, bits, limbs, response_limbs, (d1, d0), pack);
+                        push(&mut out, design, (d1, d0));
                     }
                     d1 *= 2;
                 }
@@ -246,29 +236,4 @@ pub fn choose(
     objective: Objective,
 ) -> Result<(Choice, Design), ProtocolError> {
     Ok(candidates(m, d, table_bits, plain_bits, tokens, objective)?.swap_remove(0))
-}
-
-/// The server for `table`, designed for requests of `tokens` tokens under `objective`.
-pub fn server<B: Backend>(
-    backend: Arc<B>,
-    table: &IntTable,
-    plain_bits: u32,
-    tokens: usize,
-    objective: Objective,
-) -> Result<BlockedServer<B>, ProtocolError> {
-    let (_, design) = choose(table.m(), table.d(), table.bits(), plain_bits, tokens, objective)?;
-    BlockedServer::new(backend, table, design)
-}
-
-/// A client (it derives the same design from the same public inputs).
-pub fn client(
-    m: usize,
-    d: usize,
-    table_bits: u32,
-    plain_bits: u32,
-    tokens: usize,
-    objective: Objective,
-) -> Result<BlockedClient, ProtocolError> {
-    let (_, design) = choose(m, d, table_bits, plain_bits, tokens, objective)?;
-    BlockedClient::new(design, d)
 }

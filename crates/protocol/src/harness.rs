@@ -12,8 +12,9 @@ use fastquery_table::IntTable;
 use serde::Serialize;
 
 use crate::{
-    ParamSummary, ProtocolError, SchemeClient, SchemeServer, blocked::WireBytes, bumblebee, cheetah,
-    fastquery, iron,
+    ParamSummary, ProtocolError, SchemeClient, SchemeServer,
+    blocked::{BlockedClient, BlockedServer, WireBytes},
+    bumblebee, cheetah, fastquery, iron,
 };
 
 /// A network link model.
@@ -110,31 +111,22 @@ impl SchemeKind {
         tokens: usize,
     ) -> Result<SchemePair, ProtocolError> {
         let (m, d, bits) = (table.m(), table.d(), table.bits());
-        Ok(match self {
-            Self::Cheetah => (
-                Box::new(cheetah::server(backend, table, plain_bits)?),
-                Box::new(cheetah::client(m, d, bits, plain_bits)?),
-            ),
-            Self::Iron => (
-                Box::new(iron::server(backend, table, plain_bits, tokens)?),
-                Box::new(iron::client(m, d, bits, plain_bits, tokens)?),
-            ),
-            Self::Bumblebee => (
-                Box::new(bumblebee::server(backend, table, plain_bits)?),
-                Box::new(bumblebee::client(m, d, bits, plain_bits)?),
-            ),
-            Self::FastQuery | Self::FastQueryWan => {
-                let objective = if self == Self::FastQuery {
-                    fastquery::Objective::Bytes
-                } else {
-                    fastquery::Objective::Latency(WAN)
-                };
-                (
-                    Box::new(fastquery::server(backend, table, plain_bits, tokens, objective)?),
-                    Box::new(fastquery::client(m, d, bits, plain_bits, tokens, objective)?),
-                )
+        // Both parties derive the same design from public inputs; it is computed once here.
+        let design = match self {
+            Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
+            Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
+            Self::Bumblebee => bumblebee::design(m, d, bits, plain_bits)?,
+            Self::FastQuery => {
+                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Bytes)?.1
             }
-        })
+            Self::FastQueryWan => {
+                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Latency(WAN))?.1
+            }
+        };
+        Ok((
+            Box::new(BlockedServer::new(backend, table, design.clone())?),
+            Box::new(BlockedClient::new(design, d)?),
+        ))
     }
 }
 

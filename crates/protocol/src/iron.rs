@@ -6,15 +6,9 @@
 
 use std::sync::Arc;
 
-use fastquery_backend::Backend;
 use fastquery_pack::IronLayout;
-use fastquery_table::IntTable;
 
-use crate::{
-    ProtocolError,
-    blocked::{BlockedClient, BlockedServer, Design},
-    cheetah,
-};
+use crate::{ProtocolError, blocked::Design, cheetah};
 
 /// Wire id of the scheme.
 pub const SCHEME_ID: u8 = 2;
@@ -30,25 +24,4 @@ pub fn design(
     let params = Arc::new(cheetah::params(plain_bits)?);
     let layout = IronLayout::choose(m, d, params.n(), tokens)?;
     Design::new(SCHEME_ID, "iron", params, Arc::new(layout), None, table_bits)
-}
-
-/// The server for `table`, blocked for batches of `tokens`.
-pub fn server<B: Backend>(
-    backend: Arc<B>,
-    table: &IntTable,
-    plain_bits: u32,
-    tokens: usize,
-) -> Result<BlockedServer<B>, ProtocolError> {
-    BlockedServer::new(backend, table, design(table.m(), table.d(), table.bits(), plain_bits, tokens)?)
-}
-
-/// A client for batches of `tokens`.
-pub fn client(
-    m: usize,
-    d: usize,
-    table_bits: u32,
-    plain_bits: u32,
-    tokens: usize,
-) -> Result<BlockedClient, ProtocolError> {
-    BlockedClient::new(design(m, d, table_bits, plain_bits, tokens)?, d)
 }

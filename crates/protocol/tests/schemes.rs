@@ -180,13 +180,17 @@ fn fastquery_shares_reconstruct_the_quantized_table() {
 
 #[test]
 fn plaintexts_encoded_per_request_give_the_same_shares() {
-    use fastquery_protocol::{SchemeClient, SchemeServer, blocked::BlockedServer, iron};
+    use fastquery_protocol::{
+        SchemeClient, SchemeServer,
+        blocked::{BlockedClient, BlockedServer},
+        iron,
+    };
     let table = random_table(500, 30, 9, 4);
     let ids = [1usize, 499, 250];
     let design = iron::design(500, 30, 9, 37, ids.len()).unwrap();
     // A zero budget streams every block.
     let server = BlockedServer::with_budget(Arc::new(CpuBackend::new()), &table, design, 0).unwrap();
-    let mut client = iron::client(500, 30, 9, 37, ids.len()).unwrap();
+    let mut client = BlockedClient::new(iron::design(500, 30, 9, 37, ids.len()).unwrap(), 30).unwrap();
     let session = server.open_session(&client.setup().unwrap()).unwrap();
     let (resp, s) = server.answer(session, &client.query(&ids).unwrap()).unwrap();
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
