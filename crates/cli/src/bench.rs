@@ -85,8 +85,13 @@ fn quantized_table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable
     let real = workload.synthetic(seed);
     let cost = fastquery_protocol::fastquery::WireCost { max_bits: QUANT_MAX_BITS };
     let budget = u64::from(QUANT_BITS) * real.d() as u64;
-    let (qt, _) =
-        fastquery_quant::quantize_table(&real, &fastquery_quant::Sensitivity::MeanAbs, &cost, budget, true)?;
+    let (qt, _) = fastquery_quant::quantize_table(
+        &real,
+        &fastquery_quant::Sensitivity::recommended(),
+        &cost,
+        budget,
+        true,
+    )?;
     Ok(qt.to_int_table()?)
 }
 

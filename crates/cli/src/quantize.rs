@@ -18,6 +18,8 @@ pub enum SensitivityArg {
     MeanAbs,
     /// Plain squared error.
     Uniform,
+    /// The paper's rule, rows weighted by a Zipf prior on token frequency (BPE merge order).
+    MeanAbsZipf,
 }
 
 /// Arguments of `fastquery quantize`.
@@ -33,10 +35,13 @@ pub struct QuantizeArgs {
     /// Average bits per entry (the budget; 2 to 8). Several, comma-separated, give a curve.
     #[arg(long, value_delimiter = ',', default_values_t = [4.0])]
     avg_bits: Vec<f64>,
-    /// Sensitivity proxy for the allocation (mean-abs measured best on SmolLM2's perplexity,
-    /// docs/BENCHMARKS.md).
-    #[arg(long, value_enum, default_value = "mean-abs")]
+    /// Sensitivity proxy for the allocation and the clipping (mean-abs-zipf measured best on
+    /// SmolLM2's perplexity, docs/BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "mean-abs-zipf")]
     sensitivity: SensitivityArg,
+    /// Offset k0 of the Zipf prior `1 / (k + k0)` on row k (with `mean-abs-zipf`).
+    #[arg(long, default_value_t = 100.0)]
+    zipf_k0: f64,
     /// Skip the clipping refinement.
     #[arg(long)]
     no_refine: bool,
@@ -157,6 +162,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
         SensitivityArg::Rmsnorm => Sensitivity::RmsNorm { gains: None },
         SensitivityArg::MeanAbs => Sensitivity::MeanAbs,
         SensitivityArg::Uniform => Sensitivity::Uniform,
+        SensitivityArg::MeanAbsZipf => Sensitivity::MeanAbsZipf { k0: args.zipf_k0 },
     };
     let kind = if synthetic { "synthetic" } else { "from file" };
     println!("{name} ({m} x {d}, {kind}), sensitivity {:?}", args.sensitivity);
@@ -214,13 +220,9 @@ fn one_budget(
     let rel = qt.rel_error(table);
     let uniform_bits = (bits.fract() == 0.0).then_some(bits as u32);
     let uniform = match uniform_bits {
-        Some(b) => Some(quantize_table(
-            table,
-            &Sensitivity::Uniform,
-            &FixedBits(b),
-            u64::from(b) * d as u64,
-            !args.no_refine,
-        )?),
+        Some(b) => {
+            Some(quantize_table(table, sens, &FixedBits(b), u64::from(b) * d as u64, !args.no_refine)?)
+        }
         None => None,
     };
     let uniform_rel = uniform.as_ref().map(|(u, _)| u.rel_error(table));

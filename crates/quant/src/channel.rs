@@ -61,28 +61,111 @@ pub fn round_even(v: f32) -> f32 {
     if v.abs() < 4_194_304.0 { (v + MAGIC) - MAGIC } else { v }
 }
 
-/// Clipping factors tried by the refinement (1 is min/max itself).
-const CLIP: [f32; 12] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.4];
+/// Bins of the histogram that the refinement searches on.
+const BINS: usize = 1024;
 
-/// Quantizes a column to `bits`. With `refine`, the clipping range is searched (the min/max
-/// range shrunk by each factor of `CLIP`) for the least squared error: a data-free refinement
-/// that helps heavy-tailed channels and never does worse than min/max (factor 1 is a candidate).
-/// Returns the quantizer and the column's squared error.
-pub fn quantize_channel(values: &[f32], bits: u32, refine: bool) -> (ChannelQuant, f64) {
-    let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-    let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
-    let base = ChannelQuant::over(lo, hi, bits);
-    let mut best = (base, base.sq_error(values, None));
-    if refine {
-        for &f in &CLIP[1..] {
-            let cq = ChannelQuant::over(lo * f, hi * f, bits);
-            let e = cq.sq_error(values, None);
-            if e < best.1 {
-                best = (cq, e);
-            }
+/// A column summarised for the clipping search: per bin the (weighted) count, sum and sum of
+/// squares. The squared error of a quantizer over the column is exact for every bin that the
+/// quantizer maps to one level (`sum w (x - v)^2 = ss - 2 v s + n v^2`); a bin that straddles a
+/// rounding boundary is charged as if all of it sat at its mean. With 1,024 bins against at
+/// most 255 levels, few bins straddle, and the search costs a pass over 1,024 bins per
+/// candidate instead of a pass over the column.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    lo: f32,
+    hi: f32,
+    bins: Vec<[f64; 3]>,
+}
+
+impl Histogram {
+    /// Summarises `values` (with optional per-value weights).
+    pub fn new(values: &[f32], weights: Option<&[f64]>) -> Self {
+        let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
+        let mut bins = vec![[0.0f64; 3]; BINS];
+        let inv = if hi > lo { BINS as f32 / (hi - lo) } else { 0.0 };
+        let mut add = |x: f32, w: f64| {
+            let i = (((x - lo) * inv) as usize).min(BINS - 1);
+            let x = f64::from(x);
+            let b = &mut bins[i];
+            b[0] += w;
+            b[1] += w * x;
+            b[2] += w * x * x;
+        };
+        match weights {
+            Some(ws) => values.iter().zip(ws).for_each(|(&x, &w)| add(x, w)),
+            None => values.iter().for_each(|&x| add(x, 1.0)),
         }
+        bins.retain(|b| b[0] > 0.0);
+        Self { lo, hi, bins }
     }
-    best
+
+    /// The column's range.
+    pub fn range(&self) -> (f32, f32) {
+        (self.lo, self.hi)
+    }
+
+    /// The (weighted) squared error of `cq` over the column, as described on the type.
+    pub fn sq_error(&self, cq: &ChannelQuant) -> f64 {
+        self.bins
+            .iter()
+            .map(|&[n, s, ss]| {
+                let v = f64::from(cq.dequantize(cq.quantize((s / n) as f32)));
+                (ss - 2.0 * v * s + n * v * v).max(0.0)
+            })
+            .sum()
+    }
+
+    /// The quantizer at `bits` whose clipping range `[f lo, f hi]` minimises the error on the
+    /// histogram, for `f` in [`CLIP`]. `f = 1` (min/max) is a candidate, so the result is never
+    /// worse on the histogram than min/max.
+    ///
+    /// The grid is deliberately coarse and symmetric. A finer, asymmetric search (35 symmetric
+    /// factors, then coordinate search on each end) lowered SmolLM2's relative error at 4 bits
+    /// from 0.0915 to 0.0891 but raised its perplexity change from +1.06% to +2.15%: it clips
+    /// the outliers harder, and the outliers carry meaning that squared error does not see.
+    pub fn refined(&self, bits: u32) -> (ChannelQuant, f64) {
+        CLIP.iter()
+            .map(|&f| {
+                let cq = ChannelQuant::over(self.lo * f, self.hi * f, bits);
+                (cq, self.sq_error(&cq))
+            })
+            .fold(None, |best: Option<(ChannelQuant, f64)>, c| match best {
+                Some(b) if b.1 <= c.1 => Some(b),
+                _ => Some(c),
+            })
+            .expect("CLIP is not empty")
+    }
+}
+
+/// Clipping factors tried by the refinement (1 is min/max itself).
+pub const CLIP: [f32; 12] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.4];
+
+/// Quantizes a column to `bits`. With `refine`, the clipping range is searched on the column's
+/// histogram ([`Histogram::refined`]) and the result kept only if its exact squared error is
+/// below min/max's: a data-free refinement that helps heavy-tailed channels and never does
+/// worse than min/max. Returns the quantizer and the column's exact squared error.
+pub fn quantize_channel(values: &[f32], bits: u32, refine: bool) -> (ChannelQuant, f64) {
+    quantize_weighted(values, None, bits, refine)
+}
+
+/// [`quantize_channel`] with a weight per value (the error that is minimised is weighted).
+pub fn quantize_weighted(
+    values: &[f32],
+    weights: Option<&[f64]>,
+    bits: u32,
+    refine: bool,
+) -> (ChannelQuant, f64) {
+    let hist = Histogram::new(values, weights);
+    let (lo, hi) = hist.range();
+    let base = ChannelQuant::over(lo, hi, bits);
+    let base = (base, base.sq_error(values, weights));
+    if !refine {
+        return base;
+    }
+    let (cq, _) = hist.refined(bits);
+    let e = cq.sq_error(values, weights);
+    if e < base.1 { (cq, e) } else { base }
 }
 
 #[cfg(test)]
@@ -105,6 +188,49 @@ mod tests {
             assert!(cq.zero >= 0 && cq.zero < 1 << bits);
             assert_eq!(cq.dequantize(cq.zero as u32), 0.0);
         }
+    }
+
+    #[test]
+    fn histogram_error_tracks_the_exact_error() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for trial in 0..20 {
+            let n = 500 + 300 * trial;
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.2f32..0.9) * rng.random::<f32>()).collect();
+            let w: Vec<f64> = (0..n).map(|_| rng.random_range(0.1..2.0)).collect();
+            let hist = Histogram::new(&v, Some(&w));
+            let (lo, hi) = hist.range();
+            for bits in crate::BITS {
+                for f in [1.0f32, 0.8, 0.5] {
+                    let cq = ChannelQuant::over(lo * f, hi * f, bits);
+                    let (approx, exact) = (hist.sq_error(&cq), cq.sq_error(&v, Some(&w)));
+                    // Only bins straddling a rounding boundary are approximated: a few percent
+                    // at 8 bits (255 levels against 1,024 bins), far less at low widths.
+                    let tol = if bits >= 7 { 0.15 } else { 0.03 };
+                    assert!(
+                        (approx - exact).abs() <= tol * exact + 1e-12,
+                        "bits {bits} f {f}: {approx} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weights_steer_the_clipping() {
+        // Heavy-tailed column whose outliers carry almost all of the weight: the weighted
+        // refinement keeps them (min/max), the unweighted one clips them.
+        let mut rng = StdRng::seed_from_u64(4);
+        let v: Vec<f32> = (0..4000)
+            .map(|i| {
+                let g: f32 = (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * 0.03;
+                if i % 100 == 0 { 2.5 * g } else { g }
+            })
+            .collect();
+        let w: Vec<f64> = (0..4000).map(|i| if i % 100 == 0 { 1e3 } else { 1e-3 }).collect();
+        let (plain, _) = quantize_weighted(&v, None, 3, true);
+        let (weighted, we) = quantize_weighted(&v, Some(&w), 3, true);
+        assert!(weighted.scale > plain.scale, "{weighted:?} vs {plain:?}");
+        assert!(we <= plain.sq_error(&v, Some(&w)));
     }
 
     #[test]
