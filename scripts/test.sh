@@ -9,6 +9,18 @@ export FASTQUERY_REQUIRE_NVRTC=1
 # The real SmolLM2 table (workload smollm2), for the GGUF reader's test on a real file.
 FASTQUERY_SMOLLM2=$(bash scripts/install_smollm2.sh)
 export FASTQUERY_SMOLLM2
-# The binary with the CUDA backend compiled in must build (it runs only where a GPU is).
-cargo build --locked -p fastquery --features cuda
+# lavapipe (Mesa's software Vulkan) for the wgpu backend: its whole conformance suite and the
+# end-to-end schemes run on it, and must not skip.
+bash scripts/install_vulkan.sh
+export FASTQUERY_REQUIRE_WGPU=1
+# The Vulkan loader warns on every device creation without a runtime dir.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  XDG_RUNTIME_DIR=$(mktemp -d)
+  chmod 700 "$XDG_RUNTIME_DIR"
+  export XDG_RUNTIME_DIR
+fi
+# The binary with both GPU backends compiled in must build; the CUDA one runs only where a GPU
+# is, the wgpu one runs here on lavapipe (the demo, end to end, shares checked).
+cargo build --locked -p fastquery --features cuda,wgpu
+target/debug/fastquery --backend wgpu demo --tokens 3,7 >/dev/null
 cargo test --workspace --locked

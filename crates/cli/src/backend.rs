@@ -33,6 +33,8 @@ pub enum AnyBackend {
     Cpu(Arc<CpuBackend>),
     #[cfg(feature = "cuda")]
     Cuda(Arc<fastquery_cuda::CudaBackend>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(Arc<fastquery_wgpu::WgpuBackend>),
 }
 
 /// Runs `$body` with `$b` bound to the concrete backend (`&Arc<B>`), whichever was opened:
@@ -44,6 +46,8 @@ macro_rules! with_backend {
             $crate::backend::AnyBackend::Cpu($b) => $body,
             #[cfg(feature = "cuda")]
             $crate::backend::AnyBackend::Cuda($b) => $body,
+            #[cfg(feature = "wgpu")]
+            $crate::backend::AnyBackend::Wgpu($b) => $body,
         }
     };
 }
@@ -69,11 +73,22 @@ impl BackendKind {
                          (needs an NVIDIA driver and NVRTC at run time); or use --backend cpu"
                         .into(),
             }),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => {
+                let b = fastquery_wgpu::WgpuBackend::new()?;
+                eprintln!("wgpu adapter: {}", b.describe());
+                if b.is_software() {
+                    eprintln!("  (a software adapter: correct, but slower than the CPU backend)");
+                }
+                Ok(AnyBackend::Wgpu(Arc::new(b)))
+            }
+            #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => Err(BackendError::Unavailable {
                 backend: "wgpu",
-                reason: "this build has no wgpu backend (it arrives as the crate fastquery-wgpu behind \
-                         the cargo feature `wgpu`; see docs/ARCHITECTURE.md); use --backend cpu"
-                    .into(),
+                reason:
+                    "this build has no wgpu backend: rebuild with `cargo build --release --features wgpu` \
+                         (needs a Vulkan, Metal or DX12 driver at run time); or use --backend cpu"
+                        .into(),
             }),
         }
     }
@@ -91,11 +106,13 @@ impl AnyBackend {
             Self::Cpu(b) => b.threads(),
             #[cfg(feature = "cuda")]
             Self::Cuda(_) => rayon_threads(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(_) => rayon_threads(),
         }
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |c| c.get())
 }

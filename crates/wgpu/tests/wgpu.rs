@@ -1,0 +1,71 @@
+//! Every wgpu check: the shared backend conformance suite on the first adapter (lavapipe in
+//! CI, which installs Mesa's Vulkan driver; a real GPU elsewhere), and every scheme end to end
+//! with its server on that adapter. Without an adapter the tests print why they were skipped,
+//! unless `FASTQUERY_REQUIRE_WGPU` is set (CI sets it), where a missing adapter fails.
+
+use std::sync::Arc;
+
+use fastquery_backend::BackendError;
+use fastquery_wgpu::WgpuBackend;
+
+fn backend() -> Result<WgpuBackend, BackendError> {
+    let b = WgpuBackend::new();
+    if let Err(e) = &b {
+        assert!(std::env::var_os("FASTQUERY_REQUIRE_WGPU").is_none(), "FASTQUERY_REQUIRE_WGPU is set: {e}");
+    }
+    b
+}
+
+mod conformance {
+    fastquery_backend::conformance_tests!(super::backend());
+}
+
+#[test]
+fn adapter_is_described() {
+    let Ok(b) = backend() else { return };
+    let text = b.describe();
+    assert!(!text.is_empty());
+    if b.is_software() {
+        assert!(text.contains("software"), "{text}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "wgpu adapter: {text}");
+}
+
+#[test]
+fn every_scheme_end_to_end_on_wgpu() {
+    use fastquery_protocol::harness::SchemeKind;
+    let backend = match backend() {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            fastquery_backend::conformance::report_skip(&e);
+            return;
+        }
+    };
+    let table = fastquery_table::Workload::Tiny.synthetic(3);
+    let table = fastquery_table::IntTable::fixed_point(&table, 12, 16).unwrap();
+    let ids = [0usize, 170, 171, 511, 300];
+    for kind in SchemeKind::ALL {
+        let plain = kind.default_plain_bits();
+        let (server, mut client) = kind.build(backend.clone(), &table, plain, ids.len()).unwrap();
+        let session = server.open_session(&client.setup().unwrap()).unwrap();
+        let batches: Vec<&[usize]> =
+            if kind.batches_tokens() { vec![&ids[..]] } else { ids.chunks(1).collect() };
+        for batch in batches {
+            let q = client.query(batch).unwrap();
+            let (resp, s) = server.answer(session, &q).unwrap();
+            let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+            let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+            for (row, &k) in batch.iter().enumerate() {
+                for c in 0..table.d() {
+                    assert_eq!(
+                        got[row * table.d() + c],
+                        (i64::from(table.get(k, c)) as u64) & mask,
+                        "{} token {k} channel {c}",
+                        kind.name()
+                    );
+                }
+            }
+        }
+    }
+}
