@@ -43,3 +43,85 @@ pub fn random_polys<B: Backend, R: Repr>(ring: &Ring<B>, shape: Shape, seed: u64
 pub fn random_ntt<B: Backend>(ring: &Ring<B>, shape: Shape, seed: u64) -> Polys<B, Ntt> {
     random_polys(ring, shape, seed)
 }
+
+/// The device benchmarks shared by every GPU backend, as `<group>/<op>/<N>/<limbs>`: batched
+/// NTTs (`ntt` lists `(N, polynomials)` per size; each runs at 1 and 4 limbs) and the
+/// multiply-accumulate over `mac = (inner, cols)` table polynomials at N = 4096, 4 limbs. The
+/// device is synchronised inside every timed region (`iter_custom`).
+pub fn device_benches<B: Backend>(
+    c: &mut criterion::Criterion,
+    group: &str,
+    backend: std::sync::Arc<B>,
+    ntt: &[(usize, usize)],
+    mac: (usize, usize),
+) {
+    use criterion::Throughput;
+    use fastquery_backend::{Coeff, MacDims, Ntt};
+    use std::time::{Duration, Instant};
+    let mut g = c.benchmark_group(group);
+    for &(n, polys) in ntt {
+        for limbs in [1usize, 4] {
+            let polys = polys / limbs;
+            let ring = ring(backend.clone(), n, limbs);
+            let shape = Shape::new(polys, limbs);
+            g.throughput(Throughput::Elements(shape.rows() as u64));
+            let mut slot: Option<Polys<B, Coeff>> = Some(random_polys(&ring, shape, 1));
+            let mut ntt_slot: Option<Polys<B, Ntt>> = None;
+            g.bench_function(format!("ntt_fwd/{n}/{limbs}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let p = slot.take().unwrap_or_else(|| random_polys(&ring, shape, 2));
+                        // The previous iteration's untimed transform must finish first.
+                        backend.synchronize().unwrap();
+                        let t = Instant::now();
+                        let f = ring.forward(p).unwrap();
+                        backend.synchronize().unwrap();
+                        total += t.elapsed();
+                        slot = Some(ring.inverse(f).unwrap());
+                    }
+                    total
+                })
+            });
+            g.bench_function(format!("ntt_inv/{n}/{limbs}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let p = ntt_slot.take().unwrap_or_else(|| random_ntt(&ring, shape, 3));
+                        backend.synchronize().unwrap();
+                        let t = Instant::now();
+                        let i = ring.inverse(p).unwrap();
+                        backend.synchronize().unwrap();
+                        total += t.elapsed();
+                        ntt_slot = Some(ring.forward(i).unwrap());
+                    }
+                    total
+                })
+            });
+        }
+    }
+    // The multiply-accumulate for 1 and 8 tokens (2 and 16 rows) over `inner x cols` table
+    // polynomials (Cheetah's llama-7b shape is 180 x 179).
+    let (n, limbs) = (4096usize, 4usize);
+    let ring = ring(backend.clone(), n, limbs);
+    let (inner, cols) = mac;
+    let b_table = random_ntt(&ring, Shape::new(inner * cols, limbs), 4);
+    for rows in [2usize, 16] {
+        let dims = MacDims { rows, inner, cols };
+        let a = random_ntt(&ring, Shape::new(rows * inner, limbs), 5);
+        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(rows * cols, limbs)).unwrap();
+        g.throughput(Throughput::Bytes((inner * cols * limbs * n * 4) as u64));
+        g.bench_function(format!("mac/{n}/{rows}x{inner}x{cols}/{limbs}"), |b| {
+            b.iter_custom(|iters| {
+                backend.synchronize().unwrap();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    ring.mac(&mut out, &a, &b_table, dims, false).unwrap();
+                }
+                backend.synchronize().unwrap();
+                t.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
