@@ -398,6 +398,16 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         Ok(id)
     }
 
+    fn close_session(&self, session: u64) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(&session);
+        }
+    }
+
+    fn sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| s.len())
+    }
+
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
         let d = &self.design;
         let mut trace = crate::trace::Phases::new(d.name);

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     ParamSummary, ProtocolError, SchemeClient, SchemeServer,
-    blocked::{BlockedClient, BlockedServer, WireBytes},
+    blocked::{BlockedClient, BlockedServer, Design, WireBytes},
     bumblebee, cheetah, fastquery, iron,
 };
 
@@ -101,6 +101,42 @@ impl SchemeKind {
         !matches!(self, Self::Cheetah)
     }
 
+    /// The design both parties derive from public inputs: the table's shape and code width,
+    /// the share ring, and the tokens per request (Iron's blocking depends on the batch).
+    pub fn design(
+        self,
+        m: usize,
+        d: usize,
+        bits: u32,
+        plain_bits: u32,
+        tokens: usize,
+    ) -> Result<Design, ProtocolError> {
+        Ok(match self {
+            Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
+            Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
+            Self::Bumblebee => bumblebee::design(m, d, bits, plain_bits)?,
+            Self::FastQuery => {
+                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Bytes)?.1
+            }
+            Self::FastQueryWan => {
+                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Latency(WAN))?.1
+            }
+        })
+    }
+
+    /// A client alone (a networked client knows the table's shape from the server, not the
+    /// table).
+    pub fn client(
+        self,
+        m: usize,
+        d: usize,
+        bits: u32,
+        plain_bits: u32,
+        tokens: usize,
+    ) -> Result<Box<dyn SchemeClient>, ProtocolError> {
+        Ok(Box::new(BlockedClient::new(self.design(m, d, bits, plain_bits, tokens)?, d)?))
+    }
+
     /// Builds the server (preprocessing `table` on `backend`) and a client, for queries of
     /// `tokens` tokens (Iron's blocking depends on the batch).
     pub fn build<B: Backend>(
@@ -112,21 +148,21 @@ impl SchemeKind {
     ) -> Result<SchemePair, ProtocolError> {
         let (m, d, bits) = (table.m(), table.d(), table.bits());
         // Both parties derive the same design from public inputs; it is computed once here.
-        let design = match self {
-            Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
-            Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
-            Self::Bumblebee => bumblebee::design(m, d, bits, plain_bits)?,
-            Self::FastQuery => {
-                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Bytes)?.1
-            }
-            Self::FastQueryWan => {
-                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Latency(WAN))?.1
-            }
-        };
+        let design = self.design(m, d, bits, plain_bits, tokens)?;
         Ok((
             Box::new(BlockedServer::new(backend, table, design.clone())?),
             Box::new(BlockedClient::new(design, d)?),
         ))
+    }
+
+    /// The scheme's wire id (the `SCHEME_ID` of its design).
+    pub fn id(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The scheme of a wire id.
+    pub fn from_id(id: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.id() == id)
     }
 }
 

@@ -66,6 +66,13 @@ pub trait SchemeServer: Send + Sync {
     fn preprocess_bytes(&self) -> usize;
     /// Registers a client's setup message; returns its session id.
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError>;
+    /// Forgets a session and its keys (a networked server calls it when the connection ends).
+    /// Unknown ids are ignored.
+    fn close_session(&self, _session: u64) {}
+    /// Sessions currently open.
+    fn sessions(&self) -> usize {
+        0
+    }
     /// Answers a query of a session: the response bytes and the server's shares.
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError>;
     /// The exact bytes of a `tokens`-token request, where the scheme predicts them.

@@ -1,0 +1,217 @@
+//! The client: connect, hand over keys once, query.
+
+use std::time::{Duration, Instant};
+
+use fastquery_protocol::{SchemeClient, Shares, harness::SchemeKind};
+use tokio::{net::TcpStream, time::timeout};
+
+use crate::{
+    NetError,
+    frame::{Frame, Hello, Info, Kind, decode_response, encode_query, read_frame, write_frame},
+};
+
+/// How to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The pre-shared token.
+    pub token: Vec<u8>,
+    /// The scheme expected (`None`: whatever the server runs).
+    pub scheme: Option<SchemeKind>,
+    /// Longest wait for the server at each step (connecting, keys, each answer).
+    pub timeout: Duration,
+    /// Largest frame accepted from the server.
+    pub max_frame: usize,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("scheme", &self.scheme)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Defaults: any scheme, 120 s per step, 256 MiB frames.
+    pub fn new(token: Vec<u8>) -> Self {
+        Self { token, scheme: None, timeout: Duration::from_secs(120), max_frame: 256 << 20 }
+    }
+}
+
+/// One query's outcome.
+#[derive(Clone, Debug)]
+pub struct QueryResult {
+    /// The server's request ids (one per batch the query was split into).
+    pub requests: Vec<u64>,
+    /// The client's shares, one row per token in the order asked.
+    pub shares: Shares,
+    /// Bytes sent and received for this query (frames included).
+    pub sent: usize,
+    pub received: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A connected client with an open session.
+pub struct Client {
+    stream: TcpStream,
+    scheme: Option<Box<dyn SchemeClient>>,
+    kind: SchemeKind,
+    info: Info,
+    cfg: ClientConfig,
+    /// Bytes of the handshake (hello, info, keys, ready).
+    setup_bytes: usize,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("scheme", &self.kind).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `addr`, authenticates, derives the scheme's design from the server's
+    /// parameters, and sends the keys.
+    pub async fn connect(addr: &str, cfg: ClientConfig) -> Result<Self, NetError> {
+        let unreachable = |reason: String| NetError::Unreachable { addr: addr.to_string(), reason };
+        let stream = match timeout(cfg.timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(unreachable(format!("no connection in {:?}", cfg.timeout))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(unreachable("connection refused (is `fastquery serve` running there?)".into()));
+            }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let hello = Hello { scheme: cfg.scheme.map_or(0, |k| k.id()), token: cfg.token.clone() };
+        if hello.token.len() > u16::MAX as usize {
+            return Err(NetError::Invalid("access token too long".into()));
+        }
+        let mut c = Self {
+            stream,
+            scheme: None,
+            kind: SchemeKind::Cheetah,
+            info: Info::default_unset(),
+            cfg,
+            setup_bytes: 0,
+        };
+        c.send(&Frame::new(Kind::Hello, hello.encode())).await?;
+        let info = c.expect(Kind::Info).await?;
+        let info = Info::decode(&info.payload)?;
+        c.info = info;
+        c.kind = SchemeKind::from_id(info.scheme).ok_or_else(|| {
+            NetError::Malformed(format!("the server runs an unknown scheme (id {})", info.scheme))
+        })?;
+        if let Some(want) = c.cfg.scheme
+            && want != c.kind
+        {
+            return Err(NetError::Invalid(format!("the server runs {}, not {}", c.kind.name(), want.name())));
+        }
+        let kind = c.kind;
+        // Key generation is heavy: off the async threads.
+        let (scheme, setup) = tokio::task::spawn_blocking(move || {
+            let mut s = kind.client(
+                info.m as usize,
+                info.d as usize,
+                info.bits,
+                info.plain_bits,
+                info.tokens as usize,
+            )?;
+            let setup = s.setup()?;
+            Ok::<_, fastquery_protocol::ProtocolError>((s, setup))
+        })
+        .await
+        .map_err(|e| NetError::Invalid(format!("key generation failed: {e}")))??;
+        c.scheme = Some(scheme);
+        c.send(&Frame::new(Kind::Setup, setup)).await?;
+        c.expect(Kind::Ready).await?;
+        Ok(c)
+    }
+
+    /// What the server runs.
+    pub fn info(&self) -> Info {
+        self.info
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> SchemeKind {
+        self.kind
+    }
+
+    /// Bytes of the handshake so far (keys included).
+    pub fn setup_bytes(&self) -> usize {
+        self.setup_bytes
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<usize, NetError> {
+        let n = 5 + frame.payload.len();
+        timeout(self.cfg.timeout, write_frame(&mut self.stream, frame))
+            .await
+            .map_err(|_| NetError::Timeout("sending to the server".into()))??;
+        self.setup_bytes += n;
+        Ok(n)
+    }
+
+    /// The next frame, which must be of `kind` (an `Error` frame becomes [`NetError::Refused`]).
+    async fn expect(&mut self, kind: Kind) -> Result<Frame, NetError> {
+        let f = timeout(self.cfg.timeout, read_frame(&mut self.stream, self.cfg.max_frame))
+            .await
+            .map_err(|_| NetError::Timeout(format!("waiting for the server's {kind:?}")))??
+            .ok_or_else(|| NetError::Malformed("the server closed the connection".into()))?;
+        self.setup_bytes += 5 + f.payload.len();
+        match f.kind {
+            k if k == kind => Ok(f),
+            Kind::Error => {
+                let (code, text) = f.parse_error()?;
+                Err(NetError::Refused { code, text })
+            }
+            other => Err(NetError::Malformed(format!("expected {kind:?} from the server, got {other:?}"))),
+        }
+    }
+
+    /// Queries `ids` (split into the server's batch size), returning the client's shares.
+    pub async fn query(&mut self, ids: &[usize]) -> Result<QueryResult, NetError> {
+        if ids.is_empty() {
+            return Err(NetError::Invalid("no token ids".into()));
+        }
+        if let Some(&bad) = ids.iter().find(|&&k| k >= self.info.m as usize) {
+            return Err(NetError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.info.m
+            )));
+        }
+        let t = Instant::now();
+        let before = self.setup_bytes;
+        let d = self.info.d as usize;
+        let mut shares = Shares::zeros(0, d, self.info.plain_bits);
+        let mut requests = Vec::new();
+        let mut sent = 0;
+        for batch in ids.chunks(self.info.tokens as usize) {
+            let scheme = self.scheme.as_mut().ok_or_else(|| NetError::Invalid("not connected".into()))?;
+            let q = scheme.query(batch)?;
+            sent += self.send(&Frame::new(Kind::Query, encode_query(batch.len() as u32, &q))).await?;
+            let f = self.expect(Kind::Response).await?;
+            let (id, response) = decode_response(&f.payload)?;
+            let scheme = self.scheme.as_mut().ok_or_else(|| NetError::Invalid("not connected".into()))?;
+            let part = scheme.decode(response)?;
+            shares.tokens += part.tokens;
+            shares.values.extend_from_slice(&part.values);
+            requests.push(id);
+        }
+        let received = self.setup_bytes - before - sent;
+        self.setup_bytes = before;
+        Ok(QueryResult { requests, shares, sent, received, elapsed: t.elapsed() })
+    }
+
+    /// Says goodbye (the server forgets the session's keys).
+    pub async fn close(mut self) -> Result<(), NetError> {
+        self.send(&Frame::new(Kind::Bye, Vec::new())).await.map(|_| ())
+    }
+}
+
+impl Info {
+    fn default_unset() -> Self {
+        Self { scheme: 0, m: 0, d: 0, bits: 0, plain_bits: 0, tokens: 0, max_frame: 0 }
+    }
+}

@@ -1,0 +1,409 @@
+//! The server: accept loop, one task per connection, bounded work.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use fastquery_protocol::{SchemeServer, Shares, harness::SchemeKind};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+    task::JoinSet,
+    time::timeout,
+};
+use tracing::{info, warn};
+
+use crate::{
+    NetError,
+    frame::{Code, Frame, Hello, Info, Kind, decode_query, encode_response, read_frame, write_frame},
+};
+
+/// Where the server's shares go: called with the request id and the shares, before the
+/// response is sent (a failure fails the request, so no client holds shares whose other half
+/// was lost).
+pub type ShareSink = Arc<dyn Fn(u64, &Shares) -> Result<(), String> + Send + Sync>;
+
+/// A sink writing `<dir>/<request id as 16 hex digits>.npy` (`uint64`, tokens x d).
+pub fn npy_sink(dir: PathBuf) -> ShareSink {
+    Arc::new(move |id, shares| {
+        let path = dir.join(format!("{id:016x}.npy"));
+        crate::write_npy(&path, shares).map_err(|e| format!("writing {}: {e}", path.display()))
+    })
+}
+
+/// Limits and access control.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The pre-shared token clients must present.
+    pub token: Vec<u8>,
+    /// Largest frame accepted (setup messages with Galois keys reach ~20 MB).
+    pub max_frame: usize,
+    /// Most tokens in one request (at most the batch the design was made for).
+    pub max_tokens: usize,
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+    /// A connection silent this long is closed (also bounds a frame that stops halfway).
+    pub idle_timeout: Duration,
+    /// Requests computed at once (each on a blocking thread).
+    pub workers: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of logs.
+        f.debug_struct("ServerConfig")
+            .field("max_frame", &self.max_frame)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_sessions", &self.max_sessions)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for `token`: 64 MiB frames, 64 sessions, 60 s idle, a worker per core, and
+    /// `max_tokens` set by [`Server::new`] to the design's batch.
+    pub fn new(token: Vec<u8>) -> Self {
+        Self {
+            token,
+            max_frame: 64 << 20,
+            max_tokens: usize::MAX,
+            max_sessions: 64,
+            idle_timeout: Duration::from_secs(60),
+            workers: std::thread::available_parallelism().map_or(1, |c| c.get()),
+        }
+    }
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// The largest `Hello` accepted before the client is authorised.
+const HELLO_MAX: usize = 4096;
+
+/// A server for one scheme over one preprocessed table.
+pub struct Server {
+    scheme: Arc<dyn SchemeServer>,
+    info: Info,
+    cfg: ServerConfig,
+    sink: Option<ShareSink>,
+    sessions: AtomicUsize,
+    /// Request ids: a random 32-bit prefix per server start, then a counter.
+    next_request: AtomicU64,
+    work: Semaphore,
+    stats: ServerStats,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("info", &self.info).field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server for `scheme` (built by `kind` for a table of `m x d` codes of `bits` bits,
+    /// shares mod `2^plain_bits`, batches of `tokens`).
+    pub fn new(
+        scheme: Arc<dyn SchemeServer>,
+        kind: SchemeKind,
+        (m, d, bits): (usize, usize, u32),
+        plain_bits: u32,
+        tokens: usize,
+        mut cfg: ServerConfig,
+        sink: Option<ShareSink>,
+    ) -> Result<Arc<Self>, NetError> {
+        let batch = if kind.batches_tokens() { tokens } else { 1 };
+        cfg.max_tokens = cfg.max_tokens.min(batch);
+        if cfg.token.len() < 16 {
+            return Err(NetError::Invalid("the access token must have at least 16 bytes".into()));
+        }
+        if cfg.workers == 0 || cfg.max_sessions == 0 || cfg.max_frame < HELLO_MAX {
+            return Err(NetError::Invalid(format!("unusable limits {cfg:?}")));
+        }
+        let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
+        let info = Info {
+            scheme: kind.id(),
+            m: u(m, "vocabulary")?,
+            d: u(d, "channels")?,
+            bits,
+            plain_bits,
+            tokens: u(cfg.max_tokens, "tokens")?,
+            max_frame: u(cfg.max_frame, "frame limit")?,
+        };
+        let prefix = u64::from(rand::random::<u32>()) << 32;
+        Ok(Arc::new(Self {
+            scheme,
+            info,
+            work: Semaphore::new(cfg.workers),
+            cfg,
+            sink,
+            sessions: AtomicUsize::new(0),
+            next_request: AtomicU64::new(prefix),
+            stats: ServerStats::default(),
+        }))
+    }
+
+    /// What clients are told.
+    pub fn info(&self) -> Info {
+        self.info
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Sessions open now.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes; then accepts no more,
+    /// lets every running request finish and its response go out (idle connections are told
+    /// the server is shutting down), and returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NetError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                        let server = self.clone();
+                        let stop = stop_rx.clone();
+                        tasks.spawn(async move { server.connection(stream, peer, stop).await });
+                    }
+                    // Out of file descriptors and the like: log, back off, go on.
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                // Reap finished connections so the set does not grow.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        info!(open = tasks.len(), "shutting down: no new connections");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        info!("shut down");
+        Ok(())
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        match self.session(&mut rd, &mut wr, peer, stop).await {
+            Ok(()) => info!(%peer, "connection closed"),
+            Err((code, e)) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, error = %e, "connection ended with an error");
+                // Best effort: the peer may already be gone.
+                let _ = timeout(
+                    Duration::from_secs(1),
+                    write_frame(&mut wr, &Frame::error(code, &e.to_string())),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Reads the next frame within the idle timeout, or learns that the server is stopping.
+    async fn next<R: AsyncRead + Unpin>(
+        &self,
+        rd: &mut R,
+        limit: usize,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Frame>, (Code, NetError)> {
+        if *stop.borrow() {
+            return Err((Code::ShuttingDown, NetError::Invalid("the server is shutting down".into())));
+        }
+        tokio::select! {
+            r = timeout(self.cfg.idle_timeout, read_frame(rd, limit)) => match r {
+                Err(_) => Err((Code::BadFrame, NetError::Timeout(format!("no complete frame in {:?}", self.cfg.idle_timeout)))),
+                Ok(Err(e @ NetError::TooLarge { .. })) => Err((Code::Limit, e)),
+                Ok(Err(e)) => Err((Code::BadFrame, e)),
+                Ok(Ok(f)) => Ok(f),
+            },
+            _ = stop.changed() => Err((Code::ShuttingDown, NetError::Invalid("the server is shutting down".into()))),
+        }
+    }
+
+    async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &self,
+        rd: &mut R,
+        wr: &mut W,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), (Code, NetError)> {
+        let io = |e: NetError| (Code::Internal, e);
+        // 1. Hello: small, and checked before anything else is allocated.
+        let Some(hello) = self.next(rd, HELLO_MAX, &mut stop).await? else { return Ok(()) };
+        if hello.kind != Kind::Hello {
+            return Err((
+                Code::BadFrame,
+                NetError::Malformed(format!("expected Hello, got {:?}", hello.kind)),
+            ));
+        }
+        let hello = Hello::decode(&hello.payload).map_err(|e| (Code::BadFrame, e))?;
+        if !constant_time_eq(&hello.token, &self.cfg.token) {
+            return Err((Code::Unauthorised, NetError::Invalid("wrong access token".into())));
+        }
+        if hello.scheme != 0 && hello.scheme != self.info.scheme {
+            let name = |id| SchemeKind::from_id(id).map_or("unknown", |k| k.name());
+            return Err((
+                Code::WrongScheme,
+                NetError::Invalid(format!(
+                    "this server runs {}, the client asked for {}",
+                    name(self.info.scheme),
+                    name(hello.scheme)
+                )),
+            ));
+        }
+        // 2. A session slot.
+        let taken = self.sessions.fetch_add(1, Ordering::AcqRel);
+        let _slot = SlotGuard(&self.sessions);
+        if taken >= self.cfg.max_sessions {
+            return Err((
+                Code::Busy,
+                NetError::Invalid(format!("{} sessions open, the limit", self.cfg.max_sessions)),
+            ));
+        }
+        write_frame(wr, &Frame::new(Kind::Info, self.info.encode())).await.map_err(io)?;
+        // 3. Setup: the client's keys.
+        let Some(setup) = self.next(rd, self.cfg.max_frame, &mut stop).await? else { return Ok(()) };
+        if setup.kind != Kind::Setup {
+            return Err((
+                Code::BadFrame,
+                NetError::Malformed(format!("expected Setup, got {:?}", setup.kind)),
+            ));
+        }
+        let scheme = self.scheme.clone();
+        let session = self
+            .blocking(move || scheme.open_session(&setup.payload))
+            .await
+            .map_err(|e| (Code::Protocol, e))?;
+        let _close = SessionGuard(&*self.scheme, session);
+        write_frame(wr, &Frame::new(Kind::Ready, session.to_le_bytes().to_vec())).await.map_err(io)?;
+        info!(%peer, session, "session open");
+        // 4. Queries until Bye or end of stream.
+        loop {
+            let Some(frame) = self.next(rd, self.cfg.max_frame, &mut stop).await? else { return Ok(()) };
+            match frame.kind {
+                Kind::Bye => return Ok(()),
+                Kind::Query => {}
+                other => {
+                    return Err((
+                        Code::BadFrame,
+                        NetError::Malformed(format!("expected Query or Bye, got {other:?}")),
+                    ));
+                }
+            }
+            let reply = match self.request(session, frame.payload).await {
+                Ok(f) => f,
+                // A refused request leaves the session usable.
+                Err((code, e)) => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(%peer, session, error = %e, "request refused");
+                    Frame::error(code, &e.to_string())
+                }
+            };
+            write_frame(wr, &reply).await.map_err(io)?;
+        }
+    }
+
+    async fn request(&self, session: u64, payload: Vec<u8>) -> Result<Frame, (Code, NetError)> {
+        let (count, _) = decode_query(&payload).map_err(|e| (Code::BadFrame, e))?;
+        if count == 0 || count as usize > self.cfg.max_tokens {
+            return Err((
+                Code::Limit,
+                NetError::Invalid(format!(
+                    "{count} tokens in one request (1 to {} allowed)",
+                    self.cfg.max_tokens
+                )),
+            ));
+        }
+        let scheme = self.scheme.clone();
+        let (response, shares) = self
+            // decode_query succeeded: the first four bytes are the count.
+            .blocking(move || scheme.answer(session, &payload[4..]))
+            .await
+            .map_err(|e| (Code::Protocol, e))?;
+        if shares.tokens != count as usize {
+            return Err((
+                Code::Protocol,
+                NetError::Malformed(format!(
+                    "the query holds {} tokens, the frame said {count}",
+                    shares.tokens
+                )),
+            ));
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        if let Some(sink) = &self.sink {
+            sink(id, &shares).map_err(|e| (Code::Internal, NetError::Invalid(e)))?;
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        info!(session, request = format!("{id:016x}"), tokens = count, bytes = response.len(), "answered");
+        Ok(Frame::new(Kind::Response, encode_response(id, &response)))
+    }
+
+    /// Runs scheme work on a blocking thread, at most `workers` at once. A panic in it is an
+    /// error for this request, not the end of the server.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, fastquery_protocol::ProtocolError> + Send + 'static,
+    ) -> Result<T, NetError> {
+        let _permit =
+            self.work.acquire().await.map_err(|_| NetError::Invalid("the server is stopping".into()))?;
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r.map_err(NetError::from),
+            Err(e) => Err(NetError::Invalid(format!("the request's computation failed: {e}"))),
+        }
+    }
+}
+
+/// Releases a session slot.
+struct SlotGuard<'a>(&'a AtomicUsize);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Forgets a session's keys when its connection ends, however it ends.
+struct SessionGuard<'a>(&'a dyn SchemeServer, u64);
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.close_session(self.1);
+    }
+}
+
+/// Equality that takes the same time wherever the inputs first differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

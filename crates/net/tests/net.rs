@@ -1,0 +1,341 @@
+//! The networked server and client on loopback: load, hostile input, client-side errors,
+//! shutdown, and the decoders on random bytes. Every test is bounded in time (timeouts inside).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use fastquery_cpu::CpuBackend;
+use fastquery_net::{
+    Client, ClientConfig, NetError, Server, ServerConfig, ShareSink,
+    frame::{Code, Frame, Hello, Info, Kind, read_frame, write_frame},
+};
+use fastquery_protocol::{Shares, harness::SchemeKind};
+use fastquery_table::{IntTable, Workload};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::oneshot, task::JoinHandle};
+
+const TOKEN: &[u8] = b"test-token-0123456789abcdef";
+
+type Store = Arc<Mutex<HashMap<u64, Shares>>>;
+
+struct Running {
+    addr: SocketAddr,
+    server: Arc<Server>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), NetError>>,
+    store: Store,
+    table: Arc<IntTable>,
+    plain: u32,
+}
+
+fn table() -> IntTable {
+    IntTable::fixed_point(&Workload::Tiny.synthetic(3), 12, 16).unwrap()
+}
+
+async fn start(kind: SchemeKind, tokens: usize, tune: impl FnOnce(&mut ServerConfig)) -> Running {
+    let table = Arc::new(table());
+    let plain = kind.default_plain_bits();
+    let backend = Arc::new(CpuBackend::new());
+    let (server, _) = kind.build(backend, &table, plain, tokens).unwrap();
+    let mut cfg = ServerConfig::new(TOKEN.to_vec());
+    tune(&mut cfg);
+    let store: Store = Arc::default();
+    let s = store.clone();
+    let sink: ShareSink = Arc::new(move |id, shares: &Shares| {
+        s.lock().unwrap().insert(id, shares.clone());
+        Ok(())
+    });
+    let dims = (table.m(), table.d(), table.bits());
+    let server = Server::new(Arc::from(server), kind, dims, plain, tokens, cfg, Some(sink)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(server.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Running { addr, server, stop: Some(tx), task, store, table, plain }
+}
+
+impl Running {
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(TOKEN.to_vec());
+        c.timeout = Duration::from_secs(60);
+        c
+    }
+
+    /// Checks that the client's shares plus the server's (by request id) are the table's rows.
+    fn check(&self, ids: &[usize], r: &fastquery_net::QueryResult) {
+        let store = self.store.lock().unwrap();
+        let mask = if self.plain == 64 { u64::MAX } else { (1u64 << self.plain) - 1 };
+        let d = self.table.d();
+        let mut row = 0;
+        for id in &r.requests {
+            let server = store.get(id).expect("the server's shares of this request");
+            for t in 0..server.tokens {
+                for c in 0..d {
+                    let sum =
+                        r.shares.values[(row + t) * d + c].wrapping_add(server.values[t * d + c]) & mask;
+                    let want = (i64::from(self.table.get(ids[row + t], c)) as u64) & mask;
+                    assert_eq!(sum, want, "token {} channel {c}", ids[row + t]);
+                }
+            }
+            row += server.tokens;
+        }
+        assert_eq!(row, ids.len());
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("shutdown in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_clients_twenty_requests_each() {
+    let run = Arc::new(start(SchemeKind::Cheetah, 1, |_| {}).await);
+    let mut tasks = Vec::new();
+    for c in 0..32u64 {
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c);
+            let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+            for _ in 0..20 {
+                let ids: Vec<usize> =
+                    (0..rng.random_range(1..=2)).map(|_| rng.random_range(0..512)).collect();
+                let r = client.query(&ids).await.unwrap();
+                run.check(&ids, &r);
+            }
+            client.close().await.unwrap();
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(300), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("the load finishes in time");
+    let requests = run.server.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
+    // Cheetah answers one token per request: between 640 and 1,280 requests.
+    assert!((640..=1280).contains(&requests), "{requests}");
+    Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
+}
+
+/// Opens a raw connection, sends `bytes`, and returns the server's first frame (if any).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Frame> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, 1 << 20))
+        .await
+        .expect("an answer")
+        .ok()
+        .flatten()
+}
+
+fn hello(scheme: u8, token: &[u8]) -> Vec<u8> {
+    Frame::new(Kind::Hello, Hello { scheme, token: token.to_vec() }.encode()).to_bytes()
+}
+
+fn code(f: Option<Frame>) -> Option<Code> {
+    f.filter(|f| f.kind == Kind::Error).map(|f| f.parse_error().unwrap().0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_is_refused_and_everyone_else_is_served() {
+    let run = Arc::new(
+        start(SchemeKind::FastQuery, 4, |c| {
+            c.idle_timeout = Duration::from_millis(400);
+            c.max_frame = 8 << 20;
+        })
+        .await,
+    );
+    // A well-behaved client queries throughout.
+    let good = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+            for _ in 0..8 {
+                let ids: Vec<usize> =
+                    (0..rng.random_range(1..=6)).map(|_| rng.random_range(0..512)).collect();
+                let r = client.query(&ids).await.unwrap();
+                run.check(&ids, &r);
+            }
+        })
+    };
+    let addr = run.addr;
+    let mut rng = StdRng::seed_from_u64(99);
+    // Random bytes.
+    for _ in 0..5 {
+        let junk: Vec<u8> = (0..rng.random_range(1..200)).map(|_| rng.random()).collect();
+        let f = raw(addr, &junk).await;
+        assert!(f.is_none() || f.as_ref().unwrap().kind == Kind::Error, "{f:?}");
+    }
+    // A length far above the limit: refused before anything is allocated.
+    assert_eq!(code(raw(addr, &[0xff, 0xff, 0xff, 0xff, 1]).await), Some(Code::Limit));
+    // A truncated frame, then the connection closed.
+    let h = hello(0, TOKEN);
+    assert_eq!(code(raw(addr, &h[..h.len() - 3]).await), Some(Code::BadFrame));
+    // A client that stops halfway and stays connected: closed after the idle timeout.
+    {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&h[..6]).await.unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, 1 << 20)).await.unwrap();
+        assert_eq!(code(f.ok().flatten()), Some(Code::BadFrame));
+    }
+    // Wrong token, wrong scheme id, unknown frame kind, a query before the keys.
+    assert_eq!(code(raw(addr, &hello(0, b"wrong-token-0123456789abcdef")).await), Some(Code::Unauthorised));
+    assert_eq!(code(raw(addr, &hello(SchemeKind::Cheetah.id(), TOKEN)).await), Some(Code::WrongScheme));
+    assert_eq!(code(raw(addr, &hello(200, TOKEN)).await), Some(Code::WrongScheme));
+    assert_eq!(code(raw(addr, &[1, 0, 0, 0, 99]).await), Some(Code::BadFrame));
+    {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(0, TOKEN)).await.unwrap();
+        let info = read_frame(&mut s, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(info.kind, Kind::Info);
+        let info = Info::decode(&info.payload).unwrap();
+        assert_eq!(info.scheme, SchemeKind::FastQuery.id());
+        write_frame(&mut s, &Frame::new(Kind::Query, vec![1, 0, 0, 0])).await.unwrap();
+        assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::BadFrame));
+    }
+    // Keys that do not parse (wrong parameter ids, random bytes): a protocol error.
+    {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(0, TOKEN)).await.unwrap();
+        read_frame(&mut s, 1 << 20).await.unwrap().unwrap();
+        let junk: Vec<u8> = (0..5000).map(|_| rng.random()).collect();
+        write_frame(&mut s, &Frame::new(Kind::Setup, junk)).await.unwrap();
+        assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Protocol));
+    }
+    // A real session sending bad queries: refused one by one, the session still works.
+    {
+        let mut client = Client::connect(&addr.to_string(), run.config()).await.unwrap();
+        assert!(matches!(client.query(&[512]).await, Err(NetError::Invalid(_))));
+        let r = client.query(&[3, 4]).await.unwrap();
+        run.check(&[3, 4], &r);
+    }
+    {
+        // Raw: a query frame whose count exceeds the batch, then one whose body is garbage.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let info = run.server.info();
+        s.write_all(&hello(0, TOKEN)).await.unwrap();
+        read_frame(&mut s, 1 << 20).await.unwrap().unwrap();
+        let mut keys = SchemeKind::FastQuery
+            .client(info.m as usize, info.d as usize, info.bits, info.plain_bits, info.tokens as usize)
+            .unwrap();
+        write_frame(&mut s, &Frame::new(Kind::Setup, keys.setup().unwrap())).await.unwrap();
+        assert_eq!(read_frame(&mut s, 1 << 20).await.unwrap().unwrap().kind, Kind::Ready);
+        let over = fastquery_net::frame::encode_query(info.tokens + 1, &[0; 16]);
+        write_frame(&mut s, &Frame::new(Kind::Query, over)).await.unwrap();
+        assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Limit));
+        let junk = fastquery_net::frame::encode_query(1, &[7; 1000]);
+        write_frame(&mut s, &Frame::new(Kind::Query, junk)).await.unwrap();
+        assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Protocol));
+        // And a valid query on the same connection is answered.
+        let q = keys.query(&[9]).unwrap();
+        write_frame(&mut s, &Frame::new(Kind::Query, fastquery_net::frame::encode_query(1, &q)))
+            .await
+            .unwrap();
+        assert_eq!(read_frame(&mut s, 1 << 20).await.unwrap().unwrap().kind, Kind::Response);
+    }
+    tokio::time::timeout(Duration::from_secs(120), good).await.expect("the good client finishes").unwrap();
+    // Every session the hostile connections opened is gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(run.server.open_sessions(), 0);
+    Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_say_what_went_wrong() {
+    // A server that is down.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e =
+        Client::connect(&format!("127.0.0.1:{port}"), ClientConfig::new(TOKEN.to_vec())).await.unwrap_err();
+    assert!(matches!(e, NetError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("refused"), "{e}");
+    let run = start(SchemeKind::Cheetah, 1, |_| {}).await;
+    // A wrong token.
+    let mut cfg = run.config();
+    cfg.token = b"not-the-token-0123456789".to_vec();
+    let e = Client::connect(&run.addr.to_string(), cfg).await.unwrap_err();
+    assert!(matches!(e, NetError::Refused { code: Code::Unauthorised, .. }), "{e}");
+    assert!(e.to_string().contains("token"), "{e}");
+    // A wrong scheme.
+    let mut cfg = run.config();
+    cfg.scheme = Some(SchemeKind::FastQuery);
+    let e = Client::connect(&run.addr.to_string(), cfg).await.unwrap_err();
+    assert!(matches!(e, NetError::Refused { code: Code::WrongScheme, .. }), "{e}");
+    assert!(e.to_string().contains("cheetah"), "{e}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_graceful() {
+    let run = start(SchemeKind::Cheetah, 1, |_| {}).await;
+    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    let r = client.query(&[5]).await.unwrap();
+    run.check(&[5], &r);
+    let addr = run.addr;
+    run.stop().await;
+    // The open connection is told, and nothing listens any more.
+    assert!(client.query(&[6]).await.is_err());
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[test]
+fn shares_file_is_numpy() {
+    let shares =
+        Shares { tokens: 3, d: 5, plain_bits: 37, values: (0..15).map(|v| v * 1_000_000_007).collect() };
+    let b = fastquery_net::npy_bytes(&shares);
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0);
+    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+    assert!(header.contains("'descr': '<u8'") && header.contains("'shape': (3, 5)"), "{header}");
+    let body = &b[10 + hlen..];
+    assert_eq!(body.len(), 15 * 8);
+    assert_eq!(u64::from_le_bytes(body[8..16].try_into().unwrap()), 1_000_000_007);
+}
+
+mod decoders {
+    use fastquery_net::frame::{Frame, Hello, Info, decode_query, decode_response};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+        /// Bounded fuzzing in every test run: random bytes never panic a decoder, and what
+        /// decodes re-encodes to the same bytes.
+        #[test]
+        fn never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(f) = Frame::from_bytes(&bytes, 1 << 16) {
+                prop_assert_eq!(f.to_bytes(), bytes.clone());
+            }
+            if let Ok(h) = Hello::decode(&bytes) {
+                prop_assert_eq!(h.encode(), bytes.clone());
+            }
+            if let Ok(i) = Info::decode(&bytes) {
+                prop_assert_eq!(i.encode(), bytes.clone());
+            }
+            let _ = decode_query(&bytes);
+            let _ = decode_response(&bytes);
+            let _ = Frame::new(fastquery_net::frame::Kind::Error, bytes.clone()).parse_error();
+        }
+
+        #[test]
+        fn hello_round_trips(scheme in any::<u8>(), token in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let h = Hello { scheme, token };
+            prop_assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        }
+    }
+}
