@@ -82,11 +82,24 @@ const QUANT_BITS: u32 = 4;
 const QUANT_MAX_BITS: u32 = 5;
 
 fn quantized_table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable> {
-    let real = workload.synthetic(seed);
+    quantized_int_table(&workload.synthetic(seed))
+}
+
+/// The table a scheme queries: the quantizer's for FastQuery, 16-bit fixed point for the
+/// baselines.
+pub fn scheme_table(kind: SchemeKind, real: &fastquery_table::Table) -> anyhow::Result<IntTable> {
+    if kind.is_fastquery() {
+        quantized_int_table(real)
+    } else {
+        Ok(IntTable::fixed_point(real, FRAC_BITS, TABLE_BITS)?)
+    }
+}
+
+fn quantized_int_table(real: &fastquery_table::Table) -> anyhow::Result<IntTable> {
     let cost = fastquery_protocol::fastquery::WireCost { max_bits: QUANT_MAX_BITS };
     let budget = u64::from(QUANT_BITS) * real.d() as u64;
     let (qt, _) = fastquery_quant::quantize_table(
-        &real,
+        real,
         &fastquery_quant::Sensitivity::recommended(),
         &cost,
         budget,
@@ -290,7 +303,7 @@ fn markdown(
     s
 }
 
-fn mb(x: f64) -> String {
+pub(crate) fn mb(x: f64) -> String {
     format!("{:.2} MB", x / 1e6)
 }
 
@@ -387,20 +400,22 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         "  parameters: N={}, log2 q={:.1}, t=2^{}, flooding sigma={} bits, noise slack {:.1} bits",
         r.params.n, r.params.log2_q, r.params.t, r.params.sigma, r.params.noise_slack_bits
     );
+    let over_tcp = crate::net::demo_over_loopback(backend, kind, &table, tokens)?;
     for &k in tokens {
         let q = table.row(k);
         let show: Vec<String> =
             q.iter().take(4).zip(real.row(k)).map(|(&v, &x)| format!("{v} (~{x:+.4})")).collect();
         println!("  token {k:>4}: Q[k][0..4] = {}", show.join(", "));
     }
-    if r.verified {
+    if r.verified && over_tcp {
         println!(
-            "shares reconstructed exactly: client share + server share = Q[k][c] (mod 2^{}) for all {} entries",
+            "shares reconstructed exactly: client share + server share = Q[k][c] (mod 2^{}) for all {} entries, \
+             in process and over TCP",
             r.params.t,
             tokens.len() * d
         );
     } else {
         println!("SHARES DID NOT RECONSTRUCT: this is a bug, please report it");
     }
-    Ok(r.verified)
+    Ok(r.verified && over_tcp)
 }

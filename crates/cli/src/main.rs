@@ -10,6 +10,7 @@ mod bench;
 mod chart;
 mod check;
 mod kernels;
+mod net;
 mod quantize;
 
 use std::process::ExitCode;
@@ -59,6 +60,11 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Serves private queries over TCP: loads and preprocesses a table once, then answers
+    /// authorised clients (`fastquery query`) until Ctrl-C.
+    Serve(net::ServeArgs),
+    /// Queries a `fastquery serve` server: writes this party's shares to an .npy file.
+    Query(net::QueryArgs),
     /// Microbenchmark summary: NTT against tfhe-ntt in the same run, thread scaling, and
     /// multiply-accumulate throughput.
     Kernels {
@@ -92,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
         Some(Command::Bench(args)) => bench::run(&backend, &args),
         Some(Command::Quantize(args)) => quantize::run(&args),
+        Some(Command::Serve(args)) => net::serve(&backend, &args),
+        Some(Command::Query(args)) => net::query(&args),
         None => bench::demo(&backend, "fastquery", &[0, 1, 42, 255, 511]),
     }
 }

@@ -103,6 +103,36 @@ struct Curve<'a> {
 }
 
 /// Runs the command.
+/// A table named on the command line: `smollm2`, a synthetic workload, or a file. Returns its
+/// name, the table, whether it is synthetic, and the file it came from.
+pub fn resolve_table(
+    spec: &str,
+    tensor: Option<&str>,
+    seed: u64,
+) -> anyhow::Result<(String, fastquery_table::Table, bool, Option<PathBuf>)> {
+    Ok(if spec == "smollm2" {
+        let path = smollm2_path()?;
+        let t = fastquery_table::load::load_table(&path, tensor)?;
+        ("smollm2".to_string(), t, false, Some(path))
+    } else {
+        match Workload::parse(spec) {
+            Ok(w) => {
+                let (m, d) = w.shape();
+                eprintln!("building the synthetic {} table ({m} x {d}, seed {seed})", w.name());
+                (w.name().to_string(), w.synthetic(seed), true, None)
+            }
+            Err(_) if std::path::Path::new(spec).exists() => {
+                let path = PathBuf::from(spec);
+                let t0 = Instant::now();
+                let t = fastquery_table::load::load_table(&path, tensor)?;
+                eprintln!("loaded {} in {:.2} s", path.display(), t0.elapsed().as_secs_f64());
+                (spec.to_string(), t, false, Some(path))
+            }
+            Err(e) => anyhow::bail!("{e}; or smollm2, or the path of a .gguf, .safetensors or .npy file"),
+        }
+    })
+}
+
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     if let Some(b) = args.avg_bits.iter().find(|b| !(2.0..=8.0).contains(*b)) {
         anyhow::bail!("--avg-bits must be between 2 and 8 (got {b})");
@@ -110,27 +140,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<bool> {
     if args.out.is_some() && args.avg_bits.len() != 1 {
         anyhow::bail!("--out needs exactly one --avg-bits value");
     }
-    let (name, table, synthetic, file) = if args.table == "smollm2" {
-        let path = smollm2_path()?;
-        let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
-        ("smollm2".to_string(), t, false, Some(path))
-    } else {
-        match Workload::parse(&args.table) {
-            Ok(w) => {
-                let (m, d) = w.shape();
-                eprintln!("building the synthetic {} table ({m} x {d}, seed {})", w.name(), args.seed);
-                (w.name().to_string(), w.synthetic(args.seed), true, None)
-            }
-            Err(_) if std::path::Path::new(&args.table).exists() => {
-                let path = PathBuf::from(&args.table);
-                let t0 = Instant::now();
-                let t = fastquery_table::load::load_table(&path, args.tensor.as_deref())?;
-                eprintln!("loaded {} in {:.2} s", path.display(), t0.elapsed().as_secs_f64());
-                (args.table.clone(), t, false, Some(path))
-            }
-            Err(e) => anyhow::bail!("{e}; or smollm2, or the path of a .gguf, .safetensors or .npy file"),
-        }
-    };
+    let (name, table, synthetic, file) = resolve_table(&args.table, args.tensor.as_deref(), args.seed)?;
     let evaluator = match (&file, args.eval) {
         (_, false) => None,
         (Some(path), true) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) => {
@@ -286,7 +296,7 @@ impl fastquery_quant::CostModel for FixedBits {
 
 /// The workload `smollm2`: SmolLM2-135M-Instruct's GGUF in the cache (`$FASTQUERY_CACHE`, default
 /// `~/.cache/fastquery`), installed by `scripts/install_smollm2.sh` when it is missing.
-fn smollm2_path() -> anyhow::Result<PathBuf> {
+pub fn smollm2_path() -> anyhow::Result<PathBuf> {
     let cache = std::env::var_os("FASTQUERY_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fastquery")))

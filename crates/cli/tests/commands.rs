@@ -242,3 +242,102 @@ fn bench_compares_every_scheme_with_ratios_a_table_and_a_chart() {
     assert!(svg.starts_with("<svg") && svg.contains("fastquery"), "{svg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The values of an `.npy` file of uint64 written by `fastquery query` / `serve --shares-dir`.
+fn npy_u64(path: &std::path::Path) -> Vec<u64> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    b[10 + hlen..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn serve_and_query_over_tcp_and_the_shares_add_up() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("fq-serve-{}", std::process::id()));
+    let shares_dir = dir.join("server-shares");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fastquery"))
+        .args(["serve", "--scheme", "cheetah", "--tokens", "1", "--listen", "127.0.0.1:0"])
+        .args(["--auth-token-file", token.to_str().unwrap(), "--shares-dir", shares_dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server prints its address").unwrap();
+        if let Some(rest) = line.split(" at ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let out = dir.join("client.npy");
+    let o = fastquery(&[
+        "query",
+        "--server",
+        &addr,
+        "--auth-token-file",
+        token.to_str().unwrap(),
+        "--tokens",
+        "1,5,9",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "not-the-right-token-000").unwrap();
+    let refused = fastquery(&[
+        "query",
+        "--server",
+        &addr,
+        "--auth-token-file",
+        wrong.to_str().unwrap(),
+        "--tokens",
+        "1",
+        "--out",
+        dir.join("x.npy").to_str().unwrap(),
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("request id(s):") && t.contains("sent"), "{t}");
+    // Cheetah answers one token per request: three server files, in request order.
+    let ids: Vec<&str> =
+        t.split("request id(s): ").nth(1).unwrap().lines().next().unwrap().split(", ").collect();
+    assert_eq!(ids.len(), 3, "{t}");
+    let client = npy_u64(&out);
+    let table = fastquery_table::IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(1), 12, 16)
+        .unwrap();
+    let d = table.d();
+    assert_eq!(client.len(), 3 * d);
+    for (row, (id, k)) in ids.iter().zip([1usize, 5, 9]).enumerate() {
+        let server = npy_u64(&shares_dir.join(format!("{id}.npy")));
+        for c in 0..d {
+            let sum = client[row * d + c].wrapping_add(server[c]) & ((1u64 << 37) - 1);
+            assert_eq!(
+                sum,
+                (i64::from(table.get(k, c)) as u64) & ((1u64 << 37) - 1),
+                "token {k} channel {c}"
+            );
+        }
+    }
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("wrong access token"), "{}", text(&refused));
+    // Nobody listens there any more.
+    let down = fastquery(&[
+        "query",
+        "--server",
+        &addr,
+        "--auth-token-file",
+        token.to_str().unwrap(),
+        "--tokens",
+        "1",
+        "--out",
+        dir.join("y.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(down.status.code(), Some(2));
+    assert!(text(&down).contains("cannot reach the server"), "{}", text(&down));
+    let _ = std::fs::remove_dir_all(&dir);
+}

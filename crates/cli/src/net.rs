@@ -1,0 +1,307 @@
+//! `fastquery serve`, `fastquery query`, and the demo's loopback run: the networked server and
+//! client of `fastquery-net` on the command line.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Args;
+use fastquery_net::{Client, ClientConfig, Server, ServerConfig, ShareSink, npy_sink};
+use fastquery_protocol::{SchemeServer, Shares, harness::SchemeKind};
+use fastquery_table::IntTable;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::AnyBackend;
+
+/// Arguments of `fastquery serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Table: a synthetic workload (tiny, llama-7b, llama-30b), `smollm2`, or a .gguf,
+    /// .safetensors or .npy file.
+    #[arg(long, default_value = "tiny")]
+    table: String,
+    /// Tensor to read from a file (default: GGUF token_embd.weight, or the file's only tensor).
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Address to listen on (port 0 picks a free port, printed).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// File holding the pre-shared access token (at least 16 bytes; surrounding whitespace
+    /// ignored).
+    #[arg(long)]
+    auth_token_file: PathBuf,
+    /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan).
+    #[arg(long, default_value = "fastquery")]
+    scheme: String,
+    /// Tokens per request the design is made for (the most one request may carry).
+    #[arg(long, default_value_t = 8)]
+    tokens: usize,
+    /// Write the server's shares of each request to `<dir>/<request id>.npy`.
+    #[arg(long)]
+    shares_dir: Option<PathBuf>,
+    /// Most sessions open at once.
+    #[arg(long, default_value_t = 64)]
+    max_sessions: usize,
+    /// Seconds a connection may stay silent.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_s: u64,
+    /// Largest message accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_frame_mb: usize,
+    /// Requests computed at once (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seed of a synthetic table.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Arguments of `fastquery query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The server, `host:port`.
+    #[arg(long)]
+    server: String,
+    /// File holding the pre-shared access token.
+    #[arg(long)]
+    auth_token_file: PathBuf,
+    /// Where to write the client's shares (`.npy`, uint64, tokens x d).
+    #[arg(long)]
+    out: PathBuf,
+    /// Token ids.
+    #[arg(long, value_delimiter = ',')]
+    tokens: Vec<usize>,
+    /// Text to tokenize instead of --tokens (with the tokenizer of --tokenizer).
+    #[arg(long)]
+    text: Option<String>,
+    /// The GGUF whose tokenizer --text uses: `smollm2` or a path (the server's table file).
+    #[arg(long, default_value = "smollm2")]
+    tokenizer: String,
+    /// The scheme expected (refused if the server runs another).
+    #[arg(long)]
+    scheme: Option<String>,
+    /// Seconds to wait for the server at each step.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.trim_ascii().to_vec();
+    if token.len() < 16 {
+        anyhow::bail!("the token in {} has {} bytes; at least 16 are needed", path.display(), token.len());
+    }
+    Ok(token)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Builds the scheme's server over `table` on the opened backend.
+fn build_server(
+    backend: &AnyBackend,
+    kind: SchemeKind,
+    table: &IntTable,
+    tokens: usize,
+) -> anyhow::Result<Arc<dyn SchemeServer>> {
+    let plain = kind.default_plain_bits();
+    let (server, _) = crate::with_backend!(backend, b => kind.build(b.clone(), table, plain, tokens)?);
+    Ok(Arc::from(server))
+}
+
+/// `fastquery serve`.
+pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
+    let token = read_token(&args.auth_token_file)?;
+    let kind = SchemeKind::parse(&args.scheme)?;
+    if args.tokens == 0 {
+        anyhow::bail!("--tokens must be at least 1");
+    }
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let bar = ProgressBar::new(3).with_style(
+        ProgressStyle::with_template("{bar:20} {pos}/{len} {msg} ({elapsed})").expect("a valid template"),
+    );
+    bar.set_message(format!("loading {}", args.table));
+    let (name, real, _, _) = crate::quantize::resolve_table(&args.table, args.tensor.as_deref(), args.seed)?;
+    bar.inc(1);
+    bar.set_message(if kind.is_fastquery() { "quantizing" } else { "encoding in fixed point" });
+    let table = crate::bench::scheme_table(kind, &real)?;
+    drop(real);
+    bar.inc(1);
+    bar.set_message(format!("preprocessing on {}", backend.info().name));
+    let scheme = build_server(backend, kind, &table, args.tokens)?;
+    bar.inc(1);
+    bar.finish_with_message("ready");
+    let mut cfg = ServerConfig::new(token);
+    cfg.max_sessions = args.max_sessions;
+    cfg.idle_timeout = Duration::from_secs(args.idle_timeout_s.max(1));
+    cfg.max_frame = args.max_frame_mb.max(1) << 20;
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    let sink = match &args.shares_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(npy_sink(dir.clone()))
+        }
+        None => None,
+    };
+    let summary = scheme.summary();
+    let dims = (table.m(), table.d(), table.bits());
+    let server = Server::new(scheme, kind, dims, kind.default_plain_bits(), args.tokens, cfg, sink)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        println!(
+            "serving {} ({} x {}) with {} on {} at {} ({}), up to {} tokens per request",
+            name,
+            table.m(),
+            table.d(),
+            kind.name(),
+            backend.info().name,
+            listener.local_addr()?,
+            summary.layout,
+            server.info().tokens
+        );
+        if args.shares_dir.is_none() {
+            println!("(no --shares-dir: the server's shares are discarded)");
+        }
+        server
+            .serve(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(true)
+}
+
+/// `fastquery query`.
+pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
+    let token = read_token(&args.auth_token_file)?;
+    let ids: Vec<usize> = match &args.text {
+        Some(text) => {
+            if !args.tokens.is_empty() {
+                anyhow::bail!("give --tokens or --text, not both");
+            }
+            let path = if args.tokenizer == "smollm2" {
+                crate::quantize::smollm2_path()?
+            } else {
+                PathBuf::from(&args.tokenizer)
+            };
+            let gguf = fastquery_table::load::Gguf::open(&path)?;
+            let tok = fastquery_eval::Tokenizer::from_gguf(&gguf)?;
+            let ids = tok.encode(text)?;
+            println!("{} tokens: {ids:?}", ids.len());
+            ids.into_iter().map(|i| i as usize).collect()
+        }
+        None => args.tokens.clone(),
+    };
+    if ids.is_empty() {
+        anyhow::bail!("no tokens: give --tokens 1,5,9 or --text \"...\"");
+    }
+    let mut cfg = ClientConfig::new(token);
+    cfg.timeout = Duration::from_secs(args.timeout_s.max(1));
+    cfg.scheme = args.scheme.as_deref().map(SchemeKind::parse).transpose()?;
+    let rt = runtime()?;
+    let (r, setup, kind) = rt.block_on(async {
+        let t = Instant::now();
+        let mut client = Client::connect(&args.server, cfg).await?;
+        let setup = (client.setup_bytes(), t.elapsed());
+        let r = client.query(&ids).await?;
+        let kind = client.scheme();
+        let _ = client.close().await;
+        anyhow::Ok((r, setup, kind))
+    })?;
+    fastquery_net::write_npy(&args.out, &r.shares)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let ids_hex: Vec<String> = r.requests.iter().map(|id| format!("{id:016x}")).collect();
+    println!(
+        "scheme {}: {} tokens, shares mod 2^{} written to {}",
+        kind.name(),
+        ids.len(),
+        r.shares.plain_bits,
+        args.out.display()
+    );
+    println!("  request id(s): {}", ids_hex.join(", "));
+    println!(
+        "  setup (keys, once): {} in {:.1} ms; query: {} sent, {} received in {:.1} ms",
+        crate::bench::mb(setup.0 as f64),
+        setup.1.as_secs_f64() * 1e3,
+        crate::bench::mb(r.sent as f64),
+        crate::bench::mb(r.received as f64),
+        r.elapsed.as_secs_f64() * 1e3
+    );
+    Ok(true)
+}
+
+/// The demo's networked half: a real server on loopback with a random token, a real client,
+/// and the server's shares kept in memory to check the reconstruction. Returns whether every
+/// share reconstructed, and prints bytes and time.
+pub fn demo_over_loopback(
+    backend: &AnyBackend,
+    kind: SchemeKind,
+    table: &IntTable,
+    tokens: &[usize],
+) -> anyhow::Result<bool> {
+    let batch = tokens.len();
+    let scheme = build_server(backend, kind, table, batch)?;
+    let token: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    let store: Arc<Mutex<Vec<(u64, Shares)>>> = Arc::default();
+    let s = store.clone();
+    let sink: ShareSink = Arc::new(move |id, shares: &Shares| {
+        s.lock().map_err(|_| "poisoned".to_string())?.push((id, shares.clone()));
+        Ok(())
+    });
+    let plain = kind.default_plain_bits();
+    let dims = (table.m(), table.d(), table.bits());
+    let server = Server::new(scheme, kind, dims, plain, batch, ServerConfig::new(token.clone()), Some(sink))?;
+    let rt = runtime()?;
+    let (r, setup_bytes) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        println!("server listening on {addr} (loopback, random access token); client connecting");
+        let mut client = Client::connect(&addr.to_string(), ClientConfig::new(token)).await?;
+        let setup = client.setup_bytes();
+        let r = client.query(tokens).await?;
+        client.close().await?;
+        let _ = stop.send(());
+        task.await??;
+        anyhow::Ok((r, setup))
+    })?;
+    let store = store.lock().map_err(|_| anyhow::anyhow!("share store poisoned"))?;
+    let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+    let d = table.d();
+    let mut row = 0;
+    let mut ok = true;
+    for id in &r.requests {
+        let Some((_, server)) = store.iter().find(|(i, _)| i == id) else {
+            anyhow::bail!("the server kept no shares for request {id:016x}")
+        };
+        for t in 0..server.tokens {
+            for c in 0..d {
+                let sum = r.shares.values[(row + t) * d + c].wrapping_add(server.values[t * d + c]) & mask;
+                ok &= sum == (i64::from(table.get(tokens[row + t], c)) as u64) & mask;
+            }
+        }
+        row += server.tokens;
+    }
+    println!(
+        "  over TCP: setup {} once, then {} sent and {} received in {:.1} ms (request {})",
+        crate::bench::mb(setup_bytes as f64),
+        crate::bench::mb(r.sent as f64),
+        crate::bench::mb(r.received as f64),
+        r.elapsed.as_secs_f64() * 1e3,
+        r.requests.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>().join(", ")
+    );
+    Ok(ok && row == tokens.len())
+}
