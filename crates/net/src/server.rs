@@ -15,7 +15,7 @@ use fastquery_protocol::{SchemeServer, Shares, harness::SchemeKind};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinSet,
     time::timeout,
 };
@@ -52,8 +52,13 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// A connection silent this long is closed (also bounds a frame that stops halfway).
     pub idle_timeout: Duration,
-    /// Requests computed at once (each on a blocking thread).
+    /// Batches computed at once (each on a blocking thread).
     pub workers: usize,
+    /// How long the first query of a batch waits for others to join it. Queries that arrive
+    /// together (any sessions) are answered in one pass over the table.
+    pub batch_window: Duration,
+    /// Most queries in one batch.
+    pub max_batch: usize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -65,6 +70,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_sessions", &self.max_sessions)
             .field("idle_timeout", &self.idle_timeout)
             .field("workers", &self.workers)
+            .field("batch_window", &self.batch_window)
+            .field("max_batch", &self.max_batch)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +87,8 @@ impl ServerConfig {
             max_sessions: 64,
             idle_timeout: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(1, |c| c.get()),
+            batch_window: Duration::from_millis(2),
+            max_batch: 32,
         }
     }
 }
@@ -90,6 +99,16 @@ pub struct ServerStats {
     pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub rejected: AtomicU64,
+    /// Batches computed (each one pass over the table), and the queries in them.
+    pub batches: AtomicU64,
+    pub batched_queries: AtomicU64,
+}
+
+/// One query waiting for its batch.
+struct Job {
+    session: u64,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<(Vec<u8>, Shares), NetError>>,
 }
 
 /// The largest `Hello` accepted before the client is authorised.
@@ -131,7 +150,7 @@ impl Server {
         if cfg.token.len() < 16 {
             return Err(NetError::Invalid("the access token must have at least 16 bytes".into()));
         }
-        if cfg.workers == 0 || cfg.max_sessions == 0 || cfg.max_frame < HELLO_MAX {
+        if cfg.workers == 0 || cfg.max_sessions == 0 || cfg.max_frame < HELLO_MAX || cfg.max_batch == 0 {
             return Err(NetError::Invalid(format!("unusable limits {cfg:?}")));
         }
         let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
@@ -181,6 +200,8 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NetError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (jobs, queue) = mpsc::channel::<Job>(4 * self.cfg.max_batch.max(64));
+        let batcher = tokio::spawn(self.clone().batcher(queue));
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -191,7 +212,8 @@ impl Server {
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         let server = self.clone();
                         let stop = stop_rx.clone();
-                        tasks.spawn(async move { server.connection(stream, peer, stop).await });
+                        let jobs = jobs.clone();
+                        tasks.spawn(async move { server.connection(stream, peer, stop, jobs).await });
                     }
                     // Out of file descriptors and the like: log, back off, go on.
                     Err(e) => {
@@ -206,14 +228,67 @@ impl Server {
         info!(open = tasks.len(), "shutting down: no new connections");
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
+        drop(jobs);
+        let _ = batcher.await;
         info!("shut down");
         Ok(())
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    /// Collects queries that arrive within `batch_window` of each other (up to `max_batch`) and
+    /// answers each group with one `answer_many` on a blocking thread, at most `workers`
+    /// batches at once.
+    async fn batcher(self: Arc<Self>, mut queue: mpsc::Receiver<Job>) {
+        let work = Arc::new(Semaphore::new(self.cfg.workers));
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.cfg.batch_window;
+            while batch.len() < self.cfg.max_batch {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                }
+            }
+            let Ok(permit) = work.clone().acquire_owned().await else { return };
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.batched_queries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let scheme = self.scheme.clone();
+            tokio::spawn(async move {
+                let (replies, inputs): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|j| (j.reply, (j.session, j.payload))).unzip();
+                let answers = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<(u64, &[u8])> = inputs.iter().map(|(s, p)| (*s, &p[4..])).collect();
+                    scheme.answer_many(&refs)
+                })
+                .await;
+                drop(permit);
+                match answers {
+                    Ok(answers) => {
+                        for (reply, a) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(a.map_err(NetError::from));
+                        }
+                    }
+                    // A panic in the scheme fails this batch's requests, not the server.
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply
+                                .send(Err(NetError::Invalid(format!("the batch's computation failed: {e}"))));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+        jobs: mpsc::Sender<Job>,
+    ) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
-        match self.session(&mut rd, &mut wr, peer, stop).await {
+        match self.session(&mut rd, &mut wr, peer, stop, &jobs).await {
             Ok(()) => info!(%peer, "connection closed"),
             Err((code, e)) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -255,6 +330,7 @@ impl Server {
         wr: &mut W,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
+        jobs: &mpsc::Sender<Job>,
     ) -> Result<(), (Code, NetError)> {
         let io = |e: NetError| (Code::Internal, e);
         // 1. Hello: small, and checked before anything else is allocated.
@@ -319,7 +395,7 @@ impl Server {
                     ));
                 }
             }
-            let reply = match self.request(session, frame.payload).await {
+            let reply = match self.request(session, frame.payload, jobs).await {
                 Ok(f) => f,
                 // A refused request leaves the session usable.
                 Err((code, e)) => {
@@ -332,7 +408,12 @@ impl Server {
         }
     }
 
-    async fn request(&self, session: u64, payload: Vec<u8>) -> Result<Frame, (Code, NetError)> {
+    async fn request(
+        &self,
+        session: u64,
+        payload: Vec<u8>,
+        jobs: &mpsc::Sender<Job>,
+    ) -> Result<Frame, (Code, NetError)> {
         let (count, _) = decode_query(&payload).map_err(|e| (Code::BadFrame, e))?;
         if count == 0 || count as usize > self.cfg.max_tokens {
             return Err((
@@ -343,12 +424,11 @@ impl Server {
                 )),
             ));
         }
-        let scheme = self.scheme.clone();
-        let (response, shares) = self
-            // decode_query succeeded: the first four bytes are the count.
-            .blocking(move || scheme.answer(session, &payload[4..]))
-            .await
-            .map_err(|e| (Code::Protocol, e))?;
+        // decode_query succeeded: the first four bytes are the count (the batcher skips them).
+        let (reply, answer) = oneshot::channel();
+        let stopping = || (Code::ShuttingDown, NetError::Invalid("the server is stopping".into()));
+        jobs.send(Job { session, payload, reply }).await.map_err(|_| stopping())?;
+        let (response, shares) = answer.await.map_err(|_| stopping())?.map_err(|e| (Code::Protocol, e))?;
         if shares.tokens != count as usize {
             return Err((
                 Code::Protocol,

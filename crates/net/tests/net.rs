@@ -126,6 +126,12 @@ async fn thirty_two_clients_twenty_requests_each() {
     let requests = run.server.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
     // Cheetah answers one token per request: between 640 and 1,280 requests.
     assert!((640..=1280).contains(&requests), "{requests}");
+    // Concurrent queries share table passes: fewer batches than requests.
+    let stats = run.server.stats();
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stats.batched_queries.load(std::sync::atomic::Ordering::Relaxed), requests);
+    assert!(batches < requests, "{batches} batches for {requests} requests");
+    eprintln!("{requests} requests in {batches} batches");
     Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
 }
 

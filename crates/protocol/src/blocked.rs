@@ -445,6 +445,27 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
             all
         };
         trace.mark("pack");
+        let r = self.finish_request(&keys, tokens, packed);
+        trace.mark("finish+encode");
+        r
+    }
+
+    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+        self.answer_batch(queries)
+    }
+}
+
+impl<B: Backend> BlockedServer<B> {
+    /// Masks, switches and encodes one request's (packed) products: its response and the
+    /// server's shares.
+    fn finish_request(
+        &self,
+        keys: &SessionKeys<B>,
+        tokens: usize,
+        packed: Ciphertexts<B>,
+    ) -> Result<(Vec<u8>, Shares), ProtocolError> {
+        let d = &self.design;
+        let params = &d.params;
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
         let fin = finish(
@@ -457,16 +478,77 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
             &positions,
             &mut rand::rng(),
         )?;
-        trace.mark("finish");
         let mut shares = Shares::zeros(tokens, self.d, params.plain_bits());
         for (pos, s) in layout.iter().zip(&fin.shares) {
             for (&(_, t, ch), &v) in pos.iter().zip(s) {
                 shares.values[t * self.d + ch] = v;
             }
         }
-        let resp = encode_response(params, d.id, d.noise.drop_bits, &fin.responses);
-        trace.mark("encode");
-        Ok((resp, shares))
+        Ok((encode_response(params, d.id, d.noise.drop_bits, &fin.responses), shares))
+    }
+
+    /// [`SchemeServer::answer_many`]: every valid query's one-hot ciphertexts become rows of one
+    /// multiply-accumulate, so the table is read once for the batch (the product with a
+    /// plaintext table does not depend on the key); then each request is packed with its own
+    /// Galois keys, masked and switched under its own public key. Falls back to one by one when
+    /// the products of the batch would exceed the packing budget.
+    fn answer_batch(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+        let d = &self.design;
+        let (params, l) = (&d.params, &d.layout);
+        let (ib, ob) = (l.in_blocks(), l.out_blocks());
+        let group = l.group();
+        let mut results: Vec<Option<Result<(Vec<u8>, Shares), ProtocolError>>> =
+            queries.iter().map(|_| None).collect();
+        // Decode every query; a bad one fails alone.
+        let mut valid = Vec::new();
+        for (i, (session, query)) in queries.iter().enumerate() {
+            let decoded = self.session(*session).and_then(|keys| {
+                let (tokens, cts) =
+                    decode_query(params, d.id, query, &|t| t.div_ceil(group) * ib, self.limits)?;
+                Ok((keys, tokens, cts))
+            });
+            match decoded {
+                Ok(v) => valid.push((i, v)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let groups: usize = valid.iter().map(|(_, (_, t, _))| d.groups(*t)).sum();
+        const PRODUCT_BUDGET: usize = 1 << 30;
+        let too_big = 2 * groups * ob * params.n() * params.limbs() * 4 > PRODUCT_BUDGET;
+        if valid.len() <= 1 || too_big {
+            for (i, (session, query)) in queries.iter().enumerate() {
+                if results[i].is_none() {
+                    results[i] = Some(self.answer(*session, query));
+                }
+            }
+            return results.into_iter().map(|r| r.expect("every query has a result")).collect();
+        }
+        let batch = (|| -> Result<Ciphertexts<B>, ProtocolError> {
+            let cts: Vec<_> = valid.iter().flat_map(|(_, (_, _, cts))| cts.iter().cloned()).collect();
+            let a = expand_queries(&self.ring, params, &cts, ib)?;
+            self.products(&a, groups)
+        })();
+        match batch {
+            Err(e) => {
+                for (i, _) in &valid {
+                    results[*i] = Some(Err(ProtocolError::State(format!("the batch failed: {e}"))));
+                }
+            }
+            Ok(products) => {
+                let mut g0 = 0;
+                for (i, (keys, tokens, _)) in &valid {
+                    let gk = d.groups(*tokens);
+                    let r = products
+                        .slice(&self.ring, g0 * ob, gk * ob)
+                        .map_err(ProtocolError::from)
+                        .and_then(|mine| self.pack(keys, mine, gk))
+                        .and_then(|packed| self.finish_request(keys, *tokens, packed));
+                    results[*i] = Some(r);
+                    g0 += gk;
+                }
+            }
+        }
+        results.into_iter().map(|r| r.expect("every query has a result")).collect()
     }
 }
 

@@ -75,6 +75,12 @@ pub trait SchemeServer: Send + Sync {
     }
     /// Answers a query of a session: the response bytes and the server's shares.
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError>;
+    /// Answers several queries (of any sessions) at once, one result per query in order. A
+    /// scheme whose table product is key-independent reads its table once for the whole
+    /// batch; the default answers them one by one. One bad query fails only itself.
+    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+        queries.iter().map(|(s, q)| self.answer(*s, q)).collect()
+    }
     /// The exact bytes of a `tokens`-token request, where the scheme predicts them.
     fn predicted_bytes(&self, _tokens: usize) -> Option<crate::blocked::WireBytes> {
         None

@@ -201,3 +201,66 @@ fn plaintexts_encoded_per_request_give_the_same_shares() {
     }
     assert_eq!(server.preprocess_bytes(), 500 * 30 * 4);
 }
+
+/// Several clients' queries answered in one batch (one table pass): each reconstructs exactly
+/// under its own keys, a bad query fails alone, and a batch of one equals `answer`.
+#[test]
+fn batched_answers_of_several_clients_reconstruct_and_fail_alone() {
+    let table = random_table(600, 20, 12, 5);
+    let mut rng = StdRng::seed_from_u64(11);
+    for kind in SchemeKind::ALL {
+        let plain = kind.default_plain_bits();
+        let tokens = if kind.batches_tokens() { 3 } else { 1 };
+        let backend = Arc::new(CpuBackend::new());
+        let (server, first) = kind.build(backend, &table, plain, tokens).unwrap();
+        let (m, d, bits) = (table.m(), table.d(), table.bits());
+        let mut clients = vec![first];
+        for _ in 0..3 {
+            clients.push(kind.client(m, d, bits, plain, tokens).unwrap());
+        }
+        let sessions: Vec<u64> =
+            clients.iter_mut().map(|c| server.open_session(&c.setup().unwrap()).unwrap()).collect();
+        let ids: Vec<Vec<usize>> =
+            (0..4).map(|_| (0..tokens).map(|_| rng.random_range(0..m)).collect()).collect();
+        let mut queries: Vec<Vec<u8>> =
+            clients.iter_mut().zip(&ids).map(|(c, i)| c.query(i).unwrap()).collect();
+        // Client 2's query is corrupted (and it is never decoded).
+        let bad = queries[2].len() / 2;
+        queries[2].truncate(bad);
+        let batch: Vec<(u64, &[u8])> =
+            sessions.iter().zip(&queries).map(|(&s, q)| (s, q.as_slice())).collect();
+        let answers = server.answer_many(&batch);
+        assert_eq!(answers.len(), 4);
+        assert!(answers[2].is_err(), "{}", kind.name());
+        let mask = if plain == 64 { u64::MAX } else { (1u64 << plain) - 1 };
+        for i in [0usize, 1, 3] {
+            let (resp, s) = answers[i].as_ref().unwrap();
+            let got = clients[i].decode(resp).unwrap().reconstruct(s).unwrap();
+            for (row, &k) in ids[i].iter().enumerate() {
+                for c in 0..d {
+                    assert_eq!(
+                        got[row * d + c],
+                        (i64::from(table.get(k, c)) as u64) & mask,
+                        "{} client {i}",
+                        kind.name()
+                    );
+                }
+            }
+        }
+        // A query of a session that another client's keys decrypt would be noise: client 0's
+        // query under client 1's session is answered (the server cannot tell) but client 0
+        // cannot decode it to the right rows with overwhelming probability.
+        let q = clients[0].query(&ids[0]).unwrap();
+        let answers = server.answer_many(&[(sessions[1], &q), (sessions[3], &q)]);
+        let wrong = answers[0].as_ref().map(|(r, s)| clients[0].decode(r).and_then(|c| c.reconstruct(s)));
+        if let Ok(Ok(got)) = wrong {
+            let want: Vec<u64> = (0..d).map(|c| (i64::from(table.get(ids[0][0], c)) as u64) & mask).collect();
+            assert_ne!(
+                &got[..d],
+                &want[..],
+                "{}: another session's keys must not serve this client",
+                kind.name()
+            );
+        }
+    }
+}
