@@ -450,7 +450,7 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         r
     }
 
-    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<crate::Answer> {
         self.answer_batch(queries)
     }
 }
@@ -492,13 +492,12 @@ impl<B: Backend> BlockedServer<B> {
     /// plaintext table does not depend on the key); then each request is packed with its own
     /// Galois keys, masked and switched under its own public key. Falls back to one by one when
     /// the products of the batch would exceed the packing budget.
-    fn answer_batch(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+    fn answer_batch(&self, queries: &[(u64, &[u8])]) -> Vec<crate::Answer> {
         let d = &self.design;
         let (params, l) = (&d.params, &d.layout);
         let (ib, ob) = (l.in_blocks(), l.out_blocks());
         let group = l.group();
-        let mut results: Vec<Option<Result<(Vec<u8>, Shares), ProtocolError>>> =
-            queries.iter().map(|_| None).collect();
+        let mut results: Vec<Option<crate::Answer>> = queries.iter().map(|_| None).collect();
         // Decode every query; a bad one fails alone.
         let mut valid = Vec::new();
         for (i, (session, query)) in queries.iter().enumerate() {

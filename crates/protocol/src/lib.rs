@@ -24,7 +24,7 @@ mod scheme;
 mod trace;
 pub mod wire;
 
-pub use scheme::{ParamSummary, SchemeClient, SchemeServer, Shares};
+pub use scheme::{Answer, ParamSummary, SchemeClient, SchemeServer, Shares};
 
 use thiserror::Error;
 

@@ -56,6 +56,9 @@ pub struct ParamSummary {
     pub layout: String,
 }
 
+/// One answered query: the response bytes and the server's shares.
+pub type Answer = Result<(Vec<u8>, Shares), ProtocolError>;
+
 /// The server half of a scheme, after the table is preprocessed.
 pub trait SchemeServer: Send + Sync {
     /// The scheme's name.
@@ -78,7 +81,7 @@ pub trait SchemeServer: Send + Sync {
     /// Answers several queries (of any sessions) at once, one result per query in order. A
     /// scheme whose table product is key-independent reads its table once for the whole
     /// batch; the default answers them one by one. One bad query fails only itself.
-    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Result<(Vec<u8>, Shares), ProtocolError>> {
+    fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Answer> {
         queries.iter().map(|(s, q)| self.answer(*s, q)).collect()
     }
     /// The exact bytes of a `tokens`-token request, where the scheme predicts them.
