@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also measure a server's throughput with this many clients, their requests answered one
+    /// by one and then in one batch (one pass over the table); 0 or 1: skip.
+    #[arg(long, default_value_t = 0)]
+    clients: usize,
 }
 
 /// The JSON report.
@@ -122,12 +126,12 @@ fn run_one<B: Backend>(
     table: &IntTable,
     ids: &[usize],
     plain_bits: Option<u32>,
+    clients: usize,
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
+    let plain = plain_bits.unwrap_or(kind.default_plain_bits());
     let report =
-        harness::run(kind, b.clone(), table, ids, plain_bits.unwrap_or(kind.default_plain_bits()), &|msg| {
-            pb.set_message(msg.to_string())
-        });
+        harness::run(kind, b.clone(), table, ids, plain, clients, &|msg| pb.set_message(msg.to_string()));
     pb.finish_and_clear();
     Ok(report?)
 }
@@ -163,10 +167,24 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             (Some(q), k) if k.is_fastquery() => q,
             _ => &table,
         };
-        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits)?);
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients)?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
+    for r in &reports {
+        if let Some(b) = &r.batching {
+            println!(
+                "{}: {} clients x {} tokens: one by one {:.0} ms, batched {:.0} ms ({:.2}x){}",
+                r.scheme,
+                b.clients,
+                b.tokens,
+                b.sequential_ms,
+                b.batched_ms,
+                b.speedup,
+                if b.verified { "" } else { "  SHARES DID NOT RECONSTRUCT" }
+            );
+        }
+    }
     let ratios_main = ratios(&reports, "fastquery");
     let ratios_wan = ratios(&reports, "fastquery-wan");
     let markdown = markdown(
@@ -177,7 +195,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         &[("fastquery", &ratios_main), ("fastquery-wan", &ratios_wan)],
     );
     print!("{markdown}");
-    let all_ok = reports.iter().all(|r| r.verified);
+    let all_ok = reports.iter().all(|r| r.verified && r.batching.as_ref().is_none_or(|b| b.verified));
     if let Some(path) = &args.json {
         let threads = backend.threads();
         let report = BenchReport {
@@ -380,7 +398,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         );
     }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None)?);
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0)?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

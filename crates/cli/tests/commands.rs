@@ -89,15 +89,20 @@ fn bench_writes_a_verified_json_report() {
         "cheetah",
         "--tokens",
         "3",
+        "--clients",
+        "3",
         "--json",
         json.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cheetah: 3 clients x 1 tokens: one by one"), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["workload"], "tiny");
     assert_eq!(v["tokens"], 3);
     let s = &v["schemes"][0];
     assert_eq!(s["scheme"], "cheetah");
+    assert_eq!(s["batching"]["clients"], 3);
+    assert_eq!(s["batching"]["verified"], true);
     assert_eq!(s["verified"], true);
     for key in [
         "upload_bytes_per_token",

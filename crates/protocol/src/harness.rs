@@ -200,6 +200,91 @@ pub struct SchemeReport {
     pub predicted_bytes: Option<WireBytes>,
     /// Measured bytes of the same messages.
     pub measured_bytes: WireBytes,
+    /// Server throughput with several clients' requests answered one by one and in one batch
+    /// (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchReport>,
+}
+
+/// Several clients' requests of the same size, answered one by one and then in one
+/// [`SchemeServer::answer_many`] call on the same server, every share verified.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BatchReport {
+    /// Clients (sessions), one request each.
+    pub clients: usize,
+    /// Tokens per request.
+    pub tokens: usize,
+    /// Server time for all requests, one `answer` each.
+    pub sequential_ms: f64,
+    /// Server time for all requests in one `answer_many`.
+    pub batched_ms: f64,
+    /// `sequential_ms / batched_ms`.
+    pub speedup: f64,
+    /// Every share of both runs reconstructed exactly.
+    pub verified: bool,
+}
+
+/// Measures [`BatchReport`] on a built server: `clients` fresh clients with random requests of
+/// `tokens` tokens each (one token for schemes that do not batch).
+pub fn measure_batching(
+    kind: SchemeKind,
+    server: &dyn SchemeServer,
+    table: &IntTable,
+    plain_bits: u32,
+    tokens: usize,
+    clients: usize,
+    seed: u64,
+) -> Result<BatchReport, ProtocolError> {
+    use rand::{Rng, SeedableRng};
+    let tokens = if kind.batches_tokens() { tokens } else { 1 };
+    let (m, d, bits) = (table.m(), table.d(), table.bits());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cs = Vec::with_capacity(clients);
+    let mut sessions = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut c = kind.client(m, d, bits, plain_bits, tokens)?;
+        sessions.push(server.open_session(&c.setup()?)?);
+        cs.push(c);
+    }
+    let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
+    let mut verified = true;
+    let mut run = |batched: bool, cs: &mut Vec<Box<dyn SchemeClient>>| -> Result<f64, ProtocolError> {
+        let ids: Vec<Vec<usize>> =
+            (0..clients).map(|_| (0..tokens).map(|_| rng.random_range(0..m)).collect()).collect();
+        let queries = cs.iter_mut().zip(&ids).map(|(c, i)| c.query(i)).collect::<Result<Vec<_>, _>>()?;
+        let t = Instant::now();
+        let answers = if batched {
+            let batch: Vec<(u64, &[u8])> =
+                sessions.iter().zip(&queries).map(|(&s, q)| (s, q.as_slice())).collect();
+            server.answer_many(&batch)
+        } else {
+            sessions.iter().zip(&queries).map(|(&s, q)| server.answer(s, q)).collect()
+        };
+        let elapsed = ms(t);
+        for ((c, a), i) in cs.iter_mut().zip(answers).zip(&ids) {
+            let (resp, server_shares) = a?;
+            let got = c.decode(&resp)?.reconstruct(&server_shares)?;
+            for (row, &k) in i.iter().enumerate() {
+                for (ch, &q) in table.row(k).iter().enumerate() {
+                    verified &= got[row * d + ch] == (i64::from(q) as u64) & mask;
+                }
+            }
+        }
+        Ok(elapsed)
+    };
+    let sequential_ms = run(false, &mut cs)?;
+    let batched_ms = run(true, &mut cs)?;
+    for s in sessions {
+        server.close_session(s);
+    }
+    Ok(BatchReport {
+        clients,
+        tokens,
+        sequential_ms,
+        batched_ms,
+        speedup: sequential_ms / batched_ms,
+        verified,
+    })
 }
 
 /// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
@@ -210,6 +295,7 @@ pub fn run<B: Backend>(
     table: &IntTable,
     ids: &[usize],
     plain_bits: u32,
+    clients: usize,
     progress: &dyn Fn(&str),
 ) -> Result<SchemeReport, ProtocolError> {
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
@@ -243,6 +329,12 @@ pub fn run<B: Backend>(
             }
         }
     }
+    let batching = if clients > 1 {
+        progress(&format!("{}: {clients} clients, one by one and batched", kind.name()));
+        Some(measure_batching(kind, server.as_ref(), table, plain_bits, ids.len(), clients, 0xba7c)?)
+    } else {
+        None
+    };
     let tokens = ids.len() as f64;
     let rounds = batches.len() as f64;
     let compute = client_ms + server_ms;
@@ -263,6 +355,7 @@ pub fn run<B: Backend>(
         params: server.summary(),
         predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
+        batching,
     })
 }
 
