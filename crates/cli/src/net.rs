@@ -57,6 +57,13 @@ pub struct ServeArgs {
     /// Seed of a synthetic table.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// TLS: the server's PEM certificate chain (with --tls-key). Without it the access token
+    /// travels in clear: plain TCP belongs on a private network.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Arguments of `fastquery query`.
@@ -86,6 +93,12 @@ pub struct QueryArgs {
     /// Seconds to wait for the server at each step.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
+    /// TLS: trust the PEM certificates in this file (a private CA or the server's own).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry (default: the host of --server).
+    #[arg(long, requires = "tls_ca")]
+    tls_name: Option<String>,
 }
 
 fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -142,6 +155,10 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some(fastquery_net::tls::server_config_from_files(cert, key)?);
+    }
+    let tls = cfg.tls.is_some();
     let sink = match &args.shares_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -170,6 +187,9 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         );
         if args.shares_dir.is_none() {
             println!("(no --shares-dir: the server's shares are discarded)");
+        }
+        if !tls {
+            println!("(no --tls-cert: plain TCP, the access token travels in clear)");
         }
         server
             .serve(listener, async {
@@ -208,6 +228,11 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
     let mut cfg = ClientConfig::new(token);
     cfg.timeout = Duration::from_secs(args.timeout_s.max(1));
     cfg.scheme = args.scheme.as_deref().map(SchemeKind::parse).transpose()?;
+    if let Some(ca) = &args.tls_ca {
+        let host = args.server.rsplit_once(':').map_or(args.server.as_str(), |(h, _)| h);
+        let name = args.tls_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+        cfg.tls = Some((fastquery_net::tls::client_config_from_file(ca)?, name));
+    }
     let rt = runtime()?;
     let (r, setup, kind) = rt.block_on(async {
         let t = Instant::now();

@@ -256,17 +256,12 @@ fn npy_u64(path: &std::path::Path) -> Vec<u64> {
     b[10 + hlen..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-#[test]
-fn serve_and_query_over_tcp_and_the_shares_add_up() {
+/// Starts `fastquery serve` with `args` on a free port; returns the child and its address.
+fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let dir = std::env::temp_dir().join(format!("fq-serve-{}", std::process::id()));
-    let shares_dir = dir.join("server-shares");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_fastquery"))
-        .args(["serve", "--scheme", "cheetah", "--tokens", "1", "--listen", "127.0.0.1:0"])
-        .args(["--auth-token-file", token.to_str().unwrap(), "--shares-dir", shares_dir.to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -278,6 +273,66 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    (server, addr)
+}
+
+#[test]
+fn serve_and_query_with_tls() {
+    let dir = std::env::temp_dir().join(format!("fq-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key, token) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("token"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&token, "a-long-enough-test-token-42").unwrap();
+    let (mut server, addr) = spawn_server(&[
+        "--scheme",
+        "fastquery",
+        "--tokens",
+        "4",
+        "--auth-token-file",
+        token.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let out = dir.join("mine.npy");
+    let (out_s, cert_s) = (out.to_str().unwrap(), cert.to_str().unwrap());
+    let base = ["query", "--server", &addr, "--auth-token-file", token.to_str().unwrap(), "--tokens", "3,4"];
+    let good =
+        fastquery(&[&base[..], &["--out", out_s, "--tls-ca", cert_s, "--tls-name", "localhost"]].concat());
+    // 127.0.0.1 is not the certificate's name: without --tls-name the handshake fails.
+    let wrong_name = fastquery(&[&base[..], &["--out", out_s, "--tls-ca", cert_s]].concat());
+    let plain = fastquery(&[&base[..], &["--out", out_s, "--timeout-s", "5"]].concat());
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(good.status.success(), "{}", text(&good));
+    assert!(text(&good).contains("request id(s):"), "{}", text(&good));
+    assert_eq!(std::fs::metadata(&out).unwrap().len() as usize % 8, 0);
+    assert_eq!(wrong_name.status.code(), Some(2), "{}", text(&wrong_name));
+    assert!(text(&wrong_name).contains("TLS handshake failed"), "{}", text(&wrong_name));
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_and_query_over_tcp_and_the_shares_add_up() {
+    let dir = std::env::temp_dir().join(format!("fq-serve-{}", std::process::id()));
+    let shares_dir = dir.join("server-shares");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
+    let (mut server, addr) = spawn_server(&[
+        "--scheme",
+        "cheetah",
+        "--tokens",
+        "1",
+        "--auth-token-file",
+        token.to_str().unwrap(),
+        "--shares-dir",
+        shares_dir.to_str().unwrap(),
+    ]);
     let out = dir.join("client.npy");
     let o = fastquery(&[
         "query",

@@ -1,6 +1,9 @@
 //! The client: connect, hand over keys once, query.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use fastquery_protocol::{SchemeClient, Shares, harness::SchemeKind};
 use tokio::{net::TcpStream, time::timeout};
@@ -21,6 +24,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
+    /// TLS: the client configuration (trusted roots) and the name the server's certificate
+    /// must carry; `None`: plain TCP.
+    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -28,6 +34,7 @@ impl std::fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("scheme", &self.scheme)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls.as_ref().map(|t| &t.1))
             .finish_non_exhaustive()
     }
 }
@@ -35,7 +42,7 @@ impl std::fmt::Debug for ClientConfig {
 impl ClientConfig {
     /// Defaults: any scheme, 120 s per step, 256 MiB frames.
     pub fn new(token: Vec<u8>) -> Self {
-        Self { token, scheme: None, timeout: Duration::from_secs(120), max_frame: 256 << 20 }
+        Self { token, scheme: None, timeout: Duration::from_secs(120), max_frame: 256 << 20, tls: None }
     }
 }
 
@@ -55,7 +62,7 @@ pub struct QueryResult {
 
 /// A connected client with an open session.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn crate::tls::Stream>,
     scheme: Option<Box<dyn SchemeClient>>,
     kind: SchemeKind,
     info: Info,
@@ -84,6 +91,18 @@ impl Client {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn crate::tls::Stream> = match &cfg.tls {
+            None => Box::new(stream),
+            Some((tls, name)) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let server_name = crate::tls::server_name(name)?;
+                match timeout(cfg.timeout, connector.connect(server_name, stream)).await {
+                    Err(_) => return Err(unreachable(format!("no TLS handshake in {:?}", cfg.timeout))),
+                    Ok(Err(e)) => return Err(unreachable(format!("TLS handshake failed: {e}"))),
+                    Ok(Ok(s)) => Box::new(s),
+                }
+            }
+        };
         let hello = Hello { scheme: cfg.scheme.map_or(0, |k| k.id()), token: cfg.token.clone() };
         if hello.token.len() > u16::MAX as usize {
             return Err(NetError::Invalid("access token too long".into()));

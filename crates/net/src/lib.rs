@@ -17,14 +17,16 @@
 //! * [`Client`]: connects, derives the same design from the server's `Info`, sends its keys
 //!   once, then queries. A request longer than the server's batch is split.
 //!
-//! Not built: TLS (the token travels in clear; put the server behind a TLS terminator or a
-//! private network), and batching several clients' queries into one multiply-accumulate (each
-//! request runs on its own; the workers bound the concurrency).
+//! * [`tls`]: optional TLS (rustls, ring provider) on both sides, from PEM files; without it the
+//!   access token travels in clear, so plain TCP belongs on a private network only.
+//! * Queries that arrive together, from any sessions, are answered in one pass over the table
+//!   (`SchemeServer::answer_many`), up to `max_batch` within `batch_window`.
 #![forbid(unsafe_code)]
 
 mod client;
 pub mod frame;
 mod server;
+pub mod tls;
 
 use std::path::Path;
 

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub batch_window: Duration,
     /// Most queries in one batch.
     pub max_batch: usize,
+    /// TLS (see [`crate::tls::server_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -72,6 +74,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("workers", &self.workers)
             .field("batch_window", &self.batch_window)
             .field("max_batch", &self.max_batch)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +92,7 @@ impl ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |c| c.get()),
             batch_window: Duration::from_millis(2),
             max_batch: 32,
+            tls: None,
         }
     }
 }
@@ -287,7 +291,26 @@ impl Server {
         jobs: mpsc::Sender<Job>,
     ) {
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let stream: Box<dyn crate::tls::Stream> = match &self.cfg.tls {
+            None => Box::new(stream),
+            Some(cfg) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
+                match timeout(self.cfg.idle_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        warn!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        warn!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        let (mut rd, mut wr) = tokio::io::split(stream);
         match self.session(&mut rd, &mut wr, peer, stop, &jobs).await {
             Ok(()) => info!(%peer, "connection closed"),
             Err((code, e)) => {

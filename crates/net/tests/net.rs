@@ -345,3 +345,42 @@ mod decoders {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_a_trusting_client_and_refuses_the_rest() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let server_tls = fastquery_net::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let run = start(SchemeKind::FastQuery, 4, |c| {
+        c.tls = Some(server_tls);
+        c.idle_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let addr = run.addr.to_string();
+    // A client trusting the certificate: answers as over plain TCP.
+    let mut cfg = run.config();
+    cfg.tls = Some((fastquery_net::tls::client_config(cert.as_bytes()).unwrap(), "localhost".into()));
+    let mut client = Client::connect(&addr, cfg.clone()).await.unwrap();
+    let r = client.query(&[1, 2, 3]).await.unwrap();
+    run.check(&[1, 2, 3], &r);
+    client.close().await.unwrap();
+    // A certificate for another name, or another CA: the handshake fails, clearly.
+    let mut wrong_name = cfg.clone();
+    wrong_name.tls =
+        Some((fastquery_net::tls::client_config(cert.as_bytes()).unwrap(), "example.org".into()));
+    let e = Client::connect(&addr, wrong_name).await.unwrap_err();
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let mut wrong_ca = cfg.clone();
+    wrong_ca.tls =
+        Some((fastquery_net::tls::client_config(other.cert.pem().as_bytes()).unwrap(), "localhost".into()));
+    let e = Client::connect(&addr, wrong_ca).await.unwrap_err();
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    // A plain client gets no FastQuery answer from a TLS server.
+    assert!(Client::connect(&addr, run.config()).await.is_err());
+    // Bad PEM is an error, not a panic.
+    assert!(fastquery_net::tls::server_config(b"junk", key.as_bytes()).is_err());
+    assert!(fastquery_net::tls::server_config(cert.as_bytes(), b"junk").is_err());
+    assert!(fastquery_net::tls::client_config(b"").is_err());
+    run.stop().await;
+}
