@@ -51,9 +51,17 @@ pub struct ServeArgs {
     /// Largest message accepted, in MiB.
     #[arg(long, default_value_t = 64)]
     max_frame_mb: usize,
-    /// Requests computed at once (default: one per core).
+    /// Batches computed at once (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Milliseconds the first query of a batch waits for others (0: no waiting). A batch reads
+    /// the table once: a gain where the table product is memory-bound (GPUs), none on a small
+    /// CPU where it is compute-bound (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 2)]
+    batch_window_ms: u64,
+    /// Most queries in one batch.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
     /// Seed of a synthetic table.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -155,6 +163,8 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
+    cfg.batch_window = Duration::from_millis(args.batch_window_ms);
+    cfg.max_batch = args.max_batch;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         cfg.tls = Some(fastquery_net::tls::server_config_from_files(cert, key)?);
     }
