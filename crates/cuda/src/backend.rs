@@ -387,6 +387,50 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn gather_signed(
+        &self,
+        ring: &CudaRing,
+        _ctx: &RingContext,
+        out: &mut CudaBuffer,
+        a: &CudaBuffer,
+        idx: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let (Some(y), Some(x)) = (out.data.as_mut(), a.data.as_ref()) else { return Ok(()) };
+        let table = self.upload_vec(idx)?;
+        let total = shape.words(ring.n) as u64;
+        let limbs = shape.limbs as u32;
+        let mut l = self.stream.launch_builder(self.f("gather_signed_u32"));
+        l.arg(y).arg(x).arg(&table).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&total);
+        // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `out` and `a` hold `total`
+        // words (Ring allocated `out` with a's shape), `idx` holds N indices below N (from
+        // automorphism_index, checked by Ring).
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+
+    fn decompose(
+        &self,
+        ring: &CudaRing,
+        _ctx: &RingContext,
+        a: &CudaBuffer,
+        polys: usize,
+        limbs: usize,
+        digit_bits: u32,
+        digits: usize,
+        out: &mut CudaBuffer,
+    ) -> Result<(), BackendError> {
+        let (Some(x), Some(y)) = (a.data.as_ref(), out.data.as_mut()) else { return Ok(()) };
+        let total = (polys * limbs * digits * limbs * ring.n) as u64;
+        let (lb, db, dg) = (limbs as u32, digit_bits, digits as u32);
+        let mut l = self.stream.launch_builder(self.f("decompose_u32"));
+        l.arg(y).arg(x).arg(&ring.moduli).arg(&ring.log_n).arg(&lb).arg(&db).arg(&dg).arg(&total);
+        // SAFETY: matches decompose_u32 in kernels/permute.cu; `a` holds polys x limbs rows and
+        // `out` polys x limbs x digits x limbs rows (Ring allocated it), digit_bits in 1..=31.
+        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
+        Ok(())
+    }
+
     fn mac(
         &self,
         ring: &CudaRing,

@@ -102,6 +102,8 @@ struct Kernels {
     ntt_scale: Kernel,
     mac: Kernel,
     mod_switch: Kernel,
+    gather: Kernel,
+    decompose: Kernel,
 }
 
 /// The wgpu backend on one adapter.
@@ -122,6 +124,7 @@ const NTT: &[Slot] = &[Slot::ReadWrite, Slot::Read, Slot::Read, Slot::Read, Slot
 const MAC: &[Slot] =
     &[Slot::ReadWrite, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::Uniform];
 const MODSWITCH: &[Slot] = &[Slot::ReadWrite, Slot::Read, Slot::Read, Slot::Read, Slot::Uniform];
+const PERMUTE: &[Slot] = MODSWITCH;
 
 /// The WGSL of one kernel family: the shared arithmetic, then the family's file.
 fn source(file: &str) -> String {
@@ -177,6 +180,8 @@ impl WgpuBackend {
             ntt_scale: build(&device, &ntt_source(1), "ntt_scale", NTT, true)?,
             mac: make("mac.wgsl", "mac_ntt_u32", MAC)?,
             mod_switch: make("modswitch.wgsl", "mod_switch_down_u32", MODSWITCH)?,
+            gather: make("permute.wgsl", "gather_signed_u32", PERMUTE)?,
+            decompose: make("permute.wgsl", "decompose_u32", PERMUTE)?,
         };
         Ok(Self { device, queue, adapter: info, limits, errors, k })
     }
@@ -705,6 +710,48 @@ impl Backend for WgpuBackend {
             Bind::Params(params),
         ];
         self.run(vec![Step { kernel: &self.k.mod_switch, binds, groups: (groups, 1, 1) }])
+    }
+
+    fn gather_signed(
+        &self,
+        ring: &WgpuRing,
+        _ctx: &RingContext,
+        out: &mut WgpuBuffer,
+        a: &WgpuBuffer,
+        idx: &[u32],
+        shape: Shape,
+    ) -> Result<(), BackendError> {
+        let (Some(y), Some(x)) = (out.buf.as_ref(), a.buf.as_ref()) else { return Ok(()) };
+        let table = self.storage(idx);
+        let binds = vec![Bind::Buf(y), Bind::Buf(x), Bind::Buf(&ring.moduli), Bind::Buf(&table)];
+        self.strided(&self.k.gather, ring, shape, binds, 4, 0)
+    }
+
+    fn decompose(
+        &self,
+        ring: &WgpuRing,
+        _ctx: &RingContext,
+        a: &WgpuBuffer,
+        polys: usize,
+        limbs: usize,
+        digit_bits: u32,
+        digits: usize,
+        out: &mut WgpuBuffer,
+    ) -> Result<(), BackendError> {
+        let (Some(x), Some(y)) = (a.buf.as_ref(), out.buf.as_ref()) else { return Ok(()) };
+        let total = polys * limbs * digits * limbs * ring.n;
+        let (groups, stride) = Self::grid(total);
+        let mask = (1u32 << digit_bits) - 1;
+        let params = Self::params(ring, limbs, total, [stride, digit_bits, digits as u32, mask, 0, 0, 0, 0])?;
+        // The gather-table slot is unused: the moduli fill it.
+        let binds = vec![
+            Bind::Buf(y),
+            Bind::Buf(x),
+            Bind::Buf(&ring.moduli),
+            Bind::Buf(&ring.moduli),
+            Bind::Params(params),
+        ];
+        self.run(vec![Step { kernel: &self.k.decompose, binds, groups: (groups, 1, 1) }])
     }
 
     fn mac(

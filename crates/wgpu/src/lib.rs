@@ -21,11 +21,12 @@ mod backend;
 pub use backend::{WgpuBackend, WgpuBuffer, WgpuRing};
 
 /// The shader sources: the shared arithmetic, then one module per kernel family.
-pub const SOURCES: [(&str, &str); 6] = [
+pub const SOURCES: [(&str, &str); 7] = [
     ("modarith.wgsl", include_str!("../../../shaders/modarith.wgsl")),
     ("elementwise.wgsl", include_str!("../../../shaders/elementwise.wgsl")),
     ("unary.wgsl", include_str!("../../../shaders/unary.wgsl")),
     ("ntt.wgsl", include_str!("../../../shaders/ntt.wgsl")),
     ("mac.wgsl", include_str!("../../../shaders/mac.wgsl")),
     ("modswitch.wgsl", include_str!("../../../shaders/modswitch.wgsl")),
+    ("permute.wgsl", include_str!("../../../shaders/permute.wgsl")),
 ];
