@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Most sessions open at once.
     #[arg(long, default_value_t = 64)]
     max_sessions: usize,
+    /// Most connections at once, authorised or not.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// Seconds a connection may stay silent.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
@@ -158,6 +161,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     bar.finish_with_message("ready");
     let mut cfg = ServerConfig::new(token);
     cfg.max_sessions = args.max_sessions;
+    cfg.max_connections = args.max_connections;
     cfg.idle_timeout = Duration::from_secs(args.idle_timeout_s.max(1));
     cfg.max_frame = args.max_frame_mb.max(1) << 20;
     if let Some(w) = args.workers {

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub max_tokens: usize,
     /// Most sessions open at once.
     pub max_sessions: usize,
+    /// Most connections at once, authorised or not (a connection beyond it is closed at once).
+    pub max_connections: usize,
     /// A connection silent this long is closed (also bounds a frame that stops halfway).
     pub idle_timeout: Duration,
     /// Batches computed at once (each on a blocking thread).
@@ -70,6 +72,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_frame", &self.max_frame)
             .field("max_tokens", &self.max_tokens)
             .field("max_sessions", &self.max_sessions)
+            .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
             .field("workers", &self.workers)
             .field("batch_window", &self.batch_window)
@@ -88,6 +91,7 @@ impl ServerConfig {
             max_frame: 64 << 20,
             max_tokens: usize::MAX,
             max_sessions: 64,
+            max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(1, |c| c.get()),
             batch_window: Duration::from_millis(2),
@@ -149,12 +153,20 @@ impl Server {
         mut cfg: ServerConfig,
         sink: Option<ShareSink>,
     ) -> Result<Arc<Self>, NetError> {
+        if tokens == 0 {
+            return Err(NetError::Invalid("a design for 0 tokens per request".into()));
+        }
         let batch = if kind.batches_tokens() { tokens } else { 1 };
         cfg.max_tokens = cfg.max_tokens.min(batch);
         if cfg.token.len() < 16 {
             return Err(NetError::Invalid("the access token must have at least 16 bytes".into()));
         }
-        if cfg.workers == 0 || cfg.max_sessions == 0 || cfg.max_frame < HELLO_MAX || cfg.max_batch == 0 {
+        if cfg.workers == 0
+            || cfg.max_sessions == 0
+            || cfg.max_connections == 0
+            || cfg.max_frame < HELLO_MAX
+            || cfg.max_batch == 0
+        {
             return Err(NetError::Invalid(format!("unusable limits {cfg:?}")));
         }
         let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
@@ -214,6 +226,12 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                        if tasks.len() >= self.cfg.max_connections {
+                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            warn!(%peer, limit = self.cfg.max_connections, "too many connections: closed");
+                            drop(stream);
+                            continue;
+                        }
                         let server = self.clone();
                         let stop = stop_rx.clone();
                         let jobs = jobs.clone();

@@ -221,6 +221,18 @@ async fn hostile_input_is_refused_and_everyone_else_is_served() {
         write_frame(&mut s, &Frame::new(Kind::Setup, junk)).await.unwrap();
         assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Protocol));
     }
+    // Well-formed keys of another scheme (other parameter ids): a protocol error.
+    {
+        let info = run.server.info();
+        let mut other = SchemeKind::Bumblebee
+            .client(info.m as usize, info.d as usize, info.bits, info.plain_bits, info.tokens as usize)
+            .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(0, TOKEN)).await.unwrap();
+        read_frame(&mut s, 1 << 20).await.unwrap().unwrap();
+        write_frame(&mut s, &Frame::new(Kind::Setup, other.setup().unwrap())).await.unwrap();
+        assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Protocol));
+    }
     // A real session sending bad queries: refused one by one, the session still works.
     {
         let mut client = Client::connect(&addr.to_string(), run.config()).await.unwrap();
@@ -283,6 +295,25 @@ async fn client_errors_say_what_went_wrong() {
     let e = Client::connect(&run.addr.to_string(), cfg).await.unwrap_err();
     assert!(matches!(e, NetError::Refused { code: Code::WrongScheme, .. }), "{e}");
     assert!(e.to_string().contains("cheetah"), "{e}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let run = start(SchemeKind::Cheetah, 1, |c| c.max_connections = 2).await;
+    // Two idle connections hold the slots (not authorised, nothing sent).
+    let _a = TcpStream::connect(run.addr).await.unwrap();
+    let _b = TcpStream::connect(run.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = Client::connect(&run.addr.to_string(), run.config()).await.unwrap_err();
+    assert!(matches!(e, NetError::Malformed(_) | NetError::Io(_)), "{e}");
+    drop((_a, _b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slots are free again once those connections end.
+    let mut c = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    let r = c.query(&[8]).await.unwrap();
+    run.check(&[8], &r);
+    drop(c);
     run.stop().await;
 }
 
