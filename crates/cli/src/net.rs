@@ -188,7 +188,12 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
-        println!(
+        // The server's status lines must not take it down when nobody reads its stdout any more
+        // (println! panics on a closed pipe): write and ignore errors.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
             "serving {} ({} x {}) with {} on {} at {} ({}), up to {} tokens per request",
             name,
             table.m(),
@@ -200,11 +205,12 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
             server.info().tokens
         );
         if args.shares_dir.is_none() {
-            println!("(no --shares-dir: the server's shares are discarded)");
+            let _ = writeln!(out, "(no --shares-dir: the server's shares are discarded)");
         }
         if !tls {
-            println!("(no --tls-cert: plain TCP, the access token travels in clear)");
+            let _ = writeln!(out, "(no --tls-cert: plain TCP, the access token travels in clear)");
         }
+        let _ = out.flush();
         server
             .serve(listener, async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -273,6 +273,8 @@ fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    // Keep reading what else it prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     (server, addr)
 }
 
