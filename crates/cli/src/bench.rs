@@ -63,6 +63,36 @@ struct BenchReport {
     /// The same for the latency-oriented variant.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     ratios_fastquery_wan: std::collections::BTreeMap<String, Ratio>,
+    /// The backend's measured copy bandwidth (read + write), GB/s.
+    bandwidth_gbs: f64,
+    /// Per scheme: the memory-bound floor of its server time per token, the preprocessed table
+    /// read once per request at `bandwidth_gbs`.
+    table_floor_ms_per_token: std::collections::BTreeMap<String, f64>,
+}
+
+/// The backend's copy bandwidth in GB/s (bytes read plus written per second): the best of a
+/// few device-side copies of a 256 MB buffer, the device synchronised inside the timing.
+fn measure_bandwidth<B: Backend>(b: &Arc<B>) -> anyhow::Result<f64> {
+    const WORDS: usize = 64 << 20;
+    let buf = b.alloc_zeroed(WORDS)?;
+    // One untimed copy first: the destination pages exist from then on.
+    drop(b.duplicate(&buf)?);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        b.synchronize()?;
+        let t = std::time::Instant::now();
+        let copy = b.duplicate(&buf)?;
+        b.synchronize()?;
+        best = best.min(t.elapsed().as_secs_f64());
+        drop(copy);
+    }
+    Ok(2.0 * (WORDS * 4) as f64 / best / 1e9)
+}
+
+/// The memory-bound floor per token: the table read once per request.
+fn table_floor_ms(r: &SchemeReport, kind: SchemeKind, tokens: usize, gbs: f64) -> f64 {
+    let per_request = r.preprocess_bytes as f64 / (gbs * 1e9) * 1e3;
+    if kind.batches_tokens() { per_request / tokens as f64 } else { per_request }
 }
 
 fn spinner() -> ProgressBar {
@@ -162,6 +192,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x70_6b_65_6e);
     let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
     let mut reports = Vec::new();
+    let kinds_run = kinds.clone();
     for kind in kinds {
         let t = match (&quantized, kind) {
             (Some(q), k) if k.is_fastquery() => q,
@@ -171,6 +202,21 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
+    let gbs = crate::with_backend!(backend, b => measure_bandwidth(b)?);
+    let mut floors = std::collections::BTreeMap::new();
+    println!("memory-bound floors ({} copy bandwidth measured: {gbs:.1} GB/s read + write):", info.name);
+    for (r, kind) in reports.iter().zip(&kinds_run) {
+        let floor = table_floor_ms(r, *kind, args.tokens, gbs);
+        floors.insert(r.scheme.clone(), floor);
+        println!(
+            "  {:<14} server {:>10.1} ms/token; table floor {:>8.2} ms/token ({:.0} MB preprocessed; {:.1}x the floor)",
+            r.scheme,
+            r.server_ms_per_token,
+            floor,
+            r.preprocess_bytes as f64 / 1e6,
+            r.server_ms_per_token / floor
+        );
+    }
     for r in &reports {
         if let Some(b) = &r.batching {
             println!(
@@ -210,6 +256,8 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             schemes: reports,
             ratios: ratios_main,
             ratios_fastquery_wan: ratios_wan,
+            bandwidth_gbs: gbs,
+            table_floor_ms_per_token: floors,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -103,6 +103,10 @@ fn bench_writes_a_verified_json_report() {
     assert_eq!(s["scheme"], "cheetah");
     assert_eq!(s["batching"]["clients"], 3);
     assert_eq!(s["batching"]["verified"], true);
+    // The memory-bound floor beside the measured time: a measured bandwidth, a positive floor.
+    assert!(v["bandwidth_gbs"].as_f64().unwrap() > 0.1, "{v}");
+    assert!(v["table_floor_ms_per_token"]["cheetah"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(text(&o).contains("table floor"), "{}", text(&o));
     assert_eq!(s["verified"], true);
     for key in [
         "upload_bytes_per_token",
