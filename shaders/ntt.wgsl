@@ -18,45 +18,45 @@
 
 const WG: u32 = 256u;
 
+// Butterfly t of a `_stage` dispatch at stage log2(half) = lh: the pair's word indices, its
+// twiddle index and its limb.
+struct Butterfly {
+    x: u32,
+    y: u32,
+    w: u32,
+    limb: u32,
+}
+
+fn butterfly(t: u32, lh: u32) -> Butterfly {
+    let row = t >> (prm.log_n - 1u);
+    let k = t & ((prm.n >> 1u) - 1u);
+    let limb = row % prm.limbs;
+    let g = k >> lh;
+    let x = row * prm.n + (g << (lh + 1u)) + (k & ((1u << lh) - 1u));
+    return Butterfly(x, x + (1u << lh), limb * prm.n + (prm.n >> (lh + 1u)) + g, limb);
+}
+
 @compute @workgroup_size(256)
 fn ntt_forward_stage(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let lh = prm.b;
-    let half = 1u << lh;
-    let groups = prm.n >> (lh + 1u);
     for (var t = gid.x; t < prm.total; t += prm.a) {
-        let row = t >> (prm.log_n - 1u);
-        let k = t & ((prm.n >> 1u) - 1u);
-        let limb = row % prm.limbs;
-        let g = k >> lh;
-        let xi = row * prm.n + (g << (lh + 1u)) + (k & (half - 1u));
-        let yi = xi + half;
-        let wi = limb * prm.n + groups + g;
-        let p = moduli[limb];
-        let u = data[xi];
-        let v = mul_shoup(data[yi], tw[wi], tw_shoup[wi], p);
-        data[xi] = add_mod(u, v, p);
-        data[yi] = sub_mod(u, v, p);
+        let f = butterfly(t, prm.b);
+        let p = moduli[f.limb];
+        let u = data[f.x];
+        let v = mul_shoup(data[f.y], tw[f.w], tw_shoup[f.w], p);
+        data[f.x] = add_mod(u, v, p);
+        data[f.y] = sub_mod(u, v, p);
     }
 }
 
 @compute @workgroup_size(256)
 fn ntt_inverse_stage(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let lh = prm.b;
-    let half = 1u << lh;
-    let groups = prm.n >> (lh + 1u);
     for (var t = gid.x; t < prm.total; t += prm.a) {
-        let row = t >> (prm.log_n - 1u);
-        let k = t & ((prm.n >> 1u) - 1u);
-        let limb = row % prm.limbs;
-        let g = k >> lh;
-        let xi = row * prm.n + (g << (lh + 1u)) + (k & (half - 1u));
-        let yi = xi + half;
-        let wi = limb * prm.n + groups + g;
-        let p = moduli[limb];
-        let u = data[xi];
-        let v = data[yi];
-        data[xi] = add_mod(u, v, p);
-        data[yi] = mul_shoup(sub_mod(u, v, p), tw[wi], tw_shoup[wi], p);
+        let f = butterfly(t, prm.b);
+        let p = moduli[f.limb];
+        let u = data[f.x];
+        let v = data[f.y];
+        data[f.x] = add_mod(u, v, p);
+        data[f.y] = mul_shoup(sub_mod(u, v, p), tw[f.w], tw_shoup[f.w], p);
     }
 }
 

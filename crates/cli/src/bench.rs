@@ -192,8 +192,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x70_6b_65_6e);
     let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
     let mut reports = Vec::new();
-    let kinds_run = kinds.clone();
-    for kind in kinds {
+    for &kind in &kinds {
         let t = match (&quantized, kind) {
             (Some(q), k) if k.is_fastquery() => q,
             _ => &table,
@@ -205,7 +204,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let gbs = crate::with_backend!(backend, b => measure_bandwidth(b)?);
     let mut floors = std::collections::BTreeMap::new();
     println!("memory-bound floors ({} copy bandwidth measured: {gbs:.1} GB/s read + write):", info.name);
-    for (r, kind) in reports.iter().zip(&kinds_run) {
+    for (r, kind) in reports.iter().zip(&kinds) {
         let floor = table_floor_ms(r, *kind, args.tokens, gbs);
         floors.insert(r.scheme.clone(), floor);
         println!(
@@ -434,11 +433,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
     }
     let real = workload.synthetic(1);
     // FastQuery queries the quantizer's table; the baselines the 16-bit fixed-point one.
-    let table = if kind.is_fastquery() {
-        quantized_table_for(workload, 1)?
-    } else {
-        IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?
-    };
+    let table = scheme_table(kind, &real)?;
     println!("FastQuery demo: a private lookup in a {m} x {d} embedding table (synthetic, seed 1)");
     if kind.is_fastquery() {
         println!(

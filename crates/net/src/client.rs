@@ -60,14 +60,49 @@ pub struct QueryResult {
     pub elapsed: Duration,
 }
 
+/// The connection: frames each way with a timeout, and the bytes counted each way.
+struct Link {
+    stream: Box<dyn crate::tls::Stream>,
+    timeout: Duration,
+    max_frame: usize,
+    sent: usize,
+    received: usize,
+}
+
+impl Link {
+    async fn send(&mut self, frame: &Frame) -> Result<(), NetError> {
+        timeout(self.timeout, write_frame(&mut self.stream, frame))
+            .await
+            .map_err(|_| NetError::Timeout("sending to the server".into()))??;
+        self.sent += 5 + frame.payload.len();
+        Ok(())
+    }
+
+    /// The next frame, which must be of `kind` (an `Error` frame becomes [`NetError::Refused`]).
+    async fn expect(&mut self, kind: Kind) -> Result<Frame, NetError> {
+        let f = timeout(self.timeout, read_frame(&mut self.stream, self.max_frame))
+            .await
+            .map_err(|_| NetError::Timeout(format!("waiting for the server's {kind:?}")))??
+            .ok_or_else(|| NetError::Malformed("the server closed the connection".into()))?;
+        self.received += 5 + f.payload.len();
+        match f.kind {
+            k if k == kind => Ok(f),
+            Kind::Error => {
+                let (code, text) = f.parse_error()?;
+                Err(NetError::Refused { code, text })
+            }
+            other => Err(NetError::Malformed(format!("expected {kind:?} from the server, got {other:?}"))),
+        }
+    }
+}
+
 /// A connected client with an open session.
 pub struct Client {
-    stream: Box<dyn crate::tls::Stream>,
-    scheme: Option<Box<dyn SchemeClient>>,
+    link: Link,
+    scheme: Box<dyn SchemeClient>,
     kind: SchemeKind,
     info: Info,
-    cfg: ClientConfig,
-    /// Bytes of the handshake (hello, info, keys, ready).
+    /// Bytes of the handshake (hello, info, keys, ready), both ways.
     setup_bytes: usize,
 }
 
@@ -107,27 +142,17 @@ impl Client {
         if hello.token.len() > u16::MAX as usize {
             return Err(NetError::Invalid("access token too long".into()));
         }
-        let mut c = Self {
-            stream,
-            scheme: None,
-            kind: SchemeKind::Cheetah,
-            info: Info::default_unset(),
-            cfg,
-            setup_bytes: 0,
-        };
-        c.send(&Frame::new(Kind::Hello, hello.encode())).await?;
-        let info = c.expect(Kind::Info).await?;
-        let info = Info::decode(&info.payload)?;
-        c.info = info;
-        c.kind = SchemeKind::from_id(info.scheme).ok_or_else(|| {
+        let mut link = Link { stream, timeout: cfg.timeout, max_frame: cfg.max_frame, sent: 0, received: 0 };
+        link.send(&Frame::new(Kind::Hello, hello.encode())).await?;
+        let info = Info::decode(&link.expect(Kind::Info).await?.payload)?;
+        let kind = SchemeKind::from_id(info.scheme).ok_or_else(|| {
             NetError::Malformed(format!("the server runs an unknown scheme (id {})", info.scheme))
         })?;
-        if let Some(want) = c.cfg.scheme
-            && want != c.kind
+        if let Some(want) = cfg.scheme
+            && want != kind
         {
-            return Err(NetError::Invalid(format!("the server runs {}, not {}", c.kind.name(), want.name())));
+            return Err(NetError::Invalid(format!("the server runs {}, not {}", kind.name(), want.name())));
         }
-        let kind = c.kind;
         // Key generation is heavy: off the async threads.
         let (scheme, setup) = tokio::task::spawn_blocking(move || {
             let mut s = kind.client(
@@ -142,10 +167,10 @@ impl Client {
         })
         .await
         .map_err(|e| NetError::Invalid(format!("key generation failed: {e}")))??;
-        c.scheme = Some(scheme);
-        c.send(&Frame::new(Kind::Setup, setup)).await?;
-        c.expect(Kind::Ready).await?;
-        Ok(c)
+        link.send(&Frame::new(Kind::Setup, setup)).await?;
+        link.expect(Kind::Ready).await?;
+        let setup_bytes = link.sent + link.received;
+        Ok(Self { link, scheme, kind, info, setup_bytes })
     }
 
     /// What the server runs.
@@ -158,35 +183,9 @@ impl Client {
         self.kind
     }
 
-    /// Bytes of the handshake so far (keys included).
+    /// Bytes of the handshake (keys included), both ways.
     pub fn setup_bytes(&self) -> usize {
         self.setup_bytes
-    }
-
-    async fn send(&mut self, frame: &Frame) -> Result<usize, NetError> {
-        let n = 5 + frame.payload.len();
-        timeout(self.cfg.timeout, write_frame(&mut self.stream, frame))
-            .await
-            .map_err(|_| NetError::Timeout("sending to the server".into()))??;
-        self.setup_bytes += n;
-        Ok(n)
-    }
-
-    /// The next frame, which must be of `kind` (an `Error` frame becomes [`NetError::Refused`]).
-    async fn expect(&mut self, kind: Kind) -> Result<Frame, NetError> {
-        let f = timeout(self.cfg.timeout, read_frame(&mut self.stream, self.cfg.max_frame))
-            .await
-            .map_err(|_| NetError::Timeout(format!("waiting for the server's {kind:?}")))??
-            .ok_or_else(|| NetError::Malformed("the server closed the connection".into()))?;
-        self.setup_bytes += 5 + f.payload.len();
-        match f.kind {
-            k if k == kind => Ok(f),
-            Kind::Error => {
-                let (code, text) = f.parse_error()?;
-                Err(NetError::Refused { code, text })
-            }
-            other => Err(NetError::Malformed(format!("expected {kind:?} from the server, got {other:?}"))),
-        }
     }
 
     /// Queries `ids` (split into the server's batch size), returning the client's shares.
@@ -201,36 +200,30 @@ impl Client {
             )));
         }
         let t = Instant::now();
-        let before = self.setup_bytes;
-        let d = self.info.d as usize;
-        let mut shares = Shares::zeros(0, d, self.info.plain_bits);
+        let (sent, received) = (self.link.sent, self.link.received);
+        let mut shares = Shares::zeros(0, self.info.d as usize, self.info.plain_bits);
         let mut requests = Vec::new();
-        let mut sent = 0;
         for batch in ids.chunks(self.info.tokens as usize) {
-            let scheme = self.scheme.as_mut().ok_or_else(|| NetError::Invalid("not connected".into()))?;
-            let q = scheme.query(batch)?;
-            sent += self.send(&Frame::new(Kind::Query, encode_query(batch.len() as u32, &q))).await?;
-            let f = self.expect(Kind::Response).await?;
+            let q = self.scheme.query(batch)?;
+            self.link.send(&Frame::new(Kind::Query, encode_query(batch.len() as u32, &q))).await?;
+            let f = self.link.expect(Kind::Response).await?;
             let (id, response) = decode_response(&f.payload)?;
-            let scheme = self.scheme.as_mut().ok_or_else(|| NetError::Invalid("not connected".into()))?;
-            let part = scheme.decode(response)?;
+            let part = self.scheme.decode(response)?;
             shares.tokens += part.tokens;
             shares.values.extend_from_slice(&part.values);
             requests.push(id);
         }
-        let received = self.setup_bytes - before - sent;
-        self.setup_bytes = before;
-        Ok(QueryResult { requests, shares, sent, received, elapsed: t.elapsed() })
+        Ok(QueryResult {
+            requests,
+            shares,
+            sent: self.link.sent - sent,
+            received: self.link.received - received,
+            elapsed: t.elapsed(),
+        })
     }
 
     /// Says goodbye (the server forgets the session's keys).
     pub async fn close(mut self) -> Result<(), NetError> {
-        self.send(&Frame::new(Kind::Bye, Vec::new())).await.map(|_| ())
-    }
-}
-
-impl Info {
-    fn default_unset() -> Self {
-        Self { scheme: 0, m: 0, d: 0, bits: 0, plain_bits: 0, tokens: 0, max_frame: 0 }
+        self.link.send(&Frame::new(Kind::Bye, Vec::new())).await
     }
 }

@@ -131,7 +131,8 @@ pub struct Server {
     sessions: AtomicUsize,
     /// Request ids: a random 32-bit prefix per server start, then a counter.
     next_request: AtomicU64,
-    work: Semaphore,
+    /// Bounds scheme work on blocking threads (key setups and batches together) to `workers`.
+    work: Arc<Semaphore>,
     stats: ServerStats,
 }
 
@@ -183,7 +184,7 @@ impl Server {
         Ok(Arc::new(Self {
             scheme,
             info,
-            work: Semaphore::new(cfg.workers),
+            work: Arc::new(Semaphore::new(cfg.workers)),
             cfg,
             sink,
             sessions: AtomicUsize::new(0),
@@ -260,7 +261,6 @@ impl Server {
     /// answers each group with one `answer_many` on a blocking thread, at most `workers`
     /// batches at once.
     async fn batcher(self: Arc<Self>, mut queue: mpsc::Receiver<Job>) {
-        let work = Arc::new(Semaphore::new(self.cfg.workers));
         while let Some(first) = queue.recv().await {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.cfg.batch_window;
@@ -270,7 +270,7 @@ impl Server {
                     _ => break,
                 }
             }
-            let Ok(permit) = work.clone().acquire_owned().await else { return };
+            let Ok(permit) = self.work.clone().acquire_owned().await else { return };
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats.batched_queries.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let scheme = self.scheme.clone();

@@ -224,6 +224,39 @@ pub struct BatchReport {
     pub verified: bool,
 }
 
+/// Whether `got` (reconstructed shares, one row of `d` values per id, row-major) holds exactly
+/// the table's rows of `ids` mod `2^plain_bits`.
+pub fn rows_match(table: &IntTable, ids: &[usize], plain_bits: u32, got: &[u64]) -> bool {
+    let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
+    let d = table.d();
+    got.len() == ids.len() * d
+        && ids.iter().enumerate().all(|(row, &k)| {
+            table
+                .row(k)
+                .iter()
+                .zip(&got[row * d..(row + 1) * d])
+                .all(|(&q, &g)| g == (i64::from(q) as u64) & mask)
+        })
+}
+
+/// Every scheme end to end on `backend` (the tiny table, five tokens including block edges),
+/// each share checked by [`run`]: the GPU backends' test binaries call this.
+pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolError> {
+    let table = IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(3), 12, 16)
+        .map_err(|e| ProtocolError::State(format!("tiny table: {e}")))?;
+    let ids = [0usize, 170, 171, 511, 300];
+    for kind in SchemeKind::ALL {
+        let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, &|_| {})?;
+        if !r.verified {
+            return Err(ProtocolError::State(format!(
+                "{}: shares do not reconstruct the table",
+                kind.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Measures [`BatchReport`] on a built server: `clients` fresh clients with random requests of
 /// `tokens` tokens each (one token for schemes that do not batch).
 pub fn measure_batching(
@@ -246,7 +279,6 @@ pub fn measure_batching(
         sessions.push(server.open_session(&c.setup()?)?);
         cs.push(c);
     }
-    let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
     let mut verified = true;
     let mut run = |batched: bool, cs: &mut Vec<Box<dyn SchemeClient>>| -> Result<f64, ProtocolError> {
         let ids: Vec<Vec<usize>> =
@@ -264,11 +296,7 @@ pub fn measure_batching(
         for ((c, a), i) in cs.iter_mut().zip(answers).zip(&ids) {
             let (resp, server_shares) = a?;
             let got = c.decode(&resp)?.reconstruct(&server_shares)?;
-            for (row, &k) in i.iter().enumerate() {
-                for (ch, &q) in table.row(k).iter().enumerate() {
-                    verified &= got[row * d + ch] == (i64::from(q) as u64) & mask;
-                }
-            }
+            verified &= rows_match(table, i, plain_bits, &got);
         }
         Ok(elapsed)
     };
@@ -322,12 +350,7 @@ pub fn run<B: Backend>(
         up += query.len();
         down += response.len();
         let got = client_shares.reconstruct(&server_shares)?;
-        let mask = if plain_bits == 64 { u64::MAX } else { (1u64 << plain_bits) - 1 };
-        for (row, &k) in batch.iter().enumerate() {
-            for (c, &q) in table.row(k).iter().enumerate() {
-                verified &= got[row * table.d() + c] == (i64::from(q) as u64) & mask;
-            }
-        }
+        verified &= rows_match(table, batch, plain_bits, &got);
     }
     let batching = if clients > 1 {
         progress(&format!("{}: {clients} clients, one by one and batched", kind.name()));

@@ -130,10 +130,8 @@ impl Histogram {
                 let cq = ChannelQuant::over(self.lo * f, self.hi * f, bits);
                 (cq, self.sq_error(&cq))
             })
-            .fold(None, |best: Option<(ChannelQuant, f64)>, c| match best {
-                Some(b) if b.1 <= c.1 => Some(b),
-                _ => Some(c),
-            })
+            // The first of equal errors: the widest range.
+            .min_by(|a, b| a.1.total_cmp(&b.1))
             .expect("CLIP is not empty")
     }
 }

@@ -321,6 +321,22 @@ impl WgpuBackend {
         self.run(vec![Step { kernel, binds, groups: (groups, 1, 1) }])
     }
 
+    /// A kernel of elementwise.wgsl on `a` and `b` (the Barrett constants in the aux slot;
+    /// `extra` is its word b).
+    fn binary(
+        &self,
+        kernel: &Kernel,
+        ring: &WgpuRing,
+        a: &WgpuBuffer,
+        b: &WgpuBuffer,
+        shape: Shape,
+        extra: u32,
+    ) -> Result<(), BackendError> {
+        let (Some(x), Some(y)) = (a.buf.as_ref(), b.buf.as_ref()) else { return Ok(()) };
+        let binds = vec![Bind::Buf(x), Bind::Buf(y), Bind::Buf(&ring.moduli), Bind::Buf(&ring.barrett)];
+        self.strided(kernel, ring, shape, binds, 3, extra)
+    }
+
     fn ntt(
         &self,
         ring: &WgpuRing,
@@ -622,9 +638,7 @@ impl Backend for WgpuBackend {
         b: &WgpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        let (Some(x), Some(y)) = (a.buf.as_ref(), b.buf.as_ref()) else { return Ok(()) };
-        let binds = vec![Bind::Buf(x), Bind::Buf(y), Bind::Buf(&ring.moduli), Bind::Buf(&ring.barrett)];
-        self.strided(&self.k.add, ring, shape, binds, 3, 0)
+        self.binary(&self.k.add, ring, a, b, shape, 0)
     }
 
     fn sub_assign(
@@ -634,9 +648,7 @@ impl Backend for WgpuBackend {
         b: &WgpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        let (Some(x), Some(y)) = (a.buf.as_ref(), b.buf.as_ref()) else { return Ok(()) };
-        let binds = vec![Bind::Buf(x), Bind::Buf(y), Bind::Buf(&ring.moduli), Bind::Buf(&ring.barrett)];
-        self.strided(&self.k.sub, ring, shape, binds, 3, 0)
+        self.binary(&self.k.sub, ring, a, b, shape, 0)
     }
 
     fn neg_assign(&self, ring: &WgpuRing, a: &mut WgpuBuffer, shape: Shape) -> Result<(), BackendError> {
@@ -666,9 +678,7 @@ impl Backend for WgpuBackend {
         b: &WgpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
-        let (Some(x), Some(y)) = (a.buf.as_ref(), b.buf.as_ref()) else { return Ok(()) };
-        let binds = vec![Bind::Buf(x), Bind::Buf(y), Bind::Buf(&ring.moduli), Bind::Buf(&ring.barrett)];
-        self.strided(&self.k.mul, ring, shape, binds, 3, 0)
+        self.binary(&self.k.mul, ring, a, b, shape, 0)
     }
 
     fn monomial_mul_assign(
@@ -679,9 +689,7 @@ impl Backend for WgpuBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         let copy = self.duplicate(a)?;
-        let (Some(x), Some(y)) = (a.buf.as_ref(), copy.buf.as_ref()) else { return Ok(()) };
-        let binds = vec![Bind::Buf(x), Bind::Buf(y), Bind::Buf(&ring.moduli), Bind::Buf(&ring.barrett)];
-        self.strided(&self.k.monomial, ring, shape, binds, 3, k as u32)
+        self.binary(&self.k.monomial, ring, a, &copy, shape, k as u32)
     }
 
     fn mod_switch_down(

@@ -34,7 +34,6 @@ fn adapter_is_described() {
 
 #[test]
 fn every_scheme_end_to_end_on_wgpu() {
-    use fastquery_protocol::harness::SchemeKind;
     let backend = match backend() {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -42,21 +41,6 @@ fn every_scheme_end_to_end_on_wgpu() {
             return;
         }
     };
-    let table = fastquery_table::Workload::Tiny.synthetic(3);
-    let table = fastquery_table::IntTable::fixed_point(&table, 12, 16).unwrap();
-    let ids = [0usize, 170, 171, 511, 300];
-    for kind in SchemeKind::ALL {
-        // The harness queries, answers, decodes and checks every share against the table.
-        let r = fastquery_protocol::harness::run(
-            kind,
-            backend.clone(),
-            &table,
-            &ids,
-            kind.default_plain_bits(),
-            0,
-            &|_| {},
-        )
-        .unwrap();
-        assert!(r.verified, "{}: shares do not reconstruct the table", kind.name());
-    }
+    // Each scheme queried, answered, decoded and every share checked against the table.
+    fastquery_protocol::harness::verify_every_scheme(backend).unwrap();
 }
