@@ -86,14 +86,48 @@ impl Client {
             .collect()
     }
 
+    /// The key for `s^2` that turns expanded `RLWE(b g)` into RGSW (see [`crate::fold`]).
+    pub fn square_key(&self, digit_bits: u32) -> crate::galois::GaloisKey {
+        self.sk.square_key(&self.params, &self.plans, digit_bits, &mut rand::rng())
+    }
+
     /// Encrypts sparse messages: each message lists `(coefficient, value)` pairs with small
     /// `|value|` (the encoding is `value * round(q/t)`, exact for `value = +-1`; larger values
     /// add `|value|/2` of rounding error). Parallel over messages.
     pub fn encrypt_sparse(&self, messages: &[Vec<(usize, i64)>]) -> Result<Vec<SeededCiphertext>, HeError> {
-        let n = self.params.n();
+        let moduli = self.params.ring().moduli();
+        let raw: Vec<Vec<(usize, Vec<u32>)>> = messages
+            .iter()
+            .map(|msg| {
+                msg.iter()
+                    .map(|&(j, v)| {
+                        let res = moduli
+                            .iter()
+                            .zip(self.params.q_over_t())
+                            .map(|(m, &delta)| m.mul(delta, m.reduce_i64(v)))
+                            .collect();
+                        (j, res)
+                    })
+                    .collect()
+            })
+            .collect();
+        self.encrypt_raw(&raw)
+    }
+
+    /// Encrypts sparse messages given as raw ring elements: `(coefficient, residue in every
+    /// limb)` pairs, added to `c0` as they are (no scaling). Parallel over messages.
+    pub fn encrypt_raw(&self, messages: &[Vec<(usize, Vec<u32>)>]) -> Result<Vec<SeededCiphertext>, HeError> {
+        let (n, limbs) = (self.params.n(), self.params.limbs());
+        let moduli = self.params.ring().moduli();
         for m in messages {
-            if let Some(&(j, _)) = m.iter().find(|(j, _)| *j >= n) {
+            if let Some((j, _)) = m.iter().find(|(j, _)| *j >= n) {
                 return Err(HeError::BadInput(format!("message coefficient {j} is not below N = {n}")));
+            }
+            if let Some((j, r)) = m
+                .iter()
+                .find(|(_, r)| r.len() != limbs || r.iter().zip(moduli).any(|(&v, md)| v >= md.value()))
+            {
+                return Err(HeError::BadInput(format!("coefficient {j}: {} residues, not reduced", r.len())));
             }
         }
         let seeds: Vec<(Seed, Seed)> = messages.iter().map(|_| (fresh_seed(), fresh_seed())).collect();
@@ -101,11 +135,10 @@ impl Client {
             .par_iter()
             .zip(seeds)
             .map(|(msg, (seed, noise_seed))| {
-                let limbs = self.params.limbs();
                 let a = expand_uniform(self.params.ring(), limbs, 1, &seed);
                 let e = Zeroizing::new(cbd(&mut stream(&noise_seed), n));
                 let mut c0 = vec![0u32; limbs * n];
-                for (l, m) in self.params.ring().moduli().iter().enumerate() {
+                for (l, m) in moduli.iter().enumerate() {
                     let row = &mut c0[l * n..(l + 1) * n];
                     let (al, sl) = (&a[l * n..(l + 1) * n], self.sk.ntt_limb(l));
                     for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
@@ -115,9 +148,8 @@ impl Client {
                     for (x, &ei) in row.iter_mut().zip(e.iter()) {
                         *x = m.sub(m.reduce_i64(i64::from(ei)), *x);
                     }
-                    let delta = self.params.q_over_t()[l];
-                    for &(j, v) in msg {
-                        row[j] = m.add(row[j], m.mul(delta, m.reduce_i64(v)));
+                    for (j, r) in msg {
+                        row[*j] = m.add(row[*j], r[l]);
                     }
                 }
                 SeededCiphertext { c0, seed }

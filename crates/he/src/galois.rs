@@ -102,9 +102,42 @@ impl SecretKey {
         digit_bits: u32,
         rng: &mut R,
     ) -> Result<GaloisKey, HeError> {
-        let (n, limbs) = (params.n(), params.limbs());
-        let idx = fastquery_backend::automorphism_index(n, g, true)
+        let idx = fastquery_backend::automorphism_index(params.n(), g, true)
             .ok_or_else(|| HeError::BadInput(format!("Galois exponent {g} is not odd")))?;
+        // In the NTT domain the automorphism is a permutation of the evaluations.
+        let (b, seed) =
+            self.switching_key(params, plans, digit_bits, rng, |l, k| self.ntt_limb(l)[idx[k] as usize]);
+        Ok(GaloisKey { g, b, seed })
+    }
+
+    /// The key for `s^2` (RLWE to RGSW conversion), as a [`GaloisKey`] with exponent
+    /// [`SQUARE_KEY`](crate::fold::SQUARE_KEY).
+    pub fn square_key<R: RngCore + CryptoRng>(
+        &self,
+        params: &Params,
+        plans: &[NttPlan],
+        digit_bits: u32,
+        rng: &mut R,
+    ) -> GaloisKey {
+        let moduli: &[Modulus] = params.ring().moduli();
+        let (b, seed) = self.switching_key(params, plans, digit_bits, rng, |l, k| {
+            let s = self.ntt_limb(l)[k];
+            moduli[l].mul(s, s)
+        });
+        GaloisKey { g: crate::fold::SQUARE_KEY, b, seed }
+    }
+
+    /// `b_ij = -a_ij s + e_ij + g_ij s'` (NTT form) for the target `s'` given by its NTT
+    /// evaluations `target(limb, k)`, and the seed of the `a_ij`.
+    fn switching_key<R: RngCore + CryptoRng>(
+        &self,
+        params: &Params,
+        plans: &[NttPlan],
+        digit_bits: u32,
+        rng: &mut R,
+        target: impl Fn(usize, usize) -> u32,
+    ) -> (Vec<u32>, Seed) {
+        let (n, limbs) = (params.n(), params.limbs());
         let (w, digits) = gadget(params, digit_bits);
         let seed = fresh_seed();
         let a = expand_uniform(params.ring(), limbs, limbs * digits, &seed);
@@ -127,13 +160,13 @@ impl SecretKey {
                     if l == i {
                         let gadget = m.reduce_u64(1u64 << (j as u32 * w));
                         for (k, x) in row.iter_mut().enumerate() {
-                            *x = m.add(*x, m.mul(gadget, sl[idx[k] as usize]));
+                            *x = m.add(*x, m.mul(gadget, target(l, k)));
                         }
                     }
                 }
             }
         }
-        Ok(GaloisKey { g, b, seed })
+        (b, seed)
     }
 }
 
@@ -168,7 +201,8 @@ pub fn load_galois_key<B: Backend>(
     let (n, limbs) = (params.n(), params.limbs());
     let (_, digits) = gadget(params, digit_bits);
     let poly = limbs * n;
-    if key.b.len() != limbs * digits * poly || key.g.is_multiple_of(2) || key.g >= 2 * n {
+    let exponent_ok = key.g == crate::fold::SQUARE_KEY || (!key.g.is_multiple_of(2) && key.g < 2 * n);
+    if key.b.len() != limbs * digits * poly || !exponent_ok {
         return Err(HeError::BadInput(format!("Galois key for {} of {} words", key.g, key.b.len())));
     }
     let a = expand_uniform(params.ring(), limbs, limbs * digits, &key.seed);
@@ -290,8 +324,9 @@ pub fn automorphism<B: Backend>(
 /// polynomials per ciphertext) whatever the batch.
 const KEYSWITCH_CHUNK: usize = 16;
 
-/// Ciphertexts under `tau_g(s)` to ciphertexts under `s`, in chunks.
-fn keyswitch<B: Backend>(
+/// Ciphertexts under `tau_g(s)` (or `s^2` for the [`SQUARE_KEY`](crate::fold::SQUARE_KEY)) to
+/// ciphertexts under `s`, in chunks.
+pub(crate) fn keyswitch<B: Backend>(
     ring: &Ring<B>,
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,

@@ -22,6 +22,7 @@
 
 pub mod client;
 mod error;
+pub mod fold;
 pub mod galois;
 mod keys;
 pub mod noise;

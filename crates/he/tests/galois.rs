@@ -8,9 +8,10 @@ use fastquery_cpu::CpuBackend;
 use fastquery_he::{
     ParamSpec, Params,
     client::{Client, noise_of},
+    fold::{FoldShape, cmux_halves, cmux_rotate, fold_noise, gadget_slot, rgsw_from_rows},
     galois::{
-        Ciphertexts, automorphism, expand, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided,
-        packing_elements,
+        Ciphertexts, automorphism, expand, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
+        pack_strided, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -202,4 +203,95 @@ fn expansion_yields_one_selection_ciphertext_per_coefficient() {
             assert!(g[1..].iter().all(|&v| v == 0), "ciphertext {i} has other coefficients");
         }
     }
+}
+
+fn fold_params() -> Arc<Params> {
+    Arc::new(
+        Params::new(ParamSpec {
+            n: 4096,
+            prime_bits: vec![31, 31, 31],
+            response_limbs: 3,
+            plain_bits: 16,
+            flood_bits: 40,
+        })
+        .unwrap(),
+    )
+}
+
+#[test]
+fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let params = fold_params();
+    let (n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let (ks, rb) = (16u32, 8u32);
+    let g = params.limbs() * gadget(&params, rb).1;
+    for bits in [[false, true], [true, false], [true, true]] {
+        // One query ciphertext holding RLWE(b g_e) for every gadget element of both bits.
+        let slots = bits.len() * g;
+        let k = slots.next_power_of_two().trailing_zeros();
+        let msg: Vec<(usize, Vec<u32>)> =
+            (0..slots).map(|s| (s, gadget_slot(&params, k, rb, s % g, bits[s / g]).unwrap())).collect();
+        let ct = load_ciphertexts(&ring, &params, &client.encrypt_raw(&[msg]).unwrap()).unwrap();
+        let elements: Vec<usize> = (0..k).map(|j| n / (1 << j) + 1).collect();
+        let keys: Vec<_> = client
+            .galois_keys(&elements, ks)
+            .unwrap()
+            .iter()
+            .map(|key| load_galois_key(&ring, &params, key, ks).unwrap())
+            .collect();
+        let square = load_galois_key(&ring, &params, &client.square_key(ks), ks).unwrap();
+        let expanded = expand(&ring, &params, ct, k, &keys).unwrap();
+        let rgsw =
+            rgsw_from_rows(&ring, &params, expanded.slice(&ring, 0, slots).unwrap(), &square, rb).unwrap();
+        assert_eq!(rgsw.len(), 2);
+
+        // Two CMux levels over four ciphertexts pick item 2 b0 + b1.
+        let msgs = small_msgs(&mut rng, 4, n, t);
+        let cts = encrypt(&client, &ring, &msgs);
+        let (_, fresh) = decrypt_all(&client, &ring, &cts);
+        let level = cmux_halves(&ring, cts, &rgsw[0]).unwrap();
+        let level = cmux_halves(&ring, level, &rgsw[1]).unwrap();
+        let (got, noise) = decrypt_all(&client, &ring, &level);
+        let want = 2 * usize::from(bits[0]) + usize::from(bits[1]);
+        assert_eq!(got, vec![msgs[want].clone()], "bits {bits:?}");
+        let shape = FoldShape { k, m1: 0, w_max: 0, ks_bits: ks, rgsw_bits: rb, levels: 2 };
+        let bound = fold_noise(&params, shape).total + fresh;
+        assert!(noise < bound, "noise 2^{:.1} above the bound 2^{:.1}", noise.log2(), bound.log2());
+
+        // A CMux rotation multiplies by X^-shift exactly when the bit is set.
+        let shift = 1000;
+        let cts = encrypt(&client, &ring, &msgs[..1]);
+        let rotated = cmux_rotate(&ring, &params, cts, shift, &rgsw[1]).unwrap();
+        let (got, _) = decrypt_all(&client, &ring, &rotated);
+        let expect: Vec<u64> = (0..n)
+            .map(|j| match (bits[1], j + shift < n) {
+                (false, _) => msgs[0][j],
+                (true, true) => msgs[0][j + shift],
+                (true, false) => (t - msgs[0][j + shift - n]) % t,
+            })
+            .collect();
+        assert_eq!(got[0], expect, "rotation with bit {}", bits[1]);
+    }
+}
+
+#[test]
+fn malformed_rgsw_inputs_are_refused() {
+    let params = fold_params();
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let square = load_galois_key(&ring, &params, &client.square_key(16), 16).unwrap();
+    // Rows that are not a whole number of gadget vectors.
+    let rows = Ciphertexts::zeros(&ring, 5, params.limbs()).unwrap();
+    assert!(rgsw_from_rows(&ring, &params, rows, &square, 8).is_err());
+    // A Galois key is not the key for s^2.
+    let galois = load_galois_key(&ring, &params, &client.galois_keys(&[3], 16).unwrap()[0], 16).unwrap();
+    let g = params.limbs() * gadget(&params, 8).1;
+    let rows = Ciphertexts::zeros(&ring, g, params.limbs()).unwrap();
+    assert!(rgsw_from_rows(&ring, &params, rows, &galois, 8).is_err());
+    // Messages with unreduced or missing residues.
+    assert!(client.encrypt_raw(&[vec![(0, vec![u32::MAX; 3])]]).is_err());
+    assert!(client.encrypt_raw(&[vec![(0, vec![1; 2])]]).is_err());
+    assert!(client.encrypt_raw(&[vec![(4096, vec![1; 3])]]).is_err());
 }

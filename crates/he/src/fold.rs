@@ -1,0 +1,251 @@
+//! Query compression: a one-hot of `m1` entries and RGSW ciphertexts of the remaining index
+//! bits, all packed into the slots of one seeded ciphertext, expanded by the server and folded
+//! with external products (the design of Spiral, Menon and Wu 2022, in this engine).
+//!
+//! ## What the client sends
+//! One ciphertext whose coefficient `i` holds `v_i * 2^-k mod q` (q is odd, so `2^-k` exists;
+//! [`expand`](crate::galois::expand) multiplies every slot by `2^k`). A slot holds either
+//! `round(q/t)` (a one-hot entry, BFV-scaled) or a gadget element `b g_ij` (`g_ij = 2^(j w)` in
+//! limb `i`, 0 in the others: the CRT gadget of key switching), so that the server gets
+//! `RLWE(b g_ij)` for every gadget element of each index bit `b`.
+//!
+//! ## RLWE to RGSW (the conversion key)
+//! `RGSW(b)` is the pair of gadget vectors `RLWE(b g_ij)` and `RLWE(b s g_ij)`. The second is
+//! made from the first: for `(c0, c1)` with `c0 + c1 s = b g + e`, key switching `c1` with a
+//! key for `s^2` gives `(u0, u1)` with `u0 + u1 s = c1 s^2 + e'`, and `(u0, u1 + c0)` has phase
+//! `s (c0 + c1 s) + e' = b s g + s e + e'`. The key for `s^2` travels in the setup as a
+//! [`GaloisKey`](crate::galois::GaloisKey) with exponent [`SQUARE_KEY`] (0, which is no Galois
+//! exponent).
+//!
+//! ## External product and folding
+//! `RGSW(b) x (c0, c1) = sum_ij D0_ij RLWE(b g_ij) + D1_ij RLWE(b s g_ij)` for the digits `D`
+//! of `c0` and `c1`: phase `b (c0 + c1 s)` plus `sum D e`. A CMux `A + RGSW(b) x (B - A)`
+//! selects `B` when `b = 1`; `log2 n` levels of CMuxes fold `n` ciphertexts into the one the
+//! bits name.
+//!
+//! ## Noise (see [`fold_noise`])
+//! Bounds are subgaussian tail bounds with the multiplier of [`crate::noise`], treating the
+//! digits and errors of different coefficients as independent (the heuristic of the RLWE PIR
+//! literature; the tests measure the noise and check it against the bound).
+
+use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_math::Modulus;
+
+use crate::{
+    HeError, Params,
+    galois::{Ciphertexts, ServerGaloisKey, gadget, keyswitch, keyswitch_bound},
+    noise::{error_param, tail_z},
+};
+
+/// The exponent under which the key for `s^2` (RLWE to RGSW conversion) travels.
+pub const SQUARE_KEY: usize = 0;
+
+/// `2^-k` in every limb of the chain.
+pub fn inv_pow2(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
+    params
+        .ring()
+        .moduli()
+        .iter()
+        .map(|m| m.inv(m.reduce_u64(1u64 << k)).ok_or_else(|| HeError::BadParams("even modulus".into())))
+        .collect()
+}
+
+/// The residues of a one-hot slot (`round(q/t) 2^-k`) in every limb.
+pub fn one_hot_slot(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
+    let inv = inv_pow2(params, k)?;
+    Ok(params
+        .ring()
+        .moduli()
+        .iter()
+        .zip(params.q_over_t())
+        .zip(&inv)
+        .map(|((m, &d), &i)| m.mul(d, i))
+        .collect())
+}
+
+/// The residues of a gadget slot `b g_ij 2^-k` (`g_ij = 2^(j w)` in limb `i`, 0 elsewhere),
+/// for gadget element `e = i * digits + j`.
+pub fn gadget_slot(params: &Params, k: u32, digit_bits: u32, e: usize, b: bool) -> Result<Vec<u32>, HeError> {
+    let (w, digits) = gadget(params, digit_bits);
+    let (i, j) = (e / digits, e % digits);
+    let inv = inv_pow2(params, k)?;
+    let moduli: &[Modulus] = params.ring().moduli();
+    Ok(moduli
+        .iter()
+        .enumerate()
+        .map(|(l, m)| if l == i && b { m.mul(m.reduce_u64(1u64 << (j as u32 * w)), inv[l]) } else { 0 })
+        .collect())
+}
+
+/// `RGSW(b)` on the device: the `G x 2` operands `RLWE(b g)` (for the digits of `c0`) and
+/// `RLWE(b s g)` (for those of `c1`), NTT form, `G = limbs * digits`.
+pub struct Rgsw<B: Backend> {
+    digit_bits: u32,
+    plain: Polys<B, Ntt>,
+    times_s: Polys<B, Ntt>,
+}
+
+impl<B: Backend> std::fmt::Debug for Rgsw<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rgsw").field("digit_bits", &self.digit_bits).finish_non_exhaustive()
+    }
+}
+
+/// A batch of ciphertexts as the `count x 2` operand of a multiply-accumulate (row `i` holds
+/// ciphertext `i`'s `c0` then its `c1`), NTT form.
+fn as_operand<B: Backend>(ring: &Ring<B>, cts: &Ciphertexts<B>) -> Result<Polys<B, Ntt>, HeError> {
+    let (count, limbs) = (cts.len(), cts.limbs());
+    let mut out = ring.zeros(Shape::new(2 * count, limbs))?;
+    for i in 0..count {
+        ring.copy_polys(&cts.c0, i, &mut out, 2 * i, 1)?;
+        ring.copy_polys(&cts.c1, i, &mut out, 2 * i + 1, 1)?;
+    }
+    Ok(ring.forward(out)?)
+}
+
+/// Builds `RGSW(b)` for several bits from their `RLWE(b g_e)` (`rows` holds `bits * G`
+/// ciphertexts, bit-major, gadget elements in the order of [`gadget_slot`]), with the key for
+/// `s^2`.
+pub fn rgsw_from_rows<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    rows: Ciphertexts<B>,
+    square: &ServerGaloisKey<B>,
+    digit_bits: u32,
+) -> Result<Vec<Rgsw<B>>, HeError> {
+    let (_, digits) = gadget(params, digit_bits);
+    let g = rows.limbs() * digits;
+    if square.g() != SQUARE_KEY || rows.is_empty() || !rows.len().is_multiple_of(g) {
+        return Err(HeError::BadInput(format!("{} rows for RGSW with {g} gadget elements", rows.len())));
+    }
+    let zero = ring.zeros(rows.c1.shape())?;
+    let switched = keyswitch(ring, Ciphertexts { c0: zero, c1: ring.duplicate(&rows.c1)? }, square)?;
+    let mut times_s = Ciphertexts { c0: switched.c0, c1: switched.c1 };
+    ring.add_assign(&mut times_s.c1, &rows.c0)?;
+    (0..rows.len() / g)
+        .map(|bit| {
+            Ok(Rgsw {
+                digit_bits,
+                plain: as_operand(ring, &rows.slice(ring, bit * g, g)?)?,
+                times_s: as_operand(ring, &times_s.slice(ring, bit * g, g)?)?,
+            })
+        })
+        .collect()
+}
+
+/// Ciphertexts per external-product call: bounds the digit buffers.
+const CHUNK: usize = 16;
+
+/// `RGSW(b) x ct` for every ciphertext of `cts` (phase `b * phase(ct)` plus the digits times
+/// the RGSW's errors).
+pub fn external_product<B: Backend>(
+    ring: &Ring<B>,
+    cts: &Ciphertexts<B>,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let (count, limbs) = (cts.len(), cts.limbs());
+    let mut result = Ciphertexts::zeros(ring, count, limbs)?;
+    for start in (0..count).step_by(CHUNK) {
+        let part = cts.slice(ring, start, CHUNK.min(count - start))?;
+        let polys = part.len();
+        let g = limbs * ring.digits(limbs, rgsw.digit_bits);
+        let dims = MacDims { rows: polys, inner: g, cols: 2 };
+        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * polys, limbs))?;
+        let d0 = ring.forward(ring.decompose(&part.c0, rgsw.digit_bits)?)?;
+        ring.mac(&mut out, &d0, &rgsw.plain, dims, false)?;
+        drop(d0);
+        let d1 = ring.forward(ring.decompose(&part.c1, rgsw.digit_bits)?)?;
+        ring.mac(&mut out, &d1, &rgsw.times_s, dims, true)?;
+        drop(d1);
+        let out = ring.inverse(out)?;
+        for p in 0..polys {
+            ring.copy_polys(&out, 2 * p, &mut result.c0, start + p, 1)?;
+            ring.copy_polys(&out, 2 * p + 1, &mut result.c1, start + p, 1)?;
+        }
+    }
+    Ok(result)
+}
+
+/// `A + RGSW(b) x (B - A)` for the two halves `A`, `B` of `cts` (pairs `i` and
+/// `i + len/2`): `B` where `b = 1`, `A` where `b = 0`.
+pub fn cmux_halves<B: Backend>(
+    ring: &Ring<B>,
+    cts: Ciphertexts<B>,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let half = cts.len() / 2;
+    if half == 0 || cts.len() % 2 != 0 {
+        return Err(HeError::BadInput(format!("a CMux level over {} ciphertexts", cts.len())));
+    }
+    let mut a = cts.slice(ring, 0, half)?;
+    let mut diff = cts.slice(ring, half, half)?;
+    diff.sub_assign(ring, &a)?;
+    a.add_assign(ring, &external_product(ring, &diff, rgsw)?)?;
+    Ok(a)
+}
+
+/// `ct` times `X^-(shift)` where `b = 1`: `ct + RGSW(b) x (X^-shift ct - ct)`.
+pub fn cmux_rotate<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    cts: Ciphertexts<B>,
+    shift: usize,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let n = params.n();
+    let mut diff = cts.duplicate(ring)?;
+    diff.monomial_mul_assign(ring, (2 * n - shift % (2 * n)) % (2 * n))?;
+    diff.sub_assign(ring, &cts)?;
+    let mut out = cts;
+    out.add_assign(ring, &external_product(ring, &diff, rgsw)?)?;
+    Ok(out)
+}
+
+/// The shape of a folded query, for [`fold_noise`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldShape {
+    /// Expansion levels (`2^k` slots).
+    pub k: u32,
+    /// Entries of the first-dimension one-hot.
+    pub m1: usize,
+    /// Bound on `|table entry|`.
+    pub w_max: u64,
+    /// Digit width of the Galois keys and the key for `s^2`.
+    pub ks_bits: u32,
+    /// Digit width of the RGSW gadget.
+    pub rgsw_bits: u32,
+    /// CMux levels (index bits folded).
+    pub levels: usize,
+}
+
+/// Bounds of one folded query, each a tail bound at the engine's failure probability.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FoldNoise {
+    /// Error of an expanded slot: `2^k` fresh errors plus `2^k - 1` key switches.
+    pub expanded: f64,
+    /// After the first dimension: `m1 N` slot errors times table entries, plus encoding
+    /// rounding.
+    pub first: f64,
+    /// Error of the `RLWE(b s g)` half of an RGSW: `s` times a slot error, plus a key switch.
+    pub rgsw: f64,
+    /// Error one external product adds: `2 G N` digits below `2^w` times RGSW errors.
+    pub external: f64,
+    /// Table-dependent noise before flooding: `first + levels * external`.
+    pub total: f64,
+}
+
+/// Computes the bounds of [`FoldNoise`] for `shape` under `params`.
+pub fn fold_noise(params: &Params, shape: FoldShape) -> FoldNoise {
+    let (z, s_e) = (tail_z(), error_param());
+    let n = params.n() as f64;
+    let ks = keyswitch_bound(params, shape.ks_bits);
+    let slots = 2f64.powi(shape.k as i32);
+    let expanded = slots * z * s_e + (slots - 1.0) * ks;
+    let w = shape.w_max as f64;
+    let first = expanded * (shape.m1 as f64 * n).sqrt() * w + 0.5 * w;
+    let rgsw = expanded * n.sqrt() + ks;
+    let (bits, digits) = gadget(params, shape.rgsw_bits);
+    let g = (params.limbs() * digits) as f64;
+    let external = rgsw * (2.0 * g * n).sqrt() * 2f64.powi(bits as i32);
+    FoldNoise { expanded, first, rgsw, external, total: first + shape.levels as f64 * external }
+}
