@@ -174,7 +174,7 @@ pub fn cmux_halves<B: Backend>(
     rgsw: &Rgsw<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
     let half = cts.len() / 2;
-    if half == 0 || cts.len() % 2 != 0 {
+    if half == 0 || !cts.len().is_multiple_of(2) {
         return Err(HeError::BadInput(format!("a CMux level over {} ciphertexts", cts.len())));
     }
     let mut a = cts.slice(ring, 0, half)?;

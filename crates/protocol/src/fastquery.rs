@@ -237,3 +237,49 @@ pub fn choose(
 ) -> Result<(Choice, Design), ProtocolError> {
     Ok(candidates(m, d, table_bits, plain_bits, tokens, objective)?.swap_remove(0))
 }
+
+/// What `fastquery` runs: the blocked design or the folded one, whichever the cost model
+/// ranks first.
+#[derive(Clone, Debug)]
+pub enum Pick {
+    /// A coefficient-encoded layout (with packing or not).
+    Blocked(Box<Choice>, Design),
+    /// The compressed query (expansion and RGSW folding).
+    Folded(Box<crate::fold::FoldDesign>),
+}
+
+impl Pick {
+    /// The predicted bytes of a `tokens`-token request.
+    pub fn predicted(&self, tokens: usize) -> WireBytes {
+        match self {
+            Self::Blocked(_, d) => d.predicted_bytes(tokens),
+            Self::Folded(f) => f.predicted_bytes(tokens),
+        }
+    }
+}
+
+/// The fewest-bytes design among the blocked candidates of [`candidates`] and the folded ones
+/// of [`crate::fold::candidates`] (bytes of query and response; the setup is paid once).
+pub fn choose_any(
+    m: usize,
+    d: usize,
+    table_bits: u32,
+    plain_bits: u32,
+    tokens: usize,
+) -> Result<Pick, ProtocolError> {
+    let blocked = choose(m, d, table_bits, plain_bits, tokens, Objective::Bytes).ok();
+    let folded = crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens)
+        .into_iter()
+        .next();
+    let total = |b: WireBytes| b.query + b.response;
+    match (blocked, folded) {
+        (Some((c, design)), Some((_, fb, _))) if total(design.predicted_bytes(tokens)) <= total(fb) => {
+            Ok(Pick::Blocked(Box::new(c), design))
+        }
+        (_, Some((f, _, _))) => Ok(Pick::Folded(Box::new(f))),
+        (Some((c, design)), None) => Ok(Pick::Blocked(Box::new(c), design)),
+        (None, None) => Err(ProtocolError::State(format!(
+            "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
+        ))),
+    }
+}

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::{
     ParamSummary, ProtocolError, SchemeClient, SchemeServer,
     blocked::{BlockedClient, BlockedServer, Design, WireBytes},
-    bumblebee, cheetah, fastquery, iron,
+    bumblebee, cheetah, fastquery,
+    fold::{FoldClient, FoldServer},
+    iron,
 };
 
 /// A network link model.
@@ -134,6 +136,11 @@ impl SchemeKind {
         plain_bits: u32,
         tokens: usize,
     ) -> Result<Box<dyn SchemeClient>, ProtocolError> {
+        if self == Self::FastQuery
+            && let fastquery::Pick::Folded(f) = fastquery::choose_any(m, d, bits, plain_bits, tokens)?
+        {
+            return Ok(Box::new(FoldClient::new(*f)?));
+        }
         Ok(Box::new(BlockedClient::new(self.design(m, d, bits, plain_bits, tokens)?, d)?))
     }
 
@@ -147,6 +154,14 @@ impl SchemeKind {
         tokens: usize,
     ) -> Result<SchemePair, ProtocolError> {
         let (m, d, bits) = (table.m(), table.d(), table.bits());
+        if self == Self::FastQuery
+            && let fastquery::Pick::Folded(f) = fastquery::choose_any(m, d, bits, plain_bits, tokens)?
+        {
+            return Ok((
+                Box::new(FoldServer::new(backend, table, (*f).clone())?),
+                Box::new(FoldClient::new(*f)?),
+            ));
+        }
         // Both parties derive the same design from public inputs; it is computed once here.
         let design = self.design(m, d, bits, plain_bits, tokens)?;
         Ok((

@@ -1,0 +1,623 @@
+//! FastQuery's compressed query: a two-level lookup whose query is one ciphertext for many
+//! tokens (oblivious expansion, RGSW folding; the mechanics are in [`fastquery_he::fold`]).
+//!
+//! ## Layout
+//! * A **record** is one plaintext polynomial holding `R = 2^r` rows (`R d <= N`), row `h` at
+//!   coefficient `h N / R`; when `d > N` a row is split into `pieces = ceil(d / N)` records.
+//! * Records are arranged as `m1` (first dimension) times `m2 = 2^b` (groups): record
+//!   `a = g m1 + i`.
+//! * The query of a token is `m1` one-hot slots (entry `i`) and `b + r` RGSW bits: the group
+//!   `g`, most significant bit first, then the row `h` inside the record, least significant
+//!   first; `G = limbs * digits` gadget slots per bit. As many tokens as fit share one query
+//!   ciphertext of `N` slots.
+//!
+//! ## Server
+//! Expand each query ciphertext (`2^k - 1` automorphisms); one multiply-accumulate
+//! `(2 tokens x m1) x (m1 x m2 pieces)` over the preprocessed records (the table is read once
+//! per request); per token `m2 - 1` CMuxes over the groups and `r` CMux rotations bring the
+//! requested row to coefficient 0; then the usual finish: re-randomisation, flooding, masks,
+//! modulus switching, and only the row's `d` coefficients of `c0` are sent.
+//!
+//! ## Why it is lean
+//! The query costs `N log2 q` bits for up to `N / (m1 + (b + r) G)` tokens instead of
+//! `m log2 q` per token, and the response is one ciphertext per token whose kept
+//! coefficients are exactly the row.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_he::{
+    ParamSpec, Params,
+    client::Client,
+    fold::{
+        FoldNoise, FoldShape, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot, one_hot_slot,
+        rgsw_from_rows,
+    },
+    galois::{Ciphertexts, ServerGaloisKey, expand, gadget, load_ciphertexts, load_galois_key},
+    noise::{NoiseReport, Workload, analyse},
+    security_limit,
+    server::{ServerKey, encode_plaintexts_with, finish, load_public_key},
+};
+use fastquery_table::IntTable;
+
+use crate::{
+    ProtocolError,
+    blocked::WireBytes,
+    messages::{
+        Limits, decode_query, decode_response, decode_setup, encode_query, encode_response, encode_setup,
+    },
+    scheme::{ClientState, ParamSummary, SchemeClient, SchemeServer, Shares},
+};
+
+/// The choices of a folded design besides the parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FoldLayout {
+    /// Rows per record (`R`, a power of two).
+    pub rows_per_record: usize,
+    /// Records per row (`ceil(d / N)` when a row does not fit one polynomial, else 1).
+    pub pieces: usize,
+    /// First-dimension size.
+    pub m1: usize,
+    /// Groups folded by RGSW bits (a power of two).
+    pub m2: usize,
+    /// Digit width of the Galois keys and of the key for `s^2`.
+    pub ks_bits: u32,
+    /// Digit width of the RGSW gadget.
+    pub rgsw_bits: u32,
+    /// Tokens per query ciphertext.
+    pub tokens_per_ct: usize,
+    /// Expansion levels (`2^k >= tokens_per_ct * slots per token`).
+    pub k: u32,
+}
+
+/// What both parties derive from the public shape and parameters.
+#[derive(Clone, Debug)]
+pub struct FoldDesign {
+    /// Wire id of the scheme.
+    pub id: u8,
+    /// Name in reports.
+    pub name: &'static str,
+    /// Parameters.
+    pub params: Arc<Params>,
+    /// Table rows.
+    pub m: usize,
+    /// Table channels.
+    pub d: usize,
+    /// The layout.
+    pub layout: FoldLayout,
+    /// Bounds of the folding.
+    pub fold: FoldNoise,
+    /// The bounds of the finish (the folded noise is its table-dependent part).
+    pub noise: NoiseReport,
+}
+
+impl FoldDesign {
+    /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
+    /// requests of up to `tokens` tokens per query ciphertext; an error if it does not fit the
+    /// ring or the noise budget.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u8,
+        name: &'static str,
+        params: Arc<Params>,
+        (m, d, table_bits): (usize, usize, u32),
+        m2: usize,
+        ks_bits: u32,
+        rgsw_bits: u32,
+        tokens: usize,
+    ) -> Result<Self, ProtocolError> {
+        let n = params.n();
+        if m == 0 || d == 0 || tokens == 0 || !m2.is_power_of_two() || table_bits == 0 {
+            return Err(ProtocolError::State(format!("no fold of a {m} x {d} table into {m2} groups")));
+        }
+        let (rows_per_record, pieces) =
+            if d <= n { (1usize << (n / d).ilog2(), 1) } else { (1, d.div_ceil(n)) };
+        let records = m.div_ceil(rows_per_record);
+        let m1 = records.div_ceil(m2);
+        if m2 > records {
+            return Err(ProtocolError::State(format!("{m2} groups for {records} records")));
+        }
+        let bits = m2.ilog2() as usize + rows_per_record.ilog2() as usize;
+        let g = params.limbs() * gadget(&params, rgsw_bits).1;
+        let slots = m1 + bits * g;
+        if slots > n {
+            return Err(ProtocolError::State(format!("{slots} query slots per token, N = {n}")));
+        }
+        let tokens_per_ct = (n / slots).min(tokens);
+        let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
+        let layout = FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k };
+        let w_max = 1u64 << (table_bits - 1);
+        let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
+        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra: fold.total })?;
+        Ok(Self { id, name, params, m, d, layout, fold, noise })
+    }
+
+    /// RGSW bits per token.
+    pub fn index_bits(&self) -> usize {
+        (self.layout.m2.ilog2() + self.layout.rows_per_record.ilog2()) as usize
+    }
+
+    fn gadget_len(&self) -> usize {
+        self.params.limbs() * gadget(&self.params, self.layout.rgsw_bits).1
+    }
+
+    /// Query slots per token.
+    pub fn slots_per_token(&self) -> usize {
+        self.layout.m1 + self.index_bits() * self.gadget_len()
+    }
+
+    /// Query ciphertexts of a `tokens`-token request.
+    pub fn query_cts(&self, tokens: usize) -> usize {
+        tokens.div_ceil(self.layout.tokens_per_ct)
+    }
+
+    /// The Galois exponents of the expansion, then the key for `s^2`.
+    pub fn key_elements(&self) -> Vec<usize> {
+        let n = self.params.n();
+        (0..self.layout.k).map(|j| n / (1 << j) + 1).chain([SQUARE_KEY]).collect()
+    }
+
+    fn digits(&self) -> usize {
+        gadget(&self.params, self.layout.ks_bits).1
+    }
+
+    /// `(coefficient, token, channel)` of each response ciphertext: one per token and piece.
+    fn positions(&self, tokens: usize) -> Vec<Vec<(usize, usize, usize)>> {
+        let n = self.params.n();
+        (0..tokens)
+            .flat_map(|t| {
+                (0..self.layout.pieces).map(move |p| {
+                    let width = (self.d - p * n).min(n);
+                    (0..width).map(|j| (j, t, p * n + j)).collect()
+                })
+            })
+            .collect()
+    }
+
+    /// Where row `r` lives: `(first-dimension entry, group, row within the record)`.
+    fn locate(&self, r: usize) -> (usize, usize, usize) {
+        let l = &self.layout;
+        let (a, h) = (r / l.rows_per_record, r % l.rows_per_record);
+        (a % l.m1, a / l.m1, h)
+    }
+
+    /// The exact bytes of a `tokens`-token request.
+    pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
+        use crate::{messages, wire::HEADER_BYTES};
+        let p = &self.params;
+        let poly_bits: usize = p
+            .ring()
+            .moduli()
+            .iter()
+            .map(|m| crate::wire::bit_width(u64::from(m.value())) as usize)
+            .sum::<usize>()
+            * p.n();
+        let keys = self.key_elements().len();
+        let setup_bits = poly_bits + 256 + 32 + keys * (32 + self.digits() * p.limbs() * poly_bits + 256);
+        let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
+        let width = messages::c0_width(p, self.noise.drop_bits) as usize;
+        let c1 = messages::c1_bits(p);
+        let response = HEADER_BYTES
+            + 1
+            + self.positions(tokens).iter().map(|v| (c1 + v.len() * width).div_ceil(8)).sum::<usize>();
+        WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
+    }
+
+    /// Operation counts of a `tokens`-token request: `(key switches, external products,
+    /// multiply-accumulate coefficient products)`.
+    pub fn operations(&self, tokens: usize) -> (usize, usize, usize) {
+        let l = &self.layout;
+        let expansion = self.query_cts(tokens) * ((1usize << l.k) - 1);
+        let conversion = tokens * self.index_bits() * self.gadget_len();
+        let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
+        let mac = 2 * tokens * l.m1 * l.m2 * l.pieces * self.params.limbs() * self.params.n();
+        (expansion + conversion, external, mac)
+    }
+
+    /// A summary for reports.
+    pub fn summary(&self) -> ParamSummary {
+        let p = &self.params;
+        let l = &self.layout;
+        ParamSummary {
+            n: p.n(),
+            log2_q: p.log2_q(),
+            limbs: p.limbs(),
+            log2_q_response: p.log2_q_response(),
+            t: p.plain_bits(),
+            sigma: p.flood_bits(),
+            drop_bits: self.noise.drop_bits,
+            noise_slack_bits: self.noise.slack_bits(),
+            layout: format!(
+                "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
+                 {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots), \
+                 keys of {}-bit digits",
+                l.rows_per_record,
+                l.pieces,
+                l.m1,
+                l.m2,
+                self.index_bits(),
+                l.rgsw_bits,
+                self.gadget_len(),
+                l.tokens_per_ct,
+                l.k,
+                l.ks_bits
+            ),
+        }
+    }
+}
+
+/// Per-operation costs on this engine's CPU backend (ns), for ranking candidates: a key switch
+/// and an external product measured on the folded scheme (N = 8192, five limbs, two threads),
+/// a coefficient product of the multiply-accumulate.
+const KEYSWITCH_NS: f64 = 1.2e6;
+const MAC_NS: f64 = 0.35;
+
+/// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
+/// `tokens` tokens that holds its noise, ranked by bytes (query and response), then by
+/// estimated server time; the best first.
+pub fn candidates(
+    id: u8,
+    name: &'static str,
+    (m, d, table_bits): (usize, usize, u32),
+    plain_bits: u32,
+    tokens: usize,
+) -> Vec<(FoldDesign, WireBytes, f64)> {
+    let threads = rayon::current_num_threads().max(1) as f64;
+    let mut out = Vec::new();
+    for n in [4096usize, 8192, 16384] {
+        let limit = security_limit(n).unwrap_or(0);
+        for limbs in 3..=8usize {
+            let bits = (limit / limbs as u32).min(31);
+            if bits < 28 {
+                continue;
+            }
+            for response_limbs in 2..=3usize.min(limbs - 1) {
+                let spec = ParamSpec {
+                    n,
+                    prime_bits: vec![bits; limbs],
+                    response_limbs,
+                    plain_bits,
+                    flood_bits: 40,
+                };
+                let Ok(params) = Params::new(spec) else { continue };
+                let params = Arc::new(params);
+                for (ks_bits, rgsw_bits) in [(16, 8), (8, 8), (16, 16), (8, 4), (16, 4)] {
+                    let mut m2 = 1;
+                    while m2 <= m {
+                        if let Ok(design) = FoldDesign::new(
+                            id,
+                            name,
+                            params.clone(),
+                            (m, d, table_bits),
+                            m2,
+                            ks_bits,
+                            rgsw_bits,
+                            tokens,
+                        ) {
+                            let bytes = design.predicted_bytes(tokens);
+                            let (ks, ext, mac) = design.operations(tokens);
+                            let ms = ((ks as f64 + 2.0 * ext as f64) * KEYSWITCH_NS / threads
+                                + mac as f64 * MAC_NS / threads)
+                                / 1e6;
+                            out.push((design, bytes, ms));
+                        }
+                        m2 *= 2;
+                    }
+                }
+            }
+        }
+    }
+    let total = |b: &WireBytes| b.query + b.response;
+    out.sort_by(|a, b| total(&a.1).cmp(&total(&b.1)).then(a.2.total_cmp(&b.2)));
+    out
+}
+
+/// A session's keys.
+struct FoldKeys<B: Backend> {
+    pk: ServerKey<B>,
+    galois: Vec<ServerGaloisKey<B>>,
+    square: ServerGaloisKey<B>,
+}
+
+/// The server of a folded design.
+pub struct FoldServer<B: Backend> {
+    design: FoldDesign,
+    ring: Ring<B>,
+    records: Polys<B, Ntt>,
+    sessions: Mutex<HashMap<u64, Arc<FoldKeys<B>>>>,
+    next: Mutex<u64>,
+    limits: Limits,
+}
+
+impl<B: Backend> std::fmt::Debug for FoldServer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldServer").field("scheme", &self.design.name).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> FoldServer<B> {
+    /// Preprocesses `table` once: every record encoded and transformed on `backend`, as the
+    /// `m1 x (m2 pieces)` operand of the multiply-accumulate.
+    pub fn new(backend: Arc<B>, table: &IntTable, design: FoldDesign) -> Result<Self, ProtocolError> {
+        if (table.m(), table.d()) != (design.m, design.d) {
+            return Err(ProtocolError::State("the table does not match the design".into()));
+        }
+        let ring = Ring::new(backend, design.params.ring().clone())?;
+        let l = design.layout;
+        let n = design.params.n();
+        let cols = l.m2 * l.pieces;
+        let (m, d) = (design.m, design.d);
+        let records = encode_plaintexts_with(&ring, &design.params, l.m1 * cols, |idx, poly| {
+            poly.iter_mut().for_each(|v| *v = 0);
+            let (i, col) = (idx / cols, idx % cols);
+            let (g, p) = (col / l.pieces, col % l.pieces);
+            let a = g * l.m1 + i;
+            for h in 0..l.rows_per_record {
+                let r = a * l.rows_per_record + h;
+                if r >= m {
+                    break;
+                }
+                let width = (d - p * n).min(n);
+                let off = h * (n / l.rows_per_record);
+                for j in 0..width {
+                    poly[off + j] = i64::from(table.get(r, p * n + j));
+                }
+            }
+        })?;
+        Ok(Self {
+            design,
+            ring,
+            records,
+            sessions: Mutex::new(HashMap::new()),
+            next: Mutex::new(1),
+            limits: Limits::default(),
+        })
+    }
+
+    fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
+        let s = self.sessions.lock().map_err(|_| ProtocolError::State("session table poisoned".into()))?;
+        s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
+    }
+
+    /// The folded ciphertexts (`pieces` per token) of the tokens of one query ciphertext.
+    fn fold_ct(
+        &self,
+        keys: &FoldKeys<B>,
+        ct: Ciphertexts<B>,
+        tokens: usize,
+    ) -> Result<Ciphertexts<B>, ProtocolError> {
+        let d = &self.design;
+        let (params, l) = (&d.params, d.layout);
+        let limbs = params.limbs();
+        let slots = d.slots_per_token();
+        let expanded = expand(&self.ring, params, ct, l.k, &keys.galois)?;
+        // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
+        let mut a: Polys<B, fastquery_backend::Coeff> =
+            self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
+        for t in 0..tokens {
+            self.ring.copy_polys(&expanded.c0, t * slots, &mut a, 2 * t * l.m1, l.m1)?;
+            self.ring.copy_polys(&expanded.c1, t * slots, &mut a, (2 * t + 1) * l.m1, l.m1)?;
+        }
+        let a = self.ring.forward(a)?;
+        let cols = l.m2 * l.pieces;
+        let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
+        self.ring.mac(&mut out, &a, &self.records, MacDims { rows: 2 * tokens, inner: l.m1, cols }, false)?;
+        drop(a);
+        let out = self.ring.inverse(out)?;
+        let bits = d.index_bits();
+        let g = d.gadget_len();
+        let group_bits = l.m2.ilog2() as usize;
+        let mut folded = Ciphertexts::zeros(&self.ring, tokens * l.pieces, limbs)?;
+        for t in 0..tokens {
+            let rows = expanded.slice(&self.ring, t * slots + l.m1, bits * g)?;
+            let rgsw = rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)?;
+            let shape = Shape::new(cols, limbs);
+            let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
+            self.ring.copy_polys(&out, 2 * t * cols, &mut cur.c0, 0, cols)?;
+            self.ring.copy_polys(&out, (2 * t + 1) * cols, &mut cur.c1, 0, cols)?;
+            for bit in &rgsw[..group_bits] {
+                cur = cmux_halves(&self.ring, cur, bit)?;
+            }
+            let stride = params.n() / l.rows_per_record;
+            for (u, bit) in rgsw[group_bits..].iter().enumerate() {
+                cur = cmux_rotate(&self.ring, params, cur, stride << u, bit)?;
+            }
+            folded.copy_from(&self.ring, &cur, 0, t * l.pieces, l.pieces)?;
+        }
+        Ok(folded)
+    }
+}
+
+impl<B: Backend> SchemeServer for FoldServer<B> {
+    fn name(&self) -> &'static str {
+        self.design.name
+    }
+
+    fn summary(&self) -> ParamSummary {
+        self.design.summary()
+    }
+
+    fn preprocess_bytes(&self) -> usize {
+        self.records.shape().words(self.design.params.n()) * 4
+    }
+
+    fn predicted_bytes(&self, tokens: usize) -> Option<WireBytes> {
+        Some(self.design.predicted_bytes(tokens))
+    }
+
+    fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
+        let d = &self.design;
+        let elements = d.key_elements();
+        let (pk, mut keys) = decode_setup(&d.params, d.id, setup, self.limits, &elements, d.digits())?;
+        let square = keys.pop().ok_or_else(|| ProtocolError::State("no key for s^2".into()))?;
+        let load = |k| load_galois_key(&self.ring, &d.params, k, d.layout.ks_bits);
+        let keys = FoldKeys {
+            pk: load_public_key(&self.ring, &d.params, &pk)?,
+            galois: keys.iter().map(load).collect::<Result<_, _>>()?,
+            square: load(&square)?,
+        };
+        let mut next =
+            self.next.lock().map_err(|_| ProtocolError::State("session counter poisoned".into()))?;
+        let id = *next;
+        *next += 1;
+        self.sessions
+            .lock()
+            .map_err(|_| ProtocolError::State("session table poisoned".into()))?
+            .insert(id, Arc::new(keys));
+        Ok(id)
+    }
+
+    fn close_session(&self, session: u64) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(&session);
+        }
+    }
+
+    fn sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
+        let d = &self.design;
+        let mut trace = crate::trace::Phases::new(d.name);
+        let keys = self.session(session)?;
+        let params = &d.params;
+        let (tokens, cts) = decode_query(params, d.id, query, &|t| d.query_cts(t), self.limits)?;
+        trace.mark("decode");
+        let per = d.layout.tokens_per_ct;
+        let mut folded = Ciphertexts::zeros(&self.ring, tokens * d.layout.pieces, params.limbs())?;
+        for (c, ct) in cts.iter().enumerate() {
+            let here = per.min(tokens - c * per);
+            let loaded = load_ciphertexts(&self.ring, params, std::slice::from_ref(ct))?;
+            let part = self.fold_ct(&keys, loaded, here)?;
+            folded.copy_from(&self.ring, &part, 0, c * per * d.layout.pieces, here * d.layout.pieces)?;
+        }
+        trace.mark("expand+mac+fold");
+        let layout = d.positions(tokens);
+        let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
+        let fin = finish(
+            &self.ring,
+            params,
+            &keys.pk,
+            &d.noise,
+            folded.c0,
+            folded.c1,
+            &positions,
+            &mut rand::rng(),
+        )?;
+        let mut shares = Shares::zeros(tokens, d.d, params.plain_bits());
+        for (pos, s) in layout.iter().zip(&fin.shares) {
+            for (&(_, t, ch), &v) in pos.iter().zip(s) {
+                shares.values[t * d.d + ch] = v;
+            }
+        }
+        let response = encode_response(params, d.id, d.noise.drop_bits, &fin.responses);
+        trace.mark("finish+encode");
+        Ok((response, shares))
+    }
+}
+
+/// The client of a folded design.
+pub struct FoldClient {
+    design: FoldDesign,
+    he: Client,
+    state: ClientState,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for FoldClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldClient")
+            .field("scheme", &self.design.name)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FoldClient {
+    /// A client with a fresh secret key.
+    pub fn new(design: FoldDesign) -> Result<Self, ProtocolError> {
+        let he = Client::new(design.params.clone())?;
+        Ok(Self { design, he, state: ClientState::Fresh, limits: Limits::default() })
+    }
+}
+
+impl SchemeClient for FoldClient {
+    fn setup(&mut self) -> Result<Vec<u8>, ProtocolError> {
+        if self.state != ClientState::Fresh {
+            return Err(ProtocolError::State("setup was already sent".into()));
+        }
+        let d = &self.design;
+        let elements = d.key_elements();
+        let mut keys = self.he.galois_keys(&elements[..elements.len() - 1], d.layout.ks_bits)?;
+        keys.push(self.he.square_key(d.layout.ks_bits));
+        self.state = ClientState::Ready;
+        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &keys))
+    }
+
+    fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
+        if self.state != ClientState::Ready {
+            return Err(ProtocolError::State("query before setup, or while a response is pending".into()));
+        }
+        let d = &self.design;
+        if ids.is_empty() || ids.len() > self.limits.max_tokens {
+            return Err(ProtocolError::State(format!(
+                "{} tokens (1..={} allowed)",
+                ids.len(),
+                self.limits.max_tokens
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&r| r >= d.m) {
+            return Err(ProtocolError::State(format!("token id {bad} is not below m = {}", d.m)));
+        }
+        let (params, l) = (&d.params, d.layout);
+        let (slots, g) = (d.slots_per_token(), d.gadget_len());
+        let group_bits = l.m2.ilog2() as usize;
+        let one_hot = one_hot_slot(params, l.k)?;
+        let mut msgs = Vec::new();
+        for chunk in ids.chunks(l.tokens_per_ct) {
+            let mut msg = Vec::new();
+            for (t, &r) in chunk.iter().enumerate() {
+                let (i, group, h) = d.locate(r);
+                let base = t * slots;
+                msg.push((base + i, one_hot.clone()));
+                let bits = (0..group_bits)
+                    .map(|b| (group >> (group_bits - 1 - b)) & 1 == 1)
+                    .chain((0..l.rows_per_record.ilog2()).map(|u| (h >> u) & 1 == 1));
+                for (b, bit) in bits.enumerate().filter(|(_, bit)| *bit) {
+                    for e in 0..g {
+                        msg.push((base + l.m1 + b * g + e, gadget_slot(params, l.k, l.rgsw_bits, e, bit)?));
+                    }
+                }
+            }
+            msgs.push(msg);
+        }
+        let cts = self.he.encrypt_raw(&msgs)?;
+        self.state = ClientState::Waiting { ids: ids.to_vec() };
+        Ok(encode_query(params, d.id, ids.len(), &cts))
+    }
+
+    fn decode(&mut self, response: &[u8]) -> Result<Shares, ProtocolError> {
+        let ClientState::Waiting { ids } = &self.state else {
+            return Err(ProtocolError::State("no query is pending".into()));
+        };
+        let tokens = ids.len();
+        let d = &self.design;
+        let layout = d.positions(tokens);
+        let kept: Vec<usize> = layout.iter().map(Vec::len).collect();
+        let (drop_bits, cts) = decode_response(&d.params, d.id, response, &kept, self.limits)?;
+        let mut shares = Shares::zeros(tokens, d.d, d.params.plain_bits());
+        for (ct, pos) in cts.iter().zip(&layout) {
+            let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
+            let values = self.he.decrypt_response(ct, &coeffs, drop_bits)?;
+            for (&(_, t, ch), v) in pos.iter().zip(values) {
+                shares.values[t * d.d + ch] = v;
+            }
+        }
+        self.state = ClientState::Ready;
+        Ok(shares)
+    }
+}
