@@ -2,8 +2,9 @@
 //! tokens (oblivious expansion, RGSW folding; the mechanics are in [`fastquery_he::fold`]).
 //!
 //! ## Layout
-//! * A **record** is one plaintext polynomial holding `R = 2^r` rows (`R d <= N`), row `h` at
-//!   coefficient `h N / R`; when `d > N` a row is split into `pieces = ceil(d / N)` records.
+//! * A **record** is one plaintext polynomial holding `R = 2^r` rows (`R d <= N`), interleaved:
+//!   channel `c` of row `h` at coefficient `c R + h`; when `d > N` a row is split into
+//!   `pieces = ceil(d / N)` records.
 //! * Records are arranged as `m1` (first dimension) times `m2 = 2^b` (groups): record
 //!   `a = g m1 + i`.
 //! * The query of a token is `m1` one-hot slots (entry `i`) and `b + r` RGSW bits: the group
@@ -14,9 +15,11 @@
 //! ## Server
 //! Expand each query ciphertext (`2^k - 1` automorphisms); one multiply-accumulate
 //! `(2 tokens x m1) x (m1 x m2 pieces)` over the preprocessed records (the table is read once
-//! per request); per token `m2 - 1` CMuxes over the groups and `r` CMux rotations bring the
-//! requested row to coefficient 0; then the usual finish: re-randomisation, flooding, masks,
-//! modulus switching, and only the row's `d` coefficients of `c0` are sent.
+//! per request); per token `m2 - 1` CMuxes over the groups and `r` CMux rotations (by `X^-1`,
+//! `X^-2`, ...) bring the requested row to the multiples of `R`; PackLWEs then packs up to `R`
+//! tokens into one ciphertext (token `i` at `c R + i`), cancelling the other rows exactly; then
+//! the usual finish: re-randomisation, flooding, masks, modulus switching, and only the
+//! requested rows' coefficients of `c0` are sent.
 //!
 //! ## Why it is lean
 //! The query costs `N log2 q` bits for up to `N / (m1 + (b + r) G)` tokens instead of
@@ -36,7 +39,10 @@ use fastquery_he::{
         FoldNoise, FoldShape, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot, one_hot_slot,
         rgsw_from_rows,
     },
-    galois::{Ciphertexts, ServerGaloisKey, expand, gadget, load_ciphertexts, load_galois_key},
+    galois::{
+        Ciphertexts, ServerGaloisKey, expand, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
+        pack_strided, packing_elements,
+    },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
     server::{ServerKey, encode_plaintexts_with, finish, load_public_key},
@@ -71,6 +77,8 @@ pub struct FoldLayout {
     pub tokens_per_ct: usize,
     /// Expansion levels (`2^k >= tokens_per_ct * slots per token`).
     pub k: u32,
+    /// Tokens packed per response ciphertext (a power of two, at most `rows_per_record`).
+    pub pack: usize,
 }
 
 /// What both parties derive from the public shape and parameters.
@@ -128,10 +136,14 @@ impl FoldDesign {
         }
         let tokens_per_ct = (n / slots).min(tokens);
         let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
-        let layout = FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k };
+        let pack = rows_per_record.min(tokens.next_power_of_two());
+        let layout =
+            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack };
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
-        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra: fold.total })?;
+        // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
+        let extra = fold.total + (pack - 1) as f64 * keyswitch_bound(&params, ks_bits);
+        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?;
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
 
@@ -154,25 +166,48 @@ impl FoldDesign {
         tokens.div_ceil(self.layout.tokens_per_ct)
     }
 
-    /// The Galois exponents of the expansion, then the key for `s^2`.
+    /// The Galois exponents of the expansion and of the packing, then the key for `s^2`.
     pub fn key_elements(&self) -> Vec<usize> {
         let n = self.params.n();
-        (0..self.layout.k).map(|j| n / (1 << j) + 1).chain([SQUARE_KEY]).collect()
+        let mut out: Vec<usize> = (0..self.layout.k).map(|j| n / (1 << j) + 1).collect();
+        for g in packing_elements(n, self.layout.pack) {
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+        out.push(SQUARE_KEY);
+        out
     }
 
     fn digits(&self) -> usize {
         gadget(&self.params, self.layout.ks_bits).1
     }
 
-    /// `(coefficient, token, channel)` of each response ciphertext: one per token and piece.
+    /// `(coefficient, token, channel)` of each response ciphertext. A folded row sits at the
+    /// multiples of `R` (channel `c` at `c R`); token `i` of a packed group moves to `c R + i`.
+    /// Without packing: one ciphertext per token and piece.
     fn positions(&self, tokens: usize) -> Vec<Vec<(usize, usize, usize)>> {
-        let n = self.params.n();
-        (0..tokens)
-            .flat_map(|t| {
-                (0..self.layout.pieces).map(move |p| {
-                    let width = (self.d - p * n).min(n);
-                    (0..width).map(|j| (j, t, p * n + j)).collect()
+        let (n, l) = (self.params.n(), self.layout);
+        if l.pieces > 1 {
+            return (0..tokens)
+                .flat_map(|t| {
+                    (0..l.pieces).map(move |p| {
+                        let width = (self.d - p * n).min(n);
+                        (0..width).map(|j| (j, t, p * n + j)).collect()
+                    })
                 })
+                .collect();
+        }
+        let r = l.rows_per_record;
+        (0..tokens.div_ceil(l.pack))
+            .map(|group| {
+                let mut v: Vec<(usize, usize, usize)> = (0..l.pack)
+                    .map(|i| (i, group * l.pack + i))
+                    .filter(|&(_, t)| t < tokens)
+                    .flat_map(|(i, t)| (0..self.d).map(move |c| (c * r + i, t, c)))
+                    .collect();
+                v.sort_unstable();
+                v
             })
             .collect()
     }
@@ -213,8 +248,9 @@ impl FoldDesign {
         let expansion = self.query_cts(tokens) * ((1usize << l.k) - 1);
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
+        let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
         let mac = 2 * tokens * l.m1 * l.m2 * l.pieces * self.params.limbs() * self.params.n();
-        (expansion + conversion, external, mac)
+        (expansion + conversion + packing, external, mac)
     }
 
     /// A summary for reports.
@@ -233,7 +269,7 @@ impl FoldDesign {
             layout: format!(
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
                  {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots), \
-                 keys of {}-bit digits",
+                 {} token(s) per response, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
                 l.m1,
@@ -243,6 +279,7 @@ impl FoldDesign {
                 self.gadget_len(),
                 l.tokens_per_ct,
                 l.k,
+                l.pack,
                 l.ks_bits
             ),
         }
@@ -360,10 +397,10 @@ impl<B: Backend> FoldServer<B> {
                 if r >= m {
                     break;
                 }
+                // Rows of a record interleave: row h's channel c at coefficient c R + h.
                 let width = (d - p * n).min(n);
-                let off = h * (n / l.rows_per_record);
                 for j in 0..width {
-                    poly[off + j] = i64::from(table.get(r, p * n + j));
+                    poly[j * l.rows_per_record + h] = i64::from(table.get(r, p * n + j));
                 }
             }
         })?;
@@ -388,12 +425,14 @@ impl<B: Backend> FoldServer<B> {
         keys: &FoldKeys<B>,
         ct: Ciphertexts<B>,
         tokens: usize,
+        trace: &mut crate::trace::Phases,
     ) -> Result<Ciphertexts<B>, ProtocolError> {
         let d = &self.design;
         let (params, l) = (&d.params, d.layout);
         let limbs = params.limbs();
         let slots = d.slots_per_token();
         let expanded = expand(&self.ring, params, ct, l.k, &keys.galois)?;
+        trace.mark("expand");
         // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         let mut a: Polys<B, fastquery_backend::Coeff> =
             self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
@@ -407,13 +446,23 @@ impl<B: Backend> FoldServer<B> {
         self.ring.mac(&mut out, &a, &self.records, MacDims { rows: 2 * tokens, inner: l.m1, cols }, false)?;
         drop(a);
         let out = self.ring.inverse(out)?;
+        trace.mark("mac");
         let bits = d.index_bits();
         let g = d.gadget_len();
         let group_bits = l.m2.ilog2() as usize;
         let mut folded = Ciphertexts::zeros(&self.ring, tokens * l.pieces, limbs)?;
-        for t in 0..tokens {
-            let rows = expanded.slice(&self.ring, t * slots + l.m1, bits * g)?;
-            let rgsw = rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)?;
+        let rgsws = (0..tokens)
+            .map(|t| {
+                if bits == 0 {
+                    return Ok(Vec::new()); // one group of one-row records: nothing to fold
+                }
+                let rows = expanded.slice(&self.ring, t * slots + l.m1, bits * g)?;
+                rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)
+            })
+            .collect::<Result<Vec<_>, fastquery_he::HeError>>()?;
+        drop(expanded);
+        trace.mark("rgsw");
+        for (t, rgsw) in rgsws.iter().enumerate() {
             let shape = Shape::new(cols, limbs);
             let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
             self.ring.copy_polys(&out, 2 * t * cols, &mut cur.c0, 0, cols)?;
@@ -421,12 +470,13 @@ impl<B: Backend> FoldServer<B> {
             for bit in &rgsw[..group_bits] {
                 cur = cmux_halves(&self.ring, cur, bit)?;
             }
-            let stride = params.n() / l.rows_per_record;
+            // Row h moves to the multiples of R: times X^-h, one bit of h at a time.
             for (u, bit) in rgsw[group_bits..].iter().enumerate() {
-                cur = cmux_rotate(&self.ring, params, cur, stride << u, bit)?;
+                cur = cmux_rotate(&self.ring, params, cur, 1 << u, bit)?;
             }
             folded.copy_from(&self.ring, &cur, 0, t * l.pieces, l.pieces)?;
         }
+        trace.mark("fold");
         Ok(folded)
     }
 }
@@ -492,10 +542,18 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         for (c, ct) in cts.iter().enumerate() {
             let here = per.min(tokens - c * per);
             let loaded = load_ciphertexts(&self.ring, params, std::slice::from_ref(ct))?;
-            let part = self.fold_ct(&keys, loaded, here)?;
+            let part = self.fold_ct(&keys, loaded, here, &mut trace)?;
             folded.copy_from(&self.ring, &part, 0, c * per * d.layout.pieces, here * d.layout.pieces)?;
         }
-        trace.mark("expand+mac+fold");
+        let folded = if d.layout.pack > 1 {
+            let pack = d.layout.pack;
+            let mut padded = Ciphertexts::zeros(&self.ring, tokens.div_ceil(pack) * pack, params.limbs())?;
+            padded.copy_from(&self.ring, &folded, 0, 0, tokens)?;
+            pack_strided(&self.ring, params, padded, pack, &keys.galois)?
+        } else {
+            folded
+        };
+        trace.mark("pack");
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
         let fin = finish(

@@ -1,0 +1,119 @@
+//! The folded query (expansion, RGSW folding, packing) on designs of every shape: rows split
+//! into pieces, many rows per record with partial packs, several query ciphertexts per
+//! request, one-group and many-group folds. Exact shares at the edges, predicted bytes equal
+//! to the wire, and bad input refused without a panic.
+
+use std::sync::Arc;
+
+use fastquery_cpu::CpuBackend;
+use fastquery_protocol::{
+    SchemeClient, SchemeServer,
+    fold::{FoldClient, FoldDesign, FoldServer, candidates},
+};
+use fastquery_table::IntTable;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let lim = (1i32 << (bits - 1)) - 1;
+    let values = (0..m * d).map(|_| rng.random_range(-lim..=lim)).collect();
+    IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap()
+}
+
+/// Runs one request of `ids` through `design` and checks every share and the byte count.
+fn check(design: &FoldDesign, table: &IntTable, ids: &[usize]) {
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), table, design.clone()).unwrap();
+    let mut client = FoldClient::new(design.clone()).unwrap();
+    let setup = client.setup().unwrap();
+    let session = server.open_session(&setup).unwrap();
+    let q = client.query(ids).unwrap();
+    let (resp, s) = server.answer(session, &q).unwrap();
+    let predicted = design.predicted_bytes(ids.len());
+    assert_eq!((predicted.setup, predicted.query, predicted.response), (setup.len(), q.len(), resp.len()));
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    let (d, mask) = (table.d(), (1u64 << design.params.plain_bits()) - 1);
+    for (t, &k) in ids.iter().enumerate() {
+        for c in 0..d {
+            assert_eq!(
+                got[t * d + c],
+                (i64::from(table.get(k, c)) as u64) & mask,
+                "{}: token {k} channel {c}",
+                design.summary().layout
+            );
+        }
+    }
+}
+
+/// The first candidate (fewest bytes) satisfying `pick`.
+fn design_where(
+    shape: (usize, usize, u32),
+    plain: u32,
+    tokens: usize,
+    pick: impl Fn(&FoldDesign) -> bool,
+) -> FoldDesign {
+    candidates(4, "fastquery", shape, plain, tokens)
+        .into_iter()
+        .map(|c| c.0)
+        .find(|d| pick(d))
+        .expect("a candidate of that shape")
+}
+
+#[test]
+fn rows_split_into_pieces_reconstruct() {
+    // d > N: every row is two records, no packing.
+    let table = random_table(12, 8200, 5, 1);
+    let design = design_where((12, 8200, 5), 37, 3, |d| d.layout.pieces > 1);
+    assert_eq!(design.layout.pack, 1);
+    check(&design, &table, &[0, 11, 5]);
+}
+
+#[test]
+fn many_rows_per_record_and_partial_packs_reconstruct() {
+    // Small d: many interleaved rows per record; 5 tokens in packs of up to 8.
+    let (m, d) = (3000, 30);
+    let table = random_table(m, d, 6, 2);
+    for m2_min in [1usize, 4] {
+        let design = design_where((m, d, 6), 16, 5, |x| x.layout.rows_per_record > 4 && x.layout.m2 >= m2_min);
+        let mut rng = StdRng::seed_from_u64(9);
+        let ids: Vec<usize> = [0, m - 1].into_iter().chain((0..3).map(|_| rng.random_range(0..m))).collect();
+        check(&design, &table, &ids);
+        // One token, and the same design again on a batch of another size.
+        check(&design, &table, &[m / 2]);
+    }
+}
+
+#[test]
+fn requests_spanning_several_query_ciphertexts_reconstruct() {
+    let (m, d) = (2000, 16);
+    let table = random_table(m, d, 5, 3);
+    // A design built for 2 tokens per query ciphertext, asked for 5 tokens: three ciphertexts.
+    let design = design_where((m, d, 5), 37, 2, |x| x.layout.tokens_per_ct == 2);
+    assert_eq!(design.query_cts(5), 3);
+    check(&design, &table, &[0, 1999, 1000, 1023, 1024]);
+}
+
+#[test]
+fn bad_queries_and_setups_are_refused() {
+    let (m, d) = (100, 8);
+    let table = random_table(m, d, 5, 4);
+    let design = design_where((m, d, 5), 37, 2, |_| true);
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
+    let mut client = FoldClient::new(design.clone()).unwrap();
+    assert!(client.query(&[1]).is_err(), "query before setup");
+    let setup = client.setup().unwrap();
+    assert!(server.open_session(&setup[..setup.len() - 1]).is_err());
+    let session = server.open_session(&setup).unwrap();
+    assert!(client.query(&[m]).is_err(), "token id out of range");
+    let q = client.query(&[3, 4]).unwrap();
+    assert!(server.answer(session, &q[..q.len() - 7]).is_err());
+    assert!(server.answer(session + 1, &q).is_err());
+    let mut flipped = q.clone();
+    flipped[20] ^= 0x40;
+    let _ = server.answer(session, &flipped); // any result but a panic
+    // The server still answers the good query afterwards.
+    let (resp, s) = server.answer(session, &q).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[0], (i64::from(table.get(3, 0)) as u64) & ((1 << 37) - 1));
+    // A table of another shape is refused.
+    assert!(FoldServer::new(Arc::new(CpuBackend::new()), &random_table(m + 1, d, 5, 4), design).is_err());
+}
