@@ -301,7 +301,7 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
         );
     };
     println!(
-        "fastquery cost model ({} designs pass the noise analysis; fastquery-wan takes the first by WAN latency, fastquery the one with the fewest bytes):",
+        "fastquery cost model, blocked layouts ({} designs pass the noise analysis; fastquery-wan takes the first by WAN latency):",
         all.len()
     );
     for (i, (c, _)) in all.iter().take(5).enumerate() {
@@ -309,6 +309,29 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
     }
     if let Some((c, _)) = all.iter().min_by_key(|(c, _)| c.predicted.query + c.predicted.response) {
         show("fewest bytes:", c);
+    }
+    let folded = fastquery_protocol::fold::candidates(
+        fastquery::SCHEME_ID,
+        "fastquery",
+        (table.m(), table.d(), table.bits()),
+        plain_bits,
+        tokens,
+    );
+    println!(
+        "fastquery cost model, folded queries ({} designs pass the noise analysis; fastquery takes the fewest bytes of all):",
+        folded.len()
+    );
+    for (f, bytes, ms) in folded.iter().take(3) {
+        let s = f.summary();
+        println!(
+            "  N={} chain {:.0} bits -> {:.0}, {}: predicted query {} + response {} per request, est. server {ms:.0} ms",
+            s.n,
+            s.log2_q,
+            s.log2_q_response,
+            s.layout,
+            mb(bytes.query as f64),
+            mb(bytes.response as f64)
+        );
     }
     Ok(())
 }

@@ -123,7 +123,7 @@ impl CpuBackend {
         a: &mut [u32],
         b: &[u32],
         shape: Shape,
-        op: fn(Modulus, u32, u32) -> u32,
+        op: impl Fn(Modulus, u32, u32) -> u32 + Sync + Copy,
     ) {
         self.row_pairs(a, b, ring.n, shape, |l, x, y| {
             let m = ring.moduli[l];

@@ -286,11 +286,24 @@ impl FoldDesign {
     }
 }
 
-/// Per-operation costs on this engine's CPU backend (ns), for ranking candidates: a key switch
-/// and an external product measured on the folded scheme (N = 8192, five limbs, two threads),
-/// a coefficient product of the multiply-accumulate.
-const KEYSWITCH_NS: f64 = 1.2e6;
-const MAC_NS: f64 = 0.35;
+/// Per-operation costs measured on this engine's CPU backend (the 2-core machine of
+/// docs/BENCHMARKS.md, both threads), for ranking candidates of equal bytes: one key switch at
+/// N = 8192, five limbs and 16-bit digits (2.0 ms in the expansion of a llama-7b request),
+/// scaled by its transform work; an external product is two key switches of the RGSW's
+/// digits; a coefficient product of the multiply-accumulate 0.24 ns.
+const KEYSWITCH_MS: f64 = 2.0;
+const KEYSWITCH_WORK: f64 = 10.0 * 5.0 * 8192.0 * 13.0;
+const MAC_NS: f64 = 0.24;
+
+fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
+    let p = &design.params;
+    let (n, limbs) = (p.n() as f64, p.limbs() as f64);
+    let work = |bits: u32| limbs * gadget(p, bits).1 as f64 * limbs * n * n.log2() / KEYSWITCH_WORK;
+    let (ks, ext, mac) = design.operations(tokens);
+    ks as f64 * KEYSWITCH_MS * work(design.layout.ks_bits)
+        + ext as f64 * 2.0 * KEYSWITCH_MS * work(design.layout.rgsw_bits)
+        + mac as f64 * MAC_NS / 1e6
+}
 
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
 /// `tokens` tokens that holds its noise, ranked by bytes (query and response), then by
@@ -302,7 +315,6 @@ pub fn candidates(
     plain_bits: u32,
     tokens: usize,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
-    let threads = rayon::current_num_threads().max(1) as f64;
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
@@ -335,10 +347,7 @@ pub fn candidates(
                             tokens,
                         ) {
                             let bytes = design.predicted_bytes(tokens);
-                            let (ks, ext, mac) = design.operations(tokens);
-                            let ms = ((ks as f64 + 2.0 * ext as f64) * KEYSWITCH_NS / threads
-                                + mac as f64 * MAC_NS / threads)
-                                / 1e6;
+                            let ms = estimate_ms(&design, tokens);
                             out.push((design, bytes, ms));
                         }
                         m2 *= 2;

@@ -73,7 +73,8 @@ fn many_rows_per_record_and_partial_packs_reconstruct() {
     let (m, d) = (3000, 30);
     let table = random_table(m, d, 6, 2);
     for m2_min in [1usize, 4] {
-        let design = design_where((m, d, 6), 16, 5, |x| x.layout.rows_per_record > 4 && x.layout.m2 >= m2_min);
+        let design =
+            design_where((m, d, 6), 16, 5, |x| x.layout.rows_per_record > 4 && x.layout.m2 >= m2_min);
         let mut rng = StdRng::seed_from_u64(9);
         let ids: Vec<usize> = [0, m - 1].into_iter().chain((0..3).map(|_| rng.random_range(0..m))).collect();
         check(&design, &table, &ids);
