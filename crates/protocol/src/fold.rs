@@ -305,9 +305,12 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
         + mac as f64 * MAC_NS / 1e6
 }
 
+/// Relative byte difference under which two folded designs rank by estimated time.
+pub const BYTES_TIE: f64 = 0.10;
+
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
-/// `tokens` tokens that holds its noise, ranked by bytes (query and response), then by
-/// estimated server time; the best first.
+/// `tokens` tokens that holds its noise, ranked by bytes (query and response; within
+/// [`BYTES_TIE`] of the fewest, by estimated server time); the best first.
 pub fn candidates(
     id: u8,
     name: &'static str,
@@ -323,14 +326,15 @@ pub fn candidates(
             if bits < 28 {
                 continue;
             }
-            for response_limbs in 2..=3usize.min(limbs - 1) {
-                let spec = ParamSpec {
-                    n,
-                    prime_bits: vec![bits; limbs],
-                    response_limbs,
-                    plain_bits,
-                    flood_bits: 40,
-                };
+            // The response keeps the first primes: smaller ones there shrink every response
+            // coefficient (c1 is sent whole) while the chain above keeps the noise budget.
+            let shapes = (2..=3usize.min(limbs - 1)).flat_map(|r| {
+                [bits, 28, 26, 24].into_iter().filter(move |&b| b <= bits).map(move |b| (r, b))
+            });
+            for (response_limbs, response_bits) in shapes {
+                let mut prime_bits = vec![response_bits; response_limbs];
+                prime_bits.resize(limbs, bits);
+                let spec = ParamSpec { n, prime_bits, response_limbs, plain_bits, flood_bits: 40 };
                 let Ok(params) = Params::new(spec) else { continue };
                 let params = Arc::new(params);
                 for (ks_bits, rgsw_bits) in [(16, 8), (8, 8), (16, 16), (8, 4), (16, 4)] {
@@ -358,6 +362,13 @@ pub fn candidates(
     }
     let total = |b: &WireBytes| b.query + b.response;
     out.sort_by(|a, b| total(&a.1).cmp(&total(&b.1)).then(a.2.total_cmp(&b.2)));
+    // Designs within BYTES_TIE of the fewest bytes count as ties: the fastest of them leads
+    // (the last percent of bytes is not worth several times the server's time and keys).
+    if let Some(first) = out.first() {
+        let limit = total(&first.1) as f64 * (1.0 + BYTES_TIE);
+        let ties = out.iter().take_while(|c| total(&c.1) as f64 <= limit).count();
+        out[..ties].sort_by(|a, b| a.2.total_cmp(&b.2));
+    }
     out
 }
 
