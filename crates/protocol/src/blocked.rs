@@ -3,10 +3,7 @@
 //! and client's state machines around them. A scheme is a [`Design`]: its parameters, layout
 //! and packing.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
@@ -21,10 +18,11 @@ use fastquery_table::IntTable;
 
 use crate::{
     ProtocolError,
-    messages::{
-        Limits, decode_query, decode_response, decode_setup, encode_query, encode_response, encode_setup,
+    messages::{Limits, decode_query, decode_setup, encode_query, encode_response, encode_setup},
+    scheme::{
+        ClientState, ParamSummary, Positions, SchemeClient, SchemeServer, Sessions, Shares, check_query,
+        decode_shares, place_shares,
     },
-    scheme::{ClientState, ParamSummary, SchemeClient, SchemeServer, Shares},
 };
 
 /// Response packing: `count` product ciphertexts per response ciphertext, with Galois keys of
@@ -111,7 +109,7 @@ impl Design {
     }
 
     /// `(coefficient, token, channel)` of each response ciphertext of a `tokens`-token query.
-    fn positions(&self, tokens: usize) -> Vec<Vec<(usize, usize, usize)>> {
+    fn positions(&self, tokens: usize) -> Positions {
         let g = self.layout.group();
         let mut out = Vec::new();
         for group in 0..self.groups(tokens) {
@@ -233,8 +231,7 @@ pub struct BlockedServer<B: Backend> {
     design: Design,
     ring: Ring<B>,
     plaintexts: Plaintexts<B>,
-    sessions: Mutex<HashMap<u64, Arc<SessionKeys<B>>>>,
-    next: Mutex<u64>,
+    sessions: Sessions<SessionKeys<B>>,
     limits: Limits,
     d: usize,
 }
@@ -276,16 +273,14 @@ impl<B: Backend> BlockedServer<B> {
             design,
             ring,
             plaintexts,
-            sessions: Mutex::new(HashMap::new()),
-            next: Mutex::new(1),
+            sessions: Sessions::new(),
             limits: Limits::default(),
             d: table.d(),
         })
     }
 
     fn session(&self, id: u64) -> Result<Arc<SessionKeys<B>>, ProtocolError> {
-        let s = self.sessions.lock().map_err(|_| ProtocolError::State("session table poisoned".into()))?;
-        s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
+        self.sessions.get(id)
     }
 
     /// The product ciphertexts of `groups` groups whose expanded queries are `a`
@@ -387,25 +382,15 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
                 .map(|k| load_galois_key(&self.ring, &d.params, k, digit_bits))
                 .collect::<Result<_, _>>()?,
         };
-        let mut next =
-            self.next.lock().map_err(|_| ProtocolError::State("session counter poisoned".into()))?;
-        let id = *next;
-        *next += 1;
-        self.sessions
-            .lock()
-            .map_err(|_| ProtocolError::State("session table poisoned".into()))?
-            .insert(id, Arc::new(keys));
-        Ok(id)
+        self.sessions.open(keys)
     }
 
     fn close_session(&self, session: u64) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(&session);
-        }
+        self.sessions.close(session);
     }
 
     fn sessions(&self) -> usize {
-        self.sessions.lock().map_or(0, |s| s.len())
+        self.sessions.len()
     }
 
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
@@ -478,12 +463,7 @@ impl<B: Backend> BlockedServer<B> {
             &positions,
             &mut rand::rng(),
         )?;
-        let mut shares = Shares::zeros(tokens, self.d, params.plain_bits());
-        for (pos, s) in layout.iter().zip(&fin.shares) {
-            for (&(_, t, ch), &v) in pos.iter().zip(s) {
-                shares.values[t * self.d + ch] = v;
-            }
-        }
+        let shares = place_shares(tokens, self.d, params.plain_bits(), &layout, &fin.shares);
         Ok((encode_response(params, d.id, d.noise.drop_bits, &fin.responses), shares))
     }
 
@@ -592,16 +572,7 @@ impl SchemeClient for BlockedClient {
     }
 
     fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
-        if self.state != ClientState::Ready {
-            return Err(ProtocolError::State("query before setup, or while a response is pending".into()));
-        }
-        if ids.is_empty() || ids.len() > self.limits.max_tokens {
-            return Err(ProtocolError::State(format!(
-                "{} tokens (1..={} allowed)",
-                ids.len(),
-                self.limits.max_tokens
-            )));
-        }
+        check_query(&self.state, ids.len(), self.limits.max_tokens)?;
         let l = &self.design.layout;
         let mut msgs = Vec::with_capacity(self.design.groups(ids.len()) * l.in_blocks());
         for group in ids.chunks(l.group()) {
@@ -618,17 +589,8 @@ impl SchemeClient for BlockedClient {
         };
         let tokens = ids.len();
         let d = &self.design;
-        let layout = d.positions(tokens);
-        let kept: Vec<usize> = layout.iter().map(Vec::len).collect();
-        let (drop_bits, cts) = decode_response(&d.params, d.id, response, &kept, self.limits)?;
-        let mut shares = Shares::zeros(tokens, self.d, d.params.plain_bits());
-        for (ct, pos) in cts.iter().zip(&layout) {
-            let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
-            let values = self.he.decrypt_response(ct, &coeffs, drop_bits)?;
-            for (&(_, t, ch), v) in pos.iter().zip(values) {
-                shares.values[t * self.d + ch] = v;
-            }
-        }
+        let shares =
+            decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, self.d), self.limits)?;
         self.state = ClientState::Ready;
         Ok(shares)
     }

@@ -26,10 +26,7 @@
 //! `m log2 q` per token, and the response is one ciphertext per token whose kept
 //! coefficients are exactly the row.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
@@ -52,10 +49,11 @@ use fastquery_table::IntTable;
 use crate::{
     ProtocolError,
     blocked::WireBytes,
-    messages::{
-        Limits, decode_query, decode_response, decode_setup, encode_query, encode_response, encode_setup,
+    messages::{Limits, decode_query, decode_setup, encode_query, encode_response, encode_setup},
+    scheme::{
+        ClientState, ParamSummary, Positions, SchemeClient, SchemeServer, Sessions, Shares, check_query,
+        decode_shares, place_shares,
     },
-    scheme::{ClientState, ParamSummary, SchemeClient, SchemeServer, Shares},
 };
 
 /// The choices of a folded design besides the parameters.
@@ -186,7 +184,7 @@ impl FoldDesign {
     /// `(coefficient, token, channel)` of each response ciphertext. A folded row sits at the
     /// multiples of `R` (channel `c` at `c R`); token `i` of a packed group moves to `c R + i`.
     /// Without packing: one ciphertext per token and piece.
-    fn positions(&self, tokens: usize) -> Vec<Vec<(usize, usize, usize)>> {
+    fn positions(&self, tokens: usize) -> Positions {
         let (n, l) = (self.params.n(), self.layout);
         if l.pieces > 1 {
             return (0..tokens)
@@ -384,8 +382,7 @@ pub struct FoldServer<B: Backend> {
     design: FoldDesign,
     ring: Ring<B>,
     records: Polys<B, Ntt>,
-    sessions: Mutex<HashMap<u64, Arc<FoldKeys<B>>>>,
-    next: Mutex<u64>,
+    sessions: Sessions<FoldKeys<B>>,
     limits: Limits,
 }
 
@@ -424,19 +421,11 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        Ok(Self {
-            design,
-            ring,
-            records,
-            sessions: Mutex::new(HashMap::new()),
-            next: Mutex::new(1),
-            limits: Limits::default(),
-        })
+        Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default() })
     }
 
     fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
-        let s = self.sessions.lock().map_err(|_| ProtocolError::State("session table poisoned".into()))?;
-        s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
+        self.sessions.get(id)
     }
 
     /// The folded ciphertexts (`pieces` per token) of the tokens of one query ciphertext.
@@ -529,25 +518,15 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             galois: keys.iter().map(load).collect::<Result<_, _>>()?,
             square: load(&square)?,
         };
-        let mut next =
-            self.next.lock().map_err(|_| ProtocolError::State("session counter poisoned".into()))?;
-        let id = *next;
-        *next += 1;
-        self.sessions
-            .lock()
-            .map_err(|_| ProtocolError::State("session table poisoned".into()))?
-            .insert(id, Arc::new(keys));
-        Ok(id)
+        self.sessions.open(keys)
     }
 
     fn close_session(&self, session: u64) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(&session);
-        }
+        self.sessions.close(session);
     }
 
     fn sessions(&self) -> usize {
-        self.sessions.lock().map_or(0, |s| s.len())
+        self.sessions.len()
     }
 
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
@@ -586,12 +565,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             &positions,
             &mut rand::rng(),
         )?;
-        let mut shares = Shares::zeros(tokens, d.d, params.plain_bits());
-        for (pos, s) in layout.iter().zip(&fin.shares) {
-            for (&(_, t, ch), &v) in pos.iter().zip(s) {
-                shares.values[t * d.d + ch] = v;
-            }
-        }
+        let shares = place_shares(tokens, d.d, params.plain_bits(), &layout, &fin.shares);
         let response = encode_response(params, d.id, d.noise.drop_bits, &fin.responses);
         trace.mark("finish+encode");
         Ok((response, shares))
@@ -637,17 +611,8 @@ impl SchemeClient for FoldClient {
     }
 
     fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
-        if self.state != ClientState::Ready {
-            return Err(ProtocolError::State("query before setup, or while a response is pending".into()));
-        }
+        check_query(&self.state, ids.len(), self.limits.max_tokens)?;
         let d = &self.design;
-        if ids.is_empty() || ids.len() > self.limits.max_tokens {
-            return Err(ProtocolError::State(format!(
-                "{} tokens (1..={} allowed)",
-                ids.len(),
-                self.limits.max_tokens
-            )));
-        }
         if let Some(&bad) = ids.iter().find(|&&r| r >= d.m) {
             return Err(ProtocolError::State(format!("token id {bad} is not below m = {}", d.m)));
         }
@@ -684,17 +649,8 @@ impl SchemeClient for FoldClient {
         };
         let tokens = ids.len();
         let d = &self.design;
-        let layout = d.positions(tokens);
-        let kept: Vec<usize> = layout.iter().map(Vec::len).collect();
-        let (drop_bits, cts) = decode_response(&d.params, d.id, response, &kept, self.limits)?;
-        let mut shares = Shares::zeros(tokens, d.d, d.params.plain_bits());
-        for (ct, pos) in cts.iter().zip(&layout) {
-            let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
-            let values = self.he.decrypt_response(ct, &coeffs, drop_bits)?;
-            for (&(_, t, ch), v) in pos.iter().zip(values) {
-                shares.values[t * d.d + ch] = v;
-            }
-        }
+        let shares =
+            decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, d.d), self.limits)?;
         self.state = ClientState::Ready;
         Ok(shares)
     }

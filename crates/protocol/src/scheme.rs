@@ -108,3 +108,104 @@ pub(crate) enum ClientState {
     Ready,
     Waiting { ids: Vec<usize> },
 }
+
+/// `(coefficient, token, channel)` of every kept coefficient, per response ciphertext.
+pub(crate) type Positions = Vec<Vec<(usize, usize, usize)>>;
+
+/// The open sessions of a server: keys by id (ids count up from 1 and are never reused).
+pub(crate) struct Sessions<K> {
+    map: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<K>>>,
+    next: std::sync::Mutex<u64>,
+}
+
+impl<K> Sessions<K> {
+    pub(crate) fn new() -> Self {
+        Self { map: std::sync::Mutex::new(Default::default()), next: std::sync::Mutex::new(1) }
+    }
+
+    /// Stores `keys` under a fresh id.
+    pub(crate) fn open(&self, keys: K) -> Result<u64, ProtocolError> {
+        let mut next =
+            self.next.lock().map_err(|_| ProtocolError::State("session counter poisoned".into()))?;
+        let id = *next;
+        *next += 1;
+        self.map
+            .lock()
+            .map_err(|_| ProtocolError::State("session table poisoned".into()))?
+            .insert(id, std::sync::Arc::new(keys));
+        Ok(id)
+    }
+
+    /// The keys of session `id`.
+    pub(crate) fn get(&self, id: u64) -> Result<std::sync::Arc<K>, ProtocolError> {
+        let s = self.map.lock().map_err(|_| ProtocolError::State("session table poisoned".into()))?;
+        s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
+    }
+
+    /// Forgets session `id` (unknown ids are ignored).
+    pub(crate) fn close(&self, id: u64) {
+        if let Ok(mut s) = self.map.lock() {
+            s.remove(&id);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().map_or(0, |s| s.len())
+    }
+}
+
+/// Shares of `tokens` rows of `d` channels from per-ciphertext values at `positions`.
+pub(crate) fn place_shares(
+    tokens: usize,
+    d: usize,
+    plain_bits: u32,
+    positions: &Positions,
+    values: &[Vec<u64>],
+) -> Shares {
+    let mut shares = Shares::zeros(tokens, d, plain_bits);
+    for (pos, vals) in positions.iter().zip(values) {
+        for (&(_, t, ch), &v) in pos.iter().zip(vals) {
+            shares.values[t * d + ch] = v;
+        }
+    }
+    shares
+}
+
+/// The client side common to every scheme: the checks before a query, and the decoding of a
+/// response into the client's shares.
+pub(crate) fn check_query(
+    state: &ClientState,
+    tokens: usize,
+    max_tokens: usize,
+) -> Result<(), ProtocolError> {
+    if *state != ClientState::Ready {
+        return Err(ProtocolError::State("query before setup, or while a response is pending".into()));
+    }
+    if tokens == 0 || tokens > max_tokens {
+        return Err(ProtocolError::State(format!("{tokens} tokens (1..={max_tokens} allowed)")));
+    }
+    Ok(())
+}
+
+/// Decrypts a response whose ciphertexts keep `positions` into the client's shares.
+pub(crate) fn decode_shares(
+    he: &fastquery_he::client::Client,
+    scheme: u8,
+    response: &[u8],
+    positions: &Positions,
+    (tokens, d): (usize, usize),
+    limits: crate::messages::Limits,
+) -> Result<Shares, ProtocolError> {
+    let params = he.params();
+    let kept: Vec<usize> = positions.iter().map(Vec::len).collect();
+    let (drop_bits, cts) = crate::messages::decode_response(params, scheme, response, &kept, limits)?;
+    let values = cts
+        .iter()
+        .zip(positions)
+        .map(|(ct, pos)| {
+            let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
+            he.decrypt_response(ct, &coeffs, drop_bits)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(place_shares(tokens, d, params.plain_bits(), positions, &values))
+}
