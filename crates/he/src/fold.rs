@@ -77,12 +77,15 @@ pub fn gadget_slot(params: &Params, k: u32, digit_bits: u32, e: usize, b: bool) 
         .collect())
 }
 
-/// `RGSW(b)` on the device: the `G x 2` operands `RLWE(b g)` (for the digits of `c0`) and
-/// `RLWE(b s g)` (for those of `c1`), NTT form, `G = limbs * digits`.
+/// `RGSW(b)` on the device: `RLWE(b g)` (for the digits of `c0`) and `RLWE(b s g)` (for those
+/// of `c1`), each as two `G x 1` operands (its `c0`s and its `c1`s), NTT form,
+/// `G = limbs * digits`.
 pub struct Rgsw<B: Backend> {
     digit_bits: u32,
-    plain: Polys<B, Ntt>,
-    times_s: Polys<B, Ntt>,
+    /// `[c0s, c1s]` of `RLWE(b g)`.
+    plain: [Polys<B, Ntt>; 2],
+    /// `[c0s, c1s]` of `RLWE(b s g)`.
+    times_s: [Polys<B, Ntt>; 2],
 }
 
 impl<B: Backend> std::fmt::Debug for Rgsw<B> {
@@ -91,16 +94,10 @@ impl<B: Backend> std::fmt::Debug for Rgsw<B> {
     }
 }
 
-/// A batch of ciphertexts as the `count x 2` operand of a multiply-accumulate (row `i` holds
-/// ciphertext `i`'s `c0` then its `c1`), NTT form.
-fn as_operand<B: Backend>(ring: &Ring<B>, cts: &Ciphertexts<B>) -> Result<Polys<B, Ntt>, HeError> {
-    let (count, limbs) = (cts.len(), cts.limbs());
-    let mut out = ring.zeros(Shape::new(2 * count, limbs))?;
-    for i in 0..count {
-        ring.copy_polys(&cts.c0, i, &mut out, 2 * i, 1)?;
-        ring.copy_polys(&cts.c1, i, &mut out, 2 * i + 1, 1)?;
-    }
-    Ok(ring.forward(out)?)
+/// A batch of ciphertexts as two `count x 1` operands of a multiply-accumulate (its `c0`s and
+/// its `c1`s), NTT form.
+fn as_operands<B: Backend>(ring: &Ring<B>, cts: Ciphertexts<B>) -> Result<[Polys<B, Ntt>; 2], HeError> {
+    Ok([ring.forward(cts.c0)?, ring.forward(cts.c1)?])
 }
 
 /// Builds `RGSW(b)` for several bits from their `RLWE(b g_e)` (`rows` holds `bits * G`
@@ -126,8 +123,8 @@ pub fn rgsw_from_rows<B: Backend>(
         .map(|bit| {
             Ok(Rgsw {
                 digit_bits,
-                plain: as_operand(ring, &rows.slice(ring, bit * g, g)?)?,
-                times_s: as_operand(ring, &times_s.slice(ring, bit * g, g)?)?,
+                plain: as_operands(ring, rows.slice(ring, bit * g, g)?)?,
+                times_s: as_operands(ring, times_s.slice(ring, bit * g, g)?)?,
             })
         })
         .collect()
@@ -149,19 +146,22 @@ pub fn external_product<B: Backend>(
         let part = cts.slice(ring, start, CHUNK.min(count - start))?;
         let polys = part.len();
         let g = limbs * ring.digits(limbs, rgsw.digit_bits);
-        let dims = MacDims { rows: polys, inner: g, cols: 2 };
-        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * polys, limbs))?;
+        let dims = MacDims { rows: polys, inner: g, cols: 1 };
+        let shape = Shape::new(polys, limbs);
+        let mut out: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
         let d0 = ring.forward(ring.decompose(&part.c0, rgsw.digit_bits)?)?;
-        ring.mac(&mut out, &d0, &rgsw.plain, dims, false)?;
+        for (o, k) in out.iter_mut().zip(&rgsw.plain) {
+            ring.mac(o, &d0, k, dims, false)?;
+        }
         drop(d0);
         let d1 = ring.forward(ring.decompose(&part.c1, rgsw.digit_bits)?)?;
-        ring.mac(&mut out, &d1, &rgsw.times_s, dims, true)?;
-        drop(d1);
-        let out = ring.inverse(out)?;
-        for p in 0..polys {
-            ring.copy_polys(&out, 2 * p, &mut result.c0, start + p, 1)?;
-            ring.copy_polys(&out, 2 * p + 1, &mut result.c1, start + p, 1)?;
+        for (o, k) in out.iter_mut().zip(&rgsw.times_s) {
+            ring.mac(o, &d1, k, dims, true)?;
         }
+        drop(d1);
+        let [o0, o1] = out;
+        ring.copy_polys(&ring.inverse(o0)?, 0, &mut result.c0, start, polys)?;
+        ring.copy_polys(&ring.inverse(o1)?, 0, &mut result.c1, start, polys)?;
     }
     Ok(result)
 }

@@ -175,7 +175,10 @@ impl SecretKey {
 pub struct ServerGaloisKey<B: Backend> {
     g: usize,
     digit_bits: u32,
-    key: Polys<B, Ntt>,
+    /// The `b` halves, an `inner x 1` operand (they add to `c0`).
+    b: Polys<B, Ntt>,
+    /// The `a` halves, an `inner x 1` operand (they form the new `c1`).
+    a: Polys<B, Ntt>,
 }
 
 impl<B: Backend> std::fmt::Debug for ServerGaloisKey<B> {
@@ -206,13 +209,8 @@ pub fn load_galois_key<B: Backend>(
         return Err(HeError::BadInput(format!("Galois key for {} of {} words", key.g, key.b.len())));
     }
     let a = expand_uniform(params.ring(), limbs, limbs * digits, &key.seed);
-    let mut words = Vec::with_capacity(2 * a.len());
-    for (b, a) in key.b.chunks_exact(poly).zip(a.chunks_exact(poly)) {
-        words.extend_from_slice(b);
-        words.extend_from_slice(a);
-    }
-    let key_polys = ring.upload(&words, Shape::new(2 * limbs * digits, limbs))?;
-    Ok(ServerGaloisKey { g: key.g, digit_bits, key: key_polys })
+    let shape = Shape::new(limbs * digits, limbs);
+    Ok(ServerGaloisKey { g: key.g, digit_bits, b: ring.upload(&key.b, shape)?, a: ring.upload(&a, shape)? })
 }
 
 impl<B: Backend> Ciphertexts<B> {
@@ -352,18 +350,16 @@ fn keyswitch_chunk<B: Backend>(
     let Shape { polys, limbs } = cts.c1.shape();
     let digits = ring.digits(limbs, key.digit_bits);
     let d = ring.forward(ring.decompose(&cts.c1, key.digit_bits)?)?;
-    let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * polys, limbs))?;
-    ring.mac(&mut out, &d, &key.key, MacDims { rows: polys, inner: limbs * digits, cols: 2 }, false)?;
-    // Row p of the product is (sum D b, sum D a): the first adds to c0, the second is c1.
-    let out = ring.inverse(out)?;
-    let (mut a, mut b) = (ring.zeros(cts.c1.shape())?, ring.zeros(cts.c1.shape())?);
-    for p in 0..polys {
-        ring.copy_polys(&out, 2 * p, &mut a, p, 1)?;
-        ring.copy_polys(&out, 2 * p + 1, &mut b, p, 1)?;
-    }
+    // (c0 + sum D b, sum D a): two products of the digits, each straight into its component.
+    let dims = MacDims { rows: polys, inner: limbs * digits, cols: 1 };
+    let mut b: Polys<B, Ntt> = ring.zeros(Shape::new(polys, limbs))?;
+    ring.mac(&mut b, &d, &key.b, dims, false)?;
+    let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(polys, limbs))?;
+    ring.mac(&mut a, &d, &key.a, dims, false)?;
+    drop(d);
     let mut c0 = cts.c0;
-    ring.add_assign(&mut c0, &a)?;
-    Ok(Ciphertexts { c0, c1: b })
+    ring.add_assign(&mut c0, &ring.inverse(b)?)?;
+    Ok(Ciphertexts { c0, c1: ring.inverse(a)? })
 }
 
 /// The first (`second = false`) or second halves of every group of `width` ciphertexts.
