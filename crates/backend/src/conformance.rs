@@ -317,13 +317,24 @@ pub fn mac_reference(
     res
 }
 
-/// The multiply-accumulate over shapes that cross the lazy-reduction depths (4 and 16).
+/// The multiply-accumulate over shapes that cross the lazy-reduction depths (4 and 16) and the
+/// CPU's register blocks (8, 4 and 1 rows; 16 coefficients, or 1 in a ring of 8).
 pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(6);
-    for (n, ring_limbs, limbs) in [(64, 3, 3), (4096, 2, 2), (2048, 3, 1)] {
+    for (n, ring_limbs, limbs) in [(64, 3, 3), (4096, 2, 2), (2048, 3, 1), (8, 2, 2)] {
         let ring = ring(b, n, ring_limbs);
         let ctx = ring.context().clone();
-        for (rows, inner, cols) in [(1, 1, 1), (1, 5, 3), (2, 17, 2), (3, 33, 1), (4, 4, 5), (1, 40, 1)] {
+        for (rows, inner, cols) in [
+            (1, 1, 1),
+            (1, 5, 3),
+            (2, 17, 2),
+            (3, 33, 1),
+            (4, 4, 5),
+            (1, 40, 1),
+            (8, 9, 2),
+            (13, 12, 3),
+            (16, 37, 1),
+        ] {
             let dims = MacDims { rows, inner, cols };
             let a = random_words(&mut rng, &ctx, Shape::new(rows * inner, limbs));
             let bw = random_words(&mut rng, &ctx, Shape::new(inner * cols, limbs));

@@ -5,10 +5,11 @@
 //!
 //! * Transforms: tfhe-ntt through [`fastquery_ntt::NttPlan`] (canonical order verified when the
 //!   plan is built), one `(poly, limb)` row per rayon task.
-//! * Multiply-accumulate: tiles of coefficients, lazily reduced `u64` accumulators
+//! * Multiply-accumulate: on AVX-512, register-blocked with packed tiles ([`mac_v4`]); elsewhere
+//!   tiles of coefficients, lazily reduced `u64` accumulators
 //!   ([`fastquery_math::Modulus::lazy_products`] products between Barrett reductions), compiled
-//!   for AVX-512 or AVX2 by pulp's run-time dispatch; each plaintext tile is read once for all rows
-//!   of a batch.
+//!   for AVX2 or baseline by pulp's run-time dispatch; each plaintext tile is read once for all
+//!   rows of a batch.
 //! * Threads: rayon's global pool, or a private pool of a chosen size ([`CpuBackend::with_threads`]).
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,9 @@ use fastquery_math::Modulus;
 use fastquery_ntt::NttPlan;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod mac_v4;
+
 /// Target size, in words, of the work of one rayon task for cheap elementwise kernels.
 const MIN_TASK_WORDS: usize = 1 << 15;
 /// Target size, in `u64`s, of the accumulators of one multiply-accumulate tile (L1/L2 resident).
@@ -36,6 +40,8 @@ const MAC_MAX_TILE: usize = 1024;
 pub struct CpuBackend {
     pool: Option<Arc<rayon::ThreadPool>>,
     arch: pulp::Arch,
+    /// Whether the AVX-512 multiply-accumulate may run (where the CPU has it).
+    mac_v4: bool,
 }
 
 impl std::fmt::Debug for CpuBackend {
@@ -61,7 +67,7 @@ pub struct CpuRing {
 impl CpuBackend {
     /// A backend on rayon's global pool (`RAYON_NUM_THREADS`, default: all cores).
     pub fn new() -> Self {
-        Self { pool: None, arch: pulp::Arch::new() }
+        Self { pool: None, arch: pulp::Arch::new(), mac_v4: true }
     }
 
     /// A backend on a private pool of `threads` threads.
@@ -74,7 +80,14 @@ impl CpuBackend {
             .thread_name(|i| format!("fastquery-cpu-{i}"))
             .build()
             .map_err(|e| BackendError::Device(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Self { pool: Some(Arc::new(pool)), arch: pulp::Arch::new() })
+        Ok(Self { pool: Some(Arc::new(pool)), arch: pulp::Arch::new(), mac_v4: true })
+    }
+
+    /// The same backend with the portable multiply-accumulate only (AVX2 or baseline through
+    /// pulp), as on a CPU without AVX-512: the test suite runs both kernels.
+    pub fn portable(mut self) -> Self {
+        self.mac_v4 = false;
+        self
     }
 
     /// Number of worker threads.
@@ -86,6 +99,51 @@ impl CpuBackend {
         match &self.pool {
             Some(p) => p.install(f),
             None => f(),
+        }
+    }
+
+    /// [`Backend::mac`] on AVX-512: see [`mac_v4`]. Tasks are `(limb, tile)` pairs.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn mac_v4(
+        &self,
+        simd: pulp::x86::V4,
+        ring: &CpuRing,
+        out: &mut [u32],
+        a: &[u32],
+        b: &[u32],
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) {
+        let n = ring.n;
+        let MacDims { rows, inner, cols } = dims;
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let poly = limbs * n;
+        // The packed rows of a tile stay in L2 while the columns stream.
+        let fit = (mac_v4::X_BYTES / (rows * inner.max(1) * 4)).max(1);
+        let tile = (1usize << fit.ilog2()).clamp(mac_v4::LANES, mac_v4::MAX_TILE.min(n));
+        let tiles = n / tile;
+        // Output slices by task, each task's in (row, column) order.
+        let mut tasks: Vec<Vec<&mut [u32]>> =
+            (0..limbs * tiles).map(|_| Vec::with_capacity(rows * cols)).collect();
+        for (k, s) in out.chunks_mut(tile).enumerate() {
+            tasks[k % (limbs * tiles)].push(s);
+        }
+        let run = |(task, outs): (usize, Vec<&mut [u32]>)| {
+            let l = task / tiles;
+            let off = l * n + (task % tiles) * tile;
+            let xs = (0..rows * inner).map(|k| &a[k * poly + off..][..tile]).collect();
+            let ys = (0..inner * cols).map(|k| &b[k * poly + off..][..tile]).collect();
+            let m = ring.moduli[l];
+            simd.vectorize(mac_v4::Bucket { simd, m, rows, inner, cols, tile, xs, ys, outs, accumulate });
+        };
+        if self.parallel(tasks.len()) {
+            self.install(|| tasks.into_par_iter().enumerate().for_each(run));
+        } else {
+            tasks.into_iter().enumerate().for_each(run);
         }
     }
 
@@ -411,6 +469,13 @@ impl Backend for CpuBackend {
         accumulate: bool,
     ) -> Result<(), BackendError> {
         let n = ring.n;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V4::try_new().filter(|_| self.mac_v4)
+            && n.is_multiple_of(mac_v4::LANES)
+        {
+            self.mac_v4(simd, ring, out, a, b, dims, limbs, accumulate);
+            return Ok(());
+        }
         let (rows, cols) = (dims.rows, dims.cols);
         // Blocking: a task owns one limb, one tile of `tile` coefficients and a group of `group`
         // columns, with accumulators for rows x group x tile (at most MAC_ACC_WORDS). Long tiles
