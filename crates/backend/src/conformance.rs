@@ -33,7 +33,7 @@ macro_rules! conformance_tests {
             upload_download_and_validation, ntt_matches_reference, ntt_products_match_schoolbook,
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
-            automorphisms_match_the_definition, decomposition_recomposes);
+            automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -527,4 +527,51 @@ pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
         }
     }
     assert!(ring.decompose(&a, 0).is_err() && ring.decompose(&a, 32).is_err());
+}
+
+/// The fused product of key switching ([`Backend::decompose_mac`]) equals its steps (decompose,
+/// forward, two multiply-accumulates: each checked against a reference above), for batches of 1
+/// to 17 polynomials, digit widths below and above the smallest prime, and both modes.
+pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(11);
+    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12)] {
+            let g = limbs * ring.digits(limbs, w);
+            let shape = Shape::new(polys, limbs);
+            let a: Polys<B, Coeff> = upload(&ring, &random_words(&mut rng, &ctx, shape), shape);
+            let keys: Vec<Polys<B, Ntt>> = (0..2)
+                .map(|_| {
+                    upload(&ring, &random_words(&mut rng, &ctx, Shape::new(g, limbs)), Shape::new(g, limbs))
+                })
+                .collect();
+            let start = random_words(&mut rng, &ctx, shape);
+            let digits = ring.forward(ring.decompose(&a, w).unwrap()).unwrap();
+            let dims = MacDims { rows: polys, inner: g, cols: 1 };
+            for accumulate in [false, true] {
+                let mut want: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+                for (o, k) in want.iter_mut().zip(&keys) {
+                    ring.mac(o, &digits, k, dims, accumulate).unwrap();
+                }
+                let mut got: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+                let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+                ring.decompose_mac(&a, w, [&keys[0], &keys[1]], [g0, g1], accumulate).unwrap();
+                for (x, y) in got.iter().zip(&want) {
+                    assert_eq!(
+                        ring.download(x).unwrap(),
+                        ring.download(y).unwrap(),
+                        "n={n} limbs={limbs} polys={polys} w={w} accumulate={accumulate}"
+                    );
+                }
+            }
+        }
+        // A key of the wrong size is refused.
+        let shape = Shape::new(1, limbs);
+        let a: Polys<B, Coeff> = upload(&ring, &random_words(&mut rng, &ctx, shape), shape);
+        let bad: Polys<B, Ntt> = upload(&ring, &random_words(&mut rng, &ctx, shape), shape);
+        let (mut o0, mut o1): (Polys<B, Ntt>, Polys<B, Ntt>) =
+            (ring.zeros(shape).unwrap(), ring.zeros(shape).unwrap());
+        assert!(ring.decompose_mac(&a, 16, [&bad, &bad], [&mut o0, &mut o1], false).is_err());
+    }
 }

@@ -210,6 +210,35 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The product of key switching and of external products: the digits of `a` (coefficient
+    /// form, `polys x limbs`, decomposed as in [`Backend::decompose`]) in the NTT domain times
+    /// two key operands, `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` and
+    /// `e < limbs * digits` (each key holds `limbs * digits` polynomials, each output `polys`;
+    /// all NTT form, `limbs` limbs). The default materialises the digits (decompose, forward,
+    /// two [`Backend::mac`] calls); a backend may fuse the steps so that the digits never leave
+    /// the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn decompose_mac(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&Self::Buffer; 2],
+        out: [&mut Self::Buffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let g = limbs * digits;
+        let mut d = self.alloc_zeroed(polys * g * limbs * ctx.n())?;
+        self.decompose(ring, ctx, a, polys, limbs, digit_bits, digits, &mut d)?;
+        self.ntt_forward(ring, &mut d, Shape::new(polys * g, limbs))?;
+        let dims = MacDims { rows: polys, inner: g, cols: 1 };
+        let [o0, o1] = out;
+        self.mac(ring, o0, &d, keys[0], dims, limbs, accumulate)?;
+        self.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
+    }
+
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
     /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,

@@ -369,6 +369,58 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` (see
+    /// [`Backend::decompose_mac`]): the digits of `a` times two key operands of
+    /// `limbs * digits` polynomials each; `out[k]` has `a`'s shape.
+    pub fn decompose_mac(
+        &self,
+        a: &Polys<B, Coeff>,
+        digit_bits: u32,
+        keys: [&Polys<B, Ntt>; 2],
+        out: [&mut Polys<B, Ntt>; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        if !(1..=31).contains(&digit_bits) {
+            return Err(BackendError::InvalidInput(format!("digit width {digit_bits} (1 to 31 bits)")));
+        }
+        let Shape { polys, limbs } = a.shape;
+        let digits = self.digits(limbs, digit_bits);
+        let g = Shape::new(limbs * digits, limbs);
+        for k in keys {
+            self.check_own(k)?;
+            if k.shape != g {
+                return Err(BackendError::Shape(format!(
+                    "decompose_mac: a key has {:?}, want {g:?}",
+                    k.shape
+                )));
+            }
+        }
+        for o in &out {
+            self.check_own(*o)?;
+            if o.shape != a.shape {
+                return Err(BackendError::Shape(format!(
+                    "decompose_mac: out {:?} vs a {:?}",
+                    o.shape, a.shape
+                )));
+            }
+        }
+        if polys == 0 {
+            return Ok(());
+        }
+        let [o0, o1] = out;
+        self.backend.decompose_mac(
+            &self.dev,
+            &self.ctx,
+            &a.buf,
+            (polys, limbs),
+            (digit_bits, digits),
+            [&keys[0].buf, &keys[1].buf],
+            [&mut o0.buf, &mut o1.buf],
+            accumulate,
+        )
+    }
+
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
     /// [`Backend::mac`]. All three must have the same number of limbs.
     pub fn mac(

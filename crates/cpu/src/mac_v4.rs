@@ -168,6 +168,29 @@ fn block<const RB: usize>(job: Job<'_>, outs: &mut [&mut [u32]], out: impl Fn(us
     RB
 }
 
+/// `out[j] = acc[j] mod p` for accumulators below `2^63` (`acc.len()` a multiple of 8).
+pub(crate) struct ReduceRow<'a> {
+    pub simd: V4,
+    pub m: Modulus,
+    pub acc: &'a [u64],
+    pub out: &'a mut [u32],
+}
+
+impl pulp::NullaryFnOnce for ReduceRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let k = Consts::new(self.simd, self.m);
+        for (a, o) in self.acc.chunks_exact(8).zip(self.out.chunks_exact_mut(8)) {
+            let v: [u64; 8] = a.try_into().expect("chunks of 8");
+            let r: [u64; 8] = pulp::cast(reduce(k, pulp::cast(v)));
+            // Below p < 2^31 after `reduce`.
+            o.iter_mut().zip(r).for_each(|(x, y)| *x = y as u32);
+        }
+    }
+}
+
 /// `s mod p` for `s < 2^63`: with `s = h 2^32 + l`, `h (2^32 mod p)` and `l` each by one Shoup
 /// product to `[0, 2p)`, then two conditional subtractions.
 #[inline(always)]

@@ -28,7 +28,7 @@
 //! digits and errors of different coefficients as independent (the heuristic of the RLWE PIR
 //! literature; the tests measure the noise and check it against the bound).
 
-use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Ntt, Polys, Ring, Shape};
 use fastquery_math::Modulus;
 
 use crate::{
@@ -145,21 +145,12 @@ pub fn external_product<B: Backend>(
     for start in (0..count).step_by(CHUNK) {
         let part = cts.slice(ring, start, CHUNK.min(count - start))?;
         let polys = part.len();
-        let g = limbs * ring.digits(limbs, rgsw.digit_bits);
-        let dims = MacDims { rows: polys, inner: g, cols: 1 };
         let shape = Shape::new(polys, limbs);
-        let mut out: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
-        let d0 = ring.forward(ring.decompose(&part.c0, rgsw.digit_bits)?)?;
-        for (o, k) in out.iter_mut().zip(&rgsw.plain) {
-            ring.mac(o, &d0, k, dims, false)?;
-        }
-        drop(d0);
-        let d1 = ring.forward(ring.decompose(&part.c1, rgsw.digit_bits)?)?;
-        for (o, k) in out.iter_mut().zip(&rgsw.times_s) {
-            ring.mac(o, &d1, k, dims, true)?;
-        }
-        drop(d1);
-        let [o0, o1] = out;
+        let [mut o0, mut o1]: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
+        let [p0, p1] = &rgsw.plain;
+        ring.decompose_mac(&part.c0, rgsw.digit_bits, [p0, p1], [&mut o0, &mut o1], false)?;
+        let [s0, s1] = &rgsw.times_s;
+        ring.decompose_mac(&part.c1, rgsw.digit_bits, [s0, s1], [&mut o0, &mut o1], true)?;
         ring.copy_polys(&ring.inverse(o0)?, 0, &mut result.c0, start, polys)?;
         ring.copy_polys(&ring.inverse(o1)?, 0, &mut result.c1, start, polys)?;
     }

@@ -33,7 +33,7 @@
 //! One ciphertext of `sum_i m_i X^i` (`i < 2^k`) becomes `2^k` ciphertexts of `2^k m_i`, using
 //! `tau_{N/2^j + 1}` for `j = 0..k`: the same machinery, the other way round.
 
-use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, Ntt, Polys, Ring, Shape};
 use fastquery_math::Modulus;
 use fastquery_ntt::NttPlan;
 use rand::{CryptoRng, RngCore};
@@ -347,16 +347,11 @@ fn keyswitch_chunk<B: Backend>(
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let Shape { polys, limbs } = cts.c1.shape();
-    let digits = ring.digits(limbs, key.digit_bits);
-    let d = ring.forward(ring.decompose(&cts.c1, key.digit_bits)?)?;
-    // (c0 + sum D b, sum D a): two products of the digits, each straight into its component.
-    let dims = MacDims { rows: polys, inner: limbs * digits, cols: 1 };
-    let mut b: Polys<B, Ntt> = ring.zeros(Shape::new(polys, limbs))?;
-    ring.mac(&mut b, &d, &key.b, dims, false)?;
-    let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(polys, limbs))?;
-    ring.mac(&mut a, &d, &key.a, dims, false)?;
-    drop(d);
+    let shape = cts.c1.shape();
+    // (c0 + sum D b, sum D a): the digits of c1 times both halves of the key.
+    let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
+    let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
+    ring.decompose_mac(&cts.c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
     let mut c0 = cts.c0;
     ring.add_assign(&mut c0, &ring.inverse(b)?)?;
     Ok(Ciphertexts { c0, c1: ring.inverse(a)? })
