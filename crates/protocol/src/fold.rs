@@ -285,13 +285,14 @@ impl FoldDesign {
 }
 
 /// Per-operation costs measured on this engine's CPU backend (the 2-core machine of
-/// docs/BENCHMARKS.md, both threads), for ranking candidates of equal bytes: one key switch at
-/// N = 8192, five limbs and 16-bit digits (2.0 ms in the expansion of a llama-7b request),
-/// scaled by its transform work; an external product is two key switches of the RGSW's
-/// digits; a coefficient product of the multiply-accumulate 0.24 ns.
-const KEYSWITCH_MS: f64 = 2.0;
+/// docs/BENCHMARKS.md, both threads; recalibrated 2026-11-30 after the fused key switch and the
+/// AVX-512 multiply-accumulate), for ranking candidates of near-equal bytes: one key switch at
+/// N = 8192 and 16-bit digits (1.6 ms in the expansion of a llama-7b request), scaled by its
+/// transform work; an external product is two key switches of the RGSW's digits; a coefficient
+/// product of the multiply-accumulate 0.13 ns (12.6 G products in 1.6 s).
+const KEYSWITCH_MS: f64 = 1.6;
 const KEYSWITCH_WORK: f64 = 10.0 * 5.0 * 8192.0 * 13.0;
-const MAC_NS: f64 = 0.24;
+const MAC_NS: f64 = 0.13;
 
 fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
     let p = &design.params;
@@ -303,8 +304,11 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
         + mac as f64 * MAC_NS / 1e6
 }
 
-/// Relative byte difference under which two folded designs rank by estimated time.
-pub const BYTES_TIE: f64 = 0.10;
+/// Relative byte difference under which two folded designs rank by estimated time. At 15%,
+/// llama-7b at 8 tokens takes a five-limb chain (12% more bytes than the fewest, a 62-bit
+/// response prime) that measured 0.91 s per token against 1.09 s for the fewest-bytes six-limb
+/// one (2026-11-30, docs/BENCHMARKS.md), with 19 MB of keys instead of 26.
+pub const BYTES_TIE: f64 = 0.15;
 
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
 /// `tokens` tokens that holds its noise, ranked by bytes (query and response; within
@@ -361,7 +365,7 @@ pub fn candidates(
     let total = |b: &WireBytes| b.query + b.response;
     out.sort_by(|a, b| total(&a.1).cmp(&total(&b.1)).then(a.2.total_cmp(&b.2)));
     // Designs within BYTES_TIE of the fewest bytes count as ties: the fastest of them leads
-    // (the last percent of bytes is not worth several times the server's time and keys).
+    // (the last percents of bytes are not worth a fifth of the server's time and keys).
     if let Some(first) = out.first() {
         let limit = total(&first.1) as f64 * (1.0 + BYTES_TIE);
         let ties = out.iter().take_while(|c| total(&c.1) as f64 <= limit).count();
