@@ -3,11 +3,8 @@
 //! The user-facing command, at the top of the crate graph. Its main job (`demo`, also what runs
 //! with no subcommand) runs private queries on an embedded default table; `bench` measures the
 //! schemes side by side; `check` and `kernels` check and time the arithmetic.
-// The one `unsafe` is the allocator's FFI in `alloc` (allowed there alone).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
-#[allow(unsafe_code)]
-mod alloc;
 mod backend;
 mod bench;
 mod chart;
@@ -78,7 +75,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    alloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
