@@ -434,22 +434,33 @@ pub fn expand<B: Backend>(
     if ct.len() != 1 || (1usize << k) > big_n {
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
     }
-    let mut cur = ct;
+    // Two buffers of the final size, allocated once; each level reads `cur` and writes `next`
+    // in chunks of KEYSWITCH_CHUNK ciphertexts, so the temporaries stay a few MB and are
+    // recycled by the allocator (whole-level temporaries were hundreds of MB, faulted in and
+    // zeroed anew at every level).
+    let (total, limbs) = (1usize << k, ct.limbs());
+    let mut cur = Ciphertexts::zeros(ring, total, limbs)?;
+    cur.copy_from(ring, &ct, 0, 0, 1)?;
+    drop(ct);
+    let mut next = Ciphertexts::zeros(ring, total, limbs)?;
     for j in 0..k {
         let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;
-        // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd part).
-        let t = automorphism(ring, &cur, key)?;
-        let mut even = cur.duplicate(ring)?;
-        even.add_assign(ring, &t)?;
-        let mut odd = cur;
-        odd.sub_assign(ring, &t)?;
-        odd.monomial_mul_assign(ring, 2 * big_n - (1 << j))?;
-        let count = even.len();
-        cur = Ciphertexts::zeros(ring, 2 * count, even.limbs())?;
-        cur.copy_from(ring, &even, 0, 0, count)?;
-        cur.copy_from(ring, &odd, 0, count, count)?;
+        let count = 1usize << j;
+        for start in (0..count).step_by(KEYSWITCH_CHUNK) {
+            let len = KEYSWITCH_CHUNK.min(count - start);
+            // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
+            let mut even = cur.slice(ring, start, len)?;
+            let t = automorphism(ring, &even, key)?;
+            let mut odd = even.duplicate(ring)?;
+            even.add_assign(ring, &t)?;
+            odd.sub_assign(ring, &t)?;
+            odd.monomial_mul_assign(ring, 2 * big_n - count)?;
+            next.copy_from(ring, &even, 0, start, len)?;
+            next.copy_from(ring, &odd, 0, count + start, len)?;
+        }
+        std::mem::swap(&mut cur, &mut next);
     }
-    // Level j appends the odd parts after the even ones, so position p collects bit j of p
+    // Level j writes the odd parts after the even ones, so position p collects bit j of p
     // at level j: coefficient i ends at position i.
     Ok(cur)
 }
