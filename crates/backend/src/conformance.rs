@@ -531,7 +531,9 @@ pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
 
 /// The fused product of key switching ([`Backend::decompose_mac`]) equals its steps (decompose,
 /// forward, two multiply-accumulates: each checked against a reference above), for batches of 1
-/// to 17 polynomials, digit widths below and above the smallest prime, and both modes.
+/// to 17 polynomials, digit widths below and above the smallest prime, and both modes. For a
+/// backend that keeps the default (the steps themselves) this checks the wiring and the shape
+/// validation; for the CPU's fused kernel it is the oracle.
 pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(11);
     for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {

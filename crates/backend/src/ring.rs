@@ -344,9 +344,7 @@ impl<B: Backend> Ring<B> {
     /// coefficient-form polynomials of small integers, `digit_bits` in `1..=31`.
     pub fn decompose(&self, a: &Polys<B, Coeff>, digit_bits: u32) -> Result<Polys<B, Coeff>, BackendError> {
         self.check_own(a)?;
-        if !(1..=31).contains(&digit_bits) {
-            return Err(BackendError::InvalidInput(format!("digit width {digit_bits} (1 to 31 bits)")));
-        }
+        check_digit_bits(digit_bits)?;
         let Shape { polys, limbs } = a.shape;
         let digits = self.digits(limbs, digit_bits);
         let shape = Shape::new(
@@ -381,9 +379,7 @@ impl<B: Backend> Ring<B> {
         accumulate: bool,
     ) -> Result<(), BackendError> {
         self.check_own(a)?;
-        if !(1..=31).contains(&digit_bits) {
-            return Err(BackendError::InvalidInput(format!("digit width {digit_bits} (1 to 31 bits)")));
-        }
+        check_digit_bits(digit_bits)?;
         let Shape { polys, limbs } = a.shape;
         let digits = self.digits(limbs, digit_bits);
         let g = Shape::new(limbs * digits, limbs);
@@ -451,5 +447,14 @@ impl<B: Backend> Ring<B> {
             return Ok(());
         }
         self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)
+    }
+}
+
+/// Gadget digits are 1 to 31 bits wide (a digit of a 31-bit residue fits one word).
+fn check_digit_bits(digit_bits: u32) -> Result<(), BackendError> {
+    if (1..=31).contains(&digit_bits) {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidInput(format!("digit width {digit_bits} (1 to 31 bits)")))
     }
 }

@@ -147,10 +147,16 @@ impl CpuBackend {
         }
     }
 
+    /// The AVX-512 token, where the CPU has it and the kernels are not turned off.
+    #[cfg(target_arch = "x86_64")]
+    fn v4(&self) -> Option<pulp::x86::V4> {
+        pulp::x86::V4::try_new().filter(|_| self.mac_v4)
+    }
+
     /// `out[j] = acc[j] mod p` for accumulators below `2^63`.
     fn reduce_row(&self, m: Modulus, acc: &[u64], out: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V4::try_new().filter(|_| self.mac_v4)
+        if let Some(simd) = self.v4()
             && acc.len().is_multiple_of(8)
         {
             simd.vectorize(mac_v4::ReduceRow { simd, m, acc, out });
@@ -524,7 +530,7 @@ impl Backend for CpuBackend {
         // sums are short; for one or two rows over long sums the portable kernel's long tiles
         // read faster (probe, N = 4096, 4 limbs, 2 threads: 2 x 500 x 16 at 2.3 against 2.4-2.8
         // G products/s, 2 x 180 x 179 at 2.4-2.5 against 2.6; 2 x 4 x 512 at 3.3-3.8 against 1.1-1.2).
-        if let Some(simd) = pulp::x86::V4::try_new().filter(|_| self.mac_v4)
+        if let Some(simd) = self.v4()
             && n.is_multiple_of(mac_v4::LANES)
             && (dims.rows >= 4 || dims.inner <= 32)
         {
@@ -650,6 +656,13 @@ fn fma_row(acc: &mut [u64], x: &[u32], y: &[u32]) {
     }
 }
 
+/// `floor(2^63 / p) p`: the `u64` sums of both lazy kernels stay below it, one conditional
+/// subtraction after each product (`< 2^62`) keeping them there.
+pub(crate) fn lazy_bound(m: Modulus) -> u64 {
+    let p = u64::from(m.value());
+    (1u64 << 63) / p * p
+}
+
 /// One output row of [`Backend::decompose_mac`]: limb `l` (modulus `m`, transform `plan`) of one
 /// polynomial, whose source `src` holds all its limbs; `keys[k][e * stride..]` is key `k`'s
 /// gadget element `e` at limb `l`.
@@ -668,7 +681,7 @@ impl DigitRow<'_> {
         let n = out[0].len();
         let p = self.m.value();
         let mask = (1u32 << self.digit_bits) - 1;
-        let big = (1u64 << 63) / u64::from(p) * u64::from(p);
+        let big = lazy_bound(self.m);
         let mut acc = [vec![0u64; n], vec![0u64; n]];
         if accumulate {
             for (a, o) in acc.iter_mut().zip(&out) {

@@ -81,9 +81,10 @@ struct Consts {
     big: __m512i,
     p: __m512i,
     two_p: __m512i,
-    /// `2^32 mod p` and its Shoup constant, and the Shoup constant of 1.
+    /// `2^32 mod p` and its Shoup constant, and 1 and its Shoup constant.
     r32: __m512i,
     r32_shoup: __m512i,
+    one: __m512i,
     one_shoup: __m512i,
     low32: __m512i,
 }
@@ -97,12 +98,13 @@ impl Consts {
         let set = |v: u64| f._mm512_set1_epi64(v as i64);
         Self {
             simd,
-            big: set((1u64 << 63) / p * p),
+            big: set(crate::lazy_bound(m)),
             p: set(p),
             two_p: set(2 * p),
             r32: set(u64::from(r32)),
             r32_shoup: set(u64::from(m.shoup(r32))),
-            one_shoup: set((1u64 << 32) / p),
+            one: set(1),
+            one_shoup: set(u64::from(m.shoup(1))),
             low32: set(u64::from(u32::MAX)),
         }
     }
@@ -202,13 +204,7 @@ fn reduce(k: Consts, s: __m512i) -> __m512i {
         let q = f._mm512_srli_epi64::<32>(f._mm512_mul_epu32(a, w_shoup));
         f._mm512_sub_epi64(f._mm512_mul_epu32(a, w), f._mm512_mul_epu32(q, k.p))
     };
-    let t = f._mm512_add_epi64(
-        shoup(h, k.r32, k.r32_shoup),
-        f._mm512_sub_epi64(
-            l,
-            f._mm512_mul_epu32(f._mm512_srli_epi64::<32>(f._mm512_mul_epu32(l, k.one_shoup)), k.p),
-        ),
-    );
+    let t = f._mm512_add_epi64(shoup(h, k.r32, k.r32_shoup), shoup(l, k.one, k.one_shoup));
     let t = f._mm512_min_epu64(t, f._mm512_sub_epi64(t, k.two_p));
     f._mm512_min_epu64(t, f._mm512_sub_epi64(t, k.p))
 }

@@ -306,8 +306,9 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
 
 /// Relative byte difference under which two folded designs rank by estimated time. At 15%,
 /// llama-7b at 8 tokens takes a five-limb chain (12% more bytes than the fewest, a 62-bit
-/// response prime) that measured 0.91 s per token against 1.09 s for the fewest-bytes six-limb
-/// one (2026-11-30, docs/BENCHMARKS.md), with 19 MB of keys instead of 26.
+/// response prime) with 19 MB of keys instead of 26; in one A/B pair (2026-11-30, with an
+/// allocator setting since reverted, docs/BENCHMARKS.md) it took 0.91 s per token against 1.09 s
+/// for the fewest-bytes six-limb chain.
 pub const BYTES_TIE: f64 = 0.15;
 
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
