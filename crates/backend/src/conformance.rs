@@ -33,7 +33,8 @@ macro_rules! conformance_tests {
             upload_download_and_validation, ntt_matches_reference, ntt_products_match_schoolbook,
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
-            automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps);
+            automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
+            expand_step_matches_its_steps);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -575,5 +576,97 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
         let (mut o0, mut o1): (Polys<B, Ntt>, Polys<B, Ntt>) =
             (ring.zeros(shape).unwrap(), ring.zeros(shape).unwrap());
         assert!(ring.decompose_mac(&a, 16, [&bad, &bad], [&mut o0, &mut o1], false).is_err());
+    }
+}
+
+/// [`Ring::expand_step`] against the same steps done one by one (gather, `decompose_mac`,
+/// inverse transforms, sums, monomial product, copies): random source ciphertexts and keys,
+/// chunks at several offsets of a larger batch, shifts below and above `N`, digit widths below
+/// and above the smallest prime. What `dst` holds outside the two written ranges must stay.
+pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(12);
+    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let total = 12;
+        let shape = Shape::new(total, limbs);
+        for (at, count, odd, g, w, shift) in [
+            (0usize, 1usize, 1usize, 2 * n - 1, 16u32, 2 * n - 1),
+            (2, 3, 6, 5, 31, 3),
+            (1, 4, 7, 2 * n / 4 + 1, 7, n + 2),
+        ] {
+            let gad = limbs * ring.digits(limbs, w);
+            let src: Vec<Polys<B, Coeff>> =
+                (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, shape), shape)).collect();
+            let keys: Vec<Polys<B, Ntt>> = (0..2)
+                .map(|_| {
+                    upload(
+                        &ring,
+                        &random_words(&mut rng, &ctx, Shape::new(gad, limbs)),
+                        Shape::new(gad, limbs),
+                    )
+                })
+                .collect();
+            let start = random_words(&mut rng, &ctx, shape);
+            // The steps.
+            let part = Shape::new(count, limbs);
+            let c: Vec<Polys<B, Coeff>> = src
+                .iter()
+                .map(|p| {
+                    let mut c = ring.zeros(part).unwrap();
+                    ring.copy_polys(p, at, &mut c, 0, count).unwrap();
+                    c
+                })
+                .collect();
+            let mut t: Vec<Polys<B, Coeff>> = c.iter().map(|x| ring.automorphism(x, g).unwrap()).collect();
+            let (mut kb, mut ka): (Polys<B, Ntt>, Polys<B, Ntt>) =
+                (ring.zeros(part).unwrap(), ring.zeros(part).unwrap());
+            ring.decompose_mac(&t[1], w, [&keys[0], &keys[1]], [&mut kb, &mut ka], false).unwrap();
+            ring.add_assign(&mut t[0], &ring.inverse(kb).unwrap()).unwrap();
+            t[1] = ring.inverse(ka).unwrap();
+            let mut want: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+            for k in 0..2 {
+                let mut even = ring.duplicate(&c[k]).unwrap();
+                ring.add_assign(&mut even, &t[k]).unwrap();
+                let mut diff = ring.duplicate(&c[k]).unwrap();
+                ring.sub_assign(&mut diff, &t[k]).unwrap();
+                ring.monomial_mul_assign(&mut diff, shift).unwrap();
+                ring.copy_polys(&even, 0, &mut want[k], at, count).unwrap();
+                ring.copy_polys(&diff, 0, &mut want[k], at + odd, count).unwrap();
+            }
+            // The fused step.
+            let mut got: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+            let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+            ring.expand_step(
+                [&src[0], &src[1]],
+                [g0, g1],
+                (at, count, odd),
+                g,
+                w,
+                [&keys[0], &keys[1]],
+                shift,
+            )
+            .unwrap();
+            for (x, y) in got.iter().zip(&want) {
+                assert_eq!(
+                    ring.download(x).unwrap(),
+                    ring.download(y).unwrap(),
+                    "n={n} limbs={limbs} at={at} count={count} odd={odd} g={g} w={w} shift={shift}"
+                );
+            }
+        }
+        // Overlapping children, an even exponent and an out-of-range shift are refused.
+        let src: Vec<Polys<B, Coeff>> = (0..2).map(|_| ring.zeros(shape).unwrap()).collect();
+        let gad = limbs * ring.digits(limbs, 16);
+        let key: Polys<B, Ntt> = ring.zeros(Shape::new(gad, limbs)).unwrap();
+        let mut dst: Vec<Polys<B, Coeff>> = (0..2).map(|_| ring.zeros(shape).unwrap()).collect();
+        for (range, g, shift) in
+            [((0, 4, 3), 3, 1), ((0, 2, 2), 4, 1), ((0, 2, 2), 3, 2 * n), ((8, 4, 4), 3, 1)]
+        {
+            let [d0, d1] = &mut dst[..] else { unreachable!("two outputs") };
+            assert!(
+                ring.expand_step([&src[0], &src[1]], [d0, d1], range, g, 16, [&key, &key], shift).is_err()
+            );
+        }
     }
 }

@@ -239,6 +239,68 @@ pub trait Backend: Send + Sync + 'static {
         self.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
     }
 
+    /// One level of oblivious expansion (SealPIR's split), on `count` ciphertexts of `limbs`
+    /// limbs, coefficient form, at polynomials `[at, at + count)` of `src = [c0s, c1s]`:
+    /// with `t = tau(c)` key-switched (`tau` the signed gather `idx`, applied to both halves;
+    /// `t1`'s digits times `keys` as in [`Backend::decompose_mac`], back from the NTT domain),
+    /// writes `c + t` at polynomials `at + i` and `X^shift (c - t)` at `at + odd + i` of
+    /// `dst = [c0s, c1s]` (`count <= odd`, `shift < 2N`). The default composes the other
+    /// operations (with temporaries of `count` ciphertexts); a backend may fuse them so that a
+    /// ciphertext is read once and its two children written once.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_step(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        src: [&Self::Buffer; 2],
+        dst: [&mut Self::Buffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        (digit_bits, digits): (u32, usize),
+        keys: [&Self::Buffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let poly = limbs * ctx.n();
+        let (shape, words) = (Shape::new(count, limbs), count * poly);
+        let mut c = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
+        let mut t = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
+        for k in 0..2 {
+            self.copy_words(src[k], at * poly, &mut c[k], 0, words)?;
+            self.gather_signed(ring, ctx, &mut t[k], &c[k], idx, shape)?;
+        }
+        let mut ks = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
+        {
+            let [k0, k1] = &mut ks;
+            self.decompose_mac(
+                ring,
+                ctx,
+                &t[1],
+                (count, limbs),
+                (digit_bits, digits),
+                keys,
+                [k0, k1],
+                false,
+            )?;
+        }
+        for k in &mut ks {
+            self.ntt_inverse(ring, k, shape)?;
+        }
+        // t = (tau(c0) + b, a).
+        self.add_assign(ring, &mut t[0], &ks[0], shape)?;
+        let [_, a] = ks;
+        t[1] = a;
+        for (k, out) in dst.into_iter().enumerate() {
+            let mut even = self.duplicate(&c[k])?;
+            self.add_assign(ring, &mut even, &t[k], shape)?;
+            self.sub_assign(ring, &mut c[k], &t[k], shape)?;
+            self.monomial_mul_assign(ring, &mut c[k], shift, shape)?;
+            self.copy_words(&even, 0, out, at * poly, words)?;
+            self.copy_words(&c[k], 0, out, (at + odd) * poly, words)?;
+        }
+        Ok(())
+    }
+
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
     /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,

@@ -417,6 +417,77 @@ impl<B: Backend> Ring<B> {
         )
     }
 
+    /// One level of oblivious expansion (see [`Backend::expand_step`]): for the `count`
+    /// ciphertexts at `at` of `src` (`[c0s, c1s]`), `t = tau_g(c)` key-switched with `keys`
+    /// (the `b` and `a` halves of a key for `tau_g(s)`, `digit_bits`-bit digits), writes
+    /// `c + t` at `at` and `X^shift (c - t)` at `at + odd` of `dst`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn expand_step(
+        &self,
+        src: [&Polys<B, Coeff>; 2],
+        dst: [&mut Polys<B, Coeff>; 2],
+        (at, count, odd): (usize, usize, usize),
+        g: usize,
+        digit_bits: u32,
+        keys: [&Polys<B, Ntt>; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        check_digit_bits(digit_bits)?;
+        let limbs = src[0].shape.limbs;
+        let digits = self.digits(limbs, digit_bits);
+        let key_shape = Shape::new(limbs * digits, limbs);
+        for p in src {
+            self.check_own(p)?;
+            if p.shape.limbs != limbs || p.shape.polys < at + count {
+                return Err(BackendError::Shape(format!(
+                    "expand_step: source {:?} for [{at}, {})",
+                    p.shape,
+                    at + count
+                )));
+            }
+        }
+        for p in &dst {
+            self.check_own(*p)?;
+            if p.shape.limbs != limbs || p.shape.polys < at + odd + count || odd < count {
+                return Err(BackendError::Shape(format!(
+                    "expand_step: destination {:?} for {count} at {at} and {}",
+                    p.shape,
+                    at + odd
+                )));
+            }
+        }
+        for k in keys {
+            self.check_own(k)?;
+            if k.shape != key_shape {
+                return Err(BackendError::Shape(format!(
+                    "expand_step: a key has {:?}, want {key_shape:?}",
+                    k.shape
+                )));
+            }
+        }
+        if shift >= 2 * self.n() {
+            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
+        }
+        let idx = crate::automorphism_index(self.n(), g, false)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        if count == 0 {
+            return Ok(());
+        }
+        let [d0, d1] = dst;
+        self.backend.expand_step(
+            &self.dev,
+            &self.ctx,
+            [&src[0].buf, &src[1].buf],
+            [&mut d0.buf, &mut d1.buf],
+            (at, count, odd),
+            limbs,
+            &idx,
+            (digit_bits, digits),
+            [&keys[0].buf, &keys[1].buf],
+            shift,
+        )
+    }
+
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
     /// [`Backend::mac`]. All three must have the same number of limbs.
     pub fn mac(

@@ -27,6 +27,9 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod mac_v4;
+mod pool;
+
+pub use pool::{BufferPool, CpuBuffer, DEFAULT_POOL_BYTES, MAX_POOLED_WORDS, MIN_POOLED_WORDS};
 
 /// Target size, in words, of the work of one rayon task for cheap elementwise kernels.
 const MIN_TASK_WORDS: usize = 1 << 15;
@@ -39,6 +42,8 @@ const MAC_MAX_TILE: usize = 1024;
 #[derive(Clone)]
 pub struct CpuBackend {
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Freed buffers kept for reuse, shared by clones ([`pool`]).
+    buffers: Arc<BufferPool>,
     arch: pulp::Arch,
     /// Whether the AVX-512 multiply-accumulate may run (where the CPU has it).
     mac_v4: bool,
@@ -67,7 +72,12 @@ pub struct CpuRing {
 impl CpuBackend {
     /// A backend on rayon's global pool (`RAYON_NUM_THREADS`, default: all cores).
     pub fn new() -> Self {
-        Self { pool: None, arch: pulp::Arch::new(), mac_v4: true }
+        Self {
+            pool: None,
+            buffers: Arc::new(BufferPool::new(pool_bytes())),
+            arch: pulp::Arch::new(),
+            mac_v4: true,
+        }
     }
 
     /// A backend on a private pool of `threads` threads.
@@ -80,7 +90,7 @@ impl CpuBackend {
             .thread_name(|i| format!("fastquery-cpu-{i}"))
             .build()
             .map_err(|e| BackendError::Device(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Self { pool: Some(Arc::new(pool)), arch: pulp::Arch::new(), mac_v4: true })
+        Ok(Self { pool: Some(Arc::new(pool)), ..Self::new() })
     }
 
     /// The same backend with the portable multiply-accumulate only (AVX2 or baseline through
@@ -88,6 +98,18 @@ impl CpuBackend {
     pub fn portable(mut self) -> Self {
         self.mac_v4 = false;
         self
+    }
+
+    /// The same backend keeping at most `bytes` of freed buffers for reuse (0: none; the
+    /// default is [`DEFAULT_POOL_BYTES`]). Clones made before this call keep the old pool.
+    pub fn with_buffer_pool(mut self, bytes: usize) -> Self {
+        self.buffers = Arc::new(BufferPool::new(bytes));
+        self
+    }
+
+    /// Bytes of freed buffers the backend holds for reuse now.
+    pub fn pooled_bytes(&self) -> usize {
+        self.buffers.held_bytes()
     }
 
     /// Number of worker threads.
@@ -234,6 +256,19 @@ impl CpuBackend {
     }
 }
 
+/// The buffer pool's bound: `FASTQUERY_CPU_POOL_MB` (MiB, 0 turns pooling off) or
+/// [`DEFAULT_POOL_BYTES`].
+fn pool_bytes() -> usize {
+    std::env::var("FASTQUERY_CPU_POOL_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(DEFAULT_POOL_BYTES, |mb| mb.saturating_mul(1 << 20))
+}
+
+fn cannot_allocate(words: usize) -> BackendError {
+    BackendError::Device(format!("cannot allocate {words} words"))
+}
+
 fn cheap_rows(n: usize) -> usize {
     (MIN_TASK_WORDS / n).max(1)
 }
@@ -253,7 +288,7 @@ fn simd_level() -> &'static str {
 }
 
 impl Backend for CpuBackend {
-    type Buffer = Vec<u32>;
+    type Buffer = CpuBuffer;
     type Ring = CpuRing;
 
     fn info(&self) -> BackendInfo {
@@ -270,23 +305,15 @@ impl Backend for CpuBackend {
         Ok(CpuRing { n: ring.n(), moduli: ring.moduli().to_vec(), plans })
     }
 
-    fn alloc_zeroed(&self, words: usize) -> Result<Vec<u32>, BackendError> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(words)
-            .map_err(|_| BackendError::Device(format!("cannot allocate {words} words")))?;
-        v.resize(words, 0);
-        Ok(v)
+    fn alloc_zeroed(&self, words: usize) -> Result<CpuBuffer, BackendError> {
+        CpuBuffer::zeroed(&self.buffers, words).map_err(cannot_allocate)
     }
 
-    fn upload(&self, words: &[u32]) -> Result<Vec<u32>, BackendError> {
-        let mut v = self.alloc_zeroed(0)?;
-        v.try_reserve_exact(words.len())
-            .map_err(|_| BackendError::Device(format!("cannot allocate {} words", words.len())))?;
-        v.extend_from_slice(words);
-        Ok(v)
+    fn upload(&self, words: &[u32]) -> Result<CpuBuffer, BackendError> {
+        CpuBuffer::copy_of(&self.buffers, words).map_err(cannot_allocate)
     }
 
-    fn download(&self, buf: &Vec<u32>, out: &mut [u32]) -> Result<(), BackendError> {
+    fn download(&self, buf: &CpuBuffer, out: &mut [u32]) -> Result<(), BackendError> {
         if buf.len() != out.len() {
             return Err(BackendError::Shape(format!("download of {} words into {}", buf.len(), out.len())));
         }
@@ -294,15 +321,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn duplicate(&self, buf: &Vec<u32>) -> Result<Vec<u32>, BackendError> {
+    fn duplicate(&self, buf: &CpuBuffer) -> Result<CpuBuffer, BackendError> {
         self.upload(buf)
     }
 
     fn copy_words(
         &self,
-        src: &Vec<u32>,
+        src: &CpuBuffer,
         src_at: usize,
-        dst: &mut Vec<u32>,
+        dst: &mut CpuBuffer,
         dst_at: usize,
         words: usize,
     ) -> Result<(), BackendError> {
@@ -310,12 +337,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn ntt_forward(&self, ring: &CpuRing, buf: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
+    fn ntt_forward(&self, ring: &CpuRing, buf: &mut CpuBuffer, shape: Shape) -> Result<(), BackendError> {
         self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].forward(row));
         Ok(())
     }
 
-    fn ntt_inverse(&self, ring: &CpuRing, buf: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
+    fn ntt_inverse(&self, ring: &CpuRing, buf: &mut CpuBuffer, shape: Shape) -> Result<(), BackendError> {
         self.rows(buf, ring.n, shape, 1, |l, row| ring.plans[l].inverse(row));
         Ok(())
     }
@@ -323,8 +350,8 @@ impl Backend for CpuBackend {
     fn add_assign(
         &self,
         ring: &CpuRing,
-        a: &mut Vec<u32>,
-        b: &Vec<u32>,
+        a: &mut CpuBuffer,
+        b: &CpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
         self.zip_with(ring, a, b, shape, Modulus::add);
@@ -334,15 +361,15 @@ impl Backend for CpuBackend {
     fn sub_assign(
         &self,
         ring: &CpuRing,
-        a: &mut Vec<u32>,
-        b: &Vec<u32>,
+        a: &mut CpuBuffer,
+        b: &CpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
         self.zip_with(ring, a, b, shape, Modulus::sub);
         Ok(())
     }
 
-    fn neg_assign(&self, ring: &CpuRing, a: &mut Vec<u32>, shape: Shape) -> Result<(), BackendError> {
+    fn neg_assign(&self, ring: &CpuRing, a: &mut CpuBuffer, shape: Shape) -> Result<(), BackendError> {
         self.rows(a, ring.n, shape, cheap_rows(ring.n), |l, x| {
             let m = ring.moduli[l];
             x.iter_mut().for_each(|u| *u = m.neg(*u));
@@ -353,7 +380,7 @@ impl Backend for CpuBackend {
     fn scalar_mul_assign(
         &self,
         ring: &CpuRing,
-        a: &mut Vec<u32>,
+        a: &mut CpuBuffer,
         scalars: &[u32],
         shape: Shape,
     ) -> Result<(), BackendError> {
@@ -368,8 +395,8 @@ impl Backend for CpuBackend {
     fn mul_assign(
         &self,
         ring: &CpuRing,
-        a: &mut Vec<u32>,
-        b: &Vec<u32>,
+        a: &mut CpuBuffer,
+        b: &CpuBuffer,
         shape: Shape,
     ) -> Result<(), BackendError> {
         self.zip_with(ring, a, b, shape, Modulus::mul);
@@ -379,7 +406,7 @@ impl Backend for CpuBackend {
     fn monomial_mul_assign(
         &self,
         ring: &CpuRing,
-        a: &mut Vec<u32>,
+        a: &mut CpuBuffer,
         k: usize,
         shape: Shape,
     ) -> Result<(), BackendError> {
@@ -402,8 +429,8 @@ impl Backend for CpuBackend {
         &self,
         ring: &CpuRing,
         _ctx: &RingContext,
-        out: &mut Vec<u32>,
-        a: &Vec<u32>,
+        out: &mut CpuBuffer,
+        a: &CpuBuffer,
         idx: &[u32],
         shape: Shape,
     ) -> Result<(), BackendError> {
@@ -415,12 +442,12 @@ impl Backend for CpuBackend {
         &self,
         ring: &CpuRing,
         _ctx: &RingContext,
-        a: &Vec<u32>,
+        a: &CpuBuffer,
         _polys: usize,
         limbs: usize,
         digit_bits: u32,
         digits: usize,
-        out: &mut Vec<u32>,
+        out: &mut CpuBuffer,
     ) -> Result<(), BackendError> {
         let n = ring.n;
         let moduli = &ring.moduli[..limbs];
@@ -443,11 +470,11 @@ impl Backend for CpuBackend {
         &self,
         ring: &CpuRing,
         _ctx: &RingContext,
-        a: &Vec<u32>,
+        a: &CpuBuffer,
         (polys, limbs): (usize, usize),
         (digit_bits, digits): (u32, usize),
-        keys: [&Vec<u32>; 2],
-        out: [&mut Vec<u32>; 2],
+        keys: [&CpuBuffer; 2],
+        out: [&mut CpuBuffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
         let n = ring.n;
@@ -473,13 +500,80 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// Fused: `tau(c1)` of the batch is gathered once (one pass); then one task per
+    /// `(ciphertext, limb)` row computes that row's key-switch product from the digits (as in
+    /// `decompose_mac`), transforms it back, and writes the row's even and odd children
+    /// straight into `dst`. The composed default moved each ciphertext about a dozen times.
+    fn expand_step(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        src: [&CpuBuffer; 2],
+        dst: [&mut CpuBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        (digit_bits, digits): (u32, usize),
+        keys: [&CpuBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let poly = limbs * n;
+        let words = count * poly;
+        let c0 = &src[0][at * poly..][..words];
+        let c1 = &src[1][at * poly..][..words];
+        let mut tau1 = self.alloc_zeroed(words)?;
+        self.row_pairs(&mut tau1, c1, n, Shape::new(count, limbs), |l, x, y| {
+            host::gather_row(ring.moduli[l], x, y, idx)
+        });
+        // Even children at [at, at + count), odd ones at [at + odd, ..): disjoint as count <= odd.
+        let [d0, d1] = dst;
+        let (e0, o0) = d0.split_at_mut((at + odd) * poly);
+        let (e1, o1) = d1.split_at_mut((at + odd) * poly);
+        let (e0, o0) = (&mut e0[at * poly..][..words], &mut o0[..words]);
+        let (e1, o1) = (&mut e1[at * poly..][..words], &mut o1[..words]);
+        let run = |(row, (((e0, o0), e1), o1)): (usize, ChildRows<'_>)| {
+            let (i, l) = (row / limbs, row % limbs);
+            let m = ring.moduli[l];
+            let (mut b, mut a) = (vec![0u32; n], vec![0u32; n]);
+            let job = DigitRow {
+                m,
+                plan: &ring.plans[l],
+                src: &tau1[i * poly..][..poly],
+                keys: [&keys[0][l * n..], &keys[1][l * n..]],
+                stride: poly,
+                digit_bits,
+                digits,
+            };
+            job.run(self, [&mut b, &mut a], false);
+            ring.plans[l].inverse(&mut b);
+            ring.plans[l].inverse(&mut a);
+            let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
+            // t0 = tau(c0) + b (into b), t1 = a.
+            for (u, &k) in b.iter_mut().zip(idx) {
+                let v = x0[(k & !host::NEGATE) as usize];
+                *u = if k & host::NEGATE != 0 { m.sub(*u, v) } else { m.add(*u, v) };
+            }
+            split_row(m, x0, &b, e0, o0, shift);
+            split_row(m, x1, &a, e1, o1, shift);
+        };
+        let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
+        if self.parallel(count * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(run));
+        } else {
+            rows.enumerate().for_each(run);
+        }
+        Ok(())
+    }
+
     fn mod_switch_down(
         &self,
         ring: &CpuRing,
-        a: &Vec<u32>,
+        a: &CpuBuffer,
         polys: usize,
         in_limbs: usize,
-        out: &mut Vec<u32>,
+        out: &mut CpuBuffer,
         out_limbs: usize,
     ) -> Result<(), BackendError> {
         let n = ring.n;
@@ -517,9 +611,9 @@ impl Backend for CpuBackend {
     fn mac(
         &self,
         ring: &CpuRing,
-        out: &mut Vec<u32>,
-        a: &Vec<u32>,
-        b: &Vec<u32>,
+        out: &mut CpuBuffer,
+        a: &CpuBuffer,
+        b: &CpuBuffer,
         dims: MacDims,
         limbs: usize,
         accumulate: bool,
@@ -666,6 +760,31 @@ pub(crate) fn lazy_bound(m: Modulus) -> u64 {
 /// One output row of [`Backend::decompose_mac`]: limb `l` (modulus `m`, transform `plan`) of one
 /// polynomial, whose source `src` holds all its limbs; `keys[k][e * stride..]` is key `k`'s
 /// gadget element `e` at limb `l`.
+/// The four output rows of one `(ciphertext, limb)` of [`Backend::expand_step`]: even `c0`, odd
+/// `c0`, even `c1`, odd `c1`.
+type ChildRows<'a> = (((&'a mut [u32], &'a mut [u32]), &'a mut [u32]), &'a mut [u32]);
+
+/// `even = x + t` and `odd = X^shift (x - t)` for one row (`X^N = -1`, `shift < 2N`), in
+/// contiguous runs the compiler vectorises: `x_j - t_j` lands at `j + k` (negated with `X^N`),
+/// and the last `k` of them wrap to the front with the other sign.
+fn split_row(m: Modulus, x: &[u32], t: &[u32], even: &mut [u32], odd: &mut [u32], shift: usize) {
+    let n = x.len();
+    let (k, flip) = if shift < n { (shift, false) } else { (shift - n, true) };
+    even.iter_mut().zip(x).zip(t).for_each(|((e, &u), &v)| *e = m.add(u, v));
+    let (x_lo, x_hi) = x.split_at(n - k);
+    let (t_lo, t_hi) = t.split_at(n - k);
+    let (odd_wrapped, odd_shifted) = odd.split_at_mut(k);
+    let diff = |out: &mut [u32], x: &[u32], t: &[u32], negate: bool| {
+        if negate {
+            out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = m.sub(v, u));
+        } else {
+            out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = m.sub(u, v));
+        }
+    };
+    diff(odd_shifted, x_lo, t_lo, flip);
+    diff(odd_wrapped, x_hi, t_hi, !flip);
+}
+
 struct DigitRow<'a> {
     m: Modulus,
     plan: &'a NttPlan,

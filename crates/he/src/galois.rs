@@ -435,9 +435,8 @@ pub fn expand<B: Backend>(
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
     }
     // Two buffers of the final size, allocated once; each level reads `cur` and writes `next`
-    // in chunks of KEYSWITCH_CHUNK ciphertexts, so the temporaries stay a few MB and are
-    // recycled by the allocator (whole-level temporaries were hundreds of MB, faulted in and
-    // zeroed anew at every level).
+    // in chunks of KEYSWITCH_CHUNK ciphertexts (`Ring::expand_step`: fused on the CPU, with
+    // temporaries of one chunk in the composed default).
     let (total, limbs) = (1usize << k, ct.limbs());
     let mut cur = Ciphertexts::zeros(ring, total, limbs)?;
     cur.copy_from(ring, &ct, 0, 0, 1)?;
@@ -449,14 +448,15 @@ pub fn expand<B: Backend>(
         for start in (0..count).step_by(KEYSWITCH_CHUNK) {
             let len = KEYSWITCH_CHUNK.min(count - start);
             // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
-            let mut even = cur.slice(ring, start, len)?;
-            let t = automorphism(ring, &even, key)?;
-            let mut odd = even.duplicate(ring)?;
-            even.add_assign(ring, &t)?;
-            odd.sub_assign(ring, &t)?;
-            odd.monomial_mul_assign(ring, 2 * big_n - count)?;
-            next.copy_from(ring, &even, 0, start, len)?;
-            next.copy_from(ring, &odd, 0, count + start, len)?;
+            ring.expand_step(
+                [&cur.c0, &cur.c1],
+                [&mut next.c0, &mut next.c1],
+                (start, len, count),
+                key.g,
+                key.digit_bits,
+                [&key.b, &key.a],
+                2 * big_n - count,
+            )?;
         }
         std::mem::swap(&mut cur, &mut next);
     }

@@ -1,0 +1,219 @@
+//! Reuse of the CPU backend's buffers.
+//!
+//! The server's evaluation allocates and frees ciphertext batches of megabytes to hundreds of
+//! megabytes thousands of times per request (a key-switch chunk, a CMux level, an external
+//! product's outputs), almost always of a few recurring sizes. Through the allocator each such
+//! buffer came back as fresh pages: a page fault and a kernel `clear_page` per 4 KiB, then the
+//! backend's own zeroing on top (`perf` of a llama-7b folded request: 9% `clear_page_erms`, 6%
+//! `memset`). [`BufferPool`] keeps freed buffers of at least [`MIN_POOLED_WORDS`] words, keyed
+//! by length, and hands them back to the next allocation of that length.
+//!
+//! It holds at most `limit` bytes of free buffers; past that the oldest are released to the
+//! allocator, so a size that stops recurring does not pin memory for long. A buffer larger than
+//! an eighth of the limit or [`MAX_POOLED_WORDS`] is never kept. A buffer is zeroed when it enters the pool, so nothing of a
+//! request (masks, flooding noise, intermediate ciphertexts) outlives it in pooled memory, and
+//! an allocation served from the pool is already zero.
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+/// Buffers below this many words (256 KiB) go straight to the allocator, which handles them
+/// well.
+pub const MIN_POOLED_WORDS: usize = 1 << 16;
+
+/// Buffers above this many words (64 MiB) go back to the allocator: the recurring sizes of a
+/// request are a few MB (a chunk of 16 ciphertexts at N = 8192 and five limbs is 5 MB), and a
+/// pool holding whole-level buffers of hundreds of MB measured slower, because the allocator
+/// could no longer recycle that memory for other sizes.
+pub const MAX_POOLED_WORDS: usize = 1 << 24;
+
+/// Default bound on the bytes of free buffers a pool keeps.
+pub const DEFAULT_POOL_BYTES: usize = 512 << 20;
+
+/// Free buffers, oldest first, and their total size.
+#[derive(Debug, Default)]
+struct Free {
+    bufs: VecDeque<Vec<u32>>,
+    words: usize,
+}
+
+/// A bounded pool of free buffers, shared by the clones of one backend.
+#[derive(Debug)]
+pub struct BufferPool {
+    limit_words: usize,
+    free: Mutex<Free>,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `limit_bytes` of free buffers (0 disables pooling).
+    pub fn new(limit_bytes: usize) -> Self {
+        Self { limit_words: limit_bytes / 4, free: Mutex::new(Free::default()) }
+    }
+
+    /// Bytes of free buffers held now.
+    pub fn held_bytes(&self) -> usize {
+        self.lock().words * 4
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
+        // A panic while the lock was held cannot leave `Free` inconsistent (every update is
+        // one push or pop plus its count), so a poisoned lock is used as is.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The largest buffer kept: an eighth of the limit, at most [`MAX_POOLED_WORDS`].
+    fn max_words(&self) -> usize {
+        (self.limit_words / 8).min(MAX_POOLED_WORDS)
+    }
+
+    fn poolable(&self, words: usize) -> bool {
+        (MIN_POOLED_WORDS..=self.max_words()).contains(&words)
+    }
+
+    /// A free buffer of exactly `words` zeros, the most recently freed.
+    fn take(&self, words: usize) -> Option<Vec<u32>> {
+        if !self.poolable(words) {
+            return None;
+        }
+        let mut free = self.lock();
+        let at = free.bufs.iter().rposition(|b| b.len() == words)?;
+        let buf = free.bufs.remove(at)?;
+        free.words -= buf.len();
+        Some(buf)
+    }
+
+    /// Keeps `buf`, zeroed, for reuse, releasing the oldest free buffers beyond the limit.
+    fn give(&self, mut buf: Vec<u32>) {
+        if !self.poolable(buf.len()) {
+            return;
+        }
+        buf.fill(0);
+        let released = {
+            let mut free = self.lock();
+            free.words += buf.len();
+            free.bufs.push_back(buf);
+            let mut released = Vec::new();
+            while free.words > self.limit_words {
+                let Some(old) = free.bufs.pop_front() else { break };
+                free.words -= old.len();
+                released.push(old);
+            }
+            released
+        };
+        // Freed outside the lock.
+        drop(released);
+    }
+}
+
+/// A buffer of the CPU backend: a `Vec<u32>` that goes back to its pool when dropped.
+#[derive(Debug)]
+pub struct CpuBuffer {
+    words: Vec<u32>,
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl CpuBuffer {
+    /// `words` zeros from `pool` (or the allocator); `Err(words)` if they cannot be allocated.
+    pub(crate) fn zeroed(pool: &Arc<BufferPool>, words: usize) -> Result<Self, usize> {
+        let words = match pool.take(words) {
+            Some(buf) => buf,
+            None => {
+                let mut v = Vec::new();
+                v.try_reserve_exact(words).map_err(|_| words)?;
+                v.resize(words, 0);
+                v
+            }
+        };
+        Ok(Self { words, pool: Some(Arc::clone(pool)) })
+    }
+
+    /// A pooled copy of `src`.
+    pub(crate) fn copy_of(pool: &Arc<BufferPool>, src: &[u32]) -> Result<Self, usize> {
+        let words = match pool.take(src.len()) {
+            Some(mut buf) => {
+                buf.copy_from_slice(src);
+                buf
+            }
+            None => {
+                let mut v = Vec::new();
+                v.try_reserve_exact(src.len()).map_err(|_| src.len())?;
+                v.extend_from_slice(src);
+                v
+            }
+        };
+        Ok(Self { words, pool: Some(Arc::clone(pool)) })
+    }
+}
+
+impl From<Vec<u32>> for CpuBuffer {
+    /// A buffer owned by no pool (freed normally).
+    fn from(words: Vec<u32>) -> Self {
+        Self { words, pool: None }
+    }
+}
+
+impl Deref for CpuBuffer {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.words
+    }
+}
+
+impl DerefMut for CpuBuffer {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        &mut self.words
+    }
+}
+
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.words));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_by_length_zeroed() {
+        let pool = Arc::new(BufferPool::new(64 << 20));
+        let words = MIN_POOLED_WORDS;
+        let mut a = CpuBuffer::zeroed(&pool, words).unwrap();
+        a.fill(7);
+        let ptr = a.as_ptr();
+        drop(a);
+        assert_eq!(pool.held_bytes(), words * 4);
+        // Another length does not take it.
+        let b = CpuBuffer::zeroed(&pool, words + 1).unwrap();
+        assert_ne!(b.as_ptr(), ptr);
+        // The same length does, zeroed when it was given back.
+        let c = CpuBuffer::zeroed(&pool, words).unwrap();
+        assert_eq!(c.as_ptr(), ptr);
+        assert!(c.iter().all(|&w| w == 0));
+        assert_eq!(pool.held_bytes(), 0);
+    }
+
+    #[test]
+    fn stays_within_its_limit() {
+        let words = MIN_POOLED_WORDS;
+        let pool = Arc::new(BufferPool::new(16 * words * 4));
+        let bufs: Vec<_> = (0..20).map(|_| CpuBuffer::zeroed(&pool, words).unwrap()).collect();
+        drop(bufs);
+        assert_eq!(pool.held_bytes(), 16 * words * 4);
+        // Small buffers and buffers over an eighth of the limit are never kept.
+        drop(CpuBuffer::zeroed(&pool, MIN_POOLED_WORDS - 1).unwrap());
+        drop(CpuBuffer::zeroed(&pool, 2 * words + 1).unwrap());
+        assert_eq!(pool.held_bytes(), 16 * words * 4);
+        // A buffer of an eighth is kept, releasing the oldest beyond the limit.
+        drop(CpuBuffer::zeroed(&pool, 2 * words).unwrap());
+        assert_eq!(pool.held_bytes(), 16 * words * 4);
+        // A disabled pool keeps nothing.
+        let none = Arc::new(BufferPool::new(0));
+        drop(CpuBuffer::zeroed(&none, words).unwrap());
+        assert_eq!(none.held_bytes(), 0);
+    }
+}
