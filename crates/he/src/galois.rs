@@ -192,6 +192,21 @@ impl<B: Backend> ServerGaloisKey<B> {
     pub fn g(&self) -> usize {
         self.g
     }
+
+    /// Digit width of the key's gadget.
+    pub(crate) fn digit_bits(&self) -> u32 {
+        self.digit_bits
+    }
+
+    /// The `b` halves (NTT form, `limbs * digits` polynomials).
+    pub(crate) fn b(&self) -> &Polys<B, Ntt> {
+        &self.b
+    }
+
+    /// The `a` halves.
+    pub(crate) fn a(&self) -> &Polys<B, Ntt> {
+        &self.a
+    }
 }
 
 /// Loads a Galois key (expanding its `a` halves), checking its size.
