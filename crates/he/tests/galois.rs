@@ -10,8 +10,8 @@ use fastquery_he::{
     client::{Client, noise_of},
     fold::{FoldShape, cmux_halves, cmux_rotate, fold_noise, gadget_slot, rgsw_from_rows},
     galois::{
-        Ciphertexts, automorphism, expand, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
-        pack_strided, packing_elements,
+        Ciphertexts, SlotLayout, automorphism, expand, expand_slots, gadget, keyswitch_bound,
+        load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -202,6 +202,57 @@ fn expansion_yields_one_selection_ciphertext_per_coefficient() {
             assert_eq!(g[0], (m[i] << k) % t, "selection {i}");
             assert!(g[1..].iter().all(|&v| v == 0), "ciphertext {i} has other coefficients");
         }
+    }
+}
+
+#[test]
+fn slot_layouts_are_injective_and_skip_what_they_claim() {
+    for k in 0..12u32 {
+        for used in (1..=1usize << k).step_by(((1usize << k) / 7).max(1)).chain([1 << k]) {
+            let l = SlotLayout::new(k, used).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for s in 0..used {
+                let p = l.position(s);
+                assert!(p < 1 << k && seen.insert(p), "k={k} used={used} slot {s} at {p}");
+            }
+            assert!(l.key_switches() < (1 << k));
+        }
+    }
+    // Eight llama-7b tokens of 205 slots: 1,666 key switches instead of 2,047.
+    assert_eq!(SlotLayout::new(11, 1640).unwrap().key_switches(), 1666);
+    assert!(SlotLayout::new(3, 0).is_err() && SlotLayout::new(3, 9).is_err());
+}
+
+#[test]
+fn pruned_expansion_selects_every_used_slot() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let params = params();
+    let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let (k, w) = (5u32, 14u32);
+    let elements: Vec<usize> = (0..k).map(|j| big_n / (1 << j) + 1).collect();
+    let keys: Vec<_> = client
+        .galois_keys(&elements, w)
+        .unwrap()
+        .iter()
+        .map(|key| load_galois_key(&ring, &params, key, w).unwrap())
+        .collect();
+    // 25 of 32 slots: seven classes mod 8 used, the eighth never split from level 3 on.
+    let layout = SlotLayout::new(k, 25).unwrap();
+    assert!(layout.key_switches() < (1 << k) - 1, "{layout:?}");
+    let vals: Vec<u64> = (0..25).map(|_| rng.random_range(0..5)).collect();
+    let mut m = vec![0u64; big_n];
+    for (s, &v) in vals.iter().enumerate() {
+        m[layout.position(s)] = v;
+    }
+    let ct = encrypt(&client, &ring, std::slice::from_ref(&m));
+    let out = expand_slots(&ring, &params, ct, layout, &keys).unwrap();
+    assert_eq!(out.len(), 25);
+    let (got, _) = decrypt_all(&client, &ring, &out);
+    for (s, g) in got.iter().enumerate() {
+        assert_eq!(g[0], (vals[s] << k) % t, "slot {s}");
+        assert!(g[1..].iter().all(|&v| v == 0), "slot {s} has other coefficients");
     }
 }
 

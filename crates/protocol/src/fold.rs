@@ -37,8 +37,8 @@ use fastquery_he::{
         rgsw_from_rows,
     },
     galois::{
-        Ciphertexts, ServerGaloisKey, expand, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
-        pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, expand_slots, gadget, keyswitch_bound, load_ciphertexts,
+        load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -243,7 +243,15 @@ impl FoldDesign {
     /// multiply-accumulate coefficient products)`.
     pub fn operations(&self, tokens: usize) -> (usize, usize, usize) {
         let l = &self.layout;
-        let expansion = self.query_cts(tokens) * ((1usize << l.k) - 1);
+        // Each query ciphertext expands only the subtrees holding its tokens' slots.
+        let slots = self.slots_per_token();
+        let expansion = (0..tokens)
+            .step_by(l.tokens_per_ct)
+            .map(|t| {
+                let here = l.tokens_per_ct.min(tokens - t);
+                SlotLayout::new(l.k, here * slots).map_or((1usize << l.k) - 1, |s| s.key_switches())
+            })
+            .sum::<usize>();
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
         let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
@@ -285,23 +293,33 @@ impl FoldDesign {
 }
 
 /// Per-operation costs measured on this engine's CPU backend (the 2-core machine of
-/// docs/BENCHMARKS.md, both threads; recalibrated 2026-11-30 after the fused key switch and the
-/// AVX-512 multiply-accumulate), for ranking candidates of near-equal bytes: one key switch at
-/// N = 8192 and 16-bit digits (1.6 ms in the expansion of a llama-7b request), scaled by its
-/// transform work; an external product is two key switches of the RGSW's digits; a coefficient
-/// product of the multiply-accumulate 0.13 ns (12.6 G products in 1.6 s).
+/// docs/BENCHMARKS.md, both threads; recalibrated 2026-11-30 after the fused key switch, the
+/// AVX-512 multiply-accumulate, the fused expansion step and the pruned expansion), for ranking
+/// candidates of near-equal bytes: one key switch at N = 8192 and 16-bit digits (1.6 ms in the
+/// expansion of a llama-7b request), scaled by its transform work; an external product 1.4 key
+/// switches of the RGSW's digits (two fused digit products, but one pair of inverse transforms
+/// and no automorphism: 2.1 ms measured per external product of the llama-7b fold); a
+/// coefficient product of the multiply-accumulate 0.13 ns (12.6 G products in 1.6 s); and per
+/// expansion slot 0.1 ms for its two level buffers, written whatever subtrees are skipped (an
+/// in-process probe: 2.8 s for 1,666 key switches over 2^11 slots, 4.4 s for 2,562 over 2^12).
 const KEYSWITCH_MS: f64 = 1.6;
 const KEYSWITCH_WORK: f64 = 10.0 * 5.0 * 8192.0 * 13.0;
+const EXTERNAL_KEYSWITCHES: f64 = 1.4;
 const MAC_NS: f64 = 0.13;
+const EXPAND_SLOT_MS: f64 = 0.1;
 
 fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
     let p = &design.params;
     let (n, limbs) = (p.n() as f64, p.limbs() as f64);
     let work = |bits: u32| limbs * gadget(p, bits).1 as f64 * limbs * n * n.log2() / KEYSWITCH_WORK;
     let (ks, ext, mac) = design.operations(tokens);
+    // The expansion's two level buffers of 2^k ciphertexts are written (and faulted in) per
+    // query ciphertext whatever the subtrees it skips.
+    let slots = (design.query_cts(tokens) << design.layout.k) as f64;
     ks as f64 * KEYSWITCH_MS * work(design.layout.ks_bits)
-        + ext as f64 * 2.0 * KEYSWITCH_MS * work(design.layout.rgsw_bits)
+        + ext as f64 * EXTERNAL_KEYSWITCHES * KEYSWITCH_MS * work(design.layout.rgsw_bits)
         + mac as f64 * MAC_NS / 1e6
+        + slots * EXPAND_SLOT_MS * limbs * n / (5.0 * 8192.0)
 }
 
 /// Relative byte difference under which two folded designs rank by estimated time. At 15%,
@@ -445,7 +463,8 @@ impl<B: Backend> FoldServer<B> {
         let (params, l) = (&d.params, d.layout);
         let limbs = params.limbs();
         let slots = d.slots_per_token();
-        let expanded = expand(&self.ring, params, ct, l.k, &keys.galois)?;
+        let layout = SlotLayout::new(l.k, tokens * slots)?;
+        let expanded = expand_slots(&self.ring, params, ct, layout, &keys.galois)?;
         trace.mark("expand");
         // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         let mut a: Polys<B, fastquery_backend::Coeff> =
@@ -628,16 +647,18 @@ impl SchemeClient for FoldClient {
         let mut msgs = Vec::new();
         for chunk in ids.chunks(l.tokens_per_ct) {
             let mut msg = Vec::new();
+            let layout = SlotLayout::new(l.k, chunk.len() * slots)?;
             for (t, &r) in chunk.iter().enumerate() {
                 let (i, group, h) = d.locate(r);
                 let base = t * slots;
-                msg.push((base + i, one_hot.clone()));
+                msg.push((layout.position(base + i), one_hot.clone()));
                 let bits = (0..group_bits)
                     .map(|b| (group >> (group_bits - 1 - b)) & 1 == 1)
                     .chain((0..l.rows_per_record.ilog2()).map(|u| (h >> u) & 1 == 1));
                 for (b, bit) in bits.enumerate().filter(|(_, bit)| *bit) {
                     for e in 0..g {
-                        msg.push((base + l.m1 + b * g + e, gadget_slot(params, l.k, l.rgsw_bits, e, bit)?));
+                        let slot = layout.position(base + l.m1 + b * g + e);
+                        msg.push((slot, gadget_slot(params, l.k, l.rgsw_bits, e, bit)?));
                     }
                 }
             }
