@@ -43,6 +43,11 @@ pub struct BenchArgs {
     /// by one and then in one batch (one pass over the table); 0 or 1: skip.
     #[arg(long, default_value_t = 0)]
     clients: usize,
+    /// Send each scheme's request this many times on one session (1 to 100): every share is
+    /// verified each time, and the times reported are the medians (each run's server time per
+    /// token is in the JSON).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    repeat: u64,
 }
 
 /// The JSON report.
@@ -157,11 +162,13 @@ fn run_one<B: Backend>(
     ids: &[usize],
     plain_bits: Option<u32>,
     clients: usize,
+    repeat: usize,
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
     let plain = plain_bits.unwrap_or(kind.default_plain_bits());
-    let report =
-        harness::run(kind, b.clone(), table, ids, plain, clients, &|msg| pb.set_message(msg.to_string()));
+    let report = harness::run(kind, b.clone(), table, ids, plain, clients, repeat, &|msg| {
+        pb.set_message(msg.to_string())
+    });
     pb.finish_and_clear();
     Ok(report?)
 }
@@ -197,7 +204,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             (Some(q), k) if k.is_fastquery() => q,
             _ => &table,
         };
-        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients)?);
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients, args.repeat as usize)?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
@@ -215,6 +222,13 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             r.preprocess_bytes as f64 / 1e6,
             r.server_ms_per_token / floor
         );
+    }
+    if args.repeat > 1 {
+        println!("server time per token over {} repetitions (the tables give the medians):", args.repeat);
+        for r in &reports {
+            let runs: Vec<String> = r.server_ms_per_token_runs.iter().map(|t| format!("{t:.1}")).collect();
+            println!("  {:<14} {} ms", r.scheme, runs.join(", "));
+        }
     }
     for r in &reports {
         if let Some(b) = &r.batching {
@@ -464,7 +478,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         );
     }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0)?);
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0, 1)?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

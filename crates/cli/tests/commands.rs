@@ -91,6 +91,8 @@ fn bench_writes_a_verified_json_report() {
         "3",
         "--clients",
         "3",
+        "--repeat",
+        "2",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -103,6 +105,15 @@ fn bench_writes_a_verified_json_report() {
     assert_eq!(s["scheme"], "cheetah");
     assert_eq!(s["batching"]["clients"], 3);
     assert_eq!(s["batching"]["verified"], true);
+    // Two repetitions: both runs' times, the reported one their median (here their mean).
+    let runs: Vec<f64> =
+        s["server_ms_per_token_runs"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    assert_eq!(runs.len(), 2);
+    let median = s["server_ms_per_token"].as_f64().unwrap();
+    assert!((median - (runs[0] + runs[1]) / 2.0).abs() < 1e-6, "{runs:?} {median}");
+    assert!(text(&o).contains("over 2 repetitions"), "{}", text(&o));
+    let bad = fastquery(&["bench", "--workload", "tiny", "--repeat", "0"]);
+    assert!(!bad.status.success() && text(&bad).contains("--repeat"), "{}", text(&bad));
     // The memory-bound floor beside the measured time: a measured bandwidth, a positive floor.
     assert!(v["bandwidth_gbs"].as_f64().unwrap() > 0.1, "{v}");
     assert!(v["table_floor_ms_per_token"]["cheetah"].as_f64().unwrap() > 0.0, "{v}");

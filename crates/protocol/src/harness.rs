@@ -194,9 +194,11 @@ pub struct SchemeReport {
     pub download_bytes_per_token: f64,
     /// One-time setup bytes (keys).
     pub setup_bytes: usize,
-    /// Server compute per token.
+    /// Server compute per token (the median over the repetitions).
     pub server_ms_per_token: f64,
-    /// Client compute per token (query and decode).
+    /// Server compute per token of each repetition, in order.
+    pub server_ms_per_token_runs: Vec<f64>,
+    /// Client compute per token (query and decode; the median over the repetitions).
     pub client_ms_per_token: f64,
     /// Once-per-table preprocessing time.
     pub preprocess_ms: f64,
@@ -254,15 +256,16 @@ pub fn rows_match(table: &IntTable, ids: &[usize], plain_bits: u32, got: &[u64])
         })
 }
 
-/// Every scheme end to end on `backend` (the tiny table, five tokens including block edges),
-/// each share checked by [`run`]: the GPU backends' test binaries call this.
+/// Every scheme end to end on `backend` (the tiny table, five tokens including block edges,
+/// the request sent twice on one session), each share checked by [`run`]: the GPU backends'
+/// test binaries call this.
 pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolError> {
     let table = IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(3), 12, 16)
         .map_err(|e| ProtocolError::State(format!("tiny table: {e}")))?;
     let ids = [0usize, 170, 171, 511, 300];
     for kind in SchemeKind::ALL {
-        let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, &|_| {})?;
-        if !r.verified {
+        let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, 2, &|_| {})?;
+        if !r.verified || r.server_ms_per_token_runs.len() != 2 {
             return Err(ProtocolError::State(format!(
                 "{}: shares do not reconstruct the table",
                 kind.name()
@@ -332,6 +335,7 @@ pub fn measure_batching(
 
 /// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
 /// verify. `progress` is told each phase as it starts.
+#[allow(clippy::too_many_arguments)]
 pub fn run<B: Backend>(
     kind: SchemeKind,
     backend: Arc<B>,
@@ -339,8 +343,12 @@ pub fn run<B: Backend>(
     ids: &[usize],
     plain_bits: u32,
     clients: usize,
+    repeat: usize,
     progress: &dyn Fn(&str),
 ) -> Result<SchemeReport, ProtocolError> {
+    if repeat == 0 {
+        return Err(ProtocolError::State("at least one repetition".into()));
+    }
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
     let (server, mut client) = kind.build(backend, table, plain_bits, ids.len())?;
@@ -349,24 +357,43 @@ pub fn run<B: Backend>(
     let setup = client.setup()?;
     let session = server.open_session(&setup)?;
     let batches: Vec<&[usize]> = if kind.batches_tokens() { vec![ids] } else { ids.chunks(1).collect() };
-    let (mut up, mut down, mut client_ms, mut server_ms) = (0usize, 0usize, 0f64, 0f64);
     let mut verified = true;
-    for (b, batch) in batches.iter().enumerate() {
-        progress(&format!("{}: query {}/{} ({} tokens)", kind.name(), b + 1, batches.len(), batch.len()));
-        let t = Instant::now();
-        let query = client.query(batch)?;
-        client_ms += ms(t);
-        let t = Instant::now();
-        let (response, server_shares) = server.answer(session, &query)?;
-        server_ms += ms(t);
-        let t = Instant::now();
-        let client_shares = client.decode(&response)?;
-        client_ms += ms(t);
-        up += query.len();
-        down += response.len();
-        let got = client_shares.reconstruct(&server_shares)?;
-        verified &= rows_match(table, batch, plain_bits, &got);
+    // Every repetition sends the same requests again on the same session: the bytes must not
+    // change, every share is verified, and the times are reported as medians.
+    let (mut bytes, mut client_runs, mut server_runs) = (None, Vec::new(), Vec::new());
+    for rep in 0..repeat {
+        let (mut up, mut down, mut client_ms, mut server_ms) = (0usize, 0usize, 0f64, 0f64);
+        for (b, batch) in batches.iter().enumerate() {
+            progress(&format!(
+                "{}: query {}/{} ({} tokens), repetition {}/{repeat}",
+                kind.name(),
+                b + 1,
+                batches.len(),
+                batch.len(),
+                rep + 1
+            ));
+            let t = Instant::now();
+            let query = client.query(batch)?;
+            client_ms += ms(t);
+            let t = Instant::now();
+            let (response, server_shares) = server.answer(session, &query)?;
+            server_ms += ms(t);
+            let t = Instant::now();
+            let client_shares = client.decode(&response)?;
+            client_ms += ms(t);
+            up += query.len();
+            down += response.len();
+            let got = client_shares.reconstruct(&server_shares)?;
+            verified &= rows_match(table, batch, plain_bits, &got);
+        }
+        if *bytes.get_or_insert((up, down)) != (up, down) {
+            return Err(ProtocolError::State(format!("repetition {} sent other byte counts", rep + 1)));
+        }
+        client_runs.push(client_ms);
+        server_runs.push(server_ms);
     }
+    let (up, down) = bytes.unwrap_or_default();
+    let (client_ms, server_ms) = (median(&client_runs), median(&server_runs));
     let batching = if clients > 1 {
         progress(&format!("{}: {clients} clients, one by one and batched", kind.name()));
         Some(measure_batching(kind, server.as_ref(), table, plain_bits, ids.len(), clients, 0xba7c)?)
@@ -384,6 +411,7 @@ pub fn run<B: Backend>(
         download_bytes_per_token: down as f64 / tokens,
         setup_bytes: setup.len(),
         server_ms_per_token: server_ms / tokens,
+        server_ms_per_token_runs: server_runs.iter().map(|t| t / tokens).collect(),
         client_ms_per_token: client_ms / tokens,
         preprocess_ms,
         preprocess_bytes: server.preprocess_bytes(),
@@ -395,6 +423,17 @@ pub fn run<B: Backend>(
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
         batching,
     })
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 fn ms(t: Instant) -> f64 {
