@@ -382,16 +382,7 @@ impl<B: Backend> Ring<B> {
         check_digit_bits(digit_bits)?;
         let Shape { polys, limbs } = a.shape;
         let digits = self.digits(limbs, digit_bits);
-        let g = Shape::new(limbs * digits, limbs);
-        for k in keys {
-            self.check_own(k)?;
-            if k.shape != g {
-                return Err(BackendError::Shape(format!(
-                    "decompose_mac: a key has {:?}, want {g:?}",
-                    k.shape
-                )));
-            }
-        }
+        self.check_keys("decompose_mac", keys, limbs, digits)?;
         for o in &out {
             self.check_own(*o)?;
             if o.shape != a.shape {
@@ -417,6 +408,25 @@ impl<B: Backend> Ring<B> {
         )
     }
 
+    /// The two halves of a key-switching key, each `limbs * digits` polynomials of `limbs`
+    /// limbs, on this ring's backend.
+    fn check_keys(
+        &self,
+        what: &str,
+        keys: [&Polys<B, Ntt>; 2],
+        limbs: usize,
+        digits: usize,
+    ) -> Result<(), BackendError> {
+        let want = Shape::new(limbs * digits, limbs);
+        for k in keys {
+            self.check_own(k)?;
+            if k.shape != want {
+                return Err(BackendError::Shape(format!("{what}: a key has {:?}, want {want:?}", k.shape)));
+            }
+        }
+        Ok(())
+    }
+
     /// One level of oblivious expansion (see [`Backend::expand_step`]): for the `count`
     /// ciphertexts at `at` of `src` (`[c0s, c1s]`), `t = tau_g(c)` key-switched with `keys`
     /// (the `b` and `a` halves of a key for `tau_g(s)`, `digit_bits`-bit digits), writes
@@ -435,7 +445,6 @@ impl<B: Backend> Ring<B> {
         check_digit_bits(digit_bits)?;
         let limbs = src[0].shape.limbs;
         let digits = self.digits(limbs, digit_bits);
-        let key_shape = Shape::new(limbs * digits, limbs);
         for p in src {
             self.check_own(p)?;
             if p.shape.limbs != limbs || p.shape.polys < at + count {
@@ -456,15 +465,7 @@ impl<B: Backend> Ring<B> {
                 )));
             }
         }
-        for k in keys {
-            self.check_own(k)?;
-            if k.shape != key_shape {
-                return Err(BackendError::Shape(format!(
-                    "expand_step: a key has {:?}, want {key_shape:?}",
-                    k.shape
-                )));
-            }
-        }
+        self.check_keys("expand_step", keys, limbs, digits)?;
         if shift >= 2 * self.n() {
             return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
         }

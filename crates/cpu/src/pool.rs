@@ -10,9 +10,9 @@
 //!
 //! It holds at most `limit` bytes of free buffers; past that the oldest are released to the
 //! allocator, so a size that stops recurring does not pin memory for long. A buffer larger than
-//! an eighth of the limit or [`MAX_POOLED_WORDS`] is never kept. A buffer is zeroed when it enters the pool, so nothing of a
-//! request (masks, flooding noise, intermediate ciphertexts) outlives it in pooled memory, and
-//! an allocation served from the pool is already zero.
+//! an eighth of the limit or [`MAX_POOLED_WORDS`] is never kept. A buffer is zeroed when it
+//! enters the pool, so nothing of a request (masks, flooding noise, intermediate ciphertexts)
+//! outlives it in pooled memory, and an allocation served from the pool is already zero.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -110,7 +110,7 @@ impl BufferPool {
 #[derive(Debug)]
 pub struct CpuBuffer {
     words: Vec<u32>,
-    pool: Option<Arc<BufferPool>>,
+    pool: Arc<BufferPool>,
 }
 
 impl CpuBuffer {
@@ -125,7 +125,7 @@ impl CpuBuffer {
                 v
             }
         };
-        Ok(Self { words, pool: Some(Arc::clone(pool)) })
+        Ok(Self { words, pool: Arc::clone(pool) })
     }
 
     /// A pooled copy of `src`.
@@ -142,14 +142,7 @@ impl CpuBuffer {
                 v
             }
         };
-        Ok(Self { words, pool: Some(Arc::clone(pool)) })
-    }
-}
-
-impl From<Vec<u32>> for CpuBuffer {
-    /// A buffer owned by no pool (freed normally).
-    fn from(words: Vec<u32>) -> Self {
-        Self { words, pool: None }
+        Ok(Self { words, pool: Arc::clone(pool) })
     }
 }
 
@@ -168,9 +161,7 @@ impl DerefMut for CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.give(std::mem::take(&mut self.words));
-        }
+        self.pool.give(std::mem::take(&mut self.words));
     }
 }
 
@@ -215,5 +206,19 @@ mod tests {
         let none = Arc::new(BufferPool::new(0));
         drop(CpuBuffer::zeroed(&none, words).unwrap());
         assert_eq!(none.held_bytes(), 0);
+    }
+
+    #[test]
+    fn the_backend_returns_its_buffers_to_its_own_pool() {
+        use fastquery_backend::Backend;
+        let b = crate::CpuBackend::new().with_buffer_pool(64 << 20);
+        let buf = b.upload(&vec![5u32; MIN_POOLED_WORDS]).unwrap();
+        assert_eq!(b.pooled_bytes(), 0);
+        drop(buf);
+        assert_eq!(b.pooled_bytes(), MIN_POOLED_WORDS * 4);
+        assert!(b.alloc_zeroed(MIN_POOLED_WORDS).unwrap().iter().all(|&w| w == 0));
+        let off = crate::CpuBackend::new().with_buffer_pool(0);
+        drop(off.alloc_zeroed(MIN_POOLED_WORDS).unwrap());
+        assert_eq!(off.pooled_bytes(), 0);
     }
 }

@@ -33,7 +33,7 @@ use fastquery_math::Modulus;
 
 use crate::{
     HeError, Params,
-    galois::{Ciphertexts, ServerGaloisKey, gadget, keyswitch_bound},
+    galois::{Ciphertexts, ServerGaloisKey, gadget, key_products, keyswitch_bound},
     noise::{error_param, tail_z},
 };
 
@@ -118,10 +118,7 @@ pub fn rgsw_from_rows<B: Backend>(
     // Key-switch every c1 at once (the CPU's fused product keeps no digit rows; the composed
     // default holds `limbs * digits` digit polynomials per row, 130 MB for 80 rows at N = 8192
     // and five limbs): (u0, u1) = (sum D b, sum D a), then RLWE(b s g) = (u0, u1 + c0).
-    let shape = rows.c1.shape();
-    let (mut u0, mut u1): (Polys<B, Ntt>, Polys<B, Ntt>) = (ring.zeros(shape)?, ring.zeros(shape)?);
-    ring.decompose_mac(&rows.c1, square.digit_bits(), [square.b(), square.a()], [&mut u0, &mut u1], false)?;
-    let mut times_s = Ciphertexts { c0: ring.inverse(u0)?, c1: ring.inverse(u1)? };
+    let mut times_s = key_products(ring, &rows.c1, square)?;
     ring.add_assign(&mut times_s.c1, &rows.c0)?;
     (0..rows.len() / g)
         .map(|bit| {

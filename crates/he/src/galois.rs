@@ -192,21 +192,6 @@ impl<B: Backend> ServerGaloisKey<B> {
     pub fn g(&self) -> usize {
         self.g
     }
-
-    /// Digit width of the key's gadget.
-    pub(crate) fn digit_bits(&self) -> u32 {
-        self.digit_bits
-    }
-
-    /// The `b` halves (NTT form, `limbs * digits` polynomials).
-    pub(crate) fn b(&self) -> &Polys<B, Ntt> {
-        &self.b
-    }
-
-    /// The `a` halves.
-    pub(crate) fn a(&self) -> &Polys<B, Ntt> {
-        &self.a
-    }
 }
 
 /// Loads a Galois key (expanding its `a` halves), checking its size.
@@ -362,14 +347,25 @@ fn keyswitch_chunk<B: Backend>(
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let shape = cts.c1.shape();
-    // (c0 + sum D b, sum D a): the digits of c1 times both halves of the key.
+    // (c0 + sum D b, sum D a).
+    let switched = key_products(ring, &cts.c1, key)?;
+    let mut c0 = cts.c0;
+    ring.add_assign(&mut c0, &switched.c0)?;
+    Ok(Ciphertexts { c0, c1: switched.c1 })
+}
+
+/// `(sum D b, sum D a)` in coefficient form: the digits `D` of `c1` times both halves of `key`,
+/// the key-switched ciphertext of `(0, c1)`.
+pub(crate) fn key_products<B: Backend>(
+    ring: &Ring<B>,
+    c1: &Polys<B, Coeff>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let shape = c1.shape();
     let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
     let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
-    ring.decompose_mac(&cts.c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
-    let mut c0 = cts.c0;
-    ring.add_assign(&mut c0, &ring.inverse(b)?)?;
-    Ok(Ciphertexts { c0, c1: ring.inverse(a)? })
+    ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+    Ok(Ciphertexts { c0: ring.inverse(b)?, c1: ring.inverse(a)? })
 }
 
 /// The first (`second = false`) or second halves of every group of `width` ciphertexts.
@@ -463,11 +459,6 @@ impl SlotLayout {
     /// Every slot used, in order (no subtree skipped).
     pub fn full(k: u32) -> Self {
         Self { k, a: k, classes: 1usize << k, used: 1usize << k }
-    }
-
-    /// Expansion levels.
-    pub fn k(&self) -> u32 {
-        self.k
     }
 
     /// Slots used.

@@ -10,8 +10,8 @@ use fastquery_he::{
     client::{Client, noise_of},
     fold::{FoldShape, cmux_halves, cmux_rotate, fold_noise, gadget_slot, rgsw_from_rows},
     galois::{
-        Ciphertexts, SlotLayout, automorphism, expand, expand_slots, gadget, keyswitch_bound,
-        load_ciphertexts, load_galois_key, pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_slots, gadget,
+        keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -85,6 +85,23 @@ fn encrypt(client: &Client, ring: &Ring<CpuBackend>, msgs: &[Vec<u64>]) -> Ciphe
         .collect();
     // encrypt_sparse encodes v * round(q/t): exact only for small |v|; tests keep |v| < 8.
     load_ciphertexts(ring, client.params(), &client.encrypt_sparse(&sparse).unwrap()).unwrap()
+}
+
+/// The Galois keys of a `2^k`-slot expansion (`X -> X^(N/2^j + 1)`, `j < k`), loaded.
+fn expansion_keys(
+    client: &Client,
+    ring: &Ring<CpuBackend>,
+    k: u32,
+    w: u32,
+) -> Vec<ServerGaloisKey<CpuBackend>> {
+    let params = client.params();
+    let elements: Vec<usize> = (0..k).map(|j| params.n() / (1 << j) + 1).collect();
+    client
+        .galois_keys(&elements, w)
+        .unwrap()
+        .iter()
+        .map(|key| load_galois_key(ring, params, key, w).unwrap())
+        .collect()
 }
 
 fn small_msgs(rng: &mut StdRng, count: usize, n: usize, t: u64) -> Vec<Vec<u64>> {
@@ -181,13 +198,7 @@ fn expansion_yields_one_selection_ciphertext_per_coefficient() {
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let client = Client::new(params.clone()).unwrap();
     let (k, w) = (3u32, 14u32);
-    let elements: Vec<usize> = (0..k).map(|j| big_n / (1 << j) + 1).collect();
-    let keys: Vec<_> = client
-        .galois_keys(&elements, w)
-        .unwrap()
-        .iter()
-        .map(|key| load_galois_key(&ring, &params, key, w).unwrap())
-        .collect();
+    let keys = expansion_keys(&client, &ring, k, w);
     // A one-hot selection vector and a general one.
     for sel in [3usize, usize::MAX] {
         let mut m = vec![0u64; big_n];
@@ -231,13 +242,7 @@ fn pruned_expansion_selects_every_used_slot() {
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let client = Client::new(params.clone()).unwrap();
     let (k, w) = (5u32, 14u32);
-    let elements: Vec<usize> = (0..k).map(|j| big_n / (1 << j) + 1).collect();
-    let keys: Vec<_> = client
-        .galois_keys(&elements, w)
-        .unwrap()
-        .iter()
-        .map(|key| load_galois_key(&ring, &params, key, w).unwrap())
-        .collect();
+    let keys = expansion_keys(&client, &ring, k, w);
     // 25 of 32 slots: seven classes mod 8 used, the eighth never split from level 3 on.
     let layout = SlotLayout::new(k, 25).unwrap();
     assert!(layout.key_switches() < (1 << k) - 1, "{layout:?}");
@@ -285,13 +290,7 @@ fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
         let msg: Vec<(usize, Vec<u32>)> =
             (0..slots).map(|s| (s, gadget_slot(&params, k, rb, s % g, bits[s / g]).unwrap())).collect();
         let ct = load_ciphertexts(&ring, &params, &client.encrypt_raw(&[msg]).unwrap()).unwrap();
-        let elements: Vec<usize> = (0..k).map(|j| n / (1 << j) + 1).collect();
-        let keys: Vec<_> = client
-            .galois_keys(&elements, ks)
-            .unwrap()
-            .iter()
-            .map(|key| load_galois_key(&ring, &params, key, ks).unwrap())
-            .collect();
+        let keys = expansion_keys(&client, &ring, k, ks);
         let square = load_galois_key(&ring, &params, &client.square_key(ks), ks).unwrap();
         let expanded = expand(&ring, &params, ct, k, &keys).unwrap();
         let rgsw =
