@@ -440,7 +440,7 @@ fn print_table(workload: &str, m: usize, d: usize, tokens: usize, device: &str, 
     for r in reports {
         let p = &r.params;
         println!(
-            "  {}: N={} log2 q={:.1} ({} limbs) -> q'={:.1} bits, t=2^{}, sigma={}, noise slack {:.1} bits spent on {} dropped low c0 bits; {}; preprocessed {} in {:.0} ms",
+            "  {}: N={} log2 q={:.1} ({} limbs) -> q'={:.1} bits, t=2^{}, sigma={}, noise slack {:.1} bits spent on {} dropped low c0 bits{}; {}; preprocessed {} in {:.0} ms",
             r.scheme,
             p.n,
             p.log2_q,
@@ -450,6 +450,7 @@ fn print_table(workload: &str, m: usize, d: usize, tokens: usize, device: &str, 
             p.sigma,
             p.noise_slack_bits,
             p.drop_bits,
+            if p.c1_bits > 0 { format!(" and c1 rounded to {} bits", p.c1_bits) } else { String::new() },
             p.layout,
             mb(r.preprocess_bytes as f64),
             r.preprocess_ms

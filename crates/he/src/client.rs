@@ -6,7 +6,6 @@ use std::sync::Arc;
 use fastquery_math::RnsBasis;
 use fastquery_ntt::NttPlan;
 use num_bigint::{BigInt, BigUint};
-use num_traits::ToPrimitive;
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
@@ -187,11 +186,7 @@ impl Client {
 
     /// `q'` as an integer.
     pub fn response_modulus(&self) -> Result<u128, HeError> {
-        self.response_basis
-            .modulus()
-            .to_u128()
-            .filter(|q| *q < 1 << 126)
-            .ok_or_else(|| HeError::BadParams("response modulus above 2^126".into()))
+        self.params.response_modulus()
     }
 
     /// The phases `c0 + c1 s mod q'` of the kept coefficients of a response (what decryption

@@ -27,6 +27,7 @@ pub mod galois;
 mod keys;
 pub mod noise;
 mod params;
+pub mod rounding;
 pub mod sample;
 pub mod server;
 

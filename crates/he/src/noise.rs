@@ -15,7 +15,11 @@
 //!   that does not depend on the table;
 //! * modulus switching: one rounding per dropped prime, `|delta| < 1` per coefficient, so
 //!   `delta_0 + delta_1 s` has `s <= sqrt(N + 1)`; the noise above scales by `q'/q`;
-//! * dropping `b` low bits of `c0`: at most `2^(b-1)`.
+//! * dropping `b` low bits of `c0`: at most `2^(b-1)`;
+//! * rounding `c1` to `w` bits ([`crate::rounding`], where a scheme asks for it): per
+//!   coefficient at most `E = q' / 2^(w+1) + 1/2`, and `c1` is uniform after re-randomisation, so
+//!   the phase moves by a sum of `N` independent terms `delta_j s_(i-j)` with `s <= E sqrt(N)`
+//!   (the fourth tail event of [`EVENTS_LOG2`]).
 //!
 //! Decryption of `v = round(q' m / t) + e` is correct while `|e| < q' / (2t) - 1/2`.
 
@@ -25,7 +29,8 @@ use crate::{HeError, Params, sample::CBD_ETA};
 pub const FAILURE_LOG2: f64 = -40.0;
 /// Union bound: coefficients decrypted under one key.
 pub const COEFFS_LOG2: f64 = 30.0;
-/// Union bound: independent tail events per coefficient (table, re-randomisation, switching).
+/// Union bound: independent tail events per coefficient (table, re-randomisation, switching,
+/// rounding of `c1`).
 pub const EVENTS_LOG2: f64 = 2.0;
 
 /// The tail multiplier `z` with `2 exp(-z^2/2) = 2^(FAILURE - COEFFS - EVENTS)`.
@@ -72,6 +77,11 @@ pub struct NoiseReport {
     pub after_switch: f64,
     /// Low bits of `c0` dropped before sending.
     pub drop_bits: u32,
+    /// Bits per coefficient of `c1` on the wire when it is rounded ([`crate::rounding`]); 0 when
+    /// it is sent whole, as residues.
+    pub c1_bits: u32,
+    /// Bound on the phase error of rounding `c1` (0 when it is sent whole).
+    pub c1_round: f64,
     /// Bound on the noise the client decrypts.
     pub total: f64,
     /// What decryption tolerates: `q' / (2t) - 1/2`.
@@ -133,9 +143,58 @@ pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> 
         switch_round,
         after_switch,
         drop_bits,
+        c1_bits: 0,
+        c1_round: 0.0,
         total: after_switch + dropped,
         budget,
     })
+}
+
+impl NoiseReport {
+    /// Spends the slack on both parts of the response instead of `c0` alone: `c1` rounded to `w`
+    /// bits ([`crate::rounding`]) and `b` low bits of `c0` dropped, with
+    /// `2^(b-1) + z sqrt(N) E(w) <= 0.99 (budget - after_switch)`, choosing the pair with the
+    /// fewest bits of a response ciphertext that keeps `kept` coefficients of `c0`. Returns the
+    /// report unchanged when sending `c1` whole (as residues) is no larger.
+    pub fn with_rounded_c1(self, params: &Params, kept: usize) -> Self {
+        let Ok(q) = params.response_modulus() else { return self };
+        let n = params.n() as f64;
+        let width_q = 128 - q.leading_zeros();
+        let c0_bits = |b: u32| kept as u64 * u64::from(width_q.saturating_sub(b) + 1);
+        let whole: u64 = params.ring().moduli()[..params.response_limbs()]
+            .iter()
+            .map(|m| u64::from(32 - m.value().leading_zeros()))
+            .sum::<u64>()
+            * params.n() as u64;
+        let mut best = (c0_bits(self.drop_bits) + whole, None);
+        let slack = 0.99 * (self.budget - self.after_switch);
+        for w in 1..=64u32.min(width_q - 1) {
+            let Ok(r) = crate::rounding::C1Rounding::new(q, w) else { continue };
+            let round = self.z * n.sqrt() * r.error_bound();
+            let rest = slack - round;
+            if rest < 0.0 {
+                continue;
+            }
+            let b = if rest < 1.0 { 0 } else { (rest.log2().floor() as u32 + 1).min(60) };
+            let bits = c0_bits(b) + u64::from(w) * params.n() as u64;
+            if bits < best.0 {
+                best = (bits, Some((w, b, round)));
+            }
+        }
+        match best.1 {
+            None => self,
+            Some((w, b, round)) => {
+                let dropped = if b == 0 { 0.0 } else { 2f64.powi(b as i32 - 1) };
+                Self {
+                    drop_bits: b,
+                    c1_bits: w,
+                    c1_round: round,
+                    total: self.after_switch + dropped + round,
+                    ..self
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +227,35 @@ mod tests {
         // A heavier table or a wider share ring must eventually fail, with a clear error.
         let big = analyse(&p, Workload { terms: 180 * 4094, w_max: 1 << 40, input_weight: 1, extra: 0.0 });
         assert!(matches!(big, Err(HeError::NoiseBudget(_))));
+    }
+
+    /// Rounding `c1` spends the same slack as dropping `c0` bits: the total stays under the
+    /// budget, `c1` loses more than it costs `c0`, and a response that keeps few coefficients
+    /// of `c0` gives nearly all the slack to `c1`.
+    #[test]
+    fn rounded_c1_stays_in_the_budget_and_shrinks_the_response() {
+        let p = Params::new(ParamSpec {
+            n: 8192,
+            prime_bits: vec![31; 5],
+            response_limbs: 2,
+            plain_bits: 37,
+            flood_bits: 40,
+        })
+        .unwrap();
+        let r =
+            analyse(&p, Workload { terms: 2 * 125 * 8192, w_max: 16, input_weight: 1, extra: 1e6 }).unwrap();
+        assert_eq!((r.c1_bits, r.c1_round), (0, 0.0));
+        let full = r.clone().with_rounded_c1(&p, 8192);
+        assert!(full.c1_bits > 0 && full.c1_bits < 62, "{full:?}");
+        assert!(full.total < full.budget && full.c1_round > 0.0);
+        assert!(full.drop_bits <= r.drop_bits, "{full:?}");
+        let lost = i64::from(r.drop_bits - full.drop_bits) * 8192;
+        let won = (62 - i64::from(full.c1_bits)) * 8192;
+        assert!(won > lost, "{full:?}");
+        let few = r.clone().with_rounded_c1(&p, 16);
+        assert!(few.c1_bits < full.c1_bits && few.total < few.budget, "{few:?}");
+        // No slack at all: nothing to round.
+        let tight = NoiseReport { after_switch: r.budget, ..r.clone() };
+        assert_eq!(tight.clone().with_rounded_c1(&p, 8192), tight);
     }
 }

@@ -170,6 +170,15 @@ impl Params {
         self.ring.moduli()[..self.spec.response_limbs].iter().map(|m| f64::from(m.value()).log2()).sum()
     }
 
+    /// `q'` as an integer, while it is below `2^126` (what the response arithmetic handles).
+    pub fn response_modulus(&self) -> Result<u128, HeError> {
+        self.ring.moduli()[..self.spec.response_limbs]
+            .iter()
+            .try_fold(1u128, |q, m| q.checked_mul(u128::from(m.value())))
+            .filter(|q| *q < 1 << 126)
+            .ok_or_else(|| HeError::BadParams("response modulus above 2^126".into()))
+    }
+
     /// `round(q / t)` per limb (full chain).
     pub fn q_over_t(&self) -> &[u32] {
         &self.q_over_t

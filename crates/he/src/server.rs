@@ -12,6 +12,7 @@ use crate::{
     HeError, Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
     noise::NoiseReport,
+    rounding::C1Rounding,
     sample::{cbd, expand_uniform, stream, ternary, uniform_centered, uniform_mod_pow2},
 };
 
@@ -170,7 +171,8 @@ impl ScaledEncoder {
 ///    (the only coefficients the client can decrypt);
 /// 3. adds the encoding of `-r` for uniform masks `r` in `Z_t` (the server's shares);
 /// 4. switches to the response modulus and keeps only `positions[ct]` of `c0`, each with its
-///    low `noise.drop_bits` bits dropped. Everything else of `c0` is never sent.
+///    low `noise.drop_bits` bits dropped; `c1` is rounded to `noise.c1_bits` bits per
+///    coefficient where the scheme asked for it. Everything else of `c0` is never sent.
 #[allow(clippy::too_many_arguments)]
 pub fn finish<B: Backend, R: RngCore>(
     ring: &Ring<B>,
@@ -253,6 +255,10 @@ pub fn finish<B: Backend, R: RngCore>(
     let (w0, w1) = (ring.download(&c0)?, ring.download(&c1)?);
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let b = noise.drop_bits;
+    let rounding = match noise.c1_bits {
+        0 => None,
+        w => Some(C1Rounding::new(params.response_modulus()?, w)?),
+    };
     let responses = positions
         .par_iter()
         .enumerate()
@@ -265,8 +271,26 @@ pub fn finish<B: Backend, R: RngCore>(
                     if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b }
                 })
                 .collect();
-            ResponseCiphertext { c1: w1[ct * lr * n..(ct + 1) * lr * n].to_vec(), c0 }
+            let mut c1 = w1[ct * lr * n..(ct + 1) * lr * n].to_vec();
+            if let Some(r) = &rounding {
+                round_c1(&resp_basis, r, &mut c1, n);
+            }
+            ResponseCiphertext { c1, c0 }
         })
         .collect();
     Ok(Finished { responses, shares })
+}
+
+/// Rounds every coefficient of `c1` (`[limb][coefficient]` residues mod `q'`) to what the client
+/// will read back from its `r.bits()` bits on the wire ([`crate::rounding`]).
+fn round_c1(basis: &RnsBasis, r: &C1Rounding, c1: &mut [u32], n: usize) {
+    let moduli = basis.moduli();
+    let mut residues = vec![0u32; moduli.len()];
+    for j in 0..n {
+        residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
+        let v = r.lift(r.round(basis.compose_u128(&residues).unwrap_or(0)));
+        for (l, m) in moduli.iter().enumerate() {
+            c1[l * n + j] = (v % u128::from(m.value())) as u32;
+        }
+    }
 }

@@ -109,32 +109,41 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
                 c1s.extend(c1);
             }
         }
-        // Finish: every coefficient kept here (a plain product test, no layout).
-        let cts_out = tokens * cols;
-        let positions: Vec<Vec<usize>> = (0..cts_out).map(|_| (0..n).step_by(7).collect()).collect();
-        let shape = Shape::new(cts_out, params.limbs());
-        let c0 = ring.upload(&c0s, shape).unwrap();
-        let c1 = ring.upload(&c1s, shape).unwrap();
-        let fin = finish(&ring, &params, &key, &report, c0, c1, &positions, &mut rand::rng()).unwrap();
-        let mask = params.plain_mask();
-        let q_resp = BigUint::from(client.response_modulus().unwrap());
-        let total = BigUint::from(report.total.ceil() as u128);
-        let mut worst = BigUint::from(0u32);
-        for (k, ((resp, pos), share_s)) in fin.responses.iter().zip(&positions).zip(&fin.shares).enumerate() {
-            let share_c = client.decrypt_response(resp, pos, report.drop_bits).unwrap();
-            let phases = client.response_phases(resp, pos, report.drop_bits).unwrap();
-            for (((&j, &sc), &ss), &v) in pos.iter().zip(&share_c).zip(share_s).zip(&phases) {
-                let want = (expected[k][j].rem_euclid(1i128 << plain_bits)) as u64;
-                assert_eq!(sc.wrapping_add(ss) & mask, want, "ct {k} coefficient {j}, l = {plain_bits}");
-                // The noise the client decrypts, after flooding, switching and dropping bits.
-                let m = want.wrapping_sub(ss) & mask;
-                let e = noise_of(&num_bigint::BigInt::from(v), m, &q_resp, plain_bits);
-                assert!(e <= total, "final noise {e} above the bound {total}");
-                worst = worst.max(e);
+        // Finish twice: c1 sent whole, and c1 rounded to the width the analysis allows for
+        // responses keeping every seventh coefficient (rounding must stay inside the same bound).
+        let kept = n.div_ceil(7);
+        let rounded = report.clone().with_rounded_c1(&params, kept);
+        assert!(rounded.c1_bits > 0 && f64::from(rounded.c1_bits) < params.log2_q_response(), "{rounded:?}");
+        for report in [report.clone(), rounded] {
+            // Finish: every coefficient kept here (a plain product test, no layout).
+            let cts_out = tokens * cols;
+            let positions: Vec<Vec<usize>> = (0..cts_out).map(|_| (0..n).step_by(7).collect()).collect();
+            let shape = Shape::new(cts_out, params.limbs());
+            let c0 = ring.upload(&c0s, shape).unwrap();
+            let c1 = ring.upload(&c1s, shape).unwrap();
+            let fin = finish(&ring, &params, &key, &report, c0, c1, &positions, &mut rand::rng()).unwrap();
+            let mask = params.plain_mask();
+            let q_resp = BigUint::from(client.response_modulus().unwrap());
+            let total = BigUint::from(report.total.ceil() as u128);
+            let mut worst = BigUint::from(0u32);
+            for (k, ((resp, pos), share_s)) in
+                fin.responses.iter().zip(&positions).zip(&fin.shares).enumerate()
+            {
+                let share_c = client.decrypt_response(resp, pos, report.drop_bits).unwrap();
+                let phases = client.response_phases(resp, pos, report.drop_bits).unwrap();
+                for (((&j, &sc), &ss), &v) in pos.iter().zip(&share_c).zip(share_s).zip(&phases) {
+                    let want = (expected[k][j].rem_euclid(1i128 << plain_bits)) as u64;
+                    assert_eq!(sc.wrapping_add(ss) & mask, want, "ct {k} coefficient {j}, l = {plain_bits}");
+                    // The noise the client decrypts, after flooding, switching and dropping bits.
+                    let m = want.wrapping_sub(ss) & mask;
+                    let e = noise_of(&num_bigint::BigInt::from(v), m, &q_resp, plain_bits);
+                    assert!(e <= total, "final noise {e} above the bound {total}");
+                    worst = worst.max(e);
+                }
             }
+            // The bound is not vacuous: flooding makes the measured noise a sizeable part of it.
+            assert!(worst.bits() + 8 >= total.bits(), "worst {worst} vs bound {total}");
         }
-        // The bound is not vacuous: flooding makes the measured noise a sizeable part of it.
-        assert!(worst.bits() + 8 >= total.bits(), "worst {worst} vs bound {total}");
     }
 }
 

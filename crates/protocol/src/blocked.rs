@@ -157,11 +157,8 @@ impl Design {
         let query = HEADER_BYTES
             + 4
             + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
-        let width = messages::c0_width(p, self.noise.drop_bits) as usize;
-        let c1 = messages::c1_bits(p);
-        let response = HEADER_BYTES
-            + 1
-            + self.positions(tokens).iter().map(|v| (c1 + v.len() * width).div_ceil(8)).sum::<usize>();
+        let kept: Vec<usize> = self.positions(tokens).iter().map(Vec::len).collect();
+        let response = messages::response_bytes(p, &self.noise, &kept);
         WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
     }
 
@@ -187,6 +184,7 @@ impl Design {
             t: p.plain_bits(),
             sigma: p.flood_bits(),
             drop_bits: self.noise.drop_bits,
+            c1_bits: self.noise.c1_bits,
             noise_slack_bits: self.noise.slack_bits(),
             layout: format!(
                 "{}: {} query + {} response ciphertexts per group of {} token(s){packing}",
@@ -464,7 +462,7 @@ impl<B: Backend> BlockedServer<B> {
             &mut rand::rng(),
         )?;
         let shares = place_shares(tokens, self.d, params.plain_bits(), &layout, &fin.shares);
-        Ok((encode_response(params, d.id, d.noise.drop_bits, &fin.responses), shares))
+        Ok((encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses), shares))
     }
 
     /// [`SchemeServer::answer_many`]: every valid query's one-hot ciphertexts become rows of one

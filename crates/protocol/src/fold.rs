@@ -141,7 +141,10 @@ impl FoldDesign {
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
         let extra = fold.total + (pack - 1) as f64 * keyswitch_bound(&params, ks_bits);
-        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?;
+        // Communication-aware: the slack is spent where it saves the most bytes, on c1 as well
+        // as on c0 (a response keeps pack rows of d coefficients, a piece of a long row N).
+        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?
+            .with_rounded_c1(&params, (pack * d).min(n));
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
 
@@ -231,11 +234,8 @@ impl FoldDesign {
         let keys = self.key_elements().len();
         let setup_bits = poly_bits + 256 + 32 + keys * (32 + self.digits() * p.limbs() * poly_bits + 256);
         let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
-        let width = messages::c0_width(p, self.noise.drop_bits) as usize;
-        let c1 = messages::c1_bits(p);
-        let response = HEADER_BYTES
-            + 1
-            + self.positions(tokens).iter().map(|v| (c1 + v.len() * width).div_ceil(8)).sum::<usize>();
+        let kept: Vec<usize> = self.positions(tokens).iter().map(Vec::len).collect();
+        let response = messages::response_bytes(p, &self.noise, &kept);
         WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
     }
 
@@ -271,6 +271,7 @@ impl FoldDesign {
             t: p.plain_bits(),
             sigma: p.flood_bits(),
             drop_bits: self.noise.drop_bits,
+            c1_bits: self.noise.c1_bits,
             noise_slack_bits: self.noise.slack_bits(),
             layout: format!(
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
@@ -590,7 +591,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             &mut rand::rng(),
         )?;
         let shares = place_shares(tokens, d.d, params.plain_bits(), &layout, &fin.shares);
-        let response = encode_response(params, d.id, d.noise.drop_bits, &fin.responses);
+        let response = encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses);
         trace.mark("finish+encode");
         Ok((response, shares))
     }

@@ -4,7 +4,9 @@ use fastquery_he::{
     Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
+    rounding::C1Rounding,
 };
+use fastquery_math::RnsBasis;
 
 use rayon::prelude::*;
 
@@ -154,8 +156,12 @@ pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
     (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1
 }
 
-/// Bits of `c1` in a response record.
-pub(crate) fn c1_bits(params: &Params) -> usize {
+/// Bits of `c1` in a response record: `w` per coefficient when it is rounded to `w` bits
+/// ([`fastquery_he::rounding`]), else its residues over the response limbs.
+pub(crate) fn c1_bits(params: &Params, rounded: u32) -> usize {
+    if rounded > 0 {
+        return rounded as usize * params.n();
+    }
     params.ring().moduli()[..params.response_limbs()]
         .iter()
         .map(|m| bit_width(u64::from(m.value())) as usize)
@@ -163,27 +169,66 @@ pub(crate) fn c1_bits(params: &Params) -> usize {
         * params.n()
 }
 
-/// Response: the dropped bit count, then each ciphertext as a byte-aligned record (`c1` over the
-/// response limbs, then its kept `c0` coefficients). How many coefficients each ciphertext keeps
-/// is fixed by the layout, which both sides know; it is not sent.
-pub fn encode_response(params: &Params, scheme: u8, drop_bits: u32, cts: &[ResponseCiphertext]) -> Vec<u8> {
+/// Bytes of a response: the header, its two width bytes, and one byte-aligned record per
+/// ciphertext keeping `kept[i]` coefficients of `c0`.
+pub fn response_bytes(params: &Params, noise: &fastquery_he::noise::NoiseReport, kept: &[usize]) -> usize {
+    let (width, c1) = (c0_width(params, noise.drop_bits) as usize, c1_bits(params, noise.c1_bits));
+    crate::wire::HEADER_BYTES + 2 + kept.iter().map(|&k| (c1 + k * width).div_ceil(8)).sum::<usize>()
+}
+
+/// The rounding of `c1` a response declares, or `None` for residues; an error for a width the
+/// response modulus cannot hold.
+fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Rounding)>, WireError> {
+    if bits == 0 {
+        return Ok(None);
+    }
+    let bad = |e: String| WireError::Field(format!("c1 of {bits} bits: {e}"));
+    let q = params.response_modulus().map_err(|e| bad(e.to_string()))?;
+    let basis = params.ring().basis().prefix(params.response_limbs()).map_err(|e| bad(e.to_string()))?;
+    Ok(Some((basis, C1Rounding::new(q, bits).map_err(|e| bad(e.to_string()))?)))
+}
+
+/// Response: the dropped bit count and the width of `c1` (0: residues), then each ciphertext as
+/// a byte-aligned record (`c1`, then its kept `c0` coefficients). How many coefficients each
+/// ciphertext keeps is fixed by the layout, which both sides know; it is not sent. A rounded
+/// `c1` must hold values that [`fastquery_he::server::finish`] rounded with the same width.
+pub fn encode_response(
+    params: &Params,
+    scheme: u8,
+    (drop_bits, c1_width): (u32, u32),
+    cts: &[ResponseCiphertext],
+) -> Vec<u8> {
     let width = c0_width(params, drop_bits);
+    // The widths come from the scheme's own noise analysis, which checked them.
+    let rounding = c1_rounding(params, c1_width).ok().flatten();
+    let n = params.n();
     let records: Vec<Vec<u8>> = cts
         .par_iter()
         .map(|ct| {
             let mut w = Writer::body_only();
-            write_poly_rows(&mut w, params, &ct.c1, params.response_limbs());
+            match &rounding {
+                None => write_poly_rows(&mut w, params, &ct.c1, params.response_limbs()),
+                Some((basis, r)) => {
+                    let mut residues = vec![0u32; basis.len()];
+                    for j in 0..n {
+                        residues.iter_mut().enumerate().for_each(|(l, x)| *x = ct.c1[l * n + j]);
+                        w.bits(r.round(basis.compose_u128(&residues).unwrap_or(0)), c1_width);
+                    }
+                }
+            }
             ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
             w.finish()
         })
         .collect();
     let mut w = Writer::new(Kind::Response, scheme, params.id());
     w.bits(u64::from(drop_bits), 8);
+    w.bits(u64::from(if rounding.is_some() { c1_width } else { 0 }), 8);
     records.iter().for_each(|r| w.record(r));
     w.finish()
 }
 
-/// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients.
+/// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients; a rounded `c1` comes
+/// back as the residues of its lifted values.
 pub fn decode_response(
     params: &Params,
     scheme: u8,
@@ -196,9 +241,11 @@ pub fn decode_response(
     if drop_bits >= params.log2_q_response() as u32 {
         return Err(WireError::Field(format!("{drop_bits} dropped bits leave nothing of c0")));
     }
+    let c1_width = r.bits(8)? as u32;
+    let rounding = c1_rounding(params, c1_width)?;
     let width = c0_width(params, drop_bits);
-    let sizes: Vec<usize> =
-        kept.iter().map(|&k| (c1_bits(params) + k * width as usize).div_ceil(8)).collect();
+    let c1_len = c1_bits(params, c1_width);
+    let sizes: Vec<usize> = kept.iter().map(|&k| (c1_len + k * width as usize).div_ceil(8)).collect();
     let body = r.take(sizes.iter().sum())?;
     r.end()?;
     let mut records = Vec::with_capacity(kept.len());
@@ -208,11 +255,24 @@ pub fn decode_response(
         off += size;
     }
     let limit = (1u128 << (width - 1)) + 1;
+    let n = params.n();
     let cts = records
         .par_iter()
         .map(|&(rec, k)| {
             let mut r = Reader::record(rec);
-            let c1 = read_poly_rows(&mut r, params, params.response_limbs())?;
+            let c1 = match &rounding {
+                None => read_poly_rows(&mut r, params, params.response_limbs())?,
+                Some((basis, round)) => {
+                    let mut c1 = vec![0u32; basis.len() * n];
+                    for j in 0..n {
+                        let v = round.lift(r.bits(c1_width)?);
+                        for (l, m) in basis.moduli().iter().enumerate() {
+                            c1[l * n + j] = (v % u128::from(m.value())) as u32;
+                        }
+                    }
+                    c1
+                }
+            };
             let c0 = (0..k)
                 .map(|_| {
                     let v = r.bits_u128(width)?;

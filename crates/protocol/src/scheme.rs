@@ -50,6 +50,8 @@ pub struct ParamSummary {
     pub sigma: u32,
     /// Low bits of `c0` dropped.
     pub drop_bits: u32,
+    /// Bits per coefficient of a rounded `c1` (0: sent whole, as residues).
+    pub c1_bits: u32,
     /// Computed noise slack after switching, in bits (the dropped `c0` bits spend it).
     pub noise_slack_bits: f64,
     /// The layout in words.

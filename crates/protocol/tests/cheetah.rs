@@ -77,7 +77,8 @@ fn responses_hold_nothing_but_the_requested_entries() {
     let q = client.query(&ids).unwrap();
     let (resp, s_shares) = server.answer(session, &q).unwrap();
     // The response has exactly one c0 coefficient per requested channel and nothing else: its
-    // size is the header, the dropped-bit count, and per ciphertext c1 plus the kept c0 values.
+    // size is the header, the two width bytes (dropped c0 bits; c1 width, 0 for Cheetah's whole
+    // c1), and per ciphertext c1 plus the kept c0 values.
     let params = Params::clone(&cheetah::params(37).unwrap());
     let layout = CheetahLayout::choose(m, d, 4096).unwrap();
     let kept: Vec<usize> = (0..ids.len())
@@ -89,7 +90,7 @@ fn responses_hold_nothing_but_the_requested_entries() {
         params.ring().moduli()[..2].iter().map(|p| 32 - p.value().leading_zeros() as usize).sum::<usize>()
             * 4096;
     let width = c0_width(&params, drop_bits) as usize;
-    let body_bytes: usize = 1 + kept.iter().map(|&k| (c1_bits + k * width).div_ceil(8)).sum::<usize>();
+    let body_bytes: usize = 2 + kept.iter().map(|&k| (c1_bits + k * width).div_ceil(8)).sum::<usize>();
     assert_eq!(resp.len(), HEADER_BYTES + body_bytes);
     // What the client decrypts, unmasked by the server's shares, is exactly the requested rows,
     // and no entry of any other row appears anywhere in it.

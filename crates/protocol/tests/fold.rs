@@ -118,3 +118,28 @@ fn bad_queries_and_setups_are_refused() {
     // A table of another shape is refused.
     assert!(FoldServer::new(Arc::new(CpuBackend::new()), &random_table(m + 1, d, 5, 4), design).is_err());
 }
+
+#[test]
+fn rounded_c1_is_declared_and_a_changed_width_is_refused() {
+    let (m, d) = (300, 64);
+    let table = random_table(m, d, 5, 21);
+    let design = design_where((m, d, 5), 37, 3, |x| x.noise.c1_bits > 0);
+    let w = design.noise.c1_bits;
+    assert!(f64::from(w) < design.params.log2_q_response() - 1.0, "{:?}", design.noise);
+    check(&design, &table, &[0, m - 1, 17]);
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
+    let mut client = FoldClient::new(design.clone()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let (resp, s) = server.answer(session, &client.query(&[5, 6]).unwrap()).unwrap();
+    let at = fastquery_protocol::wire::HEADER_BYTES + 1;
+    assert_eq!(u32::from(resp[at]), w);
+    // Another width (0: residues; one more or less; more than q' holds) changes the record
+    // sizes or is out of range: refused, never a panic, and the good response still decodes.
+    for bad in [0, w - 1, w + 1, 64, 65, 255] {
+        let mut r = resp.clone();
+        r[at] = bad as u8;
+        assert!(client.decode(&r).is_err(), "c1 width {bad} accepted");
+    }
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[d], (i64::from(table.get(6, 0)) as u64) & ((1 << 37) - 1));
+}

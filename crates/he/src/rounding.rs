@@ -1,0 +1,111 @@
+//! Rounding a response's `c1` to `w` bits per coefficient.
+//!
+//! A coefficient `v` of `c1` mod `q'` is sent as `h = round(v 2^w / q') mod 2^w` and read back as
+//! `v' = round(h q' / 2^w) mod q'`, so `|v' - v| <= q' / 2^(w+1) + 1/2` (centred mod `q'`). The
+//! client's phase `c0 + c1 s` then moves by `sum_j (v'_j - v_j) s_(i-j)`: with a ternary `s`
+//! and `c1` uniform after re-randomisation, a sum of at most `N` independent terms bounded by
+//! that error, which [`crate::noise`] bounds like the modulus switching's rounding.
+//!
+//! `h -> v'` is injective while `2^w < q'`, and `round(v' 2^w / q') = h`: the server rounds once,
+//! in [`crate::server::finish`], and the wire codec re-derives `h` from the rounded residues.
+
+use num_bigint::BigUint;
+use num_traits::ToPrimitive;
+
+use crate::HeError;
+
+/// The rounding of `c1` coefficients mod `q'` to `bits` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct C1Rounding {
+    q: u128,
+    bits: u32,
+}
+
+impl C1Rounding {
+    /// The rounding mod `q` (below `2^126`) to `bits` bits, `1 <= bits <= 64`, `2^bits < q`.
+    pub fn new(q: u128, bits: u32) -> Result<Self, HeError> {
+        if q >= 1 << 126 || bits == 0 || bits > 64 || (1u128 << bits) >= q {
+            return Err(HeError::BadParams(format!(
+                "c1 of {bits} bits mod a {}-bit q'",
+                128 - q.leading_zeros()
+            )));
+        }
+        Ok(Self { q, bits })
+    }
+
+    /// Bits per coefficient.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Largest `|v' - v|` (centred mod `q'`).
+    pub fn error_bound(&self) -> f64 {
+        self.q as f64 / 2f64.powi(self.bits as i32 + 1) + 0.5
+    }
+
+    /// `round(v 2^w / q) mod 2^w` for `v < q`.
+    pub fn round(&self, v: u128) -> u64 {
+        let h = mul_div_round(v, 1u128 << self.bits, self.q);
+        (h & ((1u128 << self.bits) - 1)) as u64
+    }
+
+    /// `round(h q / 2^w) mod q`.
+    pub fn lift(&self, h: u64) -> u128 {
+        mul_div_round(u128::from(h), self.q, 1u128 << self.bits) % self.q
+    }
+}
+
+/// `round(a b / c)`, exactly (`u128` while `a b + c` fits, big integers otherwise).
+fn mul_div_round(a: u128, b: u128, c: u128) -> u128 {
+    match a.checked_mul(b).and_then(|p| p.checked_add(c / 2)) {
+        Some(num) => num / c,
+        None => {
+            let r = (BigUint::from(a) * b + c / 2) / c;
+            r.to_u128().unwrap_or(u128::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn centred(x: u128, q: u128) -> i128 {
+        let x = x % q;
+        if x > q / 2 { x as i128 - q as i128 } else { x as i128 }
+    }
+
+    #[test]
+    fn lift_of_round_is_within_the_bound_and_round_recovers_h() {
+        let mut rng = StdRng::seed_from_u64(3);
+        // A 62-bit q' of two 31-bit primes, a 93-bit one (big-integer path), and a tiny one.
+        for (q, bits) in [(2147483647u128 * 2147483629, 48u32), ((1u128 << 93) - 25, 64), (97, 3)] {
+            let r = C1Rounding::new(q, bits).unwrap();
+            for i in 0..20_000 {
+                // The ends of the range (wrap-around of h) and random values.
+                let v = match i {
+                    0 => 0,
+                    1 => q - 1,
+                    2 => q / 2,
+                    _ => rng.random_range(0..q),
+                };
+                let h = r.round(v);
+                assert!(u128::from(h) < 1 << bits);
+                let back = r.lift(h);
+                assert!(back < q);
+                let err = centred(back + q - v, q).unsigned_abs() as f64;
+                assert!(err <= r.error_bound(), "q={q} w={bits} v={v}: error {err}");
+                assert_eq!(r.round(back), h, "q={q} w={bits} v={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_widths_the_modulus_cannot_hold() {
+        assert!(C1Rounding::new(97, 0).is_err());
+        assert!(C1Rounding::new(97, 7).is_err()); // 2^7 >= 97
+        assert!(C1Rounding::new(1 << 127, 10).is_err());
+        assert!(C1Rounding::new(u128::from(u64::MAX) << 10, 65).is_err());
+    }
+}
