@@ -141,21 +141,33 @@ pub fn external_product<B: Backend>(
     cts: &Ciphertexts<B>,
     rgsw: &Rgsw<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let (count, limbs) = (cts.len(), cts.limbs());
-    let mut result = Ciphertexts::zeros(ring, count, limbs)?;
+    let count = cts.len();
+    // Up to a chunk (the fold's later levels): no slice of the input, no copy of the output.
+    if count <= CHUNK {
+        return product_chunk(ring, cts, rgsw);
+    }
+    let mut result = Ciphertexts::zeros(ring, count, cts.limbs())?;
     for start in (0..count).step_by(CHUNK) {
-        let part = cts.slice(ring, start, CHUNK.min(count - start))?;
-        let polys = part.len();
-        let shape = Shape::new(polys, limbs);
-        let [mut o0, mut o1]: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
-        let [p0, p1] = &rgsw.plain;
-        ring.decompose_mac(&part.c0, rgsw.digit_bits, [p0, p1], [&mut o0, &mut o1], false)?;
-        let [s0, s1] = &rgsw.times_s;
-        ring.decompose_mac(&part.c1, rgsw.digit_bits, [s0, s1], [&mut o0, &mut o1], true)?;
-        ring.copy_polys(&ring.inverse(o0)?, 0, &mut result.c0, start, polys)?;
-        ring.copy_polys(&ring.inverse(o1)?, 0, &mut result.c1, start, polys)?;
+        let len = CHUNK.min(count - start);
+        let part = product_chunk(ring, &cts.slice(ring, start, len)?, rgsw)?;
+        result.copy_from(ring, &part, 0, start, len)?;
     }
     Ok(result)
+}
+
+/// [`external_product`] of one chunk.
+fn product_chunk<B: Backend>(
+    ring: &Ring<B>,
+    part: &Ciphertexts<B>,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let shape = Shape::new(part.len(), part.limbs());
+    let [mut o0, mut o1]: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
+    let [p0, p1] = &rgsw.plain;
+    ring.decompose_mac(&part.c0, rgsw.digit_bits, [p0, p1], [&mut o0, &mut o1], false)?;
+    let [s0, s1] = &rgsw.times_s;
+    ring.decompose_mac(&part.c1, rgsw.digit_bits, [s0, s1], [&mut o0, &mut o1], true)?;
+    Ok(Ciphertexts { c0: ring.inverse(o0)?, c1: ring.inverse(o1)? })
 }
 
 /// `A + RGSW(b) x (B - A)` for the two halves `A`, `B` of `cts` (pairs `i` and

@@ -476,6 +476,19 @@ impl SlotLayout {
         ((1usize << self.a) - 1) + self.classes * ((1usize << (self.k - self.a)) - 1)
     }
 
+    /// Where slots `from..from + count` sit: runs `(position, offset, len)` of consecutive
+    /// positions, slot `from + offset` at `position` (a run never crosses a class block).
+    pub fn slot_runs(&self, from: usize, count: usize) -> Vec<(usize, usize, usize)> {
+        let mut runs = Vec::new();
+        let mut s = from;
+        while s < from + count {
+            let len = (self.classes - s % self.classes).min(from + count - s);
+            runs.push((self.position(s), s - from, len));
+            s += len;
+        }
+        runs
+    }
+
     /// The runs `(start, len)` of ciphertexts level `j` splits.
     fn runs(&self, j: u32) -> Vec<(usize, usize)> {
         if j < self.a {
@@ -502,8 +515,43 @@ pub fn expand<B: Backend>(
 /// Oblivious expansion of a query whose slots sit as `layout` places them: ciphertext `s` of
 /// the result selects slot `s` (for `s < layout.used()`; there may be more ciphertexts, which
 /// select nothing the caller asked for). Subtrees without a used slot are skipped
-/// ([`SlotLayout`]).
+/// ([`SlotLayout`]). [`expand_positioned`] without the final gather.
 pub fn expand_slots<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    ct: Ciphertexts<B>,
+    layout: SlotLayout,
+    keys: &[ServerGaloisKey<B>],
+) -> Result<Ciphertexts<B>, HeError> {
+    let all = expand_positioned(ring, params, ct, layout, keys)?;
+    if layout.a == layout.k {
+        return Ok(all);
+    }
+    gather_slots(ring, &all, &layout, 0, layout.used)
+}
+
+/// Slots `from..from + count` of an expansion [`expand_positioned`] returned, in slot order.
+pub fn gather_slots<B: Backend>(
+    ring: &Ring<B>,
+    expanded: &Ciphertexts<B>,
+    layout: &SlotLayout,
+    from: usize,
+    count: usize,
+) -> Result<Ciphertexts<B>, HeError> {
+    if from + count > layout.used || expanded.len() != 1usize << layout.k {
+        return Err(HeError::BadInput(format!("slots {from}..{} of {layout:?}", from + count)));
+    }
+    let mut out = Ciphertexts::zeros(ring, count, expanded.limbs())?;
+    for (position, offset, len) in layout.slot_runs(from, count) {
+        out.copy_from(ring, expanded, position, offset, len)?;
+    }
+    Ok(out)
+}
+
+/// The oblivious expansion of [`expand_slots`], left where the last level wrote it: `2^k`
+/// ciphertexts, slot `s` at `layout.position(s)` (read them with [`SlotLayout::slot_runs`] or
+/// [`gather_slots`]; the others select nothing). Saves the gather's copy of every used slot.
+pub fn expand_positioned<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
     ct: Ciphertexts<B>,
@@ -543,14 +591,6 @@ pub fn expand_slots<B: Backend>(
         std::mem::swap(&mut cur, &mut next);
     }
     // Level j writes the odd parts after the even ones, so position p collects bit j of p
-    // at level j: coefficient i ends at position i. Slot s is gathered from its position.
-    if layout.a == k {
-        return Ok(cur);
-    }
-    let mut out = Ciphertexts::zeros(ring, layout.used, limbs)?;
-    for start in (0..layout.used).step_by(layout.classes) {
-        let len = layout.classes.min(layout.used - start);
-        out.copy_from(ring, &cur, layout.position(start), start, len)?;
-    }
-    Ok(out)
+    // at level j: coefficient i ends at position i.
+    Ok(cur)
 }

@@ -235,6 +235,26 @@ fn slot_layouts_are_injective_and_skip_what_they_claim() {
 }
 
 #[test]
+fn slot_runs_cover_exactly_the_positions_of_their_slots() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for k in 0..12u32 {
+        for _ in 0..20 {
+            let used = rng.random_range(1..=1usize << k);
+            let l = SlotLayout::new(k, used).unwrap();
+            let from = rng.random_range(0..used);
+            let count = rng.random_range(0..=used - from);
+            let mut got = Vec::new();
+            for (at, offset, len) in l.slot_runs(from, count) {
+                assert_eq!(offset, got.len(), "runs out of order: {l:?}");
+                got.extend(at..at + len);
+            }
+            let want: Vec<usize> = (from..from + count).map(|s| l.position(s)).collect();
+            assert_eq!(got, want, "{l:?} slots {from}+{count}");
+        }
+    }
+}
+
+#[test]
 fn pruned_expansion_selects_every_used_slot() {
     let mut rng = StdRng::seed_from_u64(8);
     let params = params();

@@ -37,8 +37,8 @@ use fastquery_he::{
         rgsw_from_rows,
     },
     galois::{
-        Ciphertexts, ServerGaloisKey, SlotLayout, expand_slots, gadget, keyswitch_bound, load_ciphertexts,
-        load_galois_key, pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots, keyswitch_bound,
+        load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -465,14 +465,17 @@ impl<B: Backend> FoldServer<B> {
         let limbs = params.limbs();
         let slots = d.slots_per_token();
         let layout = SlotLayout::new(l.k, tokens * slots)?;
-        let expanded = expand_slots(&self.ring, params, ct, layout, &keys.galois)?;
+        // Slots stay where the expansion's last level wrote them (no gather of all of them).
+        let expanded = expand_positioned(&self.ring, params, ct, layout, &keys.galois)?;
         trace.mark("expand");
         // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         let mut a: Polys<B, fastquery_backend::Coeff> =
             self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
         for t in 0..tokens {
-            self.ring.copy_polys(&expanded.c0, t * slots, &mut a, 2 * t * l.m1, l.m1)?;
-            self.ring.copy_polys(&expanded.c1, t * slots, &mut a, (2 * t + 1) * l.m1, l.m1)?;
+            for (at, offset, len) in layout.slot_runs(t * slots, l.m1) {
+                self.ring.copy_polys(&expanded.c0, at, &mut a, 2 * t * l.m1 + offset, len)?;
+                self.ring.copy_polys(&expanded.c1, at, &mut a, (2 * t + 1) * l.m1 + offset, len)?;
+            }
         }
         let a = self.ring.forward(a)?;
         let cols = l.m2 * l.pieces;
@@ -490,7 +493,7 @@ impl<B: Backend> FoldServer<B> {
                 if bits == 0 {
                     return Ok(Vec::new()); // one group of one-row records: nothing to fold
                 }
-                let rows = expanded.slice(&self.ring, t * slots + l.m1, bits * g)?;
+                let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
                 rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)
             })
             .collect::<Result<Vec<_>, fastquery_he::HeError>>()?;
