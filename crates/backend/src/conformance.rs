@@ -353,6 +353,29 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             }
         }
     }
+    // The largest sums a lazy reduction must hold: every word p - 1 (31- and 30-bit primes),
+    // odd and even inner lengths up to the fold's first dimension.
+    let ring = ring(b, 256, 2);
+    let ctx = ring.context().clone();
+    for (rows, inner, cols) in [(1, 2, 1), (9, 3, 2), (16, 125, 2), (2, 250, 1)] {
+        let dims = MacDims { rows, inner, cols };
+        let top = |polys: usize| -> Vec<u32> {
+            let shape = Shape::new(polys, 2);
+            (0..shape.rows()).flat_map(|row| vec![ctx.moduli()[row % 2].value() - 1; 256]).collect()
+        };
+        let (a, bw, o) = (top(rows * inner), top(inner * cols), top(rows * cols));
+        let ap: Polys<B, Ntt> = upload(&ring, &a, Shape::new(rows * inner, 2));
+        let bp: Polys<B, Ntt> = upload(&ring, &bw, Shape::new(inner * cols, 2));
+        for accumulate in [false, true] {
+            let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, 2));
+            ring.mac(&mut op, &ap, &bp, dims, accumulate).unwrap();
+            assert_eq!(
+                ring.download(&op).unwrap(),
+                mac_reference(&ctx, &o, &a, &bw, dims, 2, accumulate),
+                "all p - 1: {dims:?} accumulate={accumulate}"
+            );
+        }
+    }
 }
 
 /// Modulus switching equals its definition on big integers: for each dropped prime `p`, last
