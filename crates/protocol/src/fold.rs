@@ -37,8 +37,8 @@ use fastquery_he::{
         rgsw_from_rows,
     },
     galois::{
-        Ciphertexts, ServerGaloisKey, SlotLayout, expand_positioned_in, expansion_buffers, gadget,
-        gather_slots, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots, keyswitch_bound,
+        load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -408,10 +408,6 @@ pub struct FoldServer<B: Backend> {
     records: Polys<B, Ntt>,
     sessions: Sessions<FoldKeys<B>>,
     limits: Limits,
-    /// The expansion's two level buffers, kept for the next query ciphertext (one set; a
-    /// concurrent request allocates its own). Allocating them per request cost more than the
-    /// arithmetic that fills them (docs/BENCHMARKS.md).
-    scratch: std::sync::Mutex<Option<[Ciphertexts<B>; 2]>>,
 }
 
 impl<B: Backend> std::fmt::Debug for FoldServer<B> {
@@ -449,14 +445,7 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        Ok(Self {
-            design,
-            ring,
-            records,
-            sessions: Sessions::new(),
-            limits: Limits::default(),
-            scratch: std::sync::Mutex::new(None),
-        })
+        Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default() })
     }
 
     fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
@@ -476,14 +465,10 @@ impl<B: Backend> FoldServer<B> {
         let limbs = params.limbs();
         let slots = d.slots_per_token();
         let layout = SlotLayout::new(l.k, tokens * slots)?;
-        // Slots stay where the expansion's last level wrote them (no gather of all of them),
-        // in level buffers kept from the previous query ciphertext when there are any.
-        let kept = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let buffers = match kept {
-            Some(b) => b,
-            None => expansion_buffers(&self.ring, layout, params)?,
-        };
-        let [expanded, spare] = expand_positioned_in(&self.ring, params, ct, layout, &keys.galois, buffers)?;
+        // Slots stay where the expansion's last level wrote them (no gather of all of them).
+        // (Keeping the level buffers between requests was measured slower in the five-scheme
+        // run: the first dimension's buffers then came from fresh pages; docs/BENCHMARKS.md.)
+        let expanded = expand_positioned(&self.ring, params, ct, layout, &keys.galois)?;
         trace.mark("expand");
         // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         let mut a: Polys<B, fastquery_backend::Coeff> =
@@ -514,7 +499,7 @@ impl<B: Backend> FoldServer<B> {
                 rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)
             })
             .collect::<Result<Vec<_>, fastquery_he::HeError>>()?;
-        *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some([expanded, spare]);
+        drop(expanded);
         trace.mark("rgsw");
         for (t, rgsw) in rgsws.iter().enumerate() {
             let shape = Shape::new(cols, limbs);
