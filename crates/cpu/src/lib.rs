@@ -29,7 +29,9 @@ use rayon::prelude::*;
 mod mac_v4;
 mod pool;
 
-pub use pool::{BufferPool, CpuBuffer, DEFAULT_POOL_BYTES, MAX_POOLED_WORDS, MIN_POOLED_WORDS};
+pub use pool::{
+    BufferPool, CpuBuffer, DEFAULT_LARGE_POOL_BYTES, DEFAULT_POOL_BYTES, MAX_POOLED_WORDS, MIN_POOLED_WORDS,
+};
 
 /// Target size, in words, of the work of one rayon task for cheap elementwise kernels.
 const MIN_TASK_WORDS: usize = 1 << 15;
@@ -74,7 +76,7 @@ impl CpuBackend {
     pub fn new() -> Self {
         Self {
             pool: None,
-            buffers: Arc::new(BufferPool::new(pool_bytes())),
+            buffers: Arc::new(BufferPool::with_large(pool_bytes(), large_pool_bytes())),
             arch: pulp::Arch::new(),
             mac_v4: true,
         }
@@ -101,9 +103,17 @@ impl CpuBackend {
     }
 
     /// The same backend keeping at most `bytes` of freed buffers for reuse (0: none; the
-    /// default is [`DEFAULT_POOL_BYTES`]). Clones made before this call keep the old pool.
+    /// default is [`DEFAULT_POOL_BYTES`]), and no freed large buffers. Clones made before this
+    /// call keep the old pool.
     pub fn with_buffer_pool(mut self, bytes: usize) -> Self {
         self.buffers = Arc::new(BufferPool::new(bytes));
+        self
+    }
+
+    /// The same backend keeping at most `bytes` of freed buffers and `large` bytes of freed
+    /// large ones ([`BufferPool::with_large`]).
+    pub fn with_buffer_pools(mut self, bytes: usize, large: usize) -> Self {
+        self.buffers = Arc::new(BufferPool::with_large(bytes, large));
         self
     }
 
@@ -263,6 +273,18 @@ fn pool_bytes() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .map_or(DEFAULT_POOL_BYTES, |mb| mb.saturating_mul(1 << 20))
+}
+
+/// The bound on freed large buffers: `FASTQUERY_CPU_LARGE_POOL_MB` (MiB, 0 keeps none) or
+/// [`DEFAULT_LARGE_POOL_BYTES`]; none when `FASTQUERY_CPU_POOL_MB` turns pooling off.
+fn large_pool_bytes() -> usize {
+    if pool_bytes() == 0 {
+        return 0;
+    }
+    std::env::var("FASTQUERY_CPU_LARGE_POOL_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(DEFAULT_LARGE_POOL_BYTES, |mb| mb.saturating_mul(1 << 20))
 }
 
 fn cannot_allocate(words: usize) -> BackendError {

@@ -10,9 +10,15 @@
 //!
 //! It holds at most `limit` bytes of free buffers; past that the oldest are released to the
 //! allocator, so a size that stops recurring does not pin memory for long. A buffer larger than
-//! an eighth of the limit or [`MAX_POOLED_WORDS`] is never kept. A buffer is zeroed when it
+//! an eighth of the limit or [`MAX_POOLED_WORDS`] is not kept there. A buffer is zeroed when it
 //! enters the pool, so nothing of a request (masks, flooding noise, intermediate ciphertexts)
 //! outlives it in pooled memory, and an allocation served from the pool is already zero.
+//!
+//! Larger buffers (a request's expansion levels, first-dimension operand and product, hundreds
+//! of MB each) have a tier of their own, bounded separately ([`BufferPool::with_large`]): they
+//! are reused by capacity rather than length, since their sizes differ by a few percent, and
+//! zeroed in parallel when given back. Through the allocator they came back as fresh pages,
+//! which on a VM with free-page reporting the host had taken back as well.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -31,6 +37,9 @@ pub const MAX_POOLED_WORDS: usize = 1 << 24;
 /// Default bound on the bytes of free buffers a pool keeps.
 pub const DEFAULT_POOL_BYTES: usize = 512 << 20;
 
+/// Default bound on the bytes of free *large* buffers (above [`MAX_POOLED_WORDS`]) a pool keeps.
+pub const DEFAULT_LARGE_POOL_BYTES: usize = 2 << 30;
+
 /// Free buffers, oldest first, and their total size.
 #[derive(Debug, Default)]
 struct Free {
@@ -43,23 +52,78 @@ struct Free {
 pub struct BufferPool {
     limit_words: usize,
     free: Mutex<Free>,
+    /// Buffers above [`MAX_POOLED_WORDS`] (a request's level buffers, first-dimension operands
+    /// and products: hundreds of MB, a handful per request), by capacity.
+    large_limit_words: usize,
+    large: Mutex<Free>,
 }
 
 impl BufferPool {
-    /// A pool keeping at most `limit_bytes` of free buffers (0 disables pooling).
+    /// A pool keeping at most `limit_bytes` of free buffers (0 disables pooling) and no large
+    /// ones.
     pub fn new(limit_bytes: usize) -> Self {
-        Self { limit_words: limit_bytes / 4, free: Mutex::new(Free::default()) }
+        Self::with_large(limit_bytes, 0)
     }
 
-    /// Bytes of free buffers held now.
+    /// A pool keeping at most `limit_bytes` of free buffers of up to [`MAX_POOLED_WORDS`]
+    /// words, and at most `large_bytes` of larger ones. A large allocation takes the free large
+    /// buffer of the least capacity that holds it, if that is at most a quarter more than it
+    /// needs, whatever its length was: a request's large buffers differ in size by a few
+    /// percent (the first dimension's operand can reuse a level buffer of the expansion).
+    pub fn with_large(limit_bytes: usize, large_bytes: usize) -> Self {
+        Self {
+            limit_words: limit_bytes / 4,
+            free: Mutex::new(Free::default()),
+            large_limit_words: large_bytes / 4,
+            large: Mutex::new(Free::default()),
+        }
+    }
+
+    /// Bytes of free buffers held now (large ones by capacity).
     pub fn held_bytes(&self) -> usize {
-        self.lock().words * 4
+        (self.lock().words + lock(&self.large).words) * 4
+    }
+
+    fn take_large(&self, words: usize) -> Option<Vec<u32>> {
+        if words <= MAX_POOLED_WORDS || words > self.large_limit_words {
+            return None;
+        }
+        let mut free = lock(&self.large);
+        let fits = |b: &Vec<u32>| (words..=words + words / 4).contains(&b.capacity());
+        let at =
+            (0..free.bufs.len()).filter(|&i| fits(&free.bufs[i])).min_by_key(|&i| free.bufs[i].capacity())?;
+        let mut buf = free.bufs.remove(at)?;
+        free.words -= buf.capacity();
+        drop(free);
+        // Zero up to its old length (zeroed when given back); `resize` writes the rest.
+        buf.truncate(words);
+        buf.resize(words, 0);
+        Some(buf)
+    }
+
+    fn give_large(&self, mut buf: Vec<u32>) {
+        use rayon::prelude::*;
+        if buf.capacity() > self.large_limit_words {
+            return;
+        }
+        buf.par_chunks_mut(1 << 18).for_each(|c| c.fill(0));
+        let released = {
+            let mut free = lock(&self.large);
+            free.words += buf.capacity();
+            free.bufs.push_back(buf);
+            let mut released = Vec::new();
+            while free.words > self.large_limit_words {
+                let Some(old) = free.bufs.pop_front() else { break };
+                free.words -= old.capacity();
+                released.push(old);
+            }
+            released
+        };
+        drop(released);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
-        // A panic while the lock was held cannot leave `Free` inconsistent (every update is
-        // one push or pop plus its count), so a poisoned lock is used as is.
-        self.free.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.free)
     }
 
     /// The largest buffer kept: an eighth of the limit, at most [`MAX_POOLED_WORDS`].
@@ -106,6 +170,12 @@ impl BufferPool {
     }
 }
 
+fn lock(free: &Mutex<Free>) -> std::sync::MutexGuard<'_, Free> {
+    // A panic while the lock was held cannot leave `Free` inconsistent (every update is one
+    // push or pop plus its count), so a poisoned lock is used as is.
+    free.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A buffer of the CPU backend: a `Vec<u32>` that goes back to its pool when dropped.
 #[derive(Debug)]
 pub struct CpuBuffer {
@@ -116,7 +186,7 @@ pub struct CpuBuffer {
 impl CpuBuffer {
     /// `words` zeros from `pool` (or the allocator); `Err(words)` if they cannot be allocated.
     pub(crate) fn zeroed(pool: &Arc<BufferPool>, words: usize) -> Result<Self, usize> {
-        let words = match pool.take(words) {
+        let words = match pool.take(words).or_else(|| pool.take_large(words)) {
             Some(buf) => buf,
             None => {
                 let mut v = Vec::new();
@@ -130,7 +200,7 @@ impl CpuBuffer {
 
     /// A pooled copy of `src`.
     pub(crate) fn copy_of(pool: &Arc<BufferPool>, src: &[u32]) -> Result<Self, usize> {
-        let words = match pool.take(src.len()) {
+        let words = match pool.take(src.len()).or_else(|| pool.take_large(src.len())) {
             Some(mut buf) => {
                 buf.copy_from_slice(src);
                 buf
@@ -161,7 +231,12 @@ impl DerefMut for CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.words));
+        let words = std::mem::take(&mut self.words);
+        if words.len() > MAX_POOLED_WORDS {
+            self.pool.give_large(words);
+        } else {
+            self.pool.give(words);
+        }
     }
 }
 
@@ -205,6 +280,37 @@ mod tests {
         // A disabled pool keeps nothing.
         let none = Arc::new(BufferPool::new(0));
         drop(CpuBuffer::zeroed(&none, words).unwrap());
+        assert_eq!(none.held_bytes(), 0);
+    }
+
+    #[test]
+    fn large_buffers_are_reused_by_capacity_zeroed_and_bounded() {
+        let big = MAX_POOLED_WORDS + 1000;
+        let pool = Arc::new(BufferPool::with_large(0, 3 * big * 4));
+        let mut a = CpuBuffer::zeroed(&pool, big).unwrap();
+        a.fill(9);
+        let ptr = a.as_ptr();
+        drop(a);
+        assert_eq!(pool.held_bytes(), big * 4);
+        // A request a quarter larger does not fit; a slightly smaller one takes it, zeroed.
+        drop(CpuBuffer::zeroed(&pool, big + big / 4 + 1).unwrap_or_else(|_| unreachable!()));
+        let b = CpuBuffer::zeroed(&pool, big - 500).unwrap();
+        assert_eq!((b.as_ptr(), b.len()), (ptr, big - 500));
+        assert!(b.iter().all(|&w| w == 0));
+        drop(b);
+        // Given back shorter, it serves its full capacity again, every word zero.
+        let c = CpuBuffer::copy_of(&pool, &vec![3u32; big]).unwrap();
+        assert_eq!(c.as_ptr(), ptr);
+        assert!(c.iter().all(|&w| w == 3));
+        drop(c);
+        assert!(CpuBuffer::zeroed(&pool, big).unwrap().iter().all(|&w| w == 0));
+        // Never more than the bound: the oldest go.
+        let many: Vec<_> = (0..5).map(|_| CpuBuffer::zeroed(&pool, big).unwrap()).collect();
+        drop(many);
+        assert!(pool.held_bytes() <= 3 * big * 4 + 4 * 1000, "{}", pool.held_bytes());
+        // A pool without a large bound keeps none.
+        let none = Arc::new(BufferPool::new(64 << 20));
+        drop(CpuBuffer::zeroed(&none, big).unwrap());
         assert_eq!(none.held_bytes(), 0);
     }
 
