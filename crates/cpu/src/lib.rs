@@ -110,13 +110,6 @@ impl CpuBackend {
         self
     }
 
-    /// The same backend keeping at most `bytes` of freed buffers and `large` bytes of freed
-    /// large ones ([`BufferPool::with_large`]).
-    pub fn with_buffer_pools(mut self, bytes: usize, large: usize) -> Self {
-        self.buffers = Arc::new(BufferPool::with_large(bytes, large));
-        self
-    }
-
     /// Bytes of freed buffers the backend holds for reuse now.
     pub fn pooled_bytes(&self) -> usize {
         self.buffers.held_bytes()

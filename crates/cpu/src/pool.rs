@@ -40,11 +40,33 @@ pub const DEFAULT_POOL_BYTES: usize = 512 << 20;
 /// Default bound on the bytes of free *large* buffers (above [`MAX_POOLED_WORDS`]) a pool keeps.
 pub const DEFAULT_LARGE_POOL_BYTES: usize = 2 << 30;
 
-/// Free buffers, oldest first, and their total size.
+/// Free buffers, oldest first, and their total size (by the tier's measure of a buffer).
 #[derive(Debug, Default)]
 struct Free {
     bufs: VecDeque<Vec<u32>>,
     words: usize,
+}
+
+impl Free {
+    /// Removes buffer `at`, counted as `size(buf)` words.
+    fn remove(&mut self, at: usize, size: fn(&Vec<u32>) -> usize) -> Option<Vec<u32>> {
+        let buf = self.bufs.remove(at)?;
+        self.words -= size(&buf);
+        Some(buf)
+    }
+
+    /// Keeps `buf`, releasing the oldest buffers beyond `limit` words; returns those, to be
+    /// freed outside the lock.
+    fn keep(&mut self, buf: Vec<u32>, size: fn(&Vec<u32>) -> usize, limit: usize) -> Vec<Vec<u32>> {
+        self.words += size(&buf);
+        self.bufs.push_back(buf);
+        let mut released = Vec::new();
+        while self.words > limit {
+            let Some(old) = self.remove(0, size) else { break };
+            released.push(old);
+        }
+        released
+    }
 }
 
 /// A bounded pool of free buffers, shared by the clones of one backend.
@@ -84,16 +106,26 @@ impl BufferPool {
         (self.lock().words + lock(&self.large).words) * 4
     }
 
+    /// A free buffer of `words` zeros: of exactly that length up to [`MAX_POOLED_WORDS`], of
+    /// the least fitting capacity above.
+    fn take(&self, words: usize) -> Option<Vec<u32>> {
+        if words > MAX_POOLED_WORDS { self.take_large(words) } else { self.take_exact(words) }
+    }
+
+    /// Keeps `buf`, zeroed, in its tier, releasing the oldest free buffers beyond its limit.
+    fn give(&self, buf: Vec<u32>) {
+        if buf.len() > MAX_POOLED_WORDS { self.give_large(buf) } else { self.give_exact(buf) }
+    }
+
     fn take_large(&self, words: usize) -> Option<Vec<u32>> {
-        if words <= MAX_POOLED_WORDS || words > self.large_limit_words {
+        if words > self.large_limit_words {
             return None;
         }
         let mut free = lock(&self.large);
         let fits = |b: &Vec<u32>| (words..=words + words / 4).contains(&b.capacity());
         let at =
             (0..free.bufs.len()).filter(|&i| fits(&free.bufs[i])).min_by_key(|&i| free.bufs[i].capacity())?;
-        let mut buf = free.bufs.remove(at)?;
-        free.words -= buf.capacity();
+        let mut buf = free.remove(at, Vec::capacity)?;
         drop(free);
         // Zero up to its old length (zeroed when given back); `resize` writes the rest.
         buf.truncate(words);
@@ -107,18 +139,7 @@ impl BufferPool {
             return;
         }
         buf.par_chunks_mut(1 << 18).for_each(|c| c.fill(0));
-        let released = {
-            let mut free = lock(&self.large);
-            free.words += buf.capacity();
-            free.bufs.push_back(buf);
-            let mut released = Vec::new();
-            while free.words > self.large_limit_words {
-                let Some(old) = free.bufs.pop_front() else { break };
-                free.words -= old.capacity();
-                released.push(old);
-            }
-            released
-        };
+        let released = lock(&self.large).keep(buf, Vec::capacity, self.large_limit_words);
         drop(released);
     }
 
@@ -136,35 +157,21 @@ impl BufferPool {
     }
 
     /// A free buffer of exactly `words` zeros, the most recently freed.
-    fn take(&self, words: usize) -> Option<Vec<u32>> {
+    fn take_exact(&self, words: usize) -> Option<Vec<u32>> {
         if !self.poolable(words) {
             return None;
         }
         let mut free = self.lock();
         let at = free.bufs.iter().rposition(|b| b.len() == words)?;
-        let buf = free.bufs.remove(at)?;
-        free.words -= buf.len();
-        Some(buf)
+        free.remove(at, Vec::len)
     }
 
-    /// Keeps `buf`, zeroed, for reuse, releasing the oldest free buffers beyond the limit.
-    fn give(&self, mut buf: Vec<u32>) {
+    fn give_exact(&self, mut buf: Vec<u32>) {
         if !self.poolable(buf.len()) {
             return;
         }
         buf.fill(0);
-        let released = {
-            let mut free = self.lock();
-            free.words += buf.len();
-            free.bufs.push_back(buf);
-            let mut released = Vec::new();
-            while free.words > self.limit_words {
-                let Some(old) = free.bufs.pop_front() else { break };
-                free.words -= old.len();
-                released.push(old);
-            }
-            released
-        };
+        let released = self.lock().keep(buf, Vec::len, self.limit_words);
         // Freed outside the lock.
         drop(released);
     }
@@ -186,7 +193,7 @@ pub struct CpuBuffer {
 impl CpuBuffer {
     /// `words` zeros from `pool` (or the allocator); `Err(words)` if they cannot be allocated.
     pub(crate) fn zeroed(pool: &Arc<BufferPool>, words: usize) -> Result<Self, usize> {
-        let words = match pool.take(words).or_else(|| pool.take_large(words)) {
+        let words = match pool.take(words) {
             Some(buf) => buf,
             None => {
                 let mut v = Vec::new();
@@ -200,7 +207,7 @@ impl CpuBuffer {
 
     /// A pooled copy of `src`.
     pub(crate) fn copy_of(pool: &Arc<BufferPool>, src: &[u32]) -> Result<Self, usize> {
-        let words = match pool.take(src.len()).or_else(|| pool.take_large(src.len())) {
+        let words = match pool.take(src.len()) {
             Some(mut buf) => {
                 buf.copy_from_slice(src);
                 buf
@@ -231,12 +238,7 @@ impl DerefMut for CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        let words = std::mem::take(&mut self.words);
-        if words.len() > MAX_POOLED_WORDS {
-            self.pool.give_large(words);
-        } else {
-            self.pool.give(words);
-        }
+        self.pool.give(std::mem::take(&mut self.words));
     }
 }
 

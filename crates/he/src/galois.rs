@@ -558,51 +558,18 @@ pub fn expand_positioned<B: Backend>(
     layout: SlotLayout,
     keys: &[ServerGaloisKey<B>],
 ) -> Result<Ciphertexts<B>, HeError> {
-    let [out, _] =
-        expand_positioned_in(ring, params, ct, layout, keys, expansion_buffers(ring, layout, params)?)?;
-    Ok(out)
-}
-
-/// Two level buffers for [`expand_positioned_in`] (`2^k` ciphertexts each, all limbs), zeroed.
-pub fn expansion_buffers<B: Backend>(
-    ring: &Ring<B>,
-    layout: SlotLayout,
-    params: &Params,
-) -> Result<[Ciphertexts<B>; 2], HeError> {
-    let (total, limbs) = (1usize << layout.k, params.limbs());
-    Ok([Ciphertexts::zeros(ring, total, limbs)?, Ciphertexts::zeros(ring, total, limbs)?])
-}
-
-/// [`expand_positioned`] in the caller's level buffers (from [`expansion_buffers`] or a
-/// previous expansion of the same size, whatever they hold): returns `[expanded, spare]`, the
-/// same two buffers, for the caller to keep for its next expansion. Every position a level
-/// reads was written by the level before it in this call, so what the buffers held before
-/// never reaches a used slot (tested against fresh buffers).
-pub fn expand_positioned_in<B: Backend>(
-    ring: &Ring<B>,
-    params: &Params,
-    ct: Ciphertexts<B>,
-    layout: SlotLayout,
-    keys: &[ServerGaloisKey<B>],
-    [mut cur, mut next]: [Ciphertexts<B>; 2],
-) -> Result<[Ciphertexts<B>; 2], HeError> {
     let (big_n, k) = (params.n(), layout.k);
     if ct.len() != 1 || k >= usize::BITS || (1usize << k) > big_n {
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
     }
+    // Two buffers of the final size, allocated once; each level reads `cur` and writes `next`
+    // in chunks of KEYSWITCH_CHUNK ciphertexts (`Ring::expand_step`: fused on the CPU, with
+    // temporaries of one chunk in the composed default).
     let (total, limbs) = (1usize << k, ct.limbs());
-    if [&cur, &next].iter().any(|b| b.len() != total || b.limbs() != limbs) {
-        return Err(HeError::BadInput(format!(
-            "level buffers of {} and {} ciphertexts for 2^{k}",
-            cur.len(),
-            next.len()
-        )));
-    }
-    // Each level reads `cur` and writes `next` in chunks of KEYSWITCH_CHUNK ciphertexts
-    // (`Ring::expand_step`: fused on the CPU, with temporaries of one chunk in the composed
-    // default).
+    let mut cur = Ciphertexts::zeros(ring, total, limbs)?;
     cur.copy_from(ring, &ct, 0, 0, 1)?;
     drop(ct);
+    let mut next = Ciphertexts::zeros(ring, total, limbs)?;
     for j in 0..k {
         let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;
         let count = 1usize << j;
@@ -625,5 +592,5 @@ pub fn expand_positioned_in<B: Backend>(
     }
     // Level j writes the odd parts after the even ones, so position p collects bit j of p
     // at level j: coefficient i ends at position i.
-    Ok([cur, next])
+    Ok(cur)
 }

@@ -9,10 +9,22 @@
 //! `h -> v'` is injective while `2^w < q'`, and `round(v' 2^w / q') = h`: the server rounds once,
 //! in [`crate::server::finish`], and the wire codec re-derives `h` from the rounded residues.
 
+use fastquery_math::RnsBasis;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 
-use crate::HeError;
+use crate::{HeError, Params};
+
+/// The rounding of `c1` to `bits` bits mod the response modulus of `params`, and the response
+/// limbs' basis its residues are over.
+pub fn response_rounding(params: &Params, bits: u32) -> Result<(RnsBasis, C1Rounding), HeError> {
+    let basis = params
+        .ring()
+        .basis()
+        .prefix(params.response_limbs())
+        .map_err(|e| HeError::BadParams(e.to_string()))?;
+    Ok((basis, C1Rounding::new(params.response_modulus()?, bits)?))
+}
 
 /// The rounding of `c1` coefficients mod `q'` to `bits` bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +64,32 @@ impl C1Rounding {
     /// `round(h q / 2^w) mod q`.
     pub fn lift(&self, h: u64) -> u128 {
         mul_div_round(u128::from(h), self.q, 1u128 << self.bits) % self.q
+    }
+
+    /// [`Self::round`] of every coefficient of `c1`, given as `[limb][coefficient]` residues over
+    /// `basis` (whose modulus is this rounding's `q`).
+    pub fn round_residues(&self, basis: &RnsBasis, c1: &[u32]) -> Vec<u64> {
+        let n = c1.len() / basis.len().max(1);
+        let mut residues = vec![0u32; basis.len()];
+        (0..n)
+            .map(|j| {
+                residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
+                self.round(basis.compose_u128(&residues).unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// [`Self::lift`] of every `h`, as `[limb][coefficient]` residues over `basis`.
+    pub fn lift_residues(&self, basis: &RnsBasis, hs: &[u64]) -> Vec<u32> {
+        let n = hs.len();
+        let mut c1 = vec![0u32; basis.len() * n];
+        for (j, &h) in hs.iter().enumerate() {
+            let v = self.lift(h);
+            for (l, m) in basis.moduli().iter().enumerate() {
+                c1[l * n + j] = (v % u128::from(m.value())) as u32;
+            }
+        }
+        c1
     }
 }
 

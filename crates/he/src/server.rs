@@ -12,7 +12,7 @@ use crate::{
     HeError, Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
     noise::NoiseReport,
-    rounding::C1Rounding,
+    rounding::response_rounding,
     sample::{cbd, expand_uniform, stream, ternary, uniform_centered, uniform_mod_pow2},
 };
 
@@ -257,7 +257,7 @@ pub fn finish<B: Backend, R: RngCore>(
     let b = noise.drop_bits;
     let rounding = match noise.c1_bits {
         0 => None,
-        w => Some(C1Rounding::new(params.response_modulus()?, w)?),
+        w => Some(response_rounding(params, w)?.1),
     };
     let responses = positions
         .par_iter()
@@ -271,26 +271,14 @@ pub fn finish<B: Backend, R: RngCore>(
                     if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b }
                 })
                 .collect();
-            let mut c1 = w1[ct * lr * n..(ct + 1) * lr * n].to_vec();
-            if let Some(r) = &rounding {
-                round_c1(&resp_basis, r, &mut c1, n);
-            }
+            let c1 = &w1[ct * lr * n..(ct + 1) * lr * n];
+            // A rounded c1 is what the client will read back from its bits on the wire.
+            let c1 = match &rounding {
+                Some(r) => r.lift_residues(&resp_basis, &r.round_residues(&resp_basis, c1)),
+                None => c1.to_vec(),
+            };
             ResponseCiphertext { c1, c0 }
         })
         .collect();
     Ok(Finished { responses, shares })
-}
-
-/// Rounds every coefficient of `c1` (`[limb][coefficient]` residues mod `q'`) to what the client
-/// will read back from its `r.bits()` bits on the wire ([`crate::rounding`]).
-fn round_c1(basis: &RnsBasis, r: &C1Rounding, c1: &mut [u32], n: usize) {
-    let moduli = basis.moduli();
-    let mut residues = vec![0u32; moduli.len()];
-    for j in 0..n {
-        residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
-        let v = r.lift(r.round(basis.compose_u128(&residues).unwrap_or(0)));
-        for (l, m) in moduli.iter().enumerate() {
-            c1[l * n + j] = (v % u128::from(m.value())) as u32;
-        }
-    }
 }

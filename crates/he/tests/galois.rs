@@ -10,9 +10,8 @@ use fastquery_he::{
     client::{Client, noise_of},
     fold::{FoldShape, cmux_halves, cmux_rotate, fold_noise, gadget_slot, rgsw_from_rows},
     galois::{
-        Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_positioned_in, expand_slots,
-        expansion_buffers, gadget, gather_slots, keyswitch_bound, load_ciphertexts, load_galois_key,
-        pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_slots, gadget,
+        keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -253,40 +252,6 @@ fn slot_runs_cover_exactly_the_positions_of_their_slots() {
             assert_eq!(got, want, "{l:?} slots {from}+{count}");
         }
     }
-}
-
-#[test]
-fn expansion_in_reused_buffers_equals_one_in_fresh_buffers() {
-    let mut rng = StdRng::seed_from_u64(13);
-    let params = params();
-    let big_n = params.n();
-    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
-    let client = Client::new(params.clone()).unwrap();
-    let (k, w) = (5u32, 14u32);
-    let keys = expansion_keys(&client, &ring, k, w);
-    let layout = SlotLayout::new(k, 25).unwrap();
-    let query = |rng: &mut StdRng| {
-        let mut m = vec![0u64; big_n];
-        for s in 0..25 {
-            m[layout.position(s)] = rng.random_range(0..5);
-        }
-        encrypt(&client, &ring, std::slice::from_ref(&m))
-    };
-    let (q1, q2) = (query(&mut rng), query(&mut rng));
-    let q2_again = q2.duplicate(&ring).unwrap();
-    let fresh = || expansion_buffers(&ring, layout, &params).unwrap();
-    // The buffers of a first expansion, full of its ciphertexts, then used for a second one.
-    let dirty = expand_positioned_in(&ring, &params, q1, layout, &keys, fresh()).unwrap();
-    let [reused, _] = expand_positioned_in(&ring, &params, q2, layout, &keys, dirty).unwrap();
-    let [clean, _] = expand_positioned_in(&ring, &params, q2_again, layout, &keys, fresh()).unwrap();
-    let used = |e: &Ciphertexts<CpuBackend>| {
-        let g = gather_slots(&ring, e, &layout, 0, 25).unwrap();
-        (ring.download(&g.c0).unwrap(), ring.download(&g.c1).unwrap())
-    };
-    assert_eq!(used(&reused), used(&clean));
-    // Buffers of the wrong size are refused.
-    let small = [Ciphertexts::zeros(&ring, 16, 2).unwrap(), Ciphertexts::zeros(&ring, 32, 2).unwrap()];
-    assert!(expand_positioned_in(&ring, &params, query(&mut rng), layout, &keys, small).is_err());
 }
 
 #[test]

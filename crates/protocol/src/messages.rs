@@ -4,7 +4,7 @@ use fastquery_he::{
     Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
-    rounding::C1Rounding,
+    rounding::{C1Rounding, response_rounding},
 };
 use fastquery_math::RnsBasis;
 
@@ -182,10 +182,7 @@ fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Roundin
     if bits == 0 {
         return Ok(None);
     }
-    let bad = |e: String| WireError::Field(format!("c1 of {bits} bits: {e}"));
-    let q = params.response_modulus().map_err(|e| bad(e.to_string()))?;
-    let basis = params.ring().basis().prefix(params.response_limbs()).map_err(|e| bad(e.to_string()))?;
-    Ok(Some((basis, C1Rounding::new(q, bits).map_err(|e| bad(e.to_string()))?)))
+    response_rounding(params, bits).map(Some).map_err(|e| WireError::Field(format!("c1 of {bits} bits: {e}")))
 }
 
 /// Response: the dropped bit count and the width of `c1` (0: residues), then each ciphertext as
@@ -201,7 +198,6 @@ pub fn encode_response(
     let width = c0_width(params, drop_bits);
     // The widths come from the scheme's own noise analysis, which checked them.
     let rounding = c1_rounding(params, c1_width).ok().flatten();
-    let n = params.n();
     let records: Vec<Vec<u8>> = cts
         .par_iter()
         .map(|ct| {
@@ -209,11 +205,7 @@ pub fn encode_response(
             match &rounding {
                 None => write_poly_rows(&mut w, params, &ct.c1, params.response_limbs()),
                 Some((basis, r)) => {
-                    let mut residues = vec![0u32; basis.len()];
-                    for j in 0..n {
-                        residues.iter_mut().enumerate().for_each(|(l, x)| *x = ct.c1[l * n + j]);
-                        w.bits(r.round(basis.compose_u128(&residues).unwrap_or(0)), c1_width);
-                    }
+                    r.round_residues(basis, &ct.c1).into_iter().for_each(|h| w.bits(h, c1_width))
                 }
             }
             ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
@@ -263,14 +255,8 @@ pub fn decode_response(
             let c1 = match &rounding {
                 None => read_poly_rows(&mut r, params, params.response_limbs())?,
                 Some((basis, round)) => {
-                    let mut c1 = vec![0u32; basis.len() * n];
-                    for j in 0..n {
-                        let v = round.lift(r.bits(c1_width)?);
-                        for (l, m) in basis.moduli().iter().enumerate() {
-                            c1[l * n + j] = (v % u128::from(m.value())) as u32;
-                        }
-                    }
-                    c1
+                    let hs = (0..n).map(|_| r.bits(c1_width)).collect::<Result<Vec<_>, _>>()?;
+                    round.lift_residues(basis, &hs)
                 }
             };
             let c0 = (0..k)
