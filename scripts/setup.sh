@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh machine, idempotently, into .cache/.
 # - a Rust toolchain recent enough for the workspace (checked; rustup installs it);
+# - a C++17 compiler (g++ through apt when missing), for the CUDA emulator of the tests (the
+#   kernels compiled for the host: fastquery-cuda's feature `emulator`);
 # - NVRTC 13.0 from PyPI (nvidia-cuda-nvrtc), so that CI compiles every CUDA kernel for sm_80 and
 #   sm_90 without a GPU or a CUDA toolkit. Prints the folder to put on LD_LIBRARY_PATH.
 set -euo pipefail
@@ -14,6 +16,17 @@ have=$(rustc --version | awk '{print $2}')
 if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
   echo "rustc $have is older than $need: run 'rustup update stable'." >&2
   exit 1
+fi
+if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends g++ >&2 ||
+      { $sudo apt-get update -q >&2 || true; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends g++ >&2; }
+  else
+    echo "no C++ compiler and no apt-get: install g++ (the CUDA emulator of the tests needs it)" >&2
+    exit 1
+  fi
 fi
 nvrtc_dir=.cache/nvrtc
 lib="$nvrtc_dir/nvidia/cu13/lib"

@@ -1,15 +1,15 @@
-//! The backend: device memory, the ring tables on the device, and one launch per operation.
-//! All `unsafe` of the crate is here, in the kernel launches.
+//! The backend: the ring tables on the device and one launch per operation, written once
+//! against [`Device`] (the GPU, or the emulator in tests). The kernel launches are the
+//! crate's `unsafe`, each with its argument list beside it.
 #![allow(unsafe_code)]
 
-use std::sync::Arc;
-
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+    CudaContext, LaunchConfig,
     sys::{CUdevice_attribute, CUfunction_attribute},
 };
 use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
 
+use crate::device::{Arg, Device, Mem, dev};
 use crate::{KERNELS, compile, driver_present};
 
 /// Threads per block of the elementwise kernels.
@@ -19,14 +19,10 @@ const MAC_ROWS: usize = 16;
 /// Most limbs modulus switching handles (MAX_LIMBS in kernels/modswitch.cu).
 const MAX_LIMBS: usize = 32;
 
-fn dev(e: DriverError) -> BackendError {
-    BackendError::Device(format!("CUDA: {e:?}"))
-}
-
 /// A device buffer of `u32` words (`None` when empty: CUDA cannot allocate zero bytes).
 #[derive(Debug)]
 pub struct CudaBuffer {
-    data: Option<CudaSlice<u32>>,
+    data: Option<Mem<u32>>,
     len: usize,
 }
 
@@ -36,28 +32,24 @@ pub struct CudaRing {
     n: usize,
     log_n: u32,
     limbs: usize,
-    moduli: CudaSlice<u32>,
-    barrett: CudaSlice<u64>,
-    lazy: CudaSlice<u32>,
-    fwd: CudaSlice<u32>,
-    fwd_shoup: CudaSlice<u32>,
-    inv: CudaSlice<u32>,
-    inv_shoup: CudaSlice<u32>,
-    n_inv: CudaSlice<u32>,
-    n_inv_shoup: CudaSlice<u32>,
+    moduli: Mem<u32>,
+    barrett: Mem<u64>,
+    lazy: Mem<u32>,
+    fwd: Mem<u32>,
+    fwd_shoup: Mem<u32>,
+    inv: Mem<u32>,
+    inv_shoup: Mem<u32>,
+    n_inv: Mem<u32>,
+    n_inv_shoup: Mem<u32>,
     /// `p_last^{-1} mod p_i` at `last * limbs + i`, and Shoup companions (modulus switching).
-    ms_inv: CudaSlice<u32>,
-    ms_inv_shoup: CudaSlice<u32>,
+    ms_inv: Mem<u32>,
+    ms_inv_shoup: Mem<u32>,
     host_moduli: Vec<fastquery_math::Modulus>,
 }
 
 /// The CUDA backend on one device.
 pub struct CudaBackend {
-    /// Held for the backend's lifetime (the module and stream live in it).
-    _ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    funcs: Vec<CudaFunction>,
+    device: Device,
     name: String,
     arch: &'static str,
     max_smem: usize,
@@ -111,24 +103,37 @@ impl CudaBackend {
         let arch = arch_of(major, minor);
         let ptx = compile(arch)?;
         let module = ctx.load_module(ptx).map_err(dev)?;
-        let funcs =
-            KERNELS.iter().map(|k| module.load_function(k).map_err(dev)).collect::<Result<Vec<_>, _>>()?;
+        let funcs = KERNELS
+            .iter()
+            .map(|k| module.load_function(k).map(|f| (*k, f)).map_err(dev))
+            .collect::<Result<Vec<_>, _>>()?;
         // The NTT kernels keep a whole row in shared memory: allow up to the device's opt-in limit.
-        for f in &funcs[..4] {
-            f.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                max_smem as i32,
-            )
-            .map_err(dev)?;
+        for (name, f) in &funcs {
+            if name.starts_with("ntt_") {
+                f.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    max_smem as i32,
+                )
+                .map_err(dev)?;
+            }
         }
         let name = ctx.name().map_err(dev)?;
         let stream = ctx.default_stream();
-        Ok(Self { _ctx: ctx, stream, _module: module, funcs, name, arch, max_smem })
+        let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
+        Ok(Self { device, name, arch, max_smem })
     }
 
-    fn f(&self, name: &str) -> &CudaFunction {
-        // Invariant: KERNELS lists every name this file asks for, and new() loaded them all.
-        &self.funcs[KERNELS.iter().position(|k| *k == name).expect("kernel loaded at construction")]
+    /// The same backend on the CPU emulator of the kernels (feature `emulator`): every launch
+    /// this backend makes runs the kernels of `kernels/` compiled for the host, with the
+    /// launch checked against an H100's limits. For tests; it is slow by design.
+    #[cfg(feature = "emulator")]
+    pub fn emulated() -> Result<Self, BackendError> {
+        Ok(Self {
+            device: Device::Emulated,
+            name: "CUDA emulator on the host".into(),
+            arch: "sm_90",
+            max_smem: crate::EMULATED_SHARED_MEMORY,
+        })
     }
 
     fn grid(&self, total: usize) -> LaunchConfig {
@@ -136,8 +141,11 @@ impl CudaBackend {
         LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
-    fn upload_vec<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, BackendError> {
-        self.stream.clone_htod(v).map_err(dev)
+    /// # Safety
+    /// As [`Device::launch`]: `args` match kernel `name` and the launch stays in bounds.
+    unsafe fn launch(&self, name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Result<(), BackendError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.device.launch(name, cfg, args) }
     }
 
     /// Launches an elementwise kernel: `a` (and `b`), the moduli, the Barrett constants when
@@ -152,23 +160,20 @@ impl CudaBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         let total = shape.words(ring.n) as u64;
-        let (Some(x), limbs) = (a.data.as_mut(), shape.limbs as u32) else { return Ok(()) };
-        let f = self.f(name);
-        let mut l = self.stream.launch_builder(f);
-        l.arg(x);
+        let Some(x) = a.data.as_mut() else { return Ok(()) };
+        let mut args = vec![Arg::Out(x)];
         if let Some(b) = b {
             let Some(y) = b.data.as_ref() else { return Ok(()) };
-            l.arg(y);
+            args.push(Arg::In(y));
         }
-        l.arg(&ring.moduli);
+        args.push(Arg::In(&ring.moduli));
         if with_barrett {
-            l.arg(&ring.barrett);
+            args.push(Arg::In64(&ring.barrett));
         }
-        l.arg(&ring.log_n).arg(&limbs).arg(&total);
+        args.extend([Arg::U32(ring.log_n), Arg::U32(shape.limbs as u32), Arg::U64(total)]);
         // SAFETY: the argument list matches the kernel's signature in kernels/elementwise.cu;
         // the buffers hold `total` words (Ring validated the shapes), the tables `limbs` entries.
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch(name, self.grid(total as usize), &mut args) }
     }
 }
 
@@ -177,11 +182,12 @@ impl Backend for CudaBackend {
     type Ring = CudaRing;
 
     fn synchronize(&self) -> Result<(), BackendError> {
-        self.stream.synchronize().map_err(dev)
+        self.device.synchronize()
     }
 
     fn info(&self) -> BackendInfo {
-        BackendInfo { name: "cuda", device: format!("{} ({})", self.name, self.arch), accelerator: true }
+        let accelerator = matches!(self.device, Device::Gpu { .. });
+        BackendInfo { name: "cuda", device: format!("{} ({})", self.name, self.arch), accelerator }
     }
 
     fn load_ring(&self, ring: &RingContext) -> Result<CudaRing, BackendError> {
@@ -217,32 +223,32 @@ impl Backend for CudaBackend {
             n,
             log_n: n.trailing_zeros(),
             limbs,
-            moduli: self.upload_vec(&moduli.iter().map(|m| m.value()).collect::<Vec<_>>())?,
-            barrett: self.upload_vec(&moduli.iter().map(|m| m.barrett_constant()).collect::<Vec<_>>())?,
-            lazy: self.upload_vec(
+            moduli: self.device.htod(&moduli.iter().map(|m| m.value()).collect::<Vec<_>>())?,
+            barrett: self.device.htod(&moduli.iter().map(|m| m.barrett_constant()).collect::<Vec<_>>())?,
+            lazy: self.device.htod(
                 &moduli.iter().map(|m| m.lazy_products().min(u32::MAX as usize) as u32).collect::<Vec<_>>(),
             )?,
-            fwd: self.upload_vec(&cat(&|t| t.forward().to_vec()))?,
-            fwd_shoup: self.upload_vec(&cat(&|t| t.forward_shoup().to_vec()))?,
-            inv: self.upload_vec(&cat(&|t| t.inverse().to_vec()))?,
-            inv_shoup: self.upload_vec(&cat(&|t| t.inverse_shoup().to_vec()))?,
-            n_inv: self.upload_vec(&ring.tables().iter().map(|t| t.n_inv()).collect::<Vec<_>>())?,
-            n_inv_shoup: self.upload_vec(
+            fwd: self.device.htod(&cat(&|t| t.forward().to_vec()))?,
+            fwd_shoup: self.device.htod(&cat(&|t| t.forward_shoup().to_vec()))?,
+            inv: self.device.htod(&cat(&|t| t.inverse().to_vec()))?,
+            inv_shoup: self.device.htod(&cat(&|t| t.inverse_shoup().to_vec()))?,
+            n_inv: self.device.htod(&ring.tables().iter().map(|t| t.n_inv()).collect::<Vec<_>>())?,
+            n_inv_shoup: self.device.htod(
                 &ring.tables().iter().map(|t| t.modulus().shoup(t.n_inv())).collect::<Vec<_>>(),
             )?,
-            ms_inv: self.upload_vec(&ms_inv)?,
-            ms_inv_shoup: self.upload_vec(&ms_inv_shoup)?,
+            ms_inv: self.device.htod(&ms_inv)?,
+            ms_inv_shoup: self.device.htod(&ms_inv_shoup)?,
             host_moduli: moduli.to_vec(),
         })
     }
 
     fn alloc_zeroed(&self, words: usize) -> Result<CudaBuffer, BackendError> {
-        let data = if words == 0 { None } else { Some(self.stream.alloc_zeros::<u32>(words).map_err(dev)?) };
+        let data = if words == 0 { None } else { Some(self.device.alloc_zeros::<u32>(words)?) };
         Ok(CudaBuffer { data, len: words })
     }
 
     fn upload(&self, words: &[u32]) -> Result<CudaBuffer, BackendError> {
-        let data = if words.is_empty() { None } else { Some(self.upload_vec(words)?) };
+        let data = if words.is_empty() { None } else { Some(self.device.htod(words)?) };
         Ok(CudaBuffer { data, len: words.len() })
     }
 
@@ -250,16 +256,15 @@ impl Backend for CudaBackend {
         if buf.len != out.len() {
             return Err(BackendError::Shape(format!("download of {} words into {}", buf.len, out.len())));
         }
-        if let Some(d) = &buf.data {
-            self.stream.memcpy_dtoh(d, out).map_err(dev)?;
-            self.stream.synchronize().map_err(dev)?;
+        match &buf.data {
+            Some(d) => self.device.dtoh(d, out),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn duplicate(&self, buf: &CudaBuffer) -> Result<CudaBuffer, BackendError> {
         let data = match &buf.data {
-            Some(d) => Some(self.stream.clone_dtod(d).map_err(dev)?),
+            Some(d) => Some(self.device.dtod(d)?),
             None => None,
         };
         Ok(CudaBuffer { data, len: buf.len })
@@ -273,10 +278,14 @@ impl Backend for CudaBackend {
         dst_at: usize,
         words: usize,
     ) -> Result<(), BackendError> {
+        if src_at + words > src.len || dst_at + words > dst.len {
+            return Err(BackendError::Shape(format!(
+                "copy of {words} words from {src_at} of {} to {dst_at} of {}",
+                src.len, dst.len
+            )));
+        }
         let (Some(s), Some(d)) = (src.data.as_ref(), dst.data.as_mut()) else { return Ok(()) };
-        let from = s.slice(src_at..src_at + words);
-        let mut to = d.slice_mut(dst_at..dst_at + words);
-        self.stream.memcpy_dtod(&from, &mut to).map_err(dev)
+        self.device.copy(s, src_at, d, dst_at, words)
     }
 
     fn ntt_forward(&self, ring: &CudaRing, buf: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
@@ -330,14 +339,19 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let Some(x) = a.data.as_mut() else { return Ok(()) };
         let shoup: Vec<u32> = scalars.iter().zip(&ring.host_moduli).map(|(&s, m)| m.shoup(s)).collect();
-        let (s, ss) = (self.upload_vec(scalars)?, self.upload_vec(&shoup)?);
+        let (s, ss) = (self.device.htod(scalars)?, self.device.htod(&shoup)?);
         let total = shape.words(ring.n) as u64;
-        let limbs = shape.limbs as u32;
-        let mut l = self.stream.launch_builder(self.f("scalar_mul_u32"));
-        l.arg(x).arg(&s).arg(&ss).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&total);
+        let mut args = [
+            Arg::Out(x),
+            Arg::In(&s),
+            Arg::In(&ss),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(shape.limbs as u32),
+            Arg::U64(total),
+        ];
         // SAFETY: matches scalar_mul_u32; `scalars` has one entry per limb (checked by Ring).
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("scalar_mul_u32", self.grid(total as usize), &mut args) }
     }
 
     fn monomial_mul_assign(
@@ -348,14 +362,19 @@ impl Backend for CudaBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         let Some(x) = a.data.as_mut() else { return Ok(()) };
-        let src = self.stream.clone_dtod(x).map_err(dev)?;
+        let src = self.device.dtod(x)?;
         let total = shape.words(ring.n) as u64;
-        let (limbs, k) = (shape.limbs as u32, k as u32);
-        let mut l = self.stream.launch_builder(self.f("monomial_mul_u32"));
-        l.arg(x).arg(&src).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&k).arg(&total);
+        let mut args = [
+            Arg::Out(x),
+            Arg::In(&src),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(shape.limbs as u32),
+            Arg::U32(k as u32),
+            Arg::U64(total),
+        ];
         // SAFETY: matches monomial_mul_u32; `src` is a distinct copy of the same length.
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("monomial_mul_u32", self.grid(total as usize), &mut args) }
     }
 
     fn mod_switch_down(
@@ -369,22 +388,21 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let (Some(x), Some(y)) = (a.data.as_ref(), out.data.as_mut()) else { return Ok(()) };
         let total = (polys * ring.n) as u64;
-        let (rl, il, ol) = (ring.limbs as u32, in_limbs as u32, out_limbs as u32);
-        let mut l = self.stream.launch_builder(self.f("mod_switch_down_u32"));
-        l.arg(y)
-            .arg(x)
-            .arg(&ring.moduli)
-            .arg(&ring.ms_inv)
-            .arg(&ring.ms_inv_shoup)
-            .arg(&ring.log_n)
-            .arg(&rl)
-            .arg(&il)
-            .arg(&ol)
-            .arg(&total);
+        let mut args = [
+            Arg::Out(y),
+            Arg::In(x),
+            Arg::In(&ring.moduli),
+            Arg::In(&ring.ms_inv),
+            Arg::In(&ring.ms_inv_shoup),
+            Arg::U32(ring.log_n),
+            Arg::U32(ring.limbs as u32),
+            Arg::U32(in_limbs as u32),
+            Arg::U32(out_limbs as u32),
+            Arg::U64(total),
+        ];
         // SAFETY: matches mod_switch_down_u32; `a` holds polys x in_limbs rows and `out`
         // polys x out_limbs rows (Ring allocated it), in_limbs <= ring limbs <= MAX_LIMBS.
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("mod_switch_down_u32", self.grid(total as usize), &mut args) }
     }
 
     fn gather_signed(
@@ -397,16 +415,21 @@ impl Backend for CudaBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         let (Some(y), Some(x)) = (out.data.as_mut(), a.data.as_ref()) else { return Ok(()) };
-        let table = self.upload_vec(idx)?;
+        let table = self.device.htod(idx)?;
         let total = shape.words(ring.n) as u64;
-        let limbs = shape.limbs as u32;
-        let mut l = self.stream.launch_builder(self.f("gather_signed_u32"));
-        l.arg(y).arg(x).arg(&table).arg(&ring.moduli).arg(&ring.log_n).arg(&limbs).arg(&total);
+        let mut args = [
+            Arg::Out(y),
+            Arg::In(x),
+            Arg::In(&table),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(shape.limbs as u32),
+            Arg::U64(total),
+        ];
         // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `out` and `a` hold `total`
         // words (Ring allocated `out` with a's shape), `idx` holds N indices below N (from
         // automorphism_index, checked by Ring).
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("gather_signed_u32", self.grid(total as usize), &mut args) }
     }
 
     fn decompose(
@@ -422,13 +445,19 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let (Some(x), Some(y)) = (a.data.as_ref(), out.data.as_mut()) else { return Ok(()) };
         let total = (polys * limbs * digits * limbs * ring.n) as u64;
-        let (lb, db, dg) = (limbs as u32, digit_bits, digits as u32);
-        let mut l = self.stream.launch_builder(self.f("decompose_u32"));
-        l.arg(y).arg(x).arg(&ring.moduli).arg(&ring.log_n).arg(&lb).arg(&db).arg(&dg).arg(&total);
+        let mut args = [
+            Arg::Out(y),
+            Arg::In(x),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(digit_bits),
+            Arg::U32(digits as u32),
+            Arg::U64(total),
+        ];
         // SAFETY: matches decompose_u32 in kernels/permute.cu; `a` holds polys x limbs rows and
         // `out` polys x limbs x digits x limbs rows (Ring allocated it), digit_bits in 1..=31.
-        unsafe { l.launch(self.grid(total as usize)) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("decompose_u32", self.grid(total as usize), &mut args) }
     }
 
     fn mac(
@@ -445,7 +474,7 @@ impl Backend for CudaBackend {
         let (Some(x), Some(y)) = (a.data.as_ref(), b.data.as_ref()) else {
             // inner == 0: the sum is empty; keep or clear `out`.
             if !accumulate {
-                self.stream.memset_zeros(o).map_err(dev)?;
+                self.device.zero(o)?;
             }
             return Ok(());
         };
@@ -459,25 +488,23 @@ impl Backend for CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (limbs, rows, inner, cols, acc) =
-            (limbs as u32, dims.rows as u32, dims.inner as u32, dims.cols as u32, u32::from(accumulate));
-        let mut l = self.stream.launch_builder(self.f("mac_ntt_u32"));
-        l.arg(o)
-            .arg(x)
-            .arg(y)
-            .arg(&ring.moduli)
-            .arg(&ring.barrett)
-            .arg(&ring.lazy)
-            .arg(&ring.log_n)
-            .arg(&limbs)
-            .arg(&rows)
-            .arg(&inner)
-            .arg(&cols)
-            .arg(&acc);
+        let mut args = [
+            Arg::Out(o),
+            Arg::In(x),
+            Arg::In(y),
+            Arg::In(&ring.moduli),
+            Arg::In64(&ring.barrett),
+            Arg::In(&ring.lazy),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(dims.rows as u32),
+            Arg::U32(dims.inner as u32),
+            Arg::U32(dims.cols as u32),
+            Arg::U32(u32::from(accumulate)),
+        ];
         // SAFETY: matches mac_ntt_u32; Ring checked a = rows x inner, b = inner x cols and
         // out = rows x cols polynomials of `limbs` limbs.
-        unsafe { l.launch(cfg) }.map_err(dev)?;
-        Ok(())
+        unsafe { self.launch("mac_ntt_u32", cfg, &mut args) }
     }
 }
 
@@ -506,21 +533,21 @@ impl CudaBackend {
             block_dim: (threads, 1, 1),
             shared_mem_bytes: smem,
         };
-        let mut l = self.stream.launch_builder(self.f(name));
-        if inverse {
-            l.arg(d)
-                .arg(&ring.inv)
-                .arg(&ring.inv_shoup)
-                .arg(&ring.moduli)
-                .arg(&ring.n_inv)
-                .arg(&ring.n_inv_shoup);
+        let mut args = if inverse {
+            vec![
+                Arg::Out(d),
+                Arg::In(&ring.inv),
+                Arg::In(&ring.inv_shoup),
+                Arg::In(&ring.moduli),
+                Arg::In(&ring.n_inv),
+                Arg::In(&ring.n_inv_shoup),
+            ]
         } else {
-            l.arg(d).arg(&ring.fwd).arg(&ring.fwd_shoup).arg(&ring.moduli);
-        }
-        l.arg(&n).arg(&log_n).arg(&limbs);
-        // SAFETY: the argument lists match ntt_forward_u32 / ntt_inverse_u32 in kernels/ntt.cu;
-        // every row of the buffer holds `n` words (Ring validated the shape).
-        unsafe { l.launch(cfg) }.map_err(dev)?;
-        Ok(())
+            vec![Arg::Out(d), Arg::In(&ring.fwd), Arg::In(&ring.fwd_shoup), Arg::In(&ring.moduli)]
+        };
+        args.extend([Arg::U32(n), Arg::U32(log_n), Arg::U32(limbs)]);
+        // SAFETY: the argument lists match the NTT kernels in kernels/ntt.cu; every row of the
+        // buffer holds `n` words (Ring validated the shape).
+        unsafe { self.launch(name, cfg, &mut args) }
     }
 }

@@ -13,9 +13,20 @@
 //! * Every kernel mirrors the CPU backend's arithmetic step for step (the NTT's butterflies and
 //!   tables, Barrett and Shoup reductions, the per-prime rounding of modulus switching), so
 //!   results are bit-identical; the shared conformance suite checks it.
+//! * With the feature `emulator`, [`CudaBackend::emulated`] runs the same backend code on the
+//!   kernels compiled for the host (`emu/`), so the conformance suite and the schemes check
+//!   every kernel and every launch on machines without a GPU (CI does).
 #![deny(unsafe_code)]
 
 mod backend;
+mod device;
+#[cfg(feature = "emulator")]
+mod emulator;
+
+/// Dynamic shared memory per block the emulator allows (an H100's opt-in limit, 227 KiB;
+/// `SMEM_BYTES` in emu/emulator.cpp).
+#[cfg(feature = "emulator")]
+pub const EMULATED_SHARED_MEMORY: usize = 232_448;
 
 pub use backend::{CudaBackend, CudaBuffer, CudaRing};
 

@@ -7,7 +7,9 @@
 //!   reference, so the words equal the CPU backend's);
 //! * scheme `cheetah` end to end with the server on the GPU.
 //!
-//! Without a GPU, the device tests print why they were skipped.
+//! Without a GPU, the device tests print why they were skipped; the same suite and the same
+//! end-to-end run then still exercise every kernel and every launch of the backend on the CPU
+//! emulator (`CudaBackend::emulated`, module `emulated`), which needs no GPU and never skips.
 
 use std::sync::Arc;
 
@@ -48,4 +50,25 @@ fn every_scheme_end_to_end_on_the_gpu() {
     };
     // Each scheme queried, answered, decoded and every share checked against the table.
     fastquery_protocol::harness::verify_every_scheme(backend).unwrap();
+}
+
+/// The CUDA backend's own code on the kernels compiled for the host: the whole conformance
+/// suite (each kernel bit-exact against the scalar reference, launches checked against the
+/// kernels' signatures and the device limits) and every scheme end to end.
+mod emulated {
+    use std::sync::Arc;
+
+    use fastquery_backend::Backend;
+    use fastquery_cuda::CudaBackend;
+
+    mod conformance {
+        fastquery_backend::conformance_tests!(fastquery_cuda::CudaBackend::emulated());
+    }
+
+    #[test]
+    fn every_scheme_end_to_end_on_the_emulator() {
+        let backend = Arc::new(CudaBackend::emulated().unwrap());
+        assert!(!backend.info().accelerator);
+        fastquery_protocol::harness::verify_every_scheme(backend).unwrap();
+    }
 }

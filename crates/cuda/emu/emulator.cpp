@@ -1,0 +1,319 @@
+// A CPU emulator for the kernels of kernels/*.cu, so that the CUDA backend's own code (its
+// launches, grids, argument lists and buffer handling) and every kernel's arithmetic are
+// tested on machines without a GPU (CI). Built only with the crate's `emulator` feature.
+//
+// * Each launch runs its blocks one after another. Kernels without barriers run their threads
+//   one after another; kernels with __syncthreads run every thread of a block as a fiber
+//   (ucontext), and a barrier switches to the next thread, so a block passes a barrier only
+//   when all its live threads reached it, as on the GPU.
+// * The launch is checked as the driver would: the argument list against the kernel's C++
+//   signature (count, pointer or scalar, constness, width), the block size, the grid and the
+//   dynamic shared memory against an H100's limits.
+// * Shared memory is filled with a poison word before every block, so a kernel that reads
+//   shared memory it did not write gives wrong words instead of passing by luck.
+#include "cuda_shim.h"
+
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// Opt-in dynamic shared memory per block of an H100 (and H200): 227 KiB.
+static constexpr size_t SMEM_BYTES = 232448;
+static constexpr unsigned POISON = 0xDEADBEEFu;
+unsigned int s[SMEM_BYTES / 4];
+
+#include "../../../kernels/modarith.cuh"
+#include "../../../kernels/ntt.cu"
+#include "../../../kernels/elementwise.cu"
+#include "../../../kernels/mac.cu"
+#include "../../../kernels/modswitch.cu"
+#include "../../../kernels/permute.cu"
+
+namespace fq_emu {
+
+Dim3 block_idx, block_dim, grid_dim;
+
+// One launch argument, as the Rust side passes it (repr(C) there).
+struct Arg {
+    uint64_t value;  // a host address, or a scalar's bits
+    uint32_t kind;   // 1: mutable pointer, 2: const pointer, 3: scalar
+    uint32_t size;   // bytes of the pointee, or of the scalar
+};
+enum : uint32_t { PTR_MUT = 1, PTR_CONST = 2, SCALAR = 3 };
+
+template <class P>
+bool arg_matches(const Arg& a) {
+    if constexpr (std::is_pointer_v<P>) {
+        using T = std::remove_pointer_t<P>;
+        const uint32_t kind = std::is_const_v<T> ? PTR_CONST : PTR_MUT;
+        return a.kind == kind && a.size == sizeof(T);
+    } else {
+        return a.kind == SCALAR && a.size == sizeof(P);
+    }
+}
+
+template <class P>
+P convert(const Arg& a) {
+    if constexpr (std::is_pointer_v<P>) {
+        return reinterpret_cast<P>(static_cast<uintptr_t>(a.value));
+    } else {
+        return static_cast<P>(a.value);
+    }
+}
+
+template <class... P, size_t... I>
+bool check_with(const Arg* args, std::string& err, std::index_sequence<I...>) {
+    const bool ok[] = {true, arg_matches<P>(args[I])...};
+    for (size_t i = 0; i < sizeof...(P); ++i) {
+        if (!ok[i + 1]) {
+            err = "argument " + std::to_string(i) + " is not of the parameter's kind (pointer, const, width)";
+            return false;
+        }
+    }
+    return true;
+}
+
+template <class... P>
+bool check(void (*)(P...), const Arg* args, uint32_t n, std::string& err) {
+    if (n != sizeof...(P)) {
+        err = "takes " + std::to_string(sizeof...(P)) + " arguments, launched with " + std::to_string(n);
+        return false;
+    }
+    return check_with<P...>(args, err, std::index_sequence_for<P...>{});
+}
+
+template <class... P, size_t... I>
+void call_with(void (*f)(P...), const Arg* args, std::index_sequence<I...>) {
+    f(convert<P>(args[I])...);
+}
+
+template <class... P>
+void call(void (*f)(P...), const Arg* args) {
+    call_with(f, args, std::index_sequence_for<P...>{});
+}
+
+struct Kernel {
+    const char* name;
+    bool barriers;
+    bool (*check)(const Arg*, uint32_t, std::string&);
+    void (*run)(const Arg*);
+};
+
+#define FQ_KERNEL(k, barriers)                                                                  \
+    Kernel {                                                                                    \
+        #k, barriers, [](const Arg* a, uint32_t n, std::string& e) { return check(&k, a, n, e); }, \
+            [](const Arg* a) { call(&k, a); }                                                   \
+    }
+
+static const Kernel KERNELS[] = {
+    FQ_KERNEL(ntt_forward_u32, true),
+    FQ_KERNEL(ntt_inverse_u32, true),
+    FQ_KERNEL(ntt_forward_reg16_u32, true),
+    FQ_KERNEL(ntt_inverse_reg16_u32, true),
+    FQ_KERNEL(add_u32, false),
+    FQ_KERNEL(sub_u32, false),
+    FQ_KERNEL(neg_u32, false),
+    FQ_KERNEL(mul_u32, false),
+    FQ_KERNEL(scalar_mul_u32, false),
+    FQ_KERNEL(monomial_mul_u32, false),
+    FQ_KERNEL(mac_ntt_u32, false),
+    FQ_KERNEL(mod_switch_down_u32, false),
+    FQ_KERNEL(gather_signed_u32, false),
+    FQ_KERNEL(decompose_u32, false),
+};
+
+// ---- threads
+// A barrier is a switch between stacks. On x86-64 the switch saves the callee-saved registers
+// and the stack pointer (fq_switch below): a few nanoseconds, where swapcontext also makes a
+// signal-mask system call per switch (it made the emulated NTT five times slower). Elsewhere
+// ucontext does it.
+static constexpr size_t STACK_BYTES = 64 * 1024;
+static bool fiber_mode = false;
+static bool stray_barrier = false;
+static Dim3 direct_tid;
+static std::vector<std::unique_ptr<char[]>> stacks;
+static std::vector<Dim3> tids;
+static std::vector<char> finished;
+static size_t current = 0;
+static const Kernel* running = nullptr;
+static const Arg* running_args = nullptr;
+
+const Dim3& thread_idx() { return fiber_mode ? tids[current] : direct_tid; }
+
+#if defined(__x86_64__)
+extern "C" void fq_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl fq_switch
+    .type fq_switch, @function
+fq_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size fq_switch, .-fq_switch
+)");
+
+static void* scheduler_sp = nullptr;
+static std::vector<void*> fiber_sp;
+
+static void to_scheduler() { fq_switch(&fiber_sp[current], scheduler_sp); }
+static void to_fiber(size_t t) { fq_switch(&scheduler_sp, fiber_sp[t]); }
+
+[[noreturn]] static void fiber_entry() {
+    running->run(running_args);
+    finished[current] = 1;
+    to_scheduler();
+    __builtin_unreachable();
+}
+
+static void start_fiber(size_t t) {
+    // The stack as fq_switch leaves it: six callee-saved registers, then the return address
+    // (fiber_entry), then a pad word so that fiber_entry starts with the ABI's alignment.
+    // Tops staggered by a cache line per thread: equally aligned tops would all fall into the
+    // same cache sets and evict each other at every switch.
+    uintptr_t top = reinterpret_cast<uintptr_t>(stacks[t].get() + STACK_BYTES - (t % 64) * 64) & ~uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top) - 8;
+    for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+    sp[6] = reinterpret_cast<void*>(&fiber_entry);
+    sp[7] = nullptr;
+    fiber_sp[t] = sp;
+}
+#else
+static ucontext_t scheduler;
+static std::vector<ucontext_t> fibers;
+
+static void to_scheduler() { swapcontext(&fibers[current], &scheduler); }
+static void to_fiber(size_t t) { swapcontext(&scheduler, &fibers[t]); }
+
+static void fiber_main() {
+    running->run(running_args);
+    finished[current] = 1;
+}
+
+static void start_fiber(size_t t) {
+    getcontext(&fibers[t]);
+    fibers[t].uc_stack.ss_sp = stacks[t].get();
+    fibers[t].uc_stack.ss_size = STACK_BYTES;
+    fibers[t].uc_link = &scheduler;
+    makecontext(&fibers[t], fiber_main, 0);
+}
+#endif
+
+void sync_threads() {
+    if (!fiber_mode) {
+        // A kernel registered without barriers used one: its threads ran one by one, so the
+        // result is wrong. Reported as a launch error after the launch.
+        stray_barrier = true;
+        return;
+    }
+    to_scheduler();
+}
+
+static Dim3 unflatten(size_t i, const Dim3& d) {
+    return Dim3{(unsigned)(i % d.x), (unsigned)(i / d.x % d.y), (unsigned)(i / d.x / d.y)};
+}
+
+static void run_block(size_t threads, size_t smem_words) {
+    for (size_t i = 0; i < smem_words; ++i) s[i] = POISON;
+    if (!running->barriers) {
+        for (size_t t = 0; t < threads; ++t) {
+            direct_tid = unflatten(t, block_dim);
+            running->run(running_args);
+        }
+        return;
+    }
+    fiber_mode = true;
+    if (tids.size() < threads) {
+        tids.resize(threads);
+        finished.resize(threads);
+#if defined(__x86_64__)
+        fiber_sp.resize(threads);
+#else
+        fibers.resize(threads);
+#endif
+        while (stacks.size() < threads) stacks.emplace_back(new char[STACK_BYTES]);
+    }
+    for (size_t t = 0; t < threads; ++t) {
+        start_fiber(t);
+        tids[t] = unflatten(t, block_dim);
+        finished[t] = 0;
+    }
+    size_t live = threads;
+    while (live > 0) {
+        // One pass runs every live thread to its next barrier (or its end).
+        for (size_t t = 0; t < threads; ++t) {
+            if (finished[t]) continue;
+            current = t;
+            to_fiber(t);
+            if (finished[t]) --live;
+        }
+    }
+    fiber_mode = false;
+}
+
+static std::mutex launch_lock;
+
+}  // namespace fq_emu
+
+using namespace fq_emu;
+
+static int fail(char* err, size_t err_len, const std::string& msg) {
+    if (err_len > 0) {
+        std::snprintf(err, err_len, "%s", msg.c_str());
+    }
+    return 1;
+}
+
+// Runs kernel `name` to completion. Returns 0, or 1 with a message in `err`.
+extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
+                             const Arg* args, uint32_t nargs, char* err, size_t err_len) {
+    std::lock_guard<std::mutex> guard(launch_lock);
+    const Kernel* k = nullptr;
+    for (const Kernel& c : KERNELS) {
+        if (std::strcmp(c.name, name) == 0) k = &c;
+    }
+    const std::string kn = std::string("kernel ") + name;
+    if (!k) return fail(err, err_len, kn + ": no such kernel");
+    std::string why;
+    if (!k->check(args, nargs, why)) return fail(err, err_len, kn + ": " + why);
+    const size_t threads = (size_t)block[0] * block[1] * block[2];
+    if (threads == 0 || threads > 1024 || block[0] > 1024 || block[1] > 1024 || block[2] > 64)
+        return fail(err, err_len, kn + ": invalid block " + std::to_string(block[0]) + "x" +
+                                      std::to_string(block[1]) + "x" + std::to_string(block[2]));
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 0x7fffffffu || grid[1] > 65535 || grid[2] > 65535)
+        return fail(err, err_len, kn + ": invalid grid");
+    if (smem > SMEM_BYTES)
+        return fail(err, err_len, kn + ": " + std::to_string(smem) + " bytes of shared memory exceed the device's");
+    running = k;
+    running_args = args;
+    stray_barrier = false;
+    block_dim = Dim3{block[0], block[1], block[2]};
+    grid_dim = Dim3{grid[0], grid[1], grid[2]};
+    for (uint32_t z = 0; z < grid[2]; ++z)
+        for (uint32_t y = 0; y < grid[1]; ++y)
+            for (uint32_t x = 0; x < grid[0]; ++x) {
+                block_idx = Dim3{x, y, z};
+                run_block(threads, (smem + 3) / 4);
+            }
+    if (stray_barrier) return fail(err, err_len, kn + ": __syncthreads in a kernel registered without barriers");
+    return 0;
+}

@@ -1,0 +1,189 @@
+//! What the backend needs of a CUDA device: memory, copies and kernel launches by name. Two
+//! implementations: the driver (cudarc, a real GPU) and, with the `emulator` feature, the
+//! kernels compiled for the host and run on the CPU (`emu/emulator.cpp`), so that the backend's
+//! own code and every kernel are tested where there is no GPU. The backend is written once
+//! against [`Device`]; nothing above this file knows which one runs.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
+};
+use fastquery_backend::BackendError;
+
+/// A word type kernels read and write (`u32`, `u64`).
+pub(crate) trait Word: DeviceRepr + ValidAsZeroBits + bytemuck::Pod {}
+impl Word for u32 {}
+impl Word for u64 {}
+
+pub(crate) fn dev(e: DriverError) -> BackendError {
+    BackendError::Device(format!("CUDA: {e:?}"))
+}
+
+/// Device memory of `T` words: on the GPU, or (emulator) host memory with a guard zone behind
+/// the words that every launch checks.
+#[derive(Debug)]
+pub enum Mem<T: DeviceRepr> {
+    Gpu(CudaSlice<T>),
+    #[cfg(feature = "emulator")]
+    Host(crate::emulator::HostMem<T>),
+}
+
+/// One kernel argument, in the kernel's parameter order.
+pub(crate) enum Arg<'a> {
+    /// A `u32*` the kernel writes.
+    Out(&'a mut Mem<u32>),
+    /// A `const u32*`.
+    In(&'a Mem<u32>),
+    /// A `const u64*`.
+    In64(&'a Mem<u64>),
+    U32(u32),
+    U64(u64),
+}
+
+/// A device: the GPU through the driver, or the emulator.
+pub(crate) enum Device {
+    Gpu {
+        /// Held for the device's lifetime (the module and stream live in it).
+        _ctx: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+        _module: Arc<CudaModule>,
+        funcs: Vec<(&'static str, CudaFunction)>,
+    },
+    #[cfg(feature = "emulator")]
+    Emulated,
+}
+
+fn mixed() -> BackendError {
+    BackendError::Device("CUDA: a buffer of another device".into())
+}
+
+impl Device {
+    pub(crate) fn alloc_zeros<T: Word>(
+        &self,
+        len: usize,
+    ) -> Result<Mem<T>, BackendError> {
+        match self {
+            Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.alloc_zeros::<T>(len).map_err(dev)?)),
+            #[cfg(feature = "emulator")]
+            Self::Emulated => Ok(Mem::Host(crate::emulator::HostMem::zeroed(len))),
+        }
+    }
+
+    pub(crate) fn htod<T: Word>(&self, v: &[T]) -> Result<Mem<T>, BackendError> {
+        match self {
+            Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.clone_htod(v).map_err(dev)?)),
+            #[cfg(feature = "emulator")]
+            Self::Emulated => Ok(Mem::Host(crate::emulator::HostMem::from_slice(v))),
+        }
+    }
+
+    /// Copies `m` into `out` (same length) and waits for it.
+    pub(crate) fn dtoh<T: Word>(&self, m: &Mem<T>, out: &mut [T]) -> Result<(), BackendError> {
+        match (self, m) {
+            (Self::Gpu { stream, .. }, Mem::Gpu(d)) => {
+                stream.memcpy_dtoh(d, out).map_err(dev)?;
+                stream.synchronize().map_err(dev)
+            }
+            #[cfg(feature = "emulator")]
+            (Self::Emulated, Mem::Host(h)) => {
+                out.clone_from_slice(h.words());
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mixed()),
+        }
+    }
+
+    pub(crate) fn dtod<T: Word>(&self, m: &Mem<T>) -> Result<Mem<T>, BackendError> {
+        match (self, m) {
+            (Self::Gpu { stream, .. }, Mem::Gpu(d)) => Ok(Mem::Gpu(stream.clone_dtod(d).map_err(dev)?)),
+            #[cfg(feature = "emulator")]
+            (Self::Emulated, Mem::Host(h)) => Ok(Mem::Host(crate::emulator::HostMem::from_slice(h.words()))),
+            #[allow(unreachable_patterns)]
+            _ => Err(mixed()),
+        }
+    }
+
+    /// `dst[dst_at..][..words] = src[src_at..][..words]` (ranges checked by the caller).
+    pub(crate) fn copy(
+        &self,
+        src: &Mem<u32>,
+        src_at: usize,
+        dst: &mut Mem<u32>,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<(), BackendError> {
+        match (self, src, dst) {
+            (Self::Gpu { stream, .. }, Mem::Gpu(s), Mem::Gpu(d)) => {
+                let from = s.slice(src_at..src_at + words);
+                let mut to = d.slice_mut(dst_at..dst_at + words);
+                stream.memcpy_dtod(&from, &mut to).map_err(dev)
+            }
+            #[cfg(feature = "emulator")]
+            (Self::Emulated, Mem::Host(s), Mem::Host(d)) => {
+                d.words_mut()[dst_at..dst_at + words].copy_from_slice(&s.words()[src_at..src_at + words]);
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mixed()),
+        }
+    }
+
+    pub(crate) fn zero(&self, m: &mut Mem<u32>) -> Result<(), BackendError> {
+        match (self, m) {
+            (Self::Gpu { stream, .. }, Mem::Gpu(d)) => stream.memset_zeros(d).map_err(dev),
+            #[cfg(feature = "emulator")]
+            (Self::Emulated, Mem::Host(h)) => {
+                h.words_mut().fill(0);
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mixed()),
+        }
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<(), BackendError> {
+        match self {
+            Self::Gpu { stream, .. } => stream.synchronize().map_err(dev),
+            #[cfg(feature = "emulator")]
+            Self::Emulated => Ok(()),
+        }
+    }
+
+    /// Launches kernel `name` with `args`.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in kernels/*.cu (the emulator checks count,
+    /// kinds and widths; the driver cannot), and the launch must keep every access inside the
+    /// buffers.
+    pub(crate) unsafe fn launch(&self, name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Result<(), BackendError> {
+        match self {
+            Self::Gpu { stream, funcs, .. } => {
+                let f = funcs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, f)| f)
+                    .ok_or_else(|| BackendError::Device(format!("CUDA: kernel {name} not loaded")))?;
+                let mut l = stream.launch_builder(f);
+                for a in args.iter_mut() {
+                    match a {
+                        Arg::Out(Mem::Gpu(s)) => l.arg(s),
+                        Arg::In(Mem::Gpu(s)) => l.arg(s),
+                        Arg::In64(Mem::Gpu(s)) => l.arg(s),
+                        Arg::U32(v) => l.arg(&*v),
+                        Arg::U64(v) => l.arg(&*v),
+                        #[allow(unreachable_patterns)]
+                        _ => return Err(mixed()),
+                    };
+                }
+                // SAFETY: the caller's contract (argument list and bounds).
+                unsafe { l.launch(cfg) }.map(|_| ()).map_err(dev)
+            }
+            #[cfg(feature = "emulator")]
+            Self::Emulated => crate::emulator::launch(name, cfg, args),
+        }
+    }
+}
