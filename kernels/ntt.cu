@@ -5,17 +5,10 @@
 //
 // Launch: grid = rows, block = min(N/2, 1024) threads, dynamic shared memory = N * 4 bytes.
 
-extern "C" __global__ void ntt_forward_u32(u32* data, const u32* tw, const u32* tw_shoup,
-                                           const u32* moduli, u32 n, u32 log_n, u32 limbs) {
-    extern __shared__ u32 s[];
-    const u32 row = blockIdx.x;
-    const u32 limb = row % limbs;
-    const u32 p = moduli[limb];
-    const u32* w = tw + (size_t)limb * n;
-    const u32* ws = tw_shoup + (size_t)limb * n;
-    u32* a = data + (size_t)row * n;
-    for (u32 i = threadIdx.x; i < n; i += blockDim.x) s[i] = a[i];
-    __syncthreads();
+// The forward transform of the row in shared memory `s` (written and synchronised by the
+// caller), all log2(N) stages, the block's threads striding over the butterflies; ends
+// synchronised. Also the transform inside the fused key switch (kernels/keyswitch.cu).
+__device__ __forceinline__ void ntt_forward_shared(u32* s, const u32* w, const u32* ws, u32 p, u32 n, u32 log_n) {
     u32 log_half = log_n - 1;
     for (u32 groups = 1; groups < n; groups <<= 1, --log_half) {
         const u32 half = 1u << log_half;
@@ -30,6 +23,20 @@ extern "C" __global__ void ntt_forward_u32(u32* data, const u32* tw, const u32* 
         }
         __syncthreads();
     }
+}
+
+extern "C" __global__ void ntt_forward_u32(u32* data, const u32* tw, const u32* tw_shoup,
+                                           const u32* moduli, u32 n, u32 log_n, u32 limbs) {
+    extern __shared__ u32 s[];
+    const u32 row = blockIdx.x;
+    const u32 limb = row % limbs;
+    const u32 p = moduli[limb];
+    const u32* w = tw + (size_t)limb * n;
+    const u32* ws = tw_shoup + (size_t)limb * n;
+    u32* a = data + (size_t)row * n;
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) s[i] = a[i];
+    __syncthreads();
+    ntt_forward_shared(s, w, ws, p, n, log_n);
     for (u32 i = threadIdx.x; i < n; i += blockDim.x) a[i] = s[i];
 }
 

@@ -34,7 +34,7 @@ macro_rules! conformance_tests {
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
-            expand_step_matches_its_steps);
+            expand_step_matches_its_steps, expand_seeds_match_the_stream);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -560,7 +560,9 @@ pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
 /// validation; for the CPU's fused kernel it is the oracle.
 pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(11);
-    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {
+    // 8192 and 16384: the fastquery designs' degrees, where a fused kernel holds 8 and 16 words
+    // per thread.
+    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1), (8192, 2), (16384, 1)] {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
         for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12)] {
@@ -692,4 +694,36 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
             );
         }
     }
+}
+
+/// The seeded expansion ([`Backend::expand_seeds`]) gives the words of the host definition
+/// ([`crate::host::expand_uniform`]: ChaCha20, rejection per prime, limb after limb) for every
+/// seed, for one and several polynomials per seed, all limbs or a prefix, and degrees where a
+/// limb ends inside a block of the stream; and the definition itself is the masked-rejection
+/// stream of `ChaCha20Rng` (checked here against its first words).
+pub fn expand_seeds_match_the_stream<B: Backend>(b: &Arc<B>) {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rng(12);
+    for (n, limbs) in [(64usize, 3usize), (1024, 4), (4096, 2)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        for (seeds, polys, used) in [(1usize, 1usize, limbs), (5, 1, limbs), (3, 3, 1), (2, 2, limbs - 1)] {
+            let s: Vec<[u8; 32]> = (0..seeds).map(|_| rng.random()).collect();
+            let got = ring.download(&ring.expand_seeds::<Ntt>(&s, polys, used).unwrap()).unwrap();
+            let want: Vec<u32> =
+                s.iter().flat_map(|seed| crate::host::expand_uniform(&ctx, used, polys, seed)).collect();
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "N={n} seeds={seeds} polys={polys} limbs={used}");
+        }
+        // The definition: the first words are the stream's, masked, below the prime.
+        let seed: [u8; 32] = rng.random();
+        let w = crate::host::expand_uniform(&ctx, 1, 1, &seed);
+        let p = ctx.moduli()[0].value();
+        let mask = u32::MAX >> p.leading_zeros();
+        let mut s = rand_chacha::ChaCha20Rng::from_seed(seed);
+        let kept: Vec<u32> =
+            std::iter::from_fn(|| Some(s.next_u32() & mask)).filter(|&x| x < p).take(n).collect();
+        assert_eq!(w, kept);
+    }
+    assert!(ring(b, 64, 2).expand_seeds::<Ntt>(&[[0u8; 32]], 1, 3).is_err());
 }

@@ -7,6 +7,39 @@ use fastquery_math::Modulus;
 
 use crate::{RingContext, Shape};
 
+/// The uniform polynomials of a 32-byte seed: `out.len() / (limbs N)` polynomials of `limbs`
+/// limbs, layout `[poly][limb][coefficient]`. The stream is ChaCha20 keyed by the seed (block
+/// counter from 0, stream 0, as `rand_chacha::ChaCha20Rng::from_seed`); each word is the next
+/// `u32` masked to the prime's bit length, kept if below the prime, limb after limb. This is
+/// the expansion of every seeded ciphertext and key: client and server must agree on it word
+/// for word, and every backend's [`Backend::expand_seeds`](crate::Backend::expand_seeds)
+/// reproduces it.
+pub fn expand_uniform_into(ctx: &RingContext, limbs: usize, seed: &[u8; 32], out: &mut [u32]) {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    let n = ctx.n();
+    let moduli = &ctx.moduli()[..limbs];
+    for (r, row) in out.chunks_exact_mut(n).enumerate() {
+        let p = moduli[r % limbs].value();
+        let mask = u32::MAX >> p.leading_zeros();
+        for w in row {
+            *w = loop {
+                let x = rng.next_u32() & mask;
+                if x < p {
+                    break x;
+                }
+            };
+        }
+    }
+}
+
+/// [`expand_uniform_into`] into a new vector of `polys` polynomials.
+pub fn expand_uniform(ctx: &RingContext, limbs: usize, polys: usize, seed: &[u8; 32]) -> Vec<u32> {
+    let mut out = vec![0u32; polys * limbs * ctx.n()];
+    expand_uniform_into(ctx, limbs, seed, &mut out);
+    out
+}
+
 /// Bit 31 of a gather index: negate the gathered word.
 pub const NEGATE: u32 = 1 << 31;
 

@@ -210,6 +210,28 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Uniform polynomials from 32-byte seeds, exactly [`host::expand_uniform_into`]: seed `s`
+    /// fills polynomials `[s * polys, (s + 1) * polys)` of `out`, each of `limbs` limbs (so
+    /// `out` holds `seeds.len() * polys * limbs * N` words). The server expands the `a` half of
+    /// every seeded query ciphertext this way. The default runs on the host and uploads.
+    fn expand_seeds(
+        &self,
+        _ring: &Self::Ring,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        polys: usize,
+        limbs: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        let per = polys * limbs * ctx.n();
+        let mut words = vec![0u32; seeds.len() * per];
+        for (seed, dst) in seeds.iter().zip(words.chunks_exact_mut(per.max(1))) {
+            host::expand_uniform_into(ctx, limbs, seed, dst);
+        }
+        *out = self.upload(&words)?;
+        Ok(())
+    }
+
     /// The product of key switching and of external products: the digits of `a` (coefficient
     /// form, `polys x limbs`, decomposed as in [`Backend::decompose`]) in the NTT domain times
     /// two key operands, `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` and
@@ -229,14 +251,17 @@ pub trait Backend: Send + Sync + 'static {
         out: [&mut Self::Buffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        let g = limbs * digits;
-        let mut d = self.alloc_zeroed(polys * g * limbs * ctx.n())?;
-        self.decompose(ring, ctx, a, polys, limbs, digit_bits, digits, &mut d)?;
-        self.ntt_forward(ring, &mut d, Shape::new(polys * g, limbs))?;
-        let dims = MacDims { rows: polys, inner: g, cols: 1 };
-        let [o0, o1] = out;
-        self.mac(ring, o0, &d, keys[0], dims, limbs, accumulate)?;
-        self.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
+        composed_decompose_mac(
+            self,
+            ring,
+            ctx,
+            a,
+            (polys, limbs),
+            (digit_bits, digits),
+            keys,
+            out,
+            accumulate,
+        )
     }
 
     /// One level of oblivious expansion (SealPIR's split), on `count` ciphertexts of `limbs`
@@ -316,4 +341,29 @@ pub trait Backend: Send + Sync + 'static {
         limbs: usize,
         accumulate: bool,
     ) -> Result<(), BackendError>;
+}
+
+/// [`Backend::decompose_mac`] from its steps (decompose, forward, two [`Backend::mac`] calls),
+/// the digits materialised: the trait's default, and the fallback of a backend whose fused
+/// kernel does not cover a size.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_decompose_mac<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    a: &B::Buffer,
+    (polys, limbs): (usize, usize),
+    (digit_bits, digits): (u32, usize),
+    keys: [&B::Buffer; 2],
+    out: [&mut B::Buffer; 2],
+    accumulate: bool,
+) -> Result<(), BackendError> {
+    let g = limbs * digits;
+    let mut d = b.alloc_zeroed(polys * g * limbs * ctx.n())?;
+    b.decompose(ring, ctx, a, polys, limbs, digit_bits, digits, &mut d)?;
+    b.ntt_forward(ring, &mut d, Shape::new(polys * g, limbs))?;
+    let dims = MacDims { rows: polys, inner: g, cols: 1 };
+    let [o0, o1] = out;
+    b.mac(ring, o0, &d, keys[0], dims, limbs, accumulate)?;
+    b.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
 }

@@ -340,6 +340,32 @@ impl<B: Backend> Ring<B> {
         bits.div_ceil(digit_bits.max(1)) as usize
     }
 
+    /// The uniform polynomials of `seeds` (see [`Backend::expand_seeds`]): `polys` polynomials
+    /// of `limbs` limbs per seed, seed after seed. Uniform in either representation, so the
+    /// caller names it.
+    pub fn expand_seeds<R: Repr>(
+        &self,
+        seeds: &[[u8; 32]],
+        polys: usize,
+        limbs: usize,
+    ) -> Result<Polys<B, R>, BackendError> {
+        if limbs == 0 || limbs > self.ctx.limbs() {
+            return Err(BackendError::Shape(format!(
+                "expand_seeds: {limbs} limbs on a ring of {}",
+                self.ctx.limbs()
+            )));
+        }
+        let total = seeds
+            .len()
+            .checked_mul(polys)
+            .ok_or_else(|| BackendError::Shape("expand_seeds: size overflows".into()))?;
+        let mut out = self.zeros::<R>(Shape::new(total, limbs))?;
+        if total > 0 {
+            self.backend.expand_seeds(&self.dev, &self.ctx, seeds, polys, limbs, &mut out.buf)?;
+        }
+        Ok(out)
+    }
+
     /// Gadget decomposition (see [`Backend::decompose`]): `a.polys * limbs * digits`
     /// coefficient-form polynomials of small integers, `digit_bits` in `1..=31`.
     pub fn decompose(&self, a: &Polys<B, Coeff>, digit_bits: u32) -> Result<Polys<B, Coeff>, BackendError> {

@@ -453,6 +453,29 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// One task per seed (each seed's stream is sequential), in place.
+    fn expand_seeds(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        polys: usize,
+        limbs: usize,
+        out: &mut CpuBuffer,
+    ) -> Result<(), BackendError> {
+        let per = polys * limbs * ring.n;
+        if per == 0 {
+            return Ok(());
+        }
+        let work = |(seed, dst): (&[u8; 32], &mut [u32])| host::expand_uniform_into(ctx, limbs, seed, dst);
+        if self.parallel(seeds.len()) {
+            self.install(|| seeds.par_iter().zip(out.par_chunks_mut(per)).for_each(work));
+        } else {
+            seeds.iter().zip(out.chunks_mut(per)).for_each(work);
+        }
+        Ok(())
+    }
+
     fn decompose(
         &self,
         ring: &CpuRing,

@@ -35,6 +35,8 @@ unsigned int s[SMEM_BYTES / 4];
 #include "../../../kernels/mac.cu"
 #include "../../../kernels/modswitch.cu"
 #include "../../../kernels/permute.cu"
+#include "../../../kernels/sample.cu"
+#include "../../../kernels/keyswitch.cu"
 
 namespace fq_emu {
 
@@ -127,6 +129,8 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(mod_switch_down_u32, false),
     FQ_KERNEL(gather_signed_u32, false),
     FQ_KERNEL(decompose_u32, false),
+    FQ_KERNEL(expand_seeds_u32, true),
+    FQ_KERNEL(decompose_mac_u32, true),
 };
 
 // ---- threads

@@ -16,6 +16,10 @@ use crate::{KERNELS, compile, driver_present};
 const BLOCK: u32 = 256;
 /// Rows per thread tile of the multiply-accumulate (MAC_ROWS in kernels/mac.cu).
 const MAC_ROWS: usize = 16;
+/// Words per thread of the fused key switch (KS_PER_THREAD in kernels/keyswitch.cu).
+const KS_PER_THREAD: usize = 16;
+/// Threads per block of the seeded expansion (a power of two; kernels/sample.cu).
+const EXPAND_THREADS: u32 = 256;
 /// Most limbs modulus switching handles (MAX_LIMBS in kernels/modswitch.cu).
 const MAX_LIMBS: usize = 32;
 
@@ -50,6 +54,9 @@ pub struct CudaRing {
 /// The CUDA backend on one device.
 pub struct CudaBackend {
     device: Device,
+    /// Whether decompose_mac runs the fused kernel (FASTQUERY_CUDA_FUSED_KS=0 turns it off, for
+    /// A/B measurements against the composed steps).
+    fused_key_switch: bool,
     name: String,
     arch: &'static str,
     max_smem: usize,
@@ -59,6 +66,11 @@ impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaBackend").field("device", &self.name).field("arch", &self.arch).finish()
     }
+}
+
+/// FASTQUERY_CUDA_FUSED_KS: `0` runs key switching as its composed steps.
+fn fused_key_switch() -> bool {
+    std::env::var("FASTQUERY_CUDA_FUSED_KS").map_or(true, |v| v.trim() != "0")
 }
 
 fn unavailable(reason: impl Into<String>) -> BackendError {
@@ -107,20 +119,19 @@ impl CudaBackend {
             .iter()
             .map(|k| module.load_function(k).map(|f| (*k, f)).map_err(dev))
             .collect::<Result<Vec<_>, _>>()?;
-        // The NTT kernels keep a whole row in shared memory: allow up to the device's opt-in limit.
-        for (name, f) in &funcs {
-            if name.starts_with("ntt_") {
-                f.set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    max_smem as i32,
-                )
-                .map_err(dev)?;
-            }
+        // The NTT and key-switch kernels keep a whole row in shared memory: allow every kernel
+        // up to the device's opt-in limit (the default is 48 KiB).
+        for (_, f) in &funcs {
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                max_smem as i32,
+            )
+            .map_err(dev)?;
         }
         let name = ctx.name().map_err(dev)?;
         let stream = ctx.default_stream();
         let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
-        Ok(Self { device, name, arch, max_smem })
+        Ok(Self { device, fused_key_switch: fused_key_switch(), name, arch, max_smem })
     }
 
     /// The same backend on the CPU emulator of the kernels (feature `emulator`): every launch
@@ -130,6 +141,7 @@ impl CudaBackend {
     pub fn emulated() -> Result<Self, BackendError> {
         Ok(Self {
             device: Device::Emulated,
+            fused_key_switch: fused_key_switch(),
             name: "CUDA emulator on the host".into(),
             arch: "sm_90",
             max_smem: crate::EMULATED_SHARED_MEMORY,
@@ -233,9 +245,9 @@ impl Backend for CudaBackend {
             inv: self.device.htod(&cat(&|t| t.inverse().to_vec()))?,
             inv_shoup: self.device.htod(&cat(&|t| t.inverse_shoup().to_vec()))?,
             n_inv: self.device.htod(&ring.tables().iter().map(|t| t.n_inv()).collect::<Vec<_>>())?,
-            n_inv_shoup: self.device.htod(
-                &ring.tables().iter().map(|t| t.modulus().shoup(t.n_inv())).collect::<Vec<_>>(),
-            )?,
+            n_inv_shoup: self
+                .device
+                .htod(&ring.tables().iter().map(|t| t.modulus().shoup(t.n_inv())).collect::<Vec<_>>())?,
             ms_inv: self.device.htod(&ms_inv)?,
             ms_inv_shoup: self.device.htod(&ms_inv_shoup)?,
             host_moduli: moduli.to_vec(),
@@ -458,6 +470,102 @@ impl Backend for CudaBackend {
         // SAFETY: matches decompose_u32 in kernels/permute.cu; `a` holds polys x limbs rows and
         // `out` polys x limbs x digits x limbs rows (Ring allocated it), digit_bits in 1..=31.
         unsafe { self.launch("decompose_u32", self.grid(total as usize), &mut args) }
+    }
+
+    /// Fused (kernels/keyswitch.cu) where a block of at most 1024 threads holds a row at 16
+    /// words per thread (N <= 16384) and `FASTQUERY_CUDA_FUSED_KS` is not `0`; the composed
+    /// steps otherwise.
+    fn decompose_mac(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        a: &CudaBuffer,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&CudaBuffer; 2],
+        out: [&mut CudaBuffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let threads = (n / 2).clamp(1, 1024);
+        if !self.fused_key_switch || n / threads > KS_PER_THREAD || !n.is_multiple_of(threads) {
+            return fastquery_backend::composed_decompose_mac(
+                self,
+                ring,
+                ctx,
+                a,
+                (polys, limbs),
+                (digit_bits, digits),
+                keys,
+                out,
+                accumulate,
+            );
+        }
+        let [o0, o1] = out;
+        let (Some(y0), Some(y1)) = (o0.data.as_mut(), o1.data.as_mut()) else { return Ok(()) };
+        let (Some(x), Some(k0), Some(k1)) = (a.data.as_ref(), keys[0].data.as_ref(), keys[1].data.as_ref())
+        else {
+            return Ok(());
+        };
+        let cfg = LaunchConfig {
+            grid_dim: ((polys * limbs) as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: (n * 4) as u32,
+        };
+        let mut args = [
+            Arg::Out(y0),
+            Arg::Out(y1),
+            Arg::In(x),
+            Arg::In(k0),
+            Arg::In(k1),
+            Arg::In(&ring.fwd),
+            Arg::In(&ring.fwd_shoup),
+            Arg::In(&ring.moduli),
+            Arg::In64(&ring.barrett),
+            Arg::U32(n as u32),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(digit_bits),
+            Arg::U32(digits as u32),
+            Arg::U32(u32::from(accumulate)),
+        ];
+        // SAFETY: matches decompose_mac_u32 in kernels/keyswitch.cu; Ring checked a = polys x
+        // limbs rows, each key limbs x digits polynomials of `limbs` limbs, each output a's
+        // shape; N = threads x (at most KS_PER_THREAD), the row fits shared memory (load_ring).
+        unsafe { self.launch("decompose_mac_u32", cfg, &mut args) }
+    }
+
+    fn expand_seeds(
+        &self,
+        ring: &CudaRing,
+        _ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        polys: usize,
+        limbs: usize,
+        out: &mut CudaBuffer,
+    ) -> Result<(), BackendError> {
+        let Some(y) = out.data.as_mut() else { return Ok(()) };
+        let words: Vec<u32> = seeds
+            .iter()
+            .flat_map(|s| s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        let key = self.device.htod(&words)?;
+        let cfg = LaunchConfig {
+            grid_dim: (seeds.len() as u32, 1, 1),
+            block_dim: (EXPAND_THREADS, 1, 1),
+            shared_mem_bytes: (2 * EXPAND_THREADS + 1) * 4,
+        };
+        let mut args = [
+            Arg::Out(y),
+            Arg::In(&key),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(polys as u32),
+        ];
+        // SAFETY: matches expand_seeds_u32 in kernels/sample.cu; `out` holds seeds x polys x
+        // limbs rows of N words (Ring allocated it), `key` 8 words per seed, limbs <= the ring's.
+        unsafe { self.launch("expand_seeds_u32", cfg, &mut args) }
     }
 
     fn mac(

@@ -61,10 +61,7 @@ fn mixed() -> BackendError {
 }
 
 impl Device {
-    pub(crate) fn alloc_zeros<T: Word>(
-        &self,
-        len: usize,
-    ) -> Result<Mem<T>, BackendError> {
+    pub(crate) fn alloc_zeros<T: Word>(&self, len: usize) -> Result<Mem<T>, BackendError> {
         match self {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.alloc_zeros::<T>(len).map_err(dev)?)),
             #[cfg(feature = "emulator")]
@@ -159,7 +156,12 @@ impl Device {
     /// `args` must match the kernel's parameters in kernels/*.cu (the emulator checks count,
     /// kinds and widths; the driver cannot), and the launch must keep every access inside the
     /// buffers.
-    pub(crate) unsafe fn launch(&self, name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Result<(), BackendError> {
+    pub(crate) unsafe fn launch(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &mut [Arg<'_>],
+    ) -> Result<(), BackendError> {
         match self {
             Self::Gpu { stream, funcs, .. } => {
                 let f = funcs

@@ -122,10 +122,7 @@ pub(crate) fn launch(name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Res
     };
     if rc != 0 {
         let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-        return Err(BackendError::Device(format!(
-            "CUDA emulator: {}",
-            String::from_utf8_lossy(&err[..end])
-        )));
+        return Err(BackendError::Device(format!("CUDA emulator: {}", String::from_utf8_lossy(&err[..end]))));
     }
     for (i, a) in args.iter().enumerate() {
         if let Arg::Out(Mem::Host(h)) = a
@@ -162,7 +159,13 @@ mod tests {
     const P: u32 = 2_013_265_921;
 
     /// add_u32 on 1000 words of a one-limb ring of N = 8: a[i] = a[i] + b[i] mod P.
-    fn add(a: &mut Mem<u32>, b: &Mem<u32>, p: &Mem<u32>, total: u64, c: LaunchConfig) -> Result<(), BackendError> {
+    fn add(
+        a: &mut Mem<u32>,
+        b: &Mem<u32>,
+        p: &Mem<u32>,
+        total: u64,
+        c: LaunchConfig,
+    ) -> Result<(), BackendError> {
         let mut args = [Arg::Out(a), Arg::In(b), Arg::In(p), Arg::U32(3), Arg::U32(1), Arg::U64(total)];
         launch("add_u32", c, &mut args)
     }
@@ -174,18 +177,20 @@ mod tests {
         let (mut a, b, p) = (host(&av), host(&bv), host(&[P]));
         // Fewer threads than words: the grid-stride loop covers the rest.
         add(&mut a, &b, &p, 1000, cfg(2, 96, 0)).unwrap();
-        let want: Vec<u32> = av.iter().zip(&bv).map(|(&x, &y)| ((u64::from(x) + u64::from(y)) % u64::from(P)) as u32).collect();
+        let want: Vec<u32> = av
+            .iter()
+            .zip(&bv)
+            .map(|(&x, &y)| ((u64::from(x) + u64::from(y)) % u64::from(P)) as u32)
+            .collect();
         assert_eq!(words(&a), want);
     }
 
     #[test]
     fn launches_the_driver_would_refuse_are_errors() {
         let (mut a, b, p) = (host(&[1; 64]), host(&[2; 64]), host(&[P]));
-        for (c, what) in [
-            (cfg(1, 1025, 0), "block"),
-            (cfg(0, 32, 0), "grid"),
-            (cfg(1, 32, 232_449), "shared memory"),
-        ] {
+        for (c, what) in
+            [(cfg(1, 1025, 0), "block"), (cfg(0, 32, 0), "grid"), (cfg(1, 32, 232_449), "shared memory")]
+        {
             let e = add(&mut a, &b, &p, 64, c).unwrap_err().to_string();
             assert!(e.contains(what), "{what}: {e}");
         }
@@ -241,7 +246,15 @@ mod tests {
         }
         let (fw, fws, m) = (host(t.forward()), host(t.forward_shoup()), host(&[P]));
         let mut d = host(&v);
-        let mut args = [Arg::Out(&mut d), Arg::In(&fw), Arg::In(&fws), Arg::In(&m), Arg::U32(n as u32), Arg::U32(6), Arg::U32(1)];
+        let mut args = [
+            Arg::Out(&mut d),
+            Arg::In(&fw),
+            Arg::In(&fws),
+            Arg::In(&m),
+            Arg::U32(n as u32),
+            Arg::U32(6),
+            Arg::U32(1),
+        ];
         launch("ntt_forward_u32", cfg(2, 8, (n * 4) as u32), &mut args).unwrap();
         assert_eq!(words(&d), want);
     }

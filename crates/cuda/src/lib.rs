@@ -34,17 +34,19 @@ use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use fastquery_backend::BackendError;
 
 /// The kernel sources, in the order they are concatenated into one NVRTC program.
-pub const SOURCES: [(&str, &str); 6] = [
+pub const SOURCES: [(&str, &str); 8] = [
     ("modarith.cuh", include_str!("../../../kernels/modarith.cuh")),
     ("ntt.cu", include_str!("../../../kernels/ntt.cu")),
     ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
     ("mac.cu", include_str!("../../../kernels/mac.cu")),
     ("modswitch.cu", include_str!("../../../kernels/modswitch.cu")),
     ("permute.cu", include_str!("../../../kernels/permute.cu")),
+    ("sample.cu", include_str!("../../../kernels/sample.cu")),
+    ("keyswitch.cu", include_str!("../../../kernels/keyswitch.cu")),
 ];
 
 /// Every kernel entry point (for loading and for the compile test).
-pub const KERNELS: [&str; 14] = [
+pub const KERNELS: [&str; 16] = [
     "ntt_forward_u32",
     "ntt_inverse_u32",
     "ntt_forward_reg16_u32",
@@ -59,6 +61,8 @@ pub const KERNELS: [&str; 14] = [
     "mod_switch_down_u32",
     "gather_signed_u32",
     "decompose_u32",
+    "expand_seeds_u32",
+    "decompose_mac_u32",
 ];
 
 /// Whether NVRTC can be loaded (it is needed to compile the kernels).

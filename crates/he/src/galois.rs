@@ -208,9 +208,9 @@ pub fn load_galois_key<B: Backend>(
     if key.b.len() != limbs * digits * poly || !exponent_ok {
         return Err(HeError::BadInput(format!("Galois key for {} of {} words", key.g, key.b.len())));
     }
-    let a = expand_uniform(params.ring(), limbs, limbs * digits, &key.seed);
     let shape = Shape::new(limbs * digits, limbs);
-    Ok(ServerGaloisKey { g: key.g, digit_bits, b: ring.upload(&key.b, shape)?, a: ring.upload(&a, shape)? })
+    let a = ring.expand_seeds(&[key.seed], limbs * digits, limbs)?;
+    Ok(ServerGaloisKey { g: key.g, digit_bits, b: ring.upload(&key.b, shape)?, a })
 }
 
 impl<B: Backend> Ciphertexts<B> {
@@ -302,9 +302,9 @@ pub fn load_ciphertexts<B: Backend>(
         return Err(HeError::BadInput("empty batch or ciphertexts of the wrong size".into()));
     }
     let c0: Vec<u32> = cts.iter().flat_map(|ct| ct.c0.iter().copied()).collect();
-    let a: Vec<u32> = cts.iter().flat_map(|ct| expand_uniform(params.ring(), limbs, 1, &ct.seed)).collect();
+    let seeds: Vec<Seed> = cts.iter().map(|ct| ct.seed).collect();
     let shape = Shape::new(cts.len(), limbs);
-    Ok(Ciphertexts { c0: ring.upload(&c0, shape)?, c1: ring.inverse(ring.upload(&a, shape)?)? })
+    Ok(Ciphertexts { c0: ring.upload(&c0, shape)?, c1: ring.inverse(ring.expand_seeds(&seeds, 1, limbs)?)? })
 }
 
 /// `tau_g` of every ciphertext, key-switched back to `s`.

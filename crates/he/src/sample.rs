@@ -31,24 +31,7 @@ pub fn stream(seed: &Seed) -> ChaCha20Rng {
 /// stream by rejection: the next `u32` masked to the prime's bit length, kept if below it.
 /// This is the expansion every backend reproduces.
 pub fn expand_uniform(ctx: &RingContext, limbs: usize, polys: usize, seed: &Seed) -> Vec<u32> {
-    let mut rng = stream(seed);
-    let n = ctx.n();
-    let mut out = Vec::with_capacity(polys * limbs * n);
-    for _ in 0..polys {
-        for m in &ctx.moduli()[..limbs] {
-            let p = m.value();
-            let mask = u32::MAX >> p.leading_zeros();
-            let mut filled = 0;
-            while filled < n {
-                let x = rng.next_u32() & mask;
-                if x < p {
-                    out.push(x);
-                    filled += 1;
-                }
-            }
-        }
-    }
-    out
+    fastquery_backend::host::expand_uniform(ctx, limbs, polys, seed)
 }
 
 /// `count` centred-binomial errors in `[-21, 21]`.

@@ -13,7 +13,7 @@ use crate::{
     client::{ResponseCiphertext, SeededCiphertext},
     noise::NoiseReport,
     rounding::response_rounding,
-    sample::{cbd, expand_uniform, stream, ternary, uniform_centered, uniform_mod_pow2},
+    sample::{cbd, stream, ternary, uniform_centered, uniform_mod_pow2},
 };
 
 /// The client's public key on the server's device.
@@ -36,7 +36,7 @@ pub fn load_public_key<B: Backend>(
 ) -> Result<ServerKey<B>, HeError> {
     let shape = Shape::new(1, params.limbs());
     let p0 = ring.upload(&pk.p0, shape)?;
-    let a = ring.upload(&expand_uniform(params.ring(), params.limbs(), 1, &pk.seed), shape)?;
+    let a = ring.expand_seeds(&[pk.seed], 1, params.limbs())?;
     Ok(ServerKey { p0, a })
 }
 
@@ -105,15 +105,13 @@ pub fn expand_queries<B: Backend>(
         return Err(HeError::BadInput(format!("c0 of {} words, expected {poly}", ct.c0.len())));
     }
     let c0: Vec<u32> = cts.iter().flat_map(|ct| ct.c0.iter().copied()).collect();
-    let mut c1 = vec![0u32; cts.len() * poly];
-    c1.par_chunks_mut(poly)
-        .zip(cts.par_iter())
-        .for_each(|(dst, ct)| dst.copy_from_slice(&expand_uniform(params.ring(), limbs, 1, &ct.seed)));
+    let seeds: Vec<[u8; 32]> = cts.iter().map(|ct| ct.seed).collect();
     let shape = Shape::new(cts.len(), limbs);
-    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form;
-    // they are interleaved per token on the device, without a host round trip.
+    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form,
+    // expanded from its seed on the device; they are interleaved per token on the device,
+    // without a host round trip.
     let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
-    let c1: Polys<B, Ntt> = ring.upload(&c1, shape)?;
+    let c1: Polys<B, Ntt> = ring.expand_seeds(&seeds, 1, limbs)?;
     let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * cts.len(), limbs))?;
     for t in 0..tokens {
         ring.copy_polys(&c0, t * cts_per_token, &mut a, 2 * t * cts_per_token, cts_per_token)?;
