@@ -1,46 +1,82 @@
 // The server's hot loop: out[r][c] (+)= sum_i a[r][i] * b[i][c], pointwise in the NTT domain.
-// One thread per (limb, coefficient) of one column c and one tile of MAC_ROWS rows: it reads
-// each word of b once for all rows of its tile (the table is read rows/MAC_ROWS times in all),
-// coalesced across the warp; products accumulate in u64 and are reduced every `lazy` terms
+// One thread per (limb, coefficient) of one tile of R rows and C columns: it reads each word of
+// b once for the R rows of its tile and each word of a once for its C columns, coalesced across
+// the warp; products accumulate in u64 and are reduced every `lazy` terms
 // (the same bound as the CPU), so the final, fully reduced words are the CPU backend's.
 //
-// Launch: grid = (ceil(limbs*N / block), cols, ceil(rows / MAC_ROWS)).
+// Launch: grid = (ceil(limbs*N / block), ceil(cols / C), ceil(rows / R)) for a kernel of R x C.
 
 #define MAC_ROWS 16
 
-extern "C" __global__ void mac_ntt_u32(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett,
-                                       const u32* lazy, u32 log_n, u32 limbs, u32 rows, u32 inner, u32 cols,
-                                       u32 accumulate) {
+// A tile of R rows x C columns per thread: each word of b is read once per R rows and each word
+// of a once per C columns, R x C products per R + C loads. The grid's y runs over column tiles,
+// z over row tiles.
+template <u32 R, u32 C>
+__device__ __forceinline__ void mac_tile(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett,
+                                         const u32* lazy, u32 log_n, u32 limbs, u32 rows, u32 inner, u32 cols,
+                                         u32 accumulate) {
     const u64 lc = (u64)blockIdx.x * blockDim.x + threadIdx.x;  // limb * N + coefficient
     const u64 poly = (u64)limbs << log_n;
     if (lc >= poly) return;
     const u32 limb = (u32)(lc >> log_n);
-    const u32 c = blockIdx.y;
-    const u32 r0 = blockIdx.z * MAC_ROWS;
-    const u32 rt = min((u32)MAC_ROWS, rows - r0);
+    const u32 c0 = blockIdx.y * C;
+    const u32 r0 = blockIdx.z * R;
+    const u32 rt = min(R, rows - r0);
+    const u32 ct = min(C, cols - c0);
     const u32 p = moduli[limb];
     const u64 bar = barrett[limb];
     const u32 lz = lazy[limb];
-    u64 acc[MAC_ROWS];
+    u64 acc[R][C];
 #pragma unroll
-    for (u32 t = 0; t < MAC_ROWS; ++t) {
-        acc[t] = (accumulate && t < rt) ? (u64)out[((u64)(r0 + t) * cols + c) * poly + lc] : 0;
+    for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+        for (u32 u = 0; u < C; ++u) {
+            acc[t][u] = (accumulate && t < rt && u < ct) ? (u64)out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] : 0;
+        }
     }
     u32 count = 0;
     for (u32 i = 0; i < inner; ++i) {
-        const u64 y = b[((u64)i * cols + c) * poly + lc];
+        u64 y[C];
 #pragma unroll
-        for (u32 t = 0; t < MAC_ROWS; ++t) {
-            if (t < rt) acc[t] += (u64)a[((u64)(r0 + t) * inner + i) * poly + lc] * y;
+        for (u32 u = 0; u < C; ++u) y[u] = u < ct ? (u64)b[((u64)i * cols + c0 + u) * poly + lc] : 0;
+#pragma unroll
+        for (u32 t = 0; t < R; ++t) {
+            if (t < rt) {
+                const u64 x = a[((u64)(r0 + t) * inner + i) * poly + lc];
+#pragma unroll
+                for (u32 u = 0; u < C; ++u) acc[t][u] += x * y[u];
+            }
         }
         if (++count == lz) {
 #pragma unroll
-            for (u32 t = 0; t < MAC_ROWS; ++t) acc[t] = reduce_u64(acc[t], p, bar);
+            for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+                for (u32 u = 0; u < C; ++u) acc[t][u] = reduce_u64(acc[t][u], p, bar);
+            }
             count = 0;
         }
     }
 #pragma unroll
-    for (u32 t = 0; t < MAC_ROWS; ++t) {
-        if (t < rt) out[((u64)(r0 + t) * cols + c) * poly + lc] = reduce_u64(acc[t], p, bar);
+    for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+        for (u32 u = 0; u < C; ++u) {
+            if (t < rt && u < ct) out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] = reduce_u64(acc[t][u], p, bar);
+        }
     }
+}
+
+// 16 rows x 1 column: the table read once for 16 rows (few columns, many rows).
+extern "C" __global__ void mac_ntt_u32(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett,
+                                       const u32* lazy, u32 log_n, u32 limbs, u32 rows, u32 inner, u32 cols,
+                                       u32 accumulate) {
+    mac_tile<MAC_ROWS, 1>(out, a, b, moduli, barrett, lazy, log_n, limbs, rows, inner, cols, accumulate);
+}
+
+// 8 rows x 4 columns (many columns: the schemes' table products). With one column per thread,
+// `a` is read again for every column: for FastQuery's llama-7b product (16 x 125 by 125 x 128
+// polynomials, `a` 328 MB, larger than L2) that is 17x the table's bytes; here 6x.
+extern "C" __global__ void mac_ntt_r8c4_u32(u32* out, const u32* a, const u32* b, const u32* moduli,
+                                            const u64* barrett, const u32* lazy, u32 log_n, u32 limbs, u32 rows,
+                                            u32 inner, u32 cols, u32 accumulate) {
+    mac_tile<8, 4>(out, a, b, moduli, barrett, lazy, log_n, limbs, rows, inner, cols, accumulate);
 }

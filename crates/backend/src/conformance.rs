@@ -335,6 +335,11 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             (8, 9, 2),
             (13, 12, 3),
             (16, 37, 1),
+            // Column tiles (a GPU kernel may hold several columns per thread): partial tiles
+            // in both directions.
+            (9, 7, 6),
+            (2, 11, 9),
+            (17, 5, 4),
         ] {
             let dims = MacDims { rows, inner, cols };
             let a = random_words(&mut rng, &ctx, Shape::new(rows * inner, limbs));
@@ -357,7 +362,7 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
     // odd and even inner lengths up to the fold's first dimension.
     let ring = ring(b, 256, 2);
     let ctx = ring.context().clone();
-    for (rows, inner, cols) in [(1, 2, 1), (9, 3, 2), (16, 125, 2), (2, 250, 1)] {
+    for (rows, inner, cols) in [(1, 2, 1), (9, 3, 2), (16, 125, 2), (2, 250, 1), (10, 125, 5)] {
         let dims = MacDims { rows, inner, cols };
         let top = |polys: usize| -> Vec<u32> {
             let shape = Shape::new(polys, 2);

@@ -14,10 +14,8 @@ use crate::{KERNELS, compile, driver_present};
 
 /// Threads per block of the elementwise kernels.
 const BLOCK: u32 = 256;
-/// Rows per thread tile of the multiply-accumulate (MAC_ROWS in kernels/mac.cu).
+/// Rows per thread tile of the one-column multiply-accumulate (MAC_ROWS in kernels/mac.cu).
 const MAC_ROWS: usize = 16;
-/// Words per thread of the fused key switch (KS_PER_THREAD in kernels/keyswitch.cu).
-const KS_PER_THREAD: usize = 16;
 /// Threads per block of the seeded expansion (a power of two; kernels/sample.cu).
 const EXPAND_THREADS: u32 = 256;
 /// Most limbs modulus switching handles (MAX_LIMBS in kernels/modswitch.cu).
@@ -117,7 +115,7 @@ impl CudaBackend {
         let module = ctx.load_module(ptx).map_err(dev)?;
         let funcs = KERNELS
             .iter()
-            .map(|k| module.load_function(k).map(|f| (*k, f)).map_err(dev))
+            .map(|(k, _)| module.load_function(k).map(|f| (*k, f)).map_err(dev))
             .collect::<Result<Vec<_>, _>>()?;
         // The NTT and key-switch kernels keep a whole row in shared memory: allow every kernel
         // up to the device's opt-in limit (the default is 48 KiB).
@@ -472,9 +470,9 @@ impl Backend for CudaBackend {
         unsafe { self.launch("decompose_u32", self.grid(total as usize), &mut args) }
     }
 
-    /// Fused (kernels/keyswitch.cu) where a block of at most 1024 threads holds a row at 16
-    /// words per thread (N <= 16384) and `FASTQUERY_CUDA_FUSED_KS` is not `0`; the composed
-    /// steps otherwise.
+    /// Fused (kernels/keyswitch.cu) where the row and two accumulators fit shared memory
+    /// (N <= 16384 on an H100) and `FASTQUERY_CUDA_FUSED_KS` is not `0`; the composed steps
+    /// otherwise.
     fn decompose_mac(
         &self,
         ring: &CudaRing,
@@ -488,7 +486,7 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let n = ring.n;
         let threads = (n / 2).clamp(1, 1024);
-        if !self.fused_key_switch || n / threads > KS_PER_THREAD || !n.is_multiple_of(threads) {
+        if !self.fused_key_switch || 3 * n * 4 > self.max_smem {
             return fastquery_backend::composed_decompose_mac(
                 self,
                 ring,
@@ -510,7 +508,7 @@ impl Backend for CudaBackend {
         let cfg = LaunchConfig {
             grid_dim: ((polys * limbs) as u32, 1, 1),
             block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: (n * 4) as u32,
+            shared_mem_bytes: (3 * n * 4) as u32,
         };
         let mut args = [
             Arg::Out(y0),
@@ -531,7 +529,7 @@ impl Backend for CudaBackend {
         ];
         // SAFETY: matches decompose_mac_u32 in kernels/keyswitch.cu; Ring checked a = polys x
         // limbs rows, each key limbs x digits polynomials of `limbs` limbs, each output a's
-        // shape; N = threads x (at most KS_PER_THREAD), the row fits shared memory (load_ring).
+        // shape; the row and the two accumulators fit shared memory (checked above).
         unsafe { self.launch("decompose_mac_u32", cfg, &mut args) }
     }
 
@@ -587,11 +585,15 @@ impl Backend for CudaBackend {
             return Ok(());
         };
         let lc = limbs * ring.n;
+        // Four columns per thread where there are that many (the table products): `a` is then
+        // read once per four columns instead of once per column.
+        let (name, tile_rows, tile_cols) =
+            if dims.cols >= 4 { ("mac_ntt_r8c4_u32", 8, 4) } else { ("mac_ntt_u32", MAC_ROWS, 1) };
         let cfg = LaunchConfig {
             grid_dim: (
                 lc.div_ceil(BLOCK as usize) as u32,
-                dims.cols as u32,
-                dims.rows.div_ceil(MAC_ROWS) as u32,
+                dims.cols.div_ceil(tile_cols) as u32,
+                dims.rows.div_ceil(tile_rows) as u32,
             ),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
@@ -610,9 +612,9 @@ impl Backend for CudaBackend {
             Arg::U32(dims.cols as u32),
             Arg::U32(u32::from(accumulate)),
         ];
-        // SAFETY: matches mac_ntt_u32; Ring checked a = rows x inner, b = inner x cols and
-        // out = rows x cols polynomials of `limbs` limbs.
-        unsafe { self.launch("mac_ntt_u32", cfg, &mut args) }
+        // SAFETY: matches mac_ntt_u32 and mac_ntt_r8c4_u32 (same parameters); Ring checked
+        // a = rows x inner, b = inner x cols and out = rows x cols polynomials of `limbs` limbs.
+        unsafe { self.launch(name, cfg, &mut args) }
     }
 }
 

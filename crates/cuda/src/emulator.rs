@@ -99,6 +99,16 @@ pub(crate) fn launch(name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Res
             _ => return Err(host_only()),
         });
     }
+    // The register check (crate::resource_usage in the tests) assumes the block sizes of
+    // KERNELS: a launch above its kernel's entry would escape it.
+    let threads = cfg.block_dim.0 * cfg.block_dim.1 * cfg.block_dim.2;
+    if let Some((_, most)) = crate::KERNELS.iter().find(|(k, _)| *k == name)
+        && threads > *most
+    {
+        return Err(BackendError::Device(format!(
+            "CUDA emulator: kernel {name} launched with {threads} threads, above the {most} of KERNELS"
+        )));
+    }
     let cname = CString::new(name).map_err(|_| BackendError::Device(format!("kernel name {name:?}")))?;
     let grid = [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2];
     let block = [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2];
@@ -188,9 +198,11 @@ mod tests {
     #[test]
     fn launches_the_driver_would_refuse_are_errors() {
         let (mut a, b, p) = (host(&[1; 64]), host(&[2; 64]), host(&[P]));
-        for (c, what) in
-            [(cfg(1, 1025, 0), "block"), (cfg(0, 32, 0), "grid"), (cfg(1, 32, 232_449), "shared memory")]
-        {
+        for (c, what) in [
+            (cfg(1, 257, 0), "above the 256 of KERNELS"),
+            (cfg(0, 32, 0), "grid"),
+            (cfg(1, 32, 232_449), "shared memory"),
+        ] {
             let e = add(&mut a, &b, &p, 64, c).unwrap_err().to_string();
             assert!(e.contains(what), "{what}: {e}");
         }
@@ -208,7 +220,7 @@ mod tests {
 
     #[test]
     fn the_emulator_knows_every_kernel_the_backend_loads() {
-        for k in crate::KERNELS {
+        for (k, _) in crate::KERNELS {
             let e = launch(k, cfg(1, 32, 0), &mut []).unwrap_err().to_string();
             assert!(e.contains("arguments"), "{k}: {e}");
         }

@@ -45,25 +45,107 @@ pub const SOURCES: [(&str, &str); 8] = [
     ("keyswitch.cu", include_str!("../../../kernels/keyswitch.cu")),
 ];
 
-/// Every kernel entry point (for loading and for the compile test).
-pub const KERNELS: [&str; 16] = [
-    "ntt_forward_u32",
-    "ntt_inverse_u32",
-    "ntt_forward_reg16_u32",
-    "ntt_inverse_reg16_u32",
-    "add_u32",
-    "sub_u32",
-    "neg_u32",
-    "mul_u32",
-    "scalar_mul_u32",
-    "monomial_mul_u32",
-    "mac_ntt_u32",
-    "mod_switch_down_u32",
-    "gather_signed_u32",
-    "decompose_u32",
-    "expand_seeds_u32",
-    "decompose_mac_u32",
+/// Every kernel entry point (for loading and for the compile test), with the most threads per
+/// block the backend launches it with (for the register check, [`resource_usage`]).
+pub const KERNELS: [(&str, u32); 17] = [
+    ("ntt_forward_u32", 1024),
+    ("ntt_inverse_u32", 1024),
+    ("ntt_forward_reg16_u32", 256),
+    ("ntt_inverse_reg16_u32", 256),
+    ("add_u32", 256),
+    ("sub_u32", 256),
+    ("neg_u32", 256),
+    ("mul_u32", 256),
+    ("scalar_mul_u32", 256),
+    ("monomial_mul_u32", 256),
+    ("mac_ntt_u32", 256),
+    ("mac_ntt_r8c4_u32", 256),
+    ("mod_switch_down_u32", 256),
+    ("gather_signed_u32", 256),
+    ("decompose_u32", 256),
+    ("expand_seeds_u32", 256),
+    ("decompose_mac_u32", 1024),
 ];
+
+/// 32-bit registers per streaming multiprocessor (sm_80 and sm_90): a block of `T` threads
+/// using `r` registers each launches only if `T x r` (rounded to 8 registers per thread) fits.
+pub const REGISTERS_PER_SM: u32 = 65_536;
+
+/// What ptxas reports for one kernel compiled to machine code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelResources {
+    pub name: String,
+    pub registers: u32,
+    pub spill_store_bytes: u32,
+    pub spill_load_bytes: u32,
+}
+
+impl KernelResources {
+    /// Registers a block of `threads` threads needs (allocation granularity 8 per thread).
+    pub fn block_registers(&self, threads: u32) -> u32 {
+        self.registers.div_ceil(8) * 8 * threads
+    }
+}
+
+/// Compiles every kernel for the real architecture `arch` (machine code, through NVRTC's
+/// ptxas) and returns what ptxas reports per kernel: registers and spills. Needs only NVRTC, no
+/// GPU: a kernel whose block would not fit the register file fails here, in CI, instead of with
+/// `CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES` on the first GPU it meets.
+pub fn resource_usage(arch: &str) -> Result<Vec<KernelResources>, BackendError> {
+    use cudarc::nvrtc::result;
+    use std::ffi::CString;
+    if !nvrtc_present() {
+        return Err(BackendError::Unavailable {
+            backend: "cuda",
+            reason: "NVRTC (libnvrtc.so) not found".into(),
+        });
+    }
+    let fail = |e: cudarc::nvrtc::result::NvrtcError| BackendError::Device(format!("NVRTC: {e:?}"));
+    let src = CString::new(source()).map_err(|_| BackendError::Device("NUL in a kernel source".into()))?;
+    let name = CString::new("fastquery_kernels.cu").expect("no NUL");
+    let prog = result::create_program(&src, Some(&name)).map_err(fail)?;
+    let opts = [format!("--gpu-architecture={arch}"), "--std=c++17".into(), "--ptxas-options=-v".into()];
+    // SAFETY: `prog` is a live program from create_program; it is destroyed once, below, after
+    // its log is read.
+    #[allow(unsafe_code)]
+    let (compiled, log) = unsafe {
+        let compiled = result::compile_program(prog, &opts);
+        let log = result::get_program_log(prog);
+        let _ = result::destroy_program(prog);
+        (compiled, log)
+    };
+    let log: Vec<u8> = log.map_err(fail)?.into_iter().map(|c| c as u8).take_while(|&c| c != 0).collect();
+    let log = String::from_utf8_lossy(&log);
+    compiled
+        .map_err(|e| BackendError::Device(format!("NVRTC failed to compile for {arch}: {e:?}\n{log}")))?;
+    Ok(parse_ptxas_log(&log))
+}
+
+/// The per-kernel lines of a `ptxas -v` log.
+fn parse_ptxas_log(log: &str) -> Vec<KernelResources> {
+    let number_before = |line: &str, word: &str| -> Option<u32> {
+        let at = line.find(word)?;
+        line[..at].split_whitespace().last()?.parse().ok()
+    };
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default().to_string();
+            out.push(KernelResources { name, registers: 0, spill_store_bytes: 0, spill_load_bytes: 0 });
+        } else if let Some(k) = out.last_mut() {
+            if let Some(r) = number_before(line, "registers") {
+                k.registers = r;
+            }
+            if let Some(s) = number_before(line, "bytes spill stores") {
+                k.spill_store_bytes = s;
+            }
+            if let Some(s) = number_before(line, "bytes spill loads") {
+                k.spill_load_bytes = s;
+            }
+        }
+    }
+    out
+}
 
 /// Whether NVRTC can be loaded (it is needed to compile the kernels).
 pub fn nvrtc_present() -> bool {
@@ -83,6 +165,11 @@ pub fn driver_present() -> bool {
     }
 }
 
+/// The kernel sources as one NVRTC program.
+fn source() -> String {
+    SOURCES.iter().map(|(name, text)| format!("// ---- {name}\n{text}\n")).collect()
+}
+
 /// Compiles every kernel for `arch` (for example `"sm_90"`) with NVRTC. Needs only NVRTC, no
 /// GPU and no driver.
 pub fn compile(arch: &'static str) -> Result<Ptx, BackendError> {
@@ -94,7 +181,7 @@ pub fn compile(arch: &'static str) -> Result<Ptx, BackendError> {
                 .into(),
         });
     }
-    let src: String = SOURCES.iter().map(|(name, text)| format!("// ---- {name}\n{text}\n")).collect();
+    let src = source();
     let opts = CompileOptions {
         arch: Some(arch),
         name: Some("fastquery_kernels.cu".into()),
@@ -103,4 +190,26 @@ pub fn compile(arch: &'static str) -> Result<Ptx, BackendError> {
     };
     compile_ptx_with_opts(src, opts)
         .map_err(|e| BackendError::Device(format!("NVRTC failed to compile the kernels for {arch}: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_ptxas_log_is_read_per_kernel() {
+        let log = "ptxas info    : 0 bytes gmem\n\
+ptxas info    : Compiling entry function 'mac_x' for 'sm_90'\n\
+ptxas info    : Function properties for mac_x\n\
+ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n\
+ptxas info    : Used 128 registers, used 0 barriers\n\
+ptxas info    : Compiling entry function 'ntt_y' for 'sm_90'\n\
+ptxas info    : Used 22 registers, used 1 barriers\n";
+        let k = super::parse_ptxas_log(log);
+        assert_eq!(k.len(), 2);
+        assert_eq!(
+            (k[0].name.as_str(), k[0].registers, k[0].spill_store_bytes, k[0].spill_load_bytes),
+            ("mac_x", 128, 4, 12)
+        );
+        assert_eq!((k[1].name.as_str(), k[1].registers, k[1].spill_store_bytes), ("ntt_y", 22, 0));
+        assert_eq!(k[1].block_registers(1024), 24 * 1024);
+    }
 }

@@ -15,22 +15,57 @@ use std::sync::Arc;
 
 use fastquery_cuda::{CudaBackend, compile, nvrtc_present};
 
+/// Whether NVRTC is here; without it, prints why the test skips (and fails where CI requires
+/// NVRTC with `FASTQUERY_REQUIRE_NVRTC=1`).
+fn nvrtc_or_skip() -> bool {
+    if nvrtc_present() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FASTQUERY_REQUIRE_NVRTC").is_none(),
+        "FASTQUERY_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: NVRTC not found (scripts/setup.sh installs it for CI)");
+    false
+}
+
 #[test]
 fn kernels_compile_with_nvrtc_for_sm80_and_sm90() {
-    if !nvrtc_present() {
-        assert!(
-            std::env::var_os("FASTQUERY_REQUIRE_NVRTC").is_none(),
-            "FASTQUERY_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)"
-        );
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED: NVRTC not found (scripts/setup.sh installs it for CI)");
+    if !nvrtc_or_skip() {
         return;
     }
     for arch in ["sm_80", "sm_90"] {
         let ptx = compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         let text = ptx.to_src();
-        for k in fastquery_cuda::KERNELS {
+        for (k, _) in fastquery_cuda::KERNELS {
             assert!(text.contains(&format!(".entry {k}")), "{arch}: kernel {k} missing from the PTX");
+        }
+    }
+}
+
+/// Every kernel, compiled to machine code for sm_80 and sm_90 by NVRTC's ptxas: a block of the
+/// most threads the backend launches it with fits the register file, and nothing spills (the
+/// emulator cannot see either; a GPU would refuse the launch or run it slowly).
+#[test]
+fn every_kernel_fits_the_register_file_without_spills() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    for arch in ["sm_80", "sm_90"] {
+        let usage = fastquery_cuda::resource_usage(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        for (k, threads) in fastquery_cuda::KERNELS {
+            let r = usage
+                .iter()
+                .find(|r| r.name == k)
+                .unwrap_or_else(|| panic!("{arch}: no ptxas report for {k}"));
+            assert!(r.registers > 0, "{arch} {k}: no register count read");
+            assert!(
+                r.block_registers(threads) <= fastquery_cuda::REGISTERS_PER_SM,
+                "{arch} {k}: {} registers x {threads} threads exceed the register file",
+                r.registers
+            );
+            assert_eq!((r.spill_store_bytes, r.spill_load_bytes), (0, 0), "{arch} {k} spills");
         }
     }
 }
