@@ -145,6 +145,15 @@ pub trait Backend: Send + Sync + 'static {
         shape: Shape,
     ) -> Result<(), BackendError>;
 
+    /// Ciphertexts per key-switching call the backend works best with: key switching, the
+    /// expansion and external products cut their batches into chunks of this many. On the CPU
+    /// it bounds the digit buffers of one call (`limbs * digits` polynomials per ciphertext,
+    /// kept in cache); a GPU wants enough blocks per launch to fill its multiprocessors, and
+    /// fewer launches.
+    fn keyswitch_chunk(&self) -> usize {
+        16
+    }
+
     /// Modulus switching down, coefficient form: `out = round(a / (p_k * ... * p_{L-1}))` where
     /// `a` has `in_limbs = L` limbs and `out` keeps the first `k` (`1 <= k < L`). Exact: each
     /// dropped limb is divided out with its centred remainder (ties away from the divisor's

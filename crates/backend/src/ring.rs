@@ -333,6 +333,11 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// [`Backend::keyswitch_chunk`] (at least 1).
+    pub fn keyswitch_chunk(&self) -> usize {
+        self.backend.keyswitch_chunk().max(1)
+    }
+
     /// Digits per limb of a decomposition of `limbs` limbs with `digit_bits`-bit digits.
     pub fn digits(&self, limbs: usize, digit_bits: u32) -> usize {
         let bits =

@@ -131,9 +131,6 @@ pub fn rgsw_from_rows<B: Backend>(
         .collect()
 }
 
-/// Ciphertexts per external-product call: bounds the digit buffers.
-const CHUNK: usize = 16;
-
 /// `RGSW(b) x ct` for every ciphertext of `cts` (phase `b * phase(ct)` plus the digits times
 /// the RGSW's errors).
 pub fn external_product<B: Backend>(
@@ -141,14 +138,15 @@ pub fn external_product<B: Backend>(
     cts: &Ciphertexts<B>,
     rgsw: &Rgsw<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let count = cts.len();
-    // Up to a chunk (the fold's later levels): no slice of the input, no copy of the output.
-    if count <= CHUNK {
+    // Chunks of the backend's key-switching size bound the digit buffers; up to a chunk (the
+    // fold's later levels): no slice of the input, no copy of the output.
+    let (count, chunk) = (cts.len(), ring.keyswitch_chunk());
+    if count <= chunk {
         return product_chunk(ring, cts, rgsw);
     }
     let mut result = Ciphertexts::zeros(ring, count, cts.limbs())?;
-    for start in (0..count).step_by(CHUNK) {
-        let len = CHUNK.min(count - start);
+    for start in (0..count).step_by(chunk) {
+        let len = chunk.min(count - start);
         let part = product_chunk(ring, &cts.slice(ring, start, len)?, rgsw)?;
         result.copy_from(ring, &part, 0, start, len)?;
     }

@@ -318,10 +318,6 @@ pub fn automorphism<B: Backend>(
     keyswitch(ring, Ciphertexts { c0, c1 }, key)
 }
 
-/// Ciphertexts key-switched per call at most: bounds the digit buffers (`limbs * digits`
-/// polynomials per ciphertext) whatever the batch.
-const KEYSWITCH_CHUNK: usize = 16;
-
 /// Ciphertexts under `tau_g(s)` (or `s^2` for the [`SQUARE_KEY`](crate::fold::SQUARE_KEY)) to
 /// ciphertexts under `s`, in chunks.
 pub(crate) fn keyswitch<B: Backend>(
@@ -329,20 +325,22 @@ pub(crate) fn keyswitch<B: Backend>(
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let count = cts.len();
-    if count <= KEYSWITCH_CHUNK {
-        return keyswitch_chunk(ring, cts, key);
+    // Chunks of the backend's size (Ring::keyswitch_chunk) bound the digit buffers whatever
+    // the batch.
+    let (count, chunk) = (cts.len(), ring.keyswitch_chunk());
+    if count <= chunk {
+        return keyswitch_one_chunk(ring, cts, key);
     }
     let mut out = Ciphertexts::zeros(ring, count, cts.limbs())?;
-    for start in (0..count).step_by(KEYSWITCH_CHUNK) {
-        let part = cts.slice(ring, start, KEYSWITCH_CHUNK.min(count - start))?;
-        let done = keyswitch_chunk(ring, part, key)?;
+    for start in (0..count).step_by(chunk) {
+        let part = cts.slice(ring, start, chunk.min(count - start))?;
+        let done = keyswitch_one_chunk(ring, part, key)?;
         out.copy_from(ring, &done, 0, start, done.len())?;
     }
     Ok(out)
 }
 
-fn keyswitch_chunk<B: Backend>(
+fn keyswitch_one_chunk<B: Backend>(
     ring: &Ring<B>,
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
@@ -563,19 +561,20 @@ pub fn expand_positioned<B: Backend>(
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
     }
     // Two buffers of the final size, allocated once; each level reads `cur` and writes `next`
-    // in chunks of KEYSWITCH_CHUNK ciphertexts (`Ring::expand_step`: fused on the CPU, with
-    // temporaries of one chunk in the composed default).
+    // in chunks of the backend's key-switching size (`Ring::expand_step`: fused on the CPU,
+    // with temporaries of one chunk in the composed default).
     let (total, limbs) = (1usize << k, ct.limbs());
     let mut cur = Ciphertexts::zeros(ring, total, limbs)?;
     cur.copy_from(ring, &ct, 0, 0, 1)?;
     drop(ct);
     let mut next = Ciphertexts::zeros(ring, total, limbs)?;
+    let chunk = ring.keyswitch_chunk();
     for j in 0..k {
         let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;
         let count = 1usize << j;
         for (run, run_len) in layout.runs(j) {
-            for start in (run..run + run_len).step_by(KEYSWITCH_CHUNK) {
-                let len = KEYSWITCH_CHUNK.min(run + run_len - start);
+            for start in (run..run + run_len).step_by(chunk) {
+                let len = chunk.min(run + run_len - start);
                 // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
                 ring.expand_step(
                     [&cur.c0, &cur.c1],
