@@ -11,6 +11,8 @@ use fastquery_cpu::CpuBackend;
 pub enum BackendKind {
     Cpu,
     Cuda,
+    /// The CUDA backend's code on the CPU emulator of its kernels (feature `cuda-emulator`).
+    CudaEmulator,
     Wgpu,
 }
 
@@ -21,8 +23,9 @@ impl FromStr for BackendKind {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
+            "cuda-emulator" => Ok(Self::CudaEmulator),
             "wgpu" => Ok(Self::Wgpu),
-            other => Err(format!("unknown backend '{other}' (expected cpu, cuda or wgpu)")),
+            other => Err(format!("unknown backend '{other}' (expected cpu, cuda, cuda-emulator or wgpu)")),
         }
     }
 }
@@ -71,6 +74,21 @@ impl BackendKind {
                 reason:
                     "this build has no CUDA backend: rebuild with `cargo build --release --features cuda` \
                          (needs an NVIDIA driver and NVRTC at run time); or use --backend cpu"
+                        .into(),
+            }),
+            #[cfg(feature = "cuda-emulator")]
+            Self::CudaEmulator => {
+                eprintln!(
+                    "CUDA emulator: the CUDA backend's kernels run on the CPU (checks launches; slow by design)"
+                );
+                Ok(AnyBackend::Cuda(Arc::new(fastquery_cuda::CudaBackend::emulated()?)))
+            }
+            #[cfg(not(feature = "cuda-emulator"))]
+            Self::CudaEmulator => Err(BackendError::Unavailable {
+                backend: "cuda-emulator",
+                reason:
+                    "this build has no CUDA emulator: rebuild with `cargo build --features cuda-emulator` \
+                         (needs a C++17 compiler); or use --backend cpu"
                         .into(),
             }),
             #[cfg(feature = "wgpu")]

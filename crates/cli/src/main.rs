@@ -50,7 +50,8 @@ fn keep_freed_memory() {
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Compute backend: cpu, cuda or wgpu (GPU backends only where compiled in).
+    /// Compute backend: cpu, cuda, cuda-emulator or wgpu (GPU backends only where compiled in;
+    /// cuda-emulator runs the CUDA backend's kernels on the CPU, for checks without a GPU).
     #[arg(long, global = true, default_value = "cpu")]
     backend: BackendKind,
     /// Worker threads of the CPU backend (default: all cores).

@@ -47,7 +47,7 @@ fn kernels_prints_the_summary_with_ratios() {
 
 #[test]
 fn absent_backends_and_bad_flags_are_clear_errors() {
-    for b in ["cuda", "wgpu"] {
+    for b in ["cuda", "cuda-emulator", "wgpu"] {
         let o = fastquery(&["--backend", b, "check"]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         let t = text(&o);
