@@ -38,6 +38,10 @@ unsigned int s[SMEM_BYTES / 4];
 #include "../../../kernels/sample.cu"
 #include "../../../kernels/keyswitch.cu"
 
+// A deliberately racy kernel for the emulator's own tests: every thread writes its index into
+// word 0, so the result depends on which thread runs last.
+extern "C" __global__ void emu_selftest_race_u32(u32* a) { a[0] = blockIdx.x * blockDim.x + threadIdx.x; }
+
 namespace fq_emu {
 
 Dim3 block_idx, block_dim, grid_dim;
@@ -132,6 +136,7 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(decompose_u32, false),
     FQ_KERNEL(expand_seeds_u32, true),
     FQ_KERNEL(decompose_mac_u32, true),
+    FQ_KERNEL(emu_selftest_race_u32, false),
 };
 
 // ---- threads
@@ -148,6 +153,8 @@ static std::vector<Dim3> tids;
 static std::vector<char> finished;
 static size_t current = 0;
 static const Kernel* running = nullptr;
+// Run threads and blocks last to first (the race check runs every launch both ways).
+static bool reverse_order = false;
 static const Arg* running_args = nullptr;
 
 const Dim3& thread_idx() { return fiber_mode ? tids[current] : direct_tid; }
@@ -240,7 +247,8 @@ static Dim3 unflatten(size_t i, const Dim3& d) {
 static void run_block(size_t threads, size_t smem_words) {
     for (size_t i = 0; i < smem_words; ++i) s[i] = POISON;
     if (!running->barriers) {
-        for (size_t t = 0; t < threads; ++t) {
+        for (size_t i = 0; i < threads; ++i) {
+            const size_t t = reverse_order ? threads - 1 - i : i;
             direct_tid = unflatten(t, block_dim);
             running->run(running_args);
         }
@@ -265,7 +273,8 @@ static void run_block(size_t threads, size_t smem_words) {
     size_t live = threads;
     while (live > 0) {
         // One pass runs every live thread to its next barrier (or its end).
-        for (size_t t = 0; t < threads; ++t) {
+        for (size_t i = 0; i < threads; ++i) {
+            const size_t t = reverse_order ? threads - 1 - i : i;
             if (finished[t]) continue;
             current = t;
             to_fiber(t);
@@ -288,9 +297,10 @@ static int fail(char* err, size_t err_len, const std::string& msg) {
     return 1;
 }
 
-// Runs kernel `name` to completion. Returns 0, or 1 with a message in `err`.
+// Runs kernel `name` to completion (blocks and threads last to first with `reverse`). Returns 0,
+// or 1 with a message in `err`.
 extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
-                             const Arg* args, uint32_t nargs, char* err, size_t err_len) {
+                             const Arg* args, uint32_t nargs, int reverse, char* err, size_t err_len) {
     std::lock_guard<std::mutex> guard(launch_lock);
     const Kernel* k = nullptr;
     for (const Kernel& c : KERNELS) {
@@ -313,12 +323,13 @@ extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uin
     stray_barrier = false;
     block_dim = Dim3{block[0], block[1], block[2]};
     grid_dim = Dim3{grid[0], grid[1], grid[2]};
-    for (uint32_t z = 0; z < grid[2]; ++z)
-        for (uint32_t y = 0; y < grid[1]; ++y)
-            for (uint32_t x = 0; x < grid[0]; ++x) {
-                block_idx = Dim3{x, y, z};
-                run_block(threads, (smem + 3) / 4);
-            }
+    reverse_order = reverse != 0;
+    const size_t blocks = (size_t)grid[0] * grid[1] * grid[2];
+    for (size_t i = 0; i < blocks; ++i) {
+        block_idx = unflatten(reverse_order ? blocks - 1 - i : i, grid_dim);
+        run_block(threads, (smem + 3) / 4);
+    }
+    reverse_order = false;
     if (stray_barrier) return fail(err, err_len, kn + ": __syncthreads in a kernel registered without barriers");
     return 0;
 }

@@ -137,10 +137,25 @@ impl CudaBackend {
     /// launch checked against an H100's limits. For tests; it is slow by design.
     #[cfg(feature = "emulator")]
     pub fn emulated() -> Result<Self, BackendError> {
+        Self::on_emulator(false)
+    }
+
+    /// [`CudaBackend::emulated`] that also looks for races: every launch runs twice, threads
+    /// (and blocks) first in order, then in reverse order within each barrier interval, from
+    /// the same inputs, and a launch whose words differ is an error. A kernel whose result
+    /// depends on the order of its threads has a race on a GPU too. Twice as slow.
+    #[cfg(feature = "emulator")]
+    pub fn emulated_checking_races() -> Result<Self, BackendError> {
+        Self::on_emulator(true)
+    }
+
+    #[cfg(feature = "emulator")]
+    fn on_emulator(races: bool) -> Result<Self, BackendError> {
         Ok(Self {
-            device: Device::Emulated,
+            device: Device::Emulated { races },
             fused_key_switch: fused_key_switch(),
-            name: "CUDA emulator on the host".into(),
+            name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
+                .into(),
             arch: "sm_90",
             max_smem: crate::EMULATED_SHARED_MEMORY,
         })

@@ -52,8 +52,10 @@ pub(crate) enum Device {
         _module: Arc<CudaModule>,
         funcs: Vec<(&'static str, CudaFunction)>,
     },
+    /// The emulator; with `races`, every launch runs twice, threads and blocks in opposite
+    /// orders, and must give the same words.
     #[cfg(feature = "emulator")]
-    Emulated,
+    Emulated { races: bool },
 }
 
 fn mixed() -> BackendError {
@@ -65,7 +67,7 @@ impl Device {
         match self {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.alloc_zeros::<T>(len).map_err(dev)?)),
             #[cfg(feature = "emulator")]
-            Self::Emulated => Ok(Mem::Host(crate::emulator::HostMem::zeroed(len))),
+            Self::Emulated { .. } => Ok(Mem::Host(crate::emulator::HostMem::zeroed(len))),
         }
     }
 
@@ -73,7 +75,7 @@ impl Device {
         match self {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.clone_htod(v).map_err(dev)?)),
             #[cfg(feature = "emulator")]
-            Self::Emulated => Ok(Mem::Host(crate::emulator::HostMem::from_slice(v))),
+            Self::Emulated { .. } => Ok(Mem::Host(crate::emulator::HostMem::from_slice(v))),
         }
     }
 
@@ -85,7 +87,7 @@ impl Device {
                 stream.synchronize().map_err(dev)
             }
             #[cfg(feature = "emulator")]
-            (Self::Emulated, Mem::Host(h)) => {
+            (Self::Emulated { .. }, Mem::Host(h)) => {
                 out.clone_from_slice(h.words());
                 Ok(())
             }
@@ -98,7 +100,9 @@ impl Device {
         match (self, m) {
             (Self::Gpu { stream, .. }, Mem::Gpu(d)) => Ok(Mem::Gpu(stream.clone_dtod(d).map_err(dev)?)),
             #[cfg(feature = "emulator")]
-            (Self::Emulated, Mem::Host(h)) => Ok(Mem::Host(crate::emulator::HostMem::from_slice(h.words()))),
+            (Self::Emulated { .. }, Mem::Host(h)) => {
+                Ok(Mem::Host(crate::emulator::HostMem::from_slice(h.words())))
+            }
             #[allow(unreachable_patterns)]
             _ => Err(mixed()),
         }
@@ -120,7 +124,7 @@ impl Device {
                 stream.memcpy_dtod(&from, &mut to).map_err(dev)
             }
             #[cfg(feature = "emulator")]
-            (Self::Emulated, Mem::Host(s), Mem::Host(d)) => {
+            (Self::Emulated { .. }, Mem::Host(s), Mem::Host(d)) => {
                 d.words_mut()[dst_at..dst_at + words].copy_from_slice(&s.words()[src_at..src_at + words]);
                 Ok(())
             }
@@ -133,7 +137,7 @@ impl Device {
         match (self, m) {
             (Self::Gpu { stream, .. }, Mem::Gpu(d)) => stream.memset_zeros(d).map_err(dev),
             #[cfg(feature = "emulator")]
-            (Self::Emulated, Mem::Host(h)) => {
+            (Self::Emulated { .. }, Mem::Host(h)) => {
                 h.words_mut().fill(0);
                 Ok(())
             }
@@ -146,7 +150,7 @@ impl Device {
         match self {
             Self::Gpu { stream, .. } => stream.synchronize().map_err(dev),
             #[cfg(feature = "emulator")]
-            Self::Emulated => Ok(()),
+            Self::Emulated { .. } => Ok(()),
         }
     }
 
@@ -185,7 +189,7 @@ impl Device {
                 unsafe { l.launch(cfg) }.map(|_| ()).map_err(dev)
             }
             #[cfg(feature = "emulator")]
-            Self::Emulated => crate::emulator::launch(name, cfg, args),
+            Self::Emulated { races } => crate::emulator::launch(name, cfg, args, *races),
         }
     }
 }

@@ -77,6 +77,7 @@ unsafe extern "C" {
         smem: u32,
         args: *const CArg,
         nargs: u32,
+        reverse: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -86,8 +87,49 @@ fn host_only() -> BackendError {
     BackendError::Device("CUDA emulator: a GPU buffer passed to the emulator".into())
 }
 
-/// Runs one launch on the emulator, then checks every output buffer's guard zone.
-pub(crate) fn launch(name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Result<(), BackendError> {
+/// Runs one launch on the emulator; with `races`, twice in opposite orders (see
+/// `CudaBackend::emulated_checking_races`), from the same inputs, and the outputs must agree.
+pub(crate) fn launch(
+    name: &str,
+    cfg: LaunchConfig,
+    args: &mut [Arg<'_>],
+    races: bool,
+) -> Result<(), BackendError> {
+    if !races {
+        return run_once(name, cfg, args, false);
+    }
+    let outputs = |args: &[Arg<'_>]| -> Vec<Vec<u32>> {
+        args.iter()
+            .filter_map(|a| match a {
+                Arg::Out(Mem::Host(h)) => Some(h.words().to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    let before = outputs(args);
+    run_once(name, cfg, args, false)?;
+    let forward = outputs(args);
+    let mut saved = before.iter();
+    for a in args.iter_mut() {
+        if let (Arg::Out(Mem::Host(h)), Some(b)) = (a, saved.next()) {
+            h.words_mut().copy_from_slice(b);
+        }
+    }
+    run_once(name, cfg, args, true)?;
+    for (i, (f, r)) in forward.iter().zip(outputs(args)).enumerate() {
+        if let Some(w) = f.iter().zip(&r).position(|(x, y)| x != y) {
+            return Err(BackendError::Device(format!(
+                "CUDA emulator: kernel {name} is order-dependent (a race): output {i} differs at word {w} \
+                 between threads run forwards and backwards"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One run of a launch on the emulator (`reverse`: blocks and threads in reverse order), then
+/// the check of every output buffer's guard zone.
+fn run_once(name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>], reverse: bool) -> Result<(), BackendError> {
     let mut c = Vec::with_capacity(args.len());
     for a in args.iter_mut() {
         c.push(match a {
@@ -126,6 +168,7 @@ pub(crate) fn launch(name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Res
             cfg.shared_mem_bytes,
             c.as_ptr(),
             c.len() as u32,
+            i32::from(reverse),
             err.as_mut_ptr().cast(),
             err.len(),
         )
@@ -177,7 +220,7 @@ mod tests {
         c: LaunchConfig,
     ) -> Result<(), BackendError> {
         let mut args = [Arg::Out(a), Arg::In(b), Arg::In(p), Arg::U32(3), Arg::U32(1), Arg::U64(total)];
-        launch("add_u32", c, &mut args)
+        launch("add_u32", c, &mut args, false)
     }
 
     #[test]
@@ -207,21 +250,31 @@ mod tests {
             assert!(e.contains(what), "{what}: {e}");
         }
         // Wrong count, a scalar of the wrong width, a const buffer where the kernel writes.
-        let e = launch("add_u32", cfg(1, 32, 0), &mut [Arg::Out(&mut a), Arg::In(&b)]).unwrap_err();
+        let e = launch("add_u32", cfg(1, 32, 0), &mut [Arg::Out(&mut a), Arg::In(&b)], false).unwrap_err();
         assert!(e.to_string().contains("takes 6 arguments"), "{e}");
         let mut args = [Arg::Out(&mut a), Arg::In(&b), Arg::In(&p), Arg::U32(3), Arg::U32(1), Arg::U32(64)];
-        assert!(launch("add_u32", cfg(1, 32, 0), &mut args).unwrap_err().to_string().contains("argument 5"));
+        assert!(
+            launch("add_u32", cfg(1, 32, 0), &mut args, false)
+                .unwrap_err()
+                .to_string()
+                .contains("argument 5")
+        );
         let c = host(&[0; 64]);
         let mut args = [Arg::In(&c), Arg::In(&b), Arg::In(&p), Arg::U32(3), Arg::U32(1), Arg::U64(64)];
-        assert!(launch("add_u32", cfg(1, 32, 0), &mut args).unwrap_err().to_string().contains("argument 0"));
-        let e = launch("no_such_kernel", cfg(1, 32, 0), &mut []).unwrap_err();
+        assert!(
+            launch("add_u32", cfg(1, 32, 0), &mut args, false)
+                .unwrap_err()
+                .to_string()
+                .contains("argument 0")
+        );
+        let e = launch("no_such_kernel", cfg(1, 32, 0), &mut [], false).unwrap_err();
         assert!(e.to_string().contains("no such kernel"), "{e}");
     }
 
     #[test]
     fn the_emulator_knows_every_kernel_the_backend_loads() {
         for (k, _) in crate::KERNELS {
-            let e = launch(k, cfg(1, 32, 0), &mut []).unwrap_err().to_string();
+            let e = launch(k, cfg(1, 32, 0), &mut [], false).unwrap_err().to_string();
             assert!(e.contains("arguments"), "{k}: {e}");
         }
     }
@@ -236,6 +289,20 @@ mod tests {
         let mut a = host(&[1; 64]);
         add(&mut a, &b, &p, 64, cfg(1, 64, 0)).unwrap();
         assert_eq!(words(&a), vec![3; 64]);
+    }
+
+    #[test]
+    fn the_race_check_finds_an_order_dependent_kernel_and_passes_a_clean_one() {
+        let mut a = host(&[7; 4]);
+        let mut args = [Arg::Out(&mut a)];
+        launch("emu_selftest_race_u32", cfg(2, 32, 0), &mut args, false).unwrap();
+        let e = launch("emu_selftest_race_u32", cfg(2, 32, 0), &mut args, true).unwrap_err();
+        assert!(e.to_string().contains("order-dependent"), "{e}");
+        // add_u32 writes each word from one thread: the same words both ways.
+        let (mut a, b, p) = (host(&[5; 100]), host(&[6; 100]), host(&[P]));
+        let mut args = [Arg::Out(&mut a), Arg::In(&b), Arg::In(&p), Arg::U32(3), Arg::U32(1), Arg::U64(100)];
+        launch("add_u32", cfg(3, 32, 0), &mut args, true).unwrap();
+        assert_eq!(words(&a), vec![11; 100]);
     }
 
     #[test]
@@ -267,7 +334,7 @@ mod tests {
             Arg::U32(6),
             Arg::U32(1),
         ];
-        launch("ntt_forward_u32", cfg(2, 8, (n * 4) as u32), &mut args).unwrap();
+        launch("ntt_forward_u32", cfg(2, 8, (n * 4) as u32), &mut args, false).unwrap();
         assert_eq!(words(&d), want);
     }
 }

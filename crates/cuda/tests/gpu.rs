@@ -96,8 +96,10 @@ mod emulated {
     use fastquery_backend::Backend;
     use fastquery_cuda::CudaBackend;
 
+    /// With the race check: every launch also runs with threads and blocks in reverse order
+    /// and must give the same words.
     mod conformance {
-        fastquery_backend::conformance_tests!(fastquery_cuda::CudaBackend::emulated());
+        fastquery_backend::conformance_tests!(fastquery_cuda::CudaBackend::emulated_checking_races());
     }
 
     #[test]
