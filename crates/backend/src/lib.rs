@@ -295,44 +295,19 @@ pub trait Backend: Send + Sync + 'static {
         keys: [&Self::Buffer; 2],
         shift: usize,
     ) -> Result<(), BackendError> {
-        let poly = limbs * ctx.n();
-        let (shape, words) = (Shape::new(count, limbs), count * poly);
-        let mut c = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
-        let mut t = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
-        for k in 0..2 {
-            self.copy_words(src[k], at * poly, &mut c[k], 0, words)?;
-            self.gather_signed(ring, ctx, &mut t[k], &c[k], idx, shape)?;
-        }
-        let mut ks = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
-        {
-            let [k0, k1] = &mut ks;
-            self.decompose_mac(
-                ring,
-                ctx,
-                &t[1],
-                (count, limbs),
-                (digit_bits, digits),
-                keys,
-                [k0, k1],
-                false,
-            )?;
-        }
-        for k in &mut ks {
-            self.ntt_inverse(ring, k, shape)?;
-        }
-        // t = (tau(c0) + b, a).
-        self.add_assign(ring, &mut t[0], &ks[0], shape)?;
-        let [_, a] = ks;
-        t[1] = a;
-        for (k, out) in dst.into_iter().enumerate() {
-            let mut even = self.duplicate(&c[k])?;
-            self.add_assign(ring, &mut even, &t[k], shape)?;
-            self.sub_assign(ring, &mut c[k], &t[k], shape)?;
-            self.monomial_mul_assign(ring, &mut c[k], shift, shape)?;
-            self.copy_words(&even, 0, out, at * poly, words)?;
-            self.copy_words(&c[k], 0, out, (at + odd) * poly, words)?;
-        }
-        Ok(())
+        composed_expand_step(
+            self,
+            ring,
+            ctx,
+            src,
+            dst,
+            (at, count, odd),
+            limbs,
+            idx,
+            (digit_bits, digits),
+            keys,
+            shift,
+        )
     }
 
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
@@ -375,4 +350,52 @@ pub fn composed_decompose_mac<B: Backend + ?Sized>(
     let [o0, o1] = out;
     b.mac(ring, o0, &d, keys[0], dims, limbs, accumulate)?;
     b.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
+}
+
+/// [`Backend::expand_step`] from the other operations (with temporaries of `count`
+/// ciphertexts): the trait's default, and the fallback of a backend whose fused kernels do not
+/// cover a size.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_expand_step<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    src: [&B::Buffer; 2],
+    dst: [&mut B::Buffer; 2],
+    (at, count, odd): (usize, usize, usize),
+    limbs: usize,
+    idx: &[u32],
+    (digit_bits, digits): (u32, usize),
+    keys: [&B::Buffer; 2],
+    shift: usize,
+) -> Result<(), BackendError> {
+    let poly = limbs * ctx.n();
+    let (shape, words) = (Shape::new(count, limbs), count * poly);
+    let mut c = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    let mut t = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    for k in 0..2 {
+        b.copy_words(src[k], at * poly, &mut c[k], 0, words)?;
+        b.gather_signed(ring, ctx, &mut t[k], &c[k], idx, shape)?;
+    }
+    let mut ks = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    {
+        let [k0, k1] = &mut ks;
+        b.decompose_mac(ring, ctx, &t[1], (count, limbs), (digit_bits, digits), keys, [k0, k1], false)?;
+    }
+    for k in &mut ks {
+        b.ntt_inverse(ring, k, shape)?;
+    }
+    // t = (tau(c0) + b, a).
+    b.add_assign(ring, &mut t[0], &ks[0], shape)?;
+    let [_, a] = ks;
+    t[1] = a;
+    for (k, out) in dst.into_iter().enumerate() {
+        let mut even = b.duplicate(&c[k])?;
+        b.add_assign(ring, &mut even, &t[k], shape)?;
+        b.sub_assign(ring, &mut c[k], &t[k], shape)?;
+        b.monomial_mul_assign(ring, &mut c[k], shift, shape)?;
+        b.copy_words(&even, 0, out, at * poly, words)?;
+        b.copy_words(&c[k], 0, out, (at + odd) * poly, words)?;
+    }
+    Ok(())
 }

@@ -37,6 +37,7 @@ unsigned int s[SMEM_BYTES / 4];
 #include "../../../kernels/permute.cu"
 #include "../../../kernels/sample.cu"
 #include "../../../kernels/keyswitch.cu"
+#include "../../../kernels/expand.cu"
 
 // A deliberately racy kernel for the emulator's own tests: every thread writes its index into
 // word 0, so the result depends on which thread runs last.
@@ -136,6 +137,8 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(decompose_u32, false),
     FQ_KERNEL(expand_seeds_u32, true),
     FQ_KERNEL(decompose_mac_u32, true),
+    FQ_KERNEL(gather_rows_u32, false),
+    FQ_KERNEL(expand_combine_u32, false),
     FQ_KERNEL(emu_selftest_race_u32, false),
 };
 

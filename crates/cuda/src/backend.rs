@@ -161,6 +161,12 @@ impl CudaBackend {
         })
     }
 
+    /// Whether the fused key switch (and the expansion around it) runs at degree `n`: the row
+    /// and two accumulators fit shared memory, and FASTQUERY_CUDA_FUSED_KS is not `0`.
+    fn fused(&self, n: usize) -> bool {
+        self.fused_key_switch && 3 * n * 4 <= self.max_smem
+    }
+
     fn grid(&self, total: usize) -> LaunchConfig {
         let blocks = total.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32;
         LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
@@ -509,7 +515,7 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let n = ring.n;
         let threads = (n / 2).clamp(1, 1024);
-        if !self.fused_key_switch || 3 * n * 4 > self.max_smem {
+        if !self.fused(n) {
             return fastquery_backend::composed_decompose_mac(
                 self,
                 ring,
@@ -554,6 +560,97 @@ impl Backend for CudaBackend {
         // limbs rows, each key limbs x digits polynomials of `limbs` limbs, each output a's
         // shape; the row and the two accumulators fit shared memory (checked above).
         unsafe { self.launch("decompose_mac_u32", cfg, &mut args) }
+    }
+
+    /// Three kernels around the fused key switch (kernels/expand.cu) where that switch runs;
+    /// the composed steps otherwise.
+    fn expand_step(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        src: [&CudaBuffer; 2],
+        dst: [&mut CudaBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        (digit_bits, digits): (u32, usize),
+        keys: [&CudaBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        if !self.fused(n) {
+            return fastquery_backend::composed_expand_step(
+                self,
+                ring,
+                ctx,
+                src,
+                dst,
+                (at, count, odd),
+                limbs,
+                idx,
+                (digit_bits, digits),
+                keys,
+                shift,
+            );
+        }
+        let words = count * limbs * n;
+        let shape = Shape::new(count, limbs);
+        let table = self.device.htod(idx)?;
+        let mut t1 = self.alloc_zeroed(words)?;
+        let (Some(s0), Some(s1)) = (src[0].data.as_ref(), src[1].data.as_ref()) else { return Ok(()) };
+        {
+            let Some(t) = t1.data.as_mut() else { return Ok(()) };
+            let mut args = [
+                Arg::Out(t),
+                Arg::In(s1),
+                Arg::In(&table),
+                Arg::In(&ring.moduli),
+                Arg::U32(ring.log_n),
+                Arg::U32(limbs as u32),
+                Arg::U64((at * limbs) as u64),
+                Arg::U64(words as u64),
+            ];
+            // SAFETY: matches gather_rows_u32 in kernels/expand.cu; `src[1]` holds rows
+            // [at x limbs, (at + count) x limbs) (Ring checked the range), `t1` count x limbs
+            // rows, `idx` N indices below N (automorphism_index).
+            unsafe { self.launch("gather_rows_u32", self.grid(words), &mut args) }?;
+        }
+        let (mut k0, mut k1) = (self.alloc_zeroed(words)?, self.alloc_zeroed(words)?);
+        self.decompose_mac(
+            ring,
+            ctx,
+            &t1,
+            (count, limbs),
+            (digit_bits, digits),
+            keys,
+            [&mut k0, &mut k1],
+            false,
+        )?;
+        self.ntt_inverse(ring, &mut k0, shape)?;
+        self.ntt_inverse(ring, &mut k1, shape)?;
+        let [d0, d1] = dst;
+        let (Some(y0), Some(y1)) = (d0.data.as_mut(), d1.data.as_mut()) else { return Ok(()) };
+        let (Some(b), Some(a)) = (k0.data.as_ref(), k1.data.as_ref()) else { return Ok(()) };
+        let mut args = [
+            Arg::Out(y0),
+            Arg::Out(y1),
+            Arg::In(s0),
+            Arg::In(s1),
+            Arg::In(b),
+            Arg::In(a),
+            Arg::In(&table),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U64((at * limbs) as u64),
+            Arg::U64(((at + odd) * limbs) as u64),
+            Arg::U32(shift as u32),
+            Arg::U64(words as u64),
+        ];
+        // SAFETY: matches expand_combine_u32 in kernels/expand.cu; Ring checked that both
+        // children's ranges [at, at + count) and [at + odd, at + odd + count) lie in `dst` and do
+        // not overlap, that `src` holds the parents, and shift < 2N; k0, k1 hold count x limbs rows.
+        unsafe { self.launch("expand_combine_u32", self.grid(words), &mut args) }
     }
 
     fn expand_seeds(

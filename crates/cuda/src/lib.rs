@@ -34,7 +34,7 @@ use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use fastquery_backend::BackendError;
 
 /// The kernel sources, in the order they are concatenated into one NVRTC program.
-pub const SOURCES: [(&str, &str); 8] = [
+pub const SOURCES: [(&str, &str); 9] = [
     ("modarith.cuh", include_str!("../../../kernels/modarith.cuh")),
     ("ntt.cu", include_str!("../../../kernels/ntt.cu")),
     ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
@@ -43,11 +43,12 @@ pub const SOURCES: [(&str, &str); 8] = [
     ("permute.cu", include_str!("../../../kernels/permute.cu")),
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
     ("keyswitch.cu", include_str!("../../../kernels/keyswitch.cu")),
+    ("expand.cu", include_str!("../../../kernels/expand.cu")),
 ];
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 17] = [
+pub const KERNELS: [(&str, u32); 19] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -65,6 +66,8 @@ pub const KERNELS: [(&str, u32); 17] = [
     ("decompose_u32", 256),
     ("expand_seeds_u32", 256),
     ("decompose_mac_u32", 1024),
+    ("gather_rows_u32", 256),
+    ("expand_combine_u32", 256),
 ];
 
 /// 32-bit registers per streaming multiprocessor (sm_80 and sm_90): a block of `T` threads
