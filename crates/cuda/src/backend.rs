@@ -16,6 +16,10 @@ use crate::{KERNELS, compile, driver_present};
 const BLOCK: u32 = 256;
 /// Rows per thread tile of the one-column multiply-accumulate (MAC_ROWS in kernels/mac.cu).
 const MAC_ROWS: usize = 16;
+/// An automorphism's gather table and its copy on the device.
+type IndexTable = (Vec<u32>, std::sync::Arc<Mem<u32>>);
+/// Automorphism index tables kept on the device (expansion uses log2 N exponents, packing a few).
+const INDEX_TABLES: usize = 64;
 /// Threads per block of the seeded expansion (a power of two; kernels/sample.cu).
 const EXPAND_THREADS: u32 = 256;
 /// Most limbs modulus switching handles (MAX_LIMBS in kernels/modswitch.cu).
@@ -52,6 +56,9 @@ pub struct CudaRing {
 /// The CUDA backend on one device.
 pub struct CudaBackend {
     device: Device,
+    /// Automorphism index tables already on the device (a handful per ring: one per Galois
+    /// exponent in use), so that gathers and expansion steps do not upload N words each time.
+    index_tables: std::sync::Mutex<Vec<IndexTable>>,
     /// Whether decompose_mac runs the fused kernel (FASTQUERY_CUDA_FUSED_KS=0 turns it off, for
     /// A/B measurements against the composed steps).
     fused_key_switch: bool,
@@ -129,7 +136,14 @@ impl CudaBackend {
         let name = ctx.name().map_err(dev)?;
         let stream = ctx.default_stream();
         let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
-        Ok(Self { device, fused_key_switch: fused_key_switch(), name, arch, max_smem })
+        Ok(Self {
+            device,
+            index_tables: Default::default(),
+            fused_key_switch: fused_key_switch(),
+            name,
+            arch,
+            max_smem,
+        })
     }
 
     /// The same backend on the CPU emulator of the kernels (feature `emulator`): every launch
@@ -153,6 +167,7 @@ impl CudaBackend {
     fn on_emulator(races: bool) -> Result<Self, BackendError> {
         Ok(Self {
             device: Device::Emulated { races },
+            index_tables: Default::default(),
             fused_key_switch: fused_key_switch(),
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
                 .into(),
@@ -165,6 +180,20 @@ impl CudaBackend {
     /// and two accumulators fit shared memory, and FASTQUERY_CUDA_FUSED_KS is not `0`.
     fn fused(&self, n: usize) -> bool {
         self.fused_key_switch && 3 * n * 4 <= self.max_smem
+    }
+
+    /// `idx` on the device, uploaded once per distinct table (at most [`INDEX_TABLES`] kept).
+    fn index_table(&self, idx: &[u32]) -> Result<std::sync::Arc<Mem<u32>>, BackendError> {
+        let mut cache = self.index_tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = cache.iter().find(|(k, _)| k.as_slice() == idx) {
+            return Ok(m.clone());
+        }
+        if cache.len() >= INDEX_TABLES {
+            cache.remove(0);
+        }
+        let m = std::sync::Arc::new(self.device.htod(idx)?);
+        cache.push((idx.to_vec(), m.clone()));
+        Ok(m)
     }
 
     fn grid(&self, total: usize) -> LaunchConfig {
@@ -446,7 +475,7 @@ impl Backend for CudaBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         let (Some(y), Some(x)) = (out.data.as_mut(), a.data.as_ref()) else { return Ok(()) };
-        let table = self.device.htod(idx)?;
+        let table = self.index_table(idx)?;
         let total = shape.words(ring.n) as u64;
         let mut args = [
             Arg::Out(y),
@@ -595,7 +624,7 @@ impl Backend for CudaBackend {
         }
         let words = count * limbs * n;
         let shape = Shape::new(count, limbs);
-        let table = self.device.htod(idx)?;
+        let table = self.index_table(idx)?;
         let mut t1 = self.alloc_zeroed(words)?;
         let (Some(s0), Some(s1)) = (src[0].data.as_ref(), src[1].data.as_ref()) else { return Ok(()) };
         {

@@ -102,6 +102,30 @@ mod emulated {
         fastquery_backend::conformance_tests!(fastquery_cuda::CudaBackend::emulated_checking_races());
     }
 
+    /// More distinct automorphisms than the backend keeps index tables for (64), twice over:
+    /// every result equals the host's, whether its table was cached, evicted or new.
+    #[test]
+    fn automorphisms_beyond_the_index_table_cache() {
+        use fastquery_backend::{Coeff, Polys, Shape, conformance};
+        let b = Arc::new(CudaBackend::emulated().unwrap());
+        let ring = conformance::ring(&b, 256, 2);
+        let ctx = ring.context().clone();
+        let shape = Shape::new(1, 2);
+        let words: Vec<u32> = (0..512u32)
+            .map(|i| (i * 7919 + 13) % ctx.moduli()[0].value().min(ctx.moduli()[1].value()))
+            .collect();
+        let a: Polys<_, Coeff> = ring.upload(&words, shape).unwrap();
+        for round in 0..2 {
+            for g in (1..2 * 256).step_by(2).take(80) {
+                let got = ring.download(&ring.automorphism(&a, g).unwrap()).unwrap();
+                let idx = fastquery_backend::automorphism_index(256, g, false).unwrap();
+                let mut want = vec![0u32; words.len()];
+                fastquery_backend::host::gather_signed(&ctx, &words, &mut want, &idx, shape);
+                assert_eq!(got, want, "round {round} g={g}");
+            }
+        }
+    }
+
     #[test]
     fn every_scheme_end_to_end_on_the_emulator() {
         let backend = Arc::new(CudaBackend::emulated().unwrap());
