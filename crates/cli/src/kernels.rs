@@ -71,7 +71,7 @@ fn device_ntt<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
     let bw = (2 * count * 4) as f64 / copy[copy.len() / 2] / 1e9;
     println!(
         "Device copy bandwidth ({} MiB, read + write): {bw:.0} GB/s; NTT floor at N = 4096: {:.1} ns",
-        count * 4 >> 20,
+        (count * 4) >> 20,
         32768.0 / bw
     );
     println!("Batched NTT on '{}' ({}), median of {reps}:", b.info().name, b.info().device);
