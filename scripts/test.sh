@@ -23,6 +23,7 @@ fi
 # is, the wgpu one runs here on lavapipe (the demo, end to end, shares checked), and the CUDA
 # backend's own code runs here on the emulator of its kernels (the same demo, about 45 s).
 cargo build --locked -p fastquery --features cuda-emulator,wgpu
-target/debug/fastquery --backend wgpu demo --tokens 3,7 >/dev/null
-target/debug/fastquery --backend cuda-emulator demo --tokens 3,7 >/dev/null
+bin="${CARGO_TARGET_DIR:-target}/debug/fastquery"
+"$bin" --backend wgpu demo --tokens 3,7 >/dev/null
+"$bin" --backend cuda-emulator demo --tokens 3,7 >/dev/null
 cargo test --workspace --locked
