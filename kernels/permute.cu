@@ -5,16 +5,21 @@
 
 #define NEGATE 0x80000000u
 
-// out[row][k] = +-a[row][idx[k] & ~NEGATE], negated mod the row's prime where bit 31 is set.
+// Word k of a gathered row: +-row[g & ~NEGATE], negated mod p where bit 31 of g is set.
+__device__ __forceinline__ u32 gather_word(const u32* row, u32 g, u32 p) {
+    const u32 v = row[g & ~NEGATE];
+    return (g & NEGATE) ? neg_mod(v, p) : v;
+}
+
+// out[row][k] = +-a[at_row + row][idx[k] & ~NEGATE] for `total` = rows x N words: the whole
+// buffer (at_row = 0), or the rows of a chunk of the expansion (kernels/expand.cu).
 extern "C" __global__ void gather_signed_u32(u32* out, const u32* a, const u32* idx, const u32* moduli,
-                                             u32 log_n, u32 limbs, u64 total) {
+                                             u32 log_n, u32 limbs, u64 at_row, u64 total) {
     const u32 n = 1u << log_n;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
         const u64 row = i >> log_n;
         const u32 k = (u32)(i & (n - 1));
-        const u32 g = idx[k];
-        const u32 v = a[(row << log_n) + (g & ~NEGATE)];
-        out[i] = (g & NEGATE) ? neg_mod(v, moduli[row % limbs]) : v;
+        out[i] = gather_word(a + ((at_row + row) << log_n), idx[k], moduli[(at_row + row) % limbs]);
     }
 }
 

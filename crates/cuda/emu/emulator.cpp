@@ -137,7 +137,6 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(decompose_u32, false),
     FQ_KERNEL(expand_seeds_u32, true),
     FQ_KERNEL(decompose_mac_u32, true),
-    FQ_KERNEL(gather_rows_u32, false),
     FQ_KERNEL(expand_combine_u32, false),
     FQ_KERNEL(emu_selftest_race_u32, false),
 };

@@ -484,9 +484,10 @@ impl Backend for CudaBackend {
             Arg::In(&ring.moduli),
             Arg::U32(ring.log_n),
             Arg::U32(shape.limbs as u32),
+            Arg::U64(0),
             Arg::U64(total),
         ];
-        // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `out` and `a` hold `total`
+        // SAFETY: matches gather_signed_u32 in kernels/permute.cu (from row 0); `out` and `a` hold `total`
         // words (Ring allocated `out` with a's shape), `idx` holds N indices below N (from
         // automorphism_index, checked by Ring).
         unsafe { self.launch("gather_signed_u32", self.grid(total as usize), &mut args) }
@@ -591,7 +592,7 @@ impl Backend for CudaBackend {
         unsafe { self.launch("decompose_mac_u32", cfg, &mut args) }
     }
 
-    /// Three kernels around the fused key switch (kernels/expand.cu) where that switch runs;
+    /// A gather, the fused key switch, two inverse NTTs and the combine of kernels/expand.cu where that switch runs;
     /// the composed steps otherwise.
     fn expand_step(
         &self,
@@ -639,10 +640,10 @@ impl Backend for CudaBackend {
                 Arg::U64((at * limbs) as u64),
                 Arg::U64(words as u64),
             ];
-            // SAFETY: matches gather_rows_u32 in kernels/expand.cu; `src[1]` holds rows
+            // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `src[1]` holds rows
             // [at x limbs, (at + count) x limbs) (Ring checked the range), `t1` count x limbs
             // rows, `idx` N indices below N (automorphism_index).
-            unsafe { self.launch("gather_rows_u32", self.grid(words), &mut args) }?;
+            unsafe { self.launch("gather_signed_u32", self.grid(words), &mut args) }?;
         }
         let (mut k0, mut k1) = (self.alloc_zeroed(words)?, self.alloc_zeroed(words)?);
         self.decompose_mac(

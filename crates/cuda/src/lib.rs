@@ -48,7 +48,7 @@ pub const SOURCES: [(&str, &str); 9] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 19] = [
+pub const KERNELS: [(&str, u32); 18] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -66,7 +66,6 @@ pub const KERNELS: [(&str, u32); 19] = [
     ("decompose_u32", 256),
     ("expand_seeds_u32", 256),
     ("decompose_mac_u32", 1024),
-    ("gather_rows_u32", 256),
     ("expand_combine_u32", 256),
 ];
 
@@ -98,10 +97,7 @@ pub fn resource_usage(arch: &str) -> Result<Vec<KernelResources>, BackendError> 
     use cudarc::nvrtc::result;
     use std::ffi::CString;
     if !nvrtc_present() {
-        return Err(BackendError::Unavailable {
-            backend: "cuda",
-            reason: "NVRTC (libnvrtc.so) not found".into(),
-        });
+        return Err(nvrtc_missing());
     }
     let fail = |e: cudarc::nvrtc::result::NvrtcError| BackendError::Device(format!("NVRTC: {e:?}"));
     let src = CString::new(source()).map_err(|_| BackendError::Device("NUL in a kernel source".into()))?;
@@ -168,6 +164,16 @@ pub fn driver_present() -> bool {
     }
 }
 
+/// The error of a machine without NVRTC, with how to get it.
+fn nvrtc_missing() -> BackendError {
+    BackendError::Unavailable {
+        backend: "cuda",
+        reason: "NVRTC (libnvrtc.so) not found: install the CUDA toolkit's NVRTC or the PyPI package \
+                 nvidia-cuda-nvrtc and put its lib folder on LD_LIBRARY_PATH (scripts/setup.sh does this)"
+            .into(),
+    }
+}
+
 /// The kernel sources as one NVRTC program.
 fn source() -> String {
     SOURCES.iter().map(|(name, text)| format!("// ---- {name}\n{text}\n")).collect()
@@ -177,12 +183,7 @@ fn source() -> String {
 /// GPU and no driver.
 pub fn compile(arch: &'static str) -> Result<Ptx, BackendError> {
     if !nvrtc_present() {
-        return Err(BackendError::Unavailable {
-            backend: "cuda",
-            reason: "NVRTC (libnvrtc.so) not found: install the CUDA toolkit's NVRTC or the PyPI package \
-                     nvidia-cuda-nvrtc and put its lib folder on LD_LIBRARY_PATH (scripts/setup.sh does this)"
-                .into(),
-        });
+        return Err(nvrtc_missing());
     }
     let src = source();
     let opts = CompileOptions {
