@@ -358,11 +358,51 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             }
         }
     }
+    // The longest inner sum a tensor-core kernel takes (2048 terms of 8-bit pieces in 32-bit
+    // accumulators), every word p - 1, one limb.
+    {
+        let dims = MacDims { rows: 8, inner: 2048, cols: 8 };
+        let ring = ring(b, 64, 2);
+        let ctx = ring.context().clone();
+        let top = |polys: usize| vec![ctx.moduli()[0].value() - 1; polys * 64];
+        let (a, bw, o) = (top(8 * 2048), top(2048 * 8), top(8 * 8));
+        let ap: Polys<B, Ntt> = upload(&ring, &a, Shape::new(8 * 2048, 1));
+        let bp: Polys<B, Ntt> = upload(&ring, &bw, Shape::new(2048 * 8, 1));
+        let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(8 * 8, 1));
+        ring.mac(&mut op, &ap, &bp, dims, true).unwrap();
+        assert_eq!(
+            ring.download(&op).unwrap(),
+            mac_reference(&ctx, &o, &a, &bw, dims, 1, true),
+            "inner 2048"
+        );
+    }
+    // Matrix tiles (a GPU kernel may compute 16 x 32 tiles over steps of 8 inner terms, on
+    // blocks of 8 coefficients): several tiles with partial ones in every direction, and inner
+    // lengths on both sides of the steps.
+    let ring8 = ring(b, 64, 2);
+    let ctx8 = ring8.context().clone();
+    for (rows, inner, cols) in [(8, 8, 8), (16, 9, 32), (33, 19, 41), (20, 1, 70), (40, 64, 12)] {
+        let dims = MacDims { rows, inner, cols };
+        let a = random_words(&mut rng, &ctx8, Shape::new(rows * inner, 2));
+        let bw = random_words(&mut rng, &ctx8, Shape::new(inner * cols, 2));
+        let o = random_words(&mut rng, &ctx8, Shape::new(rows * cols, 2));
+        let ap: Polys<B, Ntt> = upload(&ring8, &a, Shape::new(rows * inner, 2));
+        let bp: Polys<B, Ntt> = upload(&ring8, &bw, Shape::new(inner * cols, 2));
+        for accumulate in [false, true] {
+            let mut op: Polys<B, Ntt> = upload(&ring8, &o, Shape::new(rows * cols, 2));
+            ring8.mac(&mut op, &ap, &bp, dims, accumulate).unwrap();
+            assert_eq!(
+                ring8.download(&op).unwrap(),
+                mac_reference(&ctx8, &o, &a, &bw, dims, 2, accumulate),
+                "tiles: {dims:?} accumulate={accumulate}"
+            );
+        }
+    }
     // The largest sums a lazy reduction must hold: every word p - 1 (31- and 30-bit primes),
     // odd and even inner lengths up to the fold's first dimension.
     let ring = ring(b, 256, 2);
     let ctx = ring.context().clone();
-    for (rows, inner, cols) in [(1, 2, 1), (9, 3, 2), (16, 125, 2), (2, 250, 1), (10, 125, 5)] {
+    for (rows, inner, cols) in [(1, 2, 1), (9, 3, 2), (16, 125, 2), (2, 250, 1), (10, 125, 5), (17, 125, 9)] {
         let dims = MacDims { rows, inner, cols };
         let top = |polys: usize| -> Vec<u32> {
             let shape = Shape::new(polys, 2);

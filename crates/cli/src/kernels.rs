@@ -44,6 +44,75 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
         crate::with_backend!(backend, b => device_ntt(b, reps / 4 + 1)?);
     }
     crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
+    #[cfg(feature = "cuda")]
+    if let AnyBackend::Cuda(b) = backend {
+        table_products(b, reps / 8 + 1)?;
+    }
+    Ok(())
+}
+
+/// The schemes' table products on CUDA, on the integer pipes (mac_ntt_r8c4_u32) and on the tensor
+/// cores (kernels/mma.cu), side by side in this one run, with their results compared.
+#[cfg(feature = "cuda")]
+fn table_products(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Result<()> {
+    // FastQuery's first dimension at llama-7b (16 x 125 by 125 x 128 per request of 8 tokens;
+    // 256 rows for 128 tokens in one product), at N = 4096 and 2 limbs so that both fit any
+    // GPU's memory; a software device gets a sliver of it.
+    let software = !b.info().accelerator;
+    let (n, limbs, reps) = if software { (64, 1, 1) } else { (4096, 2, reps) };
+    let shapes: &[MacDims] = if software {
+        &[MacDims { rows: 16, inner: 16, cols: 32 }]
+    } else {
+        &[MacDims { rows: 16, inner: 125, cols: 128 }, MacDims { rows: 256, inner: 125, cols: 128 }]
+    };
+    let allowed = b.tensor_cores();
+    if !b.set_tensor_cores(true) {
+        println!("Table products: this device has no tensor cores (compute capability below 8.0)");
+        return Ok(());
+    }
+    let ring = ring_on(b, n, limbs)?;
+    println!(
+        "Table products on '{}', N = {n}, {limbs} limbs, median of {reps} (integer pipes | tensor cores):",
+        b.info().device
+    );
+    for &dims in shapes {
+        let a_shape = Shape::new(dims.rows * dims.inner, limbs);
+        let b_shape = Shape::new(dims.inner * dims.cols, limbs);
+        let a: Polys<_, Ntt> = ring.upload(&words(ring.context(), a_shape, 3), a_shape)?;
+        let w: Polys<_, Ntt> = ring.upload(&words(ring.context(), b_shape, 4), b_shape)?;
+        let mut times = [0.0f64; 2];
+        let mut results = Vec::new();
+        for (k, tensor) in [false, true].into_iter().enumerate() {
+            b.set_tensor_cores(tensor);
+            let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+            times[k] = median_us(
+                reps,
+                || (),
+                |()| {
+                    ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
+                    b.synchronize().expect("device alive");
+                },
+            );
+            results.push(ring.download(&out)?);
+        }
+        let products = (dims.rows * dims.inner * dims.cols * limbs * n) as f64;
+        let bytes = ((a_shape.polys + b_shape.polys + dims.rows * dims.cols) * limbs * n * 4) as f64;
+        println!(
+            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x), {:.1} | {:.1} G products/s; operands and result {:.0} MB; identical: {}",
+            dims.rows,
+            dims.inner,
+            dims.cols,
+            times[0],
+            times[1],
+            times[0] / times[1],
+            products / times[0] / 1e3,
+            products / times[1] / 1e3,
+            bytes / 1e6,
+            results[0] == results[1]
+        );
+        anyhow::ensure!(results[0] == results[1], "the tensor-core product differs from the integer one");
+    }
+    b.set_tensor_cores(allowed);
     Ok(())
 }
 
@@ -184,7 +253,10 @@ fn scaling(reps: usize) -> anyhow::Result<()> {
 fn mac<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
     let (n, limbs) = (4096, 2);
     let ring = ring_on(b, n, limbs)?;
-    println!("Multiply-accumulate on '{}', N = {n}, {limbs} limbs:", b.info().name);
+    // A software device other than the CPU backend (lavapipe, the CUDA emulator): one repetition.
+    let info = b.info();
+    let reps = if info.accelerator || info.name == "cpu" { reps } else { 1 };
+    println!("Multiply-accumulate on '{}', N = {n}, {limbs} limbs:", info.name);
     for dims in [MacDims { rows: 2, inner: 32, cols: 8 }, MacDims { rows: 16, inner: 32, cols: 8 }] {
         let a: Polys<B, Ntt> = ring.upload(
             &words(ring.context(), Shape::new(dims.rows * dims.inner, limbs), 1),

@@ -14,12 +14,20 @@ struct Dim3 {
 extern Dim3 block_idx, block_dim, grid_dim;
 const Dim3& thread_idx();
 void sync_threads();
+// One warp's mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32 (fragment layout as in the PTX ISA):
+// a collective of the warp's 32 threads, which exchange their fragments at two barriers. The
+// whole block must reach it together, as it reaches __syncthreads.
+void warp_mma_m16n8k32_u8(unsigned* d, const unsigned* a, const unsigned* b, const unsigned* c);
 }  // namespace fq_emu
+
+// Kernels test this to use the emulator's warp collectives instead of inline PTX.
+#define FQ_EMULATOR 1
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 // Dynamic shared memory is the emulator's one array `s` (kernels declare `extern __shared__
 // u32 s[]`); blocks run one at a time, so one array serves every block.
 #define __shared__
@@ -34,6 +42,13 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
 }
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
     return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+// Byte i of the result is byte (s >> 4i) & 7 of the eight bytes y:x (x the low four).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long v = ((unsigned long long)y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
 }
 inline int __clz(int x) {
     return x == 0 ? 32 : __builtin_clz((unsigned)x);

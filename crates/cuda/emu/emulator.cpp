@@ -38,6 +38,7 @@ unsigned int s[SMEM_BYTES / 4];
 #include "../../../kernels/sample.cu"
 #include "../../../kernels/keyswitch.cu"
 #include "../../../kernels/expand.cu"
+#include "../../../kernels/mma.cu"
 
 // A deliberately racy kernel for the emulator's own tests: every thread writes its index into
 // word 0, so the result depends on which thread runs last.
@@ -132,6 +133,7 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(monomial_mul_u32, false),
     FQ_KERNEL(mac_ntt_u32, false),
     FQ_KERNEL(mac_ntt_r8c4_u32, false),
+    FQ_KERNEL(mac_ntt_mma_u32, true),
     FQ_KERNEL(mod_switch_down_u32, false),
     FQ_KERNEL(gather_signed_u32, false),
     FQ_KERNEL(decompose_u32, false),
@@ -246,6 +248,66 @@ static Dim3 unflatten(size_t i, const Dim3& d) {
     return Dim3{(unsigned)(i % d.x), (unsigned)(i / d.x % d.y), (unsigned)(i / d.x / d.y)};
 }
 
+// ---- warp matrix instructions
+// Each thread leaves its fragments (a: 4 words, b: 2, c: 4) at a barrier; after it, the first
+// thread of the warp to run computes the warp's 16 x 8 result for all 32 lanes, and each thread
+// takes its four words; a second barrier keeps the next instruction's fragments from
+// overwriting these before every lane has read them.
+static constexpr size_t MMA_IN = 10;
+static std::vector<uint32_t> mma_in, mma_out;
+static std::vector<char> mma_computed;
+static bool bad_mma = false;
+
+static void mma_warp(size_t base) {
+    // Rows of a and columns of b as contiguous k runs: the sums are dot products of 32 bytes.
+    uint32_t a[16][32], bt[8][32];
+    for (size_t lane = 0; lane < 32; ++lane) {
+        const uint32_t* f = &mma_in[(base + lane) * MMA_IN];
+        const size_t g = lane / 4, t = lane % 4;
+        for (size_t byte = 0; byte < 4; ++byte) {
+            const size_t k = 4 * t + byte;
+            a[g][k] = (f[0] >> (8 * byte)) & 0xff;
+            a[g + 8][k] = (f[1] >> (8 * byte)) & 0xff;
+            a[g][k + 16] = (f[2] >> (8 * byte)) & 0xff;
+            a[g + 8][k + 16] = (f[3] >> (8 * byte)) & 0xff;
+            bt[g][k] = (f[4] >> (8 * byte)) & 0xff;
+            bt[g][k + 16] = (f[5] >> (8 * byte)) & 0xff;
+        }
+    }
+    for (size_t lane = 0; lane < 32; ++lane) {
+        const uint32_t* c = &mma_in[(base + lane) * MMA_IN + 6];
+        const size_t g = lane / 4, t = lane % 4;
+        for (size_t e = 0; e < 4; ++e) {
+            const uint32_t* x = a[g + 8 * (e / 2)];
+            const uint32_t* y = bt[2 * t + e % 2];
+            uint32_t sum = c[e];  // s32 arithmetic wraps as u32 does
+            for (size_t k = 0; k < 32; ++k) sum += x[k] * y[k];
+            mma_out[(base + lane) * 4 + e] = sum;
+        }
+    }
+}
+
+void warp_mma_m16n8k32_u8(unsigned* d, const unsigned* a, const unsigned* b, const unsigned* c) {
+    const size_t threads = (size_t)block_dim.x * block_dim.y * block_dim.z;
+    if (!fiber_mode || threads % 32 != 0) {
+        bad_mma = true;
+        return;
+    }
+    const size_t t = current, warp = t / 32;
+    uint32_t* in = &mma_in[t * MMA_IN];
+    std::memcpy(in, a, 16);
+    std::memcpy(in + 4, b, 8);
+    std::memcpy(in + 6, c, 16);
+    mma_computed[warp] = 0;
+    sync_threads();
+    if (!mma_computed[warp]) {
+        mma_warp(warp * 32);
+        mma_computed[warp] = 1;
+    }
+    std::memcpy(d, &mma_out[t * 4], 16);
+    sync_threads();
+}
+
 static void run_block(size_t threads, size_t smem_words) {
     for (size_t i = 0; i < smem_words; ++i) s[i] = POISON;
     if (!running->barriers) {
@@ -266,6 +328,9 @@ static void run_block(size_t threads, size_t smem_words) {
         fibers.resize(threads);
 #endif
         while (stacks.size() < threads) stacks.emplace_back(new char[STACK_BYTES]);
+        mma_in.resize(threads * MMA_IN);
+        mma_out.resize(threads * 4);
+        mma_computed.resize(threads / 32 + 1);
     }
     for (size_t t = 0; t < threads; ++t) {
         start_fiber(t);
@@ -323,6 +388,7 @@ extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uin
     running = k;
     running_args = args;
     stray_barrier = false;
+    bad_mma = false;
     block_dim = Dim3{block[0], block[1], block[2]};
     grid_dim = Dim3{grid[0], grid[1], grid[2]};
     reverse_order = reverse != 0;
@@ -333,5 +399,7 @@ extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uin
     }
     reverse_order = false;
     if (stray_barrier) return fail(err, err_len, kn + ": __syncthreads in a kernel registered without barriers");
+    if (bad_mma)
+        return fail(err, err_len, kn + ": a warp matrix instruction outside a barrier kernel or in a partial warp");
     return 0;
 }

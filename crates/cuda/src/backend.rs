@@ -62,6 +62,11 @@ pub struct CudaBackend {
     /// Whether decompose_mac runs the fused kernel (FASTQUERY_CUDA_FUSED_KS=0 turns it off, for
     /// A/B measurements against the composed steps).
     fused_key_switch: bool,
+    /// Whether table products may run on the tensor cores (compute capability 8.0 or later;
+    /// FASTQUERY_CUDA_MMA=0 turns it off, for A/B measurements).
+    tensor_cores: std::sync::atomic::AtomicBool,
+    /// Whether the device has them (compute capability 8.0 or later; the emulator does).
+    has_tensor_cores: bool,
     name: String,
     arch: &'static str,
     max_smem: usize,
@@ -77,6 +82,19 @@ impl std::fmt::Debug for CudaBackend {
 fn fused_key_switch() -> bool {
     std::env::var("FASTQUERY_CUDA_FUSED_KS").map_or(true, |v| v.trim() != "0")
 }
+
+/// FASTQUERY_CUDA_MMA: `0` keeps table products off the tensor cores.
+fn tensor_cores_allowed() -> bool {
+    std::env::var("FASTQUERY_CUDA_MMA").map_or(true, |v| v.trim() != "0")
+}
+
+/// The most inner terms of one tensor-core product (MMA_MAX_INNER in kernels/mma.cu: the s32
+/// byte-class sums stay below 2^29).
+const MMA_MAX_INNER: usize = 2048;
+/// Shared memory of the tensor-core product (MMA_SMEM_WORDS in kernels/mma.cu).
+const MMA_SMEM_BYTES: u32 = 4 * ((16 * 12 + 8) + (32 * 12 + 8)) * 4;
+/// Consecutive coefficients per block of the tensor-core product (MMA_COEFFS).
+const MMA_COEFFS: usize = 4;
 
 fn unavailable(reason: impl Into<String>) -> BackendError {
     BackendError::Unavailable { backend: "cuda", reason: reason.into() }
@@ -140,6 +158,8 @@ impl CudaBackend {
             device,
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch(),
+            tensor_cores: (major >= 8 && tensor_cores_allowed()).into(),
+            has_tensor_cores: major >= 8,
             name,
             arch,
             max_smem,
@@ -169,6 +189,8 @@ impl CudaBackend {
             device: Device::Emulated { races },
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch(),
+            tensor_cores: tensor_cores_allowed().into(),
+            has_tensor_cores: true,
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
                 .into(),
             arch: "sm_90",
@@ -180,6 +202,36 @@ impl CudaBackend {
     /// and two accumulators fit shared memory, and FASTQUERY_CUDA_FUSED_KS is not `0`.
     fn fused(&self, n: usize) -> bool {
         self.fused_key_switch && 3 * n * 4 <= self.max_smem
+    }
+
+    /// Whether table products may run on the tensor cores (kernels/mma.cu): the device has them
+    /// and they were not turned off (FASTQUERY_CUDA_MMA=0, [`CudaBackend::set_tensor_cores`]).
+    pub fn tensor_cores(&self) -> bool {
+        self.tensor_cores.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Allows or forbids the tensor-core table product from now on (for side-by-side
+    /// measurements in one run); returns whether it is now allowed, which it cannot be on a
+    /// device without tensor cores. Results are bit-identical either way.
+    pub fn set_tensor_cores(&self, on: bool) -> bool {
+        let on = on && self.has_tensor_cores;
+        self.tensor_cores.store(on, std::sync::atomic::Ordering::Relaxed);
+        on
+    }
+
+    /// Whether a table product of `dims` at degree `n` runs on the tensor cores
+    /// (kernels/mma.cu): where they are allowed, with at least 8 rows and 8 columns (below that
+    /// most of each 16 x 32 tile would be padding, and the integer pipes of mac_ntt_r8c4_u32
+    /// do fewer wasted products), inner sums within the kernel's bound and N a multiple of
+    /// the block's 4 coefficients.
+    fn use_tensor_cores(&self, n: usize, limbs: usize, dims: MacDims) -> bool {
+        let blocks = (dims.rows.div_ceil(16) * dims.cols.div_ceil(32)).checked_mul(limbs * n / MMA_COEFFS);
+        self.tensor_cores()
+            && dims.rows >= 8
+            && dims.cols >= 8
+            && dims.inner <= MMA_MAX_INNER
+            && n.is_multiple_of(MMA_COEFFS)
+            && blocks.is_some_and(|b| b <= i32::MAX as usize)
     }
 
     /// `idx` on the device, uploaded once per distinct table (at most [`INDEX_TABLES`] kept).
@@ -735,6 +787,32 @@ impl Backend for CudaBackend {
             return Ok(());
         };
         let lc = limbs * ring.n;
+        if self.use_tensor_cores(ring.n, limbs, dims) {
+            let tiles = dims.rows.div_ceil(16) * dims.cols.div_ceil(32);
+            let cfg = LaunchConfig {
+                grid_dim: ((tiles * lc / MMA_COEFFS) as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: MMA_SMEM_BYTES,
+            };
+            let mut args = [
+                Arg::Out(o),
+                Arg::In(x),
+                Arg::In(y),
+                Arg::In(&ring.moduli),
+                Arg::In64(&ring.barrett),
+                Arg::U32(ring.log_n),
+                Arg::U32(limbs as u32),
+                Arg::U32(dims.rows as u32),
+                Arg::U32(dims.inner as u32),
+                Arg::U32(dims.cols as u32),
+                Arg::U32(u32::from(accumulate)),
+            ];
+            // SAFETY: matches mac_ntt_mma_u32 in kernels/mma.cu; Ring checked a = rows x inner,
+            // b = inner x cols and out = rows x cols polynomials of `limbs` limbs; N % 8 == 0
+            // and inner <= MMA_MAX_INNER (use_tensor_cores), the grid's size checked there; the
+            // block is the kernel's 256 threads.
+            return unsafe { self.launch("mac_ntt_mma_u32", cfg, &mut args) };
+        }
         // Four columns per thread where there are that many (the table products): `a` is then
         // read once per four columns instead of once per column.
         let (name, tile_rows, tile_cols) =

@@ -34,7 +34,7 @@ use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use fastquery_backend::BackendError;
 
 /// The kernel sources, in the order they are concatenated into one NVRTC program.
-pub const SOURCES: [(&str, &str); 9] = [
+pub const SOURCES: [(&str, &str); 10] = [
     ("modarith.cuh", include_str!("../../../kernels/modarith.cuh")),
     ("ntt.cu", include_str!("../../../kernels/ntt.cu")),
     ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
@@ -44,11 +44,12 @@ pub const SOURCES: [(&str, &str); 9] = [
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
     ("keyswitch.cu", include_str!("../../../kernels/keyswitch.cu")),
     ("expand.cu", include_str!("../../../kernels/expand.cu")),
+    ("mma.cu", include_str!("../../../kernels/mma.cu")),
 ];
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 18] = [
+pub const KERNELS: [(&str, u32); 19] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -61,6 +62,7 @@ pub const KERNELS: [(&str, u32); 18] = [
     ("monomial_mul_u32", 256),
     ("mac_ntt_u32", 256),
     ("mac_ntt_r8c4_u32", 256),
+    ("mac_ntt_mma_u32", 256),
     ("mod_switch_down_u32", 256),
     ("gather_signed_u32", 256),
     ("decompose_u32", 256),
