@@ -20,10 +20,47 @@ fn cuda(c: &mut Criterion) {
     fastquery_benches::device_benches(
         c,
         "cuda",
-        backend,
+        backend.clone(),
         &[(4096, 65536), (8192, 32768), (16384, 16384)],
         (180, 179),
     );
+    table_products(c, &backend);
+}
+
+/// FastQuery's llama-7b first dimension (125 x 128 table polynomials; 16 rows for 8 tokens,
+/// 256 for 128 tokens in one product) at N = 4096, 2 limbs, on the integer pipes
+/// (`cuda/mac_int/...`) and on the tensor cores (`cuda/mac_tc/...`).
+fn table_products(c: &mut Criterion, backend: &Arc<CudaBackend>) {
+    use fastquery_backend::{Backend, MacDims, Ntt, Polys, Shape};
+    use std::time::Instant;
+    let (n, limbs, inner, cols) = (4096usize, 2usize, 125usize, 128usize);
+    let ring = fastquery_benches::ring(backend.clone(), n, limbs);
+    let table = fastquery_benches::random_ntt(&ring, Shape::new(inner * cols, limbs), 4);
+    let allowed = backend.tensor_cores();
+    let mut g = c.benchmark_group("cuda");
+    for rows in [16usize, 256] {
+        let dims = MacDims { rows, inner, cols };
+        let a = fastquery_benches::random_ntt(&ring, Shape::new(rows * inner, limbs), 5);
+        let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(rows * cols, limbs)).unwrap();
+        for (name, tensor) in [("mac_int", false), ("mac_tc", true)] {
+            if backend.set_tensor_cores(tensor) != tensor {
+                continue; // no tensor cores on this device
+            }
+            g.bench_function(format!("{name}/{n}/{rows}x{inner}x{cols}/{limbs}"), |b| {
+                b.iter_custom(|iters| {
+                    backend.synchronize().unwrap();
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        ring.mac(&mut out, &a, &table, dims, false).unwrap();
+                    }
+                    backend.synchronize().unwrap();
+                    t.elapsed()
+                })
+            });
+        }
+    }
+    backend.set_tensor_cores(allowed);
+    g.finish();
 }
 criterion_group! {
     name = benches;

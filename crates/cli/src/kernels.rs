@@ -46,7 +46,7 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
     crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
     #[cfg(feature = "cuda")]
     if let AnyBackend::Cuda(b) = backend {
-        table_products(b, reps / 8 + 1)?;
+        table_products(b, (reps / 8).max(5))?;
     }
     Ok(())
 }

@@ -33,8 +33,8 @@ use fastquery_he::{
     ParamSpec, Params,
     client::Client,
     fold::{
-        FoldNoise, FoldShape, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot, one_hot_slot,
-        rgsw_from_rows,
+        FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot,
+        one_hot_slot, rgsw_from_rows,
     },
     galois::{
         Ciphertexts, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots, keyswitch_bound,
@@ -408,6 +408,25 @@ pub struct FoldServer<B: Backend> {
     records: Polys<B, Ntt>,
     sessions: Sessions<FoldKeys<B>>,
     limits: Limits,
+    /// Working memory of one first-dimension product ([`FoldServer::with_batch_bytes`]).
+    batch_bytes: usize,
+}
+
+/// The default bound on a batch's working memory on the CPU: 4 GiB, 31 tokens of llama-7b
+/// (there the product is compute-bound, and one query ciphertext of 32 tokens already reuses
+/// each table word 64 times). FASTQUERY_FOLD_BATCH_MIB overrides it.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 30;
+/// The default on an accelerator: 24 GiB, the four query ciphertexts of 128 llama-7b tokens in
+/// one product (17.3 GB with their RGSW ciphertexts), so that the table is read from memory
+/// once per request, not once per ciphertext (docs/BENCHMARKS.md).
+pub const DEFAULT_ACCELERATOR_BATCH_BYTES: usize = 24 << 30;
+
+fn default_batch_bytes(accelerator: bool) -> usize {
+    let default = if accelerator { DEFAULT_ACCELERATOR_BATCH_BYTES } else { DEFAULT_BATCH_BYTES };
+    std::env::var("FASTQUERY_FOLD_BATCH_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(default, |mib| mib.saturating_mul(1 << 20))
 }
 
 impl<B: Backend> std::fmt::Debug for FoldServer<B> {
@@ -423,6 +442,7 @@ impl<B: Backend> FoldServer<B> {
         if (table.m(), table.d()) != (design.m, design.d) {
             return Err(ProtocolError::State("the table does not match the design".into()));
         }
+        let accelerator = backend.info().accelerator;
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout;
         let n = design.params.n();
@@ -445,40 +465,108 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default() })
+        Ok(Self {
+            design,
+            ring,
+            records,
+            sessions: Sessions::new(),
+            limits: Limits::default(),
+            batch_bytes: default_batch_bytes(accelerator),
+        })
     }
 
     fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
         self.sessions.get(id)
     }
 
-    /// The folded ciphertexts (`pieces` per token) of the tokens of one query ciphertext.
-    fn fold_ct(
+    /// Bytes a batch of query ciphertexts holds at once, per token: its rows of the first
+    /// dimension's operand and of the product (`2 (m1 + m2 pieces)` polynomials) and its RGSW
+    /// ciphertexts (four `G x 1` operands per index bit), all at full width.
+    pub fn batch_bytes_per_token(&self) -> usize {
+        let d = &self.design;
+        let polys = 2 * (d.layout.m1 + d.layout.m2 * d.layout.pieces) + 4 * d.index_bits() * d.gadget_len();
+        polys * d.params.limbs() * d.params.n() * 4
+    }
+
+    /// Query ciphertexts per first-dimension product: as many as the working-memory bound
+    /// holds (at least one). One product of `2 T` rows reads the table once for `T` tokens; a
+    /// GPU's tensor-core kernel needs the rows to be a real matrix (docs/BENCHMARKS.md).
+    fn cts_per_batch(&self) -> usize {
+        let per_ct = self.batch_bytes_per_token() * self.design.layout.tokens_per_ct;
+        (self.batch_bytes / per_ct.max(1)).max(1)
+    }
+
+    /// Bounds the working memory of one first-dimension product (default
+    /// [`DEFAULT_BATCH_BYTES`] on the CPU, [`DEFAULT_ACCELERATOR_BATCH_BYTES`] on a GPU, or
+    /// FASTQUERY_FOLD_BATCH_MIB): the query ciphertexts of a request
+    /// are expanded and multiplied by the table together as far as their operands fit.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes;
+        self
+    }
+
+    /// The expanded slots of one query ciphertext (its `tokens` tokens), written into rows
+    /// `2 t0 + 2 t` (c0) and `2 t0 + 2 t + 1` (c1) of the first dimension's operand `a`, and
+    /// the RGSW ciphertexts of each token's index bits.
+    fn expand_into(
         &self,
         keys: &FoldKeys<B>,
         ct: Ciphertexts<B>,
         tokens: usize,
-        trace: &mut crate::trace::Phases,
-    ) -> Result<Ciphertexts<B>, ProtocolError> {
+        a: &mut Polys<B, fastquery_backend::Coeff>,
+        t0: usize,
+    ) -> Result<Vec<Vec<Rgsw<B>>>, ProtocolError> {
         let d = &self.design;
         let (params, l) = (&d.params, d.layout);
-        let limbs = params.limbs();
         let slots = d.slots_per_token();
         let layout = SlotLayout::new(l.k, tokens * slots)?;
         // Slots stay where the expansion's last level wrote them (no gather of all of them).
         // (Keeping the level buffers between requests was measured slower in the five-scheme
         // run: the first dimension's buffers then came from fresh pages; docs/BENCHMARKS.md.)
         let expanded = expand_positioned(&self.ring, params, ct, layout, &keys.galois)?;
-        trace.mark("expand");
-        // First dimension: row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
-        let mut a: Polys<B, fastquery_backend::Coeff> =
-            self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
+        // Row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         for t in 0..tokens {
+            let row = 2 * (t0 + t);
             for (at, offset, len) in layout.slot_runs(t * slots, l.m1) {
-                self.ring.copy_polys(&expanded.c0, at, &mut a, 2 * t * l.m1 + offset, len)?;
-                self.ring.copy_polys(&expanded.c1, at, &mut a, (2 * t + 1) * l.m1 + offset, len)?;
+                self.ring.copy_polys(&expanded.c0, at, a, row * l.m1 + offset, len)?;
+                self.ring.copy_polys(&expanded.c1, at, a, (row + 1) * l.m1 + offset, len)?;
             }
         }
+        let bits = d.index_bits();
+        let g = d.gadget_len();
+        (0..tokens)
+            .map(|t| {
+                if bits == 0 {
+                    return Ok(Vec::new()); // one group of one-row records: nothing to fold
+                }
+                let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
+                Ok(rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)?)
+            })
+            .collect()
+    }
+
+    /// The folded ciphertexts (`pieces` per token) of the tokens of a batch of query
+    /// ciphertexts (`(ciphertext, tokens)`): each expanded, then one first-dimension product
+    /// for all their tokens, then each token folded by its RGSW bits.
+    fn fold_batch(
+        &self,
+        keys: &FoldKeys<B>,
+        batch: Vec<(Ciphertexts<B>, usize)>,
+        trace: &mut crate::trace::Phases,
+    ) -> Result<Ciphertexts<B>, ProtocolError> {
+        let d = &self.design;
+        let (params, l) = (&d.params, d.layout);
+        let limbs = params.limbs();
+        let tokens: usize = batch.iter().map(|(_, t)| t).sum();
+        let mut a: Polys<B, fastquery_backend::Coeff> =
+            self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
+        let mut rgsws = Vec::with_capacity(tokens);
+        let mut t0 = 0;
+        for (ct, here) in batch {
+            rgsws.extend(self.expand_into(keys, ct, here, &mut a, t0)?);
+            t0 += here;
+        }
+        trace.mark("expand+rgsw");
         let a = self.ring.forward(a)?;
         let cols = l.m2 * l.pieces;
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
@@ -486,21 +574,8 @@ impl<B: Backend> FoldServer<B> {
         drop(a);
         let out = self.ring.inverse(out)?;
         trace.mark("mac");
-        let bits = d.index_bits();
-        let g = d.gadget_len();
         let group_bits = l.m2.ilog2() as usize;
         let mut folded = Ciphertexts::zeros(&self.ring, tokens * l.pieces, limbs)?;
-        let rgsws = (0..tokens)
-            .map(|t| {
-                if bits == 0 {
-                    return Ok(Vec::new()); // one group of one-row records: nothing to fold
-                }
-                let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
-                rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)
-            })
-            .collect::<Result<Vec<_>, fastquery_he::HeError>>()?;
-        drop(expanded);
-        trace.mark("rgsw");
         for (t, rgsw) in rgsws.iter().enumerate() {
             let shape = Shape::new(cols, limbs);
             let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
@@ -568,11 +643,20 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         trace.mark("decode");
         let per = d.layout.tokens_per_ct;
         let mut folded = Ciphertexts::zeros(&self.ring, tokens * d.layout.pieces, params.limbs())?;
-        for (c, ct) in cts.iter().enumerate() {
-            let here = per.min(tokens - c * per);
-            let loaded = load_ciphertexts(&self.ring, params, std::slice::from_ref(ct))?;
-            let part = self.fold_ct(&keys, loaded, here, &mut trace)?;
-            folded.copy_from(&self.ring, &part, 0, c * per * d.layout.pieces, here * d.layout.pieces)?;
+        let cts_per_batch = self.cts_per_batch();
+        for (b, chunk) in cts.chunks(cts_per_batch).enumerate() {
+            let first = b * cts_per_batch * per; // the batch's first token
+            let batch = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, ct)| {
+                    let here = per.min(tokens - first - i * per);
+                    Ok((load_ciphertexts(&self.ring, params, std::slice::from_ref(ct))?, here))
+                })
+                .collect::<Result<Vec<_>, ProtocolError>>()?;
+            let here: usize = batch.iter().map(|(_, t)| t).sum();
+            let part = self.fold_batch(&keys, batch, &mut trace)?;
+            folded.copy_from(&self.ring, &part, 0, first * d.layout.pieces, here * d.layout.pieces)?;
         }
         let folded = if d.layout.pack > 1 {
             let pack = d.layout.pack;

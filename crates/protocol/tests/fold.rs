@@ -22,7 +22,15 @@ fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
 
 /// Runs one request of `ids` through `design` and checks every share and the byte count.
 fn check(design: &FoldDesign, table: &IntTable, ids: &[usize]) {
-    let server = FoldServer::new(Arc::new(CpuBackend::new()), table, design.clone()).unwrap();
+    check_batched(design, table, ids, None);
+}
+
+/// [`check`] with the first dimension's working memory bounded to `batch_bytes`.
+fn check_batched(design: &FoldDesign, table: &IntTable, ids: &[usize], batch_bytes: Option<usize>) {
+    let mut server = FoldServer::new(Arc::new(CpuBackend::new()), table, design.clone()).unwrap();
+    if let Some(bytes) = batch_bytes {
+        server = server.with_batch_bytes(bytes);
+    }
     let mut client = FoldClient::new(design.clone()).unwrap();
     let setup = client.setup().unwrap();
     let session = server.open_session(&setup).unwrap();
@@ -90,7 +98,15 @@ fn requests_spanning_several_query_ciphertexts_reconstruct() {
     // A design built for 2 tokens per query ciphertext, asked for 5 tokens: three ciphertexts.
     let design = design_where((m, d, 5), 37, 2, |x| x.layout.tokens_per_ct == 2);
     assert_eq!(design.query_cts(5), 3);
-    check(&design, &table, &[0, 1999, 1000, 1023, 1024]);
+    let ids = [0, 1999, 1000, 1023, 1024];
+    // The three expanded together into one first-dimension product of 10 rows (the default),
+    // in batches of two ciphertexts and one (the working memory bounded to 2 x 2 tokens, and
+    // to less than one ciphertext's), and every share the same.
+    let per_token =
+        FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap().batch_bytes_per_token();
+    for budget in [None, Some(4 * per_token), Some(1)] {
+        check_batched(&design, &table, &ids, budget);
+    }
 }
 
 #[test]
