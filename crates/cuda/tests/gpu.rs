@@ -87,6 +87,46 @@ fn every_scheme_end_to_end_on_the_gpu() {
     fastquery_protocol::harness::verify_every_scheme(backend).unwrap();
 }
 
+/// A folded design whose table product takes the tensor-core kernel (at least 8 rows and
+/// 8 columns: 5 tokens, 8+ groups), answered on `backend`, every share exact. The tiny
+/// workload of the every-scheme tests stays on the integer kernel.
+fn fold_on_the_tensor_core_product(backend: Arc<CudaBackend>) {
+    use fastquery_protocol::{
+        SchemeClient, SchemeServer,
+        fold::{FoldClient, FoldServer, candidates},
+    };
+    let (m, d, bits) = (500usize, 2048usize, 5u32);
+    let lim = (1i32 << (bits - 1)) - 1;
+    let values = (0..m * d).map(|i| ((i * 7919 + 3) % (2 * lim as usize + 1)) as i32 - lim).collect();
+    let table = fastquery_table::IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap();
+    let ids = [0usize, 499, 250, 255, 7];
+    let design = candidates(4, "fastquery", (m, d, bits), 37, ids.len())
+        .into_iter()
+        .map(|c| c.0)
+        .filter(|x| x.layout.m2 * x.layout.pieces >= 8 && x.layout.m1 >= 2 && x.layout.tokens_per_ct >= 4)
+        .min_by_key(|x| (x.index_bits(), x.params.n(), x.layout.m1))
+        .expect("a design with 8+ columns");
+    let server = FoldServer::new(backend, &table, design.clone()).unwrap();
+    let mut client = FoldClient::new(design.clone()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let (resp, shares) = server.answer(session, &client.query(&ids).unwrap()).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&shares).unwrap();
+    let mask = (1u64 << design.params.plain_bits()) - 1;
+    for (t, &k) in ids.iter().enumerate() {
+        for c in 0..d {
+            assert_eq!(got[t * d + c], (i64::from(table.get(k, c)) as u64) & mask, "token {k} channel {c}");
+        }
+    }
+}
+
+#[test]
+fn fold_on_the_tensor_core_product_on_the_gpu() {
+    match CudaBackend::new(0) {
+        Ok(b) => fold_on_the_tensor_core_product(Arc::new(b)),
+        Err(e) => fastquery_backend::conformance::report_skip(&e),
+    }
+}
+
 /// The CUDA backend's own code on the kernels compiled for the host: the whole conformance
 /// suite (each kernel bit-exact against the scalar reference, launches checked against the
 /// kernels' signatures and the device limits) and every scheme end to end.
@@ -124,6 +164,12 @@ mod emulated {
                 assert_eq!(got, want, "round {round} g={g}");
             }
         }
+    }
+
+    /// [`super::fold_on_the_tensor_core_product`] on the emulator.
+    #[test]
+    fn fold_on_the_tensor_core_product() {
+        super::fold_on_the_tensor_core_product(Arc::new(CudaBackend::emulated().unwrap()));
     }
 
     #[test]
