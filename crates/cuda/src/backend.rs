@@ -78,14 +78,28 @@ impl std::fmt::Debug for CudaBackend {
     }
 }
 
+/// An on/off switch from the environment: unset or `1` is on, `0` off; anything else is an
+/// error that names the variable (a typo must not silently measure the other path).
+fn switch(name: &str, value: Option<&str>) -> Result<bool, BackendError> {
+    match value.map(str::trim) {
+        None | Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(v) => Err(BackendError::InvalidInput(format!("{name} must be 0 or 1, not '{v}'"))),
+    }
+}
+
+fn env_switch(name: &str) -> Result<bool, BackendError> {
+    switch(name, std::env::var(name).ok().as_deref())
+}
+
 /// FASTQUERY_CUDA_FUSED_KS: `0` runs key switching as its composed steps.
-fn fused_key_switch() -> bool {
-    std::env::var("FASTQUERY_CUDA_FUSED_KS").map_or(true, |v| v.trim() != "0")
+fn fused_key_switch() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_FUSED_KS")
 }
 
 /// FASTQUERY_CUDA_MMA: `0` keeps table products off the tensor cores.
-fn tensor_cores_allowed() -> bool {
-    std::env::var("FASTQUERY_CUDA_MMA").map_or(true, |v| v.trim() != "0")
+fn tensor_cores_allowed() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_MMA")
 }
 
 /// The most inner terms of one tensor-core product (MMA_MAX_INNER in kernels/mma.cu: the s32
@@ -157,8 +171,8 @@ impl CudaBackend {
         Ok(Self {
             device,
             index_tables: Default::default(),
-            fused_key_switch: fused_key_switch(),
-            tensor_cores: (major >= 8 && tensor_cores_allowed()).into(),
+            fused_key_switch: fused_key_switch()?,
+            tensor_cores: (major >= 8 && tensor_cores_allowed()?).into(),
             has_tensor_cores: major >= 8,
             name,
             arch,
@@ -188,8 +202,8 @@ impl CudaBackend {
         Ok(Self {
             device: Device::Emulated { races },
             index_tables: Default::default(),
-            fused_key_switch: fused_key_switch(),
-            tensor_cores: tensor_cores_allowed().into(),
+            fused_key_switch: fused_key_switch()?,
+            tensor_cores: tensor_cores_allowed()?.into(),
             has_tensor_cores: true,
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
                 .into(),
@@ -887,5 +901,21 @@ impl CudaBackend {
         // SAFETY: the argument lists match the NTT kernels in kernels/ntt.cu; every row of the
         // buffer holds `n` words (Ring validated the shape).
         unsafe { self.launch(name, cfg, &mut args) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switch;
+
+    #[test]
+    fn environment_switches_accept_0_and_1_only() {
+        assert_eq!(switch("X", None), Ok(true));
+        assert_eq!(switch("X", Some("1")), Ok(true));
+        assert_eq!(switch("X", Some(" 0\n")), Ok(false));
+        for bad in ["", "off", "false", "2", "00"] {
+            let e = switch("FASTQUERY_CUDA_MMA", Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("FASTQUERY_CUDA_MMA must be 0 or 1"), "{e}");
+        }
     }
 }

@@ -421,12 +421,16 @@ pub const DEFAULT_BATCH_BYTES: usize = 4 << 30;
 /// once per request, not once per ciphertext (docs/BENCHMARKS.md).
 pub const DEFAULT_ACCELERATOR_BATCH_BYTES: usize = 24 << 30;
 
-fn default_batch_bytes(accelerator: bool) -> usize {
+/// The working-memory bound from FASTQUERY_FOLD_BATCH_MIB (`value`; whole MiB, 0 for one query
+/// ciphertext at a time), or the default; anything else is an error naming the variable.
+fn batch_bytes_from(value: Option<&str>, accelerator: bool) -> Result<usize, ProtocolError> {
     let default = if accelerator { DEFAULT_ACCELERATOR_BATCH_BYTES } else { DEFAULT_BATCH_BYTES };
-    std::env::var("FASTQUERY_FOLD_BATCH_MIB")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(default, |mib| mib.saturating_mul(1 << 20))
+    match value.map(str::trim) {
+        None => Ok(default),
+        Some(v) => v.parse::<usize>().map(|mib| mib.saturating_mul(1 << 20)).map_err(|_| {
+            ProtocolError::State(format!("FASTQUERY_FOLD_BATCH_MIB must be a whole number of MiB, not '{v}'"))
+        }),
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for FoldServer<B> {
@@ -443,6 +447,8 @@ impl<B: Backend> FoldServer<B> {
             return Err(ProtocolError::State("the table does not match the design".into()));
         }
         let accelerator = backend.info().accelerator;
+        let batch_bytes =
+            batch_bytes_from(std::env::var("FASTQUERY_FOLD_BATCH_MIB").ok().as_deref(), accelerator)?;
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout;
         let n = design.params.n();
@@ -465,14 +471,7 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        Ok(Self {
-            design,
-            ring,
-            records,
-            sessions: Sessions::new(),
-            limits: Limits::default(),
-            batch_bytes: default_batch_bytes(accelerator),
-        })
+        Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default(), batch_bytes })
     }
 
     fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
@@ -769,5 +768,22 @@ impl SchemeClient for FoldClient {
             decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, d.d), self.limits)?;
         self.state = ClientState::Ready;
         Ok(shares)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEFAULT_ACCELERATOR_BATCH_BYTES, DEFAULT_BATCH_BYTES, batch_bytes_from};
+
+    #[test]
+    fn the_batch_bound_comes_from_whole_mib_or_the_backend_default() {
+        assert_eq!(batch_bytes_from(None, false).unwrap(), DEFAULT_BATCH_BYTES);
+        assert_eq!(batch_bytes_from(None, true).unwrap(), DEFAULT_ACCELERATOR_BATCH_BYTES);
+        assert_eq!(batch_bytes_from(Some(" 512 "), true).unwrap(), 512 << 20);
+        assert_eq!(batch_bytes_from(Some("0"), false).unwrap(), 0);
+        for bad in ["", "-1", "1.5", "4G", "lots"] {
+            let e = batch_bytes_from(Some(bad), false).unwrap_err().to_string();
+            assert!(e.contains("FASTQUERY_FOLD_BATCH_MIB must be a whole number"), "{e}");
+        }
     }
 }
