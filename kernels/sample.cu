@@ -103,3 +103,52 @@ extern "C" __global__ void expand_seeds_u32(u32* out, const u32* seeds, const u3
         }
     }
 }
+
+// The noise of public-key encryptions of zero: exactly fastquery_backend::host::zero_noise_into.
+// Counter-based: coefficient j of seed s is half j % 2 of block j / 2 of the seed's stream, so
+// one thread computes one block and writes two coefficients (u ternary from four words as a
+// 128-bit integer mod 3, using 2^32 = 1 mod 3; e0 and e1 centred binomial from two 64-bit words)
+// into every limb.
+//
+// Launch: grid = (ceil(N / 2 / block), seeds in this launch), block = any; seed0 = the first
+// seed of the launch (grids hold at most 65535 seeds).
+extern "C" __global__ void zero_noise_u32(u32* u, u32* e0, u32* e1, const u32* seeds, const u32* moduli, u32 log_n,
+                                          u32 limbs, u32 eta, u32 seed0) {
+    const u32 n = 1u << log_n;
+    const u32 pair = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pair >= n / 2) return;
+    const u32 seed = seed0 + blockIdx.y;
+    u32 key[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) key[i] = seeds[(size_t)seed * 8 + i];
+    u32 w[16];
+    chacha20_block(key, pair, w);
+    const u64 low = (1ull << eta) - 1;
+    const size_t base = (size_t)seed * limbs * n;
+#pragma unroll
+    for (u32 h = 0; h < 2; ++h) {
+        const u32* x = w + 8 * h;
+        const u32 t = (u32)(((u64)x[0] + x[1] + x[2] + x[3]) % 3);  // u = t - 1
+        const u64 y0 = (u64)x[4] | ((u64)x[5] << 32), y1 = (u64)x[6] | ((u64)x[7] << 32);
+        const int a = __popcll(y0 & low) - __popcll((y0 >> eta) & low);
+        const int b = __popcll(y1 & low) - __popcll((y1 >> eta) & low);
+        const size_t j = 2 * (size_t)pair + h;
+        for (u32 l = 0; l < limbs; ++l) {
+            const u32 p = moduli[l];
+            const size_t at = base + (size_t)l * n + j;
+            u[at] = t == 0 ? p - 1 : t - 1;
+            e0[at] = a < 0 ? p - (u32)(-a) : (u32)a;
+            e1[at] = b < 0 ? p - (u32)(-b) : (u32)b;
+        }
+    }
+}
+
+// a[idx[k]] += vals[k] mod the prime of the word's limb, for distinct indices (Ring checks).
+// Launch: any grid and block (grid-stride).
+extern "C" __global__ void scatter_add_u32(u32* a, const u32* idx, const u32* vals, const u32* moduli, u32 log_n,
+                                           u32 limbs, u32 count) {
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < count; k += gridDim.x * blockDim.x) {
+        const u32 i = idx[k];
+        a[i] = add_mod(a[i], vals[k], moduli[(i >> log_n) % limbs]);
+    }
+}

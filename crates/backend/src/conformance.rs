@@ -34,7 +34,8 @@ macro_rules! conformance_tests {
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
-            expand_step_matches_its_steps, expand_seeds_match_the_stream);
+            expand_step_matches_its_steps, expand_seeds_match_the_stream, zero_noise_matches_the_spec,
+            scatter_add_adds_at_the_indices);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -771,4 +772,91 @@ pub fn expand_seeds_match_the_stream<B: Backend>(b: &Arc<B>) {
         assert_eq!(w, kept);
     }
     assert!(ring(b, 64, 2).expand_seeds::<Ntt>(&[[0u8; 32]], 1, 3).is_err());
+}
+
+/// [`Ring::zero_noise`] equals [`host::zero_noise_into`](crate::host::zero_noise_into) for
+/// several seeds and limb counts, and the definition holds: coefficient `j` from words `8j..8j+8`
+/// of the seed's stream (ternary from the first four, the errors from the next two pairs), all
+/// values in range, every limb the same small integer.
+pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rng(13);
+    for (n, limbs) in [(64usize, 3usize), (1024, 4), (4096, 2)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        for (seeds, used) in [(1usize, limbs), (5, limbs), (3, 1)] {
+            let s: Vec<[u8; 32]> = (0..seeds).map(|_| rng.random()).collect();
+            let got = ring.zero_noise(&s, used, 21).unwrap().map(|p| ring.download(&p).unwrap());
+            let per = used * n;
+            let mut want = [vec![0u32; seeds * per], vec![0u32; seeds * per], vec![0u32; seeds * per]];
+            for (k, seed) in s.iter().enumerate() {
+                let [u, e0, e1] = &mut want;
+                let r = k * per..(k + 1) * per;
+                crate::host::zero_noise_into(
+                    &ctx,
+                    used,
+                    seed,
+                    21,
+                    &mut u[r.clone()],
+                    &mut e0[r.clone()],
+                    &mut e1[r],
+                );
+            }
+            assert!(got == want, "N={n} seeds={seeds} limbs={used}");
+        }
+        // The definition, on the first coefficients of one seed.
+        let seed: [u8; 32] = rng.random();
+        let [u, e0, e1] = ring.zero_noise(&[seed], limbs, 21).unwrap().map(|p| ring.download(&p).unwrap());
+        let mut st = rand_chacha::ChaCha20Rng::from_seed(seed);
+        let signed = |m: fastquery_math::Modulus, w: u32| {
+            if w > m.value() / 2 { i64::from(w) - i64::from(m.value()) } else { i64::from(w) }
+        };
+        let m = ctx.moduli()[0];
+        for j in 0..8 {
+            let w: Vec<u64> = (0..8).map(|_| u64::from(st.next_u32())).collect();
+            let x = (w[0] + w[1] + w[2] + w[3]) % 3; // 2^32 = 1 (mod 3)
+            assert_eq!(signed(m, u[j]), x as i64 - 1, "u[{j}]");
+            let cbd = |y: u64| {
+                i64::from((y & 0x1f_ffff).count_ones()) - i64::from((y >> 21 & 0x1f_ffff).count_ones())
+            };
+            assert_eq!(signed(m, e0[j]), cbd(w[4] | w[5] << 32), "e0[{j}]");
+            assert_eq!(signed(m, e1[j]), cbd(w[6] | w[7] << 32), "e1[{j}]");
+            for (l, ml) in ctx.moduli().iter().enumerate() {
+                assert_eq!(signed(*ml, u[l * n + j]), signed(m, u[j]));
+                assert_eq!(signed(*ml, e0[l * n + j]), signed(m, e0[j]));
+            }
+        }
+    }
+    let r = ring(b, 64, 2);
+    assert!(r.zero_noise(&[[0u8; 32]], 3, 21).is_err(), "more limbs than the ring");
+    assert!(r.zero_noise(&[[0u8; 32]], 2, 33).is_err(), "eta above 32");
+}
+
+/// [`Ring::scatter_add`] adds each value at its word, modulo that word's limb, and nothing
+/// elsewhere; duplicate, out-of-range or unreduced entries are refused.
+pub fn scatter_add_adds_at_the_indices<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(14);
+    let ring = ring(b, 256, 3);
+    let ctx = ring.context().clone();
+    let shape = Shape::new(4, 3);
+    let words = shape.words(256);
+    let base = random_words(&mut rng, &ctx, shape);
+    let mut idx: Vec<u32> = (0..words as u32).filter(|_| rng.random_bool(0.05)).collect();
+    idx.push(words as u32 - 1);
+    idx.dedup();
+    let vals: Vec<u32> =
+        idx.iter().map(|&i| rng.random_range(0..ctx.moduli()[i as usize / 256 % 3].value())).collect();
+    let mut a: Polys<B, Coeff> = upload(&ring, &base, shape);
+    ring.scatter_add(&mut a, &idx, &vals).unwrap();
+    let mut want = base.clone();
+    for (&i, &v) in idx.iter().zip(&vals) {
+        let m = ctx.moduli()[i as usize / 256 % 3];
+        want[i as usize] = m.add(want[i as usize], v);
+    }
+    assert_eq!(ring.download(&a).unwrap(), want);
+    assert!(ring.scatter_add(&mut a, &[1, 1], &[1, 1]).is_err(), "duplicate index");
+    assert!(ring.scatter_add(&mut a, &[words as u32], &[1]).is_err(), "index out of range");
+    assert!(ring.scatter_add(&mut a, &[0], &[ctx.moduli()[0].value()]).is_err(), "unreduced value");
+    assert!(ring.scatter_add(&mut a, &[0, 1], &[1]).is_err(), "lengths differ");
+    assert_eq!(ring.download(&a).unwrap(), want, "refused calls change nothing");
 }

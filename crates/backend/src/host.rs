@@ -33,6 +33,47 @@ pub fn expand_uniform_into(ctx: &RingContext, limbs: usize, seed: &[u8; 32], out
     }
 }
 
+/// The noise of one public-key encryption of zero, from a 32-byte seed: a uniform ternary `u`
+/// and two centred-binomial errors `e0`, `e1` (each the difference of the bit counts of two
+/// `eta`-bit words, so in `[-eta, eta]`), as residues of `limbs` limbs in coefficient form
+/// (`u`, `e0`, `e1` each `limbs * N` words, limb after limb).
+///
+/// Counter-based, so that a device computes any coefficient on its own: coefficient `j` takes
+/// words `8 j .. 8 j + 8` of the ChaCha20 stream of the seed (counter from 0, stream 0, as
+/// `rand_chacha::ChaCha20Rng::from_seed`), that is half `j % 2` of block `j / 2`. Words 0-3 as
+/// a 128-bit integer `x` give `u = x mod 3 - 1` (off uniform by less than `2^-126`), words 4-5
+/// and 6-7 as 64-bit integers `y` give `e = popcount(y & m) - popcount((y >> eta) & m)` with
+/// `m = 2^eta - 1`. Every backend's [`Backend::zero_noise`](crate::Backend::zero_noise)
+/// reproduces it word for word. `eta` is at most 32.
+pub fn zero_noise_into(
+    ctx: &RingContext,
+    limbs: usize,
+    seed: &[u8; 32],
+    eta: u32,
+    u: &mut [u32],
+    e0: &mut [u32],
+    e1: &mut [u32],
+) {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    let n = ctx.n();
+    let low = (1u64 << eta.min(32)) - 1;
+    let cbd = |y: u64| (y & low).count_ones() as i64 - ((y >> eta) & low).count_ones() as i64;
+    for j in 0..n {
+        let w: [u32; 8] = std::array::from_fn(|_| rng.next_u32());
+        let x = w[..4].iter().rev().fold(0u128, |acc, &v| (acc << 32) | u128::from(v));
+        let t = (x % 3) as i64 - 1;
+        let y0 = u64::from(w[4]) | (u64::from(w[5]) << 32);
+        let y1 = u64::from(w[6]) | (u64::from(w[7]) << 32);
+        let (a, b) = (cbd(y0), cbd(y1));
+        for (l, m) in ctx.moduli()[..limbs].iter().enumerate() {
+            u[l * n + j] = m.reduce_i64(t);
+            e0[l * n + j] = m.reduce_i64(a);
+            e1[l * n + j] = m.reduce_i64(b);
+        }
+    }
+}
+
 /// [`expand_uniform_into`] into a new vector of `polys` polynomials.
 pub fn expand_uniform(ctx: &RingContext, limbs: usize, polys: usize, seed: &[u8; 32]) -> Vec<u32> {
     let mut out = vec![0u32; polys * limbs * ctx.n()];
@@ -128,5 +169,48 @@ pub fn decompose(
     let moduli = &ctx.moduli()[..limbs];
     for (row, out) in src.chunks_exact(n).zip(dst.chunks_exact_mut(digits * limbs * n)) {
         decompose_row(moduli, row, digit_bits, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fastquery_math::primes::ntt_primes;
+
+    use super::*;
+
+    /// The encryption-of-zero noise has the distributions the noise analysis assumes: `u`
+    /// uniform on {-1, 0, 1} and the errors centred binomial with variance `eta / 2`, over
+    /// 64 K coefficients of distinct seeds (six standard errors).
+    #[test]
+    fn zero_noise_is_uniform_ternary_and_centred_binomial() {
+        let n = 4096;
+        let ctx = RingContext::new(n, &ntt_primes(30, n, 1).unwrap()).unwrap();
+        let p = i64::from(ctx.moduli()[0].value());
+        let signed = |w: u32| if i64::from(w) > p / 2 { i64::from(w) - p } else { i64::from(w) };
+        let (mut counts, mut sum, mut sq, mut total) = ([0usize; 3], 0i64, 0i64, 0usize);
+        for s in 0..16u8 {
+            let (mut u, mut e0, mut e1) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
+            zero_noise_into(&ctx, 1, &[s; 32], 21, &mut u, &mut e0, &mut e1);
+            for &w in &u {
+                counts[(signed(w) + 1) as usize] += 1;
+            }
+            for &w in e0.iter().chain(&e1) {
+                let e = signed(w);
+                assert!(e.abs() <= 21);
+                sum += e;
+                sq += e * e;
+                total += 1;
+            }
+        }
+        let draws = 16 * n;
+        let expect = draws as f64 / 3.0;
+        let se = (draws as f64 * (1.0 / 3.0) * (2.0 / 3.0)).sqrt();
+        for c in counts {
+            assert!((c as f64 - expect).abs() < 6.0 * se, "ternary counts {counts:?}");
+        }
+        let mean = sum as f64 / total as f64;
+        let var = sq as f64 / total as f64 - mean * mean;
+        assert!(mean.abs() < 6.0 * (10.5 / total as f64).sqrt(), "mean {mean}");
+        assert!((var - 10.5).abs() < 0.3, "variance {var}");
     }
 }

@@ -241,6 +241,58 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The noise of public-key encryptions of zero, exactly [`host::zero_noise_into`]: seed `s`
+    /// fills polynomial `s` of `u` (ternary), `e0` and `e1` (centred binomial with `eta`), each of
+    /// `limbs` limbs, coefficient form (each output holds `seeds.len() * limbs * N` words). The
+    /// server's last step draws these for every response ciphertext. The default runs on the
+    /// host and uploads.
+    #[allow(clippy::too_many_arguments)]
+    fn zero_noise(
+        &self,
+        _ring: &Self::Ring,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+        out: [&mut Self::Buffer; 3],
+    ) -> Result<(), BackendError> {
+        let per = limbs * ctx.n();
+        let mut words =
+            [vec![0u32; seeds.len() * per], vec![0u32; seeds.len() * per], vec![0u32; seeds.len() * per]];
+        let [u, e0, e1] = &mut words;
+        for (s, seed) in seeds.iter().enumerate() {
+            let r = s * per..(s + 1) * per;
+            host::zero_noise_into(ctx, limbs, seed, eta, &mut u[r.clone()], &mut e0[r.clone()], &mut e1[r]);
+        }
+        let [o0, o1, o2] = out;
+        *o0 = self.upload(&words[0])?;
+        *o1 = self.upload(&words[1])?;
+        *o2 = self.upload(&words[2])?;
+        Ok(())
+    }
+
+    /// `a[idx[k]] += vals[k]` modulo the prime of the word's limb (word `idx[k]` is coefficient
+    /// `idx[k] % N` of row `idx[k] / N`, limb `idx[k] / N % limbs`) for distinct indices, every
+    /// value reduced (the [`Ring`] checks both). The server adds its flooding and masks at the
+    /// coefficients it keeps this way. The default builds the dense addend on the host, uploads
+    /// it and adds.
+    fn scatter_add(
+        &self,
+        ring: &Self::Ring,
+        a: &mut Self::Buffer,
+        shape: Shape,
+        n: usize,
+        idx: &[u32],
+        vals: &[u32],
+    ) -> Result<(), BackendError> {
+        let mut dense = vec![0u32; shape.words(n)];
+        for (&i, &v) in idx.iter().zip(vals) {
+            dense[i as usize] = v;
+        }
+        let b = self.upload(&dense)?;
+        self.add_assign(ring, a, &b, shape)
+    }
+
     /// The product of key switching and of external products: the digits of `a` (coefficient
     /// form, `polys x limbs`, decomposed as in [`Backend::decompose`]) in the NTT domain times
     /// two key operands, `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` and

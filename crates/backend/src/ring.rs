@@ -371,6 +371,80 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// The noise of `seeds.len()` public-key encryptions of zero (see [`Backend::zero_noise`]):
+    /// `[u, e0, e1]`, each one polynomial of `limbs` limbs per seed, coefficient form.
+    pub fn zero_noise(
+        &self,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+    ) -> Result<[Polys<B, Coeff>; 3], BackendError> {
+        if limbs == 0 || limbs > self.ctx.limbs() || eta == 0 || eta > 32 {
+            return Err(BackendError::Shape(format!(
+                "zero_noise: {limbs} limbs on a ring of {}, eta {eta} (1 to 32)",
+                self.ctx.limbs()
+            )));
+        }
+        let shape = Shape::new(seeds.len(), limbs);
+        let mut out = [self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?];
+        if !seeds.is_empty() {
+            let [u, e0, e1] = &mut out;
+            self.backend.zero_noise(
+                &self.dev,
+                &self.ctx,
+                seeds,
+                limbs,
+                eta,
+                [&mut u.buf, &mut e0.buf, &mut e1.buf],
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// `a[idx[k]] += vals[k]` (see [`Backend::scatter_add`]): word `idx[k]` of the buffer
+    /// (row-major, N words per row), each index at most once, each value below its limb's prime.
+    pub fn scatter_add<R: Repr>(
+        &self,
+        a: &mut Polys<B, R>,
+        idx: &[u32],
+        vals: &[u32],
+    ) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        let n = self.ctx.n();
+        let words = a.shape.words(n);
+        if idx.len() != vals.len() {
+            return Err(BackendError::Shape(format!(
+                "scatter_add: {} indices, {} values",
+                idx.len(),
+                vals.len()
+            )));
+        }
+        for (&i, &v) in idx.iter().zip(vals) {
+            let i = i as usize;
+            if i >= words {
+                return Err(BackendError::Shape(format!(
+                    "scatter_add: index {i} of a buffer of {words} words"
+                )));
+            }
+            let m = self.ctx.moduli()[i / n % a.shape.limbs];
+            if v >= m.value() {
+                return Err(BackendError::InvalidInput(format!(
+                    "scatter_add: {v} is not reduced mod {}",
+                    m.value()
+                )));
+            }
+        }
+        let mut sorted = idx.to_vec();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(BackendError::InvalidInput("scatter_add: an index appears twice".into()));
+        }
+        if idx.is_empty() {
+            return Ok(());
+        }
+        self.backend.scatter_add(&self.dev, &mut a.buf, a.shape, n, idx, vals)
+    }
+
     /// Gadget decomposition (see [`Backend::decompose`]): `a.polys * limbs * digits`
     /// coefficient-form polynomials of small integers, `digit_bits` in `1..=31`.
     pub fn decompose(&self, a: &Polys<B, Coeff>, digit_bits: u32) -> Result<Polys<B, Coeff>, BackendError> {

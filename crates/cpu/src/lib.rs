@@ -476,6 +476,49 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn zero_noise(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+        out: [&mut CpuBuffer; 3],
+    ) -> Result<(), BackendError> {
+        let per = limbs * ring.n;
+        let [u, e0, e1] = out;
+        // One job per seed: its rows of u, e0 and e1.
+        type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 3]);
+        let work = |(seed, [u, e0, e1]): Job<'_>| host::zero_noise_into(ctx, limbs, seed, eta, u, e0, e1);
+        let jobs: Vec<Job<'_>> = seeds
+            .iter()
+            .zip(u.chunks_mut(per).zip(e0.chunks_mut(per)).zip(e1.chunks_mut(per)))
+            .map(|(s, ((a, b), c))| (s, [a, b, c]))
+            .collect();
+        if self.parallel(seeds.len()) {
+            self.install(|| jobs.into_par_iter().for_each(work));
+        } else {
+            jobs.into_iter().for_each(work);
+        }
+        Ok(())
+    }
+
+    fn scatter_add(
+        &self,
+        ring: &CpuRing,
+        a: &mut CpuBuffer,
+        shape: Shape,
+        n: usize,
+        idx: &[u32],
+        vals: &[u32],
+    ) -> Result<(), BackendError> {
+        for (&i, &v) in idx.iter().zip(vals) {
+            let m = ring.moduli[i as usize / n % shape.limbs];
+            a[i as usize] = m.add(a[i as usize], v);
+        }
+        Ok(())
+    }
+
     fn decompose(
         &self,
         ring: &CpuRing,

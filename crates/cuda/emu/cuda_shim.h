@@ -50,6 +50,9 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
     return r;
 }
+inline int __popcll(unsigned long long x) {
+    return __builtin_popcountll(x);
+}
 inline int __clz(int x) {
     return x == 0 ? 32 : __builtin_clz((unsigned)x);
 }

@@ -782,6 +782,76 @@ impl Backend for CudaBackend {
         unsafe { self.launch("expand_seeds_u32", cfg, &mut args) }
     }
 
+    fn zero_noise(
+        &self,
+        ring: &CudaRing,
+        _ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+        out: [&mut CudaBuffer; 3],
+    ) -> Result<(), BackendError> {
+        let [u, e0, e1] = out;
+        let (Some(u), Some(e0), Some(e1)) = (u.data.as_mut(), e0.data.as_mut(), e1.data.as_mut()) else {
+            return Ok(());
+        };
+        let words: Vec<u32> = seeds
+            .iter()
+            .flat_map(|s| s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        let key = self.device.htod(&words)?;
+        let pairs = (ring.n / 2).max(1);
+        for seed0 in (0..seeds.len()).step_by(65_535) {
+            let count = (seeds.len() - seed0).min(65_535);
+            let cfg = LaunchConfig {
+                grid_dim: (pairs.div_ceil(BLOCK as usize) as u32, count as u32, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut args = [
+                Arg::Out(u),
+                Arg::Out(e0),
+                Arg::Out(e1),
+                Arg::In(&key),
+                Arg::In(&ring.moduli),
+                Arg::U32(ring.log_n),
+                Arg::U32(limbs as u32),
+                Arg::U32(eta),
+                Arg::U32(seed0 as u32),
+            ];
+            // SAFETY: matches zero_noise_u32 in kernels/sample.cu; each output holds seeds x limbs
+            // rows of N words (Ring allocated them), `key` 8 words per seed, limbs <= the ring's,
+            // eta in 1..=32 (Ring checked).
+            unsafe { self.launch("zero_noise_u32", cfg, &mut args)? };
+        }
+        Ok(())
+    }
+
+    fn scatter_add(
+        &self,
+        ring: &CudaRing,
+        a: &mut CudaBuffer,
+        shape: Shape,
+        _n: usize,
+        idx: &[u32],
+        vals: &[u32],
+    ) -> Result<(), BackendError> {
+        let Some(x) = a.data.as_mut() else { return Ok(()) };
+        let (i, v) = (self.device.htod(idx)?, self.device.htod(vals)?);
+        let mut args = [
+            Arg::Out(x),
+            Arg::In(&i),
+            Arg::In(&v),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(shape.limbs as u32),
+            Arg::U32(idx.len() as u32),
+        ];
+        // SAFETY: matches scatter_add_u32 in kernels/sample.cu; Ring checked every index is
+        // below the buffer's words and appears once, every value reduced.
+        unsafe { self.launch("scatter_add_u32", self.grid(idx.len()), &mut args) }
+    }
+
     fn mac(
         &self,
         ring: &CudaRing,

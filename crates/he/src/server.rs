@@ -13,7 +13,7 @@ use crate::{
     client::{ResponseCiphertext, SeededCiphertext},
     noise::NoiseReport,
     rounding::response_rounding,
-    sample::{cbd, stream, ternary, uniform_centered, uniform_mod_pow2},
+    sample::{CBD_ETA, stream, uniform_centered, uniform_mod_pow2},
 };
 
 /// The client's public key on the server's device.
@@ -189,54 +189,59 @@ pub fn finish<B: Backend, R: RngCore>(
     }
     let basis = params.ring().basis();
     let moduli = params.ring().moduli();
-    // Every ciphertext's randomness comes from its own ChaCha20 stream, seeded from `rng` (a
-    // CSPRNG), so the per-ciphertext work below runs in parallel.
-    let seeds: Vec<[u8; 32]> = (0..cts)
+    // Every ciphertext's randomness comes from its own ChaCha20 seed, drawn from `rng` (a
+    // CSPRNG), so the per-ciphertext work below runs in parallel (and the encryption noise on
+    // the device). The seeds are zeroized when done.
+    let seeds: zeroize::Zeroizing<Vec<[u8; 32]>> = (0..cts)
         .map(|_| {
             let mut s = [0u8; 32];
             rng.fill_bytes(&mut s);
             s
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     let enc = ScaledEncoder::new(basis, params.plain_bits());
     let t_mask = params.plain_mask();
-    let poly = limbs * n;
-    let mut u = vec![0u32; cts * poly];
-    let mut add0 = vec![0u32; cts * poly];
-    let mut add1 = vec![0u32; cts * poly];
-    let shares: Vec<Vec<u64>> = u
-        .par_chunks_mut(poly)
-        .zip(add0.par_chunks_mut(poly))
-        .zip(add1.par_chunks_mut(poly))
-        .zip(positions.par_iter().zip(seeds.par_iter()))
-        .map(|(((u, add0), add1), (pos, seed))| {
+    // 1. a fresh ternary u for the encryption of zero u * (p0, a), with its errors e0, e1: from
+    //    stream 0 of each ciphertext's seed, drawn where the ciphertexts are (the backend).
+    let [u, mut e0, e1] = ring.zero_noise(&seeds, limbs, CBD_ETA)?;
+    // 2-3. flooding of every kept coefficient, and the masks (the server's shares): from stream
+    //    1 of the seed, on the host, for the kept coefficients only, added to e0 where they fall.
+    let sparse: Vec<(Vec<u64>, Vec<u32>, Vec<u32>)> = positions
+        .par_iter()
+        .zip(seeds.par_iter())
+        .enumerate()
+        .map(|(ct, (pos, seed))| {
             let mut rng = stream(seed);
-            // 1. a fresh ternary u for the encryption of zero u * (p0, a), with its errors e0, e1;
-            let t = ternary(&mut rng, n);
-            let (e0, e1) = (cbd(&mut rng, n), cbd(&mut rng, n));
-            // 2-3. flooding of every kept coefficient, and the masks (the server's shares).
+            rng.set_stream(1);
             let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
             let flood: Vec<i128> = pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect();
+            let (mut idx, mut vals) =
+                (Vec::with_capacity(limbs * pos.len()), Vec::with_capacity(limbs * pos.len()));
             for (l, m) in moduli.iter().enumerate() {
                 let p = i128::from(m.value());
-                let (ul, a0, a1) = (
-                    &mut u[l * n..(l + 1) * n],
-                    &mut add0[l * n..(l + 1) * n],
-                    &mut add1[l * n..(l + 1) * n],
-                );
-                ul.iter_mut().zip(&t).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
-                a0.iter_mut().zip(&e0).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
-                a1.iter_mut().zip(&e1).for_each(|(w, &v)| *w = m.reduce_i64(i64::from(v)));
                 for ((&j, &f), &rk) in pos.iter().zip(&flood).zip(&r) {
                     let fl = m.reduce_i64(f.rem_euclid(p) as i64);
                     let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
-                    a0[j] = m.add(m.add(a0[j], fl), masked);
+                    idx.push(((ct * limbs + l) * n + j) as u32);
+                    vals.push(m.add(fl, masked));
                 }
             }
+            (r, idx, vals)
+        })
+        .collect();
+    let (mut idx, mut vals) = (Vec::new(), Vec::new());
+    let shares: Vec<Vec<u64>> = sparse
+        .into_iter()
+        .map(|(r, i, v)| {
+            idx.extend(i);
+            vals.extend(v);
             r
         })
         .collect();
-    let u = ring.forward(ring.upload::<Coeff>(&u, Shape::new(cts, limbs))?)?;
+    ring.scatter_add(&mut e0, &idx, &vals)?;
+    zeroize::Zeroize::zeroize(&mut vals); // the flooding noise
+    let u = ring.forward(u)?;
     let dims = MacDims { rows: cts, inner: 1, cols: 1 };
     let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
     let mut z1: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
@@ -245,8 +250,8 @@ pub fn finish<B: Backend, R: RngCore>(
     let (mut c0, mut c1) = (c0, c1);
     ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
     ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
-    ring.add_assign(&mut c0, &ring.upload(&add0, Shape::new(cts, limbs))?)?;
-    ring.add_assign(&mut c1, &ring.upload(&add1, Shape::new(cts, limbs))?)?;
+    ring.add_assign(&mut c0, &e0)?;
+    ring.add_assign(&mut c1, &e1)?;
     // 4. Switch, download, keep and truncate.
     let (c0, c1) =
         if lr < limbs { (ring.mod_switch_down(&c0, lr)?, ring.mod_switch_down(&c1, lr)?) } else { (c0, c1) };
