@@ -98,20 +98,24 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) mac_ntt_mma_u32(u32
     // columns outside the product read as zero; so do inner indices past the end.
     const u32 ii = (threadIdx.x >> 2) & 7, jt = threadIdx.x & 3, rc = threadIdx.x >> 5;
     const u64 a_step = (u64)MMA_K * poly, b_step = (u64)MMA_K * cols * poly;
-    const u32* a_at = a + ((u64)r0 * inner + ii) * poly + lc0 + jt;
-    const u32* b_at = b + ((u64)ii * cols + c0) * poly + lc0 + jt;
+    // Consecutive loads of a thread are 8 rows (columns) apart: constant strides, and which of
+    // them fall inside the product is fixed for the whole loop (bit k of a_in, b_in).
+    const u64 a_stride = (u64)(MMA_THREADS / 32) * inner * poly, b_stride = (u64)(MMA_THREADS / 32) * poly;
+    u32 a_in = 0, b_in = 0;
+#pragma unroll
+    for (u32 k = 0; k < MMA_A_LOADS; ++k) a_in |= (u32)(r0 + rc + k * (MMA_THREADS / 32) < rows) << k;
+#pragma unroll
+    for (u32 k = 0; k < MMA_B_LOADS; ++k) b_in |= (u32)(c0 + rc + k * (MMA_THREADS / 32) < cols) << k;
+    const u32* a_at = a + ((u64)(r0 + rc) * inner + ii) * poly + lc0 + jt;
+    const u32* b_at = b + ((u64)ii * cols + c0 + rc) * poly + lc0 + jt;
     auto fetch = [&](u32 i0) {
         const bool live = i0 + ii < inner;
+        const u32* p = a_at;
 #pragma unroll
-        for (u32 k = 0; k < MMA_A_LOADS; ++k) {
-            const u32 r = rc + k * (MMA_THREADS / 32);
-            pa[k] = live && r0 + r < rows ? a_at[(u64)r * inner * poly] : 0;
-        }
+        for (u32 k = 0; k < MMA_A_LOADS; ++k, p += a_stride) pa[k] = live && (a_in >> k & 1) ? *p : 0;
+        const u32* q = b_at;
 #pragma unroll
-        for (u32 k = 0; k < MMA_B_LOADS; ++k) {
-            const u32 c = rc + k * (MMA_THREADS / 32);
-            pb[k] = live && c0 + c < cols ? b_at[(u64)c * poly] : 0;
-        }
+        for (u32 k = 0; k < MMA_B_LOADS; ++k, q += b_stride) pb[k] = live && (b_in >> k & 1) ? *q : 0;
         a_at += a_step;
         b_at += b_step;
     };
