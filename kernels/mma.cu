@@ -2,30 +2,28 @@
 // pointwise in the NTT domain, as mac_ntt_r8c4_u32 computes it, with the word products done by
 // 8-bit integer matrix instructions (mma.m16n8k32, u8 x u8 -> s32).
 //
-// Byte classes. For words x = sum_p x_p 2^(8p) and y = sum_q y_q 2^(8q) (bytes p, q in 0..3),
-// x y = sum_s D_s 2^(8s) with D_s = sum_{p+q=s} x_p y_q, s in 0..6. One mma step takes the K
-// dimension as 8 inner indices of 4 bytes each (k = 4 i + p): the A operand is the words of `a`
-// as they are (byte p of a word is element k = 4 i + p, no unpacking), and for class s the B
-// operand holds byte s - p of the `b` word at element 4 i + p (zero outside 0..3): one byte
-// permute per word and class. The s32 accumulator of class s then sums exactly D_s over the
-// inner indices. At the end, out = sum_s D_s (2^(8s) mod p) mod p, fully reduced: bit-identical
-// to every other backend.
+// Byte planes. For words x = sum_p x_p 2^(8p) and y = sum_q y_q 2^(8q) (bytes p, q in 0..3),
+// x y = sum_s D_s 2^(8s) with D_s = sum_{p+q=s} x_p y_q, s in 0..6. A step takes 32 inner
+// indices, the K dimension of one mma; each lane's four consecutive words of a fragment row are
+// transposed into four byte planes (8 byte permutes per four words), and the 16 plane pairs
+// (p, q) are 16 mma instructions accumulating into class p + q. The s32 accumulator of class s
+// sums exactly D_s; at the end out = sum_s D_s (2^(8s) mod p) mod p, fully reduced:
+// bit-identical to every other backend. 16 byte products per word product, the least there is.
+// (The first version took the words of `a` unchanged as 4 bytes of K and permuted `b` into 7
+// classes: 28 byte products and 106 instructions per 8 inner indices; scripts/sass.py.)
 //
 // Bounds: D_s <= inner x 4 x 255^2 < 2^29 for inner <= MMA_MAX_INNER (2048), so the s32
 // accumulators never overflow and sum_s D_s (2^(8s) mod p) < 7 x 2^60 fits a u64.
 //
-// Work per word product: 7 classes x 4 bytes = 28 byte products (16 would be the least), traded
-// for no unpacking of `a` and 14 byte permutes per 8 inner indices and 8 columns.
-//
 // Tiling. A block of 8 warps computes one tile of 16 rows x 32 columns for 4 consecutive
 // coefficients of one limb: two warps per coefficient, each with two n8 column tiles (7 x 2 x 4
-// s32 accumulators per thread; four column tiles per warp took 252 registers, one block per
-// SM). Per step of 8 inner indices the block stages `a` (16 x 8 x 4 words) and `b` (8 x 32 x 4
-// words) in shared memory, transposed so that each warp's fragments are its own coefficient's
-// words, padded so that neither the staging stores nor the fragment loads have bank conflicts.
-// The next step's words are loaded into registers while this step's products run. Blocks of
-// one coefficient group are consecutive in the grid (x = tile + tiles x group), so the tiles
-// that share a group's `b` and `a` run together and meet in L2.
+// s32 accumulators per thread). Per step the block stages `a` (16 x 32 x 4 words) and `b`
+// (32 x 32 x 4 words) in shared memory, loaded as 16-byte runs of the 4 coefficients and
+// transposed so that each warp reads its own coefficient's words as 16-byte runs of four inner
+// indices; the row pitch (48 words, 16 mod 32) keeps the 16-byte fragment loads free of bank
+// conflicts. `a` and `b` must be 16-byte aligned (device allocations are). Blocks of one coefficient group are consecutive in the grid
+// (x = tile + tiles x group), so the tiles that share a group's `b` and `a` run together and
+// meet in L2.
 //
 // Launch: grid = (tiles x limbs x N / 4, 1, 1) with tiles = ceil(rows / 16) x ceil(cols / 32),
 // block = 256 (exactly), dynamic shared memory MMA_SMEM_WORDS x 4 bytes; N % 4 == 0,
@@ -35,14 +33,14 @@
 #define MMA_COEFFS 4
 #define MMA_ROWS 16
 #define MMA_COLS 32
-#define MMA_K 8
-#define MMA_PITCH 12
+#define MMA_K 32
+#define MMA_PITCH 48
 #define MMA_A_WORDS (MMA_ROWS * MMA_PITCH + 8)
 #define MMA_B_WORDS (MMA_COLS * MMA_PITCH + 8)
 #define MMA_SMEM_WORDS (MMA_COEFFS * (MMA_A_WORDS + MMA_B_WORDS))
 #define MMA_MAX_INNER 2048
-#define MMA_A_LOADS (MMA_ROWS * MMA_K * MMA_COEFFS / MMA_THREADS)
-#define MMA_B_LOADS (MMA_COLS * MMA_K * MMA_COEFFS / MMA_THREADS)
+#define MMA_A_LOADS (MMA_ROWS * MMA_K / MMA_THREADS)
+#define MMA_B_LOADS (MMA_COLS * MMA_K / MMA_THREADS)
 
 #ifdef FQ_EMULATOR
 #define mma_m16n8k32_u8 fq_emu::warp_mma_m16n8k32_u8
@@ -66,19 +64,22 @@ __device__ __forceinline__ void mma_m16n8k32_u8(u32* d, const u32* a, const u32*
 }
 #endif
 
-// Byte selectors of class s: result byte p is byte s - p of the word, or zero (selector 4 picks
-// byte 0 of the zero operand).
-__device__ __forceinline__ u32 mma_class_bytes(u32 w, u32 cls) {
-    const u32 sel[7] = {0x4440u, 0x4401u, 0x4012u, 0x0123u, 0x1234u, 0x2344u, 0x3444u};
-    return __byte_perm(w, 0u, sel[cls]);
+// The byte planes of four words: out[p] holds byte p of w.x, w.y, w.z, w.w (in that order).
+__device__ __forceinline__ void mma_byte_planes(const uint4 w, u32* out) {
+    const u32 t0 = __byte_perm(w.x, w.y, 0x5140u), t1 = __byte_perm(w.x, w.y, 0x7362u);
+    const u32 t2 = __byte_perm(w.z, w.w, 0x5140u), t3 = __byte_perm(w.z, w.w, 0x7362u);
+    out[0] = __byte_perm(t0, t2, 0x5410u);
+    out[1] = __byte_perm(t0, t2, 0x7632u);
+    out[2] = __byte_perm(t1, t3, 0x5410u);
+    out[3] = __byte_perm(t1, t3, 0x7632u);
 }
 
-// Staged word w of a step: coefficient w % 4, inner index w / 4 % 8, then the row (of `a`) or
-// the column (of `b`): 16-byte runs of coefficients per quarter warp, and banks 8 jj + ii + const
-// for the stores (the padded strides are 8 mod 32).
-extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) mac_ntt_mma_u32(u32* out, const u32* a, const u32* b, const u32* moduli,
-                                           const u64* barrett, u32 log_n, u32 limbs, u32 rows, u32 inner,
-                                           u32 cols, u32 accumulate) {
+// Staging: each thread loads the four coefficients of one (row, inner index) of `a` (and of one
+// (inner index, column) of `b`) as one 16-byte word and stores them to the four coefficients'
+// planes; a warp covers the 32 inner indices of one row, so the stores hit 32 banks.
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
+    mac_ntt_mma_u32(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett, u32 log_n,
+                    u32 limbs, u32 rows, u32 inner, u32 cols, u32 accumulate) {
     extern __shared__ u32 s[];
     u32* sa = s;
     u32* sb = s + MMA_COEFFS * MMA_A_WORDS;
@@ -92,33 +93,22 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) mac_ntt_mma_u32(u32
     const u64 lc0 = (u64)(blockIdx.x / tiles) * MMA_COEFFS;  // first (limb, coefficient) of the block
     const u32 r0 = (tile % row_tiles) * MMA_ROWS;
     const u32 c0 = (tile / row_tiles) * MMA_COLS;
-    u32 pa[MMA_A_LOADS], pb[MMA_B_LOADS];
-    // This thread's words: inner index ii = threadIdx.x / 4 % 8 of each step (the same for
-    // every load), coefficient threadIdx.x % 4, row (column) threadIdx.x / 32 + 8 k. Rows and
-    // columns outside the product read as zero; so do inner indices past the end.
-    const u32 ii = (threadIdx.x >> 2) & 7, jt = threadIdx.x & 3, rc = threadIdx.x >> 5;
+    // This thread's staged words: inner index ii of each step, rows (columns) rc + 8 k. Rows and
+    // columns outside the product, and inner indices past the end, read as zero; which rows and
+    // columns are inside is fixed for the loop (bit k of a_in, b_in).
+    const u32 ii = threadIdx.x & 31, rc = threadIdx.x >> 5;
+    const u32 per = MMA_THREADS / MMA_K;  // rows (columns) per pass of the block: 8
     const u64 a_step = (u64)MMA_K * poly, b_step = (u64)MMA_K * cols * poly;
-    // Consecutive loads of a thread are 8 rows (columns) apart: constant strides, and which of
-    // them fall inside the product is fixed for the whole loop (bit k of a_in, b_in).
-    const u64 a_stride = (u64)(MMA_THREADS / 32) * inner * poly, b_stride = (u64)(MMA_THREADS / 32) * poly;
+    const u64 a_stride = (u64)per * inner * poly, b_stride = (u64)per * poly;
     u32 a_in = 0, b_in = 0;
 #pragma unroll
-    for (u32 k = 0; k < MMA_A_LOADS; ++k) a_in |= (u32)(r0 + rc + k * (MMA_THREADS / 32) < rows) << k;
+    for (u32 k = 0; k < MMA_A_LOADS; ++k) a_in |= (u32)(r0 + rc + k * per < rows) << k;
 #pragma unroll
-    for (u32 k = 0; k < MMA_B_LOADS; ++k) b_in |= (u32)(c0 + rc + k * (MMA_THREADS / 32) < cols) << k;
-    const u32* a_at = a + ((u64)(r0 + rc) * inner + ii) * poly + lc0 + jt;
-    const u32* b_at = b + ((u64)ii * cols + c0 + rc) * poly + lc0 + jt;
-    auto fetch = [&](u32 i0) {
-        const bool live = i0 + ii < inner;
-        const u32* p = a_at;
-#pragma unroll
-        for (u32 k = 0; k < MMA_A_LOADS; ++k, p += a_stride) pa[k] = live && (a_in >> k & 1) ? *p : 0;
-        const u32* q = b_at;
-#pragma unroll
-        for (u32 k = 0; k < MMA_B_LOADS; ++k, q += b_stride) pb[k] = live && (b_in >> k & 1) ? *q : 0;
-        a_at += a_step;
-        b_at += b_step;
-    };
+    for (u32 k = 0; k < MMA_B_LOADS; ++k) b_in |= (u32)(c0 + rc + k * per < cols) << k;
+    const u32* a_at = a + ((u64)(r0 + rc) * inner + ii) * poly + lc0;
+    const u32* b_at = b + ((u64)ii * cols + c0 + rc) * poly + lc0;
+    u32* a_to = sa + rc * MMA_PITCH + ii;
+    u32* b_to = sb + rc * MMA_PITCH + ii;
     u32 acc[2][7][4];
 #pragma unroll
     for (u32 n = 0; n < 2; ++n)
@@ -126,43 +116,72 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) mac_ntt_mma_u32(u32
         for (u32 c = 0; c < 7; ++c)
 #pragma unroll
             for (u32 e = 0; e < 4; ++e) acc[n][c][e] = 0;
-    fetch(0);
     for (u32 i0 = 0; i0 < inner; i0 += MMA_K) {
+        const bool live = i0 + ii < inner;
+        const u32* p = a_at;
 #pragma unroll
-        for (u32 k = 0; k < MMA_A_LOADS; ++k) {
-            const u32 w = threadIdx.x + k * MMA_THREADS;
-            sa[(w & 3) * MMA_A_WORDS + (w >> 5) * MMA_PITCH + ((w >> 2) & 7)] = pa[k];
+        for (u32 k = 0; k < MMA_A_LOADS; ++k, p += a_stride) {
+            const uint4 v = live && (a_in >> k & 1) ? *(const uint4*)p : make_uint4(0, 0, 0, 0);
+            u32* to = a_to + k * per * MMA_PITCH;
+            to[0] = v.x;
+            to[MMA_A_WORDS] = v.y;
+            to[2 * MMA_A_WORDS] = v.z;
+            to[3 * MMA_A_WORDS] = v.w;
         }
+        const u32* q = b_at;
 #pragma unroll
-        for (u32 k = 0; k < MMA_B_LOADS; ++k) {
-            const u32 w = threadIdx.x + k * MMA_THREADS;
-            sb[(w & 3) * MMA_B_WORDS + (w >> 5) * MMA_PITCH + ((w >> 2) & 7)] = pb[k];
+        for (u32 k = 0; k < MMA_B_LOADS; ++k, q += b_stride) {
+            const uint4 v = live && (b_in >> k & 1) ? *(const uint4*)q : make_uint4(0, 0, 0, 0);
+            u32* to = b_to + k * per * MMA_PITCH;
+            to[0] = v.x;
+            to[MMA_B_WORDS] = v.y;
+            to[2 * MMA_B_WORDS] = v.z;
+            to[3 * MMA_B_WORDS] = v.w;
         }
+        a_at += a_step;
+        b_at += b_step;
         __syncthreads();
-        if (i0 + MMA_K < inner) fetch(i0 + MMA_K);
+        // Fragments (PTX ISA layout): a0 row g, k 4t..4t+3; a1 row g + 8; a2, a3 the same rows
+        // at k + 16; b0 column g, k 4t..4t+3; b1 k + 16. Each as its four byte planes.
         const u32* wa = sa + jw * MMA_A_WORDS;
-        const u32* wb = sb + jw * MMA_B_WORDS;
-        const u32 fa[4] = {wa[g * MMA_PITCH + t], wa[(g + 8) * MMA_PITCH + t], wa[g * MMA_PITCH + t + 4],
-                           wa[(g + 8) * MMA_PITCH + t + 4]};
+        u32 ap[4][4];  // [plane][fragment register]
+        {
+            u32 pl[4];
+            mma_byte_planes(*(const uint4*)(wa + g * MMA_PITCH + 4 * t), pl);
+#pragma unroll
+            for (u32 x = 0; x < 4; ++x) ap[x][0] = pl[x];
+            mma_byte_planes(*(const uint4*)(wa + (g + 8) * MMA_PITCH + 4 * t), pl);
+#pragma unroll
+            for (u32 x = 0; x < 4; ++x) ap[x][1] = pl[x];
+            mma_byte_planes(*(const uint4*)(wa + g * MMA_PITCH + 16 + 4 * t), pl);
+#pragma unroll
+            for (u32 x = 0; x < 4; ++x) ap[x][2] = pl[x];
+            mma_byte_planes(*(const uint4*)(wa + (g + 8) * MMA_PITCH + 16 + 4 * t), pl);
+#pragma unroll
+            for (u32 x = 0; x < 4; ++x) ap[x][3] = pl[x];
+        }
 #pragma unroll
         for (u32 n = 0; n < 2; ++n) {
-            const u32 col = (half * 2 + n) * 8 + g;
-            const u32 w0 = wb[col * MMA_PITCH + t], w1 = wb[col * MMA_PITCH + t + 4];
+            const u32* wb = sb + jw * MMA_B_WORDS + ((half * 2 + n) * 8 + g) * MMA_PITCH;
+            u32 lo[4], hi[4];
+            mma_byte_planes(*(const uint4*)(wb + 4 * t), lo);
+            mma_byte_planes(*(const uint4*)(wb + 16 + 4 * t), hi);
 #pragma unroll
-            for (u32 c = 0; c < 7; ++c) {
-                const u32 fb[2] = {mma_class_bytes(w0, c), mma_class_bytes(w1, c)};
-                mma_m16n8k32_u8(acc[n][c], fa, fb, acc[n][c]);
+            for (u32 y = 0; y < 4; ++y) {
+                const u32 fb[2] = {lo[y], hi[y]};
+#pragma unroll
+                for (u32 x = 0; x < 4; ++x) mma_m16n8k32_u8(acc[n][x + y], ap[x], fb, acc[n][x + y]);
             }
         }
         __syncthreads();
     }
     // Every coefficient of the block is in one limb (N % 4 == 0).
     const u32 limb = (u32)(lc0 >> log_n);
-    const u32 p = moduli[limb];
+    const u32 pm = moduli[limb];
     const u64 bar = barrett[limb];
     u64 pw[7];
 #pragma unroll
-    for (u32 c = 0; c < 7; ++c) pw[c] = reduce_u64(1ull << (8 * c), p, bar);
+    for (u32 c = 0; c < 7; ++c) pw[c] = reduce_u64(1ull << (8 * c), pm, bar);
     const u64 lc = lc0 + jw;
 #pragma unroll
     for (u32 n = 0; n < 2; ++n) {
@@ -174,8 +193,8 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2) mac_ntt_mma_u32(u32
 #pragma unroll
                 for (u32 k = 0; k < 7; ++k) x += (u64)acc[n][k][e] * pw[k];
                 const u64 o = ((u64)r * cols + c) * poly + lc;
-                u32 v = reduce_u64(x, p, bar);
-                if (accumulate) v = add_mod(v, out[o], p);
+                u32 v = reduce_u64(x, pm, bar);
+                if (accumulate) v = add_mod(v, out[o], pm);
                 out[o] = v;
             }
         }

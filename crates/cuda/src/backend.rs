@@ -106,7 +106,7 @@ fn tensor_cores_allowed() -> Result<bool, BackendError> {
 /// byte-class sums stay below 2^29).
 const MMA_MAX_INNER: usize = 2048;
 /// Shared memory of the tensor-core product (MMA_SMEM_WORDS in kernels/mma.cu).
-const MMA_SMEM_BYTES: u32 = 4 * ((16 * 12 + 8) + (32 * 12 + 8)) * 4;
+const MMA_SMEM_BYTES: u32 = 4 * ((16 * 48 + 8) + (32 * 48 + 8)) * 4;
 /// Consecutive coefficients per block of the tensor-core product (MMA_COEFFS).
 const MMA_COEFFS: usize = 4;
 
