@@ -42,6 +42,9 @@ pub struct BackendInfo {
     pub device: String,
     /// Whether the device is a real accelerator (a software rasteriser is not).
     pub accelerator: bool,
+    /// Bytes of the device's own memory, where it has its own and says (`None`: host memory,
+    /// or unknown). Servers size their working sets by it.
+    pub memory: Option<u64>,
 }
 
 /// A compute backend: device memory and the polynomial kernels over it.

@@ -311,6 +311,7 @@ impl Backend for CpuBackend {
             name: "cpu",
             device: format!("{} CPU, {} threads, {}", std::env::consts::ARCH, self.threads(), simd_level()),
             accelerator: false,
+            memory: None,
         }
     }
 

@@ -70,6 +70,8 @@ pub struct CudaBackend {
     name: String,
     arch: &'static str,
     max_smem: usize,
+    /// Bytes of device memory (None on the emulator).
+    memory: Option<usize>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -166,6 +168,7 @@ impl CudaBackend {
             .map_err(dev)?;
         }
         let name = ctx.name().map_err(dev)?;
+        let memory = ctx.total_mem().ok();
         let stream = ctx.default_stream();
         let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
         Ok(Self {
@@ -177,6 +180,7 @@ impl CudaBackend {
             name,
             arch,
             max_smem,
+            memory,
         })
     }
 
@@ -209,6 +213,7 @@ impl CudaBackend {
                 .into(),
             arch: "sm_90",
             max_smem: crate::EMULATED_SHARED_MEMORY,
+            memory: None,
         })
     }
 
@@ -313,7 +318,12 @@ impl Backend for CudaBackend {
 
     fn info(&self) -> BackendInfo {
         let accelerator = matches!(self.device, Device::Gpu { .. });
-        BackendInfo { name: "cuda", device: format!("{} ({})", self.name, self.arch), accelerator }
+        BackendInfo {
+            name: "cuda",
+            device: format!("{} ({})", self.name, self.arch),
+            accelerator,
+            memory: self.memory.map(|m| m as u64),
+        }
     }
 
     fn load_ring(&self, ring: &RingContext) -> Result<CudaRing, BackendError> {

@@ -416,15 +416,26 @@ pub struct FoldServer<B: Backend> {
 /// (there the product is compute-bound, and one query ciphertext of 32 tokens already reuses
 /// each table word 64 times). FASTQUERY_FOLD_BATCH_MIB overrides it.
 pub const DEFAULT_BATCH_BYTES: usize = 4 << 30;
-/// The default on an accelerator: 24 GiB, the four query ciphertexts of 128 llama-7b tokens in
-/// one product (17.3 GB with their RGSW ciphertexts), so that the table is read from memory
-/// once per request, not once per ciphertext (docs/BENCHMARKS.md).
+/// The default on an accelerator: 24 GiB (at most a third of its memory), the four query
+/// ciphertexts of 128 llama-7b tokens in one product (17.3 GB with their RGSW ciphertexts), so
+/// that the table is read from memory once per request, not once per ciphertext
+/// (docs/BENCHMARKS.md).
 pub const DEFAULT_ACCELERATOR_BATCH_BYTES: usize = 24 << 30;
 
 /// The working-memory bound from FASTQUERY_FOLD_BATCH_MIB (`value`; whole MiB, 0 for one query
-/// ciphertext at a time), or the default; anything else is an error naming the variable.
-fn batch_bytes_from(value: Option<&str>, accelerator: bool) -> Result<usize, ProtocolError> {
-    let default = if accelerator { DEFAULT_ACCELERATOR_BATCH_BYTES } else { DEFAULT_BATCH_BYTES };
+/// ciphertext at a time), or the default: [`DEFAULT_BATCH_BYTES`] on the host, on an accelerator
+/// [`DEFAULT_ACCELERATOR_BATCH_BYTES`] or a third of its memory (`memory`, where known) if that
+/// is less (the table and the keys share it). Anything else is an error naming the variable.
+fn batch_bytes_from(
+    value: Option<&str>,
+    accelerator: bool,
+    memory: Option<u64>,
+) -> Result<usize, ProtocolError> {
+    let default = match (accelerator, memory) {
+        (false, _) => DEFAULT_BATCH_BYTES,
+        (true, None) => DEFAULT_ACCELERATOR_BATCH_BYTES,
+        (true, Some(m)) => DEFAULT_ACCELERATOR_BATCH_BYTES.min(usize::try_from(m / 3).unwrap_or(usize::MAX)),
+    };
     match value.map(str::trim) {
         None => Ok(default),
         Some(v) => v.parse::<usize>().map(|mib| mib.saturating_mul(1 << 20)).map_err(|_| {
@@ -446,9 +457,9 @@ impl<B: Backend> FoldServer<B> {
         if (table.m(), table.d()) != (design.m, design.d) {
             return Err(ProtocolError::State("the table does not match the design".into()));
         }
-        let accelerator = backend.info().accelerator;
-        let batch_bytes =
-            batch_bytes_from(std::env::var("FASTQUERY_FOLD_BATCH_MIB").ok().as_deref(), accelerator)?;
+        let info = backend.info();
+        let env = std::env::var("FASTQUERY_FOLD_BATCH_MIB").ok();
+        let batch_bytes = batch_bytes_from(env.as_deref(), info.accelerator, info.memory)?;
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout;
         let n = design.params.n();
@@ -777,12 +788,16 @@ mod tests {
 
     #[test]
     fn the_batch_bound_comes_from_whole_mib_or_the_backend_default() {
-        assert_eq!(batch_bytes_from(None, false).unwrap(), DEFAULT_BATCH_BYTES);
-        assert_eq!(batch_bytes_from(None, true).unwrap(), DEFAULT_ACCELERATOR_BATCH_BYTES);
-        assert_eq!(batch_bytes_from(Some(" 512 "), true).unwrap(), 512 << 20);
-        assert_eq!(batch_bytes_from(Some("0"), false).unwrap(), 0);
+        assert_eq!(batch_bytes_from(None, false, None).unwrap(), DEFAULT_BATCH_BYTES);
+        assert_eq!(batch_bytes_from(None, true, None).unwrap(), DEFAULT_ACCELERATOR_BATCH_BYTES);
+        // An accelerator's memory caps the default at a third of it.
+        assert_eq!(batch_bytes_from(None, true, Some(80 << 30)).unwrap(), DEFAULT_ACCELERATOR_BATCH_BYTES);
+        assert_eq!(batch_bytes_from(None, true, Some(24 << 30)).unwrap(), 8 << 30);
+        assert_eq!(batch_bytes_from(None, false, Some(24 << 30)).unwrap(), DEFAULT_BATCH_BYTES);
+        assert_eq!(batch_bytes_from(Some(" 512 "), true, Some(1 << 30)).unwrap(), 512 << 20);
+        assert_eq!(batch_bytes_from(Some("0"), false, None).unwrap(), 0);
         for bad in ["", "-1", "1.5", "4G", "lots"] {
-            let e = batch_bytes_from(Some(bad), false).unwrap_err().to_string();
+            let e = batch_bytes_from(Some(bad), false, None).unwrap_err().to_string();
             assert!(e.contains("FASTQUERY_FOLD_BATCH_MIB must be a whole number"), "{e}");
         }
     }

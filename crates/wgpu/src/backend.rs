@@ -467,7 +467,7 @@ impl Backend for WgpuBackend {
     type Ring = WgpuRing;
 
     fn info(&self) -> BackendInfo {
-        BackendInfo { name: "wgpu", device: self.describe(), accelerator: !self.is_software() }
+        BackendInfo { name: "wgpu", device: self.describe(), accelerator: !self.is_software(), memory: None }
     }
 
     fn synchronize(&self) -> Result<(), BackendError> {
