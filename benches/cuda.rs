@@ -31,8 +31,7 @@ fn cuda(c: &mut Criterion) {
 /// 256 for 128 tokens in one product) at N = 4096, 2 limbs, on the integer pipes
 /// (`cuda/mac_int/...`) and on the tensor cores (`cuda/mac_tc/...`).
 fn table_products(c: &mut Criterion, backend: &Arc<CudaBackend>) {
-    use fastquery_backend::{Backend, MacDims, Ntt, Polys, Shape};
-    use std::time::Instant;
+    use fastquery_backend::{MacDims, Ntt, Polys, Shape};
     let (n, limbs, inner, cols) = (4096usize, 2usize, 125usize, 128usize);
     let ring = fastquery_benches::ring(backend.clone(), n, limbs);
     let table = fastquery_benches::random_ntt(&ring, Shape::new(inner * cols, limbs), 4);
@@ -47,15 +46,7 @@ fn table_products(c: &mut Criterion, backend: &Arc<CudaBackend>) {
                 continue; // no tensor cores on this device
             }
             g.bench_function(format!("{name}/{n}/{rows}x{inner}x{cols}/{limbs}"), |b| {
-                b.iter_custom(|iters| {
-                    backend.synchronize().unwrap();
-                    let t = Instant::now();
-                    for _ in 0..iters {
-                        ring.mac(&mut out, &a, &table, dims, false).unwrap();
-                    }
-                    backend.synchronize().unwrap();
-                    t.elapsed()
-                })
+                b.iter_custom(|iters| fastquery_benches::time_macs(&ring, &mut out, &a, &table, dims, iters))
             });
         }
     }

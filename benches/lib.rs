@@ -39,6 +39,25 @@ pub fn random_polys<B: Backend, R: Repr>(ring: &Ring<B>, shape: Shape, seed: u64
     ring.upload(&random_words(ring.context(), shape, seed), shape).expect("upload")
 }
 
+/// Wall time of `iters` multiply-accumulates `out = a x b`, the device synchronised before
+/// and after (for criterion's `iter_custom`).
+pub fn time_macs<B: Backend>(
+    ring: &Ring<B>,
+    out: &mut Polys<B, fastquery_backend::Ntt>,
+    a: &Polys<B, fastquery_backend::Ntt>,
+    b: &Polys<B, fastquery_backend::Ntt>,
+    dims: fastquery_backend::MacDims,
+    iters: u64,
+) -> std::time::Duration {
+    ring.backend().synchronize().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        ring.mac(out, a, b, dims, false).unwrap();
+    }
+    ring.backend().synchronize().unwrap();
+    t.elapsed()
+}
+
 /// A random NTT-form batch.
 pub fn random_ntt<B: Backend>(ring: &Ring<B>, shape: Shape, seed: u64) -> Polys<B, Ntt> {
     random_polys(ring, shape, seed)
@@ -112,15 +131,7 @@ pub fn device_benches<B: Backend>(
         let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(rows * cols, limbs)).unwrap();
         g.throughput(Throughput::Bytes((inner * cols * limbs * n * 4) as u64));
         g.bench_function(format!("mac/{n}/{rows}x{inner}x{cols}/{limbs}"), |b| {
-            b.iter_custom(|iters| {
-                backend.synchronize().unwrap();
-                let t = Instant::now();
-                for _ in 0..iters {
-                    ring.mac(&mut out, &a, &b_table, dims, false).unwrap();
-                }
-                backend.synchronize().unwrap();
-                t.elapsed()
-            })
+            b.iter_custom(|iters| time_macs(&ring, &mut out, &a, &b_table, dims, iters))
         });
     }
     g.finish();

@@ -74,6 +74,23 @@ __device__ __forceinline__ void mma_byte_planes(const uint4 w, u32* out) {
     out[3] = __byte_perm(t1, t3, 0x7632u);
 }
 
+// One thread's part of a step's staging: LOADS 16-byte words (the four coefficients of one row
+// or column and inner index) `stride` words apart, those whose bit of `in` is set (the rest
+// zero, and all of them when the inner index is past the end: `live` false), each stored to
+// the four coefficients' planes (PLANE words apart), 8 rows apart.
+template <u32 LOADS, u32 PLANE>
+__device__ __forceinline__ void mma_stage(const u32* from, u64 stride, u32 in, bool live, u32* to) {
+#pragma unroll
+    for (u32 k = 0; k < LOADS; ++k, from += stride) {
+        const uint4 v = live && (in >> k & 1) ? *(const uint4*)from : make_uint4(0, 0, 0, 0);
+        u32* row = to + k * (MMA_THREADS / MMA_K) * MMA_PITCH;
+        row[0] = v.x;
+        row[PLANE] = v.y;
+        row[2 * PLANE] = v.z;
+        row[3 * PLANE] = v.w;
+    }
+}
+
 // Staging: each thread loads the four coefficients of one (row, inner index) of `a` (and of one
 // (inner index, column) of `b`) as one 16-byte word and stores them to the four coefficients'
 // planes; a warp covers the 32 inner indices of one row, so the stores hit 32 banks.
@@ -118,26 +135,8 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
             for (u32 e = 0; e < 4; ++e) acc[n][c][e] = 0;
     for (u32 i0 = 0; i0 < inner; i0 += MMA_K) {
         const bool live = i0 + ii < inner;
-        const u32* p = a_at;
-#pragma unroll
-        for (u32 k = 0; k < MMA_A_LOADS; ++k, p += a_stride) {
-            const uint4 v = live && (a_in >> k & 1) ? *(const uint4*)p : make_uint4(0, 0, 0, 0);
-            u32* to = a_to + k * per * MMA_PITCH;
-            to[0] = v.x;
-            to[MMA_A_WORDS] = v.y;
-            to[2 * MMA_A_WORDS] = v.z;
-            to[3 * MMA_A_WORDS] = v.w;
-        }
-        const u32* q = b_at;
-#pragma unroll
-        for (u32 k = 0; k < MMA_B_LOADS; ++k, q += b_stride) {
-            const uint4 v = live && (b_in >> k & 1) ? *(const uint4*)q : make_uint4(0, 0, 0, 0);
-            u32* to = b_to + k * per * MMA_PITCH;
-            to[0] = v.x;
-            to[MMA_B_WORDS] = v.y;
-            to[2 * MMA_B_WORDS] = v.z;
-            to[3 * MMA_B_WORDS] = v.w;
-        }
+        mma_stage<MMA_A_LOADS, MMA_A_WORDS>(a_at, a_stride, a_in, live, a_to);
+        mma_stage<MMA_B_LOADS, MMA_B_WORDS>(b_at, b_stride, b_in, live, b_to);
         a_at += a_step;
         b_at += b_step;
         __syncthreads();

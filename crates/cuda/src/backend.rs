@@ -253,6 +253,15 @@ impl CudaBackend {
             && blocks.is_some_and(|b| b <= i32::MAX as usize)
     }
 
+    /// 32-byte seeds on the device as ChaCha20 keys: eight little-endian words each.
+    fn seed_keys(&self, seeds: &[[u8; 32]]) -> Result<Mem<u32>, BackendError> {
+        let words: Vec<u32> = seeds
+            .iter()
+            .flat_map(|s| s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        self.device.htod(&words)
+    }
+
     /// `idx` on the device, uploaded once per distinct table (at most [`INDEX_TABLES`] kept).
     fn index_table(&self, idx: &[u32]) -> Result<std::sync::Arc<Mem<u32>>, BackendError> {
         let mut cache = self.index_tables.lock().unwrap_or_else(|e| e.into_inner());
@@ -769,11 +778,7 @@ impl Backend for CudaBackend {
         out: &mut CudaBuffer,
     ) -> Result<(), BackendError> {
         let Some(y) = out.data.as_mut() else { return Ok(()) };
-        let words: Vec<u32> = seeds
-            .iter()
-            .flat_map(|s| s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect();
-        let key = self.device.htod(&words)?;
+        let key = self.seed_keys(seeds)?;
         let cfg = LaunchConfig {
             grid_dim: (seeds.len() as u32, 1, 1),
             block_dim: (EXPAND_THREADS, 1, 1),
@@ -805,11 +810,7 @@ impl Backend for CudaBackend {
         let (Some(u), Some(e0), Some(e1)) = (u.data.as_mut(), e0.data.as_mut(), e1.data.as_mut()) else {
             return Ok(());
         };
-        let words: Vec<u32> = seeds
-            .iter()
-            .flat_map(|s| s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect();
-        let key = self.device.htod(&words)?;
+        let key = self.seed_keys(seeds)?;
         let pairs = (ring.n / 2).max(1);
         for seed0 in (0..seeds.len()).step_by(65_535) {
             let count = (seeds.len() - seed0).min(65_535);
@@ -881,61 +882,49 @@ impl Backend for CudaBackend {
             return Ok(());
         };
         let lc = limbs * ring.n;
-        if self.use_tensor_cores(ring.n, limbs, dims) {
+        let tensor = self.use_tensor_cores(ring.n, limbs, dims);
+        let (name, cfg) = if tensor {
             let tiles = dims.rows.div_ceil(16) * dims.cols.div_ceil(32);
             let cfg = LaunchConfig {
                 grid_dim: ((tiles * lc / MMA_COEFFS) as u32, 1, 1),
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: MMA_SMEM_BYTES,
             };
-            let mut args = [
-                Arg::Out(o),
-                Arg::In(x),
-                Arg::In(y),
-                Arg::In(&ring.moduli),
-                Arg::In64(&ring.barrett),
-                Arg::U32(ring.log_n),
-                Arg::U32(limbs as u32),
-                Arg::U32(dims.rows as u32),
-                Arg::U32(dims.inner as u32),
-                Arg::U32(dims.cols as u32),
-                Arg::U32(u32::from(accumulate)),
-            ];
-            // SAFETY: matches mac_ntt_mma_u32 in kernels/mma.cu; Ring checked a = rows x inner,
-            // b = inner x cols and out = rows x cols polynomials of `limbs` limbs; N % 8 == 0
-            // and inner <= MMA_MAX_INNER (use_tensor_cores), the grid's size checked there; the
-            // block is the kernel's 256 threads.
-            return unsafe { self.launch("mac_ntt_mma_u32", cfg, &mut args) };
-        }
-        // Four columns per thread where there are that many (the table products): `a` is then
-        // read once per four columns instead of once per column.
-        let (name, tile_rows, tile_cols) =
-            if dims.cols >= 4 { ("mac_ntt_r8c4_u32", 8, 4) } else { ("mac_ntt_u32", MAC_ROWS, 1) };
-        let cfg = LaunchConfig {
-            grid_dim: (
-                lc.div_ceil(BLOCK as usize) as u32,
-                dims.cols.div_ceil(tile_cols) as u32,
-                dims.rows.div_ceil(tile_rows) as u32,
-            ),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+            ("mac_ntt_mma_u32", cfg)
+        } else {
+            // Four columns per thread where there are that many (the table products): `a` is
+            // then read once per four columns instead of once per column.
+            let (name, tile_rows, tile_cols) =
+                if dims.cols >= 4 { ("mac_ntt_r8c4_u32", 8, 4) } else { ("mac_ntt_u32", MAC_ROWS, 1) };
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    lc.div_ceil(BLOCK as usize) as u32,
+                    dims.cols.div_ceil(tile_cols) as u32,
+                    dims.rows.div_ceil(tile_rows) as u32,
+                ),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            (name, cfg)
         };
-        let mut args = [
-            Arg::Out(o),
-            Arg::In(x),
-            Arg::In(y),
-            Arg::In(&ring.moduli),
-            Arg::In64(&ring.barrett),
-            Arg::In(&ring.lazy),
+        let mut args =
+            vec![Arg::Out(o), Arg::In(x), Arg::In(y), Arg::In(&ring.moduli), Arg::In64(&ring.barrett)];
+        if !tensor {
+            args.push(Arg::In(&ring.lazy)); // the integer kernels reduce every `lazy` terms
+        }
+        args.extend([
             Arg::U32(ring.log_n),
             Arg::U32(limbs as u32),
             Arg::U32(dims.rows as u32),
             Arg::U32(dims.inner as u32),
             Arg::U32(dims.cols as u32),
             Arg::U32(u32::from(accumulate)),
-        ];
-        // SAFETY: matches mac_ntt_u32 and mac_ntt_r8c4_u32 (same parameters); Ring checked
+        ]);
+        // SAFETY: matches mac_ntt_u32 and mac_ntt_r8c4_u32 in kernels/mac.cu, and
+        // mac_ntt_mma_u32 in kernels/mma.cu (the same parameters without `lazy`); Ring checked
         // a = rows x inner, b = inner x cols and out = rows x cols polynomials of `limbs` limbs.
+        // For the tensor cores, use_tensor_cores checked N % 4 == 0, inner <= MMA_MAX_INNER and
+        // the grid's size, and the block is the kernel's 256 threads.
         unsafe { self.launch(name, cfg, &mut args) }
     }
 }

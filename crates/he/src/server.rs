@@ -207,7 +207,8 @@ pub fn finish<B: Backend, R: RngCore>(
     let [u, mut e0, e1] = ring.zero_noise(&seeds, limbs, CBD_ETA)?;
     // 2-3. flooding of every kept coefficient, and the masks (the server's shares): from stream
     //    1 of the seed, on the host, for the kept coefficients only, added to e0 where they fall.
-    let sparse: Vec<(Vec<u64>, Vec<u32>, Vec<u32>)> = positions
+    type Sparse = (Vec<u64>, Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
+    let sparse: Vec<Sparse> = positions
         .par_iter()
         .zip(seeds.par_iter())
         .enumerate()
@@ -215,12 +216,13 @@ pub fn finish<B: Backend, R: RngCore>(
             let mut rng = stream(seed);
             rng.set_stream(1);
             let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
-            let flood: Vec<i128> = pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect();
-            let (mut idx, mut vals) =
-                (Vec::with_capacity(limbs * pos.len()), Vec::with_capacity(limbs * pos.len()));
+            let flood: zeroize::Zeroizing<Vec<i128>> =
+                pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect::<Vec<_>>().into();
+            let mut idx = Vec::with_capacity(limbs * pos.len());
+            let mut vals = zeroize::Zeroizing::new(Vec::with_capacity(limbs * pos.len()));
             for (l, m) in moduli.iter().enumerate() {
                 let p = i128::from(m.value());
-                for ((&j, &f), &rk) in pos.iter().zip(&flood).zip(&r) {
+                for ((&j, &f), &rk) in pos.iter().zip(flood.iter()).zip(&r) {
                     let fl = m.reduce_i64(f.rem_euclid(p) as i64);
                     let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
                     idx.push(((ct * limbs + l) * n + j) as u32);
@@ -230,17 +232,18 @@ pub fn finish<B: Backend, R: RngCore>(
             (r, idx, vals)
         })
         .collect();
-    let (mut idx, mut vals) = (Vec::new(), Vec::new());
+    // The flooding noise (in `vals`) is zeroized as each vector drops; `vals` never reallocates.
+    let total: usize = sparse.iter().map(|x| x.2.len()).sum();
+    let (mut idx, mut vals) = (Vec::with_capacity(total), zeroize::Zeroizing::new(Vec::with_capacity(total)));
     let shares: Vec<Vec<u64>> = sparse
         .into_iter()
         .map(|(r, i, v)| {
             idx.extend(i);
-            vals.extend(v);
+            vals.extend_from_slice(&v);
             r
         })
         .collect();
     ring.scatter_add(&mut e0, &idx, &vals)?;
-    zeroize::Zeroize::zeroize(&mut vals); // the flooding noise
     let u = ring.forward(u)?;
     let dims = MacDims { rows: cts, inner: 1, cols: 1 };
     let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
