@@ -18,6 +18,9 @@ void sync_threads();
 // a collective of the warp's 32 threads, which exchange their fragments at two barriers. The
 // whole block must reach it together, as it reaches __syncthreads.
 void warp_mma_m16n8k32_u8(unsigned* d, const unsigned* a, const unsigned* b, const unsigned* c);
+// __shfl_xor_sync with a full mask: every lane sends v and receives lane ^ lane_mask's; a
+// collective like the one above (two barriers, the whole block reaches it together).
+unsigned warp_shfl_xor(unsigned v, unsigned lane_mask);
 }  // namespace fq_emu
 
 // Kernels test this to use the emulator's warp collectives instead of inline PTX.
@@ -55,6 +58,10 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     unsigned r = 0;
     for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
     return r;
+}
+// Only the full-warp form the kernels use; another mask is an emulator error at the launch.
+inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int lane_mask) {
+    return mask == 0xffffffffu ? fq_emu::warp_shfl_xor(v, (unsigned)lane_mask) : fq_emu::warp_shfl_xor(v, 64);
 }
 inline int __popcll(unsigned long long x) {
     return __builtin_popcountll(x);

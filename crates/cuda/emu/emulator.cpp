@@ -125,6 +125,10 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(ntt_inverse_u32, true),
     FQ_KERNEL(ntt_forward_reg16_u32, true),
     FQ_KERNEL(ntt_inverse_reg16_u32, true),
+    FQ_KERNEL(ntt_forward_4096_u32, true),
+    FQ_KERNEL(ntt_inverse_4096_u32, true),
+    FQ_KERNEL(ntt_forward_8192_u32, true),
+    FQ_KERNEL(ntt_inverse_8192_u32, true),
     FQ_KERNEL(add_u32, false),
     FQ_KERNEL(sub_u32, false),
     FQ_KERNEL(neg_u32, false),
@@ -310,6 +314,26 @@ void warp_mma_m16n8k32_u8(unsigned* d, const unsigned* a, const unsigned* b, con
     sync_threads();
 }
 
+// ---- warp shuffles
+// Each thread leaves its word at a barrier and reads its partner's after it; the second
+// barrier keeps the next shuffle from overwriting a word before its partner has read it.
+static std::vector<uint32_t> shfl_slot;
+static bool bad_shfl = false;
+
+unsigned warp_shfl_xor(unsigned v, unsigned lane_mask) {
+    const size_t threads = (size_t)block_dim.x * block_dim.y * block_dim.z;
+    if (!fiber_mode || threads % 32 != 0 || lane_mask >= 32) {
+        bad_shfl = true;
+        return 0;
+    }
+    const size_t t = current;
+    shfl_slot[t] = v;
+    sync_threads();
+    const unsigned got = shfl_slot[(t & ~size_t(31)) | ((t & 31) ^ lane_mask)];
+    sync_threads();
+    return got;
+}
+
 static void run_block(size_t threads, size_t smem_words) {
     for (size_t i = 0; i < smem_words; ++i) s[i] = POISON;
     if (!running->barriers) {
@@ -333,6 +357,7 @@ static void run_block(size_t threads, size_t smem_words) {
         mma_in.resize(threads * MMA_IN);
         mma_out.resize(threads * 4);
         mma_computed.resize(threads / 32 + 1);
+        shfl_slot.resize(threads);
     }
     for (size_t t = 0; t < threads; ++t) {
         start_fiber(t);
@@ -391,6 +416,7 @@ extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uin
     running_args = args;
     stray_barrier = false;
     bad_mma = false;
+    bad_shfl = false;
     block_dim = Dim3{block[0], block[1], block[2]};
     grid_dim = Dim3{grid[0], grid[1], grid[2]};
     reverse_order = reverse != 0;
@@ -403,5 +429,7 @@ extern "C" int fq_emu_launch(const char* name, const uint32_t grid[3], const uin
     if (stray_barrier) return fail(err, err_len, kn + ": __syncthreads in a kernel registered without barriers");
     if (bad_mma)
         return fail(err, err_len, kn + ": a warp matrix instruction outside a barrier kernel or in a partial warp");
+    if (bad_shfl)
+        return fail(err, err_len, kn + ": a warp shuffle outside a barrier kernel, in a partial warp or with a partial mask");
     return 0;
 }

@@ -10,7 +10,7 @@ use cudarc::driver::{
 use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
 
 use crate::device::{Arg, Device, Mem, dev};
-use crate::{KERNELS, compile, driver_present};
+use crate::{KERNELS, compile_with, driver_present};
 
 /// Threads per block of the elementwise kernels.
 const BLOCK: u32 = 256;
@@ -67,6 +67,9 @@ pub struct CudaBackend {
     tensor_cores: std::sync::atomic::AtomicBool,
     /// Whether the device has them (compute capability 8.0 or later; the emulator does).
     has_tensor_cores: bool,
+    /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]; FASTQUERY_CUDA_NTT, for A/B
+    /// measurements).
+    ntt_version: std::sync::atomic::AtomicU8,
     name: String,
     arch: &'static str,
     max_smem: usize,
@@ -99,9 +102,51 @@ fn fused_key_switch() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_FUSED_KS")
 }
 
+/// FASTQUERY_CUDA_MINMAX (read at backend creation): `0` compiles the kernels' conditional
+/// subtractions as compare and select instead of unsigned minima ([`crate::compile_with`]).
+fn minmax_reductions() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_MINMAX")
+}
+
 /// FASTQUERY_CUDA_MMA: `0` keeps table products off the tensor cores.
 fn tensor_cores_allowed() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_MMA")
+}
+
+/// The NTT kernel versions of kernels/ntt.cu (docs/GPU_NOTES.md), oldest first: a transform runs
+/// on the newest allowed version that applies to its degree.
+/// 1. `ntt_forward_u32`: one block per row, one barrier per stage; every N;
+/// 2. `ntt_forward_reg16_u32`: the first and last four stages in registers; 1024 <= N <= 4096;
+/// 3. `ntt_forward_4096_u32`, `ntt_forward_8192_u32`: three passes of four stages in registers,
+///    three barriers; N = 4096 and 8192 (the default).
+pub const NTT_VERSIONS: std::ops::RangeInclusive<u8> = 1..=3;
+
+/// FASTQUERY_CUDA_NTT: the newest NTT kernel version allowed, `1`, `2` or `3` (unset: 3).
+fn ntt_version(value: Option<&str>) -> Result<u8, BackendError> {
+    let Some(v) = value.map(str::trim) else { return Ok(*NTT_VERSIONS.end()) };
+    match v.parse::<u8>() {
+        Ok(x) if NTT_VERSIONS.contains(&x) && v.len() == 1 => Ok(x),
+        _ => Err(BackendError::InvalidInput(format!("FASTQUERY_CUDA_NTT must be 1, 2 or 3, not '{v}'"))),
+    }
+}
+
+fn ntt_version_allowed() -> Result<u8, BackendError> {
+    ntt_version(std::env::var("FASTQUERY_CUDA_NTT").ok().as_deref())
+}
+
+/// The NTT kernel for degree `n` under `version`: its name, threads per block and bytes of
+/// shared memory.
+fn ntt_kernel(version: u8, n: u32, inverse: bool) -> (&'static str, u32, u32) {
+    match (n, inverse) {
+        (4096, false) if version >= 3 => ("ntt_forward_4096_u32", n / 16, n * 4),
+        (4096, true) if version >= 3 => ("ntt_inverse_4096_u32", n / 16, n * 4),
+        (8192, false) if version >= 3 => ("ntt_forward_8192_u32", n / 16, n * 4),
+        (8192, true) if version >= 3 => ("ntt_inverse_8192_u32", n / 16, n * 4),
+        (1024..=4096, false) if version >= 2 => ("ntt_forward_reg16_u32", n / 16, (n + n / 32) * 4),
+        (1024..=4096, true) if version >= 2 => ("ntt_inverse_reg16_u32", n / 16, (n + n / 32) * 4),
+        (_, false) => ("ntt_forward_u32", (n / 2).clamp(1, 1024), n * 4),
+        (_, true) => ("ntt_inverse_u32", (n / 2).clamp(1, 1024), n * 4),
+    }
 }
 
 /// The most inner terms of one tensor-core product (MMA_MAX_INNER in kernels/mma.cu: the s32
@@ -152,7 +197,7 @@ impl CudaBackend {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(dev)? as usize;
         let arch = arch_of(major, minor);
-        let ptx = compile(arch)?;
+        let ptx = compile_with(arch, minmax_reductions()?)?;
         let module = ctx.load_module(ptx).map_err(dev)?;
         let funcs = KERNELS
             .iter()
@@ -177,6 +222,7 @@ impl CudaBackend {
             fused_key_switch: fused_key_switch()?,
             tensor_cores: (major >= 8 && tensor_cores_allowed()?).into(),
             has_tensor_cores: major >= 8,
+            ntt_version: ntt_version_allowed()?.into(),
             name,
             arch,
             max_smem,
@@ -209,6 +255,7 @@ impl CudaBackend {
             fused_key_switch: fused_key_switch()?,
             tensor_cores: tensor_cores_allowed()?.into(),
             has_tensor_cores: true,
+            ntt_version: ntt_version_allowed()?.into(),
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
                 .into(),
             arch: "sm_90",
@@ -236,6 +283,21 @@ impl CudaBackend {
         let on = on && self.has_tensor_cores;
         self.tensor_cores.store(on, std::sync::atomic::Ordering::Relaxed);
         on
+    }
+
+    /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]).
+    pub fn ntt_version(&self) -> u8 {
+        self.ntt_version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Allows NTT kernels up to `version` from now on (for side-by-side measurements in one
+    /// run). Results are bit-identical for every version.
+    pub fn set_ntt_version(&self, version: u8) -> Result<(), BackendError> {
+        if !NTT_VERSIONS.contains(&version) {
+            return Err(BackendError::InvalidInput(format!("no NTT kernel version {version} (1 to 3)")));
+        }
+        self.ntt_version.store(version, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether a table product of `dims` at degree `n` runs on the tensor cores
@@ -941,14 +1003,7 @@ impl CudaBackend {
     ) -> Result<(), BackendError> {
         let Some(d) = buf.data.as_mut() else { return Ok(()) };
         let (n, log_n, limbs) = (ring.n as u32, ring.log_n, shape.limbs as u32);
-        // Register-blocked kernels (16 words per thread) where they measured faster; the plain
-        // ones elsewhere.
-        let (name, threads, smem) = match (n, inverse) {
-            (1024..=4096, false) => ("ntt_forward_reg16_u32", n / 16, (n + n / 32) * 4),
-            (1024..=4096, true) => ("ntt_inverse_reg16_u32", n / 16, (n + n / 32) * 4),
-            (_, false) => ("ntt_forward_u32", (n / 2).clamp(1, 1024), n * 4),
-            (_, true) => ("ntt_inverse_u32", (n / 2).clamp(1, 1024), n * 4),
-        };
+        let (name, threads, smem) = ntt_kernel(self.ntt_version(), n, inverse);
         let cfg = LaunchConfig {
             grid_dim: (shape.rows() as u32, 1, 1),
             block_dim: (threads, 1, 1),
@@ -975,7 +1030,33 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::switch;
+    use super::{ntt_kernel, ntt_version, switch};
+
+    #[test]
+    fn the_ntt_version_is_1_2_or_3() {
+        assert_eq!(ntt_version(None), Ok(3));
+        assert_eq!(ntt_version(Some("2")), Ok(2));
+        assert_eq!(ntt_version(Some(" 1\n")), Ok(1));
+        for bad in ["", "0", "4", "v3", "03", "-1", "three"] {
+            let e = ntt_version(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("FASTQUERY_CUDA_NTT must be 1, 2 or 3"), "{e}");
+        }
+    }
+
+    /// Each version runs where it applies and falls back to the newest older one elsewhere.
+    #[test]
+    fn ntt_kernels_by_version_and_degree() {
+        let name = |v, n| ntt_kernel(v, n, false).0;
+        assert_eq!(name(3, 4096), "ntt_forward_4096_u32");
+        assert_eq!(name(3, 8192), "ntt_forward_8192_u32");
+        assert_eq!(ntt_kernel(3, 8192, true), ("ntt_inverse_8192_u32", 512, 32768));
+        assert_eq!(name(3, 2048), "ntt_forward_reg16_u32");
+        assert_eq!(name(3, 16384), "ntt_forward_u32");
+        assert_eq!(name(2, 4096), "ntt_forward_reg16_u32");
+        assert_eq!(name(2, 8192), "ntt_forward_u32");
+        assert_eq!(name(1, 4096), "ntt_forward_u32");
+        assert_eq!(ntt_kernel(1, 16, true), ("ntt_inverse_u32", 8, 64));
+    }
 
     #[test]
     fn environment_switches_accept_0_and_1_only() {

@@ -28,7 +28,7 @@ mod emulator;
 #[cfg(feature = "emulator")]
 pub const EMULATED_SHARED_MEMORY: usize = 232_448;
 
-pub use backend::{CudaBackend, CudaBuffer, CudaRing};
+pub use backend::{CudaBackend, CudaBuffer, CudaRing, NTT_VERSIONS};
 
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use fastquery_backend::BackendError;
@@ -49,11 +49,15 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 21] = [
+pub const KERNELS: [(&str, u32); 25] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
     ("ntt_inverse_reg16_u32", 256),
+    ("ntt_forward_4096_u32", 256),
+    ("ntt_inverse_4096_u32", 256),
+    ("ntt_forward_8192_u32", 512),
+    ("ntt_inverse_8192_u32", 512),
     ("add_u32", 256),
     ("sub_u32", 256),
     ("neg_u32", 256),
@@ -186,14 +190,25 @@ fn source() -> String {
 /// Compiles every kernel for `arch` (for example `"sm_90"`) with NVRTC. Needs only NVRTC, no
 /// GPU and no driver.
 pub fn compile(arch: &'static str) -> Result<Ptx, BackendError> {
+    compile_with(arch, true)
+}
+
+/// [`compile`], choosing the conditional subtraction of `kernels/modarith.cuh`: `minmax` as an
+/// unsigned minimum (the default), or else as a compare and select (`FQ_SELECT_REDUCE`, the
+/// form before 2026-12-01; `FASTQUERY_CUDA_MINMAX=0` on the backend, for A/B runs).
+pub fn compile_with(arch: &'static str, minmax: bool) -> Result<Ptx, BackendError> {
     if !nvrtc_present() {
         return Err(nvrtc_missing());
     }
     let src = source();
+    let mut options = vec!["--std=c++17".to_string()];
+    if !minmax {
+        options.push("-DFQ_SELECT_REDUCE".into());
+    }
     let opts = CompileOptions {
         arch: Some(arch),
         name: Some("fastquery_kernels.cu".into()),
-        options: vec!["--std=c++17".into()],
+        options,
         ..Default::default()
     };
     compile_ptx_with_opts(src, opts)

@@ -42,6 +42,9 @@ fn kernels_compile_with_nvrtc_for_sm80_and_sm90() {
             assert!(text.contains(&format!(".entry {k}")), "{arch}: kernel {k} missing from the PTX");
         }
     }
+    // The compare-and-select reductions of FASTQUERY_CUDA_MINMAX=0 (the emulator runs the
+    // default form only).
+    fastquery_cuda::compile_with("sm_90", false).unwrap();
 }
 
 /// Every kernel, compiled to machine code for sm_80 and sm_90 by NVRTC's ptxas: a block of the
@@ -60,6 +63,8 @@ fn every_kernel_fits_the_register_file_without_spills() {
                 .find(|r| r.name == k)
                 .unwrap_or_else(|| panic!("{arch}: no ptxas report for {k}"));
             assert!(r.registers > 0, "{arch} {k}: no register count read");
+            // The table of docs/BENCHMARKS.md (`-- --nocapture` shows it).
+            eprintln!("{arch} {k}: {} registers x {threads} threads", r.registers);
             assert!(
                 r.block_registers(threads) <= fastquery_cuda::REGISTERS_PER_SM,
                 "{arch} {k}: {} registers x {threads} threads exceed the register file",
@@ -119,6 +124,24 @@ fn fold_on_the_tensor_core_product(backend: Arc<CudaBackend>) {
     }
 }
 
+/// Every NTT kernel version (`FASTQUERY_CUDA_NTT`) against the reference at the suite's degrees,
+/// so that the older kernels stay exact for A/B runs (the suite itself runs the newest).
+fn every_ntt_version(backend: Arc<CudaBackend>) {
+    for v in fastquery_cuda::NTT_VERSIONS {
+        backend.set_ntt_version(v).unwrap();
+        fastquery_backend::conformance::ntt_matches_reference(&backend);
+    }
+    assert!(backend.set_ntt_version(0).is_err() && backend.set_ntt_version(4).is_err());
+}
+
+#[test]
+fn every_ntt_version_on_the_gpu() {
+    match CudaBackend::new(0) {
+        Ok(b) => every_ntt_version(Arc::new(b)),
+        Err(e) => fastquery_backend::conformance::report_skip(&e),
+    }
+}
+
 #[test]
 fn fold_on_the_tensor_core_product_on_the_gpu() {
     match CudaBackend::new(0) {
@@ -164,6 +187,12 @@ mod emulated {
                 assert_eq!(got, want, "round {round} g={g}");
             }
         }
+    }
+
+    /// [`super::every_ntt_version`] on the emulator, with the race check.
+    #[test]
+    fn every_ntt_version() {
+        super::every_ntt_version(Arc::new(CudaBackend::emulated_checking_races().unwrap()));
     }
 
     /// [`super::fold_on_the_tensor_core_product`] on the emulator.
