@@ -59,3 +59,97 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
         o1[c] = acc1[c];
     }
 }
+
+// The same product with the three-pass transform of kernels/ntt.cu (N = 4096 and 8192, NTT
+// version 3): T = N/16 threads, each building 16 words of a digit row in registers (pass A's
+// layout, straight from the input) and transforming them (three barriers per digit row instead
+// of the plain transform's log2(N) + 1). After pass C a thread holds words t*16 + k and
+// multiplies them into both keys (16-byte key loads); the two accumulator rows are in shared
+// memory at the same swizzled positions, each word only ever touched by its thread (with them
+// in registers ptxas wanted 216 registers per thread).
+//
+// Launch: grid = polys x limbs, block = N/16 threads, dynamic shared memory 3 N * 4 bytes.
+// Keeps the compiler from hoisting the next group's key loads (and their 64-bit products) above
+// this point: with all 32 products of a thread in flight ptxas spilled at 128 registers.
+#define FQ_ORDER() asm volatile("" ::: "memory")
+
+template <u32 LN>
+__device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const u32* a, const u32* key0,
+                                                    const u32* key1, const u32* tw, const u32* tw_shoup,
+                                                    const u32* moduli, const u64* barrett, u32 limbs,
+                                                    u32 digit_bits, u32 digits, u32 accumulate) {
+    extern __shared__ u32 s[];
+    constexpr u32 N = 1u << LN, T = N / 16;
+    u32* acc0 = s + N;
+    u32* acc1 = s + 2 * N;
+    const u32 row = blockIdx.x, r = row / limbs, l = row % limbs, t = threadIdx.x;
+    const u32 sc = swz(t * 16);
+    const u32 p = moduli[l];
+    const u64 bar = barrett[l];
+    const u32* w = tw + (size_t)l * N;
+    const u32* ws = tw_shoup + (size_t)l * N;
+    uint4* o0 = (uint4*)(out0 + (size_t)row * N + t * 16);
+    uint4* o1 = (uint4*)(out1 + (size_t)row * N + t * 16);
+#pragma unroll
+    for (u32 j = 0; j < 4; ++j) {
+        const uint4 z = make_uint4(0, 0, 0, 0);
+        const uint4 v0 = accumulate ? o0[j] : z, v1 = accumulate ? o1[j] : z;
+        const u32 a0[4] = {v0.x, v0.y, v0.z, v0.w}, a1[4] = {v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+        for (u32 q = 0; q < 4; ++q) {
+            acc0[FQ_AT_C(4 * j + q)] = a0[q];
+            acc1[FQ_AT_C(4 * j + q)] = a1[q];
+        }
+    }
+    const u32 mask = (1u << digit_bits) - 1;
+    const u32 g = limbs * digits;
+    for (u32 e = 0; e < g; ++e) {
+        const u32 i = e / digits, shift = (e % digits) * digit_bits;
+        const u32* src = a + ((size_t)r * limbs + i) * N;
+        u32 x[16];
+#pragma unroll
+        for (u32 k = 0; k < 16; ++k) {
+            const u32 d = shift < 32 ? (src[t + k * T] >> shift) & mask : 0u;
+            x[k] = d >= p ? d % p : d;
+        }
+        // The previous digit row's pass C read the row until here.
+        if (e > 0) __syncthreads();
+        ntt_forward_3pass_regs<LN>(x, s, w, ws, p, t);
+        const uint4* y0 = (const uint4*)(key0 + ((size_t)e * limbs + l) * N + t * 16);
+        const uint4* y1 = (const uint4*)(key1 + ((size_t)e * limbs + l) * N + t * 16);
+#pragma unroll
+        for (u32 j = 0; j < 4; ++j) {
+            const uint4 k0 = y0[j], k1 = y1[j];
+            const u32 a0[4] = {k0.x, k0.y, k0.z, k0.w}, a1[4] = {k1.x, k1.y, k1.z, k1.w};
+#pragma unroll
+            for (u32 q = 0; q < 4; ++q) {
+                const u32 at = FQ_AT_C(4 * j + q);
+                acc0[at] = add_mod(acc0[at], mul_mod(x[4 * j + q], a0[q], p, bar), p);
+                acc1[at] = add_mod(acc1[at], mul_mod(x[4 * j + q], a1[q], p, bar), p);
+            }
+            FQ_ORDER();
+        }
+    }
+#pragma unroll
+    for (u32 j = 0; j < 4; ++j) {
+        const u32 c = FQ_AT_C(4 * j);
+        o0[j] = make_uint4(acc0[c], acc0[FQ_AT_C(4 * j + 1)], acc0[FQ_AT_C(4 * j + 2)], acc0[FQ_AT_C(4 * j + 3)]);
+        o1[j] = make_uint4(acc1[c], acc1[FQ_AT_C(4 * j + 1)], acc1[FQ_AT_C(4 * j + 2)], acc1[FQ_AT_C(4 * j + 3)]);
+    }
+}
+
+// Entry points: decompose_mac_u32's arguments; n and log_n must be 4096 and 12 (8192 and 13).
+extern "C" __global__ void __launch_bounds__(256, 2)
+decompose_mac_4096_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
+                       const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
+                       u32 digit_bits, u32 digits, u32 accumulate) {
+    decompose_mac_3pass<12>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
+                            accumulate);
+}
+extern "C" __global__ void __launch_bounds__(512, 1)
+decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
+                       const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
+                       u32 digit_bits, u32 digits, u32 accumulate) {
+    decompose_mac_3pass<13>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
+                            accumulate);
+}

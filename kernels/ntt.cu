@@ -327,19 +327,14 @@ __device__ __forceinline__ u32 pass_b_base(u32 t) {
 #define FQ_AT_B(k) swz_at(sb, (k) << LO)
 #define FQ_AT_C(k) swz_at(sc, (k))
 
+// The forward transform of the row whose words t + k*T are x[k] (pass A's layout), through
+// shared memory `s`, leaving words t*16 + k in x[k] (pass C's layout). Two barriers; the caller
+// must keep other threads from still reading `s` (a previous transform's pass C) when it
+// starts, and synchronise before `s` is written again.
 template <u32 LN>
-__device__ __forceinline__ void ntt_forward_3pass(u32* data, const u32* __restrict__ tw, const u32* __restrict__ tw_shoup,
-                                                  const u32* moduli, u32 limbs) {
-    extern __shared__ u32 s[];
+__device__ __forceinline__ void ntt_forward_3pass_regs(u32* x, u32* s, const u32* w, const u32* ws, u32 p, u32 t) {
     constexpr u32 N = 1u << LN, T = N / 16, LO = LN - 8;
-    const u32 row = blockIdx.x, limb = row % limbs, p = moduli[limb], t = threadIdx.x;
     const u32 sa = swz(t), sb = swz(pass_b_base<LN>(t)), sc = swz(t * 16);
-    const u32* w = tw + (size_t)limb * N;
-    const u32* ws = tw_shoup + (size_t)limb * N;
-    u32* a = data + (size_t)row * N;
-    u32 x[16];
-#pragma unroll
-    for (u32 k = 0; k < 16; ++k) x[k] = a[t + k * T];
     ntt_pass16_forward(x, w, ws, 1, p);  // halves N/2 .. N/16
 #pragma unroll
     for (u32 k = 0; k < 16; ++k) s[FQ_AT_A(k)] = x[k];
@@ -365,6 +360,22 @@ __device__ __forceinline__ void ntt_forward_3pass(u32* data, const u32* __restri
         }
     }
     ntt_pass16_forward(x, w, ws, N / 16 + t, p);  // halves 8 .. 1
+}
+
+template <u32 LN>
+__device__ __forceinline__ void ntt_forward_3pass(u32* data, const u32* __restrict__ tw, const u32* __restrict__ tw_shoup,
+                                                  const u32* moduli, u32 limbs) {
+    extern __shared__ u32 s[];
+    constexpr u32 N = 1u << LN, T = N / 16;
+    const u32 row = blockIdx.x, limb = row % limbs, p = moduli[limb], t = threadIdx.x;
+    const u32 sa = swz(t), sc = swz(t * 16);
+    u32* a = data + (size_t)row * N;
+    u32 x[16];
+#pragma unroll
+    for (u32 k = 0; k < 16; ++k) x[k] = a[t + k * T];
+    ntt_forward_3pass_regs<LN>(x, s, tw + (size_t)limb * N, tw_shoup + (size_t)limb * N, p, t);
+    // Back to pass A's layout for coalesced stores (each thread writes only its own C
+    // positions, which no other thread reads before the barrier).
 #pragma unroll
     for (u32 k = 0; k < 16; ++k) s[FQ_AT_C(k)] = x[k];
     __syncthreads();
@@ -415,10 +426,6 @@ __device__ __forceinline__ void ntt_inverse_3pass(u32* data, const u32* __restri
 #pragma unroll
     for (u32 k = 0; k < 16; ++k) a[t + k * T] = mul_shoup(x[k], ni, nis, p);
 }
-#undef FQ_AT_A
-#undef FQ_AT_B
-#undef FQ_AT_C
-
 // Entry points: the same arguments as the kernels above; n and log_n must be 4096 and 12
 // (8192 and 13), which the backend guarantees by its choice of kernel.
 extern "C" __global__ void __launch_bounds__(256, 2)

@@ -606,9 +606,9 @@ pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
 /// validation; for the CPU's fused kernel it is the oracle.
 pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(11);
-    // 8192 and 16384: the fastquery designs' degrees, where a fused kernel holds 8 and 16 words
-    // per thread.
-    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1), (8192, 2), (16384, 1)] {
+    // 4096 and 8192: the degrees of the CUDA backend's three-pass fused kernels; 8192 and 16384:
+    // the fastquery designs' degrees, where a fused kernel holds 8 and 16 words per thread.
+    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1), (4096, 1), (8192, 2), (16384, 1)] {
         let ring = ring(b, n, limbs);
         let ctx = ring.context().clone();
         for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12)] {

@@ -46,8 +46,59 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
     crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
     #[cfg(feature = "cuda")]
     if let AnyBackend::Cuda(b) = backend {
+        ntt_versions(b, reps / 4 + 1)?;
         table_products(b, (reps / 8).max(5))?;
     }
+    Ok(())
+}
+
+/// The CUDA NTT kernel generations (`FASTQUERY_CUDA_NTT`, docs/GPU_NOTES.md) side by side in this
+/// one run, at the degrees where they differ, with the transformed words compared.
+#[cfg(feature = "cuda")]
+fn ntt_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Result<()> {
+    let (shrink, reps) = if b.info().accelerator { (1, reps) } else { (1024, 1) };
+    let allowed = b.ntt_version();
+    println!(
+        "NTT kernel versions on '{}', median of {reps} (ns per transform, forward / inverse; the batch fills the GPU):",
+        b.info().device
+    );
+    for (n, polys) in [(4096usize, 65536usize), (8192, 32768)] {
+        let polys = polys / shrink;
+        let ring = ring_on(b, n, 1)?;
+        let shape = Shape::new(polys, 1);
+        let input = words(ring.context(), shape, 6);
+        let mut line = format!("  N = {n:>5}:");
+        let mut results = Vec::new();
+        for v in fastquery_cuda::NTT_VERSIONS {
+            b.set_ntt_version(v)?;
+            let mut slot = Some(ring.upload::<Coeff>(&input, shape)?);
+            let (mut tf, mut ti) = (Vec::new(), Vec::new());
+            for _ in 0..reps {
+                let p = slot.take().expect("refilled below");
+                let t = Instant::now();
+                let p = ring.forward(p)?;
+                b.synchronize()?;
+                tf.push(t.elapsed().as_secs_f64());
+                if tf.len() == 1 {
+                    results.push(ring.download(&p)?);
+                }
+                let t = Instant::now();
+                slot = Some(ring.inverse(p)?);
+                b.synchronize()?;
+                ti.push(t.elapsed().as_secs_f64());
+            }
+            let back = ring.download(slot.as_ref().expect("kept"))?;
+            anyhow::ensure!(back == input, "NTT v{v} at N = {n}: the inverse does not undo the forward");
+            tf.sort_by(f64::total_cmp);
+            ti.sort_by(f64::total_cmp);
+            let per = |t: &[f64]| t[t.len() / 2] * 1e9 / polys as f64;
+            line += &format!("  v{v} {:.1} / {:.1}", per(&tf), per(&ti));
+        }
+        let same = results.windows(2).all(|w| w[0] == w[1]);
+        println!("{line}; identical: {same}");
+        anyhow::ensure!(same, "the NTT kernel versions disagree at N = {n}");
+    }
+    b.set_ntt_version(allowed)?;
     Ok(())
 }
 

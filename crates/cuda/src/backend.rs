@@ -711,6 +711,13 @@ impl Backend for CudaBackend {
         else {
             return Ok(());
         };
+        // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
+        // elsewhere; shared memory holds the row and both accumulators either way.
+        let (name, threads) = match n {
+            4096 if self.ntt_version() >= 3 => ("decompose_mac_4096_u32", n / 16),
+            8192 if self.ntt_version() >= 3 => ("decompose_mac_8192_u32", n / 16),
+            _ => ("decompose_mac_u32", threads),
+        };
         let cfg = LaunchConfig {
             grid_dim: ((polys * limbs) as u32, 1, 1),
             block_dim: (threads as u32, 1, 1),
@@ -733,10 +740,11 @@ impl Backend for CudaBackend {
             Arg::U32(digits as u32),
             Arg::U32(u32::from(accumulate)),
         ];
-        // SAFETY: matches decompose_mac_u32 in kernels/keyswitch.cu; Ring checked a = polys x
-        // limbs rows, each key limbs x digits polynomials of `limbs` limbs, each output a's
-        // shape; the row and the two accumulators fit shared memory (checked above).
-        unsafe { self.launch("decompose_mac_u32", cfg, &mut args) }
+        // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
+        // Ring checked a = polys x limbs rows, each key limbs x digits polynomials of `limbs`
+        // limbs, each output a's shape; the row and the two accumulators fit shared memory
+        // (checked above).
+        unsafe { self.launch(name, cfg, &mut args) }
     }
 
     /// A gather, the fused key switch, two inverse NTTs and the combine of kernels/expand.cu where that switch runs;

@@ -49,7 +49,7 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 25] = [
+pub const KERNELS: [(&str, u32); 27] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -74,6 +74,8 @@ pub const KERNELS: [(&str, u32); 25] = [
     ("zero_noise_u32", 256),
     ("scatter_add_u32", 256),
     ("decompose_mac_u32", 1024),
+    ("decompose_mac_4096_u32", 256),
+    ("decompose_mac_8192_u32", 512),
     ("expand_combine_u32", 256),
 ];
 

@@ -125,11 +125,13 @@ fn fold_on_the_tensor_core_product(backend: Arc<CudaBackend>) {
 }
 
 /// Every NTT kernel version (`FASTQUERY_CUDA_NTT`) against the reference at the suite's degrees,
-/// so that the older kernels stay exact for A/B runs (the suite itself runs the newest).
+/// with the fused key switches built on them, so that the older kernels stay exact for A/B runs
+/// (the suite itself runs the newest).
 fn every_ntt_version(backend: Arc<CudaBackend>) {
     for v in fastquery_cuda::NTT_VERSIONS {
         backend.set_ntt_version(v).unwrap();
         fastquery_backend::conformance::ntt_matches_reference(&backend);
+        fastquery_backend::conformance::decompose_mac_matches_its_steps(&backend);
     }
     assert!(backend.set_ntt_version(0).is_err() && backend.set_ntt_version(4).is_err());
 }
