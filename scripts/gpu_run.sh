@@ -7,7 +7,8 @@
 #                                  table product on integer pipes vs tensor cores, side by
 #                                  side), the schemes at llama-7b for 1, 8 and 128 tokens
 #   bash .device/gpu_run.sh more   llama-30b at 8, 1 and 128 tokens, the A/B switches (tensor
-#                                  cores, fused key switch) on whole requests, the CPU at two
+#                                  cores, fused key switch, NTT version 2, compare-and-select
+#                                  reductions) on whole requests or kernels, the CPU at two
 #                                  threads, criterion
 # (no argument: both; over 10 minutes, so not in one `run`). Writes to $OUT (default
 # /tmp/fastquery-gpu):
@@ -58,7 +59,7 @@ if [ "$part" = more ] || [ "$part" = all ]; then
   # llama-30b at the three token counts (one request each: the table's preprocessing
   # dominates these runs).
   for t in 8 1 128; do
-    step "bench llama-30b $t" 60 "$D/fastquery" --backend cuda bench --workload llama-30b \
+    step "bench llama-30b $t" 50 "$D/fastquery" --backend cuda bench --workload llama-30b \
       --schemes fastquery,cheetah --tokens "$t" --json "$OUT/bench-llama-30b-$t.json"
   done
   # Whole requests without the tensor cores and without the fused key switch (the defaults ran
@@ -67,6 +68,11 @@ if [ "$part" = more ] || [ "$part" = all ]; then
     --workload llama-7b --schemes fastquery --tokens 128 --repeat 2
   FASTQUERY_CUDA_FUSED_KS=0 step "composed key switch, 8" 30 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
+  # The NTT and fused key switch of version 2 (the three-pass kernels off), and the kernels
+  # with the conditional subtractions as compare and select (the NTT versions side by side).
+  FASTQUERY_CUDA_NTT=2 step "NTT version 2, 8" 30 "$D/fastquery" --backend cuda bench \
+    --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
+  FASTQUERY_CUDA_MINMAX=0 step "select reductions, kernels" 40 "$D/fastquery" --backend cuda kernels --quick
   # The "20x the 2-core CPU backend", on this machine's CPU held to two threads (50 s
   # on the 2-vCPU development VM, table preprocessing and client included).
   step "cpu, 2 threads" 75 "$D/fastquery" --backend cpu --threads 2 bench --workload llama-7b \

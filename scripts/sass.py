@@ -2,6 +2,7 @@
 """The machine code of one kernel without a GPU: its instruction mix, whole and per loop.
 
     python3 scripts/sass.py mac_ntt_mma_u32 [sm_90]
+    NVRTC_OPTS=-DFQ_SELECT_REDUCE python3 scripts/sass.py ntt_forward_4096_u32   (extra NVRTC options)
 
 Compiles kernels/*.cu (in the order of SOURCES in crates/cuda/src/lib.rs) with NVRTC to a cubin
 for the architecture, disassembles it with cuobjdump, and prints for the kernel: the count of
@@ -40,6 +41,7 @@ def cubin(arch):
     prog = ctypes.c_void_p()
     nvrtc.nvrtcCreateProgram(ctypes.byref(prog), sources().encode(), b"kernels.cu", 0, None, None)
     opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+    opts += [o.encode() for o in os.environ.get("NVRTC_OPTS", "").split()]
     rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     if rc != 0:
