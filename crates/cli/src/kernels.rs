@@ -99,6 +99,49 @@ fn ntt_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Re
         anyhow::ensure!(same, "the NTT kernel versions disagree at N = {n}");
     }
     b.set_ntt_version(allowed)?;
+    key_switch_versions(b, reps)
+}
+
+/// The fused key switch at FastQuery's llama-7b design (N = 8192, five limbs, 16-bit digits: 50
+/// transformed digit rows per ciphertext) on NTT versions 1 and 3, side by side, a chunk of 256
+/// ciphertexts (the backend's key-switching chunk), outputs compared.
+#[cfg(feature = "cuda")]
+fn key_switch_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Result<()> {
+    let (n, limbs, w) = (8192usize, 5usize, 16u32);
+    let (polys, reps) = if b.info().accelerator { (256, reps) } else { (1, 1) };
+    let ring = ring_on(b, n, limbs)?;
+    let g = limbs * ring.digits(limbs, w);
+    let shape = Shape::new(polys, limbs);
+    let a: Polys<_, Coeff> = ring.upload(&words(ring.context(), shape, 7), shape)?;
+    let keys: Vec<Polys<_, Ntt>> = (8..10)
+        .map(|seed| ring.upload(&words(ring.context(), Shape::new(g, limbs), seed), Shape::new(g, limbs)))
+        .collect::<Result<_, _>>()?;
+    let allowed = b.ntt_version();
+    let mut line = format!(
+        "Fused key switch, N = {n}, {limbs} limbs x {g} digit rows = {} transforms per ciphertext, {polys} ciphertexts (us per ciphertext):",
+        limbs * g
+    );
+    let mut results = Vec::new();
+    for v in [1u8, 3] {
+        b.set_ntt_version(v)?;
+        let mut o0: Polys<_, Ntt> = ring.zeros(shape)?;
+        let mut o1: Polys<_, Ntt> = ring.zeros(shape)?;
+        let t = median_us(
+            reps,
+            || (),
+            |()| {
+                ring.decompose_mac(&a, w, [&keys[0], &keys[1]], [&mut o0, &mut o1], false)
+                    .expect("shapes match");
+                b.synchronize().expect("device alive");
+            },
+        );
+        line += &format!("  v{v} {:.2}", t / polys as f64);
+        results.push((ring.download(&o0)?, ring.download(&o1)?));
+    }
+    b.set_ntt_version(allowed)?;
+    let same = results[0] == results[1];
+    println!("{line}; identical: {same}");
+    anyhow::ensure!(same, "the fused key switches of NTT versions 1 and 3 disagree");
     Ok(())
 }
 
