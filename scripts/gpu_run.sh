@@ -46,8 +46,10 @@ if [ "$part" = main ] || [ "$part" = all ]; then
   # 1. Correctness: NVRTC, the conformance suite and every scheme on the GPU (the emulator's
   #    copies already ran in CI and are skipped here).
   step tests 100 "$D/gpu-tests" --skip emulated --test-threads 1
-  # 2. Kernels: NTT per transform against its target, the table products both ways.
-  step kernels 60 "$D/fastquery" --backend cuda kernels --quick
+  # 2. Kernels: NTT per transform against its target and its versions side by side, the fused
+  #    key switch on NTT versions 1 and 3, the one-token products on both kernels, the table
+  #    products on integer pipes and tensor cores.
+  step kernels 75 "$D/fastquery" --backend cuda kernels --quick
   # 3. The schemes with the server on the GPU at llama-7b, every share verified, the memory
   #    floor printed beside each.
   for t in 8 1 128; do

@@ -341,6 +341,9 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             (9, 7, 6),
             (2, 11, 9),
             (17, 5, 4),
+            // One-token products (at most two rows, eight or more columns).
+            (1, 19, 17),
+            (2, 40, 8),
         ] {
             let dims = MacDims { rows, inner, cols };
             let a = random_words(&mut rng, &ctx, Shape::new(rows * inner, limbs));

@@ -159,6 +159,7 @@ fn table_products(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::
     } else {
         &[MacDims { rows: 16, inner: 125, cols: 128 }, MacDims { rows: 256, inner: 125, cols: 128 }]
     };
+    two_row_products(b, n, limbs, reps, software)?;
     let allowed = b.tensor_cores();
     if !b.set_tensor_cores(true) {
         println!("Table products: this device has no tensor cores (compute capability below 8.0)");
@@ -207,6 +208,69 @@ fn table_products(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::
         anyhow::ensure!(results[0] == results[1], "the tensor-core product differs from the integer one");
     }
     b.set_tensor_cores(allowed);
+    Ok(())
+}
+
+/// The one-token table products (two rows: FastQuery's 2 x 125 by 125 x 128 at llama-7b and
+/// Cheetah's 2 x 180 by 180 x 179) on the 8 x 4 tile and on the two-row kernel with prefetching,
+/// side by side in this one run, with the table's bytes per second (the memory floor's measure)
+/// and the words compared.
+#[cfg(feature = "cuda")]
+fn two_row_products(
+    b: &Arc<fastquery_cuda::CudaBackend>,
+    n: usize,
+    limbs: usize,
+    reps: usize,
+    software: bool,
+) -> anyhow::Result<()> {
+    let shapes: &[MacDims] = if software {
+        &[MacDims { rows: 2, inner: 5, cols: 9 }]
+    } else {
+        &[MacDims { rows: 2, inner: 125, cols: 128 }, MacDims { rows: 2, inner: 180, cols: 179 }]
+    };
+    let allowed = b.two_row_mac();
+    let ring = ring_on(b, n, limbs)?;
+    println!(
+        "One-token table products on '{}', N = {n}, {limbs} limbs, median of {reps} (8 x 4 tile | 2 x 8 with prefetch):",
+        b.info().device
+    );
+    for &dims in shapes {
+        let a_shape = Shape::new(dims.rows * dims.inner, limbs);
+        let b_shape = Shape::new(dims.inner * dims.cols, limbs);
+        let a: Polys<_, Ntt> = ring.upload(&words(ring.context(), a_shape, 11), a_shape)?;
+        let w: Polys<_, Ntt> = ring.upload(&words(ring.context(), b_shape, 12), b_shape)?;
+        let mut times = [0.0f64; 2];
+        let mut results = Vec::new();
+        for (k, two) in [false, true].into_iter().enumerate() {
+            b.set_two_row_mac(two);
+            let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+            times[k] = median_us(
+                reps,
+                || (),
+                |()| {
+                    ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
+                    b.synchronize().expect("device alive");
+                },
+            );
+            results.push(ring.download(&out)?);
+        }
+        let table = (b_shape.polys * limbs * n * 4) as f64;
+        println!(
+            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x); table {:.0} MB read at {:.0} | {:.0} GB/s; identical: {}",
+            dims.rows,
+            dims.inner,
+            dims.cols,
+            times[0],
+            times[1],
+            times[0] / times[1],
+            table / 1e6,
+            table / times[0] / 1e3,
+            table / times[1] / 1e3,
+            results[0] == results[1]
+        );
+        anyhow::ensure!(results[0] == results[1], "the two-row product differs from the 8 x 4 one");
+    }
+    b.set_two_row_mac(allowed);
     Ok(())
 }
 

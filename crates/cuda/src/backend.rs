@@ -65,6 +65,9 @@ pub struct CudaBackend {
     /// Whether table products may run on the tensor cores (compute capability 8.0 or later;
     /// FASTQUERY_CUDA_MMA=0 turns it off, for A/B measurements).
     tensor_cores: std::sync::atomic::AtomicBool,
+    /// Whether products of at most two rows take mac_ntt_r2c8_u32 (FASTQUERY_CUDA_R2C8=0 turns
+    /// it off: mac_ntt_r8c4_u32 as before, for A/B measurements).
+    two_row_mac: std::sync::atomic::AtomicBool,
     /// Whether the device has them (compute capability 8.0 or later; the emulator does).
     has_tensor_cores: bool,
     /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]; FASTQUERY_CUDA_NTT, for A/B
@@ -221,6 +224,7 @@ impl CudaBackend {
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch()?,
             tensor_cores: (major >= 8 && tensor_cores_allowed()?).into(),
+            two_row_mac: env_switch("FASTQUERY_CUDA_R2C8")?.into(),
             has_tensor_cores: major >= 8,
             ntt_version: ntt_version_allowed()?.into(),
             name,
@@ -254,6 +258,7 @@ impl CudaBackend {
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch()?,
             tensor_cores: tensor_cores_allowed()?.into(),
+            two_row_mac: env_switch("FASTQUERY_CUDA_R2C8")?.into(),
             has_tensor_cores: true,
             ntt_version: ntt_version_allowed()?.into(),
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
@@ -283,6 +288,18 @@ impl CudaBackend {
         let on = on && self.has_tensor_cores;
         self.tensor_cores.store(on, std::sync::atomic::Ordering::Relaxed);
         on
+    }
+
+    /// Whether products of at most two rows and eight or more columns take the two-row kernel
+    /// with prefetching (`mac_ntt_r2c8_u32`) instead of the 8 x 4 tile.
+    pub fn two_row_mac(&self) -> bool {
+        self.two_row_mac.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns the two-row kernel on or off from now on (for side-by-side measurements in one
+    /// run); the words are the same either way.
+    pub fn set_two_row_mac(&self, on: bool) {
+        self.two_row_mac.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]).
@@ -963,9 +980,14 @@ impl Backend for CudaBackend {
             ("mac_ntt_mma_u32", cfg)
         } else {
             // Four columns per thread where there are that many (the table products): `a` is
-            // then read once per four columns instead of once per column.
-            let (name, tile_rows, tile_cols) =
-                if dims.cols >= 4 { ("mac_ntt_r8c4_u32", 8, 4) } else { ("mac_ntt_u32", MAC_ROWS, 1) };
+            // then read once per four columns instead of once per column; two rows and eight
+            // columns with the next terms prefetched for the one-token products, which only
+            // stream the table.
+            let (name, tile_rows, tile_cols) = match (dims.rows, dims.cols) {
+                (..=2, 8..) if self.two_row_mac() => ("mac_ntt_r2c8_u32", 2, 8),
+                (_, 4..) => ("mac_ntt_r8c4_u32", 8, 4),
+                _ => ("mac_ntt_u32", MAC_ROWS, 1),
+            };
             let cfg = LaunchConfig {
                 grid_dim: (
                     lc.div_ceil(BLOCK as usize) as u32,
@@ -990,7 +1012,7 @@ impl Backend for CudaBackend {
             Arg::U32(dims.cols as u32),
             Arg::U32(u32::from(accumulate)),
         ]);
-        // SAFETY: matches mac_ntt_u32 and mac_ntt_r8c4_u32 in kernels/mac.cu, and
+        // SAFETY: matches the integer kernels of kernels/mac.cu (one argument list), and
         // mac_ntt_mma_u32 in kernels/mma.cu (the same parameters without `lazy`); Ring checked
         // a = rows x inner, b = inner x cols and out = rows x cols polynomials of `limbs` limbs.
         // For the tensor cores, use_tensor_cores checked N % 4 == 0, inner <= MMA_MAX_INNER and
