@@ -24,6 +24,7 @@ mod error;
 pub mod host;
 mod poly;
 mod ring;
+pub mod work;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -228,6 +228,7 @@ impl<B: Backend> Ring<B> {
     pub fn forward(&self, mut p: Polys<B, Coeff>) -> Result<Polys<B, Ntt>, BackendError> {
         self.check_own(&p)?;
         self.backend.ntt_forward(&self.dev, &mut p.buf, p.shape)?;
+        crate::work::transforms(p.shape.polys * p.shape.limbs);
         Ok(self.wrap(p.buf, p.shape))
     }
 
@@ -235,6 +236,7 @@ impl<B: Backend> Ring<B> {
     pub fn inverse(&self, mut p: Polys<B, Ntt>) -> Result<Polys<B, Coeff>, BackendError> {
         self.check_own(&p)?;
         self.backend.ntt_inverse(&self.dev, &mut p.buf, p.shape)?;
+        crate::work::transforms(p.shape.polys * p.shape.limbs);
         Ok(self.wrap(p.buf, p.shape))
     }
 
@@ -510,7 +512,9 @@ impl<B: Backend> Ring<B> {
             [&keys[0].buf, &keys[1].buf],
             [&mut o0.buf, &mut o1.buf],
             accumulate,
-        )
+        )?;
+        crate::work::key_switches(polys, polys * limbs * limbs * digits);
+        Ok(())
     }
 
     /// The two halves of a key-switching key, each `limbs * digits` polynomials of `limbs`
@@ -591,7 +595,10 @@ impl<B: Backend> Ring<B> {
             (digit_bits, digits),
             [&keys[0].buf, &keys[1].buf],
             shift,
-        )
+        )?;
+        crate::work::key_switches(count, count * limbs * limbs * digits);
+        crate::work::transforms(2 * count * limbs);
+        Ok(())
     }
 
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
@@ -623,7 +630,9 @@ impl<B: Backend> Ring<B> {
             *out = self.zeros(out.shape)?;
             return Ok(());
         }
-        self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)
+        self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)?;
+        crate::work::mac_products(dims.rows * dims.inner * dims.cols * limbs * self.n());
+        Ok(())
     }
 }
 

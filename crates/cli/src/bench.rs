@@ -94,6 +94,33 @@ fn measure_bandwidth<B: Backend>(b: &Arc<B>) -> anyhow::Result<f64> {
     Ok(2.0 * (WORDS * 4) as f64 / best / 1e9)
 }
 
+/// The server's counted work per token (`fastquery_backend::work`): key switches and the
+/// one-limb transforms inside them, other transforms, coefficient products; for a design that
+/// states its operation counts, those beside them.
+fn print_work(reports: &[SchemeReport], tokens: usize) {
+    println!("server work per token (counted in the first repetition):");
+    let t = tokens.max(1) as f64;
+    for r in reports {
+        let w = &r.server_work;
+        let stated = r.predicted_operations.map_or(String::new(), |o| {
+            format!(
+                "; the design states {:.1} key switches + {:.1} external products, {:.2} M products",
+                o.key_switches as f64 / t,
+                o.external_products as f64 / t,
+                o.mac_products as f64 / t / 1e6
+            )
+        });
+        println!(
+            "  {:<14} {:.1} key switches ({:.0} transforms in them), {:.0} other transforms, {:.2} M coefficient products{stated}",
+            r.scheme,
+            w.key_switches as f64 / t,
+            w.key_switch_transforms as f64 / t,
+            w.transforms as f64 / t,
+            w.mac_products as f64 / t / 1e6,
+        );
+    }
+}
+
 /// The memory-bound floor per token: the table read once per request.
 fn table_floor_ms(r: &SchemeReport, kind: SchemeKind, tokens: usize, gbs: f64) -> f64 {
     let per_request = r.preprocess_bytes as f64 / (gbs * 1e9) * 1e3;
@@ -223,6 +250,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             r.server_ms_per_token / floor
         );
     }
+    print_work(&reports, args.tokens);
     if args.repeat > 1 {
         println!("server time per token over {} repetitions (the tables give the medians):", args.repeat);
         for r in &reports {

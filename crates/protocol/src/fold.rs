@@ -162,6 +162,11 @@ impl FoldDesign {
         self.layout.m1 + self.index_bits() * self.gadget_len()
     }
 
+    /// Response ciphertexts of a `tokens`-token request.
+    pub fn response_cts(&self, tokens: usize) -> usize {
+        self.positions(tokens).len()
+    }
+
     /// Query ciphertexts of a `tokens`-token request.
     pub fn query_cts(&self, tokens: usize) -> usize {
         tokens.div_ceil(self.layout.tokens_per_ct)
@@ -620,6 +625,10 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
 
     fn predicted_bytes(&self, tokens: usize) -> Option<WireBytes> {
         Some(self.design.predicted_bytes(tokens))
+    }
+    fn predicted_operations(&self, tokens: usize) -> Option<crate::Operations> {
+        let (key_switches, external_products, mac_products) = self.design.operations(tokens);
+        Some(crate::Operations { key_switches, external_products, mac_products })
     }
 
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {

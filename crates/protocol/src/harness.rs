@@ -217,10 +217,40 @@ pub struct SchemeReport {
     pub predicted_bytes: Option<WireBytes>,
     /// Measured bytes of the same messages.
     pub measured_bytes: WireBytes,
+    /// The work the server asked of its backend for one request (all its queries; counted by
+    /// `fastquery_backend::work` in the first repetition).
+    pub server_work: WorkReport,
+    /// The design's own operation counts for the same request, where it states them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_operations: Option<crate::Operations>,
     /// Server throughput with several clients' requests answered one by one and in one batch
     /// (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batching: Option<BatchReport>,
+}
+
+/// Counted server work of one request (see `fastquery_backend::work::Work`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkReport {
+    /// Ciphertexts key-switched (an external product counts two).
+    pub key_switches: u64,
+    /// One-limb transforms inside the key switches.
+    pub key_switch_transforms: u64,
+    /// Other one-limb transforms.
+    pub transforms: u64,
+    /// Coefficient products of the table product.
+    pub mac_products: u64,
+}
+
+impl From<fastquery_backend::work::Work> for WorkReport {
+    fn from(w: fastquery_backend::work::Work) -> Self {
+        Self {
+            key_switches: w.key_switches,
+            key_switch_transforms: w.key_switch_transforms,
+            transforms: w.transforms,
+            mac_products: w.mac_products,
+        }
+    }
 }
 
 /// Several clients' requests of the same size, answered one by one and then in one
@@ -361,6 +391,7 @@ pub fn run<B: Backend>(
     // Every repetition sends the same requests again on the same session: the bytes must not
     // change, every share is verified, and the times are reported as medians.
     let (mut bytes, mut client_runs, mut server_runs) = (None, Vec::new(), Vec::new());
+    let mut server_work = fastquery_backend::work::Work::default();
     for rep in 0..repeat {
         let (mut up, mut down, mut client_ms, mut server_ms) = (0usize, 0usize, 0f64, 0f64);
         for (b, batch) in batches.iter().enumerate() {
@@ -375,9 +406,12 @@ pub fn run<B: Backend>(
             let t = Instant::now();
             let query = client.query(batch)?;
             client_ms += ms(t);
-            let t = Instant::now();
+            let (t, before) = (Instant::now(), fastquery_backend::work::snapshot());
             let (response, server_shares) = server.answer(session, &query)?;
             server_ms += ms(t);
+            if rep == 0 {
+                server_work = server_work + (fastquery_backend::work::snapshot() - before);
+            }
             let t = Instant::now();
             let client_shares = client.decode(&response)?;
             client_ms += ms(t);
@@ -421,6 +455,8 @@ pub fn run<B: Backend>(
         params: server.summary(),
         predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
+        server_work: server_work.into(),
+        predicted_operations: server.predicted_operations(ids.len()),
         batching,
     })
 }

@@ -25,7 +25,7 @@ mod scheme;
 mod trace;
 pub mod wire;
 
-pub use scheme::{Answer, ParamSummary, SchemeClient, SchemeServer, Shares};
+pub use scheme::{Answer, Operations, ParamSummary, SchemeClient, SchemeServer, Shares};
 
 use thiserror::Error;
 

@@ -90,6 +90,22 @@ pub trait SchemeServer: Send + Sync {
     fn predicted_bytes(&self, _tokens: usize) -> Option<crate::blocked::WireBytes> {
         None
     }
+    /// The operation counts of a `tokens`-token request, where the design states them (its
+    /// cost model's basis; the bench prints them beside the counted work).
+    fn predicted_operations(&self, _tokens: usize) -> Option<Operations> {
+        None
+    }
+}
+
+/// A design's operation counts for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Operations {
+    /// Ciphertext key switches (expansion, RGSW conversion, packing).
+    pub key_switches: usize,
+    /// External products (each two key-switch-sized digit products).
+    pub external_products: usize,
+    /// Coefficient products of the table product.
+    pub mac_products: usize,
 }
 
 /// The client half: a state machine `Fresh -> (setup) -> Ready -> (query) -> Waiting ->
