@@ -142,10 +142,29 @@ impl Writer {
         b.iter().for_each(|&x| self.bits(u64::from(x), 8));
     }
 
-    /// Appends residues mod `p`, each in `bit_width(p)` bits.
+    /// Appends residues mod `p`, each in `bit_width(p)` bits (the same bits as [`Self::bits`]
+    /// for each; 32 bits at a time leave the accumulator, the bulk of every message).
     pub fn residues(&mut self, values: &[u32], p: u32) {
         let w = bit_width(u64::from(p));
-        values.iter().for_each(|&v| self.bits(u64::from(v), w));
+        debug_assert!(values.iter().all(|&v| u64::from(v) >> w == 0));
+        self.buf.reserve((values.len() * w as usize).div_ceil(8));
+        // `bits < 8` between calls; below 32 before each residue, so `bits + w < 64`.
+        let (mut acc, mut bits) = (self.acc, self.bits);
+        for &v in values {
+            acc |= u64::from(v) << bits;
+            bits += w;
+            if bits >= 32 {
+                self.buf.extend_from_slice(&(acc as u32).to_le_bytes());
+                acc >>= 32;
+                bits -= 32;
+            }
+        }
+        while bits >= 8 {
+            self.buf.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+        (self.acc, self.bits) = (acc, bits);
     }
 
     /// Pads to a byte, patches the length (if there is a header), returns the bytes.
@@ -297,16 +316,30 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// Reads `count` residues mod `p`, each checked to be below `p`.
+    /// Reads `count` residues mod `p`, each checked to be below `p`. Where eight bytes are left
+    /// from a residue's first byte, it is cut from one little-endian load (`w <= 32` bits at an
+    /// offset below 8 fit 64); the last few take [`Self::bits`].
     pub fn residues(&mut self, count: usize, p: u32, out: &mut Vec<u32>) -> Result<(), WireError> {
         let w = bit_width(u64::from(p));
         self.need(count * w as usize)?;
+        out.reserve(count);
+        let mask = mask64(w);
+        let bad = |v: u64| WireError::Field(format!("residue {v} is not below its modulus {p}"));
         for _ in 0..count {
-            let v = self.bits(w)? as u32;
-            if v >= p {
-                return Err(WireError::Field(format!("residue {v} is not below its modulus {p}")));
+            let byte = self.pos_bits / 8;
+            let v = match self.body.get(byte..byte + 8) {
+                Some(b) => {
+                    let word = u64::from_le_bytes(b.try_into().expect("eight bytes"));
+                    let off = self.pos_bits % 8;
+                    self.pos_bits += w as usize;
+                    (word >> off) & mask
+                }
+                None => self.bits(w)?,
+            };
+            if v >= u64::from(p) {
+                return Err(bad(v));
             }
-            out.push(v);
+            out.push(v as u32);
         }
         Ok(())
     }
@@ -346,6 +379,57 @@ mod tests {
                 prop_assert_eq!(r.bits_u128(width).unwrap(), v);
             }
             r.end().unwrap();
+        }
+    }
+
+    proptest! {
+        /// The bulk residue paths write and read exactly the bits of one `bits` call per
+        /// residue, from any bit offset, up to the last byte; a residue at or above its modulus
+        /// is refused wherever it sits.
+        #[test]
+        fn residues_match_bit_fields(
+            prefix in 0u32..64,
+            p in 2u32..=u32::MAX,
+            seed in any::<u64>(),
+            count in 0usize..40,
+            bad_at in any::<proptest::sample::Index>(),
+        ) {
+            let mut x = seed | 1;
+            let values: Vec<u32> = (0..count)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % u64::from(p)) as u32
+                })
+                .collect();
+            let w = bit_width(u64::from(p));
+            let (mut bulk, mut one) = (Writer::body_only(), Writer::body_only());
+            for wr in [&mut bulk, &mut one] {
+                wr.bits(seed & mask64(prefix), prefix);
+            }
+            bulk.residues(&values, p);
+            values.iter().for_each(|&v| one.bits(u64::from(v), w));
+            let (bulk, one) = (bulk.finish(), one.finish());
+            prop_assert_eq!(&bulk, &one);
+            let mut r = Reader::record(&bulk);
+            r.bits(prefix).unwrap();
+            let mut got = Vec::new();
+            r.residues(count, p, &mut got).unwrap();
+            prop_assert_eq!(&got, &values);
+            r.end().unwrap();
+            // The same stream with one residue replaced by p (where it fits the width).
+            if count > 0 {
+                let mut spoiled = values.clone();
+                spoiled[bad_at.index(count)] = p;
+                let mut wr = Writer::body_only();
+                wr.bits(seed & mask64(prefix), prefix);
+                spoiled.iter().for_each(|&v| wr.bits(u64::from(v), w));
+                let msg = wr.finish();
+                let mut r = Reader::record(&msg);
+                r.bits(prefix).unwrap();
+                prop_assert!(r.residues(count, p, &mut Vec::new()).is_err());
+            }
         }
     }
 
