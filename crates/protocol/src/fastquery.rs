@@ -179,8 +179,12 @@ pub fn candidates(
                 {
                     push(&mut out, design, (layout.kw, layout.mw));
                 }
+                // Splits from 64 rows up while half of one still holds fewer than m rows; 64
+                // always, so that a table of up to 32 rows has a design too (without it, a
+                // one-token request on such a table had no blocked candidate at all and
+                // fastquery-wan failed).
                 let mut d1 = 64;
-                while d1 <= n && d1 / 2 < m {
+                while d1 <= n && (d1 == 64 || d1 / 2 < m) {
                     let d0 = (n / d1).min(d);
                     let layout = CheetahLayout { m, d, n, d0, d1 };
                     let out_blocks = layout.out_blocks();
