@@ -108,6 +108,11 @@ impl Design {
         self.packing.map_or(out, |p| out.div_ceil(p.count))
     }
 
+    /// How many `c0` coefficients each response ciphertext of a `tokens`-token request keeps.
+    pub fn kept(&self, tokens: usize) -> Vec<usize> {
+        self.positions(tokens).iter().map(Vec::len).collect()
+    }
+
     /// `(coefficient, token, channel)` of each response ciphertext of a `tokens`-token query.
     fn positions(&self, tokens: usize) -> Positions {
         let g = self.layout.group();
@@ -157,8 +162,7 @@ impl Design {
         let query = HEADER_BYTES
             + 4
             + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
-        let kept: Vec<usize> = self.positions(tokens).iter().map(Vec::len).collect();
-        let response = messages::response_bytes(p, &self.noise, &kept);
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens));
         WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
     }
 

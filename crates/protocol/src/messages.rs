@@ -96,7 +96,7 @@ pub fn decode_setup(
 }
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
-pub(crate) fn query_record_bytes(params: &Params) -> usize {
+pub fn query_record_bytes(params: &Params) -> usize {
     let bits: usize =
         params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
             * params.n()
