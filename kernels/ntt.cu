@@ -240,7 +240,7 @@ extern "C" __global__ void ntt_inverse_reg16_u32(u32* d, const u32* tw, const u3
 //
 // Twiddles: stage `st` of a pass reads 2^st of them, at `(base + j) << st`-style consecutive
 // indices: the same for every thread in pass A, per group of 16 or 32 threads in pass B,
-// consecutive across the warp in pass C (`ntt_pass16`).
+// consecutive across the warp in pass C (`ntt_stage16_forward`).
 //
 // Shared memory holds word i at `swz(i)`: bits 4..0 XORed with bits 8..5 (and bit 4 also with
 // bit 8), a permutation within each row of 512 words that leaves the three access patterns of
@@ -322,7 +322,8 @@ __device__ __forceinline__ u32 pass_b_base(u32 t) {
     return ((t >> LO) << (LN - 4)) | (t & ((1u << LO) - 1));
 }
 
-// Shared-memory positions of word k of thread t in each pass: swz_at from the thread's base.
+// Shared-memory positions of word k of thread t in each pass: swz_at from the thread's base
+// (`sa`, `sb`, `sc` and `T`, `LO` in scope; kernels/keyswitch.cu uses them too).
 #define FQ_AT_A(k) swz_at(sa, (k) * T)
 #define FQ_AT_B(k) swz_at(sb, (k) << LO)
 #define FQ_AT_C(k) swz_at(sc, (k))
@@ -426,6 +427,7 @@ __device__ __forceinline__ void ntt_inverse_3pass(u32* data, const u32* __restri
 #pragma unroll
     for (u32 k = 0; k < 16; ++k) a[t + k * T] = mul_shoup(x[k], ni, nis, p);
 }
+
 // Entry points: the same arguments as the kernels above; n and log_n must be 4096 and 12
 // (8192 and 13), which the backend guarantees by its choice of kernel.
 extern "C" __global__ void __launch_bounds__(256, 2)
