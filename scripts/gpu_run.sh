@@ -8,8 +8,8 @@
 #                                  side), the schemes at llama-7b for 1, 8 and 128 tokens
 #   bash .device/gpu_run.sh more   llama-30b at 8, 1 and 128 tokens, the A/B switches (tensor
 #                                  cores, fused key switch, NTT version 2, compare-and-select
-#                                  reductions) on whole requests or kernels, the CPU at two
-#                                  threads, criterion
+#                                  reductions, the two-row product) on whole requests or
+#                                  kernels, the CPU at two threads, criterion
 # (no argument: both; over 10 minutes, so not in one `run`). Writes to $OUT (default
 # /tmp/fastquery-gpu):
 #   run.log               everything printed, step by step, with each step's exit status
@@ -80,5 +80,9 @@ if [ "$part" = more ] || [ "$part" = all ]; then
   step "cpu, 2 threads" 75 "$D/fastquery" --backend cpu --threads 2 bench --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --json "$OUT/bench-cpu2-llama-7b-8.json"
   step criterion 30 "$D/cuda-bench" --bench --warm-up-time 0.5 --measurement-time 1 'cuda/(ntt_fwd/4096|mac)'
+  # Last (a time-out cuts it first): the one-token requests on the 8 x 4 tile instead of the
+  # two-row kernel, against part 1's default run at one token.
+  FASTQUERY_CUDA_R2C8=0 step "8 x 4 tile, 1 token" 40 "$D/fastquery" --backend cuda bench \
+    --workload llama-7b --schemes fastquery,cheetah --tokens 1 --repeat 2
 fi
 date -u
