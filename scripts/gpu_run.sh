@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every CUDA check of issue 7, on a machine with an NVIDIA GPU, from the binaries that
 # scripts/gpu_build.sh put in .device/. A session has 15 minutes of device time in all, the
-# machine's start included, so there are two parts of at most 7 and 6 minutes (every step has
+# machine's start included, so there are two parts of about 7 minutes at most each (every step has
 # its own time limit, and a failing step does not stop the others), most important first:
 #   bash .device/gpu_run.sh main   correctness (tests), the kernel summary (NTT target, the
 #                                  table product on integer pipes vs tensor cores, side by
