@@ -8,6 +8,41 @@
 
 #define MAC_ROWS 16
 
+// The accumulators of a tile: loaded from `out` (or zero), reduced, stored (fully reduced) to
+// the rows and columns inside the product.
+template <u32 R, u32 C>
+__device__ __forceinline__ void mac_tile_load(u64 (&acc)[R][C], const u32* out, u32 accumulate, u32 r0, u32 rt,
+                                              u32 c0, u32 ct, u32 cols, u64 poly, u64 lc) {
+#pragma unroll
+    for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+        for (u32 u = 0; u < C; ++u) {
+            acc[t][u] = (accumulate && t < rt && u < ct) ? (u64)out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] : 0;
+        }
+    }
+}
+
+template <u32 R, u32 C>
+__device__ __forceinline__ void mac_tile_reduce(u64 (&acc)[R][C], u32 p, u64 bar) {
+#pragma unroll
+    for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+        for (u32 u = 0; u < C; ++u) acc[t][u] = reduce_u64(acc[t][u], p, bar);
+    }
+}
+
+template <u32 R, u32 C>
+__device__ __forceinline__ void mac_tile_store(const u64 (&acc)[R][C], u32* out, u32 p, u64 bar, u32 r0, u32 rt,
+                                               u32 c0, u32 ct, u32 cols, u64 poly, u64 lc) {
+#pragma unroll
+    for (u32 t = 0; t < R; ++t) {
+#pragma unroll
+        for (u32 u = 0; u < C; ++u) {
+            if (t < rt && u < ct) out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] = reduce_u64(acc[t][u], p, bar);
+        }
+    }
+}
+
 // A tile of R rows x C columns per thread: each word of b is read once per R rows and each word
 // of a once per C columns, R x C products per R + C loads. The grid's y runs over column tiles,
 // z over row tiles.
@@ -27,13 +62,7 @@ __device__ __forceinline__ void mac_tile(u32* out, const u32* a, const u32* b, c
     const u64 bar = barrett[limb];
     const u32 lz = lazy[limb];
     u64 acc[R][C];
-#pragma unroll
-    for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-        for (u32 u = 0; u < C; ++u) {
-            acc[t][u] = (accumulate && t < rt && u < ct) ? (u64)out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] : 0;
-        }
-    }
+    mac_tile_load<R, C>(acc, out, accumulate, r0, rt, c0, ct, cols, poly, lc);
     u32 count = 0;
     for (u32 i = 0; i < inner; ++i) {
         u64 y[C];
@@ -48,21 +77,11 @@ __device__ __forceinline__ void mac_tile(u32* out, const u32* a, const u32* b, c
             }
         }
         if (++count == lz) {
-#pragma unroll
-            for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-                for (u32 u = 0; u < C; ++u) acc[t][u] = reduce_u64(acc[t][u], p, bar);
-            }
+            mac_tile_reduce<R, C>(acc, p, bar);
             count = 0;
         }
     }
-#pragma unroll
-    for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-        for (u32 u = 0; u < C; ++u) {
-            if (t < rt && u < ct) out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] = reduce_u64(acc[t][u], p, bar);
-        }
-    }
+    mac_tile_store<R, C>(acc, out, p, bar, r0, rt, c0, ct, cols, poly, lc);
 }
 
 // 16 rows x 1 column: the table read once for 16 rows (few columns, many rows).
@@ -103,13 +122,7 @@ __device__ __forceinline__ void mac_tile_prefetch(u32* out, const u32* a, const 
     const u64 bar = barrett[limb];
     const u32 lz = lazy[limb];
     u64 acc[R][C];
-#pragma unroll
-    for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-        for (u32 u = 0; u < C; ++u) {
-            acc[t][u] = (accumulate && t < rt && u < ct) ? (u64)out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] : 0;
-        }
-    }
+    mac_tile_load<R, C>(acc, out, accumulate, r0, rt, c0, ct, cols, poly, lc);
     // Words of b for columns c0.. and of a for rows r0.. at inner index i, as u32.
     const u32* bp = b + (u64)c0 * poly + lc;
     const u32* ap = a + (u64)r0 * inner * poly + lc;
@@ -140,21 +153,11 @@ __device__ __forceinline__ void mac_tile_prefetch(u32* out, const u32* a, const 
             for (u32 u = 0; u < C; ++u) acc[t][u] += (u64)x[t] * y[u];
         }
         if (++count == lz) {
-#pragma unroll
-            for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-                for (u32 u = 0; u < C; ++u) acc[t][u] = reduce_u64(acc[t][u], p, bar);
-            }
+            mac_tile_reduce<R, C>(acc, p, bar);
             count = 0;
         }
     }
-#pragma unroll
-    for (u32 t = 0; t < R; ++t) {
-#pragma unroll
-        for (u32 u = 0; u < C; ++u) {
-            if (t < rt && u < ct) out[((u64)(r0 + t) * cols + c0 + u) * poly + lc] = reduce_u64(acc[t][u], p, bar);
-        }
-    }
+    mac_tile_store<R, C>(acc, out, p, bar, r0, rt, c0, ct, cols, poly, lc);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2)

@@ -240,7 +240,7 @@ extern "C" __global__ void ntt_inverse_reg16_u32(u32* d, const u32* tw, const u3
 //
 // Twiddles: stage `st` of a pass reads 2^st of them, at `(base + j) << st`-style consecutive
 // indices: the same for every thread in pass A, per group of 16 or 32 threads in pass B,
-// consecutive across the warp in pass C (`ntt_stage16_forward`).
+// consecutive across the warp in pass C (`ntt_stage16`).
 //
 // Shared memory holds word i at `swz(i)`: bits 4..0 XORed with bits 8..5 (and bit 4 also with
 // bit 8), a permutation within each row of 512 words that leaves the three access patterns of
@@ -257,13 +257,14 @@ __device__ __forceinline__ u32 swz_at(u32 b, u32 c) {
     return (b ^ (sc & 31u)) + (sc & ~31u);
 }
 
-// One forward stage of a pass on x[16] (register distance 8 >> ST): the j-th group of 16 >> ST
-// registers uses twiddle (tw0 << ST) + j. A template, so that every register index is a
-// constant (with the stage as a loop variable NVRTC kept the first stage as a loop that picked
-// registers by predicated moves).
-template <u32 ST>
-__device__ __forceinline__ void ntt_stage16_forward(u32* x, const u32* __restrict__ w, const u32* __restrict__ ws,
-                                                    u32 tw0, u32 p) {
+// One stage of a pass on x[16] (register distance 8 >> ST): the j-th group of 16 >> ST
+// registers uses twiddle (tw0 << ST) + j; Cooley-Tukey butterflies forward, Gentleman-Sande
+// (undoing them) with INV. A template, so that every register index is a constant (with the
+// stage as a loop variable NVRTC kept the first stage as a loop that picked registers by
+// predicated moves).
+template <u32 ST, bool INV>
+__device__ __forceinline__ void ntt_stage16(u32* x, const u32* __restrict__ w, const u32* __restrict__ ws, u32 tw0,
+                                            u32 p) {
     constexpr u32 hk = 8u >> ST;
 #pragma unroll
     for (u32 j = 0; j < (1u << ST); ++j) {
@@ -273,45 +274,32 @@ __device__ __forceinline__ void ntt_stage16_forward(u32* x, const u32* __restric
         for (u32 r = 0; r < hk; ++r) {
             const u32 k = j * 2 * hk + r;
             const u32 u = x[k];
-            const u32 v = mul_shoup(x[k + hk], wj, wsj, p);
-            x[k] = add_mod(u, v, p);
-            x[k + hk] = sub_mod(u, v, p);
-        }
-    }
-}
-
-// The Gentleman-Sande stage that undoes ntt_stage16_forward<ST>.
-template <u32 ST>
-__device__ __forceinline__ void ntt_stage16_inverse(u32* x, const u32* __restrict__ w, const u32* __restrict__ ws,
-                                                    u32 tw0, u32 p) {
-    constexpr u32 hk = 8u >> ST;
-#pragma unroll
-    for (u32 j = 0; j < (1u << ST); ++j) {
-        const u32 wi = (tw0 << ST) + j;
-        const u32 wj = w[wi], wsj = ws[wi];
-#pragma unroll
-        for (u32 r = 0; r < hk; ++r) {
-            const u32 k = j * 2 * hk + r;
-            const u32 u = x[k], v = x[k + hk];
-            x[k] = add_mod(u, v, p);
-            x[k + hk] = mul_shoup(sub_mod(u, v, p), wj, wsj, p);
+            if (INV) {
+                const u32 v = x[k + hk];
+                x[k] = add_mod(u, v, p);
+                x[k + hk] = mul_shoup(sub_mod(u, v, p), wj, wsj, p);
+            } else {
+                const u32 v = mul_shoup(x[k + hk], wj, wsj, p);
+                x[k] = add_mod(u, v, p);
+                x[k + hk] = sub_mod(u, v, p);
+            }
         }
     }
 }
 
 // The four stages of one pass: forward ST = 0 .. 3, inverse ST = 3 .. 0.
 __device__ __forceinline__ void ntt_pass16_forward(u32* x, const u32* w, const u32* ws, u32 tw0, u32 p) {
-    ntt_stage16_forward<0>(x, w, ws, tw0, p);
-    ntt_stage16_forward<1>(x, w, ws, tw0, p);
-    ntt_stage16_forward<2>(x, w, ws, tw0, p);
-    ntt_stage16_forward<3>(x, w, ws, tw0, p);
+    ntt_stage16<0, false>(x, w, ws, tw0, p);
+    ntt_stage16<1, false>(x, w, ws, tw0, p);
+    ntt_stage16<2, false>(x, w, ws, tw0, p);
+    ntt_stage16<3, false>(x, w, ws, tw0, p);
 }
 
 __device__ __forceinline__ void ntt_pass16_inverse(u32* x, const u32* w, const u32* ws, u32 tw0, u32 p) {
-    ntt_stage16_inverse<3>(x, w, ws, tw0, p);
-    ntt_stage16_inverse<2>(x, w, ws, tw0, p);
-    ntt_stage16_inverse<1>(x, w, ws, tw0, p);
-    ntt_stage16_inverse<0>(x, w, ws, tw0, p);
+    ntt_stage16<3, true>(x, w, ws, tw0, p);
+    ntt_stage16<2, true>(x, w, ws, tw0, p);
+    ntt_stage16<1, true>(x, w, ws, tw0, p);
+    ntt_stage16<0, true>(x, w, ws, tw0, p);
 }
 
 // Word k of thread t in pass B: the top digit from t's high bits, the B digit k, the low

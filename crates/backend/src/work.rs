@@ -1,7 +1,7 @@
 //! Process-wide counters of the work [`Ring`](crate::Ring)s ask of their backends: key switches,
 //! transforms, coefficient products. Diagnostics for reports (the bench prints them per token
 //! beside the design's own operation counts, and they give the GPU floors their operation
-//! side); they cost one relaxed atomic add per ring operation and change no result.
+//! side); they cost one or two relaxed atomic adds per ring operation and change no result.
 //!
 //! The counters are global, so a difference of two [`snapshot`]s counts what every thread did in
 //! between: take them around work that nothing else in the process overlaps.
@@ -9,10 +9,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Work counted between two [`snapshot`]s (or since the process started).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Work {
     /// Ciphertexts key-switched ([`Ring::decompose_mac`](crate::Ring::decompose_mac) polynomials,
-    /// [`Ring::expand_step`](crate::Ring::expand_step) ciphertexts).
+    /// [`Ring::expand_step`](crate::Ring::expand_step) ciphertexts; an external product counts
+    /// two).
     pub key_switches: u64,
     /// Transforms of one limb of degree N inside them (each digit row, reduced mod every output
     /// prime).

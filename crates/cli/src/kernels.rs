@@ -71,28 +71,13 @@ fn ntt_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Re
         let mut results = Vec::new();
         for v in fastquery_cuda::NTT_VERSIONS {
             b.set_ntt_version(v)?;
-            let mut slot = Some(ring.upload::<Coeff>(&input, shape)?);
-            let (mut tf, mut ti) = (Vec::new(), Vec::new());
-            for _ in 0..reps {
-                let p = slot.take().expect("refilled below");
-                let t = Instant::now();
-                let p = ring.forward(p)?;
-                b.synchronize()?;
-                tf.push(t.elapsed().as_secs_f64());
-                if tf.len() == 1 {
-                    results.push(ring.download(&p)?);
-                }
-                let t = Instant::now();
-                slot = Some(ring.inverse(p)?);
-                b.synchronize()?;
-                ti.push(t.elapsed().as_secs_f64());
-            }
-            let back = ring.download(slot.as_ref().expect("kept"))?;
-            anyhow::ensure!(back == input, "NTT v{v} at N = {n}: the inverse does not undo the forward");
-            tf.sort_by(f64::total_cmp);
-            ti.sort_by(f64::total_cmp);
-            let per = |t: &[f64]| t[t.len() / 2] * 1e9 / polys as f64;
-            line += &format!("  v{v} {:.1} / {:.1}", per(&tf), per(&ti));
+            let (f, i, back) = round_trips(b, &ring, ring.upload::<Coeff>(&input, shape)?, reps)?;
+            anyhow::ensure!(
+                ring.download(&back)? == input,
+                "NTT v{v} at N = {n}: the inverse does not undo the forward"
+            );
+            results.push(ring.download(&ring.forward(back)?)?);
+            line += &format!("  v{v} {:.1} / {:.1}", f * 1e3 / polys as f64, i * 1e3 / polys as f64);
         }
         let same = results.windows(2).all(|w| w[0] == w[1]);
         println!("{line}; identical: {same}");
@@ -171,29 +156,16 @@ fn table_products(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::
         b.info().device
     );
     for &dims in shapes {
-        let a_shape = Shape::new(dims.rows * dims.inner, limbs);
-        let b_shape = Shape::new(dims.inner * dims.cols, limbs);
-        let a: Polys<_, Ntt> = ring.upload(&words(ring.context(), a_shape, 3), a_shape)?;
-        let w: Polys<_, Ntt> = ring.upload(&words(ring.context(), b_shape, 4), b_shape)?;
-        let mut times = [0.0f64; 2];
-        let mut results = Vec::new();
-        for (k, tensor) in [false, true].into_iter().enumerate() {
-            b.set_tensor_cores(tensor);
-            let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
-            times[k] = median_us(
-                reps,
-                || (),
-                |()| {
-                    ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
-                    b.synchronize().expect("device alive");
-                },
-            );
-            results.push(ring.download(&out)?);
-        }
+        let times = products_both_ways(b, &ring, dims, reps, |on| {
+            b.set_tensor_cores(on);
+        })
+        .map_err(|e| e.context("the tensor-core product differs from the integer one"))?;
         let products = (dims.rows * dims.inner * dims.cols * limbs * n) as f64;
-        let bytes = ((a_shape.polys + b_shape.polys + dims.rows * dims.cols) * limbs * n * 4) as f64;
+        let bytes =
+            ((dims.rows * dims.inner + dims.inner * dims.cols + dims.rows * dims.cols) * limbs * n * 4)
+                as f64;
         println!(
-            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x), {:.1} | {:.1} G products/s; operands and result {:.0} MB; identical: {}",
+            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x), {:.1} | {:.1} G products/s; operands and result {:.0} MB; identical: true",
             dims.rows,
             dims.inner,
             dims.cols,
@@ -203,12 +175,45 @@ fn table_products(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::
             products / times[0] / 1e3,
             products / times[1] / 1e3,
             bytes / 1e6,
-            results[0] == results[1]
         );
-        anyhow::ensure!(results[0] == results[1], "the tensor-core product differs from the integer one");
     }
     b.set_tensor_cores(allowed);
     Ok(())
+}
+
+/// One table product of `dims` on random operands, timed (median of `reps` microseconds) with
+/// `choose(false)` and then `choose(true)` selecting the kernel; an error unless both give the
+/// same words.
+#[cfg(feature = "cuda")]
+fn products_both_ways(
+    b: &Arc<fastquery_cuda::CudaBackend>,
+    ring: &Ring<fastquery_cuda::CudaBackend>,
+    dims: MacDims,
+    reps: usize,
+    choose: impl Fn(bool),
+) -> anyhow::Result<[f64; 2]> {
+    let limbs = ring.context().limbs();
+    let a_shape = Shape::new(dims.rows * dims.inner, limbs);
+    let b_shape = Shape::new(dims.inner * dims.cols, limbs);
+    let a: Polys<_, Ntt> = ring.upload(&words(ring.context(), a_shape, 3), a_shape)?;
+    let w: Polys<_, Ntt> = ring.upload(&words(ring.context(), b_shape, 4), b_shape)?;
+    let mut times = [0.0f64; 2];
+    let mut results = Vec::new();
+    for (k, on) in [false, true].into_iter().enumerate() {
+        choose(on);
+        let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+        times[k] = median_us(
+            reps,
+            || (),
+            |()| {
+                ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
+                b.synchronize().expect("device alive");
+            },
+        );
+        results.push(ring.download(&out)?);
+    }
+    anyhow::ensure!(results[0] == results[1], "the two kernels' words differ for {dims:?}");
+    Ok(times)
 }
 
 /// The one-token table products (two rows: FastQuery's 2 x 125 by 125 x 128 at llama-7b and
@@ -235,28 +240,11 @@ fn two_row_products(
         b.info().device
     );
     for &dims in shapes {
-        let a_shape = Shape::new(dims.rows * dims.inner, limbs);
-        let b_shape = Shape::new(dims.inner * dims.cols, limbs);
-        let a: Polys<_, Ntt> = ring.upload(&words(ring.context(), a_shape, 11), a_shape)?;
-        let w: Polys<_, Ntt> = ring.upload(&words(ring.context(), b_shape, 12), b_shape)?;
-        let mut times = [0.0f64; 2];
-        let mut results = Vec::new();
-        for (k, two) in [false, true].into_iter().enumerate() {
-            b.set_two_row_mac(two);
-            let mut out: Polys<_, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
-            times[k] = median_us(
-                reps,
-                || (),
-                |()| {
-                    ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
-                    b.synchronize().expect("device alive");
-                },
-            );
-            results.push(ring.download(&out)?);
-        }
-        let table = (b_shape.polys * limbs * n * 4) as f64;
+        let times = products_both_ways(b, &ring, dims, reps, |on| b.set_two_row_mac(on))
+            .map_err(|e| e.context("the two-row product differs from the 8 x 4 one"))?;
+        let table = (dims.inner * dims.cols * limbs * n * 4) as f64;
         println!(
-            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x); table {:.0} MB read at {:.0} | {:.0} GB/s; identical: {}",
+            "  {}x{}x{}: {:.0} | {:.0} us ({:.2}x); table {:.0} MB read at {:.0} | {:.0} GB/s; identical: true",
             dims.rows,
             dims.inner,
             dims.cols,
@@ -266,12 +254,36 @@ fn two_row_products(
             table / 1e6,
             table / times[0] / 1e3,
             table / times[1] / 1e3,
-            results[0] == results[1]
         );
-        anyhow::ensure!(results[0] == results[1], "the two-row product differs from the 8 x 4 one");
     }
     b.set_two_row_mac(allowed);
     Ok(())
+}
+
+/// `reps` forward and inverse transforms of `p` in place, each timed with the device
+/// synchronised: the median microseconds of each direction, and `p` after the round trips.
+fn round_trips<B: Backend>(
+    b: &Arc<B>,
+    ring: &Ring<B>,
+    p: Polys<B, Coeff>,
+    reps: usize,
+) -> anyhow::Result<(f64, f64, Polys<B, Coeff>)> {
+    let mut slot = Some(p);
+    let (mut tf, mut ti) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let p = slot.take().expect("refilled below");
+        let t = Instant::now();
+        let p = ring.forward(p)?;
+        b.synchronize()?;
+        tf.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        slot = Some(ring.inverse(p)?);
+        b.synchronize()?;
+        ti.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    tf.sort_by(f64::total_cmp);
+    ti.sort_by(f64::total_cmp);
+    Ok((tf[tf.len() / 2], ti[ti.len() / 2], slot.expect("kept")))
 }
 
 /// Batched NTT on an accelerator at a batch that fills it, timed with the device synchronised
@@ -306,22 +318,8 @@ fn device_ntt<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
         let polys = polys / shrink;
         let ring = ring_on(b, n, 1)?;
         let shape = Shape::new(polys, 1);
-        let mut slot = Some(ring.upload::<Coeff>(&words(ring.context(), shape, 5), shape)?);
-        let (mut tf, mut ti) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            let p = slot.take().expect("refilled below");
-            let t = Instant::now();
-            let p = ring.forward(p)?;
-            b.synchronize()?;
-            tf.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            slot = Some(ring.inverse(p)?);
-            b.synchronize()?;
-            ti.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        tf.sort_by(f64::total_cmp);
-        ti.sort_by(f64::total_cmp);
-        let (f, i) = (tf[tf.len() / 2], ti[ti.len() / 2]);
+        let p = ring.upload::<Coeff>(&words(ring.context(), shape, 5), shape)?;
+        let (f, i, _) = round_trips(b, &ring, p, reps)?;
         println!(
             "  N = {n:>5}, {polys} transforms: forward {:.1} ns, inverse {:.1} ns per transform ({:.2} / {:.2} ms per batch; {:.1} MB moved)",
             f * 1e3 / polys as f64,

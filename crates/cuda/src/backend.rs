@@ -137,14 +137,25 @@ fn ntt_version_allowed() -> Result<u8, BackendError> {
     ntt_version(std::env::var("FASTQUERY_CUDA_NTT").ok().as_deref())
 }
 
+/// Whether degree `n` runs the three-pass kernels (transform and fused key switch) under NTT
+/// `version`: N/16 threads of 16 words.
+fn three_pass(version: u8, n: u32) -> bool {
+    version >= 3 && matches!(n, 4096 | 8192)
+}
+
+/// FASTQUERY_CUDA_R2C8: `0` keeps products of two rows on the 8 x 4 tile.
+fn two_row_mac_allowed() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_R2C8")
+}
+
 /// The NTT kernel for degree `n` under `version`: its name, threads per block and bytes of
 /// shared memory.
 fn ntt_kernel(version: u8, n: u32, inverse: bool) -> (&'static str, u32, u32) {
     match (n, inverse) {
-        (4096, false) if version >= 3 => ("ntt_forward_4096_u32", n / 16, n * 4),
-        (4096, true) if version >= 3 => ("ntt_inverse_4096_u32", n / 16, n * 4),
-        (8192, false) if version >= 3 => ("ntt_forward_8192_u32", n / 16, n * 4),
-        (8192, true) if version >= 3 => ("ntt_inverse_8192_u32", n / 16, n * 4),
+        (4096, false) if three_pass(version, n) => ("ntt_forward_4096_u32", n / 16, n * 4),
+        (4096, true) if three_pass(version, n) => ("ntt_inverse_4096_u32", n / 16, n * 4),
+        (8192, false) if three_pass(version, n) => ("ntt_forward_8192_u32", n / 16, n * 4),
+        (8192, true) if three_pass(version, n) => ("ntt_inverse_8192_u32", n / 16, n * 4),
         (1024..=4096, false) if version >= 2 => ("ntt_forward_reg16_u32", n / 16, (n + n / 32) * 4),
         (1024..=4096, true) if version >= 2 => ("ntt_inverse_reg16_u32", n / 16, (n + n / 32) * 4),
         (_, false) => ("ntt_forward_u32", (n / 2).clamp(1, 1024), n * 4),
@@ -224,7 +235,7 @@ impl CudaBackend {
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch()?,
             tensor_cores: (major >= 8 && tensor_cores_allowed()?).into(),
-            two_row_mac: env_switch("FASTQUERY_CUDA_R2C8")?.into(),
+            two_row_mac: two_row_mac_allowed()?.into(),
             has_tensor_cores: major >= 8,
             ntt_version: ntt_version_allowed()?.into(),
             name,
@@ -258,7 +269,7 @@ impl CudaBackend {
             index_tables: Default::default(),
             fused_key_switch: fused_key_switch()?,
             tensor_cores: tensor_cores_allowed()?.into(),
-            two_row_mac: env_switch("FASTQUERY_CUDA_R2C8")?.into(),
+            two_row_mac: two_row_mac_allowed()?.into(),
             has_tensor_cores: true,
             ntt_version: ntt_version_allowed()?.into(),
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
@@ -731,8 +742,8 @@ impl Backend for CudaBackend {
         // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
         // elsewhere; shared memory holds the row and both accumulators either way.
         let (name, threads) = match n {
-            4096 if self.ntt_version() >= 3 => ("decompose_mac_4096_u32", n / 16),
-            8192 if self.ntt_version() >= 3 => ("decompose_mac_8192_u32", n / 16),
+            4096 if three_pass(self.ntt_version(), 4096) => ("decompose_mac_4096_u32", n / 16),
+            8192 if three_pass(self.ntt_version(), 8192) => ("decompose_mac_8192_u32", n / 16),
             _ => ("decompose_mac_u32", threads),
         };
         let cfg = LaunchConfig {

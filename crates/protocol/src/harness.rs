@@ -219,7 +219,7 @@ pub struct SchemeReport {
     pub measured_bytes: WireBytes,
     /// The work the server asked of its backend for one request (all its queries; counted by
     /// `fastquery_backend::work` in the first repetition).
-    pub server_work: WorkReport,
+    pub server_work: fastquery_backend::work::Work,
     /// The design's own operation counts for the same request, where it states them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_operations: Option<crate::Operations>,
@@ -227,30 +227,6 @@ pub struct SchemeReport {
     /// (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batching: Option<BatchReport>,
-}
-
-/// Counted server work of one request (see `fastquery_backend::work::Work`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct WorkReport {
-    /// Ciphertexts key-switched (an external product counts two).
-    pub key_switches: u64,
-    /// One-limb transforms inside the key switches.
-    pub key_switch_transforms: u64,
-    /// Other one-limb transforms.
-    pub transforms: u64,
-    /// Coefficient products of the table product.
-    pub mac_products: u64,
-}
-
-impl From<fastquery_backend::work::Work> for WorkReport {
-    fn from(w: fastquery_backend::work::Work) -> Self {
-        Self {
-            key_switches: w.key_switches,
-            key_switch_transforms: w.key_switch_transforms,
-            transforms: w.transforms,
-            mac_products: w.mac_products,
-        }
-    }
 }
 
 /// Several clients' requests of the same size, answered one by one and then in one
@@ -455,7 +431,7 @@ pub fn run<B: Backend>(
         params: server.summary(),
         predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
-        server_work: server_work.into(),
+        server_work,
         predicted_operations: server.predicted_operations(ids.len()),
         batching,
     })
