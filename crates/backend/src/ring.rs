@@ -224,6 +224,23 @@ impl<B: Backend> Ring<B> {
         self.backend.copy_words(&src.buf, src_first * poly, &mut dst.buf, dst_first * poly, count * poly)
     }
 
+    /// `a` over more limbs of the ring: the first `a.limbs()` rows of every polynomial copied,
+    /// the added ones zero (the lift of a `q` polynomial into `q P` whose `P` residue hybrid
+    /// key switching decomposes into a zero digit). A new buffer.
+    pub fn extend_limbs<R: Repr>(&self, a: &Polys<B, R>, limbs: usize) -> Result<Polys<B, R>, BackendError> {
+        self.check_own(a)?;
+        let Shape { polys, limbs: have } = a.shape;
+        if limbs < have {
+            return Err(BackendError::Shape(format!("extending {have} limbs to {limbs}")));
+        }
+        let mut out = self.zeros::<R>(Shape::new(polys, limbs))?;
+        let n = self.n();
+        for p in 0..polys {
+            self.backend.copy_words(&a.buf, p * have * n, &mut out.buf, p * limbs * n, have * n)?;
+        }
+        Ok(out)
+    }
+
     /// Forward NTT of every polynomial, in place on the device.
     pub fn forward(&self, mut p: Polys<B, Coeff>) -> Result<Polys<B, Ntt>, BackendError> {
         self.check_own(&p)?;

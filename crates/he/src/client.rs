@@ -47,6 +47,7 @@ pub struct Client {
 impl Client {
     /// A client with a fresh secret key.
     pub fn new(params: Arc<Params>) -> Result<Self, HeError> {
+        // Plans for every limb of the ring: keys use the special prime's too.
         let plans = params
             .ring()
             .moduli()
@@ -56,9 +57,7 @@ impl Client {
             .map_err(|e| HeError::BadParams(e.to_string()))?;
         let sk = SecretKey::generate(&params, &plans, &mut rand::rng());
         let response_basis = params
-            .ring()
-            .basis()
-            .prefix(params.response_limbs())
+            .basis().prefix(params.response_limbs())
             .map_err(|e| HeError::BadParams(e.to_string()))?;
         Ok(Self { params, plans, sk, response_basis })
     }
@@ -94,7 +93,7 @@ impl Client {
     /// `|value|` (the encoding is `value * round(q/t)`, exact for `value = +-1`; larger values
     /// add `|value|/2` of rounding error). Parallel over messages.
     pub fn encrypt_sparse(&self, messages: &[Vec<(usize, i64)>]) -> Result<Vec<SeededCiphertext>, HeError> {
-        let moduli = self.params.ring().moduli();
+        let moduli = self.params.moduli();
         let raw: Vec<Vec<(usize, Vec<u32>)>> = messages
             .iter()
             .map(|msg| {
@@ -117,7 +116,7 @@ impl Client {
     /// limb)` pairs, added to `c0` as they are (no scaling). Parallel over messages.
     pub fn encrypt_raw(&self, messages: &[Vec<(usize, Vec<u32>)>]) -> Result<Vec<SeededCiphertext>, HeError> {
         let (n, limbs) = (self.params.n(), self.params.limbs());
-        let moduli = self.params.ring().moduli();
+        let moduli = self.params.moduli();
         for m in messages {
             if let Some((j, _)) = m.iter().find(|(j, _)| *j >= n) {
                 return Err(HeError::BadInput(format!("message coefficient {j} is not below N = {n}")));
@@ -160,7 +159,7 @@ impl Client {
     fn c1_times_s(&self, c1: &[u32], limbs: usize) -> Vec<u32> {
         let n = self.params.n();
         let mut w = c1.to_vec();
-        for (l, m) in self.params.ring().moduli()[..limbs].iter().enumerate() {
+        for (l, m) in self.params.moduli()[..limbs].iter().enumerate() {
             let row = &mut w[l * n..(l + 1) * n];
             self.plans[l].forward(row);
             for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
@@ -223,7 +222,7 @@ impl Client {
     pub fn phase(&self, c0: &[u32], c1: &[u32], limbs: usize) -> Result<Vec<BigInt>, HeError> {
         let n = self.params.n();
         let basis =
-            self.params.ring().basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
+            self.params.basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
         let mut v = self.c1_times_s(c1, limbs);
         for (l, m) in basis.moduli().iter().enumerate() {
             for (x, &c) in v[l * n..(l + 1) * n].iter_mut().zip(&c0[l * n..(l + 1) * n]) {

@@ -43,7 +43,6 @@ pub const SQUARE_KEY: usize = 0;
 /// `2^-k` in every limb of the chain.
 pub fn inv_pow2(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
     params
-        .ring()
         .moduli()
         .iter()
         .map(|m| m.inv(m.reduce_u64(1u64 << k)).ok_or_else(|| HeError::BadParams("even modulus".into())))
@@ -54,7 +53,6 @@ pub fn inv_pow2(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
 pub fn one_hot_slot(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
     let inv = inv_pow2(params, k)?;
     Ok(params
-        .ring()
         .moduli()
         .iter()
         .zip(params.q_over_t())
@@ -69,7 +67,7 @@ pub fn gadget_slot(params: &Params, k: u32, digit_bits: u32, e: usize, b: bool) 
     let (w, digits) = gadget(params, digit_bits);
     let (i, j) = (e / digits, e % digits);
     let inv = inv_pow2(params, k)?;
-    let moduli: &[Modulus] = params.ring().moduli();
+    let moduli: &[Modulus] = params.moduli();
     Ok(moduli
         .iter()
         .enumerate()

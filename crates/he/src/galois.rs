@@ -1,19 +1,24 @@
 //! Galois automorphisms of ciphertexts, key switching, response packing and oblivious
 //! expansion.
 //!
-//! ## Key switching: the RNS (CRT) gadget, no special prime
+//! ## Key switching: the RNS (CRT) gadget, with or without a special prime
 //! `c1` is decomposed limb by limb, and each limb's residue into `digits` digits of `w` bits:
 //! `c1 = sum_ij D_ij g_ij (mod q)` with `g_ij = 2^(j w) (q/p_i) [(q/p_i)^-1]_{p_i}`, which is
 //! `2^(j w)` in limb `i` and 0 in the others. A key for `s'` is `k_ij = (-a_ij s + e_ij +
 //! g_ij s', a_ij)`, and `(c0 + sum D_ij k_ij.0, sum D_ij k_ij.1)` decrypts under `s` to
 //! `c0 + c1 s' + sum D_ij e_ij`. The noise added is `sum_ij D_ij e_ij`, bounded in
-//! [`keyswitch_bound`].
+//! [`keyswitch_bound`]: about `2^(w + 13)` at N = 8192, and the oblivious expansion adds
+//! `2^k - 1` of them to every slot.
 //!
-//! Why not a special prime (hybrid key switching)? Its noise is smaller, but it spends a whole
-//! prime of the 128-bit budget on every key, and with our 31-bit limbs the digits are already
-//! small: with `w` = 31 bits the added noise is ~2^43 at N = 8192, which a 160-bit modulus
-//! absorbs; smaller digits trade key size and server time for noise where a scheme needs it.
-//! The security check stays the one over the chain, unchanged.
+//! **Hybrid key switching** (a parameter set with a special prime `P`, `ParamSpec::special_bits`):
+//! one digit per limb, the whole residue `D_i = [c1]_{p_i}`, and keys mod `q P` for
+//! `P g_i s'`: `k_i = (-a_i s + e_i + P g_i s', a_i)` over the chain's limbs and `P`'s. The
+//! digits, lifted to every limb of `q P`, times the keys sum to `P c1 s' + sum D_i e_i (mod q P)`,
+//! and dividing by `P` with rounding (the modulus switch from `q P` to `q`) leaves
+//! `c1 s' + sum D_i e_i / P + rounding`: the key's error is divided by `P`, so the noise is
+//! about that of a modulus switch, `2^13` instead of `2^29` for 16-bit digits at N = 8192, with
+//! half the digits. The price is the special prime in every key (one more limb, and `q P`
+//! inside the 128-bit limit, checked by `Params`).
 //!
 //! Galois keys are seeded: the client sends the `k_ij.0` and one 32-byte seed per element,
 //! from which the server expands every `a_ij`.
@@ -69,16 +74,46 @@ pub struct GaloisKey {
 
 /// Digits of the gadget: `(digit_bits, digits per limb)`.
 pub fn gadget(params: &Params, digit_bits: u32) -> (u32, usize) {
-    let bits = params.ring().moduli().iter().map(|m| m.bits()).max().unwrap_or(1);
+    let bits = params.moduli().iter().map(|m| m.bits()).max().unwrap_or(1);
     (digit_bits, bits.div_ceil(digit_bits.max(1)) as usize)
 }
 
-/// Subgaussian tail bound on the noise one key switch adds: `sum_ij D_ij e_ij` over
-/// `limbs * digits` digit polynomials of `N` coefficients below `2^w` times fresh errors.
+/// The digit width key switching really uses under `params`: one whole residue per limb (31
+/// bits) where the set has a special prime, `digit_bits` otherwise.
+pub fn key_digit_bits(params: &Params, digit_bits: u32) -> u32 {
+    if params.special_prime().is_some() { HYBRID_DIGIT_BITS } else { digit_bits }
+}
+
+/// Digit width of hybrid key switching: a residue below `2^31` is one digit.
+pub const HYBRID_DIGIT_BITS: u32 = 31;
+
+/// The layout of a key-switching key: `(polynomials, limbs)` of each half. Without a special
+/// prime, `limbs * digits` polynomials over the chain; with one, a polynomial per limb of the
+/// chain over the chain and `P`.
+pub fn key_shape(params: &Params, digit_bits: u32) -> (usize, usize) {
+    let (_, digits) = gadget(params, key_digit_bits(params, digit_bits));
+    (params.limbs() * digits, params.key_limbs())
+}
+
+/// Subgaussian tail bound on the noise one key switch adds. Without a special prime:
+/// `sum_ij D_ij e_ij` over `limbs * digits` digit polynomials of `N` coefficients below `2^w`
+/// times fresh errors. With one: the same sum over `limbs` digits below `max p_i`, divided by
+/// `P`, plus the rounding of that division (`r_0 + r_1 s'`, `|r| <= 1/2`, bounded as a modulus
+/// switch's).
 pub fn keyswitch_bound(params: &Params, digit_bits: u32) -> f64 {
-    let (w, digits) = gadget(params, digit_bits);
-    let terms = (params.limbs() * digits * params.n()) as f64;
-    tail_z() * error_param() * terms.sqrt() * 2f64.powi(w as i32)
+    let (z, s_e, n) = (tail_z(), error_param(), params.n() as f64);
+    match params.special_prime() {
+        Some(p) => {
+            let top = params.moduli().iter().map(|m| m.value()).max().unwrap_or(1);
+            let terms = (params.limbs() * params.n()) as f64;
+            z * s_e * terms.sqrt() * f64::from(top) / f64::from(p) + z * (n + 1.0).sqrt()
+        }
+        None => {
+            let (w, digits) = gadget(params, digit_bits);
+            let terms = params.limbs() as f64 * digits as f64 * n;
+            z * s_e * terms.sqrt() * 2f64.powi(w as i32)
+        }
+    }
 }
 
 /// The exponents packing `n` strided ciphertexts needs: `N/h + 1` for `h = n/2, ..., 1`.
@@ -119,7 +154,7 @@ impl SecretKey {
         digit_bits: u32,
         rng: &mut R,
     ) -> GaloisKey {
-        let moduli: &[Modulus] = params.ring().moduli();
+        let moduli: &[Modulus] = params.moduli();
         let (b, seed) = self.switching_key(params, plans, digit_bits, rng, |l, k| {
             let s = self.ntt_limb(l)[k];
             moduli[l].mul(s, s)
@@ -128,7 +163,8 @@ impl SecretKey {
     }
 
     /// `b_ij = -a_ij s + e_ij + g_ij s'` (NTT form) for the target `s'` given by its NTT
-    /// evaluations `target(limb, k)`, and the seed of the `a_ij`.
+    /// evaluations `target(limb, k)`, and the seed of the `a_ij`; with a special prime `P`,
+    /// `b_i = -a_i s + e_i + P g_i s'` over every limb of `q P` (see the module notes).
     fn switching_key<R: RngCore + CryptoRng>(
         &self,
         params: &Params,
@@ -137,31 +173,31 @@ impl SecretKey {
         rng: &mut R,
         target: impl Fn(usize, usize) -> u32,
     ) -> (Vec<u32>, Seed) {
-        let (n, limbs) = (params.n(), params.limbs());
-        let (w, digits) = gadget(params, digit_bits);
+        let n = params.n();
+        let (w, digits) = gadget(params, key_digit_bits(params, digit_bits));
+        let (keys, limbs) = key_shape(params, digit_bits);
         let seed = fresh_seed();
-        let a = expand_uniform(params.ring(), limbs, limbs * digits, &seed);
-        let mut b = vec![0u32; limbs * digits * limbs * n];
-        let moduli: &[Modulus] = params.ring().moduli();
-        for i in 0..limbs {
-            for j in 0..digits {
-                let key = i * digits + j;
-                let e = cbd(rng, n);
-                for (l, m) in moduli.iter().enumerate() {
-                    let row = &mut b[(key * limbs + l) * n..(key * limbs + l + 1) * n];
-                    for (x, &v) in row.iter_mut().zip(&e) {
-                        *x = m.reduce_i64(i64::from(v));
-                    }
-                    plans[l].forward(row);
-                    let (al, sl) = (&a[(key * limbs + l) * n..(key * limbs + l + 1) * n], self.ntt_limb(l));
-                    for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
-                        *x = m.sub(*x, m.mul(ai, si));
-                    }
-                    if l == i {
-                        let gadget = m.reduce_u64(1u64 << (j as u32 * w));
-                        for (k, x) in row.iter_mut().enumerate() {
-                            *x = m.add(*x, m.mul(gadget, target(l, k)));
-                        }
+        let a = expand_uniform(params.ring(), limbs, keys, &seed);
+        let mut b = vec![0u32; keys * limbs * n];
+        let moduli: &[Modulus] = &params.ring().moduli()[..limbs];
+        let special = params.special_prime().map_or(1, u64::from);
+        for key in 0..keys {
+            let (i, j) = (key / digits, key % digits);
+            let e = cbd(rng, n);
+            for (l, m) in moduli.iter().enumerate() {
+                let row = &mut b[(key * limbs + l) * n..(key * limbs + l + 1) * n];
+                for (x, &v) in row.iter_mut().zip(&e) {
+                    *x = m.reduce_i64(i64::from(v));
+                }
+                plans[l].forward(row);
+                let (al, sl) = (&a[(key * limbs + l) * n..(key * limbs + l + 1) * n], self.ntt_limb(l));
+                for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
+                    *x = m.sub(*x, m.mul(ai, si));
+                }
+                if l == i {
+                    let gadget = m.mul(m.reduce_u64(1u64 << (j as u32 * w)), m.reduce_u64(special));
+                    for (k, x) in row.iter_mut().enumerate() {
+                        *x = m.add(*x, m.mul(gadget, target(l, k)));
                     }
                 }
             }
@@ -174,7 +210,11 @@ impl SecretKey {
 /// multiply-accumulate.
 pub struct ServerGaloisKey<B: Backend> {
     g: usize,
+    /// The digit width the key was made for ([`HYBRID_DIGIT_BITS`] when hybrid).
     digit_bits: u32,
+    /// Hybrid: the halves are over the chain and the special prime, with a zero polynomial
+    /// appended for the special prime's (always zero) digit.
+    hybrid: bool,
     /// The `b` halves, an `inner x 1` operand (they add to `c0`).
     b: Polys<B, Ntt>,
     /// The `a` halves, an `inner x 1` operand (they form the new `c1`).
@@ -201,16 +241,27 @@ pub fn load_galois_key<B: Backend>(
     key: &GaloisKey,
     digit_bits: u32,
 ) -> Result<ServerGaloisKey<B>, HeError> {
-    let (n, limbs) = (params.n(), params.limbs());
-    let (_, digits) = gadget(params, digit_bits);
-    let poly = limbs * n;
+    let n = params.n();
+    let (keys, limbs) = key_shape(params, digit_bits);
     let exponent_ok = key.g == crate::fold::SQUARE_KEY || (!key.g.is_multiple_of(2) && key.g < 2 * n);
-    if key.b.len() != limbs * digits * poly || !exponent_ok {
+    if key.b.len() != keys * limbs * n || !exponent_ok {
         return Err(HeError::BadInput(format!("Galois key for {} of {} words", key.g, key.b.len())));
     }
-    let shape = Shape::new(limbs * digits, limbs);
-    let a = ring.expand_seeds(&[key.seed], limbs * digits, limbs)?;
-    Ok(ServerGaloisKey { g: key.g, digit_bits, b: ring.upload(&key.b, shape)?, a })
+    let shape = Shape::new(keys, limbs);
+    let b = ring.upload(&key.b, shape)?;
+    let a = ring.expand_seeds(&[key.seed], keys, limbs)?;
+    let hybrid = params.special_prime().is_some();
+    if !hybrid {
+        return Ok(ServerGaloisKey { g: key.g, digit_bits, hybrid, b, a });
+    }
+    // The digits of a `q P` polynomial whose `P` limb is zero: one more (zero) digit, so the
+    // decomposition of the backend sees a key for every limb.
+    let pad = |p: Polys<B, Ntt>| -> Result<Polys<B, Ntt>, HeError> {
+        let mut out = ring.zeros(Shape::new(keys + 1, limbs))?;
+        ring.copy_polys(&p, 0, &mut out, 0, keys)?;
+        Ok(out)
+    };
+    Ok(ServerGaloisKey { g: key.g, digit_bits: HYBRID_DIGIT_BITS, hybrid, b: pad(b)?, a: pad(a)? })
 }
 
 impl<B: Backend> Ciphertexts<B> {
@@ -353,17 +404,34 @@ fn keyswitch_one_chunk<B: Backend>(
 }
 
 /// `(sum D b, sum D a)` in coefficient form: the digits `D` of `c1` times both halves of `key`,
-/// the key-switched ciphertext of `(0, c1)`.
+/// the key-switched ciphertext of `(0, c1)`. A hybrid key takes `c1` over the whole chain:
+/// the products are formed mod `q P` and divided by `P`.
 pub(crate) fn key_products<B: Backend>(
     ring: &Ring<B>,
     c1: &Polys<B, Coeff>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
+    if !key.hybrid {
+        let shape = c1.shape();
+        let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
+        let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
+        ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+        return Ok(Ciphertexts { c0: ring.inverse(b)?, c1: ring.inverse(a)? });
+    }
+    let (limbs, wide) = (c1.shape().limbs, key.b.shape().limbs);
+    if limbs + 1 != wide {
+        return Err(HeError::BadInput(format!(
+            "hybrid key switching of {limbs}-limb ciphertexts with a key of {wide} limbs"
+        )));
+    }
+    let c1 = ring.extend_limbs(c1, wide)?;
     let shape = c1.shape();
     let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
     let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
-    ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
-    Ok(Ciphertexts { c0: ring.inverse(b)?, c1: ring.inverse(a)? })
+    ring.decompose_mac(&c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+    drop(c1);
+    let down = |p: Polys<B, Ntt>| ring.mod_switch_down(&ring.inverse(p)?, limbs);
+    Ok(Ciphertexts { c0: down(b)?, c1: down(a)? })
 }
 
 /// The first (`second = false`) or second halves of every group of `width` ciphertexts.
@@ -400,7 +468,7 @@ pub fn pack_strided<B: Backend>(
     let groups = cts.len() / n;
     let limbs = cts.limbs();
     // Undo the factor n of the levels in advance: n^-1 mod q, per limb.
-    let inv: Vec<u32> = params.ring().moduli()[..limbs]
+    let inv: Vec<u32> = params.moduli()[..limbs]
         .iter()
         .map(|m| m.inv(m.reduce_u64(n as u64)).ok_or_else(|| HeError::BadParams("even modulus".into())))
         .collect::<Result<_, _>>()?;
@@ -427,6 +495,27 @@ pub fn pack_strided<B: Backend>(
     }
     debug_assert_eq!(cur.len(), groups);
     Ok(cur)
+}
+
+/// [`Ring::expand_step`] for a hybrid key, composed: the backends' fused step knows only
+/// the gadget without a special prime.
+fn hybrid_expand_step<B: Backend>(
+    ring: &Ring<B>,
+    src: &Ciphertexts<B>,
+    dst: &mut Ciphertexts<B>,
+    (at, count, odd): (usize, usize, usize),
+    key: &ServerGaloisKey<B>,
+    shift: usize,
+) -> Result<(), HeError> {
+    let c = src.slice(ring, at, count)?;
+    let t = automorphism(ring, &c, key)?;
+    let mut even = c.duplicate(ring)?;
+    even.add_assign(ring, &t)?;
+    let mut diff = c;
+    diff.sub_assign(ring, &t)?;
+    diff.monomial_mul_assign(ring, shift)?;
+    dst.copy_from(ring, &even, 0, at, count)?;
+    dst.copy_from(ring, &diff, 0, at + odd, count)
 }
 
 /// Where the `used` slots of a `2^k`-slot query sit, so that the expansion can skip whole
@@ -576,6 +665,10 @@ pub fn expand_positioned<B: Backend>(
             for start in (run..run + run_len).step_by(chunk) {
                 let len = chunk.min(run + run_len - start);
                 // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
+                if key.hybrid {
+                    hybrid_expand_step(ring, &cur, &mut next, (start, len, count), key, 2 * big_n - count)?;
+                    continue;
+                }
                 ring.expand_step(
                     [&cur.c0, &cur.c1],
                     [&mut next.c0, &mut next.c1],

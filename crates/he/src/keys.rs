@@ -12,7 +12,7 @@ use crate::{
 pub struct SecretKey {
     n: usize,
     coeffs: Zeroizing<Vec<i8>>,
-    /// `[limb][coefficient]`, NTT form, every limb of the chain.
+    /// `[limb][coefficient]`, NTT form, every limb of the ring (the special prime's last).
     ntt: Zeroizing<Vec<u32>>,
 }
 
@@ -27,7 +27,8 @@ impl SecretKey {
     pub fn generate<R: RngCore + CryptoRng>(params: &Params, plans: &[NttPlan], rng: &mut R) -> Self {
         let n = params.n();
         let coeffs = Zeroizing::new(ternary(rng, n));
-        let mut ntt = Zeroizing::new(vec![0u32; params.limbs() * n]);
+        // Every limb of the ring, the special prime's included (keys are formed mod q P).
+        let mut ntt = Zeroizing::new(vec![0u32; params.key_limbs() * n]);
         for (l, (m, plan)) in params.ring().moduli().iter().zip(plans).enumerate() {
             let row = &mut ntt[l * n..(l + 1) * n];
             for (x, &c) in row.iter_mut().zip(coeffs.iter()) {
@@ -60,7 +61,7 @@ impl SecretKey {
         let a = expand_uniform(params.ring(), params.limbs(), 1, &seed);
         let e = cbd(rng, n);
         let mut p0 = vec![0u32; params.limbs() * n];
-        for (l, (m, plan)) in params.ring().moduli().iter().zip(plans).enumerate() {
+        for (l, (m, plan)) in params.moduli().iter().zip(plans).enumerate() {
             let row = &mut p0[l * n..(l + 1) * n];
             for (x, &v) in row.iter_mut().zip(&e) {
                 *x = m.reduce_i64(i64::from(v));

@@ -161,7 +161,7 @@ impl NoiseReport {
         let n = params.n() as f64;
         let width_q = 128 - q.leading_zeros();
         let c0_bits = |b: u32| kept as u64 * u64::from(width_q.saturating_sub(b) + 1);
-        let whole: u64 = params.ring().moduli()[..params.response_limbs()]
+        let whole: u64 = params.moduli()[..params.response_limbs()]
             .iter()
             .map(|m| u64::from(32 - m.value().leading_zeros()))
             .sum::<u64>()
@@ -217,6 +217,7 @@ mod tests {
             response_limbs: 2,
             plain_bits: 37,
             flood_bits: 40,
+            special_bits: 0,
         })
         .unwrap();
         let r =
@@ -240,6 +241,7 @@ mod tests {
             response_limbs: 2,
             plain_bits: 37,
             flood_bits: 40,
+            special_bits: 0,
         })
         .unwrap();
         let r =

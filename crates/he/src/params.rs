@@ -26,9 +26,8 @@ pub fn security_limit(n: usize) -> Option<u32> {
 pub struct ParamSpec {
     /// Ring degree `N`.
     pub n: usize,
-    /// Bit size of each prime of the modulus chain, limb order. The first `response_limbs`
-    /// survive modulus switching; key-switching special primes, when a scheme needs them, are
-    /// part of this chain and so of the security check.
+    /// Bit size of each prime of the ciphertext modulus chain, limb order. The first
+    /// `response_limbs` survive modulus switching.
     pub prime_bits: Vec<u32>,
     /// Limbs kept after modulus switching (the response modulus).
     pub response_limbs: usize,
@@ -36,6 +35,10 @@ pub struct ParamSpec {
     pub plain_bits: u32,
     /// Flooding margin `sigma` in bits (at least 40).
     pub flood_bits: u32,
+    /// Bit size of the key-switching special prime `P` (hybrid key switching), or 0 for none.
+    /// `P` is the ring's last prime, after the chain: keys live mod `q P`, ciphertexts mod
+    /// `q`, and the security check covers `q P`.
+    pub special_bits: u32,
 }
 
 /// A validated parameter set. Once constructed, the rest of the engine relies on it: the
@@ -48,6 +51,8 @@ pub struct Params {
     /// `round(q / t)` per limb, and the same for the response modulus.
     q_over_t: Vec<u32>,
     q_resp_over_t: Vec<u32>,
+    /// The ciphertext modulus `q` (the chain without the special prime).
+    basis: RnsBasis,
 }
 
 /// Smallest accepted flooding margin (protocol.md, section 2).
@@ -69,7 +74,7 @@ impl Params {
                 spec.response_limbs
             )));
         }
-        let claimed: u32 = spec.prime_bits.iter().sum();
+        let claimed: u32 = spec.prime_bits.iter().sum::<u32>() + spec.special_bits;
         if claimed > limit {
             return Err(HeError::Insecure { n: spec.n, log2_q: f64::from(claimed), limit });
         }
@@ -85,8 +90,9 @@ impl Params {
                 spec.flood_bits
             )));
         }
-        let mut primes: Vec<u32> = Vec::with_capacity(spec.prime_bits.len());
-        for &bits in &spec.prime_bits {
+        let mut primes: Vec<u32> = Vec::with_capacity(spec.prime_bits.len() + 1);
+        let special = (spec.special_bits > 0).then_some(spec.special_bits);
+        for &bits in spec.prime_bits.iter().chain(&special) {
             let p = ntt_prime_iter(bits, spec.n)
                 .map_err(|e| HeError::BadParams(e.to_string()))?
                 .find(|p| !primes.contains(p))
@@ -100,7 +106,8 @@ impl Params {
         if log2_q > f64::from(limit) {
             return Err(HeError::Insecure { n: spec.n, log2_q, limit });
         }
-        let resp = ring.basis().prefix(spec.response_limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
+        let prefix = |limbs| ring.basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()));
+        let (basis, resp) = (prefix(spec.prime_bits.len())?, prefix(spec.response_limbs)?);
         if resp.log2_modulus() < f64::from(spec.plain_bits) + 2.0 {
             return Err(HeError::BadParams(format!(
                 "response modulus of {:.1} bits cannot hold t = 2^{} with any noise",
@@ -108,10 +115,10 @@ impl Params {
                 spec.plain_bits
             )));
         }
-        let q_over_t = scaled_residues(ring.basis(), spec.plain_bits);
+        let q_over_t = scaled_residues(&basis, spec.plain_bits);
         let q_resp_over_t = scaled_residues(&resp, spec.plain_bits);
         let id = fingerprint(&spec, &primes);
-        Ok(Self { spec, ring: Arc::new(ring), id, q_over_t, q_resp_over_t })
+        Ok(Self { spec, ring: Arc::new(ring), id, q_over_t, q_resp_over_t, basis })
     }
 
     /// The specification this set was built from.
@@ -125,9 +132,30 @@ impl Params {
         self.id
     }
 
-    /// The ring (all limbs).
+    /// The ring: every limb of the chain, then the special prime if there is one (keys use
+    /// all of them, ciphertexts the first [`limbs`](Self::limbs)).
     pub fn ring(&self) -> &Arc<RingContext> {
         &self.ring
+    }
+
+    /// The moduli of ciphertexts (the chain, without the special prime).
+    pub fn moduli(&self) -> &[fastquery_math::Modulus] {
+        &self.ring.moduli()[..self.spec.prime_bits.len()]
+    }
+
+    /// The ciphertext modulus `q` as an RNS basis (without the special prime).
+    pub fn basis(&self) -> &RnsBasis {
+        &self.basis
+    }
+
+    /// The key-switching special prime `P`, if the set has one (hybrid key switching).
+    pub fn special_prime(&self) -> Option<u32> {
+        (self.spec.special_bits > 0).then(|| self.ring.moduli()[self.spec.prime_bits.len()].value())
+    }
+
+    /// Limbs of key-switching keys: the chain's, plus one for the special prime.
+    pub fn key_limbs(&self) -> usize {
+        self.ring.limbs()
     }
 
     /// `N`.
@@ -160,8 +188,14 @@ impl Params {
         self.spec.flood_bits
     }
 
-    /// `log2 q` of the full chain.
+    /// `log2 q` of the ciphertext modulus (the chain without the special prime).
     pub fn log2_q(&self) -> f64 {
+        self.basis.log2_modulus()
+    }
+
+    /// `log2 (q P)`: the largest modulus any ciphertext or key uses, what the security limit
+    /// bounds.
+    pub fn log2_key_modulus(&self) -> f64 {
         self.ring.basis().log2_modulus()
     }
 
@@ -212,6 +246,7 @@ fn fingerprint(spec: &ParamSpec, primes: &[u32]) -> u32 {
     eat(spec.response_limbs as u64);
     eat(u64::from(spec.plain_bits));
     eat(u64::from(spec.flood_bits));
+    eat(u64::from(spec.special_bits));
     h
 }
 
@@ -226,6 +261,7 @@ mod tests {
             response_limbs: 2,
             plain_bits: 37,
             flood_bits: 40,
+            special_bits: 0,
         }
     }
 
@@ -234,7 +270,7 @@ mod tests {
         let p = Params::new(cheetah()).unwrap();
         assert!(p.log2_q() <= 109.0 && p.log2_q() > 108.0);
         assert_eq!(p.limbs(), 4);
-        let primes: Vec<u32> = p.ring().moduli().iter().map(|m| m.value()).collect();
+        let primes: Vec<u32> = p.moduli().iter().map(|m| m.value()).collect();
         let mut dedup = primes.clone();
         dedup.dedup();
         assert_eq!(primes.len(), dedup.len());

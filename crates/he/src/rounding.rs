@@ -19,9 +19,7 @@ use crate::{HeError, Params};
 /// limbs' basis its residues are over.
 pub fn response_rounding(params: &Params, bits: u32) -> Result<(RnsBasis, C1Rounding), HeError> {
     let basis = params
-        .ring()
-        .basis()
-        .prefix(params.response_limbs())
+        .basis().prefix(params.response_limbs())
         .map_err(|e| HeError::BadParams(e.to_string()))?;
     Ok((basis, C1Rounding::new(params.response_modulus()?, bits)?))
 }

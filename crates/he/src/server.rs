@@ -72,7 +72,7 @@ pub fn encode_plaintexts_with<B: Backend>(
         || vec![0i64; n],
         |vals, (p, chunk)| {
             fill(p, vals);
-            for (l, m) in params.ring().moduli().iter().enumerate() {
+            for (l, m) in params.moduli().iter().enumerate() {
                 chunk[l * n..(l + 1) * n]
                     .iter_mut()
                     .zip(vals.iter())
@@ -187,8 +187,8 @@ pub fn finish<B: Backend, R: RngCore>(
     if c1.polys() != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
         return Err(HeError::BadInput("output ciphertexts do not match their positions".into()));
     }
-    let basis = params.ring().basis();
-    let moduli = params.ring().moduli();
+    let basis = params.basis();
+    let moduli = params.moduli();
     // Every ciphertext's randomness comes from its own ChaCha20 seed, drawn from `rng` (a
     // CSPRNG), so the per-ciphertext work below runs in parallel (and the encryption noise on
     // the device). The seeds are zeroized when done.

@@ -24,6 +24,7 @@ fn params(plain_bits: u32) -> Arc<Params> {
             response_limbs: 2,
             plain_bits,
             flood_bits: 40,
+            special_bits: 0,
         })
         .unwrap(),
     )
@@ -82,7 +83,7 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
 
         // Expected messages and the measured table noise before finishing.
         let poly = params.limbs() * n;
-        let q = params.ring().basis().modulus().clone();
+        let q = params.basis().modulus().clone();
         let mut expected = Vec::new();
         let (mut c0s, mut c1s) = (Vec::new(), Vec::new());
         for t in 0..tokens {

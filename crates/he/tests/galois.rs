@@ -26,6 +26,22 @@ fn params() -> Arc<Params> {
             response_limbs: 2,
             plain_bits: 16,
             flood_bits: 40,
+            special_bits: 0,
+        })
+        .unwrap(),
+    )
+}
+
+/// A chain of two 31-bit primes with a 31-bit special prime (hybrid key switching).
+fn hybrid_params() -> Arc<Params> {
+    Arc::new(
+        Params::new(ParamSpec {
+            n: 4096,
+            prime_bits: vec![31, 31],
+            response_limbs: 2,
+            plain_bits: 16,
+            flood_bits: 40,
+            special_bits: 31,
         })
         .unwrap(),
     )
@@ -39,7 +55,7 @@ fn decrypt_all(
 ) -> (Vec<Vec<u64>>, f64) {
     let p = client.params();
     let (n, limbs) = (p.n(), p.limbs());
-    let q: BigUint = p.ring().basis().modulus().clone();
+    let q: BigUint = p.basis().modulus().clone();
     let (c0, c1) = (ring.download(&cts.c0).unwrap(), ring.download(&cts.c1).unwrap());
     let t = 1u64 << p.plain_bits();
     let mut worst = 0f64;
@@ -289,6 +305,7 @@ fn fold_params() -> Arc<Params> {
             response_limbs: 3,
             plain_bits: 16,
             flood_bits: 40,
+            special_bits: 0,
         })
         .unwrap(),
     )
@@ -297,11 +314,11 @@ fn fold_params() -> Arc<Params> {
 #[test]
 fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
     let mut rng = StdRng::seed_from_u64(11);
-    let params = fold_params();
+    // The gadget key switch with 8-bit RGSW digits, and the hybrid one with 16-bit digits.
+    for (params, ks, rb) in [(fold_params(), 16u32, 8u32), (hybrid_params(), 31, 16)] {
     let (n, t) = (params.n(), 1u64 << params.plain_bits());
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let client = Client::new(params.clone()).unwrap();
-    let (ks, rb) = (16u32, 8u32);
     let g = params.limbs() * gadget(&params, rb).1;
     for bits in [[false, true], [true, false], [true, true]] {
         // One query ciphertext holding RLWE(b g_e) for every gadget element of both bits.
@@ -344,6 +361,7 @@ fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
             .collect();
         assert_eq!(got[0], expect, "rotation with bit {}", bits[1]);
     }
+    }
 }
 
 #[test]
@@ -364,4 +382,85 @@ fn malformed_rgsw_inputs_are_refused() {
     assert!(client.encrypt_raw(&[vec![(0, vec![u32::MAX; 3])]]).is_err());
     assert!(client.encrypt_raw(&[vec![(0, vec![1; 2])]]).is_err());
     assert!(client.encrypt_raw(&[vec![(4096, vec![1; 3])]]).is_err());
+}
+
+#[test]
+fn hybrid_key_switching_decrypts_within_its_bound_and_far_below_the_gadget_one() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let params = hybrid_params();
+    let (n, t) = (params.n(), 1u64 << params.plain_bits());
+    assert_eq!(params.key_limbs(), params.limbs() + 1);
+    let special = params.special_prime().unwrap();
+    assert!(params.moduli().iter().all(|m| m.value() != special));
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let w = fastquery_he::galois::HYBRID_DIGIT_BITS;
+    // Automorphisms: the right plaintext, noise inside the hybrid bound.
+    let gs = [3usize, n + 1, 2 * n - 1, 2 * rng.random_range(0..n) + 1];
+    let msgs = small_msgs(&mut rng, 3, n, t);
+    let cts = encrypt(&client, &ring, &msgs);
+    let (_, fresh) = decrypt_all(&client, &ring, &cts);
+    let mut worst = 0f64;
+    for key in client.galois_keys(&gs, w).unwrap() {
+        // One polynomial per limb of the chain, each over the chain and the special prime.
+        assert_eq!(key.b.len(), params.limbs() * params.key_limbs() * n);
+        let sk = load_galois_key(&ring, &params, &key, w).unwrap();
+        let (got, noise) = decrypt_all(&client, &ring, &automorphism(&ring, &cts, &sk).unwrap());
+        for (m, g) in msgs.iter().zip(&got) {
+            let mut want = vec![0u64; n];
+            for (j, &v) in m.iter().enumerate() {
+                let e = j * key.g % (2 * n);
+                if e < n { want[e] = v } else { want[e - n] = (t - v) % t }
+            }
+            assert_eq!(g, &want, "g={}", key.g);
+        }
+        worst = worst.max(noise);
+    }
+    let bound = fresh + keyswitch_bound(&params, w);
+    assert!(worst <= bound, "noise {worst} above {bound}");
+    // The key's error is divided by P: about a modulus switch's rounding, where the gadget
+    // key switch with 16-bit digits on the same chain adds 2^16 times more.
+    let gadget_params = Params::new(ParamSpec { special_bits: 0, ..params.spec().clone() }).unwrap();
+    assert!(keyswitch_bound(&params, w) < 2f64.powi(14));
+    assert!(keyswitch_bound(&params, w) * 2f64.powi(12) < keyswitch_bound(&gadget_params, 16));
+
+    // Packing and expansion on hybrid keys.
+    let keys: Vec<_> = client
+        .galois_keys(&packing_elements(n, 4), w)
+        .unwrap()
+        .iter()
+        .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
+        .collect();
+    let msgs = small_msgs(&mut rng, 4, n, t);
+    let packed = pack_strided(&ring, &params, encrypt(&client, &ring, &msgs), 4, &keys).unwrap();
+    let (got, noise) = decrypt_all(&client, &ring, &packed);
+    for r in 0..n / 4 {
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(got[0][r * 4 + i], m[r * 4], "item {i} row {r}");
+        }
+    }
+    assert!(noise <= fresh + 3.0 * keyswitch_bound(&params, w), "packing noise {noise}");
+    let k = 4u32;
+    let keys = expansion_keys(&client, &ring, k, w);
+    let layout = SlotLayout::new(k, 13).unwrap();
+    let vals: Vec<u64> = (0..13).map(|_| rng.random_range(0..5)).collect();
+    let mut m = vec![0u64; n];
+    for (s, &v) in vals.iter().enumerate() {
+        m[layout.position(s)] = v;
+    }
+    let out = expand_slots(&ring, &params, encrypt(&client, &ring, std::slice::from_ref(&m)), layout, &keys).unwrap();
+    let (got, noise) = decrypt_all(&client, &ring, &out);
+    for (s, g) in got.iter().enumerate() {
+        assert_eq!(g[0], (vals[s] << k) % t, "slot {s}");
+        assert!(g[1..].iter().all(|&v| v == 0), "slot {s} has other coefficients");
+    }
+    let slots = f64::from(1u32 << k);
+    let bound = slots * fresh + (slots - 1.0) * keyswitch_bound(&params, w);
+    assert!(noise <= bound, "expansion noise {noise} above {bound}");
+
+    // A gadget-sized key for hybrid parameters, and a hybrid key for the chain alone, are
+    // refused.
+    let mut short = client.galois_keys(&[3], w).unwrap().remove(0);
+    short.b.truncate(params.limbs() * params.limbs() * n);
+    assert!(load_galois_key(&ring, &params, &short, w).is_err());
 }

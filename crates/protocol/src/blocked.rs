@@ -93,8 +93,8 @@ impl Design {
         self.packing.map_or(Vec::new(), |p| packing_elements(self.params.n(), p.count))
     }
 
-    fn digits(&self) -> usize {
-        self.packing.map_or(0, |p| fastquery_he::galois::gadget(&self.params, p.digit_bits).1)
+    fn key_bits(&self) -> u32 {
+        self.packing.map_or(0, |p| p.digit_bits)
     }
 
     /// Groups of a query of `tokens` tokens.
@@ -150,20 +150,12 @@ impl Design {
     pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
-        let poly_bits: usize = p
-            .ring()
-            .moduli()
-            .iter()
-            .map(|m| crate::wire::bit_width(u64::from(m.value())) as usize)
-            .sum::<usize>()
-            * p.n();
-        let keys = self.galois_elements().len();
-        let setup_bits = poly_bits + 256 + 32 + keys * (32 + self.digits() * p.limbs() * poly_bits + 256);
+        let setup = messages::setup_bytes(p, self.galois_elements().len(), self.key_bits());
         let query = HEADER_BYTES
             + 4
             + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
         let response = messages::response_bytes(p, &self.noise, &self.kept(tokens));
-        WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
+        WireBytes { setup, query, response }
     }
 
     /// Key switches the server runs per group (packing), for cost models.
@@ -375,7 +367,7 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
         let (pk, galois) =
-            decode_setup(&d.params, d.id, setup, self.limits, &d.galois_elements(), d.digits())?;
+            decode_setup(&d.params, d.id, setup, self.limits, &d.galois_elements(), d.key_bits())?;
         let digit_bits = d.packing.map_or(0, |p| p.digit_bits);
         let keys = SessionKeys {
             pk: load_public_key(&self.ring, &d.params, &pk)?,

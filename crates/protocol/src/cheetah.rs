@@ -27,6 +27,7 @@ pub fn params(plain_bits: u32) -> Result<Params, ProtocolError> {
         response_limbs: 2,
         plain_bits,
         flood_bits: 40,
+        special_bits: 0,
     })?)
 }
 

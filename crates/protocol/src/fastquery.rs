@@ -162,6 +162,7 @@ pub fn candidates(
                     response_limbs,
                     plain_bits,
                     flood_bits: 40,
+                    special_bits: 0,
                 };
                 let Ok(params) = Params::new(spec) else { continue };
                 let params = Arc::new(params);
@@ -271,6 +272,7 @@ pub fn choose_any(
     plain_bits: u32,
     tokens: usize,
 ) -> Result<Pick, ProtocolError> {
+    crate::fold::keyswitch_kinds()?;
     let blocked = choose(m, d, table_bits, plain_bits, tokens, Objective::Bytes).ok();
     let folded = crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens)
         .into_iter()

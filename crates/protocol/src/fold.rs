@@ -37,7 +37,8 @@ use fastquery_he::{
         one_hot_slot, rgsw_from_rows,
     },
     galois::{
-        Ciphertexts, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots, keyswitch_bound,
+        Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots,
+        key_shape, keyswitch_bound,
         load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
@@ -185,10 +186,6 @@ impl FoldDesign {
         out
     }
 
-    fn digits(&self) -> usize {
-        gadget(&self.params, self.layout.ks_bits).1
-    }
-
     /// `(coefficient, token, channel)` of each response ciphertext. A folded row sits at the
     /// multiples of `R` (channel `c` at `c R`); token `i` of a packed group moves to `c R + i`.
     /// Without packing: one ciphertext per token and piece.
@@ -229,19 +226,11 @@ impl FoldDesign {
     pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
-        let poly_bits: usize = p
-            .ring()
-            .moduli()
-            .iter()
-            .map(|m| crate::wire::bit_width(u64::from(m.value())) as usize)
-            .sum::<usize>()
-            * p.n();
-        let keys = self.key_elements().len();
-        let setup_bits = poly_bits + 256 + 32 + keys * (32 + self.digits() * p.limbs() * poly_bits + 256);
+        let setup = messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits);
         let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
         let kept: Vec<usize> = self.positions(tokens).iter().map(Vec::len).collect();
         let response = messages::response_bytes(p, &self.noise, &kept);
-        WireBytes { setup: HEADER_BYTES + setup_bits.div_ceil(8), query, response }
+        WireBytes { setup, query, response }
     }
 
     /// Operation counts of a `tokens`-token request: `(key switches, external products,
@@ -318,11 +307,16 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
     let p = &design.params;
     let (n, limbs) = (p.n() as f64, p.limbs() as f64);
     let work = |bits: u32| limbs * gadget(p, bits).1 as f64 * limbs * n * n.log2() / KEYSWITCH_WORK;
+    // A hybrid key switch transforms the digits of every limb of `q P` (the special prime's
+    // digit is zero but still transformed) into every limb of `q P`.
+    let (key_polys, key_limbs) = key_shape(p, design.layout.ks_bits);
+    let hybrid = usize::from(p.special_prime().is_some());
+    let ks_work = ((key_polys + hybrid) * key_limbs) as f64 * n * n.log2() / KEYSWITCH_WORK;
     let (ks, ext, mac) = design.operations(tokens);
     // The expansion's two level buffers of 2^k ciphertexts are written (and faulted in) per
     // query ciphertext whatever the subtrees it skips.
     let slots = (design.query_cts(tokens) << design.layout.k) as f64;
-    ks as f64 * KEYSWITCH_MS * work(design.layout.ks_bits)
+    ks as f64 * KEYSWITCH_MS * ks_work
         + ext as f64 * EXTERNAL_KEYSWITCHES * KEYSWITCH_MS * work(design.layout.rgsw_bits)
         + mac as f64 * MAC_NS / 1e6
         + slots * EXPAND_SLOT_MS * limbs * n / (5.0 * 8192.0)
@@ -334,6 +328,20 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
 /// allocator setting since reverted, docs/BENCHMARKS.md) it took 0.91 s per token against 1.09 s
 /// for the fewest-bytes six-limb chain.
 pub const BYTES_TIE: f64 = 0.15;
+
+/// The special-prime sizes the folded candidates try: 0 (the gadget key switch) and
+/// [`HYBRID_DIGIT_BITS`] (hybrid), or one of them where `FASTQUERY_KEYSWITCH` is `gadget` or
+/// `hybrid` (A/B runs; unset or `any`: both). Any other value is an error.
+pub fn keyswitch_kinds() -> Result<&'static [u32], ProtocolError> {
+    match std::env::var("FASTQUERY_KEYSWITCH").as_deref() {
+        Err(_) | Ok("any") => Ok(&[0, HYBRID_DIGIT_BITS]),
+        Ok("gadget") => Ok(&[0]),
+        Ok("hybrid") => Ok(&[HYBRID_DIGIT_BITS]),
+        Ok(other) => Err(ProtocolError::State(format!(
+            "FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any"
+        ))),
+    }
+}
 
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
 /// `tokens` tokens that holds its noise, ranked by bytes (query and response; within
@@ -348,8 +356,11 @@ pub fn candidates(
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
-        for limbs in 3..=8usize {
-            let bits = (limit / limbs as u32).min(31);
+        // Without a special prime, and with one of 31 bits (hybrid key switching: one digit
+        // per limb, and RGSW digits as wide as its smaller noise allows).
+        let specials = keyswitch_kinds().unwrap_or(&[]);
+        for (limbs, &special_bits) in (3..=8usize).flat_map(|l| specials.iter().map(move |s| (l, s))) {
+            let bits = (limit.saturating_sub(special_bits) / limbs as u32).min(31);
             if bits < 28 {
                 continue;
             }
@@ -361,10 +372,16 @@ pub fn candidates(
             for (response_limbs, response_bits) in shapes {
                 let mut prime_bits = vec![response_bits; response_limbs];
                 prime_bits.resize(limbs, bits);
-                let spec = ParamSpec { n, prime_bits, response_limbs, plain_bits, flood_bits: 40 };
+                let spec = ParamSpec { n, prime_bits, response_limbs, plain_bits, flood_bits: 40, special_bits };
                 let Ok(params) = Params::new(spec) else { continue };
                 let params = Arc::new(params);
-                for (ks_bits, rgsw_bits) in [(16, 8), (8, 8), (16, 16), (8, 4), (16, 4)] {
+                let digit_pairs: &[(u32, u32)] = if special_bits == 0 {
+                    &[(16, 8), (8, 8), (16, 16), (8, 4), (16, 4)]
+                } else {
+                    let h = HYBRID_DIGIT_BITS;
+                    &[(h, h), (h, 16), (h, 8)]
+                };
+                for &(ks_bits, rgsw_bits) in digit_pairs {
                     let mut m2 = 1;
                     while m2 <= m {
                         if let Ok(design) = FoldDesign::new(
@@ -634,7 +651,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
         let elements = d.key_elements();
-        let (pk, mut keys) = decode_setup(&d.params, d.id, setup, self.limits, &elements, d.digits())?;
+        let (pk, mut keys) = decode_setup(&d.params, d.id, setup, self.limits, &elements, d.layout.ks_bits)?;
         let square = keys.pop().ok_or_else(|| ProtocolError::State("no key for s^2".into()))?;
         let load = |k| load_galois_key(&self.ring, &d.params, k, d.layout.ks_bits);
         let keys = FoldKeys {

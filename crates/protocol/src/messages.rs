@@ -43,35 +43,48 @@ fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<V
     Ok(out)
 }
 
-/// Setup: the client's public key (`p0` over all limbs, seed of `a`), then the Galois keys a
-/// scheme needs (count, then per key its exponent, its `b` rows over all limbs and the seed of
-/// its `a` rows).
+/// Setup: the client's public key (`p0` over the chain's limbs, seed of `a`), then the Galois
+/// keys a scheme needs (count, then per key its exponent, its `b` rows over the key's limbs,
+/// the special prime's included, and the seed of its `a` rows).
 pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey, galois: &[GaloisKey]) -> Vec<u8> {
     let mut w = Writer::new(Kind::Setup, scheme, params.id());
     write_poly_rows(&mut w, params, &pk.p0, params.limbs());
     w.bytes(&pk.seed);
     w.u32(galois.len() as u32);
-    let poly = params.n() * params.limbs();
+    let poly = params.n() * params.key_limbs();
     for k in galois {
         w.u32(k.g as u32);
         for rows in k.b.chunks_exact(poly) {
-            write_poly_rows(&mut w, params, rows, params.limbs());
+            write_poly_rows(&mut w, params, rows, params.key_limbs());
         }
         w.bytes(&k.seed);
     }
     w.finish()
 }
 
+/// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits (what
+/// [`encode_setup`] writes).
+pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32) -> usize {
+    let rows_bits = |limbs: usize| -> usize {
+        params.ring().moduli()[..limbs].iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
+            * params.n()
+    };
+    let (key_polys, key_limbs) = if keys == 0 { (0, 0) } else { fastquery_he::galois::key_shape(params, key_bits) };
+    let bits = rows_bits(params.limbs()) + 256 + 32 + keys * (32 + key_polys * rows_bits(key_limbs) + 256);
+    crate::wire::HEADER_BYTES + bits.div_ceil(8)
+}
+
 /// Decodes a setup message; the Galois keys must be exactly those of `elements`, in that
-/// order, each of `digits` digit polynomials per limb.
+/// order, each laid out as [`key_shape`](fastquery_he::galois::key_shape) says for `key_bits`.
 pub fn decode_setup(
     params: &Params,
     scheme: u8,
     msg: &[u8],
     limits: Limits,
     elements: &[usize],
-    digits: usize,
+    key_bits: u32,
 ) -> Result<(PublicKey, Vec<GaloisKey>), WireError> {
+    let (polys, limbs) = fastquery_he::galois::key_shape(params, key_bits);
     let mut r = Reader::open(msg, Kind::Setup, scheme, params.id(), limits.max_body)?;
     let p0 = read_poly_rows(&mut r, params, params.limbs())?;
     let seed = r.bytes::<32>()?;
@@ -85,9 +98,9 @@ pub fn decode_setup(
         if got != g {
             return Err(WireError::Field(format!("Galois key for X^{got}, expected X^{g}")));
         }
-        let mut b = Vec::with_capacity(params.limbs() * digits * params.limbs() * params.n());
-        for _ in 0..params.limbs() * digits {
-            b.extend(read_poly_rows(&mut r, params, params.limbs())?);
+        let mut b = Vec::with_capacity(polys * limbs * params.n());
+        for _ in 0..polys {
+            b.extend(read_poly_rows(&mut r, params, limbs)?);
         }
         keys.push(GaloisKey { g, b, seed: r.bytes::<32>()? });
     }
@@ -98,7 +111,7 @@ pub fn decode_setup(
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
 pub fn query_record_bytes(params: &Params) -> usize {
     let bits: usize =
-        params.ring().moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
+        params.moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
             * params.n()
             + 256;
     bits.div_ceil(8)
@@ -162,7 +175,7 @@ pub(crate) fn c1_bits(params: &Params, rounded: u32) -> usize {
     if rounded > 0 {
         return rounded as usize * params.n();
     }
-    params.ring().moduli()[..params.response_limbs()]
+    params.moduli()[..params.response_limbs()]
         .iter()
         .map(|m| bit_width(u64::from(m.value())) as usize)
         .sum::<usize>()
