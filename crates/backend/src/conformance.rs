@@ -34,8 +34,8 @@ macro_rules! conformance_tests {
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
-            expand_step_matches_its_steps, expand_seeds_match_the_stream, zero_noise_matches_the_spec,
-            scatter_add_adds_at_the_indices);
+            expand_step_matches_its_steps, hybrid_keyswitch_matches_its_steps, expand_seeds_match_the_stream,
+            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -656,11 +656,16 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
 /// [`Ring::expand_step`] against the same steps done one by one (gather, `decompose_mac`,
 /// inverse transforms, sums, monomial product, copies): random source ciphertexts and keys,
 /// chunks at several offsets of a larger batch, shifts below and above `N`, digit widths below
-/// and above the smallest prime. What `dst` holds outside the two written ranges must stay.
+/// and above the smallest prime; and [`Ring::expand_step_hybrid`] the same way with
+/// [`Ring::keyswitch_hybrid`] as its key switch. What `dst` holds outside the two written
+/// ranges must stay.
 pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(12);
-    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {
-        let ring = ring(b, n, limbs);
+    for ((n, limbs), hybrid) in
+        [(256usize, 3usize), (2048, 2), (64, 1)].into_iter().flat_map(|s| [(s, false), (s, true)])
+    {
+        // One more prime than the ciphertexts use: the special prime of the hybrid switch.
+        let ring = ring(b, n, limbs + 1);
         let ctx = ring.context().clone();
         let total = 12;
         let shape = Shape::new(total, limbs);
@@ -669,18 +674,12 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
             (2, 3, 6, 5, 31, 3),
             (1, 4, 7, 2 * n / 4 + 1, 7, n + 2),
         ] {
-            let gad = limbs * ring.digits(limbs, w);
+            let key_shape =
+                if hybrid { Shape::new(limbs + 1, limbs + 1) } else { Shape::new(limbs * ring.digits(limbs, w), limbs) };
             let src: Vec<Polys<B, Coeff>> =
                 (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, shape), shape)).collect();
-            let keys: Vec<Polys<B, Ntt>> = (0..2)
-                .map(|_| {
-                    upload(
-                        &ring,
-                        &random_words(&mut rng, &ctx, Shape::new(gad, limbs)),
-                        Shape::new(gad, limbs),
-                    )
-                })
-                .collect();
+            let keys: Vec<Polys<B, Ntt>> =
+                (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, key_shape), key_shape)).collect();
             let start = random_words(&mut rng, &ctx, shape);
             // The steps.
             let part = Shape::new(count, limbs);
@@ -693,11 +692,16 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
                 })
                 .collect();
             let mut t: Vec<Polys<B, Coeff>> = c.iter().map(|x| ring.automorphism(x, g).unwrap()).collect();
-            let (mut kb, mut ka): (Polys<B, Ntt>, Polys<B, Ntt>) =
-                (ring.zeros(part).unwrap(), ring.zeros(part).unwrap());
-            ring.decompose_mac(&t[1], w, [&keys[0], &keys[1]], [&mut kb, &mut ka], false).unwrap();
-            ring.add_assign(&mut t[0], &ring.inverse(kb).unwrap()).unwrap();
-            t[1] = ring.inverse(ka).unwrap();
+            let [kb, ka] = if hybrid {
+                ring.keyswitch_hybrid(&t[1], [&keys[0], &keys[1]]).unwrap()
+            } else {
+                let (mut kb, mut ka): (Polys<B, Ntt>, Polys<B, Ntt>) =
+                    (ring.zeros(part).unwrap(), ring.zeros(part).unwrap());
+                ring.decompose_mac(&t[1], w, [&keys[0], &keys[1]], [&mut kb, &mut ka], false).unwrap();
+                [ring.inverse(kb).unwrap(), ring.inverse(ka).unwrap()]
+            };
+            ring.add_assign(&mut t[0], &kb).unwrap();
+            t[1] = ka;
             let mut want: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
             for k in 0..2 {
                 let mut even = ring.duplicate(&c[k]).unwrap();
@@ -711,21 +715,17 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
             // The fused step.
             let mut got: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
             let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
-            ring.expand_step(
-                [&src[0], &src[1]],
-                [g0, g1],
-                (at, count, odd),
-                g,
-                w,
-                [&keys[0], &keys[1]],
-                shift,
-            )
-            .unwrap();
+            let (src, keys) = ([&src[0], &src[1]], [&keys[0], &keys[1]]);
+            if hybrid {
+                ring.expand_step_hybrid(src, [g0, g1], (at, count, odd), g, keys, shift).unwrap();
+            } else {
+                ring.expand_step(src, [g0, g1], (at, count, odd), g, w, keys, shift).unwrap();
+            }
             for (x, y) in got.iter().zip(&want) {
                 assert_eq!(
                     ring.download(x).unwrap(),
                     ring.download(y).unwrap(),
-                    "n={n} limbs={limbs} at={at} count={count} odd={odd} g={g} w={w} shift={shift}"
+                    "n={n} limbs={limbs} hybrid={hybrid} at={at} count={count} odd={odd} g={g} w={w} shift={shift}"
                 );
             }
         }
@@ -742,6 +742,53 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
                 ring.expand_step([&src[0], &src[1]], [d0, d1], range, g, 16, [&key, &key], shift).is_err()
             );
         }
+    }
+}
+
+/// [`Ring::keyswitch_hybrid`] against its definition from the other operations: the
+/// polynomials lifted to `q P` on the host (a zero `P` residue), [`Ring::decompose_mac`] with
+/// one 31-bit digit per limb, the inverse transform and [`Ring::mod_switch_down`] to `q`; for
+/// batches of 1 to 9 polynomials, special primes below and above the chain's (the digits of a
+/// 31-bit residue then need reducing), and the shapes it must refuse.
+pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(19);
+    for (n, limbs) in [(256usize, 2usize), (2048, 1), (64, 3), (4096, 2)] {
+        let ring = ring(b, n, limbs + 1);
+        let ctx = ring.context().clone();
+        let wide = limbs + 1;
+        let key_shape = Shape::new(wide, wide);
+        for polys in [1usize, 4, 9] {
+            let shape = Shape::new(polys, limbs);
+            let words = random_words(&mut rng, &ctx, shape);
+            let a: Polys<B, Coeff> = upload(&ring, &words, shape);
+            let keys: Vec<Polys<B, Ntt>> =
+                (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, key_shape), key_shape)).collect();
+            let lifted: Vec<u32> = words
+                .chunks_exact(limbs * n)
+                .flat_map(|p| p.iter().copied().chain(std::iter::repeat_n(0, n)))
+                .collect();
+            let lifted: Polys<B, Coeff> = upload(&ring, &lifted, Shape::new(polys, wide));
+            let wide_shape = Shape::new(polys, wide);
+            let (mut kb, mut ka): (Polys<B, Ntt>, Polys<B, Ntt>) =
+                (ring.zeros(wide_shape).unwrap(), ring.zeros(wide_shape).unwrap());
+            ring.decompose_mac(&lifted, crate::HYBRID_DIGIT_BITS, [&keys[0], &keys[1]], [&mut kb, &mut ka], false)
+                .unwrap();
+            let want: Vec<Vec<u32>> = [kb, ka]
+                .into_iter()
+                .map(|k| ring.download(&ring.mod_switch_down(&ring.inverse(k).unwrap(), limbs).unwrap()).unwrap())
+                .collect();
+            let got = ring.keyswitch_hybrid(&a, [&keys[0], &keys[1]]).unwrap();
+            for (x, y) in got.iter().zip(&want) {
+                assert_eq!(&ring.download(x).unwrap(), y, "n={n} limbs={limbs} polys={polys}");
+            }
+        }
+        // Keys of the wrong shape, and polynomials with no limb left for the special prime.
+        let a: Polys<B, Coeff> = ring.zeros(Shape::new(1, limbs)).unwrap();
+        let short: Polys<B, Ntt> = ring.zeros(Shape::new(limbs, wide)).unwrap();
+        assert!(ring.keyswitch_hybrid(&a, [&short, &short]).is_err());
+        let full: Polys<B, Coeff> = ring.zeros(Shape::new(1, wide)).unwrap();
+        let key: Polys<B, Ntt> = ring.zeros(key_shape).unwrap();
+        assert!(ring.keyswitch_hybrid(&full, [&key, &key]).is_err());
     }
 }
 

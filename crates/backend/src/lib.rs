@@ -366,6 +366,47 @@ pub trait Backend: Send + Sync + 'static {
         )
     }
 
+    /// Hybrid key switching, the ring's limb `limbs` being the special prime `P`: for each of
+    /// the `polys` coefficient-form polynomials of `a` (`limbs` limbs), with `D_i` its residue
+    /// in limb `i` lifted to every limb of `q P`,
+    /// `out[k] = round((sum_i NTT(D_i) keys[k][i]) / P)`, back in coefficient form over the
+    /// `limbs` limbs of `q` (the division rounds as [`Backend::mod_switch_down`] does). Each key
+    /// holds `limbs + 1` polynomials of `limbs + 1` limbs, NTT form; the last meets the zero
+    /// digit of `P`'s residue. The default composes [`Backend::decompose_mac`] over `q P`, the
+    /// inverse transform and the modulus switch; a backend may fuse them.
+    #[allow(clippy::too_many_arguments)]
+    fn keyswitch_hybrid(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        (polys, limbs): (usize, usize),
+        keys: [&Self::Buffer; 2],
+        out: [&mut Self::Buffer; 2],
+    ) -> Result<(), BackendError> {
+        composed_keyswitch_hybrid(self, ring, ctx, a, (polys, limbs), keys, out)
+    }
+
+    /// [`Backend::expand_step`] with the key switch of [`Backend::keyswitch_hybrid`]. The
+    /// default composes the other operations.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_step_hybrid(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        src: [&Self::Buffer; 2],
+        dst: [&mut Self::Buffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        keys: [&Self::Buffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        composed_expand_with(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
+            self.keyswitch_hybrid(ring, ctx, t1, (count, limbs), keys, out)
+        })
+    }
+
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
     /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,
@@ -408,6 +449,38 @@ pub fn composed_decompose_mac<B: Backend + ?Sized>(
     b.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
 }
 
+/// Digit width of hybrid key switching: a residue below `2^31` is one digit.
+pub const HYBRID_DIGIT_BITS: u32 = 31;
+
+/// [`Backend::keyswitch_hybrid`] from its steps: the polynomials lifted to `q P` (a zero `P`
+/// residue), [`Backend::decompose_mac`] with one digit per limb, the inverse transform and the
+/// modulus switch down to `q`.
+pub fn composed_keyswitch_hybrid<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    a: &B::Buffer,
+    (polys, limbs): (usize, usize),
+    keys: [&B::Buffer; 2],
+    out: [&mut B::Buffer; 2],
+) -> Result<(), BackendError> {
+    let (n, wide) = (ctx.n(), limbs + 1);
+    let mut lifted = b.alloc_zeroed(polys * wide * n)?;
+    for p in 0..polys {
+        b.copy_words(a, p * limbs * n, &mut lifted, p * wide * n, limbs * n)?;
+    }
+    let mut prod = [b.alloc_zeroed(polys * wide * n)?, b.alloc_zeroed(polys * wide * n)?];
+    {
+        let [p0, p1] = &mut prod;
+        b.decompose_mac(ring, ctx, &lifted, (polys, wide), (HYBRID_DIGIT_BITS, 1), keys, [p0, p1], false)?;
+    }
+    for (p, o) in prod.iter_mut().zip(out) {
+        b.ntt_inverse(ring, p, Shape::new(polys, wide))?;
+        b.mod_switch_down(ring, p, polys, wide, o, limbs)?;
+    }
+    Ok(())
+}
+
 /// [`Backend::expand_step`] from the other operations (with temporaries of `count`
 /// ciphertexts): the trait's default, and the fallback of a backend whose fused kernels do not
 /// cover a size.
@@ -425,6 +498,28 @@ pub fn composed_expand_step<B: Backend + ?Sized>(
     keys: [&B::Buffer; 2],
     shift: usize,
 ) -> Result<(), BackendError> {
+    composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, [k0, k1]| {
+        b.decompose_mac(ring, ctx, t1, (count, limbs), (digit_bits, digits), keys, [&mut *k0, &mut *k1], false)?;
+        b.ntt_inverse(ring, k0, Shape::new(count, limbs))?;
+        b.ntt_inverse(ring, k1, Shape::new(count, limbs))
+    })
+}
+
+/// One expansion level from its steps, with the key switch `switch(t1, [b, a])` that writes
+/// the coefficient-form key products of the gathered `t1`.
+#[allow(clippy::too_many_arguments)]
+fn composed_expand_with<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    src: [&B::Buffer; 2],
+    dst: [&mut B::Buffer; 2],
+    (at, count, odd): (usize, usize, usize),
+    limbs: usize,
+    idx: &[u32],
+    shift: usize,
+    switch: impl FnOnce(&B::Buffer, [&mut B::Buffer; 2]) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
     let poly = limbs * ctx.n();
     let (shape, words) = (Shape::new(count, limbs), count * poly);
     let mut c = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
@@ -436,10 +531,7 @@ pub fn composed_expand_step<B: Backend + ?Sized>(
     let mut ks = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
     {
         let [k0, k1] = &mut ks;
-        b.decompose_mac(ring, ctx, &t[1], (count, limbs), (digit_bits, digits), keys, [k0, k1], false)?;
-    }
-    for k in &mut ks {
-        b.ntt_inverse(ring, k, shape)?;
+        switch(&t[1], [k0, k1])?;
     }
     // t = (tau(c0) + b, a).
     b.add_assign(ring, &mut t[0], &ks[0], shape)?;

@@ -224,23 +224,6 @@ impl<B: Backend> Ring<B> {
         self.backend.copy_words(&src.buf, src_first * poly, &mut dst.buf, dst_first * poly, count * poly)
     }
 
-    /// `a` over more limbs of the ring: the first `a.limbs()` rows of every polynomial copied,
-    /// the added ones zero (the lift of a `q` polynomial into `q P` whose `P` residue hybrid
-    /// key switching decomposes into a zero digit). A new buffer.
-    pub fn extend_limbs<R: Repr>(&self, a: &Polys<B, R>, limbs: usize) -> Result<Polys<B, R>, BackendError> {
-        self.check_own(a)?;
-        let Shape { polys, limbs: have } = a.shape;
-        if limbs < have {
-            return Err(BackendError::Shape(format!("extending {have} limbs to {limbs}")));
-        }
-        let mut out = self.zeros::<R>(Shape::new(polys, limbs))?;
-        let n = self.n();
-        for p in 0..polys {
-            self.backend.copy_words(&a.buf, p * have * n, &mut out.buf, p * limbs * n, have * n)?;
-        }
-        Ok(out)
-    }
-
     /// Forward NTT of every polynomial, in place on the device.
     pub fn forward(&self, mut p: Polys<B, Coeff>) -> Result<Polys<B, Ntt>, BackendError> {
         self.check_own(&p)?;
@@ -553,6 +536,45 @@ impl<B: Backend> Ring<B> {
         Ok(())
     }
 
+    /// Hybrid key switching (see [`Backend::keyswitch_hybrid`]): the key products `[b, a]` of
+    /// `a` (coefficient form over the chain's `limbs` limbs, the ring's next limb being the
+    /// special prime), divided by the special prime, in coefficient form. Each key holds
+    /// `limbs + 1` polynomials of `limbs + 1` limbs.
+    pub fn keyswitch_hybrid(
+        &self,
+        a: &Polys<B, Coeff>,
+        keys: [&Polys<B, Ntt>; 2],
+    ) -> Result<[Polys<B, Coeff>; 2], BackendError> {
+        self.check_own(a)?;
+        let Shape { polys, limbs } = a.shape;
+        self.check_hybrid("keyswitch_hybrid", keys, limbs)?;
+        let [mut o0, mut o1] = [self.zeros(a.shape)?, self.zeros(a.shape)?];
+        if polys > 0 {
+            self.backend.keyswitch_hybrid(
+                &self.dev,
+                &self.ctx,
+                &a.buf,
+                (polys, limbs),
+                [&keys[0].buf, &keys[1].buf],
+                [&mut o0.buf, &mut o1.buf],
+            )?;
+            crate::work::key_switches(polys, polys * (limbs + 1) * (limbs + 2));
+        }
+        Ok([o0, o1])
+    }
+
+    /// The keys of a hybrid key switch of `limbs`-limb polynomials: `limbs + 1` polynomials of
+    /// `limbs + 1` limbs each, the last limb a prime of the ring.
+    fn check_hybrid(&self, what: &str, keys: [&Polys<B, Ntt>; 2], limbs: usize) -> Result<(), BackendError> {
+        if limbs == 0 || limbs >= self.ctx.limbs() {
+            return Err(BackendError::Shape(format!(
+                "{what}: {limbs} limbs leave no special prime in a ring of {}",
+                self.ctx.limbs()
+            )));
+        }
+        self.check_keys(what, keys, limbs + 1, 1)
+    }
+
     /// One level of oblivious expansion (see [`Backend::expand_step`]): for the `count`
     /// ciphertexts at `at` of `src` (`[c0s, c1s]`), `t = tau_g(c)` key-switched with `keys`
     /// (the `b` and `a` halves of a key for `tau_g(s)`, `digit_bits`-bit digits), writes
@@ -571,32 +593,8 @@ impl<B: Backend> Ring<B> {
         check_digit_bits(digit_bits)?;
         let limbs = src[0].shape.limbs;
         let digits = self.digits(limbs, digit_bits);
-        for p in src {
-            self.check_own(p)?;
-            if p.shape.limbs != limbs || p.shape.polys < at + count {
-                return Err(BackendError::Shape(format!(
-                    "expand_step: source {:?} for [{at}, {})",
-                    p.shape,
-                    at + count
-                )));
-            }
-        }
-        for p in &dst {
-            self.check_own(*p)?;
-            if p.shape.limbs != limbs || p.shape.polys < at + odd + count || odd < count {
-                return Err(BackendError::Shape(format!(
-                    "expand_step: destination {:?} for {count} at {at} and {}",
-                    p.shape,
-                    at + odd
-                )));
-            }
-        }
         self.check_keys("expand_step", keys, limbs, digits)?;
-        if shift >= 2 * self.n() {
-            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
-        }
-        let idx = crate::automorphism_index(self.n(), g, false)
-            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        let idx = self.check_expand(&src, &dst, (at, count, odd), g, shift)?;
         if count == 0 {
             return Ok(());
         }
@@ -616,6 +614,77 @@ impl<B: Backend> Ring<B> {
         crate::work::key_switches(count, count * limbs * limbs * digits);
         crate::work::transforms(2 * count * limbs);
         Ok(())
+    }
+
+    /// [`Ring::expand_step`] with a hybrid key switch (see [`Ring::keyswitch_hybrid`]).
+    pub fn expand_step_hybrid(
+        &self,
+        src: [&Polys<B, Coeff>; 2],
+        dst: [&mut Polys<B, Coeff>; 2],
+        (at, count, odd): (usize, usize, usize),
+        g: usize,
+        keys: [&Polys<B, Ntt>; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let limbs = src[0].shape.limbs;
+        self.check_hybrid("expand_step_hybrid", keys, limbs)?;
+        let idx = self.check_expand(&src, &dst, (at, count, odd), g, shift)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let [d0, d1] = dst;
+        self.backend.expand_step_hybrid(
+            &self.dev,
+            &self.ctx,
+            [&src[0].buf, &src[1].buf],
+            [&mut d0.buf, &mut d1.buf],
+            (at, count, odd),
+            limbs,
+            &idx,
+            [&keys[0].buf, &keys[1].buf],
+            shift,
+        )?;
+        crate::work::key_switches(count, count * (limbs + 1) * (limbs + 2));
+        Ok(())
+    }
+
+    /// The shapes of an expansion level (every polynomial of `src` and `dst` with the same
+    /// limbs, `[at, at + count)` and `[at + odd, ..)` inside them, `count <= odd`), and the
+    /// gather of `X -> X^g`.
+    fn check_expand(
+        &self,
+        src: &[&Polys<B, Coeff>; 2],
+        dst: &[&mut Polys<B, Coeff>; 2],
+        (at, count, odd): (usize, usize, usize),
+        g: usize,
+        shift: usize,
+    ) -> Result<Vec<u32>, BackendError> {
+        let limbs = src[0].shape.limbs;
+        for p in src {
+            self.check_own(*p)?;
+            if p.shape.limbs != limbs || p.shape.polys < at + count {
+                return Err(BackendError::Shape(format!(
+                    "expand_step: source {:?} for [{at}, {})",
+                    p.shape,
+                    at + count
+                )));
+            }
+        }
+        for p in dst {
+            self.check_own(*p)?;
+            if p.shape.limbs != limbs || p.shape.polys < at + odd + count || odd < count {
+                return Err(BackendError::Shape(format!(
+                    "expand_step: destination {:?} for {count} at {at} and {}",
+                    p.shape,
+                    at + odd
+                )));
+            }
+        }
+        if shift >= 2 * self.n() {
+            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
+        }
+        crate::automorphism_index(self.n(), g, false)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))
     }
 
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see

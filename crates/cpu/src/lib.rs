@@ -233,6 +233,140 @@ impl CpuBackend {
     }
 
     /// Applies `f(limb, a_row, b_row)` to every row pair.
+    /// `tau(c1)` for the `count` ciphertexts at `at` of `c1s` (the gather `idx`), one pass.
+    fn gather_batch(
+        &self,
+        ring: &CpuRing,
+        c1s: &CpuBuffer,
+        (at, count): (usize, usize),
+        limbs: usize,
+        idx: &[u32],
+    ) -> Result<CpuBuffer, BackendError> {
+        let poly = limbs * ring.n;
+        let mut tau1 = self.alloc_zeroed(count * poly)?;
+        self.row_pairs(&mut tau1, &c1s[at * poly..][..count * poly], ring.n, Shape::new(count, limbs), |l, x, y| {
+            host::gather_row(ring.moduli[l], x, y, idx)
+        });
+        Ok(tau1)
+    }
+
+    /// The key products of one expansion level, row by row: for ciphertext `i` and limb `l`,
+    /// `product(i, l, [b, a])` writes the coefficient-form key products of `tau(c1)`; each
+    /// task then forms `t = (tau(c0) + b, a)` and writes the row's children `c + t` at
+    /// `at + i` and `X^shift (c - t)` at `at + odd + i` of `dst`.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_rows(
+        &self,
+        ring: &CpuRing,
+        src: [&CpuBuffer; 2],
+        dst: [&mut CpuBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        shift: usize,
+        product: impl Fn(usize, usize, [&mut [u32]; 2]) + Sync,
+    ) {
+        let n = ring.n;
+        let poly = limbs * n;
+        let words = count * poly;
+        let c0 = &src[0][at * poly..][..words];
+        let c1 = &src[1][at * poly..][..words];
+        // Even children at [at, at + count), odd ones at [at + odd, ..): disjoint as count <= odd.
+        let [d0, d1] = dst;
+        let (e0, o0) = d0.split_at_mut((at + odd) * poly);
+        let (e1, o1) = d1.split_at_mut((at + odd) * poly);
+        let (e0, o0) = (&mut e0[at * poly..][..words], &mut o0[..words]);
+        let (e1, o1) = (&mut e1[at * poly..][..words], &mut o1[..words]);
+        let run = |(row, (((e0, o0), e1), o1)): (usize, ChildRows<'_>)| {
+            let (i, l) = (row / limbs, row % limbs);
+            let m = ring.moduli[l];
+            let (mut b, mut a) = (vec![0u32; n], vec![0u32; n]);
+            product(i, l, [&mut b, &mut a]);
+            let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
+            // t0 = tau(c0) + b (into b), t1 = a.
+            for (u, &k) in b.iter_mut().zip(idx) {
+                let v = x0[(k & !host::NEGATE) as usize];
+                *u = if k & host::NEGATE != 0 { m.sub(*u, v) } else { m.add(*u, v) };
+            }
+            split_row(m, x0, &b, e0, o0, shift);
+            split_row(m, x1, &a, e1, o1, shift);
+        };
+        let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
+        if self.parallel(count * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(run));
+        } else {
+            rows.enumerate().for_each(run);
+        }
+    }
+
+    /// The key products of a hybrid key switch in the special prime's limb (`limbs`), back in
+    /// coefficient form, for each of the `polys` polynomials of `src` (`limbs` limbs): the
+    /// remainders the division by `P` rounds with.
+    fn hybrid_special_rows(
+        &self,
+        ring: &CpuRing,
+        src: &[u32],
+        polys: usize,
+        limbs: usize,
+        keys: [&CpuBuffer; 2],
+    ) -> Vec<[Vec<u32>; 2]> {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let run = |i: usize| {
+            let (mut b, mut a) = (vec![0u32; n], vec![0u32; n]);
+            let job = DigitRow {
+                m: ring.moduli[limbs],
+                plan: &ring.plans[limbs],
+                src: &src[i * poly..][..poly],
+                keys: [&keys[0][limbs * n..], &keys[1][limbs * n..]],
+                stride: (limbs + 1) * n,
+                digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
+                digits: 1,
+            };
+            job.run(self, [&mut b, &mut a], false);
+            ring.plans[limbs].inverse(&mut b);
+            ring.plans[limbs].inverse(&mut a);
+            [b, a]
+        };
+        if self.parallel(polys) {
+            self.install(|| (0..polys).into_par_iter().map(run).collect())
+        } else {
+            (0..polys).map(run).collect()
+        }
+    }
+
+    /// Row `l` of the hybrid key switch of one polynomial `src`: its key products in limb `l`
+    /// from the digits, back in coefficient form, divided by `P` with the special prime's rows
+    /// `special` (rounding as `mod_switch_down`).
+    #[allow(clippy::too_many_arguments)]
+    fn hybrid_row(
+        &self,
+        ring: &CpuRing,
+        src: &[u32],
+        limbs: usize,
+        l: usize,
+        keys: [&CpuBuffer; 2],
+        special: &[Vec<u32>; 2],
+        [b, a]: [&mut [u32]; 2],
+    ) {
+        let n = ring.n;
+        let m = ring.moduli[l];
+        let job = DigitRow {
+            m,
+            plan: &ring.plans[l],
+            src,
+            keys: [&keys[0][l * n..], &keys[1][l * n..]],
+            stride: (limbs + 1) * n,
+            digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
+            digits: 1,
+        };
+        job.run(self, [&mut *b, &mut *a], false);
+        for (row, rem) in [b, a].into_iter().zip(special) {
+            ring.plans[l].inverse(row);
+            divide_out(m, ring.moduli[limbs], row, rem);
+        }
+    }
+
     fn row_pairs(
         &self,
         a: &mut [u32],
@@ -599,27 +733,11 @@ impl Backend for CpuBackend {
         keys: [&CpuBuffer; 2],
         shift: usize,
     ) -> Result<(), BackendError> {
-        let n = ring.n;
-        let poly = limbs * n;
-        let words = count * poly;
-        let c0 = &src[0][at * poly..][..words];
-        let c1 = &src[1][at * poly..][..words];
-        let mut tau1 = self.alloc_zeroed(words)?;
-        self.row_pairs(&mut tau1, c1, n, Shape::new(count, limbs), |l, x, y| {
-            host::gather_row(ring.moduli[l], x, y, idx)
-        });
-        // Even children at [at, at + count), odd ones at [at + odd, ..): disjoint as count <= odd.
-        let [d0, d1] = dst;
-        let (e0, o0) = d0.split_at_mut((at + odd) * poly);
-        let (e1, o1) = d1.split_at_mut((at + odd) * poly);
-        let (e0, o0) = (&mut e0[at * poly..][..words], &mut o0[..words]);
-        let (e1, o1) = (&mut e1[at * poly..][..words], &mut o1[..words]);
-        let run = |(row, (((e0, o0), e1), o1)): (usize, ChildRows<'_>)| {
-            let (i, l) = (row / limbs, row % limbs);
-            let m = ring.moduli[l];
-            let (mut b, mut a) = (vec![0u32; n], vec![0u32; n]);
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let tau1 = self.gather_batch(ring, src[1], (at, count), limbs, idx)?;
+        let product = |i: usize, l: usize, [b, a]: [&mut [u32]; 2]| {
             let job = DigitRow {
-                m,
+                m: ring.moduli[l],
                 plan: &ring.plans[l],
                 src: &tau1[i * poly..][..poly],
                 keys: [&keys[0][l * n..], &keys[1][l * n..]],
@@ -627,20 +745,60 @@ impl Backend for CpuBackend {
                 digit_bits,
                 digits,
             };
-            job.run(self, [&mut b, &mut a], false);
-            ring.plans[l].inverse(&mut b);
-            ring.plans[l].inverse(&mut a);
-            let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
-            // t0 = tau(c0) + b (into b), t1 = a.
-            for (u, &k) in b.iter_mut().zip(idx) {
-                let v = x0[(k & !host::NEGATE) as usize];
-                *u = if k & host::NEGATE != 0 { m.sub(*u, v) } else { m.add(*u, v) };
-            }
-            split_row(m, x0, &b, e0, o0, shift);
-            split_row(m, x1, &a, e1, o1, shift);
+            job.run(self, [&mut *b, &mut *a], false);
+            ring.plans[l].inverse(b);
+            ring.plans[l].inverse(a);
         };
-        let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
-        if self.parallel(count * limbs) {
+        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, shift, product);
+        Ok(())
+    }
+
+    /// Fused as [`CpuBackend::expand_step`], with the hybrid key switch of
+    /// [`CpuBackend::keyswitch_hybrid`]: the special prime's rows of the batch first, then one
+    /// task per row.
+    fn expand_step_hybrid(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        src: [&CpuBuffer; 2],
+        dst: [&mut CpuBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        keys: [&CpuBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let poly = limbs * ring.n;
+        let tau1 = self.gather_batch(ring, src[1], (at, count), limbs, idx)?;
+        let special = self.hybrid_special_rows(ring, &tau1, count, limbs, keys);
+        let product = |i: usize, l: usize, out: [&mut [u32]; 2]| {
+            self.hybrid_row(ring, &tau1[i * poly..][..poly], limbs, l, keys, &special[i], out);
+        };
+        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, shift, product);
+        Ok(())
+    }
+
+    /// Fused: the special prime's key products of every polynomial first (one task each), then
+    /// one task per `(polynomial, limb)` row forms its products from the digits, transforms
+    /// them back and divides by `P` in place.
+    fn keyswitch_hybrid(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        a: &CpuBuffer,
+        (polys, limbs): (usize, usize),
+        keys: [&CpuBuffer; 2],
+        out: [&mut CpuBuffer; 2],
+    ) -> Result<(), BackendError> {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let special = self.hybrid_special_rows(ring, &a[..polys * poly], polys, limbs, keys);
+        let [o0, o1] = out;
+        let run = |(row, (x0, x1)): (usize, (&mut [u32], &mut [u32]))| {
+            let (i, l) = (row / limbs, row % limbs);
+            self.hybrid_row(ring, &a[i * poly..][..poly], limbs, l, keys, &special[i], [x0, x1]);
+        };
+        let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
+        if self.parallel(polys * limbs) {
             let rows: Vec<_> = rows.enumerate().collect();
             self.install(|| rows.into_par_iter().for_each(run));
         } else {
@@ -667,15 +825,8 @@ impl Backend for CpuBackend {
                 let pl = ring.moduli[last];
                 let (head, tail) = cur.split_at_mut(last * n);
                 let rem = &tail[..n];
-                for (i, m) in ring.moduli[..last].iter().enumerate() {
-                    let inv = m.inv(m.reduce(pl.value())).unwrap_or(0); // distinct primes: invertible
-                    let inv_shoup = m.shoup(inv);
-                    for (x, &r) in head[i * n..(i + 1) * n].iter_mut().zip(rem) {
-                        // Centred remainder r_c in (-p_last/2, p_last/2].
-                        let rc =
-                            if r > pl.value() / 2 { m.neg(m.reduce(pl.value() - r)) } else { m.reduce(r) };
-                        *x = m.mul_shoup(m.sub(*x, rc), inv, inv_shoup);
-                    }
+                for (i, &m) in ring.moduli[..last].iter().enumerate() {
+                    divide_out(m, pl, &mut head[i * n..(i + 1) * n], rem);
                 }
             }
             dst.copy_from_slice(&cur[..out_limbs * n]);
@@ -846,6 +997,29 @@ pub(crate) fn lazy_bound(m: Modulus) -> u64 {
 /// `c0`, even `c1`, odd `c1`.
 type ChildRows<'a> = (((&'a mut [u32], &'a mut [u32]), &'a mut [u32]), &'a mut [u32]);
 
+/// `x <- (x - r_c) / p_last` in limb `m`, where `r_c` is the centred remainder (in
+/// `(-p_last/2, p_last/2]`) of the residues `rem` mod `p_last`: `round(x / p_last)`, the exact
+/// division of modulus switching.
+fn divide_out(m: Modulus, pl: Modulus, x: &mut [u32], rem: &[u32]) {
+    let (p, big) = (m.value(), pl.value());
+    let inv = m.inv(m.reduce(big)).unwrap_or(0); // distinct primes: invertible
+    let inv_shoup = m.shoup(inv);
+    // x - r_c = x + [r > P/2] (P mod p) - (r mod p), in branch-free steps the compiler
+    // vectorises: every intermediate stays below 2p < 2^32.
+    let (lift, half, one_step) = (m.reduce(big), big / 2, u64::from(big) < 2 * u64::from(p));
+    for (x, &r) in x.iter_mut().zip(rem) {
+        let rr = if one_step { r.min(r.wrapping_sub(p)) } else { r % p };
+        let s = *x + if r > half { lift } else { 0 };
+        let s = s.min(s.wrapping_sub(p));
+        let d = s.wrapping_sub(rr);
+        let d = d.min(d.wrapping_add(p));
+        // Shoup's product d * inv mod p.
+        let q = ((u64::from(d) * u64::from(inv_shoup)) >> 32) as u32;
+        let t = d.wrapping_mul(inv).wrapping_sub(q.wrapping_mul(p));
+        *x = t.min(t.wrapping_sub(p));
+    }
+}
+
 /// `even = x + t` and `odd = X^shift (x - t)` for one row (`X^N = -1`, `shift < 2N`), in
 /// contiguous runs the compiler vectorises: `x_j - t_j` lands at `j + k` (negated with `X^N`),
 /// and the last `k` of them wrap to the front with the other sign.
@@ -891,11 +1065,23 @@ impl DigitRow<'_> {
         }
         let mut digit = vec![0u32; n];
         for (i, row) in self.src.chunks_exact(n).enumerate() {
+            // A zero row has zero digits, which add nothing (the special prime's row of a
+            // hybrid key switch).
+            if row.iter().all(|&v| v == 0) {
+                continue;
+            }
             for j in 0..self.digits {
                 let shift = j as u32 * self.digit_bits;
                 let d = |v: u32| v.checked_shr(shift).unwrap_or(0) & mask;
                 if mask < p {
                     digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v));
+                } else if u64::from(mask) < 2 * u64::from(p) {
+                    // A digit below 2p (a whole residue of a prime of the same size, as in
+                    // hybrid key switching): one conditional subtraction.
+                    digit.iter_mut().zip(row).for_each(|(x, &v)| {
+                        let y = d(v);
+                        *x = y.min(y.wrapping_sub(p));
+                    });
                 } else {
                     // Digits of a larger prime's residue may exceed this prime: reduce those.
                     digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v) % p);

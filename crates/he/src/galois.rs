@@ -84,8 +84,7 @@ pub fn key_digit_bits(params: &Params, digit_bits: u32) -> u32 {
     if params.special_prime().is_some() { HYBRID_DIGIT_BITS } else { digit_bits }
 }
 
-/// Digit width of hybrid key switching: a residue below `2^31` is one digit.
-pub const HYBRID_DIGIT_BITS: u32 = 31;
+pub use fastquery_backend::HYBRID_DIGIT_BITS;
 
 /// The layout of a key-switching key: `(polynomials, limbs)` of each half. Without a special
 /// prime, `limbs * digits` polynomials over the chain; with one, a polynomial per limb of the
@@ -405,7 +404,7 @@ fn keyswitch_one_chunk<B: Backend>(
 
 /// `(sum D b, sum D a)` in coefficient form: the digits `D` of `c1` times both halves of `key`,
 /// the key-switched ciphertext of `(0, c1)`. A hybrid key takes `c1` over the whole chain:
-/// the products are formed mod `q P` and divided by `P`.
+/// the products are formed mod `q P` and divided by `P` ([`Ring::keyswitch_hybrid`]).
 pub(crate) fn key_products<B: Backend>(
     ring: &Ring<B>,
     c1: &Polys<B, Coeff>,
@@ -418,20 +417,8 @@ pub(crate) fn key_products<B: Backend>(
         ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
         return Ok(Ciphertexts { c0: ring.inverse(b)?, c1: ring.inverse(a)? });
     }
-    let (limbs, wide) = (c1.shape().limbs, key.b.shape().limbs);
-    if limbs + 1 != wide {
-        return Err(HeError::BadInput(format!(
-            "hybrid key switching of {limbs}-limb ciphertexts with a key of {wide} limbs"
-        )));
-    }
-    let c1 = ring.extend_limbs(c1, wide)?;
-    let shape = c1.shape();
-    let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
-    let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
-    ring.decompose_mac(&c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
-    drop(c1);
-    let down = |p: Polys<B, Ntt>| ring.mod_switch_down(&ring.inverse(p)?, limbs);
-    Ok(Ciphertexts { c0: down(b)?, c1: down(a)? })
+    let [b, a] = ring.keyswitch_hybrid(c1, [&key.b, &key.a])?;
+    Ok(Ciphertexts { c0: b, c1: a })
 }
 
 /// The first (`second = false`) or second halves of every group of `width` ciphertexts.
@@ -495,27 +482,6 @@ pub fn pack_strided<B: Backend>(
     }
     debug_assert_eq!(cur.len(), groups);
     Ok(cur)
-}
-
-/// [`Ring::expand_step`] for a hybrid key, composed: the backends' fused step knows only
-/// the gadget without a special prime.
-fn hybrid_expand_step<B: Backend>(
-    ring: &Ring<B>,
-    src: &Ciphertexts<B>,
-    dst: &mut Ciphertexts<B>,
-    (at, count, odd): (usize, usize, usize),
-    key: &ServerGaloisKey<B>,
-    shift: usize,
-) -> Result<(), HeError> {
-    let c = src.slice(ring, at, count)?;
-    let t = automorphism(ring, &c, key)?;
-    let mut even = c.duplicate(ring)?;
-    even.add_assign(ring, &t)?;
-    let mut diff = c;
-    diff.sub_assign(ring, &t)?;
-    diff.monomial_mul_assign(ring, shift)?;
-    dst.copy_from(ring, &even, 0, at, count)?;
-    dst.copy_from(ring, &diff, 0, at + odd, count)
 }
 
 /// Where the `used` slots of a `2^k`-slot query sit, so that the expansion can skip whole
@@ -666,7 +632,14 @@ pub fn expand_positioned<B: Backend>(
                 let len = chunk.min(run + run_len - start);
                 // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
                 if key.hybrid {
-                    hybrid_expand_step(ring, &cur, &mut next, (start, len, count), key, 2 * big_n - count)?;
+                    ring.expand_step_hybrid(
+                        [&cur.c0, &cur.c1],
+                        [&mut next.c0, &mut next.c1],
+                        (start, len, count),
+                        key.g,
+                        [&key.b, &key.a],
+                        2 * big_n - count,
+                    )?;
                     continue;
                 }
                 ring.expand_step(
