@@ -307,4 +307,26 @@ mod tests {
         assert!(a != b && a != c && b != c);
         assert_eq!(a, Params::new(cheetah()).unwrap().id());
     }
+
+    #[test]
+    fn the_special_prime_counts_in_the_limit_and_never_in_a_ciphertext() {
+        // 4 x 27 = 108 bits fits N = 4096 alone (109); a special prime of any size past 1 bit
+        // does not.
+        let chain = ParamSpec { n: 4096, prime_bits: vec![27; 4], response_limbs: 2, ..cheetah() };
+        assert!(Params::new(chain.clone()).is_ok());
+        let e = Params::new(ParamSpec { special_bits: 20, ..chain }).unwrap_err();
+        assert!(matches!(e, HeError::Insecure { n: 4096, limit: 109, .. }), "{e}");
+        let plain = Params::new(ParamSpec { prime_bits: vec![30, 30], ..cheetah() }).unwrap();
+        let p = Params::new(ParamSpec { prime_bits: vec![30, 30], special_bits: 30, ..cheetah() }).unwrap();
+        let special = p.special_prime().unwrap();
+        assert_eq!((p.limbs(), p.key_limbs(), p.moduli().len()), (2, 3, 2));
+        assert!(p.moduli().iter().all(|m| m.value() != special));
+        assert_eq!(p.ring().moduli()[2].value(), special);
+        // q is the chain's, q P what the limit bounds; the fingerprint tells the two sets apart.
+        assert!((p.log2_q() - plain.log2_q()).abs() < 1e-9);
+        assert!(p.log2_key_modulus() > p.log2_q() + 29.0);
+        assert_eq!(p.q_over_t(), plain.q_over_t());
+        assert_ne!(p.id(), plain.id());
+        assert!(plain.special_prime().is_none() && plain.key_limbs() == 2);
+    }
 }

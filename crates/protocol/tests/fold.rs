@@ -159,3 +159,24 @@ fn rounded_c1_is_declared_and_a_changed_width_is_refused() {
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
     assert_eq!(got[d], (i64::from(table.get(6, 0)) as u64) & ((1 << 37) - 1));
 }
+
+#[test]
+fn gadget_and_hybrid_key_switching_both_reconstruct() {
+    // The same table through the fewest-bytes design of each kind: the RNS gadget (no special
+    // prime) and hybrid key switching (a 31-bit special prime, one digit per limb).
+    let (m, d) = (700, 24);
+    let table = random_table(m, d, 5, 6);
+    let gadget = design_where((m, d, 5), 37, 3, |x| x.params.special_prime().is_none());
+    let hybrid = design_where((m, d, 5), 37, 3, |x| x.params.special_prime().is_some());
+    for design in [&gadget, &hybrid] {
+        check(design, &table, &[0, m - 1, 333]);
+    }
+    // Hybrid keys are a polynomial per limb over the chain and the special prime; the special
+    // prime counts in the security check, never in a ciphertext.
+    let p = &hybrid.params;
+    assert_eq!(p.key_limbs(), p.limbs() + 1);
+    assert!(p.log2_key_modulus() > p.log2_q() + 30.0);
+    assert!(p.log2_key_modulus() <= f64::from(fastquery_he::security_limit(p.n()).unwrap()));
+    // Its key-switching noise is far below the gadget's, so its expanded slots are too.
+    assert!(hybrid.fold.expanded * 1000.0 < gadget.fold.expanded, "{:?} vs {:?}", hybrid.fold, gadget.fold);
+}
