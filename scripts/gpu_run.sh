@@ -8,8 +8,9 @@
 #                                  side), the schemes at llama-7b for 1, 8 and 128 tokens
 #   bash .device/gpu_run.sh more   llama-30b at 8, 1 and 128 tokens, the A/B switches (tensor
 #                                  cores, fused key switch, NTT version 2, compare-and-select
-#                                  reductions, the two-row product) on whole requests or
-#                                  kernels, the CPU at two threads, criterion
+#                                  reductions, gadget vs hybrid key switching, the two-row
+#                                  product) on whole requests or kernels, the CPU at two
+#                                  threads, criterion
 # (no argument: both; over 10 minutes, so not in one `run`). Writes to $OUT (default
 # /tmp/fastquery-gpu):
 #   run.log               everything printed, step by step, with each step's exit status
@@ -75,6 +76,10 @@ if [ "$part" = more ] || [ "$part" = all ]; then
   FASTQUERY_CUDA_NTT=2 step "NTT version 2, 8" 30 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
   FASTQUERY_CUDA_MINMAX=0 step "select reductions, kernels" 40 "$D/fastquery" --backend cuda kernels --quick
+  # The gadget key switch (16-bit digits, the fused kernels) against part 1's default, hybrid
+  # key switching (composed on the GPU: decompose_mac over q P, inverse, modulus switch).
+  FASTQUERY_KEYSWITCH=gadget step "gadget key switch, 8" 30 "$D/fastquery" --backend cuda bench \
+    --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
   # The issue's "20x the 2-core CPU backend", on this machine's CPU held to two threads (50 s
   # on the 2-vCPU development VM, table preprocessing and client included).
   step "cpu, 2 threads" 75 "$D/fastquery" --backend cpu --threads 2 bench --workload llama-7b \
