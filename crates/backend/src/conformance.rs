@@ -674,8 +674,11 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
             (2, 3, 6, 5, 31, 3),
             (1, 4, 7, 2 * n / 4 + 1, 7, n + 2),
         ] {
-            let key_shape =
-                if hybrid { Shape::new(limbs + 1, limbs + 1) } else { Shape::new(limbs * ring.digits(limbs, w), limbs) };
+            let key_shape = if hybrid {
+                Shape::new(limbs + 1, limbs + 1)
+            } else {
+                Shape::new(limbs * ring.digits(limbs, w), limbs)
+            };
             let src: Vec<Polys<B, Coeff>> =
                 (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, shape), shape)).collect();
             let keys: Vec<Polys<B, Ntt>> =
@@ -771,11 +774,19 @@ pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
             let wide_shape = Shape::new(polys, wide);
             let (mut kb, mut ka): (Polys<B, Ntt>, Polys<B, Ntt>) =
                 (ring.zeros(wide_shape).unwrap(), ring.zeros(wide_shape).unwrap());
-            ring.decompose_mac(&lifted, crate::HYBRID_DIGIT_BITS, [&keys[0], &keys[1]], [&mut kb, &mut ka], false)
-                .unwrap();
+            ring.decompose_mac(
+                &lifted,
+                crate::HYBRID_DIGIT_BITS,
+                [&keys[0], &keys[1]],
+                [&mut kb, &mut ka],
+                false,
+            )
+            .unwrap();
             let want: Vec<Vec<u32>> = [kb, ka]
                 .into_iter()
-                .map(|k| ring.download(&ring.mod_switch_down(&ring.inverse(k).unwrap(), limbs).unwrap()).unwrap())
+                .map(|k| {
+                    ring.download(&ring.mod_switch_down(&ring.inverse(k).unwrap(), limbs).unwrap()).unwrap()
+                })
                 .collect();
             let got = ring.keyswitch_hybrid(&a, [&keys[0], &keys[1]]).unwrap();
             for (x, y) in got.iter().zip(&want) {

@@ -499,7 +499,16 @@ pub fn composed_expand_step<B: Backend + ?Sized>(
     shift: usize,
 ) -> Result<(), BackendError> {
     composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, [k0, k1]| {
-        b.decompose_mac(ring, ctx, t1, (count, limbs), (digit_bits, digits), keys, [&mut *k0, &mut *k1], false)?;
+        b.decompose_mac(
+            ring,
+            ctx,
+            t1,
+            (count, limbs),
+            (digit_bits, digits),
+            keys,
+            [&mut *k0, &mut *k1],
+            false,
+        )?;
         b.ntt_inverse(ring, k0, Shape::new(count, limbs))?;
         b.ntt_inverse(ring, k1, Shape::new(count, limbs))
     })

@@ -244,9 +244,13 @@ impl CpuBackend {
     ) -> Result<CpuBuffer, BackendError> {
         let poly = limbs * ring.n;
         let mut tau1 = self.alloc_zeroed(count * poly)?;
-        self.row_pairs(&mut tau1, &c1s[at * poly..][..count * poly], ring.n, Shape::new(count, limbs), |l, x, y| {
-            host::gather_row(ring.moduli[l], x, y, idx)
-        });
+        self.row_pairs(
+            &mut tau1,
+            &c1s[at * poly..][..count * poly],
+            ring.n,
+            Shape::new(count, limbs),
+            |l, x, y| host::gather_row(ring.moduli[l], x, y, idx),
+        );
         Ok(tau1)
     }
 

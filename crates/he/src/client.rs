@@ -56,9 +56,8 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| HeError::BadParams(e.to_string()))?;
         let sk = SecretKey::generate(&params, &plans, &mut rand::rng());
-        let response_basis = params
-            .basis().prefix(params.response_limbs())
-            .map_err(|e| HeError::BadParams(e.to_string()))?;
+        let response_basis =
+            params.basis().prefix(params.response_limbs()).map_err(|e| HeError::BadParams(e.to_string()))?;
         Ok(Self { params, plans, sk, response_basis })
     }
 
@@ -221,8 +220,7 @@ impl Client {
     /// limbs, as centred big integers (diagnostics and noise measurement).
     pub fn phase(&self, c0: &[u32], c1: &[u32], limbs: usize) -> Result<Vec<BigInt>, HeError> {
         let n = self.params.n();
-        let basis =
-            self.params.basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
+        let basis = self.params.basis().prefix(limbs).map_err(|e| HeError::BadParams(e.to_string()))?;
         let mut v = self.c1_times_s(c1, limbs);
         for (l, m) in basis.moduli().iter().enumerate() {
             for (x, &c) in v[l * n..(l + 1) * n].iter_mut().zip(&c0[l * n..(l + 1) * n]) {

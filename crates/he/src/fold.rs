@@ -52,13 +52,7 @@ pub fn inv_pow2(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
 /// The residues of a one-hot slot (`round(q/t) 2^-k`) in every limb.
 pub fn one_hot_slot(params: &Params, k: u32) -> Result<Vec<u32>, HeError> {
     let inv = inv_pow2(params, k)?;
-    Ok(params
-        .moduli()
-        .iter()
-        .zip(params.q_over_t())
-        .zip(&inv)
-        .map(|((m, &d), &i)| m.mul(d, i))
-        .collect())
+    Ok(params.moduli().iter().zip(params.q_over_t()).zip(&inv).map(|((m, &d), &i)| m.mul(d, i)).collect())
 }
 
 /// The residues of a gadget slot `b g_ij 2^-k` (`g_ij = 2^(j w)` in limb `i`, 0 elsewhere),

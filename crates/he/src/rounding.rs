@@ -18,9 +18,8 @@ use crate::{HeError, Params};
 /// The rounding of `c1` to `bits` bits mod the response modulus of `params`, and the response
 /// limbs' basis its residues are over.
 pub fn response_rounding(params: &Params, bits: u32) -> Result<(RnsBasis, C1Rounding), HeError> {
-    let basis = params
-        .basis().prefix(params.response_limbs())
-        .map_err(|e| HeError::BadParams(e.to_string()))?;
+    let basis =
+        params.basis().prefix(params.response_limbs()).map_err(|e| HeError::BadParams(e.to_string()))?;
     Ok((basis, C1Rounding::new(params.response_modulus()?, bits)?))
 }
 

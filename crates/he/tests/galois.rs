@@ -316,51 +316,51 @@ fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
     let mut rng = StdRng::seed_from_u64(11);
     // The gadget key switch with 8-bit RGSW digits, and the hybrid one with 16-bit digits.
     for (params, ks, rb) in [(fold_params(), 16u32, 8u32), (hybrid_params(), 31, 16)] {
-    let (n, t) = (params.n(), 1u64 << params.plain_bits());
-    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
-    let client = Client::new(params.clone()).unwrap();
-    let g = params.limbs() * gadget(&params, rb).1;
-    for bits in [[false, true], [true, false], [true, true]] {
-        // One query ciphertext holding RLWE(b g_e) for every gadget element of both bits.
-        let slots = bits.len() * g;
-        let k = slots.next_power_of_two().trailing_zeros();
-        let msg: Vec<(usize, Vec<u32>)> =
-            (0..slots).map(|s| (s, gadget_slot(&params, k, rb, s % g, bits[s / g]).unwrap())).collect();
-        let ct = load_ciphertexts(&ring, &params, &client.encrypt_raw(&[msg]).unwrap()).unwrap();
-        let keys = expansion_keys(&client, &ring, k, ks);
-        let square = load_galois_key(&ring, &params, &client.square_key(ks), ks).unwrap();
-        let expanded = expand(&ring, &params, ct, k, &keys).unwrap();
-        let rgsw =
-            rgsw_from_rows(&ring, &params, expanded.slice(&ring, 0, slots).unwrap(), &square, rb).unwrap();
-        assert_eq!(rgsw.len(), 2);
+        let (n, t) = (params.n(), 1u64 << params.plain_bits());
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+        let client = Client::new(params.clone()).unwrap();
+        let g = params.limbs() * gadget(&params, rb).1;
+        for bits in [[false, true], [true, false], [true, true]] {
+            // One query ciphertext holding RLWE(b g_e) for every gadget element of both bits.
+            let slots = bits.len() * g;
+            let k = slots.next_power_of_two().trailing_zeros();
+            let msg: Vec<(usize, Vec<u32>)> =
+                (0..slots).map(|s| (s, gadget_slot(&params, k, rb, s % g, bits[s / g]).unwrap())).collect();
+            let ct = load_ciphertexts(&ring, &params, &client.encrypt_raw(&[msg]).unwrap()).unwrap();
+            let keys = expansion_keys(&client, &ring, k, ks);
+            let square = load_galois_key(&ring, &params, &client.square_key(ks), ks).unwrap();
+            let expanded = expand(&ring, &params, ct, k, &keys).unwrap();
+            let rgsw = rgsw_from_rows(&ring, &params, expanded.slice(&ring, 0, slots).unwrap(), &square, rb)
+                .unwrap();
+            assert_eq!(rgsw.len(), 2);
 
-        // Two CMux levels over four ciphertexts pick item 2 b0 + b1.
-        let msgs = small_msgs(&mut rng, 4, n, t);
-        let cts = encrypt(&client, &ring, &msgs);
-        let (_, fresh) = decrypt_all(&client, &ring, &cts);
-        let level = cmux_halves(&ring, cts, &rgsw[0]).unwrap();
-        let level = cmux_halves(&ring, level, &rgsw[1]).unwrap();
-        let (got, noise) = decrypt_all(&client, &ring, &level);
-        let want = 2 * usize::from(bits[0]) + usize::from(bits[1]);
-        assert_eq!(got, vec![msgs[want].clone()], "bits {bits:?}");
-        let shape = FoldShape { k, m1: 0, w_max: 0, ks_bits: ks, rgsw_bits: rb, levels: 2 };
-        let bound = fold_noise(&params, shape).total + fresh;
-        assert!(noise < bound, "noise 2^{:.1} above the bound 2^{:.1}", noise.log2(), bound.log2());
+            // Two CMux levels over four ciphertexts pick item 2 b0 + b1.
+            let msgs = small_msgs(&mut rng, 4, n, t);
+            let cts = encrypt(&client, &ring, &msgs);
+            let (_, fresh) = decrypt_all(&client, &ring, &cts);
+            let level = cmux_halves(&ring, cts, &rgsw[0]).unwrap();
+            let level = cmux_halves(&ring, level, &rgsw[1]).unwrap();
+            let (got, noise) = decrypt_all(&client, &ring, &level);
+            let want = 2 * usize::from(bits[0]) + usize::from(bits[1]);
+            assert_eq!(got, vec![msgs[want].clone()], "bits {bits:?}");
+            let shape = FoldShape { k, m1: 0, w_max: 0, ks_bits: ks, rgsw_bits: rb, levels: 2 };
+            let bound = fold_noise(&params, shape).total + fresh;
+            assert!(noise < bound, "noise 2^{:.1} above the bound 2^{:.1}", noise.log2(), bound.log2());
 
-        // A CMux rotation multiplies by X^-shift exactly when the bit is set.
-        let shift = 1000;
-        let cts = encrypt(&client, &ring, &msgs[..1]);
-        let rotated = cmux_rotate(&ring, &params, cts, shift, &rgsw[1]).unwrap();
-        let (got, _) = decrypt_all(&client, &ring, &rotated);
-        let expect: Vec<u64> = (0..n)
-            .map(|j| match (bits[1], j + shift < n) {
-                (false, _) => msgs[0][j],
-                (true, true) => msgs[0][j + shift],
-                (true, false) => (t - msgs[0][j + shift - n]) % t,
-            })
-            .collect();
-        assert_eq!(got[0], expect, "rotation with bit {}", bits[1]);
-    }
+            // A CMux rotation multiplies by X^-shift exactly when the bit is set.
+            let shift = 1000;
+            let cts = encrypt(&client, &ring, &msgs[..1]);
+            let rotated = cmux_rotate(&ring, &params, cts, shift, &rgsw[1]).unwrap();
+            let (got, _) = decrypt_all(&client, &ring, &rotated);
+            let expect: Vec<u64> = (0..n)
+                .map(|j| match (bits[1], j + shift < n) {
+                    (false, _) => msgs[0][j],
+                    (true, true) => msgs[0][j + shift],
+                    (true, false) => (t - msgs[0][j + shift - n]) % t,
+                })
+                .collect();
+            assert_eq!(got[0], expect, "rotation with bit {}", bits[1]);
+        }
     }
 }
 
@@ -448,7 +448,8 @@ fn hybrid_key_switching_decrypts_within_its_bound_and_far_below_the_gadget_one()
     for (s, &v) in vals.iter().enumerate() {
         m[layout.position(s)] = v;
     }
-    let out = expand_slots(&ring, &params, encrypt(&client, &ring, std::slice::from_ref(&m)), layout, &keys).unwrap();
+    let out = expand_slots(&ring, &params, encrypt(&client, &ring, std::slice::from_ref(&m)), layout, &keys)
+        .unwrap();
     let (got, noise) = decrypt_all(&client, &ring, &out);
     for (s, g) in got.iter().enumerate() {
         assert_eq!(g[0], (vals[s] << k) % t, "slot {s}");

@@ -38,8 +38,7 @@ use fastquery_he::{
     },
     galois::{
         Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots,
-        key_shape, keyswitch_bound,
-        load_ciphertexts, load_galois_key, pack_strided, packing_elements,
+        key_shape, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -302,16 +301,21 @@ const KEYSWITCH_WORK: f64 = 10.0 * 5.0 * 8192.0 * 13.0;
 const EXTERNAL_KEYSWITCHES: f64 = 1.4;
 const MAC_NS: f64 = 0.13;
 const EXPAND_SLOT_MS: f64 = 0.1;
+/// Time per digit row of a hybrid key switch against the gadget's: at N = 8192 and five limbs
+/// its 30 digit rows took 0.89x (expansion step) and 0.98x (key switch alone) of the gadget's
+/// 50 on one thread of the 2-core VM (2026-12-01), where the rows alone would give 0.6x: the
+/// two extra inverse transforms and the division by `P` cost about half the rows' time again.
+const HYBRID_WEIGHT: f64 = 1.5;
 
 fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
     let p = &design.params;
     let (n, limbs) = (p.n() as f64, p.limbs() as f64);
     let work = |bits: u32| limbs * gadget(p, bits).1 as f64 * limbs * n * n.log2() / KEYSWITCH_WORK;
-    // A hybrid key switch transforms the digits of every limb of `q P` (the special prime's
-    // digit is zero but still transformed) into every limb of `q P`.
+    // A hybrid key switch transforms the digits of the chain's limbs into every limb of `q P`,
+    // then pays two more inverse transforms and the division by `P` (HYBRID_WEIGHT).
     let (key_polys, key_limbs) = key_shape(p, design.layout.ks_bits);
-    let hybrid = usize::from(p.special_prime().is_some());
-    let ks_work = ((key_polys + hybrid) * key_limbs) as f64 * n * n.log2() / KEYSWITCH_WORK;
+    let weight = if p.special_prime().is_some() { HYBRID_WEIGHT } else { 1.0 };
+    let ks_work = weight * (key_polys * key_limbs) as f64 * n * n.log2() / KEYSWITCH_WORK;
     let (ks, ext, mac) = design.operations(tokens);
     // The expansion's two level buffers of 2^k ciphertexts are written (and faulted in) per
     // query ciphertext whatever the subtrees it skips.
@@ -337,9 +341,9 @@ pub fn keyswitch_kinds() -> Result<&'static [u32], ProtocolError> {
         Err(_) | Ok("any") => Ok(&[0, HYBRID_DIGIT_BITS]),
         Ok("gadget") => Ok(&[0]),
         Ok("hybrid") => Ok(&[HYBRID_DIGIT_BITS]),
-        Ok(other) => Err(ProtocolError::State(format!(
-            "FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any"
-        ))),
+        Ok(other) => {
+            Err(ProtocolError::State(format!("FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any")))
+        }
     }
 }
 
@@ -372,7 +376,8 @@ pub fn candidates(
             for (response_limbs, response_bits) in shapes {
                 let mut prime_bits = vec![response_bits; response_limbs];
                 prime_bits.resize(limbs, bits);
-                let spec = ParamSpec { n, prime_bits, response_limbs, plain_bits, flood_bits: 40, special_bits };
+                let spec =
+                    ParamSpec { n, prime_bits, response_limbs, plain_bits, flood_bits: 40, special_bits };
                 let Ok(params) = Params::new(spec) else { continue };
                 let params = Arc::new(params);
                 let digit_pairs: &[(u32, u32)] = if special_bits == 0 {

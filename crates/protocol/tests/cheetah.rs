@@ -87,8 +87,7 @@ fn responses_hold_nothing_but_the_requested_entries() {
     assert_eq!(kept.iter().sum::<usize>(), ids.len() * d);
     let (drop_bits, _) = decode_response(&params, SCHEME_ID, &resp, &kept, Limits::default()).unwrap();
     let c1_bits: usize =
-        params.moduli()[..2].iter().map(|p| 32 - p.value().leading_zeros() as usize).sum::<usize>()
-            * 4096;
+        params.moduli()[..2].iter().map(|p| 32 - p.value().leading_zeros() as usize).sum::<usize>() * 4096;
     let width = c0_width(&params, drop_bits) as usize;
     let body_bytes: usize = 2 + kept.iter().map(|&k| (c1_bits + k * width).div_ceil(8)).sum::<usize>();
     assert_eq!(resp.len(), HEADER_BYTES + body_bytes);
