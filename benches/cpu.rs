@@ -142,12 +142,17 @@ fn mac(c: &mut Criterion) {
     }
 }
 
+/// Both key switches at N = 8192, five limbs, 64 ciphertexts per batch, on all threads.
+fn keyswitch(c: &mut Criterion) {
+    fastquery_benches::keyswitch_benches(c, "cpu", Arc::new(CpuBackend::new()), 64);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = ntt, scaling, mac
+    targets = ntt, scaling, mac, keyswitch
 }
 criterion_main!(benches);

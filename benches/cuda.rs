@@ -25,6 +25,8 @@ fn cuda(c: &mut Criterion) {
         (180, 179),
     );
     table_products(c, &backend);
+    // Both key switches on a chunk of the backend's key-switching size.
+    fastquery_benches::keyswitch_benches(c, "cuda", backend.clone(), 256);
 }
 
 /// FastQuery's llama-7b first dimension (125 x 128 table polynomials; 16 rows for 8 tokens,

@@ -136,3 +136,49 @@ pub fn device_benches<B: Backend>(
     }
     g.finish();
 }
+
+/// The two key switches of the folded designs at N = 8192 and five 31-bit limbs, coefficient
+/// form in and out, as `<group>/keyswitch_gadget/8192/5` (16-bit digits: `decompose_mac`, then
+/// the two inverse transforms) and `<group>/keyswitch_hybrid/8192/5` (a 31-bit special prime:
+/// `keyswitch_hybrid`), `polys` ciphertexts per iteration (throughput in ciphertexts), the
+/// device synchronised inside the timed region.
+pub fn keyswitch_benches<B: Backend>(
+    c: &mut criterion::Criterion,
+    group: &str,
+    backend: Arc<B>,
+    polys: usize,
+) {
+    use criterion::Throughput;
+    use fastquery_backend::Coeff;
+    let (n, limbs) = (8192usize, 5usize);
+    let ctx =
+        Arc::new(RingContext::new(n, &ntt_primes(31, n, limbs + 1).expect("31-bit primes")).expect("ring"));
+    let ring = Ring::new(backend.clone(), ctx).expect("ring loads");
+    let shape = Shape::new(polys, limbs);
+    let a: Polys<B, Coeff> = random_polys(&ring, shape, 21);
+    let gadget = Shape::new(limbs * ring.digits(limbs, 16), limbs);
+    let hybrid = Shape::new(limbs + 1, limbs + 1);
+    let (g0, g1): (Polys<B, Ntt>, Polys<B, Ntt>) =
+        (random_ntt(&ring, gadget, 22), random_ntt(&ring, gadget, 23));
+    let (h0, h1): (Polys<B, Ntt>, Polys<B, Ntt>) =
+        (random_ntt(&ring, hybrid, 24), random_ntt(&ring, hybrid, 25));
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(polys as u64));
+    g.bench_function(format!("keyswitch_gadget/{n}/{limbs}"), |b| {
+        b.iter(|| {
+            let (mut o0, mut o1) = (ring.zeros::<Ntt>(shape).unwrap(), ring.zeros::<Ntt>(shape).unwrap());
+            ring.decompose_mac(&a, 16, [&g0, &g1], [&mut o0, &mut o1], false).unwrap();
+            let out = (ring.inverse(o0).unwrap(), ring.inverse(o1).unwrap());
+            backend.synchronize().unwrap();
+            out
+        })
+    });
+    g.bench_function(format!("keyswitch_hybrid/{n}/{limbs}"), |b| {
+        b.iter(|| {
+            let out = ring.keyswitch_hybrid(&a, [&h0, &h1]).unwrap();
+            backend.synchronize().unwrap();
+            out
+        })
+    });
+    g.finish();
+}

@@ -44,11 +44,66 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
         crate::with_backend!(backend, b => device_ntt(b, reps / 4 + 1)?);
     }
     crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
+    crate::with_backend!(backend, b => key_switch_kinds(b, reps / 8 + 1)?);
     #[cfg(feature = "cuda")]
     if let AnyBackend::Cuda(b) = backend {
         ntt_versions(b, reps / 4 + 1)?;
         table_products(b, (reps / 8).max(5))?;
     }
+    Ok(())
+}
+
+/// The key switch of FastQuery's folded designs at N = 8192 and five 31-bit limbs, both kinds
+/// side by side in this one run, coefficient form in and out: the RNS gadget with 16-bit digits
+/// (`decompose_mac`, then the two inverse transforms) and hybrid with a 31-bit special prime
+/// (`keyswitch_hybrid`). A batch of 64 ciphertexts (256 on a GPU; one on an emulator or a software adapter).
+fn key_switch_kinds<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
+    let (n, limbs) = (8192usize, 5usize);
+    let info = b.info();
+    let (polys, reps) = match (info.accelerator, info.name) {
+        (true, _) => (256, reps),
+        (false, "cpu") => (64, reps),
+        _ => (1, 1), // an emulator or a software adapter: a check that it runs, not a timing
+    };
+    let ring = Ring::new(b.clone(), Arc::new(RingContext::new(n, &ntt_primes(31, n, limbs + 1)?)?))?;
+    let ctx = ring.context().clone();
+    let shape = Shape::new(polys, limbs);
+    let a: Polys<B, Coeff> = ring.upload(&words(&ctx, shape, 11), shape)?;
+    let digits = limbs * ring.digits(limbs, 16);
+    let keys = |key: Shape, seed: u64| -> anyhow::Result<[Polys<B, Ntt>; 2]> {
+        Ok([ring.upload(&words(&ctx, key, seed), key)?, ring.upload(&words(&ctx, key, seed + 1), key)?])
+    };
+    let [g0, g1] = keys(Shape::new(digits, limbs), 12)?;
+    let [h0, h1] = keys(Shape::new(limbs + 1, limbs + 1), 14)?;
+    let gadget = median_us(
+        reps,
+        || (ring.zeros::<Ntt>(shape).expect("memory"), ring.zeros::<Ntt>(shape).expect("memory")),
+        |(mut o0, mut o1)| {
+            ring.decompose_mac(&a, 16, [&g0, &g1], [&mut o0, &mut o1], false).expect("shapes match");
+            let _ = (ring.inverse(o0).expect("transform"), ring.inverse(o1).expect("transform"));
+            b.synchronize().expect("device alive");
+        },
+    );
+    let hybrid = median_us(
+        reps,
+        || (),
+        |()| {
+            let _ = ring.keyswitch_hybrid(&a, [&h0, &h1]).expect("shapes match");
+            b.synchronize().expect("device alive");
+        },
+    );
+    let per = |t: f64| t / polys as f64;
+    println!(
+        "Key switch on '{}', N = {n}, {limbs} limbs, {polys} ciphertexts, median of {reps} (us per ciphertext): \
+         gadget, 16-bit digits ({} digit rows) {:.1}; hybrid, 31-bit special prime ({} digit rows) {:.1}; \
+         hybrid / gadget {:.2}",
+        info.device,
+        digits * limbs,
+        per(gadget),
+        limbs * (limbs + 1),
+        per(hybrid),
+        hybrid / gadget
+    );
     Ok(())
 }
 

@@ -367,7 +367,7 @@ impl CpuBackend {
         job.run(self, [&mut *b, &mut *a], false);
         for (row, rem) in [b, a].into_iter().zip(special) {
             ring.plans[l].inverse(row);
-            divide_out(m, ring.moduli[limbs], row, rem);
+            divide_out(self.arch, m, ring.moduli[limbs], row, rem);
         }
     }
 
@@ -830,7 +830,7 @@ impl Backend for CpuBackend {
                 let (head, tail) = cur.split_at_mut(last * n);
                 let rem = &tail[..n];
                 for (i, &m) in ring.moduli[..last].iter().enumerate() {
-                    divide_out(m, pl, &mut head[i * n..(i + 1) * n], rem);
+                    divide_out(self.arch, m, pl, &mut head[i * n..(i + 1) * n], rem);
                 }
             }
             dst.copy_from_slice(&cur[..out_limbs * n]);
@@ -1004,23 +1004,42 @@ type ChildRows<'a> = (((&'a mut [u32], &'a mut [u32]), &'a mut [u32]), &'a mut [
 /// `x <- (x - r_c) / p_last` in limb `m`, where `r_c` is the centred remainder (in
 /// `(-p_last/2, p_last/2]`) of the residues `rem` mod `p_last`: `round(x / p_last)`, the exact
 /// division of modulus switching.
-fn divide_out(m: Modulus, pl: Modulus, x: &mut [u32], rem: &[u32]) {
-    let (p, big) = (m.value(), pl.value());
-    let inv = m.inv(m.reduce(big)).unwrap_or(0); // distinct primes: invertible
-    let inv_shoup = m.shoup(inv);
-    // x - r_c = x + [r > P/2] (P mod p) - (r mod p), in branch-free steps the compiler
-    // vectorises: every intermediate stays below 2p < 2^32.
-    let (lift, half, one_step) = (m.reduce(big), big / 2, u64::from(big) < 2 * u64::from(p));
-    for (x, &r) in x.iter_mut().zip(rem) {
-        let rr = if one_step { r.min(r.wrapping_sub(p)) } else { r % p };
-        let s = *x + if r > half { lift } else { 0 };
-        let s = s.min(s.wrapping_sub(p));
-        let d = s.wrapping_sub(rr);
-        let d = d.min(d.wrapping_add(p));
-        // Shoup's product d * inv mod p.
-        let q = ((u64::from(d) * u64::from(inv_shoup)) >> 32) as u32;
-        let t = d.wrapping_mul(inv).wrapping_sub(q.wrapping_mul(p));
-        *x = t.min(t.wrapping_sub(p));
+fn divide_out(arch: pulp::Arch, m: Modulus, pl: Modulus, x: &mut [u32], rem: &[u32]) {
+    arch.dispatch(DivideOut { m, pl, x, rem });
+}
+
+/// [`divide_out`] as a `pulp::WithSimd` value, so that its loop is compiled for the widest
+/// vectors the machine has (the 64-bit products of Shoup's multiplication included).
+struct DivideOut<'a> {
+    m: Modulus,
+    pl: Modulus,
+    x: &'a mut [u32],
+    rem: &'a [u32],
+}
+
+impl pulp::WithSimd for DivideOut<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { m, pl, x, rem } = self;
+        let (p, big) = (m.value(), pl.value());
+        let inv = m.inv(m.reduce(big)).unwrap_or(0); // distinct primes: invertible
+        let inv_shoup = m.shoup(inv);
+        // x - r_c = x + [r > P/2] (P mod p) - (r mod p), in branch-free steps the compiler
+        // vectorises: every intermediate stays below 2p < 2^32.
+        let (lift, half, one_step) = (m.reduce(big), big / 2, u64::from(big) < 2 * u64::from(p));
+        for (x, &r) in x.iter_mut().zip(rem) {
+            let rr = if one_step { r.min(r.wrapping_sub(p)) } else { r % p };
+            let s = *x + if r > half { lift } else { 0 };
+            let s = s.min(s.wrapping_sub(p));
+            let d = s.wrapping_sub(rr);
+            let d = d.min(d.wrapping_add(p));
+            // Shoup's product d * inv mod p.
+            let q = ((u64::from(d) * u64::from(inv_shoup)) >> 32) as u32;
+            let t = d.wrapping_mul(inv).wrapping_sub(q.wrapping_mul(p));
+            *x = t.min(t.wrapping_sub(p));
+        }
     }
 }
 
@@ -1076,20 +1095,7 @@ impl DigitRow<'_> {
             }
             for j in 0..self.digits {
                 let shift = j as u32 * self.digit_bits;
-                let d = |v: u32| v.checked_shr(shift).unwrap_or(0) & mask;
-                if mask < p {
-                    digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v));
-                } else if u64::from(mask) < 2 * u64::from(p) {
-                    // A digit below 2p (a whole residue of a prime of the same size, as in
-                    // hybrid key switching): one conditional subtraction.
-                    digit.iter_mut().zip(row).for_each(|(x, &v)| {
-                        let y = d(v);
-                        *x = y.min(y.wrapping_sub(p));
-                    });
-                } else {
-                    // Digits of a larger prime's residue may exceed this prime: reduce those.
-                    digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v) % p);
-                }
+                backend.arch.dispatch(DigitsOf { row, digit: &mut digit, shift, mask, p });
                 self.plan.forward(&mut digit);
                 let e = i * self.digits + j;
                 for (a, key) in acc.iter_mut().zip(self.keys) {
@@ -1100,6 +1106,39 @@ impl DigitRow<'_> {
         }
         for (a, o) in acc.iter().zip(out) {
             backend.reduce_row(self.m, a, o);
+        }
+    }
+}
+
+/// Digit `(v >> shift) & mask` of every word of `row`, reduced mod `p`, into `digit`, as a
+/// `pulp::WithSimd` value (compiled for the machine's widest vectors).
+struct DigitsOf<'a> {
+    row: &'a [u32],
+    digit: &'a mut [u32],
+    shift: u32,
+    mask: u32,
+    p: u32,
+}
+
+impl pulp::WithSimd for DigitsOf<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { row, digit, shift, mask, p } = self;
+        let d = |v: u32| v.checked_shr(shift).unwrap_or(0) & mask;
+        if mask < p {
+            digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v));
+        } else if u64::from(mask) < 2 * u64::from(p) {
+            // A digit below 2p (a whole residue of a prime of the same size, as in hybrid key
+            // switching): one conditional subtraction.
+            digit.iter_mut().zip(row).for_each(|(x, &v)| {
+                let y = d(v);
+                *x = y.min(y.wrapping_sub(p));
+            });
+        } else {
+            // Digits of a larger prime's residue may exceed this prime: reduce those.
+            digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v) % p);
         }
     }
 }
