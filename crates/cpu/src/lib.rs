@@ -288,12 +288,9 @@ impl CpuBackend {
             product(i, l, [&mut b, &mut a]);
             let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
             // t0 = tau(c0) + b (into b), t1 = a.
-            for (u, &k) in b.iter_mut().zip(idx) {
-                let v = x0[(k & !host::NEGATE) as usize];
-                *u = if k & host::NEGATE != 0 { m.sub(*u, v) } else { m.add(*u, v) };
-            }
-            split_row(m, x0, &b, e0, o0, shift);
-            split_row(m, x1, &a, e1, o1, shift);
+            self.arch.dispatch(AddGathered { p: m.value(), acc: &mut b, x: x0, idx });
+            self.arch.dispatch(SplitRow { p: m.value(), x: x0, t: &b, even: e0, odd: o0, shift });
+            self.arch.dispatch(SplitRow { p: m.value(), x: x1, t: &a, even: e1, odd: o1, shift });
         };
         let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
         if self.parallel(count * limbs) {
@@ -1043,25 +1040,77 @@ impl pulp::WithSimd for DivideOut<'_> {
     }
 }
 
-/// `even = x + t` and `odd = X^shift (x - t)` for one row (`X^N = -1`, `shift < 2N`), in
-/// contiguous runs the compiler vectorises: `x_j - t_j` lands at `j + k` (negated with `X^N`),
-/// and the last `k` of them wrap to the front with the other sign.
-fn split_row(m: Modulus, x: &[u32], t: &[u32], even: &mut [u32], odd: &mut [u32], shift: usize) {
-    let n = x.len();
-    let (k, flip) = if shift < n { (shift, false) } else { (shift - n, true) };
-    even.iter_mut().zip(x).zip(t).for_each(|((e, &u), &v)| *e = m.add(u, v));
-    let (x_lo, x_hi) = x.split_at(n - k);
-    let (t_lo, t_hi) = t.split_at(n - k);
-    let (odd_wrapped, odd_shifted) = odd.split_at_mut(k);
-    let diff = |out: &mut [u32], x: &[u32], t: &[u32], negate: bool| {
-        if negate {
-            out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = m.sub(v, u));
-        } else {
-            out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = m.sub(u, v));
+/// `even = x + t` and `odd = X^shift (x - t)` for one row mod `p` (`X^N = -1`, `shift < 2N`),
+/// in contiguous runs: `x_j - t_j` lands at `j + k` (negated with `X^N`), and the last `k` of
+/// them wrap to the front with the other sign. Branch-free, as a `pulp::WithSimd` value
+/// (compiled for the machine's widest vectors).
+struct SplitRow<'a> {
+    p: u32,
+    x: &'a [u32],
+    t: &'a [u32],
+    even: &'a mut [u32],
+    odd: &'a mut [u32],
+    shift: usize,
+}
+
+impl pulp::WithSimd for SplitRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { p, x, t, even, odd, shift } = self;
+        let n = x.len();
+        let (k, flip) = if shift < n { (shift, false) } else { (shift - n, true) };
+        even.iter_mut().zip(x).zip(t).for_each(|((e, &u), &v)| *e = add_mod(p, u, v));
+        let (x_lo, x_hi) = x.split_at(n - k);
+        let (t_lo, t_hi) = t.split_at(n - k);
+        let (odd_wrapped, odd_shifted) = odd.split_at_mut(k);
+        let diff = |out: &mut [u32], x: &[u32], t: &[u32], negate: bool| {
+            if negate {
+                out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = sub_mod(p, v, u));
+            } else {
+                out.iter_mut().zip(x).zip(t).for_each(|((o, &u), &v)| *o = sub_mod(p, u, v));
+            }
+        };
+        diff(odd_shifted, x_lo, t_lo, flip);
+        diff(odd_wrapped, x_hi, t_hi, !flip);
+    }
+}
+
+/// `acc[j] += x[idx[j]]` mod `p`, negated where bit 31 of `idx[j]` is set (the signed gather
+/// of an automorphism, added), as a `pulp::WithSimd` value.
+struct AddGathered<'a> {
+    p: u32,
+    acc: &'a mut [u32],
+    x: &'a [u32],
+    idx: &'a [u32],
+}
+
+impl pulp::WithSimd for AddGathered<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { p, acc, x, idx } = self;
+        for (u, &k) in acc.iter_mut().zip(idx) {
+            let v = x[(k & !host::NEGATE) as usize];
+            *u = if k & host::NEGATE != 0 { sub_mod(p, *u, v) } else { add_mod(p, *u, v) };
         }
-    };
-    diff(odd_shifted, x_lo, t_lo, flip);
-    diff(odd_wrapped, x_hi, t_hi, !flip);
+    }
+}
+
+/// `u + v mod p` for reduced `u, v` (`p < 2^31`), branch-free.
+#[inline(always)]
+fn add_mod(p: u32, u: u32, v: u32) -> u32 {
+    let s = u + v;
+    s.min(s.wrapping_sub(p))
+}
+
+/// `u - v mod p` for reduced `u, v`, branch-free.
+#[inline(always)]
+fn sub_mod(p: u32, u: u32, v: u32) -> u32 {
+    let d = u.wrapping_sub(v);
+    d.min(d.wrapping_add(p))
 }
 
 struct DigitRow<'a> {
