@@ -40,7 +40,7 @@ pub fn params(plain_bits: u32) -> Result<Params, ProtocolError> {
         response_limbs: 3,
         plain_bits,
         flood_bits: 40,
-        special_bits: 31,
+        special_bits: crate::fold::SPECIAL_PRIME_BITS,
     })?)
 }
 

@@ -333,14 +333,17 @@ fn estimate_ms(design: &FoldDesign, tokens: usize) -> f64 {
 /// for the fewest-bytes six-limb chain.
 pub const BYTES_TIE: f64 = 0.15;
 
+/// Bit size of the special prime of hybrid key switching: a word, like every other prime.
+pub const SPECIAL_PRIME_BITS: u32 = 31;
+
 /// The special-prime sizes the folded candidates try: 0 (the gadget key switch) and
-/// [`HYBRID_DIGIT_BITS`] (hybrid), or one of them where `FASTQUERY_KEYSWITCH` is `gadget` or
+/// [`SPECIAL_PRIME_BITS`] (hybrid), or one of them where `FASTQUERY_KEYSWITCH` is `gadget` or
 /// `hybrid` (A/B runs; unset or `any`: both). Any other value is an error.
 pub fn keyswitch_kinds() -> Result<&'static [u32], ProtocolError> {
     match std::env::var("FASTQUERY_KEYSWITCH").as_deref() {
-        Err(_) | Ok("any") => Ok(&[0, HYBRID_DIGIT_BITS]),
+        Err(_) | Ok("any") => Ok(&[0, SPECIAL_PRIME_BITS]),
         Ok("gadget") => Ok(&[0]),
-        Ok("hybrid") => Ok(&[HYBRID_DIGIT_BITS]),
+        Ok("hybrid") => Ok(&[SPECIAL_PRIME_BITS]),
         Ok(other) => {
             Err(ProtocolError::State(format!("FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any")))
         }
@@ -360,8 +363,8 @@ pub fn candidates(
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
-        // Without a special prime, and with one of 31 bits (hybrid key switching: one digit
-        // per limb, and RGSW digits as wide as its smaller noise allows).
+        // Without a special prime, and with one (hybrid key switching: one digit per limb, and
+        // RGSW digits as wide as its smaller noise allows).
         let specials = keyswitch_kinds().unwrap_or(&[]);
         for (limbs, &special_bits) in (3..=8usize).flat_map(|l| specials.iter().map(move |s| (l, s))) {
             let bits = (limit.saturating_sub(special_bits) / limbs as u32).min(31);
