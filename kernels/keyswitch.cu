@@ -10,13 +10,18 @@
 // times the input; here the input, the keys and the two outputs are each touched once per block
 // (the keys, shared by every polynomial, mostly from L2).
 //
+// `a` has `src_limbs` rows per polynomial and the outputs `limbs`: equal for a key switch
+// without a special prime; for a hybrid one (Backend::keyswitch_hybrid) `a` is over the chain
+// (src_limbs = L) and the products over the chain and the special prime (limbs = L + 1), so
+// neither a lifted copy of `a` nor the special prime's zero digit is ever made.
+//
 // Launch: grid = polys x limbs, block = min(N/2, 1024) threads, dynamic shared memory
 // 3 N * 4 bytes (the row and two accumulators: N <= 16384 on an H100).
 
 extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1,
                                              const u32* tw, const u32* tw_shoup, const u32* moduli,
                                              const u64* barrett, u32 n, u32 log_n, u32 limbs, u32 digit_bits,
-                                             u32 digits, u32 accumulate) {
+                                             u32 digits, u32 accumulate, u32 src_limbs) {
     extern __shared__ u32 s[];
     u32* acc0 = s + n;
     u32* acc1 = s + 2 * n;
@@ -33,10 +38,10 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
         acc1[c] = accumulate ? o1[c] : 0u;
     }
     const u32 mask = (1u << digit_bits) - 1;
-    const u32 g = limbs * digits;
+    const u32 g = src_limbs * digits;
     for (u32 e = 0; e < g; ++e) {
         const u32 i = e / digits, shift = (e % digits) * digit_bits;
-        const u32* src = a + ((size_t)r * limbs + i) * n;
+        const u32* src = a + ((size_t)r * src_limbs + i) * n;
         for (u32 c = t; c < n; c += T) {
             const u32 d = shift < 32 ? (src[c] >> shift) & mask : 0u;
             s[c] = d >= p ? d % p : d;
@@ -77,7 +82,8 @@ template <u32 LN>
 __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const u32* a, const u32* key0,
                                                     const u32* key1, const u32* tw, const u32* tw_shoup,
                                                     const u32* moduli, const u64* barrett, u32 limbs,
-                                                    u32 digit_bits, u32 digits, u32 accumulate) {
+                                                    u32 digit_bits, u32 digits, u32 accumulate,
+                                                    u32 src_limbs) {
     extern __shared__ u32 s[];
     constexpr u32 N = 1u << LN, T = N / 16;
     u32* acc0 = s + N;
@@ -102,10 +108,10 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
         }
     }
     const u32 mask = (1u << digit_bits) - 1;
-    const u32 g = limbs * digits;
+    const u32 g = src_limbs * digits;
     for (u32 e = 0; e < g; ++e) {
         const u32 i = e / digits, shift = (e % digits) * digit_bits;
-        const u32* src = a + ((size_t)r * limbs + i) * N;
+        const u32* src = a + ((size_t)r * src_limbs + i) * N;
         u32 x[16];
 #pragma unroll
         for (u32 k = 0; k < 16; ++k) {
@@ -142,14 +148,14 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
 extern "C" __global__ void __launch_bounds__(256, 2)
 decompose_mac_4096_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs) {
     decompose_mac_3pass<12>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate);
+                            accumulate, src_limbs);
 }
 extern "C" __global__ void __launch_bounds__(512, 1)
 decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs) {
     decompose_mac_3pass<13>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate);
+                            accumulate, src_limbs);
 }

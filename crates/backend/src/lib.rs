@@ -402,9 +402,7 @@ pub trait Backend: Send + Sync + 'static {
         keys: [&Self::Buffer; 2],
         shift: usize,
     ) -> Result<(), BackendError> {
-        composed_expand_with(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
-            self.keyswitch_hybrid(ring, ctx, t1, (count, limbs), keys, out)
-        })
+        composed_expand_step_hybrid(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, keys, shift)
     }
 
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
@@ -511,6 +509,26 @@ pub fn composed_expand_step<B: Backend + ?Sized>(
         )?;
         b.ntt_inverse(ring, k0, Shape::new(count, limbs))?;
         b.ntt_inverse(ring, k1, Shape::new(count, limbs))
+    })
+}
+
+/// [`Backend::expand_step_hybrid`] from the other operations, the key switch being the
+/// backend's [`Backend::keyswitch_hybrid`]: the trait's default, and a backend's fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_expand_step_hybrid<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    src: [&B::Buffer; 2],
+    dst: [&mut B::Buffer; 2],
+    (at, count, odd): (usize, usize, usize),
+    limbs: usize,
+    idx: &[u32],
+    keys: [&B::Buffer; 2],
+    shift: usize,
+) -> Result<(), BackendError> {
+    composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
+        b.keyswitch_hybrid(ring, ctx, t1, (count, limbs), keys, out)
     })
 }
 

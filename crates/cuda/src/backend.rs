@@ -280,6 +280,130 @@ impl CudaBackend {
         })
     }
 
+    /// Launches the fused key-switch product of kernels/keyswitch.cu: `polys` polynomials of
+    /// `src_limbs` rows in `a`, outputs and key polynomials of `limbs` limbs.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_decompose_mac(
+        &self,
+        ring: &CudaRing,
+        a: &CudaBuffer,
+        polys: usize,
+        (src_limbs, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&CudaBuffer; 2],
+        out: [&mut CudaBuffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let threads = (n / 2).clamp(1, 1024);
+        let [o0, o1] = out;
+        let (Some(y0), Some(y1)) = (o0.data.as_mut(), o1.data.as_mut()) else { return Ok(()) };
+        let (Some(x), Some(k0), Some(k1)) = (a.data.as_ref(), keys[0].data.as_ref(), keys[1].data.as_ref())
+        else {
+            return Ok(());
+        };
+        // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
+        // elsewhere; shared memory holds the row and both accumulators either way.
+        let (name, threads) = match n {
+            4096 if three_pass(self.ntt_version(), 4096) => ("decompose_mac_4096_u32", n / 16),
+            8192 if three_pass(self.ntt_version(), 8192) => ("decompose_mac_8192_u32", n / 16),
+            _ => ("decompose_mac_u32", threads),
+        };
+        let cfg = LaunchConfig {
+            grid_dim: ((polys * limbs) as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: (3 * n * 4) as u32,
+        };
+        let mut args = [
+            Arg::Out(y0),
+            Arg::Out(y1),
+            Arg::In(x),
+            Arg::In(k0),
+            Arg::In(k1),
+            Arg::In(&ring.fwd),
+            Arg::In(&ring.fwd_shoup),
+            Arg::In(&ring.moduli),
+            Arg::In64(&ring.barrett),
+            Arg::U32(n as u32),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(digit_bits),
+            Arg::U32(digits as u32),
+            Arg::U32(u32::from(accumulate)),
+            Arg::U32(src_limbs as u32),
+        ];
+        // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
+        // Ring checked a = polys x src_limbs rows, each key src_limbs x digits polynomials (at
+        // least) of `limbs` limbs, each output polys x limbs rows (limbs = src_limbs, or
+        // src_limbs + 1 for the hybrid product, whose keys Ring checked as (src_limbs + 1)^2);
+        // the row and the two accumulators fit shared memory (the callers checked `fused`).
+        unsafe { self.launch(name, cfg, &mut args) }
+    }
+
+    /// One expansion level on the device: `tau(c1)` gathered (gather_signed_u32), its key
+    /// products in coefficient form from `switch(t1, [b, a])`, then both children written by
+    /// one combine (expand_combine_u32).
+    #[allow(clippy::too_many_arguments)]
+    fn expand_with(
+        &self,
+        ring: &CudaRing,
+        src: [&CudaBuffer; 2],
+        dst: [&mut CudaBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        shift: usize,
+        switch: impl FnOnce(&CudaBuffer, [&mut CudaBuffer; 2]) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let n = ring.n;
+        let words = count * limbs * n;
+        let table = self.index_table(idx)?;
+        let mut t1 = self.alloc_zeroed(words)?;
+        let (Some(s0), Some(s1)) = (src[0].data.as_ref(), src[1].data.as_ref()) else { return Ok(()) };
+        {
+            let Some(t) = t1.data.as_mut() else { return Ok(()) };
+            let mut args = [
+                Arg::Out(t),
+                Arg::In(s1),
+                Arg::In(&table),
+                Arg::In(&ring.moduli),
+                Arg::U32(ring.log_n),
+                Arg::U32(limbs as u32),
+                Arg::U64((at * limbs) as u64),
+                Arg::U64(words as u64),
+            ];
+            // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `src[1]` holds rows
+            // [at x limbs, (at + count) x limbs) (Ring checked the range), `t1` count x limbs
+            // rows, `idx` N indices below N (automorphism_index).
+            unsafe { self.launch("gather_signed_u32", self.grid(words), &mut args) }?;
+        }
+        let (mut k0, mut k1) = (self.alloc_zeroed(words)?, self.alloc_zeroed(words)?);
+        switch(&t1, [&mut k0, &mut k1])?;
+        let [d0, d1] = dst;
+        let (Some(y0), Some(y1)) = (d0.data.as_mut(), d1.data.as_mut()) else { return Ok(()) };
+        let (Some(b), Some(a)) = (k0.data.as_ref(), k1.data.as_ref()) else { return Ok(()) };
+        let mut args = [
+            Arg::Out(y0),
+            Arg::Out(y1),
+            Arg::In(s0),
+            Arg::In(s1),
+            Arg::In(b),
+            Arg::In(a),
+            Arg::In(&table),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U64((at * limbs) as u64),
+            Arg::U64(((at + odd) * limbs) as u64),
+            Arg::U32(shift as u32),
+            Arg::U64(words as u64),
+        ];
+        // SAFETY: matches expand_combine_u32 in kernels/expand.cu; Ring checked that both
+        // children's ranges [at, at + count) and [at + odd, at + odd + count) lie in `dst` and do
+        // not overlap, that `src` holds the parents, and shift < 2N; k0, k1 hold count x limbs rows.
+        unsafe { self.launch("expand_combine_u32", self.grid(words), &mut args) }
+    }
+
     /// Whether the fused key switch (and the expansion around it) runs at degree `n`: the row
     /// and two accumulators fit shared memory, and FASTQUERY_CUDA_FUSED_KS is not `0`.
     fn fused(&self, n: usize) -> bool {
@@ -718,9 +842,7 @@ impl Backend for CudaBackend {
         out: [&mut CudaBuffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        let n = ring.n;
-        let threads = (n / 2).clamp(1, 1024);
-        if !self.fused(n) {
+        if !self.fused(ring.n) {
             return fastquery_backend::composed_decompose_mac(
                 self,
                 ring,
@@ -733,46 +855,46 @@ impl Backend for CudaBackend {
                 accumulate,
             );
         }
-        let [o0, o1] = out;
-        let (Some(y0), Some(y1)) = (o0.data.as_mut(), o1.data.as_mut()) else { return Ok(()) };
-        let (Some(x), Some(k0), Some(k1)) = (a.data.as_ref(), keys[0].data.as_ref(), keys[1].data.as_ref())
-        else {
-            return Ok(());
-        };
-        // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
-        // elsewhere; shared memory holds the row and both accumulators either way.
-        let (name, threads) = match n {
-            4096 if three_pass(self.ntt_version(), 4096) => ("decompose_mac_4096_u32", n / 16),
-            8192 if three_pass(self.ntt_version(), 8192) => ("decompose_mac_8192_u32", n / 16),
-            _ => ("decompose_mac_u32", threads),
-        };
-        let cfg = LaunchConfig {
-            grid_dim: ((polys * limbs) as u32, 1, 1),
-            block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: (3 * n * 4) as u32,
-        };
-        let mut args = [
-            Arg::Out(y0),
-            Arg::Out(y1),
-            Arg::In(x),
-            Arg::In(k0),
-            Arg::In(k1),
-            Arg::In(&ring.fwd),
-            Arg::In(&ring.fwd_shoup),
-            Arg::In(&ring.moduli),
-            Arg::In64(&ring.barrett),
-            Arg::U32(n as u32),
-            Arg::U32(ring.log_n),
-            Arg::U32(limbs as u32),
-            Arg::U32(digit_bits),
-            Arg::U32(digits as u32),
-            Arg::U32(u32::from(accumulate)),
-        ];
-        // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
-        // Ring checked a = polys x limbs rows, each key limbs x digits polynomials of `limbs`
-        // limbs, each output a's shape; the row and the two accumulators fit shared memory
-        // (checked above).
-        unsafe { self.launch(name, cfg, &mut args) }
+        self.launch_decompose_mac(ring, a, polys, (limbs, limbs), (digit_bits, digits), keys, out, accumulate)
+    }
+
+    /// The fused product over `q P` straight from the chain's rows (kernels/keyswitch.cu with
+    /// `src_limbs = limbs`, outputs over `limbs + 1`: no lifted copy, no zero digit), then the
+    /// inverse transforms and the modulus switch down to `q`; the composed steps where the
+    /// fused product does not run.
+    fn keyswitch_hybrid(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        a: &CudaBuffer,
+        (polys, limbs): (usize, usize),
+        keys: [&CudaBuffer; 2],
+        out: [&mut CudaBuffer; 2],
+    ) -> Result<(), BackendError> {
+        if !self.fused(ring.n) {
+            return fastquery_backend::composed_keyswitch_hybrid(
+                self,
+                ring,
+                ctx,
+                a,
+                (polys, limbs),
+                keys,
+                out,
+            );
+        }
+        let wide = limbs + 1;
+        let words = polys * wide * ring.n;
+        let mut prod = [self.alloc_zeroed(words)?, self.alloc_zeroed(words)?];
+        {
+            let [p0, p1] = &mut prod;
+            let digits = (fastquery_backend::HYBRID_DIGIT_BITS, 1);
+            self.launch_decompose_mac(ring, a, polys, (limbs, wide), digits, keys, [p0, p1], false)?;
+        }
+        for (p, o) in prod.iter_mut().zip(out) {
+            self.ntt_inverse(ring, p, Shape::new(polys, wide))?;
+            self.mod_switch_down(ring, p, polys, wide, o, limbs)?;
+        }
+        Ok(())
     }
 
     /// A gather, the fused key switch, two inverse NTTs and the combine of kernels/expand.cu where that switch runs;
@@ -790,8 +912,7 @@ impl Backend for CudaBackend {
         keys: [&CudaBuffer; 2],
         shift: usize,
     ) -> Result<(), BackendError> {
-        let n = ring.n;
-        if !self.fused(n) {
+        if !self.fused(ring.n) {
             return fastquery_backend::composed_expand_step(
                 self,
                 ring,
@@ -806,64 +927,55 @@ impl Backend for CudaBackend {
                 shift,
             );
         }
-        let words = count * limbs * n;
         let shape = Shape::new(count, limbs);
-        let table = self.index_table(idx)?;
-        let mut t1 = self.alloc_zeroed(words)?;
-        let (Some(s0), Some(s1)) = (src[0].data.as_ref(), src[1].data.as_ref()) else { return Ok(()) };
-        {
-            let Some(t) = t1.data.as_mut() else { return Ok(()) };
-            let mut args = [
-                Arg::Out(t),
-                Arg::In(s1),
-                Arg::In(&table),
-                Arg::In(&ring.moduli),
-                Arg::U32(ring.log_n),
-                Arg::U32(limbs as u32),
-                Arg::U64((at * limbs) as u64),
-                Arg::U64(words as u64),
-            ];
-            // SAFETY: matches gather_signed_u32 in kernels/permute.cu; `src[1]` holds rows
-            // [at x limbs, (at + count) x limbs) (Ring checked the range), `t1` count x limbs
-            // rows, `idx` N indices below N (automorphism_index).
-            unsafe { self.launch("gather_signed_u32", self.grid(words), &mut args) }?;
+        self.expand_with(ring, src, dst, (at, count, odd), limbs, idx, shift, |t1, [k0, k1]| {
+            self.decompose_mac(
+                ring,
+                ctx,
+                t1,
+                (count, limbs),
+                (digit_bits, digits),
+                keys,
+                [&mut *k0, &mut *k1],
+                false,
+            )?;
+            self.ntt_inverse(ring, k0, shape)?;
+            self.ntt_inverse(ring, k1, shape)
+        })
+    }
+
+    /// The gather and the combine of [`CudaBackend::expand_step`] around the hybrid key switch
+    /// ([`CudaBackend::keyswitch_hybrid`]); the composed steps where the fused product does not
+    /// run.
+    fn expand_step_hybrid(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        src: [&CudaBuffer; 2],
+        dst: [&mut CudaBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        keys: [&CudaBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        if !self.fused(ring.n) {
+            return fastquery_backend::composed_expand_step_hybrid(
+                self,
+                ring,
+                ctx,
+                src,
+                dst,
+                (at, count, odd),
+                limbs,
+                idx,
+                keys,
+                shift,
+            );
         }
-        let (mut k0, mut k1) = (self.alloc_zeroed(words)?, self.alloc_zeroed(words)?);
-        self.decompose_mac(
-            ring,
-            ctx,
-            &t1,
-            (count, limbs),
-            (digit_bits, digits),
-            keys,
-            [&mut k0, &mut k1],
-            false,
-        )?;
-        self.ntt_inverse(ring, &mut k0, shape)?;
-        self.ntt_inverse(ring, &mut k1, shape)?;
-        let [d0, d1] = dst;
-        let (Some(y0), Some(y1)) = (d0.data.as_mut(), d1.data.as_mut()) else { return Ok(()) };
-        let (Some(b), Some(a)) = (k0.data.as_ref(), k1.data.as_ref()) else { return Ok(()) };
-        let mut args = [
-            Arg::Out(y0),
-            Arg::Out(y1),
-            Arg::In(s0),
-            Arg::In(s1),
-            Arg::In(b),
-            Arg::In(a),
-            Arg::In(&table),
-            Arg::In(&ring.moduli),
-            Arg::U32(ring.log_n),
-            Arg::U32(limbs as u32),
-            Arg::U64((at * limbs) as u64),
-            Arg::U64(((at + odd) * limbs) as u64),
-            Arg::U32(shift as u32),
-            Arg::U64(words as u64),
-        ];
-        // SAFETY: matches expand_combine_u32 in kernels/expand.cu; Ring checked that both
-        // children's ranges [at, at + count) and [at + odd, at + odd + count) lie in `dst` and do
-        // not overlap, that `src` holds the parents, and shift < 2N; k0, k1 hold count x limbs rows.
-        unsafe { self.launch("expand_combine_u32", self.grid(words), &mut args) }
+        self.expand_with(ring, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
+            self.keyswitch_hybrid(ring, ctx, t1, (count, limbs), keys, out)
+        })
     }
 
     fn expand_seeds(
