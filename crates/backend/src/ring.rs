@@ -558,7 +558,7 @@ impl<B: Backend> Ring<B> {
                 [&keys[0].buf, &keys[1].buf],
                 [&mut o0.buf, &mut o1.buf],
             )?;
-            crate::work::key_switches(polys, polys * (limbs + 1) * (limbs + 2));
+            count_hybrid(polys, limbs);
         }
         Ok([o0, o1])
     }
@@ -644,7 +644,7 @@ impl<B: Backend> Ring<B> {
             [&keys[0].buf, &keys[1].buf],
             shift,
         )?;
-        crate::work::key_switches(count, count * (limbs + 1) * (limbs + 2));
+        count_hybrid(count, limbs);
         Ok(())
     }
 
@@ -720,6 +720,14 @@ impl<B: Backend> Ring<B> {
         crate::work::mac_products(dims.rows * dims.inner * dims.cols * limbs * self.n());
         Ok(())
     }
+}
+
+/// Counts `polys` hybrid key switches of `limbs`-limb polynomials as the gadget's are counted:
+/// the digit rows (`limbs` digits, each transformed into `limbs + 1` primes) in the key
+/// switches, the inverse transforms of both products (`limbs + 1` limbs each) beside them.
+fn count_hybrid(polys: usize, limbs: usize) {
+    crate::work::key_switches(polys, polys * limbs * (limbs + 1));
+    crate::work::transforms(2 * polys * (limbs + 1));
 }
 
 /// Gadget digits are 1 to 31 bits wide (a digit of a 31-bit residue fits one word).

@@ -232,7 +232,6 @@ impl CpuBackend {
         });
     }
 
-    /// Applies `f(limb, a_row, b_row)` to every row pair.
     /// `tau(c1)` for the `count` ciphertexts at `at` of `c1s` (the gather `idx`), one pass.
     fn gather_batch(
         &self,
@@ -315,18 +314,7 @@ impl CpuBackend {
         let (n, poly) = (ring.n, limbs * ring.n);
         let run = |i: usize| {
             let (mut b, mut a) = (vec![0u32; n], vec![0u32; n]);
-            let job = DigitRow {
-                m: ring.moduli[limbs],
-                plan: &ring.plans[limbs],
-                src: &src[i * poly..][..poly],
-                keys: [&keys[0][limbs * n..], &keys[1][limbs * n..]],
-                stride: (limbs + 1) * n,
-                digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
-                digits: 1,
-            };
-            job.run(self, [&mut b, &mut a], false);
-            ring.plans[limbs].inverse(&mut b);
-            ring.plans[limbs].inverse(&mut a);
+            self.hybrid_products(ring, &src[i * poly..][..poly], limbs, limbs, keys, [&mut b, &mut a]);
             [b, a]
         };
         if self.parallel(polys) {
@@ -336,9 +324,9 @@ impl CpuBackend {
         }
     }
 
-    /// Row `l` of the hybrid key switch of one polynomial `src`: its key products in limb `l`
-    /// from the digits, back in coefficient form, divided by `P` with the special prime's rows
-    /// `special` (rounding as `mod_switch_down`).
+    /// Row `l` of the hybrid key switch of one polynomial `src`: its key products in limb `l`,
+    /// back in coefficient form, divided by `P` with the special prime's rows `special`
+    /// (rounding as `mod_switch_down`).
     #[allow(clippy::too_many_arguments)]
     fn hybrid_row(
         &self,
@@ -350,10 +338,26 @@ impl CpuBackend {
         special: &[Vec<u32>; 2],
         [b, a]: [&mut [u32]; 2],
     ) {
+        self.hybrid_products(ring, src, limbs, l, keys, [&mut *b, &mut *a]);
+        for (row, rem) in [b, a].into_iter().zip(special) {
+            divide_out(self.arch, ring.moduli[l], ring.moduli[limbs], row, rem);
+        }
+    }
+
+    /// The hybrid key products of one polynomial `src` (`limbs` limbs, one digit each) in limb
+    /// `l` of `q P` (the special prime's is `l = limbs`), back in coefficient form.
+    fn hybrid_products(
+        &self,
+        ring: &CpuRing,
+        src: &[u32],
+        limbs: usize,
+        l: usize,
+        keys: [&CpuBuffer; 2],
+        [b, a]: [&mut [u32]; 2],
+    ) {
         let n = ring.n;
-        let m = ring.moduli[l];
         let job = DigitRow {
-            m,
+            m: ring.moduli[l],
             plan: &ring.plans[l],
             src,
             keys: [&keys[0][l * n..], &keys[1][l * n..]],
@@ -362,12 +366,11 @@ impl CpuBackend {
             digits: 1,
         };
         job.run(self, [&mut *b, &mut *a], false);
-        for (row, rem) in [b, a].into_iter().zip(special) {
-            ring.plans[l].inverse(row);
-            divide_out(self.arch, m, ring.moduli[limbs], row, rem);
-        }
+        ring.plans[l].inverse(b);
+        ring.plans[l].inverse(a);
     }
 
+    /// Applies `f(limb, a_row, b_row)` to every row pair.
     fn row_pairs(
         &self,
         a: &mut [u32],
@@ -1137,11 +1140,6 @@ impl DigitRow<'_> {
         }
         let mut digit = vec![0u32; n];
         for (i, row) in self.src.chunks_exact(n).enumerate() {
-            // A zero row has zero digits, which add nothing (the special prime's row of a
-            // hybrid key switch).
-            if row.iter().all(|&v| v == 0) {
-                continue;
-            }
             for j in 0..self.digits {
                 let shift = j as u32 * self.digit_bits;
                 backend.arch.dispatch(DigitsOf { row, digit: &mut digit, shift, mask, p });

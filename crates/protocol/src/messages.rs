@@ -65,17 +65,19 @@ pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey, galois: &[Galoi
 /// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits (what
 /// [`encode_setup`] writes).
 pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32) -> usize {
-    let rows_bits = |limbs: usize| -> usize {
-        params.ring().moduli()[..limbs]
-            .iter()
-            .map(|m| bit_width(u64::from(m.value())) as usize)
-            .sum::<usize>()
-            * params.n()
-    };
     let (key_polys, key_limbs) =
         if keys == 0 { (0, 0) } else { fastquery_he::galois::key_shape(params, key_bits) };
-    let bits = rows_bits(params.limbs()) + 256 + 32 + keys * (32 + key_polys * rows_bits(key_limbs) + 256);
+    let bits = rows_bits(params, params.limbs())
+        + 256
+        + 32
+        + keys * (32 + key_polys * rows_bits(params, key_limbs) + 256);
     crate::wire::HEADER_BYTES + bits.div_ceil(8)
+}
+
+/// Bits of one polynomial's residues over the ring's first `limbs` primes.
+fn rows_bits(params: &Params, limbs: usize) -> usize {
+    params.ring().moduli()[..limbs].iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
+        * params.n()
 }
 
 /// Decodes a setup message; the Galois keys must be exactly those of `elements`, in that
@@ -114,9 +116,7 @@ pub fn decode_setup(
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
 pub fn query_record_bytes(params: &Params) -> usize {
-    let bits: usize = params.moduli().iter().map(|m| bit_width(u64::from(m.value())) as usize).sum::<usize>()
-        * params.n()
-        + 256;
+    let bits = rows_bits(params, params.limbs()) + 256;
     bits.div_ceil(8)
 }
 
