@@ -4,7 +4,7 @@
 use std::{str::FromStr, sync::Arc};
 
 use fastquery_backend::{Backend, BackendError};
-use fastquery_cpu::CpuBackend;
+use fastquery_cpu::{CpuBackend, MacKernel};
 
 /// A backend named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,17 @@ impl BackendKind {
                 let cpu = match threads {
                     Some(t) => CpuBackend::with_threads(t)?,
                     None => CpuBackend::new(),
+                };
+                let cpu = match std::env::var("FASTQUERY_CPU_MAC").as_deref() {
+                    Err(_) | Ok("best") => cpu,
+                    Ok("avx512") => cpu.with_mac_kernel(MacKernel::Avx512),
+                    Ok("avx2") => cpu.with_mac_kernel(MacKernel::Avx2),
+                    Ok("portable") => cpu.with_mac_kernel(MacKernel::Portable),
+                    Ok(other) => {
+                        return Err(BackendError::InvalidInput(format!(
+                            "FASTQUERY_CPU_MAC={other}: expected best, avx512, avx2 or portable"
+                        )));
+                    }
                 };
                 Ok(AnyBackend::Cpu(Arc::new(cpu)))
             }

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, RingContext, Shape, conformance};
-use fastquery_cpu::CpuBackend;
+use fastquery_cpu::{CpuBackend, MacKernel};
 use fastquery_math::primes::ntt_primes;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -43,7 +43,11 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
     } else {
         crate::with_backend!(backend, b => device_ntt(b, reps / 4 + 1)?);
     }
-    crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
+    if backend.is_cpu() {
+        cpu_mac_kernels(reps / 8 + 1)?;
+    } else {
+        crate::with_backend!(backend, b => mac(b, reps / 4 + 1)?);
+    }
     crate::with_backend!(backend, b => key_switch_kinds(b, reps / 8 + 1)?);
     #[cfg(feature = "cuda")]
     if let AnyBackend::Cuda(b) = backend {
@@ -458,6 +462,57 @@ fn scaling(reps: usize) -> anyhow::Result<()> {
         times[0] / times[1],
         std::thread::available_parallelism().map_or(1, |c| c.get())
     );
+    Ok(())
+}
+
+/// The CPU's multiply-accumulate kernels side by side in this one run (each where the CPU has
+/// its instructions), on the kernel shapes of [`mac`] and on a slice of FastQuery's folded
+/// llama-7b product (16 rows: 8 tokens, two per record; 125 one-hot terms; N = 8192, five limbs;
+/// 4 of its 128 columns), with every kernel's words compared with the portable one's.
+fn cpu_mac_kernels(reps: usize) -> anyhow::Result<()> {
+    let kernels: Vec<MacKernel> = [MacKernel::Portable, MacKernel::Avx2, MacKernel::Avx512]
+        .into_iter()
+        .filter(|&k| CpuBackend::new().with_mac_kernel(k).mac_kernel() == k)
+        .collect();
+    println!(
+        "Multiply-accumulate on the CPU, median of {reps} (G coefficient products/s; {} threads):",
+        CpuBackend::new().threads()
+    );
+    println!(
+        "  {:<22} {}",
+        "rows x inner x cols",
+        kernels.iter().map(|k| format!("{:>10}", format!("{k:?}"))).collect::<String>()
+    );
+    let shapes = [
+        (4096usize, 2usize, MacDims { rows: 2, inner: 32, cols: 8 }),
+        (4096, 2, MacDims { rows: 16, inner: 32, cols: 8 }),
+        (8192, 5, MacDims { rows: 16, inner: 125, cols: 4 }),
+    ];
+    for (n, limbs, dims) in shapes {
+        let mut rates = String::new();
+        let mut first: Option<Vec<u32>> = None;
+        for &k in &kernels {
+            let ring = ring_on(&Arc::new(CpuBackend::new().with_mac_kernel(k)), n, limbs)?;
+            let (xs, ys) =
+                (Shape::new(dims.rows * dims.inner, limbs), Shape::new(dims.inner * dims.cols, limbs));
+            let a: Polys<CpuBackend, Ntt> = ring.upload(&words(ring.context(), xs, 1), xs)?;
+            let w: Polys<CpuBackend, Ntt> = ring.upload(&words(ring.context(), ys, 2), ys)?;
+            let mut out: Polys<CpuBackend, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+            let t =
+                median_us(reps, || (), |()| ring.mac(&mut out, &a, &w, dims, false).expect("shapes match"));
+            let got = ring.download(&out)?;
+            match &first {
+                None => first = Some(got),
+                Some(f) => {
+                    anyhow::ensure!(*f == got, "the {k:?} multiply-accumulate differs from the portable one")
+                }
+            }
+            let macs = (dims.rows * dims.inner * dims.cols * limbs * n) as f64;
+            rates += &format!("{:>10.2}", macs / t / 1e3);
+        }
+        let shape = format!("{}x{}x{} (N={n}, {limbs} limbs)", dims.rows, dims.inner, dims.cols);
+        println!("  {shape:<22} {rates}");
+    }
     Ok(())
 }
 

@@ -42,7 +42,27 @@ fn kernels_prints_the_summary_with_ratios() {
     for n in ["2048", "4096", "8192", "16384"] {
         assert!(t.lines().any(|l| l.trim_start().starts_with(n)), "row for N = {n} missing:\n{t}");
     }
-    assert!(t.contains("speed-up") && t.contains("G coefficient-MACs/s"), "{t}");
+    assert!(t.contains("speed-up") && t.contains("G coefficient products/s"), "{t}");
+    // The multiply-accumulate kernels side by side (the portable one on every machine), on the
+    // folded product's shape too.
+    assert!(t.contains("Portable") && t.contains("16x125x4 (N=8192, 5 limbs)"), "{t}");
+}
+
+#[test]
+fn the_cpu_mac_kernel_switch_is_strict() {
+    let run = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fastquery"))
+            .args(["check", "--seed", "7"])
+            .env("FASTQUERY_CPU_MAC", v)
+            .output()
+            .expect("binary runs")
+    };
+    let o = run("portable");
+    assert!(o.status.success() && text(&o).contains("13 passed, 0 failed"), "{}", text(&o));
+    let o = run("avx1024");
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("FASTQUERY_CPU_MAC=avx1024: expected"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
 }
 
 #[test]

@@ -5,11 +5,11 @@
 //!
 //! * Transforms: tfhe-ntt through [`fastquery_ntt::NttPlan`] (canonical order verified when the
 //!   plan is built), one `(poly, limb)` row per rayon task.
-//! * Multiply-accumulate: on AVX-512, register-blocked with packed tiles ([`mac_v4`]); elsewhere
-//!   tiles of coefficients, lazily reduced `u64` accumulators
-//!   ([`fastquery_math::Modulus::lazy_products`] products between Barrett reductions), compiled
-//!   for AVX2 or baseline by pulp's run-time dispatch; each plaintext tile is read once for all
-//!   rows of a batch.
+//! * Multiply-accumulate: on AVX-512 and on AVX2, register-blocked with packed tiles (one
+//!   kernel for both, [`mac_simd`]); elsewhere tiles of coefficients, lazily reduced `u64`
+//!   accumulators ([`fastquery_math::Modulus::lazy_products`] products between Barrett
+//!   reductions), compiled for the baseline by pulp's run-time dispatch; each plaintext tile is
+//!   read once for all rows of a batch.
 //! * Threads: rayon's global pool, or a private pool of a chosen size ([`CpuBackend::with_threads`]).
 #![forbid(unsafe_code)]
 
@@ -26,7 +26,7 @@ use fastquery_ntt::NttPlan;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-mod mac_v4;
+mod mac_simd;
 mod pool;
 
 pub use pool::{
@@ -47,8 +47,21 @@ pub struct CpuBackend {
     /// Freed buffers kept for reuse, shared by clones ([`pool`]).
     buffers: Arc<BufferPool>,
     arch: pulp::Arch,
-    /// Whether the AVX-512 multiply-accumulate may run (where the CPU has it).
-    mac_v4: bool,
+    /// The widest register-blocked multiply-accumulate that may run (where the CPU has it).
+    mac: MacKernel,
+}
+
+/// Which multiply-accumulate kernel the CPU backend may use: the widest one the CPU has, up to
+/// this one ([`CpuBackend::with_mac_kernel`]). The test suite runs every one of them, so each
+/// is checked on any x86-64 machine that has its instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MacKernel {
+    /// Tiles of lazily reduced `u64` accumulators, vectorised by the compiler (any CPU).
+    Portable,
+    /// Register-blocked, AVX2 (x86-64-v3): blocks of 4 rows x 8 coefficients.
+    Avx2,
+    /// Register-blocked, AVX-512 (x86-64-v4): blocks of 8 rows x 16 coefficients.
+    Avx512,
 }
 
 impl std::fmt::Debug for CpuBackend {
@@ -78,7 +91,7 @@ impl CpuBackend {
             pool: None,
             buffers: Arc::new(BufferPool::with_large(pool_bytes(), large_pool_bytes())),
             arch: pulp::Arch::new(),
-            mac_v4: true,
+            mac: MacKernel::Avx512,
         }
     }
 
@@ -95,11 +108,31 @@ impl CpuBackend {
         Ok(Self { pool: Some(Arc::new(pool)), ..Self::new() })
     }
 
-    /// The same backend with the portable multiply-accumulate only (AVX2 or baseline through
-    /// pulp), as on a CPU without AVX-512: the test suite runs both kernels.
-    pub fn portable(mut self) -> Self {
-        self.mac_v4 = false;
+    /// The same backend with the portable multiply-accumulate only, as on a CPU without AVX2
+    /// (the test suite runs every kernel).
+    pub fn portable(self) -> Self {
+        self.with_mac_kernel(MacKernel::Portable)
+    }
+
+    /// The same backend using at most `kernel` for the multiply-accumulate (the default is the
+    /// widest the CPU has).
+    pub fn with_mac_kernel(mut self, kernel: MacKernel) -> Self {
+        self.mac = kernel;
         self
+    }
+
+    /// The multiply-accumulate kernel this backend runs on this CPU.
+    pub fn mac_kernel(&self) -> MacKernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.v4().is_some() {
+                return MacKernel::Avx512;
+            }
+            if self.v3().is_some() {
+                return MacKernel::Avx2;
+            }
+        }
+        MacKernel::Portable
     }
 
     /// The same backend keeping at most `bytes` of freed buffers for reuse (0: none; the
@@ -127,12 +160,13 @@ impl CpuBackend {
         }
     }
 
-    /// [`Backend::mac`] on AVX-512: see [`mac_v4`]. Tasks are `(limb, tile)` pairs.
+    /// [`Backend::mac`] register-blocked on AVX-512 or AVX2: see [`mac_simd`]. Tasks are
+    /// `(limb, tile)` pairs.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
-    fn mac_v4(
+    fn mac_simd<I: mac_simd::Lanes + Send + Sync>(
         &self,
-        simd: pulp::x86::V4,
+        simd: I,
         ring: &CpuRing,
         out: &mut [u32],
         a: &[u32],
@@ -148,8 +182,8 @@ impl CpuBackend {
         }
         let poly = limbs * n;
         // The packed rows of a tile stay in L2 while the columns stream.
-        let fit = (mac_v4::X_BYTES / (rows * inner.max(1) * 4)).max(1);
-        let tile = (1usize << fit.ilog2()).clamp(mac_v4::LANES, mac_v4::MAX_TILE.min(n));
+        let fit = (mac_simd::X_BYTES / (rows * inner.max(1) * 4)).max(1);
+        let tile = (1usize << fit.ilog2()).clamp(I::LANES, mac_simd::MAX_TILE.min(n));
         let tiles = n / tile;
         // Output slices by task, each task's in (row, column) order.
         let mut tasks: Vec<Vec<&mut [u32]>> =
@@ -163,7 +197,7 @@ impl CpuBackend {
             let xs = (0..rows * inner).map(|k| &a[k * poly + off..][..tile]).collect();
             let ys = (0..inner * cols).map(|k| &b[k * poly + off..][..tile]).collect();
             let m = ring.moduli[l];
-            simd.vectorize(mac_v4::Bucket { simd, m, rows, inner, cols, tile, xs, ys, outs, accumulate });
+            simd.run(mac_simd::Bucket { simd, m, rows, inner, cols, tile, xs, ys, outs, accumulate });
         };
         if self.parallel(tasks.len()) {
             self.install(|| tasks.into_par_iter().enumerate().for_each(run));
@@ -172,20 +206,28 @@ impl CpuBackend {
         }
     }
 
-    /// The AVX-512 token, where the CPU has it and the kernels are not turned off.
+    /// The AVX-512 token, where the CPU has it and the kernel may run.
     #[cfg(target_arch = "x86_64")]
     fn v4(&self) -> Option<pulp::x86::V4> {
-        pulp::x86::V4::try_new().filter(|_| self.mac_v4)
+        pulp::x86::V4::try_new().filter(|_| self.mac >= MacKernel::Avx512)
+    }
+
+    /// The AVX2 token, where the CPU has it and the kernel may run.
+    #[cfg(target_arch = "x86_64")]
+    fn v3(&self) -> Option<pulp::x86::V3> {
+        pulp::x86::V3::try_new().filter(|_| self.mac >= MacKernel::Avx2)
     }
 
     /// `out[j] = acc[j] mod p` for accumulators below `2^63`.
     fn reduce_row(&self, m: Modulus, acc: &[u64], out: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = self.v4()
-            && acc.len().is_multiple_of(8)
-        {
-            simd.vectorize(mac_v4::ReduceRow { simd, m, acc, out });
-            return;
+        if acc.len().is_multiple_of(8) {
+            if let Some(simd) = self.v4() {
+                return simd.vectorize(mac_simd::ReduceRow { simd, m, acc, out });
+            }
+            if let Some(simd) = self.v3() {
+                return simd.vectorize(mac_simd::ReduceRow { simd, m, acc, out });
+            }
         }
         out.iter_mut().zip(acc).for_each(|(o, &s)| *o = m.reduce_u64(s));
     }
@@ -859,14 +901,22 @@ impl Backend for CpuBackend {
         #[cfg(target_arch = "x86_64")]
         // The register kernel wins where a block of rows reuses each plaintext line or the inner
         // sums are short; for one or two rows over long sums the portable kernel's long tiles
-        // read faster (probe, N = 4096, 4 limbs, 2 threads: 2 x 500 x 16 at 2.3 against 2.4-2.8
-        // G products/s, 2 x 180 x 179 at 2.4-2.5 against 2.6; 2 x 4 x 512 at 3.3-3.8 against 1.1-1.2).
-        if let Some(simd) = self.v4()
-            && n.is_multiple_of(mac_v4::LANES)
-            && (dims.rows >= 4 || dims.inner <= 32)
-        {
-            self.mac_v4(simd, ring, out, a, b, dims, limbs, accumulate);
-            return Ok(());
+        // read faster on AVX-512 (probe, N = 4096, 4 limbs, 2 threads: 2 x 500 x 16 at 2.3
+        // against 2.4-2.8 G products/s, 2 x 180 x 179 at 2.4-2.5 against 2.6; 2 x 4 x 512 at
+        // 3.3-3.8 against 1.1-1.2).
+        if dims.rows >= 4 || dims.inner <= 32 {
+            if let Some(simd) = self.v4()
+                && n.is_multiple_of(<pulp::x86::V4 as mac_simd::Lanes>::LANES)
+            {
+                self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+                return Ok(());
+            }
+            if let Some(simd) = self.v3()
+                && n.is_multiple_of(<pulp::x86::V3 as mac_simd::Lanes>::LANES)
+            {
+                self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+                return Ok(());
+            }
         }
         let (rows, cols) = (dims.rows, dims.cols);
         // Blocking: a task owns one limb, one tile of `tile` coefficients and a group of `group`

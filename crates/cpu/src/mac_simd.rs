@@ -1,0 +1,384 @@
+//! The multiply-accumulate on x86-64 with register-resident accumulators: one kernel, written
+//! once over [`Lanes`], compiled for AVX-512 (x86-64-v4, 16 coefficients per register, blocks
+//! of 8 rows) and for AVX2 (x86-64-v3, 8 coefficients per register, blocks of 4 rows).
+//!
+//! A task owns one limb and one tile of coefficients for every `(row, column)` of the product.
+//! It first copies its slices of the rows (`x`) into one contiguous buffer, and then, column by
+//! column, the column's slices of the plaintexts (`y`): the polynomials sit at power-of-two
+//! strides, so read in place the slices of one tile all fall in the same cache sets and evict
+//! each other (measured: 2.5 G products/s in place on two threads). For each block of
+//! coefficients it keeps the sums of a block of rows in registers for the whole inner sum, so
+//! no accumulator is loaded or stored per product.
+//!
+//! Arithmetic: a 64-bit lane holds two coefficients; `vpmuludq` multiplies the even ones and,
+//! after a 32-bit shift, the odd ones. Each product (`< 2^62`, both factors reduced) is added to
+//! a `u64` kept below `P = floor(2^63 / p) p` by one conditional subtraction, and the sum is
+//! reduced once at the end with two Shoup products (see [`reduce`]), where the portable kernel
+//! runs a Barrett pass over its accumulators every four products. The conditional subtraction
+//! is `min(s, s - P)` on AVX-512 (`vpminuq`); AVX2 has no unsigned 64-bit minimum, so there it
+//! selects by the sign bit of `s - P` (`vblendvpd`): for `s < P + 2^63` and `P <= 2^63`,
+//! `s - P` wraps to `2^63` or more exactly when `s < P`.
+
+use std::arch::x86_64::{__m256i, __m512i};
+
+use fastquery_math::Modulus;
+use pulp::x86::{V3, V4};
+
+/// Bytes of the rows' slices of one tile (the packed copy stays in L2).
+pub(crate) const X_BYTES: usize = 1 << 19;
+/// Longest tile.
+pub(crate) const MAX_TILE: usize = 512;
+
+/// The vector operations the kernel needs, on 64-bit lanes.
+pub(crate) trait Lanes: Copy {
+    /// One register.
+    type V: Copy;
+    /// Coefficients (32-bit words) per register: two per 64-bit lane.
+    const LANES: usize;
+    /// Rows whose `2 x ROW_BLOCK` accumulators stay in registers (8 or 4).
+    const ROW_BLOCK: usize;
+    /// Runs `f` compiled for this instruction set.
+    fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output;
+    /// `s[at .. at + LANES]` (`at + LANES <= s.len()`).
+    fn load(self, s: &[u32], at: usize) -> Self::V;
+    /// `s[at .. at + LANES]` into the register.
+    fn store(self, v: Self::V, s: &mut [u32], at: usize);
+    /// `s[at .. at + LANES / 2]` (`at + LANES / 2 <= s.len()`).
+    fn load_u64(self, s: &[u64], at: usize) -> Self::V;
+    /// The register's 64-bit lanes into `s[at .. at + LANES / 2]`.
+    fn store_u64(self, v: Self::V, s: &mut [u64], at: usize);
+    fn splat(self, v: u64) -> Self::V;
+    fn zero(self) -> Self::V;
+    fn and(self, a: Self::V, b: Self::V) -> Self::V;
+    fn or(self, a: Self::V, b: Self::V) -> Self::V;
+    fn shr32(self, a: Self::V) -> Self::V;
+    fn shl32(self, a: Self::V) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    /// The low 32 bits of each lane of `a` times those of `b`, as 64-bit products.
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `s - m` where `s >= m`, else `s`, for `m <= 2^63` and `s < m + 2^63`.
+    fn csub(self, s: Self::V, m: Self::V) -> Self::V;
+}
+
+impl Lanes for V4 {
+    type V = __m512i;
+    const LANES: usize = 16;
+    const ROW_BLOCK: usize = 8;
+
+    #[inline(always)]
+    fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
+        self.vectorize(f)
+    }
+    #[inline(always)]
+    fn load(self, s: &[u32], at: usize) -> __m512i {
+        let a: [u32; 16] = s[at..at + 16].try_into().expect("a tile holds whole blocks");
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, v: __m512i, s: &mut [u32], at: usize) {
+        let a: [u32; 16] = pulp::cast(v);
+        s[at..at + 16].copy_from_slice(&a);
+    }
+    #[inline(always)]
+    fn load_u64(self, s: &[u64], at: usize) -> __m512i {
+        let a: [u64; 8] = s[at..at + 8].try_into().expect("whole registers");
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store_u64(self, v: __m512i, s: &mut [u64], at: usize) {
+        let a: [u64; 8] = pulp::cast(v);
+        s[at..at + 8].copy_from_slice(&a);
+    }
+    #[inline(always)]
+    fn splat(self, v: u64) -> __m512i {
+        self.avx512f._mm512_set1_epi64(v as i64)
+    }
+    #[inline(always)]
+    fn zero(self) -> __m512i {
+        self.avx512f._mm512_setzero_si512()
+    }
+    #[inline(always)]
+    fn and(self, a: __m512i, b: __m512i) -> __m512i {
+        self.avx512f._mm512_and_si512(a, b)
+    }
+    #[inline(always)]
+    fn or(self, a: __m512i, b: __m512i) -> __m512i {
+        self.avx512f._mm512_or_si512(a, b)
+    }
+    #[inline(always)]
+    fn shr32(self, a: __m512i) -> __m512i {
+        self.avx512f._mm512_srli_epi64::<32>(a)
+    }
+    #[inline(always)]
+    fn shl32(self, a: __m512i) -> __m512i {
+        self.avx512f._mm512_slli_epi64::<32>(a)
+    }
+    #[inline(always)]
+    fn add(self, a: __m512i, b: __m512i) -> __m512i {
+        self.avx512f._mm512_add_epi64(a, b)
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512i, b: __m512i) -> __m512i {
+        self.avx512f._mm512_sub_epi64(a, b)
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512i, b: __m512i) -> __m512i {
+        self.avx512f._mm512_mul_epu32(a, b)
+    }
+    #[inline(always)]
+    fn csub(self, s: __m512i, m: __m512i) -> __m512i {
+        let f = self.avx512f;
+        f._mm512_min_epu64(s, f._mm512_sub_epi64(s, m))
+    }
+}
+
+impl Lanes for V3 {
+    type V = __m256i;
+    const LANES: usize = 8;
+    const ROW_BLOCK: usize = 4;
+
+    #[inline(always)]
+    fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
+        self.vectorize(f)
+    }
+    #[inline(always)]
+    fn load(self, s: &[u32], at: usize) -> __m256i {
+        let a: [u32; 8] = s[at..at + 8].try_into().expect("a tile holds whole blocks");
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, v: __m256i, s: &mut [u32], at: usize) {
+        let a: [u32; 8] = pulp::cast(v);
+        s[at..at + 8].copy_from_slice(&a);
+    }
+    #[inline(always)]
+    fn load_u64(self, s: &[u64], at: usize) -> __m256i {
+        let a: [u64; 4] = s[at..at + 4].try_into().expect("whole registers");
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store_u64(self, v: __m256i, s: &mut [u64], at: usize) {
+        let a: [u64; 4] = pulp::cast(v);
+        s[at..at + 4].copy_from_slice(&a);
+    }
+    #[inline(always)]
+    fn splat(self, v: u64) -> __m256i {
+        self.avx._mm256_set1_epi64x(v as i64)
+    }
+    #[inline(always)]
+    fn zero(self) -> __m256i {
+        self.avx._mm256_setzero_si256()
+    }
+    #[inline(always)]
+    fn and(self, a: __m256i, b: __m256i) -> __m256i {
+        self.avx2._mm256_and_si256(a, b)
+    }
+    #[inline(always)]
+    fn or(self, a: __m256i, b: __m256i) -> __m256i {
+        self.avx2._mm256_or_si256(a, b)
+    }
+    #[inline(always)]
+    fn shr32(self, a: __m256i) -> __m256i {
+        self.avx2._mm256_srli_epi64::<32>(a)
+    }
+    #[inline(always)]
+    fn shl32(self, a: __m256i) -> __m256i {
+        self.avx2._mm256_slli_epi64::<32>(a)
+    }
+    #[inline(always)]
+    fn add(self, a: __m256i, b: __m256i) -> __m256i {
+        self.avx2._mm256_add_epi64(a, b)
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256i, b: __m256i) -> __m256i {
+        self.avx2._mm256_sub_epi64(a, b)
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256i, b: __m256i) -> __m256i {
+        self.avx2._mm256_mul_epu32(a, b)
+    }
+    #[inline(always)]
+    fn csub(self, s: __m256i, m: __m256i) -> __m256i {
+        // `d = s - m` has its sign bit set exactly when `s < m` (module docs): keep `s` there.
+        let d = self.avx2._mm256_sub_epi64(s, m);
+        let a = self.avx;
+        a._mm256_castpd_si256(a._mm256_blendv_pd(
+            a._mm256_castsi256_pd(d),
+            a._mm256_castsi256_pd(s),
+            a._mm256_castsi256_pd(d),
+        ))
+    }
+}
+
+/// One task: `outs[r * cols + c] (+)= sum_i xs[r * inner + i] * ys[i * cols + c]`, every slice
+/// `tile` coefficients of one limb (`tile` a multiple of `I::LANES`).
+pub(crate) struct Bucket<'a, I> {
+    pub simd: I,
+    pub m: Modulus,
+    pub rows: usize,
+    pub inner: usize,
+    pub cols: usize,
+    pub tile: usize,
+    pub xs: Vec<&'a [u32]>,
+    pub ys: Vec<&'a [u32]>,
+    pub outs: Vec<&'a mut [u32]>,
+    pub accumulate: bool,
+}
+
+impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Self { simd, m, rows, inner, cols, tile, xs, ys, mut outs, accumulate } = self;
+        let k = Consts::new(simd, m);
+        let mut x = Vec::with_capacity(xs.len() * tile);
+        xs.iter().for_each(|s| x.extend_from_slice(s));
+        let mut y = vec![0u32; inner * tile];
+        for c in 0..cols {
+            for (i, dst) in y.chunks_exact_mut(tile).enumerate() {
+                dst.copy_from_slice(ys[i * cols + c]);
+            }
+            for j in (0..tile).step_by(I::LANES) {
+                let mut r0 = 0;
+                while r0 < rows {
+                    let job = Job { k, x: &x, y: &y, tile, inner, r0, j, accumulate };
+                    let row = |r: usize| (r0 + r) * cols + c;
+                    // `I::ROW_BLOCK` is a constant: the compiler keeps one of the first two arms.
+                    r0 += match rows - r0 {
+                        8.. if I::ROW_BLOCK >= 8 => block::<I, 8>(job, &mut outs, row),
+                        4.. => block::<I, 4>(job, &mut outs, row),
+                        _ => block::<I, 1>(job, &mut outs, row),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The modulus and its constants as vectors.
+#[derive(Clone, Copy)]
+struct Consts<I: Lanes> {
+    simd: I,
+    /// `floor(2^63 / p) p`: the accumulators stay below it.
+    big: I::V,
+    p: I::V,
+    two_p: I::V,
+    /// `2^32 mod p` and its Shoup constant, and 1 and its Shoup constant.
+    r32: I::V,
+    r32_shoup: I::V,
+    one: I::V,
+    one_shoup: I::V,
+    low32: I::V,
+}
+
+impl<I: Lanes> Consts<I> {
+    #[inline(always)]
+    fn new(simd: I, m: Modulus) -> Self {
+        let p = u64::from(m.value());
+        let r32 = ((1u64 << 32) % p) as u32;
+        let set = |v: u64| simd.splat(v);
+        Self {
+            simd,
+            big: set(crate::lazy_bound(m)),
+            p: set(p),
+            two_p: set(2 * p),
+            r32: set(u64::from(r32)),
+            r32_shoup: set(u64::from(m.shoup(r32))),
+            one: set(1),
+            one_shoup: set(u64::from(m.shoup(1))),
+            low32: set(u64::from(u32::MAX)),
+        }
+    }
+}
+
+/// Which block to compute: rows `r0 ..` of the packed `x` (`(r inner + i) tile + j`) times the
+/// packed column `y` (`i tile + j`), coefficients `j .. j + LANES`.
+#[derive(Clone, Copy)]
+struct Job<'s, I: Lanes> {
+    k: Consts<I>,
+    x: &'s [u32],
+    y: &'s [u32],
+    tile: usize,
+    inner: usize,
+    r0: usize,
+    j: usize,
+    accumulate: bool,
+}
+
+/// Rows `r0 .. r0 + RB` into `outs[out(r)]`; returns `RB`.
+#[inline(always)]
+fn block<I: Lanes, const RB: usize>(
+    job: Job<'_, I>,
+    outs: &mut [&mut [u32]],
+    out: impl Fn(usize) -> usize,
+) -> usize {
+    let Job { k, x, y, tile, inner, r0, j, accumulate } = job;
+    let s = k.simd;
+    let mut even = [s.zero(); RB];
+    let mut odd = [s.zero(); RB];
+    if accumulate {
+        for r in 0..RB {
+            let v = s.load(outs[out(r)], j);
+            even[r] = s.and(v, k.low32);
+            odd[r] = s.shr32(v);
+        }
+    }
+    for i in 0..inner {
+        let yv = s.load(y, i * tile + j);
+        let y_odd = s.shr32(yv);
+        for r in 0..RB {
+            let xv = s.load(x, ((r0 + r) * inner + i) * tile + j);
+            even[r] = s.csub(s.add(even[r], s.mul(xv, yv)), k.big);
+            odd[r] = s.csub(s.add(odd[r], s.mul(s.shr32(xv), y_odd)), k.big);
+        }
+    }
+    for r in 0..RB {
+        // Both below p < 2^31 after `reduce`: one lane holds the even and the odd coefficient.
+        let v = s.or(reduce(k, even[r]), s.shl32(reduce(k, odd[r])));
+        s.store(v, outs[out(r)], j);
+    }
+    RB
+}
+
+/// `out[j] = acc[j] mod p` for accumulators below `2^63` (`acc.len()` a multiple of
+/// `I::LANES / 2`).
+pub(crate) struct ReduceRow<'a, I> {
+    pub simd: I,
+    pub m: Modulus,
+    pub acc: &'a [u64],
+    pub out: &'a mut [u32],
+}
+
+impl<I: Lanes> pulp::NullaryFnOnce for ReduceRow<'_, I> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Self { simd, m, acc, out } = self;
+        let k = Consts::new(simd, m);
+        let step = I::LANES / 2;
+        let mut r = [0u64; 8];
+        for (at, o) in (0..acc.len()).step_by(step).zip(out.chunks_exact_mut(step)) {
+            simd.store_u64(reduce(k, simd.load_u64(acc, at)), &mut r, 0);
+            // Below p < 2^31 after `reduce`.
+            o.iter_mut().zip(r).for_each(|(x, y)| *x = y as u32);
+        }
+    }
+}
+
+/// `s mod p` for `s < 2^63`: with `s = h 2^32 + l`, `h (2^32 mod p)` and `l` each by one Shoup
+/// product to `[0, 2p)`, then two conditional subtractions.
+#[inline(always)]
+fn reduce<I: Lanes>(k: Consts<I>, s: I::V) -> I::V {
+    let f = k.simd;
+    let h = f.shr32(s);
+    let l = f.and(s, k.low32);
+    let shoup = |a: I::V, w: I::V, w_shoup: I::V| {
+        let q = f.shr32(f.mul(a, w_shoup));
+        f.sub(f.mul(a, w), f.mul(q, k.p))
+    };
+    let t = f.add(shoup(h, k.r32, k.r32_shoup), shoup(l, k.one, k.one_shoup));
+    f.csub(f.csub(t, k.two_p), k.p)
+}
