@@ -59,6 +59,13 @@ pub(crate) trait Lanes: Copy {
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     /// `s - m` where `s >= m`, else `s`, for `m <= 2^63` and `s < m + 2^63`.
     fn csub(self, s: Self::V, m: Self::V) -> Self::V;
+    /// Asks for the cache line holding `s[0]` (a hint: no fault, no effect on any value).
+    #[inline(always)]
+    fn prefetch(self, s: &[u32]) {
+        self.v3().sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().cast());
+    }
+    /// The AVX2 token (every AVX-512 machine has AVX2).
+    fn v3(self) -> V3;
 }
 
 impl Lanes for V4 {
@@ -66,6 +73,10 @@ impl Lanes for V4 {
     const LANES: usize = 16;
     const ROW_BLOCK: usize = 8;
 
+    #[inline(always)]
+    fn v3(self) -> V3 {
+        *self
+    }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
         self.vectorize(f)
@@ -138,6 +149,10 @@ impl Lanes for V3 {
     const LANES: usize = 8;
     const ROW_BLOCK: usize = 4;
 
+    #[inline(always)]
+    fn v3(self) -> V3 {
+        self
+    }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
         self.vectorize(f)
@@ -226,6 +241,23 @@ pub(crate) struct Bucket<'a, I> {
     pub accumulate: bool,
 }
 
+/// The blocks of rows the kernel takes, `(first row, rows)`: as many of `I::ROW_BLOCK` as fit,
+/// then of 4, then single rows.
+fn row_blocks<I: Lanes>(rows: usize) -> Vec<(usize, usize)> {
+    let mut blocks = Vec::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let rb = match rows - r0 {
+            n if n >= I::ROW_BLOCK => I::ROW_BLOCK,
+            4.. => 4,
+            _ => 1,
+        };
+        blocks.push((r0, rb));
+        r0 += rb;
+    }
+    blocks
+}
+
 impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
     type Output = ();
 
@@ -233,24 +265,55 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
     fn call(self) {
         let Self { simd, m, rows, inner, cols, tile, xs, ys, mut outs, accumulate } = self;
         let k = Consts::new(simd, m);
-        let mut x = Vec::with_capacity(xs.len() * tile);
-        xs.iter().for_each(|s| x.extend_from_slice(s));
-        let mut y = vec![0u32; inner * tile];
-        for c in 0..cols {
-            for (i, dst) in y.chunks_exact_mut(tile).enumerate() {
-                dst.copy_from_slice(ys[i * cols + c]);
+        let lanes = I::LANES;
+        let blocks = row_blocks::<I>(rows);
+        // The rows packed per register block: block `jb` of coefficients, then a block of
+        // rows `(r0, rb)`, then the inner index, then the block's rows, `LANES` words each; so
+        // one block's whole inner sum reads one contiguous run (no bounds check, no stride).
+        let mut x = vec![0u32; rows * inner * tile];
+        for &(r0, rb) in &blocks {
+            for i in 0..inner {
+                for r in 0..rb {
+                    let src = xs[(r0 + r) * inner + i];
+                    for (jb, piece) in src.chunks_exact(lanes).enumerate() {
+                        let at = ((jb * rows + r0) * inner + i * rb + r) * lanes;
+                        x[at..at + lanes].copy_from_slice(piece);
+                    }
+                }
             }
-            for j in (0..tile).step_by(I::LANES) {
-                let mut r0 = 0;
-                while r0 < rows {
-                    let job = Job { k, x: &x, y: &y, tile, inner, r0, j, accumulate };
+        }
+        // One column at a time, packed as block `jb`, inner index, `LANES` words.
+        let mut y = vec![0u32; inner * tile];
+        let pack = |y: &mut [u32], c: usize| {
+            for i in 0..inner {
+                for (jb, piece) in ys[i * cols + c].chunks_exact(lanes).enumerate() {
+                    let at = (jb * inner + i) * lanes;
+                    y[at..at + lanes].copy_from_slice(piece);
+                }
+            }
+        };
+        let jbs = tile / lanes;
+        for c in 0..cols {
+            pack(&mut y, c);
+            for jb in 0..jbs {
+                // The next column's slices are fetched while this one computes: the table is
+                // read from memory at strides no hardware prefetcher follows.
+                if c + 1 < cols {
+                    for i in (jb * inner / jbs)..((jb + 1) * inner / jbs) {
+                        ys[i * cols + c + 1].chunks(16).for_each(|line| simd.prefetch(line));
+                    }
+                }
+                let yb = &y[jb * inner * lanes..][..inner * lanes];
+                for &(r0, rb) in &blocks {
+                    let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
+                    let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
                     let row = |r: usize| (r0 + r) * cols + c;
                     // `I::ROW_BLOCK` is a constant: the compiler keeps one of the first two arms.
-                    r0 += match rows - r0 {
-                        8.. if I::ROW_BLOCK >= 8 => block::<I, 8>(job, &mut outs, row),
-                        4.. => block::<I, 4>(job, &mut outs, row),
+                    match rb {
+                        8 if I::ROW_BLOCK >= 8 => block::<I, 8>(job, &mut outs, row),
+                        4 => block::<I, 4>(job, &mut outs, row),
                         _ => block::<I, 1>(job, &mut outs, row),
-                    };
+                    }
                 }
             }
         }
@@ -293,28 +356,21 @@ impl<I: Lanes> Consts<I> {
     }
 }
 
-/// Which block to compute: rows `r0 ..` of the packed `x` (`(r inner + i) tile + j`) times the
-/// packed column `y` (`i tile + j`), coefficients `j .. j + LANES`.
+/// One register block: the packed rows `x` of a row block (`inner x RB x LANES` words) times
+/// the packed column `y` (`inner x LANES`), into coefficients `j .. j + LANES` of the outputs.
 #[derive(Clone, Copy)]
 struct Job<'s, I: Lanes> {
     k: Consts<I>,
     x: &'s [u32],
     y: &'s [u32],
-    tile: usize,
-    inner: usize,
-    r0: usize,
     j: usize,
     accumulate: bool,
 }
 
-/// Rows `r0 .. r0 + RB` into `outs[out(r)]`; returns `RB`.
+/// Rows `0 .. RB` of the block into `outs[out(r)]`.
 #[inline(always)]
-fn block<I: Lanes, const RB: usize>(
-    job: Job<'_, I>,
-    outs: &mut [&mut [u32]],
-    out: impl Fn(usize) -> usize,
-) -> usize {
-    let Job { k, x, y, tile, inner, r0, j, accumulate } = job;
+fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], out: impl Fn(usize) -> usize) {
+    let Job { k, x, y, j, accumulate } = job;
     let s = k.simd;
     let mut even = [s.zero(); RB];
     let mut odd = [s.zero(); RB];
@@ -325,11 +381,11 @@ fn block<I: Lanes, const RB: usize>(
             odd[r] = s.shr32(v);
         }
     }
-    for i in 0..inner {
-        let yv = s.load(y, i * tile + j);
+    for (yi, xi) in y.chunks_exact(I::LANES).zip(x.chunks_exact(RB * I::LANES)) {
+        let yv = s.load(yi, 0);
         let y_odd = s.shr32(yv);
         for r in 0..RB {
-            let xv = s.load(x, ((r0 + r) * inner + i) * tile + j);
+            let xv = s.load(xi, r * I::LANES);
             even[r] = s.csub(s.add(even[r], s.mul(xv, yv)), k.big);
             odd[r] = s.csub(s.add(odd[r], s.mul(s.shr32(xv), y_odd)), k.big);
         }
@@ -339,7 +395,6 @@ fn block<I: Lanes, const RB: usize>(
         let v = s.or(reduce(k, even[r]), s.shl32(reduce(k, odd[r])));
         s.store(v, outs[out(r)], j);
     }
-    RB
 }
 
 /// `out[j] = acc[j] mod p` for accumulators below `2^63` (`acc.len()` a multiple of
