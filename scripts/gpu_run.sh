@@ -77,7 +77,8 @@ if [ "$part" = more ] || [ "$part" = all ]; then
     --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
   FASTQUERY_CUDA_MINMAX=0 step "select reductions, kernels" 40 "$D/fastquery" --backend cuda kernels --quick
   # The gadget key switch (16-bit digits, the fused kernels) against part 1's default, hybrid
-  # key switching (composed on the GPU: decompose_mac over q P, inverse, modulus switch).
+  # key switching (fused on CUDA: the decompose_mac kernels with src_limbs, then the inverse
+  # and the modulus switch).
   FASTQUERY_KEYSWITCH=gadget step "gadget key switch, 8" 30 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
   # The issue's "20x the 2-core CPU backend", on this machine's CPU held to two threads (50 s
