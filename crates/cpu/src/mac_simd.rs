@@ -63,12 +63,13 @@ pub(crate) trait Lanes: Copy {
     /// `s - m` where `s >= m`, else `s`, for `m <= 2^63` and `s < m + 2^63`.
     fn csub(self, s: Self::V, m: Self::V) -> Self::V;
     /// Asks for the cache line holding `s[0]` (a hint: no fault, no effect on any value).
-    #[inline(always)]
-    fn prefetch(self, s: &[u32]) {
-        self.v3().sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().cast());
-    }
-    /// The AVX2 token (every AVX-512 machine has AVX2).
-    fn v3(self) -> V3;
+    fn prefetch(self, s: &[u32]);
+}
+
+/// `prefetcht0` of the line holding `s[0]`.
+#[inline(always)]
+fn prefetch_line(simd: V3, s: &[u32]) {
+    simd.sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().cast());
 }
 
 impl Lanes for V4 {
@@ -78,8 +79,8 @@ impl Lanes for V4 {
     const PAIRED: bool = false;
 
     #[inline(always)]
-    fn v3(self) -> V3 {
-        *self
+    fn prefetch(self, s: &[u32]) {
+        prefetch_line(*self, s);
     }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
@@ -155,8 +156,8 @@ impl Lanes for V3 {
     const PAIRED: bool = true;
 
     #[inline(always)]
-    fn v3(self) -> V3 {
-        self
+    fn prefetch(self, s: &[u32]) {
+        prefetch_line(self, s);
     }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
@@ -459,4 +460,169 @@ fn reduce<I: Lanes>(k: Consts<I>, s: I::V) -> I::V {
     };
     let t = f.add(shoup(h, k.r32, k.r32_shoup), shoup(l, k.one, k.one_shoup));
     f.csub(f.csub(t, k.two_p), k.p)
+}
+
+#[cfg(test)]
+mod tests {
+    use fastquery_math::primes::ntt_primes;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    /// Scalar lanes in the shapes of the vector kernels (`H` 64-bit lanes, blocks of `RB`
+    /// rows, pairs or not), so that every path of the generic kernel runs on any machine:
+    /// `Emu<8, 8, false>` is AVX-512's, `Emu<4, 4, true>` AVX2's. Its conditional subtraction
+    /// is AVX2's sign-bit select, and it asserts the select's precondition on every call.
+    #[derive(Clone, Copy)]
+    struct Emu<const H: usize, const RB: usize, const PAIRED: bool>;
+
+    impl<const H: usize, const RB: usize, const PAIRED: bool> Lanes for Emu<H, RB, PAIRED> {
+        type V = [u64; H];
+        const LANES: usize = 2 * H;
+        const ROW_BLOCK: usize = RB;
+        const PAIRED: bool = PAIRED;
+
+        fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
+            f.call()
+        }
+        fn load(self, s: &[u32], at: usize) -> [u64; H] {
+            std::array::from_fn(|q| u64::from(s[at + 2 * q]) | (u64::from(s[at + 2 * q + 1]) << 32))
+        }
+        fn store(self, v: [u64; H], s: &mut [u32], at: usize) {
+            for (q, w) in v.into_iter().enumerate() {
+                s[at + 2 * q] = w as u32;
+                s[at + 2 * q + 1] = (w >> 32) as u32;
+            }
+        }
+        fn load_u64(self, s: &[u64], at: usize) -> [u64; H] {
+            std::array::from_fn(|q| s[at + q])
+        }
+        fn store_u64(self, v: [u64; H], s: &mut [u64], at: usize) {
+            s[at..at + H].copy_from_slice(&v);
+        }
+        fn splat(self, v: u64) -> [u64; H] {
+            [v; H]
+        }
+        fn zero(self) -> [u64; H] {
+            [0; H]
+        }
+        fn and(self, a: [u64; H], b: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| a[q] & b[q])
+        }
+        fn or(self, a: [u64; H], b: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| a[q] | b[q])
+        }
+        fn shr32(self, a: [u64; H]) -> [u64; H] {
+            a.map(|w| w >> 32)
+        }
+        fn shl32(self, a: [u64; H]) -> [u64; H] {
+            a.map(|w| w << 32)
+        }
+        fn add(self, a: [u64; H], b: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| a[q].checked_add(b[q]).expect("a sum overflowed 64 bits"))
+        }
+        fn sub(self, a: [u64; H], b: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| a[q].wrapping_sub(b[q]))
+        }
+        fn mul(self, a: [u64; H], b: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| (a[q] & 0xffff_ffff) * (b[q] & 0xffff_ffff))
+        }
+        fn csub(self, s: [u64; H], m: [u64; H]) -> [u64; H] {
+            std::array::from_fn(|q| {
+                let (s, m) = (s[q], m[q]);
+                assert!(m <= 1 << 63 && u128::from(s) < u128::from(m) + (1 << 63), "select out of range");
+                let d = s.wrapping_sub(m);
+                if (d as i64) < 0 { s } else { d }
+            })
+        }
+        fn prefetch(self, _: &[u32]) {}
+    }
+
+    /// `Bucket<I>` against `u128` sums on random words (and on every word `p - 1`), over row
+    /// counts that take every block size, inner lengths odd and even, both `accumulate`s.
+    fn bucket_matches_scalar<I: Lanes>(simd: I) {
+        let p = ntt_primes(31, 64, 1).expect("a 31-bit prime")[0];
+        let m = Modulus::new(u64::from(p)).expect("a prime");
+        let mut rng = StdRng::seed_from_u64(21);
+        for (rows, inner, cols, tile, top) in [
+            (1, 1, 1, I::LANES, false),
+            (13, 7, 3, 2 * I::LANES, false),
+            (8, 2, 2, I::LANES, false),
+            (4, 9, 5, 4 * I::LANES, false),
+            (17, 40, 2, 2 * I::LANES, false),
+            (9, 301, 2, I::LANES, true),
+        ] {
+            let mut word = |_| if top { p - 1 } else { rng.random_range(0..p) };
+            let x: Vec<Vec<u32>> = (0..rows * inner).map(|_| (0..tile).map(&mut word).collect()).collect();
+            let y: Vec<Vec<u32>> = (0..inner * cols).map(|_| (0..tile).map(&mut word).collect()).collect();
+            let start: Vec<Vec<u32>> = (0..rows * cols).map(|_| (0..tile).map(&mut word).collect()).collect();
+            for accumulate in [false, true] {
+                let mut out = start.clone();
+                let bucket = Bucket {
+                    simd,
+                    m,
+                    rows,
+                    inner,
+                    cols,
+                    tile,
+                    xs: x.iter().map(Vec::as_slice).collect(),
+                    ys: y.iter().map(Vec::as_slice).collect(),
+                    outs: out.iter_mut().map(Vec::as_mut_slice).collect(),
+                    accumulate,
+                };
+                simd.run(bucket);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        for j in 0..tile {
+                            let mut want = if accumulate { u128::from(start[r * cols + c][j]) } else { 0 };
+                            for i in 0..inner {
+                                want += u128::from(x[r * inner + i][j]) * u128::from(y[i * cols + c][j]);
+                            }
+                            let want = (want % u128::from(p)) as u32;
+                            assert_eq!(
+                                out[r * cols + c][j],
+                                want,
+                                "rows {rows} inner {inner} cols {cols} tile {tile} accumulate {accumulate}: ({r}, {c}, {j})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx512_shapes_match_scalar() {
+        bucket_matches_scalar(Emu::<8, 8, false>);
+    }
+
+    #[test]
+    fn the_avx2_shapes_match_scalar() {
+        bucket_matches_scalar(Emu::<4, 4, true>);
+    }
+
+    #[test]
+    fn the_machine_kernels_match_scalar() {
+        if let Some(simd) = V4::try_new() {
+            bucket_matches_scalar(simd);
+        }
+        if let Some(simd) = V3::try_new() {
+            bucket_matches_scalar(simd);
+        }
+    }
+
+    #[test]
+    fn reduce_row_matches_scalar() {
+        let p = ntt_primes(31, 64, 1).expect("a 31-bit prime")[0];
+        let m = Modulus::new(u64::from(p)).expect("a prime");
+        let mut rng = StdRng::seed_from_u64(22);
+        let acc: Vec<u64> =
+            (0..64).map(|k| if k < 2 { (1 << 63) - 1 - k } else { rng.random_range(0..1 << 63) }).collect();
+        let want: Vec<u32> = acc.iter().map(|&s| (s % u64::from(p)) as u32).collect();
+        let mut out = vec![0u32; 64];
+        Emu::<8, 8, false>.run(ReduceRow { simd: Emu::<8, 8, false>, m, acc: &acc, out: &mut out });
+        assert_eq!(out, want);
+        Emu::<4, 4, true>.run(ReduceRow { simd: Emu::<4, 4, true>, m, acc: &acc, out: &mut out });
+        assert_eq!(out, want);
+    }
 }
