@@ -181,7 +181,7 @@ impl CpuBackend {
             return;
         }
         let poly = limbs * n;
-        // The packed rows of a tile stay in L2 while the columns stream.
+        // The packed rows of a tile stay in cache while the columns stream (see X_BYTES).
         let fit = (mac_simd::X_BYTES / (rows * inner.max(1) * 4)).max(1);
         let tile = (1usize << fit.ilog2()).clamp(I::LANES, mac_simd::MAX_TILE.min(n));
         let tiles = n / tile;
