@@ -496,20 +496,28 @@ pub fn composed_expand_step<B: Backend + ?Sized>(
     keys: [&B::Buffer; 2],
     shift: usize,
 ) -> Result<(), BackendError> {
-    composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, [k0, k1]| {
-        b.decompose_mac(
-            ring,
-            ctx,
-            t1,
-            (count, limbs),
-            (digit_bits, digits),
-            keys,
-            [&mut *k0, &mut *k1],
-            false,
-        )?;
-        b.ntt_inverse(ring, k0, Shape::new(count, limbs))?;
-        b.ntt_inverse(ring, k1, Shape::new(count, limbs))
+    composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
+        gadget_keyswitch(b, ring, ctx, t1, (count, limbs), (digit_bits, digits), keys, out)
     })
+}
+
+/// The gadget key switch of [`Backend::expand_step`], coefficient form in and out:
+/// [`Backend::decompose_mac`] of the `count` polynomials `t1` (`limbs` limbs) into `out`, then
+/// both halves back from the NTT domain. Any backend's expansion step may wrap it.
+#[allow(clippy::too_many_arguments)]
+pub fn gadget_keyswitch<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    t1: &B::Buffer,
+    (count, limbs): (usize, usize),
+    (digit_bits, digits): (u32, usize),
+    keys: [&B::Buffer; 2],
+    [k0, k1]: [&mut B::Buffer; 2],
+) -> Result<(), BackendError> {
+    b.decompose_mac(ring, ctx, t1, (count, limbs), (digit_bits, digits), keys, [&mut *k0, &mut *k1], false)?;
+    b.ntt_inverse(ring, k0, Shape::new(count, limbs))?;
+    b.ntt_inverse(ring, k1, Shape::new(count, limbs))
 }
 
 /// [`Backend::expand_step_hybrid`] from the other operations, the key switch being the

@@ -493,14 +493,7 @@ fn cpu_mac_kernels(reps: usize) -> anyhow::Result<()> {
         let mut first: Option<Vec<u32>> = None;
         for &k in &kernels {
             let ring = ring_on(&Arc::new(CpuBackend::new().with_mac_kernel(k)), n, limbs)?;
-            let (xs, ys) =
-                (Shape::new(dims.rows * dims.inner, limbs), Shape::new(dims.inner * dims.cols, limbs));
-            let a: Polys<CpuBackend, Ntt> = ring.upload(&words(ring.context(), xs, 1), xs)?;
-            let w: Polys<CpuBackend, Ntt> = ring.upload(&words(ring.context(), ys, 2), ys)?;
-            let mut out: Polys<CpuBackend, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
-            let t =
-                median_us(reps, || (), |()| ring.mac(&mut out, &a, &w, dims, false).expect("shapes match"));
-            let got = ring.download(&out)?;
+            let (t, got) = timed_mac(&ring, dims, reps)?;
             match &first {
                 None => first = Some(got),
                 Some(f) => {
@@ -516,6 +509,25 @@ fn cpu_mac_kernels(reps: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median time in microseconds of `ring.mac` on random operands of `dims` (all the ring's
+/// limbs, no accumulation), and the words it wrote.
+fn timed_mac<B: Backend>(ring: &Ring<B>, dims: MacDims, reps: usize) -> anyhow::Result<(f64, Vec<u32>)> {
+    let limbs = ring.context().moduli().len();
+    let (xs, ys) = (Shape::new(dims.rows * dims.inner, limbs), Shape::new(dims.inner * dims.cols, limbs));
+    let a: Polys<B, Ntt> = ring.upload(&words(ring.context(), xs, 1), xs)?;
+    let w: Polys<B, Ntt> = ring.upload(&words(ring.context(), ys, 2), ys)?;
+    let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
+    let t = median_us(
+        reps,
+        || (),
+        |()| {
+            ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
+            ring.backend().synchronize().expect("device alive");
+        },
+    );
+    Ok((t, ring.download(&out)?))
+}
+
 fn mac<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
     let (n, limbs) = (4096, 2);
     let ring = ring_on(b, n, limbs)?;
@@ -524,23 +536,7 @@ fn mac<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
     let reps = if info.accelerator || info.name == "cpu" { reps } else { 1 };
     println!("Multiply-accumulate on '{}', N = {n}, {limbs} limbs:", info.name);
     for dims in [MacDims { rows: 2, inner: 32, cols: 8 }, MacDims { rows: 16, inner: 32, cols: 8 }] {
-        let a: Polys<B, Ntt> = ring.upload(
-            &words(ring.context(), Shape::new(dims.rows * dims.inner, limbs), 1),
-            Shape::new(dims.rows * dims.inner, limbs),
-        )?;
-        let w: Polys<B, Ntt> = ring.upload(
-            &words(ring.context(), Shape::new(dims.inner * dims.cols, limbs), 2),
-            Shape::new(dims.inner * dims.cols, limbs),
-        )?;
-        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs))?;
-        let t = median_us(
-            reps,
-            || (),
-            |()| {
-                ring.mac(&mut out, &a, &w, dims, false).expect("shapes match");
-                b.synchronize().expect("device alive");
-            },
-        );
+        let (t, _) = timed_mac(&ring, dims, reps)?;
         let macs = (dims.rows * dims.inner * dims.cols * limbs * n) as f64;
         // Bytes of the plaintext operand, read once per call: the memory floor of the kernel.
         let table_mb = (dims.inner * dims.cols * limbs * n * 4) as f64 / 1e6;

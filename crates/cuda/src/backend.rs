@@ -927,20 +927,17 @@ impl Backend for CudaBackend {
                 shift,
             );
         }
-        let shape = Shape::new(count, limbs);
-        self.expand_with(ring, src, dst, (at, count, odd), limbs, idx, shift, |t1, [k0, k1]| {
-            self.decompose_mac(
+        self.expand_with(ring, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
+            fastquery_backend::gadget_keyswitch(
+                self,
                 ring,
                 ctx,
                 t1,
                 (count, limbs),
                 (digit_bits, digits),
                 keys,
-                [&mut *k0, &mut *k1],
-                false,
-            )?;
-            self.ntt_inverse(ring, k0, shape)?;
-            self.ntt_inverse(ring, k1, shape)
+                out,
+            )
         })
     }
 
