@@ -218,6 +218,45 @@ impl CpuBackend {
         pulp::x86::V3::try_new().filter(|_| self.mac >= MacKernel::Avx2)
     }
 
+    /// `out[k] (+)= sum_e digits[e] * keys[k][e * stride ..]` for the two halves of a key
+    /// switch, `digits` holding `rows x N` transformed digit words (see `mac_simd::DigitMac`).
+    fn digit_mac(
+        &self,
+        m: Modulus,
+        digits: &[u32],
+        keys: [&[u32]; 2],
+        stride: usize,
+        out: [&mut [u32]; 2],
+        accumulate: bool,
+    ) {
+        let n = out[0].len();
+        #[cfg(target_arch = "x86_64")]
+        if n.is_multiple_of(16) {
+            if let Some(simd) = self.v4() {
+                return simd.vectorize(mac_simd::DigitMac { simd, m, digits, keys, stride, out, accumulate });
+            }
+            if let Some(simd) = self.v3() {
+                return simd.vectorize(mac_simd::DigitMac { simd, m, digits, keys, stride, out, accumulate });
+            }
+        }
+        let big = lazy_bound(m);
+        let mut acc = [vec![0u64; n], vec![0u64; n]];
+        if accumulate {
+            for (a, o) in acc.iter_mut().zip(&out) {
+                a.iter_mut().zip(o.iter()).for_each(|(s, &v)| *s = u64::from(v));
+            }
+        }
+        for (e, x) in digits.chunks_exact(n).enumerate() {
+            for (a, key) in acc.iter_mut().zip(keys) {
+                let y = &key[e * stride..][..n];
+                self.arch.dispatch(AccumulateRow { acc: a, x, y, big });
+            }
+        }
+        for (a, o) in acc.iter().zip(out) {
+            self.reduce_row(m, a, o);
+        }
+    }
+
     /// `out[j] = acc[j] mod p` for accumulators below `2^63`.
     fn reduce_row(&self, m: Modulus, acc: &[u64], out: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
@@ -1177,34 +1216,38 @@ struct DigitRow<'a> {
 }
 
 impl DigitRow<'_> {
+    /// Every digit row of `src` reduced into `p` and transformed, into the worker's scratch,
+    /// then one pass of products over both keys ([`CpuBackend::digit_mac`]).
     fn run(&self, backend: &CpuBackend, out: [&mut [u32]; 2], accumulate: bool) {
         let n = out[0].len();
         let p = self.m.value();
         let mask = (1u32 << self.digit_bits) - 1;
-        let big = lazy_bound(self.m);
-        let mut acc = [vec![0u64; n], vec![0u64; n]];
-        if accumulate {
-            for (a, o) in acc.iter_mut().zip(&out) {
-                a.iter_mut().zip(o.iter()).for_each(|(s, &v)| *s = u64::from(v));
+        let rows = self.src.len() / n * self.digits;
+        DIGITS.with_borrow_mut(|scratch| {
+            // Grown once per worker and then reused: no allocation and no zeroing per row.
+            // Every word in use is written below before it is read. It holds only digits of
+            // ciphertexts (never keys, masks or noise), and the next row overwrites it.
+            if scratch.len() < rows * n {
+                scratch.resize(rows * n, 0);
             }
-        }
-        let mut digit = vec![0u32; n];
-        for (i, row) in self.src.chunks_exact(n).enumerate() {
-            for j in 0..self.digits {
-                let shift = j as u32 * self.digit_bits;
-                backend.arch.dispatch(DigitsOf { row, digit: &mut digit, shift, mask, p });
-                self.plan.forward(&mut digit);
-                let e = i * self.digits + j;
-                for (a, key) in acc.iter_mut().zip(self.keys) {
-                    let y = &key[e * self.stride..][..n];
-                    backend.arch.dispatch(AccumulateRow { acc: a, x: &digit, y, big });
+            let digits = &mut scratch[..rows * n];
+            let mut rows_out = digits.chunks_exact_mut(n);
+            for row in self.src.chunks_exact(n) {
+                for j in 0..self.digits {
+                    let digit = rows_out.next().expect("rows * n words");
+                    let shift = j as u32 * self.digit_bits;
+                    backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, p });
+                    self.plan.forward(digit);
                 }
             }
-        }
-        for (a, o) in acc.iter().zip(out) {
-            backend.reduce_row(self.m, a, o);
-        }
+            backend.digit_mac(self.m, digits, self.keys, self.stride, out, accumulate);
+        });
     }
+}
+
+thread_local! {
+    /// The transformed digit rows of one [`DigitRow`] task, per worker thread.
+    static DIGITS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Digit `(v >> shift) & mask` of every word of `row`, reduced mod `p`, into `digit`, as a

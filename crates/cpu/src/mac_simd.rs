@@ -425,6 +425,95 @@ fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], ou
     }
 }
 
+/// The products of a key switch or external product, one output row of each half:
+/// `out[k] (+)= sum_e digits[e] * keys[k][e * stride ..]` for `k = 0, 1`, where `digits` holds
+/// the row's transformed digit rows (`rows x n` words) and `keys[k][e * stride ..]` is key `k`'s
+/// row for digit `e` in this limb. Each coefficient's two sums stay in registers over every digit
+/// and are reduced once (the portable path keeps `u64` rows in memory and reads and writes them
+/// once per digit and key).
+pub(crate) struct DigitMac<'a, I> {
+    pub simd: I,
+    pub m: Modulus,
+    pub digits: &'a [u32],
+    pub keys: [&'a [u32]; 2],
+    pub stride: usize,
+    pub out: [&'a mut [u32]; 2],
+    pub accumulate: bool,
+}
+
+/// Coefficients per tile of [`DigitMac`]: its sums (two `u64` per coefficient, 8 KB) stay in
+/// L1 while every digit's slices of the tile stream past.
+const DIGIT_TILE: usize = 512;
+
+impl<I: Lanes> pulp::NullaryFnOnce for DigitMac<'_, I> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Self { simd: s, m, digits, keys, stride, out: [o0, o1], accumulate } = self;
+        let k = Consts::new(s, m);
+        let (n, l) = (o0.len(), I::LANES);
+        let rows = digits.len() / n;
+        let outs = [o0, o1];
+        // Per register block of the tile: even and odd sums of both halves. Digit by digit
+        // (two at a time on AVX2) over the tile, so only a few rows stream at once: the rows
+        // sit at power-of-two strides and all fall in the same cache sets.
+        let blocks = DIGIT_TILE / l;
+        let mut acc = vec![s.zero(); 4 * blocks];
+        for t in (0..n).step_by(DIGIT_TILE) {
+            let len = DIGIT_TILE.min(n - t);
+            for (jb, a) in acc.chunks_exact_mut(4).take(len / l).enumerate() {
+                let j = t + jb * l;
+                for h in 0..2 {
+                    let v = if accumulate { s.load(outs[h], j) } else { s.zero() };
+                    a[2 * h] = s.and(v, k.low32);
+                    a[2 * h + 1] = s.shr32(v);
+                }
+            }
+            let mut e = 0;
+            while I::PAIRED && e + 1 < rows {
+                let (x0, x1) = (&digits[e * n + t..][..len], &digits[(e + 1) * n + t..][..len]);
+                let y = [0, 1]
+                    .map(|h| (&keys[h][e * stride + t..][..len], &keys[h][(e + 1) * stride + t..][..len]));
+                for (jb, a) in acc.chunks_exact_mut(4).take(len / l).enumerate() {
+                    let j = jb * l;
+                    let (u0, u1) = (s.load(x0, j), s.load(x1, j));
+                    let (u0_odd, u1_odd) = (s.shr32(u0), s.shr32(u1));
+                    for (h, &(y0, y1)) in y.iter().enumerate() {
+                        let (v0, v1) = (s.load(y0, j), s.load(y1, j));
+                        let sum = s.add(s.add(a[2 * h], s.mul(u0, v0)), s.mul(u1, v1));
+                        a[2 * h] = s.csub(sum, k.big);
+                        let sum = s
+                            .add(s.add(a[2 * h + 1], s.mul(u0_odd, s.shr32(v0))), s.mul(u1_odd, s.shr32(v1)));
+                        a[2 * h + 1] = s.csub(sum, k.big);
+                    }
+                }
+                e += 2;
+            }
+            for e in e..rows {
+                let x = &digits[e * n + t..][..len];
+                let y = [0, 1].map(|h| &keys[h][e * stride + t..][..len]);
+                for (jb, a) in acc.chunks_exact_mut(4).take(len / l).enumerate() {
+                    let j = jb * l;
+                    let u = s.load(x, j);
+                    let u_odd = s.shr32(u);
+                    for (h, yh) in y.iter().enumerate() {
+                        let v = s.load(yh, j);
+                        a[2 * h] = s.csub(s.add(a[2 * h], s.mul(u, v)), k.big);
+                        a[2 * h + 1] = s.csub(s.add(a[2 * h + 1], s.mul(u_odd, s.shr32(v))), k.big);
+                    }
+                }
+            }
+            for (jb, a) in acc.chunks_exact(4).take(len / l).enumerate() {
+                for h in 0..2 {
+                    let v = s.or(reduce(k, a[2 * h]), s.shl32(reduce(k, a[2 * h + 1])));
+                    s.store(v, outs[h], t + jb * l);
+                }
+            }
+        }
+    }
+}
+
 /// `out[j] = acc[j] mod p` for accumulators below `2^63` (`acc.len()` a multiple of
 /// `I::LANES / 2`).
 pub(crate) struct ReduceRow<'a, I> {
@@ -612,6 +701,66 @@ mod tests {
         }
         if let Some(simd) = V3::try_new() {
             bucket_matches_scalar(simd);
+        }
+    }
+
+    /// `DigitMac<I>` against `u128` sums: digit counts odd and even (the pairs and the single
+    /// tail), rows shorter than a tile and with a partial last tile, keys at a stride wider than
+    /// a row, both `accumulate`s, random words and every word `p - 1`.
+    fn digit_mac_matches_scalar<I: Lanes>(simd: I) {
+        let p = ntt_primes(31, 64, 1).expect("a 31-bit prime")[0];
+        let m = Modulus::new(u64::from(p)).expect("a prime");
+        let mut rng = StdRng::seed_from_u64(23);
+        for (rows, n, top) in [
+            (1, 2 * I::LANES, false),
+            (5, DIGIT_TILE + 4 * I::LANES, false),
+            (6, 3 * I::LANES, false),
+            (12, DIGIT_TILE * 2, true),
+        ] {
+            let stride = n + 3 * I::LANES;
+            let mut word = |_| if top { p - 1 } else { rng.random_range(0..p) };
+            let digits: Vec<u32> = (0..rows * n).map(&mut word).collect();
+            let keys: [Vec<u32>; 2] = std::array::from_fn(|_| (0..rows * stride).map(&mut word).collect());
+            let start: [Vec<u32>; 2] = std::array::from_fn(|_| (0..n).map(&mut word).collect());
+            for accumulate in [false, true] {
+                let mut out = start.clone();
+                let [o0, o1] = &mut out;
+                let job = DigitMac {
+                    simd,
+                    m,
+                    digits: &digits,
+                    keys: [&keys[0], &keys[1]],
+                    stride,
+                    out: [o0, o1],
+                    accumulate,
+                };
+                simd.run(job);
+                for h in 0..2 {
+                    for j in 0..n {
+                        let mut want = if accumulate { u128::from(start[h][j]) } else { 0 };
+                        for e in 0..rows {
+                            want += u128::from(digits[e * n + j]) * u128::from(keys[h][e * stride + j]);
+                        }
+                        let want = (want % u128::from(p)) as u32;
+                        assert_eq!(
+                            out[h][j], want,
+                            "rows {rows} n {n} accumulate {accumulate}: half {h}, {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn digit_mac_matches_scalar_in_every_shape() {
+        digit_mac_matches_scalar(Emu::<8, 8, false>);
+        digit_mac_matches_scalar(Emu::<4, 4, true>);
+        if let Some(simd) = V4::try_new() {
+            digit_mac_matches_scalar(simd);
+        }
+        if let Some(simd) = V3::try_new() {
+            digit_mac_matches_scalar(simd);
         }
     }
 
