@@ -541,7 +541,10 @@ impl Backend for CpuBackend {
     }
 
     fn alloc_zeroed(&self, words: usize) -> Result<CpuBuffer, BackendError> {
-        CpuBuffer::zeroed(&self.buffers, words).map_err(cannot_allocate)
+        let zeroed = || CpuBuffer::zeroed(&self.buffers, words);
+        // A large buffer in the backend's own pool, so that, if fresh, its threads zero it.
+        let buf = if words >= pool::PARALLEL_ZERO_WORDS { self.install(zeroed) } else { zeroed() };
+        buf.map_err(cannot_allocate)
     }
 
     fn upload(&self, words: &[u32]) -> Result<CpuBuffer, BackendError> {

@@ -34,6 +34,9 @@ pub const MIN_POOLED_WORDS: usize = 1 << 16;
 /// could no longer recycle that memory for other sizes.
 pub const MAX_POOLED_WORDS: usize = 1 << 24;
 
+/// Fresh allocations of at least this many words (4 MiB) are zeroed in parallel.
+pub const PARALLEL_ZERO_WORDS: usize = 1 << 20;
+
 /// Default bound on the bytes of free buffers a pool keeps.
 pub const DEFAULT_POOL_BYTES: usize = 512 << 20;
 
@@ -198,7 +201,14 @@ impl CpuBuffer {
             None => {
                 let mut v = Vec::new();
                 v.try_reserve_exact(words).map_err(|_| words)?;
-                v.resize(words, 0);
+                if words >= PARALLEL_ZERO_WORDS {
+                    // Fresh pages fault in and are zeroed by every thread of the current pool
+                    // (a request's first level buffers are hundreds of MB).
+                    use rayon::prelude::*;
+                    v.par_extend(rayon::iter::repeat_n(0u32, words));
+                } else {
+                    v.resize(words, 0);
+                }
                 v
             }
         };
