@@ -339,4 +339,20 @@ mod tests {
         drop(off.alloc_zeroed(MIN_POOLED_WORDS).unwrap());
         assert_eq!(off.pooled_bytes(), 0);
     }
+
+    #[test]
+    fn large_fresh_buffers_are_zero_and_large_copies_exact() {
+        use fastquery_backend::Backend;
+        let b = crate::CpuBackend::with_threads(2).unwrap().with_buffer_pool(0);
+        let words = PARALLEL_ZERO_WORDS + 37;
+        assert!(b.alloc_zeroed(words).unwrap().iter().all(|&w| w == 0));
+        // A copy long enough for the threads, at offsets that cut its pieces unevenly.
+        let src: Vec<u32> = (0..words as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let src = b.upload(&src).unwrap();
+        let mut dst = b.alloc_zeroed(words + 5).unwrap();
+        let len = PARALLEL_ZERO_WORDS + 11;
+        b.copy_words(&src, 13, &mut dst, 3, len).unwrap();
+        assert_eq!(&dst[3..3 + len], &src[13..13 + len]);
+        assert!(dst[..3].iter().chain(&dst[3 + len..]).all(|&w| w == 0));
+    }
 }
