@@ -428,9 +428,9 @@ fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], ou
 /// The products of a key switch or external product, one output row of each half:
 /// `out[k] (+)= sum_e digits[e] * keys[k][e * stride ..]` for `k = 0, 1`, where `digits` holds
 /// the row's transformed digit rows (`rows x n` words) and `keys[k][e * stride ..]` is key `k`'s
-/// row for digit `e` in this limb. Each coefficient's two sums stay in registers over every digit
-/// and are reduced once (the portable path keeps `u64` rows in memory and reads and writes them
-/// once per digit and key).
+/// row for digit `e` in this limb. The sums of a tile of [`DIGIT_TILE`] coefficients stay in L1
+/// over every digit and each is reduced once (the portable path keeps whole `u64` rows in memory
+/// and reads and writes them once per digit and key).
 pub(crate) struct DigitMac<'a, I> {
     pub simd: I,
     pub m: Modulus,

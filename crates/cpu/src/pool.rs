@@ -346,7 +346,7 @@ mod tests {
         let b = crate::CpuBackend::with_threads(2).unwrap().with_buffer_pool(0);
         let words = PARALLEL_ZERO_WORDS + 37;
         assert!(b.alloc_zeroed(words).unwrap().iter().all(|&w| w == 0));
-        // A copy long enough for the threads, at offsets that cut its pieces unevenly.
+        // A copy of a size above it, at uneven offsets, into such a buffer.
         let src: Vec<u32> = (0..words as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
         let src = b.upload(&src).unwrap();
         let mut dst = b.alloc_zeroed(words + 5).unwrap();

@@ -644,7 +644,7 @@ impl<B: Backend> FoldServer<B> {
 /// `f(0), ..., f(count - 1)` in order, as many at once as the host has threads: one token's
 /// host-side steps (copies, additions, freeing buffers) then overlap another's backend work. On
 /// the 2-core VM, one token at a time left about a fifth of the fold idle (2026-12-01:
-/// llama-7b's fold 1.31-1.37 s per request one at a time, 1.00-1.09 s two at a time). Only
+/// llama-7b's fold 1.29-1.41 s per request one at a time, 1.00-1.10 s two at a time). Only
 /// that many tokens' working buffers are alive at once.
 fn in_groups<T: Send>(
     count: usize,
