@@ -351,15 +351,32 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             let o = random_words(&mut rng, &ctx, Shape::new(rows * cols, limbs));
             let ap: Polys<B, Ntt> = upload(&ring, &a, Shape::new(rows * inner, limbs));
             let bp: Polys<B, Ntt> = upload(&ring, &bw, Shape::new(inner * cols, limbs));
+            // The same operand in the backend's layout for repeated products.
+            let laid =
+                ring.mac_operand(upload(&ring, &bw, Shape::new(inner * cols, limbs)), inner, cols).unwrap();
+            assert_eq!(laid.shape(), Shape::new(inner * cols, limbs));
             for accumulate in [false, true] {
+                let want = mac_reference(&ctx, &o, &a, &bw, dims, limbs, accumulate);
                 let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
                 ring.mac(&mut op, &ap, &bp, dims, accumulate).unwrap();
                 assert_eq!(
                     ring.download(&op).unwrap(),
-                    mac_reference(&ctx, &o, &a, &bw, dims, limbs, accumulate),
+                    want,
                     "n={n} limbs={limbs} {dims:?} accumulate={accumulate}"
                 );
+                let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
+                ring.mac_laid_out(&mut op, &ap, &laid, rows, accumulate).unwrap();
+                assert_eq!(
+                    ring.download(&op).unwrap(),
+                    want,
+                    "laid out: n={n} limbs={limbs} {dims:?} accumulate={accumulate}"
+                );
             }
+            // A laid-out operand of other dimensions, or rows that do not match `a`, are errors.
+            let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
+            assert!(ring.mac_laid_out(&mut op, &ap, &laid, rows + 1, false).is_err());
+            let wrong = upload::<B, Ntt>(&ring, &bw, Shape::new(inner * cols, limbs));
+            assert!(ring.mac_operand(wrong, inner + 1, cols).is_err());
         }
     }
     // The longest inner sum a tensor-core kernel takes (2048 terms of 8-bit pieces in 32-bit

@@ -31,7 +31,7 @@ pub mod conformance;
 
 pub use error::BackendError;
 pub use host::automorphism_index;
-pub use poly::{Coeff, MacDims, Ntt, Polys, Repr, Shape};
+pub use poly::{Coeff, MacDims, MacOperand, Ntt, Polys, Repr, Shape};
 pub use ring::{Ring, RingContext};
 
 /// What a backend reports about itself.
@@ -420,6 +420,39 @@ pub trait Backend: Send + Sync + 'static {
         limbs: usize,
         accumulate: bool,
     ) -> Result<(), BackendError>;
+
+    /// The right operand of [`Backend::mac`] (`inner * cols` NTT-form polynomials of `limbs`
+    /// limbs, row-major) moved into the layout the backend multiplies fastest, for an operand
+    /// that meets many products (a preprocessed table): [`Backend::mac_laid_out`] takes the
+    /// result. It holds as many words as `b`. The default keeps `b` as it is.
+    fn mac_layout(
+        &self,
+        ring: &Self::Ring,
+        b: Self::Buffer,
+        inner: usize,
+        cols: usize,
+        limbs: usize,
+    ) -> Result<Self::Buffer, BackendError> {
+        let _ = (ring, inner, cols, limbs);
+        Ok(b)
+    }
+
+    /// [`Backend::mac`] with `b` from [`Backend::mac_layout`] (of the same `inner`, `cols` and
+    /// `limbs`), bit-identical to `mac` on the operand before its move. The default is `mac`
+    /// (the default layout is the row-major one).
+    #[allow(clippy::too_many_arguments)]
+    fn mac_laid_out(
+        &self,
+        ring: &Self::Ring,
+        out: &mut Self::Buffer,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        self.mac(ring, out, a, b, dims, limbs, accumulate)
+    }
 }
 
 /// [`Backend::decompose_mac`] from its steps (decompose, forward, two [`Backend::mac`] calls),

@@ -69,6 +69,50 @@ pub struct MacDims {
     pub cols: usize,
 }
 
+/// The right operand of [`Ring::mac_laid_out`](crate::Ring::mac_laid_out): `inner x cols`
+/// NTT-form polynomials in the layout the backend multiplies fastest
+/// ([`Backend::mac_layout`]), made once by [`Ring::mac_operand`](crate::Ring::mac_operand) for
+/// an operand that meets many products (a preprocessed table). Only the products read it.
+pub struct MacOperand<B: Backend> {
+    pub(crate) buf: B::Buffer,
+    pub(crate) inner: usize,
+    pub(crate) cols: usize,
+    pub(crate) limbs: usize,
+    pub(crate) ring_id: u64,
+}
+
+impl<B: Backend> std::fmt::Debug for MacOperand<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MacOperand")
+            .field("inner", &self.inner)
+            .field("cols", &self.cols)
+            .field("limbs", &self.limbs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> MacOperand<B> {
+    /// The summed dimension.
+    pub fn inner(&self) -> usize {
+        self.inner
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Limbs.
+    pub fn limbs(&self) -> usize {
+        self.limbs
+    }
+
+    /// The operand's shape before its move (`inner * cols` polynomials): as many words.
+    pub fn shape(&self) -> Shape {
+        Shape::new(self.inner * self.cols, self.limbs)
+    }
+}
+
 /// A batch of polynomials on a backend's device, in representation `R`.
 ///
 /// Created and operated on through a [`crate::Ring`], which checks that operands belong to it.

@@ -9,7 +9,7 @@ use std::{
 use fastquery_math::{Modulus, RnsBasis};
 use fastquery_ntt::NttTables;
 
-use crate::{Backend, BackendError, Coeff, MacDims, Ntt, Polys, Repr, Shape};
+use crate::{Backend, BackendError, Coeff, MacDims, MacOperand, Ntt, Polys, Repr, Shape};
 
 /// The ring `Z_q[X]/(X^N + 1)`, `q = p_0 * ... * p_{L-1}`, with each prime's NTT tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -697,27 +697,85 @@ impl<B: Backend> Ring<B> {
         dims: MacDims,
         accumulate: bool,
     ) -> Result<(), BackendError> {
+        self.check_own(b)?;
+        if !self.mac_needs_product(out, a, b.shape, dims, accumulate)? {
+            return Ok(());
+        }
+        let limbs = out.shape.limbs;
+        self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)?;
+        crate::work::mac_products(dims.rows * dims.inner * dims.cols * limbs * self.n());
+        Ok(())
+    }
+
+    /// The checks of a multiply-accumulate (`b_shape` the right operand's shape, row-major):
+    /// false where no product is left to run (no output polynomials, or an empty sum written
+    /// as zeros here, without asking the backend about a degenerate product).
+    fn mac_needs_product(
+        &self,
+        out: &mut Polys<B, Ntt>,
+        a: &Polys<B, Ntt>,
+        b_shape: Shape,
+        dims: MacDims,
+        accumulate: bool,
+    ) -> Result<bool, BackendError> {
         self.check_own(out)?;
         self.check_own(a)?;
-        self.check_own(b)?;
         let limbs = out.shape.limbs;
         let want = |what: &str, have: Shape, polys: Option<usize>| match polys {
             Some(p) if have.polys == p && have.limbs == limbs => Ok(()),
             _ => Err(BackendError::Shape(format!("mac {dims:?}: {what} has {have:?}, limbs {limbs}"))),
         };
         want("a", a.shape, dims.rows.checked_mul(dims.inner))?;
-        want("b", b.shape, dims.inner.checked_mul(dims.cols))?;
+        want("b", b_shape, dims.inner.checked_mul(dims.cols))?;
         want("out", out.shape, dims.rows.checked_mul(dims.cols))?;
         if dims.rows == 0 || dims.cols == 0 {
-            return Ok(()); // No output polynomials.
+            return Ok(false);
         }
         if dims.inner == 0 && !accumulate {
-            // An empty sum: out = 0, without asking the backend about a degenerate product.
             *out = self.zeros(out.shape)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `b` (`inner x cols` polynomials, row-major) as the right operand of
+    /// [`Ring::mac_laid_out`], in the backend's layout ([`Backend::mac_layout`]); `b` is
+    /// consumed (no copy is kept).
+    pub fn mac_operand(
+        &self,
+        b: Polys<B, Ntt>,
+        inner: usize,
+        cols: usize,
+    ) -> Result<MacOperand<B>, BackendError> {
+        self.check_own(&b)?;
+        if Some(b.shape.polys) != inner.checked_mul(cols) {
+            return Err(BackendError::Shape(format!("a {inner} x {cols} mac operand from {:?}", b.shape)));
+        }
+        let limbs = b.shape.limbs;
+        let buf = self.backend.mac_layout(&self.dev, b.buf, inner, cols, limbs)?;
+        Ok(MacOperand { buf, inner, cols, limbs, ring_id: self.id })
+    }
+
+    /// [`Ring::mac`] with a right operand from [`Ring::mac_operand`]: `out[rows x cols] (+)=
+    /// a[rows x inner] * b`, bit-identical to `mac` with `b` before its move.
+    pub fn mac_laid_out(
+        &self,
+        out: &mut Polys<B, Ntt>,
+        a: &Polys<B, Ntt>,
+        b: &MacOperand<B>,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        if b.ring_id != self.id {
+            return Err(BackendError::RingMismatch);
+        }
+        let dims = MacDims { rows, inner: b.inner, cols: b.cols };
+        if !self.mac_needs_product(out, a, b.shape(), dims, accumulate)? {
             return Ok(());
         }
-        self.backend.mac(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)?;
-        crate::work::mac_products(dims.rows * dims.inner * dims.cols * limbs * self.n());
+        let limbs = b.limbs;
+        self.backend.mac_laid_out(&self.dev, &mut out.buf, &a.buf, &b.buf, dims, limbs, accumulate)?;
+        crate::work::mac_products(rows * dims.inner * dims.cols * limbs * self.n());
         Ok(())
     }
 }

@@ -170,7 +170,7 @@ impl CpuBackend {
         ring: &CpuRing,
         out: &mut [u32],
         a: &[u32],
-        b: &[u32],
+        b: MacRight<'_>,
         dims: MacDims,
         limbs: usize,
         accumulate: bool,
@@ -181,9 +181,20 @@ impl CpuBackend {
             return;
         }
         let poly = limbs * n;
-        // The packed rows of a tile stay in cache while the columns stream (see X_BYTES).
-        let fit = (mac_simd::X_BYTES / (rows * inner.max(1) * 4)).max(1);
-        let tile = (1usize << fit.ilog2()).clamp(I::LANES, mac_simd::MAX_TILE.min(n));
+        let tile = match b {
+            // The packed rows of a tile stay in cache while the columns stream (see X_BYTES).
+            MacRight::RowMajor(_) => {
+                let fit = (mac_simd::X_BYTES / (rows * inner.max(1) * 4)).max(1);
+                (1usize << fit.ilog2()).clamp(I::LANES, mac_simd::MAX_TILE.min(n))
+            }
+            // Only one block of the packed rows is in use at a time: the tile bounds the
+            // task's copy of them (LAID_X_BYTES) and leaves four tasks per thread.
+            MacRight::LaidOut(_) => {
+                let fit = (mac_simd::LAID_X_BYTES / (rows * inner.max(1) * 4)).max(1);
+                let spread = (limbs * n / (4 * self.threads())).max(1);
+                (1usize << fit.min(spread).ilog2()).clamp(I::LANES, mac_simd::MAX_TILE.min(n))
+            }
+        };
         let tiles = n / tile;
         // Output slices by task, each task's in (row, column) order.
         let mut tasks: Vec<Vec<&mut [u32]>> =
@@ -195,7 +206,19 @@ impl CpuBackend {
             let l = task / tiles;
             let off = l * n + (task % tiles) * tile;
             let xs = (0..rows * inner).map(|k| &a[k * poly + off..][..tile]).collect();
-            let ys = (0..inner * cols).map(|k| &b[k * poly + off..][..tile]).collect();
+            let ys = match b {
+                MacRight::RowMajor(b) => {
+                    mac_simd::Ys::Slices((0..inner * cols).map(|k| &b[k * poly + off..][..tile]).collect())
+                }
+                MacRight::LaidOut(b) => {
+                    // Blocks `off / LANES ..` of the limb-major laid-out order.
+                    let per_block = cols * inner * I::LANES;
+                    mac_simd::Ys::LaidOut(
+                        &b[(l * n + task % tiles * tile) / I::LANES * per_block..]
+                            [..tile / I::LANES * per_block],
+                    )
+                }
+            };
             let m = ring.moduli[l];
             simd.run(mac_simd::Bucket { simd, m, rows, inner, cols, tile, xs, ys, outs, accumulate });
         };
@@ -204,6 +227,24 @@ impl CpuBackend {
         } else {
             tasks.into_iter().enumerate().for_each(run);
         }
+    }
+
+    /// The register width (coefficients) of the SIMD multiply-accumulate at degree `n`, which
+    /// sets the laid-out order of [`Backend::mac_layout`]; None where no SIMD kernel runs (the
+    /// operand then keeps the row-major order).
+    fn mac_lanes(&self, n: usize) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use mac_simd::Lanes;
+            if self.v4().is_some() && n.is_multiple_of(pulp::x86::V4::LANES) {
+                return Some(pulp::x86::V4::LANES);
+            }
+            if self.v3().is_some() && n.is_multiple_of(pulp::x86::V3::LANES) {
+                return Some(pulp::x86::V3::LANES);
+            }
+        }
+        let _ = n;
+        None
     }
 
     /// The AVX-512 token, where the CPU has it and the kernel may run.
@@ -950,13 +991,13 @@ impl Backend for CpuBackend {
             if let Some(simd) = self.v4()
                 && n.is_multiple_of(<pulp::x86::V4 as mac_simd::Lanes>::LANES)
             {
-                self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+                self.mac_simd(simd, ring, out, a, MacRight::RowMajor(b), dims, limbs, accumulate);
                 return Ok(());
             }
             if let Some(simd) = self.v3()
                 && n.is_multiple_of(<pulp::x86::V3 as mac_simd::Lanes>::LANES)
             {
-                self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+                self.mac_simd(simd, ring, out, a, MacRight::RowMajor(b), dims, limbs, accumulate);
                 return Ok(());
             }
         }
@@ -1016,6 +1057,73 @@ impl Backend for CpuBackend {
         }
         Ok(())
     }
+
+    /// The limb-major laid-out order of `mac_simd::lay_out_part` where a SIMD kernel runs
+    /// (blocks of its register width); the row-major order otherwise.
+    fn mac_layout(
+        &self,
+        ring: &CpuRing,
+        b: CpuBuffer,
+        inner: usize,
+        cols: usize,
+        limbs: usize,
+    ) -> Result<CpuBuffer, BackendError> {
+        let n = ring.n;
+        let Some(lanes) = self.mac_lanes(n) else { return Ok(b) };
+        let mut dst = self.alloc_zeroed(b.len())?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let per_block = (cols * inner * lanes).max(1);
+            let fill = |(part, d): (usize, &mut [u32])| {
+                mac_simd::lay_out_part(&b, (inner, cols, limbs, n), lanes, part, d);
+            };
+            if self.parallel(limbs * n / lanes) {
+                self.install(|| dst.par_chunks_mut(per_block).enumerate().for_each(fill));
+            } else {
+                dst.chunks_mut(per_block).enumerate().for_each(fill);
+            }
+        }
+        Ok(dst)
+    }
+
+    fn mac_laid_out(
+        &self,
+        ring: &CpuRing,
+        out: &mut CpuBuffer,
+        a: &CpuBuffer,
+        b: &CpuBuffer,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        // The same choice as `mac_lanes`, which laid `b` out.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let n = ring.n;
+            if let Some(simd) = self.v4()
+                && n.is_multiple_of(<pulp::x86::V4 as mac_simd::Lanes>::LANES)
+            {
+                self.mac_simd(simd, ring, out, a, MacRight::LaidOut(b), dims, limbs, accumulate);
+                return Ok(());
+            }
+            if let Some(simd) = self.v3()
+                && n.is_multiple_of(<pulp::x86::V3 as mac_simd::Lanes>::LANES)
+            {
+                self.mac_simd(simd, ring, out, a, MacRight::LaidOut(b), dims, limbs, accumulate);
+                return Ok(());
+            }
+        }
+        self.mac(ring, out, a, b, dims, limbs, accumulate)
+    }
+}
+
+/// The right operand of `CpuBackend::mac_simd`, row-major or in the laid-out order of
+/// [`Backend::mac_layout`].
+#[derive(Clone, Copy)]
+enum MacRight<'a> {
+    RowMajor(&'a [u32]),
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    LaidOut(&'a [u32]),
 }
 
 /// `acc[r][c] += sum_i x(r, i) * y(i, c)` over one tile, fully reduced at the end. `acc` enters

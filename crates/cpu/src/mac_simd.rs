@@ -32,6 +32,9 @@ use pulp::x86::{V3, V4};
 pub(crate) const X_BYTES: usize = 1 << 21;
 /// Longest tile.
 pub(crate) const MAX_TILE: usize = 512;
+/// Bound on a task's packed rows with a laid-out operand, where one block of them (`rows *
+/// inner * LANES` words) is in use at a time and the tile only sets the copy's size.
+pub(crate) const LAID_X_BYTES: usize = 8 << 20;
 
 /// The vector operations the kernel needs, on 64-bit lanes.
 pub(crate) trait Lanes: Copy {
@@ -236,8 +239,8 @@ impl Lanes for V3 {
     }
 }
 
-/// One task: `outs[r * cols + c] (+)= sum_i xs[r * inner + i] * ys[i * cols + c]`, every slice
-/// `tile` coefficients of one limb (`tile` a multiple of `I::LANES`).
+/// One task: `outs[r * cols + c] (+)= sum_i xs[r * inner + i] * y(i, c)`, every slice `tile`
+/// coefficients of one limb (`tile` a multiple of `I::LANES`).
 pub(crate) struct Bucket<'a, I> {
     pub simd: I,
     pub m: Modulus,
@@ -246,9 +249,44 @@ pub(crate) struct Bucket<'a, I> {
     pub cols: usize,
     pub tile: usize,
     pub xs: Vec<&'a [u32]>,
-    pub ys: Vec<&'a [u32]>,
+    pub ys: Ys<'a>,
     pub outs: Vec<&'a mut [u32]>,
     pub accumulate: bool,
+}
+
+/// The right operand of a [`Bucket`].
+pub(crate) enum Ys<'a> {
+    /// `y(i, c) = ys[i * cols + c]`, slices of `tile` words anywhere (of a row-major operand):
+    /// the task copies each column's slices into one contiguous buffer before its products.
+    Slices(Vec<&'a [u32]>),
+    /// The task's part of an operand in the laid-out order ([`lay_out_part`]): `LANES` words of
+    /// `y(i, c)` for block `jb` of the tile at `((jb * cols + c) * inner + i) * LANES`. The
+    /// task reads it once, front to back.
+    LaidOut(&'a [u32]),
+}
+
+/// Moves an `inner x cols` operand of row-major polynomials (`limbs` limbs of `n` words) into
+/// the laid-out order, `dst[(((l * n / lanes + jb) * cols + c) * inner + i) * lanes + q] =
+/// src[(i * cols + c) * limbs * n + l * n + jb * lanes + q]`: a task's tile of a limb is then
+/// one contiguous run (read at the speed of a stream, where the row-major slices of a tile lie
+/// megabytes apart), and within it each block of `lanes` coefficients holds every column's
+/// inner sum in order. This fills part `part` of `dst`, the `(limb, block)` pair
+/// `(part / (n / lanes), part % (n / lanes))` (`cols * inner * lanes` words).
+pub(crate) fn lay_out_part(
+    src: &[u32],
+    (inner, cols, limbs, n): (usize, usize, usize, usize),
+    lanes: usize,
+    part: usize,
+    dst: &mut [u32],
+) {
+    let (l, jb) = (part / (n / lanes), part % (n / lanes));
+    let poly = limbs * n;
+    for c in 0..cols {
+        for i in 0..inner {
+            let from = &src[(i * cols + c) * poly + l * n + jb * lanes..][..lanes];
+            dst[(c * inner + i) * lanes..][..lanes].copy_from_slice(from);
+        }
+    }
 }
 
 /// The blocks of rows the kernel takes, `(first row, rows)`: as many of `I::ROW_BLOCK` as fit,
@@ -292,6 +330,28 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                 }
             }
         }
+        let jbs = tile / lanes;
+        let ys = match ys {
+            Ys::Slices(ys) => ys,
+            Ys::LaidOut(y) => {
+                // Block by block; within a block every column: the rows' packed block (`rows *
+                // inner * LANES` words) stays in L1 or L2 for all columns, and the operand
+                // streams past once.
+                let per_col = inner * lanes;
+                for jb in 0..jbs {
+                    for c in 0..cols {
+                        let yb = &y[(jb * cols + c) * per_col..][..per_col];
+                        for &(r0, rb) in &blocks {
+                            let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
+                            let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
+                            let row = |r: usize| (r0 + r) * cols + c;
+                            run_block::<I>(rb, job, &mut outs, row);
+                        }
+                    }
+                }
+                return;
+            }
+        };
         // One column at a time, packed as block `jb`, inner index, `LANES` words.
         let mut y = vec![0u32; inner * tile];
         let pack = |y: &mut [u32], c: usize| {
@@ -302,7 +362,6 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                 }
             }
         };
-        let jbs = tile / lanes;
         for c in 0..cols {
             pack(&mut y, c);
             for jb in 0..jbs {
@@ -318,15 +377,21 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                     let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
                     let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
                     let row = |r: usize| (r0 + r) * cols + c;
-                    // `I::ROW_BLOCK` is a constant: the compiler keeps one of the first two arms.
-                    match rb {
-                        8 if I::ROW_BLOCK >= 8 => block::<I, 8>(job, &mut outs, row),
-                        4 => block::<I, 4>(job, &mut outs, row),
-                        _ => block::<I, 1>(job, &mut outs, row),
-                    }
+                    run_block::<I>(rb, job, &mut outs, row);
                 }
             }
         }
+    }
+}
+
+/// One register block of `rb` rows (a size [`row_blocks`] gives).
+#[inline(always)]
+fn run_block<I: Lanes>(rb: usize, job: Job<'_, I>, outs: &mut [&mut [u32]], row: impl Fn(usize) -> usize) {
+    // `I::ROW_BLOCK` is a constant: the compiler keeps one of the first two arms.
+    match rb {
+        8 if I::ROW_BLOCK >= 8 => block::<I, 8>(job, outs, row),
+        4 => block::<I, 4>(job, outs, row),
+        _ => block::<I, 1>(job, outs, row),
     }
 }
 
@@ -632,7 +697,8 @@ mod tests {
     }
 
     /// `Bucket<I>` against `u128` sums on random words (and on every word `p - 1`), over row
-    /// counts that take every block size, inner lengths odd and even, both `accumulate`s.
+    /// counts that take every block size, inner lengths odd and even, both `accumulate`s, the
+    /// right operand as slices and laid out.
     fn bucket_matches_scalar<I: Lanes>(simd: I) {
         let p = ntt_primes(31, 64, 1).expect("a 31-bit prime")[0];
         let m = Modulus::new(u64::from(p)).expect("a prime");
@@ -649,8 +715,19 @@ mod tests {
             let x: Vec<Vec<u32>> = (0..rows * inner).map(|_| (0..tile).map(&mut word).collect()).collect();
             let y: Vec<Vec<u32>> = (0..inner * cols).map(|_| (0..tile).map(&mut word).collect()).collect();
             let start: Vec<Vec<u32>> = (0..rows * cols).map(|_| (0..tile).map(&mut word).collect()).collect();
-            for accumulate in [false, true] {
+            // The same operand in the laid-out order, as one task of one limb sees it.
+            let lanes = I::LANES;
+            let (flat, mut laid) = (y.concat(), vec![0u32; inner * cols * tile]);
+            for (part, d) in laid.chunks_exact_mut(cols * inner * lanes).enumerate() {
+                lay_out_part(&flat, (inner, cols, 1, tile), lanes, part, d);
+            }
+            for (accumulate, laid_out) in [(false, false), (true, false), (false, true), (true, true)] {
                 let mut out = start.clone();
+                let ys = if laid_out {
+                    Ys::LaidOut(&laid)
+                } else {
+                    Ys::Slices(y.iter().map(Vec::as_slice).collect())
+                };
                 let bucket = Bucket {
                     simd,
                     m,
@@ -659,7 +736,7 @@ mod tests {
                     cols,
                     tile,
                     xs: x.iter().map(Vec::as_slice).collect(),
-                    ys: y.iter().map(Vec::as_slice).collect(),
+                    ys,
                     outs: out.iter_mut().map(Vec::as_mut_slice).collect(),
                     accumulate,
                 };
@@ -675,7 +752,7 @@ mod tests {
                             assert_eq!(
                                 out[r * cols + c][j],
                                 want,
-                                "rows {rows} inner {inner} cols {cols} tile {tile} accumulate {accumulate}: ({r}, {c}, {j})"
+                                "rows {rows} inner {inner} cols {cols} tile {tile} accumulate {accumulate} laid out {laid_out}: ({r}, {c}, {j})"
                             );
                         }
                     }

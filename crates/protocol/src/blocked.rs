@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, MacDims, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
     Params,
     client::Client,
@@ -214,8 +214,8 @@ fn preprocess_budget() -> usize {
 
 /// The table as the server holds it.
 enum Plaintexts<B: Backend> {
-    /// Every block encoded once, NTT form.
-    Preprocessed(Polys<B, Ntt>),
+    /// Every block encoded once, NTT form, in the backend's layout for the product.
+    Preprocessed(MacOperand<B>),
     /// The integer table, encoded per request in groups of `cols` output blocks.
     Streamed { table: IntTable, cols: usize },
 }
@@ -256,9 +256,10 @@ impl<B: Backend> BlockedServer<B> {
         let (n, limbs) = (design.params.n(), design.params.limbs());
         let bytes = ib * ob * n * limbs * 4;
         let plaintexts = if bytes <= budget {
-            Plaintexts::Preprocessed(encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
+            let pts = encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
                 l.weight_block(idx / ob, idx % ob, &|k, ch| i64::from(table.get(k, ch)), poly);
-            })?)
+            })?;
+            Plaintexts::Preprocessed(ring.mac_operand(pts, ib, ob)?)
         } else {
             let cols = (budget / 4 / (ib * n * limbs * 4)).clamp(1, ob);
             Plaintexts::Streamed { table: table.clone(), cols }
@@ -286,7 +287,7 @@ impl<B: Backend> BlockedServer<B> {
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * groups * ob, limbs))?;
         match &self.plaintexts {
             Plaintexts::Preprocessed(pts) => {
-                self.ring.mac(&mut out, a, pts, MacDims { rows: 2 * groups, inner: ib, cols: ob }, false)?;
+                self.ring.mac_laid_out(&mut out, a, pts, 2 * groups, false)?;
             }
             Plaintexts::Streamed { table, cols } => {
                 // Output blocks [j0, j0 + w): encode their plaintexts, multiply, place.

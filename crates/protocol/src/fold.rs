@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use fastquery_backend::{Backend, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
     ParamSpec, Params,
     client::Client,
@@ -437,7 +437,7 @@ struct FoldKeys<B: Backend> {
 pub struct FoldServer<B: Backend> {
     design: FoldDesign,
     ring: Ring<B>,
-    records: Polys<B, Ntt>,
+    records: MacOperand<B>,
     sessions: Sessions<FoldKeys<B>>,
     limits: Limits,
     /// Working memory of one first-dimension product ([`FoldServer::with_batch_bytes`]).
@@ -514,6 +514,7 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
+        let records = ring.mac_operand(records, l.m1, cols)?;
         Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default(), batch_bytes })
     }
 
@@ -611,7 +612,7 @@ impl<B: Backend> FoldServer<B> {
         let a = self.ring.forward(a)?;
         let cols = l.m2 * l.pieces;
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
-        self.ring.mac(&mut out, &a, &self.records, MacDims { rows: 2 * tokens, inner: l.m1, cols }, false)?;
+        self.ring.mac_laid_out(&mut out, &a, &self.records, 2 * tokens, false)?;
         drop(a);
         let out = self.ring.inverse(out)?;
         trace.mark("mac");
