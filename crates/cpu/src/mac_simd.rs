@@ -10,6 +10,11 @@
 //! coefficients it keeps the sums of a block of rows in registers for the whole inner sum, so
 //! no accumulator is loaded or stored per product.
 //!
+//! A right operand laid out once ([`lay_out_part`], for a preprocessed table) needs no copy:
+//! the task reads its tile as one contiguous run, block by block, each block with every column,
+//! so only one block of the packed rows is in use at a time and it stays in L1/L2 (see
+//! [`Ys::LaidOut`]; 1.4-2.5x the row-major product on the AVX2 VM, docs/BENCHMARKS.md).
+//!
 //! Arithmetic: a 64-bit lane holds two coefficients; `vpmuludq` multiplies the even ones and,
 //! after a 32-bit shift, the odd ones. Each product (`< 2^62`, both factors reduced) is added to
 //! a `u64` kept below `P = floor(2^63 / p) p` by one conditional subtraction, and the sum is
