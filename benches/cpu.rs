@@ -125,10 +125,26 @@ fn mac_bench(
     g.bench_function(format!("mac/{n}/{rows}x{inner}x{cols}/{limbs}"), |bch| {
         bch.iter(|| ring.mac(&mut out, &a, &b, dims, false).unwrap())
     });
+    // The same product on the operand laid out once, as the servers keep their tables.
+    let laid = ring.mac_operand(b, inner, cols).unwrap();
+    g.bench_function(format!("mac_laid_out/{n}/{rows}x{inner}x{cols}/{limbs}"), |bch| {
+        bch.iter(|| ring.mac_laid_out(&mut out, &a, &laid, rows, false).unwrap())
+    });
 }
 
 fn mac(c: &mut Criterion) {
     let backend = Arc::new(CpuBackend::new());
+    // llama-7b's folded product at 8 tokens (16 x 125 inner), cut to 8 columns and two limbs:
+    // its 64 MB operand is larger than the L3 caches, as a table is.
+    {
+        let (n, limbs) = (8192, 2);
+        let ring = ring(backend.clone(), n, limbs);
+        let dims = MacDims { rows: 16, inner: 125, cols: 8 };
+        let mut g = c.benchmark_group("cpu");
+        g.throughput(Throughput::Elements((dims.rows * dims.inner * dims.cols * limbs * n) as u64));
+        mac_bench(&mut g, &ring, dims, limbs);
+        g.finish();
+    }
     for n in DEGREES {
         let limbs = 2;
         let ring = ring(backend.clone(), n, limbs);
