@@ -600,6 +600,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn host_threads(&self) -> Option<usize> {
+        Some(self.threads())
+    }
+
+    fn on_host_threads<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.install(f)
+    }
+
     fn duplicate(&self, buf: &CpuBuffer) -> Result<CpuBuffer, BackendError> {
         self.upload(buf)
     }

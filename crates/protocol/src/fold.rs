@@ -581,7 +581,7 @@ impl<B: Backend> FoldServer<B> {
             return Ok((0..tokens).map(|_| Vec::new()).collect()); // one group of one-row records: nothing to fold
         }
         // Tokens convert independently (see `in_groups`).
-        in_groups(tokens, |t| {
+        in_groups(self.ring.backend().as_ref(), tokens, |t| {
             let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
             Ok(rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)?)
         })
@@ -632,7 +632,7 @@ impl<B: Backend> FoldServer<B> {
             Ok(cur)
         };
         // Tokens fold independently (see `in_groups`).
-        let parts = in_groups(tokens, |t| fold_one(t, &rgsws[t]))?;
+        let parts = in_groups(self.ring.backend().as_ref(), tokens, |t| fold_one(t, &rgsws[t]))?;
         let mut folded = Ciphertexts::zeros(&self.ring, tokens * l.pieces, limbs)?;
         for (t, cur) in parts.iter().enumerate() {
             folded.copy_from(&self.ring, cur, 0, t * l.pieces, l.pieces)?;
@@ -642,20 +642,23 @@ impl<B: Backend> FoldServer<B> {
     }
 }
 
-/// `f(0), ..., f(count - 1)` in order, as many at once as the host has threads: one token's
-/// host-side steps (copies, additions, freeing buffers) then overlap another's backend work. On
-/// the 2-core VM, one token at a time left about a fifth of the fold idle (2026-12-01:
+/// `f(0), ..., f(count - 1)` in order, as many at once as the backend has host threads
+/// ([`Backend::host_threads`], on them: a `--threads 1` server runs one token at a time): one
+/// token's host-side steps (copies, additions, freeing buffers) then overlap another's backend
+/// work. On the 2-core VM, one token at a time left about a fifth of the fold idle (2026-12-01:
 /// llama-7b's fold 1.29-1.41 s per request one at a time, 1.00-1.10 s two at a time). Only
 /// that many tokens' working buffers are alive at once.
-fn in_groups<T: Send>(
+fn in_groups<B: Backend, T: Send>(
+    backend: &B,
     count: usize,
     f: impl Fn(usize) -> Result<T, ProtocolError> + Sync,
 ) -> Result<Vec<T>, ProtocolError> {
-    let at_once = rayon::current_num_threads().max(1);
+    let at_once = backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1);
     let mut all = Vec::with_capacity(count);
     for first in (0..count).step_by(at_once) {
+        let range = first..count.min(first + at_once);
         let group: Vec<T> =
-            (first..count.min(first + at_once)).into_par_iter().map(&f).collect::<Result<_, _>>()?;
+            backend.on_host_threads(|| range.into_par_iter().map(&f).collect::<Result<_, _>>())?;
         all.extend(group);
     }
     Ok(all)
@@ -844,7 +847,40 @@ impl SchemeClient for FoldClient {
 
 #[cfg(test)]
 mod tests {
-    use super::{DEFAULT_ACCELERATOR_BATCH_BYTES, DEFAULT_BATCH_BYTES, batch_bytes_from};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use fastquery_cpu::CpuBackend;
+
+    use super::{DEFAULT_ACCELERATOR_BATCH_BYTES, DEFAULT_BATCH_BYTES, batch_bytes_from, in_groups};
+
+    /// Tokens run side by side only as far as the backend's threads: a one-thread backend runs
+    /// them one at a time (the global pool has two or more threads on every CI machine), a
+    /// three-thread one at most three at a time; the results come back in order, and an
+    /// error stops the work.
+    #[test]
+    fn tokens_side_by_side_keep_the_backends_thread_bound() {
+        for threads in [1usize, 3] {
+            let backend = CpuBackend::with_threads(threads).unwrap();
+            let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let out = in_groups(&backend, 10, |t| {
+                let here = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(here, Ordering::SeqCst);
+                // Long enough for other workers to start theirs, were they allowed to.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(t * t)
+            })
+            .unwrap();
+            assert_eq!(out, (0..10).map(|t| t * t).collect::<Vec<_>>());
+            let most = most.load(Ordering::SeqCst);
+            assert!(most >= 1 && most <= threads, "{most} at once on {threads} thread(s)");
+        }
+        let backend = CpuBackend::with_threads(2).unwrap();
+        let failed = in_groups(&backend, 5, |t| {
+            if t == 3 { Err(crate::ProtocolError::State("token 3".into())) } else { Ok(t) }
+        });
+        assert!(failed.unwrap_err().to_string().contains("token 3"));
+    }
 
     #[test]
     fn the_batch_bound_comes_from_whole_mib_or_the_backend_default() {
