@@ -1078,7 +1078,12 @@ impl Backend for CpuBackend {
     ) -> Result<CpuBuffer, BackendError> {
         let n = ring.n;
         let Some(lanes) = self.mac_lanes(n) else { return Ok(b) };
-        let mut dst = self.alloc_zeroed(b.len())?;
+        // The operand's words (a buffer may be longer than its shape).
+        let words = inner * cols * limbs * n;
+        if b.len() < words {
+            return Err(BackendError::Shape(format!("a {inner} x {cols} operand in {} words", b.len())));
+        }
+        let mut dst = self.alloc_zeroed(words)?;
         #[cfg(target_arch = "x86_64")]
         {
             let per_block = (cols * inner * lanes).max(1);
