@@ -247,6 +247,37 @@ impl CpuBackend {
         None
     }
 
+    /// [`CpuBackend::mac_simd`] on the kernel `mac_lanes` names for this degree (the widest
+    /// the backend may use); false where none runs.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn mac_simd_widest(
+        &self,
+        ring: &CpuRing,
+        out: &mut [u32],
+        a: &[u32],
+        b: MacRight<'_>,
+        dims: MacDims,
+        limbs: usize,
+        accumulate: bool,
+    ) -> bool {
+        use mac_simd::Lanes;
+        let lanes = self.mac_lanes(ring.n);
+        if lanes == Some(pulp::x86::V4::LANES)
+            && let Some(simd) = self.v4()
+        {
+            self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+            return true;
+        }
+        if lanes == Some(pulp::x86::V3::LANES)
+            && let Some(simd) = self.v3()
+        {
+            self.mac_simd(simd, ring, out, a, b, dims, limbs, accumulate);
+            return true;
+        }
+        false
+    }
+
     /// The AVX-512 token, where the CPU has it and the kernel may run.
     #[cfg(target_arch = "x86_64")]
     fn v4(&self) -> Option<pulp::x86::V4> {
@@ -995,19 +1026,10 @@ impl Backend for CpuBackend {
         // read faster on AVX-512 (probe, N = 4096, 4 limbs, 2 threads: 2 x 500 x 16 at 2.3
         // against 2.4-2.8 G products/s, 2 x 180 x 179 at 2.4-2.5 against 2.6; 2 x 4 x 512 at
         // 3.3-3.8 against 1.1-1.2).
-        if dims.rows >= 4 || dims.inner <= 32 {
-            if let Some(simd) = self.v4()
-                && n.is_multiple_of(<pulp::x86::V4 as mac_simd::Lanes>::LANES)
-            {
-                self.mac_simd(simd, ring, out, a, MacRight::RowMajor(b), dims, limbs, accumulate);
-                return Ok(());
-            }
-            if let Some(simd) = self.v3()
-                && n.is_multiple_of(<pulp::x86::V3 as mac_simd::Lanes>::LANES)
-            {
-                self.mac_simd(simd, ring, out, a, MacRight::RowMajor(b), dims, limbs, accumulate);
-                return Ok(());
-            }
+        if (dims.rows >= 4 || dims.inner <= 32)
+            && self.mac_simd_widest(ring, out, a, MacRight::RowMajor(b), dims, limbs, accumulate)
+        {
+            return Ok(());
         }
         let (rows, cols) = (dims.rows, dims.cols);
         // Blocking: a task owns one limb, one tile of `tile` coefficients and a group of `group`
@@ -1109,22 +1131,10 @@ impl Backend for CpuBackend {
         limbs: usize,
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        // The same choice as `mac_lanes`, which laid `b` out.
+        // The kernel of `mac_lanes`, which laid `b` out; none there: `b` is row-major.
         #[cfg(target_arch = "x86_64")]
-        {
-            let n = ring.n;
-            if let Some(simd) = self.v4()
-                && n.is_multiple_of(<pulp::x86::V4 as mac_simd::Lanes>::LANES)
-            {
-                self.mac_simd(simd, ring, out, a, MacRight::LaidOut(b), dims, limbs, accumulate);
-                return Ok(());
-            }
-            if let Some(simd) = self.v3()
-                && n.is_multiple_of(<pulp::x86::V3 as mac_simd::Lanes>::LANES)
-            {
-                self.mac_simd(simd, ring, out, a, MacRight::LaidOut(b), dims, limbs, accumulate);
-                return Ok(());
-            }
+        if self.mac_simd_widest(ring, out, a, MacRight::LaidOut(b), dims, limbs, accumulate) {
+            return Ok(());
         }
         self.mac(ring, out, a, b, dims, limbs, accumulate)
     }

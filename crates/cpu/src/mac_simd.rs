@@ -13,7 +13,8 @@
 //! A right operand laid out once ([`lay_out_part`], for a preprocessed table) needs no copy:
 //! the task reads its tile as one contiguous run, block by block, each block with every column,
 //! so only one block of the packed rows is in use at a time and it stays in L1/L2 (see
-//! [`Ys::LaidOut`]; 1.4-2.5x the row-major product on the AVX2 VM, docs/BENCHMARKS.md).
+//! [`Ys::LaidOut`]; on the AVX2 VM 1.4-2.5x the row-major product over operands larger than
+//! the caches, 1.0-1.2x at 16 rows over a few MB, docs/BENCHMARKS.md).
 //!
 //! Arithmetic: a 64-bit lane holds two coefficients; `vpmuludq` multiplies the even ones and,
 //! after a 32-bit shift, the odd ones. Each product (`< 2^62`, both factors reduced) is added to

@@ -855,8 +855,8 @@ mod tests {
 
     /// Tokens run side by side only as far as the backend's threads: a one-thread backend runs
     /// them one at a time (the global pool has two or more threads on every CI machine), a
-    /// three-thread one at most three at a time; the results come back in order, and an
-    /// error stops the work.
+    /// three-thread one at most three at a time; the results come back in order, and a
+    /// token's error is the call's.
     #[test]
     fn tokens_side_by_side_keep_the_backends_thread_bound() {
         for threads in [1usize, 3] {
