@@ -623,7 +623,8 @@ pub fn decomposition_recomposes<B: Backend>(b: &Arc<B>) {
 /// forward, two multiply-accumulates: each checked against a reference above), for batches of 1
 /// to 17 polynomials, digit widths below and above the smallest prime, and both modes. For a
 /// backend that keeps the default (the steps themselves) this checks the wiring and the shape
-/// validation; for the CPU's fused kernel it is the oracle.
+/// validation; for the CPU's fused kernel it is the oracle. With one digit per limb, the
+/// product from the twin ([`Ring::decompose_mac_twin`]) is the same.
 pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(11);
     // 4096 and 8192: the degrees of the CUDA backend's three-pass fused kernels; 8192 and 16384:
@@ -658,6 +659,21 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
                         "n={n} limbs={limbs} polys={polys} w={w} accumulate={accumulate}"
                     );
                 }
+                // One digit per limb: the same product from the twin (a's transform).
+                if g == limbs {
+                    let twin = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+                    let mut got: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+                    let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+                    ring.decompose_mac_twin(&a, &twin, w, [&keys[0], &keys[1]], [g0, g1], accumulate)
+                        .unwrap();
+                    for (x, y) in got.iter().zip(&want) {
+                        assert_eq!(
+                            ring.download(x).unwrap(),
+                            ring.download(y).unwrap(),
+                            "twin: n={n} limbs={limbs} polys={polys} w={w} accumulate={accumulate}"
+                        );
+                    }
+                }
             }
         }
         // A key of the wrong size is refused.
@@ -667,6 +683,28 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
         let (mut o0, mut o1): (Polys<B, Ntt>, Polys<B, Ntt>) =
             (ring.zeros(shape).unwrap(), ring.zeros(shape).unwrap());
         assert!(ring.decompose_mac(&a, 16, [&bad, &bad], [&mut o0, &mut o1], false).is_err());
+        // The twin: a digit width that splits a residue (with keys of its size), and a twin of
+        // another shape.
+        let key = |rng: &mut StdRng, w: u32| -> Polys<B, Ntt> {
+            let shape = Shape::new(limbs * ring.digits(limbs, w), limbs);
+            upload(&ring, &random_words(rng, &ctx, shape), shape)
+        };
+        let (k31, k16) = ([key(&mut rng, 31), key(&mut rng, 31)], [key(&mut rng, 16), key(&mut rng, 16)]);
+        assert!(ring.digits(limbs, 16) > 1, "16-bit digits split the suite's primes");
+        let twin = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+        assert!(
+            ring.decompose_mac_twin(&a, &twin, 31, [&k31[0], &k31[1]], [&mut o0, &mut o1], false).is_ok()
+        );
+        assert!(ring.decompose_mac(&a, 16, [&k16[0], &k16[1]], [&mut o0, &mut o1], false).is_ok());
+        assert!(
+            ring.decompose_mac_twin(&a, &twin, 16, [&k16[0], &k16[1]], [&mut o0, &mut o1], false).is_err()
+        );
+        let keys = k31;
+        let wide = Shape::new(2, limbs);
+        let other: Polys<B, Ntt> = upload(&ring, &random_words(&mut rng, &ctx, wide), wide);
+        assert!(
+            ring.decompose_mac_twin(&a, &other, 31, [&keys[0], &keys[1]], [&mut o0, &mut o1], false).is_err()
+        );
     }
 }
 

@@ -343,6 +343,34 @@ pub trait Backend: Send + Sync + 'static {
         )
     }
 
+    /// [`Backend::decompose_mac`] with one digit per limb (each digit a whole residue), given
+    /// also the NTT form of `a` (`twin`, the same shape): digit `l` reduced into limb `l` is
+    /// then row `l` of `twin`, so a backend may copy it instead of transforming it (one of the
+    /// `limbs` digit transforms of every output row). `twin` must be `a`'s transform; the
+    /// caller guarantees it (the ring checks shapes). The default ignores it.
+    #[allow(clippy::too_many_arguments)]
+    fn decompose_mac_twin(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        twin: &Self::Buffer,
+        (polys, limbs): (usize, usize),
+        digit_bits: u32,
+        keys: [&Self::Buffer; 2],
+        out: [&mut Self::Buffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let _ = twin;
+        self.decompose_mac(ring, ctx, a, (polys, limbs), (digit_bits, 1), keys, out, accumulate)
+    }
+
+    /// Whether [`Backend::decompose_mac_twin`] takes the own-limb digit rows from the twin
+    /// instead of transforming them (the work counters then count the transforms it skips).
+    fn takes_twin(&self) -> bool {
+        false
+    }
+
     /// One level of oblivious expansion (SealPIR's split), on `count` ciphertexts of `limbs`
     /// limbs, coefficient form, at polynomials `[at, at + count)` of `src = [c0s, c1s]`:
     /// with `t = tau(c)` key-switched (`tau` the signed gather `idx`, applied to both halves;

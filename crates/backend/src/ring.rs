@@ -485,20 +485,8 @@ impl<B: Backend> Ring<B> {
         out: [&mut Polys<B, Ntt>; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        self.check_own(a)?;
-        check_digit_bits(digit_bits)?;
+        let digits = self.check_decompose_mac("decompose_mac", a, digit_bits, keys, &out)?;
         let Shape { polys, limbs } = a.shape;
-        let digits = self.digits(limbs, digit_bits);
-        self.check_keys("decompose_mac", keys, limbs, digits)?;
-        for o in &out {
-            self.check_own(*o)?;
-            if o.shape != a.shape {
-                return Err(BackendError::Shape(format!(
-                    "decompose_mac: out {:?} vs a {:?}",
-                    o.shape, a.shape
-                )));
-            }
-        }
         if polys == 0 {
             return Ok(());
         }
@@ -515,6 +503,76 @@ impl<B: Backend> Ring<B> {
         )?;
         crate::work::key_switches(polys, polys * limbs * limbs * digits);
         Ok(())
+    }
+
+    /// [`Ring::decompose_mac`] with one digit per limb (`digit_bits` at least every prime's
+    /// width), given also `a`'s NTT form `twin` (see [`Backend::decompose_mac_twin`]): the same
+    /// result, with one digit transform fewer per output row where the backend takes the twin.
+    /// `twin` must be the transform of `a`; a digit width that splits a residue is an error.
+    pub fn decompose_mac_twin(
+        &self,
+        a: &Polys<B, Coeff>,
+        twin: &Polys<B, Ntt>,
+        digit_bits: u32,
+        keys: [&Polys<B, Ntt>; 2],
+        out: [&mut Polys<B, Ntt>; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let digits = self.check_decompose_mac("decompose_mac_twin", a, digit_bits, keys, &out)?;
+        self.check_own(twin)?;
+        if twin.shape != a.shape {
+            return Err(BackendError::Shape(format!(
+                "decompose_mac_twin: twin {:?} vs a {:?}",
+                twin.shape, a.shape
+            )));
+        }
+        if digits != 1 {
+            return Err(BackendError::InvalidInput(format!(
+                "decompose_mac_twin: {digit_bits}-bit digits split a residue into {digits}"
+            )));
+        }
+        let Shape { polys, limbs } = a.shape;
+        if polys == 0 {
+            return Ok(());
+        }
+        let [o0, o1] = out;
+        self.backend.decompose_mac_twin(
+            &self.dev,
+            &self.ctx,
+            &a.buf,
+            &twin.buf,
+            (polys, limbs),
+            digit_bits,
+            [&keys[0].buf, &keys[1].buf],
+            [&mut o0.buf, &mut o1.buf],
+            accumulate,
+        )?;
+        let skipped = if self.backend.takes_twin() { polys * limbs } else { 0 };
+        crate::work::key_switches(polys, polys * limbs * limbs - skipped);
+        Ok(())
+    }
+
+    /// The checks of a key-switching product: `a`, the keys and both outputs on this ring, the
+    /// keys of `limbs * digits` polynomials, the outputs of `a`'s shape; the digits per limb.
+    fn check_decompose_mac(
+        &self,
+        what: &str,
+        a: &Polys<B, Coeff>,
+        digit_bits: u32,
+        keys: [&Polys<B, Ntt>; 2],
+        out: &[&mut Polys<B, Ntt>; 2],
+    ) -> Result<usize, BackendError> {
+        self.check_own(a)?;
+        check_digit_bits(digit_bits)?;
+        let digits = self.digits(a.shape.limbs, digit_bits);
+        self.check_keys(what, keys, a.shape.limbs, digits)?;
+        for o in out {
+            self.check_own(&**o)?;
+            if o.shape != a.shape {
+                return Err(BackendError::Shape(format!("{what}: out {:?} vs a {:?}", o.shape, a.shape)));
+            }
+        }
+        Ok(digits)
     }
 
     /// The two halves of a key-switching key, each `limbs * digits` polynomials of `limbs`

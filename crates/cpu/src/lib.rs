@@ -290,6 +290,42 @@ impl CpuBackend {
         pulp::x86::V3::try_new().filter(|_| self.mac >= MacKernel::Avx2)
     }
 
+    /// The fused key-switching product of `decompose_mac` (and, with `twin`, of
+    /// `decompose_mac_twin`): one task per output row `(poly r, limb l)`.
+    #[allow(clippy::too_many_arguments)]
+    fn digit_products(
+        &self,
+        ring: &CpuRing,
+        a: &[u32],
+        twin: Option<&[u32]>,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&CpuBuffer; 2],
+        [o0, o1]: [&mut CpuBuffer; 2],
+        accumulate: bool,
+    ) {
+        let n = ring.n;
+        let run = |(row, (d0, d1)): (usize, (&mut [u32], &mut [u32]))| {
+            let (r, l) = (row / limbs, row % limbs);
+            let job = DigitRow {
+                m: ring.moduli[l],
+                plan: &ring.plans[l],
+                src: &a[r * limbs * n..][..limbs * n],
+                keys: [&keys[0][l * n..], &keys[1][l * n..]],
+                stride: limbs * n,
+                digit_bits,
+                digits,
+                own: twin.map(|t| (l, &t[row * n..][..n])),
+            };
+            job.run(self, [d0, d1], accumulate);
+        };
+        if self.parallel(polys * limbs) {
+            self.install(|| o0.par_chunks_mut(n).zip(o1.par_chunks_mut(n)).enumerate().for_each(run));
+        } else {
+            o0.chunks_mut(n).zip(o1.chunks_mut(n)).enumerate().for_each(run);
+        }
+    }
+
     /// `out[k] (+)= sum_e digits[e] * keys[k][e * stride ..]` for the two halves of a key
     /// switch, `digits` holding `rows x N` transformed digit words (see `mac_simd::DigitMac`).
     fn digit_mac(
@@ -517,6 +553,7 @@ impl CpuBackend {
             stride: (limbs + 1) * n,
             digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
             digits: 1,
+            own: None,
         };
         job.run(self, [&mut *b, &mut *a], false);
         ring.plans[l].inverse(b);
@@ -861,27 +898,30 @@ impl Backend for CpuBackend {
         out: [&mut CpuBuffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        let n = ring.n;
-        let [o0, o1] = out;
-        let run = |(row, (d0, d1)): (usize, (&mut [u32], &mut [u32]))| {
-            let (r, l) = (row / limbs, row % limbs);
-            let job = DigitRow {
-                m: ring.moduli[l],
-                plan: &ring.plans[l],
-                src: &a[r * limbs * n..][..limbs * n],
-                keys: [&keys[0][l * n..], &keys[1][l * n..]],
-                stride: limbs * n,
-                digit_bits,
-                digits,
-            };
-            job.run(self, [d0, d1], accumulate);
-        };
-        if self.parallel(polys * limbs) {
-            self.install(|| o0.par_chunks_mut(n).zip(o1.par_chunks_mut(n)).enumerate().for_each(run));
-        } else {
-            o0.chunks_mut(n).zip(o1.chunks_mut(n)).enumerate().for_each(run);
-        }
+        self.digit_products(ring, a, None, (polys, limbs), (digit_bits, digits), keys, out, accumulate);
         Ok(())
+    }
+
+    /// As `decompose_mac` with one digit per limb; the task of row `(r, l)` copies row `l` of
+    /// the twin's `r` for its own-limb digit instead of extracting and transforming it.
+    fn decompose_mac_twin(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        a: &CpuBuffer,
+        twin: &CpuBuffer,
+        (polys, limbs): (usize, usize),
+        digit_bits: u32,
+        keys: [&CpuBuffer; 2],
+        out: [&mut CpuBuffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        self.digit_products(ring, a, Some(twin), (polys, limbs), (digit_bits, 1), keys, out, accumulate);
+        Ok(())
+    }
+
+    fn takes_twin(&self) -> bool {
+        true
     }
 
     /// Fused: `tau(c1)` of the batch is gathered once (one pass); then one task per
@@ -912,6 +952,7 @@ impl Backend for CpuBackend {
                 stride: poly,
                 digit_bits,
                 digits,
+                own: None,
             };
             job.run(self, [&mut *b, &mut *a], false);
             ring.plans[l].inverse(b);
@@ -1347,6 +1388,9 @@ struct DigitRow<'a> {
     stride: usize,
     digit_bits: u32,
     digits: usize,
+    /// `(i, row)`: digit row `i` (one digit per limb: source limb `i`, the output's own limb)
+    /// is `row`, already transformed (the twin of `decompose_mac_twin`).
+    own: Option<(usize, &'a [u32])>,
 }
 
 impl DigitRow<'_> {
@@ -1365,13 +1409,18 @@ impl DigitRow<'_> {
                 scratch.resize(rows * n, 0);
             }
             let digits = &mut scratch[..rows * n];
-            let mut rows_out = digits.chunks_exact_mut(n);
+            let mut rows_out = digits.chunks_exact_mut(n).enumerate();
             for row in self.src.chunks_exact(n) {
                 for j in 0..self.digits {
-                    let digit = rows_out.next().expect("rows * n words");
-                    let shift = j as u32 * self.digit_bits;
-                    backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, p });
-                    self.plan.forward(digit);
+                    let (e, digit) = rows_out.next().expect("rows * n words");
+                    match self.own {
+                        Some((i, twin)) if i == e => digit.copy_from_slice(twin),
+                        _ => {
+                            let shift = j as u32 * self.digit_bits;
+                            backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, p });
+                            self.plan.forward(digit);
+                        }
+                    }
                 }
             }
             backend.digit_mac(self.m, digits, self.keys, self.stride, out, accumulate);

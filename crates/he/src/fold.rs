@@ -28,7 +28,7 @@
 //! digits and errors of different coefficients as independent (the heuristic of the RLWE PIR
 //! literature; the tests measure the noise and check it against the bound).
 
-use fastquery_backend::{Backend, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Ntt, Polys, Ring};
 use fastquery_math::Modulus;
 
 use crate::{
@@ -123,75 +123,112 @@ pub fn rgsw_from_rows<B: Backend>(
         .collect()
 }
 
-/// `RGSW(b) x ct` for every ciphertext of `cts` (phase `b * phase(ct)` plus the digits times
-/// the RGSW's errors).
-pub fn external_product<B: Backend>(
+/// `out += RGSW(b) x ct` for every ciphertext `ct` of `cts` (coefficient form; `out` in the NTT
+/// domain, one per ciphertext): phase `b * phase(ct)` plus the digits times the RGSW's errors.
+/// `twin`, the NTT form of `cts` where the caller has it, spares one digit transform per row
+/// when the gadget takes one digit per limb ([`Ring::decompose_mac_twin`]).
+pub fn external_product_into<B: Backend>(
     ring: &Ring<B>,
     cts: &Ciphertexts<B>,
+    twin: Option<&Ciphertexts<B, Ntt>>,
     rgsw: &Rgsw<B>,
-) -> Result<Ciphertexts<B>, HeError> {
+    out: &mut Ciphertexts<B, Ntt>,
+) -> Result<(), HeError> {
+    if out.len() != cts.len() || twin.is_some_and(|t| t.len() != cts.len()) {
+        return Err(HeError::BadInput(format!(
+            "an external product of {} ciphertexts into {}",
+            cts.len(),
+            out.len()
+        )));
+    }
     // Chunks of the backend's key-switching size bound the digit buffers; up to a chunk (the
     // fold's later levels): no slice of the input, no copy of the output.
     let (count, chunk) = (cts.len(), ring.keyswitch_chunk());
     if count <= chunk {
-        return product_chunk(ring, cts, rgsw);
+        return product_chunk(ring, cts, twin, rgsw, out);
     }
-    let mut result = Ciphertexts::zeros(ring, count, cts.limbs())?;
     for start in (0..count).step_by(chunk) {
         let len = chunk.min(count - start);
-        let part = product_chunk(ring, &cts.slice(ring, start, len)?, rgsw)?;
-        result.copy_from(ring, &part, 0, start, len)?;
+        let part_twin = twin.map(|t| t.slice(ring, start, len)).transpose()?;
+        let mut part = out.slice(ring, start, len)?;
+        product_chunk(ring, &cts.slice(ring, start, len)?, part_twin.as_ref(), rgsw, &mut part)?;
+        out.copy_from(ring, &part, 0, start, len)?;
     }
-    Ok(result)
+    Ok(())
 }
 
-/// [`external_product`] of one chunk.
+/// [`external_product_into`] of one chunk: the digits of `c0` times `RLWE(b g)`, those of `c1`
+/// times `RLWE(b s g)`, both accumulated into `out`.
 fn product_chunk<B: Backend>(
     ring: &Ring<B>,
     part: &Ciphertexts<B>,
+    twin: Option<&Ciphertexts<B, Ntt>>,
     rgsw: &Rgsw<B>,
-) -> Result<Ciphertexts<B>, HeError> {
-    let shape = Shape::new(part.len(), part.limbs());
-    let [mut o0, mut o1]: [Polys<B, Ntt>; 2] = [ring.zeros(shape)?, ring.zeros(shape)?];
-    let [p0, p1] = &rgsw.plain;
-    ring.decompose_mac(&part.c0, rgsw.digit_bits, [p0, p1], [&mut o0, &mut o1], false)?;
-    let [s0, s1] = &rgsw.times_s;
-    ring.decompose_mac(&part.c1, rgsw.digit_bits, [s0, s1], [&mut o0, &mut o1], true)?;
-    Ok(Ciphertexts { c0: ring.inverse(o0)?, c1: ring.inverse(o1)? })
+    out: &mut Ciphertexts<B, Ntt>,
+) -> Result<(), HeError> {
+    let bits = rgsw.digit_bits;
+    let halves =
+        [(&part.c0, twin.map(|t| &t.c0), &rgsw.plain), (&part.c1, twin.map(|t| &t.c1), &rgsw.times_s)];
+    for (a, a_twin, [k0, k1]) in halves {
+        let outs = [&mut out.c0, &mut out.c1];
+        match a_twin {
+            Some(t) if ring.digits(a.limbs(), bits) == 1 => {
+                ring.decompose_mac_twin(a, t, bits, [k0, k1], outs, true)?
+            }
+            _ => ring.decompose_mac(a, bits, [k0, k1], outs, true)?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether the fold keeps a twin for `rgsw`'s external products (one digit per limb).
+fn twin_helps<B: Backend>(ring: &Ring<B>, limbs: usize, rgsw: &Rgsw<B>) -> bool {
+    ring.digits(limbs, rgsw.digit_bits) == 1
 }
 
 /// `A + RGSW(b) x (B - A)` for the two halves `A`, `B` of `cts` (pairs `i` and
-/// `i + len/2`): `B` where `b = 1`, `A` where `b = 0`.
+/// `i + len/2`), all in the NTT domain: `B` where `b = 1`, `A` where `b = 0`. The difference
+/// goes back to coefficient form for its digits (its NTT form is their twin); the product is
+/// accumulated straight into `A`, so a level pays no other transform.
 pub fn cmux_halves<B: Backend>(
     ring: &Ring<B>,
-    cts: Ciphertexts<B>,
+    cts: Ciphertexts<B, Ntt>,
     rgsw: &Rgsw<B>,
-) -> Result<Ciphertexts<B>, HeError> {
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
     let half = cts.len() / 2;
     if half == 0 || !cts.len().is_multiple_of(2) {
         return Err(HeError::BadInput(format!("a CMux level over {} ciphertexts", cts.len())));
     }
     let mut a = cts.slice(ring, 0, half)?;
     let mut diff = cts.slice(ring, half, half)?;
+    drop(cts);
     diff.sub_assign(ring, &a)?;
-    a.add_assign(ring, &external_product(ring, &diff, rgsw)?)?;
+    if twin_helps(ring, a.limbs(), rgsw) {
+        let coeff = diff.duplicate(ring)?.inverse(ring)?;
+        external_product_into(ring, &coeff, Some(&diff), rgsw, &mut a)?;
+    } else {
+        external_product_into(ring, &diff.inverse(ring)?, None, rgsw, &mut a)?;
+    }
     Ok(a)
 }
 
-/// `ct` times `X^-(shift)` where `b = 1`: `ct + RGSW(b) x (X^-shift ct - ct)`.
+/// `ct` times `X^-(shift)` where `b = 1`: `ct + RGSW(b) x (X^-shift ct - ct)`, in the NTT
+/// domain (the difference is formed in coefficient form, so it has no twin).
 pub fn cmux_rotate<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
-    cts: Ciphertexts<B>,
+    cts: Ciphertexts<B, Ntt>,
     shift: usize,
     rgsw: &Rgsw<B>,
-) -> Result<Ciphertexts<B>, HeError> {
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
     let n = params.n();
-    let mut diff = cts.duplicate(ring)?;
+    let coeff = cts.duplicate(ring)?.inverse(ring)?;
+    let mut diff = coeff.duplicate(ring)?;
     diff.monomial_mul_assign(ring, (2 * n - shift % (2 * n)) % (2 * n))?;
-    diff.sub_assign(ring, &cts)?;
+    diff.sub_assign(ring, &coeff)?;
+    drop(coeff);
     let mut out = cts;
-    out.add_assign(ring, &external_product(ring, &diff, rgsw)?)?;
+    external_product_into(ring, &diff, None, rgsw, &mut out)?;
     Ok(out)
 }
 

@@ -38,7 +38,7 @@
 //! One ciphertext of `sum_i m_i X^i` (`i < 2^k`) becomes `2^k` ciphertexts of `2^k m_i`, using
 //! `tau_{N/2^j + 1}` for `j = 0..k`: the same machinery, the other way round.
 
-use fastquery_backend::{Backend, Coeff, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, Ntt, Polys, Repr, Ring, Shape};
 use fastquery_math::Modulus;
 use fastquery_ntt::NttPlan;
 use rand::{CryptoRng, RngCore};
@@ -50,13 +50,14 @@ use crate::{
     sample::{Seed, cbd, expand_uniform, fresh_seed},
 };
 
-/// A batch of ciphertexts in coefficient form on a device: `c0[i] + c1[i] s = Delta m_i + e_i`.
+/// A batch of ciphertexts on a device, `c0[i] + c1[i] s = Delta m_i + e_i`: in coefficient form
+/// (the default), or in the NTT domain (`Ciphertexts<B, Ntt>`, the fold's working form).
 #[derive(Debug)]
-pub struct Ciphertexts<B: Backend> {
+pub struct Ciphertexts<B: Backend, R: Repr = Coeff> {
     /// First components.
-    pub c0: Polys<B, Coeff>,
+    pub c0: Polys<B, R>,
     /// Second components.
-    pub c1: Polys<B, Coeff>,
+    pub c1: Polys<B, R>,
 }
 
 /// A Galois key for `X -> X^g` as the client sends it: the `b` halves (NTT form, all limbs,
@@ -263,7 +264,7 @@ pub fn load_galois_key<B: Backend>(
     Ok(ServerGaloisKey { g: key.g, digit_bits: HYBRID_DIGIT_BITS, hybrid, b: pad(b)?, a: pad(a)? })
 }
 
-impl<B: Backend> Ciphertexts<B> {
+impl<B: Backend, R: Repr> Ciphertexts<B, R> {
     /// Number of ciphertexts.
     pub fn len(&self) -> usize {
         self.c0.polys()
@@ -322,11 +323,25 @@ impl<B: Backend> Ciphertexts<B> {
         ring.sub_assign(&mut self.c0, &other.c0)?;
         Ok(ring.sub_assign(&mut self.c1, &other.c1)?)
     }
+}
 
+impl<B: Backend> Ciphertexts<B> {
     /// `self *= X^k` (both components).
     pub fn monomial_mul_assign(&mut self, ring: &Ring<B>, k: usize) -> Result<(), HeError> {
         ring.monomial_mul_assign(&mut self.c0, k)?;
         Ok(ring.monomial_mul_assign(&mut self.c1, k)?)
+    }
+
+    /// The same ciphertexts in the NTT domain (transformed in place).
+    pub fn forward(self, ring: &Ring<B>) -> Result<Ciphertexts<B, Ntt>, HeError> {
+        Ok(Ciphertexts { c0: ring.forward(self.c0)?, c1: ring.forward(self.c1)? })
+    }
+}
+
+impl<B: Backend> Ciphertexts<B, Ntt> {
+    /// The same ciphertexts in coefficient form (transformed in place).
+    pub fn inverse(self, ring: &Ring<B>) -> Result<Ciphertexts<B>, HeError> {
+        Ok(Ciphertexts { c0: ring.inverse(self.c0)?, c1: ring.inverse(self.c1)? })
     }
 }
 

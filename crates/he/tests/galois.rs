@@ -314,8 +314,10 @@ fn fold_params() -> Arc<Params> {
 #[test]
 fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
     let mut rng = StdRng::seed_from_u64(11);
-    // The gadget key switch with 8-bit RGSW digits, and the hybrid one with 16-bit digits.
-    for (params, ks, rb) in [(fold_params(), 16u32, 8u32), (hybrid_params(), 31, 16)] {
+    // The gadget key switch with 8-bit RGSW digits, the hybrid one with 16-bit digits, and
+    // 31-bit RGSW digits (one per limb: the CMux levels take their differences' twins).
+    for (params, ks, rb) in [(fold_params(), 16u32, 8u32), (hybrid_params(), 31, 16), (fold_params(), 8, 31)]
+    {
         let (n, t) = (params.n(), 1u64 << params.plain_bits());
         let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
         let client = Client::new(params.clone()).unwrap();
@@ -338,9 +340,9 @@ fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
             let msgs = small_msgs(&mut rng, 4, n, t);
             let cts = encrypt(&client, &ring, &msgs);
             let (_, fresh) = decrypt_all(&client, &ring, &cts);
-            let level = cmux_halves(&ring, cts, &rgsw[0]).unwrap();
+            let level = cmux_halves(&ring, cts.forward(&ring).unwrap(), &rgsw[0]).unwrap();
             let level = cmux_halves(&ring, level, &rgsw[1]).unwrap();
-            let (got, noise) = decrypt_all(&client, &ring, &level);
+            let (got, noise) = decrypt_all(&client, &ring, &level.inverse(&ring).unwrap());
             let want = 2 * usize::from(bits[0]) + usize::from(bits[1]);
             assert_eq!(got, vec![msgs[want].clone()], "bits {bits:?}");
             let shape = FoldShape { k, m1: 0, w_max: 0, ks_bits: ks, rgsw_bits: rb, levels: 2 };
@@ -350,8 +352,8 @@ fn rgsw_built_from_expanded_slots_selects_and_rotates_within_the_bound() {
             // A CMux rotation multiplies by X^-shift exactly when the bit is set.
             let shift = 1000;
             let cts = encrypt(&client, &ring, &msgs[..1]);
-            let rotated = cmux_rotate(&ring, &params, cts, shift, &rgsw[1]).unwrap();
-            let (got, _) = decrypt_all(&client, &ring, &rotated);
+            let rotated = cmux_rotate(&ring, &params, cts.forward(&ring).unwrap(), shift, &rgsw[1]).unwrap();
+            let (got, _) = decrypt_all(&client, &ring, &rotated.inverse(&ring).unwrap());
             let expect: Vec<u64> = (0..n)
                 .map(|j| match (bits[1], j + shift < n) {
                     (false, _) => msgs[0][j],

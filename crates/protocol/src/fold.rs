@@ -614,12 +614,14 @@ impl<B: Backend> FoldServer<B> {
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
         self.ring.mac_laid_out(&mut out, &a, &self.records, 2 * tokens, false)?;
         drop(a);
-        let out = self.ring.inverse(out)?;
         trace.mark("mac");
         let group_bits = l.m2.ilog2() as usize;
+        // The fold stays in the NTT domain where the product left it: each CMux level sends only
+        // its differences back for their digits, and a token's result goes back once at the end.
         let fold_one = |t: usize, rgsw: &[Rgsw<B>]| -> Result<Ciphertexts<B>, ProtocolError> {
             let shape = Shape::new(cols, limbs);
-            let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
+            let mut cur: Ciphertexts<B, Ntt> =
+                Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
             self.ring.copy_polys(&out, 2 * t * cols, &mut cur.c0, 0, cols)?;
             self.ring.copy_polys(&out, (2 * t + 1) * cols, &mut cur.c1, 0, cols)?;
             for bit in &rgsw[..group_bits] {
@@ -629,7 +631,7 @@ impl<B: Backend> FoldServer<B> {
             for (u, bit) in rgsw[group_bits..].iter().enumerate() {
                 cur = cmux_rotate(&self.ring, params, cur, 1 << u, bit)?;
             }
-            Ok(cur)
+            Ok(cur.inverse(&self.ring)?)
         };
         // Tokens fold independently (see `in_groups`).
         let parts = in_groups(self.ring.backend().as_ref(), tokens, |t| fold_one(t, &rgsws[t]))?;
