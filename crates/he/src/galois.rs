@@ -630,14 +630,19 @@ pub fn expand_positioned<B: Backend>(
     if ct.len() != 1 || k >= usize::BITS || (1usize << k) > big_n {
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
     }
-    // Two buffers of the final size, allocated once; each level reads `cur` and writes `next`
-    // in chunks of the backend's key-switching size (`Ring::expand_step`: fused on the CPU,
-    // with temporaries of one chunk in the composed default).
+    // Two buffers, allocated once; each level reads `cur` and writes `next` in chunks of the
+    // backend's key-switching size (`Ring::expand_step`: fused on the CPU, with temporaries of
+    // one chunk in the composed default). Level `j` writes positions below `2^(j+1)`, so only
+    // the buffer the last level writes needs all `2^k`; the other, written by levels up to
+    // `k - 2`, needs half (one ciphertext where `k = 0`).
     let (total, limbs) = (1usize << k, ct.limbs());
-    let mut cur = Ciphertexts::zeros(ring, total, limbs)?;
+    let size = |last: bool| if last { total } else { (total / 2).max(1) };
+    // The buffers alternate; the last level (j = k - 1) writes the one that starts as `next`
+    // where k is odd, as `cur` where k is even.
+    let mut cur = Ciphertexts::zeros(ring, size(k.is_multiple_of(2)), limbs)?;
     cur.copy_from(ring, &ct, 0, 0, 1)?;
     drop(ct);
-    let mut next = Ciphertexts::zeros(ring, total, limbs)?;
+    let mut next = Ciphertexts::zeros(ring, size(!k.is_multiple_of(2)), limbs)?;
     let chunk = ring.keyswitch_chunk();
     for j in 0..k {
         let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;

@@ -213,10 +213,11 @@ fn expansion_yields_one_selection_ciphertext_per_coefficient() {
     let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let client = Client::new(params.clone()).unwrap();
-    let (k, w) = (3u32, 14u32);
-    let keys = expansion_keys(&client, &ring, k, w);
-    // A one-hot selection vector and a general one.
-    for sel in [3usize, usize::MAX] {
+    let w = 14u32;
+    let keys = expansion_keys(&client, &ring, 4, w);
+    // A one-hot selection vector and a general one, over 2^k slots of either parity (the
+    // level buffers alternate, and only the last level's is full-size).
+    for (k, sel) in [(3u32, 3usize), (3, usize::MAX), (4, 11), (2, usize::MAX), (1, 1), (0, 0)] {
         let mut m = vec![0u64; big_n];
         for (i, x) in m.iter_mut().enumerate().take(1 << k) {
             *x = if sel == usize::MAX { rng.random_range(0..5) } else { u64::from(i == sel) };
