@@ -629,10 +629,22 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(11);
     // 4096 and 8192: the degrees of the CUDA backend's three-pass fused kernels; 8192 and 16384:
     // the fastquery designs' degrees, where a fused kernel holds 8 and 16 words per thread.
-    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1), (4096, 1), (8192, 2), (16384, 1)] {
-        let ring = ring(b, n, limbs);
+    // The last ring mixes 31-bit primes with a 24-bit one: a 31-bit residue (or a wide digit
+    // of it) exceeds the small prime many times over, and must be reduced, not just
+    // conditionally subtracted.
+    let mixed = || {
+        let (mut big, mut small) =
+            (ntt_prime_iter(31, 512).expect("31-bit"), ntt_prime_iter(24, 512).expect("24-bit"));
+        let primes: Vec<u32> =
+            [big.next(), small.next(), big.next()].map(|p| p.expect("enough primes")).to_vec();
+        Ring::new(b.clone(), Arc::new(RingContext::new(512, &primes).expect("mixed ring")))
+            .expect("ring loads")
+    };
+    let rings = [(256usize, 3usize), (2048, 2), (64, 1), (4096, 1), (8192, 2), (16384, 1), (512, 0)];
+    for (n, limbs) in rings {
+        let (ring, limbs) = if limbs == 0 { (mixed(), 3) } else { (ring(b, n, limbs), limbs) };
         let ctx = ring.context().clone();
-        for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12)] {
+        for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12), (2, 26)] {
             let g = limbs * ring.digits(limbs, w);
             let shape = Shape::new(polys, limbs);
             let a: Polys<B, Coeff> = upload(&ring, &random_words(&mut rng, &ctx, shape), shape);

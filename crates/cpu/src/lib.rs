@@ -311,6 +311,7 @@ impl CpuBackend {
                 m: ring.moduli[l],
                 plan: &ring.plans[l],
                 src: &a[r * limbs * n..][..limbs * n],
+                src_moduli: &ring.moduli[..limbs],
                 keys: [&keys[0][l * n..], &keys[1][l * n..]],
                 stride: limbs * n,
                 digit_bits,
@@ -549,6 +550,7 @@ impl CpuBackend {
             m: ring.moduli[l],
             plan: &ring.plans[l],
             src,
+            src_moduli: &ring.moduli[..limbs],
             keys: [&keys[0][l * n..], &keys[1][l * n..]],
             stride: (limbs + 1) * n,
             digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
@@ -948,6 +950,7 @@ impl Backend for CpuBackend {
                 m: ring.moduli[l],
                 plan: &ring.plans[l],
                 src: &tau1[i * poly..][..poly],
+                src_moduli: &ring.moduli[..limbs],
                 keys: [&keys[0][l * n..], &keys[1][l * n..]],
                 stride: poly,
                 digit_bits,
@@ -1384,6 +1387,8 @@ struct DigitRow<'a> {
     m: Modulus,
     plan: &'a NttPlan,
     src: &'a [u32],
+    /// The moduli of `src`'s rows (its words are reduced residues, below them).
+    src_moduli: &'a [Modulus],
     keys: [&'a [u32]; 2],
     stride: usize,
     digit_bits: u32,
@@ -1398,7 +1403,6 @@ impl DigitRow<'_> {
     /// then one pass of products over both keys ([`CpuBackend::digit_mac`]).
     fn run(&self, backend: &CpuBackend, out: [&mut [u32]; 2], accumulate: bool) {
         let n = out[0].len();
-        let p = self.m.value();
         let mask = (1u32 << self.digit_bits) - 1;
         let rows = self.src.len() / n * self.digits;
         DIGITS.with_borrow_mut(|scratch| {
@@ -1410,14 +1414,25 @@ impl DigitRow<'_> {
             }
             let digits = &mut scratch[..rows * n];
             let mut rows_out = digits.chunks_exact_mut(n).enumerate();
-            for row in self.src.chunks_exact(n) {
+            for (row, src_m) in self.src.chunks_exact(n).zip(self.src_moduli) {
                 for j in 0..self.digits {
                     let (e, digit) = rows_out.next().expect("rows * n words");
                     match self.own {
                         Some((i, twin)) if i == e => digit.copy_from_slice(twin),
                         _ => {
                             let shift = j as u32 * self.digit_bits;
-                            backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, p });
+                            // The digit's values lie below the mask's range and below the
+                            // source residues shifted down.
+                            let bound = (u64::from(mask) + 1)
+                                .min(u64::from((src_m.value() - 1) >> shift.min(31)) + 1);
+                            backend.arch.dispatch(DigitsOf {
+                                row,
+                                digit: &mut *digit,
+                                shift,
+                                mask,
+                                m: self.m,
+                                bound,
+                            });
                             self.plan.forward(digit);
                         }
                     }
@@ -1433,14 +1448,16 @@ thread_local! {
     static DIGITS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Digit `(v >> shift) & mask` of every word of `row`, reduced mod `p`, into `digit`, as a
-/// `pulp::WithSimd` value (compiled for the machine's widest vectors).
+/// Digit `(v >> shift) & mask` of every word of `row`, reduced mod `m`, into `digit`, as a
+/// `pulp::WithSimd` value (compiled for the machine's widest vectors). `bound` (exclusive)
+/// bounds the digits, which sets the reduction: none, one conditional subtraction, or Barrett.
 struct DigitsOf<'a> {
     row: &'a [u32],
     digit: &'a mut [u32],
     shift: u32,
     mask: u32,
-    p: u32,
+    m: Modulus,
+    bound: u64,
 }
 
 impl pulp::WithSimd for DigitsOf<'_> {
@@ -1448,20 +1465,21 @@ impl pulp::WithSimd for DigitsOf<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Self { row, digit, shift, mask, p } = self;
+        let Self { row, digit, shift, mask, m, bound } = self;
+        let p = m.value();
         let d = |v: u32| v.checked_shr(shift).unwrap_or(0) & mask;
-        if mask < p {
+        if bound <= u64::from(p) {
             digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v));
-        } else if u64::from(mask) < 2 * u64::from(p) {
-            // A digit below 2p (a whole residue of a prime of the same size, as in hybrid key
-            // switching): one conditional subtraction.
+        } else if bound <= 2 * u64::from(p) {
+            // A digit below 2p (a whole residue of a prime of about the same size, as in
+            // hybrid key switching and one digit per limb): one conditional subtraction.
             digit.iter_mut().zip(row).for_each(|(x, &v)| {
                 let y = d(v);
                 *x = y.min(y.wrapping_sub(p));
             });
         } else {
-            // Digits of a larger prime's residue may exceed this prime: reduce those.
-            digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v) % p);
+            // Digits of a much larger prime's residue may exceed this prime several times.
+            digit.iter_mut().zip(row).for_each(|(x, &v)| *x = m.reduce(d(v)));
         }
     }
 }
@@ -1484,6 +1502,47 @@ impl pulp::WithSimd for AccumulateRow<'_> {
         for ((s, &u), &v) in self.acc.iter_mut().zip(self.x).zip(self.y) {
             let t = *s + u64::from(u) * u64::from(v);
             *s = t.min(t.wrapping_sub(big));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fastquery_math::{Modulus, primes::ntt_prime_iter};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::DigitsOf;
+
+    /// `DigitsOf` against its definition, `((v >> shift) & mask) mod p`, on each of its three
+    /// reductions: none (a 24-bit residue into a 31-bit prime), one conditional subtraction
+    /// (31-bit into 31-bit), Barrett (31-bit into 24-bit, whose digits exceed `p` many times;
+    /// the transform that follows in a key switch would hide an unreduced digit, so the end to
+    /// end comparisons cannot tell).
+    #[test]
+    fn digits_are_reduced_on_every_path() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let arch = pulp::Arch::new();
+        let mut big = ntt_prime_iter(31, 1024).expect("31-bit primes");
+        let (q31a, q31b) = (big.next().expect("prime"), big.next().expect("prime"));
+        let q24 = ntt_prime_iter(24, 1024).expect("24-bit primes").next().expect("prime");
+        for (src, dst) in [(q24, q31a), (q31a, q31b), (q31b, q31a), (q31a, q24)] {
+            let (src_m, m) =
+                (Modulus::new(src.into()).expect("prime"), Modulus::new(dst.into()).expect("prime"));
+            let mut row: Vec<u32> = (0..1024).map(|_| rng.random_range(0..src)).collect();
+            row[..3].copy_from_slice(&[0, 1, src - 1]);
+            for (digit_bits, j) in [(31u32, 0u32), (16, 0), (16, 1), (12, 2)] {
+                let (mask, shift) = ((1u32 << digit_bits) - 1, j * digit_bits);
+                let bound = (u64::from(mask) + 1).min(u64::from((src_m.value() - 1) >> shift) + 1);
+                let mut digit = vec![0u32; row.len()];
+                arch.dispatch(DigitsOf { row: &row, digit: &mut digit, shift, mask, m, bound });
+                for (&v, &d) in row.iter().zip(&digit) {
+                    assert_eq!(
+                        d,
+                        ((v >> shift) & mask) % dst,
+                        "{src} -> {dst}, {digit_bits}-bit digit {j} of {v}"
+                    );
+                }
+            }
         }
     }
 }
