@@ -1297,7 +1297,7 @@ impl pulp::WithSimd for DivideOut<'_> {
         // vectorises: every intermediate stays below 2p < 2^32.
         let (lift, half, one_step) = (m.reduce(big), big / 2, u64::from(big) < 2 * u64::from(p));
         for (x, &r) in x.iter_mut().zip(rem) {
-            let rr = if one_step { r.min(r.wrapping_sub(p)) } else { r % p };
+            let rr = if one_step { r.min(r.wrapping_sub(p)) } else { m.reduce(r) };
             let s = *x + if r > half { lift } else { 0 };
             let s = s.min(s.wrapping_sub(p));
             let d = s.wrapping_sub(rr);
