@@ -15,13 +15,19 @@
 // (src_limbs = L) and the products over the chain and the special prime (limbs = L + 1), so
 // neither a lifted copy of `a` nor the special prime's zero digit is ever made.
 //
+// With `use_twin` (Backend::decompose_mac_twin: one digit per limb, src_limbs = limbs), `twin`
+// holds the NTT form of `a`, and digit row e = l (limb l's own residue, reduced into p_l: the
+// residue itself) is row (r, l) of `twin`, read instead of built and transformed: one transform
+// fewer per block. Otherwise `twin` is unused (the caller passes `a`).
+//
 // Launch: grid = polys x limbs, block = min(N/2, 1024) threads, dynamic shared memory
 // 3 N * 4 bytes (the row and two accumulators: N <= 16384 on an H100).
 
 extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1,
                                              const u32* tw, const u32* tw_shoup, const u32* moduli,
                                              const u64* barrett, u32 n, u32 log_n, u32 limbs, u32 digit_bits,
-                                             u32 digits, u32 accumulate, u32 src_limbs) {
+                                             u32 digits, u32 accumulate, u32 src_limbs, const u32* twin,
+                                             u32 use_twin) {
     extern __shared__ u32 s[];
     u32* acc0 = s + n;
     u32* acc1 = s + 2 * n;
@@ -42,12 +48,15 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
     for (u32 e = 0; e < g; ++e) {
         const u32 i = e / digits, shift = (e % digits) * digit_bits;
         const u32* src = a + ((size_t)r * src_limbs + i) * n;
+        // Uniform across the block (e, l and use_twin are), so the barriers stay matched.
+        const bool own = use_twin && e == l;
+        const u32* own_row = twin + (size_t)row * n;
         for (u32 c = t; c < n; c += T) {
             const u32 d = shift < 32 ? (src[c] >> shift) & mask : 0u;
-            s[c] = d >= p ? d % p : d;
+            s[c] = own ? own_row[c] : (d >= p ? d % p : d);
         }
         __syncthreads();
-        ntt_forward_shared(s, w, ws, p, n, log_n);
+        if (!own) ntt_forward_shared(s, w, ws, p, n, log_n);
         const u32* y0 = key0 + ((size_t)e * limbs + l) * n;
         const u32* y1 = key1 + ((size_t)e * limbs + l) * n;
         // Each thread updates the accumulator words it owns (c = t mod T), so no barrier is
@@ -83,7 +92,7 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
                                                     const u32* key1, const u32* tw, const u32* tw_shoup,
                                                     const u32* moduli, const u64* barrett, u32 limbs,
                                                     u32 digit_bits, u32 digits, u32 accumulate,
-                                                    u32 src_limbs) {
+                                                    u32 src_limbs, const u32* twin, u32 use_twin) {
     extern __shared__ u32 s[];
     constexpr u32 N = 1u << LN, T = N / 16;
     u32* acc0 = s + N;
@@ -96,11 +105,28 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
     const u32* ws = tw_shoup + (size_t)l * N;
     uint4* o0 = (uint4*)(out0 + (size_t)row * N + t * 16);
     uint4* o1 = (uint4*)(out1 + (size_t)row * N + t * 16);
+    // The own limb's digit row with a twin (e = l, one digit per limb): its transform is the
+    // twin's row, whose word t*16 + k is what pass C would leave in x[k]; its products go into
+    // the accumulators' starting values (the sums are reduced mod p, so the order is free), and
+    // the loop below skips it. Uniform across the block.
+    const uint4* own = (const uint4*)(twin + (size_t)row * N + t * 16);
+    const uint4* own0 = (const uint4*)(key0 + ((size_t)l * limbs + l) * N + t * 16);
+    const uint4* own1 = (const uint4*)(key1 + ((size_t)l * limbs + l) * N + t * 16);
 #pragma unroll
     for (u32 j = 0; j < 4; ++j) {
         const uint4 z = make_uint4(0, 0, 0, 0);
         const uint4 v0 = accumulate ? o0[j] : z, v1 = accumulate ? o1[j] : z;
-        const u32 a0[4] = {v0.x, v0.y, v0.z, v0.w}, a1[4] = {v1.x, v1.y, v1.z, v1.w};
+        u32 a0[4] = {v0.x, v0.y, v0.z, v0.w}, a1[4] = {v1.x, v1.y, v1.z, v1.w};
+        if (use_twin) {
+            const uint4 x = own[j], k0 = own0[j], k1 = own1[j];
+            const u32 xs[4] = {x.x, x.y, x.z, x.w}, y0[4] = {k0.x, k0.y, k0.z, k0.w},
+                      y1[4] = {k1.x, k1.y, k1.z, k1.w};
+#pragma unroll
+            for (u32 q = 0; q < 4; ++q) {
+                a0[q] = add_mod(a0[q], mul_mod(xs[q], y0[q], p, bar), p);
+                a1[q] = add_mod(a1[q], mul_mod(xs[q], y1[q], p, bar), p);
+            }
+        }
 #pragma unroll
         for (u32 q = 0; q < 4; ++q) {
             acc0[FQ_AT_C(4 * j + q)] = a0[q];
@@ -110,6 +136,7 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
     const u32 mask = (1u << digit_bits) - 1;
     const u32 g = src_limbs * digits;
     for (u32 e = 0; e < g; ++e) {
+        if (use_twin && e == l) continue;
         const u32 i = e / digits, shift = (e % digits) * digit_bits;
         const u32* src = a + ((size_t)r * src_limbs + i) * N;
         u32 x[16];
@@ -148,14 +175,14 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
 extern "C" __global__ void __launch_bounds__(256, 2)
 decompose_mac_4096_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin) {
     decompose_mac_3pass<12>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate, src_limbs);
+                            accumulate, src_limbs, twin, use_twin);
 }
 extern "C" __global__ void __launch_bounds__(512, 1)
 decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin) {
     decompose_mac_3pass<13>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate, src_limbs);
+                            accumulate, src_limbs, twin, use_twin);
 }

@@ -365,9 +365,11 @@ pub trait Backend: Send + Sync + 'static {
         self.decompose_mac(ring, ctx, a, (polys, limbs), (digit_bits, 1), keys, out, accumulate)
     }
 
-    /// Whether [`Backend::decompose_mac_twin`] takes the own-limb digit rows from the twin
-    /// instead of transforming them (the work counters then count the transforms it skips).
-    fn takes_twin(&self) -> bool {
+    /// Whether [`Backend::decompose_mac_twin`] at degree `n` takes the own-limb digit rows from
+    /// the twin instead of transforming them (the work counters then count the transforms it
+    /// skips).
+    fn takes_twin(&self, n: usize) -> bool {
+        let _ = n;
         false
     }
 

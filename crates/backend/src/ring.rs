@@ -547,7 +547,7 @@ impl<B: Backend> Ring<B> {
             [&mut o0.buf, &mut o1.buf],
             accumulate,
         )?;
-        let skipped = if self.backend.takes_twin() { polys * limbs } else { 0 };
+        let skipped = if self.backend.takes_twin(self.n()) { polys * limbs } else { 0 };
         crate::work::key_switches(polys, polys * limbs * limbs - skipped);
         Ok(())
     }

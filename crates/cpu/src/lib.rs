@@ -922,7 +922,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn takes_twin(&self) -> bool {
+    fn takes_twin(&self, _n: usize) -> bool {
         true
     }
 

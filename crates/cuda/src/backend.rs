@@ -287,6 +287,7 @@ impl CudaBackend {
         &self,
         ring: &CudaRing,
         a: &CudaBuffer,
+        twin: Option<&CudaBuffer>,
         polys: usize,
         (src_limbs, limbs): (usize, usize),
         (digit_bits, digits): (u32, usize),
@@ -301,6 +302,11 @@ impl CudaBackend {
         let (Some(x), Some(k0), Some(k1)) = (a.data.as_ref(), keys[0].data.as_ref(), keys[1].data.as_ref())
         else {
             return Ok(());
+        };
+        // Without a twin the kernel never reads the pointer; `a` stands in for it.
+        let (twin, use_twin) = match twin.and_then(|t| t.data.as_ref()) {
+            Some(t) => (t, 1),
+            None => (x, 0),
         };
         // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
         // elsewhere; shared memory holds the row and both accumulators either way.
@@ -331,8 +337,12 @@ impl CudaBackend {
             Arg::U32(digits as u32),
             Arg::U32(u32::from(accumulate)),
             Arg::U32(src_limbs as u32),
+            Arg::In(twin),
+            Arg::U32(use_twin),
         ];
         // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
+        // a twin (Ring checked it) has a's shape, polys x limbs rows, and comes with one digit
+        // per limb and src_limbs = limbs (decompose_mac_twin);
         // Ring checked a = polys x src_limbs rows, each key src_limbs x digits polynomials (at
         // least) of `limbs` limbs, each output polys x limbs rows (limbs = src_limbs, or
         // src_limbs + 1 for the hybrid product, whose keys Ring checked as (src_limbs + 1)^2);
@@ -855,7 +865,51 @@ impl Backend for CudaBackend {
                 accumulate,
             );
         }
-        self.launch_decompose_mac(ring, a, polys, (limbs, limbs), (digit_bits, digits), keys, out, accumulate)
+        self.launch_decompose_mac(
+            ring,
+            a,
+            None,
+            polys,
+            (limbs, limbs),
+            (digit_bits, digits),
+            keys,
+            out,
+            accumulate,
+        )
+    }
+
+    /// The fused product with the own-limb digit rows read from the twin (kernels/keyswitch.cu,
+    /// `use_twin`); the default (the twin ignored) where the fused kernel does not run.
+    fn decompose_mac_twin(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        a: &CudaBuffer,
+        twin: &CudaBuffer,
+        (polys, limbs): (usize, usize),
+        digit_bits: u32,
+        keys: [&CudaBuffer; 2],
+        out: [&mut CudaBuffer; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        if !self.fused(ring.n) {
+            return self.decompose_mac(ring, ctx, a, (polys, limbs), (digit_bits, 1), keys, out, accumulate);
+        }
+        self.launch_decompose_mac(
+            ring,
+            a,
+            Some(twin),
+            polys,
+            (limbs, limbs),
+            (digit_bits, 1),
+            keys,
+            out,
+            accumulate,
+        )
+    }
+
+    fn takes_twin(&self, n: usize) -> bool {
+        self.fused(n)
     }
 
     /// The fused product over `q P` straight from the chain's rows (kernels/keyswitch.cu with
@@ -888,7 +942,7 @@ impl Backend for CudaBackend {
         {
             let [p0, p1] = &mut prod;
             let digits = (fastquery_backend::HYBRID_DIGIT_BITS, 1);
-            self.launch_decompose_mac(ring, a, polys, (limbs, wide), digits, keys, [p0, p1], false)?;
+            self.launch_decompose_mac(ring, a, None, polys, (limbs, wide), digits, keys, [p0, p1], false)?;
         }
         for (p, o) in prod.iter_mut().zip(out) {
             self.ntt_inverse(ring, p, Shape::new(polys, wide))?;
