@@ -163,12 +163,17 @@ fn keyswitch(c: &mut Criterion) {
     fastquery_benches::keyswitch_benches(c, "cpu", Arc::new(CpuBackend::new()), 64);
 }
 
+/// One token's fold at llama-7b's shape, on all threads.
+fn fold(c: &mut Criterion) {
+    fastquery_benches::fold_benches(c, "cpu", Arc::new(CpuBackend::new()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = ntt, scaling, mac, keyswitch
+    targets = ntt, scaling, mac, keyswitch, fold
 }
 criterion_main!(benches);

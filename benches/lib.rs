@@ -182,3 +182,52 @@ pub fn keyswitch_benches<B: Backend>(
     });
     g.finish();
 }
+
+/// One token's fold at llama-7b's shape (`<group>/fold/8192/5/128`): 128 NTT-form ciphertexts
+/// of five 31-bit limbs through seven CMux levels, with RGSWs of one 31-bit digit per limb made
+/// by the conversion key of a hybrid parameter set (a 31-bit special prime), as the fold
+/// server runs it. Random ciphertexts stand in for the expanded slots and the group products:
+/// the time does not depend on what they encrypt.
+pub fn fold_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
+    use fastquery_he::{
+        ParamSpec, Params,
+        client::Client,
+        fold::{cmux_halves, rgsw_from_rows},
+        galois::{Ciphertexts, load_galois_key},
+    };
+    let (n, limbs, cts, levels) = (8192usize, 5usize, 128usize, 7usize);
+    let spec = ParamSpec {
+        n,
+        prime_bits: vec![31; limbs],
+        response_limbs: 2,
+        plain_bits: 37,
+        flood_bits: 40,
+        special_bits: 31,
+    };
+    let params = Arc::new(Params::new(spec).expect("a valid parameter set"));
+    let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
+    let client = Client::new(params.clone()).expect("client");
+    let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key for s^2");
+    let rows = Shape::new(levels * limbs, limbs);
+    let rows = Ciphertexts { c0: random_polys(&ring, rows, 31), c1: random_polys(&ring, rows, 32) };
+    let rgsw = rgsw_from_rows(&ring, &params, rows, &square, 31).expect("RGSW");
+    let shape = Shape::new(cts, limbs);
+    let input: Ciphertexts<B, Ntt> =
+        Ciphertexts { c0: random_ntt(&ring, shape, 33), c1: random_ntt(&ring, shape, 34) };
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    g.bench_function(format!("fold/{n}/{limbs}/{cts}"), |b| {
+        b.iter_batched(
+            || input.duplicate(&ring).expect("copy"),
+            |mut cur| {
+                for bit in &rgsw {
+                    cur = cmux_halves(&ring, cur, bit).expect("CMux level");
+                }
+                backend.synchronize().expect("synchronize");
+                cur
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}

@@ -158,6 +158,15 @@ pub trait Backend: Send + Sync + 'static {
         16
     }
 
+    /// Ciphertexts per call of the key-switching products outside the expansion (external
+    /// products, the key switches of packing): the temporaries a call makes (the composed
+    /// default's digit rows, `limbs * digits * limbs` polynomials per ciphertext) bound it, so
+    /// the default is [`Backend::keyswitch_chunk`]. A backend whose products keep their digits
+    /// per task takes a batch whole: a chunked caller copies every chunk out and back.
+    fn key_product_chunk(&self) -> usize {
+        self.keyswitch_chunk()
+    }
+
     /// Host threads the backend works with, where it bounds them (the CPU backend's pool): how
     /// many independent pieces of work (tokens) a caller runs on it side by side. None: the
     /// caller's own default (the global rayon pool's threads).

@@ -340,6 +340,11 @@ impl<B: Backend> Ring<B> {
         self.backend.keyswitch_chunk().max(1)
     }
 
+    /// [`Backend::key_product_chunk`] (at least 1).
+    pub fn key_product_chunk(&self) -> usize {
+        self.backend.key_product_chunk().max(1)
+    }
+
     /// Digits per limb of a decomposition of `limbs` limbs with `digit_bits`-bit digits.
     pub fn digits(&self, limbs: usize, digit_bits: u32) -> usize {
         let bits =

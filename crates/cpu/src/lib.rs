@@ -926,6 +926,15 @@ impl Backend for CpuBackend {
         true
     }
 
+    /// Any batch at once: the fused products keep their digit rows in a per-thread scratch
+    /// (and the hybrid key switch its special-prime rows per polynomial), so a call makes no
+    /// temporaries that grow with the batch beyond its outputs. Chunking the fold's first levels
+    /// copied every chunk out and back: 0.75-0.83x of a token's fold without it (criterion
+    /// `cpu/fold/8192/5/128`, docs/BENCHMARKS.md).
+    fn key_product_chunk(&self) -> usize {
+        usize::MAX
+    }
+
     /// Fused: `tau(c1)` of the batch is gathered once (one pass); then one task per
     /// `(ciphertext, limb)` row computes that row's key-switch product from the digits (as in
     /// `decompose_mac`), transforms it back, and writes the row's even and odd children

@@ -134,6 +134,18 @@ pub fn external_product_into<B: Backend>(
     rgsw: &Rgsw<B>,
     out: &mut Ciphertexts<B, Ntt>,
 ) -> Result<(), HeError> {
+    products_in_chunks(ring, cts, twin, rgsw, out, ring.key_product_chunk())
+}
+
+/// [`external_product_into`] in chunks of `chunk` ciphertexts.
+fn products_in_chunks<B: Backend>(
+    ring: &Ring<B>,
+    cts: &Ciphertexts<B>,
+    twin: Option<&Ciphertexts<B, Ntt>>,
+    rgsw: &Rgsw<B>,
+    out: &mut Ciphertexts<B, Ntt>,
+    chunk: usize,
+) -> Result<(), HeError> {
     if out.len() != cts.len() || twin.is_some_and(|t| t.len() != cts.len()) {
         return Err(HeError::BadInput(format!(
             "an external product of {} ciphertexts into {}",
@@ -141,9 +153,9 @@ pub fn external_product_into<B: Backend>(
             out.len()
         )));
     }
-    // Chunks of the backend's key-switching size bound the digit buffers; up to a chunk (the
-    // fold's later levels): no slice of the input, no copy of the output.
-    let (count, chunk) = (cts.len(), ring.keyswitch_chunk());
+    // Chunks of the backend's size (Ring::key_product_chunk) bound the digit buffers; up to a
+    // chunk (every level on the CPU): no slice of the input, no copy of the output.
+    let (count, chunk) = (cts.len(), chunk.max(1));
     if count <= chunk {
         return product_chunk(ring, cts, twin, rgsw, out);
     }
@@ -279,4 +291,71 @@ pub fn fold_noise(params: &Params, shape: FoldShape) -> FoldNoise {
     let g = (params.limbs() * digits) as f64;
     let external = rgsw * (2.0 * g * n).sqrt() * 2f64.powi(bits as i32);
     FoldNoise { expanded, first, rgsw, external, total: first + shape.levels as f64 * external }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fastquery_backend::{Coeff, Ntt, Polys, Repr, Ring, Shape};
+    use fastquery_cpu::CpuBackend;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::{SQUARE_KEY, products_in_chunks, rgsw_from_rows};
+    use crate::{
+        ParamSpec, Params,
+        client::Client,
+        galois::{Ciphertexts, load_galois_key},
+    };
+
+    fn random<R: Repr>(ring: &Ring<CpuBackend>, rng: &mut StdRng, shape: Shape) -> Polys<CpuBackend, R> {
+        let (n, moduli) = (ring.n(), ring.context().moduli());
+        let words: Vec<u32> = (0..shape.rows())
+            .flat_map(|row| {
+                let p = moduli[row % shape.limbs].value();
+                (0..n).map(|_| rng.random_range(0..p)).collect::<Vec<_>>()
+            })
+            .collect();
+        ring.upload(&words, shape).expect("upload")
+    }
+
+    /// External products in chunks (of 3 over 7 ciphertexts: the path of a backend with a
+    /// small product chunk, which the CPU backend no longer takes) give the same words as one
+    /// call, with and without the twin.
+    #[test]
+    fn chunked_external_products_match_one_call() {
+        let spec = ParamSpec {
+            n: 4096,
+            prime_bits: vec![31, 31],
+            response_limbs: 1,
+            plain_bits: 16,
+            flood_bits: 40,
+            special_bits: 31,
+        };
+        let params = Arc::new(Params::new(spec).expect("parameters"));
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).expect("ring");
+        let client = Client::new(params.clone()).expect("client");
+        let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
+        assert_eq!(square.g(), SQUARE_KEY);
+        let mut rng = StdRng::seed_from_u64(3);
+        let limbs = params.limbs();
+        let rows = Shape::new(limbs, limbs);
+        let rows = Ciphertexts { c0: random(&ring, &mut rng, rows), c1: random(&ring, &mut rng, rows) };
+        let rgsw = rgsw_from_rows(&ring, &params, rows, &square, 31).expect("RGSW").remove(0);
+        let shape = Shape::new(7, limbs);
+        let cts: Ciphertexts<CpuBackend, Coeff> =
+            Ciphertexts { c0: random(&ring, &mut rng, shape), c1: random(&ring, &mut rng, shape) };
+        let twin = cts.duplicate(&ring).expect("copy").forward(&ring).expect("transform");
+        let start: Ciphertexts<CpuBackend, Ntt> =
+            Ciphertexts { c0: random(&ring, &mut rng, shape), c1: random(&ring, &mut rng, shape) };
+        let mut results = Vec::new();
+        for (chunk, with_twin) in [(usize::MAX, false), (3, false), (usize::MAX, true), (3, true)] {
+            let mut out = start.duplicate(&ring).expect("copy");
+            products_in_chunks(&ring, &cts, with_twin.then_some(&twin), &rgsw, &mut out, chunk)
+                .expect("products");
+            results.push([ring.download(&out.c0).expect("c0"), ring.download(&out.c1).expect("c1")]);
+        }
+        assert!(results.iter().all(|r| *r == results[0]), "chunked or twinned products differ");
+        assert_ne!(results[0][0], ring.download(&start.c0).expect("c0"), "the products added nothing");
+    }
 }

@@ -390,9 +390,9 @@ pub(crate) fn keyswitch<B: Backend>(
     cts: Ciphertexts<B>,
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    // Chunks of the backend's size (Ring::keyswitch_chunk) bound the digit buffers whatever
+    // Chunks of the backend's size (Ring::key_product_chunk) bound the digit buffers whatever
     // the batch.
-    let (count, chunk) = (cts.len(), ring.keyswitch_chunk());
+    let (count, chunk) = (cts.len(), ring.key_product_chunk());
     if count <= chunk {
         return keyswitch_one_chunk(ring, cts, key);
     }
