@@ -50,10 +50,14 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
         const u32* src = a + ((size_t)r * src_limbs + i) * n;
         // Uniform across the block (e, l and use_twin are), so the barriers stay matched.
         const bool own = use_twin && e == l;
-        const u32* own_row = twin + (size_t)row * n;
-        for (u32 c = t; c < n; c += T) {
-            const u32 d = shift < 32 ? (src[c] >> shift) & mask : 0u;
-            s[c] = own ? own_row[c] : (d >= p ? d % p : d);
+        if (own) {
+            const u32* own_row = twin + (size_t)row * n;
+            for (u32 c = t; c < n; c += T) s[c] = own_row[c];
+        } else {
+            for (u32 c = t; c < n; c += T) {
+                const u32 d = shift < 32 ? (src[c] >> shift) & mask : 0u;
+                s[c] = d >= p ? d % p : d;
+            }
         }
         __syncthreads();
         if (!own) ntt_forward_shared(s, w, ws, p, n, log_n);

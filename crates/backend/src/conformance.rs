@@ -632,7 +632,7 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
     // The last ring mixes 31-bit primes with a 24-bit one: a 31-bit residue (or a wide digit
     // of it) exceeds the small prime many times over, and must be reduced, not just
     // conditionally subtracted.
-    let mixed = || {
+    let mixed = {
         let (mut big, mut small) =
             (ntt_prime_iter(31, 512).expect("31-bit"), ntt_prime_iter(24, 512).expect("24-bit"));
         let primes: Vec<u32> =
@@ -640,9 +640,9 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
         Ring::new(b.clone(), Arc::new(RingContext::new(512, &primes).expect("mixed ring")))
             .expect("ring loads")
     };
-    let rings = [(256usize, 3usize), (2048, 2), (64, 1), (4096, 1), (8192, 2), (16384, 1), (512, 0)];
-    for (n, limbs) in rings {
-        let (ring, limbs) = if limbs == 0 { (mixed(), 3) } else { (ring(b, n, limbs), limbs) };
+    let shapes = [(256usize, 3usize), (2048, 2), (64, 1), (4096, 1), (8192, 2), (16384, 1)];
+    for ring in shapes.map(|(n, limbs)| ring(b, n, limbs)).into_iter().chain([mixed]) {
+        let (n, limbs) = (ring.n(), ring.context().limbs());
         let ctx = ring.context().clone();
         for (polys, w) in [(1usize, 16u32), (3, 31), (17, 7), (2, 12), (2, 26)] {
             let g = limbs * ring.digits(limbs, w);
@@ -711,11 +711,10 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
         assert!(
             ring.decompose_mac_twin(&a, &twin, 16, [&k16[0], &k16[1]], [&mut o0, &mut o1], false).is_err()
         );
-        let keys = k31;
         let wide = Shape::new(2, limbs);
         let other: Polys<B, Ntt> = upload(&ring, &random_words(&mut rng, &ctx, wide), wide);
         assert!(
-            ring.decompose_mac_twin(&a, &other, 31, [&keys[0], &keys[1]], [&mut o0, &mut o1], false).is_err()
+            ring.decompose_mac_twin(&a, &other, 31, [&k31[0], &k31[1]], [&mut o0, &mut o1], false).is_err()
         );
     }
 }

@@ -490,24 +490,7 @@ impl<B: Backend> Ring<B> {
         out: [&mut Polys<B, Ntt>; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        let digits = self.check_decompose_mac("decompose_mac", a, digit_bits, keys, &out)?;
-        let Shape { polys, limbs } = a.shape;
-        if polys == 0 {
-            return Ok(());
-        }
-        let [o0, o1] = out;
-        self.backend.decompose_mac(
-            &self.dev,
-            &self.ctx,
-            &a.buf,
-            (polys, limbs),
-            (digit_bits, digits),
-            [&keys[0].buf, &keys[1].buf],
-            [&mut o0.buf, &mut o1.buf],
-            accumulate,
-        )?;
-        crate::work::key_switches(polys, polys * limbs * limbs * digits);
-        Ok(())
+        self.key_products(a, None, digit_bits, keys, out, accumulate)
     }
 
     /// [`Ring::decompose_mac`] with one digit per limb (`digit_bits` at least every prime's
@@ -523,61 +506,75 @@ impl<B: Backend> Ring<B> {
         out: [&mut Polys<B, Ntt>; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        let digits = self.check_decompose_mac("decompose_mac_twin", a, digit_bits, keys, &out)?;
-        self.check_own(twin)?;
-        if twin.shape != a.shape {
-            return Err(BackendError::Shape(format!(
-                "decompose_mac_twin: twin {:?} vs a {:?}",
-                twin.shape, a.shape
-            )));
-        }
-        if digits != 1 {
-            return Err(BackendError::InvalidInput(format!(
-                "decompose_mac_twin: {digit_bits}-bit digits split a residue into {digits}"
-            )));
-        }
-        let Shape { polys, limbs } = a.shape;
-        if polys == 0 {
-            return Ok(());
-        }
-        let [o0, o1] = out;
-        self.backend.decompose_mac_twin(
-            &self.dev,
-            &self.ctx,
-            &a.buf,
-            &twin.buf,
-            (polys, limbs),
-            digit_bits,
-            [&keys[0].buf, &keys[1].buf],
-            [&mut o0.buf, &mut o1.buf],
-            accumulate,
-        )?;
-        let skipped = if self.backend.takes_twin(self.n()) { polys * limbs } else { 0 };
-        crate::work::key_switches(polys, polys * limbs * limbs - skipped);
-        Ok(())
+        self.key_products(a, Some(twin), digit_bits, keys, out, accumulate)
     }
 
-    /// The checks of a key-switching product: `a`, the keys and both outputs on this ring, the
-    /// keys of `limbs * digits` polynomials, the outputs of `a`'s shape; the digits per limb.
-    fn check_decompose_mac(
+    /// [`Ring::decompose_mac`], and with `twin` [`Ring::decompose_mac_twin`]: the checks (`a`,
+    /// the keys, the outputs and the twin on this ring; keys of `limbs * digits` polynomials;
+    /// outputs and twin of `a`'s shape; one digit per limb with a twin), the backend's product,
+    /// and the work counted (without the own-limb transforms a backend takes from the twin).
+    fn key_products(
         &self,
-        what: &str,
         a: &Polys<B, Coeff>,
+        twin: Option<&Polys<B, Ntt>>,
         digit_bits: u32,
         keys: [&Polys<B, Ntt>; 2],
-        out: &[&mut Polys<B, Ntt>; 2],
-    ) -> Result<usize, BackendError> {
+        out: [&mut Polys<B, Ntt>; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let what = if twin.is_some() { "decompose_mac_twin" } else { "decompose_mac" };
         self.check_own(a)?;
         check_digit_bits(digit_bits)?;
-        let digits = self.digits(a.shape.limbs, digit_bits);
-        self.check_keys(what, keys, a.shape.limbs, digits)?;
-        for o in out {
+        let Shape { polys, limbs } = a.shape;
+        let digits = self.digits(limbs, digit_bits);
+        self.check_keys(what, keys, limbs, digits)?;
+        for o in &out {
             self.check_own(&**o)?;
             if o.shape != a.shape {
                 return Err(BackendError::Shape(format!("{what}: out {:?} vs a {:?}", o.shape, a.shape)));
             }
         }
-        Ok(digits)
+        if let Some(t) = twin {
+            self.check_own(t)?;
+            if t.shape != a.shape {
+                return Err(BackendError::Shape(format!("{what}: twin {:?} vs a {:?}", t.shape, a.shape)));
+            }
+            if digits != 1 {
+                return Err(BackendError::InvalidInput(format!(
+                    "{what}: {digit_bits}-bit digits split a residue into {digits}"
+                )));
+            }
+        }
+        if polys == 0 {
+            return Ok(());
+        }
+        let [o0, o1] = out;
+        let (keys, out) = ([&keys[0].buf, &keys[1].buf], [&mut o0.buf, &mut o1.buf]);
+        let (dev, ctx) = (&self.dev, &self.ctx);
+        let skipped = match twin {
+            None => {
+                let dims = (digit_bits, digits);
+                self.backend.decompose_mac(dev, ctx, &a.buf, (polys, limbs), dims, keys, out, accumulate)?;
+                0
+            }
+            Some(t) => {
+                let b = &self.backend;
+                b.decompose_mac_twin(
+                    dev,
+                    ctx,
+                    &a.buf,
+                    &t.buf,
+                    (polys, limbs),
+                    digit_bits,
+                    keys,
+                    out,
+                    accumulate,
+                )?;
+                if b.takes_twin(self.n()) { polys * limbs } else { 0 }
+            }
+        };
+        crate::work::key_switches(polys, polys * limbs * limbs * digits - skipped);
+        Ok(())
     }
 
     /// The two halves of a key-switching key, each `limbs * digits` polynomials of `limbs`

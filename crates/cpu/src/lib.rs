@@ -1430,18 +1430,8 @@ impl DigitRow<'_> {
                         Some((i, twin)) if i == e => digit.copy_from_slice(twin),
                         _ => {
                             let shift = j as u32 * self.digit_bits;
-                            // The digit's values lie below the mask's range and below the
-                            // source residues shifted down.
-                            let bound = (u64::from(mask) + 1)
-                                .min(u64::from((src_m.value() - 1) >> shift.min(31)) + 1);
-                            backend.arch.dispatch(DigitsOf {
-                                row,
-                                digit: &mut *digit,
-                                shift,
-                                mask,
-                                m: self.m,
-                                bound,
-                            });
+                            let (src, m) = (*src_m, self.m);
+                            backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, src, m });
                             self.plan.forward(digit);
                         }
                     }
@@ -1457,16 +1447,17 @@ thread_local! {
     static DIGITS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Digit `(v >> shift) & mask` of every word of `row`, reduced mod `m`, into `digit`, as a
-/// `pulp::WithSimd` value (compiled for the machine's widest vectors). `bound` (exclusive)
-/// bounds the digits, which sets the reduction: none, one conditional subtraction, or Barrett.
+/// Digit `(v >> shift) & mask` of every word of `row` (residues mod `src`), reduced mod `m`,
+/// into `digit`, as a `pulp::WithSimd` value (compiled for the machine's widest vectors). The
+/// digits' bound (below the mask's range and below the residues shifted down) sets the
+/// reduction: none, one conditional subtraction, or Barrett.
 struct DigitsOf<'a> {
     row: &'a [u32],
     digit: &'a mut [u32],
     shift: u32,
     mask: u32,
+    src: Modulus,
     m: Modulus,
-    bound: u64,
 }
 
 impl pulp::WithSimd for DigitsOf<'_> {
@@ -1474,8 +1465,9 @@ impl pulp::WithSimd for DigitsOf<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Self { row, digit, shift, mask, m, bound } = self;
+        let Self { row, digit, shift, mask, src, m } = self;
         let p = m.value();
+        let bound = (u64::from(mask) + 1).min(u64::from((src.value() - 1) >> shift.min(31)) + 1);
         let d = |v: u32| v.checked_shr(shift).unwrap_or(0) & mask;
         if bound <= u64::from(p) {
             digit.iter_mut().zip(row).for_each(|(x, &v)| *x = d(v));
@@ -1541,9 +1533,8 @@ mod tests {
             row[..3].copy_from_slice(&[0, 1, src - 1]);
             for (digit_bits, j) in [(31u32, 0u32), (16, 0), (16, 1), (12, 2)] {
                 let (mask, shift) = ((1u32 << digit_bits) - 1, j * digit_bits);
-                let bound = (u64::from(mask) + 1).min(u64::from((src_m.value() - 1) >> shift) + 1);
                 let mut digit = vec![0u32; row.len()];
-                arch.dispatch(DigitsOf { row: &row, digit: &mut digit, shift, mask, m, bound });
+                arch.dispatch(DigitsOf { row: &row, digit: &mut digit, shift, mask, src: src_m, m });
                 for (&v, &d) in row.iter().zip(&digit) {
                     assert_eq!(
                         d,

@@ -184,7 +184,7 @@ fn product_chunk<B: Backend>(
     for (a, a_twin, [k0, k1]) in halves {
         let outs = [&mut out.c0, &mut out.c1];
         match a_twin {
-            Some(t) if ring.digits(a.limbs(), bits) == 1 => {
+            Some(t) if twin_helps(ring, a.limbs(), rgsw) => {
                 ring.decompose_mac_twin(a, t, bits, [k0, k1], outs, true)?
             }
             _ => ring.decompose_mac(a, bits, [k0, k1], outs, true)?,
