@@ -772,6 +772,8 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
             ring.add_assign(&mut t[0], &kb).unwrap();
             t[1] = ka;
             let mut want: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+            // The NTT-domain step's: the children transformed, the rest as it was.
+            let mut want_ntt: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
             for k in 0..2 {
                 let mut even = ring.duplicate(&c[k]).unwrap();
                 ring.add_assign(&mut even, &t[k]).unwrap();
@@ -780,6 +782,9 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
                 ring.monomial_mul_assign(&mut diff, shift).unwrap();
                 ring.copy_polys(&even, 0, &mut want[k], at, count).unwrap();
                 ring.copy_polys(&diff, 0, &mut want[k], at + odd, count).unwrap();
+                let (even, diff) = (ring.forward(even).unwrap(), ring.forward(diff).unwrap());
+                ring.copy_polys(&even, 0, &mut want_ntt[k], at, count).unwrap();
+                ring.copy_polys(&diff, 0, &mut want_ntt[k], at + odd, count).unwrap();
             }
             // The fused step.
             let mut got: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
@@ -796,6 +801,29 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
                     ring.download(y).unwrap(),
                     "n={n} limbs={limbs} hybrid={hybrid} at={at} count={count} odd={odd} g={g} w={w} shift={shift}"
                 );
+            }
+            if hybrid {
+                // The same step on the sources' transforms, into NTT-form children.
+                let src_ntt: Vec<Polys<B, Ntt>> =
+                    src.iter().map(|p| ring.forward(ring.duplicate(p).unwrap()).unwrap()).collect();
+                let mut got: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+                let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+                ring.expand_step_hybrid_ntt(
+                    [&src_ntt[0], &src_ntt[1]],
+                    [g0, g1],
+                    (at, count, odd),
+                    g,
+                    keys,
+                    shift,
+                )
+                .unwrap();
+                for (x, y) in got.iter().zip(&want_ntt) {
+                    assert_eq!(
+                        ring.download(x).unwrap(),
+                        ring.download(y).unwrap(),
+                        "NTT step: n={n} limbs={limbs} at={at} count={count} odd={odd} g={g} shift={shift}"
+                    );
+                }
             }
         }
         // Overlapping children, an even exponent and an out-of-range shift are refused.
@@ -858,6 +886,13 @@ pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
             for (x, y) in got.iter().zip(&want) {
                 assert_eq!(&ring.download(x).unwrap(), y, "n={n} limbs={limbs} polys={polys}");
             }
+            // In the NTT domain, with the twin: the transforms of the same products.
+            let twin = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+            let got = ring.keyswitch_hybrid_ntt(&a, &twin, [&keys[0], &keys[1]]).unwrap();
+            for (x, y) in got.iter().zip(&want) {
+                let y = ring.download(&ring.forward(upload::<B, Coeff>(&ring, y, shape)).unwrap()).unwrap();
+                assert_eq!(ring.download(x).unwrap(), y, "NTT: n={n} limbs={limbs} polys={polys}");
+            }
         }
         // Keys of the wrong shape, and polynomials with no limb left for the special prime.
         let a: Polys<B, Coeff> = ring.zeros(Shape::new(1, limbs)).unwrap();
@@ -866,6 +901,8 @@ pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
         let full: Polys<B, Coeff> = ring.zeros(Shape::new(1, wide)).unwrap();
         let key: Polys<B, Ntt> = ring.zeros(key_shape).unwrap();
         assert!(ring.keyswitch_hybrid(&full, [&key, &key]).is_err());
+        let twin: Polys<B, Ntt> = ring.zeros(Shape::new(2, limbs)).unwrap();
+        assert!(ring.keyswitch_hybrid_ntt(&a, &twin, [&key, &key]).is_err(), "a twin of another shape");
     }
 }
 

@@ -458,6 +458,67 @@ pub trait Backend: Send + Sync + 'static {
         composed_expand_step_hybrid(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, keys, shift)
     }
 
+    /// [`Backend::keyswitch_hybrid`] with the products left in the NTT domain: `out[k]` is the
+    /// transform of what [`Backend::keyswitch_hybrid`] writes (the same words), given also
+    /// `twin`, the NTT form of `a` (same shape; digit `l` reduced into limb `l` is its row
+    /// `l`). The division by `P` is linear, so a backend may do it in the NTT domain: only
+    /// `P`'s two rows go back, and the centred remainders come forward into each limb
+    /// ([`Backend::fuses_hybrid_ntt`]). The default composes [`Backend::keyswitch_hybrid`] and
+    /// the forward transform, ignoring `twin`.
+    #[allow(clippy::too_many_arguments)]
+    fn keyswitch_hybrid_ntt(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        twin: &Self::Buffer,
+        (polys, limbs): (usize, usize),
+        keys: [&Self::Buffer; 2],
+        out: [&mut Self::Buffer; 2],
+    ) -> Result<(), BackendError> {
+        let _ = twin;
+        let [o0, o1] = out;
+        self.keyswitch_hybrid(ring, ctx, a, (polys, limbs), keys, [&mut *o0, &mut *o1])?;
+        self.ntt_forward(ring, o0, Shape::new(polys, limbs))?;
+        self.ntt_forward(ring, o1, Shape::new(polys, limbs))
+    }
+
+    /// [`Backend::expand_step_hybrid`] in the NTT domain: `src` and `dst` hold NTT-form
+    /// ciphertexts, and the children written are the transforms of those
+    /// [`Backend::expand_step_hybrid`] writes for the inverse transforms of the sources (the
+    /// same words). `idx` is the automorphism's signed gather in coefficient form (for the
+    /// digits of `tau(c1)`), `idx_ntt` the same automorphism's permutation of NTT evaluations.
+    /// A fused backend transforms `c1` back for its digits and nothing else: `tau` is a
+    /// permutation, `X^shift` a pointwise product and the division by `P` linear in the NTT
+    /// domain, so the children need no transform (the next level, the first dimension's
+    /// product and the RGSW operands all take NTT form). The default composes the
+    /// coefficient-form step between inverse and forward transforms.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_step_hybrid_ntt(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        src: [&Self::Buffer; 2],
+        dst: [&mut Self::Buffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        [idx, idx_ntt]: [&[u32]; 2],
+        keys: [&Self::Buffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let _ = idx_ntt;
+        composed_expand_step_hybrid_ntt(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, keys, shift)
+    }
+
+    /// Whether [`Backend::keyswitch_hybrid_ntt`] and [`Backend::expand_step_hybrid_ntt`] are
+    /// fused as their notes describe (the work counters then count the transforms they do:
+    /// the twin's digit rows copied, two inverse transforms of `P`'s rows and `2 limbs`
+    /// forward ones of the remainders per key switch, one inverse of `c1` per expanded
+    /// ciphertext) rather than composed.
+    fn fuses_hybrid_ntt(&self) -> bool {
+        false
+    }
+
     /// The server's hot loop, a matrix product whose entries multiply pointwise:
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` over `limbs` limbs, where `a` holds
     /// `rows * inner` polynomials, `b` holds `inner * cols` and `out` holds `rows * cols`,
@@ -624,6 +685,53 @@ pub fn composed_expand_step_hybrid<B: Backend + ?Sized>(
     composed_expand_with(b, ring, ctx, src, dst, (at, count, odd), limbs, idx, shift, |t1, out| {
         b.keyswitch_hybrid(ring, ctx, t1, (count, limbs), keys, out)
     })
+}
+
+/// [`Backend::expand_step_hybrid_ntt`] from the coefficient-form step: the sources'
+/// `count` ciphertexts copied and transformed back, [`Backend::expand_step_hybrid`] into a
+/// temporary of both children, which is transformed and copied to its two ranges of `dst`.
+/// The trait's default, and a backend's fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_expand_step_hybrid_ntt<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    src: [&B::Buffer; 2],
+    dst: [&mut B::Buffer; 2],
+    (at, count, odd): (usize, usize, usize),
+    limbs: usize,
+    idx: &[u32],
+    keys: [&B::Buffer; 2],
+    shift: usize,
+) -> Result<(), BackendError> {
+    let poly = limbs * ctx.n();
+    let words = count * poly;
+    let mut c = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    for (k, c) in c.iter_mut().enumerate() {
+        b.copy_words(src[k], at * poly, c, 0, words)?;
+        b.ntt_inverse(ring, c, Shape::new(count, limbs))?;
+    }
+    let mut children = [b.alloc_zeroed(2 * words)?, b.alloc_zeroed(2 * words)?];
+    {
+        let [d0, d1] = &mut children;
+        b.expand_step_hybrid(
+            ring,
+            ctx,
+            [&c[0], &c[1]],
+            [d0, d1],
+            (0, count, count),
+            limbs,
+            idx,
+            keys,
+            shift,
+        )?;
+    }
+    for (d, out) in children.iter_mut().zip(dst) {
+        b.ntt_forward(ring, d, Shape::new(2 * count, limbs))?;
+        b.copy_words(d, 0, out, at * poly, words)?;
+        b.copy_words(d, words, out, (at + odd) * poly, words)?;
+    }
+    Ok(())
 }
 
 /// One expansion level from its steps, with the key switch `switch(t1, [b, a])` that writes

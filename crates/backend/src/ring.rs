@@ -623,6 +623,54 @@ impl<B: Backend> Ring<B> {
         Ok([o0, o1])
     }
 
+    /// [`Ring::keyswitch_hybrid`] with the products left in the NTT domain (see
+    /// [`Backend::keyswitch_hybrid_ntt`]): the transforms of what it returns. `twin` is the
+    /// NTT form of `a` (the caller's guarantee; the ring checks its shape).
+    pub fn keyswitch_hybrid_ntt(
+        &self,
+        a: &Polys<B, Coeff>,
+        twin: &Polys<B, Ntt>,
+        keys: [&Polys<B, Ntt>; 2],
+    ) -> Result<[Polys<B, Ntt>; 2], BackendError> {
+        self.check_own(a)?;
+        self.check_own(twin)?;
+        let Shape { polys, limbs } = a.shape;
+        self.check_hybrid("keyswitch_hybrid_ntt", keys, limbs)?;
+        if twin.shape != a.shape {
+            return Err(BackendError::Shape(format!(
+                "keyswitch_hybrid_ntt: twin {:?} for {:?}",
+                twin.shape, a.shape
+            )));
+        }
+        let [mut o0, mut o1] = [self.zeros(a.shape)?, self.zeros(a.shape)?];
+        if polys > 0 {
+            self.backend.keyswitch_hybrid_ntt(
+                &self.dev,
+                &self.ctx,
+                &a.buf,
+                &twin.buf,
+                (polys, limbs),
+                [&keys[0].buf, &keys[1].buf],
+                [&mut o0.buf, &mut o1.buf],
+            )?;
+            self.count_hybrid_ntt(polys, limbs);
+        }
+        Ok([o0, o1])
+    }
+
+    /// Counts `polys` key switches of [`Ring::keyswitch_hybrid_ntt`] as the backend does them
+    /// ([`Backend::fuses_hybrid_ntt`]).
+    fn count_hybrid_ntt(&self, polys: usize, limbs: usize) {
+        if self.backend.fuses_hybrid_ntt() {
+            // Digit rows less the twin's; P's two rows back, the remainders forward.
+            crate::work::key_switches(polys, polys * limbs * limbs);
+            crate::work::transforms(polys * (2 + 2 * limbs));
+        } else {
+            count_hybrid(polys, limbs);
+            crate::work::transforms(2 * polys * limbs);
+        }
+    }
+
     /// The keys of a hybrid key switch of `limbs`-limb polynomials: `limbs + 1` polynomials of
     /// `limbs + 1` limbs each, the last limb a prime of the ring.
     fn check_hybrid(&self, what: &str, keys: [&Polys<B, Ntt>; 2], limbs: usize) -> Result<(), BackendError> {
@@ -708,13 +756,57 @@ impl<B: Backend> Ring<B> {
         Ok(())
     }
 
+    /// [`Ring::expand_step_hybrid`] in the NTT domain (see [`Backend::expand_step_hybrid_ntt`]):
+    /// sources and children in NTT form, the children the transforms of those
+    /// [`Ring::expand_step_hybrid`] writes for the sources' inverse transforms.
+    pub fn expand_step_hybrid_ntt(
+        &self,
+        src: [&Polys<B, Ntt>; 2],
+        dst: [&mut Polys<B, Ntt>; 2],
+        (at, count, odd): (usize, usize, usize),
+        g: usize,
+        keys: [&Polys<B, Ntt>; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let limbs = src[0].shape.limbs;
+        self.check_hybrid("expand_step_hybrid_ntt", keys, limbs)?;
+        let idx = self.check_expand(&src, &dst, (at, count, odd), g, shift)?;
+        let idx_ntt = crate::automorphism_index(self.n(), g, true)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        if count == 0 {
+            return Ok(());
+        }
+        let [d0, d1] = dst;
+        self.backend.expand_step_hybrid_ntt(
+            &self.dev,
+            &self.ctx,
+            [&src[0].buf, &src[1].buf],
+            [&mut d0.buf, &mut d1.buf],
+            (at, count, odd),
+            limbs,
+            [&idx, &idx_ntt],
+            [&keys[0].buf, &keys[1].buf],
+            shift,
+        )?;
+        if self.backend.fuses_hybrid_ntt() {
+            // The key switches, and c1 back for its digits.
+            self.count_hybrid_ntt(count, limbs);
+            crate::work::transforms(count * limbs);
+        } else {
+            // The coefficient-form step between both halves back and both children forward.
+            count_hybrid(count, limbs);
+            crate::work::transforms(6 * count * limbs);
+        }
+        Ok(())
+    }
+
     /// The shapes of an expansion level (every polynomial of `src` and `dst` with the same
     /// limbs, `[at, at + count)` and `[at + odd, ..)` inside them, `count <= odd`), and the
     /// gather of `X -> X^g`.
-    fn check_expand(
+    fn check_expand<R: Repr>(
         &self,
-        src: &[&Polys<B, Coeff>; 2],
-        dst: &[&mut Polys<B, Coeff>; 2],
+        src: &[&Polys<B, R>; 2],
+        dst: &[&mut Polys<B, R>; 2],
         (at, count, odd): (usize, usize, usize),
         g: usize,
         shift: usize,

@@ -18,7 +18,7 @@
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape, host};
 use fastquery_math::Modulus;
@@ -82,7 +82,13 @@ pub struct CpuRing {
     n: usize,
     moduli: Vec<Modulus>,
     plans: Vec<NttPlan>,
+    /// [`monomial_evaluations`] by shift, made on first use (an expansion uses one shift per
+    /// level, `log2 N` at most; a Shoup factor is a division per word, worth keeping).
+    monomials: Mutex<Vec<(usize, Arc<[Evaluations]>)>>,
 }
+
+/// A polynomial's NTT evaluations in one limb and their Shoup factors.
+type Evaluations = (Vec<u32>, Vec<u32>);
 
 impl CpuBackend {
     /// A backend on rayon's global pool (`RAYON_NUM_THREADS`, default: all cores).
@@ -444,9 +450,10 @@ impl CpuBackend {
     }
 
     /// The key products of one expansion level, row by row: for ciphertext `i` and limb `l`,
-    /// `product(i, l, [b, a])` writes the coefficient-form key products of `tau(c1)`; each
-    /// task then forms `t = (tau(c0) + b, a)` and writes the row's children `c + t` at
-    /// `at + i` and `X^shift (c - t)` at `at + odd + i` of `dst`.
+    /// `product(i, l, [b, a])` writes the key products of `tau(c1)` (in the form of `src`);
+    /// each task then forms `t = (tau(c0) + b, a)` (`idx`: the automorphism's gather in that
+    /// form) and writes the row's children `c + t` at `at + i` and `X^shift (c - t)` at
+    /// `at + odd + i` of `dst` (`split`: the monomial's shift, or its NTT evaluations).
     #[allow(clippy::too_many_arguments)]
     fn expand_rows(
         &self,
@@ -456,7 +463,7 @@ impl CpuBackend {
         (at, count, odd): (usize, usize, usize),
         limbs: usize,
         idx: &[u32],
-        shift: usize,
+        split: Split<'_>,
         product: impl Fn(usize, usize, [&mut [u32]; 2]) + Sync,
     ) {
         let n = ring.n;
@@ -478,8 +485,17 @@ impl CpuBackend {
             let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
             // t0 = tau(c0) + b (into b), t1 = a.
             self.arch.dispatch(AddGathered { p: m.value(), acc: &mut b, x: x0, idx });
-            self.arch.dispatch(SplitRow { p: m.value(), x: x0, t: &b, even: e0, odd: o0, shift });
-            self.arch.dispatch(SplitRow { p: m.value(), x: x1, t: &a, even: e1, odd: o1, shift });
+            match split {
+                Split::Coeff(shift) => {
+                    self.arch.dispatch(SplitRow { p: m.value(), x: x0, t: &b, even: e0, odd: o0, shift });
+                    self.arch.dispatch(SplitRow { p: m.value(), x: x1, t: &a, even: e1, odd: o1, shift });
+                }
+                Split::Ntt(mono) => {
+                    let w = &mono[l];
+                    self.arch.dispatch(SplitRowNtt { m, x: x0, t: &b, even: e0, odd: o0, w });
+                    self.arch.dispatch(SplitRowNtt { m, x: x1, t: &a, even: e1, odd: o1, w });
+                }
+            }
         };
         let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
         if self.parallel(count * limbs) {
@@ -545,21 +561,63 @@ impl CpuBackend {
         keys: [&CpuBuffer; 2],
         [b, a]: [&mut [u32]; 2],
     ) {
-        let n = ring.n;
-        let job = DigitRow {
-            m: ring.moduli[l],
-            plan: &ring.plans[l],
-            src,
-            src_moduli: &ring.moduli[..limbs],
-            keys: [&keys[0][l * n..], &keys[1][l * n..]],
-            stride: (limbs + 1) * n,
-            digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
-            digits: 1,
-            own: None,
-        };
-        job.run(self, [&mut *b, &mut *a], false);
+        hybrid_digits(ring, src, limbs, l, keys, None).run(self, [&mut *b, &mut *a], false);
         ring.plans[l].inverse(b);
         ring.plans[l].inverse(a);
+    }
+
+    /// `tau(c1)` for the `count` NTT-form ciphertexts at `at` of `c1s`, in both forms: each row
+    /// permuted (`idx_ntt`: the NTT form, the twin of the digits), and a copy of it transformed
+    /// back (the coefficient form the digits are taken from).
+    fn gather_batch_ntt(
+        &self,
+        ring: &CpuRing,
+        c1s: &CpuBuffer,
+        (at, count): (usize, usize),
+        limbs: usize,
+        idx_ntt: &[u32],
+    ) -> Result<[CpuBuffer; 2], BackendError> {
+        let poly = limbs * ring.n;
+        let mut twin = self.alloc_zeroed(count * poly)?;
+        let mut tau1 = self.alloc_zeroed(count * poly)?;
+        self.row_pairs(
+            &mut twin,
+            &c1s[at * poly..][..count * poly],
+            ring.n,
+            Shape::new(count, limbs),
+            |l, x, y| {
+                host::gather_row(ring.moduli[l], x, y, idx_ntt);
+            },
+        );
+        tau1.copy_from_slice(&twin);
+        self.rows(&mut tau1, ring.n, Shape::new(count, limbs), 1, |l, row| ring.plans[l].inverse(row));
+        Ok([twin, tau1])
+    }
+
+    /// Row `l` of the hybrid key switch of one polynomial `src` (coefficient form, `limbs`
+    /// limbs) in the NTT domain: its key products in limb `l`, the own digit row taken from
+    /// `twin` (row `l` of the NTT form of `src`), divided by `P` there with the special
+    /// prime's coefficient-form rows `special`.
+    #[allow(clippy::too_many_arguments)]
+    fn hybrid_row_ntt(
+        &self,
+        ring: &CpuRing,
+        src: &[u32],
+        twin: &[u32],
+        limbs: usize,
+        l: usize,
+        keys: [&CpuBuffer; 2],
+        special: &[Vec<u32>; 2],
+        [b, a]: [&mut [u32]; 2],
+    ) {
+        let n = ring.n;
+        hybrid_digits(ring, src, limbs, l, keys, Some(twin)).run(self, [&mut *b, &mut *a], false);
+        let (m, pl) = (ring.moduli[l], ring.moduli[limbs]);
+        let mut y = vec![0u32; n];
+        for (row, rem) in [b, a].into_iter().zip(special) {
+            // NTT((x - r_c) / P) = (NTT(x) + NTT(-r_c)) P^-1, r_c the centred remainders.
+            self.arch.dispatch(DivideOutNtt { m, pl, x: row, rem, y: &mut y, plan: &ring.plans[l] });
+        }
     }
 
     /// Applies `f(limb, a_row, b_row)` to every row pair.
@@ -648,7 +706,7 @@ impl Backend for CpuBackend {
     fn load_ring(&self, ring: &RingContext) -> Result<CpuRing, BackendError> {
         let plans =
             ring.moduli().iter().map(|m| NttPlan::new(m.value(), ring.n())).collect::<Result<Vec<_>, _>>()?;
-        Ok(CpuRing { n: ring.n(), moduli: ring.moduli().to_vec(), plans })
+        Ok(CpuRing { n: ring.n(), moduli: ring.moduli().to_vec(), plans, monomials: Mutex::default() })
     }
 
     fn alloc_zeroed(&self, words: usize) -> Result<CpuBuffer, BackendError> {
@@ -970,7 +1028,7 @@ impl Backend for CpuBackend {
             ring.plans[l].inverse(b);
             ring.plans[l].inverse(a);
         };
-        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, shift, product);
+        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, Split::Coeff(shift), product);
         Ok(())
     }
 
@@ -995,7 +1053,7 @@ impl Backend for CpuBackend {
         let product = |i: usize, l: usize, out: [&mut [u32]; 2]| {
             self.hybrid_row(ring, &tau1[i * poly..][..poly], limbs, l, keys, &special[i], out);
         };
-        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, shift, product);
+        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx, Split::Coeff(shift), product);
         Ok(())
     }
 
@@ -1060,6 +1118,71 @@ impl Backend for CpuBackend {
             pairs.for_each(step);
         }
         Ok(())
+    }
+
+    /// Fused: the special prime's products of every polynomial first (coefficient form, as in
+    /// [`CpuBackend::keyswitch_hybrid`]), then one task per row: its products with the twin's
+    /// own row, divided by `P` in the NTT domain.
+    fn keyswitch_hybrid_ntt(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        a: &CpuBuffer,
+        twin: &CpuBuffer,
+        (polys, limbs): (usize, usize),
+        keys: [&CpuBuffer; 2],
+        out: [&mut CpuBuffer; 2],
+    ) -> Result<(), BackendError> {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let special = self.hybrid_special_rows(ring, &a[..polys * poly], polys, limbs, keys);
+        let [o0, o1] = out;
+        let run = |(row, (x0, x1)): (usize, (&mut [u32], &mut [u32]))| {
+            let (i, l) = (row / limbs, row % limbs);
+            let (src, own) = (&a[i * poly..][..poly], &twin[row * n..][..n]);
+            self.hybrid_row_ntt(ring, src, own, limbs, l, keys, &special[i], [x0, x1]);
+        };
+        let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
+        if self.parallel(polys * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(run));
+        } else {
+            rows.enumerate().for_each(run);
+        }
+        Ok(())
+    }
+
+    /// Fused: `tau(c1)` permuted in the NTT domain and a copy back in coefficient form for the
+    /// digits (one inverse transform per row), the special prime's rows of the batch, then one
+    /// task per row: the key products with the own digit row from the permuted one, divided by
+    /// `P` in the NTT domain, `tau(c0)` permuted, and the children with the monomial's
+    /// evaluations.
+    fn expand_step_hybrid_ntt(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        src: [&CpuBuffer; 2],
+        dst: [&mut CpuBuffer; 2],
+        (at, count, odd): (usize, usize, usize),
+        limbs: usize,
+        [idx, idx_ntt]: [&[u32]; 2],
+        keys: [&CpuBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let _ = idx; // tau(c1)'s coefficient form is its permuted NTT form transformed back
+        let [twin, tau1] = self.gather_batch_ntt(ring, src[1], (at, count), limbs, idx_ntt)?;
+        let special = self.hybrid_special_rows(ring, &tau1, count, limbs, keys);
+        let mono = monomial_evaluations(ring, shift);
+        let product = |i: usize, l: usize, out: [&mut [u32]; 2]| {
+            let own = &twin[(i * limbs + l) * n..][..n];
+            self.hybrid_row_ntt(ring, &tau1[i * poly..][..poly], own, limbs, l, keys, &special[i], out);
+        };
+        self.expand_rows(ring, src, dst, (at, count, odd), limbs, idx_ntt, Split::Ntt(&mono), product);
+        Ok(())
+    }
+
+    fn fuses_hybrid_ntt(&self) -> bool {
+        true
     }
 
     fn mac(
@@ -1299,24 +1422,59 @@ impl pulp::WithSimd for DivideOut<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let Self { m, pl, x, rem } = self;
-        let (p, big) = (m.value(), pl.value());
-        let inv = m.inv(m.reduce(big)).unwrap_or(0); // distinct primes: invertible
-        let inv_shoup = m.shoup(inv);
-        // x - r_c = x + [r > P/2] (P mod p) - (r mod p), in branch-free steps the compiler
-        // vectorises: every intermediate stays below 2p < 2^32.
-        let (lift, half, one_step) = (m.reduce(big), big / 2, u64::from(big) < 2 * u64::from(p));
+        let d = Divisor::new(m, pl);
         for (x, &r) in x.iter_mut().zip(rem) {
-            let rr = if one_step { r.min(r.wrapping_sub(p)) } else { m.reduce(r) };
-            let s = *x + if r > half { lift } else { 0 };
-            let s = s.min(s.wrapping_sub(p));
-            let d = s.wrapping_sub(rr);
-            let d = d.min(d.wrapping_add(p));
-            // Shoup's product d * inv mod p.
-            let q = ((u64::from(d) * u64::from(inv_shoup)) >> 32) as u32;
-            let t = d.wrapping_mul(inv).wrapping_sub(q.wrapping_mul(p));
-            *x = t.min(t.wrapping_sub(p));
+            *x = d.add_divide(*x, d.neg_centred(r));
         }
     }
+}
+
+/// The constants of dividing out the prime `P` in the limb of `m` (see [`divide_out`]).
+#[derive(Clone, Copy)]
+struct Divisor {
+    m: Modulus,
+    /// `P^-1 mod p` and its Shoup factor.
+    inv: u32,
+    inv_shoup: u32,
+    /// `P mod p`, `P / 2`, and whether `P < 2p` (a residue mod `P` then reduces in one step).
+    lift: u32,
+    half: u32,
+    one_step: bool,
+}
+
+impl Divisor {
+    fn new(m: Modulus, pl: Modulus) -> Self {
+        let (p, big) = (m.value(), pl.value());
+        let inv = m.inv(m.reduce(big)).unwrap_or(0); // distinct primes: invertible
+        let one_step = u64::from(big) < 2 * u64::from(p);
+        Self { m, inv, inv_shoup: m.shoup(inv), lift: m.reduce(big), half: big / 2, one_step }
+    }
+
+    /// `-r_c mod p` for a residue `r` mod `P`, `r_c` its centred value: `[r > P/2] (P mod p) -
+    /// (r mod p)`, in branch-free steps the compiler vectorises (every intermediate below
+    /// `2p < 2^32`).
+    #[inline(always)]
+    fn neg_centred(self, r: u32) -> u32 {
+        let p = self.m.value();
+        let rr = if self.one_step { r.min(r.wrapping_sub(p)) } else { self.m.reduce(r) };
+        sub_mod(p, if r > self.half { self.lift } else { 0 }, rr)
+    }
+
+    /// `(x + y) P^-1 mod p` for reduced `x, y`, branch-free.
+    #[inline(always)]
+    fn add_divide(self, x: u32, y: u32) -> u32 {
+        let p = self.m.value();
+        shoup_mul(p, add_mod(p, x, y), self.inv, self.inv_shoup)
+    }
+}
+
+/// `u c mod p` by Shoup's method (`cs = floor(c 2^32 / p)`, `u, c < p < 2^31`), reduced,
+/// branch-free.
+#[inline(always)]
+fn shoup_mul(p: u32, u: u32, c: u32, cs: u32) -> u32 {
+    let q = ((u64::from(u) * u64::from(cs)) >> 32) as u32;
+    let t = u.wrapping_mul(c).wrapping_sub(q.wrapping_mul(p));
+    t.min(t.wrapping_sub(p))
 }
 
 /// `even = x + t` and `odd = X^shift (x - t)` for one row mod `p` (`X^N = -1`, `shift < 2N`),
@@ -1353,6 +1511,115 @@ impl pulp::WithSimd for SplitRow<'_> {
         };
         diff(odd_shifted, x_lo, t_lo, flip);
         diff(odd_wrapped, x_hi, t_hi, !flip);
+    }
+}
+
+/// The digit rows of a hybrid key switch of `src` (`limbs` limbs, one whole-residue digit
+/// each) into limb `l` of `q P`, against the keys' rows of that limb; `twin`: the NTT form of
+/// `src`'s row `l`, the own digit's row.
+fn hybrid_digits<'a>(
+    ring: &'a CpuRing,
+    src: &'a [u32],
+    limbs: usize,
+    l: usize,
+    keys: [&'a CpuBuffer; 2],
+    twin: Option<&'a [u32]>,
+) -> DigitRow<'a> {
+    let n = ring.n;
+    DigitRow {
+        m: ring.moduli[l],
+        plan: &ring.plans[l],
+        src,
+        src_moduli: &ring.moduli[..limbs],
+        keys: [&keys[0][l * n..], &keys[1][l * n..]],
+        stride: (limbs + 1) * n,
+        digit_bits: fastquery_backend::HYBRID_DIGIT_BITS,
+        digits: 1,
+        own: twin.map(|t| (l, t)),
+    }
+}
+
+/// How an expansion step's odd children are multiplied by `X^shift`: rotated in coefficient
+/// form, or multiplied pointwise by the monomial's NTT evaluations (per limb: the values and
+/// their Shoup factors).
+#[derive(Clone, Copy)]
+enum Split<'a> {
+    Coeff(usize),
+    Ntt(&'a [Evaluations]),
+}
+
+/// `X^shift` (`shift < 2N`) in the NTT domain of every limb of the ring, with the Shoup
+/// factors of its evaluations; kept in the ring after the first use.
+fn monomial_evaluations(ring: &CpuRing, shift: usize) -> Arc<[Evaluations]> {
+    let mut cache = ring.monomials.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, w)) = cache.iter().find(|(s, _)| *s == shift) {
+        return w.clone();
+    }
+    let n = ring.n;
+    let w: Arc<[Evaluations]> = (0..ring.moduli.len())
+        .map(|l| {
+            let m = ring.moduli[l];
+            let mut w = vec![0u32; n];
+            w[shift % n] = if shift < n { 1 } else { m.value() - 1 };
+            ring.plans[l].forward(&mut w);
+            let w_shoup = w.iter().map(|&v| m.shoup(v)).collect();
+            (w, w_shoup)
+        })
+        .collect();
+    cache.push((shift, w.clone()));
+    w
+}
+
+/// `even = x + t` and `odd = w (x - t)` for one NTT-form row mod `m`, `w` the evaluations of
+/// `X^shift` and their Shoup factors: [`SplitRow`] in the NTT domain, branch-free.
+struct SplitRowNtt<'a> {
+    m: Modulus,
+    x: &'a [u32],
+    t: &'a [u32],
+    even: &'a mut [u32],
+    odd: &'a mut [u32],
+    w: &'a Evaluations,
+}
+
+impl pulp::WithSimd for SplitRowNtt<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { m, x, t, even, odd, w } = self;
+        let p = m.value();
+        even.iter_mut().zip(x).zip(t).for_each(|((e, &u), &v)| *e = add_mod(p, u, v));
+        let (w, w_shoup) = (&w.0[..x.len()], &w.1[..x.len()]);
+        for ((((o, &u), &v), &c), &cs) in odd.iter_mut().zip(x).zip(t).zip(w).zip(w_shoup) {
+            *o = shoup_mul(p, sub_mod(p, u, v), c, cs);
+        }
+    }
+}
+
+/// [`divide_out`] in the NTT domain, for one row `x` of limb `m`: `y = -r_c mod p` from the
+/// remainders `rem` (coefficient form, as [`DivideOut`] centres them), transformed with
+/// `plan`, then `x = (x + y) P^-1` (Shoup), branch-free. `y` is scratch.
+struct DivideOutNtt<'a> {
+    m: Modulus,
+    pl: Modulus,
+    x: &'a mut [u32],
+    rem: &'a [u32],
+    y: &'a mut [u32],
+    plan: &'a NttPlan,
+}
+
+impl pulp::WithSimd for DivideOutNtt<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { m, pl, x, rem, y, plan } = self;
+        let d = Divisor::new(m, pl);
+        y.iter_mut().zip(rem).for_each(|(y, &r)| *y = d.neg_centred(r));
+        plan.forward(y);
+        for (u, &v) in x.iter_mut().zip(y.iter()) {
+            *u = d.add_divide(*u, v);
+        }
     }
 }
 

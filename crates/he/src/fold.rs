@@ -33,7 +33,7 @@ use fastquery_math::Modulus;
 
 use crate::{
     HeError, Params,
-    galois::{Ciphertexts, ServerGaloisKey, gadget, key_products, keyswitch_bound},
+    galois::{Ciphertexts, ServerGaloisKey, gadget, key_products_ntt, keyswitch_bound},
     noise::{error_param, tail_z},
 };
 
@@ -86,19 +86,26 @@ impl<B: Backend> std::fmt::Debug for Rgsw<B> {
     }
 }
 
-/// A batch of ciphertexts as two `count x 1` operands of a multiply-accumulate (its `c0`s and
-/// its `c1`s), NTT form.
-fn as_operands<B: Backend>(ring: &Ring<B>, cts: Ciphertexts<B>) -> Result<[Polys<B, Ntt>; 2], HeError> {
-    Ok([ring.forward(cts.c0)?, ring.forward(cts.c1)?])
-}
-
 /// Builds `RGSW(b)` for several bits from their `RLWE(b g_e)` (`rows` holds `bits * G`
 /// ciphertexts, bit-major, gadget elements in the order of [`gadget_slot`]), with the key for
-/// `s^2`.
+/// `s^2`. [`rgsw_from_rows_ntt`] for coefficient-form rows.
 pub fn rgsw_from_rows<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
     rows: Ciphertexts<B>,
+    square: &ServerGaloisKey<B>,
+    digit_bits: u32,
+) -> Result<Vec<Rgsw<B>>, HeError> {
+    rgsw_from_rows_ntt(ring, params, rows.forward(ring)?, square, digit_bits)
+}
+
+/// [`rgsw_from_rows`] for rows in the NTT domain (as the expansion leaves them): they are the
+/// `RLWE(b g)` operands as they are, and the key switch of their `c1`s (transformed back for
+/// the digits) leaves its products in the NTT domain, where `RLWE(b s g)` is formed.
+pub fn rgsw_from_rows_ntt<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    rows: Ciphertexts<B, Ntt>,
     square: &ServerGaloisKey<B>,
     digit_bits: u32,
 ) -> Result<Vec<Rgsw<B>>, HeError> {
@@ -110,15 +117,14 @@ pub fn rgsw_from_rows<B: Backend>(
     // Key-switch every c1 at once (the CPU's fused product keeps no digit rows; the composed
     // default holds `limbs * digits` digit polynomials per row, 130 MB for 80 rows at N = 8192
     // and five limbs): (u0, u1) = (sum D b, sum D a), then RLWE(b s g) = (u0, u1 + c0).
-    let mut times_s = key_products(ring, &rows.c1, square)?;
+    let c1 = ring.inverse(ring.duplicate(&rows.c1)?)?;
+    let mut times_s = key_products_ntt(ring, &c1, &rows.c1, square)?;
+    drop(c1);
     ring.add_assign(&mut times_s.c1, &rows.c0)?;
     (0..rows.len() / g)
         .map(|bit| {
-            Ok(Rgsw {
-                digit_bits,
-                plain: as_operands(ring, rows.slice(ring, bit * g, g)?)?,
-                times_s: as_operands(ring, times_s.slice(ring, bit * g, g)?)?,
-            })
+            let (plain, times_s) = (rows.slice(ring, bit * g, g)?, times_s.slice(ring, bit * g, g)?);
+            Ok(Rgsw { digit_bits, plain: [plain.c0, plain.c1], times_s: [times_s.c0, times_s.c1] })
         })
         .collect()
 }

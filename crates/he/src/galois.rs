@@ -436,6 +436,30 @@ pub(crate) fn key_products<B: Backend>(
     Ok(Ciphertexts { c0: b, c1: a })
 }
 
+/// [`key_products`] left in the NTT domain, given also `twin`, the NTT form of `c1`: the
+/// gadget's products are formed there anyway (one digit per limb takes its own rows from the
+/// twin), and a hybrid key divides by `P` there ([`Ring::keyswitch_hybrid_ntt`]).
+pub(crate) fn key_products_ntt<B: Backend>(
+    ring: &Ring<B>,
+    c1: &Polys<B, Coeff>,
+    twin: &Polys<B, Ntt>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
+    if key.hybrid {
+        let [b, a] = ring.keyswitch_hybrid_ntt(c1, twin, [&key.b, &key.a])?;
+        return Ok(Ciphertexts { c0: b, c1: a });
+    }
+    let shape = c1.shape();
+    let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
+    let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
+    if ring.digits(shape.limbs, key.digit_bits) == 1 {
+        ring.decompose_mac_twin(c1, twin, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+    } else {
+        ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+    }
+    Ok(Ciphertexts { c0: b, c1: a })
+}
+
 /// The first (`second = false`) or second halves of every group of `width` ciphertexts.
 fn halves<B: Backend>(
     ring: &Ring<B>,
@@ -599,13 +623,13 @@ pub fn expand_slots<B: Backend>(
 }
 
 /// Slots `from..from + count` of an expansion [`expand_positioned`] returned, in slot order.
-pub fn gather_slots<B: Backend>(
+pub fn gather_slots<B: Backend, R: Repr>(
     ring: &Ring<B>,
-    expanded: &Ciphertexts<B>,
+    expanded: &Ciphertexts<B, R>,
     layout: &SlotLayout,
     from: usize,
     count: usize,
-) -> Result<Ciphertexts<B>, HeError> {
+) -> Result<Ciphertexts<B, R>, HeError> {
     if from + count > layout.used || expanded.len() != 1usize << layout.k {
         return Err(HeError::BadInput(format!("slots {from}..{} of {layout:?}", from + count)));
     }
@@ -626,6 +650,57 @@ pub fn expand_positioned<B: Backend>(
     layout: SlotLayout,
     keys: &[ServerGaloisKey<B>],
 ) -> Result<Ciphertexts<B>, HeError> {
+    expand_levels(ring, params, ct, layout, keys, |key, src, dst, range, shift| {
+        if key.hybrid {
+            ring.expand_step_hybrid(src, dst, range, key.g, [&key.b, &key.a], shift)?;
+        } else {
+            ring.expand_step(src, dst, range, key.g, key.digit_bits, [&key.b, &key.a], shift)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`expand_positioned`] with its slots in the NTT domain (where the first dimension's product
+/// and the RGSW operands take them). With hybrid keys on a backend that fuses the NTT-domain
+/// step ([`Ring::expand_step_hybrid_ntt`], [`Backend::fuses_hybrid_ntt`]) every level works
+/// there: the query is transformed once, each key switch transforms only `c1` back for its
+/// digits, and the slots need no transform at the end (the same words as transforming
+/// [`expand_positioned`]'s). Otherwise the coefficient-form expansion, then the transform.
+pub fn expand_positioned_ntt<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    ct: Ciphertexts<B>,
+    layout: SlotLayout,
+    keys: &[ServerGaloisKey<B>],
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
+    let big_n = params.n();
+    let hybrid = (0..layout.k)
+        .all(|j| find_key(keys, big_n / (1usize << j) + 1, "expansion").is_ok_and(|key| key.hybrid));
+    if !hybrid || !ring.backend().fuses_hybrid_ntt() {
+        return expand_positioned(ring, params, ct, layout, keys)?.forward(ring);
+    }
+    expand_levels(ring, params, ct.forward(ring)?, layout, keys, |key, src, dst, range, shift| {
+        Ok(ring.expand_step_hybrid_ntt(src, dst, range, key.g, [&key.b, &key.a], shift)?)
+    })
+}
+
+/// The levels of [`expand_positioned`] on ciphertexts in either form, `step(key, src, dst,
+/// (start, len, count), shift)` doing one chunk of a level (the children of `src`'s
+/// `[start, start + len)` at `start` and `start + count` of `dst`).
+fn expand_levels<B: Backend, R: Repr>(
+    ring: &Ring<B>,
+    params: &Params,
+    ct: Ciphertexts<B, R>,
+    layout: SlotLayout,
+    keys: &[ServerGaloisKey<B>],
+    step: impl Fn(
+        &ServerGaloisKey<B>,
+        [&Polys<B, R>; 2],
+        [&mut Polys<B, R>; 2],
+        (usize, usize, usize),
+        usize,
+    ) -> Result<(), HeError>,
+) -> Result<Ciphertexts<B, R>, HeError> {
     let (big_n, k) = (params.n(), layout.k);
     if ct.len() != 1 || k >= usize::BITS || (1usize << k) > big_n {
         return Err(HeError::BadInput(format!("expanding {} ciphertexts into 2^{k}", ct.len())));
@@ -651,24 +726,11 @@ pub fn expand_positioned<B: Backend>(
             for start in (run..run + run_len).step_by(chunk) {
                 let len = chunk.min(run + run_len - start);
                 // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
-                if key.hybrid {
-                    ring.expand_step_hybrid(
-                        [&cur.c0, &cur.c1],
-                        [&mut next.c0, &mut next.c1],
-                        (start, len, count),
-                        key.g,
-                        [&key.b, &key.a],
-                        2 * big_n - count,
-                    )?;
-                    continue;
-                }
-                ring.expand_step(
+                step(
+                    key,
                     [&cur.c0, &cur.c1],
                     [&mut next.c0, &mut next.c1],
                     (start, len, count),
-                    key.g,
-                    key.digit_bits,
-                    [&key.b, &key.a],
                     2 * big_n - count,
                 )?;
             }

@@ -10,8 +10,9 @@ use fastquery_he::{
     client::{Client, noise_of},
     fold::{FoldShape, cmux_halves, cmux_rotate, fold_noise, gadget_slot, rgsw_from_rows},
     galois::{
-        Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_slots, gadget,
-        keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
+        Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_positioned,
+        expand_positioned_ntt, expand_slots, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
+        pack_strided, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -295,6 +296,38 @@ fn pruned_expansion_selects_every_used_slot() {
     for (s, g) in got.iter().enumerate() {
         assert_eq!(g[0], (vals[s] << k) % t, "slot {s}");
         assert!(g[1..].iter().all(|&v| v == 0), "slot {s} has other coefficients");
+    }
+}
+
+/// The expansion in the NTT domain (hybrid keys, the CPU's fused steps, pruned layouts and a
+/// full one, one and two threads) gives the transforms of the coefficient-form expansion's
+/// ciphertexts, word for word; with gadget keys it falls back to transforming them.
+#[test]
+fn ntt_expansion_matches_the_coefficient_expansion() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for (params, w) in [(hybrid_params(), 31u32), (params(), 14)] {
+        let big_n = params.n();
+        let client = Client::new(params.clone()).unwrap();
+        for threads in [1, 2] {
+            let ring = Ring::new(Arc::new(CpuBackend::with_threads(threads).unwrap()), params.ring().clone())
+                .unwrap();
+            for (k, used) in [(5u32, 25usize), (4, 16), (0, 1)] {
+                let keys = expansion_keys(&client, &ring, k, w);
+                let layout = SlotLayout::new(k, used).unwrap();
+                let mut m = vec![0u64; big_n];
+                for s in 0..used {
+                    m[layout.position(s)] = rng.random_range(0..7);
+                }
+                let ct = encrypt(&client, &ring, std::slice::from_ref(&m));
+                let want = expand_positioned(&ring, &params, ct.duplicate(&ring).unwrap(), layout, &keys)
+                    .unwrap()
+                    .forward(&ring)
+                    .unwrap();
+                let got = expand_positioned_ntt(&ring, &params, ct, layout, &keys).unwrap();
+                assert_eq!(ring.download(&got.c0).unwrap(), ring.download(&want.c0).unwrap(), "k={k} w={w}");
+                assert_eq!(ring.download(&got.c1).unwrap(), ring.download(&want.c1).unwrap(), "k={k} w={w}");
+            }
+        }
     }
 }
 

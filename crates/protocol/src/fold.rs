@@ -36,11 +36,12 @@ use fastquery_he::{
     client::Client,
     fold::{
         FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot,
-        one_hot_slot, rgsw_from_rows,
+        one_hot_slot, rgsw_from_rows_ntt,
     },
     galois::{
-        Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned, gadget, gather_slots,
-        key_shape, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
+        Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned_ntt, gadget,
+        gather_slots, key_shape, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided,
+        packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -556,17 +557,18 @@ impl<B: Backend> FoldServer<B> {
         keys: &FoldKeys<B>,
         ct: Ciphertexts<B>,
         tokens: usize,
-        a: &mut Polys<B, fastquery_backend::Coeff>,
+        a: &mut Polys<B, Ntt>,
         t0: usize,
     ) -> Result<Vec<Vec<Rgsw<B>>>, ProtocolError> {
         let d = &self.design;
         let (params, l) = (&d.params, d.layout);
         let slots = d.slots_per_token();
         let layout = SlotLayout::new(l.k, tokens * slots)?;
-        // Slots stay where the expansion's last level wrote them (no gather of all of them).
+        // Slots stay where the expansion's last level wrote them (no gather of all of them), in
+        // the NTT domain, where the first dimension's product and the RGSW operands take them.
         // (Keeping the level buffers between requests was measured slower in the five-scheme
         // run: the first dimension's buffers then came from fresh pages; docs/BENCHMARKS.md.)
-        let expanded = expand_positioned(&self.ring, params, ct, layout, &keys.galois)?;
+        let expanded = expand_positioned_ntt(&self.ring, params, ct, layout, &keys.galois)?;
         // Row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         for t in 0..tokens {
             let row = 2 * (t0 + t);
@@ -583,7 +585,7 @@ impl<B: Backend> FoldServer<B> {
         // Tokens convert independently (see `in_groups`).
         in_groups(self.ring.backend().as_ref(), tokens, |t| {
             let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
-            Ok(rgsw_from_rows(&self.ring, params, rows, &keys.square, l.rgsw_bits)?)
+            Ok(rgsw_from_rows_ntt(&self.ring, params, rows, &keys.square, l.rgsw_bits)?)
         })
     }
 
@@ -600,8 +602,7 @@ impl<B: Backend> FoldServer<B> {
         let (params, l) = (&d.params, d.layout);
         let limbs = params.limbs();
         let tokens: usize = batch.iter().map(|(_, t)| t).sum();
-        let mut a: Polys<B, fastquery_backend::Coeff> =
-            self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
+        let mut a: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
         let mut rgsws = Vec::with_capacity(tokens);
         let mut t0 = 0;
         for (ct, here) in batch {
@@ -609,7 +610,6 @@ impl<B: Backend> FoldServer<B> {
             t0 += here;
         }
         trace.mark("expand+rgsw");
-        let a = self.ring.forward(a)?;
         let cols = l.m2 * l.pieces;
         let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
         self.ring.mac_laid_out(&mut out, &a, &self.records, 2 * tokens, false)?;
