@@ -168,12 +168,17 @@ fn fold(c: &mut Criterion) {
     fastquery_benches::fold_benches(c, "cpu", Arc::new(CpuBackend::new()));
 }
 
+/// One llama-7b request's expansion, both forms, on all threads.
+fn expand(c: &mut Criterion) {
+    fastquery_benches::expand_benches(c, "cpu", Arc::new(CpuBackend::new()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = ntt, scaling, mac, keyswitch, fold
+    targets = ntt, scaling, mac, keyswitch, fold, expand
 }
 criterion_main!(benches);

@@ -180,6 +180,79 @@ pub fn keyswitch_benches<B: Backend>(
             out
         })
     });
+    // The products left in the NTT domain, with the input's NTT form beside it (the RGSW
+    // conversion's key switch).
+    let twin = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+    g.bench_function(format!("keyswitch_hybrid_ntt/{n}/{limbs}"), |b| {
+        b.iter(|| {
+            let out = ring.keyswitch_hybrid_ntt(&a, &twin, [&h0, &h1]).unwrap();
+            backend.synchronize().unwrap();
+            out
+        })
+    });
+    g.finish();
+}
+
+/// The oblivious expansion of one llama-7b request's query ciphertext (`<group>/expand_*/8192/5/1640`:
+/// 2^11 slots of which 1,640 are used, eight tokens' one-hots and gadget rows, five 31-bit
+/// limbs and a 31-bit special prime), into NTT-form slots as the fold server takes them: in
+/// coefficient form then transformed (`expand_coeff`), and through
+/// `galois::expand_positioned_ntt` (`expand_ntt`: in the NTT domain where the backend fuses
+/// it, the same as `expand_coeff` elsewhere). A random ciphertext stands in for the query.
+pub fn expand_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
+    use fastquery_he::{
+        ParamSpec, Params,
+        client::Client,
+        galois::{Ciphertexts, SlotLayout, expand_positioned, expand_positioned_ntt, load_galois_key},
+    };
+    let (n, limbs, k, used) = (8192usize, 5usize, 11u32, 1640usize);
+    let spec = ParamSpec {
+        n,
+        prime_bits: vec![31; limbs],
+        response_limbs: 2,
+        plain_bits: 37,
+        flood_bits: 40,
+        special_bits: 31,
+    };
+    let params = Arc::new(Params::new(spec).expect("a valid parameter set"));
+    let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
+    let client = Client::new(params.clone()).expect("client");
+    let elements: Vec<usize> = (0..k).map(|j| n / (1 << j) + 1).collect();
+    let keys: Vec<_> = client
+        .galois_keys(&elements, 31)
+        .expect("Galois keys")
+        .iter()
+        .map(|key| load_galois_key(&ring, &params, key, 31).expect("key loads"))
+        .collect();
+    let layout = SlotLayout::new(k, used).expect("layout");
+    let shape = Shape::new(1, limbs);
+    let query: Ciphertexts<B> =
+        Ciphertexts { c0: random_polys(&ring, shape, 41), c1: random_polys(&ring, shape, 42) };
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    g.bench_function(format!("expand_coeff/{n}/{limbs}/{used}"), |b| {
+        b.iter_batched(
+            || query.duplicate(&ring).expect("copy"),
+            |ct| {
+                let out = expand_positioned(&ring, &params, ct, layout, &keys).expect("expansion");
+                let out = out.forward(&ring).expect("transform");
+                backend.synchronize().expect("synchronize");
+                out
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(format!("expand_ntt/{n}/{limbs}/{used}"), |b| {
+        b.iter_batched(
+            || query.duplicate(&ring).expect("copy"),
+            |ct| {
+                let out = expand_positioned_ntt(&ring, &params, ct, layout, &keys).expect("expansion");
+                backend.synchronize().expect("synchronize");
+                out
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
