@@ -60,7 +60,8 @@ pub fn run(backend: &AnyBackend, quick: bool) -> anyhow::Result<()> {
 /// The key switch of FastQuery's folded designs at N = 8192 and five 31-bit limbs, both kinds
 /// side by side in this one run, coefficient form in and out: the RNS gadget with 16-bit digits
 /// (`decompose_mac`, then the two inverse transforms) and hybrid with a 31-bit special prime
-/// (`keyswitch_hybrid`). A batch of 64 ciphertexts (256 on a GPU; one on an emulator or a software adapter).
+/// (`keyswitch_hybrid`), and the hybrid one into the NTT domain (`keyswitch_hybrid_ntt`).
+/// A batch of 64 ciphertexts (256 on a GPU; one on an emulator or a software adapter).
 fn key_switch_kinds<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
     let (n, limbs) = (8192usize, 5usize);
     let info = b.info();
@@ -96,17 +97,29 @@ fn key_switch_kinds<B: Backend>(b: &Arc<B>, reps: usize) -> anyhow::Result<()> {
             b.synchronize().expect("device alive");
         },
     );
+    // The products left in the NTT domain, the input's NTT form beside it (the RGSW conversion's).
+    let twin = ring.forward(ring.duplicate(&a)?)?;
+    let hybrid_ntt = median_us(
+        reps,
+        || (),
+        |()| {
+            let _ = ring.keyswitch_hybrid_ntt(&a, &twin, [&h0, &h1]).expect("shapes match");
+            b.synchronize().expect("device alive");
+        },
+    );
     let per = |t: f64| t / polys as f64;
     println!(
         "Key switch on '{}', N = {n}, {limbs} limbs, {polys} ciphertexts, median of {reps} (us per ciphertext): \
          gadget, 16-bit digits ({} digit rows) {:.1}; hybrid, 31-bit special prime ({} digit rows) {:.1}; \
-         hybrid / gadget {:.2}",
+         hybrid / gadget {:.2}; hybrid into the NTT domain, with the input's twin, {:.1} ({:.2} of hybrid)",
         info.device,
         digits * limbs,
         per(gadget),
         limbs * (limbs + 1),
         per(hybrid),
-        hybrid / gadget
+        hybrid / gadget,
+        per(hybrid_ntt),
+        hybrid_ntt / hybrid
     );
     Ok(())
 }
