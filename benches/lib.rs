@@ -193,9 +193,10 @@ pub fn keyswitch_benches<B: Backend>(
     g.finish();
 }
 
-/// The oblivious expansion of one llama-7b request's query ciphertext (`<group>/expand_*/8192/5/1640`:
-/// 2^11 slots of which 1,640 are used, eight tokens' one-hots and gadget rows, five 31-bit
-/// limbs and a 31-bit special prime), into NTT-form slots as the fold server takes them: in
+/// The oblivious expansion of one llama-7b request's query ciphertext (`<group>/expand_*/8192/5/1320`:
+/// 2^11 slots of which 1,320 are used, eight tokens' one-hots of 125 and 40 gadget rows each, as
+/// the design that runs lays them out; five 31-bit limbs and a 31-bit special prime), into
+/// NTT-form slots as the fold server takes them: in
 /// coefficient form then transformed (`expand_coeff`), and through
 /// `galois::expand_positioned_ntt` (`expand_ntt`: in the NTT domain where the backend fuses
 /// it, the same as `expand_coeff` elsewhere). A random ciphertext stands in for the query.
@@ -205,7 +206,7 @@ pub fn expand_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, bac
         client::Client,
         galois::{Ciphertexts, SlotLayout, expand_positioned, expand_positioned_ntt, load_galois_key},
     };
-    let (n, limbs, k, used) = (8192usize, 5usize, 11u32, 1640usize);
+    let (n, limbs, k, used) = (8192usize, 5usize, 11u32, 1320usize);
     let spec = ParamSpec {
         n,
         prime_bits: vec![31; limbs],
