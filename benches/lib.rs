@@ -193,6 +193,20 @@ pub fn keyswitch_benches<B: Backend>(
     g.finish();
 }
 
+/// The parameter shape of the folded design that runs at llama-7b: `limbs` 31-bit primes at
+/// degree `n`, a 31-bit special prime (hybrid key switching), shares mod 2^37.
+fn llama7b_fold_params(n: usize, limbs: usize) -> Arc<fastquery_he::Params> {
+    let spec = fastquery_he::ParamSpec {
+        n,
+        prime_bits: vec![31; limbs],
+        response_limbs: 2,
+        plain_bits: 37,
+        flood_bits: 40,
+        special_bits: 31,
+    };
+    Arc::new(fastquery_he::Params::new(spec).expect("a valid parameter set"))
+}
+
 /// The oblivious expansion of one llama-7b request's query ciphertext (`<group>/expand_*/8192/5/1320`:
 /// 2^11 slots of which 1,320 are used, eight tokens' one-hots of 125 and 40 gadget rows each, as
 /// the design that runs lays them out; five 31-bit limbs and a 31-bit special prime), into
@@ -202,20 +216,11 @@ pub fn keyswitch_benches<B: Backend>(
 /// it, the same as `expand_coeff` elsewhere). A random ciphertext stands in for the query.
 pub fn expand_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
     use fastquery_he::{
-        ParamSpec, Params,
         client::Client,
         galois::{Ciphertexts, SlotLayout, expand_positioned, expand_positioned_ntt, load_galois_key},
     };
     let (n, limbs, k, used) = (8192usize, 5usize, 11u32, 1320usize);
-    let spec = ParamSpec {
-        n,
-        prime_bits: vec![31; limbs],
-        response_limbs: 2,
-        plain_bits: 37,
-        flood_bits: 40,
-        special_bits: 31,
-    };
-    let params = Arc::new(Params::new(spec).expect("a valid parameter set"));
+    let params = llama7b_fold_params(n, limbs);
     let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
     let client = Client::new(params.clone()).expect("client");
     let elements: Vec<usize> = (0..k).map(|j| n / (1 << j) + 1).collect();
@@ -264,21 +269,12 @@ pub fn expand_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, bac
 /// the time does not depend on what they encrypt.
 pub fn fold_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
     use fastquery_he::{
-        ParamSpec, Params,
         client::Client,
         fold::{cmux_halves, rgsw_from_rows},
         galois::{Ciphertexts, load_galois_key},
     };
     let (n, limbs, cts, levels) = (8192usize, 5usize, 128usize, 7usize);
-    let spec = ParamSpec {
-        n,
-        prime_bits: vec![31; limbs],
-        response_limbs: 2,
-        plain_bits: 37,
-        flood_bits: 40,
-        special_bits: 31,
-    };
-    let params = Arc::new(Params::new(spec).expect("a valid parameter set"));
+    let params = llama7b_fold_params(n, limbs);
     let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
     let client = Client::new(params.clone()).expect("client");
     let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key for s^2");

@@ -620,6 +620,34 @@ impl CpuBackend {
         }
     }
 
+    /// The rows of a hybrid key switch of the `polys` polynomials of `a` (`limbs` limbs): the
+    /// special prime's rows of every polynomial first, then `row(r, src, special, [b, a])` for
+    /// each output row `r = i * limbs + l` (`src`: polynomial `i`, `special`: its rows), one
+    /// task each.
+    fn hybrid_rows(
+        &self,
+        ring: &CpuRing,
+        a: &[u32],
+        (polys, limbs): (usize, usize),
+        keys: [&CpuBuffer; 2],
+        [o0, o1]: [&mut CpuBuffer; 2],
+        row: impl Fn(usize, &[u32], &[Vec<u32>; 2], [&mut [u32]; 2]) + Sync,
+    ) {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let special = self.hybrid_special_rows(ring, &a[..polys * poly], polys, limbs, keys);
+        let run = |(r, (x0, x1)): (usize, (&mut [u32], &mut [u32]))| {
+            let i = r / limbs;
+            row(r, &a[i * poly..][..poly], &special[i], [x0, x1]);
+        };
+        let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
+        if self.parallel(polys * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(run));
+        } else {
+            rows.enumerate().for_each(run);
+        }
+    }
+
     /// Applies `f(limb, a_row, b_row)` to every row pair.
     fn row_pairs(
         &self,
@@ -1069,20 +1097,9 @@ impl Backend for CpuBackend {
         keys: [&CpuBuffer; 2],
         out: [&mut CpuBuffer; 2],
     ) -> Result<(), BackendError> {
-        let (n, poly) = (ring.n, limbs * ring.n);
-        let special = self.hybrid_special_rows(ring, &a[..polys * poly], polys, limbs, keys);
-        let [o0, o1] = out;
-        let run = |(row, (x0, x1)): (usize, (&mut [u32], &mut [u32]))| {
-            let (i, l) = (row / limbs, row % limbs);
-            self.hybrid_row(ring, &a[i * poly..][..poly], limbs, l, keys, &special[i], [x0, x1]);
-        };
-        let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
-        if self.parallel(polys * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(run));
-        } else {
-            rows.enumerate().for_each(run);
-        }
+        self.hybrid_rows(ring, a, (polys, limbs), keys, out, |row, src, special, outs| {
+            self.hybrid_row(ring, src, limbs, row % limbs, keys, special, outs);
+        });
         Ok(())
     }
 
@@ -1133,21 +1150,11 @@ impl Backend for CpuBackend {
         keys: [&CpuBuffer; 2],
         out: [&mut CpuBuffer; 2],
     ) -> Result<(), BackendError> {
-        let (n, poly) = (ring.n, limbs * ring.n);
-        let special = self.hybrid_special_rows(ring, &a[..polys * poly], polys, limbs, keys);
-        let [o0, o1] = out;
-        let run = |(row, (x0, x1)): (usize, (&mut [u32], &mut [u32]))| {
-            let (i, l) = (row / limbs, row % limbs);
-            let (src, own) = (&a[i * poly..][..poly], &twin[row * n..][..n]);
-            self.hybrid_row_ntt(ring, src, own, limbs, l, keys, &special[i], [x0, x1]);
-        };
-        let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
-        if self.parallel(polys * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(run));
-        } else {
-            rows.enumerate().for_each(run);
-        }
+        let n = ring.n;
+        self.hybrid_rows(ring, a, (polys, limbs), keys, out, |row, src, special, outs| {
+            let own = &twin[row * n..][..n];
+            self.hybrid_row_ntt(ring, src, own, limbs, row % limbs, keys, special, outs);
+        });
         Ok(())
     }
 
@@ -1464,17 +1471,8 @@ impl Divisor {
     #[inline(always)]
     fn add_divide(self, x: u32, y: u32) -> u32 {
         let p = self.m.value();
-        shoup_mul(p, add_mod(p, x, y), self.inv, self.inv_shoup)
+        self.m.mul_shoup(add_mod(p, x, y), self.inv, self.inv_shoup)
     }
-}
-
-/// `u c mod p` by Shoup's method (`cs = floor(c 2^32 / p)`, `u, c < p < 2^31`), reduced,
-/// branch-free.
-#[inline(always)]
-fn shoup_mul(p: u32, u: u32, c: u32, cs: u32) -> u32 {
-    let q = ((u64::from(u) * u64::from(cs)) >> 32) as u32;
-    let t = u.wrapping_mul(c).wrapping_sub(q.wrapping_mul(p));
-    t.min(t.wrapping_sub(p))
 }
 
 /// `even = x + t` and `odd = X^shift (x - t)` for one row mod `p` (`X^N = -1`, `shift < 2N`),
@@ -1591,7 +1589,7 @@ impl pulp::WithSimd for SplitRowNtt<'_> {
         even.iter_mut().zip(x).zip(t).for_each(|((e, &u), &v)| *e = add_mod(p, u, v));
         let (w, w_shoup) = (&w.0[..x.len()], &w.1[..x.len()]);
         for ((((o, &u), &v), &c), &cs) in odd.iter_mut().zip(x).zip(t).zip(w).zip(w_shoup) {
-            *o = shoup_mul(p, sub_mod(p, u, v), c, cs);
+            *o = m.mul_shoup(sub_mod(p, u, v), c, cs);
         }
     }
 }

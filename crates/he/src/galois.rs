@@ -426,11 +426,7 @@ pub(crate) fn key_products<B: Backend>(
     key: &ServerGaloisKey<B>,
 ) -> Result<Ciphertexts<B>, HeError> {
     if !key.hybrid {
-        let shape = c1.shape();
-        let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
-        let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
-        ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
-        return Ok(Ciphertexts { c0: ring.inverse(b)?, c1: ring.inverse(a)? });
+        return gadget_products(ring, c1, None, key)?.inverse(ring);
     }
     let [b, a] = ring.keyswitch_hybrid(c1, [&key.b, &key.a])?;
     Ok(Ciphertexts { c0: b, c1: a })
@@ -449,13 +445,26 @@ pub(crate) fn key_products_ntt<B: Backend>(
         let [b, a] = ring.keyswitch_hybrid_ntt(c1, twin, [&key.b, &key.a])?;
         return Ok(Ciphertexts { c0: b, c1: a });
     }
+    gadget_products(ring, c1, Some(twin), key)
+}
+
+/// The gadget key's products of `c1` (no special prime), NTT form; with `twin` (the NTT form
+/// of `c1`) and one digit per limb, the own digit rows come from it.
+fn gadget_products<B: Backend>(
+    ring: &Ring<B>,
+    c1: &Polys<B, Coeff>,
+    twin: Option<&Polys<B, Ntt>>,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
     let shape = c1.shape();
     let mut b: Polys<B, Ntt> = ring.zeros(shape)?;
     let mut a: Polys<B, Ntt> = ring.zeros(shape)?;
-    if ring.digits(shape.limbs, key.digit_bits) == 1 {
-        ring.decompose_mac_twin(c1, twin, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
-    } else {
-        ring.decompose_mac(c1, key.digit_bits, [&key.b, &key.a], [&mut b, &mut a], false)?;
+    let (keys, out) = ([&key.b, &key.a], [&mut b, &mut a]);
+    match twin {
+        Some(t) if ring.digits(shape.limbs, key.digit_bits) == 1 => {
+            ring.decompose_mac_twin(c1, t, key.digit_bits, keys, out, false)?
+        }
+        _ => ring.decompose_mac(c1, key.digit_bits, keys, out, false)?,
     }
     Ok(Ciphertexts { c0: b, c1: a })
 }

@@ -301,7 +301,9 @@ fn pruned_expansion_selects_every_used_slot() {
 
 /// The expansion in the NTT domain (hybrid keys, the CPU's fused steps, pruned layouts and a
 /// full one, one and two threads) gives the transforms of the coefficient-form expansion's
-/// ciphertexts, word for word; with gadget keys it falls back to transforming them.
+/// ciphertexts, word for word; with gadget keys it must take the coefficient expansion and
+/// transform it (the NTT-domain step refuses keys without a special prime, so a wrong
+/// dispatch fails here).
 #[test]
 fn ntt_expansion_matches_the_coefficient_expansion() {
     let mut rng = StdRng::seed_from_u64(21);

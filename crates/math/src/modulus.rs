@@ -128,12 +128,14 @@ impl Modulus {
         ((u64::from(w) << 32) / u64::from(self.p)) as u32
     }
 
-    /// `a * w mod p` for a fixed `w` with `w_shoup = self.shoup(w)`; any `a < 2^32`.
-    #[inline]
+    /// `a * w mod p` for a fixed `w` with `w_shoup = self.shoup(w)`; any `a < 2^32`. The
+    /// remainder before the last step is below `2p`, so that step is a branch-free minimum
+    /// (SIMD loops vectorise it).
+    #[inline(always)]
     pub fn mul_shoup(self, a: u32, w: u32, w_shoup: u32) -> u32 {
         let q = ((u64::from(a) * u64::from(w_shoup)) >> 32) as u32;
         let r = a.wrapping_mul(w).wrapping_sub(q.wrapping_mul(self.p));
-        if r >= self.p { r - self.p } else { r }
+        r.min(r.wrapping_sub(self.p))
     }
 
     /// How many products of two reduced residues can be summed in a `u64` on top of a value
