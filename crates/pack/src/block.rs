@@ -25,6 +25,11 @@ pub trait BlockLayout: Send + Sync + std::fmt::Debug {
     /// `(coefficient, token in group, channel)` of every requested entry of product block `j`
     /// for a group of `tokens` tokens.
     fn output_positions(&self, j: usize, tokens: usize) -> Vec<(usize, usize, usize)>;
+    /// How many entries [`BlockLayout::output_positions`] lists, without listing them: a
+    /// design search counts the response bytes of thousands of layouts.
+    fn output_count(&self, j: usize, tokens: usize) -> usize {
+        self.output_positions(j, tokens).len()
+    }
     /// `(query error) x (table entry)` products summed into one output coefficient.
     fn noise_terms(&self) -> usize;
     /// Nonzero message coefficients per group (for the encoding rounding term).
@@ -57,6 +62,9 @@ impl BlockLayout for CheetahLayout {
     }
     fn output_positions(&self, j: usize, _tokens: usize) -> Vec<(usize, usize, usize)> {
         CheetahLayout::output_positions(self, j).into_iter().map(|(p, ch)| (p, 0, ch)).collect()
+    }
+    fn output_count(&self, j: usize, _tokens: usize) -> usize {
+        self.d0.min(self.d.saturating_sub(j * self.d0))
     }
     fn noise_terms(&self) -> usize {
         CheetahLayout::noise_terms(self)
@@ -171,6 +179,9 @@ impl BlockLayout for IronLayout {
             })
             .collect()
     }
+    fn output_count(&self, j: usize, tokens: usize) -> usize {
+        tokens.min(self.nw) * self.mw.min(self.d.saturating_sub(j * self.mw))
+    }
     fn noise_terms(&self) -> usize {
         self.in_blocks() * self.kw * self.mw
     }
@@ -277,6 +288,22 @@ mod tests {
             }
             prop_assert!(l.query_messages(&[m]).is_err());
             prop_assert!(l.query_messages(&vec![0; l.nw + 1]).is_err());
+        }
+
+        /// The counts a design search uses are the lengths of the lists the server keeps,
+        /// for every block (and one past the last) and every group size, partial ones included.
+        #[test]
+        fn output_counts_are_the_lengths_of_the_positions(m in 1usize..3000, d in 1usize..300, logn in 4u32..11, tokens in 1usize..9) {
+            let n = 1usize << logn;
+            let cheetah = CheetahLayout::choose(m, d, n).unwrap();
+            let iron = IronLayout::choose(m, d, n, tokens).unwrap();
+            for l in [&cheetah as &dyn BlockLayout, &iron] {
+                for j in 0..=l.out_blocks() {
+                    for size in 1..=tokens + 1 {
+                        prop_assert_eq!(l.output_count(j, size), l.output_positions(j, size).len(), "{:?} block {} of {} tokens", l, j, size);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -109,8 +109,23 @@ impl Design {
     }
 
     /// How many `c0` coefficients each response ciphertext of a `tokens`-token request keeps.
+    /// Counted, not listed: the design search asks this of thousands of designs, and listing
+    /// (and sorting) the positions of 128 tokens took minutes.
     pub fn kept(&self, tokens: usize) -> Vec<usize> {
-        self.positions(tokens).iter().map(Vec::len).collect()
+        let (g, out) = (self.layout.group(), self.layout.out_blocks());
+        let mut kept = Vec::with_capacity(self.groups(tokens) * self.responses_per_group());
+        for group in 0..self.groups(tokens) {
+            let size = g.min(tokens - group * g);
+            let count = |j| self.layout.output_count(j, size);
+            match self.packing {
+                None => kept.extend((0..out).map(count)),
+                Some(p) => kept.extend(
+                    (0..self.responses_per_group())
+                        .map(|k| (k * p.count..((k + 1) * p.count).min(out)).map(count).sum::<usize>()),
+                ),
+            }
+        }
+        kept
     }
 
     /// `(coefficient, token, channel)` of each response ciphertext of a `tokens`-token query.
@@ -588,5 +603,39 @@ impl SchemeClient for BlockedClient {
             decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, self.d), self.limits)?;
         self.state = ClientState::Ready;
         Ok(shares)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fastquery::{Objective, candidates};
+
+    /// The byte counts of the design search come from counted `c0` coefficients; they are the
+    /// lengths of the positions the server keeps and the client reads: every blocked candidate
+    /// (each packing), Cheetah's and Iron's designs, at token counts that fill the last group
+    /// or leave it partial.
+    #[test]
+    fn counted_coefficients_are_the_positions_kept() {
+        for (m, d) in [(300usize, 40usize), (2000, 700), (5000, 64)] {
+            for tokens in [1usize, 3, 8] {
+                let mut designs: Vec<_> = candidates(m, d, 5, 37, tokens, Objective::Bytes)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, design)| design)
+                    .collect();
+                designs.push(crate::cheetah::design(m, d, 16, 37).unwrap());
+                designs.push(crate::iron::design(m, d, 16, 37, tokens).unwrap());
+                assert!(designs.len() > 2, "{m} x {d}");
+                for design in &designs {
+                    let listed: Vec<usize> = design.positions(tokens).iter().map(Vec::len).collect();
+                    assert_eq!(
+                        design.kept(tokens),
+                        listed,
+                        "{m} x {d}, {tokens} tokens: {}",
+                        design.layout.describe()
+                    );
+                }
+            }
+        }
     }
 }

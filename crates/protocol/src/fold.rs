@@ -167,7 +167,20 @@ impl FoldDesign {
 
     /// Response ciphertexts of a `tokens`-token request.
     pub fn response_cts(&self, tokens: usize) -> usize {
-        self.positions(tokens).len()
+        let l = &self.layout;
+        if l.pieces > 1 { tokens * l.pieces } else { tokens.div_ceil(l.pack) }
+    }
+
+    /// How many `c0` coefficients each response ciphertext keeps: the lengths of
+    /// [`FoldDesign::positions`], counted without listing them (the design search asks this of
+    /// thousands of designs).
+    fn kept(&self, tokens: usize) -> Vec<usize> {
+        let (n, l) = (self.params.n(), &self.layout);
+        if l.pieces > 1 {
+            let widths = (0..l.pieces).map(|p| (self.d - p * n).min(n));
+            return (0..tokens).flat_map(|_| widths.clone()).collect();
+        }
+        (0..self.response_cts(tokens)).map(|g| l.pack.min(tokens - g * l.pack) * self.d).collect()
     }
 
     /// Query ciphertexts of a `tokens`-token request.
@@ -230,8 +243,7 @@ impl FoldDesign {
         let p = &self.params;
         let setup = messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits);
         let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
-        let kept: Vec<usize> = self.positions(tokens).iter().map(Vec::len).collect();
-        let response = messages::response_bytes(p, &self.noise, &kept);
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens));
         WireBytes { setup, query, response }
     }
 
@@ -882,6 +894,31 @@ mod tests {
             if t == 3 { Err(crate::ProtocolError::State("token 3".into())) } else { Ok(t) }
         });
         assert!(failed.unwrap_err().to_string().contains("token 3"));
+    }
+
+    /// The byte counts of the design search come from counted `c0` coefficients; they are
+    /// the lengths of the positions the server keeps and the client reads, for every candidate
+    /// of shapes with one row per record, several, and rows split into pieces, at token counts
+    /// that fill the last response ciphertext or leave it partial.
+    #[test]
+    fn counted_coefficients_are_the_positions_kept() {
+        for (m, d) in [(300usize, 40usize), (2000, 700), (100, 5000), (64, 4096)] {
+            for tokens in [1usize, 3, 8] {
+                let designs = super::candidates(9, "t", (m, d, 5), 37, tokens);
+                assert!(!designs.is_empty(), "{m} x {d}");
+                for (design, _, _) in &designs {
+                    let positions = design.positions(tokens);
+                    let listed: Vec<usize> = positions.iter().map(Vec::len).collect();
+                    assert_eq!(
+                        design.kept(tokens),
+                        listed,
+                        "{m} x {d}, {tokens} tokens: {:?}",
+                        design.layout
+                    );
+                    assert_eq!(design.response_cts(tokens), positions.len());
+                }
+            }
+        }
     }
 
     #[test]
