@@ -131,6 +131,8 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
         assert_eq!(ring.download(&p).unwrap(), w);
         let d = ring.duplicate(&p).unwrap();
         assert_eq!(ring.download(&d).unwrap(), w);
+        let owned: Polys<B, Ntt> = ring.upload_vec(w.clone(), shape).unwrap();
+        assert_eq!(ring.download(&owned).unwrap(), w);
         let z: Polys<B, Ntt> = ring.zeros(shape).unwrap();
         assert!(ring.download(&z).unwrap().iter().all(|&x| x == 0));
         // Copy polynomials [1, polys) of p to [0, polys - 1) of a fresh buffer.
@@ -149,6 +151,10 @@ pub fn upload_download_and_validation<B: Backend>(b: &Arc<B>) {
     let last = w.len() - 1;
     w[last] = u32::MAX;
     assert!(matches!(ring.upload::<Coeff>(&w, big), Err(BackendError::InvalidInput(_))));
+    // An owned upload takes the same checks: the bad word, and a length off by one.
+    assert!(matches!(ring.upload_vec::<Coeff>(w.clone(), big), Err(BackendError::InvalidInput(_))));
+    w.pop();
+    assert!(matches!(ring.upload_vec::<Coeff>(w, big), Err(BackendError::Shape(_))));
 }
 
 /// Batched forward and inverse NTT equal the portable reference row by row.

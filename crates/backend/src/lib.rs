@@ -75,6 +75,11 @@ pub trait Backend: Send + Sync + 'static {
     fn alloc_zeroed(&self, words: usize) -> Result<Self::Buffer, BackendError>;
     /// A buffer holding `words`.
     fn upload(&self, words: &[u32]) -> Result<Self::Buffer, BackendError>;
+    /// A buffer holding `words`, which it may keep: a host backend takes the allocation as
+    /// it is (a table's preprocessed records are gigabytes); a device copies it.
+    fn upload_vec(&self, words: Vec<u32>) -> Result<Self::Buffer, BackendError> {
+        self.upload(&words)
+    }
     /// Copies a whole buffer back to the host (`out.len()` equals the buffer's length).
     fn download(&self, buf: &Self::Buffer, out: &mut [u32]) -> Result<(), BackendError>;
     /// A device-side copy.

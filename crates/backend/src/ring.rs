@@ -138,6 +138,20 @@ impl<B: Backend> Ring<B> {
 
     /// Uploads host words laid out `[poly][limb][coefficient]`; every word must be reduced.
     pub fn upload<R: Repr>(&self, words: &[u32], shape: Shape) -> Result<Polys<B, R>, BackendError> {
+        self.check_upload(words, shape)?;
+        Ok(self.wrap(self.backend.upload(words)?, shape))
+    }
+
+    /// [`Ring::upload`] of an owned vector, which a host backend keeps instead of copying
+    /// ([`Backend::upload_vec`]); the same checks.
+    pub fn upload_vec<R: Repr>(&self, words: Vec<u32>, shape: Shape) -> Result<Polys<B, R>, BackendError> {
+        self.check_upload(&words, shape)?;
+        Ok(self.wrap(self.backend.upload_vec(words)?, shape))
+    }
+
+    /// The checks of an upload: `words` has the shape's length, and every word is below its
+    /// limb's modulus.
+    fn check_upload(&self, words: &[u32], shape: Shape) -> Result<(), BackendError> {
         self.check_shape(shape)?;
         let n = self.n();
         if words.len() != shape.words(n) {
@@ -178,7 +192,7 @@ impl<B: Backend> Ring<B> {
                 row % shape.limbs
             )));
         }
-        Ok(self.wrap(self.backend.upload(words)?, shape))
+        Ok(())
     }
 
     /// Downloads to the host, layout `[poly][limb][coefficient]`.

@@ -215,6 +215,11 @@ impl CpuBuffer {
         Ok(Self { words, pool: Arc::clone(pool) })
     }
 
+    /// `words` as a buffer of `pool` (it goes there when dropped).
+    pub(crate) fn from_vec(pool: &Arc<BufferPool>, words: Vec<u32>) -> Self {
+        Self { words, pool: Arc::clone(pool) }
+    }
+
     /// A pooled copy of `src`.
     pub(crate) fn copy_of(pool: &Arc<BufferPool>, src: &[u32]) -> Result<Self, usize> {
         let words = match pool.take(src.len()) {

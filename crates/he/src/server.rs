@@ -81,9 +81,7 @@ pub fn encode_plaintexts_with<B: Backend>(
         },
     );
     let shape = Shape::new(polys, limbs);
-    let uploaded = ring.upload(&words, shape)?;
-    drop(words);
-    Ok(ring.forward(uploaded)?)
+    Ok(ring.forward(ring.upload_vec(words, shape)?)?)
 }
 
 /// Expands seeded query ciphertexts into the NTT domain, as the `a` operand of a
