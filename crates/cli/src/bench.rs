@@ -318,6 +318,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
 /// FastQuery's cost model: the designs it ranks best, and the one with the fewest bytes.
 fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow::Result<()> {
     use fastquery_protocol::{fastquery, harness::WAN};
+    let started = std::time::Instant::now();
     let all = fastquery::candidates(
         table.m(),
         table.d(),
@@ -343,8 +344,9 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
         );
     };
     println!(
-        "fastquery cost model, blocked layouts ({} designs pass the noise analysis; fastquery-wan takes the first by WAN latency):",
-        all.len()
+        "fastquery cost model, blocked layouts ({} designs pass the noise analysis, searched in {:.2} s; fastquery-wan takes the first by WAN latency):",
+        all.len(),
+        started.elapsed().as_secs_f64()
     );
     for (i, (c, _)) in all.iter().take(5).enumerate() {
         show(if i == 0 { "chosen:" } else { "      :" }, c);
@@ -352,6 +354,7 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
     if let Some((c, _)) = all.iter().min_by_key(|(c, _)| c.predicted.query + c.predicted.response) {
         show("fewest bytes:", c);
     }
+    let started = std::time::Instant::now();
     let folded = fastquery_protocol::fold::candidates(
         fastquery::SCHEME_ID,
         "fastquery",
@@ -360,8 +363,9 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
         tokens,
     );
     println!(
-        "fastquery cost model, folded queries ({} designs pass the noise analysis; fastquery takes the fewest bytes of all):",
-        folded.len()
+        "fastquery cost model, folded queries ({} designs pass the noise analysis, searched in {:.2} s; fastquery takes the fewest bytes of all):",
+        folded.len(),
+        started.elapsed().as_secs_f64()
     );
     for (f, bytes, ms) in folded.iter().take(3) {
         let s = f.summary();
