@@ -361,6 +361,18 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             let laid =
                 ring.mac_operand(upload(&ring, &bw, Shape::new(inner * cols, limbs)), inner, cols).unwrap();
             assert_eq!(laid.shape(), Shape::new(inner * cols, limbs));
+            // And laid out part by part (parts of 1, 2, 3, ... polynomials, the last one short).
+            let poly = limbs * n;
+            let part = 1 + (rows + inner + cols) % 4;
+            let from_parts = ring
+                .mac_operand_from_parts((inner, cols, limbs), part, |first, count| {
+                    Ok::<_, BackendError>(upload(
+                        &ring,
+                        &bw[first * poly..][..count * poly],
+                        Shape::new(count, limbs),
+                    ))
+                })
+                .unwrap();
             for accumulate in [false, true] {
                 let want = mac_reference(&ctx, &o, &a, &bw, dims, limbs, accumulate);
                 let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
@@ -377,6 +389,24 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
                     want,
                     "laid out: n={n} limbs={limbs} {dims:?} accumulate={accumulate}"
                 );
+                let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));
+                ring.mac_laid_out(&mut op, &ap, &from_parts, rows, accumulate).unwrap();
+                assert_eq!(
+                    ring.download(&op).unwrap(),
+                    want,
+                    "laid out in parts of {part}: n={n} limbs={limbs} {dims:?} accumulate={accumulate}"
+                );
+            }
+            // A part of one polynomial more than asked for is an error.
+            if part < inner * cols {
+                let long = ring.mac_operand_from_parts((inner, cols, limbs), part, |_, count| {
+                    Ok::<_, BackendError>(upload::<B, Ntt>(
+                        &ring,
+                        &bw[..(count + 1) * poly],
+                        Shape::new(count + 1, limbs),
+                    ))
+                });
+                assert!(long.is_err(), "a part of the wrong size was taken");
             }
             // A laid-out operand of other dimensions, or rows that do not match `a`, are errors.
             let mut op: Polys<B, Ntt> = upload(&ring, &o, Shape::new(rows * cols, limbs));

@@ -556,6 +556,26 @@ pub trait Backend: Send + Sync + 'static {
         Ok(b)
     }
 
+    /// Moves polynomials `[first, first + count)` of a right operand (`inner * cols`
+    /// polynomials, row-major; `part` holds those `count`, NTT form, `limbs` limbs) to where
+    /// [`Backend::mac_layout`] puts them in `dst`, a buffer of the whole operand's words: an
+    /// operand laid out part by part equals the one laid out whole
+    /// ([`Ring::mac_operand_from_parts`], which checked the ranges). The default (the
+    /// row-major layout of the default `mac_layout`) copies.
+    #[allow(clippy::too_many_arguments)]
+    fn mac_layout_part(
+        &self,
+        ring: &Self::Ring,
+        dst: &mut Self::Buffer,
+        part: &Self::Buffer,
+        (first, count): (usize, usize),
+        (inner, cols, limbs, n): (usize, usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        let _ = (ring, inner, cols);
+        let poly = limbs * n;
+        self.copy_words(part, 0, dst, first * poly, count * poly)
+    }
+
     /// [`Backend::mac`] with `b` from [`Backend::mac_layout`] (of the same `inner`, `cols` and
     /// `limbs`), bit-identical to `mac` on the operand before its move. The default is `mac`
     /// (the default layout is the row-major one).

@@ -922,6 +922,44 @@ impl<B: Backend> Ring<B> {
         Ok(MacOperand { buf, inner, cols, limbs, ring_id: self.id })
     }
 
+    /// [`Ring::mac_operand`] built part by part, without the whole operand in row-major form:
+    /// `part(first, count)` gives polynomials `[first, first + count)` (row-major, NTT form,
+    /// `limbs` limbs), `count` at most `part_polys`, in order; each is laid out
+    /// ([`Backend::mac_layout_part`]) and dropped. Holds the laid-out operand and one part
+    /// instead of the operand twice (a table's records are gigabytes).
+    pub fn mac_operand_from_parts<E: From<BackendError>>(
+        &self,
+        (inner, cols, limbs): (usize, usize, usize),
+        part_polys: usize,
+        mut part: impl FnMut(usize, usize) -> Result<Polys<B, Ntt>, E>,
+    ) -> Result<MacOperand<B>, E> {
+        let total =
+            inner.checked_mul(cols).ok_or_else(|| BackendError::Shape(format!("{inner} x {cols}")))?;
+        self.check_shape(Shape::new(total, limbs))?;
+        let n = self.n();
+        let mut dst = self.backend.alloc_zeroed(Shape::new(total, limbs).words(n))?;
+        for first in (0..total).step_by(part_polys.max(1)) {
+            let count = part_polys.max(1).min(total - first);
+            let p = part(first, count)?;
+            self.check_own(&p)?;
+            if p.shape != Shape::new(count, limbs) {
+                return Err(BackendError::Shape(format!(
+                    "part {first}..+{count} of {limbs} limbs: {:?}",
+                    p.shape
+                ))
+                .into());
+            }
+            self.backend.mac_layout_part(
+                &self.dev,
+                &mut dst,
+                &p.buf,
+                (first, count),
+                (inner, cols, limbs, n),
+            )?;
+        }
+        Ok(MacOperand { buf: dst, inner, cols, limbs, ring_id: self.id })
+    }
+
     /// [`Ring::mac`] with a right operand from [`Ring::mac_operand`]: `out[rows x cols] (+)=
     /// a[rows x inner] * b`, bit-identical to `mac` with `b` before its move.
     pub fn mac_laid_out(

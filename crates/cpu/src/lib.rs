@@ -1288,26 +1288,52 @@ impl Backend for CpuBackend {
         limbs: usize,
     ) -> Result<CpuBuffer, BackendError> {
         let n = ring.n;
-        let Some(lanes) = self.mac_lanes(n) else { return Ok(b) };
-        // The operand's words (a buffer may be longer than its shape).
-        let words = inner * cols * limbs * n;
-        if b.len() < words {
-            return Err(BackendError::Shape(format!("a {inner} x {cols} operand in {} words", b.len())));
+        if self.mac_lanes(n).is_none() {
+            return Ok(b);
         }
-        let mut dst = self.alloc_zeroed(words)?;
+        let mut dst = self.alloc_zeroed(inner * cols * limbs * n)?;
+        self.mac_layout_part(ring, &mut dst, &b, (0, inner * cols), (inner, cols, limbs, n))?;
+        Ok(dst)
+    }
+
+    /// Each `(limb, block)` part of `dst` on its own task ([`mac_simd::lay_out_part`]); a copy
+    /// where the product reads the row-major layout (no SIMD kernel for this degree).
+    fn mac_layout_part(
+        &self,
+        ring: &CpuRing,
+        dst: &mut CpuBuffer,
+        part: &CpuBuffer,
+        (first, count): (usize, usize),
+        (inner, cols, limbs, n): (usize, usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        let poly = limbs * n;
+        // The part's words (a buffer may be longer than its shape) and the operand's.
+        if part.len() < count * poly || dst.len() < inner * cols * poly || first + count > inner * cols {
+            return Err(BackendError::Shape(format!(
+                "polys {first}..+{count} of a {inner} x {cols} operand from {} words into {}",
+                part.len(),
+                dst.len()
+            )));
+        }
+        let Some(lanes) = self.mac_lanes(ring.n) else {
+            dst[first * poly..][..count * poly].copy_from_slice(&part[..count * poly]);
+            return Ok(());
+        };
         #[cfg(target_arch = "x86_64")]
         {
             let per_block = (cols * inner * lanes).max(1);
-            let fill = |(part, d): (usize, &mut [u32])| {
-                mac_simd::lay_out_part(&b, (inner, cols, limbs, n), lanes, part, d);
+            let fill = |(block, d): (usize, &mut [u32])| {
+                mac_simd::lay_out_part(part, (first, count), (inner, cols, limbs, n), lanes, block, d);
             };
+            let dst = &mut dst[..inner * cols * poly];
             if self.parallel(limbs * n / lanes) {
                 self.install(|| dst.par_chunks_mut(per_block).enumerate().for_each(fill));
             } else {
                 dst.chunks_mut(per_block).enumerate().for_each(fill);
             }
         }
-        Ok(dst)
+        let _ = lanes;
+        Ok(())
     }
 
     fn mac_laid_out(

@@ -271,15 +271,18 @@ pub(crate) enum Ys<'a> {
     LaidOut(&'a [u32]),
 }
 
-/// Moves an `inner x cols` operand of row-major polynomials (`limbs` limbs of `n` words) into
-/// the laid-out order, `dst[(((l * n / lanes + jb) * cols + c) * inner + i) * lanes + q] =
-/// src[(i * cols + c) * limbs * n + l * n + jb * lanes + q]`: a task's tile of a limb is then
-/// one contiguous run (read at the speed of a stream, where the row-major slices of a tile lie
-/// megabytes apart), and within it each block of `lanes` coefficients holds every column's
-/// inner sum in order. This fills part `part` of `dst`, the `(limb, block)` pair
-/// `(part / (n / lanes), part % (n / lanes))` (`cols * inner * lanes` words).
+/// Moves polynomials `[first, first + count)` (held in `src`, `limbs` limbs of `n` words each)
+/// of an `inner x cols` operand of row-major polynomials into the laid-out order,
+/// `dst[(((l * n / lanes + jb) * cols + c) * inner + i) * lanes + q] =
+/// poly(i * cols + c)[l * n + jb * lanes + q]`: a task's tile of a limb is then one contiguous
+/// run (read at the speed of a stream, where the row-major slices of a tile lie megabytes
+/// apart), and within it each block of `lanes` coefficients holds every column's inner sum in
+/// order. This fills those polynomials' words of part `part` of `dst`, the `(limb, block)` pair
+/// `(part / (n / lanes), part % (n / lanes))` (`cols * inner * lanes` words); the whole operand
+/// is `first = 0`, `count = inner * cols`.
 pub(crate) fn lay_out_part(
     src: &[u32],
+    (first, count): (usize, usize),
     (inner, cols, limbs, n): (usize, usize, usize, usize),
     lanes: usize,
     part: usize,
@@ -287,11 +290,10 @@ pub(crate) fn lay_out_part(
 ) {
     let (l, jb) = (part / (n / lanes), part % (n / lanes));
     let poly = limbs * n;
-    for c in 0..cols {
-        for i in 0..inner {
-            let from = &src[(i * cols + c) * poly + l * n + jb * lanes..][..lanes];
-            dst[(c * inner + i) * lanes..][..lanes].copy_from_slice(from);
-        }
+    for k in 0..count {
+        let (i, c) = ((first + k) / cols, (first + k) % cols);
+        let from = &src[k * poly + l * n + jb * lanes..][..lanes];
+        dst[(c * inner + i) * lanes..][..lanes].copy_from_slice(from);
     }
 }
 

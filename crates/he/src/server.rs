@@ -1,7 +1,7 @@
 //! The server's evaluation, on any backend: plaintext preprocessing, query expansion, and the
 //! finishing steps that make a response safe to send (re-randomise, flood, mask, switch, drop).
 
-use fastquery_backend::{Backend, Coeff, MacDims, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, MacDims, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_math::RnsBasis;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
@@ -66,12 +66,43 @@ pub fn encode_plaintexts_with<B: Backend>(
     polys: usize,
     fill: impl Fn(usize, &mut [i64]) + Sync,
 ) -> Result<Polys<B, Ntt>, HeError> {
+    let mut words = vec![0u32; polys * params.limbs() * params.n()];
+    encode_into(params, &mut words, 0, &fill);
+    Ok(ring.forward(ring.upload_vec(words, Shape::new(polys, params.limbs()))?)?)
+}
+
+/// Words of encoded plaintexts [`encode_mac_operand`] holds at once besides the operand.
+pub const OPERAND_PART_WORDS: usize = 1 << 22;
+
+/// The right operand of the multiply-accumulate over a table (`inner x cols` plaintexts,
+/// row-major, polynomial `p` written by `fill(p, coefficients)`): encoded, transformed and laid
+/// out a part of about [`OPERAND_PART_WORDS`] at a time ([`Ring::mac_operand_from_parts`]), so
+/// the table's records are never held twice (at llama-7b 2.6 GB each), and one host buffer
+/// serves every part.
+pub fn encode_mac_operand<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    (inner, cols): (usize, usize),
+    fill: impl Fn(usize, &mut [i64]) + Sync,
+) -> Result<MacOperand<B>, HeError> {
     let (n, limbs) = (params.n(), params.limbs());
-    let mut words = vec![0u32; polys * limbs * n];
-    words.par_chunks_mut(limbs * n).enumerate().for_each_init(
+    let part = (OPERAND_PART_WORDS / (limbs * n)).max(1);
+    let mut words = vec![0u32; part.min(inner * cols) * limbs * n];
+    ring.mac_operand_from_parts((inner, cols, limbs), part, |first, count| {
+        let words = &mut words[..count * limbs * n];
+        encode_into(params, words, first, &fill);
+        Ok::<_, HeError>(ring.forward(ring.upload(words, Shape::new(count, limbs))?)?)
+    })
+}
+
+/// Encodes polynomials `first, first + 1, ...` (`fill(p, coefficients)`) into `words`, one
+/// `limbs x N` chunk each, on all threads.
+fn encode_into(params: &Params, words: &mut [u32], first: usize, fill: &(impl Fn(usize, &mut [i64]) + Sync)) {
+    let n = params.n();
+    words.par_chunks_mut(params.limbs() * n).enumerate().for_each_init(
         || vec![0i64; n],
         |vals, (p, chunk)| {
-            fill(p, vals);
+            fill(first + p, vals);
             for (l, m) in params.moduli().iter().enumerate() {
                 chunk[l * n..(l + 1) * n]
                     .iter_mut()
@@ -80,8 +111,6 @@ pub fn encode_plaintexts_with<B: Backend>(
             }
         },
     );
-    let shape = Shape::new(polys, limbs);
-    Ok(ring.forward(ring.upload_vec(words, shape)?)?)
 }
 
 /// Expands seeded query ciphertexts into the NTT domain, as the `a` operand of a

@@ -11,7 +11,9 @@ use fastquery_he::{
     client::Client,
     galois::{Ciphertexts, ServerGaloisKey, load_galois_key, pack_strided, packing_elements},
     noise::{NoiseReport, Workload, analyse},
-    server::{ServerKey, encode_plaintexts_with, expand_queries, finish, load_public_key},
+    server::{
+        ServerKey, encode_mac_operand, encode_plaintexts_with, expand_queries, finish, load_public_key,
+    },
 };
 use fastquery_pack::BlockLayout;
 use fastquery_table::IntTable;
@@ -271,10 +273,10 @@ impl<B: Backend> BlockedServer<B> {
         let (n, limbs) = (design.params.n(), design.params.limbs());
         let bytes = ib * ob * n * limbs * 4;
         let plaintexts = if bytes <= budget {
-            let pts = encode_plaintexts_with(&ring, &design.params, ib * ob, |idx, poly| {
+            let pts = encode_mac_operand(&ring, &design.params, (ib, ob), |idx, poly| {
                 l.weight_block(idx / ob, idx % ob, &|k, ch| i64::from(table.get(k, ch)), poly);
             })?;
-            Plaintexts::Preprocessed(ring.mac_operand(pts, ib, ob)?)
+            Plaintexts::Preprocessed(pts)
         } else {
             let cols = (budget / 4 / (ib * n * limbs * 4)).clamp(1, ob);
             Plaintexts::Streamed { table: table.clone(), cols }

@@ -45,7 +45,7 @@ use fastquery_he::{
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
-    server::{ServerKey, encode_plaintexts_with, finish, load_public_key},
+    server::{ServerKey, encode_mac_operand, finish, load_public_key},
 };
 use fastquery_table::IntTable;
 
@@ -510,7 +510,7 @@ impl<B: Backend> FoldServer<B> {
         let n = design.params.n();
         let cols = l.m2 * l.pieces;
         let (m, d) = (design.m, design.d);
-        let records = encode_plaintexts_with(&ring, &design.params, l.m1 * cols, |idx, poly| {
+        let records = encode_mac_operand(&ring, &design.params, (l.m1, cols), |idx, poly| {
             poly.iter_mut().for_each(|v| *v = 0);
             let (i, col) = (idx / cols, idx % cols);
             let (g, p) = (col / l.pieces, col % l.pieces);
@@ -527,7 +527,6 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        let records = ring.mac_operand(records, l.m1, cols)?;
         Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default(), batch_bytes })
     }
 
