@@ -727,7 +727,7 @@ mod tests {
             let lanes = I::LANES;
             let (flat, mut laid) = (y.concat(), vec![0u32; inner * cols * tile]);
             for (part, d) in laid.chunks_exact_mut(cols * inner * lanes).enumerate() {
-                lay_out_part(&flat, (inner, cols, 1, tile), lanes, part, d);
+                lay_out_part(&flat, (0, inner * cols), (inner, cols, 1, tile), lanes, part, d);
             }
             for (accumulate, laid_out) in [(false, false), (true, false), (false, true), (true, true)] {
                 let mut out = start.clone();
