@@ -938,8 +938,9 @@ impl<B: Backend> Ring<B> {
         self.check_shape(Shape::new(total, limbs))?;
         let n = self.n();
         let mut dst = self.backend.alloc_zeroed(Shape::new(total, limbs).words(n))?;
-        for first in (0..total).step_by(part_polys.max(1)) {
-            let count = part_polys.max(1).min(total - first);
+        let step = part_polys.max(1);
+        for first in (0..total).step_by(step) {
+            let count = step.min(total - first);
             let p = part(first, count)?;
             self.check_own(&p)?;
             if p.shape != Shape::new(count, limbs) {

@@ -59,7 +59,8 @@ pub fn encode_plaintexts<B: Backend>(
 }
 
 /// Like [`encode_plaintexts`], with polynomial `p` written by `fill(p, coefficients)` (in
-/// parallel), so a layout can encode a large table without a second full copy of it.
+/// parallel), with no copy of the values. A table's preprocessed operand is built in parts
+/// instead ([`encode_mac_operand`]).
 pub fn encode_plaintexts_with<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
