@@ -485,10 +485,19 @@ fn halves<B: Backend>(
     Ok(out)
 }
 
+/// Bytes of input ciphertexts one level-ordered packing batch takes at most
+/// ([`pack_strided`]): the levels hold about three times their input, so a batch's working set
+/// stays near 1 GiB whatever the number of ciphertexts packed.
+pub const PACK_BATCH_BYTES: usize = 256 << 20;
+
 /// Packs `n = 2^k` ciphertexts whose useful coefficients sit at multiples of `n` into one (see
 /// the module notes); `keys` holds the elements of [`packing_elements`]`(N, n)`, in any order.
 /// Several groups are packed at once: `cts` holds `groups * n` ciphertexts, group-major, and
 /// the result holds `groups` ciphertexts.
+///
+/// Past [`PACK_BATCH_BYTES`] of input the tree is evaluated in subtrees (see
+/// [`pack_strided_in`]): the same operations on the same values, so the same result word for
+/// word, in a bounded working set.
 pub fn pack_strided<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
@@ -496,11 +505,34 @@ pub fn pack_strided<B: Backend>(
     n: usize,
     keys: &[ServerGaloisKey<B>],
 ) -> Result<Ciphertexts<B>, HeError> {
+    let ct_bytes = 2 * cts.limbs() * params.n() * 4;
+    pack_strided_in(ring, params, cts, n, keys, (PACK_BATCH_BYTES / ct_bytes.max(1)).max(2))
+}
+
+/// [`pack_strided`] with level-ordered batches of at most `batch` ciphertexts (at least 2).
+///
+/// The tree: after the levels of shifts `n/2, ..., m`, item `r < m` of a group combines the
+/// group's items `r + j m`, so it is computed from them alone: `P(r, m) = (A + X^m B) +
+/// tau(A - X^m B)` with `A = P(r, 2m)` and `B = P(r + m, 2m)`. A group too large for one batch is
+/// cut into `m` subtrees of `s = n/m` items (`s` the largest power of two within `batch`):
+/// each subtree's items are gathered (stride `m`) and taken through their `log2 s` levels,
+/// several subtrees per batch, and the `m` results of each group are then packed as `m`
+/// ciphertexts (shifts `m/2, ..., 1`), in turn cut into subtrees if need be.
+pub fn pack_strided_in<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    cts: Ciphertexts<B>,
+    n: usize,
+    keys: &[ServerGaloisKey<B>],
+    batch: usize,
+) -> Result<Ciphertexts<B>, HeError> {
     let big_n = params.n();
-    if !n.is_power_of_two() || n > big_n || cts.is_empty() || !cts.len().is_multiple_of(n) {
-        return Err(HeError::BadInput(format!("packing {} ciphertexts in groups of {n}", cts.len())));
+    if !n.is_power_of_two() || n > big_n || cts.is_empty() || !cts.len().is_multiple_of(n) || batch < 2 {
+        return Err(HeError::BadInput(format!(
+            "packing {} ciphertexts in groups of {n} (batches of {batch})",
+            cts.len()
+        )));
     }
-    let groups = cts.len() / n;
     let limbs = cts.limbs();
     // Undo the factor n of the levels in advance: n^-1 mod q, per limb.
     let inv: Vec<u32> = params.moduli()[..limbs]
@@ -510,19 +542,74 @@ pub fn pack_strided<B: Backend>(
     let mut cur = cts;
     ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
     ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
-    // Level with shift h pairs item i with item i + width/2 of its group (width halves per
-    // level), so item i's offset collects bit (k-1-l) of i at weight n/2^(l+1): offset i.
-    let mut width = n;
-    let mut h = n / 2;
-    while h >= 1 {
-        let key = find_key(keys, big_n / h + 1, &format!("packing {n} ciphertexts"))?;
+    let what = format!("packing {n} ciphertexts");
+    pack_subtrees(ring, big_n, cur, n, keys, batch, &what)
+}
+
+/// The scaled items of [`pack_strided_in`], `groups * n` of them, to `groups` ciphertexts.
+fn pack_subtrees<B: Backend>(
+    ring: &Ring<B>,
+    big_n: usize,
+    cts: Ciphertexts<B>,
+    n: usize,
+    keys: &[ServerGaloisKey<B>],
+    batch: usize,
+    what: &str,
+) -> Result<Ciphertexts<B>, HeError> {
+    if cts.len() <= batch || n == 1 {
+        return pack_levels(ring, big_n, cts, n, n / 2, keys, what);
+    }
+    // Subtrees of s items (stride m in their group), `per` of them in a batch.
+    let s = 1usize << batch.min(n).ilog2();
+    let m = n / s;
+    let per = batch / s;
+    let units = cts.len() / s; // groups * m subtrees; unit u is class u % m of group u / m
+    let mut mid = Ciphertexts::zeros(ring, units, cts.limbs())?;
+    for first in (0..units).step_by(per) {
+        let count = per.min(units - first);
+        let mut items = Ciphertexts::zeros(ring, count * s, cts.limbs())?;
+        for (i, u) in (first..first + count).enumerate() {
+            let base = (u / m) * n + u % m;
+            if m == 1 {
+                items.copy_from(ring, &cts, base, i * s, s)?;
+            } else {
+                for j in 0..s {
+                    items.copy_from(ring, &cts, base + j * m, i * s + j, 1)?;
+                }
+            }
+        }
+        let done = pack_levels(ring, big_n, items, s, n / 2, keys, what)?;
+        mid.copy_from(ring, &done, 0, first, count)?;
+    }
+    drop(cts);
+    pack_subtrees(ring, big_n, mid, m, keys, batch, what)
+}
+
+/// The levels of shifts `top, top/2, ..., 2 top/n` over groups of `n` items: item `i` of a
+/// level of width `w` combines with item `i + w/2`.
+fn pack_levels<B: Backend>(
+    ring: &Ring<B>,
+    big_n: usize,
+    cts: Ciphertexts<B>,
+    n: usize,
+    top: usize,
+    keys: &[ServerGaloisKey<B>],
+    what: &str,
+) -> Result<Ciphertexts<B>, HeError> {
+    let groups = cts.len() / n;
+    let mut cur = cts;
+    let (mut width, mut h) = (n, top);
+    while width >= 2 {
+        let key = find_key(keys, big_n / h + 1, what)?;
         let a = halves(ring, &cur, width, false)?;
         let mut b = halves(ring, &cur, width, true)?;
+        drop(cur);
         b.monomial_mul_assign(ring, h)?;
         let mut sum = a.duplicate(ring)?;
         sum.add_assign(ring, &b)?;
         let mut diff = a;
         diff.sub_assign(ring, &b)?;
+        drop(b);
         sum.add_assign(ring, &automorphism(ring, &diff, key)?)?;
         cur = sum;
         width /= 2;

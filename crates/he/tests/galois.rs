@@ -12,7 +12,7 @@ use fastquery_he::{
     galois::{
         Ciphertexts, ServerGaloisKey, SlotLayout, automorphism, expand, expand_positioned,
         expand_positioned_ntt, expand_slots, gadget, keyswitch_bound, load_ciphertexts, load_galois_key,
-        pack_strided, packing_elements,
+        pack_strided, pack_strided_in, packing_elements,
     },
 };
 use num_bigint::{BigInt, BigUint};
@@ -205,6 +205,48 @@ fn packing_keeps_exactly_the_strided_coefficients() {
     assert!(pack_strided(&ring, &params, cts, 4, &[]).is_err());
     let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 3, big_n, t));
     assert!(pack_strided(&ring, &params, cts, 4, &[]).is_err());
+}
+
+/// The packing tree cut into subtrees (every batch size from 2 up, one that holds a whole
+/// group, one that holds several) gives the level-ordered result word for word, and decrypts to
+/// the strided coefficients.
+#[test]
+fn packing_in_subtrees_equals_packing_level_by_level() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let params = params();
+    let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let w = 14;
+    for (count, groups) in [(16usize, 2usize), (8, 3), (32, 1)] {
+        let keys: Vec<_> = client
+            .galois_keys(&packing_elements(big_n, count), w)
+            .unwrap()
+            .iter()
+            .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
+            .collect();
+        let msgs = small_msgs(&mut rng, count * groups, big_n, t);
+        let cts = encrypt(&client, &ring, &msgs);
+        let words = |c: &Ciphertexts<CpuBackend>| (ring.download(&c.c0).unwrap(), ring.download(&c.c1).unwrap());
+        let whole = pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, count * groups)
+            .unwrap();
+        let (got, _) = decrypt_all(&client, &ring, &whole);
+        for g in 0..groups {
+            for r in 0..big_n / count {
+                for i in 0..count {
+                    assert_eq!(got[g][r * count + i], msgs[g * count + i][r * count], "group {g} item {i}");
+                }
+            }
+        }
+        for batch in [2, 3, 4, 5, 8, count, count + 1, 2 * count] {
+            let cut = pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, batch).unwrap();
+            assert_eq!(cut.len(), groups);
+            assert!(words(&cut) == words(&whole), "{groups} groups of {count} in batches of {batch}");
+        }
+    }
+    // A batch below two cannot hold a pair.
+    let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 4, big_n, t));
+    assert!(pack_strided_in(&ring, &params, cts, 4, &[], 1).is_err());
 }
 
 #[test]
