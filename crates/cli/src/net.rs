@@ -10,7 +10,10 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use fastquery_net::{Client, ClientConfig, Server, ServerConfig, ShareSink, npy_sink};
-use fastquery_protocol::{SchemeServer, Shares, harness::SchemeKind};
+use fastquery_protocol::{
+    SchemeClient, SchemeServer, Shares,
+    harness::{SchemeKind, self_check},
+};
 use fastquery_table::IntTable;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -68,6 +71,12 @@ pub struct ServeArgs {
     /// Seed of a synthetic table.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Requests the server answers itself before it listens (random tokens, --tokens per
+    /// request; every share checked against the table; 0 skips it): a backend or table that
+    /// answers wrongly never serves, and the first client does not pay for the request's
+    /// fresh memory.
+    #[arg(long, default_value_t = 1)]
+    self_check: usize,
     /// TLS: the server's PEM certificate chain (with --tls-key). Without it the access token
     /// travels in clear: plain TCP belongs on a private network.
     #[arg(long, requires = "tls_key")]
@@ -125,16 +134,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Builds the scheme's server over `table` on the opened backend.
+/// Builds the scheme's server over `table` on the opened backend, with the scheme's own client
+/// (for the self-check).
 fn build_server(
     backend: &AnyBackend,
     kind: SchemeKind,
     table: &IntTable,
     tokens: usize,
-) -> anyhow::Result<Arc<dyn SchemeServer>> {
+) -> anyhow::Result<(Arc<dyn SchemeServer>, Box<dyn SchemeClient>)> {
     let plain = kind.default_plain_bits();
-    let (server, _) = crate::with_backend!(backend, b => kind.build(b.clone(), table, plain, tokens)?);
-    Ok(Arc::from(server))
+    let (server, client) = crate::with_backend!(backend, b => kind.build(b.clone(), table, plain, tokens)?);
+    Ok((Arc::from(server), client))
 }
 
 /// `fastquery serve`.
@@ -156,8 +166,19 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     drop(real);
     bar.inc(1);
     bar.set_message(format!("preprocessing on {}", backend.info().name));
-    let scheme = build_server(backend, kind, &table, args.tokens)?;
+    let (scheme, mut client) = build_server(backend, kind, &table, args.tokens)?;
     bar.inc(1);
+    let checked = if args.self_check > 0 {
+        bar.set_message(format!("self-check: {} request(s)", args.self_check));
+        let plain = kind.default_plain_bits();
+        let seed = args.seed ^ 0x5e1f;
+        let c = self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, args.self_check, seed)
+            .context("the server's self-check failed; not serving")?;
+        Some(c)
+    } else {
+        None
+    };
+    drop(client);
     bar.finish_with_message("ready");
     let mut cfg = ServerConfig::new(token);
     cfg.max_sessions = args.max_sessions;
@@ -192,6 +213,13 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         // (println! panics on a closed pipe): write and ignore errors.
         use std::io::Write;
         let mut out = std::io::stdout();
+        if let Some(c) = checked {
+            let _ = writeln!(
+                out,
+                "self-check: {} request(s) of {} token(s) answered and every share verified ({:.1} ms of server time)",
+                c.requests, c.tokens, c.server_ms
+            );
+        }
         let _ = writeln!(
             out,
             "serving {} ({} x {}) with {} on {} at {} ({}), up to {} tokens per request",
@@ -295,7 +323,7 @@ pub fn demo_over_loopback(
     tokens: &[usize],
 ) -> anyhow::Result<bool> {
     let batch = tokens.len();
-    let scheme = build_server(backend, kind, table, batch)?;
+    let (scheme, _) = build_server(backend, kind, table, batch)?;
     let token: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
     let store: Arc<Mutex<Vec<(u64, Shares)>>> = Arc::default();
     let s = store.clone();

@@ -293,6 +293,12 @@ fn npy_u64(path: &std::path::Path) -> Vec<u64> {
 
 /// Starts `fastquery serve` with `args` on a free port; returns the child and its address.
 fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
+    let (child, addr, _) = spawn_server_lines(args);
+    (child, addr)
+}
+
+/// [`spawn_server`], with the lines the server printed before its address.
+fn spawn_server_lines(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut server = Command::new(env!("CARGO_BIN_EXE_fastquery"))
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -302,15 +308,17 @@ fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
     let addr = loop {
         let line = lines.next().expect("the server prints its address").unwrap();
         if let Some(rest) = line.split(" at ").nth(1) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
+        before.push(line);
     };
     // Keep reading what else it prints, as a terminal would.
     std::thread::spawn(move || lines.for_each(drop));
-    (server, addr)
+    (server, addr, before)
 }
 
 #[test]
@@ -322,7 +330,7 @@ fn serve_and_query_with_tls() {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     std::fs::write(&token, "a-long-enough-test-token-42").unwrap();
-    let (mut server, addr) = spawn_server(&[
+    let (mut server, addr, printed) = spawn_server_lines(&[
         "--scheme",
         "fastquery",
         "--tokens",
@@ -344,6 +352,9 @@ fn serve_and_query_with_tls() {
     let plain = fastquery(&[&base[..], &["--out", out_s, "--timeout-s", "5"]].concat());
     let _ = server.kill();
     let _ = server.wait();
+    // The server answered and verified one request of its own before it listened.
+    let check = printed.iter().find(|l| l.starts_with("self-check:")).expect("a self-check line");
+    assert!(check.contains("1 request(s) of 4 token(s)") && check.contains("verified"), "{check}");
     assert!(good.status.success(), "{}", text(&good));
     assert!(text(&good).contains("request id(s):"), "{}", text(&good));
     assert_eq!(std::fs::metadata(&out).unwrap().len() as usize % 8, 0);
@@ -360,7 +371,7 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
     std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
-    let (mut server, addr) = spawn_server(&[
+    let (mut server, addr, printed) = spawn_server_lines(&[
         "--scheme",
         "cheetah",
         "--tokens",
@@ -369,7 +380,11 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
         token.to_str().unwrap(),
         "--shares-dir",
         shares_dir.to_str().unwrap(),
+        "--self-check",
+        "0",
     ]);
+    // --self-check 0: no request of its own (and so no share file of its own either).
+    assert!(!printed.iter().any(|l| l.starts_with("self-check:")), "{printed:?}");
     let out = dir.join("client.npy");
     let o = fastquery(&[
         "query",

@@ -437,6 +437,66 @@ pub fn run<B: Backend>(
     })
 }
 
+/// What a server's [`self_check`] did: requests answered and verified, and their server time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfCheck {
+    /// Requests answered.
+    pub requests: usize,
+    /// Tokens per request.
+    pub tokens: usize,
+    /// Server time of every request together, ms.
+    pub server_ms: f64,
+}
+
+/// Answers `requests` requests of `tokens` token ids (drawn from `seed`; one token per request
+/// for a scheme that does not batch tokens) with `client`, the scheme's own client as
+/// [`SchemeKind::build`] returns it, on a session of their own that is closed afterwards, and
+/// checks that every share reconstructs the rows of `table`. `fastquery serve` runs it before
+/// it listens: a backend or a table that answers wrongly never serves, and the first client
+/// finds the working buffers of a request already in place (docs/BENCHMARKS.md: the first
+/// request after startup paid for fresh memory).
+#[allow(clippy::too_many_arguments)]
+pub fn self_check(
+    kind: SchemeKind,
+    server: &dyn SchemeServer,
+    client: &mut dyn SchemeClient,
+    table: &IntTable,
+    plain_bits: u32,
+    tokens: usize,
+    requests: usize,
+    seed: u64,
+) -> Result<SelfCheck, ProtocolError> {
+    use rand::{Rng, SeedableRng};
+    if tokens == 0 || table.m() == 0 {
+        return Err(ProtocolError::State("a self-check needs at least one token and one row".into()));
+    }
+    let tokens = if kind.batches_tokens() { tokens } else { 1 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let session = server.open_session(&client.setup()?)?;
+    let run = |client: &mut dyn SchemeClient, rng: &mut rand::rngs::StdRng| -> Result<f64, ProtocolError> {
+        let mut server_ms = 0.0;
+        for r in 0..requests {
+            let ids: Vec<usize> = (0..tokens).map(|_| rng.random_range(0..table.m())).collect();
+            let query = client.query(&ids)?;
+            let t = Instant::now();
+            let (response, server_shares) = server.answer(session, &query)?;
+            server_ms += ms(t);
+            let got = client.decode(&response)?.reconstruct(&server_shares)?;
+            if !rows_match(table, &ids, plain_bits, &got) {
+                return Err(ProtocolError::State(format!(
+                    "self-check: the shares of request {} of {requests} ({} tokens) do not add up to the table's rows",
+                    r + 1,
+                    ids.len()
+                )));
+            }
+        }
+        Ok(server_ms)
+    };
+    let result = run(client, &mut rng);
+    server.close_session(session);
+    Ok(SelfCheck { requests, tokens, server_ms: result? })
+}
+
 /// The median (the mean of the middle two for an even count); 0 for none.
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();

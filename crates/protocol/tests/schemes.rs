@@ -298,3 +298,33 @@ fn tables_of_a_few_rows_answer_one_token() {
         }
     }
 }
+
+/// The self-check `fastquery serve` runs before it listens: every scheme answers and verifies
+/// its requests on a session it closes; against another table (one entry changed) it fails, and
+/// closes its session all the same.
+#[test]
+fn self_check_verifies_each_scheme_and_catches_a_wrong_table() {
+    use fastquery_protocol::harness::self_check;
+    let table = random_table(300, 12, 10, 21);
+    let mut values: Vec<i32> = (0..table.m()).flat_map(|k| table.row(k).to_vec()).collect();
+    for v in values.iter_mut().step_by(12) {
+        *v = -*v - 1; // channel 0 of every row
+    }
+    let other = IntTable::new(table.m(), table.d(), values, 10, vec![1.0; 12], vec![0; 12]).unwrap();
+    for kind in SchemeKind::ALL {
+        let plain = kind.default_plain_bits();
+        let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, 3).unwrap();
+        let done = self_check(kind, server.as_ref(), client.as_mut(), &table, plain, 3, 2, 5).unwrap();
+        let tokens = if kind.batches_tokens() { 3 } else { 1 };
+        assert_eq!((done.requests, done.tokens), (2, tokens), "{}", kind.name());
+        assert!(done.server_ms > 0.0);
+        assert_eq!(server.sessions(), 0, "{}: the self-check's session is closed", kind.name());
+        // A client sends its setup once: another client of the same design (the cost model's
+        // choice is deterministic) for the second check.
+        let (_, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, 3).unwrap();
+        let err = self_check(kind, server.as_ref(), client.as_mut(), &other, plain, 3, 1, 5).unwrap_err();
+        assert!(err.to_string().contains("do not add up"), "{}: {err}", kind.name());
+        assert_eq!(server.sessions(), 0, "{}: closed after a failure too", kind.name());
+        assert!(self_check(kind, server.as_ref(), client.as_mut(), &table, plain, 0, 1, 5).is_err());
+    }
+}
