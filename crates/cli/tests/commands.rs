@@ -291,14 +291,9 @@ fn npy_u64(path: &std::path::Path) -> Vec<u64> {
     b[10 + hlen..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Starts `fastquery serve` with `args` on a free port; returns the child and its address.
-fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
-    let (child, addr, _) = spawn_server_lines(args);
-    (child, addr)
-}
-
-/// [`spawn_server`], with the lines the server printed before its address.
-fn spawn_server_lines(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
+/// Starts `fastquery serve` with `args` on a free port; returns the child, its address and the
+/// lines it printed before the address.
+fn spawn_server(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut server = Command::new(env!("CARGO_BIN_EXE_fastquery"))
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -330,7 +325,7 @@ fn serve_and_query_with_tls() {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     std::fs::write(&token, "a-long-enough-test-token-42").unwrap();
-    let (mut server, addr, printed) = spawn_server_lines(&[
+    let (mut server, addr, printed) = spawn_server(&[
         "--scheme",
         "fastquery",
         "--tokens",
@@ -371,7 +366,7 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
     std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
-    let (mut server, addr, printed) = spawn_server_lines(&[
+    let (mut server, addr, printed) = spawn_server(&[
         "--scheme",
         "cheetah",
         "--tokens",
