@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// token is in the JSON).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     repeat: u64,
+    /// Send each scheme's request this many times before the measured ones (0 to 100; verified,
+    /// not timed): the measured requests then show the steady state, not the first request's
+    /// fresh memory.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    warm_up: u64,
 }
 
 /// The JSON report.
@@ -189,11 +194,11 @@ fn run_one<B: Backend>(
     ids: &[usize],
     plain_bits: Option<u32>,
     clients: usize,
-    repeat: usize,
+    runs: (usize, usize),
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
     let plain = plain_bits.unwrap_or(kind.default_plain_bits());
-    let report = harness::run(kind, b.clone(), table, ids, plain, clients, repeat, &|msg| {
+    let report = harness::run(kind, b.clone(), table, ids, plain, clients, runs, &|msg| {
         pb.set_message(msg.to_string())
     });
     pb.finish_and_clear();
@@ -231,7 +236,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             (Some(q), k) if k.is_fastquery() => q,
             _ => &table,
         };
-        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients, args.repeat as usize)?);
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients, (args.warm_up as usize, args.repeat as usize))?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
@@ -251,6 +256,9 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         );
     }
     print_work(&reports, args.tokens);
+    if args.warm_up > 0 {
+        println!("each scheme first sent its request {} time(s) unmeasured (every share verified)", args.warm_up);
+    }
     if args.repeat > 1 {
         println!("server time per token over {} repetitions (the tables give the medians):", args.repeat);
         for r in &reports {
@@ -511,7 +519,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         );
     }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0, 1)?);
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0, (0, 1))?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

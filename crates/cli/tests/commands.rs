@@ -113,6 +113,8 @@ fn bench_writes_a_verified_json_report() {
         "3",
         "--repeat",
         "2",
+        "--warm-up",
+        "1",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -128,12 +130,16 @@ fn bench_writes_a_verified_json_report() {
     // Two repetitions: both runs' times, the reported one their median (here their mean).
     let runs: Vec<f64> =
         s["server_ms_per_token_runs"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 2, "the warm-up request is not among the measured runs");
+    assert_eq!(s["warm_up_requests"], 1);
+    assert!(text(&o).contains("1 time(s) unmeasured"), "{}", text(&o));
     let median = s["server_ms_per_token"].as_f64().unwrap();
     assert!((median - (runs[0] + runs[1]) / 2.0).abs() < 1e-6, "{runs:?} {median}");
     assert!(text(&o).contains("over 2 repetitions"), "{}", text(&o));
     let bad = fastquery(&["bench", "--workload", "tiny", "--repeat", "0"]);
     assert!(!bad.status.success() && text(&bad).contains("--repeat"), "{}", text(&bad));
+    let bad = fastquery(&["bench", "--workload", "tiny", "--warm-up", "101"]);
+    assert!(!bad.status.success() && text(&bad).contains("--warm-up"), "{}", text(&bad));
     // The memory-bound floor beside the measured time: a measured bandwidth, a positive floor.
     assert!(v["bandwidth_gbs"].as_f64().unwrap() > 0.1, "{v}");
     assert!(v["table_floor_ms_per_token"]["cheetah"].as_f64().unwrap() > 0.0, "{v}");

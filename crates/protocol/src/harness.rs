@@ -198,6 +198,8 @@ pub struct SchemeReport {
     pub server_ms_per_token: f64,
     /// Server compute per token of each repetition, in order.
     pub server_ms_per_token_runs: Vec<f64>,
+    /// Requests sent before the measured ones (verified, not timed).
+    pub warm_up_requests: usize,
     /// Client compute per token (query and decode; the median over the repetitions).
     pub client_ms_per_token: f64,
     /// Once-per-table preprocessing time.
@@ -270,7 +272,7 @@ pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolEr
         .map_err(|e| ProtocolError::State(format!("tiny table: {e}")))?;
     let ids = [0usize, 170, 171, 511, 300];
     for kind in SchemeKind::ALL {
-        let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, 2, &|_| {})?;
+        let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, (0, 2), &|_| {})?;
         if !r.verified || r.server_ms_per_token_runs.len() != 2 {
             return Err(ProtocolError::State(format!(
                 "{}: shares do not reconstruct the table",
@@ -340,7 +342,8 @@ pub fn measure_batching(
 }
 
 /// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
-/// verify. `progress` is told each phase as it starts.
+/// verify. The requests are first sent `warm_up` times unmeasured (their shares verified
+/// too), then `repeat` times measured. `progress` is told each phase as it starts.
 #[allow(clippy::too_many_arguments)]
 pub fn run<B: Backend>(
     kind: SchemeKind,
@@ -349,7 +352,7 @@ pub fn run<B: Backend>(
     ids: &[usize],
     plain_bits: u32,
     clients: usize,
-    repeat: usize,
+    (warm_up, repeat): (usize, usize),
     progress: &dyn Fn(&str),
 ) -> Result<SchemeReport, ProtocolError> {
     if repeat == 0 {
@@ -364,6 +367,17 @@ pub fn run<B: Backend>(
     let session = server.open_session(&setup)?;
     let batches: Vec<&[usize]> = if kind.batches_tokens() { vec![ids] } else { ids.chunks(1).collect() };
     let mut verified = true;
+    // Warm-up requests: the first request after startup pays for its fresh working memory
+    // (docs/BENCHMARKS.md); these are answered and verified but not timed or counted.
+    for w in 0..warm_up {
+        progress(&format!("{}: warm-up request {}/{warm_up}", kind.name(), w + 1));
+        for batch in &batches {
+            let query = client.query(batch)?;
+            let (response, server_shares) = server.answer(session, &query)?;
+            let got = client.decode(&response)?.reconstruct(&server_shares)?;
+            verified &= rows_match(table, batch, plain_bits, &got);
+        }
+    }
     // Every repetition sends the same requests again on the same session: the bytes must not
     // change, every share is verified, and the times are reported as medians.
     let (mut bytes, mut client_runs, mut server_runs) = (None, Vec::new(), Vec::new());
@@ -422,6 +436,7 @@ pub fn run<B: Backend>(
         setup_bytes: setup.len(),
         server_ms_per_token: server_ms / tokens,
         server_ms_per_token_runs: server_runs.iter().map(|t| t / tokens).collect(),
+        warm_up_requests: warm_up,
         client_ms_per_token: client_ms / tokens,
         preprocess_ms,
         preprocess_bytes: server.preprocess_bytes(),
