@@ -75,8 +75,8 @@ pub struct ServeArgs {
     /// request; every share checked against the table; 0 skips it): a backend or table that
     /// answers wrongly never serves, and the first client does not pay for the request's
     /// fresh memory.
-    #[arg(long, default_value_t = 1)]
-    self_check: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=100))]
+    self_check: u64,
     /// TLS: the server's PEM certificate chain (with --tls-key). Without it the access token
     /// travels in clear: plain TCP belongs on a private network.
     #[arg(long, requires = "tls_key")]
@@ -172,7 +172,8 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         bar.set_message(format!("self-check: {} request(s)", args.self_check));
         let plain = kind.default_plain_bits();
         let seed = args.seed ^ 0x5e1f;
-        let c = self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, args.self_check, seed)
+        let requests = args.self_check as usize;
+        let c = self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, requests, seed)
             .context("the server's self-check failed; not serving")?;
         Some(c)
     } else {

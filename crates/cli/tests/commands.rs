@@ -166,6 +166,8 @@ fn bench_writes_a_verified_json_report() {
         &["bench", "--workload", "gpt9"][..],
         &["bench", "--schemes", "magic"][..],
         &["bench", "--tokens", "0"][..],
+        &["serve", "--auth-token-file", "t", "--self-check", "101"][..],
+        &["serve", "--auth-token-file", "t", "--self-check", "-1"][..],
     ] {
         let o = fastquery(args);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
