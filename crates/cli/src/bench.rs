@@ -257,7 +257,10 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     }
     print_work(&reports, args.tokens);
     if args.warm_up > 0 {
-        println!("each scheme first sent its request {} time(s) unmeasured (every share verified)", args.warm_up);
+        println!(
+            "each scheme first sent its request {} time(s) unmeasured (every share verified)",
+            args.warm_up
+        );
     }
     if args.repeat > 1 {
         println!("server time per token over {} repetitions (the tables give the medians):", args.repeat);

@@ -173,8 +173,9 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         let plain = kind.default_plain_bits();
         let seed = args.seed ^ 0x5e1f;
         let requests = args.self_check as usize;
-        let c = self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, requests, seed)
-            .context("the server's self-check failed; not serving")?;
+        let c =
+            self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, requests, seed)
+                .context("the server's self-check failed; not serving")?;
         Some(c)
     } else {
         None

@@ -526,63 +526,123 @@ pub fn pack_strided_in<B: Backend>(
     keys: &[ServerGaloisKey<B>],
     batch: usize,
 ) -> Result<Ciphertexts<B>, HeError> {
-    let big_n = params.n();
-    if !n.is_power_of_two() || n > big_n || cts.is_empty() || !cts.len().is_multiple_of(n) || batch < 2 {
-        return Err(HeError::BadInput(format!(
-            "packing {} ciphertexts in groups of {n} (batches of {batch})",
-            cts.len()
-        )));
-    }
-    let limbs = cts.limbs();
-    // Undo the factor n of the levels in advance: n^-1 mod q, per limb.
-    let inv: Vec<u32> = params.moduli()[..limbs]
-        .iter()
-        .map(|m| m.inv(m.reduce_u64(n as u64)).ok_or_else(|| HeError::BadParams("even modulus".into())))
-        .collect::<Result<_, _>>()?;
-    let mut cur = cts;
-    ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
-    ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
+    let (total, limbs) = (cts.len(), cts.limbs());
+    let inv = packing_scale(params, total, n, limbs, batch)?;
     let what = format!("packing {n} ciphertexts");
-    pack_subtrees(ring, big_n, cur, n, keys, batch, &what)
+    if total <= batch {
+        // One batch: the input itself, scaled in place.
+        let mut cur = cts;
+        ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
+        ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
+        return pack_levels(ring, params.n(), cur, n, n / 2, keys, &what);
+    }
+    let mut gather = |dst: &mut Ciphertexts<B>, at: usize, first: usize, count: usize| {
+        dst.copy_from(ring, &cts, first, at, count)
+    };
+    pack_subtrees(ring, params.n(), (total, limbs), n, keys, batch, &what, &mut gather, Some(&inv))
 }
 
-/// The scaled items of [`pack_strided_in`], `groups * n` of them, to `groups` ciphertexts.
+/// [`pack_strided_in`] of `total` ciphertexts that are not in one batch: `gather(dst, at, first,
+/// count)` copies ciphertexts `first..first + count` of the input to `dst[at..]` (a run never
+/// crosses a group of `n`; `dst` starts as zeros, so a gather may leave padding untouched).
+/// The blocked server packs its products straight from the product buffer this way, without
+/// splitting them into ciphertexts first.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_strided_gathered<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    (total, limbs): (usize, usize),
+    n: usize,
+    keys: &[ServerGaloisKey<B>],
+    batch: usize,
+    gather: &mut Gather<'_, B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let inv = packing_scale(params, total, n, limbs, batch)?;
+    let what = format!("packing {n} ciphertexts");
+    pack_subtrees(ring, params.n(), (total, limbs), n, keys, batch, &what, gather, Some(&inv))
+}
+
+/// Where [`pack_strided_gathered`] fetches its input: `gather(dst, at, first, count)` copies
+/// input ciphertexts `first..first + count` to `dst[at..]`.
+pub type Gather<'a, B> = dyn FnMut(&mut Ciphertexts<B>, usize, usize, usize) -> Result<(), HeError> + 'a;
+
+/// Checks a packing's shape; `n^-1 mod q` per limb, which undoes the factor `n` of the levels.
+fn packing_scale(
+    params: &Params,
+    total: usize,
+    n: usize,
+    limbs: usize,
+    batch: usize,
+) -> Result<Vec<u32>, HeError> {
+    if !n.is_power_of_two() || n > params.n() || total == 0 || !total.is_multiple_of(n) || batch < 2 {
+        return Err(HeError::BadInput(format!(
+            "packing {total} ciphertexts in groups of {n} (batches of {batch})"
+        )));
+    }
+    params.moduli()[..limbs]
+        .iter()
+        .map(|m| m.inv(m.reduce_u64(n as u64)).ok_or_else(|| HeError::BadParams("even modulus".into())))
+        .collect()
+}
+
+/// `total` items (`groups * n`, fetched by `gather`, scaled by `scale` if given) to `groups`
+/// ciphertexts, in subtrees of at most `batch` items.
+#[allow(clippy::too_many_arguments)]
 fn pack_subtrees<B: Backend>(
     ring: &Ring<B>,
     big_n: usize,
-    cts: Ciphertexts<B>,
+    (total, limbs): (usize, usize),
     n: usize,
     keys: &[ServerGaloisKey<B>],
     batch: usize,
     what: &str,
+    gather: &mut Gather<'_, B>,
+    scale: Option<&[u32]>,
 ) -> Result<Ciphertexts<B>, HeError> {
-    if cts.len() <= batch || n == 1 {
-        return pack_levels(ring, big_n, cts, n, n / 2, keys, what);
+    let scaled = |mut items: Ciphertexts<B>| -> Result<Ciphertexts<B>, HeError> {
+        if let Some(inv) = scale {
+            ring.scalar_mul_assign_rns(&mut items.c0, inv)?;
+            ring.scalar_mul_assign_rns(&mut items.c1, inv)?;
+        }
+        Ok(items)
+    };
+    if total <= batch || n == 1 {
+        let mut items = Ciphertexts::zeros(ring, total, limbs)?;
+        for g in (0..total).step_by(n) {
+            gather(&mut items, g, g, n)?;
+        }
+        return pack_levels(ring, big_n, scaled(items)?, n, n / 2, keys, what);
     }
     // Subtrees of s items (stride m in their group), `per` of them in a batch.
     let s = 1usize << batch.min(n).ilog2();
     let m = n / s;
     let per = batch / s;
-    let units = cts.len() / s; // groups * m subtrees; unit u is class u % m of group u / m
-    let mut mid = Ciphertexts::zeros(ring, units, cts.limbs())?;
+    let units = total / s; // groups * m subtrees; unit u is class u % m of group u / m
+    let mut mid = Ciphertexts::zeros(ring, units, limbs)?;
     for first in (0..units).step_by(per) {
         let count = per.min(units - first);
-        let mut items = Ciphertexts::zeros(ring, count * s, cts.limbs())?;
+        let mut items = Ciphertexts::zeros(ring, count * s, limbs)?;
         for (i, u) in (first..first + count).enumerate() {
             let base = (u / m) * n + u % m;
             if m == 1 {
-                items.copy_from(ring, &cts, base, i * s, s)?;
+                gather(&mut items, i * s, base, s)?;
             } else {
                 for j in 0..s {
-                    items.copy_from(ring, &cts, base + j * m, i * s + j, 1)?;
+                    gather(&mut items, i * s + j, base + j * m, 1)?;
                 }
             }
         }
-        let done = pack_levels(ring, big_n, items, s, n / 2, keys, what)?;
+        let done = pack_levels(ring, big_n, scaled(items)?, s, n / 2, keys, what)?;
         mid.copy_from(ring, &done, 0, first, count)?;
     }
-    drop(cts);
-    pack_subtrees(ring, big_n, mid, m, keys, batch, what)
+    if m == 1 {
+        return Ok(mid);
+    }
+    // The subtrees' results, already scaled, packed as groups of m.
+    let mut from_mid = |dst: &mut Ciphertexts<B>, at: usize, first: usize, count: usize| {
+        dst.copy_from(ring, &mid, first, at, count)
+    };
+    pack_subtrees(ring, big_n, (units, limbs), m, keys, batch, what, &mut from_mid, None)
 }
 
 /// The levels of shifts `top, top/2, ..., 2 top/n` over groups of `n` items: item `i` of a

@@ -5,11 +5,14 @@
 
 use std::sync::Arc;
 
-use fastquery_backend::{Backend, MacDims, MacOperand, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, MacDims, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
     Params,
     client::Client,
-    galois::{Ciphertexts, ServerGaloisKey, load_galois_key, pack_strided, packing_elements},
+    galois::{
+        Ciphertexts, PACK_BATCH_BYTES, ServerGaloisKey, load_galois_key, pack_strided_gathered,
+        packing_elements,
+    },
     noise::{NoiseReport, Workload, analyse},
     server::{
         ServerKey, encode_mac_operand, encode_plaintexts_with, expand_queries, finish, load_public_key,
@@ -295,9 +298,10 @@ impl<B: Backend> BlockedServer<B> {
         self.sessions.get(id)
     }
 
-    /// The product ciphertexts of `groups` groups whose expanded queries are `a`
-    /// (`2 * groups x in_blocks`), in coefficient form, `groups * out_blocks` of each half.
-    fn products(&self, a: &Polys<B, Ntt>, groups: usize) -> Result<Ciphertexts<B>, ProtocolError> {
+    /// The products of `groups` groups whose expanded queries are `a` (`2 * groups x
+    /// in_blocks`), in coefficient form, in one buffer: group `g`'s `out_blocks` first halves
+    /// (`c0`) from row `2 g out_blocks`, then its second halves (`c1`).
+    fn product_rows(&self, a: &Polys<B, Ntt>, groups: usize) -> Result<Polys<B, Coeff>, ProtocolError> {
         let (params, l) = (&self.design.params, &self.design.layout);
         let (ib, ob) = (l.in_blocks(), l.out_blocks());
         let limbs = params.limbs();
@@ -328,39 +332,54 @@ impl<B: Backend> BlockedServer<B> {
             }
         }
         self.ring.backend().synchronize()?;
-        // Rows of `out`: group g's c0s then its c1s. Split them on the device.
-        let out = self.ring.inverse(out)?;
-        let shape = Shape::new(groups * ob, limbs);
-        let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
-        for g in 0..groups {
-            self.ring.copy_polys(&out, 2 * g * ob, &mut c0, g * ob, ob)?;
-            self.ring.copy_polys(&out, (2 * g + 1) * ob, &mut c1, g * ob, ob)?;
-        }
-        Ok(Ciphertexts { c0, c1 })
+        Ok(self.ring.inverse(out)?)
     }
 
-    /// Packs the product ciphertexts of every group (zero ciphertexts pad the last pack), one
-    /// group at a time so that the packing buffers stay the size of one group.
-    fn pack(
+    /// The response ciphertexts of groups `first..first + groups` of the product rows: each
+    /// group's products packed straight from the rows (zero ciphertexts pad the last pack), or,
+    /// without packing, the products as ciphertexts.
+    fn pack_rows(
         &self,
         keys: &SessionKeys<B>,
-        products: Ciphertexts<B>,
+        rows: &Polys<B, Coeff>,
+        first: usize,
         groups: usize,
     ) -> Result<Ciphertexts<B>, ProtocolError> {
-        let Some(p) = self.design.packing else { return Ok(products) };
         let ob = self.design.layout.out_blocks();
+        let limbs = rows.shape().limbs;
+        let Some(p) = self.design.packing else {
+            let shape = Shape::new(groups * ob, limbs);
+            let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+            for g in 0..groups {
+                self.ring.copy_polys(rows, 2 * (first + g) * ob, &mut c0, g * ob, ob)?;
+                self.ring.copy_polys(rows, (2 * (first + g) + 1) * ob, &mut c1, g * ob, ob)?;
+            }
+            return Ok(Ciphertexts { c0, c1 });
+        };
         let per = self.design.responses_per_group();
-        let limbs = products.limbs();
-        if groups == 1 && ob == per * p.count {
-            // Nothing to pad: the products are the packing's input (no copy of them).
-            return Ok(pack_strided(&self.ring, &self.design.params, products, p.count, &keys.galois)?);
-        }
+        let params = &self.design.params;
+        let batch = (PACK_BATCH_BYTES / (2 * limbs * params.n() * 4)).max(2);
         let mut out = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
-        for g in 0..groups {
-            let mut padded = Ciphertexts::zeros(&self.ring, per * p.count, limbs)?;
-            padded.copy_from(&self.ring, &products, g * ob, 0, ob)?;
-            let packed = pack_strided(&self.ring, &self.design.params, padded, p.count, &keys.galois)?;
-            out.copy_from(&self.ring, &packed, 0, g * per, per)?;
+        for g in first..first + groups {
+            // Item i of the group's packs is product i (none past out_blocks: zeros).
+            let mut gather = |dst: &mut Ciphertexts<B>, at: usize, from: usize, count: usize| {
+                let here = ob.saturating_sub(from).min(count);
+                if here > 0 {
+                    self.ring.copy_polys(rows, 2 * g * ob + from, &mut dst.c0, at, here)?;
+                    self.ring.copy_polys(rows, (2 * g + 1) * ob + from, &mut dst.c1, at, here)?;
+                }
+                Ok(())
+            };
+            let packed = pack_strided_gathered(
+                &self.ring,
+                params,
+                (per * p.count, limbs),
+                p.count,
+                &keys.galois,
+                batch,
+                &mut gather,
+            )?;
+            out.copy_from(&self.ring, &packed, 0, (g - first) * per, per)?;
         }
         Ok(out)
     }
@@ -428,9 +447,9 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         let per_group = 2 * ob * params.n() * limbs * 4;
         let chunk = if d.packing.is_some() { (PRODUCT_BUDGET / per_group).clamp(1, groups) } else { groups };
         let packed = if chunk == groups {
-            let products = self.products(&a, groups)?;
+            let rows = self.product_rows(&a, groups)?;
             trace.mark("mac+split");
-            self.pack(&keys, products, groups)?
+            self.pack_rows(&keys, &rows, 0, groups)?
         } else {
             let per = d.responses_per_group();
             let mut all = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
@@ -438,9 +457,9 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
                 let gc = chunk.min(groups - g0);
                 let mut ac: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * gc * ib, limbs))?;
                 self.ring.copy_polys(&a, 2 * g0 * ib, &mut ac, 0, 2 * gc * ib)?;
-                let products = self.products(&ac, gc)?;
+                let rows = self.product_rows(&ac, gc)?;
                 trace.mark("mac+split");
-                let packed = self.pack(&keys, products, gc)?;
+                let packed = self.pack_rows(&keys, &rows, 0, gc)?;
                 all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
             }
             all
@@ -518,10 +537,10 @@ impl<B: Backend> BlockedServer<B> {
             }
             return results.into_iter().map(|r| r.expect("every query has a result")).collect();
         }
-        let batch = (|| -> Result<Ciphertexts<B>, ProtocolError> {
+        let batch = (|| -> Result<Polys<B, Coeff>, ProtocolError> {
             let cts: Vec<_> = valid.iter().flat_map(|(_, (_, _, cts))| cts.iter().cloned()).collect();
             let a = expand_queries(&self.ring, params, &cts, ib)?;
-            self.products(&a, groups)
+            self.product_rows(&a, groups)
         })();
         match batch {
             Err(e) => {
@@ -529,14 +548,12 @@ impl<B: Backend> BlockedServer<B> {
                     results[*i] = Some(Err(ProtocolError::State(format!("the batch failed: {e}"))));
                 }
             }
-            Ok(products) => {
+            Ok(rows) => {
                 let mut g0 = 0;
                 for (i, (keys, tokens, _)) in &valid {
                     let gk = d.groups(*tokens);
-                    let r = products
-                        .slice(&self.ring, g0 * ob, gk * ob)
-                        .map_err(ProtocolError::from)
-                        .and_then(|mine| self.pack(keys, mine, gk))
+                    let r = self
+                        .pack_rows(keys, &rows, g0, gk)
                         .and_then(|packed| self.finish_request(keys, *tokens, packed));
                     results[*i] = Some(r);
                     g0 += gk;

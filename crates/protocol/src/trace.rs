@@ -63,7 +63,9 @@ mod tests {
     fn resident_memory_counts_what_is_held() {
         let held = std::hint::black_box(vec![1u8; 64 << 20]);
         match super::resident_bytes() {
-            Some(rss) => assert!(rss >= held.len() as u64, "{rss} bytes resident while holding {}", held.len()),
+            Some(rss) => {
+                assert!(rss >= held.len() as u64, "{rss} bytes resident while holding {}", held.len())
+            }
             None => assert_ne!(std::env::consts::OS, "linux", "Linux reports VmRSS"),
         }
         drop(held);

@@ -328,3 +328,56 @@ fn self_check_verifies_each_scheme_and_catches_a_wrong_table() {
         assert!(self_check(kind, server.as_ref(), client.as_mut(), &table, plain, 0, 1, 5).is_err());
     }
 }
+
+/// Packed designs with several responses per group (pack count below the group's outputs) and
+/// a last pack padded with zeros: the server packs each response straight from its product
+/// rows, and every share reconstructs, alone and in a batch of two clients.
+#[test]
+fn packed_designs_with_several_responses_per_group_reconstruct() {
+    use fastquery_protocol::{
+        SchemeClient, SchemeServer,
+        blocked::{BlockedClient, BlockedServer},
+        fastquery::{Objective, candidates},
+    };
+    let (m, d, bits) = (300usize, 40usize, 8u32);
+    let table = random_table(m, d, bits, 17);
+    let ids = [0usize, 299, 150];
+    let all = candidates(m, d, bits, 37, ids.len(), Objective::Bytes).unwrap();
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|(_, des)| {
+            des.packing.is_some_and(|p| {
+                let ob = des.layout.out_blocks();
+                des.responses_per_group() > 1 && !ob.is_multiple_of(p.count)
+            })
+        })
+        .take(2)
+        .collect();
+    assert!(!picked.is_empty(), "a packed design with several responses per group and a padded last pack");
+    for (_, design) in picked {
+        let server = BlockedServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
+        let mut clients: Vec<BlockedClient> =
+            (0..2).map(|_| BlockedClient::new(design.clone(), d).unwrap()).collect();
+        let sessions: Vec<u64> =
+            clients.iter_mut().map(|c| server.open_session(&c.setup().unwrap()).unwrap()).collect();
+        let check = |got: &[u64], ids: &[usize]| {
+            for (row, &k) in ids.iter().enumerate() {
+                for c in 0..d {
+                    assert_eq!(
+                        got[row * d + c],
+                        (i64::from(table.get(k, c)) as u64) & ((1 << 37) - 1),
+                        "token {k} channel {c}"
+                    );
+                }
+            }
+        };
+        let (resp, s) = server.answer(sessions[0], &clients[0].query(&ids).unwrap()).unwrap();
+        check(&clients[0].decode(&resp).unwrap().reconstruct(&s).unwrap(), &ids);
+        let queries: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.query(&ids[1..]).unwrap()).collect();
+        let answers = server.answer_many(&[(sessions[0], &queries[0][..]), (sessions[1], &queries[1][..])]);
+        for (c, a) in clients.iter_mut().zip(answers) {
+            let (resp, s) = a.unwrap();
+            check(&c.decode(&resp).unwrap().reconstruct(&s).unwrap(), &ids[1..]);
+        }
+    }
+}

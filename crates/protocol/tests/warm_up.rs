@@ -20,7 +20,8 @@ fn each_warm_up_request_does_one_request_of_work_outside_the_report() {
         let plain = kind.default_plain_bits();
         let total = |warm_up: usize| {
             let before = work::snapshot();
-            let r = run(kind, Arc::new(CpuBackend::new()), &table, &ids, plain, 0, (warm_up, 1), &|_| {}).unwrap();
+            let r = run(kind, Arc::new(CpuBackend::new()), &table, &ids, plain, 0, (warm_up, 1), &|_| {})
+                .unwrap();
             (work::snapshot() - before, r)
         };
         let (w0, r0) = total(0);
