@@ -505,8 +505,13 @@ pub fn pack_strided<B: Backend>(
     n: usize,
     keys: &[ServerGaloisKey<B>],
 ) -> Result<Ciphertexts<B>, HeError> {
-    let ct_bytes = 2 * cts.limbs() * params.n() * 4;
-    pack_strided_in(ring, params, cts, n, keys, (PACK_BATCH_BYTES / ct_bytes.max(1)).max(2))
+    let batch = pack_batch(params, cts.limbs());
+    pack_strided_in(ring, params, cts, n, keys, batch)
+}
+
+/// Ciphertexts of `limbs` limbs in [`PACK_BATCH_BYTES`] (at least 2): [`pack_strided`]'s batch.
+pub fn pack_batch(params: &Params, limbs: usize) -> usize {
+    (PACK_BATCH_BYTES / (2 * limbs * params.n() * 4).max(1)).max(2)
 }
 
 /// [`pack_strided`] with level-ordered batches of at most `batch` ciphertexts (at least 2).
@@ -527,19 +532,18 @@ pub fn pack_strided_in<B: Backend>(
     batch: usize,
 ) -> Result<Ciphertexts<B>, HeError> {
     let (total, limbs) = (cts.len(), cts.limbs());
-    let inv = packing_scale(params, total, n, limbs, batch)?;
-    let what = format!("packing {n} ciphertexts");
-    if total <= batch {
-        // One batch: the input itself, scaled in place.
-        let mut cur = cts;
-        ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
-        ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
-        return pack_levels(ring, params.n(), cur, n, n / 2, keys, &what);
+    if total > batch {
+        let mut gather = |dst: &mut Ciphertexts<B>, at: usize, first: usize, count: usize| {
+            dst.copy_from(ring, &cts, first, at, count)
+        };
+        return pack_strided_gathered(ring, params, (total, limbs), n, keys, batch, &mut gather);
     }
-    let mut gather = |dst: &mut Ciphertexts<B>, at: usize, first: usize, count: usize| {
-        dst.copy_from(ring, &cts, first, at, count)
-    };
-    pack_subtrees(ring, params.n(), (total, limbs), n, keys, batch, &what, &mut gather, Some(&inv))
+    // One batch: the input itself, scaled in place.
+    let inv = packing_scale(params, total, n, limbs, batch)?;
+    let mut cur = cts;
+    ring.scalar_mul_assign_rns(&mut cur.c0, &inv)?;
+    ring.scalar_mul_assign_rns(&mut cur.c1, &inv)?;
+    pack_levels(ring, params.n(), cur, n, n / 2, keys, &format!("packing {n} ciphertexts"))
 }
 
 /// [`pack_strided_in`] of `total` ciphertexts that are not in one batch: `gather(dst, at, first,

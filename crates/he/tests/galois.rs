@@ -164,6 +164,23 @@ fn automorphism_of_a_ciphertext_decrypts_to_the_automorphism_of_its_plaintext() 
     assert!(load_galois_key(&ring, &params, &k, 27).is_err());
 }
 
+/// The loaded Galois keys for packing `count` ciphertexts.
+fn packing_keys(
+    client: &Client,
+    ring: &Ring<CpuBackend>,
+    params: &Params,
+    big_n: usize,
+    count: usize,
+    w: u32,
+) -> Vec<ServerGaloisKey<CpuBackend>> {
+    client
+        .galois_keys(&packing_elements(big_n, count), w)
+        .unwrap()
+        .iter()
+        .map(|k| load_galois_key(ring, params, k, w).unwrap())
+        .collect()
+}
+
 #[test]
 fn packing_keeps_exactly_the_strided_coefficients() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -173,12 +190,7 @@ fn packing_keeps_exactly_the_strided_coefficients() {
     let client = Client::new(params.clone()).unwrap();
     let w = 14;
     for (count, groups) in [(8usize, 1usize), (4, 3), (1, 2)] {
-        let keys: Vec<_> = client
-            .galois_keys(&packing_elements(big_n, count), w)
-            .unwrap()
-            .iter()
-            .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
-            .collect();
+        let keys = packing_keys(&client, &ring, &params, big_n, count, w);
         // Every coefficient random: the ones off the stride are garbage that must vanish.
         let msgs = small_msgs(&mut rng, count * groups, big_n, t);
         let cts = encrypt(&client, &ring, &msgs);
@@ -219,12 +231,7 @@ fn packing_in_subtrees_equals_packing_level_by_level() {
     let client = Client::new(params.clone()).unwrap();
     let w = 14;
     for (count, groups) in [(16usize, 2usize), (8, 3), (32, 1)] {
-        let keys: Vec<_> = client
-            .galois_keys(&packing_elements(big_n, count), w)
-            .unwrap()
-            .iter()
-            .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
-            .collect();
+        let keys = packing_keys(&client, &ring, &params, big_n, count, w);
         let msgs = small_msgs(&mut rng, count * groups, big_n, t);
         let cts = encrypt(&client, &ring, &msgs);
         let words =
@@ -543,12 +550,7 @@ fn hybrid_key_switching_decrypts_within_its_bound_and_far_below_the_gadget_one()
     assert!(keyswitch_bound(&params, w) * 2f64.powi(12) < keyswitch_bound(&gadget_params, 16));
 
     // Packing and expansion on hybrid keys.
-    let keys: Vec<_> = client
-        .galois_keys(&packing_elements(n, 4), w)
-        .unwrap()
-        .iter()
-        .map(|k| load_galois_key(&ring, &params, k, w).unwrap())
-        .collect();
+    let keys = packing_keys(&client, &ring, &params, n, 4, w);
     let msgs = small_msgs(&mut rng, 4, n, t);
     let packed = pack_strided(&ring, &params, encrypt(&client, &ring, &msgs), 4, &keys).unwrap();
     let (got, noise) = decrypt_all(&client, &ring, &packed);

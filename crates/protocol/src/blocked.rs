@@ -10,8 +10,7 @@ use fastquery_he::{
     Params,
     client::Client,
     galois::{
-        Ciphertexts, PACK_BATCH_BYTES, ServerGaloisKey, load_galois_key, pack_strided_gathered,
-        packing_elements,
+        Ciphertexts, ServerGaloisKey, load_galois_key, pack_batch, pack_strided_gathered, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     server::{
@@ -358,7 +357,7 @@ impl<B: Backend> BlockedServer<B> {
         };
         let per = self.design.responses_per_group();
         let params = &self.design.params;
-        let batch = (PACK_BATCH_BYTES / (2 * limbs * params.n() * 4)).max(2);
+        let batch = pack_batch(params, limbs);
         let mut out = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
         for g in first..first + groups {
             // Item i of the group's packs is product i (none past out_blocks: zeros).
