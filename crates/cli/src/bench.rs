@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use fastquery_backend::Backend;
-use fastquery_protocol::harness::{self, SchemeKind, SchemeReport};
+use fastquery_protocol::harness::{self, QUANT_BITS, QUANT_MAX_BITS, SchemeKind, SchemeReport};
 use fastquery_table::{IntTable, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -13,10 +13,6 @@ use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
 use crate::backend::AnyBackend;
-
-/// Fixed point of the real tables (Cheetah's encoding): 12 fractional bits in 16 signed bits.
-const FRAC_BITS: u32 = 12;
-const TABLE_BITS: u32 = 16;
 
 /// Arguments of `fastquery bench`.
 #[derive(Debug, Args)]
@@ -142,41 +138,10 @@ fn spinner() -> ProgressBar {
     pb
 }
 
-fn table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable> {
-    let real = workload.synthetic(seed);
-    Ok(IntTable::fixed_point(&real, FRAC_BITS, TABLE_BITS)?)
-}
-
-/// FastQuery's table: the quantizer's mixed precision at an average of `QUANT_BITS` bits, the
-/// widest channel capped by the scheme's wire cost model.
-const QUANT_BITS: u32 = 4;
-const QUANT_MAX_BITS: u32 = 5;
-
-fn quantized_table_for(workload: Workload, seed: u64) -> anyhow::Result<IntTable> {
-    quantized_int_table(&workload.synthetic(seed))
-}
-
 /// The table a scheme queries: the quantizer's for FastQuery, 16-bit fixed point for the
-/// baselines.
+/// baselines ([`SchemeKind::table`]).
 pub fn scheme_table(kind: SchemeKind, real: &fastquery_table::Table) -> anyhow::Result<IntTable> {
-    if kind.is_fastquery() {
-        quantized_int_table(real)
-    } else {
-        Ok(IntTable::fixed_point(real, FRAC_BITS, TABLE_BITS)?)
-    }
-}
-
-fn quantized_int_table(real: &fastquery_table::Table) -> anyhow::Result<IntTable> {
-    let cost = fastquery_protocol::fastquery::WireCost { max_bits: QUANT_MAX_BITS };
-    let budget = u64::from(QUANT_BITS) * real.d() as u64;
-    let (qt, _) = fastquery_quant::quantize_table(
-        real,
-        &fastquery_quant::Sensitivity::recommended(),
-        &cost,
-        budget,
-        true,
-    )?;
-    Ok(qt.to_int_table()?)
+    Ok(kind.table(real)?)
 }
 
 /// Ratios of fastquery to one baseline (baseline / fastquery: above 1 means fastquery wins).
@@ -215,10 +180,16 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let (m, d) = workload.shape();
     let info = backend.info();
     eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
-    let table = table_for(workload, args.seed)?;
+    let real = workload.synthetic(args.seed);
+    // Each kind of table only if a scheme queries it; the real table goes once both are built.
+    let fixed = kinds
+        .iter()
+        .any(|k| !k.is_fastquery())
+        .then(|| scheme_table(SchemeKind::Cheetah, &real))
+        .transpose()?;
     let quantized = if kinds.iter().any(|k| k.is_fastquery()) {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
-        let q = quantized_table_for(workload, args.seed)?;
+        let q = scheme_table(SchemeKind::FastQuery, &real)?;
         print_candidates(
             &q,
             args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits()),
@@ -228,14 +199,13 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     } else {
         None
     };
+    drop(real);
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x70_6b_65_6e);
     let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
     let mut reports = Vec::new();
     for &kind in &kinds {
-        let t = match (&quantized, kind) {
-            (Some(q), k) if k.is_fastquery() => q,
-            _ => &table,
-        };
+        let t = if kind.is_fastquery() { quantized.as_ref() } else { fixed.as_ref() }
+            .context("every scheme's table is built above")?;
         let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients, (args.warm_up as usize, args.repeat as usize))?);
         reports.push(r);
     }

@@ -13,11 +13,6 @@
 //! * Threads: rayon's global pool, or a private pool of a chosen size ([`CpuBackend::with_threads`]).
 #![forbid(unsafe_code)]
 
-// The README's library example runs as a doc test here, so the README cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
-
 use std::sync::{Arc, Mutex};
 
 use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape, host};

@@ -19,6 +19,15 @@ use crate::{
     iron,
 };
 
+/// FastQuery's table ([`SchemeKind::table`]): bits per entry on average ...
+pub const QUANT_BITS: u32 = 4;
+/// ... and at most (the widest channel, capped by the scheme's wire cost model).
+pub const QUANT_MAX_BITS: u32 = 5;
+/// The baselines' table ([`SchemeKind::table`]): bits per entry of the fixed-point encoding ...
+pub const FIXED_POINT_BITS: u32 = 16;
+/// ... of which fractional.
+pub const FIXED_POINT_FRAC: u32 = 12;
+
 /// A network link model.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Link {
@@ -101,6 +110,22 @@ impl SchemeKind {
     /// Whether one query carries many tokens (Cheetah as published: one token per query).
     pub fn batches_tokens(self) -> bool {
         !matches!(self, Self::Cheetah)
+    }
+
+    /// The integer table this scheme queries, from a real one: for FastQuery the quantizer's
+    /// per-channel mixed precision at [`QUANT_BITS`] bits on average and at most
+    /// [`QUANT_MAX_BITS`] (allocated under the scheme's wire cost); for the baselines
+    /// [`FIXED_POINT_BITS`]-bit fixed point with [`FIXED_POINT_FRAC`] fractional bits. Scales
+    /// and zero points are public ([`IntTable::row`] gives the integers the shares add up to).
+    pub fn table(self, real: &fastquery_table::Table) -> Result<IntTable, ProtocolError> {
+        if !self.is_fastquery() {
+            return Ok(IntTable::fixed_point(real, FIXED_POINT_FRAC, FIXED_POINT_BITS)?);
+        }
+        let cost = fastquery::WireCost { max_bits: QUANT_MAX_BITS };
+        let budget = u64::from(QUANT_BITS) * real.d() as u64;
+        let sensitivity = fastquery_quant::Sensitivity::recommended();
+        let (quantized, _) = fastquery_quant::quantize_table(real, &sensitivity, &cost, budget, true)?;
+        Ok(quantized.to_int_table()?)
     }
 
     /// The design both parties derive from public inputs: the table's shape and code width,
@@ -268,8 +293,11 @@ pub fn rows_match(table: &IntTable, ids: &[usize], plain_bits: u32, got: &[u64])
 /// the request sent twice on one session), each share checked by [`run`]: the GPU backends'
 /// test binaries call this.
 pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolError> {
-    let table = IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(3), 12, 16)
-        .map_err(|e| ProtocolError::State(format!("tiny table: {e}")))?;
+    let table = IntTable::fixed_point(
+        &fastquery_table::Workload::Tiny.synthetic(3),
+        FIXED_POINT_FRAC,
+        FIXED_POINT_BITS,
+    )?;
     let ids = [0usize, 170, 171, 511, 300];
     for kind in SchemeKind::ALL {
         let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, (0, 2), &|_| {})?;
@@ -372,10 +400,8 @@ pub fn run<B: Backend>(
     for w in 0..warm_up {
         progress(&format!("{}: warm-up request {}/{warm_up}", kind.name(), w + 1));
         for batch in &batches {
-            let query = client.query(batch)?;
-            let (response, server_shares) = server.answer(session, &query)?;
-            let got = client.decode(&response)?.reconstruct(&server_shares)?;
-            verified &= rows_match(table, batch, plain_bits, &got);
+            verified &=
+                round_trip(server.as_ref(), session, client.as_mut(), table, plain_bits, batch)?.matched;
         }
     }
     // Every repetition sends the same requests again on the same session: the bytes must not
@@ -393,22 +419,13 @@ pub fn run<B: Backend>(
                 batch.len(),
                 rep + 1
             ));
-            let t = Instant::now();
-            let query = client.query(batch)?;
-            client_ms += ms(t);
-            let (t, before) = (Instant::now(), fastquery_backend::work::snapshot());
-            let (response, server_shares) = server.answer(session, &query)?;
-            server_ms += ms(t);
+            let r = round_trip(server.as_ref(), session, client.as_mut(), table, plain_bits, batch)?;
+            (up, down) = (up + r.up, down + r.down);
+            (client_ms, server_ms) = (client_ms + r.client_ms, server_ms + r.server_ms);
             if rep == 0 {
-                server_work = server_work + (fastquery_backend::work::snapshot() - before);
+                server_work = server_work + r.server_work;
             }
-            let t = Instant::now();
-            let client_shares = client.decode(&response)?;
-            client_ms += ms(t);
-            up += query.len();
-            down += response.len();
-            let got = client_shares.reconstruct(&server_shares)?;
-            verified &= rows_match(table, batch, plain_bits, &got);
+            verified &= r.matched;
         }
         if *bytes.get_or_insert((up, down)) != (up, down) {
             return Err(ProtocolError::State(format!("repetition {} sent other byte counts", rep + 1)));
@@ -492,12 +509,9 @@ pub fn self_check(
         let mut server_ms = 0.0;
         for r in 0..requests {
             let ids: Vec<usize> = (0..tokens).map(|_| rng.random_range(0..table.m())).collect();
-            let query = client.query(&ids)?;
-            let t = Instant::now();
-            let (response, server_shares) = server.answer(session, &query)?;
-            server_ms += ms(t);
-            let got = client.decode(&response)?.reconstruct(&server_shares)?;
-            if !rows_match(table, &ids, plain_bits, &got) {
+            let done = round_trip(server, session, client, table, plain_bits, &ids)?;
+            server_ms += done.server_ms;
+            if !done.matched {
                 return Err(ProtocolError::State(format!(
                     "self-check: the shares of request {} of {requests} ({} tokens) do not add up to the table's rows",
                     r + 1,
@@ -510,6 +524,51 @@ pub fn self_check(
     let result = run(client, &mut rng);
     server.close_session(session);
     Ok(SelfCheck { requests, tokens, server_ms: result? })
+}
+
+/// One request through both parties ([`round_trip`]).
+struct RoundTrip {
+    /// Query and response bytes.
+    up: usize,
+    down: usize,
+    /// The client's query and decoding, and the server's answer, ms.
+    client_ms: f64,
+    server_ms: f64,
+    /// The backend work counted during the answer.
+    server_work: fastquery_backend::work::Work,
+    /// Whether the two parties' shares add up to the rows of the request.
+    matched: bool,
+}
+
+/// `client` queries `ids` on `session`, `server` answers, the client decodes, and the shares
+/// are checked against `table`'s rows: what every measured, warm-up and self-check request does.
+fn round_trip(
+    server: &dyn SchemeServer,
+    session: u64,
+    client: &mut dyn SchemeClient,
+    table: &IntTable,
+    plain_bits: u32,
+    ids: &[usize],
+) -> Result<RoundTrip, ProtocolError> {
+    let t = Instant::now();
+    let query = client.query(ids)?;
+    let mut client_ms = ms(t);
+    let (t, before) = (Instant::now(), fastquery_backend::work::snapshot());
+    let (response, server_shares) = server.answer(session, &query)?;
+    let server_ms = ms(t);
+    let server_work = fastquery_backend::work::snapshot() - before;
+    let t = Instant::now();
+    let client_shares = client.decode(&response)?;
+    client_ms += ms(t);
+    let got = client_shares.reconstruct(&server_shares)?;
+    Ok(RoundTrip {
+        up: query.len(),
+        down: response.len(),
+        client_ms,
+        server_ms,
+        server_work,
+        matched: rows_match(table, ids, plain_bits, &got),
+    })
 }
 
 /// The median (the mean of the middle two for an even count); 0 for none.

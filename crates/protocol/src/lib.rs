@@ -25,6 +25,12 @@ mod scheme;
 mod trace;
 pub mod wire;
 
+// The README's library examples run as doc tests here (the CPU backend is a dev-dependency),
+// so the README cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use scheme::{Answer, Operations, ParamSummary, SchemeClient, SchemeServer, Shares};
 
 use thiserror::Error;
@@ -48,6 +54,12 @@ pub enum ProtocolError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] fastquery_backend::BackendError),
+    /// A table that cannot be encoded (fixed point out of range, bad shape).
+    #[error(transparent)]
+    Table(#[from] fastquery_table::TableError),
+    /// The quantizer refused (a budget below the cheapest allocation, bad arguments).
+    #[error(transparent)]
+    Quant(#[from] fastquery_quant::QuantError),
     /// An unknown scheme name.
     #[error("unknown scheme '{0}' (available: cheetah, iron, bumblebee, fastquery)")]
     UnknownScheme(String),

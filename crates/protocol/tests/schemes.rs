@@ -381,3 +381,45 @@ fn packed_designs_with_several_responses_per_group_reconstruct() {
         }
     }
 }
+
+#[test]
+fn each_scheme_encodes_a_real_table_its_own_way() {
+    use fastquery_protocol::harness::{FIXED_POINT_BITS, FIXED_POINT_FRAC, QUANT_BITS, QUANT_MAX_BITS};
+    let real = fastquery_table::Table::synthetic(300, 40, 17);
+    let dequantized = |t: &IntTable, k: usize, c: usize| t.scale()[c] * (t.get(k, c) - t.zero()[c]) as f32;
+    // The baselines: fixed point, every entry within half a step of the real one.
+    let fixed = SchemeKind::Iron.table(&real).unwrap();
+    assert_eq!(fixed.bits(), FIXED_POINT_BITS);
+    let step = 2f32.powi(-(FIXED_POINT_FRAC as i32));
+    for k in 0..300 {
+        for c in 0..40 {
+            assert!(
+                (dequantized(&fixed, k, c) - real.row(k)[c]).abs() <= step / 2.0 + 1e-6,
+                "entry ({k}, {c})"
+            );
+        }
+    }
+    // FastQuery: the quantizer's codes, no wider than the cap, on average no more bits than
+    // the budget, and close to the real table (relative Frobenius error of a 4-bit code).
+    for kind in [SchemeKind::FastQuery, SchemeKind::FastQueryWan] {
+        let q = kind.table(&real).unwrap();
+        assert!(q.bits() <= QUANT_MAX_BITS + 1, "{} bits", q.bits());
+        let (mut num, mut den) = (0f64, 0f64);
+        for k in 0..300 {
+            for c in 0..40 {
+                num += f64::from(dequantized(&q, k, c) - real.row(k)[c]).powi(2);
+                den += f64::from(real.row(k)[c]).powi(2);
+            }
+        }
+        assert!((num / den).sqrt() < 0.15, "relative error {}", (num / den).sqrt());
+        let widths: u32 = (0..40)
+            .map(|c| {
+                let (lo, hi) = (0..300)
+                    .map(|k| q.get(k, c))
+                    .fold((i32::MAX, i32::MIN), |(l, h), v| (l.min(v), h.max(v)));
+                32 - ((hi - lo) as u32).leading_zeros()
+            })
+            .sum();
+        assert!(widths <= QUANT_BITS * 40, "{widths} bits over 40 channels");
+    }
+}
