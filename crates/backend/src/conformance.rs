@@ -34,7 +34,8 @@ macro_rules! conformance_tests {
             elementwise_ops_match_scalar, monomial_mul_matches_reference, mac_matches_scalar,
             mod_switch_matches_big_integers, mismatched_operands_are_errors,
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
-            expand_step_matches_its_steps, hybrid_keyswitch_matches_its_steps, expand_seeds_match_the_stream,
+            expand_step_matches_its_steps, pack_step_matches_its_steps, hybrid_keyswitch_matches_its_steps,
+            expand_seeds_match_the_stream,
             zero_noise_matches_the_spec, scatter_add_adds_at_the_indices);
     };
     (@tests $($name:ident),*) => {
@@ -752,6 +753,96 @@ pub fn decompose_mac_matches_its_steps<B: Backend>(b: &Arc<B>) {
         assert!(
             ring.decompose_mac_twin(&a, &other, 31, [&k31[0], &k31[1]], [&mut o0, &mut o1], false).is_err()
         );
+    }
+}
+
+/// [`Ring::pack_step_hybrid`] against the same steps done one by one (copies, monomial
+/// product, sum and difference, automorphism, [`Ring::keyswitch_hybrid`], sums): random pairs
+/// and keys at several offsets of a larger batch (the two halves of a range, interleaved
+/// ranges, a pair with itself), shifts below and above `N`. What `dst` holds outside the
+/// written range must stay; bad ranges, exponents and shifts are refused.
+pub fn pack_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(13);
+    for (n, limbs) in [(256usize, 3usize), (2048, 2), (64, 1)] {
+        let ring = ring(b, n, limbs + 1);
+        let ctx = ring.context().clone();
+        let total = 12;
+        let shape = Shape::new(total, limbs);
+        let key_shape = Shape::new(limbs + 1, limbs + 1);
+        for (a_at, b_at, out_at, count, g, shift) in [
+            (0usize, 1usize, 0usize, 1usize, 2 * n - 1, 2 * n - 1),
+            (0, 4, 2, 4, 5, n / 2),
+            (3, 7, 8, 4, 2 * n / 4 + 1, n + 3),
+            (5, 5, 11, 1, 3, 0),
+        ] {
+            let src: Vec<Polys<B, Coeff>> =
+                (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, shape), shape)).collect();
+            let keys: Vec<Polys<B, Ntt>> =
+                (0..2).map(|_| upload(&ring, &random_words(&mut rng, &ctx, key_shape), key_shape)).collect();
+            let start = random_words(&mut rng, &ctx, shape);
+            // The steps.
+            let part = Shape::new(count, limbs);
+            let take = |p: &Polys<B, Coeff>, at: usize| {
+                let mut c = ring.zeros(part).unwrap();
+                ring.copy_polys(p, at, &mut c, 0, count).unwrap();
+                c
+            };
+            let (mut sum, mut diff) = (Vec::new(), Vec::new());
+            for p in &src {
+                let mut xb = take(p, b_at);
+                ring.monomial_mul_assign(&mut xb, shift).unwrap();
+                let (mut s, mut d) = (take(p, a_at), take(p, a_at));
+                ring.add_assign(&mut s, &xb).unwrap();
+                ring.sub_assign(&mut d, &xb).unwrap();
+                sum.push(s);
+                diff.push(d);
+            }
+            let t: Vec<Polys<B, Coeff>> = diff.iter().map(|x| ring.automorphism(x, g).unwrap()).collect();
+            let [kb, ka] = ring.keyswitch_hybrid(&t[1], [&keys[0], &keys[1]]).unwrap();
+            ring.add_assign(&mut sum[0], &t[0]).unwrap();
+            ring.add_assign(&mut sum[0], &kb).unwrap();
+            ring.add_assign(&mut sum[1], &ka).unwrap();
+            let mut want: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+            for (w, s) in want.iter_mut().zip(&sum) {
+                ring.copy_polys(s, 0, w, out_at, count).unwrap();
+            }
+            // The fused step.
+            let mut got: Vec<Polys<B, Coeff>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+            let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+            ring.pack_step_hybrid(
+                [&src[0], &src[1]],
+                [g0, g1],
+                (a_at, b_at, out_at, count),
+                g,
+                [&keys[0], &keys[1]],
+                shift,
+            )
+            .unwrap();
+            for (x, y) in got.iter().zip(&want) {
+                assert_eq!(
+                    ring.download(x).unwrap(),
+                    ring.download(y).unwrap(),
+                    "n={n} limbs={limbs} pairs at {a_at}, {b_at} -> {out_at} count={count} g={g} shift={shift}"
+                );
+            }
+        }
+        // Ranges past the end, an even exponent, a shift of 2N, and keys without the special
+        // prime are refused.
+        let src: Vec<Polys<B, Coeff>> = (0..2).map(|_| ring.zeros(shape).unwrap()).collect();
+        let key: Polys<B, Ntt> = ring.zeros(key_shape).unwrap();
+        let small: Polys<B, Ntt> = ring.zeros(Shape::new(limbs, limbs)).unwrap();
+        let mut dst: Vec<Polys<B, Coeff>> = (0..2).map(|_| ring.zeros(shape).unwrap()).collect();
+        for (range, g, shift, k) in [
+            ((0, 9, 0, 4), 3, 1, &key),
+            ((0, 4, 10, 4), 3, 1, &key),
+            ((usize::MAX, 0, 0, 2), 3, 1, &key),
+            ((0, 4, 0, 4), 4, 1, &key),
+            ((0, 4, 0, 4), 3, 2 * n, &key),
+            ((0, 4, 0, 4), 3, 1, &small),
+        ] {
+            let [d0, d1] = &mut dst[..] else { unreachable!("two outputs") };
+            assert!(ring.pack_step_hybrid([&src[0], &src[1]], [d0, d1], range, g, [k, k], shift).is_err());
+        }
     }
 }
 

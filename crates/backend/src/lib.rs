@@ -463,6 +463,40 @@ pub trait Backend: Send + Sync + 'static {
         composed_expand_step_hybrid(self, ring, ctx, src, dst, (at, count, odd), limbs, idx, keys, shift)
     }
 
+    /// One level of PackLWEs with the key switch of [`Backend::keyswitch_hybrid`], on `count`
+    /// pairs of ciphertexts of `limbs` limbs, coefficient form: with `A = src[a_at + i]`,
+    /// `B = src[b_at + i]` and `tau` the signed gather `idx`, writes
+    /// `(A + X^shift B) + tau(A - X^shift B)`, the automorphism key-switched, at
+    /// `dst[out_at + i]` (`shift < 2N`; `dst` may not be `src`). The default composes the other
+    /// operations (with temporaries of `count` ciphertexts); a backend may fuse them so that
+    /// each pair is read once and its result written once.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_step_hybrid(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        src: [&Self::Buffer; 2],
+        dst: [&mut Self::Buffer; 2],
+        (a_at, b_at, out_at, count): (usize, usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        keys: [&Self::Buffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        composed_pack_step_hybrid(
+            self,
+            ring,
+            ctx,
+            src,
+            dst,
+            (a_at, b_at, out_at, count),
+            limbs,
+            idx,
+            keys,
+            shift,
+        )
+    }
+
     /// [`Backend::keyswitch_hybrid`] with the products left in the NTT domain: `out[k]` is the
     /// transform of what [`Backend::keyswitch_hybrid`] writes (the same words), given also
     /// `twin`, the NTT form of `a` (same shape; digit `l` reduced into limb `l` is its row
@@ -755,6 +789,51 @@ pub fn composed_expand_step_hybrid_ntt<B: Backend + ?Sized>(
         b.ntt_forward(ring, d, Shape::new(2 * count, limbs))?;
         b.copy_words(d, 0, out, at * poly, words)?;
         b.copy_words(d, words, out, (at + odd) * poly, words)?;
+    }
+    Ok(())
+}
+
+/// [`Backend::pack_step_hybrid`] from the other operations: `X^shift B`, the sum and the
+/// difference with `A`, the difference's automorphism and its key switch, then the sum plus
+/// both. The trait's default, and a backend's fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_pack_step_hybrid<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    src: [&B::Buffer; 2],
+    dst: [&mut B::Buffer; 2],
+    (a_at, b_at, out_at, count): (usize, usize, usize, usize),
+    limbs: usize,
+    idx: &[u32],
+    keys: [&B::Buffer; 2],
+    shift: usize,
+) -> Result<(), BackendError> {
+    let poly = limbs * ctx.n();
+    let (shape, words) = (Shape::new(count, limbs), count * poly);
+    let mut sum = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    let mut tau = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    for k in 0..2 {
+        let mut xb = b.alloc_zeroed(words)?;
+        b.copy_words(src[k], b_at * poly, &mut xb, 0, words)?;
+        b.monomial_mul_assign(ring, &mut xb, shift, shape)?;
+        let mut diff = b.alloc_zeroed(words)?;
+        b.copy_words(src[k], a_at * poly, &mut diff, 0, words)?;
+        b.copy_words(src[k], a_at * poly, &mut sum[k], 0, words)?;
+        b.add_assign(ring, &mut sum[k], &xb, shape)?;
+        b.sub_assign(ring, &mut diff, &xb, shape)?;
+        b.gather_signed(ring, ctx, &mut tau[k], &diff, idx, shape)?;
+    }
+    let mut ks = [b.alloc_zeroed(words)?, b.alloc_zeroed(words)?];
+    {
+        let [k0, k1] = &mut ks;
+        b.keyswitch_hybrid(ring, ctx, &tau[1], (count, limbs), keys, [k0, k1])?;
+    }
+    // (sum0 + tau(diff0) + b, sum1 + a).
+    b.add_assign(ring, &mut sum[0], &tau[0], shape)?;
+    for (k, out) in dst.into_iter().enumerate() {
+        b.add_assign(ring, &mut sum[k], &ks[k], shape)?;
+        b.copy_words(&sum[k], 0, out, out_at * poly, words)?;
     }
     Ok(())
 }

@@ -817,6 +817,65 @@ impl<B: Backend> Ring<B> {
     /// The shapes of an expansion level (every polynomial of `src` and `dst` with the same
     /// limbs, `[at, at + count)` and `[at + odd, ..)` inside them, `count <= odd`), and the
     /// gather of `X -> X^g`.
+    /// One level of PackLWEs with a hybrid key (see [`Backend::pack_step_hybrid`]): for the
+    /// `count` pairs `A = src[a_at + i]`, `B = src[b_at + i]`, writes
+    /// `(A + X^shift B) + tau_g(A - X^shift B)` key-switched with `keys` (the `b` and `a` halves
+    /// of a hybrid key for `tau_g(s)`) at `dst[out_at + i]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_step_hybrid(
+        &self,
+        src: [&Polys<B, Coeff>; 2],
+        dst: [&mut Polys<B, Coeff>; 2],
+        (a_at, b_at, out_at, count): (usize, usize, usize, usize),
+        g: usize,
+        keys: [&Polys<B, Ntt>; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let limbs = src[0].shape.limbs;
+        self.check_hybrid("pack_step_hybrid", keys, limbs)?;
+        let in_range = |p: &Polys<B, Coeff>, ends: &[usize]| {
+            p.shape.limbs == limbs && ends.iter().all(|&e| e <= p.shape.polys)
+        };
+        for p in src {
+            self.check_own(p)?;
+        }
+        for p in &dst {
+            self.check_own(*p)?;
+        }
+        let ends = [a_at.checked_add(count), b_at.checked_add(count), out_at.checked_add(count)];
+        let [Some(a_end), Some(b_end), Some(out_end)] = ends else {
+            return Err(BackendError::Shape(format!("pack_step_hybrid: {count} pairs at {a_at}, {b_at}")));
+        };
+        if !src.iter().all(|p| in_range(p, &[a_end, b_end])) || !dst.iter().all(|p| in_range(p, &[out_end])) {
+            return Err(BackendError::Shape(format!(
+                "pack_step_hybrid: {count} pairs at {a_at} and {b_at} of {:?} into {out_at} of {:?}",
+                src[0].shape, dst[0].shape
+            )));
+        }
+        if shift >= 2 * self.n() {
+            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
+        }
+        let idx = crate::automorphism_index(self.n(), g, false)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        if count == 0 {
+            return Ok(());
+        }
+        let [d0, d1] = dst;
+        self.backend.pack_step_hybrid(
+            &self.dev,
+            &self.ctx,
+            [&src[0].buf, &src[1].buf],
+            [&mut d0.buf, &mut d1.buf],
+            (a_at, b_at, out_at, count),
+            limbs,
+            &idx,
+            [&keys[0].buf, &keys[1].buf],
+            shift,
+        )?;
+        count_hybrid(count, limbs);
+        Ok(())
+    }
+
     fn check_expand<R: Repr>(
         &self,
         src: &[&Polys<B, R>; 2],

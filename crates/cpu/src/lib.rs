@@ -1086,6 +1086,66 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// Fused: one task per `(pair, limb)` row writes the sum `A1 + X^shift B1` of the `c1`s
+    /// straight into `dst` and the gathered difference `tau(A1 - X^shift B1)` into the batch
+    /// the key switch reads; the special prime's rows of the batch; then one task per row
+    /// forms the key products, the `c0` sum and the gathered `c0` difference, and adds them
+    /// into `dst`. No temporary but the batch's gathered `c1`s and one row per task.
+    fn pack_step_hybrid(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        src: [&CpuBuffer; 2],
+        dst: [&mut CpuBuffer; 2],
+        (a_at, b_at, out_at, count): (usize, usize, usize, usize),
+        limbs: usize,
+        idx: &[u32],
+        keys: [&CpuBuffer; 2],
+        shift: usize,
+    ) -> Result<(), BackendError> {
+        let (n, poly) = (ring.n, limbs * ring.n);
+        let words = count * poly;
+        let [d0, d1] = dst;
+        let (out0, out1) = (&mut d0[out_at * poly..][..words], &mut d1[out_at * poly..][..words]);
+        let pair =
+            |k: usize, r: usize| (&src[k][a_at * poly + r * n..][..n], &src[k][b_at * poly + r * n..][..n]);
+        let mut tau1 = self.alloc_zeroed(words)?;
+        let first = |(r, (t, sum)): (usize, (&mut [u32], &mut [u32]))| {
+            let (m, (a, b)) = (ring.moduli[r % limbs], pair(1, r));
+            let mut diff = vec![0u32; n];
+            self.arch.dispatch(SumDiffRow { p: m.value(), a, b, shift, sum, diff: &mut diff });
+            host::gather_row(m, t, &diff, idx);
+        };
+        let rows = tau1.chunks_mut(n).zip(out1.chunks_mut(n));
+        if self.parallel(count * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(first));
+        } else {
+            rows.enumerate().for_each(first);
+        }
+        let special = self.hybrid_special_rows(ring, &tau1, count, limbs, keys);
+        let second = |(r, (o0, o1)): (usize, (&mut [u32], &mut [u32]))| {
+            let (i, l) = (r / limbs, r % limbs);
+            let p = ring.moduli[l].value();
+            let (mut kb, mut ka) = (vec![0u32; n], vec![0u32; n]);
+            self.hybrid_row(ring, &tau1[i * poly..][..poly], limbs, l, keys, &special[i], [&mut kb, &mut ka]);
+            let (a, b) = pair(0, r);
+            let mut diff = vec![0u32; n];
+            self.arch.dispatch(SumDiffRow { p, a, b, shift, sum: &mut *o0, diff: &mut diff });
+            o0.iter_mut().zip(&kb).for_each(|(u, &v)| *u = add_mod(p, *u, v));
+            self.arch.dispatch(AddGathered { p, acc: o0, x: &diff, idx });
+            o1.iter_mut().zip(&ka).for_each(|(u, &v)| *u = add_mod(p, *u, v));
+        };
+        let rows = out0.chunks_mut(n).zip(out1.chunks_mut(n));
+        if self.parallel(count * limbs) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(second));
+        } else {
+            rows.enumerate().for_each(second);
+        }
+        Ok(())
+    }
+
     /// Fused: the special prime's key products of every polynomial first (one task each), then
     /// one task per `(polynomial, limb)` row forms its products from the digits, transforms
     /// them back and divides by `P` in place.
@@ -1536,6 +1596,41 @@ impl pulp::WithSimd for SplitRow<'_> {
         };
         diff(odd_shifted, x_lo, t_lo, flip);
         diff(odd_wrapped, x_hi, t_hi, !flip);
+    }
+}
+
+/// One row of a PackLWEs level: `sum = a + X^shift b` and `diff = a - X^shift b` mod `p`
+/// (`shift < 2N`: `X^(N+k) = -X^k`; what `X^k` rotates past the end comes back negated).
+struct SumDiffRow<'a> {
+    p: u32,
+    a: &'a [u32],
+    b: &'a [u32],
+    shift: usize,
+    sum: &'a mut [u32],
+    diff: &'a mut [u32],
+}
+
+impl pulp::WithSimd for SumDiffRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { p, a, b, shift, sum, diff } = self;
+        let n = a.len();
+        let (k, flip) = if shift < n { (shift, false) } else { (shift - n, true) };
+        // Coefficient j >= k of X^k b is b[j - k]; j < k is -b[j - k + n]; all negated by flip.
+        let (b_lo, b_hi) = b.split_at(n - k);
+        let parts = [(k, b_lo, flip), (0, b_hi, !flip)];
+        for (from, bs, negate) in parts {
+            let len = bs.len();
+            let (a, s, d) = (&a[from..from + len], &mut sum[from..from + len], &mut diff[from..from + len]);
+            let rows = a.iter().zip(bs).zip(s.iter_mut().zip(d.iter_mut()));
+            if negate {
+                rows.for_each(|((&u, &v), (s, d))| (*s, *d) = (sub_mod(p, u, v), add_mod(p, u, v)));
+            } else {
+                rows.for_each(|((&u, &v), (s, d))| (*s, *d) = (add_mod(p, u, v), sub_mod(p, u, v)));
+            }
+        }
     }
 }
 

@@ -665,6 +665,12 @@ fn pack_levels<B: Backend>(
     let (mut width, mut h) = (n, top);
     while width >= 2 {
         let key = find_key(keys, big_n / h + 1, what)?;
+        if key.hybrid && (width > 2 || groups == 1) && fused_packing() {
+            cur = pack_level_hybrid(ring, &cur, width, h, key)?;
+            width /= 2;
+            h /= 2;
+            continue;
+        }
         let a = halves(ring, &cur, width, false)?;
         let mut b = halves(ring, &cur, width, true)?;
         drop(cur);
@@ -681,6 +687,45 @@ fn pack_levels<B: Backend>(
     }
     debug_assert_eq!(cur.len(), groups);
     Ok(cur)
+}
+
+/// Whether packing with hybrid keys takes the fused levels ([`Ring::pack_step_hybrid`]);
+/// `FASTQUERY_PACK_FUSED=0` sends it through the composed operations instead (A/B runs; the
+/// same words either way).
+fn fused_packing() -> bool {
+    std::env::var_os("FASTQUERY_PACK_FUSED").is_none_or(|v| v != "0")
+}
+
+/// One level of [`pack_levels`] with a hybrid key, fused ([`Ring::pack_step_hybrid`]): item
+/// `i` of each group of `width` with item `i + width/2`, a chunk of the backend's
+/// key-switching size at a time, written straight into the next level (no copies of the
+/// halves, no temporaries of the whole level). Pairs do not run across groups, so a level of
+/// many groups of two goes through the composed path instead.
+fn pack_level_hybrid<B: Backend>(
+    ring: &Ring<B>,
+    cur: &Ciphertexts<B>,
+    width: usize,
+    h: usize,
+    key: &ServerGaloisKey<B>,
+) -> Result<Ciphertexts<B>, HeError> {
+    let (groups, half) = (cur.len() / width, width / 2);
+    let mut next = Ciphertexts::zeros(ring, groups * half, cur.limbs())?;
+    let chunk = ring.keyswitch_chunk().max(1);
+    for g in 0..groups {
+        for start in (0..half).step_by(chunk) {
+            let len = chunk.min(half - start);
+            let (a, b) = (g * width + start, g * width + half + start);
+            ring.pack_step_hybrid(
+                [&cur.c0, &cur.c1],
+                [&mut next.c0, &mut next.c1],
+                (a, b, g * half + start, len),
+                key.g,
+                [&key.b, &key.a],
+                h,
+            )?;
+        }
+    }
+    Ok(next)
 }
 
 /// Where the `used` slots of a `2^k`-slot query sit, so that the expansion can skip whole

@@ -225,73 +225,80 @@ fn packing_keeps_exactly_the_strided_coefficients() {
 #[test]
 fn packing_in_subtrees_equals_packing_level_by_level() {
     let mut rng = StdRng::seed_from_u64(16);
-    let params = params();
-    let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
-    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
-    let client = Client::new(params.clone()).unwrap();
-    let w = 14;
-    for (count, groups) in [(16usize, 2usize), (8, 3), (32, 1)] {
-        let keys = packing_keys(&client, &ring, &params, big_n, count, w);
-        let msgs = small_msgs(&mut rng, count * groups, big_n, t);
-        let cts = encrypt(&client, &ring, &msgs);
-        let words =
-            |c: &Ciphertexts<CpuBackend>| (ring.download(&c.c0).unwrap(), ring.download(&c.c1).unwrap());
-        let whole =
-            pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, count * groups)
-                .unwrap();
-        let (got, _) = decrypt_all(&client, &ring, &whole);
-        for g in 0..groups {
-            for r in 0..big_n / count {
-                for i in 0..count {
-                    assert_eq!(got[g][r * count + i], msgs[g * count + i][r * count], "group {g} item {i}");
-                }
-            }
-        }
-        for batch in [2, 3, 4, 5, 8, count, count + 1, 2 * count] {
-            let cut =
-                pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, batch).unwrap();
-            assert_eq!(cut.len(), groups);
-            assert!(words(&cut) == words(&whole), "{groups} groups of {count} in batches of {batch}");
-            // Gathered from a source that holds only the first `count - 3` items of each group
-            // (its c0s and c1s in one buffer, as the blocked server's products): the same words
-            // as packing the items padded with zero ciphertexts.
-            let held = count.saturating_sub(3).max(1);
-            let mut padded = Ciphertexts::zeros(&ring, count * groups, cts.limbs()).unwrap();
-            let mut rows = ring.zeros(fastquery_backend::Shape::new(2 * held * groups, cts.limbs())).unwrap();
+    // Gadget keys (the composed levels) and hybrid keys (the fused levels of
+    // `Ring::pack_step_hybrid`, and the composed one for many groups of two).
+    for (params, w) in [(params(), 14u32), (hybrid_params(), 31)] {
+        let (big_n, t) = (params.n(), 1u64 << params.plain_bits());
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+        let client = Client::new(params.clone()).unwrap();
+        for (count, groups) in [(16usize, 2usize), (8, 3), (32, 1)] {
+            let keys = packing_keys(&client, &ring, &params, big_n, count, w);
+            let msgs = small_msgs(&mut rng, count * groups, big_n, t);
+            let cts = encrypt(&client, &ring, &msgs);
+            let words =
+                |c: &Ciphertexts<CpuBackend>| (ring.download(&c.c0).unwrap(), ring.download(&c.c1).unwrap());
+            let whole =
+                pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, count * groups)
+                    .unwrap();
+            let (got, _) = decrypt_all(&client, &ring, &whole);
             for g in 0..groups {
-                padded.copy_from(&ring, &cts, g * count, g * count, held).unwrap();
-                ring.copy_polys(&cts.c0, g * count, &mut rows, 2 * g * held, held).unwrap();
-                ring.copy_polys(&cts.c1, g * count, &mut rows, (2 * g + 1) * held, held).unwrap();
-            }
-            let want = pack_strided_in(&ring, &params, padded, count, &keys, batch).unwrap();
-            let mut gather = |dst: &mut Ciphertexts<CpuBackend>, at: usize, first: usize, len: usize| {
-                let (g, i) = (first / count, first % count);
-                let here = held.saturating_sub(i).min(len);
-                if here > 0 {
-                    ring.copy_polys(&rows, 2 * g * held + i, &mut dst.c0, at, here)?;
-                    ring.copy_polys(&rows, (2 * g + 1) * held + i, &mut dst.c1, at, here)?;
+                for r in 0..big_n / count {
+                    for i in 0..count {
+                        assert_eq!(
+                            got[g][r * count + i],
+                            msgs[g * count + i][r * count],
+                            "group {g} item {i}"
+                        );
+                    }
                 }
-                Ok(())
-            };
-            let got = pack_strided_gathered(
-                &ring,
-                &params,
-                (count * groups, cts.limbs()),
-                count,
-                &keys,
-                batch,
-                &mut gather,
-            )
-            .unwrap();
-            assert!(
-                words(&got) == words(&want),
-                "gathered: {groups} groups of {count} in batches of {batch}"
-            );
+            }
+            for batch in [2, 3, 4, 5, 8, count, count + 1, 2 * count] {
+                let cut = pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, batch)
+                    .unwrap();
+                assert_eq!(cut.len(), groups);
+                assert!(words(&cut) == words(&whole), "{groups} groups of {count} in batches of {batch}");
+                // Gathered from a source that holds only the first `count - 3` items of each group
+                // (its c0s and c1s in one buffer, as the blocked server's products): the same words
+                // as packing the items padded with zero ciphertexts.
+                let held = count.saturating_sub(3).max(1);
+                let mut padded = Ciphertexts::zeros(&ring, count * groups, cts.limbs()).unwrap();
+                let mut rows =
+                    ring.zeros(fastquery_backend::Shape::new(2 * held * groups, cts.limbs())).unwrap();
+                for g in 0..groups {
+                    padded.copy_from(&ring, &cts, g * count, g * count, held).unwrap();
+                    ring.copy_polys(&cts.c0, g * count, &mut rows, 2 * g * held, held).unwrap();
+                    ring.copy_polys(&cts.c1, g * count, &mut rows, (2 * g + 1) * held, held).unwrap();
+                }
+                let want = pack_strided_in(&ring, &params, padded, count, &keys, batch).unwrap();
+                let mut gather = |dst: &mut Ciphertexts<CpuBackend>, at: usize, first: usize, len: usize| {
+                    let (g, i) = (first / count, first % count);
+                    let here = held.saturating_sub(i).min(len);
+                    if here > 0 {
+                        ring.copy_polys(&rows, 2 * g * held + i, &mut dst.c0, at, here)?;
+                        ring.copy_polys(&rows, (2 * g + 1) * held + i, &mut dst.c1, at, here)?;
+                    }
+                    Ok(())
+                };
+                let got = pack_strided_gathered(
+                    &ring,
+                    &params,
+                    (count * groups, cts.limbs()),
+                    count,
+                    &keys,
+                    batch,
+                    &mut gather,
+                )
+                .unwrap();
+                assert!(
+                    words(&got) == words(&want),
+                    "gathered: {groups} groups of {count} in batches of {batch}"
+                );
+            }
         }
+        // A batch below two cannot hold a pair.
+        let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 4, big_n, t));
+        assert!(pack_strided_in(&ring, &params, cts, 4, &[], 1).is_err());
     }
-    // A batch below two cannot hold a pair.
-    let cts = encrypt(&client, &ring, &small_msgs(&mut rng, 4, big_n, t));
-    assert!(pack_strided_in(&ring, &params, cts, 4, &[], 1).is_err());
 }
 
 #[test]

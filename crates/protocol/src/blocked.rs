@@ -448,7 +448,9 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         let packed = if chunk == groups {
             let rows = self.product_rows(&a, groups)?;
             trace.mark("mac+split");
-            self.pack_rows(&keys, &rows, 0, groups)?
+            let packed = self.pack_rows(&keys, &rows, 0, groups)?;
+            trace.mark("pack");
+            packed
         } else {
             let per = d.responses_per_group();
             let mut all = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
@@ -460,10 +462,10 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
                 trace.mark("mac+split");
                 let packed = self.pack_rows(&keys, &rows, 0, gc)?;
                 all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
+                trace.mark("pack");
             }
             all
         };
-        trace.mark("pack");
         let r = self.finish_request(&keys, tokens, packed);
         trace.mark("finish+encode");
         r

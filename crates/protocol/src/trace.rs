@@ -4,12 +4,20 @@
 
 use std::time::Instant;
 
-/// Times consecutive phases of one operation.
+/// Times consecutive phases of one operation. A phase marked several times (one per chunk of
+/// a loop) is reported once: its total, how many times, and the memory at its last end.
 pub(crate) struct Phases {
     what: &'static str,
     on: bool,
     last: Instant,
-    parts: Vec<(&'static str, f64, Option<u64>)>,
+    parts: Vec<Part>,
+}
+
+struct Part {
+    name: &'static str,
+    ms: f64,
+    times: usize,
+    rss: Option<u64>,
 }
 
 impl Phases {
@@ -26,24 +34,36 @@ impl Phases {
     pub(crate) fn mark(&mut self, name: &'static str) {
         if self.on {
             let now = Instant::now();
-            self.parts.push((name, (now - self.last).as_secs_f64() * 1e3, resident_bytes()));
+            let (ms, rss) = ((now - self.last).as_secs_f64() * 1e3, resident_bytes());
+            match self.parts.iter_mut().find(|p| p.name == name) {
+                Some(p) => (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss),
+                None => self.parts.push(Part { name, ms, times: 1, rss }),
+            }
             self.last = now;
         }
+    }
+}
+
+impl Phases {
+    /// `what: phase ms (RSS), ...`, in the order the phases first ended.
+    fn render(&self) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|p| {
+                let times = if p.times > 1 { format!(" in {} parts", p.times) } else { String::new() };
+                let rss = p.rss.map(|b| format!(" (RSS {:.2} GB)", b as f64 / 1e9)).unwrap_or_default();
+                format!("{} {:.1} ms{times}{rss}", p.name, p.ms)
+            })
+            .collect();
+        format!("{}: {}", self.what, parts.join(", "))
     }
 }
 
 impl Drop for Phases {
     fn drop(&mut self) {
         if self.on {
-            let parts: Vec<String> = self
-                .parts
-                .iter()
-                .map(|(n, ms, rss)| match rss {
-                    Some(b) => format!("{n} {ms:.1} ms (RSS {:.2} GB)", *b as f64 / 1e9),
-                    None => format!("{n} {ms:.1} ms"),
-                })
-                .collect();
-            eprintln!("[trace] {}: {}", self.what, parts.join(", "));
+            eprintln!("[trace] {}", self.render());
         }
     }
 }
@@ -58,6 +78,27 @@ fn resident_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// A phase ended several times is reported once, with its total and count, in the order
+    /// phases first ended.
+    #[test]
+    fn repeated_phases_are_summed() {
+        let mut p = super::Phases::new("x");
+        p.on = true;
+        for name in ["decode", "mac", "pack", "mac", "pack", "finish"] {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            p.mark(name);
+        }
+        let text = p.render();
+        let names: Vec<&str> =
+            text[3..].split(", ").map(|part| part.split(' ').next().unwrap_or("")).collect();
+        assert_eq!(names, ["decode", "mac", "pack", "finish"], "{text}");
+        assert!(text.contains("mac ") && text.matches(" in 2 parts").count() == 2, "{text}");
+        let mac = &p.parts[1];
+        assert_eq!((mac.name, mac.times), ("mac", 2));
+        assert!(mac.ms >= 4.0, "{text}");
+        p.on = false; // nothing printed by the test
+    }
+
     /// Where the system reports it, the resident memory is at least what this test holds.
     #[test]
     fn resident_memory_counts_what_is_held() {
