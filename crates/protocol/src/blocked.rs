@@ -449,6 +449,7 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
             let rows = self.product_rows(&a, groups)?;
             trace.mark("mac+split");
             let packed = self.pack_rows(&keys, &rows, 0, groups)?;
+            drop(rows); // freeing the products is the packing's, not the finish's
             trace.mark("pack");
             packed
         } else {
@@ -462,6 +463,7 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
                 trace.mark("mac+split");
                 let packed = self.pack_rows(&keys, &rows, 0, gc)?;
                 all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
+                drop((ac, rows, packed));
                 trace.mark("pack");
             }
             all
