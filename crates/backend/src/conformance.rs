@@ -50,6 +50,36 @@ macro_rules! conformance_tests {
     };
 }
 
+/// A check of the suite: its name (the function's), what it shows, and the check.
+pub type Check<B> = (&'static str, &'static str, fn(&Arc<B>));
+
+/// Every check of the suite, each with a line saying what it shows: what `fastquery check`
+/// runs on the backend it is given (the same functions [`conformance_tests!`] makes tests of).
+pub fn all<B: Backend>() -> Vec<Check<B>> {
+    macro_rules! checks {
+        ($($f:ident: $what:literal,)*) => { vec![$((stringify!($f), $what, $f::<B> as fn(&Arc<B>))),*] };
+    }
+    checks! {
+        upload_download_and_validation: "upload/download and input validation",
+        ntt_matches_reference: "batched NTT equals the reference",
+        ntt_products_match_schoolbook: "NTT products equal schoolbook products",
+        elementwise_ops_match_scalar: "add/sub/neg/scalar/mul equal scalar code",
+        monomial_mul_matches_reference: "monomial multiply equals rotation",
+        mac_matches_scalar: "multiply-accumulate equals scalar code",
+        mod_switch_matches_big_integers: "modulus switching equals its big-integer definition",
+        mismatched_operands_are_errors: "malformed calls are errors",
+        automorphisms_match_the_definition: "automorphisms equal their definition",
+        decomposition_recomposes: "gadget decomposition recomposes",
+        decompose_mac_matches_its_steps: "key-switch products equal their steps",
+        expand_step_matches_its_steps: "expansion steps equal their steps",
+        pack_step_matches_its_steps: "packing steps equal their steps",
+        hybrid_keyswitch_matches_its_steps: "hybrid key switching equals its steps",
+        expand_seeds_match_the_stream: "seed expansion equals the stream",
+        zero_noise_matches_the_spec: "finishing noise follows the spec",
+        scatter_add_adds_at_the_indices: "scatter-add adds at the indices",
+    }
+}
+
 static SEED: AtomicU64 = AtomicU64::new(0x5eed_f00d);
 
 /// Sets the base seed of every random input of the suite (default fixed; `fastquery check`

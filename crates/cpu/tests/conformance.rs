@@ -22,3 +22,27 @@ mod avx2_mac {
 mod portable_mac {
     fastquery_backend::conformance_tests!(fastquery_cpu::CpuBackend::with_threads(2).map(|b| b.portable()));
 }
+
+/// Every check the suite defines (a `pub fn name<B: Backend>(b: &Arc<B>)` in its source) is
+/// one of the tests of `conformance_tests!` and one of `conformance::all` (what `fastquery
+/// check` runs), so a check added to one cannot be missing from the others.
+#[test]
+fn every_check_of_the_suite_is_listed_everywhere() {
+    let src = include_str!("../../backend/src/conformance.rs");
+    let defined: Vec<&str> = src
+        .lines()
+        .filter(|l| l.contains("(b: &Arc<B>)"))
+        .filter_map(|l| l.strip_prefix("pub fn "))
+        .filter_map(|l| l.split('<').next())
+        .collect();
+    let from = src.find("conformance_tests!(@tests").expect("the macro's list");
+    let listed = &src[from..from + src[from..].find(");").expect("the list's end")];
+    let all = fastquery_backend::conformance::all::<fastquery_cpu::CpuBackend>();
+    assert!(defined.len() >= 17, "{defined:?}");
+    assert_eq!(defined.len(), all.len(), "{defined:?}");
+    for name in &defined {
+        let word = |c: char| !(c.is_alphanumeric() || c == '_');
+        assert!(listed.split(word).any(|w| w == *name), "{name} is not among the macro's tests");
+        assert!(all.iter().any(|(f, _, _)| f == name), "{name} is not in conformance::all");
+    }
+}
