@@ -342,8 +342,7 @@ impl<B: Backend> Ring<B> {
     /// buffer.
     pub fn automorphism<R: Repr>(&self, a: &Polys<B, R>, g: usize) -> Result<Polys<B, R>, BackendError> {
         self.check_own(a)?;
-        let idx = crate::automorphism_index(self.n(), g, R::IS_NTT)
-            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        let idx = self.gather_of(g, R::IS_NTT)?;
         let mut out = self.zeros::<R>(a.shape)?;
         self.backend.gather_signed(&self.dev, &self.ctx, &mut out.buf, &a.buf, &idx, a.shape)?;
         Ok(out)
@@ -785,8 +784,7 @@ impl<B: Backend> Ring<B> {
         let limbs = src[0].shape.limbs;
         self.check_hybrid("expand_step_hybrid_ntt", keys, limbs)?;
         let idx = self.check_expand(&src, &dst, (at, count, odd), g, shift)?;
-        let idx_ntt = crate::automorphism_index(self.n(), g, true)
-            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        let idx_ntt = self.gather_of(g, true)?;
         if count == 0 {
             return Ok(());
         }
@@ -852,11 +850,7 @@ impl<B: Backend> Ring<B> {
                 src[0].shape, dst[0].shape
             )));
         }
-        if shift >= 2 * self.n() {
-            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
-        }
-        let idx = crate::automorphism_index(self.n(), g, false)
-            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))?;
+        let idx = self.shift_and_gather(shift, g)?;
         if count == 0 {
             return Ok(());
         }
@@ -874,6 +868,21 @@ impl<B: Backend> Ring<B> {
         )?;
         count_hybrid(count, limbs);
         Ok(())
+    }
+
+    /// The gather of the automorphism `X -> X^g` (of NTT evaluations if `ntt`); an even `g`
+    /// is an error.
+    fn gather_of(&self, g: usize, ntt: bool) -> Result<Vec<u32>, BackendError> {
+        crate::automorphism_index(self.n(), g, ntt)
+            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))
+    }
+
+    /// [`Self::gather_of`] `g` in coefficient form, after checking a monomial degree below `2N`.
+    fn shift_and_gather(&self, shift: usize, g: usize) -> Result<Vec<u32>, BackendError> {
+        if shift >= 2 * self.n() {
+            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
+        }
+        self.gather_of(g, false)
     }
 
     fn check_expand<R: Repr>(
@@ -905,11 +914,7 @@ impl<B: Backend> Ring<B> {
                 )));
             }
         }
-        if shift >= 2 * self.n() {
-            return Err(BackendError::InvalidInput(format!("monomial degree {shift} is not below 2N")));
-        }
-        crate::automorphism_index(self.n(), g, false)
-            .ok_or_else(|| BackendError::InvalidInput(format!("automorphism exponent {g} is not odd")))
+        self.shift_and_gather(shift, g)
     }
 
     /// `out[r][c] (+)= sum_i a[r][i] * b[i][c]` pointwise in the NTT domain; see
