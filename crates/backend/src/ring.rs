@@ -812,9 +812,6 @@ impl<B: Backend> Ring<B> {
         Ok(())
     }
 
-    /// The shapes of an expansion level (every polynomial of `src` and `dst` with the same
-    /// limbs, `[at, at + count)` and `[at + odd, ..)` inside them, `count <= odd`), and the
-    /// gather of `X -> X^g`.
     /// One level of PackLWEs with a hybrid key (see [`Backend::pack_step_hybrid`]): for the
     /// `count` pairs `A = src[a_at + i]`, `B = src[b_at + i]`, writes
     /// `(A + X^shift B) + tau_g(A - X^shift B)` key-switched with `keys` (the `b` and `a` halves
@@ -885,6 +882,9 @@ impl<B: Backend> Ring<B> {
         self.gather_of(g, false)
     }
 
+    /// The shapes of an expansion level (every polynomial of `src` and `dst` with the same
+    /// limbs, `[at, at + count)` and `[at + odd, ..)` inside them, `count <= odd`), and the
+    /// gather of `X -> X^g`.
     fn check_expand<R: Repr>(
         &self,
         src: &[&Polys<B, R>; 2],

@@ -138,12 +138,6 @@ fn spinner() -> ProgressBar {
     pb
 }
 
-/// The table a scheme queries: the quantizer's for FastQuery, 16-bit fixed point for the
-/// baselines ([`SchemeKind::table`]).
-pub fn scheme_table(kind: SchemeKind, real: &fastquery_table::Table) -> anyhow::Result<IntTable> {
-    Ok(kind.table(real)?)
-}
-
 /// Ratios of fastquery to one baseline (baseline / fastquery: above 1 means fastquery wins).
 #[derive(Debug, Serialize)]
 struct Ratio {
@@ -182,14 +176,11 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
     let real = workload.synthetic(args.seed);
     // Each kind of table only if a scheme queries it; the real table goes once both are built.
-    let fixed = kinds
-        .iter()
-        .any(|k| !k.is_fastquery())
-        .then(|| scheme_table(SchemeKind::Cheetah, &real))
-        .transpose()?;
+    let fixed =
+        kinds.iter().any(|k| !k.is_fastquery()).then(|| SchemeKind::Cheetah.table(&real)).transpose()?;
     let quantized = if kinds.iter().any(|k| k.is_fastquery()) {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
-        let q = scheme_table(SchemeKind::FastQuery, &real)?;
+        let q = SchemeKind::FastQuery.table(&real)?;
         print_candidates(
             &q,
             args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits()),
@@ -484,7 +475,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
     }
     let real = workload.synthetic(1);
     // FastQuery queries the quantizer's table; the baselines the 16-bit fixed-point one.
-    let table = scheme_table(kind, &real)?;
+    let table = kind.table(&real)?;
     println!("FastQuery demo: a private lookup in a {m} x {d} embedding table (synthetic, seed 1)");
     if kind.is_fastquery() {
         println!(

@@ -162,7 +162,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     let (name, real, _, _) = crate::quantize::resolve_table(&args.table, args.tensor.as_deref(), args.seed)?;
     bar.inc(1);
     bar.set_message(if kind.is_fastquery() { "quantizing" } else { "encoding in fixed point" });
-    let table = crate::bench::scheme_table(kind, &real)?;
+    let table = kind.table(&real)?;
     drop(real);
     bar.inc(1);
     bar.set_message(format!("preprocessing on {}", backend.info().name));

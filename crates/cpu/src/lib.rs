@@ -387,6 +387,22 @@ impl CpuBackend {
         tasks > 1 && self.threads() > 1
     }
 
+    /// `f((index, item))` for every item of `rows` (the rows of a batch, `tasks` of them), in
+    /// parallel where the backend has threads for it.
+    fn each_row<T: Send>(
+        &self,
+        tasks: usize,
+        rows: impl Iterator<Item = T>,
+        f: impl Fn((usize, T)) + Sync + Send,
+    ) {
+        if self.parallel(tasks) {
+            let rows: Vec<_> = rows.enumerate().collect();
+            self.install(|| rows.into_par_iter().for_each(f));
+        } else {
+            rows.enumerate().for_each(f);
+        }
+    }
+
     /// Applies `f(limb, row)` to every `(poly, limb)` row, `min_rows` rows per task at least.
     fn rows(
         &self,
@@ -493,12 +509,7 @@ impl CpuBackend {
             }
         };
         let rows = e0.chunks_mut(n).zip(o0.chunks_mut(n)).zip(e1.chunks_mut(n)).zip(o1.chunks_mut(n));
-        if self.parallel(count * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(run));
-        } else {
-            rows.enumerate().for_each(run);
-        }
+        self.each_row(count * limbs, rows, run);
     }
 
     /// The key products of a hybrid key switch in the special prime's limb (`limbs`), back in
@@ -635,12 +646,7 @@ impl CpuBackend {
             row(r, &a[i * poly..][..poly], &special[i], [x0, x1]);
         };
         let rows = o0[..polys * poly].chunks_mut(n).zip(o1[..polys * poly].chunks_mut(n));
-        if self.parallel(polys * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(run));
-        } else {
-            rows.enumerate().for_each(run);
-        }
+        self.each_row(polys * limbs, rows, run);
     }
 
     /// Applies `f(limb, a_row, b_row)` to every row pair.
@@ -1117,12 +1123,7 @@ impl Backend for CpuBackend {
             host::gather_row(m, t, &diff, idx);
         };
         let rows = tau1.chunks_mut(n).zip(out1.chunks_mut(n));
-        if self.parallel(count * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(first));
-        } else {
-            rows.enumerate().for_each(first);
-        }
+        self.each_row(count * limbs, rows, first);
         let special = self.hybrid_special_rows(ring, &tau1, count, limbs, keys);
         let second = |(r, (o0, o1)): (usize, (&mut [u32], &mut [u32]))| {
             let (i, l) = (r / limbs, r % limbs);
@@ -1137,12 +1138,7 @@ impl Backend for CpuBackend {
             o1.iter_mut().zip(&ka).for_each(|(u, &v)| *u = add_mod(p, *u, v));
         };
         let rows = out0.chunks_mut(n).zip(out1.chunks_mut(n));
-        if self.parallel(count * limbs) {
-            let rows: Vec<_> = rows.enumerate().collect();
-            self.install(|| rows.into_par_iter().for_each(second));
-        } else {
-            rows.enumerate().for_each(second);
-        }
+        self.each_row(count * limbs, rows, second);
         Ok(())
     }
 

@@ -181,6 +181,24 @@ fn packing_keys(
         .collect()
 }
 
+/// `got` (the decryptions of `groups` packed ciphertexts) holds item `i` of group `g`'s
+/// coefficient `r count` at `r count + i`: each group's `count` messages of `msgs`, strided.
+fn assert_packed(got: &[Vec<u64>], msgs: &[Vec<u64>], count: usize, groups: usize) {
+    assert_eq!(got.len(), groups);
+    for g in 0..groups {
+        assert_eq!(got[g].len(), msgs[g * count].len(), "every coefficient decrypted");
+        for r in 0..got[g].len() / count {
+            for i in 0..count {
+                assert_eq!(
+                    got[g][r * count + i],
+                    msgs[g * count + i][r * count],
+                    "group {g} item {i} row {r}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn packing_keeps_exactly_the_strided_coefficients() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -198,17 +216,7 @@ fn packing_keeps_exactly_the_strided_coefficients() {
         let packed = pack_strided(&ring, &params, cts, count, &keys).unwrap();
         assert_eq!(packed.len(), groups);
         let (got, noise) = decrypt_all(&client, &ring, &packed);
-        for g in 0..groups {
-            for r in 0..big_n / count {
-                for i in 0..count {
-                    assert_eq!(
-                        got[g][r * count + i],
-                        msgs[g * count + i][r * count],
-                        "group {g} item {i} row {r}"
-                    );
-                }
-            }
-        }
+        assert_packed(&got, &msgs, count, groups);
         let bound = fresh + (count as f64 - 1.0) * keyswitch_bound(&params, w);
         assert!(noise <= bound.max(fresh), "noise {noise} above {bound}");
     }
@@ -241,17 +249,7 @@ fn packing_in_subtrees_equals_packing_level_by_level() {
                 pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, count * groups)
                     .unwrap();
             let (got, _) = decrypt_all(&client, &ring, &whole);
-            for g in 0..groups {
-                for r in 0..big_n / count {
-                    for i in 0..count {
-                        assert_eq!(
-                            got[g][r * count + i],
-                            msgs[g * count + i][r * count],
-                            "group {g} item {i}"
-                        );
-                    }
-                }
-            }
+            assert_packed(&got, &msgs, count, groups);
             for batch in [2, 3, 4, 5, 8, count, count + 1, 2 * count] {
                 let cut = pack_strided_in(&ring, &params, cts.duplicate(&ring).unwrap(), count, &keys, batch)
                     .unwrap();

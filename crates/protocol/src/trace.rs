@@ -42,9 +42,7 @@ impl Phases {
             self.last = now;
         }
     }
-}
 
-impl Phases {
     /// `what: phase ms (RSS), ...`, in the order the phases first ended.
     fn render(&self) -> String {
         let parts: Vec<String> = self
