@@ -129,6 +129,16 @@ impl AnyBackend {
         crate::with_backend!(self, b => b.info())
     }
 
+    /// The design inputs of a server on this backend over `table` (what its clients are told).
+    pub fn design_inputs(
+        &self,
+        table: &fastquery_table::IntTable,
+        plain_bits: u32,
+        tokens: usize,
+    ) -> fastquery_protocol::harness::DesignInputs {
+        crate::with_backend!(self, b => fastquery_protocol::harness::DesignInputs::for_backend(b.as_ref(), table, plain_bits, tokens))
+    }
+
     /// Worker threads of the host side.
     pub fn threads(&self) -> usize {
         match self {

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use fastquery_backend::Backend;
-use fastquery_protocol::harness::{self, QUANT_BITS, QUANT_MAX_BITS, SchemeKind, SchemeReport};
+use fastquery_protocol::harness::{self, DesignInputs, QUANT_BITS, QUANT_MAX_BITS, SchemeKind, SchemeReport};
 use fastquery_table::{IntTable, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -181,11 +181,8 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let quantized = if kinds.iter().any(|k| k.is_fastquery()) {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
         let q = SchemeKind::FastQuery.table(&real)?;
-        print_candidates(
-            &q,
-            args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits()),
-            args.tokens,
-        )?;
+        let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
+        print_candidates(&backend.design_inputs(&q, plain, args.tokens))?;
         Some(q)
     } else {
         None
@@ -288,17 +285,12 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
 }
 
 /// FastQuery's cost model: the designs it ranks best, and the one with the fewest bytes.
-fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow::Result<()> {
+fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     use fastquery_protocol::{fastquery, harness::WAN};
     let started = std::time::Instant::now();
-    let all = fastquery::candidates(
-        table.m(),
-        table.d(),
-        table.bits(),
-        plain_bits,
-        tokens,
-        fastquery::Objective::Latency(WAN),
-    )?;
+    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads } = *inputs;
+    let objective = fastquery::Objective::Latency { link: WAN, server_threads };
+    let all = fastquery::candidates(m, d, bits, plain_bits, tokens, objective)?;
     let show = |tag: &str, c: &fastquery::Choice| {
         println!(
             "  {tag} N={} chain {}x{} bits (response {} limbs), block {}x{}, pack {}: predicted query {} + response {} per request, est. server {:.0} ms, WAN {:.1} ms/token",
@@ -330,7 +322,7 @@ fn print_candidates(table: &IntTable, plain_bits: u32, tokens: usize) -> anyhow:
     let folded = fastquery_protocol::fold::candidates(
         fastquery::SCHEME_ID,
         "fastquery",
-        (table.m(), table.d(), table.bits()),
+        (m, d, bits),
         plain_bits,
         tokens,
     );

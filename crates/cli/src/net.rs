@@ -12,7 +12,7 @@ use clap::Args;
 use fastquery_net::{Client, ClientConfig, Server, ServerConfig, ShareSink, npy_sink};
 use fastquery_protocol::{
     SchemeClient, SchemeServer, Shares,
-    harness::{SchemeKind, self_check},
+    harness::{DesignInputs, SchemeKind, self_check},
 };
 use fastquery_table::IntTable;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -134,17 +134,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Builds the scheme's server over `table` on the opened backend, with the scheme's own client
-/// (for the self-check).
+/// The scheme's server over `table` on the opened backend, with the scheme's own client (for
+/// the self-check), and the design inputs its clients are told.
+type Built = (Arc<dyn SchemeServer>, Box<dyn SchemeClient>, DesignInputs);
+
+/// Builds [`Built`].
 fn build_server(
     backend: &AnyBackend,
     kind: SchemeKind,
     table: &IntTable,
     tokens: usize,
-) -> anyhow::Result<(Arc<dyn SchemeServer>, Box<dyn SchemeClient>)> {
-    let plain = kind.default_plain_bits();
-    let (server, client) = crate::with_backend!(backend, b => kind.build(b.clone(), table, plain, tokens)?);
-    Ok((Arc::from(server), client))
+) -> anyhow::Result<Built> {
+    let inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens);
+    let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
+    Ok((Arc::from(server), client, inputs))
 }
 
 /// `fastquery serve`.
@@ -166,7 +169,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     drop(real);
     bar.inc(1);
     bar.set_message(format!("preprocessing on {}", backend.info().name));
-    let (scheme, mut client) = build_server(backend, kind, &table, args.tokens)?;
+    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens)?;
     bar.inc(1);
     let checked = if args.self_check > 0 {
         bar.set_message(format!("self-check: {} request(s)", args.self_check));
@@ -204,8 +207,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         None => None,
     };
     let summary = scheme.summary();
-    let dims = (table.m(), table.d(), table.bits());
-    let server = Server::new(scheme, kind, dims, kind.default_plain_bits(), args.tokens, cfg, sink)?;
+    let server = Server::new(scheme, kind, inputs, cfg, sink)?;
     let rt = runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -232,7 +234,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
             backend.info().name,
             listener.local_addr()?,
             summary.layout,
-            server.info().tokens
+            server.info().max_tokens
         );
         if args.shares_dir.is_none() {
             let _ = writeln!(out, "(no --shares-dir: the server's shares are discarded)");
@@ -325,7 +327,7 @@ pub fn demo_over_loopback(
     tokens: &[usize],
 ) -> anyhow::Result<bool> {
     let batch = tokens.len();
-    let (scheme, _) = build_server(backend, kind, table, batch)?;
+    let (scheme, _, inputs) = build_server(backend, kind, table, batch)?;
     let token: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
     let store: Arc<Mutex<Vec<(u64, Shares)>>> = Arc::default();
     let s = store.clone();
@@ -334,8 +336,7 @@ pub fn demo_over_loopback(
         Ok(())
     });
     let plain = kind.default_plain_bits();
-    let dims = (table.m(), table.d(), table.bits());
-    let server = Server::new(scheme, kind, dims, plain, batch, ServerConfig::new(token.clone()), Some(sink))?;
+    let server = Server::new(scheme, kind, inputs, ServerConfig::new(token.clone()), Some(sink))?;
     let rt = runtime()?;
     let (r, setup_bytes) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -155,13 +155,7 @@ impl Client {
         }
         // Key generation is heavy: off the async threads.
         let (scheme, setup) = tokio::task::spawn_blocking(move || {
-            let mut s = kind.client(
-                info.m as usize,
-                info.d as usize,
-                info.bits,
-                info.plain_bits,
-                info.tokens as usize,
-            )?;
+            let mut s = kind.client(&info.inputs())?;
             let setup = s.setup()?;
             Ok::<_, fastquery_protocol::ProtocolError>((s, setup))
         })
@@ -203,7 +197,7 @@ impl Client {
         let (sent, received) = (self.link.sent, self.link.received);
         let mut shares = Shares::zeros(0, self.info.d as usize, self.info.plain_bits);
         let mut requests = Vec::new();
-        for batch in ids.chunks(self.info.tokens as usize) {
+        for batch in ids.chunks(self.info.max_tokens as usize) {
             let q = self.scheme.query(batch)?;
             self.link.send(&Frame::new(Kind::Query, encode_query(batch.len() as u32, &q))).await?;
             let f = self.link.expect(Kind::Response).await?;

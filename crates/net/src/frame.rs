@@ -6,8 +6,8 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN1`, scheme id (0: any), token length `u16`, token |
-//! | `Info` | server | scheme id, `m`, `d`, code bits, share bits, tokens per request, frame limit (`u32` each after the id) |
+//! | `Hello` | client | magic `FQN2`, scheme id (0: any), token length `u16`, token |
+//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
 //! | `Query` | client | token count `u32`, the scheme's query message |
@@ -17,10 +17,13 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use fastquery_protocol::harness::DesignInputs;
+
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 1.
-pub const MAGIC: &[u8; 4] = b"FQN1";
+/// The magic at the start of `Hello`: protocol 2 (since 2026-12-02: `Info` carries the server's
+/// threads, a design input, and the most tokens per request).
+pub const MAGIC: &[u8; 4] = b"FQN2";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,8 +257,13 @@ impl Hello {
 
     pub fn decode(payload: &[u8]) -> Result<Self, NetError> {
         let mut r = Reader::new(payload);
-        if r.take(4)? != MAGIC {
-            return Err(NetError::Malformed("not a FastQuery client (bad magic)".into()));
+        let magic = r.take(4)?;
+        if magic != MAGIC {
+            return Err(NetError::Malformed(if magic.starts_with(b"FQN") {
+                format!("a client of protocol {}; this server speaks {}", magic[3] as char, MAGIC[3] as char)
+            } else {
+                "not a FastQuery client (bad magic)".into()
+            }));
         }
         let scheme = r.u8()?;
         let n = r.u16()? as usize;
@@ -265,7 +273,8 @@ impl Hello {
     }
 }
 
-/// What the server runs: the public inputs from which the client derives the same design.
+/// What the server runs: the public inputs from which the client derives the same design
+/// ([`DesignInputs`]), and the server's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Info {
     pub scheme: u8,
@@ -273,14 +282,44 @@ pub struct Info {
     pub d: u32,
     pub bits: u32,
     pub plain_bits: u32,
+    /// Tokens per request the design is made for.
     pub tokens: u32,
+    /// Threads of the server's CPU (a design input: `fastquery-wan` ranks by estimated time).
+    pub server_threads: u32,
+    /// The most tokens the server accepts in one request (at most `tokens`).
+    pub max_tokens: u32,
     pub max_frame: u32,
 }
 
+/// The most server threads an `Info` may claim.
+pub const MAX_SERVER_THREADS: u32 = 1 << 16;
+
 impl Info {
+    /// The design inputs both parties derive the design from.
+    pub fn inputs(&self) -> DesignInputs {
+        DesignInputs {
+            m: self.m as usize,
+            d: self.d as usize,
+            bits: self.bits,
+            plain_bits: self.plain_bits,
+            tokens: self.tokens as usize,
+            server_threads: self.server_threads as usize,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut p = vec![self.scheme];
-        for v in [self.m, self.d, self.bits, self.plain_bits, self.tokens, self.max_frame] {
+        let fields = [
+            self.m,
+            self.d,
+            self.bits,
+            self.plain_bits,
+            self.tokens,
+            self.server_threads,
+            self.max_tokens,
+            self.max_frame,
+        ];
+        for v in fields {
             p.extend_from_slice(&v.to_le_bytes());
         }
         p
@@ -295,10 +334,17 @@ impl Info {
             bits: r.u32()?,
             plain_bits: r.u32()?,
             tokens: r.u32()?,
+            server_threads: r.u32()?,
+            max_tokens: r.u32()?,
             max_frame: r.u32()?,
         };
         r.end()?;
-        if info.m == 0 || info.d == 0 || info.tokens == 0 || !(1..=64).contains(&info.plain_bits) {
+        if info.m == 0
+            || info.d == 0
+            || !(1..=info.tokens).contains(&info.max_tokens)
+            || !(1..=64).contains(&info.plain_bits)
+            || !(1..=MAX_SERVER_THREADS).contains(&info.server_threads)
+        {
             return Err(NetError::Malformed(format!("implausible server info {info:?}")));
         }
         Ok(info)

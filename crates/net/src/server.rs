@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use fastquery_protocol::{SchemeServer, Shares, harness::SchemeKind};
+use fastquery_protocol::{
+    SchemeServer, Shares,
+    harness::{DesignInputs, SchemeKind},
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -143,17 +146,16 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server for `scheme` (built by `kind` for a table of `m x d` codes of `bits` bits,
-    /// shares mod `2^plain_bits`, batches of `tokens`).
+    /// A server for `scheme`, built by `kind` on the design `inputs` (which clients are told:
+    /// they derive the same design from them).
     pub fn new(
         scheme: Arc<dyn SchemeServer>,
         kind: SchemeKind,
-        (m, d, bits): (usize, usize, u32),
-        plain_bits: u32,
-        tokens: usize,
+        inputs: DesignInputs,
         mut cfg: ServerConfig,
         sink: Option<ShareSink>,
     ) -> Result<Arc<Self>, NetError> {
+        let tokens = inputs.tokens;
         if tokens == 0 {
             return Err(NetError::Invalid("a design for 0 tokens per request".into()));
         }
@@ -173,13 +175,18 @@ impl Server {
         let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
         let info = Info {
             scheme: kind.id(),
-            m: u(m, "vocabulary")?,
-            d: u(d, "channels")?,
-            bits,
-            plain_bits,
-            tokens: u(cfg.max_tokens, "tokens")?,
+            m: u(inputs.m, "vocabulary")?,
+            d: u(inputs.d, "channels")?,
+            bits: inputs.bits,
+            plain_bits: inputs.plain_bits,
+            tokens: u(tokens, "tokens")?,
+            server_threads: u(inputs.server_threads, "server threads")?,
+            max_tokens: u(cfg.max_tokens, "tokens")?,
             max_frame: u(cfg.max_frame, "frame limit")?,
         };
+        // What a client will decode: the same checks, before anyone connects.
+        Info::decode(&info.encode())
+            .map_err(|e| NetError::Invalid(format!("unusable design inputs: {e}")))?;
         let prefix = u64::from(rand::random::<u32>()) << 32;
         Ok(Arc::new(Self {
             scheme,

@@ -13,7 +13,10 @@ use fastquery_net::{
     Client, ClientConfig, NetError, Server, ServerConfig, ShareSink,
     frame::{Code, Frame, Hello, Info, Kind, read_frame, write_frame},
 };
-use fastquery_protocol::{Shares, harness::SchemeKind};
+use fastquery_protocol::{
+    Shares,
+    harness::{DesignInputs, SchemeKind},
+};
 use fastquery_table::{IntTable, Workload};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::oneshot, task::JoinHandle};
@@ -37,10 +40,24 @@ fn table() -> IntTable {
 }
 
 async fn start(kind: SchemeKind, tokens: usize, tune: impl FnOnce(&mut ServerConfig)) -> Running {
-    let table = Arc::new(table());
+    start_with(kind, table(), tokens, |_| {}, tune).await
+}
+
+/// [`start`] on `table`, with the design inputs the server tells its clients adjusted by
+/// `inputs`.
+async fn start_with(
+    kind: SchemeKind,
+    table: IntTable,
+    tokens: usize,
+    inputs: impl FnOnce(&mut DesignInputs),
+    tune: impl FnOnce(&mut ServerConfig),
+) -> Running {
+    let table = Arc::new(table);
     let plain = kind.default_plain_bits();
     let backend = Arc::new(CpuBackend::new());
-    let (server, _) = kind.build(backend, &table, plain, tokens).unwrap();
+    let mut design = DesignInputs::for_backend(backend.as_ref(), &table, plain, tokens);
+    inputs(&mut design);
+    let (server, _) = kind.build_for(backend, &table, &design).unwrap();
     let mut cfg = ServerConfig::new(TOKEN.to_vec());
     tune(&mut cfg);
     let store: Store = Arc::default();
@@ -49,8 +66,7 @@ async fn start(kind: SchemeKind, tokens: usize, tune: impl FnOnce(&mut ServerCon
         s.lock().unwrap().insert(id, shares.clone());
         Ok(())
     });
-    let dims = (table.m(), table.d(), table.bits());
-    let server = Server::new(Arc::from(server), kind, dims, plain, tokens, cfg, Some(sink)).unwrap();
+    let server = Server::new(Arc::from(server), kind, design, cfg, Some(sink)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
@@ -141,6 +157,31 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Frame> {
         .flatten()
 }
 
+/// A client on another machine than the server's derives the server's design: the server's
+/// threads travel in `Info` as a design input. Here the server claims 64 threads, for which
+/// `fastquery-wan` packs its responses (with Galois keys) on the tiny table, where a client
+/// ranking by its own machine's threads derived an unpacked design and sent keys the server
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_derives_the_design_of_the_servers_machine() {
+    let kind = SchemeKind::FastQueryWan;
+    let table = kind.table(&Workload::Tiny.synthetic(5)).unwrap();
+    let claimed = 64;
+    let run = start_with(kind, table, 1, |i| i.server_threads = claimed, |c| c.max_frame = 64 << 20).await;
+    let info = run.server.info();
+    assert_eq!(info.inputs().server_threads, claimed);
+    let here = DesignInputs { server_threads: 2, ..info.inputs() };
+    let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(1);
+    assert_ne!(bytes(&info.inputs()), bytes(&here), "the test needs designs that differ");
+    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    for ids in [vec![0], vec![511], vec![77]] {
+        let r = client.query(&ids).await.unwrap();
+        run.check(&ids, &r);
+    }
+    drop(client);
+    run.stop().await;
+}
+
 fn hello(scheme: u8, token: &[u8]) -> Vec<u8> {
     Frame::new(Kind::Hello, Hello { scheme, token: token.to_vec() }.encode()).to_bytes()
 }
@@ -200,6 +241,13 @@ async fn hostile_input_is_refused_and_everyone_else_is_served() {
     assert_eq!(code(raw(addr, &hello(SchemeKind::Cheetah.id(), TOKEN)).await), Some(Code::WrongScheme));
     assert_eq!(code(raw(addr, &hello(200, TOKEN)).await), Some(Code::WrongScheme));
     assert_eq!(code(raw(addr, &[1, 0, 0, 0, 99]).await), Some(Code::BadFrame));
+    // A client of the previous protocol is told which one this server speaks.
+    let mut old = b"FQN1\0".to_vec();
+    old.extend_from_slice(&(TOKEN.len() as u16).to_le_bytes());
+    old.extend_from_slice(TOKEN);
+    let refused = raw(addr, &Frame::new(Kind::Hello, old).to_bytes()).await.unwrap().parse_error().unwrap();
+    assert_eq!(refused.0, Code::BadFrame);
+    assert!(refused.1.contains("protocol 1; this server speaks 2"), "{}", refused.1);
     {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&hello(0, TOKEN)).await.unwrap();
@@ -222,9 +270,7 @@ async fn hostile_input_is_refused_and_everyone_else_is_served() {
     // Well-formed keys of another scheme (other parameter ids): a protocol error.
     {
         let info = run.server.info();
-        let mut other = SchemeKind::Bumblebee
-            .client(info.m as usize, info.d as usize, info.bits, info.plain_bits, info.tokens as usize)
-            .unwrap();
+        let mut other = SchemeKind::Bumblebee.client(&info.inputs()).unwrap();
         // The keys are made before connecting: the server's idle limit applies from the
         // connection on, and key generation in a debug build under a loaded run is slow.
         let keys = other.setup().unwrap();
@@ -244,16 +290,14 @@ async fn hostile_input_is_refused_and_everyone_else_is_served() {
     {
         // Raw: a query frame whose count exceeds the batch, then one whose body is garbage.
         let info = run.server.info();
-        let mut keys = SchemeKind::FastQuery
-            .client(info.m as usize, info.d as usize, info.bits, info.plain_bits, info.tokens as usize)
-            .unwrap();
+        let mut keys = SchemeKind::FastQuery.client(&info.inputs()).unwrap();
         let setup = keys.setup().unwrap(); // before connecting, as above
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&hello(0, TOKEN)).await.unwrap();
         read_frame(&mut s, 1 << 20).await.unwrap().unwrap();
         write_frame(&mut s, &Frame::new(Kind::Setup, setup)).await.unwrap();
         assert_eq!(read_frame(&mut s, 1 << 20).await.unwrap().unwrap().kind, Kind::Ready);
-        let over = fastquery_net::frame::encode_query(info.tokens + 1, &[0; 16]);
+        let over = fastquery_net::frame::encode_query(info.max_tokens + 1, &[0; 16]);
         write_frame(&mut s, &Frame::new(Kind::Query, over)).await.unwrap();
         assert_eq!(code(read_frame(&mut s, 1 << 20).await.unwrap()), Some(Code::Limit));
         let junk = fastquery_net::frame::encode_query(1, &[7; 1000]);
@@ -375,6 +419,36 @@ mod decoders {
         fn hello_round_trips(scheme in any::<u8>(), token in proptest::collection::vec(any::<u8>(), 0..100)) {
             let h = Hello { scheme, token };
             prop_assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        }
+
+        /// `Info` round-trips where it is plausible, and is refused, without a panic, where it
+        /// is not: no rows or channels, a share ring outside 1..=64 bits, a request limit
+        /// outside 1..=tokens, no server threads or more than the bound.
+        #[test]
+        fn info_round_trips_or_is_refused(
+            fields in proptest::collection::vec(0u32..70, 8),
+            threads in prop_oneof![0u32..4, Just(fastquery_net::frame::MAX_SERVER_THREADS), Just(u32::MAX)],
+        ) {
+            let info = Info {
+                scheme: 5,
+                m: fields[0],
+                d: fields[1],
+                bits: fields[2],
+                plain_bits: fields[3],
+                tokens: fields[4],
+                server_threads: threads,
+                max_tokens: fields[5],
+                max_frame: fields[6],
+            };
+            let plausible = info.m > 0
+                && info.d > 0
+                && (1..=64).contains(&info.plain_bits)
+                && (1..=info.tokens).contains(&info.max_tokens)
+                && (1..=fastquery_net::frame::MAX_SERVER_THREADS).contains(&threads);
+            match Info::decode(&info.encode()) {
+                Ok(got) => prop_assert!(plausible && got == info),
+                Err(e) => prop_assert!(!plausible && e.to_string().contains("implausible"), "{e}"),
+            }
         }
     }
 }

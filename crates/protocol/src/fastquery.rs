@@ -51,13 +51,22 @@ impl fastquery_quant::CostModel for WireCost {
     }
 }
 
-/// What the cost model minimises.
+/// What the cost model minimises. Both parties rank the same candidates, so an objective holds
+/// only public inputs: the server's thread count is one of them
+/// ([`crate::harness::DesignInputs::server_threads`]), never the machine the ranking runs on.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Objective {
-    /// Bytes of query and response (the paper's aim); ties by latency on the WAN model.
+    /// Bytes of query and response (the paper's aim); ties by latency on the WAN model for a
+    /// one-thread server.
     Bytes,
-    /// Estimated latency per token on a link (bytes, round trip and server time).
-    Latency(Link),
+    /// Estimated latency per token on `link` (bytes, round trip and the time of a CPU server
+    /// with `server_threads` threads).
+    Latency {
+        /// The link model.
+        link: Link,
+        /// Threads of the server's CPU.
+        server_threads: usize,
+    },
 }
 
 /// One candidate of the cost model, and what it predicts.
@@ -122,11 +131,11 @@ pub fn candidates(
     tokens: usize,
     objective: Objective,
 ) -> Result<Vec<(Choice, Design)>, ProtocolError> {
-    let link = match objective {
-        Objective::Bytes => crate::harness::WAN,
-        Objective::Latency(l) => l,
+    let (link, threads) = match objective {
+        Objective::Bytes => (crate::harness::WAN, 1),
+        Objective::Latency { link, server_threads } => (link, server_threads),
     };
-    let threads = rayon::current_num_threads().max(1) as f64;
+    let threads = threads.max(1) as f64;
     let mut out = Vec::new();
     // Everything else a choice reports is read off its design.
     let push = |out: &mut Vec<(Choice, Design)>, design: Design, (d1, d0): (usize, usize)| {
@@ -224,7 +233,7 @@ pub fn candidates(
         Objective::Bytes => out.sort_by(|a, b| {
             bytes(&a.0).cmp(&bytes(&b.0)).then(a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token))
         }),
-        Objective::Latency(_) => {
+        Objective::Latency { .. } => {
             out.sort_by(|a, b| a.0.latency_ms_per_token.total_cmp(&b.0.latency_ms_per_token))
         }
     }

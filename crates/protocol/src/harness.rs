@@ -54,6 +54,42 @@ impl Link {
 /// A scheme's two halves, as the harness drives them.
 pub type SchemePair = (Box<dyn SchemeServer>, Box<dyn SchemeClient>);
 
+/// The public inputs from which both parties derive a scheme's design: the server tells the
+/// client (a networked server in its `Info`). Nothing else may steer the choice, or a client
+/// on another machine would derive another design (the thread count of the machine that ranks
+/// the candidates once did, for `fastquery-wan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DesignInputs {
+    /// Rows of the table.
+    pub m: usize,
+    /// Channels.
+    pub d: usize,
+    /// Signed bits of the table's codes.
+    pub bits: u32,
+    /// The share ring is `Z_2^plain_bits`.
+    pub plain_bits: u32,
+    /// Tokens per request the design is made for (the most one request may carry).
+    pub tokens: usize,
+    /// Threads of the server's CPU: `fastquery-wan` ranks designs by latency, with an estimate
+    /// of the server's time on them.
+    pub server_threads: usize,
+}
+
+impl DesignInputs {
+    /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
+    /// pool's where the backend does not bound them) over `table`.
+    pub fn for_backend<B: Backend>(backend: &B, table: &IntTable, plain_bits: u32, tokens: usize) -> Self {
+        Self {
+            m: table.m(),
+            d: table.d(),
+            bits: table.bits(),
+            plain_bits,
+            tokens,
+            server_threads: backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1),
+        }
+    }
+}
+
 /// The schemes this build implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchemeKind {
@@ -128,16 +164,10 @@ impl SchemeKind {
         Ok(quantized.to_int_table()?)
     }
 
-    /// The design both parties derive from public inputs: the table's shape and code width,
-    /// the share ring, and the tokens per request (Iron's blocking depends on the batch).
-    pub fn design(
-        self,
-        m: usize,
-        d: usize,
-        bits: u32,
-        plain_bits: u32,
-        tokens: usize,
-    ) -> Result<Design, ProtocolError> {
+    /// The design both parties derive from the public `inputs` (Iron's blocking depends on the
+    /// batch, `fastquery-wan`'s ranking on the server's threads).
+    pub fn design(self, inputs: &DesignInputs) -> Result<Design, ProtocolError> {
+        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads } = *inputs;
         Ok(match self {
             Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
             Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
@@ -146,31 +176,35 @@ impl SchemeKind {
                 fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Bytes)?.1
             }
             Self::FastQueryWan => {
-                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Latency(WAN))?.1
+                let objective = fastquery::Objective::Latency { link: WAN, server_threads };
+                fastquery::choose(m, d, bits, plain_bits, tokens, objective)?.1
             }
         })
     }
 
-    /// A client alone (a networked client knows the table's shape from the server, not the
-    /// table).
-    pub fn client(
-        self,
-        m: usize,
-        d: usize,
-        bits: u32,
-        plain_bits: u32,
-        tokens: usize,
-    ) -> Result<Box<dyn SchemeClient>, ProtocolError> {
-        if self == Self::FastQuery
-            && let fastquery::Pick::Folded(f) = fastquery::choose_any(m, d, bits, plain_bits, tokens)?
-        {
-            return Ok(Box::new(FoldClient::new(*f)?));
+    /// The folded design `fastquery` runs, where its cost model ranks one first.
+    fn folded(self, inputs: &DesignInputs) -> Result<Option<crate::fold::FoldDesign>, ProtocolError> {
+        if self != Self::FastQuery {
+            return Ok(None);
         }
-        Ok(Box::new(BlockedClient::new(self.design(m, d, bits, plain_bits, tokens)?, d)?))
+        let DesignInputs { m, d, bits, plain_bits, tokens, .. } = *inputs;
+        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens)? {
+            fastquery::Pick::Folded(f) => Some(*f),
+            fastquery::Pick::Blocked(..) => None,
+        })
+    }
+
+    /// A client alone, for a server built on the same `inputs` (a networked client learns
+    /// them from the server's `Info`; it never sees the table).
+    pub fn client(self, inputs: &DesignInputs) -> Result<Box<dyn SchemeClient>, ProtocolError> {
+        if let Some(f) = self.folded(inputs)? {
+            return Ok(Box::new(FoldClient::new(f)?));
+        }
+        Ok(Box::new(BlockedClient::new(self.design(inputs)?, inputs.d)?))
     }
 
     /// Builds the server (preprocessing `table` on `backend`) and a client, for queries of
-    /// `tokens` tokens (Iron's blocking depends on the batch).
+    /// `tokens` tokens, with the design inputs of [`DesignInputs::for_backend`].
     pub fn build<B: Backend>(
         self,
         backend: Arc<B>,
@@ -178,20 +212,40 @@ impl SchemeKind {
         plain_bits: u32,
         tokens: usize,
     ) -> Result<SchemePair, ProtocolError> {
-        let (m, d, bits) = (table.m(), table.d(), table.bits());
-        if self == Self::FastQuery
-            && let fastquery::Pick::Folded(f) = fastquery::choose_any(m, d, bits, plain_bits, tokens)?
-        {
+        let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, tokens);
+        self.build_for(backend, table, &inputs)
+    }
+
+    /// Builds the server (preprocessing `table` on `backend`) and a client on given design
+    /// inputs (refused where they do not describe `table`).
+    pub fn build_for<B: Backend>(
+        self,
+        backend: Arc<B>,
+        table: &IntTable,
+        inputs: &DesignInputs,
+    ) -> Result<SchemePair, ProtocolError> {
+        if (inputs.m, inputs.d, inputs.bits) != (table.m(), table.d(), table.bits()) {
+            return Err(ProtocolError::State(format!(
+                "design inputs for a {} x {} table of {}-bit codes, given a {} x {} table of {}-bit codes",
+                inputs.m,
+                inputs.d,
+                inputs.bits,
+                table.m(),
+                table.d(),
+                table.bits()
+            )));
+        }
+        if let Some(f) = self.folded(inputs)? {
             return Ok((
-                Box::new(FoldServer::new(backend, table, (*f).clone())?),
-                Box::new(FoldClient::new(*f)?),
+                Box::new(FoldServer::new(backend, table, f.clone())?),
+                Box::new(FoldClient::new(f)?),
             ));
         }
         // Both parties derive the same design from public inputs; it is computed once here.
-        let design = self.design(m, d, bits, plain_bits, tokens)?;
+        let design = self.design(inputs)?;
         Ok((
             Box::new(BlockedServer::new(backend, table, design.clone())?),
-            Box::new(BlockedClient::new(design, d)?),
+            Box::new(BlockedClient::new(design, inputs.d)?),
         ))
     }
 
@@ -311,25 +365,24 @@ pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolEr
     Ok(())
 }
 
-/// Measures [`BatchReport`] on a built server: `clients` fresh clients with random requests of
-/// `tokens` tokens each (one token for schemes that do not batch).
+/// Measures [`BatchReport`] on a server built on `inputs`: `clients` fresh clients with random
+/// requests of `inputs.tokens` tokens each (one token for schemes that do not batch).
 pub fn measure_batching(
     kind: SchemeKind,
     server: &dyn SchemeServer,
     table: &IntTable,
-    plain_bits: u32,
-    tokens: usize,
+    inputs: &DesignInputs,
     clients: usize,
     seed: u64,
 ) -> Result<BatchReport, ProtocolError> {
     use rand::{Rng, SeedableRng};
-    let tokens = if kind.batches_tokens() { tokens } else { 1 };
-    let (m, d, bits) = (table.m(), table.d(), table.bits());
+    let (m, plain_bits) = (table.m(), inputs.plain_bits);
+    let tokens = if kind.batches_tokens() { inputs.tokens } else { 1 };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cs = Vec::with_capacity(clients);
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let mut c = kind.client(m, d, bits, plain_bits, tokens)?;
+        let mut c = kind.client(inputs)?;
         sessions.push(server.open_session(&c.setup()?)?);
         cs.push(c);
     }
@@ -388,7 +441,8 @@ pub fn run<B: Backend>(
     }
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
-    let (server, mut client) = kind.build(backend, table, plain_bits, ids.len())?;
+    let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, ids.len());
+    let (server, mut client) = kind.build_for(backend, table, &inputs)?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));
     let setup = client.setup()?;
@@ -437,7 +491,7 @@ pub fn run<B: Backend>(
     let (client_ms, server_ms) = (median(&client_runs), median(&server_runs));
     let batching = if clients > 1 {
         progress(&format!("{}: {clients} clients, one by one and batched", kind.name()));
-        Some(measure_batching(kind, server.as_ref(), table, plain_bits, ids.len(), clients, 0xba7c)?)
+        Some(measure_batching(kind, server.as_ref(), table, &inputs, clients, 0xba7c)?)
     } else {
         None
     };

@@ -6,7 +6,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use fastquery_cpu::CpuBackend;
-use fastquery_protocol::harness::SchemeKind;
+use fastquery_protocol::harness::{DesignInputs, SchemeKind};
 use fastquery_table::IntTable;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
@@ -139,12 +139,8 @@ fn fastquery_cost_model_prefers_fewer_bytes_when_the_link_is_slow() {
     let slow = Link { name: "slow", bits_per_s: 1e6, rtt_ms: 40.0 };
     let (m, d) = (32000usize, 4096usize);
     let pick = |o| fastquery::choose(m, d, 6, 37, 8, o).unwrap().0;
-    let (lan, wan, slow, fewest) = (
-        pick(Objective::Latency(LAN)),
-        pick(Objective::Latency(WAN)),
-        pick(Objective::Latency(slow)),
-        pick(Objective::Bytes),
-    );
+    let on = |link| Objective::Latency { link, server_threads: 2 };
+    let (lan, wan, slow, fewest) = (pick(on(LAN)), pick(on(WAN)), pick(on(slow)), pick(Objective::Bytes));
     let bytes = |c: &fastquery::Choice| c.predicted.query + c.predicted.response;
     assert!(
         bytes(&fewest) <= bytes(&slow) && bytes(&slow) <= bytes(&wan) && bytes(&wan) <= bytes(&lan),
@@ -153,6 +149,47 @@ fn fastquery_cost_model_prefers_fewer_bytes_when_the_link_is_slow() {
     // Every candidate kept passed the noise analysis: the chosen one has slack.
     let (_, design) = fastquery::choose(m, d, 6, 37, 8, Objective::Bytes).unwrap();
     assert!(design.noise.total < design.noise.budget);
+}
+
+/// Both parties derive a design from the public inputs alone: the same inputs give the same
+/// design whatever machine ranks the candidates (the ranking once read the thread count of
+/// the machine it ran on, so a client with other cores derived another `fastquery-wan`), and
+/// the server's threads, one of the inputs, do steer `fastquery-wan`'s ranking.
+#[test]
+fn designs_depend_on_the_public_inputs_alone() {
+    let inputs = |(m, d): (usize, usize), tokens, server_threads| DesignInputs {
+        m,
+        d,
+        bits: 6,
+        plain_bits: 37,
+        tokens,
+        server_threads,
+    };
+    let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let (one, many) = (pool(1), pool(7));
+    let summary = |kind: SchemeKind, i: &DesignInputs| {
+        let design = kind.design(i).unwrap();
+        format!("{:?} {:?}", design.summary(), design.predicted_bytes(i.tokens))
+    };
+    for shape in [(512, 64), (2048, 128), (32000, 4096)] {
+        for tokens in [1, 8] {
+            for server_threads in [1, 2, 64] {
+                let i = inputs(shape, tokens, server_threads);
+                for kind in SchemeKind::ALL {
+                    let (a, b) = (one.install(|| summary(kind, &i)), many.install(|| summary(kind, &i)));
+                    assert_eq!(a, b, "{} on {i:?}", kind.name());
+                }
+            }
+        }
+    }
+    // llama-7b at 8 tokens: a 2-thread server takes an unpacked design of N = 4096, a 64-thread
+    // one a packed design of several times fewer bytes (its server time is cheaper).
+    let wan = SchemeKind::FastQueryWan;
+    let bytes = |threads| {
+        let b = wan.design(&inputs((32000, 4096), 8, threads)).unwrap().predicted_bytes(8);
+        b.query + b.response
+    };
+    assert!(bytes(64) * 2 < bytes(2), "{} {}", bytes(64), bytes(2));
 }
 
 #[test]
@@ -212,11 +249,12 @@ fn batched_answers_of_several_clients_reconstruct_and_fail_alone() {
         let plain = kind.default_plain_bits();
         let tokens = if kind.batches_tokens() { 3 } else { 1 };
         let backend = Arc::new(CpuBackend::new());
-        let (server, first) = kind.build(backend, &table, plain, tokens).unwrap();
-        let (m, d, bits) = (table.m(), table.d(), table.bits());
+        let inputs = DesignInputs::for_backend(backend.as_ref(), &table, plain, tokens);
+        let (server, first) = kind.build_for(backend, &table, &inputs).unwrap();
+        let (m, d) = (table.m(), table.d());
         let mut clients = vec![first];
         for _ in 0..3 {
-            clients.push(kind.client(m, d, bits, plain, tokens).unwrap());
+            clients.push(kind.client(&inputs).unwrap());
         }
         let sessions: Vec<u64> =
             clients.iter_mut().map(|c| server.open_session(&c.setup().unwrap()).unwrap()).collect();
