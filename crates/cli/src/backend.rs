@@ -135,7 +135,7 @@ impl AnyBackend {
         table: &fastquery_table::IntTable,
         plain_bits: u32,
         tokens: usize,
-    ) -> fastquery_protocol::harness::DesignInputs {
+    ) -> Result<fastquery_protocol::harness::DesignInputs, fastquery_protocol::ProtocolError> {
         crate::with_backend!(self, b => fastquery_protocol::harness::DesignInputs::for_backend(b.as_ref(), table, plain_bits, tokens))
     }
 

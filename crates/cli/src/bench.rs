@@ -182,7 +182,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
         let q = SchemeKind::FastQuery.table(&real)?;
         let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
-        print_candidates(&backend.design_inputs(&q, plain, args.tokens))?;
+        print_candidates(&backend.design_inputs(&q, plain, args.tokens)?)?;
         Some(q)
     } else {
         None
@@ -288,7 +288,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
 fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     use fastquery_protocol::{fastquery, harness::WAN};
     let started = std::time::Instant::now();
-    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads } = *inputs;
+    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, keyswitch } = *inputs;
     let objective = fastquery::Objective::Latency { link: WAN, server_threads };
     let all = fastquery::candidates(m, d, bits, plain_bits, tokens, objective)?;
     let show = |tag: &str, c: &fastquery::Choice| {
@@ -325,6 +325,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         (m, d, bits),
         plain_bits,
         tokens,
+        keyswitch,
     );
     println!(
         "fastquery cost model, folded queries ({} designs pass the noise analysis, searched in {:.2} s; fastquery takes the fewest bytes of all):",

@@ -145,7 +145,7 @@ fn build_server(
     table: &IntTable,
     tokens: usize,
 ) -> anyhow::Result<Built> {
-    let inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens);
+    let inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens)?;
     let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
     Ok((Arc::from(server), client, inputs))
 }

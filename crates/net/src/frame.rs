@@ -7,7 +7,7 @@
 //! | kind | direction | payload |
 //! |---|---|---|
 //! | `Hello` | client | magic `FQN2`, scheme id (0: any), token length `u16`, token |
-//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads), the most tokens per request and the frame limit (`u32` each) |
+//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
 //! | `Query` | client | token count `u32`, the scheme's query message |
@@ -17,7 +17,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use fastquery_protocol::harness::DesignInputs;
+use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
@@ -286,6 +286,8 @@ pub struct Info {
     pub tokens: u32,
     /// Threads of the server's CPU (a design input: `fastquery-wan` ranks by estimated time).
     pub server_threads: u32,
+    /// The key switching the folded designs may use ([`KeySwitching::code`]).
+    pub keyswitch: u32,
     /// The most tokens the server accepts in one request (at most `tokens`).
     pub max_tokens: u32,
     pub max_frame: u32,
@@ -295,7 +297,8 @@ pub struct Info {
 pub const MAX_SERVER_THREADS: u32 = 1 << 16;
 
 impl Info {
-    /// The design inputs both parties derive the design from.
+    /// The design inputs both parties derive the design from (`decode` checked the key
+    /// switching's code; an unknown one reads as `Any`).
     pub fn inputs(&self) -> DesignInputs {
         DesignInputs {
             m: self.m as usize,
@@ -304,6 +307,7 @@ impl Info {
             plain_bits: self.plain_bits,
             tokens: self.tokens as usize,
             server_threads: self.server_threads as usize,
+            keyswitch: KeySwitching::from_code(self.keyswitch).unwrap_or_default(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Info {
             self.plain_bits,
             self.tokens,
             self.server_threads,
+            self.keyswitch,
             self.max_tokens,
             self.max_frame,
         ];
@@ -335,6 +340,7 @@ impl Info {
             plain_bits: r.u32()?,
             tokens: r.u32()?,
             server_threads: r.u32()?,
+            keyswitch: r.u32()?,
             max_tokens: r.u32()?,
             max_frame: r.u32()?,
         };
@@ -344,6 +350,7 @@ impl Info {
             || !(1..=info.tokens).contains(&info.max_tokens)
             || !(1..=64).contains(&info.plain_bits)
             || !(1..=MAX_SERVER_THREADS).contains(&info.server_threads)
+            || KeySwitching::from_code(info.keyswitch).is_none()
         {
             return Err(NetError::Malformed(format!("implausible server info {info:?}")));
         }

@@ -181,6 +181,7 @@ impl Server {
             plain_bits: inputs.plain_bits,
             tokens: u(tokens, "tokens")?,
             server_threads: u(inputs.server_threads, "server threads")?,
+            keyswitch: inputs.keyswitch.code(),
             max_tokens: u(cfg.max_tokens, "tokens")?,
             max_frame: u(cfg.max_frame, "frame limit")?,
         };

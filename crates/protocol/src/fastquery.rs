@@ -280,12 +280,13 @@ pub fn choose_any(
     table_bits: u32,
     plain_bits: u32,
     tokens: usize,
+    keyswitch: crate::fold::KeySwitching,
 ) -> Result<Pick, ProtocolError> {
-    crate::fold::keyswitch_kinds()?;
     let blocked = choose(m, d, table_bits, plain_bits, tokens, Objective::Bytes).ok();
-    let folded = crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens)
-        .into_iter()
-        .next();
+    let folded =
+        crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, keyswitch)
+            .into_iter()
+            .next();
     let total = |b: WireBytes| b.query + b.response;
     match (blocked, folded) {
         (Some((c, design)), Some((_, fb, _))) if total(design.predicted_bytes(tokens)) <= total(fb) => {

@@ -351,17 +351,56 @@ pub const BYTES_TIE: f64 = 0.15;
 /// Bit size of the special prime of hybrid key switching: a word, like every other prime.
 pub const SPECIAL_PRIME_BITS: u32 = 31;
 
-/// The special-prime sizes the folded candidates try: 0 (the gadget key switch) and
-/// [`SPECIAL_PRIME_BITS`] (hybrid), or one of them where `FASTQUERY_KEYSWITCH` is `gadget` or
-/// `hybrid` (A/B runs; unset or `any`: both). Any other value is an error.
-pub fn keyswitch_kinds() -> Result<&'static [u32], ProtocolError> {
-    match std::env::var("FASTQUERY_KEYSWITCH").as_deref() {
-        Err(_) | Ok("any") => Ok(&[0, SPECIAL_PRIME_BITS]),
-        Ok("gadget") => Ok(&[0]),
-        Ok("hybrid") => Ok(&[SPECIAL_PRIME_BITS]),
-        Ok(other) => {
-            Err(ProtocolError::State(format!("FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any")))
+/// Which key switching the folded candidates may use: a design input
+/// ([`crate::harness::DesignInputs::keyswitch`]), so that a server restricted to one kind for an
+/// A/B run tells its clients, who derive the same design.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum KeySwitching {
+    /// Both kinds (the default).
+    #[default]
+    Any,
+    /// The RNS gadget only.
+    Gadget,
+    /// Hybrid, with a special prime of [`SPECIAL_PRIME_BITS`], only.
+    Hybrid,
+}
+
+impl KeySwitching {
+    /// `FASTQUERY_KEYSWITCH`: `gadget`, `hybrid`, or `any` (also where it is unset); any other
+    /// value is an error that names the variable.
+    pub fn from_env() -> Result<Self, ProtocolError> {
+        match std::env::var("FASTQUERY_KEYSWITCH").as_deref() {
+            Err(_) | Ok("any") => Ok(Self::Any),
+            Ok("gadget") => Ok(Self::Gadget),
+            Ok("hybrid") => Ok(Self::Hybrid),
+            Ok(other) => Err(ProtocolError::State(format!(
+                "FASTQUERY_KEYSWITCH={other}: expected gadget, hybrid or any"
+            ))),
         }
+    }
+
+    /// The special-prime sizes the candidates try: 0 (the gadget key switch) and
+    /// [`SPECIAL_PRIME_BITS`] (hybrid), or one of them.
+    pub fn special_bits(self) -> &'static [u32] {
+        match self {
+            Self::Any => &[0, SPECIAL_PRIME_BITS],
+            Self::Gadget => &[0],
+            Self::Hybrid => &[SPECIAL_PRIME_BITS],
+        }
+    }
+
+    /// The wire code (`Info`): 0, 1, 2.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Any => 0,
+            Self::Gadget => 1,
+            Self::Hybrid => 2,
+        }
+    }
+
+    /// The kind of a wire code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        [Self::Any, Self::Gadget, Self::Hybrid].into_iter().find(|k| k.code() == code)
     }
 }
 
@@ -374,13 +413,14 @@ pub fn candidates(
     (m, d, table_bits): (usize, usize, u32),
     plain_bits: u32,
     tokens: usize,
+    keyswitch: KeySwitching,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
         // Without a special prime, and with one (hybrid key switching: one digit per limb, and
         // RGSW digits as wide as its smaller noise allows).
-        let specials = keyswitch_kinds().unwrap_or(&[]);
+        let specials = keyswitch.special_bits();
         for (limbs, &special_bits) in (3..=8usize).flat_map(|l| specials.iter().map(move |s| (l, s))) {
             let bits = (limit.saturating_sub(special_bits) / limbs as u32).min(31);
             if bits < 28 {
@@ -903,7 +943,7 @@ mod tests {
     fn counted_coefficients_are_the_positions_kept() {
         for (m, d) in [(300usize, 40usize), (2000, 700), (100, 5000), (64, 4096)] {
             for tokens in [1usize, 3, 8] {
-                let designs = super::candidates(9, "t", (m, d, 5), 37, tokens);
+                let designs = super::candidates(9, "t", (m, d, 5), 37, tokens, super::KeySwitching::Any);
                 assert!(!designs.is_empty(), "{m} x {d}");
                 for (design, _, _) in &designs {
                     let positions = design.positions(tokens);

@@ -15,7 +15,7 @@ use crate::{
     ParamSummary, ProtocolError, SchemeClient, SchemeServer,
     blocked::{BlockedClient, BlockedServer, Design, WireBytes},
     bumblebee, cheetah, fastquery,
-    fold::{FoldClient, FoldServer},
+    fold::{FoldClient, FoldServer, KeySwitching},
     iron,
 };
 
@@ -73,20 +73,30 @@ pub struct DesignInputs {
     /// Threads of the server's CPU: `fastquery-wan` ranks designs by latency, with an estimate
     /// of the server's time on them.
     pub server_threads: usize,
+    /// The key switching `fastquery`'s folded designs may use (`FASTQUERY_KEYSWITCH` on the
+    /// server, for A/B runs).
+    pub keyswitch: KeySwitching,
 }
 
 impl DesignInputs {
     /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
-    /// pool's where the backend does not bound them) over `table`.
-    pub fn for_backend<B: Backend>(backend: &B, table: &IntTable, plain_bits: u32, tokens: usize) -> Self {
-        Self {
+    /// pool's where the backend does not bound them) over `table`, with the key switching of
+    /// [`KeySwitching::from_env`] (an error where `FASTQUERY_KEYSWITCH` has another value).
+    pub fn for_backend<B: Backend>(
+        backend: &B,
+        table: &IntTable,
+        plain_bits: u32,
+        tokens: usize,
+    ) -> Result<Self, ProtocolError> {
+        Ok(Self {
             m: table.m(),
             d: table.d(),
             bits: table.bits(),
             plain_bits,
             tokens,
             server_threads: backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1),
-        }
+            keyswitch: KeySwitching::from_env()?,
+        })
     }
 }
 
@@ -167,7 +177,7 @@ impl SchemeKind {
     /// The design both parties derive from the public `inputs` (Iron's blocking depends on the
     /// batch, `fastquery-wan`'s ranking on the server's threads).
     pub fn design(self, inputs: &DesignInputs) -> Result<Design, ProtocolError> {
-        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads } = *inputs;
+        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
         Ok(match self {
             Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
             Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
@@ -187,8 +197,8 @@ impl SchemeKind {
         if self != Self::FastQuery {
             return Ok(None);
         }
-        let DesignInputs { m, d, bits, plain_bits, tokens, .. } = *inputs;
-        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens)? {
+        let DesignInputs { m, d, bits, plain_bits, tokens, keyswitch, .. } = *inputs;
+        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch)? {
             fastquery::Pick::Folded(f) => Some(*f),
             fastquery::Pick::Blocked(..) => None,
         })
@@ -212,7 +222,7 @@ impl SchemeKind {
         plain_bits: u32,
         tokens: usize,
     ) -> Result<SchemePair, ProtocolError> {
-        let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, tokens);
+        let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, tokens)?;
         self.build_for(backend, table, &inputs)
     }
 
@@ -441,7 +451,7 @@ pub fn run<B: Backend>(
     }
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
-    let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, ids.len());
+    let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, ids.len())?;
     let (server, mut client) = kind.build_for(backend, table, &inputs)?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));

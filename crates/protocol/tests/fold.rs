@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fastquery_cpu::CpuBackend;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
-    fold::{FoldClient, FoldDesign, FoldServer, candidates},
+    fold::{FoldClient, FoldDesign, FoldServer, KeySwitching, candidates},
 };
 use fastquery_table::IntTable;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -59,7 +59,7 @@ fn design_where(
     tokens: usize,
     pick: impl Fn(&FoldDesign) -> bool,
 ) -> FoldDesign {
-    candidates(4, "fastquery", shape, plain, tokens)
+    candidates(4, "fastquery", shape, plain, tokens, KeySwitching::Any)
         .into_iter()
         .map(|c| c.0)
         .find(|d| pick(d))

@@ -1,9 +1,15 @@
 //! `FASTQUERY_KEYSWITCH` (the A/B switch between the gadget and hybrid key switch of the
-//! folded designs): each value restricts the candidates to its kind, and a value that is not
-//! one of them is an error that names the variable. Its own test binary: it sets the
-//! process's environment, which no other test here reads concurrently.
+//! folded designs): a server's design input ([`KeySwitching::from_env`]), which restricts the
+//! candidates to its kind; a value that is not one of them is an error that names the
+//! variable. Its own test binary: it sets the process's environment, which no other test here
+//! reads concurrently.
 
-use fastquery_protocol::{fastquery, fold};
+use fastquery_cpu::CpuBackend;
+use fastquery_protocol::{
+    fold::{self, KeySwitching},
+    harness::DesignInputs,
+};
+use fastquery_table::IntTable;
 
 #[test]
 fn the_switch_restricts_the_candidates_and_refuses_other_values() {
@@ -11,7 +17,8 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
     let kinds = |value: &str| {
         // SAFETY: this binary's only test; nothing else reads the environment meanwhile.
         unsafe { std::env::set_var("FASTQUERY_KEYSWITCH", value) };
-        let hybrid: Vec<bool> = fold::candidates(4, "fastquery", shape, 37, 3)
+        let keyswitch = KeySwitching::from_env().unwrap();
+        let hybrid: Vec<bool> = fold::candidates(4, "fastquery", shape, 37, 3, keyswitch)
             .iter()
             .map(|c| c.0.params.special_prime().is_some())
             .collect();
@@ -20,10 +27,19 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
     assert_eq!(kinds("gadget"), (false, true));
     assert_eq!(kinds("hybrid"), (true, false));
     assert_eq!(kinds("any"), (true, true));
+    let (m, d, bits) = shape;
+    let table = IntTable::new(m, d, vec![0; m * d], bits, vec![1.0; d], vec![0; d]).unwrap();
+    let inputs = || DesignInputs::for_backend(&CpuBackend::new(), &table, 37, 3);
     unsafe { std::env::set_var("FASTQUERY_KEYSWITCH", "special") };
-    let e = fastquery::choose_any(shape.0, shape.1, shape.2, 37, 3).unwrap_err().to_string();
+    let e = inputs().unwrap_err().to_string();
     assert!(e.contains("FASTQUERY_KEYSWITCH=special"), "{e}");
-    assert!(fold::candidates(4, "fastquery", shape, 37, 3).is_empty());
+    unsafe { std::env::set_var("FASTQUERY_KEYSWITCH", "gadget") };
+    assert_eq!(inputs().unwrap().keyswitch, KeySwitching::Gadget);
     unsafe { std::env::remove_var("FASTQUERY_KEYSWITCH") };
-    assert!(fastquery::choose_any(shape.0, shape.1, shape.2, 37, 3).is_ok());
+    assert_eq!(inputs().unwrap().keyswitch, KeySwitching::Any);
+    // Every code round-trips; others are none.
+    for k in [KeySwitching::Any, KeySwitching::Gadget, KeySwitching::Hybrid] {
+        assert_eq!(KeySwitching::from_code(k.code()), Some(k));
+    }
+    assert_eq!(KeySwitching::from_code(3), None);
 }

@@ -6,7 +6,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use fastquery_cpu::CpuBackend;
-use fastquery_protocol::harness::{DesignInputs, SchemeKind};
+use fastquery_protocol::{
+    fold::KeySwitching,
+    harness::{DesignInputs, SchemeKind},
+};
 use fastquery_table::IntTable;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
@@ -164,6 +167,7 @@ fn designs_depend_on_the_public_inputs_alone() {
         plain_bits: 37,
         tokens,
         server_threads,
+        keyswitch: KeySwitching::Any,
     };
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (one, many) = (pool(1), pool(7));
@@ -249,7 +253,7 @@ fn batched_answers_of_several_clients_reconstruct_and_fail_alone() {
         let plain = kind.default_plain_bits();
         let tokens = if kind.batches_tokens() { 3 } else { 1 };
         let backend = Arc::new(CpuBackend::new());
-        let inputs = DesignInputs::for_backend(backend.as_ref(), &table, plain, tokens);
+        let inputs = DesignInputs::for_backend(backend.as_ref(), &table, plain, tokens).unwrap();
         let (server, first) = kind.build_for(backend, &table, &inputs).unwrap();
         let (m, d) = (table.m(), table.d());
         let mut clients = vec![first];

@@ -9,7 +9,7 @@ use fastquery_backend::work;
 use fastquery_cpu::CpuBackend;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
-    fold::{FoldClient, FoldServer, candidates},
+    fold::{FoldClient, FoldServer, KeySwitching, candidates},
 };
 use fastquery_table::IntTable;
 
@@ -25,8 +25,11 @@ fn counted_work_equals_the_designs_operation_counts() {
     let cases = [((2000usize, 16usize, 5u32), 2usize, 5usize), ((300, 64, 5), 4, 4), ((12, 8200, 5), 3, 3)];
     for ((m, d, bits), built, asked) in cases {
         let t = table(m, d, bits);
-        let design =
-            candidates(4, "fastquery", (m, d, bits), 37, built).into_iter().next().expect("a design").0;
+        let design = candidates(4, "fastquery", (m, d, bits), 37, built, KeySwitching::Any)
+            .into_iter()
+            .next()
+            .expect("a design")
+            .0;
         let server = FoldServer::new(Arc::new(CpuBackend::new()), &t, design.clone()).unwrap();
         let mut client = FoldClient::new(design.clone()).unwrap();
         let session = server.open_session(&client.setup().unwrap()).unwrap();
