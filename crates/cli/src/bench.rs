@@ -66,9 +66,11 @@ struct BenchReport {
     /// fastquery against each baseline measured in the same run.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     ratios: std::collections::BTreeMap<String, Ratio>,
-    /// The same for the latency-oriented variant.
+    /// The same for the variants chosen for the least latency on the WAN and on the LAN.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     ratios_fastquery_wan: std::collections::BTreeMap<String, Ratio>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    ratios_fastquery_lan: std::collections::BTreeMap<String, Ratio>,
     /// The backend's measured copy bandwidth (read + write), GB/s.
     bandwidth_gbs: f64,
     /// Per scheme: the memory-bound floor of its server time per token, the preprocessed table
@@ -243,12 +245,13 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     }
     let ratios_main = ratios(&reports, "fastquery");
     let ratios_wan = ratios(&reports, "fastquery-wan");
+    let ratios_lan = ratios(&reports, "fastquery-lan");
     let markdown = markdown(
         workload.name(),
         args.tokens,
         &info.device,
         &reports,
-        &[("fastquery", &ratios_main), ("fastquery-wan", &ratios_wan)],
+        &[("fastquery", &ratios_main), ("fastquery-wan", &ratios_wan), ("fastquery-lan", &ratios_lan)],
     );
     print!("{markdown}");
     let all_ok = reports.iter().all(|r| r.verified && r.batching.as_ref().is_none_or(|b| b.verified));
@@ -266,6 +269,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             schemes: reports,
             ratios: ratios_main,
             ratios_fastquery_wan: ratios_wan,
+            ratios_fastquery_lan: ratios_lan,
             bandwidth_gbs: gbs,
             table_floor_ms_per_token: floors,
         };
@@ -286,7 +290,10 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
 
 /// FastQuery's cost model: the designs it ranks best, and the one with the fewest bytes.
 fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
-    use fastquery_protocol::{fastquery, harness::WAN};
+    use fastquery_protocol::{
+        fastquery,
+        harness::{LAN, WAN},
+    };
     let started = std::time::Instant::now();
     let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, keyswitch } = *inputs;
     let objective = fastquery::Objective::Latency { link: WAN, server_threads };
@@ -308,12 +315,12 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         );
     };
     println!(
-        "fastquery cost model, blocked layouts ({} designs pass the noise analysis, searched in {:.2} s; fastquery-wan takes the first by WAN latency):",
+        "fastquery cost model, blocked layouts ({} designs pass the noise analysis, searched in {:.2} s; ranked by WAN latency on a {server_threads}-thread server):",
         all.len(),
         started.elapsed().as_secs_f64()
     );
     for (i, (c, _)) in all.iter().take(5).enumerate() {
-        show(if i == 0 { "chosen:" } else { "      :" }, c);
+        show(if i == 0 { " first:" } else { "      :" }, c);
     }
     if let Some((c, _)) = all.iter().min_by_key(|(c, _)| c.predicted.query + c.predicted.response) {
         show("fewest bytes:", c);
@@ -343,6 +350,24 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
             mb(bytes.query as f64),
             mb(bytes.response as f64)
         );
+    }
+    // The latency variants rank both kinds together.
+    for (name, link) in [("fastquery-wan", WAN), ("fastquery-lan", LAN)] {
+        let objective = fastquery::Objective::Latency { link, server_threads };
+        let (what, latency) =
+            match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)? {
+                fastquery::Pick::Blocked(c, _) => (
+                    format!("blocked, N={} block {}x{} pack {}", c.n, c.d1, c.d0, c.pack),
+                    c.latency_ms_per_token,
+                ),
+                fastquery::Pick::Folded(f) => {
+                    let ms = fastquery_protocol::fold::estimate_ms(&f, tokens, server_threads);
+                    let b = f.predicted_bytes(tokens);
+                    let latency = link.latency_ms(ms, (b.query + b.response) as f64, 1.0) / tokens as f64;
+                    (format!("folded, {}", f.summary().layout), latency)
+                }
+            };
+        println!("{name} takes the least estimated {} latency: {what} ({latency:.1} ms/token)", link.name);
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ enum Command {
         /// Token ids to look up.
         #[arg(long, value_delimiter = ',', default_values_t = [0usize, 1, 42, 255, 511])]
         tokens: Vec<usize>,
-        /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan).
+        /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan, fastquery-lan).
         #[arg(long, default_value = "fastquery")]
         scheme: String,
     },

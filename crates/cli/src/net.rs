@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// ignored).
     #[arg(long)]
     auth_token_file: PathBuf,
-    /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan).
+    /// Scheme (cheetah, iron, bumblebee, fastquery, fastquery-wan, fastquery-lan).
     #[arg(long, default_value = "fastquery")]
     scheme: String,
     /// Tokens per request the design is made for (the most one request may carry).

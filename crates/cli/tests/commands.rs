@@ -262,7 +262,7 @@ fn bench_compares_every_scheme_with_ratios_a_table_and_a_chart() {
         "--workload",
         "tiny",
         "--schemes",
-        "cheetah,iron,bumblebee,fastquery,fastquery-wan",
+        "cheetah,iron,bumblebee,fastquery,fastquery-wan,fastquery-lan",
         "--tokens",
         "4",
         "--json",
@@ -273,17 +273,20 @@ fn bench_compares_every_scheme_with_ratios_a_table_and_a_chart() {
     assert!(t.contains("fastquery cost model"), "{t}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let schemes = v["schemes"].as_array().unwrap();
-    assert_eq!(schemes.len(), 5);
+    assert_eq!(schemes.len(), 6);
     assert!(schemes.iter().all(|s| s["verified"] == true));
     // Batched schemes predict their bytes exactly.
     for s in schemes.iter().filter(|s| s["scheme"] != "cheetah") {
         assert_eq!(s["predicted_bytes"], s["measured_bytes"], "{}", s["scheme"]);
     }
-    for base in ["cheetah", "iron", "bumblebee"] {
-        for key in ["comm", "lan_latency", "wan_latency"] {
-            assert!(v["ratios"][base][key].as_f64().unwrap() > 0.0, "{base} {key}");
+    for ratios in ["ratios", "ratios_fastquery_wan", "ratios_fastquery_lan"] {
+        for base in ["cheetah", "iron", "bumblebee"] {
+            for key in ["comm", "lan_latency", "wan_latency"] {
+                assert!(v[ratios][base][key].as_f64().unwrap() > 0.0, "{ratios} {base} {key}");
+            }
         }
     }
+    assert!(t.contains("fastquery-wan takes the least estimated WAN latency"), "{t}");
     let md = std::fs::read_to_string(dir.join("c.md")).unwrap();
     assert!(md.contains("| fastquery vs |"), "{md}");
     let svg = std::fs::read_to_string(dir.join("c.svg")).unwrap();

@@ -14,8 +14,9 @@
 //! * **A cost model over the candidates** (ring degree, chain, split, packing): exact wire bytes
 //!   ([`Design::predicted_bytes`], equal to the encoded messages) and an operation-count
 //!   estimate of the server's time calibrated on this engine; the design that minimises the
-//!   [`Objective`] is kept (`fastquery`: bytes, the paper's aim; `fastquery-wan`: latency on
-//!   the WAN model), and printed with its predicted bytes.
+//!   [`Objective`] is kept (`fastquery`: bytes, the paper's aim; `fastquery-wan` and
+//!   `fastquery-lan`: latency on the WAN and LAN models), and printed with its predicted bytes;
+//!   [`choose_any`] ranks these designs and the folded ones of [`crate::fold`] together.
 //! * **Batching**: one request carries all its tokens (one query and one response message).
 
 use std::sync::Arc;
@@ -272,8 +273,11 @@ impl Pick {
     }
 }
 
-/// The fewest-bytes design among the blocked candidates of [`candidates`] and the folded ones
-/// of [`crate::fold::candidates`] (bytes of query and response; the setup is paid once).
+/// The design the `objective` ranks first among the blocked candidates of [`candidates`] and
+/// the folded ones of [`crate::fold::candidates`]: the fewest bytes of query and response (the
+/// setup is paid once), or the least estimated latency per token (the folded designs' server
+/// time from [`crate::fold::estimate_ms`] at the objective's server threads). A tie goes to
+/// the blocked design.
 pub fn choose_any(
     m: usize,
     d: usize,
@@ -281,19 +285,34 @@ pub fn choose_any(
     plain_bits: u32,
     tokens: usize,
     keyswitch: crate::fold::KeySwitching,
+    objective: Objective,
 ) -> Result<Pick, ProtocolError> {
-    let blocked = choose(m, d, table_bits, plain_bits, tokens, Objective::Bytes).ok();
-    let folded =
-        crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, keyswitch)
+    let total = |b: WireBytes| (b.query + b.response) as f64;
+    let blocked = choose(m, d, table_bits, plain_bits, tokens, objective).ok().map(|(c, design)| {
+        let score = match objective {
+            Objective::Bytes => total(design.predicted_bytes(tokens)),
+            Objective::Latency { .. } => c.latency_ms_per_token,
+        };
+        (c, design, score)
+    });
+    let folds =
+        crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, keyswitch);
+    let folded = match objective {
+        // The candidates come ranked by bytes (near-equal bytes by estimated time).
+        Objective::Bytes => folds.into_iter().next().map(|(f, b, _)| (f, total(b))),
+        Objective::Latency { link, server_threads } => folds
             .into_iter()
-            .next();
-    let total = |b: WireBytes| b.query + b.response;
+            .map(|(f, b, _)| {
+                let ms = crate::fold::estimate_ms(&f, tokens, server_threads);
+                let latency = link.latency_ms(ms, total(b), 1.0) / tokens as f64;
+                (f, latency)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1)),
+    };
     match (blocked, folded) {
-        (Some((c, design)), Some((_, fb, _))) if total(design.predicted_bytes(tokens)) <= total(fb) => {
-            Ok(Pick::Blocked(Box::new(c), design))
-        }
-        (_, Some((f, _, _))) => Ok(Pick::Folded(Box::new(f))),
-        (Some((c, design)), None) => Ok(Pick::Blocked(Box::new(c), design)),
+        (Some((c, design, score)), Some((_, fs))) if score <= fs => Ok(Pick::Blocked(Box::new(c), design)),
+        (_, Some((f, _))) => Ok(Pick::Folded(Box::new(f))),
+        (Some((c, design, _)), None) => Ok(Pick::Blocked(Box::new(c), design)),
         (None, None) => Err(ProtocolError::State(format!(
             "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
         ))),

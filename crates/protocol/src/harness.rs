@@ -100,6 +100,33 @@ impl DesignInputs {
     }
 }
 
+/// The design a scheme runs: a coefficient-encoded layout, or `fastquery`'s folded query.
+#[derive(Clone, Debug)]
+pub enum SchemeDesign {
+    /// A coefficient-encoded layout (every baseline; `fastquery`'s blocked candidates).
+    Blocked(Design),
+    /// The compressed query, expanded and folded by the server.
+    Folded(Box<crate::fold::FoldDesign>),
+}
+
+impl SchemeDesign {
+    /// The exact bytes of a `tokens`-token request.
+    pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
+        match self {
+            Self::Blocked(d) => d.predicted_bytes(tokens),
+            Self::Folded(f) => f.predicted_bytes(tokens),
+        }
+    }
+
+    /// Parameters and layout, for reports.
+    pub fn summary(&self) -> ParamSummary {
+        match self {
+            Self::Blocked(d) => d.summary(),
+            Self::Folded(f) => f.summary(),
+        }
+    }
+}
+
 /// The schemes this build implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchemeKind {
@@ -112,14 +139,17 @@ pub enum SchemeKind {
     /// FastQuery: quantized table, one-hot-aware parameters and packing chosen by a cost model
     /// for the fewest bytes.
     FastQuery,
-    /// The same, with the design chosen for the least latency on the WAN model.
+    /// The same, with the design (blocked or folded) chosen for the least estimated latency
+    /// on the WAN model.
     FastQueryWan,
+    /// The same on the LAN model.
+    FastQueryLan,
 }
 
 impl SchemeKind {
     /// Every scheme.
-    pub const ALL: [SchemeKind; 5] =
-        [Self::Cheetah, Self::Iron, Self::Bumblebee, Self::FastQuery, Self::FastQueryWan];
+    pub const ALL: [SchemeKind; 6] =
+        [Self::Cheetah, Self::Iron, Self::Bumblebee, Self::FastQuery, Self::FastQueryWan, Self::FastQueryLan];
 
     /// Looks a scheme up by name.
     pub fn parse(name: &str) -> Result<Self, ProtocolError> {
@@ -137,20 +167,21 @@ impl SchemeKind {
             Self::Bumblebee => "bumblebee",
             Self::FastQuery => "fastquery",
             Self::FastQueryWan => "fastquery-wan",
+            Self::FastQueryLan => "fastquery-lan",
         }
     }
 
     /// The share ring this scheme uses by default (`l`).
     pub fn default_plain_bits(self) -> u32 {
         match self {
-            Self::Cheetah | Self::Iron | Self::FastQuery | Self::FastQueryWan => 37,
+            Self::Cheetah | Self::Iron | Self::FastQuery | Self::FastQueryWan | Self::FastQueryLan => 37,
             Self::Bumblebee => 64,
         }
     }
 
     /// Whether this is one of FastQuery's variants (they query the quantized table).
     pub fn is_fastquery(self) -> bool {
-        matches!(self, Self::FastQuery | Self::FastQueryWan)
+        matches!(self, Self::FastQuery | Self::FastQueryWan | Self::FastQueryLan)
     }
 
     /// Whether one query carries many tokens (Cheetah as published: one token per query).
@@ -175,42 +206,30 @@ impl SchemeKind {
     }
 
     /// The design both parties derive from the public `inputs` (Iron's blocking depends on the
-    /// batch, `fastquery-wan`'s ranking on the server's threads).
-    pub fn design(self, inputs: &DesignInputs) -> Result<Design, ProtocolError> {
-        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
-        Ok(match self {
-            Self::Cheetah => cheetah::design(m, d, bits, plain_bits)?,
-            Self::Iron => iron::design(m, d, bits, plain_bits, tokens)?,
-            Self::Bumblebee => bumblebee::design(m, d, bits, plain_bits)?,
-            Self::FastQuery => {
-                fastquery::choose(m, d, bits, plain_bits, tokens, fastquery::Objective::Bytes)?.1
-            }
-            Self::FastQueryWan => {
-                let objective = fastquery::Objective::Latency { link: WAN, server_threads };
-                fastquery::choose(m, d, bits, plain_bits, tokens, objective)?.1
-            }
-        })
-    }
-
-    /// The folded design `fastquery` runs, where its cost model ranks one first.
-    fn folded(self, inputs: &DesignInputs) -> Result<Option<crate::fold::FoldDesign>, ProtocolError> {
-        if self != Self::FastQuery {
-            return Ok(None);
-        }
-        let DesignInputs { m, d, bits, plain_bits, tokens, keyswitch, .. } = *inputs;
-        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch)? {
-            fastquery::Pick::Folded(f) => Some(*f),
-            fastquery::Pick::Blocked(..) => None,
+    /// batch, the latency objectives' ranking on the server's threads).
+    pub fn design(self, inputs: &DesignInputs) -> Result<SchemeDesign, ProtocolError> {
+        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, keyswitch } = *inputs;
+        let objective = match self {
+            Self::Cheetah => return Ok(SchemeDesign::Blocked(cheetah::design(m, d, bits, plain_bits)?)),
+            Self::Iron => return Ok(SchemeDesign::Blocked(iron::design(m, d, bits, plain_bits, tokens)?)),
+            Self::Bumblebee => return Ok(SchemeDesign::Blocked(bumblebee::design(m, d, bits, plain_bits)?)),
+            Self::FastQuery => fastquery::Objective::Bytes,
+            Self::FastQueryWan => fastquery::Objective::Latency { link: WAN, server_threads },
+            Self::FastQueryLan => fastquery::Objective::Latency { link: LAN, server_threads },
+        };
+        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)? {
+            fastquery::Pick::Blocked(_, design) => SchemeDesign::Blocked(design),
+            fastquery::Pick::Folded(f) => SchemeDesign::Folded(f),
         })
     }
 
     /// A client alone, for a server built on the same `inputs` (a networked client learns
     /// them from the server's `Info`; it never sees the table).
     pub fn client(self, inputs: &DesignInputs) -> Result<Box<dyn SchemeClient>, ProtocolError> {
-        if let Some(f) = self.folded(inputs)? {
-            return Ok(Box::new(FoldClient::new(f)?));
-        }
-        Ok(Box::new(BlockedClient::new(self.design(inputs)?, inputs.d)?))
+        Ok(match self.design(inputs)? {
+            SchemeDesign::Blocked(design) => Box::new(BlockedClient::new(design, inputs.d)?),
+            SchemeDesign::Folded(f) => Box::new(FoldClient::new(*f)?),
+        })
     }
 
     /// Builds the server (preprocessing `table` on `backend`) and a client, for queries of
@@ -245,18 +264,16 @@ impl SchemeKind {
                 table.bits()
             )));
         }
-        if let Some(f) = self.folded(inputs)? {
-            return Ok((
-                Box::new(FoldServer::new(backend, table, f.clone())?),
-                Box::new(FoldClient::new(f)?),
-            ));
-        }
         // Both parties derive the same design from public inputs; it is computed once here.
-        let design = self.design(inputs)?;
-        Ok((
-            Box::new(BlockedServer::new(backend, table, design.clone())?),
-            Box::new(BlockedClient::new(design, inputs.d)?),
-        ))
+        Ok(match self.design(inputs)? {
+            SchemeDesign::Blocked(design) => (
+                Box::new(BlockedServer::new(backend, table, design.clone())?),
+                Box::new(BlockedClient::new(design, inputs.d)?),
+            ),
+            SchemeDesign::Folded(f) => {
+                (Box::new(FoldServer::new(backend, table, (*f).clone())?), Box::new(FoldClient::new(*f)?))
+            }
+        })
     }
 
     /// The scheme's wire id (the `SCHEME_ID` of its design).
