@@ -182,6 +182,30 @@ async fn a_client_derives_the_design_of_the_servers_machine() {
     run.stop().await;
 }
 
+/// A server that accepts fewer tokens per request than its design is made for tells both: the
+/// client derives the design of the design's tokens (it derived one for the limit, which the
+/// server's keys and queries did not fit) and splits its requests at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_below_the_design_keeps_the_design() {
+    let run = start(SchemeKind::FastQuery, 4, |c| {
+        c.max_tokens = 2;
+        c.max_frame = 64 << 20;
+    })
+    .await;
+    let info = run.server.info();
+    assert_eq!((info.tokens, info.max_tokens), (4, 2));
+    let limit = DesignInputs { tokens: 2, ..info.inputs() };
+    let bytes = |i: &DesignInputs| SchemeKind::FastQuery.design(i).unwrap().predicted_bytes(2);
+    assert_ne!(bytes(&info.inputs()), bytes(&limit), "the test needs designs that differ");
+    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    let ids = [5, 300, 511];
+    let r = client.query(&ids).await.unwrap();
+    assert_eq!(r.requests.len(), 2);
+    run.check(&ids, &r);
+    drop(client);
+    run.stop().await;
+}
+
 fn hello(scheme: u8, token: &[u8]) -> Vec<u8> {
     Frame::new(Kind::Hello, Hello { scheme, token: token.to_vec() }.encode()).to_bytes()
 }
