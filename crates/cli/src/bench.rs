@@ -5,7 +5,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use fastquery_backend::Backend;
-use fastquery_protocol::harness::{self, DesignInputs, QUANT_BITS, QUANT_MAX_BITS, SchemeKind, SchemeReport};
+use fastquery_protocol::harness::{
+    self, DesignInputs, QUANT_BITS, QUANT_MAX_BITS, SchemeDesign, SchemeKind, SchemeReport,
+};
 use fastquery_table::{IntTable, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -354,19 +356,10 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     // The latency variants rank both kinds together.
     for (name, link) in [("fastquery-wan", WAN), ("fastquery-lan", LAN)] {
         let objective = fastquery::Objective::Latency { link, server_threads };
-        let (what, latency) =
-            match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)? {
-                fastquery::Pick::Blocked(c, _) => (
-                    format!("blocked, N={} block {}x{} pack {}", c.n, c.d1, c.d0, c.pack),
-                    c.latency_ms_per_token,
-                ),
-                fastquery::Pick::Folded(f) => {
-                    let ms = fastquery_protocol::fold::estimate_ms(&f, tokens, server_threads);
-                    let b = f.predicted_bytes(tokens);
-                    let latency = link.latency_ms(ms, (b.query + b.response) as f64, 1.0) / tokens as f64;
-                    (format!("folded, {}", f.summary().layout), latency)
-                }
-            };
+        let (design, latency) = fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)?;
+        let kind = if matches!(design, SchemeDesign::Folded(_)) { "folded" } else { "blocked" };
+        let s = design.summary();
+        let what = format!("{kind}, N={} chain {:.0} bits, {}", s.n, s.log2_q, s.layout);
         println!("{name} takes the least estimated {} latency: {what} ({latency:.1} ms/token)", link.name);
     }
     Ok(())

@@ -345,16 +345,46 @@ impl Info {
             max_frame: r.u32()?,
         };
         r.end()?;
-        if info.m == 0
-            || info.d == 0
-            || !(1..=info.tokens).contains(&info.max_tokens)
-            || !(1..=64).contains(&info.plain_bits)
-            || !(1..=MAX_SERVER_THREADS).contains(&info.server_threads)
-            || KeySwitching::from_code(info.keyswitch).is_none()
-        {
-            return Err(NetError::Malformed(format!("implausible server info {info:?}")));
+        info.checked()
+    }
+
+    /// What a server tells its clients: `scheme` on the design `inputs`, with its limits
+    /// (refused where a client would refuse it).
+    pub fn new(
+        scheme: u8,
+        inputs: &DesignInputs,
+        max_tokens: usize,
+        max_frame: usize,
+    ) -> Result<Self, NetError> {
+        let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
+        Self {
+            scheme,
+            m: u(inputs.m, "vocabulary")?,
+            d: u(inputs.d, "channels")?,
+            bits: inputs.bits,
+            plain_bits: inputs.plain_bits,
+            tokens: u(inputs.tokens, "tokens")?,
+            server_threads: u(inputs.server_threads, "server threads")?,
+            keyswitch: inputs.keyswitch.code(),
+            max_tokens: u(max_tokens, "tokens")?,
+            max_frame: u(max_frame, "frame limit")?,
         }
-        Ok(info)
+        .checked()
+    }
+
+    /// `self` where it is plausible: rows and channels, a share ring of 1 to 64 bits, a request
+    /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known key switching.
+    fn checked(self) -> Result<Self, NetError> {
+        if self.m == 0
+            || self.d == 0
+            || !(1..=self.tokens).contains(&self.max_tokens)
+            || !(1..=64).contains(&self.plain_bits)
+            || !(1..=MAX_SERVER_THREADS).contains(&self.server_threads)
+            || KeySwitching::from_code(self.keyswitch).is_none()
+        {
+            return Err(NetError::Malformed(format!("implausible server info {self:?}")));
+        }
+        Ok(self)
     }
 }
 

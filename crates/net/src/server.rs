@@ -172,21 +172,7 @@ impl Server {
         {
             return Err(NetError::Invalid(format!("unusable limits {cfg:?}")));
         }
-        let u = |v: usize, what: &str| u32::try_from(v).map_err(|_| NetError::Invalid(format!("{what} {v}")));
-        let info = Info {
-            scheme: kind.id(),
-            m: u(inputs.m, "vocabulary")?,
-            d: u(inputs.d, "channels")?,
-            bits: inputs.bits,
-            plain_bits: inputs.plain_bits,
-            tokens: u(tokens, "tokens")?,
-            server_threads: u(inputs.server_threads, "server threads")?,
-            keyswitch: inputs.keyswitch.code(),
-            max_tokens: u(cfg.max_tokens, "tokens")?,
-            max_frame: u(cfg.max_frame, "frame limit")?,
-        };
-        // What a client will decode: the same checks, before anyone connects.
-        Info::decode(&info.encode())
+        let info = Info::new(kind.id(), &inputs, cfg.max_tokens, cfg.max_frame)
             .map_err(|e| NetError::Invalid(format!("unusable design inputs: {e}")))?;
         let prefix = u64::from(rand::random::<u32>()) << 32;
         Ok(Arc::new(Self {

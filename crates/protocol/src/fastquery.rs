@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::{
     ProtocolError,
     blocked::{Design, Packing, WireBytes},
-    harness::Link,
+    harness::{Link, SchemeDesign},
 };
 
 /// Wire id of the scheme.
@@ -253,31 +253,11 @@ pub fn choose(
     Ok(candidates(m, d, table_bits, plain_bits, tokens, objective)?.swap_remove(0))
 }
 
-/// What `fastquery` runs: the blocked design or the folded one, whichever the cost model
-/// ranks first.
-#[derive(Clone, Debug)]
-pub enum Pick {
-    /// A coefficient-encoded layout (with packing or not).
-    Blocked(Box<Choice>, Design),
-    /// The compressed query (expansion and RGSW folding).
-    Folded(Box<crate::fold::FoldDesign>),
-}
-
-impl Pick {
-    /// The predicted bytes of a `tokens`-token request.
-    pub fn predicted(&self, tokens: usize) -> WireBytes {
-        match self {
-            Self::Blocked(_, d) => d.predicted_bytes(tokens),
-            Self::Folded(f) => f.predicted_bytes(tokens),
-        }
-    }
-}
-
 /// The design the `objective` ranks first among the blocked candidates of [`candidates`] and
 /// the folded ones of [`crate::fold::candidates`]: the fewest bytes of query and response (the
 /// setup is paid once), or the least estimated latency per token (the folded designs' server
-/// time from [`crate::fold::estimate_ms`] at the objective's server threads). A tie goes to
-/// the blocked design.
+/// time from [`crate::fold::estimate_ms`] at the objective's server threads), with that score
+/// (bytes per request, or ms per token). A tie goes to the blocked design.
 pub fn choose_any(
     m: usize,
     d: usize,
@@ -286,33 +266,34 @@ pub fn choose_any(
     tokens: usize,
     keyswitch: crate::fold::KeySwitching,
     objective: Objective,
-) -> Result<Pick, ProtocolError> {
+) -> Result<(SchemeDesign, f64), ProtocolError> {
     let total = |b: WireBytes| (b.query + b.response) as f64;
     let blocked = choose(m, d, table_bits, plain_bits, tokens, objective).ok().map(|(c, design)| {
         let score = match objective {
             Objective::Bytes => total(design.predicted_bytes(tokens)),
             Objective::Latency { .. } => c.latency_ms_per_token,
         };
-        (c, design, score)
+        (SchemeDesign::Blocked(design), score)
     });
     let folds =
         crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, keyswitch);
     let folded = match objective {
         // The candidates come ranked by bytes (near-equal bytes by estimated time).
-        Objective::Bytes => folds.into_iter().next().map(|(f, b, _)| (f, total(b))),
+        Objective::Bytes => {
+            folds.into_iter().next().map(|(f, b, _)| (SchemeDesign::Folded(Box::new(f)), total(b)))
+        }
         Objective::Latency { link, server_threads } => folds
             .into_iter()
             .map(|(f, b, _)| {
                 let ms = crate::fold::estimate_ms(&f, tokens, server_threads);
                 let latency = link.latency_ms(ms, total(b), 1.0) / tokens as f64;
-                (f, latency)
+                (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),
     };
     match (blocked, folded) {
-        (Some((c, design, score)), Some((_, fs))) if score <= fs => Ok(Pick::Blocked(Box::new(c), design)),
-        (_, Some((f, _))) => Ok(Pick::Folded(Box::new(f))),
-        (Some((c, design, _)), None) => Ok(Pick::Blocked(Box::new(c), design)),
+        (Some(b), Some(f)) => Ok(if b.1 <= f.1 { b } else { f }),
+        (Some(pick), None) | (None, Some(pick)) => Ok(pick),
         (None, None) => Err(ProtocolError::State(format!(
             "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
         ))),

@@ -217,10 +217,7 @@ impl SchemeKind {
             Self::FastQueryWan => fastquery::Objective::Latency { link: WAN, server_threads },
             Self::FastQueryLan => fastquery::Objective::Latency { link: LAN, server_threads },
         };
-        Ok(match fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)? {
-            fastquery::Pick::Blocked(_, design) => SchemeDesign::Blocked(design),
-            fastquery::Pick::Folded(f) => SchemeDesign::Folded(f),
-        })
+        Ok(fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)?.0)
     }
 
     /// A client alone, for a server built on the same `inputs` (a networked client learns
