@@ -43,11 +43,11 @@ fn wire(c: &mut Criterion) {
         })
         .collect();
     let bits = (design.noise.drop_bits, design.noise.c1_bits);
-    let response = messages::encode_response(&p, 1, bits, &responses);
+    let response = messages::encode_response(&p, 1, bits, &responses, 1);
     assert_eq!(response.len(), design.predicted_bytes(1).response);
     g.throughput(Throughput::Bytes(response.len() as u64));
     g.bench_function("response_encode/cheetah-llama-7b", |b| {
-        b.iter(|| messages::encode_response(&p, 1, bits, &responses))
+        b.iter(|| messages::encode_response(&p, 1, bits, &responses, 1))
     });
     g.finish();
 }

@@ -41,6 +41,8 @@ pub struct Client {
     params: Arc<Params>,
     plans: Vec<NttPlan>,
     sk: SecretKey,
+    /// The secrets of responses that share `c1` ([`crate::share`]), once their keys are made.
+    response_secrets: Vec<SecretKey>,
     response_basis: RnsBasis,
 }
 
@@ -58,7 +60,7 @@ impl Client {
         let sk = SecretKey::generate(&params, &plans, &mut rand::rng());
         let response_basis =
             params.basis().prefix(params.response_limbs()).map_err(|e| HeError::BadParams(e.to_string()))?;
-        Ok(Self { params, plans, sk, response_basis })
+        Ok(Self { params, plans, sk, response_secrets: Vec::new(), response_basis })
     }
 
     /// The parameters.
@@ -86,6 +88,17 @@ impl Client {
     /// The key for `s^2` that turns expanded `RLWE(b g)` into RGSW (see [`crate::fold`]).
     pub fn square_key(&self, digit_bits: u32) -> crate::galois::GaloisKey {
         self.sk.square_key(&self.params, &self.plans, digit_bits, &mut rand::rng())
+    }
+
+    /// Fresh secrets for responses whose groups of `n` ciphertexts share one `c1`, and the keys
+    /// that switch to them ([`crate::share`]). The secrets replace any made before.
+    pub fn share_keys(&mut self, n: usize) -> Result<crate::share::ShareKeys, HeError> {
+        let mut rng = rand::rng();
+        let targets: Vec<SecretKey> =
+            (0..n).map(|_| SecretKey::generate(&self.params, &self.plans, &mut rng)).collect();
+        let keys = crate::share::share_keys(&self.params, &self.plans, &self.sk, &targets, &mut rng)?;
+        self.response_secrets = targets;
+        Ok(keys)
     }
 
     /// Encrypts sparse messages: each message lists `(coefficient, value)` pairs with small
@@ -156,12 +169,17 @@ impl Client {
 
     /// `c1 * s` in coefficient form over the first `limbs` limbs.
     fn c1_times_s(&self, c1: &[u32], limbs: usize) -> Vec<u32> {
+        self.c1_times(&self.sk, c1, limbs)
+    }
+
+    /// `c1 * sk` in coefficient form over the first `limbs` limbs.
+    fn c1_times(&self, sk: &SecretKey, c1: &[u32], limbs: usize) -> Vec<u32> {
         let n = self.params.n();
         let mut w = c1.to_vec();
         for (l, m) in self.params.moduli()[..limbs].iter().enumerate() {
             let row = &mut w[l * n..(l + 1) * n];
             self.plans[l].forward(row);
-            for (x, &si) in row.iter_mut().zip(self.sk.ntt_limb(l)) {
+            for (x, &si) in row.iter_mut().zip(sk.ntt_limb(l)) {
                 *x = m.mul(*x, si);
             }
             self.plans[l].inverse(row);
@@ -195,15 +213,60 @@ impl Client {
         positions: &[usize],
         drop_bits: u32,
     ) -> Result<Vec<u128>, HeError> {
+        self.phases_under(&self.sk, &ct.c1, &ct.c0, positions, drop_bits)
+    }
+
+    /// Decrypts member `j` of a group of responses sharing `c1` ([`crate::share`]): its kept
+    /// `c0` coefficients (`positions`, in the order of `c0`) against the group's `c1`, under
+    /// the group's secret `j`. Returns values mod `t`.
+    pub fn decrypt_shared(
+        &self,
+        c0: &[u128],
+        c1: &[u32],
+        j: usize,
+        positions: &[usize],
+        drop_bits: u32,
+    ) -> Result<Vec<u64>, HeError> {
+        let q = self.response_modulus()?;
+        let phases = self.shared_phases(c0, c1, j, positions, drop_bits)?;
+        Ok(phases.into_iter().map(|v| decode(v, q, self.params.plain_bits())).collect())
+    }
+
+    /// The phases [`Client::decrypt_shared`] rounds.
+    pub fn shared_phases(
+        &self,
+        c0: &[u128],
+        c1: &[u32],
+        j: usize,
+        positions: &[usize],
+        drop_bits: u32,
+    ) -> Result<Vec<u128>, HeError> {
+        let sk = self.response_secrets.get(j).ok_or_else(|| {
+            HeError::BadInput(format!(
+                "member {j} of a shared response, {} secrets",
+                self.response_secrets.len()
+            ))
+        })?;
+        self.phases_under(sk, c1, c0, positions, drop_bits)
+    }
+
+    fn phases_under(
+        &self,
+        sk: &SecretKey,
+        c1: &[u32],
+        c0: &[u128],
+        positions: &[usize],
+        drop_bits: u32,
+    ) -> Result<Vec<u128>, HeError> {
         let (n, lr) = (self.params.n(), self.params.response_limbs());
-        if ct.c1.len() != n * lr || ct.c0.len() != positions.len() || positions.iter().any(|&j| j >= n) {
+        if c1.len() != n * lr || c0.len() != positions.len() || positions.iter().any(|&j| j >= n) {
             return Err(HeError::BadInput("response ciphertext does not match its layout".into()));
         }
         let q = self.response_modulus()?;
-        let w = self.c1_times_s(&ct.c1, lr);
+        let w = self.c1_times(sk, c1, lr);
         positions
             .iter()
-            .zip(&ct.c0)
+            .zip(c0)
             .map(|(&j, &h)| {
                 let residues: Vec<u32> = (0..lr).map(|l| w[l * n + j]).collect();
                 let wj = self

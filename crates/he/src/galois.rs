@@ -103,17 +103,22 @@ pub fn key_shape(params: &Params, digit_bits: u32) -> (usize, usize) {
 pub fn keyswitch_bound(params: &Params, digit_bits: u32) -> f64 {
     let (z, s_e, n) = (tail_z(), error_param(), params.n() as f64);
     match params.special_prime() {
-        Some(p) => {
-            let top = params.moduli().iter().map(|m| m.value()).max().unwrap_or(1);
-            let terms = (params.limbs() * params.n()) as f64;
-            z * s_e * terms.sqrt() * f64::from(top) / f64::from(p) + z * (n + 1.0).sqrt()
-        }
+        Some(p) => hybrid_bound(params, params.limbs(), u64::from(p)),
         None => {
             let (w, digits) = gadget(params, digit_bits);
             let terms = params.limbs() as f64 * digits as f64 * n;
             z * s_e * terms.sqrt() * 2f64.powi(w as i32)
         }
     }
+}
+
+/// [`keyswitch_bound`] of a hybrid key switch of the chain's first `chain` limbs (one digit per
+/// limb) with the special prime `special`.
+pub(crate) fn hybrid_bound(params: &Params, chain: usize, special: u64) -> f64 {
+    let (z, s_e, n) = (tail_z(), error_param(), params.n() as f64);
+    let top = params.moduli()[..chain].iter().map(|m| m.value()).max().unwrap_or(1);
+    let terms = (chain * params.n()) as f64;
+    z * s_e * terms.sqrt() * f64::from(top) / special as f64 + z * (n + 1.0).sqrt()
 }
 
 /// The exponents packing `n` strided ciphertexts needs: `N/h + 1` for `h = n/2, ..., 1`.
@@ -173,14 +178,38 @@ impl SecretKey {
         rng: &mut R,
         target: impl Fn(usize, usize) -> u32,
     ) -> (Vec<u32>, Seed) {
-        let n = params.n();
         let (w, digits) = gadget(params, key_digit_bits(params, digit_bits));
-        let (keys, limbs) = key_shape(params, digit_bits);
+        let (_, limbs) = key_shape(params, digit_bits);
+        let form = KeyForm {
+            chain: params.limbs(),
+            limbs,
+            digit_bits: w,
+            digits,
+            special: params.special_prime().map_or(1, u64::from),
+        };
         let seed = fresh_seed();
-        let a = expand_uniform(params.ring(), limbs, keys, &seed);
+        let a = expand_uniform(params.ring(), limbs, form.chain * digits, &seed);
+        (self.switching_rows(params, plans, form, &a, rng, Some(&target)), seed)
+    }
+
+    /// The `b` rows of a key-switching key of `form` under `self` with the `a` rows `a`: `b_ij
+    /// = -a_ij s + e_ij + special g_ij s'` for the target `s'` (NTT evaluations `target(limb,
+    /// k)`), or `b_ij = -a_ij s + e_ij` (a key to the zero polynomial) without one. NTT form,
+    /// `[chain limb i][digit j][limb][coefficient]`.
+    pub(crate) fn switching_rows<R: RngCore + CryptoRng>(
+        &self,
+        params: &Params,
+        plans: &[NttPlan],
+        form: KeyForm,
+        a: &[u32],
+        rng: &mut R,
+        target: Option<&dyn Fn(usize, usize) -> u32>,
+    ) -> Vec<u32> {
+        let n = params.n();
+        let KeyForm { chain, limbs, digit_bits: w, digits, special } = form;
+        let keys = chain * digits;
         let mut b = vec![0u32; keys * limbs * n];
         let moduli: &[Modulus] = &params.ring().moduli()[..limbs];
-        let special = params.special_prime().map_or(1, u64::from);
         for key in 0..keys {
             let (i, j) = (key / digits, key % digits);
             let e = cbd(rng, n);
@@ -194,7 +223,7 @@ impl SecretKey {
                 for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
                     *x = m.sub(*x, m.mul(ai, si));
                 }
-                if l == i {
+                if let (true, Some(target)) = (l == i, target) {
                     let gadget = m.mul(m.reduce_u64(1u64 << (j as u32 * w)), m.reduce_u64(special));
                     for (k, x) in row.iter_mut().enumerate() {
                         *x = m.add(*x, m.mul(gadget, target(l, k)));
@@ -202,8 +231,20 @@ impl SecretKey {
                 }
             }
         }
-        (b, seed)
+        b
     }
+}
+
+/// The shape of a key-switching key: digits of the first `chain` limbs (`digits` of
+/// `digit_bits` bits per limb), rows over the ring's first `limbs` limbs (`chain + 1` with a
+/// special prime, the ring's next one, of value `special`; else `chain` and `special = 1`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyForm {
+    pub(crate) chain: usize,
+    pub(crate) limbs: usize,
+    pub(crate) digit_bits: u32,
+    pub(crate) digits: usize,
+    pub(crate) special: u64,
 }
 
 /// A Galois key on the server's device: the `(b, a)` pairs as the `inner x 2` operand of a

@@ -30,6 +30,7 @@ mod params;
 pub mod rounding;
 pub mod sample;
 pub mod server;
+pub mod share;
 
 pub use error::HeError;
 pub use keys::{PublicKey, SecretKey};

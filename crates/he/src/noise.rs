@@ -73,8 +73,10 @@ pub struct NoiseReport {
     pub before_switch: f64,
     /// Rounding noise of modulus switching.
     pub switch_round: f64,
-    /// Bound after modulus switching.
+    /// Bound after modulus switching (with the key switches of a shared `c1`, `shared`).
     pub after_switch: f64,
+    /// Noise of sharing one `c1` among a group of responses ([`crate::share`]; 0 without).
+    pub shared: f64,
     /// Low bits of `c0` dropped before sending.
     pub drop_bits: u32,
     /// Bits per coefficient of `c1` on the wire when it is rounded ([`crate::rounding`]); 0 when
@@ -130,10 +132,7 @@ pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> 
             params.plain_bits()
         )));
     }
-    // Largest b with 2^(b-1) <= 0.99 (budget - after_switch); never more than the modulus holds.
-    let slack = 0.99 * (budget - after_switch);
-    let drop_bits = if slack < 1.0 { 0 } else { (slack.log2().floor() as u32 + 1).min(60) };
-    let dropped = if drop_bits == 0 { 0.0 } else { 2f64.powi(drop_bits as i32 - 1) };
+    let (drop_bits, dropped) = drop_for(budget, after_switch);
     Ok(NoiseReport {
         z,
         table,
@@ -142,6 +141,7 @@ pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> 
         before_switch,
         switch_round,
         after_switch,
+        shared: 0.0,
         drop_bits,
         c1_bits: 0,
         c1_round: 0.0,
@@ -150,7 +150,43 @@ pub fn analyse(params: &Params, work: Workload) -> Result<NoiseReport, HeError> 
     })
 }
 
+/// The low bits of `c0` the slack lets go, and their rounding bound: the largest `b` with
+/// `2^(b-1) <= 0.99 (budget - after_switch)`, never more than the modulus holds.
+fn drop_for(budget: f64, after_switch: f64) -> (u32, f64) {
+    let slack = 0.99 * (budget - after_switch);
+    let drop_bits = if slack < 1.0 { 0 } else { (slack.log2().floor() as u32 + 1).min(60) };
+    (drop_bits, if drop_bits == 0 { 0.0 } else { 2f64.powi(drop_bits as i32 - 1) })
+}
+
 impl NoiseReport {
+    /// Adds the noise of groups of `n` responses sharing one `c1` ([`crate::share::shared_bound`])
+    /// after the switch, and drops as many bits of `c0` as the rest allows; an error if it no
+    /// longer fits. Unchanged for `n <= 1`. Apply before [`NoiseReport::with_rounded_c1`].
+    pub fn with_shared_c1(self, params: &Params, n: usize) -> Result<Self, HeError> {
+        let shared = crate::share::shared_bound(params, n);
+        if shared == 0.0 {
+            return Ok(self);
+        }
+        let after_switch = self.after_switch - self.shared + shared;
+        if after_switch >= self.budget {
+            return Err(HeError::NoiseBudget(format!(
+                "a c1 shared by {n} responses leaves noise 2^{:.1} against the budget 2^{:.1}",
+                after_switch.log2(),
+                self.budget.log2()
+            )));
+        }
+        let (drop_bits, dropped) = drop_for(self.budget, after_switch);
+        Ok(Self {
+            after_switch,
+            shared,
+            drop_bits,
+            c1_bits: 0,
+            c1_round: 0.0,
+            total: after_switch + dropped,
+            ..self
+        })
+    }
+
     /// Spends the slack on both parts of the response instead of `c0` alone: `c1` rounded to `w`
     /// bits ([`crate::rounding`]) and `b` low bits of `c0` dropped, with
     /// `2^(b-1) + z sqrt(N) E(w) <= 0.99 (budget - after_switch)`, choosing the pair with the

@@ -14,6 +14,7 @@ use crate::{
     noise::NoiseReport,
     rounding::response_rounding,
     sample::{CBD_ETA, stream, uniform_centered, uniform_mod_pow2},
+    share::{ServerShareKeys, share_c1},
 };
 
 /// The client's public key on the server's device.
@@ -196,9 +197,12 @@ impl ScaledEncoder {
 /// 2. adds uniform flooding noise of half-width `noise.flood` to every kept coefficient of `c0`
 ///    (the only coefficients the client can decrypt);
 /// 3. adds the encoding of `-r` for uniform masks `r` in `Z_t` (the server's shares);
-/// 4. switches to the response modulus and keeps only `positions[ct]` of `c0`, each with its
-///    low `noise.drop_bits` bits dropped; `c1` is rounded to `noise.c1_bits` bits per
-///    coefficient where the scheme asked for it. Everything else of `c0` is never sent.
+/// 4. switches to the response modulus; with `share`, groups of `share.n()` ciphertexts then
+///    share one `c1` ([`crate::share`]): the group's first response carries it, the others an
+///    empty `c1`;
+/// 5. keeps only `positions[ct]` of `c0`, each with its low `noise.drop_bits` bits dropped;
+///    `c1` is rounded to `noise.c1_bits` bits per coefficient where the scheme asked for it.
+///    Everything else of `c0` is never sent.
 #[allow(clippy::too_many_arguments)]
 pub fn finish<B: Backend, R: RngCore>(
     ring: &Ring<B>,
@@ -208,6 +212,7 @@ pub fn finish<B: Backend, R: RngCore>(
     c0: Polys<B, Coeff>,
     c1: Polys<B, Coeff>,
     positions: &[Vec<usize>],
+    share: Option<&ServerShareKeys<B>>,
     rng: &mut R,
 ) -> Result<Finished, HeError> {
     let (n, limbs, lr) = (params.n(), params.limbs(), params.response_limbs());
@@ -286,6 +291,15 @@ pub fn finish<B: Backend, R: RngCore>(
     // 4. Switch, download, keep and truncate.
     let (c0, c1) =
         if lr < limbs { (ring.mod_switch_down(&c0, lr)?, ring.mod_switch_down(&c1, lr)?) } else { (c0, c1) };
+    // 5. Share c1 in groups (after the re-randomisation: see `crate::share`).
+    let (c0, c1, group) = match share {
+        Some(keys) if keys.n() > 1 => {
+            let mut c0 = c0;
+            let c = share_c1(ring, keys, &mut c0, c1)?;
+            (c0, c, keys.n())
+        }
+        _ => (c0, c1, 1),
+    };
     let (w0, w1) = (ring.download(&c0)?, ring.download(&c1)?);
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let b = noise.drop_bits;
@@ -305,7 +319,12 @@ pub fn finish<B: Backend, R: RngCore>(
                     if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b }
                 })
                 .collect();
-            let c1 = &w1[ct * lr * n..(ct + 1) * lr * n];
+            // A group's c1 travels with its first member.
+            if ct % group != 0 {
+                return ResponseCiphertext { c1: Vec::new(), c0 };
+            }
+            let g = ct / group;
+            let c1 = &w1[g * lr * n..(g + 1) * lr * n];
             // A rounded c1 is what the client will read back from its bits on the wire.
             let c1 = match &rounding {
                 Some(r) => r.lift_residues(&resp_basis, &r.round_residues(&resp_basis, c1)),

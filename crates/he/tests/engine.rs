@@ -122,7 +122,8 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
             let shape = Shape::new(cts_out, params.limbs());
             let c0 = ring.upload(&c0s, shape).unwrap();
             let c1 = ring.upload(&c1s, shape).unwrap();
-            let fin = finish(&ring, &params, &key, &report, c0, c1, &positions, &mut rand::rng()).unwrap();
+            let fin =
+                finish(&ring, &params, &key, &report, c0, c1, &positions, None, &mut rand::rng()).unwrap();
             let mask = params.plain_mask();
             let q_resp = BigUint::from(client.response_modulus().unwrap());
             let total = BigUint::from(report.total.ceil() as u128);
@@ -168,7 +169,7 @@ fn responses_are_rerandomised() {
         let shape = Shape::new(1, params.limbs());
         let c0 = ring.upload(&words[..poly], shape).unwrap();
         let c1 = ring.upload(&words[poly..], shape).unwrap();
-        finish(&ring, &params, &key, &report, c0, c1, &[vec![3, 4]], &mut rand::rng()).unwrap()
+        finish(&ring, &params, &key, &report, c0, c1, &[vec![3, 4]], None, &mut rand::rng()).unwrap()
     };
     let (x, y) = (answer(), answer());
     // Same query, same table: the c1 of two answers agree on about 1/p of their words.

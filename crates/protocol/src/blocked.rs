@@ -169,11 +169,11 @@ impl Design {
     pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
-        let setup = messages::setup_bytes(p, self.galois_elements().len(), self.key_bits());
+        let setup = messages::setup_bytes(p, self.galois_elements().len(), self.key_bits(), 1);
         let query = HEADER_BYTES
             + 4
             + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
-        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens));
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), 1);
         WireBytes { setup, query, response }
     }
 
@@ -406,8 +406,8 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
 
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
-        let (pk, galois) =
-            decode_setup(&d.params, d.id, setup, self.limits, &d.galois_elements(), d.key_bits())?;
+        let (pk, galois, _) =
+            decode_setup(&d.params, d.id, setup, self.limits, (&d.galois_elements(), d.key_bits()), 1)?;
         let digit_bits = d.packing.map_or(0, |p| p.digit_bits);
         let keys = SessionKeys {
             pk: load_public_key(&self.ring, &d.params, &pk)?,
@@ -499,10 +499,11 @@ impl<B: Backend> BlockedServer<B> {
             packed.c0,
             packed.c1,
             &positions,
+            None,
             &mut rand::rng(),
         )?;
         let shares = place_shares(tokens, self.d, params.plain_bits(), &layout, &fin.shares);
-        Ok((encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses), shares))
+        Ok((encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses, 1), shares))
     }
 
     /// [`SchemeServer::answer_many`]: every valid query's one-hot ciphertexts become rows of one
@@ -604,7 +605,7 @@ impl SchemeClient for BlockedClient {
             None => Vec::new(),
         };
         self.state = ClientState::Ready;
-        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &galois))
+        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &galois, None))
     }
 
     fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
@@ -625,8 +626,14 @@ impl SchemeClient for BlockedClient {
         };
         let tokens = ids.len();
         let d = &self.design;
-        let shares =
-            decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, self.d), self.limits)?;
+        let shares = decode_shares(
+            &self.he,
+            d.id,
+            response,
+            (&d.positions(tokens), 1),
+            (tokens, self.d),
+            self.limits,
+        )?;
         self.state = ClientState::Ready;
         Ok(shares)
     }

@@ -46,6 +46,7 @@ use fastquery_he::{
     noise::{NoiseReport, Workload, analyse},
     security_limit,
     server::{ServerKey, encode_mac_operand, finish, load_public_key},
+    share::{ServerShareKeys, group_size, load_share_keys},
 };
 use fastquery_table::IntTable;
 
@@ -80,6 +81,8 @@ pub struct FoldLayout {
     pub k: u32,
     /// Tokens packed per response ciphertext (a power of two, at most `rows_per_record`).
     pub pack: usize,
+    /// Response ciphertexts sharing one `c1` ([`fastquery_he::share`]; 1: none).
+    pub share: usize,
 }
 
 /// What both parties derive from the public shape and parameters.
@@ -138,15 +141,19 @@ impl FoldDesign {
         let tokens_per_ct = (n / slots).min(tokens);
         let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
         let pack = rows_per_record.min(tokens.next_power_of_two());
+        let responses = if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) };
+        let share = group_size(&params, responses);
         let layout =
-            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack };
+            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack, share };
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
         let extra = fold.total + (pack - 1) as f64 * keyswitch_bound(&params, ks_bits);
         // Communication-aware: the slack is spent where it saves the most bytes, on c1 as well
         // as on c0 (a response keeps pack rows of d coefficients, a piece of a long row N).
+        // Groups of responses share one c1: its bits are paid once per group.
         let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?
+            .with_shared_c1(&params, share)?
             .with_rounded_c1(&params, (pack * d).min(n));
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
@@ -241,9 +248,10 @@ impl FoldDesign {
     pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
-        let setup = messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits);
+        let setup =
+            messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits, self.layout.share);
         let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
-        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens));
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), self.layout.share);
         WireBytes { setup, query, response }
     }
 
@@ -263,8 +271,11 @@ impl FoldDesign {
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
         let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
+        // Sharing c1: each response's c1 against the a half and every target's b half, two
+        // products per backend call (`fastquery_he::share::share_c1`).
+        let sharing = if l.share > 1 { self.response_cts(tokens) * (l.share + 1).div_ceil(2) } else { 0 };
         let mac = 2 * tokens * l.m1 * l.m2 * l.pieces * self.params.limbs() * self.params.n();
-        (expansion + conversion + packing, external, mac)
+        (expansion + conversion + packing + sharing, external, mac)
     }
 
     /// A summary for reports.
@@ -284,7 +295,7 @@ impl FoldDesign {
             layout: format!(
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
                  {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots), \
-                 {} token(s) per response, keys of {}-bit digits",
+                 {} token(s) per response, {} response(s) per c1, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
                 l.m1,
@@ -295,6 +306,7 @@ impl FoldDesign {
                 l.tokens_per_ct,
                 l.k,
                 l.pack,
+                l.share,
                 l.ks_bits
             ),
         }
@@ -506,6 +518,8 @@ struct FoldKeys<B: Backend> {
     pk: ServerKey<B>,
     galois: Vec<ServerGaloisKey<B>>,
     square: ServerGaloisKey<B>,
+    /// The keys of responses sharing `c1`, where the design shares it.
+    share: Option<ServerShareKeys<B>>,
 }
 
 /// The server of a folded design.
@@ -763,13 +777,15 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
         let elements = d.key_elements();
-        let (pk, mut keys) = decode_setup(&d.params, d.id, setup, self.limits, &elements, d.layout.ks_bits)?;
+        let (pk, mut keys, share) =
+            decode_setup(&d.params, d.id, setup, self.limits, (&elements, d.layout.ks_bits), d.layout.share)?;
         let square = keys.pop().ok_or_else(|| ProtocolError::State("no key for s^2".into()))?;
         let load = |k| load_galois_key(&self.ring, &d.params, k, d.layout.ks_bits);
         let keys = FoldKeys {
             pk: load_public_key(&self.ring, &d.params, &pk)?,
             galois: keys.iter().map(load).collect::<Result<_, _>>()?,
             square: load(&square)?,
+            share: share.map(|k| load_share_keys(&self.ring, &d.params, &k, d.layout.share)).transpose()?,
         };
         self.sessions.open(keys)
     }
@@ -825,10 +841,17 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             folded.c0,
             folded.c1,
             &positions,
+            keys.share.as_ref(),
             &mut rand::rng(),
         )?;
         let shares = place_shares(tokens, d.d, params.plain_bits(), &layout, &fin.shares);
-        let response = encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses);
+        let response = encode_response(
+            params,
+            d.id,
+            (d.noise.drop_bits, d.noise.c1_bits),
+            &fin.responses,
+            d.layout.share,
+        );
         trace.mark("finish+encode");
         Ok((response, shares))
     }
@@ -868,8 +891,9 @@ impl SchemeClient for FoldClient {
         let elements = d.key_elements();
         let mut keys = self.he.galois_keys(&elements[..elements.len() - 1], d.layout.ks_bits)?;
         keys.push(self.he.square_key(d.layout.ks_bits));
+        let share = if d.layout.share > 1 { Some(self.he.share_keys(d.layout.share)?) } else { None };
         self.state = ClientState::Ready;
-        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &keys))
+        Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &keys, share.as_ref()))
     }
 
     fn query(&mut self, ids: &[usize]) -> Result<Vec<u8>, ProtocolError> {
@@ -913,8 +937,14 @@ impl SchemeClient for FoldClient {
         };
         let tokens = ids.len();
         let d = &self.design;
-        let shares =
-            decode_shares(&self.he, d.id, response, &d.positions(tokens), (tokens, d.d), self.limits)?;
+        let shares = decode_shares(
+            &self.he,
+            d.id,
+            response,
+            (&d.positions(tokens), d.layout.share),
+            (tokens, d.d),
+            self.limits,
+        )?;
         self.state = ClientState::Ready;
         Ok(shares)
     }

@@ -5,6 +5,7 @@ use fastquery_he::{
     client::{ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
     rounding::{C1Rounding, response_rounding},
+    share::{ShareKeys, share_key_shape},
 };
 use fastquery_math::RnsBasis;
 
@@ -45,8 +46,16 @@ fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<V
 
 /// Setup: the client's public key (`p0` over the chain's limbs, seed of `a`), then the Galois
 /// keys a scheme needs (count, then per key its exponent, its `b` rows over the key's limbs,
-/// the special prime's included, and the seed of its `a` rows).
-pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey, galois: &[GaloisKey]) -> Vec<u8> {
+/// the special prime's included, and the seed of its `a` rows), then, for a scheme whose
+/// responses share `c1` in groups of `n` ([`fastquery_he::share`]), `n` and per source its
+/// seed and the `b` rows of its `n` keys.
+pub fn encode_setup(
+    params: &Params,
+    scheme: u8,
+    pk: &PublicKey,
+    galois: &[GaloisKey],
+    share: Option<&ShareKeys>,
+) -> Vec<u8> {
     let mut w = Writer::new(Kind::Setup, scheme, params.id());
     write_poly_rows(&mut w, params, &pk.p0, params.limbs());
     w.bytes(&pk.seed);
@@ -59,18 +68,38 @@ pub fn encode_setup(params: &Params, scheme: u8, pk: &PublicKey, galois: &[Galoi
         }
         w.bytes(&k.seed);
     }
+    if let Some(share) = share {
+        let (polys, limbs) = share_key_shape(params);
+        let poly = params.n() * limbs;
+        w.u32(share.n as u32);
+        let per_source = share.n * polys * poly;
+        for (seed, rows) in share.seeds.iter().zip(share.b.chunks_exact(per_source)) {
+            w.bytes(seed);
+            for row in rows.chunks_exact(poly) {
+                write_poly_rows(&mut w, params, row, limbs);
+            }
+        }
+    }
     w.finish()
 }
 
-/// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits (what
-/// [`encode_setup`] writes).
-pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32) -> usize {
+/// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits and keys for
+/// responses sharing `c1` in groups of `share` (none for `share <= 1`): what [`encode_setup`]
+/// writes.
+pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32, share: usize) -> usize {
     let (key_polys, key_limbs) =
         if keys == 0 { (0, 0) } else { fastquery_he::galois::key_shape(params, key_bits) };
+    let shared = if share > 1 {
+        let (polys, limbs) = share_key_shape(params);
+        32 + share * (256 + share * polys * rows_bits(params, limbs))
+    } else {
+        0
+    };
     let bits = rows_bits(params, params.limbs())
         + 256
         + 32
-        + keys * (32 + key_polys * rows_bits(params, key_limbs) + 256);
+        + keys * (32 + key_polys * rows_bits(params, key_limbs) + 256)
+        + shared;
     crate::wire::HEADER_BYTES + bits.div_ceil(8)
 }
 
@@ -80,16 +109,21 @@ fn rows_bits(params: &Params, limbs: usize) -> usize {
         * params.n()
 }
 
+/// What a setup message carries: the public key, the Galois keys, and the keys of a shared
+/// `c1` where the scheme's responses share one.
+pub type Setup = (PublicKey, Vec<GaloisKey>, Option<ShareKeys>);
+
 /// Decodes a setup message; the Galois keys must be exactly those of `elements`, in that
-/// order, each laid out as [`key_shape`](fastquery_he::galois::key_shape) says for `key_bits`.
+/// order, each laid out as [`key_shape`](fastquery_he::galois::key_shape) says for `key_bits`,
+/// followed by the keys of groups of `share` where `share > 1`.
 pub fn decode_setup(
     params: &Params,
     scheme: u8,
     msg: &[u8],
     limits: Limits,
-    elements: &[usize],
-    key_bits: u32,
-) -> Result<(PublicKey, Vec<GaloisKey>), WireError> {
+    (elements, key_bits): (&[usize], u32),
+    share: usize,
+) -> Result<Setup, WireError> {
     let (polys, limbs) = fastquery_he::galois::key_shape(params, key_bits);
     let mut r = Reader::open(msg, Kind::Setup, scheme, params.id(), limits.max_body)?;
     let p0 = read_poly_rows(&mut r, params, params.limbs())?;
@@ -110,8 +144,28 @@ pub fn decode_setup(
         }
         keys.push(GaloisKey { g, b, seed: r.bytes::<32>()? });
     }
+    let shared = if share > 1 {
+        let got = r.count("responses sharing c1", fastquery_he::share::MAX_SHARED)?;
+        if got != share {
+            return Err(WireError::Field(format!(
+                "keys for {got} responses sharing c1, the scheme shares {share}"
+            )));
+        }
+        let (polys, limbs) = share_key_shape(params);
+        let mut seeds = Vec::with_capacity(share);
+        let mut b = Vec::with_capacity(share * share * polys * limbs * params.n());
+        for _ in 0..share {
+            seeds.push(r.bytes::<32>()?);
+            for _ in 0..share * polys {
+                b.extend(read_poly_rows(&mut r, params, limbs)?);
+            }
+        }
+        Some(ShareKeys { n: share, seeds, b })
+    } else {
+        None
+    };
     r.end()?;
-    Ok((PublicKey { p0, seed }, keys))
+    Ok((PublicKey { p0, seed }, keys, shared))
 }
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
@@ -186,10 +240,28 @@ pub(crate) fn c1_bits(params: &Params, rounded: u32) -> usize {
 }
 
 /// Bytes of a response: the header, its two width bytes, and one byte-aligned record per
-/// ciphertext keeping `kept[i]` coefficients of `c0`.
-pub fn response_bytes(params: &Params, noise: &fastquery_he::noise::NoiseReport, kept: &[usize]) -> usize {
-    let (width, c1) = (c0_width(params, noise.drop_bits) as usize, c1_bits(params, noise.c1_bits));
-    crate::wire::HEADER_BYTES + 2 + kept.iter().map(|&k| (c1 + k * width).div_ceil(8)).sum::<usize>()
+/// ciphertext keeping `kept[i]` coefficients of `c0`, with `c1` in every `share`-th record
+/// (the first of each group sharing it; every record for `share <= 1`).
+pub fn response_bytes(
+    params: &Params,
+    noise: &fastquery_he::noise::NoiseReport,
+    kept: &[usize],
+    share: usize,
+) -> usize {
+    let width = c0_width(params, noise.drop_bits) as usize;
+    crate::wire::HEADER_BYTES
+        + 2
+        + record_sizes(kept, share, c1_bits(params, noise.c1_bits), width).iter().sum::<usize>()
+}
+
+/// Bytes of each response record: `c1` (`c1_len` bits) in the first of each group of `share`,
+/// then `kept[i]` coefficients of `width` bits.
+fn record_sizes(kept: &[usize], share: usize, c1_len: usize, width: usize) -> Vec<usize> {
+    let share = share.max(1);
+    kept.iter()
+        .enumerate()
+        .map(|(i, &k)| (if i % share == 0 { c1_len } else { 0 } + k * width).div_ceil(8))
+        .collect()
 }
 
 /// The rounding of `c1` a response declares, or `None` for residues; an error for a width the
@@ -202,23 +274,29 @@ fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Roundin
 }
 
 /// Response: the dropped bit count and the width of `c1` (0: residues), then each ciphertext as
-/// a byte-aligned record (`c1`, then its kept `c0` coefficients). How many coefficients each
-/// ciphertext keeps is fixed by the layout, which both sides know; it is not sent. A rounded
-/// `c1` must hold values that [`fastquery_he::server::finish`] rounded with the same width.
+/// a byte-aligned record (`c1`, then its kept `c0` coefficients); where groups of `share`
+/// ciphertexts share `c1`, only the first record of each group holds it. How many
+/// coefficients each ciphertext keeps, and the groups, are fixed by the layout, which both
+/// sides know; they are not sent. A rounded `c1` must hold values that
+/// [`fastquery_he::server::finish`] rounded with the same width.
 pub fn encode_response(
     params: &Params,
     scheme: u8,
     (drop_bits, c1_width): (u32, u32),
     cts: &[ResponseCiphertext],
+    share: usize,
 ) -> Vec<u8> {
+    let share = share.max(1);
     let width = c0_width(params, drop_bits);
     // The widths come from the scheme's own noise analysis, which checked them.
     let rounding = c1_rounding(params, c1_width).ok().flatten();
     let records: Vec<Vec<u8>> = cts
         .par_iter()
-        .map(|ct| {
+        .enumerate()
+        .map(|(i, ct)| {
             let mut w = Writer::body_only();
             match &rounding {
+                _ if i % share != 0 => {}
                 None => write_poly_rows(&mut w, params, &ct.c1, params.response_limbs()),
                 Some((basis, r)) => {
                     r.round_residues(basis, &ct.c1).into_iter().for_each(|h| w.bits(h, c1_width))
@@ -235,15 +313,17 @@ pub fn encode_response(
     w.finish()
 }
 
-/// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients; a rounded `c1` comes
-/// back as the residues of its lifted values.
+/// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients, groups of `share`
+/// sharing the `c1` of their first (the others come back with an empty `c1`); a rounded `c1`
+/// comes back as the residues of its lifted values.
 pub fn decode_response(
     params: &Params,
     scheme: u8,
     msg: &[u8],
-    kept: &[usize],
+    (kept, share): (&[usize], usize),
     limits: Limits,
 ) -> Result<(u32, Vec<ResponseCiphertext>), WireError> {
+    let share = share.max(1);
     let mut r = Reader::open(msg, Kind::Response, scheme, params.id(), limits.max_body)?;
     let drop_bits = r.bits(8)? as u32;
     if drop_bits >= params.log2_q_response() as u32 {
@@ -253,22 +333,23 @@ pub fn decode_response(
     let rounding = c1_rounding(params, c1_width)?;
     let width = c0_width(params, drop_bits);
     let c1_len = c1_bits(params, c1_width);
-    let sizes: Vec<usize> = kept.iter().map(|&k| (c1_len + k * width as usize).div_ceil(8)).collect();
+    let sizes = record_sizes(kept, share, c1_len, width as usize);
     let body = r.take(sizes.iter().sum())?;
     r.end()?;
     let mut records = Vec::with_capacity(kept.len());
     let mut off = 0;
-    for (&size, &k) in sizes.iter().zip(kept) {
-        records.push((&body[off..off + size], k));
+    for (i, (&size, &k)) in sizes.iter().zip(kept).enumerate() {
+        records.push((&body[off..off + size], k, i % share == 0));
         off += size;
     }
     let limit = (1u128 << (width - 1)) + 1;
     let n = params.n();
     let cts = records
         .par_iter()
-        .map(|&(rec, k)| {
+        .map(|&(rec, k, with_c1)| {
             let mut r = Reader::record(rec);
             let c1 = match &rounding {
+                _ if !with_c1 => Vec::new(),
                 None => read_poly_rows(&mut r, params, params.response_limbs())?,
                 Some((basis, round)) => {
                     let hs = (0..n).map(|_| r.bits(c1_width)).collect::<Result<Vec<_>, _>>()?;

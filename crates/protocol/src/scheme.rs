@@ -205,24 +205,32 @@ pub(crate) fn check_query(
     Ok(())
 }
 
-/// Decrypts a response whose ciphertexts keep `positions` into the client's shares.
+/// Decrypts a response whose ciphertexts keep `positions`, groups of `share` sharing one `c1`
+/// ([`fastquery_he::share`]; 1: none), into the client's shares.
 pub(crate) fn decode_shares(
     he: &fastquery_he::client::Client,
     scheme: u8,
     response: &[u8],
-    positions: &Positions,
+    (positions, share): (&Positions, usize),
     (tokens, d): (usize, usize),
     limits: crate::messages::Limits,
 ) -> Result<Shares, ProtocolError> {
     let params = he.params();
+    let share = share.max(1);
     let kept: Vec<usize> = positions.iter().map(Vec::len).collect();
-    let (drop_bits, cts) = crate::messages::decode_response(params, scheme, response, &kept, limits)?;
+    let (drop_bits, cts) =
+        crate::messages::decode_response(params, scheme, response, (&kept, share), limits)?;
     let values = cts
         .iter()
         .zip(positions)
-        .map(|(ct, pos)| {
+        .enumerate()
+        .map(|(i, (ct, pos))| {
             let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
-            he.decrypt_response(ct, &coeffs, drop_bits)
+            if share == 1 {
+                return he.decrypt_response(ct, &coeffs, drop_bits);
+            }
+            // Member i % share of the group whose first record carries c1.
+            he.decrypt_shared(&ct.c0, &cts[i - i % share].c1, i % share, &coeffs, drop_bits)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(place_shares(tokens, d, params.plain_bits(), positions, &values))

@@ -180,3 +180,41 @@ fn gadget_and_hybrid_key_switching_both_reconstruct() {
     // Its key-switching noise is far below the gadget's, so its expanded slots are too.
     assert!(hybrid.fold.expanded * 1000.0 < gadget.fold.expanded, "{:?} vs {:?}", hybrid.fold, gadget.fold);
 }
+
+#[test]
+fn responses_share_c1_in_groups_and_send_it_once_per_group() {
+    // d = 3000: one or two rows per record (N = 4096 or 8192), so four or eight responses for
+    // eight tokens, in groups of four sharing c1.
+    let (m, d) = (64, 3000);
+    let table = random_table(m, d, 5, 31);
+    let design = design_where((m, d, 5), 37, 8, |x| x.layout.pieces == 1);
+    let cts = design.response_cts(8);
+    assert!(cts >= 4 && design.layout.share == 4, "{cts} responses: {}", design.summary().layout);
+    assert!(design.noise.shared > 0.0 && design.noise.total < design.noise.budget, "{:?}", design.noise);
+    check(&design, &table, &[0, 63, 5, 5, 17, 40, 2, 9]);
+    // Partial groups, and a single response.
+    check(&design, &table, &[1, 2, 3, 4, 5]);
+    check(&design, &table, &[60]);
+    // The response pays c1 once per group.
+    let p = &design.params;
+    let kept = vec![design.layout.pack * d; cts];
+    let shared = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, 4);
+    let whole = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, 1);
+    assert_eq!(shared, design.predicted_bytes(8).response);
+    let saved = cts - cts.div_ceil(4);
+    assert_eq!(whole - shared, saved * (design.noise.c1_bits as usize * p.n()).div_ceil(8));
+    // A setup cut short in its sharing keys, or with another group size, is refused.
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
+    let mut client = FoldClient::new(design.clone()).unwrap();
+    let setup = client.setup().unwrap();
+    assert!(server.open_session(&setup[..setup.len() - 100]).is_err());
+    let other = design_where((m, d, 5), 37, 1, |x| x.params.n() == p.n());
+    assert_eq!(other.layout.share, 1);
+    let mut other_client = FoldClient::new(other).unwrap();
+    assert!(server.open_session(&other_client.setup().unwrap()).is_err(), "a setup without sharing keys");
+    // And the server still serves the good client.
+    let session = server.open_session(&setup).unwrap();
+    let (resp, s) = server.answer(session, &client.query(&[7, 8, 9, 10]).unwrap()).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[d], (i64::from(table.get(8, 0)) as u64) & ((1 << 37) - 1));
+}

@@ -23,6 +23,7 @@ fn table(m: usize, d: usize, bits: u32) -> IntTable {
 fn counted_work_equals_the_designs_operation_counts() {
     // (table shape, tokens the design is built for, tokens asked)
     let cases = [((2000usize, 16usize, 5u32), 2usize, 5usize), ((300, 64, 5), 4, 4), ((12, 8200, 5), 3, 3)];
+    let mut any_shared = false;
     for ((m, d, bits), built, asked) in cases {
         let t = table(m, d, bits);
         let design = candidates(4, "fastquery", (m, d, bits), 37, built, KeySwitching::Any)
@@ -51,11 +52,19 @@ fn counted_work_equals_the_designs_operation_counts() {
         let finish = 2 * design.response_cts(asked) * limbs * n;
         assert_eq!(got.mac_products as usize, ops.mac_products + finish, "{layout}: coefficient products");
         // Every key switch transforms each of its limbs x digits rows mod every prime: at least
-        // limbs^2 rows each (digits >= 1).
-        assert!(got.key_switch_transforms >= got.key_switches * (limbs * limbs) as u64, "{layout}: {got:?}");
+        // limbs^2 rows each (digits >= 1); those of a shared c1 run over the response limbs
+        // and their special prime, lr (lr + 1) rows each.
+        let l = design.layout;
+        let shared = if l.share > 1 { design.response_cts(asked) * (l.share + 1).div_ceil(2) } else { 0 };
+        let lr = design.params.response_limbs();
+        let rows = (got.key_switches as usize - shared) * limbs * limbs + shared * lr * (lr + 1);
+        assert!(got.key_switch_transforms as usize >= rows, "{layout}: {got:?}");
+        any_shared |= l.share > 1 && design.response_cts(asked) > 1;
         assert!(got.transforms > 0, "{layout}: {got:?}");
         // The request was answered correctly, too.
         let shares = client.decode(&resp).unwrap().reconstruct(&shares).unwrap();
         assert_eq!(shares[0], (i64::from(t.get(ids[0], 0)) as u64) & ((1 << 37) - 1), "{layout}");
     }
+    // The pieces case (several responses per request) shares c1: its switch is counted too.
+    assert!(any_shared, "no case shares c1");
 }

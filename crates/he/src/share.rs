@@ -1,0 +1,240 @@
+//! Responses that share one `c1`: `n` response ciphertexts under `s` become one ciphertext
+//! `(c, b_0, ..., b_{n-1})` under `n` fresh secrets `s_0, ..., s_{n-1}` of the client, with
+//! `b_j + c s_j = c0_j + c1_j s + e` (the matrix-Regev shape of Spiral's responses, reached here
+//! by key switching). `c` is sent once for the `n`, so a response pays for `c1` once per group
+//! instead of once per ciphertext: `c1` is about half of every folded response (`N` rounded
+//! coefficients against the `d` kept ones of `c0`).
+//!
+//! ## Keys
+//! For each source `a` and target `b` (`a, b < n`) the client sends a hybrid key-switching key
+//! over the first `lr + 1` primes of the ring (`lr`: the response limbs; the next prime `p_lr`
+//! plays the special prime `P`): one digit per response limb, `kb_{ab,i} = -ka_{a,i} s_b + e +
+//! [a = b] P g_i s`, where the `ka_{a,i}` are expanded from one seed per source, the same for
+//! every target. Keys with `a != b` encrypt zero: they cancel what source `a` puts into `c`
+//! from every other member's phase. Each key is an RLWE sample under a fresh ternary `s_b`
+//! at a modulus below the chain's (checked against the 128-bit limit with the chain), and
+//! samples under different secrets that share `a` reveal no more than the samples apart.
+//!
+//! ## The switch
+//! After the finish's modulus switch (the ciphertexts are over the response limbs), for each
+//! member `a` of a group with `c1 = x_a`: `u_a = (1/P) <D(x_a), ka_a>` and `v_ab = (1/P)
+//! <D(x_a), kb_ab>` (the backend's hybrid key switch, [`Ring::keyswitch_hybrid`]). Then `c =
+//! sum_a u_a` and `b_j = c0_j + sum_a v_aj`, so `b_j + c s_j = c0_j + x_j s + sum_a (D e / P + r0
+//! + r1 s_j)`: at most `n` key switches' noise ([`shared_bound`]), with `P ~ 2^31` about
+//! `2^11` each against a budget of `q' / 2t` (`2^24` at llama-7b).
+//!
+//! ## Server privacy
+//! The switch runs after re-randomisation, flooding and masking, on `c1` that the encryption
+//! of zero already made independent of the table; `c` and the noise the switch adds are
+//! functions of those `c1` alone and of the client's own keys. The finish then keeps only the
+//! requested coefficients of each `b_j`, as for every response.
+
+use fastquery_backend::{Backend, Coeff, Ntt, Polys, Ring, Shape};
+use fastquery_ntt::NttPlan;
+use rand::{CryptoRng, RngCore};
+
+use crate::{
+    HeError, Params, SecretKey,
+    galois::{HYBRID_DIGIT_BITS, KeyForm, hybrid_bound},
+    sample::{Seed, expand_uniform, fresh_seed},
+};
+
+/// The most response ciphertexts one `c` serves. The keys grow as `n^2` (at llama-7b each
+/// `(a, b)` key is 0.19 MB: 3.1 MB at `n = 4` against 12.6 MB at 8), the bytes saved per
+/// ciphertext as `1 - 1/n`: past 4 the setup grows four times for an eighth of `c1` more.
+pub const MAX_SHARED: usize = 4;
+
+/// Whether `params` can share `c1`: the ring has a prime past the response limbs to act as the
+/// special prime of the switch.
+pub fn can_share(params: &Params) -> bool {
+    params.key_limbs() > params.response_limbs()
+}
+
+/// How many response ciphertexts share one `c` for a response of `cts` ciphertexts: up to
+/// [`MAX_SHARED`], 1 (no sharing) where `params` cannot.
+pub fn group_size(params: &Params, cts: usize) -> usize {
+    if can_share(params) { cts.clamp(1, MAX_SHARED) } else { 1 }
+}
+
+/// The shape of one `(a, b)` key: `(polynomials, limbs)`, one polynomial per response limb
+/// over the response limbs and the special prime.
+pub fn share_key_shape(params: &Params) -> (usize, usize) {
+    let lr = params.response_limbs();
+    (lr, lr + 1)
+}
+
+fn form(params: &Params) -> KeyForm {
+    let lr = params.response_limbs();
+    KeyForm {
+        chain: lr,
+        limbs: lr + 1,
+        digit_bits: HYBRID_DIGIT_BITS,
+        digits: 1,
+        special: u64::from(params.ring().moduli()[lr].value()),
+    }
+}
+
+/// Tail bound on the noise that sharing one `c` among `n` ciphertexts adds to each phase (after
+/// the modulus switch): `n` hybrid key switches of the response limbs with `P = p_lr`.
+pub fn shared_bound(params: &Params, n: usize) -> f64 {
+    if n <= 1 || !can_share(params) {
+        return 0.0;
+    }
+    let lr = params.response_limbs();
+    n as f64 * hybrid_bound(params, lr, u64::from(params.ring().moduli()[lr].value()))
+}
+
+/// The keys a client sends for groups of `n`: the seed of each source's `a` rows and the `b`
+/// rows of every `(a, b)` key, `[a][b][digit][limb][coefficient]`, NTT form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareKeys {
+    /// Group size.
+    pub n: usize,
+    /// Seed of the `a` rows of source `a`.
+    pub seeds: Vec<Seed>,
+    /// The `b` rows.
+    pub b: Vec<u32>,
+}
+
+impl ShareKeys {
+    /// Words of the `b` rows of one `(a, b)` key.
+    pub fn key_words(params: &Params) -> usize {
+        let (polys, limbs) = share_key_shape(params);
+        polys * limbs * params.n()
+    }
+}
+
+/// The client's half: `n` fresh secrets and the keys from `s` to them (see the module notes).
+pub(crate) fn share_keys<R: RngCore + CryptoRng>(
+    params: &Params,
+    plans: &[NttPlan],
+    s: &SecretKey,
+    targets: &[SecretKey],
+    rng: &mut R,
+) -> Result<ShareKeys, HeError> {
+    let n = targets.len();
+    if !can_share(params) || n < 2 {
+        return Err(HeError::BadParams(format!("no shared c1 for {n} ciphertexts under these parameters")));
+    }
+    let form = form(params);
+    let source = |l: usize, k: usize| s.ntt_limb(l)[k];
+    let mut seeds = Vec::with_capacity(n);
+    let mut b = Vec::with_capacity(n * n * ShareKeys::key_words(params));
+    for a in 0..n {
+        let seed = fresh_seed();
+        let rows = expand_uniform(params.ring(), form.limbs, form.chain, &seed);
+        for (t, target) in targets.iter().enumerate() {
+            let own: Option<&dyn Fn(usize, usize) -> u32> = if t == a { Some(&source) } else { None };
+            b.extend(target.switching_rows(params, plans, form, &rows, rng, own));
+        }
+        seeds.push(seed);
+    }
+    Ok(ShareKeys { n, seeds, b })
+}
+
+/// [`ShareKeys`] on the server's device, padded for the backend's hybrid key switch (a zero
+/// digit for the special prime's limb, as [`crate::galois::load_galois_key`] pads).
+pub struct ServerShareKeys<B: Backend> {
+    n: usize,
+    /// `a` halves, one per source.
+    a: Vec<Polys<B, Ntt>>,
+    /// `b` halves, `[a][b]`.
+    b: Vec<Polys<B, Ntt>>,
+}
+
+impl<B: Backend> std::fmt::Debug for ServerShareKeys<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerShareKeys").field("n", &self.n).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> ServerShareKeys<B> {
+    /// The group size.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// Loads [`ShareKeys`] for groups of `n` (expanding the `a` rows), checking their size.
+pub fn load_share_keys<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    keys: &ShareKeys,
+    n: usize,
+) -> Result<ServerShareKeys<B>, HeError> {
+    let words = ShareKeys::key_words(params);
+    if keys.n != n || n < 2 || !can_share(params) || keys.seeds.len() != n || keys.b.len() != n * n * words {
+        return Err(HeError::BadInput(format!(
+            "keys for groups of {} ({} seeds, {} words), expected groups of {n}",
+            keys.n,
+            keys.seeds.len(),
+            keys.b.len()
+        )));
+    }
+    let (polys, limbs) = share_key_shape(params);
+    let pad = |p: Polys<B, Ntt>| -> Result<Polys<B, Ntt>, HeError> {
+        let mut out = ring.zeros(Shape::new(polys + 1, limbs))?;
+        ring.copy_polys(&p, 0, &mut out, 0, polys)?;
+        Ok(out)
+    };
+    let shape = Shape::new(polys, limbs);
+    let a = keys
+        .seeds
+        .iter()
+        .map(|seed| pad(ring.expand_seeds(std::slice::from_ref(seed), polys, limbs)?))
+        .collect::<Result<_, _>>()?;
+    let b =
+        keys.b.chunks_exact(words).map(|rows| pad(ring.upload(rows, shape)?)).collect::<Result<_, _>>()?;
+    Ok(ServerShareKeys { n, a, b })
+}
+
+/// Shares `c1` in groups of `keys.n()` consecutive ciphertexts (the last group may be smaller):
+/// adds the switch's products to each `c0` (over the response limbs, coefficient form) and
+/// returns the `c` of every group. `c1` is consumed.
+pub fn share_c1<B: Backend>(
+    ring: &Ring<B>,
+    keys: &ServerShareKeys<B>,
+    c0: &mut Polys<B, Coeff>,
+    c1: Polys<B, Coeff>,
+) -> Result<Polys<B, Coeff>, HeError> {
+    let (n, cts, limbs) = (keys.n, c1.polys(), c1.shape().limbs);
+    if c0.shape() != c1.shape() || limbs + 1 != keys.a.first().map_or(0, |a| a.shape().limbs) {
+        return Err(HeError::BadInput(format!(
+            "sharing c1 of {:?} with c0 of {:?} under keys for other limbs",
+            c1.shape(),
+            c0.shape()
+        )));
+    }
+    let groups = cts.div_ceil(n);
+    let mut c = ring.zeros(Shape::new(groups, limbs))?;
+    for a in 0..n.min(cts) {
+        // The groups that have a member `a` are the first `ga`.
+        let ga = (cts - a).div_ceil(n);
+        let mut x = ring.zeros(Shape::new(ga, limbs))?;
+        for g in 0..ga {
+            ring.copy_polys(&c1, g * n + a, &mut x, g, 1)?;
+        }
+        // The `a` half, then the `b` half of every target, two products per call.
+        let halves: Vec<&Polys<B, Ntt>> =
+            std::iter::once(&keys.a[a]).chain(keys.b[a * n..(a + 1) * n].iter()).collect();
+        let mut products = Vec::with_capacity(halves.len());
+        for pair in halves.chunks(2) {
+            let [p0, p1] = ring.keyswitch_hybrid(&x, [pair[0], pair[pair.len() - 1]])?;
+            products.push(p0);
+            if pair.len() == 2 {
+                products.push(p1);
+            }
+        }
+        let mut into_c = ring.zeros(Shape::new(groups, limbs))?;
+        ring.copy_polys(&products[0], 0, &mut into_c, 0, ga)?;
+        ring.add_assign(&mut c, &into_c)?;
+        let mut into_c0 = ring.zeros(c0.shape())?;
+        for (b, v) in products[1..].iter().enumerate() {
+            for g in (0..ga).filter(|g| g * n + b < cts) {
+                ring.copy_polys(v, g, &mut into_c0, g * n + b, 1)?;
+            }
+        }
+        ring.add_assign(c0, &into_c0)?;
+    }
+    Ok(c)
+}
