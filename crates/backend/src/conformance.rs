@@ -1003,11 +1003,12 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
 /// polynomials lifted to `q P` on the host (a zero `P` residue), [`Ring::decompose_mac`] with
 /// one 31-bit digit per limb, the inverse transform and [`Ring::mod_switch_down`] to `q`; for
 /// batches of 1 to 9 polynomials, special primes below and above the chain's (the digits of a
-/// 31-bit residue then need reducing), and the shapes it must refuse.
+/// 31-bit residue then need reducing), a special prime inside a longer ring (the switch of a
+/// shared `c1` over the response limbs), and the shapes it must refuse.
 pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(19);
-    for (n, limbs) in [(256usize, 2usize), (2048, 1), (64, 3), (4096, 2)] {
-        let ring = ring(b, n, limbs + 1);
+    for (n, limbs, ring_limbs) in [(256usize, 2usize, 3usize), (2048, 1, 2), (64, 3, 4), (4096, 2, 3), (256, 2, 5)] {
+        let ring = ring(b, n, ring_limbs);
         let ctx = ring.context().clone();
         let wide = limbs + 1;
         let key_shape = Shape::new(wide, wide);
@@ -1055,7 +1056,7 @@ pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
         let a: Polys<B, Coeff> = ring.zeros(Shape::new(1, limbs)).unwrap();
         let short: Polys<B, Ntt> = ring.zeros(Shape::new(limbs, wide)).unwrap();
         assert!(ring.keyswitch_hybrid(&a, [&short, &short]).is_err());
-        let full: Polys<B, Coeff> = ring.zeros(Shape::new(1, wide)).unwrap();
+        let full: Polys<B, Coeff> = ring.zeros(Shape::new(1, ring_limbs)).unwrap();
         let key: Polys<B, Ntt> = ring.zeros(key_shape).unwrap();
         assert!(ring.keyswitch_hybrid(&full, [&key, &key]).is_err());
         let twin: Polys<B, Ntt> = ring.zeros(Shape::new(2, limbs)).unwrap();

@@ -195,8 +195,12 @@ impl Client {
         positions: &[usize],
         drop_bits: u32,
     ) -> Result<Vec<u64>, HeError> {
+        self.decode_phases(self.response_phases(ct, positions, drop_bits)?)
+    }
+
+    /// Values mod `t` of phases mod `q'`.
+    fn decode_phases(&self, phases: Vec<u128>) -> Result<Vec<u64>, HeError> {
         let q = self.response_modulus()?;
-        let phases = self.response_phases(ct, positions, drop_bits)?;
         Ok(phases.into_iter().map(|v| decode(v, q, self.params.plain_bits())).collect())
     }
 
@@ -227,9 +231,7 @@ impl Client {
         positions: &[usize],
         drop_bits: u32,
     ) -> Result<Vec<u64>, HeError> {
-        let q = self.response_modulus()?;
-        let phases = self.shared_phases(c0, c1, j, positions, drop_bits)?;
-        Ok(phases.into_iter().map(|v| decode(v, q, self.params.plain_bits())).collect())
+        self.decode_phases(self.shared_phases(c0, c1, j, positions, drop_bits)?)
     }
 
     /// The phases [`Client::decrypt_shared`] rounds.

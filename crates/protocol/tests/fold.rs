@@ -217,4 +217,19 @@ fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     let (resp, s) = server.answer(session, &client.query(&[7, 8, 9, 10]).unwrap()).unwrap();
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
     assert_eq!(got[d], (i64::from(table.get(8, 0)) as u64) & ((1 << 37) - 1));
+    // A shared response cut short, or read as one without sharing, is refused; flipped bits
+    // decode to something or are refused, never a panic.
+    use fastquery_protocol::messages::{Limits, decode_response};
+    let positions = 4usize.div_ceil(design.layout.pack);
+    let kept = vec![design.layout.pack * d; positions];
+    assert!(decode_response(p, design.id, &resp, (&kept, 4), Limits::default()).is_ok());
+    assert!(decode_response(p, design.id, &resp, (&kept, 1), Limits::default()).is_err());
+    for cut in (0..resp.len()).step_by(997) {
+        assert!(decode_response(p, design.id, &resp[..cut], (&kept, 4), Limits::default()).is_err());
+    }
+    for bit in (0..resp.len() * 8).step_by(4099) {
+        let mut bad = resp.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let _ = decode_response(p, design.id, &bad, (&kept, 4), Limits::default());
+    }
 }
