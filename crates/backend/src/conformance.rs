@@ -1007,7 +1007,9 @@ pub fn expand_step_matches_its_steps<B: Backend>(b: &Arc<B>) {
 /// shared `c1` over the response limbs), and the shapes it must refuse.
 pub fn hybrid_keyswitch_matches_its_steps<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(19);
-    for (n, limbs, ring_limbs) in [(256usize, 2usize, 3usize), (2048, 1, 2), (64, 3, 4), (4096, 2, 3), (256, 2, 5)] {
+    for (n, limbs, ring_limbs) in
+        [(256usize, 2usize, 3usize), (2048, 1, 2), (64, 3, 4), (4096, 2, 3), (256, 2, 5)]
+    {
         let ring = ring(b, n, ring_limbs);
         let ctx = ring.context().clone();
         let wide = limbs + 1;

@@ -142,19 +142,22 @@ impl FoldDesign {
         let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
         let pack = rows_per_record.min(tokens.next_power_of_two());
         let responses = if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) };
-        let share = group_size(&params, responses);
-        let layout =
-            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack, share };
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
         let extra = fold.total + (pack - 1) as f64 * keyswitch_bound(&params, ks_bits);
         // Communication-aware: the slack is spent where it saves the most bytes, on c1 as well
         // as on c0 (a response keeps pack rows of d coefficients, a piece of a long row N).
-        // Groups of responses share one c1: its bits are paid once per group.
-        let noise = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?
-            .with_shared_c1(&params, share)?
-            .with_rounded_c1(&params, (pack * d).min(n));
+        // Groups of responses share one c1: its bits are paid once per group, where the noise
+        // of the switch fits (else each response keeps its own).
+        let base = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?;
+        let (share, noise) = match base.clone().with_shared_c1(&params, group_size(&params, responses)) {
+            Ok(shared) => (group_size(&params, responses), shared),
+            Err(_) => (1, base),
+        };
+        let noise = noise.with_rounded_c1(&params, (pack * d).min(n));
+        let layout =
+            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack, share };
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
 
