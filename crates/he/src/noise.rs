@@ -259,13 +259,16 @@ mod tests {
             .unwrap()
         };
         let work = Workload { terms: 1, w_max: 1, input_weight: 1, extra: 0.0 };
-        // q' = 2^30, t = 2^12: room for the switch, at the price of dropped bits.
+        // q' = 2^30, t = 2^12: room for the switch, which adds to the bound the client decrypts.
         let p = params(12);
         let r = analyse(&p, work).unwrap();
         let shared = r.clone().with_shared_c1(&p, 4).unwrap();
         let bound = crate::share::shared_bound(&p, 4);
         assert!(bound > 0.0 && shared.shared == bound, "{shared:?}");
-        assert!(shared.after_switch > r.after_switch && shared.drop_bits < r.drop_bits, "{r:?} {shared:?}");
+        assert!(
+            shared.after_switch > r.after_switch && shared.drop_bits <= r.drop_bits && shared.total > r.total,
+            "{r:?} {shared:?}"
+        );
         assert!(shared.total < shared.budget);
         assert_eq!(r.clone().with_shared_c1(&p, 1).unwrap(), r, "a group of one changes nothing");
         // t = 2^18: the budget (2^11) holds the switch of modulus switching, not four key switches.
