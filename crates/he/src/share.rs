@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// The most response ciphertexts one `c` serves. The keys grow as `n^2` (at llama-7b each
-/// `(a, b)` key is 0.19 MB: 3.1 MB at `n = 4` against 12.6 MB at 8), the bytes saved per
+/// `(a, b)` key is 0.19 MB: 3.05 MB at `n = 4`, measured, against 12.2 MB at 8), the bytes saved per
 /// ciphertext as `1 - 1/n`: past 4 the setup grows four times for an eighth of `c1` more.
 pub const MAX_SHARED: usize = 4;
 
@@ -80,23 +80,26 @@ pub fn shared_bound(params: &Params, n: usize) -> f64 {
     if n <= 1 || !can_share(params) {
         return 0.0;
     }
-    let lr = params.response_limbs();
-    n as f64 * hybrid_bound(params, lr, u64::from(params.ring().moduli()[lr].value()))
+    let form = form(params);
+    n as f64 * hybrid_bound(params, form.chain, form.special)
 }
 
 /// The keys a client sends for groups of `n`: the seed of each source's `a` rows and the `b`
 /// rows of every `(a, b)` key, `[a][b][digit][limb][coefficient]`, NTT form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareKeys {
-    /// Group size.
-    pub n: usize,
-    /// Seed of the `a` rows of source `a`.
+    /// Seed of the `a` rows of source `a` (one per member: their count is the group size).
     pub seeds: Vec<Seed>,
     /// The `b` rows.
     pub b: Vec<u32>,
 }
 
 impl ShareKeys {
+    /// The group size.
+    pub fn n(&self) -> usize {
+        self.seeds.len()
+    }
+
     /// Words of the `b` rows of one `(a, b)` key.
     pub fn key_words(params: &Params) -> usize {
         let (polys, limbs) = share_key_shape(params);
@@ -129,14 +132,13 @@ pub(crate) fn share_keys<R: RngCore + CryptoRng>(
         }
         seeds.push(seed);
     }
-    Ok(ShareKeys { n, seeds, b })
+    Ok(ShareKeys { seeds, b })
 }
 
 /// [`ShareKeys`] on the server's device, padded for the backend's hybrid key switch (a zero
 /// digit for the special prime's limb, as [`crate::galois::load_galois_key`] pads).
 pub struct ServerShareKeys<B: Backend> {
-    n: usize,
-    /// `a` halves, one per source.
+    /// `a` halves, one per source (their count is the group size).
     a: Vec<Polys<B, Ntt>>,
     /// `b` halves, `[a][b]`.
     b: Vec<Polys<B, Ntt>>,
@@ -144,14 +146,14 @@ pub struct ServerShareKeys<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for ServerShareKeys<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerShareKeys").field("n", &self.n).finish_non_exhaustive()
+        f.debug_struct("ServerShareKeys").field("n", &self.n()).finish_non_exhaustive()
     }
 }
 
 impl<B: Backend> ServerShareKeys<B> {
     /// The group size.
     pub fn n(&self) -> usize {
-        self.n
+        self.a.len()
     }
 }
 
@@ -163,11 +165,10 @@ pub fn load_share_keys<B: Backend>(
     n: usize,
 ) -> Result<ServerShareKeys<B>, HeError> {
     let words = ShareKeys::key_words(params);
-    if keys.n != n || n < 2 || !can_share(params) || keys.seeds.len() != n || keys.b.len() != n * n * words {
+    if keys.n() != n || n < 2 || !can_share(params) || keys.b.len() != n * n * words {
         return Err(HeError::BadInput(format!(
-            "keys for groups of {} ({} seeds, {} words), expected groups of {n}",
-            keys.n,
-            keys.seeds.len(),
+            "keys for groups of {} ({} words), expected groups of {n}",
+            keys.n(),
             keys.b.len()
         )));
     }
@@ -185,7 +186,7 @@ pub fn load_share_keys<B: Backend>(
         .collect::<Result<_, _>>()?;
     let b =
         keys.b.chunks_exact(words).map(|rows| pad(ring.upload(rows, shape)?)).collect::<Result<_, _>>()?;
-    Ok(ServerShareKeys { n, a, b })
+    Ok(ServerShareKeys { a, b })
 }
 
 /// Shares `c1` in groups of `keys.n()` consecutive ciphertexts (the last group may be smaller):
@@ -197,7 +198,7 @@ pub fn share_c1<B: Backend>(
     c0: &mut Polys<B, Coeff>,
     c1: Polys<B, Coeff>,
 ) -> Result<Polys<B, Coeff>, HeError> {
-    let (n, cts, limbs) = (keys.n, c1.polys(), c1.shape().limbs);
+    let (n, cts, limbs) = (keys.n(), c1.polys(), c1.shape().limbs);
     if c0.shape() != c1.shape() || limbs + 1 != keys.a.first().map_or(0, |a| a.shape().limbs) {
         return Err(HeError::BadInput(format!(
             "sharing c1 of {:?} with c0 of {:?} under keys for other limbs",

@@ -60,6 +60,12 @@ use crate::{
     },
 };
 
+/// Response ciphertexts of a `tokens`-token request: one per token and piece of a long row,
+/// else `pack` tokens per ciphertext.
+fn response_cts(pieces: usize, pack: usize, tokens: usize) -> usize {
+    if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) }
+}
+
 /// The choices of a folded design besides the parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FoldLayout {
@@ -141,7 +147,7 @@ impl FoldDesign {
         let tokens_per_ct = (n / slots).min(tokens);
         let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
         let pack = rows_per_record.min(tokens.next_power_of_two());
-        let responses = if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) };
+        let want = group_size(&params, response_cts(pieces, pack, tokens));
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
@@ -151,8 +157,8 @@ impl FoldDesign {
         // Groups of responses share one c1: its bits are paid once per group, where the noise
         // of the switch fits (else each response keeps its own).
         let base = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?;
-        let (share, noise) = match base.clone().with_shared_c1(&params, group_size(&params, responses)) {
-            Ok(shared) => (group_size(&params, responses), shared),
+        let (share, noise) = match base.clone().with_shared_c1(&params, want) {
+            Ok(shared) => (want, shared),
             Err(_) => (1, base),
         };
         let noise = noise.with_rounded_c1(&params, (pack * d).min(n));
@@ -177,8 +183,7 @@ impl FoldDesign {
 
     /// Response ciphertexts of a `tokens`-token request.
     pub fn response_cts(&self, tokens: usize) -> usize {
-        let l = &self.layout;
-        if l.pieces > 1 { tokens * l.pieces } else { tokens.div_ceil(l.pack) }
+        response_cts(self.layout.pieces, self.layout.pack, tokens)
     }
 
     /// How many `c0` coefficients each response ciphertext keeps: the lengths of

@@ -71,8 +71,8 @@ pub fn encode_setup(
     if let Some(share) = share {
         let (polys, limbs) = share_key_shape(params);
         let poly = params.n() * limbs;
-        w.u32(share.n as u32);
-        let per_source = share.n * polys * poly;
+        w.u32(share.n() as u32);
+        let per_source = share.n() * polys * poly;
         for (seed, rows) in share.seeds.iter().zip(share.b.chunks_exact(per_source)) {
             w.bytes(seed);
             for row in rows.chunks_exact(poly) {
@@ -160,7 +160,7 @@ pub fn decode_setup(
                 b.extend(read_poly_rows(&mut r, params, limbs)?);
             }
         }
-        Some(ShareKeys { n: share, seeds, b })
+        Some(ShareKeys { seeds, b })
     } else {
         None
     };
