@@ -776,6 +776,12 @@ fn pack_level_hybrid<B: Backend>(
 /// mod `M` are used, so from level `a` on only `C` of every `M` ciphertexts are split. `a` is
 /// chosen for the fewest key switches, `(M - 1) + C (2^(k-a) - 1)`: for 1,640 of 2,048 slots
 /// (eight llama-7b tokens) 1,666 instead of 2,047.
+///
+/// The expansion keeps only the classes it splits, packed: from level `a` on, class
+/// `b M + c` (`c < C`) at index `b C + c`, so that its last level leaves slot `s` at index `s`
+/// and its buffers hold [`SlotLayout::expanded`] ciphertexts, not `2^k`. Only the query
+/// coefficients of used classes mod `2^k` reach a used slot ([`SlotLayout::sent`]): where
+/// `2^k = N` those are the used positions alone, and the client need send no other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotLayout {
     k: u32,
@@ -799,6 +805,11 @@ impl SlotLayout {
         Self { k, a: k, classes: 1usize << k, used: 1usize << k }
     }
 
+    /// Expansion levels.
+    pub fn k(&self) -> u32 {
+        self.k
+    }
+
     /// Slots used.
     pub fn used(&self) -> usize {
         self.used
@@ -811,29 +822,37 @@ impl SlotLayout {
 
     /// Key switches of the expansion.
     pub fn key_switches(&self) -> usize {
-        ((1usize << self.a) - 1) + self.classes * ((1usize << (self.k - self.a)) - 1)
+        (0..self.k).map(|j| self.split(j)).sum()
     }
 
-    /// Where slots `from..from + count` sit: runs `(position, offset, len)` of consecutive
-    /// positions, slot `from + offset` at `position` (a run never crosses a class block).
-    pub fn slot_runs(&self, from: usize, count: usize) -> Vec<(usize, usize, usize)> {
-        let mut runs = Vec::new();
-        let mut s = from;
-        while s < from + count {
-            let len = (self.classes - s % self.classes).min(from + count - s);
-            runs.push((self.position(s), s - from, len));
-            s += len;
-        }
-        runs
+    /// Ciphertexts the expansion's last level writes: slot `s` at `s`, the others select
+    /// nothing. (Its buffer may be longer, where a level before `a` wrote more.)
+    pub fn expanded(&self) -> usize {
+        if self.k == 0 { 1 } else { 2 * self.split(self.k - 1) }
     }
 
-    /// The runs `(start, len)` of ciphertexts level `j` splits.
-    fn runs(&self, j: u32) -> Vec<(usize, usize)> {
-        if j < self.a {
-            return vec![(0, 1usize << j)];
-        }
-        let m = 1usize << self.a;
-        (0..1usize << (j - self.a)).map(|b| (b * m, self.classes)).collect()
+    /// The coefficients of a query polynomial of degree `n` that reach a used slot, ascending:
+    /// every coefficient of each used class mod `2^k` (the positions alone where `2^k = n`).
+    /// The others may hold anything: the expansion's splits cancel them exactly.
+    pub fn sent(&self, n: usize) -> Vec<usize> {
+        let step = 1usize << self.k;
+        let mut out: Vec<usize> = (0..n / step)
+            .flat_map(|l| (0..self.used).map(move |s| (l, s)))
+            .map(|(l, s)| l * step + self.position(s))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// How many coefficients [`SlotLayout::sent`] lists.
+    pub fn sent_len(&self, n: usize) -> usize {
+        self.used * (n >> self.k).max(1)
+    }
+
+    /// Ciphertexts level `j` splits: the first `split(j)` of its input, whose odd children it
+    /// writes `split(j)` further on.
+    fn split(&self, j: u32) -> usize {
+        if j < self.a { 1usize << j } else { self.classes << (j - self.a) }
     }
 }
 
@@ -851,9 +870,9 @@ pub fn expand<B: Backend>(
 }
 
 /// Oblivious expansion of a query whose slots sit as `layout` places them: ciphertext `s` of
-/// the result selects slot `s` (for `s < layout.used()`; there may be more ciphertexts, which
-/// select nothing the caller asked for). Subtrees without a used slot are skipped
-/// ([`SlotLayout`]). [`expand_positioned`] without the final gather.
+/// the result selects slot `s`, for `s < layout.used()`. Subtrees without a used slot are
+/// skipped ([`SlotLayout`]). [`expand_positioned`] without the unused ciphertexts after the
+/// used ones.
 pub fn expand_slots<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
@@ -862,7 +881,7 @@ pub fn expand_slots<B: Backend>(
     keys: &[ServerGaloisKey<B>],
 ) -> Result<Ciphertexts<B>, HeError> {
     let all = expand_positioned(ring, params, ct, layout, keys)?;
-    if layout.a == layout.k {
+    if all.len() == layout.used {
         return Ok(all);
     }
     gather_slots(ring, &all, &layout, 0, layout.used)
@@ -876,19 +895,18 @@ pub fn gather_slots<B: Backend, R: Repr>(
     from: usize,
     count: usize,
 ) -> Result<Ciphertexts<B, R>, HeError> {
-    if from + count > layout.used || expanded.len() != 1usize << layout.k {
+    if from + count > layout.used || expanded.len() < layout.expanded() {
         return Err(HeError::BadInput(format!("slots {from}..{} of {layout:?}", from + count)));
     }
     let mut out = Ciphertexts::zeros(ring, count, expanded.limbs())?;
-    for (position, offset, len) in layout.slot_runs(from, count) {
-        out.copy_from(ring, expanded, position, offset, len)?;
-    }
+    out.copy_from(ring, expanded, from, 0, count)?;
     Ok(out)
 }
 
-/// The oblivious expansion of [`expand_slots`], left where the last level wrote it: `2^k`
-/// ciphertexts, slot `s` at `layout.position(s)` (read them with [`SlotLayout::slot_runs`] or
-/// [`gather_slots`]; the others select nothing). Saves the gather's copy of every used slot.
+/// The oblivious expansion of [`expand_slots`], left where the last level wrote it: at least
+/// [`SlotLayout::expanded`] ciphertexts, slot `s` at `s` (the others select nothing). Query
+/// coefficients outside [`SlotLayout::sent`] may hold anything (a query sent in part has zeros
+/// there): no slot depends on them.
 pub fn expand_positioned<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
@@ -953,13 +971,16 @@ fn expand_levels<B: Backend, R: Repr>(
     }
     // Two buffers, allocated once; each level reads `cur` and writes `next` in chunks of the
     // backend's key-switching size (`Ring::expand_step`: fused on the CPU, with temporaries of
-    // one chunk in the composed default). Level `j` writes positions below `2^(j+1)`, so only
-    // the buffer the last level writes needs all `2^k`; the other, written by levels up to
-    // `k - 2`, needs half (one ciphertext where `k = 0`).
-    let (total, limbs) = (1usize << k, ct.limbs());
-    let size = |last: bool| if last { total } else { (total / 2).max(1) };
+    // one chunk in the composed default). Level `j` splits the first `split(j)` ciphertexts of
+    // its input and writes `2 split(j)`; the buffer the last level writes needs `expanded()`,
+    // each the most any of its levels writes (and the query, for the one it starts in).
+    let limbs = ct.limbs();
     // The buffers alternate; the last level (j = k - 1) writes the one that starts as `next`
     // where k is odd, as `cur` where k is even.
+    let size = |writes_last: bool| {
+        let parity = if writes_last { (k + 1) % 2 } else { k % 2 };
+        (0..k).filter(|j| j % 2 == parity).map(|j| 2 * layout.split(j)).max().unwrap_or(0).max(1)
+    };
     let mut cur = Ciphertexts::zeros(ring, size(k.is_multiple_of(2)), limbs)?;
     cur.copy_from(ring, &ct, 0, 0, 1)?;
     drop(ct);
@@ -967,23 +988,22 @@ fn expand_levels<B: Backend, R: Repr>(
     let chunk = ring.keyswitch_chunk();
     for j in 0..k {
         let key = find_key(keys, big_n / (1 << j) + 1, "expansion")?;
-        let count = 1usize << j;
-        for (run, run_len) in layout.runs(j) {
-            for start in (run..run + run_len).step_by(chunk) {
-                let len = chunk.min(run + run_len - start);
-                // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd).
-                step(
-                    key,
-                    [&cur.c0, &cur.c1],
-                    [&mut next.c0, &mut next.c1],
-                    (start, len, count),
-                    2 * big_n - count,
-                )?;
-            }
+        let count = layout.split(j);
+        for start in (0..count).step_by(chunk) {
+            let len = chunk.min(count - start);
+            // Every ciphertext c becomes c + tau(c) (even part) and X^-(2^j) (c - tau(c)) (odd),
+            // the odd child `count` further on.
+            step(
+                key,
+                [&cur.c0, &cur.c1],
+                [&mut next.c0, &mut next.c1],
+                (start, len, count),
+                2 * big_n - (1 << j),
+            )?;
         }
         std::mem::swap(&mut cur, &mut next);
     }
-    // Level j writes the odd parts after the even ones, so position p collects bit j of p
-    // at level j: coefficient i ends at position i.
+    // Level j writes the odd parts after the even ones, so index b C + c collects class
+    // b M + c (below M, class c at c): slot s ends at index s.
     Ok(cur)
 }

@@ -344,22 +344,92 @@ fn slot_layouts_are_injective_and_skip_what_they_claim() {
     assert!(SlotLayout::new(3, 0).is_err() && SlotLayout::new(3, 9).is_err());
 }
 
+/// The coefficients a query sends are exactly those of the classes mod `2^k` its slots use,
+/// ascending; the expansion's last level holds every used slot and at most `2^k` ciphertexts.
 #[test]
-fn slot_runs_cover_exactly_the_positions_of_their_slots() {
+fn sent_coefficients_are_the_used_classes() {
     let mut rng = StdRng::seed_from_u64(12);
     for k in 0..12u32 {
         for _ in 0..20 {
             let used = rng.random_range(1..=1usize << k);
             let l = SlotLayout::new(k, used).unwrap();
-            let from = rng.random_range(0..used);
-            let count = rng.random_range(0..=used - from);
-            let mut got = Vec::new();
-            for (at, offset, len) in l.slot_runs(from, count) {
-                assert_eq!(offset, got.len(), "runs out of order: {l:?}");
-                got.extend(at..at + len);
+            let n = 1usize << (k + rng.random_range(0..3));
+            let sent = l.sent(n);
+            assert_eq!(sent.len(), l.sent_len(n), "{l:?}");
+            let classes: std::collections::HashSet<usize> = (0..used).map(|s| l.position(s)).collect();
+            let want: Vec<usize> = (0..n).filter(|j| classes.contains(&(j % (1 << k)))).collect();
+            assert_eq!(sent, want, "{l:?} n={n}");
+            assert!(l.expanded() >= used && l.expanded() <= 1 << k, "{l:?}");
+        }
+    }
+    // Eight llama-7b tokens of 165 slots expanded into 2^13 = N: 1,450 key switches (1,354 into
+    // 2^11), 1,344 ciphertexts at the last level, 1,320 of the 8,192 coefficients sent (5,280).
+    let deep = SlotLayout::new(13, 1320).unwrap();
+    assert_eq!((deep.key_switches(), deep.expanded(), deep.sent_len(8192)), (1450, 1344, 1320));
+    let shallow = SlotLayout::new(11, 1320).unwrap();
+    assert_eq!((shallow.key_switches(), shallow.sent_len(8192)), (1354, 5280));
+}
+
+/// A query whose `c0` arrives only at [`SlotLayout::sent`] (anything elsewhere: here random
+/// words) expands to the same slots as the whole query, for an expansion into `N` slots (only
+/// the used positions sent) and into `N/4` (their classes); random words at a sent coefficient
+/// that holds no slot do reach a slot.
+#[test]
+fn a_query_sent_in_part_selects_every_slot() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let params = params();
+    let (big_n, limbs, t) = (params.n(), params.limbs(), 1u64 << params.plain_bits());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let moduli: Vec<u32> = params.ring().moduli().iter().map(|m| m.value()).collect();
+    for (k, used) in [(big_n.ilog2(), 40usize), (big_n.ilog2() - 2, 40)] {
+        let keys = expansion_keys(&client, &ring, k, 14);
+        let layout = SlotLayout::new(k, used).unwrap();
+        let vals: Vec<i64> = (0..used).map(|_| rng.random_range(-3..4)).collect();
+        let sparse: Vec<(usize, i64)> =
+            vals.iter().enumerate().map(|(s, &v)| (layout.position(s), v)).collect();
+        let sent = layout.sent(big_n);
+        assert_eq!(sent.len(), used * (big_n >> k));
+        let mut query = client.encrypt_sparse(&[sparse]).unwrap().remove(0);
+        let whole = query.c0.clone();
+        let (_, fresh) =
+            decrypt_all(&client, &ring, &load_ciphertexts(&ring, &params, &[query.clone()]).unwrap());
+        for j in (0..big_n).filter(|j| sent.binary_search(j).is_err()) {
+            for (l, &q) in moduli.iter().enumerate().take(limbs) {
+                query.c0[l * big_n + j] = rng.random_range(0..q);
             }
-            let want: Vec<usize> = (from..from + count).map(|s| l.position(s)).collect();
-            assert_eq!(got, want, "{l:?} slots {from}+{count}");
+        }
+        assert_ne!(query.c0, whole);
+        let out = expand_slots(
+            &ring,
+            &params,
+            load_ciphertexts(&ring, &params, &[query.clone()]).unwrap(),
+            layout,
+            &keys,
+        )
+        .unwrap();
+        assert_eq!(out.len(), used);
+        let (got, noise) = decrypt_all(&client, &ring, &out);
+        for (s, g) in got.iter().enumerate() {
+            let want = ((vals[s].rem_euclid(t as i64) as u64) << k) % t;
+            assert_eq!(g[0], want, "k={k} slot {s}");
+            assert!(g[1..].iter().all(|&v| v == 0), "k={k} slot {s} has other coefficients");
+        }
+        let slots = f64::from(1u32 << k);
+        assert!(noise <= slots * fresh + (slots - 1.0) * keyswitch_bound(&params, 14), "k={k} noise {noise}");
+        // The control: random words at a sent coefficient that is no slot's position.
+        if let Some(&j) = sent.iter().find(|&&j| j >= 1 << k) {
+            query.c0[j] = (query.c0[j] + moduli[0] / 2) % moduli[0];
+            let out = expand_slots(
+                &ring,
+                &params,
+                load_ciphertexts(&ring, &params, &[query]).unwrap(),
+                layout,
+                &keys,
+            )
+            .unwrap();
+            let (got, _) = decrypt_all(&client, &ring, &out);
+            assert!(got.iter().any(|g| g[1..].iter().any(|&v| v != 0)), "k={k}: a sent word was not read");
         }
     }
 }

@@ -53,7 +53,7 @@ use fastquery_table::IntTable;
 use crate::{
     ProtocolError,
     blocked::WireBytes,
-    messages::{Limits, decode_query, decode_setup, encode_query, encode_response, encode_setup},
+    messages::{Limits, decode_query_sent, decode_setup, encode_query_sent, encode_response, encode_setup},
     scheme::{
         ClientState, ParamSummary, Positions, SchemeClient, SchemeServer, Sessions, Shares, check_query,
         decode_shares, place_shares,
@@ -83,7 +83,9 @@ pub struct FoldLayout {
     pub rgsw_bits: u32,
     /// Tokens per query ciphertext.
     pub tokens_per_ct: usize,
-    /// Expansion levels (`2^k >= tokens_per_ct * slots per token`).
+    /// Expansion levels (`2^k >= tokens_per_ct * slots per token`, at most `log2 N`). Each
+    /// level above the fewest that hold the slots halves the coefficients of the query sent
+    /// ([`SlotLayout::sent`]) for a doubled expansion noise.
     pub k: u32,
     /// Tokens packed per response ciphertext (a power of two, at most `rows_per_record`).
     pub pack: usize,
@@ -114,7 +116,8 @@ pub struct FoldDesign {
 
 impl FoldDesign {
     /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
-    /// requests of up to `tokens` tokens per query ciphertext; an error if it does not fit the
+    /// requests of up to `tokens` tokens per query ciphertext, expanding each query
+    /// `extra_levels` levels further than its slots need; an error if it does not fit the
     /// ring or the noise budget.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -126,6 +129,7 @@ impl FoldDesign {
         ks_bits: u32,
         rgsw_bits: u32,
         tokens: usize,
+        extra_levels: u32,
     ) -> Result<Self, ProtocolError> {
         let n = params.n();
         if m == 0 || d == 0 || tokens == 0 || !m2.is_power_of_two() || table_bits == 0 {
@@ -145,7 +149,10 @@ impl FoldDesign {
             return Err(ProtocolError::State(format!("{slots} query slots per token, N = {n}")));
         }
         let tokens_per_ct = (n / slots).min(tokens);
-        let k = (tokens_per_ct * slots).next_power_of_two().ilog2();
+        let k = (tokens_per_ct * slots).next_power_of_two().ilog2() + extra_levels;
+        if k > n.ilog2() {
+            return Err(ProtocolError::State(format!("an expansion into 2^{k} slots, N = {n}")));
+        }
         let pack = rows_per_record.min(tokens.next_power_of_two());
         let want = group_size(&params, response_cts(pieces, pack, tokens));
         let w_max = 1u64 << (table_bits - 1);
@@ -203,6 +210,27 @@ impl FoldDesign {
         tokens.div_ceil(self.layout.tokens_per_ct)
     }
 
+    /// The slot layout of each query ciphertext of a `tokens`-token request (the last may hold
+    /// fewer tokens).
+    fn slot_layouts(&self, tokens: usize) -> Result<Vec<SlotLayout>, ProtocolError> {
+        let (per, slots) = (self.layout.tokens_per_ct, self.slots_per_token());
+        (0..tokens)
+            .step_by(per)
+            .map(|t| Ok(SlotLayout::new(self.layout.k, per.min(tokens - t) * slots)?))
+            .collect()
+    }
+
+    /// The coefficients of each query ciphertext's `c0` the client sends
+    /// ([`SlotLayout::sent`]: those of the classes mod `2^k` that hold its slots; the server's
+    /// expansion reads no other).
+    pub fn query_sent(&self, tokens: usize) -> Result<Vec<Vec<usize>>, ProtocolError> {
+        let n = self.params.n();
+        let layouts = self.slot_layouts(tokens)?;
+        // A full ciphertext's list once, cloned for the others.
+        let full = layouts.first().map(|l| l.sent(n)).unwrap_or_default();
+        Ok(layouts.iter().map(|l| if l == &layouts[0] { full.clone() } else { l.sent(n) }).collect())
+    }
+
     /// The Galois exponents of the expansion and of the packing, then the key for `s^2`.
     pub fn key_elements(&self) -> Vec<usize> {
         let n = self.params.n();
@@ -258,7 +286,11 @@ impl FoldDesign {
         let p = &self.params;
         let setup =
             messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits, self.layout.share);
-        let query = HEADER_BYTES + 4 + self.query_cts(tokens) * messages::query_record_bytes(p);
+        let query = HEADER_BYTES
+            + 4
+            + self.slot_layouts(tokens).map_or(0, |ls| {
+                ls.iter().map(|l| messages::query_record_bytes_sent(p, l.sent_len(p.n()))).sum()
+            });
         let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), self.layout.share);
         WireBytes { setup, query, response }
     }
@@ -268,14 +300,8 @@ impl FoldDesign {
     pub fn operations(&self, tokens: usize) -> (usize, usize, usize) {
         let l = &self.layout;
         // Each query ciphertext expands only the subtrees holding its tokens' slots.
-        let slots = self.slots_per_token();
-        let expansion = (0..tokens)
-            .step_by(l.tokens_per_ct)
-            .map(|t| {
-                let here = l.tokens_per_ct.min(tokens - t);
-                SlotLayout::new(l.k, here * slots).map_or((1usize << l.k) - 1, |s| s.key_switches())
-            })
-            .sum::<usize>();
+        let expansion =
+            self.slot_layouts(tokens).map_or(0, |ls| ls.iter().map(SlotLayout::key_switches).sum());
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
         let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
@@ -302,7 +328,8 @@ impl FoldDesign {
             noise_slack_bits: self.noise.slack_bits(),
             layout: format!(
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
-                 {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots), \
+                 {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots, {} of \
+                 {} coefficients sent), \
                  {} token(s) per response, {} response(s) per c1, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
@@ -313,6 +340,8 @@ impl FoldDesign {
                 self.gadget_len(),
                 l.tokens_per_ct,
                 l.k,
+                self.slot_layouts(l.tokens_per_ct).map_or(0, |ls| ls[0].sent_len(p.n())),
+                p.n(),
                 l.pack,
                 l.share,
                 l.ks_bits
@@ -369,9 +398,10 @@ pub fn estimate_ms(design: &FoldDesign, tokens: usize, threads: usize) -> f64 {
     let weight = if p.special_prime().is_some() { HYBRID_WEIGHT } else { 1.0 };
     let ks_work = weight * (key_polys * key_limbs) as f64 * n * n.log2() / KEYSWITCH_WORK;
     let (ks, ext, mac) = design.operations(tokens);
-    // The expansion's two level buffers of 2^k ciphertexts are written (and faulted in) per
-    // query ciphertext whatever the subtrees it skips.
-    let slots = (design.query_cts(tokens) << design.layout.k) as f64;
+    // The expansion's two level buffers (the classes it splits, SlotLayout::expanded) are
+    // written (and faulted in) per query ciphertext.
+    let slots =
+        design.slot_layouts(tokens).map_or(0, |ls| ls.iter().map(SlotLayout::expanded).sum::<usize>()) as f64;
     let scale = RECALIBRATED * REFERENCE_THREADS / threads.max(1) as f64;
     let l = &design.layout;
     let records = (l.m1 * l.m2 * l.pieces) as f64 * limbs * n * 4.0;
@@ -489,16 +519,22 @@ pub fn candidates(
                 for &(ks_bits, rgsw_bits) in digit_pairs {
                     let mut m2 = 1;
                     while m2 <= m {
-                        if let Ok(design) = FoldDesign::new(
-                            id,
-                            name,
-                            params.clone(),
-                            (m, d, table_bits),
-                            m2,
-                            ks_bits,
-                            rgsw_bits,
-                            tokens,
-                        ) {
+                        // Deeper expansions send fewer query coefficients for more noise: each
+                        // level up to log2 N while the noise holds.
+                        for extra in 0.. {
+                            let Ok(design) = FoldDesign::new(
+                                id,
+                                name,
+                                params.clone(),
+                                (m, d, table_bits),
+                                m2,
+                                ks_bits,
+                                rgsw_bits,
+                                tokens,
+                                extra,
+                            ) else {
+                                break;
+                            };
                             let bytes = design.predicted_bytes(tokens);
                             let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
                             out.push((design, bytes, ms));
@@ -661,18 +697,16 @@ impl<B: Backend> FoldServer<B> {
         let (params, l) = (&d.params, d.layout);
         let slots = d.slots_per_token();
         let layout = SlotLayout::new(l.k, tokens * slots)?;
-        // Slots stay where the expansion's last level wrote them (no gather of all of them), in
-        // the NTT domain, where the first dimension's product and the RGSW operands take them.
+        // Slots stay where the expansion's last level wrote them (slot s at s), in the NTT
+        // domain, where the first dimension's product and the RGSW operands take them.
         // (Keeping the level buffers between requests was measured slower in the five-scheme
         // run: the first dimension's buffers then came from fresh pages; docs/BENCHMARKS.md.)
         let expanded = expand_positioned_ntt(&self.ring, params, ct, layout, &keys.galois)?;
         // Row 2t holds token t's one-hot c0s, row 2t + 1 its c1s.
         for t in 0..tokens {
             let row = 2 * (t0 + t);
-            for (at, offset, len) in layout.slot_runs(t * slots, l.m1) {
-                self.ring.copy_polys(&expanded.c0, at, a, row * l.m1 + offset, len)?;
-                self.ring.copy_polys(&expanded.c1, at, a, (row + 1) * l.m1 + offset, len)?;
-            }
+            self.ring.copy_polys(&expanded.c0, t * slots, a, row * l.m1, l.m1)?;
+            self.ring.copy_polys(&expanded.c1, t * slots, a, (row + 1) * l.m1, l.m1)?;
         }
         let bits = d.index_bits();
         let g = d.gadget_len();
@@ -813,7 +847,8 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         let mut trace = crate::trace::Phases::new(d.name);
         let keys = self.session(session)?;
         let params = &d.params;
-        let (tokens, cts) = decode_query(params, d.id, query, &|t| d.query_cts(t), self.limits)?;
+        let sent_for = |t: usize| d.query_sent(t).unwrap_or_default();
+        let (tokens, cts) = decode_query_sent(params, d.id, query, &sent_for, self.limits)?;
         trace.mark("decode");
         let per = d.layout.tokens_per_ct;
         let mut folded = Ciphertexts::zeros(&self.ring, tokens * d.layout.pieces, params.limbs())?;
@@ -938,7 +973,7 @@ impl SchemeClient for FoldClient {
         }
         let cts = self.he.encrypt_raw(&msgs)?;
         self.state = ClientState::Waiting { ids: ids.to_vec() };
-        Ok(encode_query(params, d.id, ids.len(), &cts))
+        Ok(encode_query_sent(params, d.id, ids.len(), &cts, &d.query_sent(ids.len())?))
     }
 
     fn decode(&mut self, response: &[u8]) -> Result<Shares, ProtocolError> {

@@ -170,18 +170,57 @@ pub fn decode_setup(
 
 /// Bytes of one query record: `c0` over all limbs and a 32-byte seed, padded to a byte.
 pub fn query_record_bytes(params: &Params) -> usize {
-    let bits = rows_bits(params, params.limbs()) + 256;
-    bits.div_ceil(8)
+    query_record_bytes_sent(params, params.n())
+}
+
+/// Bytes of one query record that carries `sent` coefficients of `c0` (over all limbs) and a
+/// 32-byte seed, padded to a byte.
+pub fn query_record_bytes_sent(params: &Params, sent: usize) -> usize {
+    (rows_bits(params, params.limbs()) / params.n() * sent + 256).div_ceil(8)
 }
 
 /// Query: the token count, then each seeded ciphertext as a byte-aligned record (`c0` over all
 /// limbs, 32-byte seed). Records are encoded and decoded in parallel.
 pub fn encode_query(params: &Params, scheme: u8, tokens: usize, cts: &[SeededCiphertext]) -> Vec<u8> {
+    encode_query_records(params, scheme, tokens, cts, &|_| None)
+}
+
+/// [`encode_query`] for a scheme whose server reads only some coefficients of each query
+/// ciphertext's `c0`: those of `sent[i]` (ascending, below `N`) for ciphertext `i`, limb by
+/// limb. The seed still carries the whole `c1`.
+pub fn encode_query_sent(
+    params: &Params,
+    scheme: u8,
+    tokens: usize,
+    cts: &[SeededCiphertext],
+    sent: &[Vec<usize>],
+) -> Vec<u8> {
+    assert_eq!(cts.len(), sent.len(), "one list of sent coefficients per query ciphertext");
+    encode_query_records(params, scheme, tokens, cts, &|i| Some(&sent[i]))
+}
+
+fn encode_query_records<'a>(
+    params: &Params,
+    scheme: u8,
+    tokens: usize,
+    cts: &[SeededCiphertext],
+    sent: &(dyn Fn(usize) -> Option<&'a [usize]> + Sync),
+) -> Vec<u8> {
+    let n = params.n();
     let records: Vec<Vec<u8>> = cts
         .par_iter()
-        .map(|ct| {
+        .enumerate()
+        .map(|(i, ct)| {
             let mut w = Writer::body_only();
-            write_poly_rows(&mut w, params, &ct.c0, params.limbs());
+            match sent(i) {
+                None => write_poly_rows(&mut w, params, &ct.c0, params.limbs()),
+                Some(at) => {
+                    for (l, m) in params.ring().moduli()[..params.limbs()].iter().enumerate() {
+                        let row = &ct.c0[l * n..(l + 1) * n];
+                        w.residues(&at.iter().map(|&j| row[j]).collect::<Vec<u32>>(), m.value());
+                    }
+                }
+            }
             w.bytes(&ct.seed);
             w.finish()
         })
@@ -192,7 +231,7 @@ pub fn encode_query(params: &Params, scheme: u8, tokens: usize, cts: &[SeededCip
     w.finish()
 }
 
-/// Decodes a query of `cts_per_token` ciphertexts per token.
+/// Decodes a query of `cts_for(tokens)` ciphertexts.
 pub fn decode_query(
     params: &Params,
     scheme: u8,
@@ -200,19 +239,71 @@ pub fn decode_query(
     cts_for: &dyn Fn(usize) -> usize,
     limits: Limits,
 ) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
+    decode_query_records(params, scheme, msg, &|t| vec![None; cts_for(t)], limits)
+}
+
+/// Decodes a query [`encode_query_sent`] wrote, `sent_for(tokens)` listing the coefficients
+/// of each ciphertext's `c0` it carries; the others are zero.
+pub fn decode_query_sent(
+    params: &Params,
+    scheme: u8,
+    msg: &[u8],
+    sent_for: &dyn Fn(usize) -> Vec<Vec<usize>>,
+    limits: Limits,
+) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
+    decode_query_records(params, scheme, msg, &|t| sent_for(t).into_iter().map(Some).collect(), limits)
+}
+
+fn decode_query_records(
+    params: &Params,
+    scheme: u8,
+    msg: &[u8],
+    sent_for: &dyn Fn(usize) -> Vec<Option<Vec<usize>>>,
+    limits: Limits,
+) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
     let mut r = Reader::open(msg, Kind::Query, scheme, params.id(), limits.max_body)?;
     let tokens = r.count("tokens", limits.max_tokens)?;
     if tokens == 0 {
         return Err(WireError::Field("a query of zero tokens".into()));
     }
-    let count = cts_for(tokens);
-    let size = query_record_bytes(params);
-    let body = r.take(count * size)?; // checks the length before anything is allocated
+    let n = params.n();
+    let sent = sent_for(tokens);
+    let sizes: Vec<usize> = sent
+        .iter()
+        .map(|at| {
+            at.as_ref()
+                .map_or_else(|| query_record_bytes(params), |at| query_record_bytes_sent(params, at.len()))
+        })
+        .collect();
+    let body = r.take(sizes.iter().sum())?; // checks the length before anything is allocated
     r.end()?;
-    body.par_chunks(size)
-        .map(|rec| {
+    let mut records = Vec::with_capacity(sizes.len());
+    let mut rest = body;
+    for size in &sizes {
+        let (rec, tail) = rest.split_at(*size);
+        records.push(rec);
+        rest = tail;
+    }
+    records
+        .into_par_iter()
+        .zip(sent.par_iter())
+        .map(|(rec, at)| {
             let mut r = Reader::record(rec);
-            let c0 = read_poly_rows(&mut r, params, params.limbs())?;
+            let c0 = match at {
+                None => read_poly_rows(&mut r, params, params.limbs())?,
+                Some(at) => {
+                    let mut c0 = vec![0u32; params.limbs() * n];
+                    let mut row = Vec::with_capacity(at.len());
+                    for (l, m) in params.ring().moduli()[..params.limbs()].iter().enumerate() {
+                        row.clear();
+                        r.residues(at.len(), m.value(), &mut row)?;
+                        for (&j, &v) in at.iter().zip(&row) {
+                            c0[l * n + j] = v;
+                        }
+                    }
+                    c0
+                }
+            };
             let seed = r.bytes::<32>()?;
             r.end()?;
             Ok(SeededCiphertext { c0, seed })
