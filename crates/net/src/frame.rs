@@ -6,7 +6,7 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN3`, scheme id (0: any), token length `u16`, token |
+//! | `Hello` | client | magic `FQN4`, scheme id (0: any), token length `u16`, token |
 //! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
@@ -21,10 +21,11 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 3 (since 2026-12-02: folded designs' responses
+/// The magic at the start of `Hello`: protocol 4 (since 2026-12-02: a folded design's query
+/// carries `c0` only where the server's expansion reads it; protocol 3 let folded responses
 /// share `c1` in groups, with their keys in the setup; protocol 2 added the server's threads, a
 /// design input, and the most tokens per request to `Info`).
-pub const MAGIC: &[u8; 4] = b"FQN3";
+pub const MAGIC: &[u8; 4] = b"FQN4";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
