@@ -109,6 +109,79 @@ fn requests_spanning_several_query_ciphertexts_reconstruct() {
     }
 }
 
+/// A design that expands its query as deep as the ring allows sends `c0` only at its used
+/// slots; its twin that differs only by a shallower expansion sends every coefficient of the
+/// used classes, `2^(log2 N - k)` times as many. Both reconstruct. A query claiming another
+/// token count, or cut or padded, is refused; the server keeps serving.
+#[test]
+fn a_query_sent_in_part_carries_only_the_used_classes() {
+    let (m, d) = (300, 40);
+    let table = random_table(m, d, 5, 41);
+    let all: Vec<FoldDesign> =
+        candidates(4, "fastquery", (m, d, 5), 37, 3, KeySwitching::Any).into_iter().map(|c| c.0).collect();
+    let twins = |x: &FoldDesign, y: &FoldDesign| {
+        let (a, b) = (&x.layout, &y.layout);
+        x.params.id() == y.params.id()
+            && (a.m2, a.ks_bits, a.rgsw_bits, a.pack) == (b.m2, b.ks_bits, b.rgsw_bits, b.pack)
+            && a.k != b.k
+    };
+    let (deep, shallow) = all
+        .iter()
+        .filter(|x| 1usize << x.layout.k == x.params.n())
+        .find_map(|x| all.iter().find(|y| twins(x, y)).map(|y| (x.clone(), y)))
+        .expect("a design expanded into N slots, and its shallower twin");
+    let (ids, used) = ([7usize, 299, 7], 3 * deep.slots_per_token());
+    let sent = |x: &FoldDesign| x.query_sent(ids.len()).unwrap();
+    assert_eq!(
+        sent(&deep),
+        vec![
+            (0..used)
+                .map(|s| fastquery_he::galois::SlotLayout::new(deep.layout.k, used).unwrap().position(s))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        ]
+    );
+    assert_eq!(sent(shallow)[0].len(), used << (deep.layout.k - shallow.layout.k));
+    let coeff_bits: usize = deep
+        .params
+        .ring()
+        .moduli()
+        .iter()
+        .take(deep.params.limbs())
+        .map(|p| 32 - p.value().leading_zeros() as usize)
+        .sum();
+    let query = |x: &FoldDesign| x.predicted_bytes(ids.len()).query;
+    let header = fastquery_protocol::wire::HEADER_BYTES + 4;
+    assert_eq!(query(&deep) - header, (coeff_bits * used + 256).div_ceil(8));
+    assert!(query(shallow) > query(&deep));
+    check(&deep, &table, &ids);
+    check(shallow, &table, &ids);
+
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, deep.clone()).unwrap();
+    let mut client = FoldClient::new(deep.clone()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let q = client.query(&ids).unwrap();
+    let at = fastquery_protocol::wire::HEADER_BYTES;
+    for tokens in [1u32, 2, 4, 4096, u32::MAX] {
+        let mut other = q.clone();
+        other[at..at + 4].copy_from_slice(&tokens.to_le_bytes());
+        assert!(server.answer(session, &other).is_err(), "{tokens} tokens claimed");
+    }
+    let mut longer = q.clone();
+    longer.extend_from_slice(&[0; 8]);
+    assert!(server.answer(session, &longer).is_err());
+    assert!(server.answer(session, &q[..q.len() - 1]).is_err());
+    for bit in (0..8 * q.len()).step_by(8 * q.len() / 16) {
+        let mut flipped = q.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        let _ = server.answer(session, &flipped); // any result but a panic
+    }
+    let (resp, s) = server.answer(session, &q).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[d], (i64::from(table.get(299, 0)) as u64) & ((1 << 37) - 1));
+}
+
 #[test]
 fn bad_queries_and_setups_are_refused() {
     let (m, d) = (100, 8);
