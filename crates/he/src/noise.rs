@@ -196,7 +196,7 @@ impl NoiseReport {
         let Ok(q) = params.response_modulus() else { return self };
         let n = params.n() as f64;
         let width_q = 128 - q.leading_zeros();
-        let c0_bits = |b: u32| kept as u64 * u64::from(width_q.saturating_sub(b) + 1);
+        let c0_bits = |b: u32| kept as u64 * u64::from(crate::rounding::c0_width(q, b));
         let whole: u64 = params.moduli()[..params.response_limbs()]
             .iter()
             .map(|m| u64::from(32 - m.value().leading_zeros()))

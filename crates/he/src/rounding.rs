@@ -15,6 +15,24 @@ use num_traits::ToPrimitive;
 
 use crate::{HeError, Params};
 
+/// Bits of a kept `c0` coefficient mod `q` with its low `drop` bits dropped: the server sends
+/// `round(v / 2^drop)` for `v < q`, at most `round((q - 1) / 2^drop)`, and this is its width.
+/// That is `q`'s width less `drop`, and one bit more only where `q - 1 + 2^(drop-1)` reaches
+/// the next power of two (never for a product of primes below `2^31` and `drop <= 32`).
+pub fn c0_width(q: u128, drop: u32) -> u32 {
+    (128 - c0_largest(q, drop).leading_zeros()).max(1)
+}
+
+/// The largest kept `c0` value mod `q` with `drop` low bits dropped, `round((q - 1) / 2^drop)`
+/// (a decoder refuses anything above it).
+pub fn c0_largest(q: u128, drop: u32) -> u128 {
+    match drop {
+        0 => q.saturating_sub(1),
+        d if d >= 127 => 0,
+        d => (q.saturating_sub(1) + (1u128 << (d - 1))) >> d,
+    }
+}
+
 /// The rounding of `c1` to `bits` bits mod the response modulus of `params`, and the response
 /// limbs' basis its residues are over.
 pub fn response_rounding(params: &Params, bits: u32) -> Result<(RnsBasis, C1Rounding), HeError> {
@@ -142,5 +160,41 @@ mod tests {
         assert!(C1Rounding::new(97, 7).is_err()); // 2^7 >= 97
         assert!(C1Rounding::new(1 << 127, 10).is_err());
         assert!(C1Rounding::new(u128::from(u64::MAX) << 10, 65).is_err());
+    }
+
+    /// Every rounded `c0` value fits `c0_width` bits and the largest needs all of them; for
+    /// moduli below the next power of two by more than `2^(drop-1)` (every product of primes
+    /// below `2^31` with `drop <= 32`) that is the modulus's width less `drop`.
+    #[test]
+    fn c0_width_is_the_width_of_the_largest_rounded_value() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let round = |v: u128, b: u32| if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b };
+        for _ in 0..2000 {
+            let q: u128 = match rng.random_range(0..3) {
+                0 => {
+                    u128::from(rng.random_range(2u64..1 << 31)) * u128::from(rng.random_range(2u64..1 << 31))
+                }
+                1 => (1u128 << rng.random_range(2..100)) - rng.random_range(0..4),
+                _ => rng.random_range(2u128..1 << 100),
+            };
+            let width_q = 128 - q.leading_zeros();
+            let b = rng.random_range(0..width_q);
+            let w = c0_width(q, b);
+            let largest = round(q - 1, b);
+            assert!(largest < 1u128 << w && (w == 1 || largest >= 1u128 << (w - 1)), "q={q} b={b} w={w}");
+            for _ in 0..8 {
+                let v = rng.random_range(0..q);
+                assert!(round(v, b) < 1u128 << w, "q={q} b={b} v={v}");
+            }
+            // (A power of two needs one bit less: its largest residue is all ones.)
+            assert!(w + 1 >= width_q - b && w <= width_q - b + 1, "q={q} b={b} w={w}");
+            if q <= (1u128 << 62) - (1 << 32) && b <= 32 && width_q == 62 {
+                assert_eq!(w, 62 - b, "q={q} b={b}");
+            }
+        }
+        // One more bit exactly where rounding up reaches the next power of two.
+        assert_eq!(c0_width((1u128 << 62) - 1, 23), 40);
+        assert_eq!(c0_width((1u128 << 62) - (1 << 23), 23), 39);
+        assert_eq!(c0_width(1 << 20, 0), 20);
     }
 }

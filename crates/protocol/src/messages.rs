@@ -312,9 +312,13 @@ fn decode_query_records(
         .map(|cts| (tokens, cts))
 }
 
-/// Width of a kept `c0` coefficient after dropping `drop_bits` bits of a value mod `q'`.
+/// Width of a kept `c0` coefficient after dropping `drop_bits` bits of a value mod `q'`
+/// ([`fastquery_he::rounding::c0_width`]: the width of the largest rounded value).
 pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
-    (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1
+    match params.response_modulus() {
+        Ok(q) => fastquery_he::rounding::c0_width(q, drop_bits),
+        Err(_) => (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1,
+    }
 }
 
 /// Bits of `c1` in a response record: `w` per coefficient when it is rounded to `w` bits
@@ -433,7 +437,10 @@ pub fn decode_response(
         records.push((&body[off..off + size], k, i % share == 0));
         off += size;
     }
-    let limit = (1u128 << (width - 1)) + 1;
+    let limit = match params.response_modulus() {
+        Ok(q) => fastquery_he::rounding::c0_largest(q, drop_bits),
+        Err(_) => (1u128 << (width - 1)) + 1,
+    };
     let n = params.n();
     let cts = records
         .par_iter()

@@ -107,3 +107,28 @@ fn a_huge_announced_length_is_refused_before_allocation() {
     // The server still answers the valid query afterwards.
     assert!(f.server.answer(f.session, &f.query).is_ok());
 }
+
+/// A kept `c0` value is at most `round((q' - 1) / 2^b)`, in as many bits as that needs: the
+/// largest is read back, one more is refused, for widths with and without dropped bits.
+#[test]
+fn kept_c0_values_above_the_largest_rounding_are_refused() {
+    use fastquery_he::{client::ResponseCiphertext, rounding::c0_largest};
+    use fastquery_protocol::messages::{Limits, c0_width, decode_response, encode_response};
+    let params = cheetah::params(37).unwrap();
+    let q = params.response_modulus().unwrap();
+    let c1 = vec![0u32; params.n() * params.response_limbs()];
+    for b in [0u32, 1, 23, 40] {
+        let largest = c0_largest(q, b);
+        assert_eq!(c0_width(&params, b), 128 - largest.leading_zeros());
+        let encode = |v: u128| {
+            let ct = ResponseCiphertext { c1: c1.clone(), c0: vec![3, v] };
+            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], 1)
+        };
+        let read =
+            |msg: &[u8]| decode_response(&params, cheetah::SCHEME_ID, msg, (&[2], 1), Limits::default());
+        assert_eq!(read(&encode(largest)).unwrap().1[0].c0, vec![3, largest], "b={b}");
+        if largest + 1 < 1u128 << c0_width(&params, b) {
+            assert!(read(&encode(largest + 1)).is_err(), "b={b}");
+        }
+    }
+}
