@@ -22,7 +22,8 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 use crate::NetError;
 
 /// The magic at the start of `Hello`: protocol 4 (since 2026-12-02: a folded design's query
-/// carries `c0` only where the server's expansion reads it; protocol 3 let folded responses
+/// carries `c0` only where the server's expansion reads it, and every response's kept `c0`
+/// coefficients take the width of the largest rounded value; protocol 3 let folded responses
 /// share `c1` in groups, with their keys in the setup; protocol 2 added the server's threads, a
 /// design input, and the most tokens per request to `Info`).
 pub const MAGIC: &[u8; 4] = b"FQN4";
