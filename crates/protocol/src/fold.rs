@@ -222,13 +222,13 @@ impl FoldDesign {
 
     /// The coefficients of each query ciphertext's `c0` the client sends
     /// ([`SlotLayout::sent`]: those of the classes mod `2^k` that hold its slots; the server's
-    /// expansion reads no other).
-    pub fn query_sent(&self, tokens: usize) -> Result<Vec<Vec<usize>>, ProtocolError> {
+    /// expansion reads no other). The full ciphertexts share one list, the last its own.
+    pub fn query_sent(&self, tokens: usize) -> Result<Vec<Arc<[usize]>>, ProtocolError> {
         let n = self.params.n();
         let layouts = self.slot_layouts(tokens)?;
-        // A full ciphertext's list once, cloned for the others.
-        let full = layouts.first().map(|l| l.sent(n)).unwrap_or_default();
-        Ok(layouts.iter().map(|l| if l == &layouts[0] { full.clone() } else { l.sent(n) }).collect())
+        let Some(first) = layouts.first() else { return Ok(Vec::new()) };
+        let full: Arc<[usize]> = first.sent(n).into();
+        Ok(layouts.iter().map(|l| if l == first { full.clone() } else { l.sent(n).into() }).collect())
     }
 
     /// The Galois exponents of the expansion and of the packing, then the key for `s^2`.

@@ -9,6 +9,8 @@ use fastquery_he::{
 };
 use fastquery_math::RnsBasis;
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::wire::{Kind, Reader, WireError, Writer, bit_width};
@@ -193,7 +195,7 @@ pub fn encode_query_sent(
     scheme: u8,
     tokens: usize,
     cts: &[SeededCiphertext],
-    sent: &[Vec<usize>],
+    sent: &[Arc<[usize]>],
 ) -> Vec<u8> {
     assert_eq!(cts.len(), sent.len(), "one list of sent coefficients per query ciphertext");
     encode_query_records(params, scheme, tokens, cts, &|i| Some(&sent[i]))
@@ -243,12 +245,14 @@ pub fn decode_query(
 }
 
 /// Decodes a query [`encode_query_sent`] wrote, `sent_for(tokens)` listing the coefficients
-/// of each ciphertext's `c0` it carries; the others are zero.
+/// of each ciphertext's `c0` it carries; the others are zero. (Ciphertexts of the same layout
+/// share one list, so a message claiming many tokens costs the decoder a handful of lists
+/// before its length is checked.)
 pub fn decode_query_sent(
     params: &Params,
     scheme: u8,
     msg: &[u8],
-    sent_for: &dyn Fn(usize) -> Vec<Vec<usize>>,
+    sent_for: &dyn Fn(usize) -> Vec<Arc<[usize]>>,
     limits: Limits,
 ) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
     decode_query_records(params, scheme, msg, &|t| sent_for(t).into_iter().map(Some).collect(), limits)
@@ -258,7 +262,7 @@ fn decode_query_records(
     params: &Params,
     scheme: u8,
     msg: &[u8],
-    sent_for: &dyn Fn(usize) -> Vec<Option<Vec<usize>>>,
+    sent_for: &dyn Fn(usize) -> Vec<Option<Arc<[usize]>>>,
     limits: Limits,
 ) -> Result<(usize, Vec<SeededCiphertext>), WireError> {
     let mut r = Reader::open(msg, Kind::Query, scheme, params.id(), limits.max_body)?;

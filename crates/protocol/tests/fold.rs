@@ -98,6 +98,10 @@ fn requests_spanning_several_query_ciphertexts_reconstruct() {
     // A design built for 2 tokens per query ciphertext, asked for 5 tokens: three ciphertexts.
     let design = design_where((m, d, 5), 37, 2, |x| x.layout.tokens_per_ct == 2);
     assert_eq!(design.query_cts(5), 3);
+    // The two full ciphertexts share one list of sent coefficients, the last (one token) its
+    // own, shorter one.
+    let sent = design.query_sent(5).unwrap();
+    assert!(sent.len() == 3 && Arc::ptr_eq(&sent[0], &sent[1]) && sent[2].len() < sent[0].len());
     let ids = [0, 1999, 1000, 1023, 1024];
     // The three expanded together into one first-dimension product of 10 rows (the default),
     // in batches of two ciphertexts and one (the working memory bounded to 2 x 2 tokens, and
@@ -131,7 +135,8 @@ fn a_query_sent_in_part_carries_only_the_used_classes() {
         .find_map(|x| all.iter().find(|y| twins(x, y)).map(|y| (x.clone(), y)))
         .expect("a design expanded into N slots, and its shallower twin");
     let (ids, used) = ([7usize, 299, 7], 3 * deep.slots_per_token());
-    let sent = |x: &FoldDesign| x.query_sent(ids.len()).unwrap();
+    let sent =
+        |x: &FoldDesign| x.query_sent(ids.len()).unwrap().iter().map(|l| l.to_vec()).collect::<Vec<_>>();
     assert_eq!(
         sent(&deep),
         vec![
