@@ -420,8 +420,10 @@ fn markdown(
     s
 }
 
+/// Bytes for a report: MB to two decimals, or KB to one below 0.1 MB (a folded query of a few
+/// KB per token would read "0.00 MB").
 pub(crate) fn mb(x: f64) -> String {
-    format!("{:.2} MB", x / 1e6)
+    if x < 1e5 { format!("{:.1} KB", x / 1e3) } else { format!("{:.2} MB", x / 1e6) }
 }
 
 fn print_table(workload: &str, m: usize, d: usize, tokens: usize, device: &str, reports: &[SchemeReport]) {
@@ -532,4 +534,15 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         println!("SHARES DID NOT RECONSTRUCT: this is a bug, please report it");
     }
     Ok(r.verified && over_tcp)
+}
+
+#[cfg(test)]
+mod byte_tests {
+    #[test]
+    fn small_byte_counts_read_in_kb() {
+        assert_eq!(super::mb(3203.125), "3.2 KB");
+        assert_eq!(super::mb(99_949.0), "99.9 KB");
+        assert_eq!(super::mb(100_000.0), "0.10 MB");
+        assert_eq!(super::mb(16_539_310.0), "16.54 MB");
+    }
 }
