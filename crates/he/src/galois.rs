@@ -805,11 +805,6 @@ impl SlotLayout {
         Self { k, a: k, classes: 1usize << k, used: 1usize << k }
     }
 
-    /// Expansion levels.
-    pub fn k(&self) -> u32 {
-        self.k
-    }
-
     /// Slots used.
     pub fn used(&self) -> usize {
         self.used

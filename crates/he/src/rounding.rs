@@ -26,10 +26,15 @@ pub fn c0_width(q: u128, drop: u32) -> u32 {
 /// The largest kept `c0` value mod `q` with `drop` low bits dropped, `round((q - 1) / 2^drop)`
 /// (a decoder refuses anything above it).
 pub fn c0_largest(q: u128, drop: u32) -> u128 {
+    drop_low_bits(q.saturating_sub(1), drop)
+}
+
+/// `round(v / 2^drop)`, what the server sends of a kept `c0` coefficient `v < 2^126`.
+pub fn drop_low_bits(v: u128, drop: u32) -> u128 {
     match drop {
-        0 => q.saturating_sub(1),
+        0 => v,
         d if d >= 127 => 0,
-        d => (q.saturating_sub(1) + (1u128 << (d - 1))) >> d,
+        d => (v + (1u128 << (d - 1))) >> d,
     }
 }
 

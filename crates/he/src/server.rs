@@ -316,7 +316,7 @@ pub fn finish<B: Backend, R: RngCore>(
                 .map(|&j| {
                     let residues: Vec<u32> = (0..lr).map(|l| w0[(ct * lr + l) * n + j]).collect();
                     let v = resp_basis.compose_u128(&residues).unwrap_or(0);
-                    if b == 0 { v } else { (v + (1u128 << (b - 1))) >> b }
+                    crate::rounding::drop_low_bits(v, b)
                 })
                 .collect();
             // A group's c1 travels with its first member.

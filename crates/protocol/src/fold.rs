@@ -1075,6 +1075,31 @@ mod tests {
         }
     }
 
+    /// The ranking: the first design is within BYTES_TIE of the fewest bytes and within
+    /// TIME_TIE of the fastest estimate among those, and no design that is both has fewer bytes.
+    #[test]
+    fn the_first_design_has_the_fewest_bytes_among_near_fastest_ties() {
+        // (llama-30b: the fastest tie sends 3.2 KB per token more than a near-fastest one.)
+        for (m, d, tokens) in [(2000usize, 700usize, 8usize), (300, 40, 3), (4096, 512, 1), (32000, 6656, 8)]
+        {
+            let all = super::candidates(9, "t", (m, d, 4), 37, tokens, super::KeySwitching::Any);
+            let total = |b: &super::WireBytes| b.query + b.response;
+            let fewest = all.iter().map(|c| total(&c.1)).min().unwrap();
+            let ties: Vec<_> = all
+                .iter()
+                .filter(|c| total(&c.1) as f64 <= fewest as f64 * (1.0 + super::BYTES_TIE))
+                .collect();
+            let fastest = ties.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+            let near: Vec<_> = ties.iter().filter(|c| c.2 <= fastest * (1.0 + super::TIME_TIE)).collect();
+            let first = &all[0];
+            assert!(
+                near.iter().any(|c| std::ptr::eq(**c, first)),
+                "{m} x {d}: the first is not a near-fastest tie"
+            );
+            assert_eq!(total(&first.1), near.iter().map(|c| total(&c.1)).min().unwrap(), "{m} x {d}");
+        }
+    }
+
     #[test]
     fn the_batch_bound_comes_from_whole_mib_or_the_backend_default() {
         assert_eq!(batch_bytes_from(None, false, None).unwrap(), DEFAULT_BATCH_BYTES);

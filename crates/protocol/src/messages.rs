@@ -319,9 +319,21 @@ fn decode_query_records(
 /// Width of a kept `c0` coefficient after dropping `drop_bits` bits of a value mod `q'`
 /// ([`fastquery_he::rounding::c0_width`]: the width of the largest rounded value).
 pub fn c0_width(params: &Params, drop_bits: u32) -> u32 {
+    c0_range(params, drop_bits).0
+}
+
+/// The width of a kept `c0` coefficient and the largest value a decoder accepts. Where `q'`
+/// is past the response arithmetic's `2^126` (no design gets there), one bit more than `q'`
+/// less the dropped bits, and half its range.
+fn c0_range(params: &Params, drop_bits: u32) -> (u32, u128) {
     match params.response_modulus() {
-        Ok(q) => fastquery_he::rounding::c0_width(q, drop_bits),
-        Err(_) => (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1,
+        Ok(q) => {
+            (fastquery_he::rounding::c0_width(q, drop_bits), fastquery_he::rounding::c0_largest(q, drop_bits))
+        }
+        Err(_) => {
+            let width = (params.log2_q_response().ceil() as u32).saturating_sub(drop_bits) + 1;
+            (width, 1u128.checked_shl(width - 1).map_or(u128::MAX, |v| v + 1))
+        }
     }
 }
 
@@ -430,7 +442,7 @@ pub fn decode_response(
     }
     let c1_width = r.bits(8)? as u32;
     let rounding = c1_rounding(params, c1_width)?;
-    let width = c0_width(params, drop_bits);
+    let (width, limit) = c0_range(params, drop_bits);
     let c1_len = c1_bits(params, c1_width);
     let sizes = record_sizes(kept, share, c1_len, width as usize);
     let body = r.take(sizes.iter().sum())?;
@@ -441,10 +453,6 @@ pub fn decode_response(
         records.push((&body[off..off + size], k, i % share == 0));
         off += size;
     }
-    let limit = match params.response_modulus() {
-        Ok(q) => fastquery_he::rounding::c0_largest(q, drop_bits),
-        Err(_) => (1u128 << (width - 1)) + 1,
-    };
     let n = params.n();
     let cts = records
         .par_iter()
