@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fastquery_he::client::{ResponseCiphertext, SeededCiphertext};
+use fastquery_he::{
+    client::{ResponseCiphertext, SeededCiphertext},
+    share::Sharing,
+};
 use fastquery_protocol::{cheetah, messages};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -43,11 +46,11 @@ fn wire(c: &mut Criterion) {
         })
         .collect();
     let bits = (design.noise.drop_bits, design.noise.c1_bits);
-    let response = messages::encode_response(&p, 1, bits, &responses, 1);
+    let response = messages::encode_response(&p, 1, bits, &responses, Sharing::NONE);
     assert_eq!(response.len(), design.predicted_bytes(1).response);
     g.throughput(Throughput::Bytes(response.len() as u64));
     g.bench_function("response_encode/cheetah-llama-7b", |b| {
-        b.iter(|| messages::encode_response(&p, 1, bits, &responses, 1))
+        b.iter(|| messages::encode_response(&p, 1, bits, &responses, Sharing::NONE))
     });
     g.finish();
 }

@@ -90,12 +90,22 @@ impl Client {
         self.sk.square_key(&self.params, &self.plans, digit_bits, &mut rand::rng())
     }
 
-    /// Fresh secrets for responses whose groups of `n` ciphertexts share one `c1`, and the keys
-    /// that switch to them ([`crate::share`]). The secrets replace any made before.
-    pub fn share_keys(&mut self, n: usize) -> Result<crate::share::ShareKeys, HeError> {
+    /// Fresh secrets for responses keyed as `sharing` says (groups of `n` ciphertexts sharing
+    /// one `c1`, secrets of the subring `Z[X^2]` where `c` travels in the half ring), and the
+    /// keys that switch to them ([`crate::share`]). The secrets replace any made before.
+    pub fn share_keys(&mut self, sharing: crate::share::Sharing) -> Result<crate::share::ShareKeys, HeError> {
+        if sharing.half() && !crate::share::can_halve(&self.params) {
+            return Err(HeError::BadParams("these parameters cannot send c1 in the half ring".into()));
+        }
         let mut rng = rand::rng();
-        let targets: Vec<SecretKey> =
-            (0..n).map(|_| SecretKey::generate(&self.params, &self.plans, &mut rng)).collect();
+        let generate = |rng: &mut _| {
+            if sharing.half() {
+                SecretKey::generate_half(&self.params, &self.plans, rng)
+            } else {
+                SecretKey::generate(&self.params, &self.plans, rng)
+            }
+        };
+        let targets: Vec<SecretKey> = (0..sharing.targets()).map(|_| generate(&mut rng)).collect();
         let keys = crate::share::share_keys(&self.params, &self.plans, &self.sk, &targets, &mut rng)?;
         self.response_secrets = targets;
         Ok(keys)
@@ -261,10 +271,21 @@ impl Client {
         drop_bits: u32,
     ) -> Result<Vec<u128>, HeError> {
         let (n, lr) = (self.params.n(), self.params.response_limbs());
-        if c1.len() != n * lr || c0.len() != positions.len() || positions.iter().any(|&j| j >= n) {
+        // A `c` in the half ring (its even coefficients) decrypts under a subring secret at
+        // even positions only.
+        let half = c1.len() * 2 == n * lr && sk.is_half();
+        let bad = |j: usize| j >= n || (half && j % 2 == 1);
+        if (c1.len() != n * lr && !half) || c0.len() != positions.len() || positions.iter().any(|&j| bad(j)) {
             return Err(HeError::BadInput("response ciphertext does not match its layout".into()));
         }
         let q = self.response_modulus()?;
+        let full;
+        let c1 = if half {
+            full = crate::share::from_even_coefficients(c1, n);
+            &full
+        } else {
+            c1
+        };
         let w = self.c1_times(sk, c1, lr);
         positions
             .iter()

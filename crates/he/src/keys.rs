@@ -14,6 +14,8 @@ pub struct SecretKey {
     coeffs: Zeroizing<Vec<i8>>,
     /// `[limb][coefficient]`, NTT form, every limb of the ring (the special prime's last).
     ntt: Zeroizing<Vec<u32>>,
+    /// A key of the subring `Z[X^2]` ([`SecretKey::generate_half`]).
+    half: bool,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -25,8 +27,23 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// A fresh key from `rng` (a CSPRNG).
     pub fn generate<R: RngCore + CryptoRng>(params: &Params, plans: &[NttPlan], rng: &mut R) -> Self {
+        Self::from_coeffs(params, plans, Zeroizing::new(ternary(rng, params.n())), false)
+    }
+
+    /// A fresh key of the subring `Z[X^2]`: `t(X^2)` for a uniform ternary `t` of `N/2`
+    /// coefficients (every odd coefficient zero), for responses whose `c` travels in the half
+    /// ring ([`crate::share`]).
+    pub fn generate_half<R: RngCore + CryptoRng>(params: &Params, plans: &[NttPlan], rng: &mut R) -> Self {
+        let t = Zeroizing::new(ternary(rng, params.n() / 2));
+        let mut coeffs = Zeroizing::new(vec![0i8; params.n()]);
+        for (j, &c) in t.iter().enumerate() {
+            coeffs[2 * j] = c;
+        }
+        Self::from_coeffs(params, plans, coeffs, true)
+    }
+
+    fn from_coeffs(params: &Params, plans: &[NttPlan], coeffs: Zeroizing<Vec<i8>>, half: bool) -> Self {
         let n = params.n();
-        let coeffs = Zeroizing::new(ternary(rng, n));
         // Every limb of the ring, the special prime's included (keys are formed mod q P).
         let mut ntt = Zeroizing::new(vec![0u32; params.key_limbs() * n]);
         for (l, (m, plan)) in params.ring().moduli().iter().zip(plans).enumerate() {
@@ -36,7 +53,7 @@ impl SecretKey {
             }
             plan.forward(row);
         }
-        Self { n, coeffs, ntt }
+        Self { n, coeffs, ntt, half }
     }
 
     /// NTT form of limb `l`.
@@ -47,6 +64,17 @@ impl SecretKey {
     /// Hamming weight (number of nonzero coefficients), for tests of the distribution.
     pub fn weight(&self) -> usize {
         self.coeffs.iter().filter(|&&c| c != 0).count()
+    }
+
+    /// Whether this is a key of the subring `Z[X^2]`.
+    pub fn is_half(&self) -> bool {
+        self.half
+    }
+
+    /// Nonzero coefficients at odd positions (zero for a key of the subring `Z[X^2]`), for
+    /// tests.
+    pub fn odd_weight(&self) -> usize {
+        self.coeffs.iter().skip(1).step_by(2).filter(|&&c| c != 0).count()
     }
 
     /// Generates a public key `(p0, a) = (-a s + e, a)` with `a` expanded from a fresh seed.

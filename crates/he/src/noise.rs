@@ -159,18 +159,20 @@ fn drop_for(budget: f64, after_switch: f64) -> (u32, f64) {
 }
 
 impl NoiseReport {
-    /// Adds the noise of groups of `n` responses sharing one `c1` ([`crate::share::shared_bound`])
-    /// after the switch, and drops as many bits of `c0` as the rest allows; an error if it no
-    /// longer fits. Unchanged for `n <= 1`. Apply before [`NoiseReport::with_rounded_c1`].
-    pub fn with_shared_c1(self, params: &Params, n: usize) -> Result<Self, HeError> {
-        let shared = crate::share::shared_bound(params, n);
+    /// Adds the noise of the key switches of `sharing` (groups of responses sharing one `c1`,
+    /// [`crate::share::shared_bound`]) after the switch, and drops as many bits of `c0` as the
+    /// rest allows; an error if it no longer fits. Unchanged where the responses are not keyed.
+    /// Apply before [`NoiseReport::with_rounded_c1`].
+    pub fn with_shared_c1(self, params: &Params, sharing: crate::share::Sharing) -> Result<Self, HeError> {
+        let shared = crate::share::shared_bound(params, sharing);
         if shared == 0.0 {
             return Ok(self);
         }
         let after_switch = self.after_switch - self.shared + shared;
         if after_switch >= self.budget {
             return Err(HeError::NoiseBudget(format!(
-                "a c1 shared by {n} responses leaves noise 2^{:.1} against the budget 2^{:.1}",
+                "a c1 shared by {} responses leaves noise 2^{:.1} against the budget 2^{:.1}",
+                sharing.targets(),
                 after_switch.log2(),
                 self.budget.log2()
             )));
@@ -189,19 +191,24 @@ impl NoiseReport {
 
     /// Spends the slack on both parts of the response instead of `c0` alone: `c1` rounded to `w`
     /// bits ([`crate::rounding`]) and `b` low bits of `c0` dropped, with
-    /// `2^(b-1) + z sqrt(N) E(w) <= 0.99 (budget - after_switch)`, choosing the pair with the
-    /// fewest bits of a response ciphertext that keeps `kept` coefficients of `c0`. Returns the
+    /// `2^(b-1) + z sqrt(N') E(w) <= 0.99 (budget - after_switch)` (`N'` the coefficients of
+    /// `c1` that meet a decrypted phase: `N/2` in the half ring), choosing the pair with the
+    /// fewest bits of a response ciphertext that keeps `kept` coefficients of `c0` and pays its
+    /// part of a `c1` that `sharing` may share with others (`N'/n` coefficients). Returns the
     /// report unchanged when sending `c1` whole (as residues) is no larger.
-    pub fn with_rounded_c1(self, params: &Params, kept: usize) -> Self {
+    pub fn with_rounded_c1(self, params: &Params, kept: usize, sharing: crate::share::Sharing) -> Self {
         let Ok(q) = params.response_modulus() else { return self };
-        let n = params.n() as f64;
+        let coeffs = sharing.c1_coeffs(params.n());
+        let n = coeffs as f64;
         let width_q = 128 - q.leading_zeros();
-        let c0_bits = |b: u32| kept as u64 * u64::from(crate::rounding::c0_width(q, b));
+        // In units of 1/group of a bit: c1 is paid once per group of responses.
+        let group = sharing.group() as u64;
+        let c0_bits = |b: u32| group * kept as u64 * u64::from(crate::rounding::c0_width(q, b));
         let whole: u64 = params.moduli()[..params.response_limbs()]
             .iter()
             .map(|m| u64::from(32 - m.value().leading_zeros()))
             .sum::<u64>()
-            * params.n() as u64;
+            * coeffs as u64;
         let mut best = (c0_bits(self.drop_bits) + whole, None);
         let slack = 0.99 * (self.budget - self.after_switch);
         for w in 1..=64u32.min(width_q - 1) {
@@ -212,7 +219,7 @@ impl NoiseReport {
                 continue;
             }
             let b = if rest < 1.0 { 0 } else { (rest.log2().floor() as u32 + 1).min(60) };
-            let bits = c0_bits(b) + u64::from(w) * params.n() as u64;
+            let bits = c0_bits(b) + u64::from(w) * coeffs as u64;
             if bits < best.0 {
                 best = (bits, Some((w, b, round)));
             }
@@ -236,7 +243,7 @@ impl NoiseReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ParamSpec;
+    use crate::{ParamSpec, share::Sharing};
 
     #[test]
     fn tail_multiplier_matches_the_failure_probability() {
@@ -262,19 +269,26 @@ mod tests {
         // q' = 2^30, t = 2^12: room for the switch, which adds to the bound the client decrypts.
         let p = params(12);
         let r = analyse(&p, work).unwrap();
-        let shared = r.clone().with_shared_c1(&p, 4).unwrap();
-        let bound = crate::share::shared_bound(&p, 4);
+        let shared = r.clone().with_shared_c1(&p, Sharing::new(4, false)).unwrap();
+        let bound = crate::share::shared_bound(&p, Sharing::new(4, false));
         assert!(bound > 0.0 && shared.shared == bound, "{shared:?}");
         assert!(
             shared.after_switch > r.after_switch && shared.drop_bits <= r.drop_bits && shared.total > r.total,
             "{r:?} {shared:?}"
         );
         assert!(shared.total < shared.budget);
-        assert_eq!(r.clone().with_shared_c1(&p, 1).unwrap(), r, "a group of one changes nothing");
+        assert_eq!(
+            r.clone().with_shared_c1(&p, Sharing::new(1, false)).unwrap(),
+            r,
+            "a group of one changes nothing"
+        );
+        // ... except in the half ring, where its one key switch moves c1 to a subring secret.
+        let one = r.clone().with_shared_c1(&p, Sharing::new(1, true)).unwrap();
+        assert_eq!(one.shared, bound / 4.0, "{one:?}");
         // t = 2^18: the budget (2^11) holds the switch of modulus switching, not four key switches.
         let p = params(18);
         let r = analyse(&p, work).unwrap();
-        assert!(matches!(r.with_shared_c1(&p, 4), Err(HeError::NoiseBudget(_))));
+        assert!(matches!(r.with_shared_c1(&p, Sharing::new(4, false)), Err(HeError::NoiseBudget(_))));
     }
 
     #[test]
@@ -315,17 +329,53 @@ mod tests {
         let r =
             analyse(&p, Workload { terms: 2 * 125 * 8192, w_max: 16, input_weight: 1, extra: 1e6 }).unwrap();
         assert_eq!((r.c1_bits, r.c1_round), (0, 0.0));
-        let full = r.clone().with_rounded_c1(&p, 8192);
+        let full = r.clone().with_rounded_c1(&p, 8192, Sharing::NONE);
         assert!(full.c1_bits > 0 && full.c1_bits < 62, "{full:?}");
         assert!(full.total < full.budget && full.c1_round > 0.0);
         assert!(full.drop_bits <= r.drop_bits, "{full:?}");
         let lost = i64::from(r.drop_bits - full.drop_bits) * 8192;
         let won = (62 - i64::from(full.c1_bits)) * 8192;
         assert!(won > lost, "{full:?}");
-        let few = r.clone().with_rounded_c1(&p, 16);
+        let few = r.clone().with_rounded_c1(&p, 16, Sharing::NONE);
         assert!(few.c1_bits < full.c1_bits && few.total < few.budget, "{few:?}");
         // No slack at all: nothing to round.
         let tight = NoiseReport { after_switch: r.budget, ..r.clone() };
-        assert_eq!(tight.clone().with_rounded_c1(&p, 8192), tight);
+        assert_eq!(tight.clone().with_rounded_c1(&p, 8192, Sharing::NONE), tight);
+    }
+
+    /// A `c1` shared by a group costs each response a part of its bits, so the split of the
+    /// slack moves toward `c1`: at least as many bits of `c1`, no more of `c0`, and the fewest
+    /// bits per response of the three weightings. In the half ring `c1`'s rounding meets half
+    /// the secret's coefficients, so the same width costs less noise.
+    #[test]
+    fn a_shared_c1_takes_more_of_the_slack() {
+        let p = Params::new(ParamSpec {
+            n: 8192,
+            prime_bits: vec![31; 5],
+            response_limbs: 2,
+            plain_bits: 37,
+            flood_bits: 40,
+            special_bits: 31,
+        })
+        .unwrap();
+        // The folded noise of the llama-30b design (2026-12-02): 2^21.6 of the budget's 2^24
+        // left after the switch.
+        let r = analyse(&p, Workload { terms: 0, w_max: 0, input_weight: 0, extra: 2.75e22 }).unwrap();
+        let kept = 6656;
+        let per_response = |x: &NoiseReport, sharing: Sharing| {
+            let q = p.response_modulus().unwrap();
+            let c0 = kept as f64 * f64::from(crate::rounding::c0_width(q, x.drop_bits));
+            c0 + f64::from(x.c1_bits) * sharing.c1_coeffs(8192) as f64 / sharing.group() as f64
+        };
+        let alone = r.clone().with_rounded_c1(&p, kept, Sharing::NONE);
+        let four = Sharing::new(4, false);
+        let shared = r.clone().with_rounded_c1(&p, kept, four);
+        assert!(shared.c1_bits > alone.c1_bits && shared.drop_bits > alone.drop_bits, "{alone:?} {shared:?}");
+        assert!(shared.total < shared.budget);
+        assert!(per_response(&shared, four) < per_response(&alone, four), "{alone:?} {shared:?}");
+        let half = r.clone().with_rounded_c1(&p, kept, Sharing::new(1, true));
+        let q = p.response_modulus().unwrap();
+        let same = crate::rounding::C1Rounding::new(q, half.c1_bits).unwrap().error_bound();
+        assert!((half.c1_round / (r.z * 4096f64.sqrt() * same) - 1.0).abs() < 1e-12, "{half:?}");
     }
 }

@@ -198,8 +198,8 @@ impl ScaledEncoder {
 ///    (the only coefficients the client can decrypt);
 /// 3. adds the encoding of `-r` for uniform masks `r` in `Z_t` (the server's shares);
 /// 4. switches to the response modulus; with `share`, groups of `share.n()` ciphertexts then
-///    share one `c1` ([`crate::share`]): the group's first response carries it, the others an
-///    empty `c1`;
+///    share one `c1` ([`crate::share`]): the group's first response carries it (its even
+///    coefficients alone where it is in the half ring), the others an empty `c1`;
 /// 5. keeps only `positions[ct]` of `c0`, each with its low `noise.drop_bits` bits dropped;
 ///    `c1` is rounded to `noise.c1_bits` bits per coefficient where the scheme asked for it.
 ///    Everything else of `c0` is never sent.
@@ -292,14 +292,19 @@ pub fn finish<B: Backend, R: RngCore>(
     let (c0, c1) =
         if lr < limbs { (ring.mod_switch_down(&c0, lr)?, ring.mod_switch_down(&c1, lr)?) } else { (c0, c1) };
     // 5. Share c1 in groups (after the re-randomisation: see `crate::share`).
-    let (c0, c1, group) = match share {
-        Some(keys) if keys.n() > 1 => {
+    let (c0, c1, group, half) = match share {
+        Some(keys) => {
             let mut c0 = c0;
             let c = share_c1(ring, keys, &mut c0, c1)?;
-            (c0, c, keys.n())
+            (c0, c, keys.n(), keys.half())
         }
-        _ => (c0, c1, 1),
+        None => (c0, c1, 1, false),
     };
+    if half && positions.iter().flatten().any(|&j| j % 2 == 1) {
+        return Err(HeError::BadInput(
+            "a c1 in the half ring for a response that keeps odd coefficients".into(),
+        ));
+    }
     let (w0, w1) = (ring.download(&c0)?, ring.download(&c1)?);
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let b = noise.drop_bits;
@@ -325,10 +330,12 @@ pub fn finish<B: Backend, R: RngCore>(
             }
             let g = ct / group;
             let c1 = &w1[g * lr * n..(g + 1) * lr * n];
+            // In the half ring only the even coefficients travel.
+            let c1 = if half { crate::share::even_coefficients(c1, n) } else { c1.to_vec() };
             // A rounded c1 is what the client will read back from its bits on the wire.
             let c1 = match &rounding {
-                Some(r) => r.lift_residues(&resp_basis, &r.round_residues(&resp_basis, c1)),
-                None => c1.to_vec(),
+                Some(r) => r.lift_residues(&resp_basis, &r.round_residues(&resp_basis, &c1)),
+                None => c1,
             };
             ResponseCiphertext { c1, c0 }
         })

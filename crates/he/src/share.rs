@@ -28,6 +28,18 @@
 //! of zero already made independent of the table; `c` and the noise the switch adds are
 //! functions of those `c1` alone and of the client's own keys. The finish then keeps only the
 //! requested coefficients of each `b_j`, as for every response.
+//!
+//! ## `c` in the half ring
+//! Where every kept coefficient of a response is even (one token per response of a layout that
+//! interleaves two or more rows per record), the targets can be secrets of the subring
+//! `Z[X^2]`: `s_j = t_j(X^2)` with `t_j` ternary of `N/2` coefficients. The even coefficients of
+//! `c s_j` are then `c_e t_j` in `Z[Y]/(Y^(N/2) + 1)` (`Y = X^2`, `c_e` the even coefficients
+//! of `c`): the odd coefficients of `c` meet only odd phases, which no one decrypts, so `c`
+//! travels at its `N/2` even coefficients. This holds for a group of one as well: the single
+//! key switch then moves a response to the subring secret, and `c1` costs half. A key under a
+//! subring secret is two samples of ring-LWE in dimension `N/2` under `t_j` (its even and odd
+//! coefficients), so [`can_halve`] checks the keys' modulus (the response limbs and the special
+//! prime) against the 128-bit limit of `N/2`.
 
 use fastquery_backend::{Backend, Coeff, Ntt, Polys, Ring, Shape};
 use fastquery_ntt::NttPlan;
@@ -36,6 +48,7 @@ use rand::{CryptoRng, RngCore};
 use crate::{
     HeError, Params, SecretKey,
     galois::{HYBRID_DIGIT_BITS, KeyForm, hybrid_bound},
+    params::security_limit,
     sample::{Seed, expand_uniform, fresh_seed},
 };
 
@@ -50,10 +63,66 @@ pub fn can_share(params: &Params) -> bool {
     params.key_limbs() > params.response_limbs()
 }
 
+/// Whether `params` can send `c` in the half ring: they can share, and the keys' modulus (the
+/// response limbs and the special prime) is within the 128-bit limit of ring-LWE in dimension
+/// `N/2`, where a key under a subring secret lives.
+pub fn can_halve(params: &Params) -> bool {
+    let lr = params.response_limbs();
+    let bits: f64 = params.ring().moduli()[..=lr.min(params.key_limbs() - 1)]
+        .iter()
+        .map(|m| f64::from(m.value()).log2())
+        .sum();
+    can_share(params) && security_limit(params.n() / 2).is_some_and(|limit| bits <= f64::from(limit))
+}
+
 /// How many response ciphertexts share one `c` for a response of `cts` ciphertexts: up to
 /// [`MAX_SHARED`], 1 (no sharing) where `params` cannot.
 pub fn group_size(params: &Params, cts: usize) -> usize {
     if can_share(params) { cts.clamp(1, MAX_SHARED) } else { 1 }
+}
+
+/// How a scheme's responses are keyed: sent under the query's secret (`NONE`), or switched in
+/// groups of `n` to `n` fresh secrets that share one `c`, in the half ring or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Sharing {
+    n: usize,
+    half: bool,
+}
+
+impl Sharing {
+    /// Responses under the query's secret, each with its own `c1`.
+    pub const NONE: Self = Self { n: 0, half: false };
+
+    /// Groups of `n` sharing one `c`, in the half ring where `half`. A group of one switches
+    /// only to send `c` in the half ring: `(1, false)` and `n = 0` are [`Sharing::NONE`].
+    pub fn new(n: usize, half: bool) -> Self {
+        if n == 0 || (n == 1 && !half) { Self::NONE } else { Self { n, half } }
+    }
+
+    /// Whether the responses are switched to fresh secrets (the setup carries keys).
+    pub fn keyed(self) -> bool {
+        self.n > 0
+    }
+
+    /// The fresh secrets, and keys per source: 0 where not keyed.
+    pub fn targets(self) -> usize {
+        self.n
+    }
+
+    /// Responses per `c` on the wire (1 where not keyed).
+    pub fn group(self) -> usize {
+        self.n.max(1)
+    }
+
+    /// Whether `c` travels in the half ring.
+    pub fn half(self) -> bool {
+        self.half
+    }
+
+    /// Coefficients of each `c` on the wire for ring degree `n`.
+    pub fn c1_coeffs(self, n: usize) -> usize {
+        if self.half { n / 2 } else { n }
+    }
 }
 
 /// The shape of one `(a, b)` key: `(polynomials, limbs)`, one polynomial per response limb
@@ -74,14 +143,14 @@ fn form(params: &Params) -> KeyForm {
     }
 }
 
-/// Tail bound on the noise that sharing one `c` among `n` ciphertexts adds to each phase (after
-/// the modulus switch): `n` hybrid key switches of the response limbs with `P = p_lr`.
-pub fn shared_bound(params: &Params, n: usize) -> f64 {
-    if n <= 1 || !can_share(params) {
+/// Tail bound on the noise that the key switches of `sharing` add to each phase (after the
+/// modulus switch): `n` hybrid key switches of the response limbs with `P = p_lr`.
+pub fn shared_bound(params: &Params, sharing: Sharing) -> f64 {
+    if !sharing.keyed() || !can_share(params) {
         return 0.0;
     }
     let form = form(params);
-    n as f64 * hybrid_bound(params, form.chain, form.special)
+    sharing.targets() as f64 * hybrid_bound(params, form.chain, form.special)
 }
 
 /// The keys a client sends for groups of `n`: the seed of each source's `a` rows and the `b`
@@ -116,7 +185,7 @@ pub(crate) fn share_keys<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<ShareKeys, HeError> {
     let n = targets.len();
-    if !can_share(params) || n < 2 {
+    if !can_share(params) || n == 0 {
         return Err(HeError::BadParams(format!("no shared c1 for {n} ciphertexts under these parameters")));
     }
     let form = form(params);
@@ -142,6 +211,8 @@ pub struct ServerShareKeys<B: Backend> {
     a: Vec<Polys<B, Ntt>>,
     /// `b` halves, `[a][b]`.
     b: Vec<Polys<B, Ntt>>,
+    /// Whether the targets are subring secrets (`c` travels in the half ring).
+    half: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for ServerShareKeys<B> {
@@ -155,17 +226,24 @@ impl<B: Backend> ServerShareKeys<B> {
     pub fn n(&self) -> usize {
         self.a.len()
     }
+
+    /// Whether `c` travels in the half ring.
+    pub fn half(&self) -> bool {
+        self.half
+    }
 }
 
-/// Loads [`ShareKeys`] for groups of `n` (expanding the `a` rows), checking their size.
+/// Loads [`ShareKeys`] for `sharing` (expanding the `a` rows), checking their size.
 pub fn load_share_keys<B: Backend>(
     ring: &Ring<B>,
     params: &Params,
     keys: &ShareKeys,
-    n: usize,
+    sharing: Sharing,
 ) -> Result<ServerShareKeys<B>, HeError> {
     let words = ShareKeys::key_words(params);
-    if keys.n() != n || n < 2 || !can_share(params) || keys.b.len() != n * n * words {
+    let n = sharing.targets();
+    let fits = can_share(params) && (!sharing.half() || can_halve(params));
+    if keys.n() != n || !sharing.keyed() || !fits || keys.b.len() != n * n * words {
         return Err(HeError::BadInput(format!(
             "keys for groups of {} ({} words), expected groups of {n}",
             keys.n(),
@@ -186,7 +264,7 @@ pub fn load_share_keys<B: Backend>(
         .collect::<Result<_, _>>()?;
     let b =
         keys.b.chunks_exact(words).map(|rows| pad(ring.upload(rows, shape)?)).collect::<Result<_, _>>()?;
-    Ok(ServerShareKeys { a, b })
+    Ok(ServerShareKeys { a, b, half: sharing.half() })
 }
 
 /// Shares `c1` in groups of `keys.n()` consecutive ciphertexts (the last group may be smaller):
@@ -238,4 +316,22 @@ pub fn share_c1<B: Backend>(
         ring.add_assign(c0, &into_c0)?;
     }
     Ok(c)
+}
+
+/// The even coefficients of each limb of `c` (`[limb][coefficient]`, degree `n`): what travels
+/// of a `c` in the half ring.
+pub fn even_coefficients(c: &[u32], n: usize) -> Vec<u32> {
+    c.chunks_exact(n).flat_map(|limb| limb.iter().step_by(2).copied()).collect()
+}
+
+/// A `c` in the half ring back in degree `n`: its coefficients at the even positions, zero at
+/// the odd ones (which meet only phases no one decrypts).
+pub fn from_even_coefficients(half: &[u32], n: usize) -> Vec<u32> {
+    let mut c = vec![0u32; half.len() * 2];
+    for (limb, h) in c.chunks_exact_mut(n).zip(half.chunks_exact(n / 2)) {
+        for (j, &v) in h.iter().enumerate() {
+            limb[2 * j] = v;
+        }
+    }
+    c
 }

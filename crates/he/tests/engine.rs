@@ -113,7 +113,7 @@ fn shares_reconstruct_and_noise_stays_in_its_bounds() {
         // Finish twice: c1 sent whole, and c1 rounded to the width the analysis allows for
         // responses keeping every seventh coefficient (rounding must stay inside the same bound).
         let kept = n.div_ceil(7);
-        let rounded = report.clone().with_rounded_c1(&params, kept);
+        let rounded = report.clone().with_rounded_c1(&params, kept, fastquery_he::share::Sharing::NONE);
         assert!(rounded.c1_bits > 0 && f64::from(rounded.c1_bits) < params.log2_q_response(), "{rounded:?}");
         for report in [report.clone(), rounded] {
             // Finish: every coefficient kept here (a plain product test, no layout).

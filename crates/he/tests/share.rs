@@ -13,7 +13,7 @@ use fastquery_he::{
     galois::load_ciphertexts,
     noise::{Workload, analyse},
     server::{finish, load_public_key},
-    share::{ShareKeys, can_share, load_share_keys, share_c1, shared_bound},
+    share::{ShareKeys, Sharing, can_halve, can_share, load_share_keys, share_c1, shared_bound},
 };
 use num_bigint::{BigInt, BigUint};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -48,8 +48,9 @@ fn every_member_decrypts_and_the_switch_stays_in_its_bound() {
     // Groups of three (an odd group: the key products pair up unevenly), five ciphertexts: a
     // full group and a partial one.
     let (group, count) = (3usize, 5usize);
-    let keys = client.share_keys(group).unwrap();
-    let server_keys = load_share_keys(&ring, &params, &keys, group).unwrap();
+    let sharing = Sharing::new(group, false);
+    let keys = client.share_keys(sharing).unwrap();
+    let server_keys = load_share_keys(&ring, &params, &keys, sharing).unwrap();
     let cts = client.encrypt_sparse(&messages(&mut rng, n, count)).unwrap();
     let cts = load_ciphertexts(&ring, &params, &cts).unwrap();
     let mut c0 = ring.mod_switch_down(&cts.c0, lr).unwrap();
@@ -70,7 +71,7 @@ fn every_member_decrypts_and_the_switch_stays_in_its_bound() {
         if v > &qi / 2 { v - &qi } else { v }
     };
     let all: Vec<usize> = (0..n).collect();
-    let bound = shared_bound(&params, group);
+    let bound = shared_bound(&params, sharing);
     let mut worst = BigUint::ZERO;
     for i in 0..count {
         let b_i: Vec<u128> = (0..n)
@@ -111,12 +112,13 @@ fn a_shared_c1_is_rerandomised_and_the_shares_reconstruct() {
     let mut client = Client::new(params.clone()).unwrap();
     let pk = load_public_key(&ring, &params, &client.public_key()).unwrap();
     let group = 4;
-    let keys = load_share_keys(&ring, &params, &client.share_keys(group).unwrap(), group).unwrap();
+    let sharing = Sharing::new(group, false);
+    let keys = load_share_keys(&ring, &params, &client.share_keys(sharing).unwrap(), sharing).unwrap();
     let msgs = messages(&mut rng, n, group);
     let cts = client.encrypt_sparse(&msgs).unwrap();
     let report = analyse(&params, Workload { terms: 1, w_max: 1, input_weight: 1, extra: 0.0 })
         .unwrap()
-        .with_shared_c1(&params, group)
+        .with_shared_c1(&params, sharing)
         .unwrap();
     assert!(report.shared > 0.0 && report.total < report.budget, "{report:?}");
     // Each response keeps its message's coefficient and one more.
@@ -151,16 +153,29 @@ fn bad_share_keys_are_refused() {
     let params = params();
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let mut client = Client::new(params.clone()).unwrap();
-    let keys = client.share_keys(2).unwrap();
+    let two = Sharing::new(2, false);
+    let keys = client.share_keys(two).unwrap();
     assert_eq!(keys.b.len(), 4 * ShareKeys::key_words(&params));
-    assert!(load_share_keys(&ring, &params, &keys, 3).is_err(), "keys for another group size");
+    assert!(
+        load_share_keys(&ring, &params, &keys, Sharing::new(3, false)).is_err(),
+        "keys for another group size"
+    );
     let mut short = keys.clone();
     short.b.pop();
-    assert!(load_share_keys(&ring, &params, &short, 2).is_err(), "a short key");
+    assert!(load_share_keys(&ring, &params, &short, two).is_err(), "a short key");
     let mut seeds = keys.clone();
     seeds.seeds.pop();
-    assert!(load_share_keys(&ring, &params, &seeds, 2).is_err(), "a missing seed");
-    assert!(client.share_keys(1).is_err(), "a group of one shares nothing");
+    assert!(load_share_keys(&ring, &params, &seeds, two).is_err(), "a missing seed");
+    assert!(client.share_keys(Sharing::new(1, false)).is_err(), "a group of one shares nothing");
+    assert_eq!(Sharing::new(1, false), Sharing::NONE);
+    // N = 4096: keys over 87 bits are beyond the limit of dimension 2048 (54 bits), so no half
+    // ring, and neither the client nor the server takes keys for one.
+    assert!(can_share(&params) && !can_halve(&params));
+    assert!(client.share_keys(Sharing::new(2, true)).is_err(), "a half ring beyond its limit");
+    assert!(
+        load_share_keys(&ring, &params, &keys, Sharing::new(2, true)).is_err(),
+        "half-ring keys at N = 4096"
+    );
     // Parameters without a prime past the response limbs cannot share.
     let whole = Params::new(ParamSpec {
         n: 4096,
@@ -172,5 +187,124 @@ fn bad_share_keys_are_refused() {
     })
     .unwrap();
     assert!(!can_share(&whole));
-    assert_eq!(shared_bound(&whole, 4), 0.0);
+    assert_eq!(shared_bound(&whole, Sharing::new(4, false)), 0.0);
+}
+
+/// Parameters at N = 8192 whose keys (three 31-bit primes, 93 bits) fit the 128-bit limit of
+/// dimension 4096 (109 bits): `c` can travel in the half ring.
+fn half_params() -> Arc<Params> {
+    Arc::new(
+        Params::new(ParamSpec {
+            n: 8192,
+            prime_bits: vec![31; 4],
+            response_limbs: 2,
+            plain_bits: 37,
+            flood_bits: 40,
+            special_bits: 0,
+        })
+        .unwrap(),
+    )
+}
+
+/// `c` in the half ring: the targets are secrets of `Z[X^2]`, the even phases of a response
+/// depend on the even coefficients of `c` alone (random words at its odd ones change none of
+/// them; a changed even word changes some), every member of a group of one and of three
+/// reconstructs its shares from half a `c`, and a response keeping an odd coefficient is
+/// refused.
+#[test]
+fn a_c1_in_the_half_ring_decrypts_at_even_coefficients() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let params = half_params();
+    assert!(can_halve(&params));
+    let (n, lr) = (params.n(), params.response_limbs());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let mut client = Client::new(params.clone()).unwrap();
+    let pk = load_public_key(&ring, &params, &client.public_key()).unwrap();
+    let mask = params.plain_mask();
+    for group in [1usize, 3] {
+        let sharing = Sharing::new(group, true);
+        let keys = load_share_keys(&ring, &params, &client.share_keys(sharing).unwrap(), sharing).unwrap();
+        assert!(keys.half());
+        // Messages at even coefficients; every response keeps its message's and the next even one.
+        let count = group + 1;
+        let msgs: Vec<Vec<(usize, i64)>> = (0..count)
+            .map(|_| vec![(2 * rng.random_range(0..n / 2), rng.random_range(-1000..1000))])
+            .collect();
+        let positions: Vec<Vec<usize>> = msgs.iter().map(|m| vec![m[0].0, (m[0].0 + 2) % n]).collect();
+        let report = analyse(&params, Workload { terms: 1, w_max: 1, input_weight: 1, extra: 0.0 })
+            .unwrap()
+            .with_shared_c1(&params, sharing)
+            .unwrap();
+        let cts = client.encrypt_sparse(&msgs).unwrap();
+        let load = || load_ciphertexts(&ring, &params, &cts).unwrap();
+        let cts_in = load();
+        let fin =
+            finish(&ring, &params, &pk, &report, cts_in.c0, cts_in.c1, &positions, Some(&keys), &mut rng)
+                .unwrap();
+        for (i, (resp, msg)) in fin.responses.iter().zip(&msgs).enumerate() {
+            let first = &fin.responses[i - i % group];
+            assert_eq!(first.c1.len(), lr * n / 2, "group of {group}: c travels at its even coefficients");
+            let got = client
+                .decrypt_shared(&resp.c0, &first.c1, i % group, &positions[i], report.drop_bits)
+                .unwrap();
+            assert_eq!(got[0].wrapping_add(fin.shares[i][0]) & mask, (msg[0].1 as u64) & mask, "member {i}");
+            assert_eq!(got[1].wrapping_add(fin.shares[i][1]) & mask, 0, "member {i}, an empty coefficient");
+        }
+        // An odd coefficient kept is refused, not answered wrong.
+        let odd: Vec<Vec<usize>> = positions.iter().map(|p| vec![p[0] + 1]).collect();
+        let c = load();
+        assert!(finish(&ring, &params, &pk, &report, c.c0, c.c1, &odd, Some(&keys), &mut rng).is_err());
+    }
+    // The even phases under a subring secret ignore the odd words of a whole c: switch one
+    // ciphertext (a group of one), then compare the phases of c, of c with random odd words,
+    // and of c with one even word changed.
+    let sharing = Sharing::new(1, true);
+    let keys = load_share_keys(&ring, &params, &client.share_keys(sharing).unwrap(), sharing).unwrap();
+    let cts =
+        load_ciphertexts(&ring, &params, &client.encrypt_sparse(&messages(&mut rng, n, 1)).unwrap()).unwrap();
+    let mut c0 = ring.mod_switch_down(&cts.c0, lr).unwrap();
+    let c1 = ring.mod_switch_down(&cts.c1, lr).unwrap();
+    let c = ring.download(&share_c1(&ring, &keys, &mut c0, c1).unwrap()).unwrap();
+    let b = ring.download(&c0).unwrap();
+    let basis = params.basis().prefix(lr).unwrap();
+    let even: Vec<usize> = (0..n).step_by(2).collect();
+    let b_even: Vec<u128> = even
+        .iter()
+        .map(|&j| basis.compose_u128(&(0..lr).map(|l| b[l * n + j]).collect::<Vec<_>>()).unwrap())
+        .collect();
+    let phases = |c: &[u32]| client.shared_phases(&b_even, c, 0, &even, 0).unwrap();
+    let base = phases(&c);
+    let moduli = params.moduli();
+    let mut odd_random = c.clone();
+    for (l, limb) in odd_random.chunks_exact_mut(n).enumerate() {
+        for j in (1..n).step_by(2) {
+            limb[j] = rng.random_range(0..moduli[l].value());
+        }
+    }
+    assert_eq!(phases(&odd_random), base, "odd words of c changed an even phase");
+    let mut even_changed = c.clone();
+    even_changed[2 * rng.random_range(0..n / 2)] ^= 1;
+    assert_ne!(phases(&even_changed), base, "a changed even word changed no phase");
+    // The half c alone gives the same phases as the whole.
+    let half = fastquery_he::share::even_coefficients(&c, n);
+    assert_eq!(phases(&half), base);
+}
+
+/// A key of the subring: no odd coefficient, a ternary weight near two thirds of `N/2`.
+#[test]
+fn subring_secrets_have_no_odd_coefficients() {
+    let params = half_params();
+    let plans: Vec<_> = params
+        .ring()
+        .moduli()
+        .iter()
+        .map(|m| fastquery_ntt::NttPlan::new(m.value(), params.n()).unwrap())
+        .collect();
+    let mut rng = rand::rng();
+    let key = fastquery_he::SecretKey::generate_half(&params, &plans, &mut rng);
+    assert!(key.is_half() && key.odd_weight() == 0);
+    let w = key.weight() as f64 / (params.n() / 2) as f64;
+    assert!((w - 2.0 / 3.0).abs() < 0.05, "weight {w}");
+    let whole = fastquery_he::SecretKey::generate(&params, &plans, &mut rng);
+    assert!(!whole.is_half() && whole.odd_weight() > params.n() / 4);
 }

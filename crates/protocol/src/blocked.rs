@@ -16,6 +16,7 @@ use fastquery_he::{
     server::{
         ServerKey, encode_mac_operand, encode_plaintexts_with, expand_queries, finish, load_public_key,
     },
+    share::Sharing,
 };
 use fastquery_pack::BlockLayout;
 use fastquery_table::IntTable;
@@ -169,11 +170,11 @@ impl Design {
     pub fn predicted_bytes(&self, tokens: usize) -> WireBytes {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
-        let setup = messages::setup_bytes(p, self.galois_elements().len(), self.key_bits(), 1);
+        let setup = messages::setup_bytes(p, self.galois_elements().len(), self.key_bits(), Sharing::NONE);
         let query = HEADER_BYTES
             + 4
             + self.groups(tokens) * self.layout.in_blocks() * messages::query_record_bytes(p);
-        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), 1);
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), Sharing::NONE);
         WireBytes { setup, query, response }
     }
 
@@ -406,8 +407,14 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
 
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
-        let (pk, galois, _) =
-            decode_setup(&d.params, d.id, setup, self.limits, (&d.galois_elements(), d.key_bits()), 1)?;
+        let (pk, galois, _) = decode_setup(
+            &d.params,
+            d.id,
+            setup,
+            self.limits,
+            (&d.galois_elements(), d.key_bits()),
+            Sharing::NONE,
+        )?;
         let digit_bits = d.packing.map_or(0, |p| p.digit_bits);
         let keys = SessionKeys {
             pk: load_public_key(&self.ring, &d.params, &pk)?,
@@ -503,7 +510,16 @@ impl<B: Backend> BlockedServer<B> {
             &mut rand::rng(),
         )?;
         let shares = place_shares(tokens, self.d, params.plain_bits(), &layout, &fin.shares);
-        Ok((encode_response(params, d.id, (d.noise.drop_bits, d.noise.c1_bits), &fin.responses, 1), shares))
+        Ok((
+            encode_response(
+                params,
+                d.id,
+                (d.noise.drop_bits, d.noise.c1_bits),
+                &fin.responses,
+                Sharing::NONE,
+            ),
+            shares,
+        ))
     }
 
     /// [`SchemeServer::answer_many`]: every valid query's one-hot ciphertexts become rows of one
@@ -630,7 +646,7 @@ impl SchemeClient for BlockedClient {
             &self.he,
             d.id,
             response,
-            (&d.positions(tokens), 1),
+            (&d.positions(tokens), Sharing::NONE),
             (tokens, self.d),
             self.limits,
         )?;

@@ -46,7 +46,7 @@ use fastquery_he::{
     noise::{NoiseReport, Workload, analyse},
     security_limit,
     server::{ServerKey, encode_mac_operand, finish, load_public_key},
-    share::{ServerShareKeys, group_size, load_share_keys},
+    share::{ServerShareKeys, Sharing, can_halve, group_size, load_share_keys},
 };
 use fastquery_table::IntTable;
 
@@ -91,6 +91,16 @@ pub struct FoldLayout {
     pub pack: usize,
     /// Response ciphertexts sharing one `c1` ([`fastquery_he::share`]; 1: none).
     pub share: usize,
+    /// Whether the responses' `c` travels in the half ring (one token per response of a
+    /// layout with two or more rows per record: every kept coefficient is even).
+    pub half: bool,
+}
+
+impl FoldLayout {
+    /// How the responses are keyed ([`fastquery_he::share::Sharing`]).
+    pub fn sharing(&self) -> Sharing {
+        Sharing::new(self.share, self.half)
+    }
 }
 
 /// What both parties derive from the public shape and parameters.
@@ -117,8 +127,10 @@ pub struct FoldDesign {
 impl FoldDesign {
     /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
     /// requests of up to `tokens` tokens per query ciphertext, expanding each query
-    /// `extra_levels` levels further than its slots need; an error if it does not fit the
-    /// ring or the noise budget.
+    /// `extra_levels` levels further than its slots need, with one token per response where
+    /// `single` (its `c` then travels in the half ring where the parameters allow it; an
+    /// error where one token per response is what the layout packs anyway); an error if it
+    /// does not fit the ring or the noise budget.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u8,
@@ -130,6 +142,7 @@ impl FoldDesign {
         rgsw_bits: u32,
         tokens: usize,
         extra_levels: u32,
+        single: bool,
     ) -> Result<Self, ProtocolError> {
         let n = params.n();
         if m == 0 || d == 0 || tokens == 0 || !m2.is_power_of_two() || table_bits == 0 {
@@ -154,7 +167,13 @@ impl FoldDesign {
             return Err(ProtocolError::State(format!("an expansion into 2^{k} slots, N = {n}")));
         }
         let pack = rows_per_record.min(tokens.next_power_of_two());
-        let want = group_size(&params, response_cts(pieces, pack, tokens));
+        if single && pack == 1 {
+            return Err(ProtocolError::State("one token per response is the packed layout itself".into()));
+        }
+        let pack = if single { 1 } else { pack };
+        // One token per response keeps coefficients `c R` of its record's row 0: all even.
+        let half = pack == 1 && pieces == 1 && rows_per_record >= 2 && can_halve(&params);
+        let want = Sharing::new(group_size(&params, response_cts(pieces, pack, tokens)), half);
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
@@ -164,13 +183,24 @@ impl FoldDesign {
         // Groups of responses share one c1: its bits are paid once per group, where the noise
         // of the switch fits (else each response keeps its own).
         let base = analyse(&params, Workload { terms: 0, w_max: 0, input_weight: 0, extra })?;
-        let (share, noise) = match base.clone().with_shared_c1(&params, want) {
+        let (sharing, noise) = match base.clone().with_shared_c1(&params, want) {
             Ok(shared) => (want, shared),
-            Err(_) => (1, base),
+            Err(_) => (Sharing::NONE, base),
         };
-        let noise = noise.with_rounded_c1(&params, (pack * d).min(n));
-        let layout =
-            FoldLayout { rows_per_record, pieces, m1, m2, ks_bits, rgsw_bits, tokens_per_ct, k, pack, share };
+        let noise = noise.with_rounded_c1(&params, (pack * d).min(n), sharing);
+        let layout = FoldLayout {
+            rows_per_record,
+            pieces,
+            m1,
+            m2,
+            ks_bits,
+            rgsw_bits,
+            tokens_per_ct,
+            k,
+            pack,
+            share: sharing.group(),
+            half: sharing.half(),
+        };
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
 
@@ -285,13 +315,13 @@ impl FoldDesign {
         use crate::{messages, wire::HEADER_BYTES};
         let p = &self.params;
         let setup =
-            messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits, self.layout.share);
+            messages::setup_bytes(p, self.key_elements().len(), self.layout.ks_bits, self.layout.sharing());
         let query = HEADER_BYTES
             + 4
             + self.slot_layouts(tokens).map_or(0, |ls| {
                 ls.iter().map(|l| messages::query_record_bytes_sent(p, l.sent_len(p.n()))).sum()
             });
-        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), self.layout.share);
+        let response = messages::response_bytes(p, &self.noise, &self.kept(tokens), self.layout.sharing());
         WireBytes { setup, query, response }
     }
 
@@ -305,9 +335,11 @@ impl FoldDesign {
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
         let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
-        // Sharing c1: each response's c1 against the a half and every target's b half, two
-        // products per backend call (`fastquery_he::share::share_c1`).
-        let sharing = if l.share > 1 { self.response_cts(tokens) * (l.share + 1).div_ceil(2) } else { 0 };
+        // Sharing c1 (or switching it to a subring secret): each response's c1 against the a
+        // half and every target's b half, two products per backend call
+        // (`fastquery_he::share::share_c1`).
+        let sharing =
+            if l.sharing().keyed() { self.response_cts(tokens) * (l.share + 1).div_ceil(2) } else { 0 };
         let mac = 2 * tokens * l.m1 * l.m2 * l.pieces * self.params.limbs() * self.params.n();
         (expansion + conversion + packing + sharing, external, mac)
     }
@@ -330,7 +362,7 @@ impl FoldDesign {
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
                  {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots, {} of \
                  {} coefficients sent), \
-                 {} token(s) per response, {} response(s) per c1, keys of {}-bit digits",
+                 {} token(s) per response, {} response(s) per c1{}, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
                 l.m1,
@@ -344,6 +376,7 @@ impl FoldDesign {
                 p.n(),
                 l.pack,
                 l.share,
+                if l.half { " (in the half ring)" } else { "" },
                 l.ks_bits
             ),
         }
@@ -528,23 +561,28 @@ pub fn candidates(
                     while m2 <= m {
                         // Deeper expansions send fewer query coefficients for more noise: each
                         // level up to log2 N while the noise holds.
-                        for extra in 0.. {
-                            let Ok(design) = FoldDesign::new(
-                                id,
-                                name,
-                                params.clone(),
-                                (m, d, table_bits),
-                                m2,
-                                ks_bits,
-                                rgsw_bits,
-                                tokens,
-                                extra,
-                            ) else {
-                                break;
-                            };
-                            let bytes = design.predicted_bytes(tokens);
-                            let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
-                            out.push((design, bytes, ms));
+                        // Packed responses, and one token per response (whose c may travel
+                        // in the half ring).
+                        for single in [false, true] {
+                            for extra in 0.. {
+                                let Ok(design) = FoldDesign::new(
+                                    id,
+                                    name,
+                                    params.clone(),
+                                    (m, d, table_bits),
+                                    m2,
+                                    ks_bits,
+                                    rgsw_bits,
+                                    tokens,
+                                    extra,
+                                    single,
+                                ) else {
+                                    break;
+                                };
+                                let bytes = design.predicted_bytes(tokens);
+                                let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
+                                out.push((design, bytes, ms));
+                            }
                         }
                         m2 *= 2;
                     }
@@ -839,15 +877,23 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
     fn open_session(&self, setup: &[u8]) -> Result<u64, ProtocolError> {
         let d = &self.design;
         let elements = d.key_elements();
-        let (pk, mut keys, share) =
-            decode_setup(&d.params, d.id, setup, self.limits, (&elements, d.layout.ks_bits), d.layout.share)?;
+        let (pk, mut keys, share) = decode_setup(
+            &d.params,
+            d.id,
+            setup,
+            self.limits,
+            (&elements, d.layout.ks_bits),
+            d.layout.sharing(),
+        )?;
         let square = keys.pop().ok_or_else(|| ProtocolError::State("no key for s^2".into()))?;
         let load = |k| load_galois_key(&self.ring, &d.params, k, d.layout.ks_bits);
         let keys = FoldKeys {
             pk: load_public_key(&self.ring, &d.params, &pk)?,
             galois: keys.iter().map(load).collect::<Result<_, _>>()?,
             square: load(&square)?,
-            share: share.map(|k| load_share_keys(&self.ring, &d.params, &k, d.layout.share)).transpose()?,
+            share: share
+                .map(|k| load_share_keys(&self.ring, &d.params, &k, d.layout.sharing()))
+                .transpose()?,
         };
         self.sessions.open(keys)
     }
@@ -913,7 +959,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             d.id,
             (d.noise.drop_bits, d.noise.c1_bits),
             &fin.responses,
-            d.layout.share,
+            d.layout.sharing(),
         );
         trace.mark("finish+encode");
         Ok((response, shares))
@@ -954,7 +1000,8 @@ impl SchemeClient for FoldClient {
         let elements = d.key_elements();
         let mut keys = self.he.galois_keys(&elements[..elements.len() - 1], d.layout.ks_bits)?;
         keys.push(self.he.square_key(d.layout.ks_bits));
-        let share = if d.layout.share > 1 { Some(self.he.share_keys(d.layout.share)?) } else { None };
+        let sharing = d.layout.sharing();
+        let share = if sharing.keyed() { Some(self.he.share_keys(sharing)?) } else { None };
         self.state = ClientState::Ready;
         Ok(encode_setup(&d.params, d.id, &self.he.public_key(), &keys, share.as_ref()))
     }
@@ -1004,7 +1051,7 @@ impl SchemeClient for FoldClient {
             &self.he,
             d.id,
             response,
-            (&d.positions(tokens), d.layout.share),
+            (&d.positions(tokens), d.layout.sharing()),
             (tokens, d.d),
             self.limits,
         )?;

@@ -5,7 +5,7 @@ use fastquery_he::{
     client::{ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
     rounding::{C1Rounding, response_rounding},
-    share::{ShareKeys, share_key_shape},
+    share::{ShareKeys, Sharing, share_key_shape},
 };
 use fastquery_math::RnsBasis;
 
@@ -30,15 +30,20 @@ impl Default for Limits {
     }
 }
 
+/// Residues `[limb][coefficient]` over the first `limbs` primes, `words.len() / limbs`
+/// coefficients per limb (`N`, or `N/2` for a `c` in the half ring).
 fn write_poly_rows(w: &mut Writer, params: &Params, words: &[u32], limbs: usize) {
-    let n = params.n();
+    let n = words.len() / limbs.max(1);
     for (l, m) in params.ring().moduli()[..limbs].iter().enumerate() {
         w.residues(&words[l * n..(l + 1) * n], m.value());
     }
 }
 
 fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<Vec<u32>, WireError> {
-    let n = params.n();
+    read_rows(r, params, limbs, params.n())
+}
+
+fn read_rows(r: &mut Reader<'_>, params: &Params, limbs: usize, n: usize) -> Result<Vec<u32>, WireError> {
     let mut out = Vec::with_capacity(limbs * n);
     for m in &params.ring().moduli()[..limbs] {
         r.residues(n, m.value(), &mut out)?;
@@ -49,8 +54,8 @@ fn read_poly_rows(r: &mut Reader<'_>, params: &Params, limbs: usize) -> Result<V
 /// Setup: the client's public key (`p0` over the chain's limbs, seed of `a`), then the Galois
 /// keys a scheme needs (count, then per key its exponent, its `b` rows over the key's limbs,
 /// the special prime's included, and the seed of its `a` rows), then, for a scheme whose
-/// responses share `c1` in groups of `n` ([`fastquery_he::share`]), `n` and per source its
-/// seed and the `b` rows of its `n` keys.
+/// responses are switched to `n` fresh secrets ([`fastquery_he::share`]: groups of `n` sharing
+/// `c1`, or `c` in the half ring), `n` and per source its seed and the `b` rows of its `n` keys.
 pub fn encode_setup(
     params: &Params,
     scheme: u8,
@@ -85,13 +90,13 @@ pub fn encode_setup(
     w.finish()
 }
 
-/// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits and keys for
-/// responses sharing `c1` in groups of `share` (none for `share <= 1`): what [`encode_setup`]
-/// writes.
-pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32, share: usize) -> usize {
+/// Bytes of a setup message with `keys` Galois keys of `key_bits`-bit digits and the keys of
+/// `sharing` (none where its responses are not keyed): what [`encode_setup`] writes.
+pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32, sharing: Sharing) -> usize {
     let (key_polys, key_limbs) =
         if keys == 0 { (0, 0) } else { fastquery_he::galois::key_shape(params, key_bits) };
-    let shared = if share > 1 {
+    let share = sharing.targets();
+    let shared = if sharing.keyed() {
         let (polys, limbs) = share_key_shape(params);
         32 + share * (256 + share * polys * rows_bits(params, limbs))
     } else {
@@ -117,15 +122,16 @@ pub type Setup = (PublicKey, Vec<GaloisKey>, Option<ShareKeys>);
 
 /// Decodes a setup message; the Galois keys must be exactly those of `elements`, in that
 /// order, each laid out as [`key_shape`](fastquery_he::galois::key_shape) says for `key_bits`,
-/// followed by the keys of groups of `share` where `share > 1`.
+/// followed by the keys of `sharing` where its responses are keyed.
 pub fn decode_setup(
     params: &Params,
     scheme: u8,
     msg: &[u8],
     limits: Limits,
     (elements, key_bits): (&[usize], u32),
-    share: usize,
+    sharing: Sharing,
 ) -> Result<Setup, WireError> {
+    let share = sharing.targets();
     let (polys, limbs) = fastquery_he::galois::key_shape(params, key_bits);
     let mut r = Reader::open(msg, Kind::Setup, scheme, params.id(), limits.max_body)?;
     let p0 = read_poly_rows(&mut r, params, params.limbs())?;
@@ -146,7 +152,7 @@ pub fn decode_setup(
         }
         keys.push(GaloisKey { g, b, seed: r.bytes::<32>()? });
     }
-    let shared = if share > 1 {
+    let shared = if sharing.keyed() {
         let got = r.count("responses sharing c1", fastquery_he::share::MAX_SHARED)?;
         if got != share {
             return Err(WireError::Field(format!(
@@ -339,15 +345,15 @@ fn c0_range(params: &Params, drop_bits: u32) -> (u32, u128) {
 
 /// Bits of `c1` in a response record: `w` per coefficient when it is rounded to `w` bits
 /// ([`fastquery_he::rounding`]), else its residues over the response limbs.
-pub(crate) fn c1_bits(params: &Params, rounded: u32) -> usize {
+pub(crate) fn c1_bits(params: &Params, rounded: u32, coeffs: usize) -> usize {
     if rounded > 0 {
-        return rounded as usize * params.n();
+        return rounded as usize * coeffs;
     }
     params.moduli()[..params.response_limbs()]
         .iter()
         .map(|m| bit_width(u64::from(m.value())) as usize)
         .sum::<usize>()
-        * params.n()
+        * coeffs
 }
 
 /// Bytes of a response: the header, its two width bytes, and one byte-aligned record per
@@ -357,12 +363,11 @@ pub fn response_bytes(
     params: &Params,
     noise: &fastquery_he::noise::NoiseReport,
     kept: &[usize],
-    share: usize,
+    sharing: Sharing,
 ) -> usize {
     let width = c0_width(params, noise.drop_bits) as usize;
-    crate::wire::HEADER_BYTES
-        + 2
-        + record_sizes(kept, share, c1_bits(params, noise.c1_bits), width).iter().sum::<usize>()
+    let c1_len = c1_bits(params, noise.c1_bits, sharing.c1_coeffs(params.n()));
+    crate::wire::HEADER_BYTES + 2 + record_sizes(kept, sharing.group(), c1_len, width).iter().sum::<usize>()
 }
 
 /// Bytes of each response record: `c1` (`c1_len` bits) in the first of each group of `share`,
@@ -386,7 +391,8 @@ fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Roundin
 
 /// Response: the dropped bit count and the width of `c1` (0: residues), then each ciphertext as
 /// a byte-aligned record (`c1`, then its kept `c0` coefficients); where groups of `share`
-/// ciphertexts share `c1`, only the first record of each group holds it. How many
+/// ciphertexts share `c1`, only the first record of each group holds it, and where `c` is in
+/// the half ring only its `N/2` even coefficients travel. How many
 /// coefficients each ciphertext keeps, and the groups, are fixed by the layout, which both
 /// sides know; they are not sent. A rounded `c1` must hold values that
 /// [`fastquery_he::server::finish`] rounded with the same width.
@@ -395,9 +401,9 @@ pub fn encode_response(
     scheme: u8,
     (drop_bits, c1_width): (u32, u32),
     cts: &[ResponseCiphertext],
-    share: usize,
+    sharing: Sharing,
 ) -> Vec<u8> {
-    let share = share.max(1);
+    let share = sharing.group();
     let width = c0_width(params, drop_bits);
     // The widths come from the scheme's own noise analysis, which checked them.
     let rounding = c1_rounding(params, c1_width).ok().flatten();
@@ -431,10 +437,10 @@ pub fn decode_response(
     params: &Params,
     scheme: u8,
     msg: &[u8],
-    (kept, share): (&[usize], usize),
+    (kept, sharing): (&[usize], Sharing),
     limits: Limits,
 ) -> Result<(u32, Vec<ResponseCiphertext>), WireError> {
-    let share = share.max(1);
+    let share = sharing.group();
     let mut r = Reader::open(msg, Kind::Response, scheme, params.id(), limits.max_body)?;
     let drop_bits = r.bits(8)? as u32;
     if drop_bits >= params.log2_q_response() as u32 {
@@ -443,7 +449,8 @@ pub fn decode_response(
     let c1_width = r.bits(8)? as u32;
     let rounding = c1_rounding(params, c1_width)?;
     let (width, limit) = c0_range(params, drop_bits);
-    let c1_len = c1_bits(params, c1_width);
+    let n = sharing.c1_coeffs(params.n());
+    let c1_len = c1_bits(params, c1_width, n);
     let sizes = record_sizes(kept, share, c1_len, width as usize);
     let body = r.take(sizes.iter().sum())?;
     r.end()?;
@@ -453,14 +460,13 @@ pub fn decode_response(
         records.push((&body[off..off + size], k, i % share == 0));
         off += size;
     }
-    let n = params.n();
     let cts = records
         .par_iter()
         .map(|&(rec, k, with_c1)| {
             let mut r = Reader::record(rec);
             let c1 = match &rounding {
                 _ if !with_c1 => Vec::new(),
-                None => read_poly_rows(&mut r, params, params.response_limbs())?,
+                None => read_rows(&mut r, params, params.response_limbs(), n)?,
                 Some((basis, round)) => {
                     let hs = (0..n).map(|_| r.bits(c1_width)).collect::<Result<Vec<_>, _>>()?;
                     round.lift_residues(basis, &hs)

@@ -211,22 +211,22 @@ pub(crate) fn decode_shares(
     he: &fastquery_he::client::Client,
     scheme: u8,
     response: &[u8],
-    (positions, share): (&Positions, usize),
+    (positions, sharing): (&Positions, fastquery_he::share::Sharing),
     (tokens, d): (usize, usize),
     limits: crate::messages::Limits,
 ) -> Result<Shares, ProtocolError> {
     let params = he.params();
-    let share = share.max(1);
+    let share = sharing.group();
     let kept: Vec<usize> = positions.iter().map(Vec::len).collect();
     let (drop_bits, cts) =
-        crate::messages::decode_response(params, scheme, response, (&kept, share), limits)?;
+        crate::messages::decode_response(params, scheme, response, (&kept, sharing), limits)?;
     let values = cts
         .iter()
         .zip(positions)
         .enumerate()
         .map(|(i, (ct, pos))| {
             let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
-            if share == 1 {
+            if !sharing.keyed() {
                 return he.decrypt_response(ct, &coeffs, drop_bits);
             }
             // Member i % share of the group whose first record carries c1.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use fastquery_cpu::CpuBackend;
+use fastquery_he::share::Sharing;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
     fold::{FoldClient, FoldDesign, FoldServer, KeySwitching, candidates},
@@ -276,11 +277,13 @@ fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     // The response pays c1 once per group.
     let p = &design.params;
     let kept = vec![design.layout.pack * d; cts];
-    let shared = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, 4);
-    let whole = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, 1);
+    let sharing = design.layout.sharing();
+    let shared = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, sharing);
+    let whole = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, Sharing::NONE);
     assert_eq!(shared, design.predicted_bytes(8).response);
-    let saved = cts - cts.div_ceil(4);
-    assert_eq!(whole - shared, saved * (design.noise.c1_bits as usize * p.n()).div_ceil(8));
+    // Every response's c1 whole, against one c per group (of N/2 coefficients in the half ring).
+    let sent = cts.div_ceil(4) * sharing.c1_coeffs(p.n());
+    assert_eq!(whole - shared, (cts * p.n() - sent) * design.noise.c1_bits as usize / 8);
     // A setup cut short in its sharing keys, or with another group size, is refused.
     let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
     let mut client = FoldClient::new(design.clone()).unwrap();
@@ -300,14 +303,63 @@ fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     use fastquery_protocol::messages::{Limits, decode_response};
     let positions = 4usize.div_ceil(design.layout.pack);
     let kept = vec![design.layout.pack * d; positions];
-    assert!(decode_response(p, design.id, &resp, (&kept, 4), Limits::default()).is_ok());
-    assert!(decode_response(p, design.id, &resp, (&kept, 1), Limits::default()).is_err());
+    assert!(decode_response(p, design.id, &resp, (&kept, sharing), Limits::default()).is_ok());
+    assert!(decode_response(p, design.id, &resp, (&kept, Sharing::NONE), Limits::default()).is_err());
     for cut in (0..resp.len()).step_by(997) {
-        assert!(decode_response(p, design.id, &resp[..cut], (&kept, 4), Limits::default()).is_err());
+        assert!(decode_response(p, design.id, &resp[..cut], (&kept, sharing), Limits::default()).is_err());
     }
     for bit in (0..resp.len() * 8).step_by(4099) {
         let mut bad = resp.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
-        let _ = decode_response(p, design.id, &bad, (&kept, 4), Limits::default());
+        let _ = decode_response(p, design.id, &bad, (&kept, sharing), Limits::default());
     }
+}
+
+/// One token per response on a layout of two rows per record keeps only even coefficients, so
+/// its `c` travels in the half ring: the first design at one token does so, every share
+/// reconstructs for groups of one and of three, the response is exactly `c`'s `N/2` words per
+/// group lighter than the same design with a whole-ring `c`, it is the fewest bytes of the
+/// candidates without it, and a server refuses a setup whose keys are for another sharing.
+#[test]
+fn one_token_per_response_sends_c_in_the_half_ring() {
+    // d = 3000 at N = 8192: two rows per record.
+    let (m, d) = (64, 3000);
+    let table = random_table(m, d, 5, 41);
+    let one = design_where((m, d, 5), 37, 1, |x| x.params.n() == 8192);
+    assert!(one.layout.half && one.layout.pack == 1 && one.layout.share == 1, "{}", one.summary().layout);
+    assert!(one.summary().layout.contains("half ring"));
+    assert!(one.noise.shared > 0.0, "the switch to the subring secret counts in the noise");
+    check(&one, &table, &[5]);
+    check(&one, &table, &[63]);
+    let three = design_where((m, d, 5), 37, 3, |x| x.layout.half);
+    assert_eq!(three.layout.share, 3);
+    check(&three, &table, &[0, 63, 0]);
+    check(&three, &table, &[17, 40]);
+    for (design, tokens) in [(&one, 1usize), (&three, 3)] {
+        let p = &design.params;
+        let kept = vec![d; tokens];
+        let l = design.layout;
+        let whole = Sharing::new(l.share, false);
+        let full = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, whole);
+        let half = design.predicted_bytes(tokens).response;
+        assert_eq!(full - half, tokens.div_ceil(l.share) * p.n() / 2 * design.noise.c1_bits as usize / 8);
+        let best_whole = candidates(4, "fastquery", (m, d, 5), 37, tokens, KeySwitching::Any)
+            .into_iter()
+            .filter(|c| !c.0.layout.half)
+            .map(|c| c.1.query + c.1.response)
+            .min()
+            .unwrap();
+        let bytes = design.predicted_bytes(tokens);
+        assert!(bytes.query + bytes.response < best_whole, "{tokens} tokens: {bytes:?} vs {best_whole}");
+    }
+    // The three-token server refuses the one-token client's setup (keys for one subring
+    // secret, not three), and still serves its own client.
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, three.clone()).unwrap();
+    let mut stranger = FoldClient::new(one.clone()).unwrap();
+    assert!(server.open_session(&stranger.setup().unwrap()).is_err());
+    let mut client = FoldClient::new(three.clone()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let (resp, s) = server.answer(session, &client.query(&[9, 10, 11]).unwrap()).unwrap();
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[2 * d + 7], (i64::from(table.get(11, 7)) as u64) & ((1 << 37) - 1));
 }

@@ -122,10 +122,17 @@ fn kept_c0_values_above_the_largest_rounding_are_refused() {
         assert_eq!(c0_width(&params, b), 128 - largest.leading_zeros());
         let encode = |v: u128| {
             let ct = ResponseCiphertext { c1: c1.clone(), c0: vec![3, v] };
-            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], 1)
+            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], fastquery_he::share::Sharing::NONE)
         };
-        let read =
-            |msg: &[u8]| decode_response(&params, cheetah::SCHEME_ID, msg, (&[2], 1), Limits::default());
+        let read = |msg: &[u8]| {
+            decode_response(
+                &params,
+                cheetah::SCHEME_ID,
+                msg,
+                (&[2], fastquery_he::share::Sharing::NONE),
+                Limits::default(),
+            )
+        };
         assert_eq!(read(&encode(largest)).unwrap().1[0].c0, vec![3, largest], "b={b}");
         if largest + 1 < 1u128 << c0_width(&params, b) {
             assert!(read(&encode(largest + 1)).is_err(), "b={b}");

@@ -55,7 +55,8 @@ fn counted_work_equals_the_designs_operation_counts() {
         // limbs^2 rows each (digits >= 1); those of a shared c1 run over the response limbs
         // and their special prime, lr (lr + 1) rows each.
         let l = design.layout;
-        let shared = if l.share > 1 { design.response_cts(asked) * (l.share + 1).div_ceil(2) } else { 0 };
+        let shared =
+            if l.sharing().keyed() { design.response_cts(asked) * (l.share + 1).div_ceil(2) } else { 0 };
         let lr = design.params.response_limbs();
         let rows = (got.key_switches as usize - shared) * limbs * limbs + shared * lr * (lr + 1);
         assert!(got.key_switch_transforms as usize >= rows, "{layout}: {got:?}");
