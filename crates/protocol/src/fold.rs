@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use fastquery_backend::{Backend, MacOperand, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
     ParamSpec, Params,
     client::Client,
@@ -66,6 +66,20 @@ fn response_cts(pieces: usize, pack: usize, tokens: usize) -> usize {
     if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) }
 }
 
+/// How a folded design's responses are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ResponseForm {
+    /// Up to `rows_per_record` tokens packed per response (one where a record holds one row).
+    Packed,
+    /// One token per response of a layout with two or more rows per record: every kept
+    /// coefficient is even, so `c` travels in the half ring.
+    Single,
+    /// Packed responses, each split into two members that keep only even coefficients: the
+    /// response itself (its even coefficients) and the response times `X^-1` (its odd ones,
+    /// moved to the even positions below them), so that `c` travels in the half ring.
+    Split,
+}
+
 /// The choices of a folded design besides the parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FoldLayout {
@@ -94,6 +108,9 @@ pub struct FoldLayout {
     /// Whether the responses' `c` travels in the half ring (one token per response of a
     /// layout with two or more rows per record: every kept coefficient is even).
     pub half: bool,
+    /// Whether each response is split into two members that keep only even coefficients
+    /// ([`ResponseForm::Split`]; `share` then counts members).
+    pub split: bool,
 }
 
 impl FoldLayout {
@@ -127,10 +144,10 @@ pub struct FoldDesign {
 impl FoldDesign {
     /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
     /// requests of up to `tokens` tokens per query ciphertext, expanding each query
-    /// `extra_levels` levels further than its slots need, with one token per response where
-    /// `single` (its `c` then travels in the half ring where the parameters allow it; an
-    /// error where one token per response is what the layout packs anyway); an error if it
-    /// does not fit the ring or the noise budget.
+    /// `extra_levels` levels further than its slots need, its responses laid out as `form`
+    /// says (an error where that form is the packed layout itself, or where the parameters
+    /// cannot send `c` in the half ring that it is for); an error if it does not fit the ring
+    /// or the noise budget.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u8,
@@ -142,7 +159,7 @@ impl FoldDesign {
         rgsw_bits: u32,
         tokens: usize,
         extra_levels: u32,
-        single: bool,
+        form: ResponseForm,
     ) -> Result<Self, ProtocolError> {
         let n = params.n();
         if m == 0 || d == 0 || tokens == 0 || !m2.is_power_of_two() || table_bits == 0 {
@@ -167,13 +184,24 @@ impl FoldDesign {
             return Err(ProtocolError::State(format!("an expansion into 2^{k} slots, N = {n}")));
         }
         let pack = rows_per_record.min(tokens.next_power_of_two());
-        if single && pack == 1 {
-            return Err(ProtocolError::State("one token per response is the packed layout itself".into()));
-        }
-        let pack = if single { 1 } else { pack };
         // One token per response keeps coefficients `c R` of its record's row 0: all even.
-        let half = pack == 1 && pieces == 1 && rows_per_record >= 2 && can_halve(&params);
-        let want = Sharing::new(group_size(&params, response_cts(pieces, pack, tokens)), half);
+        let even = |pack: usize| pack == 1 && pieces == 1 && rows_per_record >= 2;
+        let (pack, split) = match form {
+            ResponseForm::Packed => (pack, false),
+            ResponseForm::Single if pack > 1 => (1, false),
+            // A split needs odd coefficients in every member's response and a last piece of
+            // two or more coefficients (else a member would keep nothing).
+            ResponseForm::Split if !even(pack) && (pieces == 1 || d - (pieces - 1) * n >= 2) => (pack, true),
+            _ => {
+                return Err(ProtocolError::State(format!("responses {form:?} are the packed layout itself")));
+            }
+        };
+        let half = (even(pack) || split) && can_halve(&params);
+        if split && !half {
+            return Err(ProtocolError::State("split responses without a half ring save nothing".into()));
+        }
+        let members = response_cts(pieces, pack, tokens) * if split { 2 } else { 1 };
+        let want = Sharing::new(group_size(&params, members), half);
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
@@ -187,7 +215,8 @@ impl FoldDesign {
             Ok(shared) => (want, shared),
             Err(_) => (Sharing::NONE, base),
         };
-        let noise = noise.with_rounded_c1(&params, (pack * d).min(n), sharing);
+        let kept = (pack * d).min(n);
+        let noise = noise.with_rounded_c1(&params, if split { kept.div_ceil(2) } else { kept }, sharing);
         let layout = FoldLayout {
             rows_per_record,
             pieces,
@@ -200,6 +229,7 @@ impl FoldDesign {
             pack,
             share: sharing.group(),
             half: sharing.half(),
+            split,
         };
         Ok(Self { id, name, params, m, d, layout, fold, noise })
     }
@@ -218,9 +248,9 @@ impl FoldDesign {
         self.layout.m1 + self.index_bits() * self.gadget_len()
     }
 
-    /// Response ciphertexts of a `tokens`-token request.
+    /// Response ciphertexts of a `tokens`-token request (members, where responses are split).
     pub fn response_cts(&self, tokens: usize) -> usize {
-        response_cts(self.layout.pieces, self.layout.pack, tokens)
+        response_cts(self.layout.pieces, self.layout.pack, tokens) * if self.layout.split { 2 } else { 1 }
     }
 
     /// How many `c0` coefficients each response ciphertext keeps: the lengths of
@@ -228,11 +258,25 @@ impl FoldDesign {
     /// thousands of designs).
     fn kept(&self, tokens: usize) -> Vec<usize> {
         let (n, l) = (self.params.n(), &self.layout);
+        // A split response's members keep its even and its odd coefficients.
+        let halves = |k: usize| if l.split { vec![k.div_ceil(2), k / 2] } else { vec![k] };
         if l.pieces > 1 {
             let widths = (0..l.pieces).map(|p| (self.d - p * n).min(n));
-            return (0..tokens).flat_map(|_| widths.clone()).collect();
+            return (0..tokens).flat_map(|_| widths.clone()).flat_map(halves).collect();
         }
-        (0..self.response_cts(tokens)).map(|g| l.pack.min(tokens - g * l.pack) * self.d).collect()
+        let r = l.rows_per_record;
+        (0..tokens.div_ceil(l.pack))
+            .flat_map(|g| {
+                let here = l.pack.min(tokens - g * l.pack);
+                match (l.split, r) {
+                    (false, _) => vec![here * self.d],
+                    // One row per record: channel c at coefficient c.
+                    (true, 1) => halves(self.d),
+                    // Token i at c R + i, R even: its parity is i's.
+                    (true, _) => vec![here.div_ceil(2) * self.d, here / 2 * self.d],
+                }
+            })
+            .collect()
     }
 
     /// Query ciphertexts of a `tokens`-token request.
@@ -278,6 +322,23 @@ impl FoldDesign {
     /// multiples of `R` (channel `c` at `c R`); token `i` of a packed group moves to `c R + i`.
     /// Without packing: one ciphertext per token and piece.
     fn positions(&self, tokens: usize) -> Positions {
+        let whole = self.response_positions(tokens);
+        if !self.layout.split {
+            return whole;
+        }
+        // Member 2i keeps response i's even coefficients, member 2i + 1 its odd ones, at the
+        // even coefficient below each (it is the response times X^-1).
+        whole
+            .into_iter()
+            .flat_map(|v| {
+                let (even, odd): (Vec<_>, Vec<_>) = v.into_iter().partition(|p| p.0 % 2 == 0);
+                [even, odd.into_iter().map(|(j, t, c)| (j - 1, t, c)).collect()]
+            })
+            .collect()
+    }
+
+    /// [`FoldDesign::positions`] of the responses before any split.
+    fn response_positions(&self, tokens: usize) -> Positions {
         let (n, l) = (self.params.n(), self.layout);
         if l.pieces > 1 {
             return (0..tokens)
@@ -362,7 +423,7 @@ impl FoldDesign {
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
                  {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots, {} of \
                  {} coefficients sent), \
-                 {} token(s) per response, {} response(s) per c1{}, keys of {}-bit digits",
+                 {} token(s) per response{}, {} response(s) per c1{}, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
                 l.m1,
@@ -375,6 +436,7 @@ impl FoldDesign {
                 self.slot_layouts(l.tokens_per_ct).map_or(0, |ls| ls[0].sent_len(p.n())),
                 p.n(),
                 l.pack,
+                if l.split { " split in two by parity" } else { "" },
                 l.share,
                 if l.half { " (in the half ring)" } else { "" },
                 l.ks_bits
@@ -561,9 +623,9 @@ pub fn candidates(
                     while m2 <= m {
                         // Deeper expansions send fewer query coefficients for more noise: each
                         // level up to log2 N while the noise holds.
-                        // Packed responses, and one token per response (whose c may travel
-                        // in the half ring).
-                        for single in [false, true] {
+                        // Packed responses, one token per response, and packed responses
+                        // split by parity (the last two for a c in the half ring).
+                        for form in [ResponseForm::Packed, ResponseForm::Single, ResponseForm::Split] {
                             for extra in 0.. {
                                 let Ok(design) = FoldDesign::new(
                                     id,
@@ -575,7 +637,7 @@ pub fn candidates(
                                     rgsw_bits,
                                     tokens,
                                     extra,
-                                    single,
+                                    form,
                                 ) else {
                                     break;
                                 };
@@ -613,6 +675,26 @@ pub fn candidates(
         });
     }
     out
+}
+
+/// Each ciphertext `c` followed by `X^-1 c`: the second's even coefficients are the first's
+/// odd ones (coefficient `2j + 1` at `2j`), exactly, so the two together keep what `c` kept
+/// at even coefficients alone ([`ResponseForm::Split`]).
+fn split_by_parity<B: Backend>(
+    ring: &Ring<B>,
+    cts: Ciphertexts<B, Coeff>,
+) -> Result<Ciphertexts<B, Coeff>, ProtocolError> {
+    let (count, limbs) = (cts.c0.polys(), cts.c0.shape().limbs);
+    let mut shifted = cts.duplicate(ring)?;
+    let back = 2 * ring.n() - 1;
+    ring.monomial_mul_assign(&mut shifted.c0, back)?;
+    ring.monomial_mul_assign(&mut shifted.c1, back)?;
+    let mut out = Ciphertexts::zeros(ring, 2 * count, limbs)?;
+    for i in 0..count {
+        out.copy_from(ring, &cts, i, 2 * i, 1)?;
+        out.copy_from(ring, &shifted, i, 2 * i + 1, 1)?;
+    }
+    Ok(out)
 }
 
 /// A session's keys.
@@ -939,6 +1021,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         } else {
             folded
         };
+        let folded = if d.layout.split { split_by_parity(&self.ring, folded)? } else { folded };
         trace.mark("pack");
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();

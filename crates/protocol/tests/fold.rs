@@ -363,3 +363,40 @@ fn one_token_per_response_sends_c_in_the_half_ring() {
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
     assert_eq!(got[2 * d + 7], (i64::from(table.get(11, 7)) as u64) & ((1 << 37) - 1));
 }
+
+/// A response that keeps odd coefficients too (one row per record, or a long row's pieces) is
+/// split into two members, the response and `X^-1` times it, each keeping even coefficients
+/// only, so that its `c` travels in the half ring: every share reconstructs (one token, a
+/// partial group, two tokens in one group of four members, pieces of a long row), the bytes are
+/// the predicted ones and fewer than any unsplit design's at one token.
+#[test]
+fn responses_split_by_parity_reconstruct_and_send_c_in_the_half_ring() {
+    // d = 5000 at N = 8192: one row per record, both parities.
+    let (m, d) = (16, 5000);
+    let table = random_table(m, d, 5, 43);
+    let one = design_where((m, d, 5), 37, 1, |x| x.params.n() == 8192);
+    let l = one.layout;
+    assert!(l.split && l.half && l.share == 2 && l.rows_per_record == 1, "{}", one.summary().layout);
+    assert!(one.summary().layout.contains("split in two by parity"));
+    check(&one, &table, &[3]);
+    check(&one, &table, &[15]);
+    let unsplit = |tokens: usize| {
+        candidates(4, "fastquery", (m, d, 5), 37, tokens, KeySwitching::Any)
+            .into_iter()
+            .filter(|c| !c.0.layout.split)
+            .map(|c| c.1.query + c.1.response)
+            .min()
+            .unwrap()
+    };
+    let bytes = one.predicted_bytes(1);
+    assert!(bytes.query + bytes.response < unsplit(1), "{bytes:?}");
+    let two = design_where((m, d, 5), 37, 2, |x| x.layout.split);
+    assert_eq!(two.layout.share, 4);
+    check(&two, &table, &[0, 15]);
+    check(&two, &table, &[7]);
+    // A long row in pieces (d = 8200 > N: a piece of 8,192 and one of 8 coefficients).
+    let long = random_table(4, 8200, 5, 44);
+    let pieces = design_where((4, 8200, 5), 37, 2, |x| x.layout.pieces > 1 && x.layout.split);
+    check(&pieces, &long, &[2, 1]);
+    check(&pieces, &long, &[3]);
+}
