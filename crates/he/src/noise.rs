@@ -317,15 +317,7 @@ mod tests {
     /// of `c0` gives nearly all the slack to `c1`.
     #[test]
     fn rounded_c1_stays_in_the_budget_and_shrinks_the_response() {
-        let p = Params::new(ParamSpec {
-            n: 8192,
-            prime_bits: vec![31; 5],
-            response_limbs: 2,
-            plain_bits: 37,
-            flood_bits: 40,
-            special_bits: 0,
-        })
-        .unwrap();
+        let p = five_primes(0);
         let r =
             analyse(&p, Workload { terms: 2 * 125 * 8192, w_max: 16, input_weight: 1, extra: 1e6 }).unwrap();
         assert_eq!((r.c1_bits, r.c1_round), (0, 0.0));
@@ -343,21 +335,26 @@ mod tests {
         assert_eq!(tight.clone().with_rounded_c1(&p, 8192, Sharing::NONE), tight);
     }
 
-    /// A `c1` shared by a group costs each response a part of its bits, so the split of the
-    /// slack moves toward `c1`: at least as many bits of `c1`, no more of `c0`, and the fewest
-    /// bits per response of the three weightings. In the half ring `c1`'s rounding meets half
-    /// the secret's coefficients, so the same width costs less noise.
-    #[test]
-    fn a_shared_c1_takes_more_of_the_slack() {
-        let p = Params::new(ParamSpec {
+    /// N = 8192, five 31-bit primes, two of them for the response.
+    fn five_primes(special_bits: u32) -> Params {
+        Params::new(ParamSpec {
             n: 8192,
             prime_bits: vec![31; 5],
             response_limbs: 2,
             plain_bits: 37,
             flood_bits: 40,
-            special_bits: 31,
+            special_bits,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A `c1` shared by a group costs each response a part of its bits, so the split of the
+    /// slack moves toward `c1`: more bits of `c1` and more dropped bits of `c0` than for a
+    /// response alone, and fewer bits per member of the group than the split that ignores the
+    /// group. In the half ring `c1`'s rounding meets half the secret's coefficients.
+    #[test]
+    fn a_shared_c1_takes_more_of_the_slack() {
+        let p = five_primes(31);
         // The folded noise of the llama-30b design (2026-12-02): 2^21.6 of the budget's 2^24
         // left after the switch.
         let r = analyse(&p, Workload { terms: 0, w_max: 0, input_weight: 0, extra: 2.75e22 }).unwrap();
