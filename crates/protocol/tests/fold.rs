@@ -399,4 +399,28 @@ fn responses_split_by_parity_reconstruct_and_send_c_in_the_half_ring() {
     let pieces = design_where((4, 8200, 5), 37, 2, |x| x.layout.pieces > 1 && x.layout.split);
     check(&pieces, &long, &[2, 1]);
     check(&pieces, &long, &[3]);
+    // A response with c in the half ring, cut short, read as whole-ring, or with flipped bits:
+    // an error or some decoding, never a panic; the client then decodes the intact one.
+    use fastquery_protocol::messages::{Limits, decode_response};
+    let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, two.clone()).unwrap();
+    let mut client = FoldClient::new(two.clone()).unwrap();
+    let session = server.open_session(&client.setup().unwrap()).unwrap();
+    let (resp, s) = server.answer(session, &client.query(&[4, 9]).unwrap()).unwrap();
+    let (p, sharing) = (&two.params, two.layout.sharing());
+    let kept = [d.div_ceil(2), d / 2, d.div_ceil(2), d / 2];
+    let decoded = decode_response(p, two.id, &resp, (&kept, sharing), Limits::default()).unwrap();
+    assert_eq!(decoded.1[0].c1.len(), p.response_limbs() * p.n() / 2, "c at its even coefficients");
+    assert!(decoded.1[1..].iter().all(|ct| ct.c1.is_empty()));
+    let whole = fastquery_he::share::Sharing::new(4, false);
+    assert!(decode_response(p, two.id, &resp, (&kept, whole), Limits::default()).is_err());
+    for cut in (0..resp.len()).step_by(1009) {
+        assert!(decode_response(p, two.id, &resp[..cut], (&kept, sharing), Limits::default()).is_err());
+    }
+    for bit in (0..resp.len() * 8).step_by(3001) {
+        let mut bad = resp.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let _ = decode_response(p, two.id, &bad, (&kept, sharing), Limits::default());
+    }
+    let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
+    assert_eq!(got[d + 11], (i64::from(table.get(9, 11)) as u64) & ((1 << 37) - 1));
 }
