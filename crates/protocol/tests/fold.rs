@@ -424,3 +424,19 @@ fn responses_split_by_parity_reconstruct_and_send_c_in_the_half_ring() {
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
     assert_eq!(got[d + 11], (i64::from(table.get(9, 11)) as u64) & ((1 << 37) - 1));
 }
+
+/// A packed response split by parity (two rows per record, two tokens per response): token 0
+/// of a response goes to the even member, token 1 to the odd one; a request of an odd number
+/// of tokens leaves the last response's odd member empty (it keeps nothing, and still shares
+/// `c`). Every share reconstructs and the bytes are the predicted ones for three, one and two
+/// tokens.
+#[test]
+fn packed_responses_split_by_parity_reconstruct_with_an_empty_member() {
+    let (m, d) = (64, 3000);
+    let table = random_table(m, d, 5, 45);
+    let design = design_where((m, d, 5), 37, 3, |x| x.layout.split && x.layout.pack == 2);
+    assert!(design.layout.half && design.params.n() == 8192, "{}", design.summary().layout);
+    check(&design, &table, &[1, 2, 3]);
+    check(&design, &table, &[9]);
+    check(&design, &table, &[4, 5]);
+}
