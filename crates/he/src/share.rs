@@ -67,12 +67,12 @@ pub fn can_share(params: &Params) -> bool {
 /// response limbs and the special prime) is within the 128-bit limit of ring-LWE in dimension
 /// `N/2`, where a key under a subring secret lives.
 pub fn can_halve(params: &Params) -> bool {
-    let lr = params.response_limbs();
-    let bits: f64 = params.ring().moduli()[..=lr.min(params.key_limbs() - 1)]
-        .iter()
-        .map(|m| f64::from(m.value()).log2())
-        .sum();
-    can_share(params) && security_limit(params.n() / 2).is_some_and(|limit| bits <= f64::from(limit))
+    if !can_share(params) {
+        return false;
+    }
+    let key_limbs = &params.ring().moduli()[..=params.response_limbs()];
+    let bits: f64 = key_limbs.iter().map(|m| f64::from(m.value()).log2()).sum();
+    security_limit(params.n() / 2).is_some_and(|limit| bits <= f64::from(limit))
 }
 
 /// How many response ciphertexts share one `c` for a response of `cts` ciphertexts: up to

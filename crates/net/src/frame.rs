@@ -22,8 +22,8 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 use crate::NetError;
 
 /// The magic at the start of `Hello`: protocol 5 (since 2026-12-02: a folded design with one
-/// token per response sends its `c` in the half ring, with keys to subring secrets in the
-/// setup, and a shared `c1` takes its part of the slack; protocol 4 sent a folded design's
+/// token per response, or with responses split by parity, sends its `c` in the half ring,
+/// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack; protocol 4 sent a folded design's
 /// query `c0` only where the server's expansion reads it, and every response's kept `c0`
 /// coefficients at the width of the largest rounded value; protocol 3 let folded responses
 /// share `c1` in groups, with their keys in the setup; protocol 2 added the server's threads, a

@@ -61,9 +61,10 @@ use crate::{
 };
 
 /// Response ciphertexts of a `tokens`-token request: one per token and piece of a long row,
-/// else `pack` tokens per ciphertext.
-fn response_cts(pieces: usize, pack: usize, tokens: usize) -> usize {
-    if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) }
+/// else `pack` tokens per ciphertext; two members of each where responses are `split`.
+fn response_cts(pieces: usize, pack: usize, tokens: usize, split: bool) -> usize {
+    let responses = if pieces > 1 { tokens * pieces } else { tokens.div_ceil(pack) };
+    if split { 2 * responses } else { responses }
 }
 
 /// How a folded design's responses are laid out.
@@ -200,7 +201,7 @@ impl FoldDesign {
         if split && !half {
             return Err(ProtocolError::State("split responses without a half ring save nothing".into()));
         }
-        let members = response_cts(pieces, pack, tokens) * if split { 2 } else { 1 };
+        let members = response_cts(pieces, pack, tokens, split);
         let want = Sharing::new(group_size(&params, members), half);
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
@@ -250,7 +251,7 @@ impl FoldDesign {
 
     /// Response ciphertexts of a `tokens`-token request (members, where responses are split).
     pub fn response_cts(&self, tokens: usize) -> usize {
-        response_cts(self.layout.pieces, self.layout.pack, tokens) * if self.layout.split { 2 } else { 1 }
+        response_cts(self.layout.pieces, self.layout.pack, tokens, self.layout.split)
     }
 
     /// How many `c0` coefficients each response ciphertext keeps: the lengths of
@@ -1186,7 +1187,7 @@ mod tests {
     /// that fill the last response ciphertext or leave it partial.
     #[test]
     fn counted_coefficients_are_the_positions_kept() {
-        for (m, d) in [(300usize, 40usize), (2000, 700), (100, 5000), (64, 4096)] {
+        for (m, d) in [(300usize, 40usize), (2000, 700), (100, 5000), (64, 4096), (8, 8200)] {
             for tokens in [1usize, 3, 8] {
                 let designs = super::candidates(9, "t", (m, d, 5), 37, tokens, super::KeySwitching::Any);
                 assert!(!designs.is_empty(), "{m} x {d}");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use fastquery_cpu::CpuBackend;
-use fastquery_he::Params;
+use fastquery_he::{Params, share::Sharing};
 use fastquery_pack::CheetahLayout;
 use fastquery_protocol::{
     ProtocolError, SchemeClient, SchemeServer,
@@ -85,14 +85,8 @@ fn responses_hold_nothing_but_the_requested_entries() {
         .flat_map(|_| (0..layout.out_blocks()).map(|j| layout.output_positions(j).len()))
         .collect();
     assert_eq!(kept.iter().sum::<usize>(), ids.len() * d);
-    let (drop_bits, _) = decode_response(
-        &params,
-        SCHEME_ID,
-        &resp,
-        (&kept, fastquery_he::share::Sharing::NONE),
-        Limits::default(),
-    )
-    .unwrap();
+    let (drop_bits, _) =
+        decode_response(&params, SCHEME_ID, &resp, (&kept, Sharing::NONE), Limits::default()).unwrap();
     let c1_bits: usize =
         params.moduli()[..2].iter().map(|p| 32 - p.value().leading_zeros() as usize).sum::<usize>() * 4096;
     let width = c0_width(&params, drop_bits) as usize;
@@ -125,22 +119,8 @@ fn the_same_query_gets_unrelated_c1() {
     let (r2, _) = server.answer(session, &q).unwrap();
     let params = cheetah::params(37).unwrap();
     let kept = vec![20];
-    let (_, a) = decode_response(
-        &params,
-        SCHEME_ID,
-        &r1,
-        (&kept, fastquery_he::share::Sharing::NONE),
-        Limits::default(),
-    )
-    .unwrap();
-    let (_, b) = decode_response(
-        &params,
-        SCHEME_ID,
-        &r2,
-        (&kept, fastquery_he::share::Sharing::NONE),
-        Limits::default(),
-    )
-    .unwrap();
+    let (_, a) = decode_response(&params, SCHEME_ID, &r1, (&kept, Sharing::NONE), Limits::default()).unwrap();
+    let (_, b) = decode_response(&params, SCHEME_ID, &r2, (&kept, Sharing::NONE), Limits::default()).unwrap();
     let same = a[0].c1.iter().zip(&b[0].c1).filter(|(x, y)| x == y).count();
     assert!(same < 8, "{same} equal c1 words across two answers");
 }

@@ -305,13 +305,27 @@ fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     let kept = vec![design.layout.pack * d; positions];
     assert!(decode_response(p, design.id, &resp, (&kept, sharing), Limits::default()).is_ok());
     assert!(decode_response(p, design.id, &resp, (&kept, Sharing::NONE), Limits::default()).is_err());
-    for cut in (0..resp.len()).step_by(997) {
-        assert!(decode_response(p, design.id, &resp[..cut], (&kept, sharing), Limits::default()).is_err());
+    cut_and_flipped_responses_never_panic(&design, &resp, &kept, (997, 4099));
+}
+
+/// A response of `design` keeping `kept` coefficients per ciphertext, cut short every `cut`
+/// bytes, is refused; with a bit flipped every `flip` bits it decodes to something or is
+/// refused, never a panic.
+fn cut_and_flipped_responses_never_panic(
+    design: &FoldDesign,
+    resp: &[u8],
+    kept: &[usize],
+    (cut, flip): (usize, usize),
+) {
+    use fastquery_protocol::messages::{Limits, decode_response};
+    let (p, sharing) = (&design.params, design.layout.sharing());
+    for end in (0..resp.len()).step_by(cut) {
+        assert!(decode_response(p, design.id, &resp[..end], (kept, sharing), Limits::default()).is_err());
     }
-    for bit in (0..resp.len() * 8).step_by(4099) {
-        let mut bad = resp.clone();
+    for bit in (0..resp.len() * 8).step_by(flip) {
+        let mut bad = resp.to_vec();
         bad[bit / 8] ^= 1 << (bit % 8);
-        let _ = decode_response(p, design.id, &bad, (&kept, sharing), Limits::default());
+        let _ = decode_response(p, design.id, &bad, (kept, sharing), Limits::default());
     }
 }
 
@@ -413,14 +427,7 @@ fn responses_split_by_parity_reconstruct_and_send_c_in_the_half_ring() {
     assert!(decoded.1[1..].iter().all(|ct| ct.c1.is_empty()));
     let whole = fastquery_he::share::Sharing::new(4, false);
     assert!(decode_response(p, two.id, &resp, (&kept, whole), Limits::default()).is_err());
-    for cut in (0..resp.len()).step_by(1009) {
-        assert!(decode_response(p, two.id, &resp[..cut], (&kept, sharing), Limits::default()).is_err());
-    }
-    for bit in (0..resp.len() * 8).step_by(3001) {
-        let mut bad = resp.clone();
-        bad[bit / 8] ^= 1 << (bit % 8);
-        let _ = decode_response(p, two.id, &bad, (&kept, sharing), Limits::default());
-    }
+    cut_and_flipped_responses_never_panic(&two, &resp, &kept, (1009, 3001));
     let got = client.decode(&resp).unwrap().reconstruct(&s).unwrap();
     assert_eq!(got[d + 11], (i64::from(table.get(9, 11)) as u64) & ((1 << 37) - 1));
 }

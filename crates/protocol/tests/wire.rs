@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use fastquery_cpu::CpuBackend;
+use fastquery_he::share::Sharing;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
     cheetah::{self, CheetahClient, CheetahServer},
@@ -122,16 +123,10 @@ fn kept_c0_values_above_the_largest_rounding_are_refused() {
         assert_eq!(c0_width(&params, b), 128 - largest.leading_zeros());
         let encode = |v: u128| {
             let ct = ResponseCiphertext { c1: c1.clone(), c0: vec![3, v] };
-            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], fastquery_he::share::Sharing::NONE)
+            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], Sharing::NONE)
         };
         let read = |msg: &[u8]| {
-            decode_response(
-                &params,
-                cheetah::SCHEME_ID,
-                msg,
-                (&[2], fastquery_he::share::Sharing::NONE),
-                Limits::default(),
-            )
+            decode_response(&params, cheetah::SCHEME_ID, msg, (&[2], Sharing::NONE), Limits::default())
         };
         assert_eq!(read(&encode(largest)).unwrap().1[0].c0, vec![3, largest], "b={b}");
         if largest + 1 < 1u128 << c0_width(&params, b) {
