@@ -105,9 +105,9 @@ impl Client {
                 SecretKey::generate(&self.params, &self.plans, rng)
             }
         };
-        let targets: Vec<SecretKey> = (0..sharing.targets()).map(|_| generate(&mut rng)).collect();
-        let keys = crate::share::share_keys(&self.params, &self.plans, &self.sk, &targets, &mut rng)?;
-        self.response_secrets = targets;
+        let (keys, secrets) =
+            crate::share::share_keys(&self.params, &self.plans, &self.sk, sharing, generate, &mut rng)?;
+        self.response_secrets = secrets;
         Ok(keys)
     }
 

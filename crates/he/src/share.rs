@@ -6,7 +6,7 @@
 //! coefficients against the `d` kept ones of `c0`).
 //!
 //! ## Keys
-//! For each source `a` and target `b` (`a, b < n`) the client sends a hybrid key-switching key
+//! In one stage, for each source `a` and target `b` (`a, b < n`) the client sends a hybrid key-switching key
 //! over the first `lr + 1` primes of the ring (`lr`: the response limbs; the next prime `p_lr`
 //! plays the special prime `P`): one digit per response limb, `kb_{ab,i} = -ka_{a,i} s_b + e +
 //! [a = b] P g_i s`, where the `ka_{a,i}` are expanded from one seed per source, the same for
@@ -28,6 +28,19 @@
 //! of zero already made independent of the table; `c` and the noise the switch adds are
 //! functions of those `c1` alone and of the client's own keys. The finish then keeps only the
 //! requested coefficients of each `b_j`, as for every response.
+//!
+//! ## Two stages
+//! The keys of one stage grow as `n^2`: every member's `c1` needs a key to every target. For a
+//! group of `n = k m` the switch runs in two stages ([`Sharing::stages`]). The first shares `c`
+//! within groups of `m` consecutive members as above, under `m` secrets `s_0, ..., s_{m-1}`
+//! (`m^2` keys, the same for every group). The second takes each first-stage group's `c_g` as a
+//! source: `k` of them per group of `n`, and target `(g, j)` (member `g m + j`) gets a key
+//! from every source, `kb_{g',(g,j),i} = -ka_{g',i} s'_{gj} + e + [g' = g] P g_i s_j`, under a
+//! fresh `s'_{gj}`: `b'_{gj} + c' s'_{gj} = b_{gj} + c_g s_j` plus `k` switches' noise. That is
+//! `m^2 + k n` keys instead of `n^2` (80 instead of 256 at `n = 16`, 12 instead of 16 at 4),
+//! at most `m + k` switches' noise per phase, and the client decrypts member `g m + j` under
+//! `s'_{gj}`. The second stage's keys carry the first stage's secrets, which are fresh and
+//! independent of `s'`, as the first stage's carry `s`: a chain of keys, with no cycle.
 //!
 //! ## `c` in the half ring
 //! Where every kept coefficient of a response is even (one token per response of a layout that
@@ -52,10 +65,11 @@ use crate::{
     sample::{Seed, expand_uniform, fresh_seed},
 };
 
-/// The most response ciphertexts one `c` serves. The keys grow as `n^2` (at llama-7b each
-/// `(a, b)` key is 0.19 MB: 3.05 MB at `n = 4`, measured, against 12.2 MB at 8), the bytes saved per
-/// ciphertext as `1 - 1/n`: past 4 the setup grows four times for an eighth of `c1` more.
-pub const MAX_SHARED: usize = 4;
+/// The most response ciphertexts one `c` serves. In one stage the keys grow as `n^2` (at
+/// llama-7b each key is 0.19 MB: 3.05 MB at `n = 4`, 12.2 MB at 8, 48.8 MB at 16); in two
+/// stages ([`Sharing::stages`]) as `m^2 + n^2 / m` (16 keys at 4, 32 at 8, 80 at 16), while the
+/// bytes of `c` per response fall as `1/n`.
+pub const MAX_SHARED: usize = 16;
 
 /// Whether `params` can share `c1`: the ring has a prime past the response limbs to act as the
 /// special prime of the switch.
@@ -82,21 +96,38 @@ pub fn group_size(params: &Params, cts: usize) -> usize {
 }
 
 /// How a scheme's responses are keyed: sent under the query's secret (`NONE`), or switched in
-/// groups of `n` to `n` fresh secrets that share one `c`, in the half ring or not.
+/// groups of `n` to `n` fresh secrets that share one `c`, in the half ring or not; the switch
+/// runs in one stage or two ([`Sharing::stages`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Sharing {
     n: usize,
     half: bool,
+    /// Members per group of the first stage (`n`: one stage).
+    inner: usize,
+}
+
+/// Keys of a switch whose first stage shares `c` in groups of `m` (a divisor of `n`) and whose
+/// second shares the groups' `c` in groups of `n / m`: `m^2` keys, then `n` per group of the
+/// first stage; `n^2` in one stage.
+fn stage_keys(n: usize, m: usize) -> usize {
+    if m == n { n * n } else { m * m + n / m * n }
 }
 
 impl Sharing {
     /// Responses under the query's secret, each with its own `c1`.
-    pub const NONE: Self = Self { n: 0, half: false };
+    pub const NONE: Self = Self { n: 0, half: false, inner: 0 };
 
     /// Groups of `n` sharing one `c`, in the half ring where `half`. A group of one switches
-    /// only to send `c` in the half ring: `(1, false)` and `n = 0` are [`Sharing::NONE`].
+    /// only to send `c` in the half ring: `(1, false)` and `n = 0` are [`Sharing::NONE`]. The
+    /// first stage's width is the divisor of `n` (two or more) with the fewest keys, `n` on a tie.
     pub fn new(n: usize, half: bool) -> Self {
-        if n == 0 || (n == 1 && !half) { Self::NONE } else { Self { n, half } }
+        if n == 0 || (n == 1 && !half) {
+            return Self::NONE;
+        }
+        let inner = (2..n)
+            .filter(|&m| n.is_multiple_of(m))
+            .fold(n, |best, m| if stage_keys(n, m) < stage_keys(n, best) { m } else { best });
+        Self { n, half, inner }
     }
 
     /// Whether the responses are switched to fresh secrets (the setup carries keys).
@@ -104,7 +135,8 @@ impl Sharing {
         self.n > 0
     }
 
-    /// The fresh secrets, and keys per source: 0 where not keyed.
+    /// The fresh secrets the responses end under (one per member of a group): 0 where not
+    /// keyed.
     pub fn targets(self) -> usize {
         self.n
     }
@@ -123,10 +155,41 @@ impl Sharing {
     pub fn c1_coeffs(self, n: usize) -> usize {
         if self.half { n / 2 } else { n }
     }
+
+    /// The stages of the switch, `(sources, targets)` per group of each: `[(n, n)]` in one
+    /// stage; `[(m, m), (n / m, n)]` in two, where the first shares `c` within groups of `m`
+    /// consecutive members (under `m` secrets) and the second treats each such group's `c` as
+    /// a source and switches every member to its own secret (see the module notes). Empty
+    /// where not keyed.
+    pub fn stages(self) -> Vec<(usize, usize)> {
+        match (self.n, self.inner) {
+            (0, _) => Vec::new(),
+            (n, m) if m == n => vec![(n, n)],
+            (n, m) => vec![(m, m), (n / m, n)],
+        }
+    }
+
+    /// Keys the client sends: one per source and target of every stage.
+    pub fn key_count(self) -> usize {
+        self.stages().iter().map(|(s, t)| s * t).sum()
+    }
+
+    /// Backend key-switch calls of the switch for `cts` response ciphertexts: per source
+    /// instance of each stage, its `a` half and every target's `b` half, two products per call.
+    pub fn switch_calls(self, cts: usize) -> usize {
+        let mut instances = cts;
+        let mut calls = 0;
+        for (sources, targets) in self.stages() {
+            calls += instances * (targets + 1).div_ceil(2);
+            // The next stage's sources are this stage's groups.
+            instances = instances.div_ceil(sources);
+        }
+        calls
+    }
 }
 
-/// The shape of one `(a, b)` key: `(polynomials, limbs)`, one polynomial per response limb
-/// over the response limbs and the special prime.
+/// The shape of one key: `(polynomials, limbs)`, one polynomial per response limb over the
+/// response limbs and the special prime.
 pub fn share_key_shape(params: &Params) -> (usize, usize) {
     let lr = params.response_limbs();
     (lr, lr + 1)
@@ -144,73 +207,109 @@ fn form(params: &Params) -> KeyForm {
 }
 
 /// Tail bound on the noise that the key switches of `sharing` add to each phase (after the
-/// modulus switch): `n` hybrid key switches of the response limbs with `P = p_lr`.
+/// modulus switch): one hybrid key switch of the response limbs with `P = p_lr` per source of
+/// each stage.
 pub fn shared_bound(params: &Params, sharing: Sharing) -> f64 {
     if !sharing.keyed() || !can_share(params) {
         return 0.0;
     }
     let form = form(params);
-    sharing.targets() as f64 * hybrid_bound(params, form.chain, form.special)
+    let switches: usize = sharing.stages().iter().map(|(sources, _)| sources).sum();
+    switches as f64 * hybrid_bound(params, form.chain, form.special)
 }
 
-/// The keys a client sends for groups of `n`: the seed of each source's `a` rows and the `b`
-/// rows of every `(a, b)` key, `[a][b][digit][limb][coefficient]`, NTT form.
+/// One stage's keys: the seed of each source's `a` rows and the `b` rows of every `(source,
+/// target)` key, `[source][target][digit][limb][coefficient]`, NTT form.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShareKeys {
-    /// Seed of the `a` rows of source `a` (one per member: their count is the group size).
+pub struct StageKeys {
+    /// Seed of the `a` rows of each source.
     pub seeds: Vec<Seed>,
     /// The `b` rows.
     pub b: Vec<u32>,
 }
 
-impl ShareKeys {
-    /// The group size.
-    pub fn n(&self) -> usize {
-        self.seeds.len()
-    }
+/// The keys a client sends for its responses' [`Sharing`]: one [`StageKeys`] per stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareKeys {
+    /// The stages, first to last.
+    pub stages: Vec<StageKeys>,
+}
 
-    /// Words of the `b` rows of one `(a, b)` key.
+impl ShareKeys {
+    /// Words of the `b` rows of one key.
     pub fn key_words(params: &Params) -> usize {
         let (polys, limbs) = share_key_shape(params);
         polys * limbs * params.n()
     }
+
+    /// Whether these are keys for `sharing` under `params`: as many stages, sources and keys.
+    pub fn fits(&self, params: &Params, sharing: Sharing) -> bool {
+        let words = Self::key_words(params);
+        let stages = sharing.stages();
+        self.stages.len() == stages.len()
+            && self.stages.iter().zip(&stages).all(|(k, &(sources, targets))| {
+                k.seeds.len() == sources && k.b.len() == sources * targets * words
+            })
+    }
 }
 
-/// The client's half: `n` fresh secrets and the keys from `s` to them (see the module notes).
+/// The client's half: fresh secrets for every stage of `sharing` (made by `generate`), the
+/// keys from `s` to them (see the module notes), and the last stage's secrets, under which the
+/// responses end.
 pub(crate) fn share_keys<R: RngCore + CryptoRng>(
     params: &Params,
     plans: &[NttPlan],
     s: &SecretKey,
-    targets: &[SecretKey],
+    sharing: Sharing,
+    generate: impl Fn(&mut R) -> SecretKey,
     rng: &mut R,
-) -> Result<ShareKeys, HeError> {
-    let n = targets.len();
-    if !can_share(params) || n == 0 {
-        return Err(HeError::BadParams(format!("no shared c1 for {n} ciphertexts under these parameters")));
+) -> Result<(ShareKeys, Vec<SecretKey>), HeError> {
+    if !can_share(params) || !sharing.keyed() {
+        return Err(HeError::BadParams(format!(
+            "no shared c1 for {} ciphertexts under these parameters",
+            sharing.targets()
+        )));
     }
     let form = form(params);
-    let source = |l: usize, k: usize| s.ntt_limb(l)[k];
-    let mut seeds = Vec::with_capacity(n);
-    let mut b = Vec::with_capacity(n * n * ShareKeys::key_words(params));
-    for a in 0..n {
-        let seed = fresh_seed();
-        let rows = expand_uniform(params.ring(), form.limbs, form.chain, &seed);
-        for (t, target) in targets.iter().enumerate() {
-            let own: Option<&dyn Fn(usize, usize) -> u32> = if t == a { Some(&source) } else { None };
-            b.extend(target.switching_rows(params, plans, form, &rows, rng, own));
+    let mut previous: Vec<SecretKey> = Vec::new();
+    let mut stages = Vec::new();
+    for (sources, targets) in sharing.stages() {
+        let secrets: Vec<SecretKey> = (0..targets).map(|_| generate(rng)).collect();
+        let mut seeds = Vec::with_capacity(sources);
+        let mut b = Vec::with_capacity(sources * targets * ShareKeys::key_words(params));
+        // Target `t` belongs to source `t / per`; its key from that source carries the secret
+        // it is under before this stage (`s` before the first).
+        let per = targets / sources;
+        for a in 0..sources {
+            let seed = fresh_seed();
+            let rows = expand_uniform(params.ring(), form.limbs, form.chain, &seed);
+            for (t, target) in secrets.iter().enumerate() {
+                let before = if previous.is_empty() { s } else { &previous[t % previous.len()] };
+                let source = |l: usize, k: usize| before.ntt_limb(l)[k];
+                let own: Option<&dyn Fn(usize, usize) -> u32> =
+                    if t / per == a { Some(&source) } else { None };
+                b.extend(target.switching_rows(params, plans, form, &rows, rng, own));
+            }
+            seeds.push(seed);
         }
-        seeds.push(seed);
+        stages.push(StageKeys { seeds, b });
+        previous = secrets;
     }
-    Ok(ShareKeys { seeds, b })
+    Ok((ShareKeys { stages }, previous))
+}
+
+/// One stage of [`ServerShareKeys`] on the device: `a` halves per source, `b` halves
+/// `[source][target]`, padded for the backend's hybrid key switch.
+struct ServerStage<B: Backend> {
+    a: Vec<Polys<B, Ntt>>,
+    b: Vec<Polys<B, Ntt>>,
+    targets: usize,
 }
 
 /// [`ShareKeys`] on the server's device, padded for the backend's hybrid key switch (a zero
 /// digit for the special prime's limb, as [`crate::galois::load_galois_key`] pads).
 pub struct ServerShareKeys<B: Backend> {
-    /// `a` halves, one per source (their count is the group size).
-    a: Vec<Polys<B, Ntt>>,
-    /// `b` halves, `[a][b]`.
-    b: Vec<Polys<B, Ntt>>,
+    stages: Vec<ServerStage<B>>,
     /// Whether the targets are subring secrets (`c` travels in the half ring).
     half: bool,
 }
@@ -224,7 +323,7 @@ impl<B: Backend> std::fmt::Debug for ServerShareKeys<B> {
 impl<B: Backend> ServerShareKeys<B> {
     /// The group size.
     pub fn n(&self) -> usize {
-        self.a.len()
+        self.stages.last().map_or(0, |s| s.targets)
     }
 
     /// Whether `c` travels in the half ring.
@@ -240,16 +339,17 @@ pub fn load_share_keys<B: Backend>(
     keys: &ShareKeys,
     sharing: Sharing,
 ) -> Result<ServerShareKeys<B>, HeError> {
-    let words = ShareKeys::key_words(params);
-    let n = sharing.targets();
     let fits = can_share(params) && (!sharing.half() || can_halve(params));
-    if keys.n() != n || !sharing.keyed() || !fits || keys.b.len() != n * n * words {
+    if !sharing.keyed() || !fits || !keys.fits(params, sharing) {
         return Err(HeError::BadInput(format!(
-            "keys for groups of {} ({} words), expected groups of {n}",
-            keys.n(),
-            keys.b.len()
+            "keys of {} stage(s) with {:?} sources, expected groups of {} in stages {:?}",
+            keys.stages.len(),
+            keys.stages.iter().map(|s| s.seeds.len()).collect::<Vec<_>>(),
+            sharing.targets(),
+            sharing.stages()
         )));
     }
+    let words = ShareKeys::key_words(params);
     let (polys, limbs) = share_key_shape(params);
     let pad = |p: Polys<B, Ntt>| -> Result<Polys<B, Ntt>, HeError> {
         let mut out = ring.zeros(Shape::new(polys + 1, limbs))?;
@@ -257,14 +357,24 @@ pub fn load_share_keys<B: Backend>(
         Ok(out)
     };
     let shape = Shape::new(polys, limbs);
-    let a = keys
-        .seeds
+    let stages = keys
+        .stages
         .iter()
-        .map(|seed| pad(ring.expand_seeds(std::slice::from_ref(seed), polys, limbs)?))
-        .collect::<Result<_, _>>()?;
-    let b =
-        keys.b.chunks_exact(words).map(|rows| pad(ring.upload(rows, shape)?)).collect::<Result<_, _>>()?;
-    Ok(ServerShareKeys { a, b, half: sharing.half() })
+        .zip(sharing.stages())
+        .map(|(k, (_, targets))| {
+            let a = k
+                .seeds
+                .iter()
+                .map(|seed| pad(ring.expand_seeds(std::slice::from_ref(seed), polys, limbs)?))
+                .collect::<Result<_, HeError>>()?;
+            let b =
+                k.b.chunks_exact(words)
+                    .map(|rows| pad(ring.upload(rows, shape)?))
+                    .collect::<Result<_, _>>()?;
+            Ok(ServerStage { a, b, targets })
+        })
+        .collect::<Result<_, HeError>>()?;
+    Ok(ServerShareKeys { stages, half: sharing.half() })
 }
 
 /// Shares `c1` in groups of `keys.n()` consecutive ciphertexts (the last group may be smaller):
@@ -276,29 +386,44 @@ pub fn share_c1<B: Backend>(
     c0: &mut Polys<B, Coeff>,
     c1: Polys<B, Coeff>,
 ) -> Result<Polys<B, Coeff>, HeError> {
-    let (n, cts, limbs) = (keys.n(), c1.polys(), c1.shape().limbs);
-    if c0.shape() != c1.shape() || limbs + 1 != keys.a.first().map_or(0, |a| a.shape().limbs) {
+    let limbs = c1.shape().limbs;
+    let key_limbs = keys.stages.first().and_then(|s| s.a.first()).map_or(0, |a| a.shape().limbs);
+    if c0.shape() != c1.shape() || limbs + 1 != key_limbs {
         return Err(HeError::BadInput(format!(
             "sharing c1 of {:?} with c0 of {:?} under keys for other limbs",
             c1.shape(),
             c0.shape()
         )));
     }
-    let groups = cts.div_ceil(n);
+    keys.stages.iter().try_fold(c1, |x, stage| switch_stage(ring, stage, c0, x))
+}
+
+/// One stage: the `x` of consecutive groups of `sources` instances (responses' `c1`, or the
+/// previous stage's groups' `c`) become one `c` per group; source `a` of group `g` adds its
+/// `u` to that `c` and its `v` to the `c0` of every member `g targets + t` (`t < targets`).
+fn switch_stage<B: Backend>(
+    ring: &Ring<B>,
+    stage: &ServerStage<B>,
+    c0: &mut Polys<B, Coeff>,
+    x: Polys<B, Coeff>,
+) -> Result<Polys<B, Coeff>, HeError> {
+    let (sources, targets) = (stage.a.len(), stage.targets);
+    let (instances, limbs, cts) = (x.polys(), x.shape().limbs, c0.polys());
+    let groups = instances.div_ceil(sources);
     let mut c = ring.zeros(Shape::new(groups, limbs))?;
-    for a in 0..n.min(cts) {
-        // The groups that have a member `a` are the first `ga`.
-        let ga = (cts - a).div_ceil(n);
-        let mut x = ring.zeros(Shape::new(ga, limbs))?;
+    for a in 0..sources.min(instances) {
+        // The groups that have a source `a` are the first `ga`.
+        let ga = (instances - a).div_ceil(sources);
+        let mut xa = ring.zeros(Shape::new(ga, limbs))?;
         for g in 0..ga {
-            ring.copy_polys(&c1, g * n + a, &mut x, g, 1)?;
+            ring.copy_polys(&x, g * sources + a, &mut xa, g, 1)?;
         }
         // The `a` half, then the `b` half of every target, two products per call.
         let halves: Vec<&Polys<B, Ntt>> =
-            std::iter::once(&keys.a[a]).chain(keys.b[a * n..(a + 1) * n].iter()).collect();
+            std::iter::once(&stage.a[a]).chain(stage.b[a * targets..(a + 1) * targets].iter()).collect();
         let mut products = Vec::with_capacity(halves.len());
         for pair in halves.chunks(2) {
-            let [p0, p1] = ring.keyswitch_hybrid(&x, [pair[0], pair[pair.len() - 1]])?;
+            let [p0, p1] = ring.keyswitch_hybrid(&xa, [pair[0], pair[pair.len() - 1]])?;
             products.push(p0);
             if pair.len() == 2 {
                 products.push(p1);
@@ -308,9 +433,9 @@ pub fn share_c1<B: Backend>(
         ring.copy_polys(&products[0], 0, &mut into_c, 0, ga)?;
         ring.add_assign(&mut c, &into_c)?;
         let mut into_c0 = ring.zeros(c0.shape())?;
-        for (b, v) in products[1..].iter().enumerate() {
-            for g in (0..ga).filter(|g| g * n + b < cts) {
-                ring.copy_polys(v, g, &mut into_c0, g * n + b, 1)?;
+        for (t, v) in products[1..].iter().enumerate() {
+            for g in (0..ga).filter(|g| g * targets + t < cts) {
+                ring.copy_polys(v, g, &mut into_c0, g * targets + t, 1)?;
             }
         }
         ring.add_assign(c0, &into_c0)?;

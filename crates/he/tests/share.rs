@@ -37,17 +37,24 @@ fn messages(rng: &mut StdRng, n: usize, count: usize) -> Vec<Vec<(usize, i64)>> 
     (0..count).map(|_| vec![(rng.random_range(0..n), rng.random_range(-1000..1000))]).collect()
 }
 
+/// Groups of three in one stage (an odd group: the key products pair up unevenly), five
+/// ciphertexts: a full group and a partial one. Groups of eight in two stages (four secrets,
+/// then eight), thirteen ciphertexts: a full group and one of five, whose first stage has a
+/// group of one. Groups of six in two stages of three.
 #[test]
 fn every_member_decrypts_and_the_switch_stays_in_its_bound() {
-    let mut rng = StdRng::seed_from_u64(5);
+    for (group, count, seed) in [(3usize, 5usize, 5u64), (8, 13, 6), (6, 9, 7)] {
+        members_decrypt_within_the_bound(group, count, seed);
+    }
+}
+
+fn members_decrypt_within_the_bound(group: usize, count: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
     let params = params();
     assert!(can_share(&params));
     let (n, lr) = (params.n(), params.response_limbs());
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
     let mut client = Client::new(params.clone()).unwrap();
-    // Groups of three (an odd group: the key products pair up unevenly), five ciphertexts: a
-    // full group and a partial one.
-    let (group, count) = (3usize, 5usize);
     let sharing = Sharing::new(group, false);
     let keys = client.share_keys(sharing).unwrap();
     let server_keys = load_share_keys(&ring, &params, &keys, sharing).unwrap();
@@ -155,17 +162,29 @@ fn bad_share_keys_are_refused() {
     let mut client = Client::new(params.clone()).unwrap();
     let two = Sharing::new(2, false);
     let keys = client.share_keys(two).unwrap();
-    assert_eq!(keys.b.len(), 4 * ShareKeys::key_words(&params));
+    assert_eq!(keys.stages.len(), 1);
+    assert_eq!(keys.stages[0].b.len(), 4 * ShareKeys::key_words(&params));
     assert!(
         load_share_keys(&ring, &params, &keys, Sharing::new(3, false)).is_err(),
         "keys for another group size"
     );
     let mut short = keys.clone();
-    short.b.pop();
+    short.stages[0].b.pop();
     assert!(load_share_keys(&ring, &params, &short, two).is_err(), "a short key");
     let mut seeds = keys.clone();
-    seeds.seeds.pop();
+    seeds.stages[0].seeds.pop();
     assert!(load_share_keys(&ring, &params, &seeds, two).is_err(), "a missing seed");
+    // Two stages: a missing stage, or stages swapped, are refused too.
+    let four = Sharing::new(4, false);
+    let staged = client.share_keys(four).unwrap();
+    assert!(load_share_keys(&ring, &params, &staged, four).is_ok());
+    let mut first_only = staged.clone();
+    first_only.stages.pop();
+    assert!(load_share_keys(&ring, &params, &first_only, four).is_err(), "a missing stage");
+    let mut swapped = staged.clone();
+    swapped.stages.reverse();
+    assert!(load_share_keys(&ring, &params, &swapped, four).is_err(), "stages swapped");
+    assert!(load_share_keys(&ring, &params, &staged, two).is_err(), "two stages for one");
     assert!(client.share_keys(Sharing::new(1, false)).is_err(), "a group of one shares nothing");
     assert_eq!(Sharing::new(1, false), Sharing::NONE);
     // N = 4096: keys over 87 bits are beyond the limit of dimension 2048 (54 bits), so no half
@@ -209,7 +228,7 @@ fn half_params() -> Arc<Params> {
 /// `c` in the half ring: the targets are secrets of `Z[X^2]`, the even phases of a response
 /// depend on the even coefficients of `c` alone (random words at its odd ones change none of
 /// them; a changed even word changes some), every member of a group of one and of three
-/// reconstructs its shares from half a `c`, and a response keeping an odd coefficient is
+/// reconstructs its shares from half a `c` (four in two stages), and a response keeping an odd coefficient is
 /// refused.
 #[test]
 fn a_c1_in_the_half_ring_decrypts_at_even_coefficients() {
@@ -221,7 +240,8 @@ fn a_c1_in_the_half_ring_decrypts_at_even_coefficients() {
     let mut client = Client::new(params.clone()).unwrap();
     let pk = load_public_key(&ring, &params, &client.public_key()).unwrap();
     let mask = params.plain_mask();
-    for group in [1usize, 3] {
+    // One, three (one stage) and four (two stages of two) members per c.
+    for group in [1usize, 3, 4] {
         let sharing = Sharing::new(group, true);
         let keys = load_share_keys(&ring, &params, &client.share_keys(sharing).unwrap(), sharing).unwrap();
         assert!(keys.half());
@@ -307,4 +327,37 @@ fn subring_secrets_have_no_odd_coefficients() {
     assert!((w - 2.0 / 3.0).abs() < 0.05, "weight {w}");
     let whole = fastquery_he::SecretKey::generate(&params, &plans, &mut rng);
     assert!(!whole.is_half() && whole.odd_weight() > params.n() / 4);
+}
+
+/// The stages of a group: one where no divisor saves keys, two (`m^2 + n^2 / m` keys) where
+/// one does; the noise bound counts one switch per source of each stage, and the server's
+/// calls pair the products of each source instance.
+#[test]
+fn groups_take_the_stages_with_the_fewest_keys() {
+    type Stages = &'static [(usize, usize)];
+    let cases: [(usize, Stages, usize); 7] = [
+        (1, &[(1, 1)], 1),
+        (2, &[(2, 2)], 4),
+        (3, &[(3, 3)], 9),
+        (4, &[(2, 2), (2, 4)], 12),
+        (5, &[(5, 5)], 25),
+        (8, &[(4, 4), (2, 8)], 32),
+        (16, &[(4, 4), (4, 16)], 80),
+    ];
+    for (n, stages, keys) in cases {
+        let sharing = Sharing::new(n, true);
+        assert_eq!(sharing.stages(), stages.to_vec(), "n = {n}");
+        assert_eq!(sharing.key_count(), keys, "n = {n}");
+        assert!(keys <= n * n);
+    }
+    assert!(Sharing::NONE.stages().is_empty() && Sharing::NONE.key_count() == 0);
+    let params = params();
+    let one = shared_bound(&params, Sharing::new(1, true));
+    assert!(one > 0.0);
+    assert_eq!(shared_bound(&params, Sharing::new(16, false)), 8.0 * one);
+    assert_eq!(shared_bound(&params, Sharing::new(3, false)), 3.0 * one);
+    // Sixteen responses in groups of eight: 16 x 3 calls in the first stage (four targets),
+    // then 4 groups x 5 calls (eight targets).
+    assert_eq!(Sharing::new(8, false).switch_calls(16), 16 * 3 + 4 * 5);
+    assert_eq!(Sharing::new(3, false).switch_calls(5), 5 * 2);
 }

@@ -6,7 +6,7 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN5`, scheme id (0: any), token length `u16`, token |
+//! | `Hello` | client | magic `FQN6`, scheme id (0: any), token length `u16`, token |
 //! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
@@ -21,14 +21,15 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 5 (since 2026-12-02: a folded design with one
+/// The magic at the start of `Hello`: protocol 6 (since 2026-12-02: responses share one `c` in
+/// groups of up to sixteen, with the keys of groups of four or more in two stages; protocol 5: a folded design with one
 /// token per response, or with responses split by parity, sends its `c` in the half ring,
 /// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack; protocol 4 sent a folded design's
 /// query `c0` only where the server's expansion reads it, and every response's kept `c0`
 /// coefficients at the width of the largest rounded value; protocol 3 let folded responses
 /// share `c1` in groups, with their keys in the setup; protocol 2 added the server's threads, a
 /// design input, and the most tokens per request to `Info`).
-pub const MAGIC: &[u8; 4] = b"FQN5";
+pub const MAGIC: &[u8; 4] = b"FQN6";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -397,11 +397,10 @@ impl FoldDesign {
         let conversion = tokens * self.index_bits() * self.gadget_len();
         let external = tokens * l.pieces * (l.m2 - 1 + l.rows_per_record.ilog2() as usize);
         let packing = tokens.div_ceil(l.pack) * (l.pack - 1);
-        // Sharing c1 (or switching it to a subring secret): each response's c1 against the a
-        // half and every target's b half, two products per backend call
+        // Sharing c1 (or switching it to a subring secret): per stage, each source's c1 against
+        // the a half and every target's b half, two products per backend call
         // (`fastquery_he::share::share_c1`).
-        let sharing =
-            if l.sharing().keyed() { self.response_cts(tokens) * (l.share + 1).div_ceil(2) } else { 0 };
+        let sharing = l.sharing().switch_calls(self.response_cts(tokens));
         let mac = 2 * tokens * l.m1 * l.m2 * l.pieces * self.params.limbs() * self.params.n();
         (expansion + conversion + packing + sharing, external, mac)
     }
@@ -424,7 +423,7 @@ impl FoldDesign {
                 "folded query: {} rows per record x {} piece(s), one-hot over m1 = {}, {} groups folded by \
                  {} RGSW bits ({}-bit gadget, {} digits), {} token(s) per query ciphertext (2^{} slots, {} of \
                  {} coefficients sent), \
-                 {} token(s) per response{}, {} response(s) per c1{}, keys of {}-bit digits",
+                 {} token(s) per response{}, {} response(s) per c1{}{}, keys of {}-bit digits",
                 l.rows_per_record,
                 l.pieces,
                 l.m1,
@@ -440,6 +439,10 @@ impl FoldDesign {
                 if l.split { " split in two by parity" } else { "" },
                 l.share,
                 if l.half { " (in the half ring)" } else { "" },
+                match l.sharing().stages()[..] {
+                    [(m, _), _] => format!(" switched in two stages (groups of {m} first)"),
+                    _ => String::new(),
+                },
                 l.ks_bits
             ),
         }

@@ -5,7 +5,7 @@ use fastquery_he::{
     client::{ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
     rounding::{C1Rounding, response_rounding},
-    share::{ShareKeys, Sharing, share_key_shape},
+    share::{ShareKeys, Sharing, StageKeys, share_key_shape},
 };
 use fastquery_math::RnsBasis;
 
@@ -55,7 +55,8 @@ fn read_rows(r: &mut Reader<'_>, params: &Params, limbs: usize, n: usize) -> Res
 /// keys a scheme needs (count, then per key its exponent, its `b` rows over the key's limbs,
 /// the special prime's included, and the seed of its `a` rows), then, for a scheme whose
 /// responses are switched to `n` fresh secrets ([`fastquery_he::share`]: groups of `n` sharing
-/// `c1`, or `c` in the half ring), `n` and per source its seed and the `b` rows of its `n` keys.
+/// `c1`, or `c` in the half ring), `n` and, stage by stage ([`Sharing::stages`]), per source
+/// its seed and the `b` rows of its keys, one per target.
 pub fn encode_setup(
     params: &Params,
     scheme: u8,
@@ -76,14 +77,20 @@ pub fn encode_setup(
         w.bytes(&k.seed);
     }
     if let Some(share) = share {
-        let (polys, limbs) = share_key_shape(params);
+        let limbs = share_key_shape(params).1;
         let poly = params.n() * limbs;
-        w.u32(share.n() as u32);
-        let per_source = share.n() * polys * poly;
-        for (seed, rows) in share.seeds.iter().zip(share.b.chunks_exact(per_source)) {
-            w.bytes(seed);
-            for row in rows.chunks_exact(poly) {
-                write_poly_rows(&mut w, params, row, limbs);
+        let members = share
+            .stages
+            .last()
+            .map_or(0, |s| s.b.len() / (s.seeds.len() * ShareKeys::key_words(params)).max(1));
+        w.u32(members as u32);
+        for stage in &share.stages {
+            let per_source = stage.b.len() / stage.seeds.len().max(1);
+            for (a, seed) in stage.seeds.iter().enumerate() {
+                w.bytes(seed);
+                for row in stage.b[a * per_source..(a + 1) * per_source].chunks_exact(poly) {
+                    write_poly_rows(&mut w, params, row, limbs);
+                }
             }
         }
     }
@@ -95,10 +102,10 @@ pub fn encode_setup(
 pub fn setup_bytes(params: &Params, keys: usize, key_bits: u32, sharing: Sharing) -> usize {
     let (key_polys, key_limbs) =
         if keys == 0 { (0, 0) } else { fastquery_he::galois::key_shape(params, key_bits) };
-    let share = sharing.targets();
     let shared = if sharing.keyed() {
         let (polys, limbs) = share_key_shape(params);
-        32 + share * (256 + share * polys * rows_bits(params, limbs))
+        let key = polys * rows_bits(params, limbs);
+        32 + sharing.stages().iter().map(|&(sources, targets)| sources * (256 + targets * key)).sum::<usize>()
     } else {
         0
     };
@@ -160,15 +167,19 @@ pub fn decode_setup(
             )));
         }
         let (polys, limbs) = share_key_shape(params);
-        let mut seeds = Vec::with_capacity(share);
-        let mut b = Vec::with_capacity(share * share * polys * limbs * params.n());
-        for _ in 0..share {
-            seeds.push(r.bytes::<32>()?);
-            for _ in 0..share * polys {
-                b.extend(read_poly_rows(&mut r, params, limbs)?);
+        let mut stages = Vec::new();
+        for (sources, targets) in sharing.stages() {
+            let mut seeds = Vec::with_capacity(sources);
+            let mut b = Vec::with_capacity(sources * targets * polys * limbs * params.n());
+            for _ in 0..sources {
+                seeds.push(r.bytes::<32>()?);
+                for _ in 0..targets * polys {
+                    b.extend(read_poly_rows(&mut r, params, limbs)?);
+                }
             }
+            stages.push(StageKeys { seeds, b });
         }
-        Some(ShareKeys { seeds, b })
+        Some(ShareKeys { stages })
     } else {
         None
     };

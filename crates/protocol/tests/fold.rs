@@ -263,12 +263,19 @@ fn gadget_and_hybrid_key_switching_both_reconstruct() {
 #[test]
 fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     // d = 3000: one or two rows per record (N = 4096 or 8192), so four or eight responses for
-    // eight tokens, in groups of four sharing c1.
+    // eight tokens, all of them in one group sharing c1, its keys in two stages.
     let (m, d) = (64, 3000);
     let table = random_table(m, d, 5, 31);
     let design = design_where((m, d, 5), 37, 8, |x| x.layout.pieces == 1);
     let cts = design.response_cts(8);
-    assert!(cts >= 4 && design.layout.share == 4, "{cts} responses: {}", design.summary().layout);
+    let group = design.layout.share;
+    assert!(
+        cts >= 4
+            && group == cts.min(fastquery_he::share::MAX_SHARED)
+            && design.layout.sharing().stages().len() == 2,
+        "{cts} responses: {}",
+        design.summary().layout
+    );
     assert!(design.noise.shared > 0.0 && design.noise.total < design.noise.budget, "{:?}", design.noise);
     check(&design, &table, &[0, 63, 5, 5, 17, 40, 2, 9]);
     // Partial groups, and a single response.
@@ -282,7 +289,7 @@ fn responses_share_c1_in_groups_and_send_it_once_per_group() {
     let whole = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, Sharing::NONE);
     assert_eq!(shared, design.predicted_bytes(8).response);
     // Every response's c1 whole, against one c per group (of N/2 coefficients in the half ring).
-    let sent = cts.div_ceil(4) * sharing.c1_coeffs(p.n());
+    let sent = cts.div_ceil(group) * sharing.c1_coeffs(p.n());
     assert_eq!(whole - shared, (cts * p.n() - sent) * design.noise.c1_bits as usize / 8);
     // A setup cut short in its sharing keys, or with another group size, is refused.
     let server = FoldServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
