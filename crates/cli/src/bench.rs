@@ -297,7 +297,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         harness::{LAN, WAN},
     };
     let started = std::time::Instant::now();
-    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, keyswitch } = *inputs;
+    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
     let objective = fastquery::Objective::Latency { link: WAN, server_threads };
     let all = fastquery::candidates(m, d, bits, plain_bits, tokens, objective)?;
     let show = |tag: &str, c: &fastquery::Choice| {
@@ -334,7 +334,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         (m, d, bits),
         plain_bits,
         tokens,
-        keyswitch,
+        inputs.allowed(),
     );
     println!(
         "fastquery cost model, folded queries ({} designs pass the noise analysis, searched in {:.2} s; fastquery takes the fewest bytes of all):",
@@ -356,7 +356,8 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     // The latency variants rank both kinds together.
     for (name, link) in [("fastquery-wan", WAN), ("fastquery-lan", LAN)] {
         let objective = fastquery::Objective::Latency { link, server_threads };
-        let (design, latency) = fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)?;
+        let (design, latency) =
+            fastquery::choose_any(m, d, bits, plain_bits, tokens, inputs.allowed(), objective)?;
         let kind = if matches!(design, SchemeDesign::Folded(_)) { "folded" } else { "blocked" };
         let s = design.summary();
         let what = format!("{kind}, N={} chain {:.0} bits, {}", s.n, s.log2_q, s.layout);

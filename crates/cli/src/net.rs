@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Tokens per request the design is made for (the most one request may carry).
     #[arg(long, default_value_t = 8)]
     tokens: usize,
+    /// The most responses of a folded fastquery design that share one `c` (1 to 16; default
+    /// 16, or `FASTQUERY_MAX_SHARED`): fewer keys in each client's setup (80 at 16, 16 at 4,
+    /// none at 1 where `c` stays in the whole ring) for more bytes per token.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
+    max_shared: Option<u64>,
     /// Write the server's shares of each request to `<dir>/<request id>.npy`.
     #[arg(long)]
     shares_dir: Option<PathBuf>,
@@ -144,8 +149,16 @@ fn build_server(
     kind: SchemeKind,
     table: &IntTable,
     tokens: usize,
+    max_shared: Option<u64>,
 ) -> anyhow::Result<Built> {
-    let inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens)?;
+    let mut inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens)?;
+    if let Some(max) = max_shared {
+        let most = fastquery_protocol::fold::MAX_SHARED;
+        inputs.max_shared = usize::try_from(max)
+            .ok()
+            .filter(|m| (1..=most).contains(m))
+            .ok_or_else(|| anyhow::anyhow!("--max-shared {max}: expected 1 to {most}"))?;
+    }
     let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
     Ok((Arc::from(server), client, inputs))
 }
@@ -169,7 +182,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     drop(real);
     bar.inc(1);
     bar.set_message(format!("preprocessing on {}", backend.info().name));
-    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens)?;
+    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens, args.max_shared)?;
     bar.inc(1);
     let checked = if args.self_check > 0 {
         bar.set_message(format!("self-check: {} request(s)", args.self_check));
@@ -327,7 +340,7 @@ pub fn demo_over_loopback(
     tokens: &[usize],
 ) -> anyhow::Result<bool> {
     let batch = tokens.len();
-    let (scheme, _, inputs) = build_server(backend, kind, table, batch)?;
+    let (scheme, _, inputs) = build_server(backend, kind, table, batch, None)?;
     let token: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
     let store: Arc<Mutex<Vec<(u64, Shares)>>> = Arc::default();
     let s = store.clone();

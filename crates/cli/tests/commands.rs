@@ -168,6 +168,8 @@ fn bench_writes_a_verified_json_report() {
         &["bench", "--tokens", "0"][..],
         &["serve", "--auth-token-file", "t", "--self-check", "101"][..],
         &["serve", "--auth-token-file", "t", "--self-check", "-1"][..],
+        &["serve", "--auth-token-file", "t", "--max-shared", "0"][..],
+        &["serve", "--auth-token-file", "t", "--max-shared", "17"][..],
     ] {
         let o = fastquery(args);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -98,14 +98,14 @@ fn every_scheme_end_to_end_on_the_gpu() {
 fn fold_on_the_tensor_core_product(backend: Arc<CudaBackend>) {
     use fastquery_protocol::{
         SchemeClient, SchemeServer,
-        fold::{FoldClient, FoldServer, KeySwitching, candidates},
+        fold::{Allowed, FoldClient, FoldServer, candidates},
     };
     let (m, d, bits) = (500usize, 2048usize, 5u32);
     let lim = (1i32 << (bits - 1)) - 1;
     let values = (0..m * d).map(|i| ((i * 7919 + 3) % (2 * lim as usize + 1)) as i32 - lim).collect();
     let table = fastquery_table::IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap();
     let ids = [0usize, 499, 250, 255, 7];
-    let design = candidates(4, "fastquery", (m, d, bits), 37, ids.len(), KeySwitching::Any)
+    let design = candidates(4, "fastquery", (m, d, bits), 37, ids.len(), Allowed::default())
         .into_iter()
         .map(|c| c.0)
         .filter(|x| x.layout.m2 * x.layout.pieces >= 8 && x.layout.m1 >= 2 && x.layout.tokens_per_ct >= 4)

@@ -90,9 +90,9 @@ pub fn can_halve(params: &Params) -> bool {
 }
 
 /// How many response ciphertexts share one `c` for a response of `cts` ciphertexts: up to
-/// [`MAX_SHARED`], 1 (no sharing) where `params` cannot.
-pub fn group_size(params: &Params, cts: usize) -> usize {
-    if can_share(params) { cts.clamp(1, MAX_SHARED) } else { 1 }
+/// `max` (at most [`MAX_SHARED`]), 1 (no sharing) where `params` cannot.
+pub fn group_size(params: &Params, cts: usize, max: usize) -> usize {
+    if can_share(params) { cts.clamp(1, max.clamp(1, MAX_SHARED)) } else { 1 }
 }
 
 /// How a scheme's responses are keyed: sent under the query's secret (`NONE`), or switched in

@@ -7,7 +7,7 @@
 //! | kind | direction | payload |
 //! |---|---|---|
 //! | `Hello` | client | magic `FQN6`, scheme id (0: any), token length `u16`, token |
-//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching), the most tokens per request and the frame limit (`u32` each) |
+//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
 //! | `Query` | client | token count `u32`, the scheme's query message |
@@ -22,7 +22,8 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 use crate::NetError;
 
 /// The magic at the start of `Hello`: protocol 6 (since 2026-12-02: responses share one `c` in
-/// groups of up to sixteen, with the keys of groups of four or more in two stages; protocol 5: a folded design with one
+/// groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
+/// carries the most responses per shared `c`, a design input; protocol 5: a folded design with one
 /// token per response, or with responses split by parity, sends its `c` in the half ring,
 /// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack; protocol 4 sent a folded design's
 /// query `c0` only where the server's expansion reads it, and every response's kept `c0`
@@ -294,6 +295,8 @@ pub struct Info {
     pub server_threads: u32,
     /// The key switching the folded designs may use ([`KeySwitching::code`]).
     pub keyswitch: u32,
+    /// The most responses sharing one `c` (1 to [`fastquery_protocol::fold::MAX_SHARED`]).
+    pub max_shared: u32,
     /// The most tokens the server accepts in one request (at most `tokens`).
     pub max_tokens: u32,
     pub max_frame: u32,
@@ -314,6 +317,7 @@ impl Info {
             tokens: self.tokens as usize,
             server_threads: self.server_threads as usize,
             keyswitch: KeySwitching::from_code(self.keyswitch).unwrap_or_default(),
+            max_shared: self.max_shared as usize,
         }
     }
 
@@ -327,6 +331,7 @@ impl Info {
             self.tokens,
             self.server_threads,
             self.keyswitch,
+            self.max_shared,
             self.max_tokens,
             self.max_frame,
         ];
@@ -347,6 +352,7 @@ impl Info {
             tokens: r.u32()?,
             server_threads: r.u32()?,
             keyswitch: r.u32()?,
+            max_shared: r.u32()?,
             max_tokens: r.u32()?,
             max_frame: r.u32()?,
         };
@@ -372,6 +378,7 @@ impl Info {
             tokens: u(inputs.tokens, "tokens")?,
             server_threads: u(inputs.server_threads, "server threads")?,
             keyswitch: inputs.keyswitch.code(),
+            max_shared: u(inputs.max_shared, "responses per shared c")?,
             max_tokens: u(max_tokens, "tokens")?,
             max_frame: u(max_frame, "frame limit")?,
         }
@@ -379,7 +386,8 @@ impl Info {
     }
 
     /// `self` where it is plausible: rows and channels, a share ring of 1 to 64 bits, a request
-    /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known key switching.
+    /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known key switching, 1
+    /// to [`fastquery_protocol::fold::MAX_SHARED`] responses per shared `c`.
     fn checked(self) -> Result<Self, NetError> {
         if self.m == 0
             || self.d == 0
@@ -387,6 +395,7 @@ impl Info {
             || !(1..=64).contains(&self.plain_bits)
             || !(1..=MAX_SERVER_THREADS).contains(&self.server_threads)
             || KeySwitching::from_code(self.keyswitch).is_none()
+            || !(1..=fastquery_protocol::fold::MAX_SHARED as u32).contains(&self.max_shared)
         {
             return Err(NetError::Malformed(format!("implausible server info {self:?}")));
         }

@@ -452,10 +452,11 @@ mod decoders {
 
         /// `Info` round-trips where it is plausible, and is refused, without a panic, where it
         /// is not: no rows or channels, a share ring outside 1..=64 bits, a request limit
-        /// outside 1..=tokens, no server threads or more than the bound.
+        /// outside 1..=tokens, no server threads or more than the bound, an unknown key
+        /// switching, no responses per shared `c` or more than sixteen.
         #[test]
         fn info_round_trips_or_is_refused(
-            fields in proptest::collection::vec(0u32..70, 8),
+            fields in proptest::collection::vec(0u32..70, 9),
             threads in prop_oneof![0u32..4, Just(fastquery_net::frame::MAX_SERVER_THREADS), Just(u32::MAX)],
         ) {
             let info = Info {
@@ -467,6 +468,7 @@ mod decoders {
                 tokens: fields[4],
                 server_threads: threads,
                 keyswitch: fields[7] % 4,
+                max_shared: fields[8] % 20,
                 max_tokens: fields[5],
                 max_frame: fields[6],
             };
@@ -475,7 +477,8 @@ mod decoders {
                 && (1..=64).contains(&info.plain_bits)
                 && (1..=info.tokens).contains(&info.max_tokens)
                 && (1..=fastquery_net::frame::MAX_SERVER_THREADS).contains(&threads)
-                && info.keyswitch < 3;
+                && info.keyswitch < 3
+                && (1..=16).contains(&info.max_shared);
             match Info::decode(&info.encode()) {
                 Ok(got) => prop_assert!(plausible && got == info),
                 Err(e) => prop_assert!(!plausible && e.to_string().contains("implausible"), "{e}"),

@@ -264,7 +264,7 @@ pub fn choose_any(
     table_bits: u32,
     plain_bits: u32,
     tokens: usize,
-    keyswitch: crate::fold::KeySwitching,
+    allowed: crate::fold::Allowed,
     objective: Objective,
 ) -> Result<(SchemeDesign, f64), ProtocolError> {
     let total = |b: WireBytes| (b.query + b.response) as f64;
@@ -276,7 +276,7 @@ pub fn choose_any(
         (SchemeDesign::Blocked(design), score)
     });
     let folds =
-        crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, keyswitch);
+        crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, allowed);
     let folded = match objective {
         // The candidates come ranked by bytes (near-equal bytes by estimated time).
         Objective::Bytes => {

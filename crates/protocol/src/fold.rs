@@ -146,7 +146,7 @@ impl FoldDesign {
     /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
     /// requests of up to `tokens` tokens per query ciphertext, expanding each query
     /// `extra_levels` levels further than its slots need, its responses laid out as `form`
-    /// says (an error where that form is the packed layout itself, or where the parameters
+    /// says and shared in groups of at most `max_shared` (an error where that form is the packed layout itself, or where the parameters
     /// cannot send `c` in the half ring that it is for); an error if it does not fit the ring
     /// or the noise budget.
     #[allow(clippy::too_many_arguments)]
@@ -160,7 +160,7 @@ impl FoldDesign {
         rgsw_bits: u32,
         tokens: usize,
         extra_levels: u32,
-        form: ResponseForm,
+        (form, max_shared): (ResponseForm, usize),
     ) -> Result<Self, ProtocolError> {
         let n = params.n();
         if m == 0 || d == 0 || tokens == 0 || !m2.is_power_of_two() || table_bits == 0 {
@@ -202,7 +202,7 @@ impl FoldDesign {
             return Err(ProtocolError::State("split responses without a half ring save nothing".into()));
         }
         let members = response_cts(pieces, pack, tokens, split);
-        let want = Sharing::new(group_size(&params, members), half);
+        let want = Sharing::new(group_size(&params, members, max_shared), half);
         let w_max = 1u64 << (table_bits - 1);
         let fold = fold_noise(&params, FoldShape { k, m1, w_max, ks_bits, rgsw_bits, levels: bits });
         // Packing adds its key switches (doubled by the levels after them: at most pack - 1).
@@ -528,6 +528,48 @@ pub const TIME_TIE: f64 = 0.05;
 /// Bit size of the special prime of hybrid key switching: a word, like every other prime.
 pub const SPECIAL_PRIME_BITS: u32 = 31;
 
+/// The most responses that may share one `c` ([`fastquery_he::share::MAX_SHARED`]).
+pub use fastquery_he::share::MAX_SHARED;
+
+/// What a server allows its folded designs, design inputs that both parties know
+/// ([`crate::harness::DesignInputs`]): the key switching, and the most responses that share one
+/// `c` (the setup carries `m^2 + n^2 / m` keys for groups of `n`, [`Sharing::stages`]; a
+/// server whose clients hold short sessions may prefer fewer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Allowed {
+    /// The key switching.
+    pub keyswitch: KeySwitching,
+    /// The most responses per shared `c`, 1 to [`fastquery_he::share::MAX_SHARED`].
+    pub max_shared: usize,
+}
+
+impl Default for Allowed {
+    fn default() -> Self {
+        Self { keyswitch: KeySwitching::Any, max_shared: fastquery_he::share::MAX_SHARED }
+    }
+}
+
+impl From<KeySwitching> for Allowed {
+    fn from(keyswitch: KeySwitching) -> Self {
+        Self { keyswitch, ..Self::default() }
+    }
+}
+
+impl Allowed {
+    /// `FASTQUERY_MAX_SHARED`: 1 to [`fastquery_he::share::MAX_SHARED`] responses per shared
+    /// `c` ([`fastquery_he::share::MAX_SHARED`] where it is unset); any other value is an error
+    /// that names the variable.
+    pub fn max_shared_from_env() -> Result<usize, ProtocolError> {
+        let max = fastquery_he::share::MAX_SHARED;
+        match std::env::var("FASTQUERY_MAX_SHARED") {
+            Err(_) => Ok(max),
+            Ok(v) => v.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                ProtocolError::State(format!("FASTQUERY_MAX_SHARED={v}: expected 1 to {max}"))
+            }),
+        }
+    }
+}
+
 /// Which key switching the folded candidates may use: a design input
 /// ([`crate::harness::DesignInputs::keyswitch`]), so that a server restricted to one kind for an
 /// A/B run tells its clients, who derive the same design.
@@ -584,15 +626,17 @@ impl KeySwitching {
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
 /// `tokens` tokens that holds its noise, ranked by bytes (query and response; within
 /// [`BYTES_TIE`] of the fewest, by estimated server time, and those within [`TIME_TIE`] of the
-/// fastest of them by bytes again); the best first.
+/// fastest of them by bytes again); the best first. `allowed` says which key switching they
+/// may use and how many responses may share one `c`.
 pub fn candidates(
     id: u8,
     name: &'static str,
     (m, d, table_bits): (usize, usize, u32),
     plain_bits: u32,
     tokens: usize,
-    keyswitch: KeySwitching,
+    allowed: Allowed,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
+    let Allowed { keyswitch, max_shared } = allowed;
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
@@ -641,7 +685,7 @@ pub fn candidates(
                                     rgsw_bits,
                                     tokens,
                                     extra,
-                                    form,
+                                    (form, max_shared),
                                 ) else {
                                     break;
                                 };
@@ -1192,7 +1236,7 @@ mod tests {
     fn counted_coefficients_are_the_positions_kept() {
         for (m, d) in [(300usize, 40usize), (2000, 700), (100, 5000), (64, 4096), (8, 8200)] {
             for tokens in [1usize, 3, 8] {
-                let designs = super::candidates(9, "t", (m, d, 5), 37, tokens, super::KeySwitching::Any);
+                let designs = super::candidates(9, "t", (m, d, 5), 37, tokens, super::Allowed::default());
                 assert!(!designs.is_empty(), "{m} x {d}");
                 for (design, _, _) in &designs {
                     let positions = design.positions(tokens);
@@ -1216,7 +1260,7 @@ mod tests {
         // (llama-30b: the fastest tie sends 3.2 KB per token more than a near-fastest one.)
         for (m, d, tokens) in [(2000usize, 700usize, 8usize), (300, 40, 3), (4096, 512, 1), (32000, 6656, 8)]
         {
-            let all = super::candidates(9, "t", (m, d, 4), 37, tokens, super::KeySwitching::Any);
+            let all = super::candidates(9, "t", (m, d, 4), 37, tokens, super::Allowed::default());
             let total = |b: &super::WireBytes| b.query + b.response;
             let fewest = all.iter().map(|c| total(&c.1)).min().unwrap();
             let ties: Vec<_> = all

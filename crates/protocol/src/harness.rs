@@ -76,12 +76,22 @@ pub struct DesignInputs {
     /// The key switching `fastquery`'s folded designs may use (`FASTQUERY_KEYSWITCH` on the
     /// server, for A/B runs).
     pub keyswitch: KeySwitching,
+    /// The most responses of a folded design that share one `c` (1 to
+    /// [`fastquery_he::share::MAX_SHARED`]; `FASTQUERY_MAX_SHARED` or `serve --max-shared` on
+    /// the server): fewer keys in the setup for more bytes per token.
+    pub max_shared: usize,
 }
 
 impl DesignInputs {
+    /// What the server allows its folded designs.
+    pub fn allowed(&self) -> crate::fold::Allowed {
+        crate::fold::Allowed { keyswitch: self.keyswitch, max_shared: self.max_shared }
+    }
+
     /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
     /// pool's where the backend does not bound them) over `table`, with the key switching of
-    /// [`KeySwitching::from_env`] (an error where `FASTQUERY_KEYSWITCH` has another value).
+    /// [`KeySwitching::from_env`] and the sharing of [`crate::fold::Allowed::max_shared_from_env`]
+    /// (an error where `FASTQUERY_KEYSWITCH` or `FASTQUERY_MAX_SHARED` has another value).
     pub fn for_backend<B: Backend>(
         backend: &B,
         table: &IntTable,
@@ -96,6 +106,7 @@ impl DesignInputs {
             tokens,
             server_threads: backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1),
             keyswitch: KeySwitching::from_env()?,
+            max_shared: crate::fold::Allowed::max_shared_from_env()?,
         })
     }
 }
@@ -208,7 +219,8 @@ impl SchemeKind {
     /// The design both parties derive from the public `inputs` (Iron's blocking depends on the
     /// batch, the latency objectives' ranking on the server's threads).
     pub fn design(self, inputs: &DesignInputs) -> Result<SchemeDesign, ProtocolError> {
-        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, keyswitch } = *inputs;
+        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
+        let allowed = inputs.allowed();
         let objective = match self {
             Self::Cheetah => return Ok(SchemeDesign::Blocked(cheetah::design(m, d, bits, plain_bits)?)),
             Self::Iron => return Ok(SchemeDesign::Blocked(iron::design(m, d, bits, plain_bits, tokens)?)),
@@ -217,7 +229,7 @@ impl SchemeKind {
             Self::FastQueryWan => fastquery::Objective::Latency { link: WAN, server_threads },
             Self::FastQueryLan => fastquery::Objective::Latency { link: LAN, server_threads },
         };
-        Ok(fastquery::choose_any(m, d, bits, plain_bits, tokens, keyswitch, objective)?.0)
+        Ok(fastquery::choose_any(m, d, bits, plain_bits, tokens, allowed, objective)?.0)
     }
 
     /// A client alone, for a server built on the same `inputs` (a networked client learns

@@ -9,7 +9,7 @@ use fastquery_cpu::CpuBackend;
 use fastquery_he::share::Sharing;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
-    fold::{FoldClient, FoldDesign, FoldServer, KeySwitching, candidates},
+    fold::{Allowed, FoldClient, FoldDesign, FoldServer, KeySwitching, candidates},
 };
 use fastquery_table::IntTable;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -60,7 +60,7 @@ fn design_where(
     tokens: usize,
     pick: impl Fn(&FoldDesign) -> bool,
 ) -> FoldDesign {
-    candidates(4, "fastquery", shape, plain, tokens, KeySwitching::Any)
+    candidates(4, "fastquery", shape, plain, tokens, Allowed::default())
         .into_iter()
         .map(|c| c.0)
         .find(|d| pick(d))
@@ -123,7 +123,7 @@ fn a_query_sent_in_part_carries_only_the_used_classes() {
     let (m, d) = (300, 40);
     let table = random_table(m, d, 5, 41);
     let all: Vec<FoldDesign> =
-        candidates(4, "fastquery", (m, d, 5), 37, 3, KeySwitching::Any).into_iter().map(|c| c.0).collect();
+        candidates(4, "fastquery", (m, d, 5), 37, 3, Allowed::default()).into_iter().map(|c| c.0).collect();
     let twins = |x: &FoldDesign, y: &FoldDesign| {
         let (a, b) = (&x.layout, &y.layout);
         x.params.id() == y.params.id()
@@ -364,7 +364,7 @@ fn one_token_per_response_sends_c_in_the_half_ring() {
         let full = fastquery_protocol::messages::response_bytes(p, &design.noise, &kept, whole);
         let half = design.predicted_bytes(tokens).response;
         assert_eq!(full - half, tokens.div_ceil(l.share) * p.n() / 2 * design.noise.c1_bits as usize / 8);
-        let best_whole = candidates(4, "fastquery", (m, d, 5), 37, tokens, KeySwitching::Any)
+        let best_whole = candidates(4, "fastquery", (m, d, 5), 37, tokens, Allowed::default())
             .into_iter()
             .filter(|c| !c.0.layout.half)
             .map(|c| c.1.query + c.1.response)
@@ -402,7 +402,7 @@ fn responses_split_by_parity_reconstruct_and_send_c_in_the_half_ring() {
     check(&one, &table, &[3]);
     check(&one, &table, &[15]);
     let unsplit = |tokens: usize| {
-        candidates(4, "fastquery", (m, d, 5), 37, tokens, KeySwitching::Any)
+        candidates(4, "fastquery", (m, d, 5), 37, tokens, Allowed::default())
             .into_iter()
             .filter(|c| !c.0.layout.split)
             .map(|c| c.1.query + c.1.response)
@@ -453,4 +453,25 @@ fn packed_responses_split_by_parity_reconstruct_with_an_empty_member() {
     check(&design, &table, &[1, 2, 3]);
     check(&design, &table, &[9]);
     check(&design, &table, &[4, 5]);
+}
+
+/// A server's cap on the responses that share one `c` (a design input): the groups stay within
+/// it, the setup carries fewer keys and the responses more bytes, and the shares reconstruct.
+#[test]
+fn a_cap_on_shared_responses_trades_setup_for_response_bytes() {
+    let (m, d) = (64, 3000);
+    let table = random_table(m, d, 5, 29);
+    let under = |max_shared| {
+        candidates(4, "fastquery", (m, d, 5), 37, 8, Allowed { keyswitch: KeySwitching::Any, max_shared })
+    };
+    let fewest = |all: &[(FoldDesign, fastquery_protocol::blocked::WireBytes, f64)]| {
+        all.iter().map(|c| c.1.query + c.1.response).min().unwrap()
+    };
+    let (wide, narrow, single) = (under(16), under(2), under(1));
+    assert!(wide[0].0.layout.share > 2, "{}", wide[0].0.summary().layout);
+    assert!(narrow.iter().all(|c| c.0.layout.share <= 2) && single.iter().all(|c| c.0.layout.share == 1));
+    assert!(fewest(&wide) < fewest(&narrow) && fewest(&narrow) < fewest(&single));
+    assert!(narrow[0].1.setup < wide[0].1.setup, "{:?} vs {:?}", narrow[0].1, wide[0].1);
+    check(&narrow[0].0, &table, &[3, 60, 7, 7, 12, 0, 63, 31]);
+    check(&single[0].0, &table, &[5, 6, 61]);
 }

@@ -1,7 +1,7 @@
 //! `FASTQUERY_KEYSWITCH` (the A/B switch between the gadget and hybrid key switch of the
 //! folded designs): a server's design input ([`KeySwitching::from_env`]), which restricts the
 //! candidates to its kind; a value that is not one of them is an error that names the
-//! variable. Its own test binary: it sets the process's environment, which no other test here
+//! variable. `FASTQUERY_MAX_SHARED` likewise. Its own test binary: it sets the process's environment, which no other test here
 //! reads concurrently.
 
 use fastquery_cpu::CpuBackend;
@@ -18,7 +18,7 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
         // SAFETY: this binary's only test; nothing else reads the environment meanwhile.
         unsafe { std::env::set_var("FASTQUERY_KEYSWITCH", value) };
         let keyswitch = KeySwitching::from_env().unwrap();
-        let hybrid: Vec<bool> = fold::candidates(4, "fastquery", shape, 37, 3, keyswitch)
+        let hybrid: Vec<bool> = fold::candidates(4, "fastquery", shape, 37, 3, keyswitch.into())
             .iter()
             .map(|c| c.0.params.special_prime().is_some())
             .collect();
@@ -42,4 +42,14 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
         assert_eq!(KeySwitching::from_code(k.code()), Some(k));
     }
     assert_eq!(KeySwitching::from_code(3), None);
+    // FASTQUERY_MAX_SHARED: a design input too, 1 to 16, 16 where unset.
+    for bad in ["0", "17", "four"] {
+        unsafe { std::env::set_var("FASTQUERY_MAX_SHARED", bad) };
+        let e = inputs().unwrap_err().to_string();
+        assert!(e.contains(&format!("FASTQUERY_MAX_SHARED={bad}")), "{e}");
+    }
+    unsafe { std::env::set_var("FASTQUERY_MAX_SHARED", "2") };
+    assert_eq!(inputs().unwrap().max_shared, 2);
+    unsafe { std::env::remove_var("FASTQUERY_MAX_SHARED") };
+    assert_eq!(inputs().unwrap().max_shared, fold::MAX_SHARED);
 }

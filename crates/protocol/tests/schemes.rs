@@ -168,6 +168,7 @@ fn latency_objectives_rank_blocked_and_folded_designs_together() {
         tokens,
         server_threads: 2,
         keyswitch: KeySwitching::Any,
+        max_shared: fastquery_protocol::fold::MAX_SHARED,
     };
     let folded = |kind: SchemeKind, tokens| {
         matches!(kind.design(&inputs(tokens)).unwrap(), fastquery_protocol::harness::SchemeDesign::Folded(_))
@@ -191,6 +192,7 @@ fn designs_depend_on_the_public_inputs_alone() {
         tokens,
         server_threads,
         keyswitch: KeySwitching::Any,
+        max_shared: fastquery_protocol::fold::MAX_SHARED,
     };
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (one, many) = (pool(1), pool(7));

@@ -9,7 +9,7 @@ use fastquery_backend::work;
 use fastquery_cpu::CpuBackend;
 use fastquery_protocol::{
     SchemeClient, SchemeServer,
-    fold::{FoldClient, FoldServer, KeySwitching, candidates},
+    fold::{Allowed, FoldClient, FoldServer, candidates},
 };
 use fastquery_table::IntTable;
 
@@ -26,7 +26,7 @@ fn counted_work_equals_the_designs_operation_counts() {
     let mut any_shared = false;
     for ((m, d, bits), built, asked) in cases {
         let t = table(m, d, bits);
-        let design = candidates(4, "fastquery", (m, d, bits), 37, built, KeySwitching::Any)
+        let design = candidates(4, "fastquery", (m, d, bits), 37, built, Allowed::default())
             .into_iter()
             .next()
             .expect("a design")
