@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// fresh memory.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
     warm_up: u64,
+    /// The most responses of a folded fastquery design that share one `c` (1 to 16; default
+    /// 16, or `FASTQUERY_MAX_SHARED`), as `serve --max-shared` sets it: fewer keys in the setup
+    /// for more bytes per token.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
+    max_shared: Option<u64>,
 }
 
 /// The JSON report.
@@ -155,17 +160,27 @@ fn run_one<B: Backend>(
     kind: SchemeKind,
     table: &IntTable,
     ids: &[usize],
-    plain_bits: Option<u32>,
+    (plain_bits, max_shared): (Option<u32>, Option<u64>),
     clients: usize,
     runs: (usize, usize),
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
     let plain = plain_bits.unwrap_or(kind.default_plain_bits());
-    let report = harness::run(kind, b.clone(), table, ids, plain, clients, runs, &|msg| {
+    let inputs = with_max_shared(DesignInputs::for_backend(b.as_ref(), table, plain, ids.len())?, max_shared);
+    let report = harness::run_on(kind, b.clone(), table, ids, &inputs, clients, runs, &|msg| {
         pb.set_message(msg.to_string())
     });
     pb.finish_and_clear();
     Ok(report?)
+}
+
+/// `inputs` with at most `max_shared` responses per shared `c`, where given (clap checked its
+/// range).
+fn with_max_shared(inputs: DesignInputs, max_shared: Option<u64>) -> DesignInputs {
+    match max_shared.and_then(|m| usize::try_from(m).ok()) {
+        Some(max_shared) => DesignInputs { max_shared, ..inputs },
+        None => inputs,
+    }
 }
 
 /// `fastquery bench`.
@@ -186,7 +201,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
         let q = SchemeKind::FastQuery.table(&real)?;
         let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
-        print_candidates(&backend.design_inputs(&q, plain, args.tokens)?)?;
+        print_candidates(&with_max_shared(backend.design_inputs(&q, plain, args.tokens)?, args.max_shared))?;
         Some(q)
     } else {
         None
@@ -198,7 +213,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     for &kind in &kinds {
         let t = if kind.is_fastquery() { quantized.as_ref() } else { fixed.as_ref() }
             .context("every scheme's table is built above")?;
-        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, args.plain_bits, args.clients, (args.warm_up as usize, args.repeat as usize))?);
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, (args.plain_bits, args.max_shared), args.clients, (args.warm_up as usize, args.repeat as usize))?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
@@ -497,7 +512,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         );
     }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, None, 0, (0, 1))?);
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, (None, None), 0, (0, 1))?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

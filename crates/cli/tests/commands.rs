@@ -160,12 +160,34 @@ fn bench_writes_a_verified_json_report() {
     }
     assert_eq!(s["params"]["n"], 4096);
     assert_eq!(s["params"]["t"], 37);
+    // A cap on the responses sharing one c: the report names the inputs it ran on, and the
+    // setup shrinks (tiny's design shares one c between two members, four keys; capped at one,
+    // at most one key).
+    let capped = |max: &str| {
+        let json = dir.join(format!("cap{max}.json"));
+        let mut args = vec!["bench", "--workload", "tiny", "--schemes", "fastquery", "--tokens", "5"];
+        args.extend(["--json", json.to_str().unwrap()]);
+        if !max.is_empty() {
+            args.extend(["--max-shared", max]);
+        }
+        let o = fastquery(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["schemes"][0].clone()
+    };
+    let (free, one) = (capped(""), capped("1"));
+    assert_eq!(free["inputs"]["max_shared"], 16);
+    assert_eq!(one["inputs"]["max_shared"], 1);
+    assert_eq!(one["verified"], true);
+    assert!(one["setup_bytes"].as_u64() < free["setup_bytes"].as_u64(), "{one} {free}");
     let _ = std::fs::remove_dir_all(&dir);
     // Bad flags are errors with a message, not panics.
     for args in [
         &["bench", "--workload", "gpt9"][..],
         &["bench", "--schemes", "magic"][..],
         &["bench", "--tokens", "0"][..],
+        &["bench", "--max-shared", "0"][..],
+        &["bench", "--max-shared", "17"][..],
         &["serve", "--auth-token-file", "t", "--self-check", "101"][..],
         &["serve", "--auth-token-file", "t", "--self-check", "-1"][..],
         &["serve", "--auth-token-file", "t", "--max-shared", "0"][..],

@@ -329,6 +329,8 @@ pub struct SchemeReport {
     pub wan_ms_per_token: f64,
     /// Parameters and layout.
     pub params: ParamSummary,
+    /// The design inputs the scheme ran on.
+    pub inputs: DesignInputs,
     /// The bytes the scheme's design predicts for this request (setup, query, response); the
     /// measured totals must equal them.
     pub predicted_bytes: Option<WireBytes>,
@@ -460,7 +462,8 @@ pub fn measure_batching(
 
 /// Runs `kind` on `table` for the token `ids`: preprocess, set up, query, answer, decode,
 /// verify. The requests are first sent `warm_up` times unmeasured (their shares verified
-/// too), then `repeat` times measured. `progress` is told each phase as it starts.
+/// too), then `repeat` times measured. `progress` is told each phase as it starts. The design
+/// inputs are those of [`DesignInputs::for_backend`].
 #[allow(clippy::too_many_arguments)]
 pub fn run<B: Backend>(
     kind: SchemeKind,
@@ -469,16 +472,33 @@ pub fn run<B: Backend>(
     ids: &[usize],
     plain_bits: u32,
     clients: usize,
+    runs: (usize, usize),
+    progress: &dyn Fn(&str),
+) -> Result<SchemeReport, ProtocolError> {
+    let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, ids.len())?;
+    run_on(kind, backend, table, ids, &inputs, clients, runs, progress)
+}
+
+/// [`run`] on given design inputs (for a request of `inputs.tokens` tokens at most, in the
+/// share ring of `inputs.plain_bits`), as a server with other inputs than the defaults runs.
+#[allow(clippy::too_many_arguments)]
+pub fn run_on<B: Backend>(
+    kind: SchemeKind,
+    backend: Arc<B>,
+    table: &IntTable,
+    ids: &[usize],
+    inputs: &DesignInputs,
+    clients: usize,
     (warm_up, repeat): (usize, usize),
     progress: &dyn Fn(&str),
 ) -> Result<SchemeReport, ProtocolError> {
     if repeat == 0 {
         return Err(ProtocolError::State("at least one repetition".into()));
     }
+    let plain_bits = inputs.plain_bits;
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
-    let inputs = DesignInputs::for_backend(backend.as_ref(), table, plain_bits, ids.len())?;
-    let (server, mut client) = kind.build_for(backend, table, &inputs)?;
+    let (server, mut client) = kind.build_for(backend, table, inputs)?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));
     let setup = client.setup()?;
@@ -527,7 +547,7 @@ pub fn run<B: Backend>(
     let (client_ms, server_ms) = (median(&client_runs), median(&server_runs));
     let batching = if clients > 1 {
         progress(&format!("{}: {clients} clients, one by one and batched", kind.name()));
-        Some(measure_batching(kind, server.as_ref(), table, &inputs, clients, 0xba7c)?)
+        Some(measure_batching(kind, server.as_ref(), table, inputs, clients, 0xba7c)?)
     } else {
         None
     };
@@ -551,6 +571,7 @@ pub fn run<B: Backend>(
         lan_ms_per_token: LAN.latency_ms(compute, bytes, rounds) / tokens,
         wan_ms_per_token: WAN.latency_ms(compute, bytes, rounds) / tokens,
         params: server.summary(),
+        inputs: *inputs,
         predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
         server_work,
