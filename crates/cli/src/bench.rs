@@ -174,9 +174,9 @@ fn run_one<B: Backend>(
     Ok(report?)
 }
 
-/// `inputs` with at most `max_shared` responses per shared `c`, where given (clap checked its
-/// range).
-fn with_max_shared(inputs: DesignInputs, max_shared: Option<u64>) -> DesignInputs {
+/// `inputs` with at most `max_shared` responses per shared `c`, where given (`bench` and
+/// `serve --max-shared`; clap checked its range).
+pub(crate) fn with_max_shared(inputs: DesignInputs, max_shared: Option<u64>) -> DesignInputs {
     match max_shared.and_then(|m| usize::try_from(m).ok()) {
         Some(max_shared) => DesignInputs { max_shared, ..inputs },
         None => inputs,

@@ -43,8 +43,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8)]
     tokens: usize,
     /// The most responses of a folded fastquery design that share one `c` (1 to 16; default
-    /// 16, or `FASTQUERY_MAX_SHARED`): fewer keys in each client's setup (80 at 16, 16 at 4,
-    /// none at 1 where `c` stays in the whole ring) for more bytes per token.
+    /// 16, or `FASTQUERY_MAX_SHARED`): fewer keys in each client's setup (80 at 16, 12 at 4, at
+    /// most one at 1) for more bytes per token.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
     max_shared: Option<u64>,
     /// Write the server's shares of each request to `<dir>/<request id>.npy`.
@@ -151,14 +151,10 @@ fn build_server(
     tokens: usize,
     max_shared: Option<u64>,
 ) -> anyhow::Result<Built> {
-    let mut inputs = backend.design_inputs(table, kind.default_plain_bits(), tokens)?;
-    if let Some(max) = max_shared {
-        let most = fastquery_protocol::fold::MAX_SHARED;
-        inputs.max_shared = usize::try_from(max)
-            .ok()
-            .filter(|m| (1..=most).contains(m))
-            .ok_or_else(|| anyhow::anyhow!("--max-shared {max}: expected 1 to {most}"))?;
-    }
+    let inputs = crate::bench::with_max_shared(
+        backend.design_inputs(table, kind.default_plain_bits(), tokens)?,
+        max_shared,
+    );
     let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
     Ok((Arc::from(server), client, inputs))
 }

@@ -6,11 +6,11 @@
 //! coefficients against the `d` kept ones of `c0`).
 //!
 //! ## Keys
-//! In one stage, for each source `a` and target `b` (`a, b < n`) the client sends a hybrid key-switching key
-//! over the first `lr + 1` primes of the ring (`lr`: the response limbs; the next prime `p_lr`
-//! plays the special prime `P`): one digit per response limb, `kb_{ab,i} = -ka_{a,i} s_b + e +
-//! [a = b] P g_i s`, where the `ka_{a,i}` are expanded from one seed per source, the same for
-//! every target. Keys with `a != b` encrypt zero: they cancel what source `a` puts into `c`
+//! In one stage, for each source `a` and target `b` (`a, b < n`) the client sends a hybrid
+//! key-switching key over the first `lr + 1` primes of the ring (`lr`: the response limbs; the
+//! next prime `p_lr` plays the special prime `P`): one digit per response limb,
+//! `kb_{ab,i} = -ka_{a,i} s_b + e + [a = b] P g_i s`, where the `ka_{a,i}` are expanded from
+//! one seed per source, the same for every target. Keys with `a != b` encrypt zero: they cancel what source `a` puts into `c`
 //! from every other member's phase. Each key is an RLWE sample under a fresh ternary `s_b`
 //! at a modulus below the chain's (checked against the 128-bit limit with the chain), and
 //! samples under different secrets that share `a` reveal no more than the samples apart.
@@ -67,7 +67,7 @@ use crate::{
 
 /// The most response ciphertexts one `c` serves. In one stage the keys grow as `n^2` (at
 /// llama-7b each key is 0.19 MB: 3.05 MB at `n = 4`, 12.2 MB at 8, 48.8 MB at 16); in two
-/// stages ([`Sharing::stages`]) as `m^2 + n^2 / m` (16 keys at 4, 32 at 8, 80 at 16), while the
+/// stages ([`Sharing::stages`]) as `m^2 + n^2 / m` (12 keys at 4, 32 at 8, 80 at 16), while the
 /// bytes of `c` per response fall as `1/n`.
 pub const MAX_SHARED: usize = 16;
 
@@ -106,13 +106,6 @@ pub struct Sharing {
     inner: usize,
 }
 
-/// Keys of a switch whose first stage shares `c` in groups of `m` (a divisor of `n`) and whose
-/// second shares the groups' `c` in groups of `n / m`: `m^2` keys, then `n` per group of the
-/// first stage; `n^2` in one stage.
-fn stage_keys(n: usize, m: usize) -> usize {
-    if m == n { n * n } else { m * m + n / m * n }
-}
-
 impl Sharing {
     /// Responses under the query's secret, each with its own `c1`.
     pub const NONE: Self = Self { n: 0, half: false, inner: 0 };
@@ -124,9 +117,10 @@ impl Sharing {
         if n == 0 || (n == 1 && !half) {
             return Self::NONE;
         }
+        let keys = |inner: usize| Self { n, half, inner }.key_count();
         let inner = (2..n)
             .filter(|&m| n.is_multiple_of(m))
-            .fold(n, |best, m| if stage_keys(n, m) < stage_keys(n, best) { m } else { best });
+            .fold(n, |best, m| if keys(m) < keys(best) { m } else { best });
         Self { n, half, inner }
     }
 
@@ -226,6 +220,13 @@ pub struct StageKeys {
     pub seeds: Vec<Seed>,
     /// The `b` rows.
     pub b: Vec<u32>,
+}
+
+impl StageKeys {
+    /// Targets per source: the keys of a source over its `b` rows (0 without sources).
+    pub fn targets(&self, params: &Params) -> usize {
+        self.b.len() / (self.seeds.len() * ShareKeys::key_words(params)).max(1)
+    }
 }
 
 /// The keys a client sends for its responses' [`Sharing`]: one [`StageKeys`] per stage.

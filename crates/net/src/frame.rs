@@ -23,13 +23,13 @@ use crate::NetError;
 
 /// The magic at the start of `Hello`: protocol 6 (since 2026-12-02: responses share one `c` in
 /// groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
-/// carries the most responses per shared `c`, a design input; protocol 5: a folded design with one
-/// token per response, or with responses split by parity, sends its `c` in the half ring,
-/// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack; protocol 4 sent a folded design's
-/// query `c0` only where the server's expansion reads it, and every response's kept `c0`
-/// coefficients at the width of the largest rounded value; protocol 3 let folded responses
-/// share `c1` in groups, with their keys in the setup; protocol 2 added the server's threads, a
-/// design input, and the most tokens per request to `Info`).
+/// carries the most responses per shared `c`, a design input; protocol 5: a folded design with
+/// one token per response, or with responses split by parity, sends its `c` in the half ring,
+/// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack;
+/// protocol 4 sent a folded design's query `c0` only where the server's expansion reads it, and
+/// every response's kept `c0` coefficients at the width of the largest rounded value; protocol
+/// 3 let folded responses share `c1` in groups, with their keys in the setup; protocol 2 added
+/// the server's threads, a design input, and the most tokens per request to `Info`).
 pub const MAGIC: &[u8; 4] = b"FQN6";
 
 /// Frame kinds.

@@ -146,9 +146,9 @@ impl FoldDesign {
     /// A design for an `m x d` table of `table_bits` signed bits with `m2` groups, for
     /// requests of up to `tokens` tokens per query ciphertext, expanding each query
     /// `extra_levels` levels further than its slots need, its responses laid out as `form`
-    /// says and shared in groups of at most `max_shared` (an error where that form is the packed layout itself, or where the parameters
-    /// cannot send `c` in the half ring that it is for); an error if it does not fit the ring
-    /// or the noise budget.
+    /// says and shared in groups of at most `max_shared` (an error where that form is the
+    /// packed layout itself, or where the parameters cannot send `c` in the half ring that it
+    /// is for); an error if it does not fit the ring or the noise budget.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u8,

@@ -79,13 +79,10 @@ pub fn encode_setup(
     if let Some(share) = share {
         let limbs = share_key_shape(params).1;
         let poly = params.n() * limbs;
-        let members = share
-            .stages
-            .last()
-            .map_or(0, |s| s.b.len() / (s.seeds.len() * ShareKeys::key_words(params)).max(1));
-        w.u32(members as u32);
+        // The group size: the last stage's targets.
+        w.u32(share.stages.last().map_or(0, |s| s.targets(params)) as u32);
         for stage in &share.stages {
-            let per_source = stage.b.len() / stage.seeds.len().max(1);
+            let per_source = stage.targets(params) * ShareKeys::key_words(params);
             for (a, seed) in stage.seeds.iter().enumerate() {
                 w.bytes(seed);
                 for row in stage.b[a * per_source..(a + 1) * per_source].chunks_exact(poly) {
