@@ -51,11 +51,38 @@ pub struct BenchArgs {
     /// fresh memory.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
     warm_up: u64,
+    /// The server's design inputs, as `serve` sets them.
+    #[command(flatten)]
+    design: DesignArgs,
+}
+
+/// Design inputs a server's operator sets (`serve`, and `bench` for A/B runs), over the
+/// environment's: both parties derive the design from them (`Info` carries them).
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct DesignArgs {
     /// The most responses of a folded fastquery design that share one `c` (1 to 16; default
-    /// 16, or `FASTQUERY_MAX_SHARED`), as `serve --max-shared` sets it: fewer keys in the setup
-    /// for more bytes per token.
+    /// 16, or `FASTQUERY_MAX_SHARED`): fewer keys in each client's setup (80 at 16, 12 at 4, at
+    /// most one at 1) for more bytes per token.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
-    max_shared: Option<u64>,
+    pub max_shared: Option<u64>,
+    /// Tokens a client's session carries, prompt and generated (1 to 4294967295; default
+    /// `FASTQUERY_SESSION_TOKENS`, else sessions without end): fastquery's design then counts
+    /// each request's part of the setup, so short sessions take fewer keys. `bench` also
+    /// reports each scheme's bytes over such a session.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SESSION_TOKENS as u64))]
+    pub session_tokens: Option<u64>,
+}
+
+impl DesignArgs {
+    /// `inputs` with the flags that were given (clap checked their ranges).
+    pub(crate) fn apply(&self, inputs: DesignInputs) -> DesignInputs {
+        let size = |v: Option<u64>| v.and_then(|v| usize::try_from(v).ok());
+        DesignInputs {
+            max_shared: size(self.max_shared).unwrap_or(inputs.max_shared),
+            session_tokens: size(self.session_tokens).or(inputs.session_tokens),
+            ..inputs
+        }
+    }
 }
 
 /// The JSON report.
@@ -153,6 +180,16 @@ struct Ratio {
     comm: f64,
     lan_latency: f64,
     wan_latency: f64,
+    /// Over a session of `--session-tokens` tokens: the setup and that many tokens' query and
+    /// response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_comm: Option<f64>,
+}
+
+/// Bytes on the link over a session of `tokens` tokens: the setup once, and each token's query
+/// and response.
+fn session_bytes(r: &SchemeReport, tokens: usize) -> f64 {
+    r.setup_bytes as f64 + tokens as f64 * (r.upload_bytes_per_token + r.download_bytes_per_token)
 }
 
 fn run_one<B: Backend>(
@@ -160,27 +197,18 @@ fn run_one<B: Backend>(
     kind: SchemeKind,
     table: &IntTable,
     ids: &[usize],
-    (plain_bits, max_shared): (Option<u32>, Option<u64>),
+    (plain_bits, design): (Option<u32>, DesignArgs),
     clients: usize,
     runs: (usize, usize),
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
     let plain = plain_bits.unwrap_or(kind.default_plain_bits());
-    let inputs = with_max_shared(DesignInputs::for_backend(b.as_ref(), table, plain, ids.len())?, max_shared);
+    let inputs = design.apply(DesignInputs::for_backend(b.as_ref(), table, plain, ids.len())?);
     let report = harness::run_on(kind, b.clone(), table, ids, &inputs, clients, runs, &|msg| {
         pb.set_message(msg.to_string())
     });
     pb.finish_and_clear();
     Ok(report?)
-}
-
-/// `inputs` with at most `max_shared` responses per shared `c`, where given (`bench` and
-/// `serve --max-shared`; clap checked its range).
-pub(crate) fn with_max_shared(inputs: DesignInputs, max_shared: Option<u64>) -> DesignInputs {
-    match max_shared.and_then(|m| usize::try_from(m).ok()) {
-        Some(max_shared) => DesignInputs { max_shared, ..inputs },
-        None => inputs,
-    }
 }
 
 /// `fastquery bench`.
@@ -201,7 +229,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
         let q = SchemeKind::FastQuery.table(&real)?;
         let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
-        print_candidates(&with_max_shared(backend.design_inputs(&q, plain, args.tokens)?, args.max_shared))?;
+        print_candidates(&args.design.apply(backend.design_inputs(&q, plain, args.tokens)?))?;
         Some(q)
     } else {
         None
@@ -213,7 +241,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     for &kind in &kinds {
         let t = if kind.is_fastquery() { quantized.as_ref() } else { fixed.as_ref() }
             .context("every scheme's table is built above")?;
-        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, (args.plain_bits, args.max_shared), args.clients, (args.warm_up as usize, args.repeat as usize))?);
+        let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, (args.plain_bits, args.design), args.clients, (args.warm_up as usize, args.repeat as usize))?);
         reports.push(r);
     }
     print_table(workload.name(), m, d, args.tokens, &info.device, &reports);
@@ -260,15 +288,18 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
             );
         }
     }
-    let ratios_main = ratios(&reports, "fastquery");
-    let ratios_wan = ratios(&reports, "fastquery-wan");
-    let ratios_lan = ratios(&reports, "fastquery-lan");
+    // The session the designs were made for (the flag's, or FASTQUERY_SESSION_TOKENS).
+    let session = reports.iter().find_map(|r| r.inputs.session_tokens);
+    let ratios_main = ratios(&reports, "fastquery", session);
+    let ratios_wan = ratios(&reports, "fastquery-wan", session);
+    let ratios_lan = ratios(&reports, "fastquery-lan", session);
     let markdown = markdown(
         workload.name(),
         args.tokens,
         &info.device,
         &reports,
         &[("fastquery", &ratios_main), ("fastquery-wan", &ratios_wan), ("fastquery-lan", &ratios_lan)],
+        session,
     );
     print!("{markdown}");
     let all_ok = reports.iter().all(|r| r.verified && r.batching.as_ref().is_none_or(|b| b.verified));
@@ -381,7 +412,11 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ratios(reports: &[SchemeReport], variant: &str) -> std::collections::BTreeMap<String, Ratio> {
+fn ratios(
+    reports: &[SchemeReport],
+    variant: &str,
+    session: Option<usize>,
+) -> std::collections::BTreeMap<String, Ratio> {
     let mut out = std::collections::BTreeMap::new();
     let Some(fq) = reports.iter().find(|r| r.scheme == variant) else { return out };
     let comm = |r: &SchemeReport| r.upload_bytes_per_token + r.download_bytes_per_token;
@@ -392,6 +427,7 @@ fn ratios(reports: &[SchemeReport], variant: &str) -> std::collections::BTreeMap
                 comm: comm(r) / comm(fq),
                 lan_latency: r.lan_ms_per_token / fq.lan_ms_per_token,
                 wan_latency: r.wan_ms_per_token / fq.wan_ms_per_token,
+                session_comm: session.map(|t| session_bytes(r, t) / session_bytes(fq, t)),
             },
         );
     }
@@ -405,6 +441,7 @@ fn markdown(
     device: &str,
     reports: &[SchemeReport],
     ratios: &[(&str, &std::collections::BTreeMap<String, Ratio>)],
+    session: Option<usize>,
 ) -> String {
     let mut s = format!("\n### {workload}, {tokens} tokens per request ({device})\n\n");
     s += "| scheme | up / token | down / token | setup (once) | server / token | LAN / token | WAN / token | predicted = measured bytes |\n";
@@ -427,10 +464,28 @@ fn markdown(
             check
         );
     }
+    if let Some(t) = session {
+        s += &format!(
+            "\nOver a session of {t} tokens (the setup once, then each token's query and response):"
+        );
+        for r in reports {
+            s += &format!(" {} {};", r.scheme, mb(session_bytes(r, t)));
+        }
+        s.pop();
+        s += ".\n";
+    }
     for (variant, ratios) in ratios.iter().filter(|r| !r.1.is_empty()) {
-        s += &format!("\n| {variant} vs | communication | LAN latency | WAN latency |\n|---|---|---|---|\n");
+        let over = session.map_or(String::new(), |t| format!(" communication over {t} tokens |"));
+        let rule = if session.is_some() { "---|" } else { "" };
+        s += &format!(
+            "\n| {variant} vs | communication | LAN latency | WAN latency |{over}\n|---|---|---|---|{rule}\n"
+        );
         for (name, r) in ratios.iter() {
-            s += &format!("| {name} | {:.2}x | {:.2}x | {:.2}x |\n", r.comm, r.lan_latency, r.wan_latency);
+            s += &format!("| {name} | {:.2}x | {:.2}x | {:.2}x |", r.comm, r.lan_latency, r.wan_latency);
+            if let Some(c) = r.session_comm {
+                s += &format!(" {c:.2}x |");
+            }
+            s += "\n";
         }
     }
     s
@@ -512,7 +567,7 @@ pub fn demo(backend: &AnyBackend, scheme: &str, tokens: &[usize]) -> anyhow::Res
         );
     }
     println!("The client holds token ids {tokens:?}; the server holds the table. Neither sees the other's.");
-    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, (None, None), 0, (0, 1))?);
+    let r = crate::with_backend!(backend, b => run_one(b, kind, &table, tokens, (None, DesignArgs::default()), 0, (0, 1))?);
     let t = tokens.len() as f64;
     println!("scheme {} on '{}': {}", r.scheme, backend.info().name, r.params.layout);
     println!(

@@ -42,11 +42,9 @@ pub struct ServeArgs {
     /// Tokens per request the design is made for (the most one request may carry).
     #[arg(long, default_value_t = 8)]
     tokens: usize,
-    /// The most responses of a folded fastquery design that share one `c` (1 to 16; default
-    /// 16, or `FASTQUERY_MAX_SHARED`): fewer keys in each client's setup (80 at 16, 12 at 4, at
-    /// most one at 1) for more bytes per token.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
-    max_shared: Option<u64>,
+    /// The design inputs the server tells its clients.
+    #[command(flatten)]
+    design: crate::bench::DesignArgs,
     /// Write the server's shares of each request to `<dir>/<request id>.npy`.
     #[arg(long)]
     shares_dir: Option<PathBuf>,
@@ -149,12 +147,9 @@ fn build_server(
     kind: SchemeKind,
     table: &IntTable,
     tokens: usize,
-    max_shared: Option<u64>,
+    design: crate::bench::DesignArgs,
 ) -> anyhow::Result<Built> {
-    let inputs = crate::bench::with_max_shared(
-        backend.design_inputs(table, kind.default_plain_bits(), tokens)?,
-        max_shared,
-    );
+    let inputs = design.apply(backend.design_inputs(table, kind.default_plain_bits(), tokens)?);
     let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
     Ok((Arc::from(server), client, inputs))
 }
@@ -178,7 +173,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     drop(real);
     bar.inc(1);
     bar.set_message(format!("preprocessing on {}", backend.info().name));
-    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens, args.max_shared)?;
+    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens, args.design)?;
     bar.inc(1);
     let checked = if args.self_check > 0 {
         bar.set_message(format!("self-check: {} request(s)", args.self_check));
@@ -336,7 +331,7 @@ pub fn demo_over_loopback(
     tokens: &[usize],
 ) -> anyhow::Result<bool> {
     let batch = tokens.len();
-    let (scheme, _, inputs) = build_server(backend, kind, table, batch, None)?;
+    let (scheme, _, inputs) = build_server(backend, kind, table, batch, crate::bench::DesignArgs::default())?;
     let token: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
     let store: Arc<Mutex<Vec<(u64, Shares)>>> = Arc::default();
     let s = store.clone();

@@ -163,23 +163,45 @@ fn bench_writes_a_verified_json_report() {
     // A cap on the responses sharing one c: the report names the inputs it ran on, and the
     // setup shrinks (tiny's design shares one c between two members, four keys; capped at one,
     // at most one key).
-    let capped = |max: &str| {
-        let json = dir.join(format!("cap{max}.json"));
-        let mut args = vec!["bench", "--workload", "tiny", "--schemes", "fastquery", "--tokens", "5"];
+    let run = |name: &str, schemes: &str, flags: &[&str]| {
+        let json = dir.join(format!("{name}.json"));
+        let mut args = vec!["bench", "--workload", "tiny", "--schemes", schemes, "--tokens", "5"];
         args.extend(["--json", json.to_str().unwrap()]);
-        if !max.is_empty() {
-            args.extend(["--max-shared", max]);
-        }
+        args.extend(flags);
         let o = fastquery(&args);
         assert!(o.status.success(), "{}", text(&o));
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        v["schemes"][0].clone()
+        (v, text(&o))
     };
-    let (free, one) = (capped(""), capped("1"));
+    let (free, one) = (run("free", "fastquery", &[]).0, run("cap1", "fastquery", &["--max-shared", "1"]).0);
+    let (free, one) = (&free["schemes"][0], &one["schemes"][0]);
     assert_eq!(free["inputs"]["max_shared"], 16);
+    assert_eq!(free["inputs"]["session_tokens"], serde_json::Value::Null);
     assert_eq!(one["inputs"]["max_shared"], 1);
     assert_eq!(one["verified"], true);
     assert!(one["setup_bytes"].as_u64() < free["setup_bytes"].as_u64(), "{one} {free}");
+    // A declared session of one request: the inputs name it, the design's setup is no larger,
+    // and the report adds each scheme's bytes over the session and fastquery's ratio of them,
+    // computed from the report's own numbers.
+    let (v, out) = run("session", "fastquery,bumblebee", &["--session-tokens", "5"]);
+    let (fq, bb) = (&v["schemes"][0], &v["schemes"][1]);
+    assert_eq!(fq["inputs"]["session_tokens"], 5);
+    assert_eq!(fq["verified"], true);
+    assert!(fq["setup_bytes"].as_u64() <= free["setup_bytes"].as_u64(), "{fq} {free}");
+    let over = |r: &serde_json::Value| {
+        let f = |k: &str| r[k].as_f64().unwrap();
+        f("setup_bytes") + 5.0 * (f("upload_bytes_per_token") + f("download_bytes_per_token"))
+    };
+    let ratio = v["ratios"]["bumblebee"]["session_comm"].as_f64().unwrap();
+    assert!((ratio - over(bb) / over(fq)).abs() < 1e-9 * ratio, "{ratio} {v}");
+    assert!(
+        out.contains("Over a session of 5 tokens") && out.contains("communication over 5 tokens"),
+        "{out}"
+    );
+    assert!(v["ratios"]["bumblebee"].get("session_comm").is_some());
+    assert!(
+        run("nosession", "fastquery,bumblebee", &[]).0["ratios"]["bumblebee"].get("session_comm").is_none()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     // Bad flags are errors with a message, not panics.
     for args in [
@@ -192,6 +214,10 @@ fn bench_writes_a_verified_json_report() {
         &["serve", "--auth-token-file", "t", "--self-check", "-1"][..],
         &["serve", "--auth-token-file", "t", "--max-shared", "0"][..],
         &["serve", "--auth-token-file", "t", "--max-shared", "17"][..],
+        &["bench", "--session-tokens", "0"][..],
+        &["bench", "--session-tokens", "4294967296"][..],
+        &["serve", "--auth-token-file", "t", "--session-tokens", "0"][..],
+        &["serve", "--auth-token-file", "t", "--session-tokens", "many"][..],
     ] {
         let o = fastquery(args);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -6,8 +6,8 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN6`, scheme id (0: any), token length `u16`, token |
-//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`), the most tokens per request and the frame limit (`u32` each) |
+//! | `Hello` | client | magic `FQN7`, scheme id (0: any), token length `u16`, token |
+//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`, tokens per session or 0), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
 //! | `Query` | client | token count `u32`, the scheme's query message |
@@ -21,8 +21,9 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 6 (since 2026-12-02: responses share one `c` in
-/// groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
+/// The magic at the start of `Hello`: protocol 7 (since 2026-12-03: `Info` carries the tokens a
+/// session is expected to carry, a design input that counts each request's part of the setup;
+/// protocol 6: responses share one `c` in groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
 /// carries the most responses per shared `c`, a design input; protocol 5: a folded design with
 /// one token per response, or with responses split by parity, sends its `c` in the half ring,
 /// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack;
@@ -30,7 +31,7 @@ use crate::NetError;
 /// every response's kept `c0` coefficients at the width of the largest rounded value; protocol
 /// 3 let folded responses share `c1` in groups, with their keys in the setup; protocol 2 added
 /// the server's threads, a design input, and the most tokens per request to `Info`).
-pub const MAGIC: &[u8; 4] = b"FQN6";
+pub const MAGIC: &[u8; 4] = b"FQN7";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +298,8 @@ pub struct Info {
     pub keyswitch: u32,
     /// The most responses sharing one `c` (1 to [`fastquery_protocol::fold::MAX_SHARED`]).
     pub max_shared: u32,
+    /// Tokens per session the design is made for (0: sessions without end).
+    pub session_tokens: u32,
     /// The most tokens the server accepts in one request (at most `tokens`).
     pub max_tokens: u32,
     pub max_frame: u32,
@@ -318,6 +321,7 @@ impl Info {
             server_threads: self.server_threads as usize,
             keyswitch: KeySwitching::from_code(self.keyswitch).unwrap_or_default(),
             max_shared: self.max_shared as usize,
+            session_tokens: (self.session_tokens > 0).then_some(self.session_tokens as usize),
         }
     }
 
@@ -332,6 +336,7 @@ impl Info {
             self.server_threads,
             self.keyswitch,
             self.max_shared,
+            self.session_tokens,
             self.max_tokens,
             self.max_frame,
         ];
@@ -353,6 +358,7 @@ impl Info {
             server_threads: r.u32()?,
             keyswitch: r.u32()?,
             max_shared: r.u32()?,
+            session_tokens: r.u32()?,
             max_tokens: r.u32()?,
             max_frame: r.u32()?,
         };
@@ -379,6 +385,7 @@ impl Info {
             server_threads: u(inputs.server_threads, "server threads")?,
             keyswitch: inputs.keyswitch.code(),
             max_shared: u(inputs.max_shared, "responses per shared c")?,
+            session_tokens: u(inputs.session_tokens.unwrap_or(0), "tokens per session")?,
             max_tokens: u(max_tokens, "tokens")?,
             max_frame: u(max_frame, "frame limit")?,
         }

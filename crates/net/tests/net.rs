@@ -182,6 +182,29 @@ async fn a_client_derives_the_design_of_the_servers_machine() {
     run.stop().await;
 }
 
+/// A server that declares its sessions' length tells its clients in `Info` (a design input):
+/// the client derives the design made for that session, not the one of sessions without end,
+/// and every share reconstructs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_derives_the_design_of_the_servers_sessions() {
+    let kind = SchemeKind::FastQuery;
+    let table = kind.table(&Workload::Tiny.synthetic(9)).unwrap();
+    let run = start_with(kind, table, 4, |i| i.session_tokens = Some(4), |c| c.max_frame = 64 << 20).await;
+    let info = run.server.info();
+    assert_eq!((info.session_tokens, info.inputs().session_tokens), (4, Some(4)));
+    let endless = DesignInputs { session_tokens: None, ..info.inputs() };
+    let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(4);
+    assert_ne!(bytes(&info.inputs()), bytes(&endless), "the test needs designs that differ");
+    assert!(bytes(&info.inputs()).setup < bytes(&endless).setup);
+    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    for ids in [vec![0, 1, 2, 3], vec![511], vec![77, 300]] {
+        let r = client.query(&ids).await.unwrap();
+        run.check(&ids, &r);
+    }
+    drop(client);
+    run.stop().await;
+}
+
 /// A server that accepts fewer tokens per request than its design is made for tells both: the
 /// client derives the design of the design's tokens (it derived one for the limit, which the
 /// server's keys and queries did not fit) and splits its requests at the limit.
@@ -458,6 +481,7 @@ mod decoders {
         fn info_round_trips_or_is_refused(
             fields in proptest::collection::vec(0u32..70, 9),
             threads in prop_oneof![0u32..4, Just(fastquery_net::frame::MAX_SERVER_THREADS), Just(u32::MAX)],
+            session in prop_oneof![Just(0u32), 1u32..5000, Just(u32::MAX)],
         ) {
             let info = Info {
                 scheme: 5,
@@ -469,6 +493,7 @@ mod decoders {
                 server_threads: threads,
                 keyswitch: fields[7] % 4,
                 max_shared: fields[8] % 20,
+                session_tokens: session,
                 max_tokens: fields[5],
                 max_frame: fields[6],
             };
@@ -480,7 +505,14 @@ mod decoders {
                 && info.keyswitch < 3
                 && (1..=16).contains(&info.max_shared);
             match Info::decode(&info.encode()) {
-                Ok(got) => prop_assert!(plausible && got == info),
+                Ok(got) => {
+                    prop_assert!(plausible && got == info);
+                    // Every session length is plausible; 0 is a session without end.
+                    let inputs = got.inputs();
+                    prop_assert_eq!(inputs.session_tokens, (session > 0).then_some(session as usize));
+                    let again = Info::new(got.scheme, &inputs, got.max_tokens as usize, got.max_frame as usize);
+                    prop_assert_eq!(again.unwrap(), info);
+                }
                 Err(e) => prop_assert!(!plausible && e.to_string().contains("implausible"), "{e}"),
             }
         }

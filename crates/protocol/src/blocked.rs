@@ -51,6 +51,24 @@ pub struct WireBytes {
     pub response: usize,
 }
 
+impl WireBytes {
+    /// What one request of `tokens` tokens costs on a link over a session of `session` tokens:
+    /// its query and response, and its part of the setup, `setup * tokens / session` rounded up
+    /// (the whole setup where one request holds the session). `None`: a session without end,
+    /// where the setup is paid once and its part is nothing.
+    pub fn per_request(&self, tokens: usize, session: Option<usize>) -> u64 {
+        let own = (self.query + self.response) as u64;
+        match session {
+            None => own,
+            Some(s) => {
+                let s = s.max(1) as u64;
+                let part = (self.setup as u64 * (tokens as u64).min(s)).div_ceil(s);
+                own + part
+            }
+        }
+    }
+}
+
 /// What both parties derive from the public shape and parameters.
 #[derive(Clone, Debug)]
 pub struct Design {
@@ -657,7 +675,40 @@ impl SchemeClient for BlockedClient {
 
 #[cfg(test)]
 mod tests {
+    use super::WireBytes;
     use crate::fastquery::{Objective, candidates};
+
+    /// A request's part of the setup over a session: nothing for a session without end, the
+    /// setup spread over the session's tokens and rounded up, the whole setup where one request
+    /// holds the session; random sizes.
+    #[test]
+    fn a_request_pays_its_part_of_the_setup() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for _ in 0..1000 {
+            let b = WireBytes {
+                setup: rng.random_range(0..1usize << 36),
+                query: rng.random_range(0..1usize << 30),
+                response: rng.random_range(0..1usize << 30),
+            };
+            let own = (b.query + b.response) as u64;
+            let tokens = rng.random_range(1..300usize);
+            let session = rng.random_range(1..100_000usize);
+            assert_eq!(b.per_request(tokens, None), own);
+            let part = b.per_request(tokens, Some(session)) - own;
+            if session <= tokens {
+                assert_eq!(part, b.setup as u64);
+            } else {
+                // part = ceil(setup * tokens / session): the requests of a session pay the setup
+                // and at most one byte more each.
+                let exact = b.setup as u128 * tokens as u128;
+                assert!(part as u128 * session as u128 >= exact, "{b:?} {tokens} {session}");
+                assert!(part == 0 || (part as u128 - 1) * (session as u128) < exact);
+            }
+            // Longer sessions never pay more.
+            assert!(b.per_request(tokens, Some(session + 1)) <= b.per_request(tokens, Some(session)));
+        }
+    }
 
     /// The byte counts of the design search come from counted `c0` coefficients; they are the
     /// lengths of the positions the server keeps and the client reads: every blocked candidate

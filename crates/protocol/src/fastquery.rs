@@ -255,9 +255,11 @@ pub fn choose(
 
 /// The design the `objective` ranks first among the blocked candidates of [`candidates`] and
 /// the folded ones of [`crate::fold::candidates`]: the fewest bytes of query and response (the
-/// setup is paid once), or the least estimated latency per token (the folded designs' server
-/// time from [`crate::fold::estimate_ms`] at the objective's server threads), with that score
-/// (bytes per request, or ms per token). A tie goes to the blocked design.
+/// setup is paid once, or in parts over a session of `allowed.session_tokens` tokens:
+/// [`WireBytes::per_request`]), or the least estimated latency per token (the folded designs'
+/// server time from [`crate::fold::estimate_ms`] at the objective's server threads, and the
+/// same bytes on the link), with that score (bytes per request, or ms per token). A tie goes to
+/// the blocked design.
 pub fn choose_any(
     m: usize,
     d: usize,
@@ -267,13 +269,18 @@ pub fn choose_any(
     allowed: crate::fold::Allowed,
     objective: Objective,
 ) -> Result<(SchemeDesign, f64), ProtocolError> {
-    let total = |b: WireBytes| (b.query + b.response) as f64;
-    let blocked = choose(m, d, table_bits, plain_bits, tokens, objective).ok().map(|(c, design)| {
-        let score = match objective {
-            Objective::Bytes => total(design.predicted_bytes(tokens)),
-            Objective::Latency { .. } => c.latency_ms_per_token,
-        };
-        (SchemeDesign::Blocked(design), score)
+    // Bytes per request, with the request's part of the setup where the session is known.
+    let total = |b: WireBytes| b.per_request(tokens, allowed.session_tokens) as f64;
+    let score = |server_ms: f64, b: WireBytes| match objective {
+        Objective::Bytes => total(b),
+        Objective::Latency { link, .. } => link.latency_ms(server_ms, total(b), 1.0) / tokens as f64,
+    };
+    // The candidates come ranked without the setup; the first of equal scores keeps that order.
+    let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
+        all.into_iter()
+            .map(|(c, design)| (score(c.server_ms, c.predicted), design))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(score, design)| (SchemeDesign::Blocked(design), score))
     });
     let folds =
         crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, allowed);
@@ -282,11 +289,10 @@ pub fn choose_any(
         Objective::Bytes => {
             folds.into_iter().next().map(|(f, b, _)| (SchemeDesign::Folded(Box::new(f)), total(b)))
         }
-        Objective::Latency { link, server_threads } => folds
+        Objective::Latency { server_threads, .. } => folds
             .into_iter()
             .map(|(f, b, _)| {
-                let ms = crate::fold::estimate_ms(&f, tokens, server_threads);
-                let latency = link.latency_ms(ms, total(b), 1.0) / tokens as f64;
+                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b);
                 (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),

@@ -531,21 +531,34 @@ pub const SPECIAL_PRIME_BITS: u32 = 31;
 /// The most responses that may share one `c` ([`fastquery_he::share::MAX_SHARED`]).
 pub use fastquery_he::share::MAX_SHARED;
 
-/// What a server allows its folded designs, design inputs that both parties know
-/// ([`crate::harness::DesignInputs`]): the key switching, and the most responses that share one
-/// `c` (the setup carries `m^2 + n^2 / m` keys for groups of `n`, [`Sharing::stages`]; a
-/// server whose clients hold short sessions may prefer fewer).
+/// What a server allows its folded designs and expects of its sessions, design inputs that both
+/// parties know ([`crate::harness::DesignInputs`]): the key switching, the most responses that
+/// share one `c` (the setup carries `m^2 + n^2 / m` keys for groups of `n`,
+/// [`Sharing::stages`]), and the tokens a session carries, where the server knows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Allowed {
     /// The key switching.
     pub keyswitch: KeySwitching,
     /// The most responses per shared `c`, 1 to [`fastquery_he::share::MAX_SHARED`].
     pub max_shared: usize,
+    /// Tokens per session (1 to [`MAX_SESSION_TOKENS`]), where known: the designs then rank by
+    /// query and response plus each request's part of the setup
+    /// ([`crate::blocked::WireBytes::per_request`]), and every group of shared `c` up to
+    /// `max_shared` is a candidate, so that a short session takes fewer keys. `None`: sessions
+    /// without end, the setup paid once (the fewest bytes per request).
+    pub session_tokens: Option<usize>,
 }
+
+/// The most tokens a session may be declared to carry (`Info` sends a `u32`).
+pub const MAX_SESSION_TOKENS: usize = u32::MAX as usize;
 
 impl Default for Allowed {
     fn default() -> Self {
-        Self { keyswitch: KeySwitching::Any, max_shared: fastquery_he::share::MAX_SHARED }
+        Self {
+            keyswitch: KeySwitching::Any,
+            max_shared: fastquery_he::share::MAX_SHARED,
+            session_tokens: None,
+        }
     }
 }
 
@@ -567,6 +580,33 @@ impl Allowed {
                 ProtocolError::State(format!("FASTQUERY_MAX_SHARED={v}: expected 1 to {max}"))
             }),
         }
+    }
+
+    /// `FASTQUERY_SESSION_TOKENS`: 1 to [`MAX_SESSION_TOKENS`] tokens per session (`None` where
+    /// it is unset); any other value is an error that names the variable.
+    pub fn session_tokens_from_env() -> Result<Option<usize>, ProtocolError> {
+        match std::env::var("FASTQUERY_SESSION_TOKENS") {
+            Err(_) => Ok(None),
+            Ok(v) => {
+                v.parse::<usize>().ok().filter(|n| (1..=MAX_SESSION_TOKENS).contains(n)).map(Some).ok_or_else(
+                    || {
+                        ProtocolError::State(format!(
+                            "FASTQUERY_SESSION_TOKENS={v}: expected 1 to {MAX_SESSION_TOKENS}"
+                        ))
+                    },
+                )
+            }
+        }
+    }
+
+    /// The caps of shared `c` the candidates try: `max_shared` alone for sessions without
+    /// end, else every power of two below it too (the smaller setups of shorter sessions).
+    fn caps(&self) -> Vec<usize> {
+        let mut caps = vec![self.max_shared.max(1)];
+        if self.session_tokens.is_some() {
+            caps.extend((0..).map(|i| 1usize << i).take_while(|&c| c < self.max_shared));
+        }
+        caps
     }
 }
 
@@ -624,10 +664,11 @@ impl KeySwitching {
 }
 
 /// Every folded design for an `m x d` table of `table_bits` bits in `Z_2^plain_bits` at
-/// `tokens` tokens that holds its noise, ranked by bytes (query and response; within
-/// [`BYTES_TIE`] of the fewest, by estimated server time, and those within [`TIME_TIE`] of the
-/// fastest of them by bytes again); the best first. `allowed` says which key switching they
-/// may use and how many responses may share one `c`.
+/// `tokens` tokens that holds its noise, ranked by bytes (query and response, and the request's
+/// part of the setup where `allowed` knows the session's tokens; within [`BYTES_TIE`] of the
+/// fewest, by estimated server time, and those within [`TIME_TIE`] of the fastest of them by
+/// bytes again); the best first. `allowed` says which key switching they may use, how many
+/// responses may share one `c`, and how long a session is.
 pub fn candidates(
     id: u8,
     name: &'static str,
@@ -636,7 +677,8 @@ pub fn candidates(
     tokens: usize,
     allowed: Allowed,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
-    let Allowed { keyswitch, max_shared } = allowed;
+    let Allowed { keyswitch, session_tokens, .. } = allowed;
+    let caps = allowed.caps();
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
         let limit = security_limit(n).unwrap_or(0);
@@ -673,7 +715,10 @@ pub fn candidates(
                         // level up to log2 N while the noise holds.
                         // Packed responses, one token per response, and packed responses
                         // split by parity (the last two for a c in the half ring).
-                        for form in [ResponseForm::Packed, ResponseForm::Single, ResponseForm::Split] {
+                        let forms = [ResponseForm::Packed, ResponseForm::Single, ResponseForm::Split];
+                        for (form, &max_shared) in
+                            forms.into_iter().flat_map(|f| caps.iter().map(move |c| (f, c)))
+                        {
                             for extra in 0.. {
                                 let Ok(design) = FoldDesign::new(
                                     id,
@@ -700,7 +745,7 @@ pub fn candidates(
             }
         }
     }
-    let total = |b: &WireBytes| b.query + b.response;
+    let total = |b: &WireBytes| b.per_request(tokens, session_tokens);
     out.sort_by(|a, b| total(&a.1).cmp(&total(&b.1)).then(a.2.total_cmp(&b.2)));
     // Designs within BYTES_TIE of the fewest bytes count as ties: the fastest of them leads
     // (the last percents of bytes are not worth a fifth of the server's time and keys), where

@@ -80,18 +80,28 @@ pub struct DesignInputs {
     /// [`fastquery_he::share::MAX_SHARED`]; `FASTQUERY_MAX_SHARED` or `serve --max-shared` on
     /// the server): fewer keys in the setup for more bytes per token.
     pub max_shared: usize,
+    /// Tokens a session carries, where the server knows them (`FASTQUERY_SESSION_TOKENS` or
+    /// `serve --session-tokens`): `fastquery`'s designs then count each request's part of the
+    /// setup ([`crate::fold::Allowed::session_tokens`]).
+    pub session_tokens: Option<usize>,
 }
 
 impl DesignInputs {
     /// What the server allows its folded designs.
     pub fn allowed(&self) -> crate::fold::Allowed {
-        crate::fold::Allowed { keyswitch: self.keyswitch, max_shared: self.max_shared }
+        crate::fold::Allowed {
+            keyswitch: self.keyswitch,
+            max_shared: self.max_shared,
+            session_tokens: self.session_tokens,
+        }
     }
 
     /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
     /// pool's where the backend does not bound them) over `table`, with the key switching of
-    /// [`KeySwitching::from_env`] and the sharing of [`crate::fold::Allowed::max_shared_from_env`]
-    /// (an error where `FASTQUERY_KEYSWITCH` or `FASTQUERY_MAX_SHARED` has another value).
+    /// [`KeySwitching::from_env`], the sharing of [`crate::fold::Allowed::max_shared_from_env`]
+    /// and the session of [`crate::fold::Allowed::session_tokens_from_env`] (an error where
+    /// `FASTQUERY_KEYSWITCH`, `FASTQUERY_MAX_SHARED` or `FASTQUERY_SESSION_TOKENS` has another
+    /// value).
     pub fn for_backend<B: Backend>(
         backend: &B,
         table: &IntTable,
@@ -107,6 +117,7 @@ impl DesignInputs {
             server_threads: backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1),
             keyswitch: KeySwitching::from_env()?,
             max_shared: crate::fold::Allowed::max_shared_from_env()?,
+            session_tokens: crate::fold::Allowed::session_tokens_from_env()?,
         })
     }
 }

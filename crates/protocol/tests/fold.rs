@@ -462,7 +462,14 @@ fn a_cap_on_shared_responses_trades_setup_for_response_bytes() {
     let (m, d) = (64, 3000);
     let table = random_table(m, d, 5, 29);
     let under = |max_shared| {
-        candidates(4, "fastquery", (m, d, 5), 37, 8, Allowed { keyswitch: KeySwitching::Any, max_shared })
+        candidates(
+            4,
+            "fastquery",
+            (m, d, 5),
+            37,
+            8,
+            Allowed { keyswitch: KeySwitching::Any, max_shared, session_tokens: None },
+        )
     };
     let fewest = |all: &[(FoldDesign, fastquery_protocol::blocked::WireBytes, f64)]| {
         all.iter().map(|c| c.1.query + c.1.response).min().unwrap()
@@ -474,4 +481,35 @@ fn a_cap_on_shared_responses_trades_setup_for_response_bytes() {
     assert!(narrow[0].1.setup < wide[0].1.setup, "{:?} vs {:?}", narrow[0].1, wide[0].1);
     check(&narrow[0].0, &table, &[3, 60, 7, 7, 12, 0, 63, 31]);
     check(&single[0].0, &table, &[5, 6, 61]);
+}
+
+/// A server that knows how many tokens its sessions carry ranks by each request's part of the
+/// setup too, over every group of shared `c` up to its cap: a session of one request takes a
+/// design with a smaller setup than sessions without end, and fewer bytes over that session; a
+/// long session takes the fewest bytes per request again; each list's first is within
+/// `BYTES_TIE` of the fewest bytes over its session; the short session's design reconstructs.
+#[test]
+fn a_known_session_counts_each_requests_part_of_the_setup() {
+    let (m, d, tokens) = (64, 3000, 8);
+    let table = random_table(m, d, 5, 31);
+    let over = |session_tokens| {
+        let allowed = Allowed { keyswitch: KeySwitching::Any, max_shared: 16, session_tokens };
+        candidates(4, "fastquery", (m, d, 5), 37, tokens, allowed)
+    };
+    let (free, short, long) = (over(None), over(Some(tokens)), over(Some(1 << 30)));
+    let cost = |c: &(FoldDesign, fastquery_protocol::blocked::WireBytes, f64), s| c.1.per_request(tokens, s);
+    for (list, session) in [(&free, None), (&short, Some(tokens)), (&long, Some(1 << 30))] {
+        let fewest = list.iter().map(|c| cost(c, session)).min().unwrap();
+        let first = cost(&list[0], session);
+        assert!(first as f64 <= fewest as f64 * (1.0 + fastquery_protocol::fold::BYTES_TIE), "{session:?}");
+    }
+    assert!(short[0].1.setup < free[0].1.setup, "{:?} vs {:?}", short[0].1, free[0].1);
+    assert!(cost(&short[0], Some(tokens)) < cost(&free[0], Some(tokens)));
+    // The short session's list holds smaller groups than the cap; the long one's first sends
+    // what the first without a session sends, within the tie.
+    assert!(short[0].0.layout.share < free[0].0.layout.share, "{}", short[0].0.summary().layout);
+    let own =
+        |c: &(FoldDesign, fastquery_protocol::blocked::WireBytes, f64)| (c.1.query + c.1.response) as f64;
+    assert!(own(&long[0]) <= own(&free[0]) * (1.0 + fastquery_protocol::fold::BYTES_TIE));
+    check(&short[0].0, &table, &[3, 60, 7, 7, 12, 0, 63, 31]);
 }

@@ -1,7 +1,7 @@
 //! `FASTQUERY_KEYSWITCH` (the A/B switch between the gadget and hybrid key switch of the
 //! folded designs): a server's design input ([`KeySwitching::from_env`]), which restricts the
 //! candidates to its kind; a value that is not one of them is an error that names the
-//! variable. `FASTQUERY_MAX_SHARED` likewise. Its own test binary: it sets the process's environment, which no other test here
+//! variable. `FASTQUERY_MAX_SHARED` and `FASTQUERY_SESSION_TOKENS` likewise. Its own test binary: it sets the process's environment, which no other test here
 //! reads concurrently.
 
 use fastquery_cpu::CpuBackend;
@@ -52,4 +52,15 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
     assert_eq!(inputs().unwrap().max_shared, 2);
     unsafe { std::env::remove_var("FASTQUERY_MAX_SHARED") };
     assert_eq!(inputs().unwrap().max_shared, fold::MAX_SHARED);
+    // FASTQUERY_SESSION_TOKENS: 1 to u32::MAX tokens, none where unset.
+    for bad in ["0", "-3", "4294967296", "long"] {
+        unsafe { std::env::set_var("FASTQUERY_SESSION_TOKENS", bad) };
+        let e = inputs().unwrap_err().to_string();
+        assert!(e.contains(&format!("FASTQUERY_SESSION_TOKENS={bad}")), "{e}");
+    }
+    unsafe { std::env::set_var("FASTQUERY_SESSION_TOKENS", "300") };
+    assert_eq!(inputs().unwrap().session_tokens, Some(300));
+    assert_eq!(inputs().unwrap().allowed().session_tokens, Some(300));
+    unsafe { std::env::remove_var("FASTQUERY_SESSION_TOKENS") };
+    assert_eq!(inputs().unwrap().session_tokens, None);
 }

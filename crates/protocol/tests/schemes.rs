@@ -169,6 +169,7 @@ fn latency_objectives_rank_blocked_and_folded_designs_together() {
         server_threads: 2,
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
+        session_tokens: None,
     };
     let folded = |kind: SchemeKind, tokens| {
         matches!(kind.design(&inputs(tokens)).unwrap(), fastquery_protocol::harness::SchemeDesign::Folded(_))
@@ -176,6 +177,36 @@ fn latency_objectives_rank_blocked_and_folded_designs_together() {
     assert!(folded(SchemeKind::FastQueryWan, 1));
     assert!(!folded(SchemeKind::FastQueryLan, 8));
     assert!(folded(SchemeKind::FastQuery, 8));
+}
+
+/// At llama-7b's and llama-30b's shapes, a server that declares its sessions' length steers
+/// `fastquery`'s design: a session of one 8-token request takes a design with a smaller setup
+/// than sessions without end, and fewer bytes over that session (query, response and setup);
+/// a session of a thousand requests takes fewer bytes per request than the one-request
+/// session's design sends.
+#[test]
+fn a_declared_session_steers_fastquerys_design() {
+    for d in [4096, 6656] {
+        let design = |session_tokens| {
+            let inputs = DesignInputs {
+                m: 32000,
+                d,
+                bits: 6,
+                plain_bits: 37,
+                tokens: 8,
+                server_threads: 2,
+                keyswitch: KeySwitching::Any,
+                max_shared: fastquery_protocol::fold::MAX_SHARED,
+                session_tokens,
+            };
+            SchemeKind::FastQuery.design(&inputs).unwrap().predicted_bytes(8)
+        };
+        let (free, short, long) = (design(None), design(Some(8)), design(Some(8000)));
+        assert!(short.setup < free.setup, "{d}: {short:?} vs {free:?}");
+        assert!(short.per_request(8, Some(8)) < free.per_request(8, Some(8)), "{d}");
+        assert!(long.per_request(8, None) < short.per_request(8, None), "{d}");
+        assert!(long.per_request(8, Some(8000)) <= short.per_request(8, Some(8000)), "{d}");
+    }
 }
 
 /// Both parties derive a design from the public inputs alone: the same inputs give the same
@@ -193,6 +224,7 @@ fn designs_depend_on_the_public_inputs_alone() {
         server_threads,
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
+        session_tokens: None,
     };
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (one, many) = (pool(1), pool(7));
