@@ -12,6 +12,7 @@ mod chart;
 mod check;
 mod kernels;
 mod net;
+mod plan;
 mod quantize;
 
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum Command {
     },
     /// Runs schemes on a workload, verifies every share, and reports bytes, compute and latency.
     Bench(bench::BenchArgs),
+    /// The design fastquery takes for each length of a client's session (setup, bytes per
+    /// token, and both together), without running it: what `serve --session-tokens` would pick.
+    Plan(plan::PlanArgs),
     /// Mixed-precision quantization of a table under a bit budget: histogram, error, traffic.
     Quantize(quantize::QuantizeArgs),
     /// Self-check of the arithmetic: primes, roots, RNS, NTT against its definition and the
@@ -122,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
         Some(Command::Bench(args)) => bench::run(&backend, &args),
+        Some(Command::Plan(args)) => plan::run(&backend, &args),
         Some(Command::Quantize(args)) => quantize::run(&args),
         Some(Command::Serve(args)) => net::serve(&backend, &args),
         Some(Command::Query(args)) => net::query(&args),

@@ -225,6 +225,47 @@ fn bench_writes_a_verified_json_report() {
     }
 }
 
+/// `plan` on the tiny table: one row per session length and one without end; a session of one
+/// request takes a smaller setup than sessions without end; each row's bytes with the setup are
+/// its bytes per token and its setup spread over the session; bad flags are errors.
+#[test]
+fn plan_shows_the_design_of_each_session_length() {
+    let dir = std::env::temp_dir().join(format!("fq-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("plan.json");
+    let args = ["plan", "--table", "tiny", "--tokens", "4", "--sessions", "4,100000", "--json"];
+    let o = fastquery(&[&args[..], &[json.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("without end"), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let f = |i: usize, k: &str| rows[i][k].as_f64().unwrap();
+    assert_eq!(rows[0]["session_tokens"], 4);
+    assert_eq!(rows[2]["session_tokens"], serde_json::Value::Null);
+    assert!(f(0, "setup_bytes") < f(2, "setup_bytes"), "{v}");
+    for (i, session) in [(0, 4.0), (1, 100000.0)] {
+        let spread = f(i, "bytes_per_token") + f(i, "setup_bytes") / session;
+        assert!((f(i, "bytes_per_token_with_setup") - spread).abs() <= 1.0, "{v}");
+    }
+    assert_eq!(f(2, "bytes_per_token_with_setup"), f(2, "bytes_per_token"));
+    // Over a session of one request its design sends fewer bytes, setup included, than the
+    // design of sessions without end would: its setup plus its bytes per token.
+    assert!(f(0, "bytes_per_token_with_setup") < f(2, "bytes_per_token") + f(2, "setup_bytes") / 4.0);
+    let _ = std::fs::remove_dir_all(&dir);
+    for args in [
+        &["plan", "--table", "tiny", "--scheme", "cheetah"][..],
+        &["plan", "--table", "tiny", "--sessions", "0"][..],
+        &["plan", "--table", "tiny", "--tokens", "0"][..],
+        &["plan", "--table", "no-such-table"][..],
+        &["plan", "--table", "tiny", "--max-shared", "17"][..],
+    ] {
+        let o = fastquery(args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!text(&o).contains("panicked"));
+    }
+}
+
 #[test]
 fn quantize_reports_and_rejects_bad_input() {
     let dir = std::env::temp_dir().join(format!("fq-quant-{}", std::process::id()));

@@ -1,0 +1,166 @@
+//! `fastquery plan`: the design a server would take for each length of its clients' sessions,
+//! without running it: the operator's view of `serve --session-tokens` and `--max-shared`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use fastquery_protocol::harness::{DesignInputs, SchemeDesign, SchemeKind};
+use serde::Serialize;
+
+use crate::{backend::AnyBackend, bench::mb};
+
+/// Arguments of `fastquery plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The table: a workload (tiny, llama-7b, llama-30b), smollm2, or a .gguf, .safetensors or
+    /// .npy file (as `serve --table`).
+    #[arg(long, default_value = "llama-7b")]
+    table: String,
+    /// Tensor name inside a .gguf or .safetensors file.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Seed of a synthetic table.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Scheme: fastquery, fastquery-wan or fastquery-lan (the baselines' designs do not depend
+    /// on the session).
+    #[arg(long, default_value = "fastquery")]
+    scheme: String,
+    /// Tokens per request the design is made for (as `serve --tokens`).
+    #[arg(long, default_value_t = 8)]
+    tokens: usize,
+    /// Session lengths to plan for, in tokens (each 1 to 4294967295); sessions without end are
+    /// always planned too.
+    #[arg(long, value_delimiter = ',', default_value = "8,64,256,1024,4096,16384",
+          value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SESSION_TOKENS as u64))]
+    sessions: Vec<u64>,
+    /// The most responses that share one `c` (as `serve --max-shared`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
+    max_shared: Option<u64>,
+    /// Write the plan as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One session length's design.
+#[derive(Debug, Serialize)]
+struct PlanRow {
+    /// Tokens per session (`None`: without end).
+    session_tokens: Option<usize>,
+    folded: bool,
+    n: usize,
+    /// Responses sharing one `c` (folded designs; 1: none).
+    shared: usize,
+    setup_bytes: usize,
+    /// Query and response per token.
+    bytes_per_token: f64,
+    /// Query and response per token, and the setup spread over the session.
+    bytes_per_token_with_setup: f64,
+    /// The same for the design of sessions without end (no session declared).
+    undeclared_with_setup: f64,
+    layout: String,
+}
+
+/// `fastquery plan`.
+pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
+    let kind = SchemeKind::parse(&args.scheme)?;
+    if !kind.is_fastquery() {
+        anyhow::bail!(
+            "plan is for fastquery, fastquery-wan and fastquery-lan: {} has one design",
+            kind.name()
+        );
+    }
+    if args.tokens == 0 {
+        anyhow::bail!("--tokens must be at least 1");
+    }
+    let (name, real, _, _) = crate::quantize::resolve_table(&args.table, args.tensor.as_deref(), args.seed)?;
+    let table = kind.table(&real)?;
+    drop(real);
+    let design_args = crate::bench::DesignArgs { max_shared: args.max_shared, session_tokens: None };
+    let base = design_args.apply(backend.design_inputs(&table, kind.default_plain_bits(), args.tokens)?);
+    let sessions = args.sessions.iter().map(|&s| usize::try_from(s).ok()).chain([None]);
+    let mut rows = Vec::new();
+    for session_tokens in sessions {
+        let inputs = DesignInputs { session_tokens, ..base };
+        rows.push(
+            row(kind, &inputs).with_context(|| format!("planning a session of {session_tokens:?} tokens"))?,
+        );
+    }
+    // What the design of sessions without end (the last row) costs over each session.
+    let endless =
+        rows.last().map(|r| (r.bytes_per_token, r.setup_bytes as f64)).context("a row without end")?;
+    for r in &mut rows {
+        let spread = r.session_tokens.map_or(0.0, |t| endless.1 * args.tokens.min(t) as f64 / t as f64);
+        r.undeclared_with_setup = endless.0 + spread / args.tokens as f64;
+    }
+    println!(
+        "{} on {name} ({} x {}, {}-bit codes), {} tokens per request, at most {} responses per shared c:",
+        kind.name(),
+        base.m,
+        base.d,
+        base.bits,
+        args.tokens,
+        base.max_shared
+    );
+    println!(
+        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>20}",
+        "session (tokens)",
+        "design",
+        "N",
+        "shared",
+        "setup",
+        "per token",
+        "with setup",
+        "undeclared, with setup"
+    );
+    for r in &rows {
+        println!(
+            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>20}",
+            r.session_tokens.map_or("without end".to_string(), |t| t.to_string()),
+            if r.folded { "folded" } else { "blocked" },
+            r.n,
+            r.shared,
+            mb(r.setup_bytes as f64),
+            mb(r.bytes_per_token),
+            mb(r.bytes_per_token_with_setup),
+            mb(r.undeclared_with_setup)
+        );
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !seen.contains(&r.layout.as_str()) {
+            seen.push(&r.layout);
+            println!("  {}", r.layout);
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// The design `kind` takes on `inputs`, and what it sends.
+fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
+    let design = kind.design(inputs)?;
+    let tokens = inputs.tokens;
+    let bytes = design.predicted_bytes(tokens);
+    let summary = design.summary();
+    let (folded, shared) = match &design {
+        SchemeDesign::Folded(f) => (true, f.layout.share),
+        SchemeDesign::Blocked(_) => (false, 1),
+    };
+    let t = tokens as f64;
+    Ok(PlanRow {
+        session_tokens: inputs.session_tokens,
+        folded,
+        n: summary.n,
+        shared,
+        setup_bytes: bytes.setup,
+        bytes_per_token: (bytes.query + bytes.response) as f64 / t,
+        bytes_per_token_with_setup: bytes.per_request(tokens, inputs.session_tokens) as f64 / t,
+        undeclared_with_setup: 0.0,
+        layout: summary.layout,
+    })
+}
