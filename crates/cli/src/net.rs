@@ -230,7 +230,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         }
         let _ = writeln!(
             out,
-            "serving {} ({} x {}) with {} on {} at {} ({}), up to {} tokens per request",
+            "serving {} ({} x {}) with {} on {} at {} ({}), up to {} tokens per request{}",
             name,
             table.m(),
             table.d(),
@@ -238,7 +238,11 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
             backend.info().name,
             listener.local_addr()?,
             summary.layout,
-            server.info().max_tokens
+            server.info().max_tokens,
+            match server.info().session_tokens {
+                0 => String::new(),
+                t => format!(", designed for sessions of {t} tokens"),
+            }
         );
         if args.shares_dir.is_none() {
             let _ = writeln!(out, "(no --shares-dir: the server's shares are discarded)");

@@ -11,6 +11,15 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Each command line fails with exit code 2 (an error with a message), none with a panic.
+fn refused(commands: &[&[&str]]) {
+    for args in commands {
+        let o = fastquery(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{args:?}");
+    }
+}
+
 #[test]
 fn check_passes_every_check_on_the_cpu() {
     let o = fastquery(&["check"]);
@@ -204,7 +213,7 @@ fn bench_writes_a_verified_json_report() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     // Bad flags are errors with a message, not panics.
-    for args in [
+    refused(&[
         &["bench", "--workload", "gpt9"][..],
         &["bench", "--schemes", "magic"][..],
         &["bench", "--tokens", "0"][..],
@@ -218,11 +227,7 @@ fn bench_writes_a_verified_json_report() {
         &["bench", "--session-tokens", "4294967296"][..],
         &["serve", "--auth-token-file", "t", "--session-tokens", "0"][..],
         &["serve", "--auth-token-file", "t", "--session-tokens", "many"][..],
-    ] {
-        let o = fastquery(args);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(!text(&o).contains("panicked"));
-    }
+    ]);
 }
 
 /// `plan` on the tiny table: one row per session length and one without end; a session of one
@@ -253,17 +258,13 @@ fn plan_shows_the_design_of_each_session_length() {
     // design of sessions without end would: its setup plus its bytes per token.
     assert!(f(0, "bytes_per_token_with_setup") < f(2, "bytes_per_token") + f(2, "setup_bytes") / 4.0);
     let _ = std::fs::remove_dir_all(&dir);
-    for args in [
+    refused(&[
         &["plan", "--table", "tiny", "--scheme", "cheetah"][..],
         &["plan", "--table", "tiny", "--sessions", "0"][..],
         &["plan", "--table", "tiny", "--tokens", "0"][..],
         &["plan", "--table", "no-such-table"][..],
         &["plan", "--table", "tiny", "--max-shared", "17"][..],
-    ] {
-        let o = fastquery(args);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(!text(&o).contains("panicked"));
-    }
+    ]);
 }
 
 #[test]
@@ -290,17 +291,13 @@ fn quantize_reports_and_rejects_bad_input() {
     let total: u64 = v["bits_histogram"].as_array().unwrap().iter().map(|h| h[1].as_u64().unwrap()).sum();
     assert_eq!(total, 64);
     assert!(std::fs::metadata(&out).unwrap().len() > 512 * 64);
-    for args in [
+    refused(&[
         &["quantize", "--avg-bits", "9"][..],
         &["quantize", "--table", "/no/such/file.gguf"][..],
         &["quantize", "--table", "nonsense"][..],
         // --eval needs a real model, not a synthetic table.
         &["quantize", "--table", "tiny", "--eval"][..],
-    ] {
-        let o = fastquery(args);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(!text(&o).contains("panicked"));
-    }
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -394,7 +391,7 @@ fn npy_u64(path: &std::path::Path) -> Vec<u64> {
 }
 
 /// Starts `fastquery serve` with `args` on a free port; returns the child, its address and the
-/// lines it printed before the address.
+/// lines it printed up to the address's.
 fn spawn_server(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut server = Command::new(env!("CARGO_BIN_EXE_fastquery"))
@@ -408,10 +405,11 @@ fn spawn_server(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     let mut before = Vec::new();
     let addr = loop {
         let line = lines.next().expect("the server prints its address").unwrap();
-        if let Some(rest) = line.split(" at ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
+        let addr = line.split(" at ").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_string());
         before.push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
     };
     // Keep reading what else it prints, as a terminal would.
     std::thread::spawn(move || lines.for_each(drop));
@@ -431,6 +429,8 @@ fn serve_and_query_with_tls() {
         "--scheme",
         "fastquery",
         "--tokens",
+        "4",
+        "--session-tokens",
         "4",
         "--auth-token-file",
         token.to_str().unwrap(),
@@ -452,6 +452,8 @@ fn serve_and_query_with_tls() {
     // The server answered and verified one request of its own before it listened.
     let check = printed.iter().find(|l| l.starts_with("self-check:")).expect("a self-check line");
     assert!(check.contains("1 request(s) of 4 token(s)") && check.contains("verified"), "{check}");
+    // It serves the design of its declared sessions, which the client derived from its Info.
+    assert!(printed.iter().any(|l| l.contains("designed for sessions of 4 tokens")), "{printed:?}");
     assert!(good.status.success(), "{}", text(&good));
     assert!(text(&good).contains("request id(s):"), "{}", text(&good));
     assert_eq!(std::fs::metadata(&out).unwrap().len() as usize % 8, 0);

@@ -101,8 +101,13 @@ pub struct Choice {
 const NTT_NS_PER_BUTTERFLY: f64 = 0.1;
 const MAC_NS: f64 = 0.35;
 const KEYSWITCH_OVERHEAD: f64 = 7.0;
-/// Bytes per second the multiply-accumulate streams the preprocessed table at (measured).
-const TABLE_STREAM_BYTES_PER_S: f64 = 1.5e9;
+/// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
+/// folded designs' floor ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], half the copy bandwidth
+/// of the 2-vCPU VM). It was 1.5 GB/s, from the first multiply-accumulate (issue 6), until
+/// 2026-12-03: ten times below what cheetah's product measures now (2.1 GB per llama-7b token
+/// in 124 ms), so a one-token blocked design was estimated at 1.4 s and `fastquery-lan` took a
+/// folded design twice as slow as cheetah's layout (docs/BENCHMARKS.md).
+const TABLE_STREAM_BYTES_PER_S: f64 = crate::fold::RECORD_STREAM_BYTES_PER_S;
 
 fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
     let p = &design.params;
@@ -113,7 +118,13 @@ fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
     let pts_bytes = ib * ob * n * l * 4.0;
     let mac_ns =
         (2.0 * groups * ib * ob * l * n * MAC_NS / threads).max(pts_bytes / TABLE_STREAM_BYTES_PER_S * 1e9);
-    let ntt_rows = groups * ib * l + 2.0 * groups * ob * l;
+    let mut ntt_rows = groups * ib * l + 2.0 * groups * ob * l;
+    // Plaintexts past the server's budget are encoded, a transform per block and limb, for every
+    // request ([`crate::blocked::PREPROCESS_BUDGET`]; the default, not the environment's, so that
+    // both parties rank alike): Iron's token blocking of a LLaMA table holds 17 GB of them.
+    if pts_bytes > crate::blocked::PREPROCESS_BUDGET as f64 {
+        ntt_rows += ib * ob * l;
+    }
     let digits = design.packing.map_or(0.0, |pk| fastquery_he::galois::gadget(p, pk.digit_bits).1 as f64);
     let ks = groups * design.keyswitches_per_group() as f64;
     let ks_ns = KEYSWITCH_OVERHEAD * ((digits * l * l + 2.0 * l) * ntt + digits * l * 2.0 * l * n * MAC_NS);
