@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use fastquery_protocol::harness::{DesignInputs, SchemeDesign, SchemeKind};
+use fastquery_protocol::harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind};
 use serde::Serialize;
 
 use crate::{backend::AnyBackend, bench::mb};
@@ -59,6 +59,9 @@ struct PlanRow {
     bytes_per_token_with_setup: f64,
     /// The same for the design of sessions without end (no session declared).
     undeclared_with_setup: f64,
+    /// Bumblebee's bytes per token with its setup spread over the session, over this row's:
+    /// how many times fewer fastquery sends over such a session.
+    vs_bumblebee: f64,
     layout: String,
 }
 
@@ -87,12 +90,20 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
             row(kind, &inputs).with_context(|| format!("planning a session of {session_tokens:?} tokens"))?,
         );
     }
-    // What the design of sessions without end (the last row) costs over each session.
+    // What the design of sessions without end (the last row) costs over each session, and
+    // what bumblebee's (its 16-bit fixed-point table, its own share ring; its keys are its
+    // setup) does.
     let endless =
         rows.last().map(|r| (r.bytes_per_token, r.setup_bytes as f64)).context("a row without end")?;
+    let bumblebee = SchemeKind::Bumblebee;
+    let bb_inputs =
+        DesignInputs { bits: FIXED_POINT_BITS, plain_bits: bumblebee.default_plain_bits(), ..base };
+    let bb = bumblebee.design(&bb_inputs)?.predicted_bytes(args.tokens);
     for r in &mut rows {
         let spread = r.session_tokens.map_or(0.0, |t| endless.1 * args.tokens.min(t) as f64 / t as f64);
         r.undeclared_with_setup = endless.0 + spread / args.tokens as f64;
+        let bb_per_token = bb.per_request(args.tokens, r.session_tokens) as f64 / args.tokens as f64;
+        r.vs_bumblebee = bb_per_token / r.bytes_per_token_with_setup;
     }
     println!(
         "{} on {name} ({} x {}, {}-bit codes), {} tokens per request, at most {} responses per shared c:",
@@ -104,7 +115,7 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         base.max_shared
     );
     println!(
-        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>20}",
+        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13}",
         "session (tokens)",
         "design",
         "N",
@@ -112,11 +123,12 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         "setup",
         "per token",
         "with setup",
-        "undeclared, with setup"
+        "undeclared, with setup",
+        "vs bumblebee"
     );
     for r in &rows {
         println!(
-            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>20}",
+            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x",
             r.session_tokens.map_or("without end".to_string(), |t| t.to_string()),
             if r.folded { "folded" } else { "blocked" },
             r.n,
@@ -124,7 +136,8 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
             mb(r.setup_bytes as f64),
             mb(r.bytes_per_token),
             mb(r.bytes_per_token_with_setup),
-            mb(r.undeclared_with_setup)
+            mb(r.undeclared_with_setup),
+            r.vs_bumblebee
         );
     }
     let mut seen: Vec<&str> = Vec::new();
@@ -161,6 +174,7 @@ fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
         bytes_per_token: (bytes.query + bytes.response) as f64 / t,
         bytes_per_token_with_setup: bytes.per_request(tokens, inputs.session_tokens) as f64 / t,
         undeclared_with_setup: 0.0,
+        vs_bumblebee: 0.0,
         layout: summary.layout,
     })
 }

@@ -257,6 +257,42 @@ fn plan_shows_the_design_of_each_session_length() {
     // Over a session of one request its design sends fewer bytes, setup included, than the
     // design of sessions without end would: its setup plus its bytes per token.
     assert!(f(0, "bytes_per_token_with_setup") < f(2, "bytes_per_token") + f(2, "setup_bytes") / 4.0);
+    // The ratio to bumblebee over a session is what a bench of both over that session
+    // measures (the predicted bytes are the wire's).
+    let (plan, bench) = (dir.join("p5.json"), dir.join("b5.json"));
+    let o = fastquery(&[
+        "plan",
+        "--table",
+        "tiny",
+        "--tokens",
+        "5",
+        "--sessions",
+        "5",
+        "--json",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = fastquery(&[
+        "bench",
+        "--workload",
+        "tiny",
+        "--schemes",
+        "fastquery,bumblebee",
+        "--tokens",
+        "5",
+        "--session-tokens",
+        "5",
+        "--json",
+        bench.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (plan, bench) = (read(&plan), read(&bench));
+    let planned = plan[0]["vs_bumblebee"].as_f64().unwrap();
+    let measured = bench["ratios"]["bumblebee"]["session_comm"].as_f64().unwrap();
+    assert!((planned - measured).abs() < 1e-6 * measured, "{planned} vs {measured}");
     let _ = std::fs::remove_dir_all(&dir);
     refused(&[
         &["plan", "--table", "tiny", "--scheme", "cheetah"][..],
