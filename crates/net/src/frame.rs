@@ -385,7 +385,12 @@ impl Info {
             server_threads: u(inputs.server_threads, "server threads")?,
             keyswitch: inputs.keyswitch.code(),
             max_shared: u(inputs.max_shared, "responses per shared c")?,
-            session_tokens: u(inputs.session_tokens.unwrap_or(0), "tokens per session")?,
+            // 0 on the wire is a session without end: a declared session of 0 tokens would
+            // read as one, and the client would derive another design.
+            session_tokens: match inputs.session_tokens {
+                Some(0) => return Err(NetError::Invalid("a session of 0 tokens".into())),
+                t => u(t.unwrap_or(0), "tokens per session")?,
+            },
             max_tokens: u(max_tokens, "tokens")?,
             max_frame: u(max_frame, "frame limit")?,
         }

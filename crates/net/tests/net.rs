@@ -514,6 +514,11 @@ mod decoders {
                     prop_assert_eq!(inputs.session_tokens, (session > 0).then_some(session as usize));
                     let again = Info::new(got.scheme, &inputs, got.max_tokens as usize, got.max_frame as usize);
                     prop_assert_eq!(again.unwrap(), info);
+                    // A declared session of no tokens, or of more than a u32 holds, is refused.
+                    for bad in [Some(0), Some(u32::MAX as usize + 1)] {
+                        let bad = fastquery_protocol::harness::DesignInputs { session_tokens: bad, ..inputs };
+                        prop_assert!(Info::new(got.scheme, &bad, got.max_tokens as usize, got.max_frame as usize).is_err());
+                    }
                 }
                 Err(e) => prop_assert!(!plausible && e.to_string().contains("implausible"), "{e}"),
             }

@@ -54,8 +54,9 @@ pub struct WireBytes {
 impl WireBytes {
     /// What one request of `tokens` tokens costs on a link over a session of `session` tokens:
     /// its query and response, and its part of the setup, `setup * tokens / session` rounded up
-    /// (the whole setup where one request holds the session). `None`: a session without end,
-    /// where the setup is paid once and its part is nothing.
+    /// (the whole setup where one request holds the session; a session of 0 tokens counts as
+    /// one). `None`: a session without end, where the setup is paid once and its part is
+    /// nothing.
     pub fn per_request(&self, tokens: usize, session: Option<usize>) -> u64 {
         let own = (self.query + self.response) as u64;
         match session {
