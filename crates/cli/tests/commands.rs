@@ -11,6 +11,13 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Runs `args` with `--json path`, checks that it succeeded, and returns the JSON it wrote.
+fn json_of(args: &[&str], path: &std::path::Path) -> serde_json::Value {
+    let o = fastquery(&[args, &["--json", path.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Each command line fails with exit code 2 (an error with a message), none with a panic.
 fn refused(commands: &[&[&str]]) {
     for args in commands {
@@ -259,37 +266,22 @@ fn plan_shows_the_design_of_each_session_length() {
     assert!(f(0, "bytes_per_token_with_setup") < f(2, "bytes_per_token") + f(2, "setup_bytes") / 4.0);
     // The ratio to bumblebee over a session is what a bench of both over that session
     // measures (the predicted bytes are the wire's).
-    let (plan, bench) = (dir.join("p5.json"), dir.join("b5.json"));
-    let o = fastquery(&[
-        "plan",
-        "--table",
-        "tiny",
-        "--tokens",
-        "5",
-        "--sessions",
-        "5",
-        "--json",
-        plan.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = fastquery(&[
-        "bench",
-        "--workload",
-        "tiny",
-        "--schemes",
-        "fastquery,bumblebee",
-        "--tokens",
-        "5",
-        "--session-tokens",
-        "5",
-        "--json",
-        bench.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let read = |p: &std::path::Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-    };
-    let (plan, bench) = (read(&plan), read(&bench));
+    let plan =
+        json_of(&["plan", "--table", "tiny", "--tokens", "5", "--sessions", "5"], &dir.join("p5.json"));
+    let bench = json_of(
+        &[
+            "bench",
+            "--workload",
+            "tiny",
+            "--schemes",
+            "fastquery,bumblebee",
+            "--tokens",
+            "5",
+            "--session-tokens",
+            "5",
+        ],
+        &dir.join("b5.json"),
+    );
     let planned = plan[0]["vs_bumblebee"].as_f64().unwrap();
     let measured = bench["ratios"]["bumblebee"]["session_comm"].as_f64().unwrap();
     assert!((planned - measured).abs() < 1e-6 * measured, "{planned} vs {measured}");
