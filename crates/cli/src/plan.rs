@@ -57,6 +57,8 @@ struct PlanRow {
     bytes_per_token: f64,
     /// Query and response per token, and the setup spread over the session.
     bytes_per_token_with_setup: f64,
+    /// Query and response of a request of one token on this design (a decode step).
+    one_token_request: f64,
     /// The same for the design of sessions without end (no session declared).
     undeclared_with_setup: f64,
     /// Bumblebee's bytes per token with its setup spread over the session, over this row's:
@@ -115,7 +117,7 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         base.max_shared
     );
     println!(
-        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13}",
+        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13} {:>12}",
         "session (tokens)",
         "design",
         "N",
@@ -124,11 +126,12 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         "per token",
         "with setup",
         "undeclared, with setup",
-        "vs bumblebee"
+        "vs bumblebee",
+        "1-token req."
     );
     for r in &rows {
         println!(
-            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x",
+            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x {:>12}",
             r.session_tokens.map_or("without end".to_string(), |t| t.to_string()),
             if r.folded { "folded" } else { "blocked" },
             r.n,
@@ -137,7 +140,8 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
             mb(r.bytes_per_token),
             mb(r.bytes_per_token_with_setup),
             mb(r.undeclared_with_setup),
-            r.vs_bumblebee
+            r.vs_bumblebee,
+            mb(r.one_token_request)
         );
     }
     let mut seen: Vec<&str> = Vec::new();
@@ -173,6 +177,7 @@ fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
         setup_bytes: bytes.setup,
         bytes_per_token: (bytes.query + bytes.response) as f64 / t,
         bytes_per_token_with_setup: bytes.per_request(tokens, inputs.session_tokens) as f64 / t,
+        one_token_request: design.predicted_bytes(1).per_request(1, None) as f64,
         undeclared_with_setup: 0.0,
         vs_bumblebee: 0.0,
         layout: summary.layout,

@@ -261,6 +261,11 @@ fn plan_shows_the_design_of_each_session_length() {
         assert!((f(i, "bytes_per_token_with_setup") - spread).abs() <= 1.0, "{v}");
     }
     assert_eq!(f(2, "bytes_per_token_with_setup"), f(2, "bytes_per_token"));
+    // A request of one token (a decode step) costs no less than a full request's share per
+    // token: the full one shares its query ciphertext and its c among its tokens.
+    for i in 0..3 {
+        assert!(f(i, "one_token_request") >= f(i, "bytes_per_token"), "{v}");
+    }
     // Over a session of one request its design sends fewer bytes, setup included, than the
     // design of sessions without end would: its setup plus its bytes per token.
     assert!(f(0, "bytes_per_token_with_setup") < f(2, "bytes_per_token") + f(2, "setup_bytes") / 4.0);
