@@ -71,17 +71,25 @@ pub struct DesignArgs {
     /// reports each scheme's bytes over such a session.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SESSION_TOKENS as u64))]
     pub session_tokens: Option<u64>,
+    /// Of the session's tokens, how many arrive one per request: the steps of autoregressive
+    /// decoding (default `FASTQUERY_DECODE_TOKENS`, else 0; at most `--session-tokens`):
+    /// fastquery's design then counts the whole session's bytes, one-token requests included.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=fastquery_protocol::fold::MAX_SESSION_TOKENS as u64))]
+    pub decode_tokens: Option<u64>,
 }
 
 impl DesignArgs {
-    /// `inputs` with the flags that were given (clap checked their ranges).
-    pub(crate) fn apply(&self, inputs: DesignInputs) -> DesignInputs {
+    /// `inputs` with the flags that were given (clap checked their ranges; an error where the
+    /// decode steps do not fit the session).
+    pub(crate) fn apply(&self, inputs: DesignInputs) -> anyhow::Result<DesignInputs> {
         let size = |v: Option<u64>| v.and_then(|v| usize::try_from(v).ok());
-        DesignInputs {
+        Ok(DesignInputs {
             max_shared: size(self.max_shared).unwrap_or(inputs.max_shared),
             session_tokens: size(self.session_tokens).or(inputs.session_tokens),
+            decode_tokens: size(self.decode_tokens).unwrap_or(inputs.decode_tokens),
             ..inputs
         }
+        .checked()?)
     }
 }
 
@@ -203,7 +211,7 @@ fn run_one<B: Backend>(
 ) -> anyhow::Result<SchemeReport> {
     let pb = spinner();
     let plain = plain_bits.unwrap_or(kind.default_plain_bits());
-    let inputs = design.apply(DesignInputs::for_backend(b.as_ref(), table, plain, ids.len())?);
+    let inputs = design.apply(DesignInputs::for_backend(b.as_ref(), table, plain, ids.len())?)?;
     let report = harness::run_on(kind, b.clone(), table, ids, &inputs, clients, runs, &|msg| {
         pb.set_message(msg.to_string())
     });
@@ -229,7 +237,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
         let q = SchemeKind::FastQuery.table(&real)?;
         let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
-        print_candidates(&args.design.apply(backend.design_inputs(&q, plain, args.tokens)?))?;
+        print_candidates(&args.design.apply(backend.design_inputs(&q, plain, args.tokens)?)?)?;
         Some(q)
     } else {
         None

@@ -149,7 +149,7 @@ fn build_server(
     tokens: usize,
     design: crate::bench::DesignArgs,
 ) -> anyhow::Result<Built> {
-    let inputs = design.apply(backend.design_inputs(table, kind.default_plain_bits(), tokens)?);
+    let inputs = design.apply(backend.design_inputs(table, kind.default_plain_bits(), tokens)?)?;
     let (server, client) = crate::with_backend!(backend, b => kind.build_for(b.clone(), table, &inputs)?);
     Ok((Arc::from(server), client, inputs))
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use fastquery_protocol::harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind};
+use fastquery_protocol::{
+    blocked::WireBytes,
+    harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind},
+};
 use serde::Serialize;
 
 use crate::{backend::AnyBackend, bench::mb};
@@ -38,6 +41,10 @@ pub struct PlanArgs {
     /// The most responses that share one `c` (as `serve --max-shared`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=fastquery_protocol::fold::MAX_SHARED as u64))]
     max_shared: Option<u64>,
+    /// Percent of each session's tokens that arrive one per request (decode steps, 0 to 100;
+    /// as `serve --decode-tokens`): the designs then count the whole session's bytes.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    decode_percent: u64,
     /// Write the plan as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -48,6 +55,8 @@ pub struct PlanArgs {
 struct PlanRow {
     /// Tokens per session (`None`: without end).
     session_tokens: Option<usize>,
+    /// Of those, the tokens that arrive one per request.
+    decode_tokens: usize,
     folded: bool,
     n: usize,
     /// Responses sharing one `c` (folded designs; 1: none).
@@ -55,7 +64,8 @@ struct PlanRow {
     setup_bytes: usize,
     /// Query and response per token.
     bytes_per_token: f64,
-    /// Query and response per token, and the setup spread over the session.
+    /// Bytes per token over the session: its setup, its full requests' query and response, and
+    /// its one-token requests'.
     bytes_per_token_with_setup: f64,
     /// Query and response of a request of one token on this design (a decode step).
     one_token_request: f64,
@@ -65,6 +75,23 @@ struct PlanRow {
     /// how many times fewer fastquery sends over such a session.
     vs_bumblebee: f64,
     layout: String,
+    /// What a request of `tokens` tokens and one of one token send (setup included).
+    #[serde(skip)]
+    bytes: (WireBytes, WireBytes),
+}
+
+/// Bytes per token over a session of `session` tokens (`decode` of them one per request) on a
+/// design that sends `full` for a request of `tokens` tokens and `one` for a request of one.
+fn per_token(
+    (full, one): (WireBytes, WireBytes),
+    tokens: usize,
+    session: Option<usize>,
+    decode: usize,
+) -> f64 {
+    match session {
+        Some(t) if decode > 0 => full.over_session(&one, tokens, session, decode) as f64 / t as f64,
+        _ => full.per_request(tokens, session) as f64 / tokens as f64,
+    }
 }
 
 /// `fastquery plan`.
@@ -82,12 +109,15 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
     let (name, real, _, _) = crate::quantize::resolve_table(&args.table, args.tensor.as_deref(), args.seed)?;
     let table = kind.table(&real)?;
     drop(real);
-    let design_args = crate::bench::DesignArgs { max_shared: args.max_shared, session_tokens: None };
-    let base = design_args.apply(backend.design_inputs(&table, kind.default_plain_bits(), args.tokens)?);
+    let design_args =
+        crate::bench::DesignArgs { max_shared: args.max_shared, session_tokens: None, decode_tokens: None };
+    let base = design_args.apply(backend.design_inputs(&table, kind.default_plain_bits(), args.tokens)?)?;
     let sessions = args.sessions.iter().map(|&s| usize::try_from(s).ok()).chain([None]);
     let mut rows = Vec::new();
     for session_tokens in sessions {
-        let inputs = DesignInputs { session_tokens, ..base };
+        let decode_tokens =
+            session_tokens.map_or(0, |t| (t as u128 * args.decode_percent as u128 / 100) as usize);
+        let inputs = DesignInputs { session_tokens, decode_tokens, ..base };
         rows.push(
             row(kind, &inputs).with_context(|| format!("planning a session of {session_tokens:?} tokens"))?,
         );
@@ -95,26 +125,35 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
     // What the design of sessions without end (the last row) costs over each session, and
     // what bumblebee's (its 16-bit fixed-point table, its own share ring; its keys are its
     // setup) does.
-    let endless =
-        rows.last().map(|r| (r.bytes_per_token, r.setup_bytes as f64)).context("a row without end")?;
+    let endless = rows.last().map(|r| r.bytes).context("a row without end")?;
     let bumblebee = SchemeKind::Bumblebee;
-    let bb_inputs =
-        DesignInputs { bits: FIXED_POINT_BITS, plain_bits: bumblebee.default_plain_bits(), ..base };
-    let bb = bumblebee.design(&bb_inputs)?.predicted_bytes(args.tokens);
+    let bb_inputs = DesignInputs {
+        bits: FIXED_POINT_BITS,
+        plain_bits: bumblebee.default_plain_bits(),
+        session_tokens: None,
+        decode_tokens: 0,
+        ..base
+    };
+    let bb_design = bumblebee.design(&bb_inputs)?;
+    let bb = (bb_design.predicted_bytes(args.tokens), bb_design.predicted_bytes(1));
     for r in &mut rows {
-        let spread = r.session_tokens.map_or(0.0, |t| endless.1 * args.tokens.min(t) as f64 / t as f64);
-        r.undeclared_with_setup = endless.0 + spread / args.tokens as f64;
-        let bb_per_token = bb.per_request(args.tokens, r.session_tokens) as f64 / args.tokens as f64;
-        r.vs_bumblebee = bb_per_token / r.bytes_per_token_with_setup;
+        let (session, decode) = (r.session_tokens, r.decode_tokens);
+        r.undeclared_with_setup = per_token(endless, args.tokens, session, decode);
+        r.vs_bumblebee = per_token(bb, args.tokens, session, decode) / r.bytes_per_token_with_setup;
     }
     println!(
-        "{} on {name} ({} x {}, {}-bit codes), {} tokens per request, at most {} responses per shared c:",
+        "{} on {name} ({} x {}, {}-bit codes), {} tokens per request, at most {} responses per shared c{}:",
         kind.name(),
         base.m,
         base.d,
         base.bits,
         args.tokens,
-        base.max_shared
+        base.max_shared,
+        if args.decode_percent > 0 {
+            format!(", {}% of each session's tokens one per request", args.decode_percent)
+        } else {
+            String::new()
+        }
     );
     println!(
         "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13} {:>12}",
@@ -169,17 +208,20 @@ fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
         SchemeDesign::Blocked(_) => (false, 1),
     };
     let t = tokens as f64;
+    let pair = (bytes, design.predicted_bytes(1));
     Ok(PlanRow {
         session_tokens: inputs.session_tokens,
+        decode_tokens: inputs.decode_tokens,
         folded,
         n: summary.n,
         shared,
         setup_bytes: bytes.setup,
         bytes_per_token: (bytes.query + bytes.response) as f64 / t,
-        bytes_per_token_with_setup: bytes.per_request(tokens, inputs.session_tokens) as f64 / t,
-        one_token_request: design.predicted_bytes(1).per_request(1, None) as f64,
+        bytes_per_token_with_setup: per_token(pair, tokens, inputs.session_tokens, inputs.decode_tokens),
+        one_token_request: pair.1.per_request(1, None) as f64,
         undeclared_with_setup: 0.0,
         vs_bumblebee: 0.0,
         layout: summary.layout,
+        bytes: pair,
     })
 }

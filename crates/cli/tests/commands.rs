@@ -234,6 +234,8 @@ fn bench_writes_a_verified_json_report() {
         &["bench", "--session-tokens", "4294967296"][..],
         &["serve", "--auth-token-file", "t", "--session-tokens", "0"][..],
         &["serve", "--auth-token-file", "t", "--session-tokens", "many"][..],
+        &["bench", "--schemes", "fastquery", "--decode-tokens", "5"][..],
+        &["bench", "--schemes", "fastquery", "--session-tokens", "8", "--decode-tokens", "9"][..],
     ]);
 }
 
@@ -287,6 +289,16 @@ fn plan_shows_the_design_of_each_session_length() {
         ],
         &dir.join("b5.json"),
     );
+    // Half of a 64-token session in one-token requests: its bytes per token are the setup, the
+    // full requests and the one-token requests over the session's tokens.
+    let d = json_of(
+        &["plan", "--table", "tiny", "--tokens", "4", "--sessions", "64", "--decode-percent", "50"],
+        &dir.join("d.json"),
+    );
+    let g = |k: &str| d[0][k].as_f64().unwrap();
+    assert_eq!(d[0]["decode_tokens"], 32);
+    let over = g("setup_bytes") + 32.0 * g("bytes_per_token") + 32.0 * g("one_token_request");
+    assert!((g("bytes_per_token_with_setup") - over / 64.0).abs() < 1e-6, "{d}");
     let planned = plan[0]["vs_bumblebee"].as_f64().unwrap();
     let measured = bench["ratios"]["bumblebee"]["session_comm"].as_f64().unwrap();
     assert!((planned - measured).abs() < 1e-6 * measured, "{planned} vs {measured}");
@@ -297,6 +309,7 @@ fn plan_shows_the_design_of_each_session_length() {
         &["plan", "--table", "tiny", "--tokens", "0"][..],
         &["plan", "--table", "no-such-table"][..],
         &["plan", "--table", "tiny", "--max-shared", "17"][..],
+        &["plan", "--table", "tiny", "--decode-percent", "101"][..],
     ]);
 }
 

@@ -6,8 +6,8 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN7`, scheme id (0: any), token length `u16`, token |
-//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`, tokens per session or 0), the most tokens per request and the frame limit (`u32` each) |
+//! | `Hello` | client | magic `FQN8`, scheme id (0: any), token length `u16`, token |
+//! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`, tokens per session or 0, of which decode steps), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
 //! | `Query` | client | token count `u32`, the scheme's query message |
@@ -21,9 +21,10 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 7 (since 2026-12-03: `Info` carries the tokens a
-/// session is expected to carry, a design input that counts each request's part of the setup;
-/// protocol 6: responses share one `c` in groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
+/// The magic at the start of `Hello`: protocol 8 (since 2026-12-03: `Info` carries how many of
+/// a session's tokens arrive one per request, decode steps, a design input; protocol 7: the
+/// tokens a session is expected to carry, a design input that counts each request's part of the
+/// setup; protocol 6: responses share one `c` in groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
 /// carries the most responses per shared `c`, a design input; protocol 5: a folded design with
 /// one token per response, or with responses split by parity, sends its `c` in the half ring,
 /// with keys to subring secrets in the setup, and a shared `c1` takes its part of the slack;
@@ -31,7 +32,7 @@ use crate::NetError;
 /// every response's kept `c0` coefficients at the width of the largest rounded value; protocol
 /// 3 let folded responses share `c1` in groups, with their keys in the setup; protocol 2 added
 /// the server's threads, a design input, and the most tokens per request to `Info`).
-pub const MAGIC: &[u8; 4] = b"FQN7";
+pub const MAGIC: &[u8; 4] = b"FQN8";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,6 +301,8 @@ pub struct Info {
     pub max_shared: u32,
     /// Tokens per session the design is made for (0: sessions without end).
     pub session_tokens: u32,
+    /// Of those, the tokens that arrive one per request (0 without a session).
+    pub decode_tokens: u32,
     /// The most tokens the server accepts in one request (at most `tokens`).
     pub max_tokens: u32,
     pub max_frame: u32,
@@ -322,6 +325,7 @@ impl Info {
             keyswitch: KeySwitching::from_code(self.keyswitch).unwrap_or_default(),
             max_shared: self.max_shared as usize,
             session_tokens: (self.session_tokens > 0).then_some(self.session_tokens as usize),
+            decode_tokens: self.decode_tokens as usize,
         }
     }
 
@@ -337,6 +341,7 @@ impl Info {
             self.keyswitch,
             self.max_shared,
             self.session_tokens,
+            self.decode_tokens,
             self.max_tokens,
             self.max_frame,
         ];
@@ -359,6 +364,7 @@ impl Info {
             keyswitch: r.u32()?,
             max_shared: r.u32()?,
             session_tokens: r.u32()?,
+            decode_tokens: r.u32()?,
             max_tokens: r.u32()?,
             max_frame: r.u32()?,
         };
@@ -391,6 +397,7 @@ impl Info {
                 Some(0) => return Err(NetError::Invalid("a session of 0 tokens".into())),
                 t => u(t.unwrap_or(0), "tokens per session")?,
             },
+            decode_tokens: u(inputs.decode_tokens, "decode tokens")?,
             max_tokens: u(max_tokens, "tokens")?,
             max_frame: u(max_frame, "frame limit")?,
         }
@@ -399,7 +406,8 @@ impl Info {
 
     /// `self` where it is plausible: rows and channels, a share ring of 1 to 64 bits, a request
     /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known key switching, 1
-    /// to [`fastquery_protocol::fold::MAX_SHARED`] responses per shared `c`.
+    /// to [`fastquery_protocol::fold::MAX_SHARED`] responses per shared `c`, no more decode
+    /// steps than the session's tokens (none without a session).
     fn checked(self) -> Result<Self, NetError> {
         if self.m == 0
             || self.d == 0
@@ -408,6 +416,7 @@ impl Info {
             || !(1..=MAX_SERVER_THREADS).contains(&self.server_threads)
             || KeySwitching::from_code(self.keyswitch).is_none()
             || !(1..=fastquery_protocol::fold::MAX_SHARED as u32).contains(&self.max_shared)
+            || self.decode_tokens > self.session_tokens
         {
             return Err(NetError::Malformed(format!("implausible server info {self:?}")));
         }

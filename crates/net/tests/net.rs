@@ -484,6 +484,7 @@ mod decoders {
             fields in proptest::collection::vec(0u32..70, 9),
             threads in prop_oneof![0u32..4, Just(fastquery_net::frame::MAX_SERVER_THREADS), Just(u32::MAX)],
             session in prop_oneof![Just(0u32), 1u32..5000, Just(u32::MAX)],
+            decode in prop_oneof![Just(0u32), 0u32..6000],
         ) {
             let info = Info {
                 scheme: 5,
@@ -496,6 +497,7 @@ mod decoders {
                 keyswitch: fields[7] % 4,
                 max_shared: fields[8] % 20,
                 session_tokens: session,
+                decode_tokens: decode,
                 max_tokens: fields[5],
                 max_frame: fields[6],
             };
@@ -505,7 +507,8 @@ mod decoders {
                 && (1..=info.tokens).contains(&info.max_tokens)
                 && (1..=fastquery_net::frame::MAX_SERVER_THREADS).contains(&threads)
                 && info.keyswitch < 3
-                && (1..=16).contains(&info.max_shared);
+                && (1..=16).contains(&info.max_shared)
+                && decode <= session;
             match Info::decode(&info.encode()) {
                 Ok(got) => {
                     prop_assert!(plausible && got == info);

@@ -280,16 +280,28 @@ pub fn choose_any(
     allowed: crate::fold::Allowed,
     objective: Objective,
 ) -> Result<(SchemeDesign, f64), ProtocolError> {
-    // Bytes per request, with the request's part of the setup where the session is known.
-    let total = |b: WireBytes| b.per_request(tokens, allowed.session_tokens) as f64;
-    let score = |server_ms: f64, b: WireBytes| match objective {
-        Objective::Bytes => total(b),
-        Objective::Latency { link, .. } => link.latency_ms(server_ms, total(b), 1.0) / tokens as f64,
+    // Bytes per request, with the request's part of the setup where the session is known, or
+    // over the whole session where it has decode steps (the fewest-bytes objective only: the
+    // latency estimates are of full requests).
+    let allowed = match objective {
+        Objective::Bytes => allowed,
+        Objective::Latency { .. } => crate::fold::Allowed { decode_tokens: 0, ..allowed },
+    };
+    let decode = allowed.decode_tokens;
+    let total = |full: WireBytes, one: WireBytes| {
+        full.over_session(&one, tokens, allowed.session_tokens, allowed.decode_tokens) as f64
+    };
+    let score = |server_ms: f64, b: WireBytes, one: WireBytes| match objective {
+        Objective::Bytes => total(b, one),
+        Objective::Latency { link, .. } => link.latency_ms(server_ms, total(b, one), 1.0) / tokens as f64,
     };
     // The candidates come ranked without the setup; the first of equal scores keeps that order.
     let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
         all.into_iter()
-            .map(|(c, design)| (score(c.server_ms, c.predicted), design))
+            .map(|(c, design)| {
+                let one = if decode > 0 { design.predicted_bytes(1) } else { c.predicted };
+                (score(c.server_ms, c.predicted, one), design)
+            })
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(score, design)| (SchemeDesign::Blocked(design), score))
     });
@@ -297,13 +309,15 @@ pub fn choose_any(
         crate::fold::candidates(SCHEME_ID, "fastquery", (m, d, table_bits), plain_bits, tokens, allowed);
     let folded = match objective {
         // The candidates come ranked by bytes (near-equal bytes by estimated time).
-        Objective::Bytes => {
-            folds.into_iter().next().map(|(f, b, _)| (SchemeDesign::Folded(Box::new(f)), total(b)))
-        }
+        Objective::Bytes => folds.into_iter().next().map(|(f, b, _)| {
+            let one = if decode > 0 { f.predicted_bytes(1) } else { b };
+            let score = total(b, one);
+            (SchemeDesign::Folded(Box::new(f)), score)
+        }),
         Objective::Latency { server_threads, .. } => folds
             .into_iter()
             .map(|(f, b, _)| {
-                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b);
+                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b, b);
                 (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),

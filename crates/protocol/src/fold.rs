@@ -553,6 +553,10 @@ pub struct Allowed {
     /// `max_shared` is a candidate, so that a short session takes fewer keys. `None`: sessions
     /// without end, the setup paid once (the fewest bytes per request).
     pub session_tokens: Option<usize>,
+    /// Of the session's tokens, how many arrive one per request (decode steps; 0 to
+    /// `session_tokens`): the designs then rank by the bytes of the whole session
+    /// ([`crate::blocked::WireBytes::over_session`]), one-token requests included.
+    pub decode_tokens: usize,
 }
 
 /// The most tokens a session may be declared to carry (`Info` sends a `u32`).
@@ -564,6 +568,7 @@ impl Default for Allowed {
             keyswitch: KeySwitching::Any,
             max_shared: fastquery_he::share::MAX_SHARED,
             session_tokens: None,
+            decode_tokens: 0,
         }
     }
 }
@@ -602,6 +607,20 @@ impl Allowed {
                     },
                 )
             }
+        }
+    }
+
+    /// `FASTQUERY_DECODE_TOKENS`: how many of a session's tokens arrive one per request (0
+    /// where it is unset); anything but a number of at most [`MAX_SESSION_TOKENS`] is an error
+    /// that names the variable (that it fits the session is checked where both are known).
+    pub fn decode_tokens_from_env() -> Result<usize, ProtocolError> {
+        match std::env::var("FASTQUERY_DECODE_TOKENS") {
+            Err(_) => Ok(0),
+            Ok(v) => v.parse::<usize>().ok().filter(|n| *n <= MAX_SESSION_TOKENS).ok_or_else(|| {
+                ProtocolError::State(format!(
+                    "FASTQUERY_DECODE_TOKENS={v}: expected 0 to {MAX_SESSION_TOKENS}"
+                ))
+            }),
         }
     }
 
@@ -683,7 +702,7 @@ pub fn candidates(
     tokens: usize,
     allowed: Allowed,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
-    let Allowed { keyswitch, session_tokens, .. } = allowed;
+    let Allowed { keyswitch, session_tokens, decode_tokens, .. } = allowed;
     let caps = allowed.caps();
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
@@ -742,7 +761,8 @@ pub fn candidates(
                                 };
                                 let bytes = design.predicted_bytes(tokens);
                                 let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
-                                out.push((design, bytes, ms));
+                                let one = if decode_tokens > 0 { design.predicted_bytes(1) } else { bytes };
+                                out.push((design, bytes, ms, one));
                             }
                         }
                         m2 *= 2;
@@ -751,29 +771,33 @@ pub fn candidates(
             }
         }
     }
-    let total = |b: &WireBytes| b.per_request(tokens, session_tokens);
-    out.sort_by(|a, b| total(&a.1).cmp(&total(&b.1)).then(a.2.total_cmp(&b.2)));
+    // Bytes per request, or over the session where decode steps are declared (each candidate's
+    // one-token request beside its full one).
+    let total = |c: &(FoldDesign, WireBytes, f64, WireBytes)| {
+        c.1.over_session(&c.3, tokens, session_tokens, decode_tokens)
+    };
+    out.sort_by(|a, b| total(a).cmp(&total(b)).then(a.2.total_cmp(&b.2)));
     // Designs within BYTES_TIE of the fewest bytes count as ties: the fastest of them leads
     // (the last percents of bytes are not worth a fifth of the server's time and keys), where
     // "fastest" is as fine as the estimate: of the ties within TIME_TIE of the fastest, the
     // fewest bytes, then the smaller setup (sharing c1 over three response limbs instead of two
     // doubles its keys for the same bytes per request); the other ties after them by time.
     if let Some(first) = out.first() {
-        let limit = total(&first.1) as f64 * (1.0 + BYTES_TIE);
-        let ties = out.iter().take_while(|c| total(&c.1) as f64 <= limit).count();
+        let limit = total(first) as f64 * (1.0 + BYTES_TIE);
+        let ties = out.iter().take_while(|c| total(c) as f64 <= limit).count();
         let fastest = out[..ties].iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
-        let near = |c: &(FoldDesign, WireBytes, f64)| c.2 <= fastest * (1.0 + TIME_TIE);
+        let near = |c: &(FoldDesign, WireBytes, f64, WireBytes)| c.2 <= fastest * (1.0 + TIME_TIE);
         out[..ties].sort_by(|a, b| {
             near(b).cmp(&near(a)).then_with(|| {
                 if near(a) {
-                    total(&a.1).cmp(&total(&b.1)).then(a.1.setup.cmp(&b.1.setup)).then(a.2.total_cmp(&b.2))
+                    total(a).cmp(&total(b)).then(a.1.setup.cmp(&b.1.setup)).then(a.2.total_cmp(&b.2))
                 } else {
                     a.2.total_cmp(&b.2).then(a.1.setup.cmp(&b.1.setup))
                 }
             })
         });
     }
-    out
+    out.into_iter().map(|(design, bytes, ms, _)| (design, bytes, ms)).collect()
 }
 
 /// Each ciphertext `c` followed by `X^-1 c`: the second's even coefficients are the first's

@@ -84,31 +84,53 @@ pub struct DesignInputs {
     /// `serve --session-tokens`): `fastquery`'s designs then count each request's part of the
     /// setup ([`crate::fold::Allowed::session_tokens`]).
     pub session_tokens: Option<usize>,
+    /// Of a session's tokens, how many arrive one per request (decode steps;
+    /// `FASTQUERY_DECODE_TOKENS` or `serve --decode-tokens`, at most `session_tokens`):
+    /// `fastquery` then ranks by the whole session's bytes
+    /// ([`crate::fold::Allowed::decode_tokens`]).
+    pub decode_tokens: usize,
 }
 
 impl DesignInputs {
+    /// `self` where its session is consistent: decode steps only within a declared session,
+    /// and no more of them than it has tokens.
+    pub fn checked(self) -> Result<Self, ProtocolError> {
+        match self.session_tokens {
+            None if self.decode_tokens > 0 => Err(ProtocolError::State(format!(
+                "{} decode tokens without a session (set its tokens too)",
+                self.decode_tokens
+            ))),
+            Some(t) if self.decode_tokens > t => {
+                Err(ProtocolError::State(format!("{} decode tokens in a session of {t}", self.decode_tokens)))
+            }
+            _ => Ok(self),
+        }
+    }
+
     /// What the server allows its folded designs.
     pub fn allowed(&self) -> crate::fold::Allowed {
         crate::fold::Allowed {
             keyswitch: self.keyswitch,
             max_shared: self.max_shared,
             session_tokens: self.session_tokens,
+            decode_tokens: self.decode_tokens,
         }
     }
 
     /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
     /// pool's where the backend does not bound them) over `table`, with the key switching of
     /// [`KeySwitching::from_env`], the sharing of [`crate::fold::Allowed::max_shared_from_env`]
-    /// and the session of [`crate::fold::Allowed::session_tokens_from_env`] (an error where
-    /// `FASTQUERY_KEYSWITCH`, `FASTQUERY_MAX_SHARED` or `FASTQUERY_SESSION_TOKENS` has another
-    /// value).
+    /// and the session of [`crate::fold::Allowed::session_tokens_from_env`] and
+    /// [`crate::fold::Allowed::decode_tokens_from_env`] (an error where `FASTQUERY_KEYSWITCH`,
+    /// `FASTQUERY_MAX_SHARED`, `FASTQUERY_SESSION_TOKENS` or `FASTQUERY_DECODE_TOKENS` has
+    /// another value, or the decode steps do not fit the session).
     pub fn for_backend<B: Backend>(
         backend: &B,
         table: &IntTable,
         plain_bits: u32,
         tokens: usize,
     ) -> Result<Self, ProtocolError> {
-        Ok(Self {
+        Self {
             m: table.m(),
             d: table.d(),
             bits: table.bits(),
@@ -118,7 +140,9 @@ impl DesignInputs {
             keyswitch: KeySwitching::from_env()?,
             max_shared: crate::fold::Allowed::max_shared_from_env()?,
             session_tokens: crate::fold::Allowed::session_tokens_from_env()?,
-        })
+            decode_tokens: crate::fold::Allowed::decode_tokens_from_env()?,
+        }
+        .checked()
     }
 }
 

@@ -61,6 +61,16 @@ fn the_switch_restricts_the_candidates_and_refuses_other_values() {
     unsafe { std::env::set_var("FASTQUERY_SESSION_TOKENS", "300") };
     assert_eq!(inputs().unwrap().session_tokens, Some(300));
     assert_eq!(inputs().unwrap().allowed().session_tokens, Some(300));
+    // FASTQUERY_DECODE_TOKENS: a number of at most the session's tokens, and only with one.
+    unsafe { std::env::set_var("FASTQUERY_DECODE_TOKENS", "100") };
+    assert_eq!(inputs().unwrap().allowed().decode_tokens, 100);
+    unsafe { std::env::set_var("FASTQUERY_DECODE_TOKENS", "301") };
+    assert!(inputs().unwrap_err().to_string().contains("301 decode tokens in a session of 300"));
+    unsafe { std::env::set_var("FASTQUERY_DECODE_TOKENS", "half") };
+    assert!(inputs().unwrap_err().to_string().contains("FASTQUERY_DECODE_TOKENS=half"));
+    unsafe { std::env::set_var("FASTQUERY_DECODE_TOKENS", "1") };
     unsafe { std::env::remove_var("FASTQUERY_SESSION_TOKENS") };
+    assert!(inputs().unwrap_err().to_string().contains("without a session"));
+    unsafe { std::env::remove_var("FASTQUERY_DECODE_TOKENS") };
     assert_eq!(inputs().unwrap().session_tokens, None);
 }

@@ -173,6 +173,7 @@ fn latency_objectives_rank_blocked_and_folded_designs_together() {
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
         session_tokens: None,
+        decode_tokens: 0,
     };
     let folded = |kind: SchemeKind, tokens| {
         matches!(kind.design(&inputs(tokens)).unwrap(), fastquery_protocol::harness::SchemeDesign::Folded(_))
@@ -202,6 +203,7 @@ fn a_declared_session_steers_fastquerys_design() {
                 keyswitch: KeySwitching::Any,
                 max_shared: fastquery_protocol::fold::MAX_SHARED,
                 session_tokens,
+                decode_tokens: 0,
             };
             SchemeKind::FastQuery.design(&inputs).unwrap().predicted_bytes(8)
         };
@@ -211,6 +213,41 @@ fn a_declared_session_steers_fastquerys_design() {
         assert!(long.per_request(8, None) < short.per_request(8, None), "{d}");
         assert!(long.per_request(8, Some(8000)) <= short.per_request(8, Some(8000)), "{d}");
     }
+}
+
+/// Decode steps in a declared session (one token per request): at llama-7b with 128-token
+/// requests, a session of 8,192 tokens of which half are decode steps takes a design whose
+/// one-token request is cheaper than the design for full requests only, and that sends fewer
+/// bytes over such a session than it would; inputs with decode steps beyond the session, or
+/// without one, are refused.
+#[test]
+fn decode_steps_in_a_session_steer_the_design_to_cheap_one_token_requests() {
+    let inputs = |decode_tokens| DesignInputs {
+        m: 32000,
+        d: 4096,
+        bits: 6,
+        plain_bits: 37,
+        tokens: 128,
+        server_threads: 2,
+        keyswitch: KeySwitching::Any,
+        max_shared: fastquery_protocol::fold::MAX_SHARED,
+        session_tokens: Some(8192),
+        decode_tokens,
+    };
+    let bytes = |decode| {
+        let d = SchemeKind::FastQuery.design(&inputs(decode).checked().unwrap()).unwrap();
+        (d.predicted_bytes(128), d.predicted_bytes(1))
+    };
+    let (full, half) = (bytes(0), bytes(4096));
+    assert!(half.1.query + half.1.response < full.1.query + full.1.response, "{half:?} vs {full:?}");
+    let over =
+        |(b, one): (fastquery_protocol::blocked::WireBytes, fastquery_protocol::blocked::WireBytes)| {
+            b.over_session(&one, 128, Some(8192), 4096)
+        };
+    assert!(over(half) < over(full), "{} vs {}", over(half), over(full));
+    assert!(inputs(8193).checked().is_err());
+    assert!(DesignInputs { session_tokens: None, ..inputs(1) }.checked().is_err());
+    assert!(DesignInputs { session_tokens: None, ..inputs(0) }.checked().is_ok());
 }
 
 /// Both parties derive a design from the public inputs alone: the same inputs give the same
@@ -229,6 +266,7 @@ fn designs_depend_on_the_public_inputs_alone() {
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
         session_tokens: None,
+        decode_tokens: 0,
     };
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (one, many) = (pool(1), pool(7));
