@@ -89,7 +89,7 @@ fn per_token(
     decode: usize,
 ) -> f64 {
     match session {
-        Some(t) if decode > 0 => full.over_session(&one, tokens, session, decode) as f64 / t as f64,
+        Some(t) if decode > 0 => full.over_session(|| one, tokens, session, decode) as f64 / t as f64,
         _ => full.per_request(tokens, session) as f64 / tokens as f64,
     }
 }

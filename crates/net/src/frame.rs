@@ -416,7 +416,7 @@ impl Info {
             || !(1..=MAX_SERVER_THREADS).contains(&self.server_threads)
             || KeySwitching::from_code(self.keyswitch).is_none()
             || !(1..=fastquery_protocol::fold::MAX_SHARED as u32).contains(&self.max_shared)
-            || self.decode_tokens > self.session_tokens
+            || self.inputs().checked().is_err()
         {
             return Err(NetError::Malformed(format!("implausible server info {self:?}")));
         }

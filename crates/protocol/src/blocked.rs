@@ -58,29 +58,6 @@ impl WireBytes {
     /// one). `None`: a session without end, where the setup is paid once and its part is
     /// nothing.
     pub fn per_request(&self, tokens: usize, session: Option<usize>) -> u64 {
-        self.per_request_inner(tokens, session)
-    }
-
-    /// What a design costs on a link over a session of `session` tokens of which `decode`
-    /// arrive one per request (the steps of autoregressive decoding), the rest in requests of
-    /// `tokens` (the prompt): its setup, the full requests' query and response (`self`, for
-    /// `tokens` tokens), and the one-token requests' (`one`). Without `decode` tokens it is
-    /// [`Self::per_request`], which ranks alike; `None`: the query and response of a full
-    /// request, as there.
-    pub fn over_session(&self, one: &WireBytes, tokens: usize, session: Option<usize>, decode: usize) -> u64 {
-        match session {
-            Some(s) if decode > 0 => {
-                let decode = decode.min(s);
-                let full = (s - decode).div_ceil(tokens.max(1)) as u64;
-                self.setup as u64
-                    + full * (self.query + self.response) as u64
-                    + decode as u64 * (one.query + one.response) as u64
-            }
-            _ => self.per_request(tokens, session),
-        }
-    }
-
-    fn per_request_inner(&self, tokens: usize, session: Option<usize>) -> u64 {
         let own = (self.query + self.response) as u64;
         match session {
             None => own,
@@ -89,6 +66,31 @@ impl WireBytes {
                 let part = (self.setup as u64 * (tokens as u64).min(s)).div_ceil(s);
                 own + part
             }
+        }
+    }
+
+    /// What a design costs on a link over a session of `session` tokens of which `decode`
+    /// arrive one per request (the steps of autoregressive decoding), the rest in requests of
+    /// `tokens` (the prompt): its setup, the full requests' query and response (`self`, for
+    /// `tokens` tokens), and the one-token requests' (`one()`, asked for only where there are
+    /// some). Without `decode` tokens it is [`Self::per_request`], which ranks alike; `None`:
+    /// the query and response of a full request, as there.
+    pub fn over_session(
+        &self,
+        one: impl FnOnce() -> WireBytes,
+        tokens: usize,
+        session: Option<usize>,
+        decode: usize,
+    ) -> u64 {
+        match session {
+            Some(s) if decode > 0 => {
+                let (one, decode) = (one(), decode.min(s));
+                let full = (s - decode).div_ceil(tokens.max(1)) as u64;
+                self.setup as u64
+                    + full * (self.query + self.response) as u64
+                    + decode as u64 * (one.query + one.response) as u64
+            }
+            _ => self.per_request(tokens, session),
         }
     }
 }
@@ -738,12 +740,15 @@ mod tests {
                 query: rng.random_range(0..1 << 20),
                 response: rng.random_range(0..1 << 20),
             };
-            assert_eq!(b.over_session(&one, tokens, Some(session), 0), b.per_request(tokens, Some(session)));
-            assert_eq!(b.over_session(&one, tokens, None, 5), own);
+            assert_eq!(
+                b.over_session(|| one, tokens, Some(session), 0),
+                b.per_request(tokens, Some(session))
+            );
+            assert_eq!(b.over_session(|| one, tokens, None, 5), own);
             let decode = rng.random_range(1..=session);
             let full = (session - decode).div_ceil(tokens) as u64;
             let want = b.setup as u64 + full * own + decode as u64 * (one.query + one.response) as u64;
-            assert_eq!(b.over_session(&one, tokens, Some(session), decode), want);
+            assert_eq!(b.over_session(|| one, tokens, Some(session), decode), want);
         }
     }
 

@@ -287,21 +287,17 @@ pub fn choose_any(
         Objective::Bytes => allowed,
         Objective::Latency { .. } => crate::fold::Allowed { decode_tokens: 0, ..allowed },
     };
-    let decode = allowed.decode_tokens;
-    let total = |full: WireBytes, one: WireBytes| {
-        full.over_session(&one, tokens, allowed.session_tokens, allowed.decode_tokens) as f64
+    let total = |full: WireBytes, one: &dyn Fn() -> WireBytes| {
+        full.over_session(one, tokens, allowed.session_tokens, allowed.decode_tokens) as f64
     };
-    let score = |server_ms: f64, b: WireBytes, one: WireBytes| match objective {
+    let score = |server_ms: f64, b: WireBytes, one: &dyn Fn() -> WireBytes| match objective {
         Objective::Bytes => total(b, one),
         Objective::Latency { link, .. } => link.latency_ms(server_ms, total(b, one), 1.0) / tokens as f64,
     };
     // The candidates come ranked without the setup; the first of equal scores keeps that order.
     let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
         all.into_iter()
-            .map(|(c, design)| {
-                let one = if decode > 0 { design.predicted_bytes(1) } else { c.predicted };
-                (score(c.server_ms, c.predicted, one), design)
-            })
+            .map(|(c, design)| (score(c.server_ms, c.predicted, &|| design.predicted_bytes(1)), design))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(score, design)| (SchemeDesign::Blocked(design), score))
     });
@@ -310,14 +306,13 @@ pub fn choose_any(
     let folded = match objective {
         // The candidates come ranked by bytes (near-equal bytes by estimated time).
         Objective::Bytes => folds.into_iter().next().map(|(f, b, _)| {
-            let one = if decode > 0 { f.predicted_bytes(1) } else { b };
-            let score = total(b, one);
+            let score = total(b, &|| f.predicted_bytes(1));
             (SchemeDesign::Folded(Box::new(f)), score)
         }),
         Objective::Latency { server_threads, .. } => folds
             .into_iter()
             .map(|(f, b, _)| {
-                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b, b);
+                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b, &|| b);
                 (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),

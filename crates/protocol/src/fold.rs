@@ -585,43 +585,20 @@ impl Allowed {
     /// that names the variable.
     pub fn max_shared_from_env() -> Result<usize, ProtocolError> {
         let max = fastquery_he::share::MAX_SHARED;
-        match std::env::var("FASTQUERY_MAX_SHARED") {
-            Err(_) => Ok(max),
-            Ok(v) => v.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
-                ProtocolError::State(format!("FASTQUERY_MAX_SHARED={v}: expected 1 to {max}"))
-            }),
-        }
+        Ok(env_number("FASTQUERY_MAX_SHARED", 1..=max)?.unwrap_or(max))
     }
 
     /// `FASTQUERY_SESSION_TOKENS`: 1 to [`MAX_SESSION_TOKENS`] tokens per session (`None` where
     /// it is unset); any other value is an error that names the variable.
     pub fn session_tokens_from_env() -> Result<Option<usize>, ProtocolError> {
-        match std::env::var("FASTQUERY_SESSION_TOKENS") {
-            Err(_) => Ok(None),
-            Ok(v) => {
-                v.parse::<usize>().ok().filter(|n| (1..=MAX_SESSION_TOKENS).contains(n)).map(Some).ok_or_else(
-                    || {
-                        ProtocolError::State(format!(
-                            "FASTQUERY_SESSION_TOKENS={v}: expected 1 to {MAX_SESSION_TOKENS}"
-                        ))
-                    },
-                )
-            }
-        }
+        env_number("FASTQUERY_SESSION_TOKENS", 1..=MAX_SESSION_TOKENS)
     }
 
     /// `FASTQUERY_DECODE_TOKENS`: how many of a session's tokens arrive one per request (0
     /// where it is unset); anything but a number of at most [`MAX_SESSION_TOKENS`] is an error
     /// that names the variable (that it fits the session is checked where both are known).
     pub fn decode_tokens_from_env() -> Result<usize, ProtocolError> {
-        match std::env::var("FASTQUERY_DECODE_TOKENS") {
-            Err(_) => Ok(0),
-            Ok(v) => v.parse::<usize>().ok().filter(|n| *n <= MAX_SESSION_TOKENS).ok_or_else(|| {
-                ProtocolError::State(format!(
-                    "FASTQUERY_DECODE_TOKENS={v}: expected 0 to {MAX_SESSION_TOKENS}"
-                ))
-            }),
-        }
+        Ok(env_number("FASTQUERY_DECODE_TOKENS", 0..=MAX_SESSION_TOKENS)?.unwrap_or(0))
     }
 
     /// The caps of shared `c` the candidates try: `max_shared` alone for sessions without
@@ -632,6 +609,17 @@ impl Allowed {
             caps.extend((0..).map(|i| 1usize << i).take_while(|&c| c < self.max_shared));
         }
         caps
+    }
+}
+
+/// The number in the environment variable `name` (`None` where it is unset); a value that is
+/// not a number in `range` is an error that names the variable.
+fn env_number(name: &str, range: std::ops::RangeInclusive<usize>) -> Result<Option<usize>, ProtocolError> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => v.parse::<usize>().ok().filter(|n| range.contains(n)).map(Some).ok_or_else(|| {
+            ProtocolError::State(format!("{name}={v}: expected {} to {}", range.start(), range.end()))
+        }),
     }
 }
 
@@ -761,8 +749,11 @@ pub fn candidates(
                                 };
                                 let bytes = design.predicted_bytes(tokens);
                                 let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
-                                let one = if decode_tokens > 0 { design.predicted_bytes(1) } else { bytes };
-                                out.push((design, bytes, ms, one));
+                                // Bytes per request, or over the session where it has decode
+                                // steps (then with the design's one-token request).
+                                let one = || design.predicted_bytes(1);
+                                let cost = bytes.over_session(one, tokens, session_tokens, decode_tokens);
+                                out.push((design, bytes, ms, cost));
                             }
                         }
                         m2 *= 2;
@@ -771,11 +762,7 @@ pub fn candidates(
             }
         }
     }
-    // Bytes per request, or over the session where decode steps are declared (each candidate's
-    // one-token request beside its full one).
-    let total = |c: &(FoldDesign, WireBytes, f64, WireBytes)| {
-        c.1.over_session(&c.3, tokens, session_tokens, decode_tokens)
-    };
+    let total = |c: &(FoldDesign, WireBytes, f64, u64)| c.3;
     out.sort_by(|a, b| total(a).cmp(&total(b)).then(a.2.total_cmp(&b.2)));
     // Designs within BYTES_TIE of the fewest bytes count as ties: the fastest of them leads
     // (the last percents of bytes are not worth a fifth of the server's time and keys), where
@@ -786,7 +773,7 @@ pub fn candidates(
         let limit = total(first) as f64 * (1.0 + BYTES_TIE);
         let ties = out.iter().take_while(|c| total(c) as f64 <= limit).count();
         let fastest = out[..ties].iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
-        let near = |c: &(FoldDesign, WireBytes, f64, WireBytes)| c.2 <= fastest * (1.0 + TIME_TIE);
+        let near = |c: &(FoldDesign, WireBytes, f64, u64)| c.2 <= fastest * (1.0 + TIME_TIE);
         out[..ties].sort_by(|a, b| {
             near(b).cmp(&near(a)).then_with(|| {
                 if near(a) {

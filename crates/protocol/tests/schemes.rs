@@ -242,7 +242,7 @@ fn decode_steps_in_a_session_steer_the_design_to_cheap_one_token_requests() {
     assert!(half.1.query + half.1.response < full.1.query + full.1.response, "{half:?} vs {full:?}");
     let over =
         |(b, one): (fastquery_protocol::blocked::WireBytes, fastquery_protocol::blocked::WireBytes)| {
-            b.over_session(&one, 128, Some(8192), 4096)
+            b.over_session(|| one, 128, Some(8192), 4096)
         };
     assert!(over(half) < over(full), "{} vs {}", over(half), over(full));
     assert!(inputs(8193).checked().is_err());
