@@ -83,15 +83,22 @@ impl WireBytes {
         decode: usize,
     ) -> u64 {
         match session {
-            Some(s) if decode > 0 => {
-                let (one, decode) = (one(), decode.min(s));
-                let full = (s - decode).div_ceil(tokens.max(1)) as u64;
-                self.setup as u64
-                    + full * (self.query + self.response) as u64
-                    + decode as u64 * (one.query + one.response) as u64
-            }
+            Some(s) if decode > 0 => self.session_total(&one(), tokens, s, decode),
             _ => self.per_request(tokens, session),
         }
+    }
+
+    /// Every byte of a session of `session` tokens of which `decode` arrive one per request
+    /// (`one`'s query and response each) and the rest in requests of `tokens` (`self`'s each;
+    /// a last, shorter prompt request counted as a full one), with the setup once. A session
+    /// that runs them sends exactly this where the prompt fills its requests, and no more
+    /// otherwise (`harness::run_session` measures it).
+    pub fn session_total(&self, one: &WireBytes, tokens: usize, session: usize, decode: usize) -> u64 {
+        let decode = decode.min(session);
+        let full = (session - decode).div_ceil(tokens.max(1)) as u64;
+        self.setup as u64
+            + full * (self.query + self.response) as u64
+            + decode as u64 * (one.query + one.response) as u64
     }
 }
 

@@ -673,22 +673,22 @@ pub fn self_check(
 }
 
 /// One request through both parties ([`round_trip`]).
-struct RoundTrip {
+pub(crate) struct RoundTrip {
     /// Query and response bytes.
-    up: usize,
-    down: usize,
+    pub(crate) up: usize,
+    pub(crate) down: usize,
     /// The client's query and decoding, and the server's answer, ms.
-    client_ms: f64,
-    server_ms: f64,
+    pub(crate) client_ms: f64,
+    pub(crate) server_ms: f64,
     /// The backend work counted during the answer.
-    server_work: fastquery_backend::work::Work,
+    pub(crate) server_work: fastquery_backend::work::Work,
     /// Whether the two parties' shares add up to the rows of the request.
-    matched: bool,
+    pub(crate) matched: bool,
 }
 
 /// `client` queries `ids` on `session`, `server` answers, the client decodes, and the shares
 /// are checked against `table`'s rows: what every measured, warm-up and self-check request does.
-fn round_trip(
+pub(crate) fn round_trip(
     server: &dyn SchemeServer,
     session: u64,
     client: &mut dyn SchemeClient,
@@ -728,6 +728,6 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn ms(t: Instant) -> f64 {
+pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }

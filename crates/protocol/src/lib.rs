@@ -10,7 +10,8 @@
 //! * Schemes: [`cheetah`], [`iron`], [`bumblebee`], all built on [`blocked`] (a block layout,
 //!   optional response packing, and the two parties' state machines).
 //! * [`harness`]: runs schemes on a workload and measures bytes, times and latency under the
-//!   LAN/WAN link models.
+//!   LAN/WAN link models; [`session`]: a whole client session (setup, prompt, decode steps),
+//!   measured against the bytes its design predicts.
 #![forbid(unsafe_code)]
 
 pub mod blocked;
@@ -22,6 +23,7 @@ pub mod harness;
 pub mod iron;
 pub mod messages;
 mod scheme;
+pub mod session;
 mod trace;
 pub mod wire;
 
