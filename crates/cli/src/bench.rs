@@ -91,6 +91,23 @@ impl DesignArgs {
         }
         .checked()?)
     }
+
+    /// The session these flags declare over the environment's (`FASTQUERY_SESSION_TOKENS`,
+    /// `FASTQUERY_DECODE_TOKENS`): its tokens (`None`: without end) and decode steps; an error
+    /// where the decode steps do not fit it.
+    pub(crate) fn session(&self) -> anyhow::Result<(Option<usize>, usize)> {
+        use fastquery_protocol::fold::Allowed;
+        let session = match self.session_tokens {
+            Some(t) => Some(usize::try_from(t)?),
+            None => Allowed::session_tokens_from_env()?,
+        };
+        let decode = match self.decode_tokens {
+            Some(g) => usize::try_from(g)?,
+            None => Allowed::decode_tokens_from_env()?,
+        };
+        harness::check_session(session, decode)?;
+        Ok((session, decode))
+    }
 }
 
 /// The JSON report.
@@ -172,7 +189,7 @@ fn table_floor_ms(r: &SchemeReport, kind: SchemeKind, tokens: usize, gbs: f64) -
     if kind.batches_tokens() { per_request / tokens as f64 } else { per_request }
 }
 
-fn spinner() -> ProgressBar {
+pub(crate) fn spinner() -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
@@ -219,6 +236,49 @@ fn run_one<B: Backend>(
     Ok(report?)
 }
 
+/// The tables a run's schemes query, each built only where one of them needs it: the
+/// baselines' fixed-point encoding and fastquery's quantized one of the same synthetic table.
+pub(crate) struct Tables {
+    fixed: Option<IntTable>,
+    pub(crate) quantized: Option<IntTable>,
+}
+
+impl Tables {
+    /// The synthetic `workload` table of `seed`, encoded for `kinds` (the real-valued table
+    /// goes once both are built).
+    pub(crate) fn build(workload: Workload, seed: u64, kinds: &[SchemeKind]) -> anyhow::Result<Self> {
+        let (m, d) = workload.shape();
+        eprintln!("building the synthetic {} table ({m} x {d}, seed {seed})", workload.name());
+        let real = workload.synthetic(seed);
+        let fixed =
+            kinds.iter().any(|k| !k.is_fastquery()).then(|| SchemeKind::Cheetah.table(&real)).transpose()?;
+        let quantized = kinds
+            .iter()
+            .any(|k| k.is_fastquery())
+            .then(|| {
+                eprintln!(
+                    "quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})"
+                );
+                SchemeKind::FastQuery.table(&real)
+            })
+            .transpose()?;
+        Ok(Self { fixed, quantized })
+    }
+
+    /// The table `kind` queries.
+    pub(crate) fn of(&self, kind: SchemeKind) -> anyhow::Result<&IntTable> {
+        if kind.is_fastquery() { self.quantized.as_ref() } else { self.fixed.as_ref() }
+            .with_context(|| format!("no table was built for {}", kind.name()))
+    }
+}
+
+/// `count` token ids of a table of `m` rows, uniform, from `seed` (the same ids for every
+/// scheme of a run).
+pub(crate) fn token_ids(seed: u64, count: usize, m: usize) -> Vec<usize> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x70_6b_65_6e);
+    (0..count).map(|_| rng.random_range(0..m)).collect()
+}
+
 /// `fastquery bench`.
 pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     let workload = Workload::parse(&args.workload)?;
@@ -228,27 +288,15 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     }
     let (m, d) = workload.shape();
     let info = backend.info();
-    eprintln!("building the synthetic {} table ({m} x {d}, seed {})", workload.name(), args.seed);
-    let real = workload.synthetic(args.seed);
-    // Each kind of table only if a scheme queries it; the real table goes once both are built.
-    let fixed =
-        kinds.iter().any(|k| !k.is_fastquery()).then(|| SchemeKind::Cheetah.table(&real)).transpose()?;
-    let quantized = if kinds.iter().any(|k| k.is_fastquery()) {
-        eprintln!("quantizing it for fastquery ({QUANT_BITS} bits on average, at most {QUANT_MAX_BITS})");
-        let q = SchemeKind::FastQuery.table(&real)?;
+    let tables = Tables::build(workload, args.seed, &kinds)?;
+    if let Some(q) = &tables.quantized {
         let plain = args.plain_bits.unwrap_or(SchemeKind::FastQuery.default_plain_bits());
-        print_candidates(&args.design.apply(backend.design_inputs(&q, plain, args.tokens)?)?)?;
-        Some(q)
-    } else {
-        None
-    };
-    drop(real);
-    let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x70_6b_65_6e);
-    let ids: Vec<usize> = (0..args.tokens).map(|_| rng.random_range(0..m)).collect();
+        print_candidates(&args.design.apply(backend.design_inputs(q, plain, args.tokens)?)?)?;
+    }
+    let ids = token_ids(args.seed, args.tokens, m);
     let mut reports = Vec::new();
     for &kind in &kinds {
-        let t = if kind.is_fastquery() { quantized.as_ref() } else { fixed.as_ref() }
-            .context("every scheme's table is built above")?;
+        let t = tables.of(kind)?;
         let r = crate::with_backend!(backend, b => run_one(b, kind, t, &ids, (args.plain_bits, args.design), args.clients, (args.warm_up as usize, args.repeat as usize))?);
         reports.push(r);
     }

@@ -14,6 +14,7 @@ mod kernels;
 mod net;
 mod plan;
 mod quantize;
+mod session;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,9 @@ enum Command {
     /// The design fastquery takes for each length of a client's session (setup, bytes per
     /// token, and both together), without running it: what `serve --session-tokens` would pick.
     Plan(plan::PlanArgs),
+    /// Whole client sessions side by side: the setup, the prompt in requests, then decode steps
+    /// one token each, every share verified; bytes against the designs' predictions.
+    Session(session::SessionArgs),
     /// Mixed-precision quantization of a table under a bit budget: histogram, error, traffic.
     Quantize(quantize::QuantizeArgs),
     /// Self-check of the arithmetic: primes, roots, RNS, NTT against its definition and the
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
         Some(Command::Bench(args)) => bench::run(&backend, &args),
         Some(Command::Plan(args)) => plan::run(&backend, &args),
+        Some(Command::Session(args)) => session::run(&backend, &args),
         Some(Command::Quantize(args)) => quantize::run(&args),
         Some(Command::Serve(args)) => net::serve(&backend, &args),
         Some(Command::Query(args)) => net::query(&args),

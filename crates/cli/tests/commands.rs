@@ -312,6 +312,57 @@ fn plan_shows_the_design_of_each_session_length() {
     ]);
 }
 
+/// `session` sends whole sessions: each scheme's bytes by phase are its design's predictions,
+/// the requests are the session's shape (one per token for cheetah), the ratios are the
+/// reports' own, and fastquery's session sends exactly what `plan` predicts for it.
+#[test]
+fn session_runs_whole_sessions_as_planned() {
+    let dir = std::env::temp_dir().join(format!("fq-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shape = ["--tokens", "4", "--session-tokens", "64", "--decode-tokens", "32"];
+    let args = [&["session", "--schemes", "cheetah,fastquery", "--undeclared"][..], &shape[..]].concat();
+    let v = json_of(&args, &dir.join("s.json"));
+    let sessions = v["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 3, "{v}");
+    let n = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    for s in sessions {
+        assert_eq!(s["verified"], true, "{s}");
+        let (p, d) = (&s["prompt"], &s["decode"]);
+        let bytes = |p: &serde_json::Value| n(p, "query_bytes") + n(p, "response_bytes");
+        assert_eq!(n(s, "total_bytes"), n(s, "setup_bytes") + bytes(p) + bytes(d), "{s}");
+        assert_eq!(n(p, "predicted_bytes"), bytes(p), "{s}");
+        assert_eq!(n(d, "predicted_bytes"), bytes(d), "{s}");
+        assert_eq!((n(p, "tokens"), n(d, "tokens"), n(d, "requests")), (32, 32, 32), "{s}");
+        // The prompt fills its requests: the search's model is the wire's bytes.
+        assert_eq!(n(s, "model_bytes"), n(s, "total_bytes"), "{s}");
+    }
+    let (cheetah, fq, free) = (&sessions[0], &sessions[1], &sessions[2]);
+    assert_eq!((cheetah["scheme"].as_str(), fq["scheme"].as_str()), (Some("cheetah"), Some("fastquery")));
+    assert_eq!((fq["declared"].as_bool(), free["declared"].as_bool()), (Some(true), Some(false)));
+    assert_eq!((n(&cheetah["prompt"], "requests"), n(&fq["prompt"], "requests")), (32, 8));
+    for (r, s) in v["ratios"].as_array().unwrap().iter().zip([cheetah, free]) {
+        let want = n(s, "total_bytes") as f64 / n(fq, "total_bytes") as f64;
+        assert!((r["bytes"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{r} {s}");
+    }
+    // The plan of the same session predicts fastquery's bytes to the byte.
+    let plan = json_of(
+        &["plan", "--table", "tiny", "--tokens", "4", "--sessions", "64", "--decode-percent", "50"],
+        &dir.join("p.json"),
+    );
+    let planned = plan[0]["bytes_per_token_with_setup"].as_f64().unwrap() * 64.0;
+    assert!((planned - n(fq, "total_bytes") as f64).abs() < 1e-6 * planned, "{planned} vs {fq}");
+    assert!(std::fs::read_to_string(dir.join("s.md")).unwrap().contains("| fastquery (no session) |"));
+    let _ = std::fs::remove_dir_all(&dir);
+    refused(&[
+        &["session", "--tokens", "4"][..],
+        &["session", "--session-tokens", "3", "--decode-tokens", "4"][..],
+        &["session", "--session-tokens", "100000"][..],
+        &["session", "--session-tokens", "8", "--tokens", "0"][..],
+        &["session", "--session-tokens", "8", "--schemes", "nope"][..],
+        &["session", "--session-tokens", "8", "--workload", "nope"][..],
+    ]);
+}
+
 #[test]
 fn quantize_reports_and_rejects_bad_input() {
     let dir = std::env::temp_dir().join(format!("fq-quant-{}", std::process::id()));

@@ -91,20 +91,25 @@ pub struct DesignInputs {
     pub decode_tokens: usize,
 }
 
+/// Whether `decode` decode steps fit a session of `session` tokens (`None`: without end, which
+/// has none).
+pub fn check_session(session: Option<usize>, decode: usize) -> Result<(), ProtocolError> {
+    match session {
+        None if decode > 0 => Err(ProtocolError::State(format!(
+            "{decode} decode tokens without a session (set its tokens too)"
+        ))),
+        Some(t) if decode > t => {
+            Err(ProtocolError::State(format!("{decode} decode tokens in a session of {t}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl DesignInputs {
     /// `self` where its session is consistent: decode steps only within a declared session,
     /// and no more of them than it has tokens.
     pub fn checked(self) -> Result<Self, ProtocolError> {
-        match self.session_tokens {
-            None if self.decode_tokens > 0 => Err(ProtocolError::State(format!(
-                "{} decode tokens without a session (set its tokens too)",
-                self.decode_tokens
-            ))),
-            Some(t) if self.decode_tokens > t => {
-                Err(ProtocolError::State(format!("{} decode tokens in a session of {t}", self.decode_tokens)))
-            }
-            _ => Ok(self),
-        }
+        check_session(self.session_tokens, self.decode_tokens).map(|()| self)
     }
 
     /// What the server allows its folded designs.

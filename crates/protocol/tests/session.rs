@@ -22,7 +22,13 @@ fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
     IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap()
 }
 
-fn inputs(kind: SchemeKind, table: &IntTable, tokens: usize, session: Option<usize>, decode: usize) -> DesignInputs {
+fn inputs(
+    kind: SchemeKind,
+    table: &IntTable,
+    tokens: usize,
+    session: Option<usize>,
+    decode: usize,
+) -> DesignInputs {
     let b = CpuBackend::new();
     DesignInputs {
         session_tokens: session,
