@@ -269,8 +269,10 @@ pub fn choose(
 /// setup is paid once, or in parts over a session of `allowed.session_tokens` tokens:
 /// [`WireBytes::per_request`]), or the least estimated latency per token (the folded designs'
 /// server time from [`crate::fold::estimate_ms`] at the objective's server threads, and the
-/// same bytes on the link), with that score (bytes per request, or ms per token). A tie goes to
-/// the blocked design.
+/// same bytes on the link), with that score (bytes per request, or ms per token). Where the
+/// session has `allowed.decode_tokens` decode steps, both count the whole session, its
+/// one-token requests included ([`WireBytes::over_session`], [`session_latency_ms`]; the
+/// score is then bytes per session, or ms per token over it). A tie goes to the blocked design.
 pub fn choose_any(
     m: usize,
     d: usize,
@@ -281,23 +283,40 @@ pub fn choose_any(
     objective: Objective,
 ) -> Result<(SchemeDesign, f64), ProtocolError> {
     // Bytes per request, with the request's part of the setup where the session is known, or
-    // over the whole session where it has decode steps (the fewest-bytes objective only: the
-    // latency estimates are of full requests).
+    // over the whole session where it has decode steps. The latency objectives rank a session
+    // with decode steps by its whole latency ([`session_latency_ms`]); the folded candidates
+    // they score are the same either way.
+    let decode = allowed.decode_tokens;
     let allowed = match objective {
         Objective::Bytes => allowed,
         Objective::Latency { .. } => crate::fold::Allowed { decode_tokens: 0, ..allowed },
     };
+    let session = allowed.session_tokens.filter(|_| decode > 0);
     let total = |full: WireBytes, one: &dyn Fn() -> WireBytes| {
         full.over_session(one, tokens, allowed.session_tokens, allowed.decode_tokens) as f64
     };
-    let score = |server_ms: f64, b: WireBytes, one: &dyn Fn() -> WireBytes| match objective {
-        Objective::Bytes => total(b, one),
-        Objective::Latency { link, .. } => link.latency_ms(server_ms, total(b, one), 1.0) / tokens as f64,
+    // `full`: the server's estimated time and the bytes of a full request; `one`: the same
+    // for a one-token request (asked for only where the session has decode steps).
+    let score = |full: (f64, WireBytes), one: &dyn Fn() -> (f64, WireBytes)| match (objective, session) {
+        (Objective::Bytes, _) => total(full.1, &|| one().1),
+        (Objective::Latency { link, .. }, Some(s)) => {
+            session_latency_ms(link, full, one(), tokens, s, decode)
+        }
+        (Objective::Latency { link, .. }, None) => {
+            link.latency_ms(full.0, total(full.1, &|| full.1), 1.0) / tokens as f64
+        }
+    };
+    let threads = match objective {
+        Objective::Bytes => 1,
+        Objective::Latency { server_threads, .. } => server_threads.max(1),
     };
     // The candidates come ranked without the setup; the first of equal scores keeps that order.
     let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
         all.into_iter()
-            .map(|(c, design)| (score(c.server_ms, c.predicted, &|| design.predicted_bytes(1)), design))
+            .map(|(c, design)| {
+                let one = || (estimate_ms(&design, 1, threads as f64), design.predicted_bytes(1));
+                (score((c.server_ms, c.predicted), &one), design)
+            })
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(score, design)| (SchemeDesign::Blocked(design), score))
     });
@@ -309,10 +328,11 @@ pub fn choose_any(
             let score = total(b, &|| f.predicted_bytes(1));
             (SchemeDesign::Folded(Box::new(f)), score)
         }),
-        Objective::Latency { server_threads, .. } => folds
+        Objective::Latency { .. } => folds
             .into_iter()
             .map(|(f, b, _)| {
-                let latency = score(crate::fold::estimate_ms(&f, tokens, server_threads), b, &|| b);
+                let one = || (crate::fold::estimate_ms(&f, 1, threads), f.predicted_bytes(1));
+                let latency = score((crate::fold::estimate_ms(&f, tokens, threads), b), &one);
                 (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),
@@ -324,4 +344,33 @@ pub fn choose_any(
             "no fastquery design holds the noise of a {table_bits}-bit table in Z_2^{plain_bits}"
         ))),
     }
+}
+
+/// The estimated server time of a `tokens`-token request on `design`, ms, for a CPU server
+/// of `threads` threads: what the latency objectives rank by, for either kind of design.
+pub fn estimated_server_ms(design: &SchemeDesign, tokens: usize, threads: usize) -> f64 {
+    match design {
+        SchemeDesign::Blocked(d) => estimate_ms(d, tokens, threads.max(1) as f64),
+        SchemeDesign::Folded(f) => crate::fold::estimate_ms(f, tokens, threads.max(1)),
+    }
+}
+
+/// The estimated latency per token of a session of `session` tokens on `link`, `decode` of them
+/// one per request and the rest in requests of `tokens`: the setup's transfer, then each
+/// request's server time, bytes and round trip (`full` and `one`: a full and a one-token
+/// request's estimated server ms and bytes; a last, shorter prompt request counted as a full
+/// one, as [`WireBytes::session_total`] does).
+pub fn session_latency_ms(
+    link: Link,
+    full: (f64, WireBytes),
+    one: (f64, WireBytes),
+    tokens: usize,
+    session: usize,
+    decode: usize,
+) -> f64 {
+    let decode = decode.min(session);
+    let requests = (session - decode).div_ceil(tokens.max(1)) as f64;
+    let on = |(ms, b): (f64, WireBytes)| link.latency_ms(ms, (b.query + b.response) as f64, 1.0);
+    (link.latency_ms(0.0, full.1.setup as f64, 0.0) + requests * on(full) + decode as f64 * on(one))
+        / session.max(1) as f64
 }

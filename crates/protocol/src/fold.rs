@@ -555,7 +555,9 @@ pub struct Allowed {
     pub session_tokens: Option<usize>,
     /// Of the session's tokens, how many arrive one per request (decode steps; 0 to
     /// `session_tokens`): the designs then rank by the bytes of the whole session
-    /// ([`crate::blocked::WireBytes::over_session`]), one-token requests included.
+    /// ([`crate::blocked::WireBytes::over_session`]), one-token requests included (and
+    /// `fastquery-wan` / `-lan` by its estimated latency,
+    /// [`crate::fastquery::session_latency_ms`]).
     pub decode_tokens: usize,
 }
 

@@ -86,8 +86,8 @@ pub struct DesignInputs {
     pub session_tokens: Option<usize>,
     /// Of a session's tokens, how many arrive one per request (decode steps;
     /// `FASTQUERY_DECODE_TOKENS` or `serve --decode-tokens`, at most `session_tokens`):
-    /// `fastquery` then ranks by the whole session's bytes
-    /// ([`crate::fold::Allowed::decode_tokens`]).
+    /// `fastquery` then ranks by the whole session's bytes, its latency variants by the whole
+    /// session's estimated latency ([`crate::fold::Allowed::decode_tokens`]).
     pub decode_tokens: usize,
 }
 

@@ -250,6 +250,40 @@ fn decode_steps_in_a_session_steer_the_design_to_cheap_one_token_requests() {
     assert!(DesignInputs { session_tokens: None, ..inputs(0) }.checked().is_ok());
 }
 
+/// The latency variants count a session's decode steps too: on the WAN, at llama-7b with
+/// 8-token requests and sessions of 256 tokens, the pick for a session of decode steps has the
+/// least estimated latency over it (the score it returns), no more than the design for full
+/// requests alone has over the same session.
+#[test]
+fn latency_objectives_count_decode_steps() {
+    use fastquery_protocol::{
+        fastquery::{Objective, choose_any, estimated_server_ms, session_latency_ms},
+        harness::{LAN, WAN},
+    };
+    let (tokens, session) = (8, 256);
+    for (link, decode) in [(WAN, 128), (WAN, 256), (LAN, 128)] {
+        let allowed = |decode_tokens| fastquery_protocol::fold::Allowed {
+            session_tokens: Some(session),
+            decode_tokens,
+            ..fastquery_protocol::fold::Allowed::default()
+        };
+        let objective = Objective::Latency { link, server_threads: 2 };
+        let pick = |decode| choose_any(32000, 4096, 6, 37, tokens, allowed(decode), objective).unwrap();
+        let over = |d: &fastquery_protocol::harness::SchemeDesign| {
+            let at = |t| (estimated_server_ms(d, t, 2), d.predicted_bytes(t));
+            session_latency_ms(link, at(tokens), at(1), tokens, session, decode)
+        };
+        let ((steps, score), (full, _)) = (pick(decode), pick(0));
+        assert!(
+            (over(&steps) - score).abs() <= 1e-9 * score,
+            "{} {decode}: {score} vs {}",
+            link.name,
+            over(&steps)
+        );
+        assert!(over(&steps) <= over(&full), "{} {decode}: {} vs {}", link.name, over(&steps), over(&full));
+    }
+}
+
 /// Both parties derive a design from the public inputs alone: the same inputs give the same
 /// design whatever machine ranks the candidates (the ranking once read the thread count of
 /// the machine it ran on, so a client with other cores derived another `fastquery-wan`), and

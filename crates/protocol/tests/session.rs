@@ -68,7 +68,7 @@ proptest! {
             // The search's model counts a last, shorter prompt request as a full one.
             let model = r.model_bytes.unwrap() as usize;
             prop_assert!(model >= r.total_bytes, "{}: model {} < {}", name, model, r.total_bytes);
-            if prompt % size == 0 {
+            if prompt.is_multiple_of(size) {
                 prop_assert_eq!(model, r.total_bytes, "{}", name);
             }
             prop_assert!(r.lan_ms > 0.0 && r.wan_ms > r.lan_ms, "{}", name);
