@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use fastquery_protocol::{
     blocked::WireBytes,
+    fastquery::estimated_server_ms,
     harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind},
 };
 use serde::Serialize;
@@ -74,6 +75,11 @@ struct PlanRow {
     /// Bumblebee's bytes per token with its setup spread over the session, over this row's:
     /// how many times fewer fastquery sends over such a session.
     vs_bumblebee: f64,
+    /// The design search's estimate of the server's time per token of a full request, ms,
+    /// on this machine's threads (it ranks, to about a third: docs/BENCHMARKS.md).
+    est_server_ms_per_token: f64,
+    /// The same for a request of one token (a decode step), ms.
+    est_one_token_ms: f64,
     layout: String,
     /// What a request of `tokens` tokens and one of one token send (setup included).
     #[serde(skip)]
@@ -156,7 +162,7 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         }
     );
     println!(
-        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13} {:>12}",
+        "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13} {:>12} {:>15}",
         "session (tokens)",
         "design",
         "N",
@@ -166,11 +172,12 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         "with setup",
         "undeclared, with setup",
         "vs bumblebee",
-        "1-token req."
+        "1-token req.",
+        "est. server ms"
     );
     for r in &rows {
         println!(
-            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x {:>12}",
+            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x {:>12} {:>15}",
             r.session_tokens.map_or("without end".to_string(), |t| t.to_string()),
             if r.folded { "folded" } else { "blocked" },
             r.n,
@@ -180,9 +187,14 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
             mb(r.bytes_per_token_with_setup),
             mb(r.undeclared_with_setup),
             r.vs_bumblebee,
-            mb(r.one_token_request)
+            mb(r.one_token_request),
+            format!("{:.0} / {:.0}", r.est_server_ms_per_token, r.est_one_token_ms)
         );
     }
+    println!(
+        "  est. server ms: the design search's estimate of the server's time per token of a full request / of a one-token request, on {} threads",
+        base.server_threads
+    );
     let mut seen: Vec<&str> = Vec::new();
     for r in &rows {
         if !seen.contains(&r.layout.as_str()) {
@@ -221,6 +233,8 @@ fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
         one_token_request: pair.1.per_request(1, None) as f64,
         undeclared_with_setup: 0.0,
         vs_bumblebee: 0.0,
+        est_server_ms_per_token: estimated_server_ms(&design, tokens, inputs.server_threads) / t,
+        est_one_token_ms: estimated_server_ms(&design, 1, inputs.server_threads),
         layout: summary.layout,
         bytes: pair,
     })

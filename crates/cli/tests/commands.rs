@@ -266,6 +266,10 @@ fn plan_shows_the_design_of_each_session_length() {
     // token: the full one shares its query ciphertext and its c among its tokens.
     for i in 0..3 {
         assert!(f(i, "one_token_request") >= f(i, "bytes_per_token"), "{v}");
+        // The same for the estimated server time: a full request shares its pass over the
+        // table among its tokens.
+        assert!(f(i, "est_server_ms_per_token") > 0.0, "{v}");
+        assert!(f(i, "est_one_token_ms") >= f(i, "est_server_ms_per_token") * (1.0 - 1e-9), "{v}");
     }
     // Over a session of one request its design sends fewer bytes, setup included, than the
     // design of sessions without end would: its setup plus its bytes per token.
