@@ -90,5 +90,10 @@ if [ "$part" = more ] || [ "$part" = all ]; then
   # two-row kernel, against part 1's default run at one token.
   FASTQUERY_CUDA_R2C8=0 step "8 x 4 tile, 1 token" 40 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery,cheetah --tokens 1 --repeat 2
+  # A whole session on the GPU (prompt in 8-token requests, then 32 decode steps, every share
+  # verified): what a decode step costs the server there.
+  step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
+    --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
+    --json "$OUT/session-llama-7b-64.json"
 fi
 date -u

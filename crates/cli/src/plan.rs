@@ -100,6 +100,12 @@ fn per_token(
     }
 }
 
+/// A ratio to one decimal, or to two decimals below 1 (a latency variant sends tens
+/// of times bumblebee's bytes: "0.0x" would hide by how much).
+fn ratio(x: f64) -> String {
+    if x >= 1.0 { format!("{x:.1}x") } else { format!("{x:.2}x") }
+}
+
 /// `fastquery plan`.
 pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
     let kind = SchemeKind::parse(&args.scheme)?;
@@ -177,7 +183,7 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
     );
     for r in &rows {
         println!(
-            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>12.1}x {:>12} {:>15}",
+            "{:>16} {:>8} {:>6} {:>7} {:>10} {:>10} {:>11} {:>23} {:>13} {:>12} {:>15}",
             r.session_tokens.map_or("without end".to_string(), |t| t.to_string()),
             if r.folded { "folded" } else { "blocked" },
             r.n,
@@ -186,7 +192,7 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
             mb(r.bytes_per_token),
             mb(r.bytes_per_token_with_setup),
             mb(r.undeclared_with_setup),
-            r.vs_bumblebee,
+            ratio(r.vs_bumblebee),
             mb(r.one_token_request),
             format!("{:.0} / {:.0}", r.est_server_ms_per_token, r.est_one_token_ms)
         );
