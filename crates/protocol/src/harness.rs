@@ -422,8 +422,9 @@ pub fn rows_match(table: &IntTable, ids: &[usize], plain_bits: u32, got: &[u64])
 }
 
 /// Every scheme end to end on `backend` (the tiny table, five tokens including block edges,
-/// the request sent twice on one session), each share checked by [`run`]: the GPU backends'
-/// test binaries call this.
+/// the request sent twice on one session, then a session with a short prompt request and a
+/// decode step), each share checked by [`run`] and [`crate::session::run_session`]: the GPU
+/// backends' test binaries call this.
 pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolError> {
     let table = IntTable::fixed_point(
         &fastquery_table::Workload::Tiny.synthetic(3),
@@ -436,6 +437,23 @@ pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolEr
         if !r.verified || r.server_ms_per_token_runs.len() != 2 {
             return Err(ProtocolError::State(format!(
                 "{}: shares do not reconstruct the table",
+                kind.name()
+            )));
+        }
+        // A session on a design for three tokens: a prompt of four (a request of three, then a
+        // short one of one) and a decode step; every share exact, every request's bytes as
+        // predicted.
+        let inputs = DesignInputs {
+            session_tokens: Some(ids.len()),
+            decode_tokens: 1,
+            ..DesignInputs::for_backend(backend.as_ref(), &table, kind.default_plain_bits(), 3)?
+        }
+        .checked()?;
+        let s = crate::session::run_session(kind, backend.clone(), &table, &ids, 1, &inputs, &|_| {})?;
+        let predicted = |p: &crate::session::PhaseReport| p.predicted_bytes == Some(p.bytes());
+        if !s.verified || !predicted(&s.prompt) || !predicted(&s.decode) {
+            return Err(ProtocolError::State(format!(
+                "{}: a session's shares or bytes are wrong: {s:?}",
                 kind.name()
             )));
         }
