@@ -100,7 +100,8 @@ fn the_design_made_for_a_session_sends_no_more_over_it() {
 }
 
 /// Sessions that cannot run are refused with an error, not a panic: no tokens, more decode
-/// steps than tokens, requests of no tokens, a token id past the table.
+/// steps than tokens, requests of no tokens, a token id past the table; one of decode steps
+/// only runs.
 #[test]
 fn impossible_sessions_are_refused() {
     let table = random_table(50, 8, 5, 1);
@@ -114,4 +115,9 @@ fn impossible_sessions_are_refused() {
     assert!(run(&[1, 2], 1, &DesignInputs { tokens: 0, ..ok }).is_err());
     assert!(run(&[1, 50], 0, &ok).is_err());
     assert!(run(&[1, 49], 1, &ok).unwrap().verified);
+    // Every token a decode step: no prompt request at all.
+    let all = run(&[1, 49, 7], 3, &ok).unwrap();
+    assert!(all.verified);
+    assert_eq!((all.prompt.requests, all.prompt.bytes(), all.decode.requests), (0, 0, 3));
+    assert_eq!(all.total_bytes, all.setup_bytes + all.decode.bytes());
 }
