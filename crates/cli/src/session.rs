@@ -169,7 +169,7 @@ fn markdown(
         "\n### {workload}: a session of {session} tokens, {} in prompt requests of {tokens}, {decode} decode steps ({device})\n\n",
         session - decode
     );
-    s += "| scheme | verified | setup | prompt: requests, bytes | decode: requests, bytes | session bytes | predicted = measured | search's model | server: prompt | server: per decode step | LAN | WAN |\n";
+    s += "| scheme | verified | setup | prompt: requests, bytes | decode: requests, bytes | session bytes | predicted = measured | search's model | server: prompt | server: per decode step (median / p95) | LAN | WAN |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in sessions {
         let predicted = match (r.prompt.predicted_bytes, r.decode.predicted_bytes) {
@@ -177,10 +177,11 @@ fn markdown(
             (Some(p), Some(d)) => format!("NO ({} + {})", mb(p as f64), mb(d as f64)),
             _ => "-".into(),
         };
-        let per_step = if r.decode.requests > 0 {
-            format!("{:.1} ms", r.decode.server_ms / r.decode.requests as f64)
-        } else {
-            "-".into()
+        let per_step = match (r.decode.server_ms_quantile(0.5), r.decode.server_ms_quantile(0.95)) {
+            (Some(p50), Some(p95)) => {
+                format!("{:.1} ms ({p50:.1} / {p95:.1})", r.decode.server_ms / r.decode.requests as f64)
+            }
+            _ => "-".into(),
         };
         s += &format!(
             "| {} | {} | {} | {}, {} | {}, {} | {} | {predicted} | {} | {:.2} s | {per_step} | {:.2} s | {:.2} s |\n",

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// One phase of a session (its prompt, or its decode steps): its requests' bytes and times.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PhaseReport {
     /// Tokens of the phase.
     pub tokens: usize,
@@ -37,6 +37,8 @@ pub struct PhaseReport {
     pub predicted_bytes: Option<usize>,
     /// Server time of every request together, ms.
     pub server_ms: f64,
+    /// Server time of each request, in order, ms (a decode step's tail, not only its mean).
+    pub server_ms_each: Vec<f64>,
     /// Client time (queries and decoding) of every request together, ms.
     pub client_ms: f64,
     /// The phase on the LAN model: compute, bytes and round trips, ms.
@@ -49,6 +51,15 @@ impl PhaseReport {
     /// Query and response bytes together.
     pub fn bytes(&self) -> usize {
         self.query_bytes + self.response_bytes
+    }
+
+    /// The `q`-quantile (0 to 1) of the requests' server times, ms: the nearest rank, so the
+    /// value of a request that ran (`None` without requests).
+    pub fn server_ms_quantile(&self, q: f64) -> Option<f64> {
+        let mut t = self.server_ms_each.clone();
+        t.sort_by(f64::total_cmp);
+        let last = t.len().checked_sub(1)?;
+        Some(t[((q.clamp(0.0, 1.0) * t.len() as f64).ceil() as usize).saturating_sub(1).min(last)])
     }
 }
 
@@ -135,6 +146,7 @@ pub fn run_session<B: Backend>(
             verified &= r.matched;
             (p.query_bytes, p.response_bytes) = (p.query_bytes + r.up, p.response_bytes + r.down);
             (p.server_ms, p.client_ms) = (p.server_ms + r.server_ms, p.client_ms + r.client_ms);
+            p.server_ms_each.push(r.server_ms);
             p.predicted_bytes = p
                 .predicted_bytes
                 .zip(server.predicted_bytes(request.len()))

@@ -72,6 +72,10 @@ proptest! {
                 prop_assert_eq!(model, r.total_bytes, "{}", name);
             }
             prop_assert!(r.lan_ms > 0.0 && r.wan_ms > r.lan_ms, "{}", name);
+            for p in [&r.prompt, &r.decode] {
+                prop_assert_eq!(p.server_ms_each.len(), p.requests);
+                prop_assert!((p.server_ms_each.iter().sum::<f64>() - p.server_ms).abs() <= 1e-9 * p.server_ms.max(1.0));
+            }
         }
     }
 }
@@ -120,4 +124,16 @@ fn impossible_sessions_are_refused() {
     assert!(all.verified);
     assert_eq!((all.prompt.requests, all.prompt.bytes(), all.decode.requests), (0, 0, 3));
     assert_eq!(all.total_bytes, all.setup_bytes + all.decode.bytes());
+}
+
+/// The decode steps' quantiles are server times of requests that ran (nearest rank).
+#[test]
+fn quantiles_are_nearest_ranks() {
+    let p = fastquery_protocol::session::PhaseReport {
+        server_ms_each: vec![4.0, 1.0, 3.0, 2.0],
+        ..Default::default()
+    };
+    let q = |q| p.server_ms_quantile(q).unwrap();
+    assert_eq!((q(0.0), q(0.25), q(0.5), q(0.75), q(0.95), q(1.0)), (1.0, 1.0, 2.0, 3.0, 4.0, 4.0));
+    assert_eq!(fastquery_protocol::session::PhaseReport::default().server_ms_quantile(0.5), None);
 }
