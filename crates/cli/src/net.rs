@@ -104,6 +104,11 @@ pub struct QueryArgs {
     /// Token ids.
     #[arg(long, value_delimiter = ',')]
     tokens: Vec<usize>,
+    /// Of the token ids, the last this many are sent one per request after the others, on the
+    /// same session: the steps of autoregressive decoding after a prompt (0: every id in
+    /// requests of the server's batch).
+    #[arg(long, default_value_t = 0)]
+    decode_steps: usize,
     /// Text to tokenize instead of --tokens (with the tokenizer of --tokenizer).
     #[arg(long)]
     text: Option<String>,
@@ -285,6 +290,10 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
     if ids.is_empty() {
         anyhow::bail!("no tokens: give --tokens 1,5,9 or --text \"...\"");
     }
+    if args.decode_steps > ids.len() {
+        anyhow::bail!("--decode-steps {} of {} tokens", args.decode_steps, ids.len());
+    }
+    let (prompt, steps) = ids.split_at(ids.len() - args.decode_steps);
     let mut cfg = ClientConfig::new(token);
     cfg.timeout = Duration::from_secs(args.timeout_s.max(1));
     cfg.scheme = args.scheme.as_deref().map(SchemeKind::parse).transpose()?;
@@ -294,15 +303,26 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
         cfg.tls = Some((fastquery_net::tls::client_config_from_file(ca)?, name));
     }
     let rt = runtime()?;
-    let (r, setup, kind) = rt.block_on(async {
+    let r = rt.block_on(async {
         let t = Instant::now();
         let mut client = Client::connect(&args.server, cfg).await?;
         let setup = (client.setup_bytes(), t.elapsed());
-        let r = client.query(&ids).await?;
+        let mut r = if prompt.is_empty() { None } else { Some(client.query(prompt).await?) };
+        let mut step_times = Vec::with_capacity(steps.len());
+        for &k in steps {
+            let step = client.query(&[k]).await?;
+            step_times.push(step.elapsed);
+            r = Some(match r {
+                None => step,
+                Some(all) => all.then(step),
+            });
+        }
         let kind = client.scheme();
         let _ = client.close().await;
-        anyhow::Ok((r, setup, kind))
+        let r = r.context("at least one token is sent")?;
+        anyhow::Ok((r, setup, kind, step_times))
     })?;
+    let (r, setup, kind, step_times) = r;
     fastquery_net::write_npy(&args.out, &r.shares)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let ids_hex: Vec<String> = r.requests.iter().map(|id| format!("{id:016x}")).collect();
@@ -322,6 +342,17 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
         crate::bench::mb(r.received as f64),
         r.elapsed.as_secs_f64() * 1e3
     );
+    if !step_times.is_empty() {
+        let mut ms: Vec<f64> = step_times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "  {} decode steps (one token per request) after {} prompt tokens: median {:.1} ms, slowest {:.1} ms",
+            ms.len(),
+            ids.len() - ms.len(),
+            ms[ms.len() / 2],
+            ms[ms.len() - 1]
+        );
+    }
     Ok(true)
 }
 

@@ -516,6 +516,60 @@ fn spawn_server(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     (server, addr, before)
 }
 
+/// `query --decode-steps G`: the prompt's ids in one request, then the last `G` one per request
+/// on the same session (fastquery's design for four tokens); every row's two shares add up.
+#[test]
+fn query_sends_decode_steps_one_token_per_request() {
+    use fastquery_protocol::harness::SchemeKind;
+    let dir = std::env::temp_dir().join(format!("fq-steps-{}", std::process::id()));
+    let shares_dir = dir.join("server-shares");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "a-long-enough-test-token-43\n").unwrap();
+    let token = token.to_str().unwrap();
+    let (mut server, addr, _) = spawn_server(&[
+        "--scheme",
+        "fastquery",
+        "--tokens",
+        "4",
+        "--auth-token-file",
+        token,
+        "--shares-dir",
+        shares_dir.to_str().unwrap(),
+        "--self-check",
+        "0",
+    ]);
+    let out = dir.join("client.npy");
+    let query = |steps: &str| {
+        let args = ["query", "--server", &addr, "--auth-token-file", token, "--tokens", "1,5,9,300,511"];
+        fastquery(&[&args[..], &["--decode-steps", steps, "--out", out.to_str().unwrap()]].concat())
+    };
+    let o = query("2");
+    let too_many = query("6");
+    let _ = server.kill();
+    let _ = server.wait();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("2 decode steps (one token per request) after 3 prompt tokens"), "{t}");
+    assert_eq!(too_many.status.code(), Some(2), "{}", text(&too_many));
+    // One request for the prompt's three tokens, then one per decode step.
+    let ids: Vec<&str> =
+        t.split("request id(s): ").nth(1).unwrap().lines().next().unwrap().split(", ").collect();
+    assert_eq!(ids.len(), 3, "{t}");
+    let table = SchemeKind::FastQuery.table(&fastquery_table::Workload::Tiny.synthetic(1)).unwrap();
+    let (d, mask) = (table.d(), (1u64 << SchemeKind::FastQuery.default_plain_bits()) - 1);
+    let client = npy_u64(&out);
+    let server: Vec<u64> = ids.iter().flat_map(|id| npy_u64(&shares_dir.join(format!("{id}.npy")))).collect();
+    assert_eq!((client.len(), server.len()), (5 * d, 5 * d));
+    for (row, k) in [1usize, 5, 9, 300, 511].into_iter().enumerate() {
+        for c in 0..d {
+            let sum = client[row * d + c].wrapping_add(server[row * d + c]) & mask;
+            assert_eq!(sum, (i64::from(table.get(k, c)) as u64) & mask, "token {k} channel {c}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn serve_and_query_with_tls() {
     let dir = std::env::temp_dir().join(format!("fq-tls-{}", std::process::id()));

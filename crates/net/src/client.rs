@@ -60,6 +60,20 @@ pub struct QueryResult {
     pub elapsed: Duration,
 }
 
+impl QueryResult {
+    /// This query followed by `next` on the same session: their requests, shares (rows in
+    /// order), bytes and times together.
+    pub fn then(mut self, next: QueryResult) -> QueryResult {
+        self.requests.extend(next.requests);
+        self.shares.tokens += next.shares.tokens;
+        self.shares.values.extend_from_slice(&next.shares.values);
+        self.sent += next.sent;
+        self.received += next.received;
+        self.elapsed += next.elapsed;
+        self
+    }
+}
+
 /// The connection: frames each way with a timeout, and the bytes counted each way.
 struct Link {
     stream: Box<dyn crate::tls::Stream>,
