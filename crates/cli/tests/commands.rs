@@ -516,29 +516,47 @@ fn spawn_server(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     (server, addr, before)
 }
 
-/// `query --decode-steps G`: the prompt's ids in one request, then the last `G` one per request
-/// on the same session (fastquery's design for four tokens); every row's two shares add up.
-#[test]
-fn query_sends_decode_steps_one_token_per_request() {
-    use fastquery_protocol::harness::SchemeKind;
-    let dir = std::env::temp_dir().join(format!("fq-steps-{}", std::process::id()));
+/// A `serve` of `scheme` for `tokens` tokens per request on the default table, without a
+/// self-check, writing its shares under `<dir>/server-shares`, with its access token in
+/// `<dir>/token` (`dir`: a fresh temporary directory named after `name`).
+struct SharesServer {
+    dir: std::path::PathBuf,
+    shares_dir: std::path::PathBuf,
+    token: std::path::PathBuf,
+    child: std::process::Child,
+    addr: String,
+    printed: Vec<String>,
+}
+
+fn serve_with_shares(name: &str, scheme: &str, tokens: &str) -> SharesServer {
+    let dir = std::env::temp_dir().join(format!("fq-{name}-{}", std::process::id()));
     let shares_dir = dir.join("server-shares");
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
-    std::fs::write(&token, "a-long-enough-test-token-43\n").unwrap();
-    let token = token.to_str().unwrap();
-    let (mut server, addr, _) = spawn_server(&[
+    std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
+    let (child, addr, printed) = spawn_server(&[
         "--scheme",
-        "fastquery",
+        scheme,
         "--tokens",
-        "4",
+        tokens,
         "--auth-token-file",
-        token,
+        token.to_str().unwrap(),
         "--shares-dir",
         shares_dir.to_str().unwrap(),
         "--self-check",
         "0",
     ]);
+    SharesServer { dir, shares_dir, token, child, addr, printed }
+}
+
+/// `query --decode-steps G`: the prompt's ids in one request, then the last `G` one per request
+/// on the same session (fastquery's design for four tokens); every row's two shares add up.
+#[test]
+fn query_sends_decode_steps_one_token_per_request() {
+    use fastquery_protocol::harness::SchemeKind;
+    let SharesServer { dir, shares_dir, token, child: mut server, addr, .. } =
+        serve_with_shares("steps", "fastquery", "4");
+    let token = token.to_str().unwrap();
     let out = dir.join("client.npy");
     let query = |steps: &str| {
         let args = ["query", "--server", &addr, "--auth-token-file", token, "--tokens", "1,5,9,300,511"];
@@ -619,23 +637,8 @@ fn serve_and_query_with_tls() {
 
 #[test]
 fn serve_and_query_over_tcp_and_the_shares_add_up() {
-    let dir = std::env::temp_dir().join(format!("fq-serve-{}", std::process::id()));
-    let shares_dir = dir.join("server-shares");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
-    let (mut server, addr, printed) = spawn_server(&[
-        "--scheme",
-        "cheetah",
-        "--tokens",
-        "1",
-        "--auth-token-file",
-        token.to_str().unwrap(),
-        "--shares-dir",
-        shares_dir.to_str().unwrap(),
-        "--self-check",
-        "0",
-    ]);
+    let SharesServer { dir, shares_dir, token, child: mut server, addr, printed } =
+        serve_with_shares("serve", "cheetah", "1");
     // --self-check 0: no request of its own (and so no share file of its own either).
     assert!(!printed.iter().any(|l| l.starts_with("self-check:")), "{printed:?}");
     let out = dir.join("client.npy");

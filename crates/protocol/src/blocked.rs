@@ -94,12 +94,19 @@ impl WireBytes {
     /// that runs them sends exactly this where the prompt fills its requests, and no more
     /// otherwise (`harness::run_session` measures it).
     pub fn session_total(&self, one: &WireBytes, tokens: usize, session: usize, decode: usize) -> u64 {
-        let decode = decode.min(session);
-        let full = (session - decode).div_ceil(tokens.max(1)) as u64;
+        let (full, decode) = session_requests(tokens, session, decode);
         self.setup as u64
-            + full * (self.query + self.response) as u64
+            + full as u64 * (self.query + self.response) as u64
             + decode as u64 * (one.query + one.response) as u64
     }
+}
+
+/// The requests of a session of `session` tokens, `decode` of them one per request and the
+/// rest in requests of `tokens` (a last, shorter prompt request counted as a full one): the
+/// full requests and the one-token requests.
+pub fn session_requests(tokens: usize, session: usize, decode: usize) -> (usize, usize) {
+    let decode = decode.min(session);
+    ((session - decode).div_ceil(tokens.max(1)), decode)
 }
 
 /// What both parties derive from the public shape and parameters.

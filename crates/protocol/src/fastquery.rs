@@ -368,9 +368,8 @@ pub fn session_latency_ms(
     session: usize,
     decode: usize,
 ) -> f64 {
-    let decode = decode.min(session);
-    let requests = (session - decode).div_ceil(tokens.max(1)) as f64;
+    let (requests, decode) = crate::blocked::session_requests(tokens, session, decode);
     let on = |(ms, b): (f64, WireBytes)| link.latency_ms(ms, (b.query + b.response) as f64, 1.0);
-    (link.latency_ms(0.0, full.1.setup as f64, 0.0) + requests * on(full) + decode as f64 * on(one))
+    (link.latency_ms(0.0, full.1.setup as f64, 0.0) + requests as f64 * on(full) + decode as f64 * on(one))
         / session.max(1) as f64
 }
