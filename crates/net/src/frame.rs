@@ -6,7 +6,7 @@
 //!
 //! | kind | direction | payload |
 //! |---|---|---|
-//! | `Hello` | client | magic `FQN8`, scheme id (0: any), token length `u16`, token |
+//! | `Hello` | client | magic `FQN9`, scheme id (0: any), token length `u16`, token |
 //! | `Info` | server | scheme id, then the design inputs (`m`, `d`, code bits, share bits, tokens per request, server threads, key switching, responses per shared `c`, tokens per session or 0, of which decode steps), the most tokens per request and the frame limit (`u32` each) |
 //! | `Setup` | client | the scheme's setup message (keys) |
 //! | `Ready` | server | session id `u64` |
@@ -21,7 +21,10 @@ use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
-/// The magic at the start of `Hello`: protocol 8 (since 2026-12-03: `Info` carries how many of
+/// The magic at the start of `Hello`: protocol 9 (since 2026-12-03, twenty-third session: a
+/// folded query's slots sit where the expansion splits the fewest classes at every level,
+/// `SlotLayout`, so a client of protocol 8 would place them where the server does not read;
+/// protocol 8: `Info` carries how many of
 /// a session's tokens arrive one per request, decode steps, a design input; protocol 7: the
 /// tokens a session is expected to carry, a design input that counts each request's part of the
 /// setup; protocol 6: responses share one `c` in groups of up to sixteen, with the keys of groups of four or more in two stages, and `Info`
@@ -32,7 +35,7 @@ use crate::NetError;
 /// every response's kept `c0` coefficients at the width of the largest rounded value; protocol
 /// 3 let folded responses share `c1` in groups, with their keys in the setup; protocol 2 added
 /// the server's threads, a design input, and the most tokens per request to `Info`).
-pub const MAGIC: &[u8; 4] = b"FQN8";
+pub const MAGIC: &[u8; 4] = b"FQN9";
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
