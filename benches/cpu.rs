@@ -145,6 +145,18 @@ fn mac(c: &mut Criterion) {
         mac_bench(&mut g, &ring, dims, limbs);
         g.finish();
     }
+    // One llama-7b token, a decode step (2 x 125 inner at five limbs), cut to 32 of its 128
+    // columns: 0.66 GB of operand streamed for two products per word.
+    {
+        let (n, limbs) = (8192, 5);
+        let ring = ring(backend.clone(), n, limbs);
+        for dims in [MacDims { rows: 2, inner: 125, cols: 32 }, MacDims { rows: 2, inner: 125, cols: 1 }] {
+            let mut g = c.benchmark_group("cpu");
+            g.throughput(Throughput::Bytes((dims.inner * dims.cols * limbs * n * 4) as u64));
+            mac_bench(&mut g, &ring, dims, limbs);
+            g.finish();
+        }
+    }
     for n in DEGREES {
         let limbs = 2;
         let ring = ring(backend.clone(), n, limbs);

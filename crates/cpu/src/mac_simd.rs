@@ -42,6 +42,12 @@ pub(crate) const MAX_TILE: usize = 512;
 /// inner * LANES` words) is in use at a time and the tile only sets the copy's size.
 pub(crate) const LAID_X_BYTES: usize = 8 << 20;
 
+/// How many columns ahead the laid-out path asks for its operand, into L2 (64 KB at llama-7b's
+/// 125 inner, 16 lanes). A one-token product (two rows, two products per word) went from 12.2
+/// to 17.9 GiB/s with this, pairs and the two-row block together (16.5 without the prefetch;
+/// `cpu/mac_laid_out/8192/2x125x32/5`, alternating binaries; docs/BENCHMARKS.md).
+const PREFETCH_AHEAD: usize = 8;
+
 /// The vector operations the kernel needs, on 64-bit lanes.
 pub(crate) trait Lanes: Copy {
     /// One register.
@@ -50,9 +56,15 @@ pub(crate) trait Lanes: Copy {
     const LANES: usize;
     /// Rows whose `2 x ROW_BLOCK` accumulators stay in registers (8 or 4).
     const ROW_BLOCK: usize;
-    /// Whether the kernel adds two products per conditional subtraction (where that
-    /// subtraction costs two instructions; on AVX-512 it is one, and pairs measured slower).
+    /// Whether the table product ([`Bucket`]) adds two products per conditional subtraction,
+    /// which costs two instructions on both (AVX-512: subtract, unsigned minimum; AVX2:
+    /// subtract, blend). Pairs are faster on both since 2026-12-03 (AVX-512 on Zen 4: a
+    /// one-token table product 1.3-1.5x with the two-row block and the prefetch).
     const PAIRED: bool;
+    /// The same for the key-switching product ([`DigitMac`]), which then streams two digit
+    /// rows and four key rows at once: slower on AVX-512 (Zen 4: a hybrid key switch 1.1-1.3x
+    /// the time, a token's fold 1.1-1.3x, alternating binaries on 2026-12-03), faster on AVX2.
+    const DIGITS_PAIRED: bool;
     /// Runs `f` compiled for this instruction set.
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output;
     /// `s[at .. at + LANES]` (`at + LANES <= s.len()`).
@@ -77,6 +89,9 @@ pub(crate) trait Lanes: Copy {
     fn csub(self, s: Self::V, m: Self::V) -> Self::V;
     /// Asks for the cache line holding `s[0]` (a hint: no fault, no effect on any value).
     fn prefetch(self, s: &[u32]);
+    /// [`Lanes::prefetch`] into L2 only, for a stream read a while later: into L1 it would
+    /// evict the packed rows the kernel is reading.
+    fn prefetch_l2(self, s: &[u32]);
 }
 
 /// `prefetcht0` of the line holding `s[0]`.
@@ -85,15 +100,26 @@ fn prefetch_line(simd: V3, s: &[u32]) {
     simd.sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().cast());
 }
 
+/// `prefetcht1` of the line holding `s[0]`.
+#[inline(always)]
+fn prefetch_line_l2(simd: V3, s: &[u32]) {
+    simd.sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(s.as_ptr().cast());
+}
+
 impl Lanes for V4 {
     type V = __m512i;
     const LANES: usize = 16;
     const ROW_BLOCK: usize = 8;
-    const PAIRED: bool = false;
+    const PAIRED: bool = true;
+    const DIGITS_PAIRED: bool = false;
 
     #[inline(always)]
     fn prefetch(self, s: &[u32]) {
         prefetch_line(*self, s);
+    }
+    #[inline(always)]
+    fn prefetch_l2(self, s: &[u32]) {
+        prefetch_line_l2(*self, s);
     }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
@@ -167,10 +193,15 @@ impl Lanes for V3 {
     const LANES: usize = 8;
     const ROW_BLOCK: usize = 4;
     const PAIRED: bool = true;
+    const DIGITS_PAIRED: bool = true;
 
     #[inline(always)]
     fn prefetch(self, s: &[u32]) {
         prefetch_line(self, s);
+    }
+    #[inline(always)]
+    fn prefetch_l2(self, s: &[u32]) {
+        prefetch_line_l2(self, s);
     }
     #[inline(always)]
     fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
@@ -298,7 +329,8 @@ pub(crate) fn lay_out_part(
 }
 
 /// The blocks of rows the kernel takes, `(first row, rows)`: as many of `I::ROW_BLOCK` as fit,
-/// then of 4, then single rows.
+/// then of 4, then of 2 (a one-token request's `c0` and `c1`: each operand word loaded once for
+/// both: 1.27x against two single rows in one pair of runs on AVX-512), then single rows.
 fn row_blocks<I: Lanes>(rows: usize) -> Vec<(usize, usize)> {
     let mut blocks = Vec::new();
     let mut r0 = 0;
@@ -306,6 +338,7 @@ fn row_blocks<I: Lanes>(rows: usize) -> Vec<(usize, usize)> {
         let rb = match rows - r0 {
             n if n >= I::ROW_BLOCK => I::ROW_BLOCK,
             4.. => 4,
+            2.. => 2,
             _ => 1,
         };
         blocks.push((r0, rb));
@@ -348,7 +381,15 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                 let per_col = inner * lanes;
                 for jb in 0..jbs {
                     for c in 0..cols {
-                        let yb = &y[(jb * cols + c) * per_col..][..per_col];
+                        let at = (jb * cols + c) * per_col;
+                        let yb = &y[at..][..per_col];
+                        // The hardware prefetcher alone left a one-token product (two products
+                        // per word) waiting on this stream.
+                        if let Some(ahead) = y.get(at + PREFETCH_AHEAD * per_col..) {
+                            ahead[..per_col.min(ahead.len())]
+                                .chunks(16)
+                                .for_each(|line| simd.prefetch_l2(line));
+                        }
                         for &(r0, rb) in &blocks {
                             let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
                             let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
@@ -399,6 +440,7 @@ fn run_block<I: Lanes>(rb: usize, job: Job<'_, I>, outs: &mut [&mut [u32]], row:
     match rb {
         8 if I::ROW_BLOCK >= 8 => block::<I, 8>(job, outs, row),
         4 => block::<I, 4>(job, outs, row),
+        2 => block::<I, 2>(job, outs, row),
         _ => block::<I, 1>(job, outs, row),
     }
 }
@@ -544,7 +586,7 @@ impl<I: Lanes> pulp::NullaryFnOnce for DigitMac<'_, I> {
                 }
             }
             let mut e = 0;
-            while I::PAIRED && e + 1 < rows {
+            while I::DIGITS_PAIRED && e + 1 < rows {
                 let (x0, x1) = (&digits[e * n + t..][..len], &digits[(e + 1) * n + t..][..len]);
                 let y = [0, 1]
                     .map(|h| (&keys[h][e * stride + t..][..len], &keys[h][(e + 1) * stride + t..][..len]));
@@ -637,7 +679,8 @@ mod tests {
 
     /// Scalar lanes in the shapes of the vector kernels (`H` 64-bit lanes, blocks of `RB`
     /// rows, pairs or not), so that every path of the generic kernel runs on any machine:
-    /// `Emu<8, 8, false>` is AVX-512's, `Emu<4, 4, true>` AVX2's. Its conditional subtraction
+    /// `Emu<8, 8, true>` is AVX-512's table product and `Emu<8, 8, false>` its key-switching
+    /// product, `Emu<4, 4, true>` AVX2's. Its conditional subtraction
     /// is AVX2's sign-bit select, and it asserts the select's precondition on every call.
     #[derive(Clone, Copy)]
     struct Emu<const H: usize, const RB: usize, const PAIRED: bool>;
@@ -647,6 +690,7 @@ mod tests {
         const LANES: usize = 2 * H;
         const ROW_BLOCK: usize = RB;
         const PAIRED: bool = PAIRED;
+        const DIGITS_PAIRED: bool = PAIRED;
 
         fn run<F: pulp::NullaryFnOnce>(self, f: F) -> F::Output {
             f.call()
@@ -702,6 +746,7 @@ mod tests {
             })
         }
         fn prefetch(self, _: &[u32]) {}
+        fn prefetch_l2(self, _: &[u32]) {}
     }
 
     /// `Bucket<I>` against `u128` sums on random words (and on every word `p - 1`), over row
@@ -718,6 +763,11 @@ mod tests {
             (4, 9, 5, 4 * I::LANES, false),
             (17, 40, 2, 2 * I::LANES, false),
             (9, 301, 2, I::LANES, true),
+            (2, 11, 4, 2 * I::LANES, false),
+            (7, 6, 3, I::LANES, false),
+            (14, 5, 2, I::LANES, false),
+            (2, 301, 2, I::LANES, true),
+            (3, 300, 1, I::LANES, true),
         ] {
             let mut word = |_| if top { p - 1 } else { rng.random_range(0..p) };
             let x: Vec<Vec<u32>> = (0..rows * inner).map(|_| (0..tile).map(&mut word).collect()).collect();
@@ -771,6 +821,7 @@ mod tests {
 
     #[test]
     fn the_avx512_shapes_match_scalar() {
+        bucket_matches_scalar(Emu::<8, 8, true>);
         bucket_matches_scalar(Emu::<8, 8, false>);
     }
 
