@@ -102,8 +102,8 @@ const NTT_NS_PER_BUTTERFLY: f64 = 0.1;
 const MAC_NS: f64 = 0.35;
 const KEYSWITCH_OVERHEAD: f64 = 7.0;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
-/// folded designs' floor ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], half the copy bandwidth
-/// of the 2-vCPU VM). It was 1.5 GB/s, from the first multiply-accumulate (issue 6), until
+/// folded designs' floor ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], measured on the 2-vCPU
+/// VM). It was 1.5 GB/s, from the first multiply-accumulate (issue 6), until
 /// 2026-12-03: ten times below what cheetah's product measures now (2.1 GB per llama-7b token
 /// in 124 ms), so a one-token blocked design was estimated at 1.4 s and `fastquery-lan` took a
 /// folded design twice as slow as cheetah's layout (docs/BENCHMARKS.md).

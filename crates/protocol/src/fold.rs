@@ -480,10 +480,15 @@ const EXPAND_SLOT_MS: f64 = 0.1;
 const RECALIBRATED: f64 = 0.72 * 0.75;
 /// The threads the constants above were measured with.
 const REFERENCE_THREADS: f64 = 2.0;
-/// Bytes per second a server reads the preprocessed records at, at most (the copy bandwidth
-/// of the 2-vCPU VM, 26.4 GB/s read plus write, halved): the table product's floor where many
-/// threads share it.
-pub(crate) const RECORD_STREAM_BYTES_PER_S: f64 = 13e9;
+/// Bytes per second a server reads the preprocessed records at, at most: the table product's
+/// floor where many threads share it. 19 GB/s since 2026-12-03 (twenty-third session): a
+/// one-token llama-7b product read its 2.62 GB in 132-142 ms end to end after the kernel's
+/// two-row block, pairs and L2 prefetch, and cheetah's one-token product (2.1 GB with its
+/// split) took 121-130 ms; a plain two-thread read of this VM streams about 30 GB/s. It was
+/// 13 GB/s (the copy bandwidth, 26.4 GB/s read plus write, halved), which overestimated a
+/// decode step by 60 ms; no design at the LLaMA shapes changed with it
+/// (`fastquery plan`, docs/BENCHMARKS.md).
+pub(crate) const RECORD_STREAM_BYTES_PER_S: f64 = 19e9;
 /// Time per digit row of a hybrid key switch against the gadget's: at N = 8192 and five limbs
 /// its 30 digit rows took 0.89x (expansion step) and 0.98x (key switch alone) of the gadget's
 /// 50 on one thread of the 2-core VM (2026-12-01), where the rows alone would give 0.6x: the
