@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod mac_simd;
+mod permute;
 mod pool;
 
 pub use pool::{
@@ -80,7 +81,13 @@ pub struct CpuRing {
     /// [`monomial_evaluations`] by shift, made on first use (an expansion uses one shift per
     /// level, `log2 N` at most; a Shoup factor is a division per word, worth keeping).
     monomials: Mutex<Vec<(usize, Arc<[Evaluations]>)>>,
+    /// The block form of each gather seen ([`permute::BlockGather`]; None where it has none),
+    /// by its indices: a few per ring (one per automorphism exponent and form).
+    gathers: Mutex<Vec<KnownGather>>,
 }
+
+/// A gather's indices and its block form, where it has one.
+type KnownGather = (Vec<u32>, Option<Arc<permute::BlockGather>>);
 
 /// A polynomial's NTT evaluations in one limb and their Shoup factors.
 type Evaluations = (Vec<u32>, Vec<u32>);
@@ -291,6 +298,53 @@ impl CpuBackend {
         pulp::x86::V3::try_new().filter(|_| self.mac >= MacKernel::Avx2)
     }
 
+    /// The gather `idx` as block moves, where the machine has AVX-512 and `idx` has the block
+    /// form (every NTT-domain automorphism): made once per ring and gather, then looked up.
+    fn block_gather(&self, ring: &CpuRing, idx: &[u32]) -> Option<Arc<permute::BlockGather>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.v4()?;
+            let mut cache = ring.gathers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, plan)) = cache.iter().find(|(known, _)| known.as_slice() == idx) {
+                return plan.clone();
+            }
+            let plan = permute::BlockGather::of(idx).filter(|p| p.len() == ring.n).map(Arc::new);
+            // A ring sees a few dozen exponents at most (expansion, packing); past 64 the
+            // cache stops growing and the rest are made per call.
+            if cache.len() < 64 {
+                cache.push((idx.to_vec(), plan.clone()));
+            }
+            plan
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (ring, idx);
+            None
+        }
+    }
+
+    /// `dst[k] = src[idx[k]]` mod `m` (signed: see [`host::NEGATE`]), or with `add` the same
+    /// added into `dst`: by blocks where `plan` (the block form of `idx`) is given.
+    fn gather_row(
+        &self,
+        plan: Option<&permute::BlockGather>,
+        m: Modulus,
+        (dst, src, idx): (&mut [u32], &[u32], &[u32]),
+        add: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(plan), Some(simd)) = (plan, self.v4()) {
+            let add = add.then_some(m.value());
+            return simd.vectorize(permute::GatherBlocks { simd, plan, src, dst, add });
+        }
+        let _ = plan;
+        if add {
+            self.arch.dispatch(AddGathered { p: m.value(), acc: dst, x: src, idx });
+        } else {
+            host::gather_row(m, dst, src, idx);
+        }
+    }
+
     /// The fused key-switching product of `decompose_mac` (and, with `twin`, of
     /// `decompose_mac_twin`): one task per output row `(poly r, limb l)`.
     #[allow(clippy::too_many_arguments)]
@@ -488,6 +542,7 @@ impl CpuBackend {
         let (e1, o1) = d1.split_at_mut((at + odd) * poly);
         let (e0, o0) = (&mut e0[at * poly..][..words], &mut o0[..words]);
         let (e1, o1) = (&mut e1[at * poly..][..words], &mut o1[..words]);
+        let plan = self.block_gather(ring, idx);
         let run = |(row, (((e0, o0), e1), o1)): (usize, ChildRows<'_>)| {
             let (i, l) = (row / limbs, row % limbs);
             let m = ring.moduli[l];
@@ -495,7 +550,7 @@ impl CpuBackend {
             product(i, l, [&mut b, &mut a]);
             let (x0, x1) = (&c0[row * n..][..n], &c1[row * n..][..n]);
             // t0 = tau(c0) + b (into b), t1 = a.
-            self.arch.dispatch(AddGathered { p: m.value(), acc: &mut b, x: x0, idx });
+            self.gather_row(plan.as_deref(), m, (&mut b, x0, idx), true);
             match split {
                 Split::Coeff(shift) => {
                     self.arch.dispatch(SplitRow { p: m.value(), x: x0, t: &b, even: e0, odd: o0, shift });
@@ -586,14 +641,13 @@ impl CpuBackend {
         let poly = limbs * ring.n;
         let mut twin = self.alloc_zeroed(count * poly)?;
         let mut tau1 = self.alloc_zeroed(count * poly)?;
+        let plan = self.block_gather(ring, idx_ntt);
         self.row_pairs(
             &mut twin,
             &c1s[at * poly..][..count * poly],
             ring.n,
             Shape::new(count, limbs),
-            |l, x, y| {
-                host::gather_row(ring.moduli[l], x, y, idx_ntt);
-            },
+            |l, x, y| self.gather_row(plan.as_deref(), ring.moduli[l], (x, y, idx_ntt), false),
         );
         tau1.copy_from_slice(&twin);
         self.rows(&mut tau1, ring.n, Shape::new(count, limbs), 1, |l, row| ring.plans[l].inverse(row));
@@ -735,7 +789,13 @@ impl Backend for CpuBackend {
     fn load_ring(&self, ring: &RingContext) -> Result<CpuRing, BackendError> {
         let plans =
             ring.moduli().iter().map(|m| NttPlan::new(m.value(), ring.n())).collect::<Result<Vec<_>, _>>()?;
-        Ok(CpuRing { n: ring.n(), moduli: ring.moduli().to_vec(), plans, monomials: Mutex::default() })
+        Ok(CpuRing {
+            n: ring.n(),
+            moduli: ring.moduli().to_vec(),
+            plans,
+            monomials: Mutex::default(),
+            gathers: Mutex::default(),
+        })
     }
 
     fn alloc_zeroed(&self, words: usize) -> Result<CpuBuffer, BackendError> {
@@ -884,7 +944,10 @@ impl Backend for CpuBackend {
         idx: &[u32],
         shape: Shape,
     ) -> Result<(), BackendError> {
-        self.row_pairs(out, a, ring.n, shape, |l, x, y| host::gather_row(ring.moduli[l], x, y, idx));
+        let plan = self.block_gather(ring, idx);
+        self.row_pairs(out, a, ring.n, shape, |l, x, y| {
+            self.gather_row(plan.as_deref(), ring.moduli[l], (x, y, idx), false)
+        });
         Ok(())
     }
 
