@@ -10,6 +10,7 @@
 //! form, with its signs) keeps the scalar path.
 
 use fastquery_backend::host::NEGATE;
+#[cfg(target_arch = "x86_64")]
 use pulp::x86::V4;
 
 /// Words per block: one AVX-512 register of 32-bit lanes.
@@ -18,11 +19,14 @@ const BLOCK: usize = 16;
 /// A gather `dst[k] = src[idx[k]]` as blocks: output block `b` is source block `src[b]`
 /// with lane `q` taken from lane `lanes[b][q]`.
 #[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct BlockGather {
     src: Vec<u32>,
     lanes: Vec<[u32; BLOCK]>,
 }
 
+// Made and used only where AVX-512 can run the moves (`CpuBackend::block_gather`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl BlockGather {
     /// The block form of `idx`, where it has one (no sign, every block from one block).
     pub(crate) fn of(idx: &[u32]) -> Option<Self> {
@@ -50,6 +54,7 @@ impl BlockGather {
 
 /// `dst[k] = src[idx[k]]` (`add`: `dst[k] = dst[k] + src[idx[k]] mod p`, both reduced below
 /// `p < 2^31`) for the gather `plan`, on AVX-512.
+#[cfg(target_arch = "x86_64")]
 pub(crate) struct GatherBlocks<'a> {
     pub simd: V4,
     pub plan: &'a BlockGather,
@@ -59,6 +64,7 @@ pub(crate) struct GatherBlocks<'a> {
     pub add: Option<u32>,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl pulp::NullaryFnOnce for GatherBlocks<'_> {
     type Output = ();
 
@@ -84,7 +90,7 @@ impl pulp::NullaryFnOnce for GatherBlocks<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use fastquery_backend::host::automorphism_index;
     use rand::{Rng, SeedableRng, rngs::StdRng};

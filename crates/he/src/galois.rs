@@ -858,7 +858,7 @@ impl SlotLayout {
         self.used * (n >> self.k).max(1)
     }
 
-    /// Ciphertexts level `j` splits, `U_j = ceil(used / 2^(k-j))`: the first `U_j` of its
+    /// Ciphertexts level `j < k` splits, `U_j = ceil(used / 2^(k-j))`: the first `U_j` of its
     /// input, whose odd children it writes `U_j` further on.
     pub fn split(&self, j: u32) -> usize {
         self.used.div_ceil(1usize << (self.k - j))
