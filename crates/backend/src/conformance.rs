@@ -36,7 +36,7 @@ macro_rules! conformance_tests {
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
             expand_step_matches_its_steps, pack_step_matches_its_steps, hybrid_keyswitch_matches_its_steps,
             expand_seeds_match_the_stream,
-            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices);
+            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices, ranges_match_their_copies);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -77,6 +77,7 @@ pub fn all<B: Backend>() -> Vec<Check<B>> {
         expand_seeds_match_the_stream: "seed expansion equals the stream",
         zero_noise_matches_the_spec: "finishing noise follows the spec",
         scatter_add_adds_at_the_indices: "scatter-add adds at the indices",
+        ranges_match_their_copies: "truncation, range differences and inverse copies",
     }
 }
 
@@ -1183,4 +1184,43 @@ pub fn scatter_add_adds_at_the_indices<B: Backend>(b: &Arc<B>) {
     assert!(ring.scatter_add(&mut a, &[0], &[ctx.moduli()[0].value()]).is_err(), "unreduced value");
     assert!(ring.scatter_add(&mut a, &[0, 1], &[1]).is_err(), "lengths differ");
     assert_eq!(ring.download(&a).unwrap(), want, "refused calls change nothing");
+}
+
+/// [`Ring::truncate`] keeps the first polynomials, [`Ring::difference`] of two ranges of one
+/// batch (apart, overlapping, equal) equals the subtraction of their copies, and
+/// [`Ring::inverse_of`] equals the inverse of a duplicate and leaves its source as it was; at
+/// sizes a host backend takes its parallel paths for, and the malformed calls are errors.
+pub fn ranges_match_their_copies<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(18);
+    for (n, limbs, polys) in [(32, 2, 7), (4096, 3, 9), (16384, 4, 80)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let shape = Shape::new(polys, limbs);
+        let w = random_words(&mut rng, &ctx, shape);
+        let poly = limbs * n;
+        let p: Polys<B, Ntt> = upload(&ring, &w, shape);
+        for (minuend, subtrahend, count) in
+            [(polys / 2, 0, polys / 2), (1, 0, polys - 1), (0, polys - 2, 2), (3, 3, 2), (polys, 0, 0)]
+        {
+            let got = ring.download(&ring.difference(&p, minuend, subtrahend, count).unwrap()).unwrap();
+            let want: Vec<u32> = (0..count * poly)
+                .map(|j| {
+                    let m = ctx.moduli()[(j / n) % limbs];
+                    m.sub(w[minuend * poly + j], w[subtrahend * poly + j])
+                })
+                .collect();
+            assert_eq!(got, want, "difference n={n} {minuend} - {subtrahend} x {count}");
+        }
+        assert!(ring.difference(&p, polys - 1, 0, 2).is_err(), "a range past the end");
+        assert!(ring.difference(&p, 0, usize::MAX, 2).is_err(), "an overflowing range");
+        let coeff = ring.inverse_of(&p).unwrap();
+        let want = ring.download(&ring.inverse(ring.duplicate(&p).unwrap()).unwrap()).unwrap();
+        assert_eq!(ring.download(&coeff).unwrap(), want, "inverse of a copy n={n}");
+        assert_eq!(ring.download(&p).unwrap(), w, "the source of an inverse copy changed");
+        for keep in [polys, polys / 8, 1, 0] {
+            let kept = ring.truncate(ring.duplicate(&p).unwrap(), keep).unwrap();
+            assert_eq!(ring.download(&kept).unwrap(), w[..keep * poly], "truncate to {keep} n={n}");
+        }
+        assert!(ring.truncate(ring.duplicate(&p).unwrap(), polys + 1).is_err(), "truncating to more");
+    }
 }

@@ -96,6 +96,53 @@ pub trait Backend: Send + Sync + 'static {
         words: usize,
     ) -> Result<(), BackendError>;
 
+    /// The first `words` words of `buf` (`words <= buf`'s length), as a buffer of that length;
+    /// the rest is dropped. The default copies them into a new buffer; a host backend keeps the
+    /// allocation (zeroing the words it drops, as a freed buffer is).
+    fn truncate(&self, buf: Self::Buffer, words: usize) -> Result<Self::Buffer, BackendError> {
+        let mut out = self.alloc_zeroed(words)?;
+        if words > 0 {
+            self.copy_words(&buf, 0, &mut out, 0, words)?;
+        }
+        Ok(out)
+    }
+
+    /// A new buffer of `shape` holding `src[minuend..] - src[subtrahend..]` coefficient-wise
+    /// (word offsets into `src`, each range `shape.words(n)` long, checked by
+    /// [`Ring::difference`]). The default copies both ranges out and subtracts.
+    fn difference(
+        &self,
+        ring: &Self::Ring,
+        src: &Self::Buffer,
+        (minuend, subtrahend): (usize, usize),
+        shape: Shape,
+        n: usize,
+    ) -> Result<Self::Buffer, BackendError> {
+        let words = shape.words(n);
+        let mut out = self.alloc_zeroed(words)?;
+        if words == 0 {
+            return Ok(out);
+        }
+        let mut sub = self.alloc_zeroed(words)?;
+        self.copy_words(src, minuend, &mut out, 0, words)?;
+        self.copy_words(src, subtrahend, &mut sub, 0, words)?;
+        self.sub_assign(ring, &mut out, &sub, shape)?;
+        Ok(out)
+    }
+
+    /// The inverse NTT of a copy of `src` (`src` unchanged). The default duplicates, then
+    /// transforms; a host backend copies each row just before transforming it, in cache.
+    fn ntt_inverse_copy(
+        &self,
+        ring: &Self::Ring,
+        src: &Self::Buffer,
+        shape: Shape,
+    ) -> Result<Self::Buffer, BackendError> {
+        let mut out = self.duplicate(src)?;
+        self.ntt_inverse(ring, &mut out, shape)?;
+        Ok(out)
+    }
+
     /// Forward canonical NTT of every `(poly, limb)` row, in place.
     fn ntt_forward(
         &self,

@@ -254,6 +254,57 @@ impl<B: Backend> Ring<B> {
         Ok(self.wrap(p.buf, p.shape))
     }
 
+    /// The inverse NTT of a copy of `p`, which stays as it is (one pass where the backend copies
+    /// each row in cache, instead of a copy of the whole batch and then its transform).
+    pub fn inverse_of(&self, p: &Polys<B, Ntt>) -> Result<Polys<B, Coeff>, BackendError> {
+        self.check_own(p)?;
+        let buf = self.backend.ntt_inverse_copy(&self.dev, &p.buf, p.shape)?;
+        crate::work::transforms(p.shape.polys * p.shape.limbs);
+        Ok(self.wrap(buf, p.shape))
+    }
+
+    /// The first `count` polynomials of `p` (`count <= p`'s), in its allocation where the
+    /// backend can keep it: no copy on the CPU.
+    pub fn truncate<R: Repr>(&self, p: Polys<B, R>, count: usize) -> Result<Polys<B, R>, BackendError> {
+        self.check_own(&p)?;
+        if count > p.shape.polys {
+            return Err(BackendError::Shape(format!(
+                "{count} of the {} polys of {:?}",
+                p.shape.polys, p.shape
+            )));
+        }
+        let shape = Shape::new(count, p.shape.limbs);
+        Ok(self.wrap(self.backend.truncate(p.buf, shape.words(self.n()))?, shape))
+    }
+
+    /// `p[minuend + i] - p[subtrahend + i]` for `i < count`, as a new batch: one pass over the
+    /// two ranges (the difference of a CMux's halves without copying them out first).
+    pub fn difference<R: Repr>(
+        &self,
+        p: &Polys<B, R>,
+        minuend: usize,
+        subtrahend: usize,
+        count: usize,
+    ) -> Result<Polys<B, R>, BackendError> {
+        self.check_own(p)?;
+        let fits = |first: usize| first.checked_add(count).is_some_and(|end| end <= p.shape.polys);
+        if !fits(minuend) || !fits(subtrahend) {
+            return Err(BackendError::Shape(format!(
+                "a difference of {count} polys at {minuend} and {subtrahend} of {:?}",
+                p.shape
+            )));
+        }
+        let (shape, poly) = (Shape::new(count, p.shape.limbs), p.shape.limbs * self.n());
+        let buf = self.backend.difference(
+            &self.dev,
+            &p.buf,
+            (minuend * poly, subtrahend * poly),
+            shape,
+            self.n(),
+        )?;
+        Ok(self.wrap(buf, shape))
+    }
+
     /// `a += b`.
     pub fn add_assign<R: Repr>(&self, a: &mut Polys<B, R>, b: &Polys<B, R>) -> Result<(), BackendError> {
         self.check_pair(a, b)?;

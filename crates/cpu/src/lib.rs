@@ -478,6 +478,22 @@ impl CpuBackend {
         });
     }
 
+    /// `dst = src` (equal lengths), on the backend's threads from [`PARALLEL_COPY_WORDS`]
+    /// words: with one thread's `memmove` the other idled through the copies of a one-token
+    /// request (a fold's operands, the first dimension's rows, the RGSW rows: tens of MB each;
+    /// docs/BENCHMARKS.md, 2026-12-03).
+    fn copy_slice(&self, dst: &mut [u32], src: &[u32]) {
+        if dst.len() >= PARALLEL_COPY_WORDS && self.parallel(2) {
+            self.install(|| {
+                dst.par_chunks_mut(COPY_TASK_WORDS)
+                    .zip(src.par_chunks(COPY_TASK_WORDS))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+            });
+        } else {
+            dst.copy_from_slice(src);
+        }
+    }
+
     /// `a[j] = op(m, a[j], b[j])` for every coefficient, `m` the modulus of its limb.
     fn zip_with(
         &self,
@@ -755,6 +771,13 @@ fn cannot_allocate(words: usize) -> BackendError {
     BackendError::Device(format!("cannot allocate {words} words"))
 }
 
+/// Copies of at least this many words (4 MiB) run on the backend's threads
+/// ([`CpuBackend::copy_slice`]).
+const PARALLEL_COPY_WORDS: usize = 1 << 20;
+
+/// Words per task of a parallel copy (1 MiB).
+const COPY_TASK_WORDS: usize = 1 << 18;
+
 fn cheap_rows(n: usize) -> usize {
     (MIN_TASK_WORDS / n).max(1)
 }
@@ -832,7 +855,71 @@ impl Backend for CpuBackend {
     }
 
     fn duplicate(&self, buf: &CpuBuffer) -> Result<CpuBuffer, BackendError> {
-        self.upload(buf)
+        if buf.len() < PARALLEL_COPY_WORDS {
+            return self.upload(buf);
+        }
+        let mut out = self.alloc_zeroed(buf.len())?;
+        self.copy_slice(&mut out, buf);
+        Ok(out)
+    }
+
+    /// In place: the dropped words are zeroed (on the backend's threads where they are many)
+    /// and the allocation kept.
+    fn truncate(&self, mut buf: CpuBuffer, words: usize) -> Result<CpuBuffer, BackendError> {
+        buf.truncate(words, |tail| {
+            if tail.len() >= pool::PARALLEL_ZERO_WORDS && self.parallel(2) {
+                self.install(|| tail.par_chunks_mut(pool::PARALLEL_ZERO_WORDS / 4).for_each(|c| c.fill(0)));
+            } else {
+                tail.fill(0);
+            }
+        });
+        Ok(buf)
+    }
+
+    /// Row by row, in parallel: each output row is written once from its two source rows.
+    fn difference(
+        &self,
+        ring: &CpuRing,
+        src: &CpuBuffer,
+        (minuend, subtrahend): (usize, usize),
+        shape: Shape,
+        n: usize,
+    ) -> Result<CpuBuffer, BackendError> {
+        let words = shape.words(n);
+        let mut out = self.alloc_zeroed(words)?;
+        let (b, a) = (&src[minuend..][..words], &src[subtrahend..][..words]);
+        let rows = |(row, x): (usize, &mut [u32])| {
+            let m = ring.moduli[row % shape.limbs];
+            let (b, a) = (&b[row * n..][..n], &a[row * n..][..n]);
+            x.iter_mut().zip(b.iter().zip(a)).for_each(|(o, (&u, &v))| *o = m.sub(u, v));
+        };
+        if self.parallel(words / n / cheap_rows(n)) {
+            self.install(|| out.par_chunks_mut(n).enumerate().with_min_len(cheap_rows(n)).for_each(rows));
+        } else {
+            out.chunks_exact_mut(n).enumerate().for_each(rows);
+        }
+        Ok(out)
+    }
+
+    /// Each row copied just before it is transformed, so the copy is read back from L1.
+    fn ntt_inverse_copy(
+        &self,
+        ring: &CpuRing,
+        src: &CpuBuffer,
+        shape: Shape,
+    ) -> Result<CpuBuffer, BackendError> {
+        let n = ring.n;
+        let mut out = self.alloc_zeroed(src.len())?;
+        let row = |(r, x): (usize, &mut [u32])| {
+            x.copy_from_slice(&src[r * n..][..n]);
+            ring.plans[r % shape.limbs].inverse(x);
+        };
+        if self.parallel(src.len() / n) {
+            self.install(|| out.par_chunks_mut(n).enumerate().for_each(row));
+        } else {
+            out.chunks_exact_mut(n).enumerate().for_each(row);
+        }
+        Ok(out)
     }
 
     fn copy_words(
@@ -843,7 +930,7 @@ impl Backend for CpuBackend {
         dst_at: usize,
         words: usize,
     ) -> Result<(), BackendError> {
-        dst[dst_at..dst_at + words].copy_from_slice(&src[src_at..src_at + words]);
+        self.copy_slice(&mut dst[dst_at..dst_at + words], &src[src_at..src_at + words]);
         Ok(())
     }
 

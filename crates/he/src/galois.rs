@@ -353,6 +353,27 @@ impl<B: Backend, R: Repr> Ciphertexts<B, R> {
         Ok(out)
     }
 
+    /// The first `count` ciphertexts, in the same allocation where the backend can keep it
+    /// ([`Ring::truncate`]).
+    pub fn truncate(self, ring: &Ring<B>, count: usize) -> Result<Self, HeError> {
+        Ok(Self { c0: ring.truncate(self.c0, count)?, c1: ring.truncate(self.c1, count)? })
+    }
+
+    /// Ciphertexts `self[minuend + i] - self[subtrahend + i]` for `i < count`, as a new batch
+    /// ([`Ring::difference`]: one pass, no copies of the two ranges).
+    pub fn difference(
+        &self,
+        ring: &Ring<B>,
+        minuend: usize,
+        subtrahend: usize,
+        count: usize,
+    ) -> Result<Self, HeError> {
+        Ok(Self {
+            c0: ring.difference(&self.c0, minuend, subtrahend, count)?,
+            c1: ring.difference(&self.c1, minuend, subtrahend, count)?,
+        })
+    }
+
     /// `self += other` (both components).
     pub fn add_assign(&mut self, ring: &Ring<B>, other: &Self) -> Result<(), HeError> {
         ring.add_assign(&mut self.c0, &other.c0)?;
@@ -383,6 +404,11 @@ impl<B: Backend> Ciphertexts<B, Ntt> {
     /// The same ciphertexts in coefficient form (transformed in place).
     pub fn inverse(self, ring: &Ring<B>) -> Result<Ciphertexts<B>, HeError> {
         Ok(Ciphertexts { c0: ring.inverse(self.c0)?, c1: ring.inverse(self.c1)? })
+    }
+
+    /// The coefficient form of a copy ([`Ring::inverse_of`]); `self` stays in the NTT domain.
+    pub fn inverse_of(&self, ring: &Ring<B>) -> Result<Ciphertexts<B>, HeError> {
+        Ok(Ciphertexts { c0: ring.inverse_of(&self.c0)?, c1: ring.inverse_of(&self.c1)? })
     }
 }
 
