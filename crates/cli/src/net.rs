@@ -229,8 +229,11 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         if let Some(c) = checked {
             let _ = writeln!(
                 out,
-                "self-check: {} request(s) of {} token(s) answered and every share verified ({:.1} ms of server time)",
-                c.requests, c.tokens, c.server_ms
+                "self-check: {} request(s) of {} token(s){} answered and every share verified ({:.1} ms of server time)",
+                c.requests,
+                c.tokens,
+                if c.single > 0 { " and one of a single token" } else { "" },
+                c.server_ms
             );
         }
         let _ = writeln!(
@@ -343,14 +346,14 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<bool> {
         r.elapsed.as_secs_f64() * 1e3
     );
     if !step_times.is_empty() {
-        let mut ms: Vec<f64> = step_times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
+        let ms: Vec<f64> = step_times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+        let rank = |q| fastquery_protocol::session::nearest_rank(&ms, q).unwrap_or(0.0);
         println!(
             "  {} decode steps (one token per request) after {} prompt tokens: median {:.1} ms, slowest {:.1} ms",
             ms.len(),
             ids.len() - ms.len(),
-            ms[ms.len() / 2],
-            ms[ms.len() - 1]
+            rank(0.5),
+            rank(1.0)
         );
     }
     Ok(true)

@@ -38,6 +38,13 @@ pub struct SessionArgs {
     /// session declared): what declaring the session saves, measured.
     #[arg(long)]
     undeclared: bool,
+    /// Rounds of unmeasured requests each server answers on the session before its prompt (a
+    /// prompt-sized request and, with decode steps, a one-token one; verified, not timed or
+    /// counted; 0 to 100): 1, a server as `serve` leaves it after its default self-check, whose
+    /// buffers have been used once; 0, a fresh process whose first requests fault their
+    /// memory in.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=100))]
+    warm_up: u64,
     /// Write the report as JSON to this file (and the table as Markdown beside it).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,13 +118,14 @@ pub fn run(backend: &AnyBackend, args: &SessionArgs) -> anyhow::Result<bool> {
         }
         for inputs in runs {
             let pb = crate::bench::spinner();
-            let r = crate::with_backend!(backend, b => run_session(kind, b.clone(), table, &ids, decode, &inputs, &|msg| pb.set_message(msg.to_string())));
+            let r = crate::with_backend!(backend, b => run_session(kind, b.clone(), table, &ids, decode, args.warm_up as usize, &inputs, &|msg| pb.set_message(msg.to_string())));
             pb.finish_and_clear();
             sessions.push(r?);
         }
     }
     let ratios = ratios(&sessions);
-    let text = markdown(workload.name(), (session, decode, tokens), &info.device, &sessions, &ratios);
+    let text =
+        markdown(workload.name(), (session, decode, tokens, args.warm_up), &info.device, &sessions, &ratios);
     print!("{text}");
     let all_ok = sessions.iter().all(|r| r.verified);
     if let Some(path) = &args.json {
@@ -160,13 +168,18 @@ fn ratios(sessions: &[SessionReport]) -> Vec<SessionRatio> {
 /// The sessions as Markdown: bytes by phase, the designs' predictions, times, and the ratios.
 fn markdown(
     workload: &str,
-    (session, decode, tokens): (usize, usize, usize),
+    (session, decode, tokens, warm_up): (usize, usize, usize, u64),
     device: &str,
     sessions: &[SessionReport],
     ratios: &[SessionRatio],
 ) -> String {
+    let warm = match warm_up {
+        0 => "a fresh server".to_string(),
+        1 => "after one warm-up round".to_string(),
+        w => format!("after {w} warm-up rounds"),
+    };
     let mut s = format!(
-        "\n### {workload}: a session of {session} tokens, {} in prompt requests of {tokens}, {decode} decode steps ({device})\n\n",
+        "\n### {workload}: a session of {session} tokens, {} in prompt requests of {tokens}, {decode} decode steps ({device}; {warm})\n\n",
         session - decode
     );
     s += "| scheme | verified | setup | prompt: requests, bytes | decode: requests, bytes | session bytes | predicted = measured | search's model | server: prompt | server: per decode step (median / p95) | LAN | WAN |\n";

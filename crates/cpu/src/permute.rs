@@ -2,12 +2,18 @@
 //!
 //! In this engine's NTT order (bit-reversed evaluations at the odd powers of a `2N`-th root),
 //! an automorphism `X -> X^g` maps every aligned block of 16 evaluations onto one aligned block
-//! of 16: each output block is one source block with its lanes shuffled (true of every odd `g`
-//! at N = 1024 to 4096, checked exhaustively while this was written; the tests check the
-//! expansion's exponents `N/2^j + 1` and random ones up to N = 2^14, and [`BlockGather::of`]
-//! checks the gather it is given). So the gather, 16 scalar index loads per block, becomes
-//! one load, one `vpermd` and one store on AVX-512. A gather without that shape (coefficient
-//! form, with its signs) keeps the scalar path.
+//! of 16: each output block is one source block with its lanes shuffled. Why, for every odd
+//! `g` and `N >= 16`: position `k` holds the evaluation at `psi^(2 rev(k) + 1)`, `rev` the
+//! bit reversal over `log2 N` bits, so the 16 positions of block `b` (the same high bits of
+//! `k`, any low four) have exponents `e` that agree modulo `2^(log2 N - 3)` (the low
+//! `log2 N - 4` bits of `rev(k)`, doubled, plus one). The automorphism's output at `k` is the
+//! input's evaluation at `psi^(e g)`, and `e g mod 2^(log2 N - 3)` depends only on `e` modulo
+//! the same power of two: the 16 sources share the low bits of their `rev`, that is the high
+//! bits of their position, one block. (The tests check every odd `g` up to N = 8192, the
+//! expansion's exponents and random ones at 2^14, and [`BlockGather::of`] checks the gather it
+//! is given.) So the gather, 16 scalar index loads per block, becomes one load, one `vpermd`
+//! and one store on AVX-512. A gather without that shape (coefficient form, with its signs)
+//! keeps the scalar path.
 
 use fastquery_backend::host::NEGATE;
 #[cfg(target_arch = "x86_64")]
@@ -129,6 +135,17 @@ mod tests {
             }
             let signed = automorphism_index(n, n / 2 + 1, false).expect("odd");
             assert!(BlockGather::of(&signed).is_none(), "n={n}: a signed gather has no block form");
+        }
+        // The argument of the module's documentation, checked for every odd exponent where
+        // that is cheap: each has the block form, and the plan reproduces the index.
+        for n in [16usize, 64, 1024, 2048, 4096, 8192] {
+            for g in (1..2 * n).step_by(2) {
+                let idx = automorphism_index(n, g, true).expect("odd");
+                let plan = BlockGather::of(&idx).unwrap_or_else(|| panic!("n={n} g={g}: no block form"));
+                let back =
+                    plan.src.iter().zip(&plan.lanes).flat_map(|(&s, l)| l.map(|q| s * BLOCK as u32 + q));
+                assert!(back.eq(idx.iter().copied()), "n={n} g={g}: the plan is not the gather");
+            }
         }
         // A block drawing from two blocks has none either.
         let mut idx: Vec<u32> = (0..32).collect();

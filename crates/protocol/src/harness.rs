@@ -449,7 +449,7 @@ pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolEr
             ..DesignInputs::for_backend(backend.as_ref(), &table, kind.default_plain_bits(), 3)?
         }
         .checked()?;
-        let s = crate::session::run_session(kind, backend.clone(), &table, &ids, 1, &inputs, &|_| {})?;
+        let s = crate::session::run_session(kind, backend.clone(), &table, &ids, 1, 0, &inputs, &|_| {})?;
         let predicted = |p: &crate::session::PhaseReport| p.predicted_bytes == Some(p.bytes());
         if !s.verified || !predicted(&s.prompt) || !predicted(&s.decode) {
             return Err(ProtocolError::State(format!(
@@ -641,21 +641,24 @@ pub fn run_on<B: Backend>(
 /// What a server's [`self_check`] did: requests answered and verified, and their server time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SelfCheck {
-    /// Requests answered.
+    /// Requests of `tokens` tokens answered.
     pub requests: usize,
     /// Tokens per request.
     pub tokens: usize,
+    /// One-token requests answered after them (one where `tokens > 1`: a decode step's size).
+    pub single: usize,
     /// Server time of every request together, ms.
     pub server_ms: f64,
 }
 
 /// Answers `requests` requests of `tokens` token ids (drawn from `seed`; one token per request
-/// for a scheme that does not batch tokens) with `client`, the scheme's own client as
-/// [`SchemeKind::build`] returns it, on a session of their own that is closed afterwards, and
-/// checks that every share reconstructs the rows of `table`. `fastquery serve` runs it before
-/// it listens: a backend or a table that answers wrongly never serves, and the first client
-/// finds the working buffers of a request already in place (docs/BENCHMARKS.md: the first
-/// request after startup paid for fresh memory).
+/// for a scheme that does not batch tokens), then, where `tokens > 1`, one request of a single
+/// token (a decode step), with `client`, the scheme's own client as [`SchemeKind::build`]
+/// returns it, on a session of their own that is closed afterwards, and checks that every share
+/// reconstructs the rows of `table`. `fastquery serve` runs it before it listens: a backend or
+/// a table that answers wrongly never serves, and the first client finds the working buffers
+/// of a full request and of a one-token one already in place (docs/BENCHMARKS.md: the first
+/// request after startup paid for fresh memory, about 1.5 s of a llama-7b prompt's 9 s).
 #[allow(clippy::too_many_arguments)]
 pub fn self_check(
     kind: SchemeKind,
@@ -674,16 +677,19 @@ pub fn self_check(
     let tokens = if kind.batches_tokens() { tokens } else { 1 };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let session = server.open_session(&client.setup()?)?;
+    let single = usize::from(tokens > 1 && requests > 0);
     let run = |client: &mut dyn SchemeClient, rng: &mut rand::rngs::StdRng| -> Result<f64, ProtocolError> {
         let mut server_ms = 0.0;
-        for r in 0..requests {
-            let ids: Vec<usize> = (0..tokens).map(|_| rng.random_range(0..table.m())).collect();
+        for r in 0..requests + single {
+            let size = if r < requests { tokens } else { 1 };
+            let ids: Vec<usize> = (0..size).map(|_| rng.random_range(0..table.m())).collect();
             let done = round_trip(server, session, client, table, plain_bits, &ids)?;
             server_ms += done.server_ms;
             if !done.matched {
                 return Err(ProtocolError::State(format!(
-                    "self-check: the shares of request {} of {requests} ({} tokens) do not add up to the table's rows",
+                    "self-check: the shares of request {} of {} ({} tokens) do not add up to the table's rows",
                     r + 1,
+                    requests + single,
                     ids.len()
                 )));
             }
@@ -692,7 +698,7 @@ pub fn self_check(
     };
     let result = run(client, &mut rng);
     server.close_session(session);
-    Ok(SelfCheck { requests, tokens, server_ms: result? })
+    Ok(SelfCheck { requests, tokens, single, server_ms: result? })
 }
 
 /// One request through both parties ([`round_trip`]).

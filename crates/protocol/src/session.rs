@@ -56,11 +56,19 @@ impl PhaseReport {
     /// The `q`-quantile (0 to 1) of the requests' server times, ms: the nearest rank, so the
     /// value of a request that ran (`None` without requests).
     pub fn server_ms_quantile(&self, q: f64) -> Option<f64> {
-        let mut t = self.server_ms_each.clone();
-        t.sort_by(f64::total_cmp);
-        let last = t.len().checked_sub(1)?;
-        Some(t[((q.clamp(0.0, 1.0) * t.len() as f64).ceil() as usize).saturating_sub(1).min(last)])
+        nearest_rank(&self.server_ms_each, q)
     }
+}
+
+/// The `q`-quantile (0 to 1) of `values` by the nearest rank: the value of rank `ceil(q n)`
+/// (at least 1) in ascending order, so always one of the values (the lower middle for the
+/// median of an even count); `None` for no values. `session` and `query --decode-steps`
+/// both report their medians with it.
+pub fn nearest_rank(values: &[f64], q: f64) -> Option<f64> {
+    let mut t = values.to_vec();
+    t.sort_by(f64::total_cmp);
+    let last = t.len().checked_sub(1)?;
+    Some(t[((q.clamp(0.0, 1.0) * t.len() as f64).ceil() as usize).saturating_sub(1).min(last)])
 }
 
 /// A whole session of one scheme ([`run_session`]).
@@ -75,6 +83,10 @@ pub struct SessionReport {
     pub verified: bool,
     /// Tokens of the session, prompt and decode steps.
     pub session_tokens: usize,
+    /// Rounds of unmeasured requests the server answered on the session before its prompt
+    /// (each a prompt-sized request and, where the session has decode steps, a one-token one;
+    /// verified, not timed or counted): a warm server, as `serve --self-check` leaves it.
+    pub warm_up_rounds: usize,
     /// The most tokens one prompt request carries (the design's request size).
     pub request_tokens: usize,
     /// The setup's bytes (keys), sent once.
@@ -104,14 +116,21 @@ pub struct SessionReport {
 /// Runs a session of `ids.len()` tokens on `kind`'s design for `inputs`: the setup, the first
 /// `ids.len() - decode` ids in requests of `inputs.tokens` tokens (the last one shorter where
 /// they do not fill it; one token per query for a scheme that does not batch tokens), then the
-/// last `decode` ids one per request. Every share is checked against `table`; `progress` is told
-/// each phase as it starts. The table is preprocessed first (not counted).
+/// last `decode` ids one per request. Before the prompt, after the setup, the server answers
+/// `warm_up` rounds of unmeasured requests on the session (the prompt's first request and, where
+/// there are decode steps, the first decode step's token), so that the measured requests find
+/// the working memory a server that has answered before holds (the first request of a fresh
+/// process faults in its buffers: about 1.5 s of a llama-7b prompt's 9 s on the 2-vCPU VM,
+/// docs/BENCHMARKS.md). Every share is checked against `table`; `progress` is told each phase as
+/// it starts. The table is preprocessed first (not counted).
+#[allow(clippy::too_many_arguments)]
 pub fn run_session<B: Backend>(
     kind: SchemeKind,
     backend: Arc<B>,
     table: &IntTable,
     ids: &[usize],
     decode: usize,
+    warm_up: usize,
     inputs: &DesignInputs,
     progress: &dyn Fn(&str),
 ) -> Result<SessionReport, ProtocolError> {
@@ -131,6 +150,21 @@ pub fn run_session<B: Backend>(
     let (prompt_ids, decode_ids) = ids.split_at(ids.len() - decode);
     let prompt_size = if kind.batches_tokens() { inputs.tokens } else { 1 };
     let mut verified = true;
+    let warm: Vec<&[usize]> =
+        [prompt_ids.chunks(prompt_size).next(), decode_ids.chunks(1).next()].into_iter().flatten().collect();
+    for round in 0..warm_up {
+        progress(&format!("{}: warm-up round {}/{warm_up}", kind.name(), round + 1));
+        for request in &warm {
+            let r = round_trip(server.as_ref(), session, client.as_mut(), table, inputs.plain_bits, request);
+            match r {
+                Ok(r) => verified &= r.matched,
+                Err(e) => {
+                    server.close_session(session);
+                    return Err(e);
+                }
+            }
+        }
+    }
     let mut phase = |name: &str, requests: Vec<&[usize]>| -> Result<PhaseReport, ProtocolError> {
         let mut p = PhaseReport {
             tokens: requests.iter().map(|r| r.len()).sum(),
@@ -167,6 +201,7 @@ pub fn run_session<B: Backend>(
         declared: inputs.session_tokens == Some(ids.len()),
         verified,
         session_tokens: ids.len(),
+        warm_up_rounds: warm_up,
         request_tokens: prompt_size,
         setup_bytes: setup.len(),
         setup_ms,

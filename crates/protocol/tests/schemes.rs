@@ -491,7 +491,8 @@ fn self_check_verifies_each_scheme_and_catches_a_wrong_table() {
         let (server, mut client) = kind.build(Arc::new(CpuBackend::new()), &table, plain, 3).unwrap();
         let done = self_check(kind, server.as_ref(), client.as_mut(), &table, plain, 3, 2, 5).unwrap();
         let tokens = if kind.batches_tokens() { 3 } else { 1 };
-        assert_eq!((done.requests, done.tokens), (2, tokens), "{}", kind.name());
+        let single = usize::from(tokens > 1);
+        assert_eq!((done.requests, done.tokens, done.single), (2, tokens, single), "{}", kind.name());
         assert!(done.server_ms > 0.0);
         assert_eq!(server.sessions(), 0, "{}: the self-check's session is closed", kind.name());
         // A client sends its setup once: another client of the same design (the cost model's

@@ -44,7 +44,7 @@ proptest! {
     #[test]
     fn a_sessions_bytes_are_its_designs_predictions(
         m in 2usize..600, d in 1usize..40, bits in 4u32..8, seed in any::<u64>(),
-        session in 1usize..11, decode_part in 0.0f64..=1.0, tokens in 1usize..5,
+        session in 1usize..11, decode_part in 0.0f64..=1.0, tokens in 1usize..5, warm in 0usize..3,
     ) {
         let table = random_table(m, d, bits, seed);
         let decode = (session as f64 * decode_part).round() as usize;
@@ -52,9 +52,12 @@ proptest! {
         let ids: Vec<usize> = (0..session).map(|_| rng.random_range(0..m)).collect();
         for kind in SchemeKind::ALL {
             let inputs = inputs(kind, &table, tokens, Some(session), decode);
-            let r = run_session(kind, Arc::new(CpuBackend::new()), &table, &ids, decode, &inputs, &|_| {}).unwrap();
+            let backend = Arc::new(CpuBackend::new());
+            let r = run_session(kind, backend, &table, &ids, decode, warm, &inputs, &|_| {}).unwrap();
             let name = kind.name();
             prop_assert!(r.verified, "{}", name);
+            // Warm-up requests (verified in `verified`) are neither counted nor timed.
+            prop_assert_eq!(r.warm_up_rounds, warm);
             prop_assert!(r.declared);
             let prompt = session - decode;
             let size = if kind.batches_tokens() { tokens } else { 1 };
@@ -90,7 +93,7 @@ fn the_design_made_for_a_session_sends_no_more_over_it() {
     let kind = SchemeKind::FastQuery;
     let run = |session, decode| {
         let inputs = inputs(kind, &table, 4, session, decode);
-        run_session(kind, Arc::new(CpuBackend::new()), &table, &ids, 4, &inputs, &|_| {}).unwrap()
+        run_session(kind, Arc::new(CpuBackend::new()), &table, &ids, 4, 0, &inputs, &|_| {}).unwrap()
     };
     // Two prompt requests of 4 tokens, then 4 decode steps.
     let (made, free) = (run(Some(12), 4), run(None, 0));
@@ -112,7 +115,7 @@ fn impossible_sessions_are_refused() {
     let kind = SchemeKind::FastQuery;
     let ok = inputs(kind, &table, 2, None, 0);
     let run = |ids: &[usize], decode, inputs: &DesignInputs| {
-        run_session(kind, Arc::new(CpuBackend::new()), &table, ids, decode, inputs, &|_| {})
+        run_session(kind, Arc::new(CpuBackend::new()), &table, ids, decode, 1, inputs, &|_| {})
     };
     assert!(run(&[], 0, &ok).is_err());
     assert!(run(&[1, 2], 3, &ok).is_err());
@@ -136,4 +139,8 @@ fn quantiles_are_nearest_ranks() {
     let q = |q| p.server_ms_quantile(q).unwrap();
     assert_eq!((q(0.0), q(0.25), q(0.5), q(0.75), q(0.95), q(1.0)), (1.0, 1.0, 2.0, 3.0, 4.0, 4.0));
     assert_eq!(fastquery_protocol::session::PhaseReport::default().server_ms_quantile(0.5), None);
+    // The helper `query --decode-steps` shares: the middle of an odd count, ranks clamped.
+    let rank = |v: &[f64], q| fastquery_protocol::session::nearest_rank(v, q);
+    assert_eq!((rank(&[5.0, 1.0, 3.0], 0.5), rank(&[5.0, 1.0, 3.0], 7.0)), (Some(3.0), Some(5.0)));
+    assert_eq!(rank(&[], 0.5), None);
 }
