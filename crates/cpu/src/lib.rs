@@ -494,6 +494,26 @@ impl CpuBackend {
         }
     }
 
+    /// A new buffer of `words` words whose row `r` (`n` words) `f(r, row)` writes, rows in
+    /// parallel (`min_rows` per task at least) where the backend has threads for it.
+    fn new_rows(
+        &self,
+        words: usize,
+        n: usize,
+        min_rows: usize,
+        f: impl Fn(usize, &mut [u32]) + Sync,
+    ) -> Result<CpuBuffer, BackendError> {
+        let mut out = self.alloc_zeroed(words)?;
+        if self.parallel(words / n / min_rows) {
+            self.install(|| {
+                out.par_chunks_mut(n).enumerate().with_min_len(min_rows).for_each(|(r, x)| f(r, x))
+            });
+        } else {
+            out.chunks_exact_mut(n).enumerate().for_each(|(r, x)| f(r, x));
+        }
+        Ok(out)
+    }
+
     /// `a[j] = op(m, a[j], b[j])` for every coefficient, `m` the modulus of its limb.
     fn zip_with(
         &self,
@@ -886,19 +906,12 @@ impl Backend for CpuBackend {
         n: usize,
     ) -> Result<CpuBuffer, BackendError> {
         let words = shape.words(n);
-        let mut out = self.alloc_zeroed(words)?;
         let (b, a) = (&src[minuend..][..words], &src[subtrahend..][..words]);
-        let rows = |(row, x): (usize, &mut [u32])| {
+        self.new_rows(words, n, cheap_rows(n), |row, x| {
             let m = ring.moduli[row % shape.limbs];
             let (b, a) = (&b[row * n..][..n], &a[row * n..][..n]);
             x.iter_mut().zip(b.iter().zip(a)).for_each(|(o, (&u, &v))| *o = m.sub(u, v));
-        };
-        if self.parallel(words / n / cheap_rows(n)) {
-            self.install(|| out.par_chunks_mut(n).enumerate().with_min_len(cheap_rows(n)).for_each(rows));
-        } else {
-            out.chunks_exact_mut(n).enumerate().for_each(rows);
-        }
-        Ok(out)
+        })
     }
 
     /// Each row copied just before it is transformed, so the copy is read back from L1.
@@ -909,17 +922,10 @@ impl Backend for CpuBackend {
         shape: Shape,
     ) -> Result<CpuBuffer, BackendError> {
         let n = ring.n;
-        let mut out = self.alloc_zeroed(src.len())?;
-        let row = |(r, x): (usize, &mut [u32])| {
+        self.new_rows(src.len(), n, 1, |r, x| {
             x.copy_from_slice(&src[r * n..][..n]);
             ring.plans[r % shape.limbs].inverse(x);
-        };
-        if self.parallel(src.len() / n) {
-            self.install(|| out.par_chunks_mut(n).enumerate().for_each(row));
-        } else {
-            out.chunks_exact_mut(n).enumerate().for_each(row);
-        }
-        Ok(out)
+        })
     }
 
     fn copy_words(
