@@ -121,6 +121,10 @@ pub fn rgsw_from_rows_ntt<B: Backend>(
     let mut times_s = key_products_ntt(ring, &c1, &rows.c1, square)?;
     drop(c1);
     ring.add_assign(&mut times_s.c1, &rows.c0)?;
+    if rows.len() == g {
+        // One bit: its rows are the RGSW as they are, no slices.
+        return Ok(vec![Rgsw { digit_bits, plain: [rows.c0, rows.c1], times_s: [times_s.c0, times_s.c1] }]);
+    }
     (0..rows.len() / g)
         .map(|bit| {
             let (plain, times_s) = (rows.slice(ring, bit * g, g)?, times_s.slice(ring, bit * g, g)?);
@@ -213,14 +217,49 @@ pub fn cmux_halves<B: Backend>(
     cts: Ciphertexts<B, Ntt>,
     rgsw: &Rgsw<B>,
 ) -> Result<Ciphertexts<B, Ntt>, HeError> {
-    let half = cts.len() / 2;
-    if half == 0 || !cts.len().is_multiple_of(2) {
-        return Err(HeError::BadInput(format!("a CMux level over {} ciphertexts", cts.len())));
-    }
+    let half = halve(cts.len())?;
     // B - A in one pass, then A kept where it is: no copy of either half (they were 14% of a
     // fold's time on the CPU as copies, 2026-12-03).
     let diff = cts.difference(ring, half, 0, half)?;
-    let mut a = cts.truncate(ring, half)?;
+    select_into(ring, cts.truncate(ring, half)?, diff, rgsw)
+}
+
+/// [`cmux_halves`] over `len` ciphertexts whose `c0`s are the polynomials of `src` from
+/// `c0_at` and whose `c1`s those from `c1_at` (one token's rows of the first dimension's
+/// product, say): the difference is read from `src` and only `A` is copied out.
+pub fn cmux_halves_of<B: Backend>(
+    ring: &Ring<B>,
+    src: &Polys<B, Ntt>,
+    [c0_at, c1_at]: [usize; 2],
+    len: usize,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
+    let half = halve(len)?;
+    let diff = Ciphertexts {
+        c0: ring.difference(src, c0_at + half, c0_at, half)?,
+        c1: ring.difference(src, c1_at + half, c1_at, half)?,
+    };
+    let mut a = Ciphertexts::zeros(ring, half, src.shape().limbs)?;
+    ring.copy_polys(src, c0_at, &mut a.c0, 0, half)?;
+    ring.copy_polys(src, c1_at, &mut a.c1, 0, half)?;
+    select_into(ring, a, diff, rgsw)
+}
+
+/// Half of a CMux level's `len` ciphertexts, or an error for an odd or empty level.
+fn halve(len: usize) -> Result<usize, HeError> {
+    if len == 0 || !len.is_multiple_of(2) {
+        return Err(HeError::BadInput(format!("a CMux level over {len} ciphertexts")));
+    }
+    Ok(len / 2)
+}
+
+/// `a + RGSW(b) x diff`, accumulated into `a` (both in the NTT domain).
+fn select_into<B: Backend>(
+    ring: &Ring<B>,
+    mut a: Ciphertexts<B, Ntt>,
+    diff: Ciphertexts<B, Ntt>,
+    rgsw: &Rgsw<B>,
+) -> Result<Ciphertexts<B, Ntt>, HeError> {
     if twin_helps(ring, a.limbs(), rgsw) {
         let coeff = diff.inverse_of(ring)?;
         external_product_into(ring, &coeff, Some(&diff), rgsw, &mut a)?;
@@ -307,7 +346,7 @@ mod tests {
     use fastquery_cpu::CpuBackend;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    use super::{SQUARE_KEY, products_in_chunks, rgsw_from_rows};
+    use super::{SQUARE_KEY, cmux_halves, cmux_halves_of, products_in_chunks, rgsw_from_rows};
     use crate::{
         ParamSpec, Params,
         client::Client,
@@ -363,5 +402,46 @@ mod tests {
         }
         assert!(results.iter().all(|r| *r == results[0]), "chunked or twinned products differ");
         assert_ne!(results[0][0], ring.download(&start.c0).expect("c0"), "the products added nothing");
+    }
+
+    /// A CMux level read from ranges of one batch (`cmux_halves_of`: a token's `c0` and `c1`
+    /// rows of the first dimension's product) gives the words of the level over those
+    /// ciphertexts copied out (`cmux_halves`), and the batch stays as it was.
+    #[test]
+    fn a_level_read_from_ranges_equals_the_level_over_copies() {
+        let spec = ParamSpec {
+            n: 4096,
+            prime_bits: vec![31, 31],
+            response_limbs: 1,
+            plain_bits: 16,
+            flood_bits: 40,
+            special_bits: 31,
+        };
+        let params = Arc::new(Params::new(spec).expect("parameters"));
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).expect("ring");
+        let client = Client::new(params.clone()).expect("client");
+        let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
+        let mut rng = StdRng::seed_from_u64(11);
+        let limbs = params.limbs();
+        let rows = Shape::new(limbs, limbs);
+        let rows = Ciphertexts { c0: random(&ring, &mut rng, rows), c1: random(&ring, &mut rng, rows) };
+        let rgsw = rgsw_from_rows(&ring, &params, rows, &square, 31).expect("RGSW").remove(0);
+        // Three tokens' rows, c0s then c1s for each; the level over token 1's six ciphertexts.
+        let (len, tokens) = (6usize, 3usize);
+        let src: Polys<CpuBackend, Ntt> = random(&ring, &mut rng, Shape::new(2 * tokens * len, limbs));
+        let before = ring.download(&src).expect("words");
+        let at = [2 * len, 3 * len];
+        let got = cmux_halves_of(&ring, &src, at, len, &rgsw).expect("level from ranges");
+        let shape = Shape::new(len, limbs);
+        let mut cts: Ciphertexts<CpuBackend, Ntt> =
+            Ciphertexts { c0: ring.zeros(shape).unwrap(), c1: ring.zeros(shape).unwrap() };
+        ring.copy_polys(&src, at[0], &mut cts.c0, 0, len).unwrap();
+        ring.copy_polys(&src, at[1], &mut cts.c1, 0, len).unwrap();
+        let want = cmux_halves(&ring, cts, &rgsw).expect("level over copies");
+        assert_eq!(ring.download(&got.c0).unwrap(), ring.download(&want.c0).unwrap());
+        assert_eq!(ring.download(&got.c1).unwrap(), ring.download(&want.c1).unwrap());
+        assert_eq!(ring.download(&src).unwrap(), before, "the source changed");
+        assert!(cmux_halves_of(&ring, &src, at, 5, &rgsw).is_err(), "an odd level");
+        assert!(cmux_halves_of(&ring, &src, [0, 6 * len - 2], 4, &rgsw).is_err(), "past the end");
     }
 }

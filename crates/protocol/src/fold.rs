@@ -35,8 +35,8 @@ use fastquery_he::{
     ParamSpec, Params,
     client::Client,
     fold::{
-        FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_rotate, fold_noise, gadget_slot,
-        one_hot_slot, rgsw_from_rows_ntt,
+        FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_halves_of, cmux_rotate, fold_noise,
+        gadget_slot, one_hot_slot, rgsw_from_rows_ntt,
     },
     galois::{
         Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned_ntt, gadget,
@@ -968,10 +968,16 @@ impl<B: Backend> FoldServer<B> {
         if bits == 0 {
             return Ok((0..tokens).map(|_| Vec::new()).collect()); // one group of one-row records: nothing to fold
         }
-        // Tokens convert independently (see `in_groups`).
+        // Tokens convert independently (see `in_groups`), bit by bit: each bit's rows become its
+        // RGSW as they are, with no slices of a batch.
         in_groups(self.ring.backend().as_ref(), tokens, |t| {
-            let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1, bits * g)?;
-            Ok(rgsw_from_rows_ntt(&self.ring, params, rows, &keys.square, l.rgsw_bits)?)
+            (0..bits)
+                .map(|b| {
+                    let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1 + b * g, g)?;
+                    let mut one = rgsw_from_rows_ntt(&self.ring, params, rows, &keys.square, l.rgsw_bits)?;
+                    one.pop().ok_or_else(|| ProtocolError::State("no RGSW for an index bit".into()))
+                })
+                .collect()
         })
     }
 
@@ -1005,12 +1011,19 @@ impl<B: Backend> FoldServer<B> {
         // The fold stays in the NTT domain where the product left it: each CMux level sends only
         // its differences back for their digits, and a token's result goes back once at the end.
         let fold_one = |t: usize, rgsw: &[Rgsw<B>]| -> Result<Ciphertexts<B>, ProtocolError> {
-            let shape = Shape::new(cols, limbs);
-            let mut cur: Ciphertexts<B, Ntt> =
-                Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
-            self.ring.copy_polys(&out, 2 * t * cols, &mut cur.c0, 0, cols)?;
-            self.ring.copy_polys(&out, (2 * t + 1) * cols, &mut cur.c1, 0, cols)?;
-            for bit in &rgsw[..group_bits] {
+            let at = [2 * t * cols, (2 * t + 1) * cols];
+            // The first level reads its halves from the product's rows (only A is copied out).
+            let mut cur: Ciphertexts<B, Ntt> = match rgsw[..group_bits].first() {
+                Some(bit) => cmux_halves_of(&self.ring, &out, at, cols, bit)?,
+                None => {
+                    let shape = Shape::new(cols, limbs);
+                    let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
+                    self.ring.copy_polys(&out, at[0], &mut cur.c0, 0, cols)?;
+                    self.ring.copy_polys(&out, at[1], &mut cur.c1, 0, cols)?;
+                    cur
+                }
+            };
+            for bit in rgsw[..group_bits].iter().skip(1) {
                 cur = cmux_halves(&self.ring, cur, bit)?;
             }
             // Row h moves to the multiples of R: times X^-h, one bit of h at a time.
