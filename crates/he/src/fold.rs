@@ -364,11 +364,10 @@ mod tests {
         ring.upload(&words, shape).expect("upload")
     }
 
-    /// External products in chunks (of 3 over 7 ciphertexts: the path of a backend with a
-    /// small product chunk, which the CPU backend no longer takes) give the same words as one
-    /// call, with and without the twin.
-    #[test]
-    fn chunked_external_products_match_one_call() {
+    /// A two-limb hybrid ring at N = 4096, the RGSW of a random bit's rows made with a fresh
+    /// client's key for `s^2`, the random stream `seed` continues, and the chain's limbs (the
+    /// ring also holds the special prime).
+    fn ring_and_rgsw(seed: u64) -> (Ring<CpuBackend>, super::Rgsw<CpuBackend>, StdRng, usize) {
         let spec = ParamSpec {
             n: 4096,
             prime_bits: vec![31, 31],
@@ -382,11 +381,20 @@ mod tests {
         let client = Client::new(params.clone()).expect("client");
         let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
         assert_eq!(square.g(), SQUARE_KEY);
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = StdRng::seed_from_u64(seed);
         let limbs = params.limbs();
         let rows = Shape::new(limbs, limbs);
         let rows = Ciphertexts { c0: random(&ring, &mut rng, rows), c1: random(&ring, &mut rng, rows) };
         let rgsw = rgsw_from_rows(&ring, &params, rows, &square, 31).expect("RGSW").remove(0);
+        (ring, rgsw, rng, limbs)
+    }
+
+    /// External products in chunks (of 3 over 7 ciphertexts: the path of a backend with a
+    /// small product chunk, which the CPU backend no longer takes) give the same words as one
+    /// call, with and without the twin.
+    #[test]
+    fn chunked_external_products_match_one_call() {
+        let (ring, rgsw, mut rng, limbs) = ring_and_rgsw(3);
         let shape = Shape::new(7, limbs);
         let cts: Ciphertexts<CpuBackend, Coeff> =
             Ciphertexts { c0: random(&ring, &mut rng, shape), c1: random(&ring, &mut rng, shape) };
@@ -409,23 +417,7 @@ mod tests {
     /// ciphertexts copied out (`cmux_halves`), and the batch stays as it was.
     #[test]
     fn a_level_read_from_ranges_equals_the_level_over_copies() {
-        let spec = ParamSpec {
-            n: 4096,
-            prime_bits: vec![31, 31],
-            response_limbs: 1,
-            plain_bits: 16,
-            flood_bits: 40,
-            special_bits: 31,
-        };
-        let params = Arc::new(Params::new(spec).expect("parameters"));
-        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).expect("ring");
-        let client = Client::new(params.clone()).expect("client");
-        let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
-        let mut rng = StdRng::seed_from_u64(11);
-        let limbs = params.limbs();
-        let rows = Shape::new(limbs, limbs);
-        let rows = Ciphertexts { c0: random(&ring, &mut rng, rows), c1: random(&ring, &mut rng, rows) };
-        let rgsw = rgsw_from_rows(&ring, &params, rows, &square, 31).expect("RGSW").remove(0);
+        let (ring, rgsw, mut rng, limbs) = ring_and_rgsw(11);
         // Three tokens' rows, c0s then c1s for each; the level over token 1's six ciphertexts.
         let (len, tokens) = (6usize, 3usize);
         let src: Polys<CpuBackend, Ntt> = random(&ring, &mut rng, Shape::new(2 * tokens * len, limbs));
