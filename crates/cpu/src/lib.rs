@@ -883,16 +883,10 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    /// In place: the dropped words are zeroed (on the backend's threads where they are many)
-    /// and the allocation kept.
+    /// In place: the dropped words are zeroed as the pool zeroes a freed buffer (on the
+    /// backend's threads where they are many) and the allocation kept.
     fn truncate(&self, mut buf: CpuBuffer, words: usize) -> Result<CpuBuffer, BackendError> {
-        buf.truncate(words, |tail| {
-            if tail.len() >= pool::PARALLEL_ZERO_WORDS && self.parallel(2) {
-                self.install(|| tail.par_chunks_mut(pool::PARALLEL_ZERO_WORDS / 4).for_each(|c| c.fill(0)));
-            } else {
-                tail.fill(0);
-            }
-        });
+        buf.truncate(words, |tail| self.install(|| pool::zero(tail)));
         Ok(buf)
     }
 

@@ -183,7 +183,7 @@ impl BufferPool {
 /// thread that frees it: the backend's own where its work drops a buffer). A CMux level of a
 /// one-token llama-7b fold frees four buffers of 10 MB; one thread zeroing them left the other
 /// idle.
-fn zero(buf: &mut [u32]) {
+pub(crate) fn zero(buf: &mut [u32]) {
     use rayon::prelude::*;
     if buf.len() >= PARALLEL_ZERO_WORDS {
         buf.par_chunks_mut(PARALLEL_ZERO_WORDS / 4).for_each(|c| c.fill(0));
@@ -252,8 +252,8 @@ impl CpuBuffer {
 
 impl CpuBuffer {
     /// Keeps the first `words` words (`words <= len`): the dropped ones are zeroed first by
-    /// `zero`, as a buffer entering the pool is, and the allocation shrinks to fit (mimalloc
-    /// keeps it in place down to half its size), so that the pool counts it by what it holds.
+    /// `zero`, as a buffer entering the pool is, and the allocation shrinks to fit (where the
+    /// allocator can, in place), so that the pool counts it by what it holds.
     pub(crate) fn truncate(&mut self, words: usize, zero: impl FnOnce(&mut [u32])) {
         let words = words.min(self.words.len());
         zero(&mut self.words[words..]);

@@ -152,19 +152,18 @@ pub fn run_session<B: Backend>(
     let mut verified = true;
     let warm: Vec<&[usize]> =
         [prompt_ids.chunks(prompt_size).next(), decode_ids.chunks(1).next()].into_iter().flatten().collect();
-    for round in 0..warm_up {
-        progress(&format!("{}: warm-up round {}/{warm_up}", kind.name(), round + 1));
-        for request in &warm {
-            let r = round_trip(server.as_ref(), session, client.as_mut(), table, inputs.plain_bits, request);
-            match r {
-                Ok(r) => verified &= r.matched,
-                Err(e) => {
-                    server.close_session(session);
-                    return Err(e);
-                }
+    // An error here, as in the phases, still closes the session (below).
+    let warmed = (|| -> Result<(), ProtocolError> {
+        for round in 0..warm_up {
+            progress(&format!("{}: warm-up round {}/{warm_up}", kind.name(), round + 1));
+            for request in &warm {
+                let r =
+                    round_trip(server.as_ref(), session, client.as_mut(), table, inputs.plain_bits, request)?;
+                verified &= r.matched;
             }
         }
-    }
+        Ok(())
+    })();
     let mut phase = |name: &str, requests: Vec<&[usize]>| -> Result<PhaseReport, ProtocolError> {
         let mut p = PhaseReport {
             tokens: requests.iter().map(|r| r.len()).sum(),
@@ -190,7 +189,8 @@ pub fn run_session<B: Backend>(
         (p.lan_ms, p.wan_ms) = (on(LAN), on(WAN));
         Ok(p)
     };
-    let result = phase("prompt", prompt_ids.chunks(prompt_size).collect())
+    let result = warmed
+        .and_then(|()| phase("prompt", prompt_ids.chunks(prompt_size).collect()))
         .and_then(|prompt| Ok((prompt, phase("decode", decode_ids.chunks(1).collect())?)));
     server.close_session(session);
     let (prompt, decode_phase) = result?;

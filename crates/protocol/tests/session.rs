@@ -56,7 +56,8 @@ proptest! {
             let r = run_session(kind, backend, &table, &ids, decode, warm, &inputs, &|_| {}).unwrap();
             let name = kind.name();
             prop_assert!(r.verified, "{}", name);
-            // Warm-up requests (verified in `verified`) are neither counted nor timed.
+            // Warm-up requests (verified in `verified`) are neither counted nor timed: the
+            // requests, tokens and bytes below are the session's own.
             prop_assert_eq!(r.warm_up_rounds, warm);
             prop_assert!(r.declared);
             let prompt = session - decode;
