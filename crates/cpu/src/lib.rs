@@ -383,11 +383,11 @@ impl CpuBackend {
     }
 
     /// `out[k] (+)= sum_e digits[e] * keys[k][e * stride ..]` for the two halves of a key
-    /// switch, `digits` holding `rows x N` transformed digit words (see `mac_simd::DigitMac`).
+    /// switch, over the transformed digit rows (see `mac_simd::DigitMac`).
     fn digit_mac(
         &self,
         m: Modulus,
-        digits: &[u32],
+        digits: DigitRows<'_>,
         keys: [&[u32]; 2],
         stride: usize,
         out: [&mut [u32]; 2],
@@ -410,7 +410,8 @@ impl CpuBackend {
                 a.iter_mut().zip(o.iter()).for_each(|(s, &v)| *s = u64::from(v));
             }
         }
-        for (e, x) in digits.chunks_exact(n).enumerate() {
+        for e in 0..digits.count() {
+            let x = digits.row(e);
             for (a, key) in acc.iter_mut().zip(keys) {
                 let y = &key[e * stride..][..n];
                 self.arch.dispatch(AccumulateRow { acc: a, x, y, big });
@@ -1959,19 +1960,45 @@ impl DigitRow<'_> {
             for (row, src_m) in self.src.chunks_exact(n).zip(self.src_moduli) {
                 for j in 0..self.digits {
                     let (e, digit) = rows_out.next().expect("rows * n words");
-                    match self.own {
-                        Some((i, twin)) if i == e => digit.copy_from_slice(twin),
-                        _ => {
-                            let shift = j as u32 * self.digit_bits;
-                            let (src, m) = (*src_m, self.m);
-                            backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, src, m });
-                            self.plan.forward(digit);
-                        }
+                    // The own row is read from the twin where it lies; its slot stays unused.
+                    if !matches!(self.own, Some((i, _)) if i == e) {
+                        let shift = j as u32 * self.digit_bits;
+                        let (src, m) = (*src_m, self.m);
+                        backend.arch.dispatch(DigitsOf { row, digit: &mut *digit, shift, mask, src, m });
+                        self.plan.forward(digit);
                     }
                 }
             }
-            backend.digit_mac(self.m, digits, self.keys, self.stride, out, accumulate);
+            let rows = DigitRows { rows: digits, n, own: self.own };
+            backend.digit_mac(self.m, rows, self.keys, self.stride, out, accumulate);
         });
+    }
+}
+
+/// The transformed digit rows of one key-switch product: `rows` rows of `n` words in a
+/// scratch, except row `own.0` (one digit per limb: the output's own limb), which is read from
+/// `own.1`, the source's NTT-form row, in place of a copy in the scratch.
+#[derive(Clone, Copy)]
+pub(crate) struct DigitRows<'a> {
+    rows: &'a [u32],
+    n: usize,
+    own: Option<(usize, &'a [u32])>,
+}
+
+impl<'a> DigitRows<'a> {
+    /// The number of rows.
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.rows.len() / self.n
+    }
+
+    /// Row `e` (`e < count()`).
+    #[inline(always)]
+    fn row(&self, e: usize) -> &'a [u32] {
+        match self.own {
+            Some((i, row)) if i == e => row,
+            _ => &self.rows[e * self.n..][..self.n],
+        }
     }
 }
 

@@ -549,7 +549,7 @@ fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], ou
 pub(crate) struct DigitMac<'a, I> {
     pub simd: I,
     pub m: Modulus,
-    pub digits: &'a [u32],
+    pub digits: crate::DigitRows<'a>,
     pub keys: [&'a [u32]; 2],
     pub stride: usize,
     pub out: [&'a mut [u32]; 2],
@@ -567,8 +567,8 @@ impl<I: Lanes> pulp::NullaryFnOnce for DigitMac<'_, I> {
     fn call(self) {
         let Self { simd: s, m, digits, keys, stride, out: [o0, o1], accumulate } = self;
         let k = Consts::new(s, m);
-        let (n, l) = (o0.len(), I::LANES);
-        let rows = digits.len() / n;
+        let l = I::LANES;
+        let (n, rows) = (o0.len(), digits.count());
         let outs = [o0, o1];
         // Per register block of the tile: even and odd sums of both halves. Digit by digit
         // (two at a time on AVX2) over the tile, so only a few rows stream at once: the rows
@@ -587,7 +587,7 @@ impl<I: Lanes> pulp::NullaryFnOnce for DigitMac<'_, I> {
             }
             let mut e = 0;
             while I::DIGITS_PAIRED && e + 1 < rows {
-                let (x0, x1) = (&digits[e * n + t..][..len], &digits[(e + 1) * n + t..][..len]);
+                let (x0, x1) = (&digits.row(e)[t..][..len], &digits.row(e + 1)[t..][..len]);
                 let y = [0, 1]
                     .map(|h| (&keys[h][e * stride + t..][..len], &keys[h][(e + 1) * stride + t..][..len]));
                 for (jb, a) in acc.chunks_exact_mut(4).take(len / l).enumerate() {
@@ -606,7 +606,7 @@ impl<I: Lanes> pulp::NullaryFnOnce for DigitMac<'_, I> {
                 e += 2;
             }
             for e in e..rows {
-                let x = &digits[e * n + t..][..len];
+                let x = &digits.row(e)[t..][..len];
                 let y = [0, 1].map(|h| &keys[h][e * stride + t..][..len]);
                 for (jb, a) in acc.chunks_exact_mut(4).take(len / l).enumerate() {
                     let j = jb * l;
@@ -842,7 +842,8 @@ mod tests {
 
     /// `DigitMac<I>` against `u128` sums: digit counts odd and even (the pairs and the single
     /// tail), rows shorter than a tile and with a partial last tile, keys at a stride wider than
-    /// a row, both `accumulate`s, random words and every word `p - 1`.
+    /// a row, both `accumulate`s, random words and every word `p - 1`, and with one row read
+    /// from outside the scratch (first, middle, last) while its slot there holds other words.
     fn digit_mac_matches_scalar<I: Lanes>(simd: I) {
         let p = ntt_primes(31, 64, 1).expect("a 31-bit prime")[0];
         let m = Modulus::new(u64::from(p)).expect("a prime");
@@ -858,13 +859,23 @@ mod tests {
             let digits: Vec<u32> = (0..rows * n).map(&mut word).collect();
             let keys: [Vec<u32>; 2] = std::array::from_fn(|_| (0..rows * stride).map(&mut word).collect());
             let start: [Vec<u32>; 2] = std::array::from_fn(|_| (0..n).map(&mut word).collect());
-            for accumulate in [false, true] {
+            for (accumulate, own) in [false, true].into_iter().flat_map(|a| {
+                [None, Some(0), Some(rows / 2), Some(rows - 1)].into_iter().map(move |o| (a, o))
+            }) {
+                // With an own row, the scratch's slot holds other words; the sums must use the
+                // own row (which holds the words the scratch would have).
+                let mut scratch = digits.clone();
+                if let Some(e) = own {
+                    scratch[e * n..][..n].iter_mut().for_each(|w| *w = (*w + 1) % p);
+                }
+                let rows_view =
+                    crate::DigitRows { rows: &scratch, n, own: own.map(|e| (e, &digits[e * n..][..n])) };
                 let mut out = start.clone();
                 let [o0, o1] = &mut out;
                 let job = DigitMac {
                     simd,
                     m,
-                    digits: &digits,
+                    digits: rows_view,
                     keys: [&keys[0], &keys[1]],
                     stride,
                     out: [o0, o1],
@@ -880,7 +891,7 @@ mod tests {
                         let want = (want % u128::from(p)) as u32;
                         assert_eq!(
                             out[h][j], want,
-                            "rows {rows} n {n} accumulate {accumulate}: half {h}, {j}"
+                            "rows {rows} n {n} accumulate {accumulate} own {own:?}: half {h}, {j}"
                         );
                     }
                 }
