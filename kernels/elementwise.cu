@@ -11,6 +11,14 @@ extern "C" __global__ void sub_u32(u32* a, const u32* b, const u32* moduli, u32 
     GRID_STRIDE(total) { a[idx] = sub_mod(a[idx], b[idx], moduli[(idx >> log_n) % limbs]); }
 }
 
+// out = src[minuend..] - src[subtrahend..], two ranges of one buffer (word offsets that are
+// whole polynomials, so word idx of either range is in limb (idx >> log_n) % limbs): the
+// fold's B - A in one pass, without copying the halves out.
+extern "C" __global__ void difference_u32(u32* out, const u32* src, u64 minuend, u64 subtrahend, const u32* moduli,
+                                          u32 log_n, u32 limbs, u64 total) {
+    GRID_STRIDE(total) { out[idx] = sub_mod(src[minuend + idx], src[subtrahend + idx], moduli[(idx >> log_n) % limbs]); }
+}
+
 extern "C" __global__ void neg_u32(u32* a, const u32* moduli, u32 log_n, u32 limbs, u64 total) {
     GRID_STRIDE(total) { a[idx] = neg_mod(a[idx], moduli[(idx >> log_n) % limbs]); }
 }

@@ -131,6 +131,7 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(ntt_inverse_8192_u32, true),
     FQ_KERNEL(add_u32, false),
     FQ_KERNEL(sub_u32, false),
+    FQ_KERNEL(difference_u32, false),
     FQ_KERNEL(neg_u32, false),
     FQ_KERNEL(mul_u32, false),
     FQ_KERNEL(scalar_mul_u32, false),

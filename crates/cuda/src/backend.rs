@@ -685,6 +685,42 @@ impl Backend for CudaBackend {
         self.elementwise("sub_u32", ring, a, Some(b), false, shape)
     }
 
+    /// One kernel reads both ranges where they lie and writes the difference (the default
+    /// copied both out first: two more passes over the data).
+    fn difference(
+        &self,
+        ring: &CudaRing,
+        src: &CudaBuffer,
+        (minuend, subtrahend): (usize, usize),
+        shape: Shape,
+        n: usize,
+    ) -> Result<CudaBuffer, BackendError> {
+        let words = shape.words(n);
+        let fits = |at: usize| at.checked_add(words).is_some_and(|end| end <= src.len);
+        if n != ring.n || !fits(minuend) || !fits(subtrahend) {
+            return Err(BackendError::Shape(format!(
+                "a difference of {words} words at {minuend} and {subtrahend} of {}",
+                src.len
+            )));
+        }
+        let mut out = self.alloc_zeroed(words)?;
+        let (Some(x), Some(s)) = (out.data.as_mut(), src.data.as_ref()) else { return Ok(out) };
+        let mut args = [
+            Arg::Out(x),
+            Arg::In(s),
+            Arg::U64(minuend as u64),
+            Arg::U64(subtrahend as u64),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(shape.limbs as u32),
+            Arg::U64(words as u64),
+        ];
+        // SAFETY: matches difference_u32 in kernels/elementwise.cu; `out` holds `words` words
+        // and both ranges of `src` lie inside it (checked above).
+        unsafe { self.launch("difference_u32", self.grid(words), &mut args) }?;
+        Ok(out)
+    }
+
     fn neg_assign(&self, ring: &CudaRing, a: &mut CudaBuffer, shape: Shape) -> Result<(), BackendError> {
         self.elementwise("neg_u32", ring, a, None, false, shape)
     }
