@@ -27,6 +27,15 @@ fn sub_u32(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// x = y[b..] - y[c..] (params.b, params.c: word offsets of whole polynomials into y, so word i
+// of either range is in limb limb_of(i)): a fold level's B - A in one pass.
+@compute @workgroup_size(256)
+fn difference_u32(@builtin(global_invocation_id) gid: vec3<u32>) {
+    for (var i = gid.x; i < prm.total; i += prm.a) {
+        x[i] = sub_mod(y[prm.b + i], y[prm.c + i], moduli[limb_of(i)]);
+    }
+}
+
 @compute @workgroup_size(256)
 fn mul_u32(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = gid.x; i < prm.total; i += prm.a) {

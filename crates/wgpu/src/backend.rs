@@ -93,6 +93,7 @@ struct Step<'a> {
 struct Kernels {
     add: Kernel,
     sub: Kernel,
+    difference: Kernel,
     mul: Kernel,
     monomial: Kernel,
     neg: Kernel,
@@ -171,6 +172,7 @@ impl WgpuBackend {
         let k = Kernels {
             add: make("elementwise.wgsl", "add_u32", ELEMENTWISE)?,
             sub: make("elementwise.wgsl", "sub_u32", ELEMENTWISE)?,
+            difference: make("elementwise.wgsl", "difference_u32", ELEMENTWISE)?,
             mul: make("elementwise.wgsl", "mul_u32", ELEMENTWISE)?,
             monomial: make("elementwise.wgsl", "monomial_mul_u32", ELEMENTWISE)?,
             neg: make("unary.wgsl", "neg_u32", UNARY)?,
@@ -649,6 +651,43 @@ impl Backend for WgpuBackend {
         shape: Shape,
     ) -> Result<(), BackendError> {
         self.binary(&self.k.sub, ring, a, b, shape, 0)
+    }
+
+    /// One dispatch reads both ranges where they lie (the default copied both out first).
+    fn difference(
+        &self,
+        ring: &WgpuRing,
+        src: &WgpuBuffer,
+        (minuend, subtrahend): (usize, usize),
+        shape: Shape,
+        n: usize,
+    ) -> Result<WgpuBuffer, BackendError> {
+        let words = shape.words(n);
+        let fits = |at: usize| at.checked_add(words).is_some_and(|end| end <= src.len);
+        if n != ring.n || !fits(minuend) || !fits(subtrahend) {
+            return Err(BackendError::Shape(format!(
+                "a difference of {words} words at {minuend} and {subtrahend} of {}",
+                src.len
+            )));
+        }
+        let offset = |at: usize| {
+            u32::try_from(at).map_err(|_| {
+                BackendError::InvalidInput(format!("offset {at} exceeds the kernels' 32-bit index"))
+            })
+        };
+        let (b, c) = (offset(minuend)?, offset(subtrahend)?);
+        let out = self.alloc_zeroed(words)?;
+        let (Some(x), Some(y)) = (out.buf.as_ref(), src.buf.as_ref()) else { return Ok(out) };
+        let (groups, stride) = Self::grid(words);
+        let binds = vec![
+            Bind::Buf(x),
+            Bind::Buf(y),
+            Bind::Buf(&ring.moduli),
+            Bind::Params(Self::params(ring, shape.limbs, words, [stride, b, c, 0, 0, 0, 0, 0])?),
+            Bind::Buf(&ring.barrett),
+        ];
+        self.run(vec![Step { kernel: &self.k.difference, binds, groups: (groups, 1, 1) }])?;
+        Ok(out)
     }
 
     fn neg_assign(&self, ring: &WgpuRing, a: &mut WgpuBuffer, shape: Shape) -> Result<(), BackendError> {
