@@ -675,6 +675,26 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// The words of a [`Backend::difference`] of `shape` at degree `n` on a ring of degree
+/// `ring_n`, after checking that both ranges lie inside a source of `len` words: what a
+/// backend's own kernel checks before it reads the ranges where they lie ([`Ring::difference`]
+/// has checked them by polynomial already).
+pub fn difference_words(
+    len: usize,
+    (minuend, subtrahend): (usize, usize),
+    shape: Shape,
+    (n, ring_n): (usize, usize),
+) -> Result<usize, BackendError> {
+    let words = shape.words(n);
+    let fits = |at: usize| at.checked_add(words).is_some_and(|end| end <= len);
+    if n != ring_n || !fits(minuend) || !fits(subtrahend) {
+        return Err(BackendError::Shape(format!(
+            "a difference of {words} words at {minuend} and {subtrahend} of {len} (degree {n}, ring {ring_n})"
+        )));
+    }
+    Ok(words)
+}
+
 /// [`Backend::decompose_mac`] from its steps (decompose, forward, two [`Backend::mac`] calls),
 /// the digits materialised: the trait's default, and the fallback of a backend whose fused
 /// kernel does not cover a size.
@@ -926,4 +946,26 @@ fn composed_expand_with<B: Backend + ?Sized>(
         b.copy_words(&c[k], 0, out, (at + odd) * poly, words)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, difference_words};
+
+    /// Ranges inside the source give the words; a range past the end, an overflowing offset,
+    /// or another degree than the ring's is an error, never a panic.
+    #[test]
+    fn difference_ranges_are_checked() {
+        let (n, shape) = (16, Shape::new(2, 3));
+        let words = shape.words(n);
+        let len = 3 * words;
+        assert_eq!(difference_words(len, (words, 0), shape, (n, n)).unwrap(), words);
+        assert_eq!(difference_words(len, (2 * words, 2 * words), shape, (n, n)).unwrap(), words);
+        assert!(difference_words(len, (2 * words + 1, 0), shape, (n, n)).is_err());
+        assert!(difference_words(len, (0, 2 * words + 1), shape, (n, n)).is_err());
+        assert!(difference_words(len, (usize::MAX, 0), shape, (n, n)).is_err());
+        assert!(difference_words(len, (0, 0), shape, (n, 2 * n)).is_err());
+        let empty = Shape::new(0, 3);
+        assert_eq!(difference_words(len, (len, len), empty, (n, n)).unwrap(), 0);
+    }
 }

@@ -695,14 +695,7 @@ impl Backend for CudaBackend {
         shape: Shape,
         n: usize,
     ) -> Result<CudaBuffer, BackendError> {
-        let words = shape.words(n);
-        let fits = |at: usize| at.checked_add(words).is_some_and(|end| end <= src.len);
-        if n != ring.n || !fits(minuend) || !fits(subtrahend) {
-            return Err(BackendError::Shape(format!(
-                "a difference of {words} words at {minuend} and {subtrahend} of {}",
-                src.len
-            )));
-        }
+        let words = fastquery_backend::difference_words(src.len, (minuend, subtrahend), shape, (n, ring.n))?;
         let mut out = self.alloc_zeroed(words)?;
         let (Some(x), Some(s)) = (out.data.as_mut(), src.data.as_ref()) else { return Ok(out) };
         let mut args = [

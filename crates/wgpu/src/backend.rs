@@ -662,14 +662,7 @@ impl Backend for WgpuBackend {
         shape: Shape,
         n: usize,
     ) -> Result<WgpuBuffer, BackendError> {
-        let words = shape.words(n);
-        let fits = |at: usize| at.checked_add(words).is_some_and(|end| end <= src.len);
-        if n != ring.n || !fits(minuend) || !fits(subtrahend) {
-            return Err(BackendError::Shape(format!(
-                "a difference of {words} words at {minuend} and {subtrahend} of {}",
-                src.len
-            )));
-        }
+        let words = fastquery_backend::difference_words(src.len, (minuend, subtrahend), shape, (n, ring.n))?;
         let offset = |at: usize| {
             u32::try_from(at).map_err(|_| {
                 BackendError::InvalidInput(format!("offset {at} exceeds the kernels' 32-bit index"))
