@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use fastquery_protocol::{
     harness::{DesignInputs, SchemeKind},
-    session::{SessionReport, run_session},
+    session::{PhaseReport, SessionReport, run_session},
 };
 use fastquery_table::Workload;
 use serde::Serialize;
@@ -212,11 +212,34 @@ fn markdown(
             r.wan_ms / 1e3,
         );
     }
+    s += &phase_table(sessions);
     if !ratios.is_empty() {
         s += "\n| fastquery's session vs | bytes | LAN latency | WAN latency |\n|---|---|---|---|\n";
         for r in ratios {
             s += &format!("| {} | {:.2}x | {:.2}x | {:.2}x |\n", r.against, r.bytes, r.lan, r.wan);
         }
+    }
+    s
+}
+
+/// Where the server's time goes: each timed phase's median per prompt request and per decode
+/// step (the names `FASTQUERY_TRACE` prints); empty where no scheme times its phases.
+fn phase_table(sessions: &[SessionReport]) -> String {
+    let list = |p: &PhaseReport| {
+        let parts: Vec<String> = p
+            .server_phases
+            .iter()
+            .filter_map(|ph| ph.median_ms().map(|ms| format!("{} {ms:.1}", ph.name)))
+            .collect();
+        if parts.is_empty() { "-".to_string() } else { parts.join(", ") }
+    };
+    if sessions.iter().all(|r| r.prompt.server_phases.is_empty() && r.decode.server_phases.is_empty()) {
+        return String::new();
+    }
+    let mut s =
+        "\n| server phases, median ms | per prompt request | per decode step |\n|---|---|---|\n".to_string();
+    for r in sessions {
+        s += &format!("| {} | {} | {} |\n", label(r), list(&r.prompt), list(&r.decode));
     }
     s
 }

@@ -339,6 +339,9 @@ fn session_runs_whole_sessions_as_planned() {
         assert_eq!((n(p, "tokens"), n(d, "tokens"), n(d, "requests")), (32, 32, 32), "{s}");
         // The prompt fills its requests: the search's model is the wire's bytes.
         assert_eq!(n(s, "model_bytes"), n(s, "total_bytes"), "{s}");
+        // The server's phases, timed in the decode steps: one ran in all 32 of them.
+        let phases = d["server_phases"].as_array().unwrap();
+        assert!(phases.iter().any(|ph| ph["ms_each"].as_array().unwrap().len() == 32), "{s}");
     }
     let (cheetah, fq, free) = (&sessions[0], &sessions[1], &sessions[2]);
     assert_eq!((cheetah["scheme"].as_str(), fq["scheme"].as_str()), (Some("cheetah"), Some("fastquery")));
@@ -355,7 +358,9 @@ fn session_runs_whole_sessions_as_planned() {
     );
     let planned = plan[0]["bytes_per_token_with_setup"].as_f64().unwrap() * 64.0;
     assert!((planned - n(fq, "total_bytes") as f64).abs() < 1e-6 * planned, "{planned} vs {fq}");
-    assert!(std::fs::read_to_string(dir.join("s.md")).unwrap().contains("| fastquery (no session) |"));
+    let md = std::fs::read_to_string(dir.join("s.md")).unwrap();
+    assert!(md.contains("| fastquery (no session) |"), "{md}");
+    assert!(md.contains("| server phases, median ms | per prompt request | per decode step |"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
     refused(&[
         &["session", "--tokens", "4"][..],

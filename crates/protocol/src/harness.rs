@@ -711,6 +711,8 @@ pub(crate) struct RoundTrip {
     pub(crate) server_ms: f64,
     /// The backend work counted during the answer.
     pub(crate) server_work: fastquery_backend::work::Work,
+    /// The server path's phases during the answer (name, ms), where it times them.
+    pub(crate) server_phases: Vec<(&'static str, f64)>,
     /// Whether the two parties' shares add up to the rows of the request.
     pub(crate) matched: bool,
 }
@@ -729,8 +731,9 @@ pub(crate) fn round_trip(
     let query = client.query(ids)?;
     let mut client_ms = ms(t);
     let (t, before) = (Instant::now(), fastquery_backend::work::snapshot());
-    let (response, server_shares) = server.answer(session, &query)?;
+    let (answer, server_phases) = crate::trace::collect(|| server.answer(session, &query));
     let server_ms = ms(t);
+    let (response, server_shares) = answer?;
     let server_work = fastquery_backend::work::snapshot() - before;
     let t = Instant::now();
     let client_shares = client.decode(&response)?;
@@ -742,6 +745,7 @@ pub(crate) fn round_trip(
         client_ms,
         server_ms,
         server_work,
+        server_phases,
         matched: rows_match(table, ids, plain_bits, &got),
     })
 }

@@ -39,6 +39,10 @@ pub struct PhaseReport {
     pub server_ms: f64,
     /// Server time of each request, in order, ms (a decode step's tail, not only its mean).
     pub server_ms_each: Vec<f64>,
+    /// The server path's phases (the names `FASTQUERY_TRACE` prints), each with its time in
+    /// every request that ran it, in order, ms; empty for a scheme whose server does not time
+    /// its phases.
+    pub server_phases: Vec<ServerPhase>,
     /// Client time (queries and decoding) of every request together, ms.
     pub client_ms: f64,
     /// The phase on the LAN model: compute, bytes and round trips, ms.
@@ -47,10 +51,36 @@ pub struct PhaseReport {
     pub wan_ms: f64,
 }
 
+/// One phase of the server's path over a session's requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServerPhase {
+    /// Its name (`decode`, `expand+rgsw`, `mac`, `fold`, ... for the folded schemes).
+    pub name: String,
+    /// Its time in each request that ran it, in order, ms.
+    pub ms_each: Vec<f64>,
+}
+
+impl ServerPhase {
+    /// The median (nearest rank) of its times, ms.
+    pub fn median_ms(&self) -> Option<f64> {
+        nearest_rank(&self.ms_each, 0.5)
+    }
+}
+
 impl PhaseReport {
     /// Query and response bytes together.
     pub fn bytes(&self) -> usize {
         self.query_bytes + self.response_bytes
+    }
+
+    /// One request's server phases added, each to its own series.
+    fn add_phases(&mut self, phases: &[(&'static str, f64)]) {
+        for &(name, ms) in phases {
+            match self.server_phases.iter_mut().find(|p| p.name == name) {
+                Some(p) => p.ms_each.push(ms),
+                None => self.server_phases.push(ServerPhase { name: name.into(), ms_each: vec![ms] }),
+            }
+        }
     }
 
     /// The `q`-quantile (0 to 1) of the requests' server times, ms: the nearest rank, so the
@@ -180,6 +210,7 @@ pub fn run_session<B: Backend>(
             (p.query_bytes, p.response_bytes) = (p.query_bytes + r.up, p.response_bytes + r.down);
             (p.server_ms, p.client_ms) = (p.server_ms + r.server_ms, p.client_ms + r.client_ms);
             p.server_ms_each.push(r.server_ms);
+            p.add_phases(&r.server_phases);
             p.predicted_bytes = p
                 .predicted_bytes
                 .zip(server.predicted_bytes(request.len()))

@@ -1,14 +1,51 @@
 //! Phase timings of the server path, printed to stderr when `FASTQUERY_TRACE` is set (a
 //! diagnostic for operators and for performance work; silent otherwise), each with the
-//! process's resident memory at its end where the system reports it (Linux).
+//! process's resident memory at its end where the system reports it (Linux); and gathered by
+//! [`collect`] for the harness's reports (`fastquery session` prints each phase's median).
 
+use std::cell::RefCell;
 use std::time::Instant;
+
+thread_local! {
+    /// The phases ended on this thread inside [`collect`] (name, ms; summed by name), or None
+    /// outside it.
+    static COLLECTED: RefCell<Option<Vec<(&'static str, f64)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, the phases that the server paths it ran on this
+/// thread ended: each phase's total ms, in the order phases first ended (a server answers on
+/// the calling thread; its parallel work inside a phase is timed by the phase's wall clock).
+/// Inside an outer `collect`, the phases also count for the outer one.
+pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<(&'static str, f64)>) {
+    let outer = COLLECTED.with_borrow_mut(|c| c.replace(Vec::new()));
+    let result = f();
+    let got = COLLECTED.with_borrow_mut(|c| std::mem::replace(c, outer)).unwrap_or_default();
+    if !got.is_empty() {
+        COLLECTED.with_borrow_mut(|c| {
+            if let Some(outer) = c {
+                got.iter().for_each(|&(name, ms)| add(outer, name, ms));
+            }
+        });
+    }
+    (result, got)
+}
+
+/// `ms` added to phase `name` of `phases` (appended where it is new).
+fn add(phases: &mut Vec<(&'static str, f64)>, name: &'static str, ms: f64) {
+    match phases.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, total)) => *total += ms,
+        None => phases.push((name, ms)),
+    }
+}
 
 /// Times consecutive phases of one operation. A phase marked several times (one per chunk of
 /// a loop) is reported once: its total, how many times, and the memory at its last end.
 pub(crate) struct Phases {
     what: &'static str,
+    /// Printed when dropped (`FASTQUERY_TRACE`).
     on: bool,
+    /// Handed to [`collect`] as each phase ends (created inside one).
+    collecting: bool,
     last: Instant,
     parts: Vec<Part>,
 }
@@ -25,6 +62,7 @@ impl Phases {
         Self {
             what,
             on: std::env::var_os("FASTQUERY_TRACE").is_some(),
+            collecting: COLLECTED.with_borrow(Option::is_some),
             last: Instant::now(),
             parts: Vec::new(),
         }
@@ -32,14 +70,25 @@ impl Phases {
 
     /// Ends the current phase.
     pub(crate) fn mark(&mut self, name: &'static str) {
+        if !self.on && !self.collecting {
+            return;
+        }
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        if self.collecting {
+            COLLECTED.with_borrow_mut(|c| {
+                if let Some(c) = c {
+                    add(c, name, ms);
+                }
+            });
+        }
         if self.on {
-            let now = Instant::now();
-            let (ms, rss) = ((now - self.last).as_secs_f64() * 1e3, resident_bytes());
+            let rss = resident_bytes();
             match self.parts.iter_mut().find(|p| p.name == name) {
                 Some(p) => (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss),
                 None => self.parts.push(Part { name, ms, times: 1, rss }),
             }
-            self.last = now;
         }
     }
 
@@ -95,6 +144,45 @@ mod tests {
         assert_eq!((mac.name, mac.times), ("mac", 2));
         assert!(mac.ms >= 4.0, "{text}");
         p.on = false; // nothing printed by the test
+    }
+
+    /// Inside `collect`, phases are gathered by name (summed, in the order they first ended)
+    /// without the trace variable, and count for an outer `collect` too; outside, nothing is
+    /// gathered.
+    #[test]
+    fn collected_phases_are_summed_by_name() {
+        use super::{Phases, collect};
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(2));
+        let ((), outside) = collect(|| ());
+        assert!(outside.is_empty());
+        let (inner, outer) = collect(|| {
+            let mut p = Phases::new("x");
+            p.on = false;
+            pause();
+            p.mark("a");
+            let ((), inner) = collect(|| {
+                let mut q = Phases::new("y");
+                q.on = false;
+                pause();
+                q.mark("b");
+                pause();
+                q.mark("a");
+            });
+            pause();
+            p.mark("a");
+            inner
+        });
+        let names = |v: &[(&'static str, f64)]| v.iter().map(|(n, _)| *n).collect::<Vec<&str>>();
+        assert_eq!(names(&inner), ["b", "a"]);
+        assert_eq!(names(&outer), ["a", "b"]);
+        assert!(inner.iter().all(|&(_, ms)| ms >= 2.0), "{inner:?}");
+        // The outer "a": its own two phases and the inner one.
+        let a = |v: &[(&str, f64)]| v.iter().find(|(n, _)| *n == "a").map(|&(_, ms)| ms).unwrap_or(0.0);
+        assert!(a(&outer) >= a(&inner) + 4.0, "{outer:?} {inner:?}");
+        let mut p = Phases::new("z");
+        p.on = false;
+        p.mark("c");
+        assert!(p.parts.is_empty() && !p.collecting);
     }
 
     /// Where the system reports it, the resident memory is at least what this test holds.

@@ -79,6 +79,15 @@ proptest! {
             for p in [&r.prompt, &r.decode] {
                 prop_assert_eq!(p.server_ms_each.len(), p.requests);
                 prop_assert!((p.server_ms_each.iter().sum::<f64>() - p.server_ms).abs() <= 1e-9 * p.server_ms.max(1.0));
+                // Every scheme's server times its phases: each ran in at most every request,
+                // one in every request, and together they took no more than the answers did
+                // (the warm-up's phases are not among them).
+                let phases = &p.server_phases;
+                prop_assert_eq!(phases.is_empty(), p.requests == 0, "{}", name);
+                prop_assert!(phases.iter().all(|ph| ph.ms_each.len() <= p.requests), "{}", name);
+                prop_assert!(p.requests == 0 || phases.iter().any(|ph| ph.ms_each.len() == p.requests), "{}", name);
+                let timed: f64 = phases.iter().flat_map(|ph| &ph.ms_each).sum();
+                prop_assert!(timed <= p.server_ms + 1e-6, "{}: phases {} ms of {} ms", name, timed, p.server_ms);
             }
         }
     }
