@@ -156,6 +156,26 @@ fn mac(c: &mut Criterion) {
         mac_bench(&mut g, &ring, dims, limbs);
         g.finish();
     }
+    // The same decode step at its whole size (all 128 columns, 2.62 GB laid out: the product a
+    // llama-7b decode step runs), the laid-out product only. The 32-column cut above overstated
+    // how a prefetch change moved it (docs/BENCHMARKS.md, twenty-fifth session).
+    {
+        let (n, limbs) = (8192, 5);
+        let ring = ring(backend.clone(), n, limbs);
+        let dims = MacDims { rows: 2, inner: 125, cols: 128 };
+        let mut g = c.benchmark_group("cpu");
+        g.throughput(Throughput::Bytes((dims.inner * dims.cols * limbs * n * 4) as u64));
+        g.sample_size(10);
+        let a = random_ntt(&ring, Shape::new(dims.rows * dims.inner, limbs), 3);
+        let laid = ring
+            .mac_operand(random_ntt(&ring, Shape::new(dims.inner * dims.cols, limbs), 4), 125, 128)
+            .unwrap();
+        let mut out: Polys<CpuBackend, Ntt> = ring.zeros(Shape::new(dims.rows * dims.cols, limbs)).unwrap();
+        g.bench_function(format!("mac_laid_out/{n}/2x125x128/{limbs}"), |bch| {
+            bch.iter(|| ring.mac_laid_out(&mut out, &a, &laid, dims.rows, false).unwrap())
+        });
+        g.finish();
+    }
     for n in DEGREES {
         let limbs = 2;
         let ring = ring(backend.clone(), n, limbs);

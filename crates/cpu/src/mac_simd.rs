@@ -45,7 +45,12 @@ pub(crate) const LAID_X_BYTES: usize = 8 << 20;
 /// How many columns ahead the laid-out path asks for its operand, into L2 (64 KB at llama-7b's
 /// 125 inner, 16 lanes). A one-token product (two rows, two products per word) went from 12.2
 /// to 17.9 GiB/s with this, pairs and the two-row block together (16.5 without the prefetch;
-/// `cpu/mac_laid_out/8192/2x125x32/5`, alternating binaries; docs/BENCHMARKS.md).
+/// `cpu/mac_laid_out/8192/2x125x32/5`, alternating binaries; docs/BENCHMARKS.md). Asked for
+/// as the block's loop goes instead of in one burst per column (2026-12-03, twenty-fifth
+/// session): the whole one-token product, `cpu/mac_laid_out/8192/2x125x128/5`, 1.18-1.53x in
+/// five alternating pairs; the decode step's product in the server 0.87-0.92x the time in five
+/// of six pairs (the sixth in a slow phase of the VM; two earlier pairs, both in slow phases
+/// for the new kernel, measured it 1.28x and 1.65x: docs/BENCHMARKS.md).
 const PREFETCH_AHEAD: usize = 8;
 
 /// The vector operations the kernel needs, on 64-bit lanes.
@@ -384,15 +389,16 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                         let at = (jb * cols + c) * per_col;
                         let yb = &y[at..][..per_col];
                         // The hardware prefetcher alone left a one-token product (two products
-                        // per word) waiting on this stream.
-                        if let Some(ahead) = y.get(at + PREFETCH_AHEAD * per_col..) {
-                            ahead[..per_col.min(ahead.len())]
-                                .chunks(16)
-                                .for_each(|line| simd.prefetch_l2(line));
-                        }
-                        for &(r0, rb) in &blocks {
+                        // per word) waiting on this stream. The first row block asks for the
+                        // column `PREFETCH_AHEAD` ahead as it goes, a line per operand register:
+                        // asked all at once before the block, the requests filled the miss
+                        // queue and stalled the core (a fifth of the kernel's samples).
+                        let ahead = y.get(at + PREFETCH_AHEAD * per_col..).unwrap_or(&[]);
+                        let ahead = &ahead[..per_col.min(ahead.len())];
+                        for (b, &(r0, rb)) in blocks.iter().enumerate() {
                             let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
-                            let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
+                            let ahead = if b == 0 { ahead } else { &[] };
+                            let job = Job { k, x: xb, y: yb, ahead, j: jb * lanes, accumulate };
                             let row = |r: usize| (r0 + r) * cols + c;
                             run_block::<I>(rb, job, &mut outs, row);
                         }
@@ -424,7 +430,7 @@ impl<I: Lanes> pulp::NullaryFnOnce for Bucket<'_, I> {
                 let yb = &y[jb * inner * lanes..][..inner * lanes];
                 for &(r0, rb) in &blocks {
                     let xb = &x[(jb * rows + r0) * inner * lanes..][..inner * rb * lanes];
-                    let job = Job { k, x: xb, y: yb, j: jb * lanes, accumulate };
+                    let job = Job { k, x: xb, y: yb, ahead: &[], j: jb * lanes, accumulate };
                     let row = |r: usize| (r0 + r) * cols + c;
                     run_block::<I>(rb, job, &mut outs, row);
                 }
@@ -488,6 +494,9 @@ struct Job<'s, I: Lanes> {
     k: Consts<I>,
     x: &'s [u32],
     y: &'s [u32],
+    /// Operand words to ask into L2 while `y` is read, a line per register of `y` as far as it
+    /// reaches (none: empty).
+    ahead: &'s [u32],
     j: usize,
     accumulate: bool,
 }
@@ -495,7 +504,7 @@ struct Job<'s, I: Lanes> {
 /// Rows `0 .. RB` of the block into `outs[out(r)]`.
 #[inline(always)]
 fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], out: impl Fn(usize) -> usize) {
-    let Job { k, x, y, j, accumulate } = job;
+    let Job { k, x, y, ahead, j, accumulate } = job;
     let s = k.simd;
     let mut even = [s.zero(); RB];
     let mut odd = [s.zero(); RB];
@@ -509,9 +518,16 @@ fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], ou
     let (l, step) = (I::LANES, RB * I::LANES);
     let (y_pairs, x_pairs) = (y.chunks_exact(2 * l), x.chunks_exact(2 * step));
     let (y_rest, x_rest) = (y_pairs.remainder(), x_pairs.remainder());
+    let pairs = y_pairs.len();
     if I::PAIRED {
         // Two products per conditional subtraction: `s + u v + u' v' < 2^63 + 2^63`.
-        for (yi, xi) in y_pairs.zip(x_pairs) {
+        for (q, (yi, xi)) in y_pairs.zip(x_pairs).enumerate() {
+            if let Some(a) = ahead.get(2 * q * l..) {
+                s.prefetch_l2(a);
+                if let Some(a) = a.get(l..) {
+                    s.prefetch_l2(a);
+                }
+            }
             let (y0, y1) = (s.load(yi, 0), s.load(yi, l));
             let (y0_odd, y1_odd) = (s.shr32(y0), s.shr32(y1));
             for r in 0..RB {
@@ -523,8 +539,12 @@ fn block<I: Lanes, const RB: usize>(job: Job<'_, I>, outs: &mut [&mut [u32]], ou
             }
         }
     }
-    let (y, x) = if I::PAIRED { (y_rest, x_rest) } else { (y, x) };
-    for (yi, xi) in y.chunks_exact(l).zip(x.chunks_exact(step)) {
+    // The registers of `y` before the rest: `ahead`'s lines are numbered by them.
+    let (y, x, first) = if I::PAIRED { (y_rest, x_rest, 2 * pairs) } else { (y, x, 0) };
+    for (i, (yi, xi)) in y.chunks_exact(l).zip(x.chunks_exact(step)).enumerate() {
+        if let Some(a) = ahead.get((first + i) * l..) {
+            s.prefetch_l2(a);
+        }
         let yv = s.load(yi, 0);
         let y_odd = s.shr32(yv);
         for r in 0..RB {
