@@ -678,7 +678,8 @@ pub trait Backend: Send + Sync + 'static {
 /// The words of a [`Backend::difference`] of `shape` at degree `n` on a ring of degree
 /// `ring_n`, after checking that both ranges lie inside a source of `len` words: what a
 /// backend's own kernel checks before it reads the ranges where they lie ([`Ring::difference`]
-/// has checked them by polynomial already).
+/// has checked them by polynomial already, and passes offsets of whole polynomials, which the
+/// kernels' limb of a word relies on).
 pub fn difference_words(
     len: usize,
     (minuend, subtrahend): (usize, usize),

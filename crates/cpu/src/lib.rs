@@ -887,7 +887,14 @@ impl Backend for CpuBackend {
     /// In place: the dropped words are zeroed as the pool zeroes a freed buffer (on the
     /// backend's threads where they are many) and the allocation kept.
     fn truncate(&self, mut buf: CpuBuffer, words: usize) -> Result<CpuBuffer, BackendError> {
-        buf.truncate(words, |tail| self.install(|| pool::zero(tail)));
+        // Onto the backend's threads only where `zero` splits the work (a hop costs a wake-up).
+        buf.truncate(words, |tail| {
+            if tail.len() >= pool::PARALLEL_ZERO_WORDS {
+                self.install(|| pool::zero(tail))
+            } else {
+                pool::zero(tail)
+            }
+        });
         Ok(buf)
     }
 
@@ -900,7 +907,8 @@ impl Backend for CpuBackend {
         shape: Shape,
         n: usize,
     ) -> Result<CpuBuffer, BackendError> {
-        let words = shape.words(n);
+        let words =
+            fastquery_backend::difference_words(src.len(), (minuend, subtrahend), shape, (n, ring.n))?;
         let (b, a) = (&src[minuend..][..words], &src[subtrahend..][..words]);
         self.new_rows(words, n, cheap_rows(n), |row, x| {
             let m = ring.moduli[row % shape.limbs];

@@ -239,10 +239,7 @@ pub fn cmux_halves_of<B: Backend>(
         c0: ring.difference(src, c0_at + half, c0_at, half)?,
         c1: ring.difference(src, c1_at + half, c1_at, half)?,
     };
-    let mut a = Ciphertexts::zeros(ring, half, src.shape().limbs)?;
-    ring.copy_polys(src, c0_at, &mut a.c0, 0, half)?;
-    ring.copy_polys(src, c1_at, &mut a.c1, 0, half)?;
-    select_into(ring, a, diff, rgsw)
+    select_into(ring, Ciphertexts::from_rows(ring, src, [c0_at, c1_at], half)?, diff, rgsw)
 }
 
 /// Half of a CMux level's `len` ciphertexts, or an error for an odd or empty level.
@@ -424,11 +421,7 @@ mod tests {
         let before = ring.download(&src).expect("words");
         let at = [2 * len, 3 * len];
         let got = cmux_halves_of(&ring, &src, at, len, &rgsw).expect("level from ranges");
-        let shape = Shape::new(len, limbs);
-        let mut cts: Ciphertexts<CpuBackend, Ntt> =
-            Ciphertexts { c0: ring.zeros(shape).unwrap(), c1: ring.zeros(shape).unwrap() };
-        ring.copy_polys(&src, at[0], &mut cts.c0, 0, len).unwrap();
-        ring.copy_polys(&src, at[1], &mut cts.c1, 0, len).unwrap();
+        let cts = Ciphertexts::from_rows(&ring, &src, at, len).expect("copies");
         let want = cmux_halves(&ring, cts, &rgsw).expect("level over copies");
         assert_eq!(ring.download(&got.c0).unwrap(), ring.download(&want.c0).unwrap());
         assert_eq!(ring.download(&got.c1).unwrap(), ring.download(&want.c1).unwrap());

@@ -1015,13 +1015,7 @@ impl<B: Backend> FoldServer<B> {
             // The first level reads its halves from the product's rows (only A is copied out).
             let mut cur: Ciphertexts<B, Ntt> = match rgsw[..group_bits].first() {
                 Some(bit) => cmux_halves_of(&self.ring, &out, at, cols, bit)?,
-                None => {
-                    let shape = Shape::new(cols, limbs);
-                    let mut cur = Ciphertexts { c0: self.ring.zeros(shape)?, c1: self.ring.zeros(shape)? };
-                    self.ring.copy_polys(&out, at[0], &mut cur.c0, 0, cols)?;
-                    self.ring.copy_polys(&out, at[1], &mut cur.c1, 0, cols)?;
-                    cur
-                }
+                None => Ciphertexts::from_rows(&self.ring, &out, at, cols)?,
             };
             for bit in rgsw[..group_bits].iter().skip(1) {
                 cur = cmux_halves(&self.ring, cur, bit)?;
