@@ -204,12 +204,17 @@ fn expand(c: &mut Criterion) {
     fastquery_benches::expand_benches(c, "cpu", Arc::new(CpuBackend::new()));
 }
 
+/// Cheetah's one-token expansion of its query and finish of its outputs, on all threads.
+fn blocked(c: &mut Criterion) {
+    fastquery_benches::blocked_benches(c, "cpu", Arc::new(CpuBackend::new()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = ntt, scaling, mac, keyswitch, fold, expand
+    targets = ntt, scaling, mac, keyswitch, fold, expand, blocked
 }
 criterion_main!(benches);

@@ -301,3 +301,79 @@ pub fn fold_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backe
     });
     g.finish();
 }
+
+/// The two per-ciphertext phases of cheetah's one-token request at llama-7b's shape (N = 4096,
+/// the chain 30/30/27/22 switched to two limbs; split d0 = 23, d1 = 178): `<group>/expand_queries/4096/4x180`
+/// turns the query's 180 seeded ciphertexts into NTT-form rows, `<group>/finish/4096/4x179`
+/// re-randomises, floods, masks, switches and keeps 23 coefficients of each of 179 outputs
+/// (`finish_ntt`: the same from the NTT domain, as the unpacked designs finish).
+/// Every blocked design (cheetah, iron, fastquery-lan) runs both per request; random outputs
+/// stand in for the products (the time does not depend on what they encrypt).
+pub fn blocked_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
+    use fastquery_he::{
+        client::Client,
+        galois::Ciphertexts,
+        server::{Outputs, expand_queries, finish, finish_outputs, load_public_key},
+    };
+    use fastquery_protocol::harness::FIXED_POINT_BITS;
+    let (m, d) = (32000usize, 4096usize);
+    let design = fastquery_protocol::cheetah::design(m, d, FIXED_POINT_BITS, 37).expect("cheetah's design");
+    let params = design.params.clone();
+    let (n, limbs) = (params.n(), params.limbs());
+    let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
+    let client = Client::new(params.clone()).expect("client");
+    let key = load_public_key(&ring, &params, &client.public_key()).expect("key loads");
+    let (ib, ob) = (design.layout.in_blocks(), design.layout.out_blocks());
+    let hot = ib / 2;
+    let msgs: Vec<Vec<(usize, i64)>> =
+        (0..ib).map(|i| if i == hot { vec![(7, 1)] } else { Vec::new() }).collect();
+    let cts = client.encrypt_sparse(&msgs).expect("query");
+    let kept = design.kept(1);
+    let positions: Vec<Vec<usize>> =
+        kept.iter().map(|&k| (0..k).map(|i| i * (n / k.max(1))).collect()).collect();
+    let shape = Shape::new(ob, limbs);
+    let (c0, c1): (Polys<B, fastquery_backend::Coeff>, Polys<B, fastquery_backend::Coeff>) =
+        (random_polys(&ring, shape, 51), random_polys(&ring, shape, 52));
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    g.bench_function(format!("expand_queries/{n}/{limbs}x{ib}"), |b| {
+        b.iter(|| {
+            let a = expand_queries(&ring, &params, &cts, ib).expect("expansion");
+            backend.synchronize().expect("synchronize");
+            a
+        })
+    });
+    g.bench_function(format!("finish/{n}/{limbs}x{ob}"), |b| {
+        b.iter_batched(
+            || (ring.duplicate(&c0).expect("copy"), ring.duplicate(&c1).expect("copy")),
+            |(c0, c1)| {
+                finish(&ring, &params, &key, &design.noise, c0, c1, &positions, None, &mut rand::rng())
+                    .expect("finish")
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // The same outputs in the NTT domain, as an unpacked blocked server hands them over.
+    let (n0, n1) = (random_ntt(&ring, shape, 53), random_ntt(&ring, shape, 54));
+    g.bench_function(format!("finish_ntt/{n}/{limbs}x{ob}"), |b| {
+        b.iter_batched(
+            || Ciphertexts { c0: ring.duplicate(&n0).expect("copy"), c1: ring.duplicate(&n1).expect("copy") },
+            |cts| {
+                let outputs = Outputs::Ntt(cts);
+                finish_outputs(
+                    &ring,
+                    &params,
+                    &key,
+                    &design.noise,
+                    outputs,
+                    &positions,
+                    None,
+                    &mut rand::rng(),
+                )
+                .expect("finish")
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}

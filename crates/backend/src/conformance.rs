@@ -1129,7 +1129,8 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
             }
             assert!(got == want, "N={n} seeds={seeds} limbs={used}");
         }
-        // The definition, on the first coefficients of one seed.
+        // The definition, on every coefficient of one seed (across the host's 64-coefficient
+        // chunks of the stream).
         let seed: [u8; 32] = rng.random();
         let [u, e0, e1] = ring.zero_noise(&[seed], limbs, 21).unwrap().map(|p| ring.download(&p).unwrap());
         let mut st = rand_chacha::ChaCha20Rng::from_seed(seed);
@@ -1137,9 +1138,12 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
             if w > m.value() / 2 { i64::from(w) - i64::from(m.value()) } else { i64::from(w) }
         };
         let m = ctx.moduli()[0];
-        for j in 0..8 {
+        for j in 0..n {
             let w: Vec<u64> = (0..8).map(|_| u64::from(st.next_u32())).collect();
-            let x = (w[0] + w[1] + w[2] + w[3]) % 3; // 2^32 = 1 (mod 3)
+            // The 128-bit integer of words 0-3 (word 0 lowest), reduced as such.
+            let x =
+                (u128::from(w[3]) << 96 | u128::from(w[2]) << 64 | u128::from(w[1]) << 32 | u128::from(w[0]))
+                    % 3;
             assert_eq!(signed(m, u[j]), x as i64 - 1, "u[{j}]");
             let cbd = |y: u64| {
                 i64::from((y & 0x1f_ffff).count_ones()) - i64::from((y >> 21 & 0x1f_ffff).count_ones())

@@ -59,17 +59,29 @@ pub fn zero_noise_into(
     let n = ctx.n();
     let low = (1u64 << eta.min(32)) - 1;
     let cbd = |y: u64| (y & low).count_ones() as i64 - ((y >> eta) & low).count_ones() as i64;
-    for j in 0..n {
-        let w: [u32; 8] = std::array::from_fn(|_| rng.next_u32());
-        let x = w[..4].iter().rev().fold(0u128, |acc, &v| (acc << 32) | u128::from(v));
-        let t = (x % 3) as i64 - 1;
-        let y0 = u64::from(w[4]) | (u64::from(w[5]) << 32);
-        let y1 = u64::from(w[6]) | (u64::from(w[7]) << 32);
-        let (a, b) = (cbd(y0), cbd(y1));
-        for (l, m) in ctx.moduli()[..limbs].iter().enumerate() {
-            u[l * n + j] = m.reduce_i64(t);
-            e0[l * n + j] = m.reduce_i64(a);
-            e1[l * n + j] = m.reduce_i64(b);
+    let moduli = &ctx.moduli()[..limbs];
+    // The stream a chunk of coefficients at a time (the same words as one `next_u32` per word:
+    // the generator hands out its blocks' words in order either way).
+    const CHUNK: usize = 64;
+    let mut bytes = [0u8; CHUNK * 32];
+    for j0 in (0..n).step_by(CHUNK) {
+        let count = CHUNK.min(n - j0);
+        rng.fill_bytes(&mut bytes[..count * 32]);
+        for (k, w) in bytes[..count * 32].chunks_exact(32).enumerate() {
+            let word = |i: usize| u32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+            // x = sum of w_i 2^(32 i), and 2^32 = 1 mod 3: x mod 3 is the words' sum mod 3.
+            let t = ((0..4).map(|i| u64::from(word(i))).sum::<u64>() % 3) as i64 - 1;
+            let y0 = u64::from(word(4)) | (u64::from(word(5)) << 32);
+            let y1 = u64::from(word(6)) | (u64::from(word(7)) << 32);
+            let (a, b) = (cbd(y0), cbd(y1));
+            let j = j0 + k;
+            // |t|, |a|, |b| <= 32 < p: a negative value is p minus its magnitude.
+            for (l, m) in moduli.iter().enumerate() {
+                let small = |v: i64| if v < 0 { m.value() - v.unsigned_abs() as u32 } else { v as u32 };
+                u[l * n + j] = small(t);
+                e0[l * n + j] = small(a);
+                e1[l * n + j] = small(b);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::{
     HeError, Params, PublicKey,
     client::{ResponseCiphertext, SeededCiphertext},
+    galois::Ciphertexts,
     noise::NoiseReport,
     rounding::response_rounding,
     sample::{CBD_ETA, stream, uniform_centered, uniform_mod_pow2},
@@ -215,9 +216,45 @@ pub fn finish<B: Backend, R: RngCore>(
     share: Option<&ServerShareKeys<B>>,
     rng: &mut R,
 ) -> Result<Finished, HeError> {
+    finish_outputs(ring, params, key, noise, Outputs::Coeff(Ciphertexts { c0, c1 }), positions, share, rng)
+}
+
+/// Output ciphertexts for [`finish_outputs`].
+#[derive(Debug)]
+pub enum Outputs<B: Backend> {
+    /// In coefficient form: the encryption of zero is transformed back and added.
+    Coeff(Ciphertexts<B>),
+    /// In the NTT domain (a table product before its inverse transform): the encryption of
+    /// zero is added there, and the sum transformed back once, which saves two inverse
+    /// transforms per ciphertext and two passes over the outputs. The result is the same word
+    /// for word (the transform is linear).
+    Ntt(Ciphertexts<B, Ntt>),
+}
+
+impl<B: Backend> Outputs<B> {
+    fn polys(&self) -> (usize, usize) {
+        match self {
+            Self::Coeff(c) => (c.c0.polys(), c.c1.polys()),
+            Self::Ntt(c) => (c.c0.polys(), c.c1.polys()),
+        }
+    }
+}
+
+/// [`finish`] on outputs in either form.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_outputs<B: Backend, R: RngCore>(
+    ring: &Ring<B>,
+    params: &Params,
+    key: &ServerKey<B>,
+    noise: &NoiseReport,
+    outputs: Outputs<B>,
+    positions: &[Vec<usize>],
+    share: Option<&ServerShareKeys<B>>,
+    rng: &mut R,
+) -> Result<Finished, HeError> {
     let (n, limbs, lr) = (params.n(), params.limbs(), params.response_limbs());
-    let cts = c0.polys();
-    if c1.polys() != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
+    let (cts, cts1) = outputs.polys();
+    if cts1 != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
         return Err(HeError::BadInput("output ciphertexts do not match their positions".into()));
     }
     let basis = params.basis();
@@ -279,13 +316,23 @@ pub fn finish<B: Backend, R: RngCore>(
     ring.scatter_add(&mut e0, &idx, &vals)?;
     let u = ring.forward(u)?;
     let dims = MacDims { rows: cts, inner: 1, cols: 1 };
-    let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
-    let mut z1: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
-    ring.mac(&mut z0, &u, &key.p0, dims, false)?;
-    ring.mac(&mut z1, &u, &key.a, dims, false)?;
-    let (mut c0, mut c1) = (c0, c1);
-    ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
-    ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
+    let (mut c0, mut c1) = match outputs {
+        Outputs::Ntt(Ciphertexts { mut c0, mut c1 }) => {
+            ring.mac(&mut c0, &u, &key.p0, dims, true)?;
+            ring.mac(&mut c1, &u, &key.a, dims, true)?;
+            drop(u);
+            (ring.inverse(c0)?, ring.inverse(c1)?)
+        }
+        Outputs::Coeff(Ciphertexts { mut c0, mut c1 }) => {
+            let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
+            let mut z1: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
+            ring.mac(&mut z0, &u, &key.p0, dims, false)?;
+            ring.mac(&mut z1, &u, &key.a, dims, false)?;
+            ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
+            ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
+            (c0, c1)
+        }
+    };
     ring.add_assign(&mut c0, &e0)?;
     ring.add_assign(&mut c1, &e1)?;
     // 4. Switch, download, keep and truncate.

@@ -9,8 +9,9 @@ use fastquery_cpu::CpuBackend;
 use fastquery_he::{
     ParamSpec, Params,
     client::{Client, decode, noise_of},
+    galois::Ciphertexts,
     noise::{Workload, analyse},
-    server::{encode_plaintexts, expand_queries, finish, load_public_key},
+    server::{Outputs, encode_plaintexts, expand_queries, finish, finish_outputs, load_public_key},
 };
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
@@ -181,6 +182,93 @@ fn responses_are_rerandomised() {
         let sc = client.decrypt_response(&fin.responses[0], &[3, 4], report.drop_bits).unwrap();
         assert_eq!(sc[0].wrapping_add(fin.shares[0][0]) & mask, (w[0] as u64) & mask);
         assert_eq!(sc[1].wrapping_add(fin.shares[0][1]) & mask, (w[1] as u64) & mask);
+    }
+}
+
+/// Finishing outputs in the NTT domain (the encryption of zero added before the one inverse
+/// transform) gives the same responses and shares, word for word, as finishing them in
+/// coefficient form, for the same randomness: random outputs, random kept positions, a
+/// response modulus below the chain's and `c1` sent whole and rounded.
+#[test]
+fn finishing_in_the_ntt_domain_changes_no_word() {
+    let params = params(37);
+    let (n, limbs) = (params.n(), params.limbs());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let key = load_public_key(&ring, &params, &client.public_key()).unwrap();
+    let report = analyse(&params, Workload { terms: n, w_max: 500, input_weight: 1, extra: 0.0 }).unwrap();
+    let mut rng = StdRng::seed_from_u64(77);
+    let cts = 5;
+    let shape = Shape::new(cts, limbs);
+    let random_ntt = |rng: &mut StdRng| -> Polys<CpuBackend, Ntt> {
+        let mut words = Vec::with_capacity(cts * limbs * n);
+        for _ in 0..cts {
+            for m in params.moduli() {
+                words.extend((0..n).map(|_| rng.random_range(0..m.value())));
+            }
+        }
+        ring.upload(&words, shape).unwrap()
+    };
+    let positions: Vec<Vec<usize>> = (0..cts)
+        .map(|_| {
+            let mut p: Vec<usize> = (0..rng.random_range(1..40)).map(|_| rng.random_range(0..n)).collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        })
+        .collect();
+    let rounded = report.clone().with_rounded_c1(&params, 40, fastquery_he::share::Sharing::NONE);
+    for report in [report, rounded] {
+        let (c0, c1) = (random_ntt(&mut rng), random_ntt(&mut rng));
+        let seed: u64 = rng.random();
+        let coeff = Outputs::Coeff(Ciphertexts {
+            c0: ring.inverse(ring.duplicate(&c0).unwrap()).unwrap(),
+            c1: ring.inverse(ring.duplicate(&c1).unwrap()).unwrap(),
+        });
+        let a = finish_outputs(
+            &ring,
+            &params,
+            &key,
+            &report,
+            coeff,
+            &positions,
+            None,
+            &mut StdRng::seed_from_u64(seed),
+        )
+        .unwrap();
+        let b = finish_outputs(
+            &ring,
+            &params,
+            &key,
+            &report,
+            Outputs::Ntt(Ciphertexts { c0, c1 }),
+            &positions,
+            None,
+            &mut StdRng::seed_from_u64(seed),
+        )
+        .unwrap();
+        assert_eq!(a.shares, b.shares);
+        assert_eq!(a.responses.len(), cts);
+        for (x, y) in a.responses.iter().zip(&b.responses) {
+            assert_eq!((&x.c0, &x.c1), (&y.c0, &y.c1));
+        }
+        // And another seed gives other responses (the comparison can fail).
+        let coeff = Outputs::Coeff(Ciphertexts {
+            c0: ring.inverse(random_ntt(&mut rng)).unwrap(),
+            c1: ring.inverse(random_ntt(&mut rng)).unwrap(),
+        });
+        let c = finish_outputs(
+            &ring,
+            &params,
+            &key,
+            &report,
+            coeff,
+            &positions,
+            None,
+            &mut StdRng::seed_from_u64(seed ^ 1),
+        )
+        .unwrap();
+        assert_ne!(a.responses[0].c1, c.responses[0].c1);
     }
 }
 

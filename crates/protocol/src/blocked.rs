@@ -14,7 +14,8 @@ use fastquery_he::{
     },
     noise::{NoiseReport, Workload, analyse},
     server::{
-        ServerKey, encode_mac_operand, encode_plaintexts_with, expand_queries, finish, load_public_key,
+        Outputs, ServerKey, encode_mac_operand, encode_plaintexts_with, expand_queries, finish_outputs,
+        load_public_key,
     },
     share::Sharing,
 };
@@ -271,6 +272,14 @@ impl Design {
     }
 }
 
+/// A request's table products ([`BlockedServer::product_rows`]).
+enum Rows<B: Backend> {
+    /// Transformed back, for the packing.
+    Coeff(Polys<B, Coeff>),
+    /// In the NTT domain, for the finish.
+    Ntt(Polys<B, Ntt>),
+}
+
 /// A session's keys on the server.
 struct SessionKeys<B: Backend> {
     pk: ServerKey<B>,
@@ -357,9 +366,11 @@ impl<B: Backend> BlockedServer<B> {
     }
 
     /// The products of `groups` groups whose expanded queries are `a` (`2 * groups x
-    /// in_blocks`), in coefficient form, in one buffer: group `g`'s `out_blocks` first halves
-    /// (`c0`) from row `2 g out_blocks`, then its second halves (`c1`).
-    fn product_rows(&self, a: &Polys<B, Ntt>, groups: usize) -> Result<Polys<B, Coeff>, ProtocolError> {
+    /// in_blocks`), in one buffer: group `g`'s `out_blocks` first halves (`c0`) from row
+    /// `2 g out_blocks`, then its second halves (`c1`). In coefficient form where they are
+    /// packed; otherwise in the NTT domain, where the finish adds its encryption of zero before
+    /// the one inverse transform ([`Outputs::Ntt`]).
+    fn product_rows(&self, a: &Polys<B, Ntt>, groups: usize) -> Result<Rows<B>, ProtocolError> {
         let (params, l) = (&self.design.params, &self.design.layout);
         let (ib, ob) = (l.in_blocks(), l.out_blocks());
         let limbs = params.limbs();
@@ -390,30 +401,52 @@ impl<B: Backend> BlockedServer<B> {
             }
         }
         self.ring.backend().synchronize()?;
-        Ok(self.ring.inverse(out)?)
+        Ok(match self.design.packing {
+            Some(_) => Rows::Coeff(self.ring.inverse(out)?),
+            None => Rows::Ntt(out),
+        })
     }
 
     /// The response ciphertexts of groups `first..first + groups` of the product rows: each
     /// group's products packed straight from the rows (zero ciphertexts pad the last pack), or,
-    /// without packing, the products as ciphertexts.
+    /// without packing, the products as ciphertexts (in the NTT domain).
     fn pack_rows(
         &self,
         keys: &SessionKeys<B>,
+        rows: &Rows<B>,
+        first: usize,
+        groups: usize,
+    ) -> Result<Outputs<B>, ProtocolError> {
+        let ob = self.design.layout.out_blocks();
+        match (rows, self.design.packing) {
+            (Rows::Ntt(rows), None) => {
+                let shape = Shape::new(groups * ob, rows.shape().limbs);
+                let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
+                for g in 0..groups {
+                    self.ring.copy_polys(rows, 2 * (first + g) * ob, &mut c0, g * ob, ob)?;
+                    self.ring.copy_polys(rows, (2 * (first + g) + 1) * ob, &mut c1, g * ob, ob)?;
+                }
+                Ok(Outputs::Ntt(Ciphertexts { c0, c1 }))
+            }
+            (Rows::Coeff(rows), Some(p)) => {
+                Ok(Outputs::Coeff(self.pack_groups(keys, rows, p, first, groups)?))
+            }
+            _ => Err(ProtocolError::State("product rows in the wrong form for the design's packing".into())),
+        }
+    }
+
+    /// [`Self::pack_rows`] with packing: the groups' products, in coefficient form, packed
+    /// `p.count` to a response.
+    fn pack_groups(
+        &self,
+        keys: &SessionKeys<B>,
         rows: &Polys<B, Coeff>,
+        p: Packing,
         first: usize,
         groups: usize,
     ) -> Result<Ciphertexts<B>, ProtocolError> {
         let ob = self.design.layout.out_blocks();
         let limbs = rows.shape().limbs;
-        let Some(p) = self.design.packing else {
-            let shape = Shape::new(groups * ob, limbs);
-            let (mut c0, mut c1) = (self.ring.zeros(shape)?, self.ring.zeros(shape)?);
-            for g in 0..groups {
-                self.ring.copy_polys(rows, 2 * (first + g) * ob, &mut c0, g * ob, ob)?;
-                self.ring.copy_polys(rows, (2 * (first + g) + 1) * ob, &mut c1, g * ob, ob)?;
-            }
-            return Ok(Ciphertexts { c0, c1 });
-        };
         let per = self.design.responses_per_group();
         let params = &self.design.params;
         let batch = pack_batch(params, limbs);
@@ -510,28 +543,33 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
         const PRODUCT_BUDGET: usize = 1 << 30;
         let per_group = 2 * ob * params.n() * limbs * 4;
         let chunk = if d.packing.is_some() { (PRODUCT_BUDGET / per_group).clamp(1, groups) } else { groups };
-        let packed = if chunk == groups {
-            let rows = self.product_rows(&a, groups)?;
-            trace.mark("mac+split");
-            let packed = self.pack_rows(&keys, &rows, 0, groups)?;
-            drop(rows); // freeing the products is the packing's, not the finish's
-            trace.mark("pack");
-            packed
-        } else {
-            let per = d.responses_per_group();
-            let mut all = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
-            for g0 in (0..groups).step_by(chunk) {
-                let gc = chunk.min(groups - g0);
-                let mut ac: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * gc * ib, limbs))?;
-                self.ring.copy_polys(&a, 2 * g0 * ib, &mut ac, 0, 2 * gc * ib)?;
-                let rows = self.product_rows(&ac, gc)?;
-                trace.mark("mac+split");
-                let packed = self.pack_rows(&keys, &rows, 0, gc)?;
-                all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
-                drop((ac, rows, packed));
-                trace.mark("pack");
+        let packed = match d.packing {
+            Some(p) if chunk < groups => {
+                let per = d.responses_per_group();
+                let mut all = Ciphertexts::zeros(&self.ring, groups * per, limbs)?;
+                for g0 in (0..groups).step_by(chunk) {
+                    let gc = chunk.min(groups - g0);
+                    let mut ac: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * gc * ib, limbs))?;
+                    self.ring.copy_polys(&a, 2 * g0 * ib, &mut ac, 0, 2 * gc * ib)?;
+                    let Rows::Coeff(rows) = self.product_rows(&ac, gc)? else {
+                        return Err(ProtocolError::State("packed products in the NTT domain".into()));
+                    };
+                    trace.mark("mac+split");
+                    let packed = self.pack_groups(&keys, &rows, p, 0, gc)?;
+                    all.copy_from(&self.ring, &packed, 0, g0 * per, gc * per)?;
+                    drop((ac, rows, packed));
+                    trace.mark("pack");
+                }
+                Outputs::Coeff(all)
             }
-            all
+            _ => {
+                let rows = self.product_rows(&a, groups)?;
+                trace.mark("mac+split");
+                let packed = self.pack_rows(&keys, &rows, 0, groups)?;
+                drop(rows); // freeing the products is the packing's, not the finish's
+                trace.mark("pack");
+                packed
+            }
         };
         let r = self.finish_request(&keys, tokens, packed);
         trace.mark("finish+encode");
@@ -550,19 +588,18 @@ impl<B: Backend> BlockedServer<B> {
         &self,
         keys: &SessionKeys<B>,
         tokens: usize,
-        packed: Ciphertexts<B>,
+        packed: Outputs<B>,
     ) -> Result<(Vec<u8>, Shares), ProtocolError> {
         let d = &self.design;
         let params = &d.params;
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
-        let fin = finish(
+        let fin = finish_outputs(
             &self.ring,
             params,
             &keys.pk,
             &d.noise,
-            packed.c0,
-            packed.c1,
+            packed,
             &positions,
             None,
             &mut rand::rng(),
@@ -615,7 +652,7 @@ impl<B: Backend> BlockedServer<B> {
             }
             return results.into_iter().map(|r| r.expect("every query has a result")).collect();
         }
-        let batch = (|| -> Result<Polys<B, Coeff>, ProtocolError> {
+        let batch = (|| -> Result<Rows<B>, ProtocolError> {
             let cts: Vec<_> = valid.iter().flat_map(|(_, (_, _, cts))| cts.iter().cloned()).collect();
             let a = expand_queries(&self.ring, params, &cts, ib)?;
             self.product_rows(&a, groups)
