@@ -183,6 +183,21 @@ fn print_work(reports: &[SchemeReport], tokens: usize) {
     }
 }
 
+/// The design search's estimate of each scheme's server time beside the measured one: the
+/// latency objectives rank designs by it, so a run shows where it is off.
+fn print_estimates(reports: &[SchemeReport]) {
+    println!("server time per token, estimated by the design search's cost model / measured:");
+    for r in reports {
+        println!(
+            "  {:<14} {:>10.1} ms / {:>10.1} ms ({:.2}x)",
+            r.scheme,
+            r.estimated_server_ms_per_token,
+            r.server_ms_per_token,
+            r.estimated_server_ms_per_token / r.server_ms_per_token
+        );
+    }
+}
+
 /// The memory-bound floor per token: the table read once per request.
 fn table_floor_ms(r: &SchemeReport, kind: SchemeKind, tokens: usize, gbs: f64) -> f64 {
     let per_request = r.preprocess_bytes as f64 / (gbs * 1e9) * 1e3;
@@ -317,6 +332,7 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
         );
     }
     print_work(&reports, args.tokens);
+    print_estimates(&reports);
     if args.warm_up > 0 {
         println!(
             "each scheme first sent its request {} time(s) unmeasured (every share verified)",

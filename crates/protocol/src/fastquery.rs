@@ -93,18 +93,42 @@ pub struct Choice {
     pub latency_ms_per_token: f64,
 }
 
-/// Per-operation costs of this engine on the CPU, for the cost model (ns, one thread),
-/// calibrated on the 2-core AVX-512 machine of docs/BENCHMARKS.md: a transform of one limb
-/// costs about `0.1 N log2 N`, a coefficient multiply-accumulate 0.35, and a key switch about
-/// seven times its arithmetic (buffers, copies and the automorphism, measured on bumblebee's
-/// packing).
-const NTT_NS_PER_BUTTERFLY: f64 = 0.1;
-const MAC_NS: f64 = 0.35;
-const KEYSWITCH_OVERHEAD: f64 = 7.0;
+/// Per-operation costs of the blocked designs' server phases on this engine's CPU backend, for
+/// the cost model (ns of one thread; the estimate divides by the server's threads). Measured
+/// per phase (`FASTQUERY_TRACE`) on the 2-vCPU AVX-512 VM of docs/BENCHMARKS.md on 2026-12-03
+/// (twenty-sixth session), on cheetah's one-token requests and fastquery-lan's, iron's and
+/// bumblebee's eight-token requests at llama-7b and llama-30b (a "word" is one coefficient of
+/// one limb):
+///
+/// * the query's expansion (seed expansion, upload and transform): 10-11 ns per word of the
+///   query's ciphertexts (cheetah 16-20 ms for 180 and 227 ciphertexts, fastquery-lan 80-185 ms
+///   for 1,000 and 2,000);
+/// * the table product: 0.09-0.1 ns per coefficient product (fastquery-lan's eight tokens,
+///   8.5 G products in 385-477 ms, 13.7 G in 631-675 ms), but never faster than the table
+///   streams ([`TABLE_STREAM_BYTES_PER_S`]);
+/// * plaintexts encoded per request (past the preprocessing budget: iron's blocking): 4.8 ns
+///   per plaintext word (iron's 4.2 G words in 9.3-11.6 s at llama-7b);
+/// * each response ciphertext's inverse transform, re-randomisation, flooding, switch and
+///   encoding: 30-40 ns per word of its `c0` (cheetah 46-57 ms for 179 and 230 responses,
+///   fastquery-lan 500-570 ms for 2,048 and 1,664);
+/// * packed products' inverse transforms `0.2 N log2 N` a row (bumblebee), and a key switch of
+///   the packing 1.75 times its transforms and digit products (bumblebee's 4,095 per token at
+///   llama-7b: 0.67 ms each on two threads).
+///
+/// Until this calibration the model counted transforms only (`0.1 N log2 N`) and 0.35 ns per
+/// product: it put a one-token cheetah request at 1.33-1.50x its measured time, fastquery-lan's
+/// eight tokens at 1.6-1.8x, iron's at 0.4x and bumblebee's at 2.3-2.7x (the bench's
+/// "estimated / measured" lines).
+const EXPAND_NS_PER_WORD: f64 = 11.0;
+const MAC_NS: f64 = 0.095;
+const ENCODE_NS_PER_WORD: f64 = 4.8;
+const FINISH_NS_PER_WORD: f64 = 34.0;
+const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
+const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
-/// folded designs' floor ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], measured on the 2-vCPU
-/// VM). It was 1.5 GB/s, from the first multiply-accumulate (issue 6), until
-/// 2026-12-03: ten times below what cheetah's product measures now (2.1 GB per llama-7b token
+/// folded designs' floor too ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], measured on the
+/// 2-vCPU VM). It was 1.5 GB/s, from the first multiply-accumulate (issue 6), until
+/// 2026-12-03: ten times below what cheetah's product measured then (2.1 GB per llama-7b token
 /// in 124 ms), so a one-token blocked design was estimated at 1.4 s and `fastquery-lan` took a
 /// folded design twice as slow as cheetah's layout (docs/BENCHMARKS.md).
 const TABLE_STREAM_BYTES_PER_S: f64 = crate::fold::RECORD_STREAM_BYTES_PER_S;
@@ -115,22 +139,33 @@ fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
     let ntt = NTT_NS_PER_BUTTERFLY * n * n.log2();
     let groups = design.groups(tokens) as f64;
     let (ib, ob) = (design.layout.in_blocks() as f64, design.layout.out_blocks() as f64);
-    let pts_bytes = ib * ob * n * l * 4.0;
+    let words = l * n;
+    let pts_bytes = ib * ob * words * 4.0;
+    let expand_ns = groups * ib * words * EXPAND_NS_PER_WORD;
     let mac_ns =
-        (2.0 * groups * ib * ob * l * n * MAC_NS / threads).max(pts_bytes / TABLE_STREAM_BYTES_PER_S * 1e9);
-    let mut ntt_rows = groups * ib * l + 2.0 * groups * ob * l;
+        (2.0 * groups * ib * ob * words * MAC_NS / threads).max(pts_bytes / TABLE_STREAM_BYTES_PER_S * 1e9);
     // Plaintexts past the server's budget are encoded, a transform per block and limb, for every
     // request ([`crate::blocked::PREPROCESS_BUDGET`]; the default, not the environment's, so that
     // both parties rank alike): Iron's token blocking of a LLaMA table holds 17 GB of them.
-    if pts_bytes > crate::blocked::PREPROCESS_BUDGET as f64 {
-        ntt_rows += ib * ob * l;
-    }
-    let digits = design.packing.map_or(0.0, |pk| fastquery_he::galois::gadget(p, pk.digit_bits).1 as f64);
-    let ks = groups * design.keyswitches_per_group() as f64;
-    let ks_ns = KEYSWITCH_OVERHEAD * ((digits * l * l + 2.0 * l) * ntt + digits * l * 2.0 * l * n * MAC_NS);
+    let encode_ns = if pts_bytes > crate::blocked::PREPROCESS_BUDGET as f64 {
+        ib * ob * words * ENCODE_NS_PER_WORD
+    } else {
+        0.0
+    };
+    // Packed products are transformed back before the packing (unpacked ones in the finish).
+    let (pack_ns, inverse_ns) = match design.packing {
+        None => (0.0, 0.0),
+        Some(pk) => {
+            let digits = fastquery_he::galois::gadget(p, pk.digit_bits).1 as f64;
+            let ks = groups * design.keyswitches_per_group() as f64;
+            let one =
+                KEYSWITCH_OVERHEAD * ((digits * l * l + 2.0 * l) * ntt + digits * l * 2.0 * words * MAC_NS);
+            (ks * one, 2.0 * groups * ob * l * ntt)
+        }
+    };
     let responses = groups * design.responses_per_group() as f64;
-    let finish_rows = responses * 4.0 * l;
-    ((ntt_rows + finish_rows) * ntt / threads + mac_ns + ks * ks_ns / threads) / 1e6
+    let finish_ns = responses * words * FINISH_NS_PER_WORD;
+    ((expand_ns + encode_ns + inverse_ns + pack_ns + finish_ns) / threads + mac_ns) / 1e6
 }
 
 /// The candidates' designs for an `m x d` table of `table_bits` signed bits, share ring

@@ -476,19 +476,27 @@ const EXPAND_SLOT_MS: f64 = 0.1;
 /// 295.9 ms per token against 497.5 / 462.7 / 469.7, llama-30b 637.8 / 511.7 / 601.5 against
 /// 826.3 / 691.4 / 696.9, and one llama-7b token 346 / 446 / 420 ms against 543. Without it,
 /// `fastquery-wan` would take cheetah's split for one token (estimated 520 ms on the WAN
-/// against 586), which measured 556-626 ms against the folded design's 392-492.
-const RECALIBRATED: f64 = 0.72 * 0.75;
+/// against 586), which measured 556-626 ms against the folded design's 392-492. Times 0.7 since
+/// the twenty-sixth session (2026-12-03, the same VM, after the table product's spread
+/// prefetch and the fold's in-place difference): four eight-token requests at llama-7b and
+/// llama-30b (`fastquery bench`'s new "estimated / measured" lines) measured 1/1.29 to 1/1.46
+/// of the estimate, the phases alike (llama-7b: 2,733 ms estimated, 736 of them the product,
+/// against 1,904 measured, 495 the product).
+const RECALIBRATED: f64 = 0.72 * 0.75 * 0.7;
 /// The threads the constants above were measured with.
 const REFERENCE_THREADS: f64 = 2.0;
 /// Bytes per second a server reads the preprocessed records at, at most: the table product's
-/// floor where many threads share it. 19 GB/s since 2026-12-03 (twenty-third session): a
+/// floor where many threads share it. 26 GB/s since the twenty-sixth session (2026-12-03,
+/// after the product's spread prefetch): cheetah's one-token product read its 2.11 GB in
+/// 62-84 ms and its 3.42 GB (llama-30b) in 125-130 ms, the fold's decode-step product 2.62 GB
+/// in 92-101 ms. 19 GB/s from the twenty-third session: a
 /// one-token llama-7b product read its 2.62 GB in 132-142 ms end to end after the kernel's
 /// two-row block, pairs and L2 prefetch, and cheetah's one-token product (2.1 GB with its
 /// split) took 121-130 ms; a plain two-thread read of this VM streams about 30 GB/s. It was
 /// 13 GB/s (the copy bandwidth, 26.4 GB/s read plus write, halved), which overestimated a
 /// decode step by 60 ms; no design at the LLaMA shapes changed with it
 /// (`fastquery plan`, docs/BENCHMARKS.md).
-pub(crate) const RECORD_STREAM_BYTES_PER_S: f64 = 19e9;
+pub(crate) const RECORD_STREAM_BYTES_PER_S: f64 = 26e9;
 /// Time per digit row of a hybrid key switch against the gadget's: at N = 8192 and five limbs
 /// its 30 digit rows took 0.89x (expansion step) and 0.98x (key switch alone) of the gadget's
 /// 50 on one thread of the 2-core VM (2026-12-01), where the rows alone would give 0.6x: the

@@ -382,6 +382,10 @@ pub struct SchemeReport {
     /// The design's own operation counts for the same request, where it states them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_operations: Option<crate::Operations>,
+    /// The server time per token the design search's cost model estimates for the same
+    /// requests on the server's threads ([`crate::fastquery::estimated_server_ms`]; for every
+    /// scheme, so that a run shows how well the latency objectives' ranking matches it).
+    pub estimated_server_ms_per_token: f64,
     /// Server throughput with several clients' requests answered one by one and in one batch
     /// (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -611,6 +615,12 @@ pub fn run_on<B: Backend>(
     };
     let tokens = ids.len() as f64;
     let rounds = batches.len() as f64;
+    let design = kind.design(inputs)?;
+    let estimated_server_ms_per_token = batches
+        .iter()
+        .map(|b| crate::fastquery::estimated_server_ms(&design, b.len(), inputs.server_threads))
+        .sum::<f64>()
+        / tokens;
     let compute = client_ms + server_ms;
     let bytes = (up + down) as f64;
     Ok(SchemeReport {
@@ -634,6 +644,7 @@ pub fn run_on<B: Backend>(
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
         server_work,
         predicted_operations: server.predicted_operations(ids.len()),
+        estimated_server_ms_per_token,
         batching,
     })
 }
