@@ -89,6 +89,9 @@ pub struct Choice {
     pub predicted: WireBytes,
     /// Estimated server time for the request (ms).
     pub server_ms: f64,
+    /// Estimated client time for the request (ms, [`CLIENT_THREADS`] threads): its queries'
+    /// encryption and its responses' decryption.
+    pub client_ms: f64,
     /// Estimated latency per token under the link (ms).
     pub latency_ms_per_token: f64,
 }
@@ -132,6 +135,34 @@ const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// in 124 ms), so a one-token blocked design was estimated at 1.4 s and `fastquery-lan` took a
 /// folded design twice as slow as cheetah's layout (docs/BENCHMARKS.md).
 const TABLE_STREAM_BYTES_PER_S: f64 = crate::fold::RECORD_STREAM_BYTES_PER_S;
+
+/// The client's side of a blocked request, per word of its query's ciphertexts (sampling,
+/// transforms and the seeded encryption) and per word of its responses (the decryption of the
+/// kept coefficients, `c1 s` transformed whole), ns of one thread: fitted on the same runs as
+/// the server's costs (cheetah's 180 queries and 179 responses per llama-7b token took 31-37 ms
+/// on two threads; fastquery-lan's 125 and 256 40.8 ms, its 250 and 128 41.9 ms, and at
+/// llama-30b cheetah's 227 and 230 43-48 ms). Where the latency objectives rank blocked designs
+/// on a fast link, the client's time decides as much as the server's (more query ciphertexts
+/// save server work and cost the client's encryption). A folded design's client takes under a
+/// millisecond per token (one query ciphertext for eight tokens): not counted.
+const CLIENT_QUERY_NS_PER_WORD: f64 = 12.0;
+const CLIENT_RESPONSE_NS_PER_WORD: f64 = 11.0;
+/// The threads the client's estimate assumes: the reference machine's. The client's machine
+/// is not a design input (both parties derive the design from public inputs, and the server
+/// does not know its clients), so the ranking assumes one like the reference.
+pub const CLIENT_THREADS: f64 = 2.0;
+
+/// The client's estimated time for a `tokens`-token request on a blocked `design`, ms.
+pub fn client_estimate_ms(design: &Design, tokens: usize) -> f64 {
+    let p = &design.params;
+    let words = (p.n() * p.limbs()) as f64;
+    let groups = design.groups(tokens) as f64;
+    let queries = groups * design.layout.in_blocks() as f64;
+    let responses = groups * design.responses_per_group() as f64;
+    (queries * CLIENT_QUERY_NS_PER_WORD + responses * CLIENT_RESPONSE_NS_PER_WORD) * words
+        / CLIENT_THREADS
+        / 1e6
+}
 
 fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
     let p = &design.params;
@@ -188,8 +219,9 @@ pub fn candidates(
     let push = |out: &mut Vec<(Choice, Design)>, design: Design, (d1, d0): (usize, usize)| {
         let predicted = design.predicted_bytes(tokens);
         let server_ms = estimate_ms(&design, tokens, threads);
+        let client_ms = client_estimate_ms(&design, tokens);
         let bytes = (predicted.query + predicted.response) as f64;
-        let latency = link.latency_ms(server_ms, bytes, 1.0) / tokens as f64;
+        let latency = link.latency_ms(server_ms + client_ms, bytes, 1.0) / tokens as f64;
         let spec = design.params.spec();
         let choice = Choice {
             n: spec.n,
@@ -200,6 +232,7 @@ pub fn candidates(
             pack: design.packing.map_or(1, |p| p.count),
             predicted,
             server_ms,
+            client_ms,
             latency_ms_per_token: latency,
         };
         out.push((choice, design));
@@ -349,8 +382,13 @@ pub fn choose_any(
     let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
         all.into_iter()
             .map(|(c, design)| {
-                let one = || (estimate_ms(&design, 1, threads as f64), design.predicted_bytes(1));
-                (score((c.server_ms, c.predicted), &one), design)
+                let one = || {
+                    (
+                        estimate_ms(&design, 1, threads as f64) + client_estimate_ms(&design, 1),
+                        design.predicted_bytes(1),
+                    )
+                };
+                (score((c.server_ms + c.client_ms, c.predicted), &one), design)
             })
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(score, design)| (SchemeDesign::Blocked(design), score))
@@ -387,6 +425,16 @@ pub fn estimated_server_ms(design: &SchemeDesign, tokens: usize, threads: usize)
     match design {
         SchemeDesign::Blocked(d) => estimate_ms(d, tokens, threads.max(1) as f64),
         SchemeDesign::Folded(f) => crate::fold::estimate_ms(f, tokens, threads.max(1)),
+    }
+}
+
+/// The estimated client time of a `tokens`-token request on `design`, ms
+/// ([`client_estimate_ms`] for a blocked design; a folded design's client is not counted):
+/// with [`estimated_server_ms`], the compute the latency objectives rank by.
+pub fn estimated_client_ms(design: &SchemeDesign, tokens: usize) -> f64 {
+    match design {
+        SchemeDesign::Blocked(d) => client_estimate_ms(d, tokens),
+        SchemeDesign::Folded(_) => 0.0,
     }
 }
 

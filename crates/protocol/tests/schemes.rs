@@ -257,7 +257,7 @@ fn decode_steps_in_a_session_steer_the_design_to_cheap_one_token_requests() {
 #[test]
 fn latency_objectives_count_decode_steps() {
     use fastquery_protocol::{
-        fastquery::{Objective, choose_any, estimated_server_ms, session_latency_ms},
+        fastquery::{Objective, choose_any, estimated_client_ms, estimated_server_ms, session_latency_ms},
         harness::{LAN, WAN},
     };
     let (tokens, session) = (8, 256);
@@ -270,7 +270,7 @@ fn latency_objectives_count_decode_steps() {
         let objective = Objective::Latency { link, server_threads: 2 };
         let pick = |decode| choose_any(32000, 4096, 6, 37, tokens, allowed(decode), objective).unwrap();
         let over = |d: &fastquery_protocol::harness::SchemeDesign| {
-            let at = |t| (estimated_server_ms(d, t, 2), d.predicted_bytes(t));
+            let at = |t| (estimated_server_ms(d, t, 2) + estimated_client_ms(d, t), d.predicted_bytes(t));
             session_latency_ms(link, at(tokens), at(1), tokens, session, decode)
         };
         let ((steps, score), (full, _)) = (pick(decode), pick(0));
