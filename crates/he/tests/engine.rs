@@ -221,32 +221,16 @@ fn finishing_in_the_ntt_domain_changes_no_word() {
     for report in [report, rounded] {
         let (c0, c1) = (random_ntt(&mut rng), random_ntt(&mut rng));
         let seed: u64 = rng.random();
+        let fin = |outputs, seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            finish_outputs(&ring, &params, &key, &report, outputs, &positions, None, &mut rng).unwrap()
+        };
         let coeff = Outputs::Coeff(Ciphertexts {
             c0: ring.inverse(ring.duplicate(&c0).unwrap()).unwrap(),
             c1: ring.inverse(ring.duplicate(&c1).unwrap()).unwrap(),
         });
-        let a = finish_outputs(
-            &ring,
-            &params,
-            &key,
-            &report,
-            coeff,
-            &positions,
-            None,
-            &mut StdRng::seed_from_u64(seed),
-        )
-        .unwrap();
-        let b = finish_outputs(
-            &ring,
-            &params,
-            &key,
-            &report,
-            Outputs::Ntt(Ciphertexts { c0, c1 }),
-            &positions,
-            None,
-            &mut StdRng::seed_from_u64(seed),
-        )
-        .unwrap();
+        let a = fin(coeff, seed);
+        let b = fin(Outputs::Ntt(Ciphertexts { c0, c1 }), seed);
         assert_eq!(a.shares, b.shares);
         assert_eq!(a.responses.len(), cts);
         for (x, y) in a.responses.iter().zip(&b.responses) {
@@ -257,17 +241,7 @@ fn finishing_in_the_ntt_domain_changes_no_word() {
             c0: ring.inverse(random_ntt(&mut rng)).unwrap(),
             c1: ring.inverse(random_ntt(&mut rng)).unwrap(),
         });
-        let c = finish_outputs(
-            &ring,
-            &params,
-            &key,
-            &report,
-            coeff,
-            &positions,
-            None,
-            &mut StdRng::seed_from_u64(seed ^ 1),
-        )
-        .unwrap();
+        let c = fin(coeff, seed ^ 1);
         assert_ne!(a.responses[0].c1, c.responses[0].c1);
     }
 }
