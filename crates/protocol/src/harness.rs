@@ -302,27 +302,9 @@ impl SchemeKind {
         table: &IntTable,
         inputs: &DesignInputs,
     ) -> Result<SchemePair, ProtocolError> {
-        if (inputs.m, inputs.d, inputs.bits) != (table.m(), table.d(), table.bits()) {
-            return Err(ProtocolError::State(format!(
-                "design inputs for a {} x {} table of {}-bit codes, given a {} x {} table of {}-bit codes",
-                inputs.m,
-                inputs.d,
-                inputs.bits,
-                table.m(),
-                table.d(),
-                table.bits()
-            )));
-        }
+        check_inputs(inputs, table)?;
         // Both parties derive the same design from public inputs; it is computed once here.
-        Ok(match self.design(inputs)? {
-            SchemeDesign::Blocked(design) => (
-                Box::new(BlockedServer::new(backend, table, design.clone())?),
-                Box::new(BlockedClient::new(design, inputs.d)?),
-            ),
-            SchemeDesign::Folded(f) => {
-                (Box::new(FoldServer::new(backend, table, (*f).clone())?), Box::new(FoldClient::new(*f)?))
-            }
-        })
+        build_design(backend, table, inputs, self.design(inputs)?)
     }
 
     /// The scheme's wire id (the `SCHEME_ID` of its design).
@@ -334,6 +316,41 @@ impl SchemeKind {
     pub fn from_id(id: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.id() == id)
     }
+}
+
+/// Refuses design inputs that do not describe `table`.
+fn check_inputs(inputs: &DesignInputs, table: &IntTable) -> Result<(), ProtocolError> {
+    if (inputs.m, inputs.d, inputs.bits) != (table.m(), table.d(), table.bits()) {
+        return Err(ProtocolError::State(format!(
+            "design inputs for a {} x {} table of {}-bit codes, given a {} x {} table of {}-bit codes",
+            inputs.m,
+            inputs.d,
+            inputs.bits,
+            table.m(),
+            table.d(),
+            table.bits()
+        )));
+    }
+    Ok(())
+}
+
+/// The server (preprocessing `table` on `backend`) and the client of a design derived from
+/// `inputs`, which describe `table` ([`check_inputs`]).
+fn build_design<B: Backend>(
+    backend: Arc<B>,
+    table: &IntTable,
+    inputs: &DesignInputs,
+    design: SchemeDesign,
+) -> Result<SchemePair, ProtocolError> {
+    Ok(match design {
+        SchemeDesign::Blocked(design) => (
+            Box::new(BlockedServer::new(backend, table, design.clone())?),
+            Box::new(BlockedClient::new(design, inputs.d)?),
+        ),
+        SchemeDesign::Folded(f) => {
+            (Box::new(FoldServer::new(backend, table, (*f).clone())?), Box::new(FoldClient::new(*f)?))
+        }
+    })
 }
 
 /// One scheme's measurements on one request.
@@ -560,7 +577,10 @@ pub fn run_on<B: Backend>(
     let plain_bits = inputs.plain_bits;
     progress(&format!("{}: preprocessing the {} x {} table", kind.name(), table.m(), table.d()));
     let t = Instant::now();
-    let (server, mut client) = kind.build_for(backend, table, inputs)?;
+    // The design once: for the pair, and for the cost model's estimate below.
+    check_inputs(inputs, table)?;
+    let design = kind.design(inputs)?;
+    let (server, mut client) = build_design(backend, table, inputs, design.clone())?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));
     let setup = client.setup()?;
@@ -615,7 +635,6 @@ pub fn run_on<B: Backend>(
     };
     let tokens = ids.len() as f64;
     let rounds = batches.len() as f64;
-    let design = kind.design(inputs)?;
     let estimated_server_ms_per_token = batches
         .iter()
         .map(|b| crate::fastquery::estimated_server_ms(&design, b.len(), inputs.server_threads))
