@@ -303,7 +303,9 @@ pub fn fold_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backe
 }
 
 /// The two per-ciphertext phases of cheetah's one-token request at llama-7b's shape (N = 4096,
-/// the chain 30/30/27/22 switched to two limbs; split d0 = 23, d1 = 178): `<group>/expand_queries/4096/4x180`
+/// the chain 30/30/27/22 switched to two limbs; split d0 = 23, d1 = 178): `<group>/encrypt_query/4096/4x180`
+/// is the client's encryption of a one-token query (180 seeded ciphertexts, on the host
+/// whatever the backend), `<group>/expand_queries/4096/4x180`
 /// turns the query's 180 seeded ciphertexts into NTT-form rows, `<group>/finish/4096/4x179`
 /// re-randomises, floods, masks, switches and keeps 23 coefficients of each of 179 outputs
 /// (`finish_ntt`: the same from the NTT domain, as the unpacked designs finish).
@@ -336,6 +338,9 @@ pub fn blocked_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, ba
         (random_polys(&ring, shape, 51), random_polys(&ring, shape, 52));
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
+    g.bench_function(format!("encrypt_query/{n}/{limbs}x{ib}"), |b| {
+        b.iter(|| client.encrypt_sparse(&msgs).expect("query"))
+    });
     g.bench_function(format!("expand_queries/{n}/{limbs}x{ib}"), |b| {
         b.iter(|| {
             let a = expand_queries(&ring, &params, &cts, ib).expect("expansion");

@@ -19,16 +19,39 @@ pub fn expand_uniform_into(ctx: &RingContext, limbs: usize, seed: &[u8; 32], out
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
     let n = ctx.n();
     let moduli = &ctx.moduli()[..limbs];
+    // The stream a chunk of words at a time (the generator hands out its blocks' words in
+    // order however they are asked for), words left in the chunk at the end of a row going to
+    // the next row. Within a chunk, a pass over `min(words left, slots left)` words writes
+    // every word and advances past the kept ones only: no branch on the random words, and no
+    // pass can run past the row.
+    const CHUNK: usize = 256;
+    let mut bytes = [0u8; CHUNK * 4];
+    let mut words = [0u32; CHUNK];
+    let mut next = CHUNK;
     for (r, row) in out.chunks_exact_mut(n).enumerate() {
         let p = moduli[r % limbs].value();
         let mask = u32::MAX >> p.leading_zeros();
-        for w in row {
-            *w = loop {
-                let x = rng.next_u32() & mask;
-                if x < p {
-                    break x;
+        let mut k = 0;
+        while k < n {
+            if next == CHUNK {
+                rng.fill_bytes(&mut bytes);
+                for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
-            };
+                next = 0;
+            }
+            let take = (CHUNK - next).min(n - k);
+            let (dst, src) = (&mut row[k..k + take], &words[next..next + take]);
+            let mut kept = 0;
+            for &x in src {
+                let x = x & mask;
+                dst[kept.min(take - 1)] = x; // kept <= this word's index < take
+                kept += usize::from(x < p);
+            }
+            // The last slot may hold a rejected word when the pass kept fewer than it holds;
+            // the next pass (or nothing, when the row is full) overwrites it.
+            k += kept;
+            next += take;
         }
     }
 }

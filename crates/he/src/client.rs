@@ -7,7 +7,6 @@ use fastquery_math::RnsBasis;
 use fastquery_ntt::NttPlan;
 use num_bigint::{BigInt, BigUint};
 use rayon::prelude::*;
-use zeroize::Zeroizing;
 
 use crate::{
     HeError, Params, PublicKey, SecretKey,
@@ -155,18 +154,15 @@ impl Client {
             .par_iter()
             .zip(seeds)
             .map(|(msg, (seed, noise_seed))| {
-                let a = expand_uniform(self.params.ring(), limbs, 1, &seed);
-                let e = Zeroizing::new(cbd(&mut stream(&noise_seed), n));
-                let mut c0 = vec![0u32; limbs * n];
-                for (l, m) in moduli.iter().enumerate() {
+                // c0 starts as a (NTT form, limb after limb) and becomes -a s + e + m in place.
+                let mut c0 = expand_uniform(self.params.ring(), limbs, 1, &seed);
+                let e = cbd(&mut stream(&noise_seed), n);
+                for (l, &m) in moduli.iter().enumerate() {
                     let row = &mut c0[l * n..(l + 1) * n];
-                    let (al, sl) = (&a[l * n..(l + 1) * n], self.sk.ntt_limb(l));
-                    for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
-                        *x = m.mul(ai, si);
-                    }
+                    self.sk.mul_ntt_assign(m, l, row);
                     self.plans[l].inverse(row);
                     for (x, &ei) in row.iter_mut().zip(e.iter()) {
-                        *x = m.sub(m.reduce_i64(i64::from(ei)), *x);
+                        *x = crate::keys::sub(m, crate::keys::small(m, ei), *x);
                     }
                     for (j, r) in msg {
                         row[*j] = m.add(row[*j], r[l]);
@@ -189,9 +185,7 @@ impl Client {
         for (l, m) in self.params.moduli()[..limbs].iter().enumerate() {
             let row = &mut w[l * n..(l + 1) * n];
             self.plans[l].forward(row);
-            for (x, &si) in row.iter_mut().zip(sk.ntt_limb(l)) {
-                *x = m.mul(*x, si);
-            }
+            sk.mul_ntt_assign(*m, l, row);
             self.plans[l].inverse(row);
         }
         w

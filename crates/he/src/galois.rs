@@ -215,14 +215,11 @@ impl SecretKey {
             let e = cbd(rng, n);
             for (l, m) in moduli.iter().enumerate() {
                 let row = &mut b[(key * limbs + l) * n..(key * limbs + l + 1) * n];
-                for (x, &v) in row.iter_mut().zip(&e) {
-                    *x = m.reduce_i64(i64::from(v));
+                for (x, &v) in row.iter_mut().zip(e.iter()) {
+                    *x = crate::keys::small(*m, v);
                 }
                 plans[l].forward(row);
-                let (al, sl) = (&a[(key * limbs + l) * n..(key * limbs + l + 1) * n], self.ntt_limb(l));
-                for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
-                    *x = m.sub(*x, m.mul(ai, si));
-                }
+                self.sub_mul_ntt(*m, l, &a[(key * limbs + l) * n..(key * limbs + l + 1) * n], row);
                 if let (true, Some(target)) = (l == i, target) {
                     let gadget = m.mul(m.reduce_u64(1u64 << (j as u32 * w)), m.reduce_u64(special));
                     for (k, x) in row.iter_mut().enumerate() {

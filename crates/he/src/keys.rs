@@ -1,3 +1,4 @@
+use fastquery_math::Modulus;
 use fastquery_ntt::NttPlan;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
@@ -14,6 +15,8 @@ pub struct SecretKey {
     coeffs: Zeroizing<Vec<i8>>,
     /// `[limb][coefficient]`, NTT form, every limb of the ring (the special prime's last).
     ntt: Zeroizing<Vec<u32>>,
+    /// The Shoup quotients of `ntt` (`floor(s 2^32 / p)`), for products by the key.
+    ntt_shoup: Zeroizing<Vec<u32>>,
     /// A key of the subring `Z[X^2]` ([`SecretKey::generate_half`]).
     half: bool,
 }
@@ -53,12 +56,35 @@ impl SecretKey {
             }
             plan.forward(row);
         }
-        Self { n, coeffs, ntt, half }
+        let mut ntt_shoup = Zeroizing::new(vec![0u32; ntt.len()]);
+        for (l, m) in params.ring().moduli().iter().enumerate() {
+            for (w, &x) in ntt_shoup[l * n..(l + 1) * n].iter_mut().zip(&ntt[l * n..(l + 1) * n]) {
+                *w = m.shoup(x);
+            }
+        }
+        Self { n, coeffs, ntt, ntt_shoup, half }
     }
 
     /// NTT form of limb `l`.
     pub(crate) fn ntt_limb(&self, l: usize) -> &[u32] {
         &self.ntt[l * self.n..(l + 1) * self.n]
+    }
+
+    /// `a = a s` in limb `l` (`m` its modulus), NTT form: one Shoup product per word, which
+    /// vectorises.
+    pub(crate) fn mul_ntt_assign(&self, m: Modulus, l: usize, a: &mut [u32]) {
+        let (s, w) = (self.ntt_limb(l), &self.ntt_shoup[l * self.n..(l + 1) * self.n]);
+        for ((x, &si), &wi) in a.iter_mut().zip(s).zip(w) {
+            *x = m.mul_shoup(*x, si, wi);
+        }
+    }
+
+    /// `dst = dst - a s` in limb `l`, NTT form.
+    pub(crate) fn sub_mul_ntt(&self, m: Modulus, l: usize, a: &[u32], dst: &mut [u32]) {
+        let (s, w) = (self.ntt_limb(l), &self.ntt_shoup[l * self.n..(l + 1) * self.n]);
+        for (((x, &ai), &si), &wi) in dst.iter_mut().zip(a).zip(s).zip(w) {
+            *x = sub(m, *x, m.mul_shoup(ai, si, wi));
+        }
     }
 
     /// Hamming weight (number of nonzero coefficients), for tests of the distribution.
@@ -91,14 +117,11 @@ impl SecretKey {
         let mut p0 = vec![0u32; params.limbs() * n];
         for (l, (m, plan)) in params.moduli().iter().zip(plans).enumerate() {
             let row = &mut p0[l * n..(l + 1) * n];
-            for (x, &v) in row.iter_mut().zip(&e) {
-                *x = m.reduce_i64(i64::from(v));
+            for (x, &v) in row.iter_mut().zip(e.iter()) {
+                *x = small(*m, v);
             }
             plan.forward(row);
-            let (al, sl) = (&a[l * n..(l + 1) * n], self.ntt_limb(l));
-            for ((x, &ai), &si) in row.iter_mut().zip(al).zip(sl) {
-                *x = m.sub(*x, m.mul(ai, si));
-            }
+            self.sub_mul_ntt(*m, l, &a[l * n..(l + 1) * n], row);
         }
         PublicKey { p0, seed }
     }
@@ -111,4 +134,19 @@ pub struct PublicKey {
     pub p0: Vec<u32>,
     /// Seed of the uniform `a`.
     pub seed: Seed,
+}
+
+/// `a - b mod p` for reduced `a, b`, branch-free (`p < 2^31`: a wrapped difference is above
+/// `2^32 - p`, the corrected one below `p`), so that loops of it vectorise.
+#[inline(always)]
+pub(crate) fn sub(m: Modulus, a: u32, b: u32) -> u32 {
+    let d = a.wrapping_sub(b);
+    d.min(d.wrapping_add(m.value()))
+}
+
+/// A small signed value (`|v| < p`) mod `p`, branch-free.
+#[inline(always)]
+pub(crate) fn small(m: Modulus, v: i32) -> u32 {
+    debug_assert!(v.unsigned_abs() < m.value());
+    (v as u32).wrapping_add(m.value() & (v >> 31) as u32)
 }

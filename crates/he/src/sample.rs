@@ -5,6 +5,7 @@
 use fastquery_backend::RingContext;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use zeroize::Zeroizing;
 
 /// A 32-byte seed.
 pub type Seed = [u8; 32];
@@ -34,15 +35,23 @@ pub fn expand_uniform(ctx: &RingContext, limbs: usize, polys: usize, seed: &Seed
     fastquery_backend::host::expand_uniform(ctx, limbs, polys, seed)
 }
 
-/// `count` centred-binomial errors in `[-21, 21]`.
-pub fn cbd<R: RngCore>(rng: &mut R, count: usize) -> Vec<i32> {
+/// `count` centred-binomial errors in `[-21, 21]`: error `i` from the `i`-th `u64` of the
+/// stream (`next_u64`), read a chunk at a time. Zeroized on drop (errors of keys and
+/// ciphertexts give away the secret with the public parts).
+pub fn cbd<R: RngCore>(rng: &mut R, count: usize) -> Zeroizing<Vec<i32>> {
     let low = (1u64 << CBD_ETA) - 1;
-    (0..count)
-        .map(|_| {
-            let x = rng.next_u64();
-            (x & low).count_ones() as i32 - ((x >> CBD_ETA) & low).count_ones() as i32
-        })
-        .collect()
+    const CHUNK: usize = 128;
+    let mut bytes = Zeroizing::new([0u8; CHUNK * 8]);
+    let mut e = Zeroizing::new(vec![0i32; count]);
+    for out in e.chunks_mut(CHUNK) {
+        let bytes = &mut bytes[..out.len() * 8];
+        rng.fill_bytes(bytes);
+        for (x, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            let y = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            *x = (y & low).count_ones() as i32 - ((y >> CBD_ETA) & low).count_ones() as i32;
+        }
+    }
+    e
 }
 
 /// `count` uniform ternary values in `{-1, 0, 1}`.
@@ -97,6 +106,16 @@ mod tests {
     fn cbd_has_the_stated_bound_and_variance() {
         let mut rng = stream(&[7; 32]);
         let e = cbd(&mut rng, 200_000);
+        // Error i is the i-th u64 of the stream, whatever the chunking (a count that ends
+        // inside a chunk, then the stream goes on where it stopped).
+        let mut words = stream(&[7; 32]);
+        let low = (1u64 << CBD_ETA) - 1;
+        let one = |y: u64| (y & low).count_ones() as i32 - ((y >> CBD_ETA) & low).count_ones() as i32;
+        assert!(e.iter().all(|&x| x == one(words.next_u64())));
+        let mut rng = stream(&[9; 32]);
+        let (a, b) = (cbd(&mut rng, 131), cbd(&mut rng, 5));
+        let mut words = stream(&[9; 32]);
+        assert!(a.iter().chain(b.iter()).all(|&x| x == one(words.next_u64())));
         assert!(e.iter().all(|x| x.abs() <= CBD_ETA as i32));
         let var = e.iter().map(|&x| f64::from(x * x)).sum::<f64>() / e.len() as f64;
         assert!((var - 10.5).abs() < 0.2, "variance {var}");

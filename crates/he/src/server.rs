@@ -134,13 +134,16 @@ pub fn expand_queries<B: Backend>(
     if let Some(ct) = cts.iter().find(|ct| ct.c0.len() != poly) {
         return Err(HeError::BadInput(format!("c0 of {} words, expected {poly}", ct.c0.len())));
     }
-    let c0: Vec<u32> = cts.iter().flat_map(|ct| ct.c0.iter().copied()).collect();
+    let mut c0 = Vec::with_capacity(cts.len() * poly);
+    for ct in cts {
+        c0.extend_from_slice(&ct.c0);
+    }
     let seeds: Vec<[u8; 32]> = cts.iter().map(|ct| ct.seed).collect();
     let shape = Shape::new(cts.len(), limbs);
-    // c0 arrives in coefficient form (validated against the moduli by upload), a in NTT form,
-    // expanded from its seed on the device; they are interleaved per token on the device,
-    // without a host round trip.
-    let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
+    // c0 arrives in coefficient form (validated against the moduli by upload; a host backend
+    // keeps the vector), a in NTT form, expanded from its seed on the device; they are
+    // interleaved per token on the device, without a host round trip.
+    let c0 = ring.forward(ring.upload_vec::<Coeff>(c0, shape)?)?;
     let c1: Polys<B, Ntt> = ring.expand_seeds(&seeds, 1, limbs)?;
     let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * cts.len(), limbs))?;
     for t in 0..tokens {

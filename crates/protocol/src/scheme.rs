@@ -1,5 +1,6 @@
 //! What every scheme provides, and the shares it produces.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::ProtocolError;
@@ -220,9 +221,10 @@ pub(crate) fn decode_shares(
     let kept: Vec<usize> = positions.iter().map(Vec::len).collect();
     let (drop_bits, cts) =
         crate::messages::decode_response(params, scheme, response, (&kept, sharing), limits)?;
+    // One task per response ciphertext (each is a transform pair and a product of its own).
     let values = cts
-        .iter()
-        .zip(positions)
+        .par_iter()
+        .zip(positions.par_iter())
         .enumerate()
         .map(|(i, (ct, pos))| {
             let coeffs: Vec<usize> = pos.iter().map(|p| p.0).collect();
