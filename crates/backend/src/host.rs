@@ -68,6 +68,10 @@ pub fn expand_uniform_into(ctx: &RingContext, limbs: usize, seed: &[u8; 32], out
 /// and 6-7 as 64-bit integers `y` give `e = popcount(y & m) - popcount((y >> eta) & m)` with
 /// `m = 2^eta - 1`. Every backend's [`Backend::zero_noise`](crate::Backend::zero_noise)
 /// reproduces it word for word. `eta` is at most 32.
+///
+/// Inlined, so that a caller compiled for wider vectors (the CPU backend's run-time dispatch)
+/// gets its loops vectorised and its bit counts as instructions.
+#[inline(always)]
 pub fn zero_noise_into(
     ctx: &RingContext,
     limbs: usize,
@@ -81,29 +85,36 @@ pub fn zero_noise_into(
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
     let n = ctx.n();
     let low = (1u64 << eta.min(32)) - 1;
-    let cbd = |y: u64| (y & low).count_ones() as i64 - ((y >> eta) & low).count_ones() as i64;
     let moduli = &ctx.moduli()[..limbs];
     // The stream a chunk of coefficients at a time (the same words as one `next_u32` per word:
-    // the generator hands out its blocks' words in order either way).
+    // the generator hands out its blocks' words in order either way); the chunk's three small
+    // values per coefficient first, then each limb's rows of them.
     const CHUNK: usize = 64;
     let mut bytes = [0u8; CHUNK * 32];
+    let mut small = [[0i32; CHUNK]; 3];
     for j0 in (0..n).step_by(CHUNK) {
         let count = CHUNK.min(n - j0);
         rng.fill_bytes(&mut bytes[..count * 32]);
+        let [t, a, b] = &mut small;
         for (k, w) in bytes[..count * 32].chunks_exact(32).enumerate() {
-            let word = |i: usize| u32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+            let word = |i: usize| {
+                u64::from(u32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]))
+            };
+            let cbd = |y: u64| (y & low).count_ones() as i32 - ((y >> eta) & low).count_ones() as i32;
             // x = sum of w_i 2^(32 i), and 2^32 = 1 mod 3: x mod 3 is the words' sum mod 3.
-            let t = ((0..4).map(|i| u64::from(word(i))).sum::<u64>() % 3) as i64 - 1;
-            let y0 = u64::from(word(4)) | (u64::from(word(5)) << 32);
-            let y1 = u64::from(word(6)) | (u64::from(word(7)) << 32);
-            let (a, b) = (cbd(y0), cbd(y1));
-            let j = j0 + k;
-            // |t|, |a|, |b| <= 32 < p: a negative value is p minus its magnitude.
-            for (l, m) in moduli.iter().enumerate() {
-                let small = |v: i64| if v < 0 { m.value() - v.unsigned_abs() as u32 } else { v as u32 };
-                u[l * n + j] = small(t);
-                e0[l * n + j] = small(a);
-                e1[l * n + j] = small(b);
+            t[k] = ((word(0) + word(1) + word(2) + word(3)) % 3) as i32 - 1;
+            a[k] = cbd(word(4) | word(5) << 32);
+            b[k] = cbd(word(6) | word(7) << 32);
+        }
+        // |t|, |a|, |b| <= 32 < p: a negative value is p minus its magnitude (branch-free).
+        for (l, m) in moduli.iter().enumerate() {
+            let p = m.value();
+            let rows = [&mut *u, &mut *e0, &mut *e1];
+            for (dst, src) in rows.into_iter().zip(&small) {
+                let dst = &mut dst[l * n + j0..l * n + j0 + count];
+                for (x, &v) in dst.iter_mut().zip(&src[..count]) {
+                    *x = (v as u32).wrapping_add(p & (v >> 31) as u32);
+                }
             }
         }
     }

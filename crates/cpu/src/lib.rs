@@ -1083,7 +1083,9 @@ impl Backend for CpuBackend {
         let [u, e0, e1] = out;
         // One job per seed: its rows of u, e0 and e1.
         type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 3]);
-        let work = |(seed, [u, e0, e1]): Job<'_>| host::zero_noise_into(ctx, limbs, seed, eta, u, e0, e1);
+        let work = |(seed, [u, e0, e1]): Job<'_>| {
+            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e0, e1] })
+        };
         let jobs: Vec<Job<'_>> = seeds
             .iter()
             .zip(u.chunks_mut(per).zip(e0.chunks_mut(per)).zip(e1.chunks_mut(per)))
@@ -1895,6 +1897,26 @@ impl pulp::WithSimd for DivideOutNtt<'_> {
         for (u, &v) in x.iter_mut().zip(y.iter()) {
             *u = d.add_divide(*u, v);
         }
+    }
+}
+
+/// [`host::zero_noise_into`] compiled for the machine's vectors (it is inlined here), as a
+/// `pulp::WithSimd` value.
+struct ZeroNoise<'a> {
+    ctx: &'a RingContext,
+    limbs: usize,
+    seed: &'a [u8; 32],
+    eta: u32,
+    out: [&'a mut [u32]; 3],
+}
+
+impl pulp::WithSimd for ZeroNoise<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { ctx, limbs, seed, eta, out: [u, e0, e1] } = self;
+        host::zero_noise_into(ctx, limbs, seed, eta, u, e0, e1);
     }
 }
 

@@ -243,6 +243,7 @@ fn encode_query_records<'a>(
         .collect();
     let mut w = Writer::new(Kind::Query, scheme, params.id());
     w.u32(tokens as u32);
+    w.reserve(records.iter().map(Vec::len).sum());
     records.iter().for_each(|r| w.record(r));
     w.finish()
 }
@@ -434,6 +435,7 @@ pub fn encode_response(
     let mut w = Writer::new(Kind::Response, scheme, params.id());
     w.bits(u64::from(drop_bits), 8);
     w.bits(u64::from(if rounding.is_some() { c1_width } else { 0 }), 8);
+    w.reserve(records.iter().map(Vec::len).sum());
     records.iter().for_each(|r| w.record(r));
     w.finish()
 }

@@ -97,6 +97,12 @@ impl Writer {
         }
     }
 
+    /// Makes room for `bytes` more (a message of records knows its size before appending
+    /// them: one allocation instead of a doubling series of copies).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes + 1);
+    }
+
     /// Appends a finished record at a byte boundary.
     pub fn record(&mut self, bytes: &[u8]) {
         self.align();
