@@ -103,17 +103,19 @@ pub struct Choice {
 /// bumblebee's eight-token requests at llama-7b and llama-30b (a "word" is one coefficient of
 /// one limb):
 ///
-/// * the query's expansion (seed expansion, upload and transform): 10-11 ns per word of the
-///   query's ciphertexts (cheetah 16-20 ms for 180 and 227 ciphertexts, fastquery-lan 80-185 ms
-///   for 1,000 and 2,000);
+/// * the query's expansion (seed expansion, upload and transform): 7.4-7.7 ns per word of the
+///   query's ciphertexts since the twenty-seventh session's stream reading (cheetah 11.4 and
+///   13.8 ms for 180 and 227 ciphertexts, fastquery-lan 114-140 ms for 2,000 once its buffers
+///   are pooled; 10-11 ns before);
 /// * the table product: 0.09-0.1 ns per coefficient product (fastquery-lan's eight tokens,
 ///   8.5 G products in 385-477 ms, 13.7 G in 631-675 ms), but never faster than the table
 ///   streams ([`TABLE_STREAM_BYTES_PER_S`]);
 /// * plaintexts encoded per request (past the preprocessing budget: iron's blocking): 4.8 ns
 ///   per plaintext word (iron's 4.2 G words in 9.3-11.6 s at llama-7b);
 /// * each response ciphertext's inverse transform, re-randomisation, flooding, switch and
-///   encoding: 30-40 ns per word of its `c0` (cheetah 46-57 ms for 179 and 230 responses,
-///   fastquery-lan 500-570 ms for 2,048 and 1,664);
+///   encoding: 20.6-21.5 ns per word of its `c0` since the twenty-seventh session's vectorised
+///   zero-noise sampler (cheetah 31 and 39 ms for 179 and 230 responses, fastquery-lan 180 ms
+///   for 1,024; 30-40 ns before);
 /// * packed products' inverse transforms `0.2 N log2 N` a row (bumblebee), and a key switch of
 ///   the packing 1.75 times its transforms and digit products (bumblebee's 4,095 per token at
 ///   llama-7b: 0.67 ms each on two threads).
@@ -122,10 +124,10 @@ pub struct Choice {
 /// product: it put a one-token cheetah request at 1.33-1.50x its measured time, fastquery-lan's
 /// eight tokens at 1.6-1.8x, iron's at 0.4x and bumblebee's at 2.3-2.7x (the bench's
 /// "estimated / measured" lines).
-const EXPAND_NS_PER_WORD: f64 = 11.0;
+const EXPAND_NS_PER_WORD: f64 = 7.6;
 const MAC_NS: f64 = 0.095;
 const ENCODE_NS_PER_WORD: f64 = 4.8;
-const FINISH_NS_PER_WORD: f64 = 34.0;
+const FINISH_NS_PER_WORD: f64 = 21.0;
 const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
 const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
@@ -138,15 +140,18 @@ const TABLE_STREAM_BYTES_PER_S: f64 = crate::fold::RECORD_STREAM_BYTES_PER_S;
 
 /// The client's side of a blocked request, per word of its query's ciphertexts (sampling,
 /// transforms and the seeded encryption) and per word of its responses (the decryption of the
-/// kept coefficients, `c1 s` transformed whole), ns of one thread: fitted on the same runs as
-/// the server's costs (cheetah's 180 queries and 179 responses per llama-7b token took 31-37 ms
-/// on two threads; fastquery-lan's 125 and 256 40.8 ms, its 250 and 128 41.9 ms, and at
-/// llama-30b cheetah's 227 and 230 43-48 ms). Where the latency objectives rank blocked designs
+/// kept coefficients, `c1 s` transformed whole, in parallel over the responses), ns of one
+/// thread. Re-fitted in the twenty-seventh session, after the encryption's products went to
+/// Shoup form and the decryption parallel: per llama-7b token cheetah's 180 queries and 179
+/// responses took 19.9 ms on two threads, fastquery-lan's 250 and 128 25.8-28.7 ms, and at
+/// llama-30b cheetah's 227 and 230 23.7 ms, fastquery-lan's 250 and 208 26.2 ms; the response
+/// cost is the profile's (`perf`: 5.4 ms of one thread for 179 responses), the query cost the
+/// least-squares fit given it (every run within 7%). Before: 12 and 11 ns, from 31-48 ms. Where the latency objectives rank blocked designs
 /// on a fast link, the client's time decides as much as the server's (more query ciphertexts
 /// save server work and cost the client's encryption). A folded design's client takes under a
 /// millisecond per token (one query ciphertext for eight tokens): not counted.
-const CLIENT_QUERY_NS_PER_WORD: f64 = 12.0;
-const CLIENT_RESPONSE_NS_PER_WORD: f64 = 11.0;
+const CLIENT_QUERY_NS_PER_WORD: f64 = 11.6;
+const CLIENT_RESPONSE_NS_PER_WORD: f64 = 2.0;
 /// The threads the client's estimate assumes: the reference machine's. The client's machine
 /// is not a design input (both parties derive the design from public inputs, and the server
 /// does not know its clients), so the ranking assumes one like the reference.
