@@ -1086,15 +1086,42 @@ pub fn expand_seeds_match_the_stream<B: Backend>(b: &Arc<B>) {
             assert_eq!(got.len(), want.len());
             assert!(got == want, "N={n} seeds={seeds} polys={polys} limbs={used}");
         }
-        // The definition: the first words are the stream's, masked, below the prime.
+        // The definition, on every word of two polynomials of all limbs: one stream, row after
+        // row (a row may end inside the stream's blocks), each word masked to its row's
+        // prime and kept if below it.
         let seed: [u8; 32] = rng.random();
-        let w = crate::host::expand_uniform(&ctx, 1, 1, &seed);
-        let p = ctx.moduli()[0].value();
-        let mask = u32::MAX >> p.leading_zeros();
+        let w = crate::host::expand_uniform(&ctx, limbs, 2, &seed);
         let mut s = rand_chacha::ChaCha20Rng::from_seed(seed);
-        let kept: Vec<u32> =
-            std::iter::from_fn(|| Some(s.next_u32() & mask)).filter(|&x| x < p).take(n).collect();
-        assert_eq!(w, kept);
+        let mut want = Vec::with_capacity(w.len());
+        for row in 0..2 * limbs {
+            let p = ctx.moduli()[row % limbs].value();
+            let mask = u32::MAX >> p.leading_zeros();
+            want.extend(std::iter::from_fn(|| Some(s.next_u32() & mask)).filter(|&x| x < p).take(n));
+        }
+        assert!(w == want, "N={n} limbs={limbs}: the expansion is not the stream's");
+        // Into place: two groups of three seeds, five polynomials apart from polynomial 2, into
+        // polynomials of random words; each seed's expansion where the layout puts it, every
+        // other word as it was.
+        let (first, group, stride) = (2usize, 3usize, 5usize);
+        let s: Vec<[u8; 32]> = (0..2 * group).map(|_| rng.random()).collect();
+        let shape = Shape::new(first + stride + group, limbs);
+        let before = random_words(&mut rng, &ctx, shape);
+        let mut out: Polys<B, Ntt> = upload(&ring, &before, shape);
+        ring.expand_seeds_into(&s, &mut out, (first, group, stride)).unwrap();
+        let got = ring.download(&out).unwrap();
+        let poly = limbs * n;
+        let mut want = before.clone();
+        for (i, seed) in s.iter().enumerate() {
+            let at = (first + i / group * stride + i % group) * poly;
+            want[at..at + poly].copy_from_slice(&crate::host::expand_uniform(&ctx, limbs, 1, seed));
+        }
+        assert!(got == want, "N={n} limbs={limbs}: expand_seeds_into");
+        // Layouts that leave the buffer, overlap or do not divide are errors.
+        for layout in
+            [(first, group, stride + 1), (first, group, group - 1), (first, 4, stride), (first, 0, stride)]
+        {
+            assert!(ring.expand_seeds_into(&s, &mut out, layout).is_err(), "{layout:?}");
+        }
     }
     assert!(ring(b, 64, 2).expand_seeds::<Ntt>(&[[0u8; 32]], 1, 3).is_err());
 }

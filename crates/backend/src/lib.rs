@@ -320,6 +320,31 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// [`Backend::expand_seeds`] (one polynomial per seed) written into place: seed `s` fills
+    /// polynomial `first + (s / group) * stride + s % group` of `out`, each polynomial
+    /// `limbs * N` words; nothing else of `out` changes. The server's query expansion puts
+    /// each token's `a` halves beside its `c0` halves this way (ranges checked by
+    /// [`Ring::expand_seeds_into`]). The default expands into a new buffer at once and copies
+    /// each group of `group` polynomials; a host backend writes in place.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_seeds_into(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        out: &mut Self::Buffer,
+        (first, group, stride): (usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        let poly = limbs * ctx.n();
+        let mut all = self.alloc_zeroed(seeds.len() * poly)?;
+        self.expand_seeds(ring, ctx, seeds, 1, limbs, &mut all)?;
+        for g in 0..seeds.len() / group.max(1) {
+            self.copy_words(&all, g * group * poly, out, (first + g * stride) * poly, group * poly)?;
+        }
+        Ok(())
+    }
+
     /// The noise of public-key encryptions of zero, exactly [`host::zero_noise_into`]: seed `s`
     /// fills polynomial `s` of `u` (ternary), `e0` and `e1` (centred binomial with `eta`), each of
     /// `limbs` limbs, coefficient form (each output holds `seeds.len() * limbs * N` words). The

@@ -442,6 +442,50 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// [`Ring::expand_seeds`] of one polynomial per seed, written into `out` (see
+    /// [`Backend::expand_seeds_into`]): groups of `group` seeds fill `group` consecutive
+    /// polynomials from `first`, `stride` polynomials apart; the rest of `out` is left as it
+    /// is. `out` has `limbs` limbs, and every group lands inside it.
+    pub fn expand_seeds_into<R: Repr>(
+        &self,
+        seeds: &[[u8; 32]],
+        out: &mut Polys<B, R>,
+        (first, group, stride): (usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        self.check_own(out)?;
+        let limbs = out.shape.limbs;
+        // The end of the last group (polynomials), where the layout is whole.
+        let end = match seeds.len().checked_div(group) {
+            Some(groups)
+                if groups > 0 && seeds.len().is_multiple_of(group) && (groups == 1 || stride >= group) =>
+            {
+                (groups - 1)
+                    .checked_mul(stride)
+                    .and_then(|x| x.checked_add(first))
+                    .and_then(|x| x.checked_add(group))
+            }
+            _ => None,
+        };
+        if !seeds.is_empty() && end.is_none_or(|end| end > out.shape.polys) {
+            return Err(BackendError::Shape(format!(
+                "expand_seeds_into: {} seeds in groups of {group}, {stride} apart from {first}, into {:?}",
+                seeds.len(),
+                out.shape
+            )));
+        }
+        if seeds.is_empty() {
+            return Ok(());
+        }
+        self.backend.expand_seeds_into(
+            &self.dev,
+            &self.ctx,
+            seeds,
+            limbs,
+            &mut out.buf,
+            (first, group, stride),
+        )
+    }
+
     /// The noise of `seeds.len()` public-key encryptions of zero (see [`Backend::zero_noise`]):
     /// `[u, e0, e1]`, each one polynomial of `limbs` limbs per seed, coefficient form.
     pub fn zero_noise(

@@ -1070,6 +1070,39 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// In place: one task per seed, into its polynomial of `out`.
+    fn expand_seeds_into(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        out: &mut CpuBuffer,
+        (first, group, stride): (usize, usize, usize),
+    ) -> Result<(), BackendError> {
+        let poly = limbs * ring.n;
+        if poly == 0 || group == 0 {
+            return Ok(());
+        }
+        // Each group's polynomials, as one slice per seed (the groups do not overlap).
+        let mut rows: Vec<&mut [u32]> = Vec::with_capacity(seeds.len());
+        let mut rest: &mut [u32] = &mut out[first * poly..];
+        for g in 0..seeds.len() / group {
+            let skip = if g == 0 { 0 } else { (stride - group) * poly };
+            let (block, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(group * poly);
+            rows.extend(block.chunks_exact_mut(poly));
+            rest = tail;
+        }
+        let work =
+            |(seed, dst): (&[u8; 32], &mut &mut [u32])| host::expand_uniform_into(ctx, limbs, seed, dst);
+        if self.parallel(seeds.len()) {
+            self.install(|| seeds.par_iter().zip(rows.par_iter_mut()).for_each(work));
+        } else {
+            seeds.iter().zip(rows.iter_mut()).for_each(work);
+        }
+        Ok(())
+    }
+
     fn zero_noise(
         &self,
         ring: &CpuRing,

@@ -146,11 +146,11 @@ pub fn expand_queries<B: Backend>(
     // no faster), a in NTT form, expanded from its seed on the device; they are interleaved per
     // token on the device, without a host round trip.
     let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
-    let c1: Polys<B, Ntt> = ring.expand_seeds(&seeds, 1, limbs)?;
     let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * cts.len(), limbs))?;
+    // Each token's `a` halves straight into their rows (after its `c0` halves).
+    ring.expand_seeds_into(&seeds, &mut a, (cts_per_token, cts_per_token, 2 * cts_per_token))?;
     for t in 0..tokens {
         ring.copy_polys(&c0, t * cts_per_token, &mut a, 2 * t * cts_per_token, cts_per_token)?;
-        ring.copy_polys(&c1, t * cts_per_token, &mut a, (2 * t + 1) * cts_per_token, cts_per_token)?;
     }
     Ok(a)
 }
