@@ -108,12 +108,11 @@ pub fn zero_noise_into(
         }
         // |t|, |a|, |b| <= 32 < p: a negative value is p minus its magnitude (branch-free).
         for (l, m) in moduli.iter().enumerate() {
-            let p = m.value();
             let rows = [&mut *u, &mut *e0, &mut *e1];
             for (dst, src) in rows.into_iter().zip(&small) {
                 let dst = &mut dst[l * n + j0..l * n + j0 + count];
                 for (x, &v) in dst.iter_mut().zip(&src[..count]) {
-                    *x = (v as u32).wrapping_add(p & (v >> 31) as u32);
+                    *x = m.small(v);
                 }
             }
         }

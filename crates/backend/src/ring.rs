@@ -453,29 +453,26 @@ impl<B: Backend> Ring<B> {
         (first, group, stride): (usize, usize, usize),
     ) -> Result<(), BackendError> {
         self.check_own(out)?;
-        let limbs = out.shape.limbs;
+        if seeds.is_empty() {
+            return Ok(());
+        }
         // The end of the last group (polynomials), where the layout is whole.
         let end = match seeds.len().checked_div(group) {
-            Some(groups)
-                if groups > 0 && seeds.len().is_multiple_of(group) && (groups == 1 || stride >= group) =>
-            {
-                (groups - 1)
-                    .checked_mul(stride)
-                    .and_then(|x| x.checked_add(first))
-                    .and_then(|x| x.checked_add(group))
-            }
+            Some(groups) if seeds.len().is_multiple_of(group) && (groups == 1 || stride >= group) => (groups
+                - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(first))
+            .and_then(|x| x.checked_add(group)),
             _ => None,
         };
-        if !seeds.is_empty() && end.is_none_or(|end| end > out.shape.polys) {
+        if end.is_none_or(|end| end > out.shape.polys) {
             return Err(BackendError::Shape(format!(
                 "expand_seeds_into: {} seeds in groups of {group}, {stride} apart from {first}, into {:?}",
                 seeds.len(),
                 out.shape
             )));
         }
-        if seeds.is_empty() {
-            return Ok(());
-        }
+        let limbs = out.shape.limbs;
         self.backend.expand_seeds_into(
             &self.dev,
             &self.ctx,

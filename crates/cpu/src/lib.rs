@@ -288,6 +288,18 @@ impl CpuBackend {
 
     /// The AVX-512 token, where the CPU has it and the kernel may run.
     #[cfg(target_arch = "x86_64")]
+    /// Seed `s`'s expansion ([`host::expand_uniform_into`]) into `rows[s]`, one task per
+    /// seed (each seed's stream is sequential).
+    fn expand_each(&self, ctx: &RingContext, limbs: usize, seeds: &[[u8; 32]], mut rows: Vec<&mut [u32]>) {
+        let work =
+            |(seed, dst): (&[u8; 32], &mut &mut [u32])| host::expand_uniform_into(ctx, limbs, seed, dst);
+        if self.parallel(seeds.len()) {
+            self.install(|| seeds.par_iter().zip(rows.par_iter_mut()).for_each(work));
+        } else {
+            seeds.iter().zip(rows.iter_mut()).for_each(work);
+        }
+    }
+
     fn v4(&self) -> Option<pulp::x86::V4> {
         pulp::x86::V4::try_new().filter(|_| self.mac >= MacKernel::Avx512)
     }
@@ -1061,12 +1073,7 @@ impl Backend for CpuBackend {
         if per == 0 {
             return Ok(());
         }
-        let work = |(seed, dst): (&[u8; 32], &mut [u32])| host::expand_uniform_into(ctx, limbs, seed, dst);
-        if self.parallel(seeds.len()) {
-            self.install(|| seeds.par_iter().zip(out.par_chunks_mut(per)).for_each(work));
-        } else {
-            seeds.iter().zip(out.chunks_mut(per)).for_each(work);
-        }
+        self.expand_each(ctx, limbs, seeds, out.chunks_mut(per).collect());
         Ok(())
     }
 
@@ -1093,13 +1100,7 @@ impl Backend for CpuBackend {
             rows.extend(block.chunks_exact_mut(poly));
             rest = tail;
         }
-        let work =
-            |(seed, dst): (&[u8; 32], &mut &mut [u32])| host::expand_uniform_into(ctx, limbs, seed, dst);
-        if self.parallel(seeds.len()) {
-            self.install(|| seeds.par_iter().zip(rows.par_iter_mut()).for_each(work));
-        } else {
-            seeds.iter().zip(rows.iter_mut()).for_each(work);
-        }
+        self.expand_each(ctx, limbs, seeds, rows);
         Ok(())
     }
 

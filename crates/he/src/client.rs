@@ -162,7 +162,7 @@ impl Client {
                     self.sk.mul_ntt_assign(m, l, row);
                     self.plans[l].inverse(row);
                     for (x, &ei) in row.iter_mut().zip(e.iter()) {
-                        *x = crate::keys::sub(m, crate::keys::small(m, ei), *x);
+                        *x = m.sub(m.small(ei), *x);
                     }
                     for (j, r) in msg {
                         row[*j] = m.add(row[*j], r[l]);

@@ -216,7 +216,7 @@ impl SecretKey {
             for (l, m) in moduli.iter().enumerate() {
                 let row = &mut b[(key * limbs + l) * n..(key * limbs + l + 1) * n];
                 for (x, &v) in row.iter_mut().zip(e.iter()) {
-                    *x = crate::keys::small(*m, v);
+                    *x = m.small(v);
                 }
                 plans[l].forward(row);
                 self.sub_mul_ntt(*m, l, &a[(key * limbs + l) * n..(key * limbs + l + 1) * n], row);

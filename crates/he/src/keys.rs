@@ -83,7 +83,7 @@ impl SecretKey {
     pub(crate) fn sub_mul_ntt(&self, m: Modulus, l: usize, a: &[u32], dst: &mut [u32]) {
         let (s, w) = (self.ntt_limb(l), &self.ntt_shoup[l * self.n..(l + 1) * self.n]);
         for (((x, &ai), &si), &wi) in dst.iter_mut().zip(a).zip(s).zip(w) {
-            *x = sub(m, *x, m.mul_shoup(ai, si, wi));
+            *x = m.sub(*x, m.mul_shoup(ai, si, wi));
         }
     }
 
@@ -118,7 +118,7 @@ impl SecretKey {
         for (l, (m, plan)) in params.moduli().iter().zip(plans).enumerate() {
             let row = &mut p0[l * n..(l + 1) * n];
             for (x, &v) in row.iter_mut().zip(e.iter()) {
-                *x = small(*m, v);
+                *x = m.small(v);
             }
             plan.forward(row);
             self.sub_mul_ntt(*m, l, &a[l * n..(l + 1) * n], row);
@@ -134,19 +134,4 @@ pub struct PublicKey {
     pub p0: Vec<u32>,
     /// Seed of the uniform `a`.
     pub seed: Seed,
-}
-
-/// `a - b mod p` for reduced `a, b`, branch-free (`p < 2^31`: a wrapped difference is above
-/// `2^32 - p`, the corrected one below `p`), so that loops of it vectorise.
-#[inline(always)]
-pub(crate) fn sub(m: Modulus, a: u32, b: u32) -> u32 {
-    let d = a.wrapping_sub(b);
-    d.min(d.wrapping_add(m.value()))
-}
-
-/// A small signed value (`|v| < p`) mod `p`, branch-free.
-#[inline(always)]
-pub(crate) fn small(m: Modulus, v: i32) -> u32 {
-    debug_assert!(v.unsigned_abs() < m.value());
-    (v as u32).wrapping_add(m.value() & (v >> 31) as u32)
 }

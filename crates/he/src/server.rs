@@ -141,10 +141,8 @@ pub fn expand_queries<B: Backend>(
     let seeds: Vec<[u8; 32]> = cts.iter().map(|ct| ct.seed).collect();
     let shape = Shape::new(cts.len(), limbs);
     // c0 arrives in coefficient form (validated against the moduli by upload, which copies it
-    // into a pooled buffer on a host backend; handing the fresh vector over instead was tried:
-    // at fastquery-lan's eight-token query, 131 MB, its pages faulted in anew and requests were
-    // no faster), a in NTT form, expanded from its seed on the device; they are interleaved per
-    // token on the device, without a host round trip.
+    // into a pooled buffer on a host backend: see docs/BENCHMARKS.md on handing the vector
+    // over instead), a in NTT form, expanded from its seed on the device into its rows.
     let c0 = ring.forward(ring.upload::<Coeff>(&c0, shape)?)?;
     let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * cts.len(), limbs))?;
     // Each token's `a` halves straight into their rows (after its `c0` halves).

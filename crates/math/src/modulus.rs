@@ -94,6 +94,14 @@ impl Modulus {
         if x < 0 { self.neg(r) } else { r }
     }
 
+    /// A small signed value (`|v| < p`: errors, ternary values) mod `p`, branch-free, so that
+    /// loops of it vectorise.
+    #[inline(always)]
+    pub fn small(self, v: i32) -> u32 {
+        debug_assert!(v.unsigned_abs() < self.p);
+        (v as u32).wrapping_add(self.p & (v >> 31) as u32)
+    }
+
     /// `a^e mod p` by square-and-multiply.
     pub fn pow(self, mut a: u32, mut e: u64) -> u32 {
         a = self.reduce(a);
@@ -189,6 +197,11 @@ mod tests {
                 assert_eq!(u128::from(m.mul_shoup(any, b, m.shoup(b))), u128::from(any) * b128 % p);
             }
             assert_eq!(m.reduce_u64(u64::MAX) as u128, u128::from(u64::MAX) % p);
+            // Small signed values (|v| < p): every one up to 64, past the samplers' largest.
+            let top = (m.value() - 1).min(64) as i32;
+            for v in -top..=top {
+                assert_eq!(i128::from(m.small(v)), i128::from(v).rem_euclid(p as i128), "{v}");
+            }
         }
     }
 
