@@ -115,9 +115,10 @@ impl BufferPool {
         if words > MAX_POOLED_WORDS { self.take_large(words) } else { self.take_exact(words) }
     }
 
-    /// Keeps `buf`, zeroed, in its tier, releasing the oldest free buffers beyond its limit.
+    /// Keeps `buf`, zeroed, in its tier (by its capacity: a truncated buffer goes back
+    /// whole), releasing the oldest free buffers beyond its limit.
     fn give(&self, buf: Vec<u32>) {
-        if buf.len() > MAX_POOLED_WORDS { self.give_large(buf) } else { self.give_exact(buf) }
+        if buf.capacity() > MAX_POOLED_WORDS { self.give_large(buf) } else { self.give_exact(buf) }
     }
 
     fn take_large(&self, words: usize) -> Option<Vec<u32>> {
@@ -169,10 +170,13 @@ impl BufferPool {
     }
 
     fn give_exact(&self, mut buf: Vec<u32>) {
-        if !self.poolable(buf.len()) {
+        if !self.poolable(buf.capacity()) {
             return;
         }
         zero(&mut buf);
+        // Whole again: the words past its length (a truncated tail, zeroed when it was cut
+        // off) written as zeros.
+        buf.resize(buf.capacity(), 0);
         let released = self.lock().keep(buf, Vec::len, self.limit_words);
         // Freed outside the lock.
         drop(released);
@@ -252,13 +256,15 @@ impl CpuBuffer {
 
 impl CpuBuffer {
     /// Keeps the first `words` words (`words <= len`): the dropped ones are zeroed first by
-    /// `zero`, as a buffer entering the pool is, and the allocation shrinks to fit (where the
-    /// allocator can, in place), so that the pool counts it by what it holds.
+    /// `zero`, as a buffer entering the pool is. The allocation is kept, and goes back to the
+    /// pool whole: a CMux level halves its input in place, and shrinking it (a move of the
+    /// kept half where the allocator could not shrink in place) left the pool without the size
+    /// the next fold's first level asks for (`perf` of a llama-7b folded request, 2026-12-03:
+    /// two fresh 10 MB buffers per token, `clear_page_erms` a tenth of the fold).
     pub(crate) fn truncate(&mut self, words: usize, zero: impl FnOnce(&mut [u32])) {
         let words = words.min(self.words.len());
         zero(&mut self.words[words..]);
         self.words.truncate(words);
-        self.words.shrink_to_fit();
     }
 }
 
@@ -386,8 +392,9 @@ mod tests {
         assert_eq!(&b.duplicate(&src).unwrap()[..], &src[..], "a large duplicate");
     }
 
-    /// A truncated buffer keeps its first words, hands every dropped word to the zeroing (large
-    /// tails on the backend's threads), and counts as its new length.
+    /// A truncated buffer keeps its first words and its allocation, hands every dropped word to
+    /// the zeroing (large tails on the backend's threads), and goes back to the pool whole and
+    /// zeroed, where the next allocation of its full size takes it.
     #[test]
     fn truncation_keeps_the_head_and_zeroes_the_tail() {
         use fastquery_backend::Backend;
@@ -396,7 +403,14 @@ mod tests {
             let src: Vec<u32> = (0..words as u32).map(|i| i | 1).collect();
             let kept = b.truncate(b.upload(&src).unwrap(), keep).unwrap();
             assert_eq!(&kept[..], &src[..keep]);
-            assert_eq!(kept.words.capacity(), keep, "the allocation shrinks to what it holds");
+            assert_eq!(kept.words.capacity(), words, "the allocation is kept");
+            let ptr = kept.as_ptr();
+            drop(kept);
+            if words >= MIN_POOLED_WORDS {
+                let again = b.alloc_zeroed(words).unwrap();
+                assert_eq!(again.as_ptr(), ptr, "the truncated buffer is taken at its full size");
+                assert!(again.iter().all(|&w| w == 0), "and zeroed");
+            }
         }
         let mut buf = CpuBuffer::from_vec(&Arc::new(BufferPool::new(0)), vec![7; 100]);
         let mut seen = Vec::new();

@@ -1,6 +1,8 @@
 //! Phase timings of the server path, printed to stderr when `FASTQUERY_TRACE` is set (a
 //! diagnostic for operators and for performance work; silent otherwise), each with the
-//! process's resident memory at its end where the system reports it (Linux); and gathered by
+//! process's resident memory at its end and the page faults the process took during it, where
+//! the system reports them (Linux: a fresh page costs a fault and a kernel zeroing, which a
+//! phase's time alone does not show); and gathered by
 //! [`collect`] for the harness's reports (`fastquery session` prints each phase's median).
 
 use std::cell::RefCell;
@@ -47,6 +49,8 @@ pub(crate) struct Phases {
     /// Handed to [`collect`] as each phase ends (created inside one).
     collecting: bool,
     last: Instant,
+    /// The process's minor page faults when the current phase began.
+    faults: Option<u64>,
     parts: Vec<Part>,
 }
 
@@ -55,15 +59,19 @@ struct Part {
     ms: f64,
     times: usize,
     rss: Option<u64>,
+    /// Minor page faults during the phase (all its parts), where reported.
+    faults: Option<u64>,
 }
 
 impl Phases {
     pub(crate) fn new(what: &'static str) -> Self {
+        let on = std::env::var_os("FASTQUERY_TRACE").is_some();
         Self {
             what,
-            on: std::env::var_os("FASTQUERY_TRACE").is_some(),
+            on,
             collecting: COLLECTED.with_borrow(Option::is_some),
             last: Instant::now(),
+            faults: if on { minor_faults() } else { None },
             parts: Vec::new(),
         }
     }
@@ -85,9 +93,15 @@ impl Phases {
         }
         if self.on {
             let rss = resident_bytes();
+            let now_faults = minor_faults();
+            let faults = now_faults.zip(self.faults).map(|(now, then)| now.saturating_sub(then));
+            self.faults = now_faults;
             match self.parts.iter_mut().find(|p| p.name == name) {
-                Some(p) => (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss),
-                None => self.parts.push(Part { name, ms, times: 1, rss }),
+                Some(p) => {
+                    (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss);
+                    p.faults = p.faults.zip(faults).map(|(a, b)| a + b);
+                }
+                None => self.parts.push(Part { name, ms, times: 1, rss, faults }),
             }
         }
     }
@@ -99,8 +113,11 @@ impl Phases {
             .iter()
             .map(|p| {
                 let times = if p.times > 1 { format!(" in {} parts", p.times) } else { String::new() };
-                let rss = p.rss.map(|b| format!(" (RSS {:.2} GB)", b as f64 / 1e9)).unwrap_or_default();
-                format!("{} {:.1} ms{times}{rss}", p.name, p.ms)
+                let mut notes = Vec::new();
+                notes.extend(p.rss.map(|b| format!("RSS {:.2} GB", b as f64 / 1e9)));
+                notes.extend(p.faults.map(|f| format!("{f} faults")));
+                let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
+                format!("{} {:.1} ms{times}{notes}", p.name, p.ms)
             })
             .collect();
         format!("{}: {}", self.what, parts.join(", "))
@@ -123,6 +140,15 @@ fn resident_bytes() -> Option<u64> {
     kb.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
+/// The process's minor page faults so far (`minflt`, the tenth field of `/proc/self/stat`),
+/// where the system reports them.
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) start with the third, `state`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(7)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     /// A phase ended several times is reported once, with its total and count, in the order
@@ -136,8 +162,18 @@ mod tests {
             p.mark(name);
         }
         let text = p.render();
-        let names: Vec<&str> =
-            text[3..].split(", ").map(|part| part.split(' ').next().unwrap_or("")).collect();
+        // The notes in parentheses hold commas of their own.
+        let mut bare = String::new();
+        let mut depth = 0;
+        for ch in text[3..].chars() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => bare.push(ch),
+                _ => {}
+            }
+        }
+        let names: Vec<&str> = bare.split(", ").map(|part| part.split(' ').next().unwrap_or("")).collect();
         assert_eq!(names, ["decode", "mac", "pack", "finish"], "{text}");
         assert!(text.contains("mac ") && text.matches(" in 2 parts").count() == 2, "{text}");
         let mac = &p.parts[1];
@@ -196,5 +232,24 @@ mod tests {
             None => assert_ne!(std::env::consts::OS, "linux", "Linux reports VmRSS"),
         }
         drop(held);
+    }
+
+    /// Where the system reports them, touching fresh pages counts at least one fault per page
+    /// touched (the allocation is far above any allocator's cache).
+    #[test]
+    fn minor_faults_count_fresh_pages() {
+        let Some(before) = super::minor_faults() else {
+            assert_ne!(std::env::consts::OS, "linux", "Linux reports minflt");
+            return;
+        };
+        let pages = 4096;
+        let mut fresh: Vec<u8> = Vec::with_capacity(pages * 4096);
+        // Written through, one byte a page: each first write faults the page in.
+        fresh.extend((0..pages * 4096).map(|i| (i % 251) as u8));
+        std::hint::black_box(&fresh);
+        let after = super::minor_faults().expect("reported once");
+        // Huge pages fault 512 pages at a time: at least one fault per 2 MiB.
+        assert!(after - before >= (pages / 512) as u64, "{before} -> {after}");
+        drop(fresh);
     }
 }
