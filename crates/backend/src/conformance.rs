@@ -510,6 +510,67 @@ pub fn mac_matches_scalar<B: Backend>(b: &Arc<B>) {
             );
         }
     }
+    broadcast_pair_matches_mac(b, &mut rng);
+}
+
+/// [`Ring::mul_broadcast_pair`] equals two multiply-accumulates of one inner term (random
+/// words and every word `p - 1`, both modes, one to many polynomials); keys of the wrong shape
+/// and outputs of another shape are errors.
+fn broadcast_pair_matches_mac<B: Backend>(b: &Arc<B>, rng: &mut StdRng) {
+    for (n, limbs, polys) in [(64, 3, 1), (4096, 2, 5), (256, 4, 33)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let shape = Shape::new(polys, limbs);
+        let key_shape = Shape::new(1, limbs);
+        let top = |shape: Shape| -> Vec<u32> {
+            (0..shape.rows()).flat_map(|row| vec![ctx.moduli()[row % limbs].value() - 1; n]).collect()
+        };
+        let random = [
+            random_words(rng, &ctx, shape),
+            random_words(rng, &ctx, key_shape),
+            random_words(rng, &ctx, key_shape),
+            random_words(rng, &ctx, shape),
+            random_words(rng, &ctx, shape),
+        ];
+        let extreme = [top(shape), top(key_shape), top(key_shape), top(shape), top(shape)];
+        let dims = MacDims { rows: polys, inner: 1, cols: 1 };
+        for ([a, k0, k1, o0, o1], what) in [(random, "random"), (extreme, "all p - 1")] {
+            let ap: Polys<B, Ntt> = upload(&ring, &a, shape);
+            let keys: [Polys<B, Ntt>; 2] = [upload(&ring, &k0, key_shape), upload(&ring, &k1, key_shape)];
+            for accumulate in [false, true] {
+                let mut outs: [Polys<B, Ntt>; 2] = [upload(&ring, &o0, shape), upload(&ring, &o1, shape)];
+                let [x0, x1] = &mut outs;
+                ring.mul_broadcast_pair(&ap, [&keys[0], &keys[1]], [x0, x1], accumulate).unwrap();
+                for ((out, o), k) in outs.iter().zip([&o0, &o1]).zip([&k0, &k1]) {
+                    assert_eq!(
+                        ring.download(out).unwrap(),
+                        mac_reference(&ctx, o, &a, k, dims, limbs, accumulate),
+                        "broadcast pair ({what}): n={n} limbs={limbs} polys={polys} accumulate={accumulate}"
+                    );
+                }
+            }
+            // A key of two polynomials, or of other limbs, and an output of another shape.
+            let long: Polys<B, Ntt> = upload(&ring, &[k0.clone(), k1.clone()].concat(), Shape::new(2, limbs));
+            let mut outs: [Polys<B, Ntt>; 2] = [upload(&ring, &o0, shape), upload(&ring, &o1, shape)];
+            let [x0, x1] = &mut outs;
+            assert!(ring.mul_broadcast_pair(&ap, [&keys[0], &long], [x0, x1], true).is_err(), "a long key");
+            if limbs > 1 {
+                let fewer: Polys<B, Ntt> = upload(&ring, &k0[..(limbs - 1) * n], Shape::new(1, limbs - 1));
+                assert!(
+                    ring.mul_broadcast_pair(&ap, [&fewer, &keys[1]], [x0, x1], true).is_err(),
+                    "key limbs"
+                );
+            }
+            let mut short: Polys<B, Ntt> =
+                upload(&ring, &o0[..(polys - 1).max(1) * limbs * n], Shape::new((polys - 1).max(1), limbs));
+            if polys > 1 {
+                assert!(
+                    ring.mul_broadcast_pair(&ap, [&keys[0], &keys[1]], [&mut short, x1], true).is_err(),
+                    "an output of another shape"
+                );
+            }
+        }
+    }
 }
 
 /// Modulus switching equals its definition on big integers: for each dropped prime `p`, last

@@ -646,6 +646,28 @@ pub trait Backend: Send + Sync + 'static {
         accumulate: bool,
     ) -> Result<(), BackendError>;
 
+    /// `outs[k] (+)= a * keys[k]` coefficient-wise for `k = 0, 1`: every polynomial of `a`
+    /// (`shape`, NTT form) times one key polynomial of `shape.limbs` limbs, into the output of
+    /// `a`'s shape (overwritten with `accumulate = false`). The public key's two halves times
+    /// each output's `u` in the finish's encryptions of zero. The default is two
+    /// [`Backend::mac`]s of `shape.polys x 1` by `1 x 1`.
+    #[allow(clippy::too_many_arguments)]
+    fn mul_broadcast_pair(
+        &self,
+        ring: &Self::Ring,
+        a: &Self::Buffer,
+        keys: [&Self::Buffer; 2],
+        outs: [&mut Self::Buffer; 2],
+        shape: Shape,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let dims = MacDims { rows: shape.polys, inner: 1, cols: 1 };
+        for (out, key) in outs.into_iter().zip(keys) {
+            self.mac(ring, out, a, key, dims, shape.limbs, accumulate)?;
+        }
+        Ok(())
+    }
+
     /// The right operand of [`Backend::mac`] (`inner * cols` NTT-form polynomials of `limbs`
     /// limbs, row-major) moved into the layout the backend multiplies fastest, for an operand
     /// that meets many products (a preprocessed table): [`Backend::mac_laid_out`] takes the

@@ -1029,6 +1029,46 @@ impl<B: Backend> Ring<B> {
         Ok(())
     }
 
+    /// `outs[k] (+)= a * keys[k]` for `k = 0, 1` ([`Backend::mul_broadcast_pair`]): every
+    /// polynomial of `a` times one key polynomial of `a`'s limbs, into outputs of `a`'s shape
+    /// (overwritten with `accumulate = false`).
+    pub fn mul_broadcast_pair(
+        &self,
+        a: &Polys<B, Ntt>,
+        keys: [&Polys<B, Ntt>; 2],
+        outs: [&mut Polys<B, Ntt>; 2],
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        self.check_own(a)?;
+        let key_shape = Shape::new(1, a.shape.limbs);
+        for key in keys {
+            self.check_own(key)?;
+            if key.shape != key_shape {
+                return Err(BackendError::Shape(format!(
+                    "a broadcast key of {:?} for {:?}",
+                    key.shape, a.shape
+                )));
+            }
+        }
+        for out in &outs {
+            self.check_pair(a, out)?;
+        }
+        if a.shape.polys == 0 {
+            return Ok(());
+        }
+        let [o0, o1] = outs;
+        self.backend.mul_broadcast_pair(
+            &self.dev,
+            &a.buf,
+            [&keys[0].buf, &keys[1].buf],
+            [&mut o0.buf, &mut o1.buf],
+            a.shape,
+            accumulate,
+        )?;
+        crate::work::mac_products(2 * a.shape.words(self.n()));
+        Ok(())
+    }
+
     /// The checks of a multiply-accumulate (`b_shape` the right operand's shape, row-major):
     /// false where no product is left to run (no output polynomials, or an empty sum written
     /// as zeros here, without asking the backend about a degenerate product).

@@ -1,7 +1,7 @@
 //! The server's evaluation, on any backend: plaintext preprocessing, query expansion, and the
 //! finishing steps that make a response safe to send (re-randomise, flood, mask, switch, drop).
 
-use fastquery_backend::{Backend, Coeff, MacDims, MacOperand, Ntt, Polys, Ring, Shape};
+use fastquery_backend::{Backend, Coeff, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_math::RnsBasis;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
@@ -318,19 +318,18 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         .collect();
     ring.scatter_add(&mut e0, &idx, &vals)?;
     let u = ring.forward(u)?;
-    let dims = MacDims { rows: cts, inner: 1, cols: 1 };
+    // (p0 u, a u): one pass over `u` for both halves of the key.
+    let pk = [&key.p0, &key.a];
     let (mut c0, mut c1) = match outputs {
         Outputs::Ntt(Ciphertexts { mut c0, mut c1 }) => {
-            ring.mac(&mut c0, &u, &key.p0, dims, true)?;
-            ring.mac(&mut c1, &u, &key.a, dims, true)?;
+            ring.mul_broadcast_pair(&u, pk, [&mut c0, &mut c1], true)?;
             drop(u);
             (ring.inverse(c0)?, ring.inverse(c1)?)
         }
         Outputs::Coeff(Ciphertexts { mut c0, mut c1 }) => {
             let mut z0: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
             let mut z1: Polys<B, Ntt> = ring.zeros(Shape::new(cts, limbs))?;
-            ring.mac(&mut z0, &u, &key.p0, dims, false)?;
-            ring.mac(&mut z1, &u, &key.a, dims, false)?;
+            ring.mul_broadcast_pair(&u, pk, [&mut z0, &mut z1], false)?;
             ring.add_assign(&mut c0, &ring.inverse(z0)?)?;
             ring.add_assign(&mut c1, &ring.inverse(z1)?)?;
             (c0, c1)
