@@ -286,8 +286,6 @@ impl CpuBackend {
         false
     }
 
-    /// The AVX-512 token, where the CPU has it and the kernel may run.
-    #[cfg(target_arch = "x86_64")]
     /// Seed `s`'s expansion ([`host::expand_uniform_into`]) into `rows[s]`, one task per
     /// seed (each seed's stream is sequential).
     fn expand_each(&self, ctx: &RingContext, limbs: usize, seeds: &[[u8; 32]], mut rows: Vec<&mut [u32]>) {
@@ -300,6 +298,8 @@ impl CpuBackend {
         }
     }
 
+    /// The AVX-512 token, where the CPU has it and the kernel may run.
+    #[cfg(target_arch = "x86_64")]
     fn v4(&self) -> Option<pulp::x86::V4> {
         pulp::x86::V4::try_new().filter(|_| self.mac >= MacKernel::Avx512)
     }
