@@ -152,3 +152,11 @@ extern "C" __global__ void scatter_add_u32(u32* a, const u32* idx, const u32* va
         a[i] = add_mod(a[i], vals[k], moduli[(i >> log_n) % limbs]);
     }
 }
+
+// out[k] = a[idx[k]]: single words brought together for the host (a finish's kept coefficients);
+// Ring checks every index is below the buffer's words. Launch: any grid and block (grid-stride).
+extern "C" __global__ void gather_words_u32(u32* out, const u32* a, const u32* idx, u32 count) {
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < count; k += gridDim.x * blockDim.x) {
+        out[k] = a[idx[k]];
+    }
+}

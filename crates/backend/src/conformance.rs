@@ -76,7 +76,7 @@ pub fn all<B: Backend>() -> Vec<Check<B>> {
         hybrid_keyswitch_matches_its_steps: "hybrid key switching equals its steps",
         expand_seeds_match_the_stream: "seed expansion equals the stream",
         zero_noise_matches_the_spec: "finishing noise follows the spec",
-        scatter_add_adds_at_the_indices: "scatter-add adds at the indices",
+        scatter_add_adds_at_the_indices: "scatter-add adds at the indices, gathers read them",
         ranges_match_their_copies: "truncation, range differences and inverse copies",
     }
 }
@@ -576,7 +576,8 @@ fn broadcast_pair_matches_mac<B: Backend>(b: &Arc<B>, rng: &mut StdRng) {
 /// Modulus switching equals its definition on big integers: for each dropped prime `p`, last
 /// first, `x <- (x - r) / p` with `r = x mod p` centred into `(-p/2, p/2]`. That is `round(x / p)`
 /// once per prime (within one unit of a single rounding by the product; the noise analysis
-/// counts it), and it is the exact specification every backend reproduces.
+/// counts it), and it is the exact specification every backend reproduces, as does
+/// [`host::ResidueSwitch`](crate::host::ResidueSwitch) one coefficient at a time.
 pub fn mod_switch_matches_big_integers<B: Backend>(b: &Arc<B>) {
     use num_bigint::BigInt;
     let mut rng = rng(8);
@@ -605,6 +606,10 @@ pub fn mod_switch_matches_big_integers<B: Backend>(b: &Arc<B>) {
                 let want = small.decompose_signed(&x);
                 let have: Vec<u32> = (0..keep).map(|l| got[(poly * keep + l) * n + j]).collect();
                 assert_eq!(have, want, "keep={keep} poly={poly} j={j}");
+                // The host's switch of one coefficient (a finish's kept ones) is the same.
+                let mut one = residues.clone();
+                crate::host::ResidueSwitch::new(ctx.moduli(), keep).apply(&mut one);
+                assert_eq!(one[..keep], want[..], "host, keep={keep} poly={poly} j={j}");
             }
         }
     }
@@ -1211,11 +1216,14 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
                     seed,
                     21,
                     &mut u[r.clone()],
-                    &mut e0[r.clone()],
+                    Some(&mut e0[r.clone()]),
                     &mut e1[r],
                 );
             }
             assert!(got == want, "N={n} seeds={seeds} limbs={used}");
+            // Without e0: the same u and e1.
+            let [u, e1] = ring.zero_noise_c1(&s, used, 21).unwrap().map(|p| ring.download(&p).unwrap());
+            assert!(u == want[0] && e1 == want[2], "zero_noise_c1: N={n} seeds={seeds} limbs={used}");
         }
         // The definition, on every coefficient of one seed (across the host's 64-coefficient
         // chunks of the stream).
@@ -1247,6 +1255,8 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
     let r = ring(b, 64, 2);
     assert!(r.zero_noise(&[[0u8; 32]], 3, 21).is_err(), "more limbs than the ring");
     assert!(r.zero_noise(&[[0u8; 32]], 2, 33).is_err(), "eta above 32");
+    assert!(r.zero_noise_c1(&[[0u8; 32]], 3, 21).is_err(), "more limbs than the ring");
+    assert!(r.zero_noise_c1(&[[0u8; 32]], 2, 0).is_err(), "eta 0");
 }
 
 /// [`Ring::scatter_add`] adds each value at its word, modulo that word's limb, and nothing
@@ -1276,6 +1286,14 @@ pub fn scatter_add_adds_at_the_indices<B: Backend>(b: &Arc<B>) {
     assert!(ring.scatter_add(&mut a, &[0], &[ctx.moduli()[0].value()]).is_err(), "unreduced value");
     assert!(ring.scatter_add(&mut a, &[0, 1], &[1]).is_err(), "lengths differ");
     assert_eq!(ring.download(&a).unwrap(), want, "refused calls change nothing");
+    // Gathering words back, in any order and with repeats, reads what is there.
+    let mut asked: Vec<u32> = (0..64).map(|_| rng.random_range(0..words as u32)).collect();
+    asked.extend_from_slice(&idx);
+    asked.push(asked[0]);
+    let got = ring.gather_words(&a, &asked).unwrap();
+    assert!(asked.iter().zip(&got).all(|(&i, &w)| want[i as usize] == w), "gathered words");
+    assert!(ring.gather_words(&a, &[]).unwrap().is_empty());
+    assert!(ring.gather_words(&a, &[words as u32]).is_err(), "gather out of range");
 }
 
 /// [`Ring::truncate`] keeps the first polynomials, [`Ring::difference`] of two ranges of one

@@ -69,6 +69,10 @@ pub fn expand_uniform_into(ctx: &RingContext, limbs: usize, seed: &[u8; 32], out
 /// `m = 2^eta - 1`. Every backend's [`Backend::zero_noise`](crate::Backend::zero_noise)
 /// reproduces it word for word. `eta` is at most 32.
 ///
+/// Without `e0` (`None`) the same stream is read and `u`, `e1` are the same words: a caller
+/// that needs `c0` at a few coefficients only draws their errors itself
+/// ([`Backend::zero_noise_c1`](crate::Backend::zero_noise_c1)).
+///
 /// Inlined, so that a caller compiled for wider vectors (the CPU backend's run-time dispatch)
 /// gets its loops vectorised and its bit counts as instructions.
 #[inline(always)]
@@ -78,7 +82,7 @@ pub fn zero_noise_into(
     seed: &[u8; 32],
     eta: u32,
     u: &mut [u32],
-    e0: &mut [u32],
+    mut e0: Option<&mut [u32]>,
     e1: &mut [u32],
 ) {
     use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -108,12 +112,61 @@ pub fn zero_noise_into(
         }
         // |t|, |a|, |b| <= 32 < p: a negative value is p minus its magnitude (branch-free).
         for (l, m) in moduli.iter().enumerate() {
-            let rows = [&mut *u, &mut *e0, &mut *e1];
+            let rows = [Some(&mut *u), e0.as_deref_mut(), Some(&mut *e1)];
             for (dst, src) in rows.into_iter().zip(&small) {
+                let Some(dst) = dst else { continue };
                 let dst = &mut dst[l * n + j0..l * n + j0 + count];
                 for (x, &v) in dst.iter_mut().zip(&src[..count]) {
                     *x = m.small(v);
                 }
+            }
+        }
+    }
+}
+
+/// Modulus switching of single coefficients held as their residues (one per limb): the
+/// dropped primes `moduli[keep..]`, last first, divided out with the centred remainder,
+/// `x <- (x - r_c) / p_last` (`r_c` in `(-p_last/2, p_last/2]`), so that `x[..keep]` is the
+/// coefficient of [`Backend::mod_switch_down`](crate::Backend::mod_switch_down) word for
+/// word. For a finish that switches a few kept coefficients on the host.
+#[derive(Clone, Debug)]
+pub struct ResidueSwitch {
+    moduli: Vec<Modulus>,
+    keep: usize,
+    /// For each dropped limb `last` (from `keep`) and each `i < last`: `p_last mod p_i` and
+    /// `p_last^-1 mod p_i`.
+    lift_inv: Vec<Vec<(u32, u32)>>,
+}
+
+impl ResidueSwitch {
+    /// From all of `moduli` down to the first `keep` (`1 <= keep <= moduli.len()`; distinct
+    /// primes).
+    pub fn new(moduli: &[Modulus], keep: usize) -> Self {
+        assert!(keep >= 1 && keep <= moduli.len(), "keep {keep} of {} limbs", moduli.len());
+        let lift_inv = (keep..moduli.len())
+            .map(|last| {
+                let pl = moduli[last].value();
+                moduli[..last]
+                    .iter()
+                    .map(|m| (m.reduce(pl), m.inv(m.reduce(pl)).unwrap_or(0))) // distinct: invertible
+                    .collect()
+            })
+            .collect();
+        Self { moduli: moduli.to_vec(), keep, lift_inv }
+    }
+
+    /// Switches `x` (all the limbs' residues of one coefficient, each reduced) in place; the
+    /// result is `x[..keep]`.
+    pub fn apply(&self, x: &mut [u32]) {
+        assert_eq!(x.len(), self.moduli.len(), "one residue per limb");
+        for last in (self.keep..x.len()).rev() {
+            let r = x[last];
+            let big = r > self.moduli[last].value() / 2;
+            let consts = &self.lift_inv[last - self.keep];
+            for ((xi, &m), &(lift, inv)) in x[..last].iter_mut().zip(&self.moduli).zip(consts) {
+                let rm = m.reduce(r);
+                let rc = if big { m.sub(rm, lift) } else { rm };
+                *xi = m.mul(m.sub(*xi, rc), inv);
             }
         }
     }
@@ -235,7 +288,7 @@ mod tests {
         let (mut counts, mut sum, mut sq, mut total) = ([0usize; 3], 0i64, 0i64, 0usize);
         for s in 0..16u8 {
             let (mut u, mut e0, mut e1) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
-            zero_noise_into(&ctx, 1, &[s; 32], 21, &mut u, &mut e0, &mut e1);
+            zero_noise_into(&ctx, 1, &[s; 32], 21, &mut u, Some(&mut e0), &mut e1);
             for &w in &u {
                 counts[(signed(w) + 1) as usize] += 1;
             }

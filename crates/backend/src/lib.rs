@@ -366,12 +366,55 @@ pub trait Backend: Send + Sync + 'static {
         let [u, e0, e1] = &mut words;
         for (s, seed) in seeds.iter().enumerate() {
             let r = s * per..(s + 1) * per;
-            host::zero_noise_into(ctx, limbs, seed, eta, &mut u[r.clone()], &mut e0[r.clone()], &mut e1[r]);
+            host::zero_noise_into(
+                ctx,
+                limbs,
+                seed,
+                eta,
+                &mut u[r.clone()],
+                Some(&mut e0[r.clone()]),
+                &mut e1[r],
+            );
         }
         let [o0, o1, o2] = out;
         *o0 = self.upload(&words[0])?;
         *o1 = self.upload(&words[1])?;
         *o2 = self.upload(&words[2])?;
+        Ok(())
+    }
+
+    /// `u` and `e1` of [`Backend::zero_noise`], word for word, without `e0`: for encryptions of
+    /// zero whose `c0` is kept at a few coefficients only, whose errors the caller draws itself.
+    /// The default draws all three and drops `e0`; a backend may skip writing it.
+    #[allow(clippy::too_many_arguments)]
+    fn zero_noise_c1(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+        out: [&mut Self::Buffer; 2],
+    ) -> Result<(), BackendError> {
+        let mut e0 = self.alloc_zeroed(seeds.len() * limbs * ctx.n())?;
+        let [u, e1] = out;
+        self.zero_noise(ring, ctx, seeds, limbs, eta, [u, &mut e0, e1])
+    }
+
+    /// `out[k] = a[idx[k]]`: single words of a buffer brought to the host (a finish's kept
+    /// coefficients). Indices are checked by the [`Ring`]. The default downloads the buffer.
+    fn gather_words(
+        &self,
+        a: &Self::Buffer,
+        words: usize,
+        idx: &[u32],
+        out: &mut [u32],
+    ) -> Result<(), BackendError> {
+        let mut all = vec![0u32; words];
+        self.download(a, &mut all)?;
+        for (o, &i) in out.iter_mut().zip(idx) {
+            *o = all[i as usize];
+        }
         Ok(())
     }
 

@@ -513,6 +513,43 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// `[u, e1]` of [`Ring::zero_noise`] for the same seeds, word for word, without drawing
+    /// `e0` into a buffer (see [`Backend::zero_noise_c1`]).
+    pub fn zero_noise_c1(
+        &self,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+    ) -> Result<[Polys<B, Coeff>; 2], BackendError> {
+        if limbs == 0 || limbs > self.ctx.limbs() || eta == 0 || eta > 32 {
+            return Err(BackendError::Shape(format!(
+                "zero_noise: {limbs} limbs on a ring of {}, eta {eta} (1 to 32)",
+                self.ctx.limbs()
+            )));
+        }
+        let shape = Shape::new(seeds.len(), limbs);
+        let mut out = [self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?];
+        if !seeds.is_empty() {
+            let [u, e1] = &mut out;
+            self.backend.zero_noise_c1(&self.dev, &self.ctx, seeds, limbs, eta, [&mut u.buf, &mut e1.buf])?;
+        }
+        Ok(out)
+    }
+
+    /// Words `idx[k]` of `a` (row-major, N words per row) on the host, in the order asked.
+    pub fn gather_words<R: Repr>(&self, a: &Polys<B, R>, idx: &[u32]) -> Result<Vec<u32>, BackendError> {
+        self.check_own(a)?;
+        let words = a.shape.words(self.ctx.n());
+        if let Some(&i) = idx.iter().find(|&&i| i as usize >= words) {
+            return Err(BackendError::Shape(format!("gather_words: index {i} of a buffer of {words} words")));
+        }
+        let mut out = vec![0u32; idx.len()];
+        if !idx.is_empty() {
+            self.backend.gather_words(&a.buf, words, idx, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// `a[idx[k]] += vals[k]` (see [`Backend::scatter_add`]): word `idx[k]` of the buffer
     /// (row-major, N words per row), each index at most once, each value below its limb's prime.
     pub fn scatter_add<R: Repr>(

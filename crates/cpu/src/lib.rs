@@ -1151,7 +1151,7 @@ impl Backend for CpuBackend {
         // One job per seed: its rows of u, e0 and e1.
         type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 3]);
         let work = |(seed, [u, e0, e1]): Job<'_>| {
-            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e0, e1] })
+            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e1], e0: Some(e0) })
         };
         let jobs: Vec<Job<'_>> = seeds
             .iter()
@@ -1162,6 +1162,48 @@ impl Backend for CpuBackend {
             self.install(|| jobs.into_par_iter().for_each(work));
         } else {
             jobs.into_iter().for_each(work);
+        }
+        Ok(())
+    }
+
+    fn zero_noise_c1(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        limbs: usize,
+        eta: u32,
+        out: [&mut CpuBuffer; 2],
+    ) -> Result<(), BackendError> {
+        let per = limbs * ring.n;
+        let [u, e1] = out;
+        // One job per seed: its rows of u and e1 (the stream read as for zero_noise).
+        type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 2]);
+        let work = |(seed, [u, e1]): Job<'_>| {
+            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e1], e0: None })
+        };
+        let jobs: Vec<Job<'_>> = seeds
+            .iter()
+            .zip(u.chunks_mut(per).zip(e1.chunks_mut(per)))
+            .map(|(s, (a, c))| (s, [a, c]))
+            .collect();
+        if self.parallel(seeds.len()) {
+            self.install(|| jobs.into_par_iter().for_each(work));
+        } else {
+            jobs.into_iter().for_each(work);
+        }
+        Ok(())
+    }
+
+    fn gather_words(
+        &self,
+        a: &CpuBuffer,
+        _words: usize,
+        idx: &[u32],
+        out: &mut [u32],
+    ) -> Result<(), BackendError> {
+        for (o, &i) in out.iter_mut().zip(idx) {
+            *o = a[i as usize];
         }
         Ok(())
     }
@@ -1974,7 +2016,9 @@ struct ZeroNoise<'a> {
     limbs: usize,
     seed: &'a [u8; 32],
     eta: u32,
-    out: [&'a mut [u32]; 3],
+    /// `u` and `e1`.
+    out: [&'a mut [u32]; 2],
+    e0: Option<&'a mut [u32]>,
 }
 
 impl pulp::WithSimd for ZeroNoise<'_> {
@@ -1982,7 +2026,7 @@ impl pulp::WithSimd for ZeroNoise<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Self { ctx, limbs, seed, eta, out: [u, e0, e1] } = self;
+        let Self { ctx, limbs, seed, eta, out: [u, e1], e0 } = self;
         host::zero_noise_into(ctx, limbs, seed, eta, u, e0, e1);
     }
 }

@@ -1153,6 +1153,26 @@ impl Backend for CudaBackend {
         unsafe { self.launch("scatter_add_u32", self.grid(idx.len()), &mut args) }
     }
 
+    fn gather_words(
+        &self,
+        a: &CudaBuffer,
+        _words: usize,
+        idx: &[u32],
+        out: &mut [u32],
+    ) -> Result<(), BackendError> {
+        let Some(x) = a.data.as_ref() else { return Ok(()) };
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let i = self.device.htod(idx)?;
+        let mut o = self.device.alloc_zeros::<u32>(idx.len())?;
+        let mut args = [Arg::Out(&mut o), Arg::In(x), Arg::In(&i), Arg::U32(idx.len() as u32)];
+        // SAFETY: matches gather_words_u32 in kernels/sample.cu; Ring checked every index is
+        // below the buffer's words, and `o` holds one word per index.
+        unsafe { self.launch("gather_words_u32", self.grid(idx.len()), &mut args)? };
+        self.device.dtoh(&o, out)
+    }
+
     fn mac(
         &self,
         ring: &CudaRing,

@@ -206,7 +206,8 @@ impl ScaledEncoder {
 ///    coefficients alone where it is in the half ring), the others an empty `c1`;
 /// 5. keeps only `positions[ct]` of `c0`, each with its low `noise.drop_bits` bits dropped;
 ///    `c1` is rounded to `noise.c1_bits` bits per coefficient where the scheme asked for it.
-///    Everything else of `c0` is never sent.
+///    Everything else of `c0` is never sent; without `share` it is not even computed past the
+///    inverse transform: steps 1-4 for `c0` run at the kept coefficients alone, on the host.
 #[allow(clippy::too_many_arguments)]
 pub fn finish<B: Backend, R: RngCore>(
     ring: &Ring<B>,
@@ -275,11 +276,30 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         .into();
     let enc = ScaledEncoder::new(basis, params.plain_bits());
     let t_mask = params.plain_mask();
+    // Without shared c1s only the kept coefficients of c0 are ever read: c0 is finished there
+    // alone, on the host (its encryption error, flooding and mask added, then switched), and
+    // the rest of c0 is neither noised, switched nor downloaded. With shared c1s the sharing
+    // step works on the whole of c0.
+    let kept_only = share.is_none();
+    /// `c0` whole (on the backend, then downloaded) or at its kept words only.
+    enum C0<W> {
+        Whole(W),
+        Kept(Vec<u32>),
+    }
     // 1. a fresh ternary u for the encryption of zero u * (p0, a), with its errors e0, e1: from
-    //    stream 0 of each ciphertext's seed, drawn where the ciphertexts are (the backend).
-    let [u, mut e0, e1] = ring.zero_noise(&seeds, limbs, CBD_ETA)?;
+    //    stream 0 of each ciphertext's seed, drawn where the ciphertexts are (the backend);
+    //    where c0 is kept only at its positions, their e0 from stream 2 on the host instead.
+    let (u, e0, e1) = if kept_only {
+        let [u, e1] = ring.zero_noise_c1(&seeds, limbs, CBD_ETA)?;
+        (u, None, e1)
+    } else {
+        let [u, e0, e1] = ring.zero_noise(&seeds, limbs, CBD_ETA)?;
+        (u, Some(e0), e1)
+    };
     // 2-3. flooding of every kept coefficient, and the masks (the server's shares): from stream
-    //    1 of the seed, on the host, for the kept coefficients only, added to e0 where they fall.
+    //    1 of the seed, on the host, for the kept coefficients only; added to e0 where they fall
+    //    or, kept only, to the coefficients themselves. Word `(ct limbs + l) N + j` for
+    //    ciphertext `ct`, limb `l` and kept coefficient `j`, limb after limb per ciphertext.
     type Sparse = (Vec<u64>, Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
     let sparse: Vec<Sparse> = positions
         .par_iter()
@@ -291,12 +311,18 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
             let flood: zeroize::Zeroizing<Vec<i128>> =
                 pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect::<Vec<_>>().into();
+            let e0 = if kept_only {
+                rng.set_stream(2);
+                crate::sample::cbd(&mut rng, pos.len())
+            } else {
+                zeroize::Zeroizing::new(vec![0; pos.len()])
+            };
             let mut idx = Vec::with_capacity(limbs * pos.len());
             let mut vals = zeroize::Zeroizing::new(Vec::with_capacity(limbs * pos.len()));
             for (l, m) in moduli.iter().enumerate() {
                 let p = i128::from(m.value());
-                for ((&j, &f), &rk) in pos.iter().zip(flood.iter()).zip(&r) {
-                    let fl = m.reduce_i64(f.rem_euclid(p) as i64);
+                for (((&j, &f), &rk), &e) in pos.iter().zip(flood.iter()).zip(&r).zip(e0.iter()) {
+                    let fl = m.reduce_i64((f + i128::from(e)).rem_euclid(p) as i64);
                     let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
                     idx.push(((ct * limbs + l) * n + j) as u32);
                     vals.push(m.add(fl, masked));
@@ -316,7 +342,13 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             r
         })
         .collect();
-    ring.scatter_add(&mut e0, &idx, &vals)?;
+    let e0 = match e0 {
+        Some(mut e0) => {
+            ring.scatter_add(&mut e0, &idx, &vals)?;
+            Some(e0)
+        }
+        None => None,
+    };
     let u = ring.forward(u)?;
     // (p0 u, a u): one pass over `u` for both halves of the key.
     let pk = [&key.p0, &key.a];
@@ -335,27 +367,57 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             (c0, c1)
         }
     };
-    ring.add_assign(&mut c0, &e0)?;
     ring.add_assign(&mut c1, &e1)?;
-    // 4. Switch, download, keep and truncate.
-    let (c0, c1) =
-        if lr < limbs { (ring.mod_switch_down(&c0, lr)?, ring.mod_switch_down(&c1, lr)?) } else { (c0, c1) };
-    // 5. Share c1 in groups (after the re-randomisation: see `crate::share`).
-    let (c0, c1, group, half) = match share {
-        Some(keys) => {
-            let mut c0 = c0;
-            let c = share_c1(ring, keys, &mut c0, c1)?;
-            (c0, c, keys.n(), keys.half())
+    drop(e1);
+    let switch = |c: Polys<B, Coeff>| if lr < limbs { ring.mod_switch_down(&c, lr) } else { Ok(c) };
+    // 4. for c0 kept only: its kept words in every limb, plus their noise and masks, switched
+    //    one coefficient at a time below (word for word the backend's switch); otherwise the
+    //    whole c0, its noise added, switched on the backend.
+    let c0 = match e0 {
+        None => {
+            let mut words = ring.gather_words(&c0, &idx)?;
+            drop(c0);
+            for (w, (&i, &v)) in words.iter_mut().zip(idx.iter().zip(vals.iter())) {
+                let m = moduli[i as usize / n % limbs];
+                *w = m.add(*w, v);
+            }
+            C0::Kept(words)
         }
-        None => (c0, c1, 1, false),
+        Some(e0) => {
+            ring.add_assign(&mut c0, &e0)?;
+            C0::Whole(switch(c0)?)
+        }
+    };
+    let c1 = switch(c1)?;
+    // 5. Share c1 in groups (after the re-randomisation: see `crate::share`).
+    let (c0, c1, group, half) = match (share, c0) {
+        (Some(keys), C0::Whole(mut c0)) => {
+            let c = share_c1(ring, keys, &mut c0, c1)?;
+            (C0::Whole(c0), c, keys.n(), keys.half())
+        }
+        (_, c0) => (c0, c1, 1, false),
     };
     if half && positions.iter().flatten().any(|&j| j % 2 == 1) {
         return Err(HeError::BadInput(
             "a c1 in the half ring for a response that keeps odd coefficients".into(),
         ));
     }
-    let (w0, w1) = (ring.download(&c0)?, ring.download(&c1)?);
+    let c0 = match c0 {
+        C0::Whole(c0) => C0::Whole(ring.download(&c0)?),
+        C0::Kept(words) => C0::Kept(words),
+    };
+    let w1 = ring.download(&c1)?;
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
+    let switcher = fastquery_backend::host::ResidueSwitch::new(moduli, lr);
+    // Where ciphertext `ct`'s kept words start in `kept_c0` (limbs words per position).
+    let starts: Vec<usize> = positions
+        .iter()
+        .scan(0, |at, pos| {
+            let s = *at;
+            *at += limbs * pos.len();
+            Some(s)
+        })
+        .collect();
     let b = noise.drop_bits;
     let rounding = match noise.c1_bits {
         0 => None,
@@ -365,10 +427,18 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         .par_iter()
         .enumerate()
         .map(|(ct, pos)| {
-            let c0 = pos
-                .iter()
-                .map(|&j| {
-                    let residues: Vec<u32> = (0..lr).map(|l| w0[(ct * lr + l) * n + j]).collect();
+            let c0 = (0..pos.len())
+                .map(|k| {
+                    let residues: Vec<u32> = match &c0 {
+                        C0::Kept(words) => {
+                            let at = starts[ct] + k;
+                            let mut x: Vec<u32> = (0..limbs).map(|l| words[at + l * pos.len()]).collect();
+                            switcher.apply(&mut x);
+                            x.truncate(lr);
+                            x
+                        }
+                        C0::Whole(w0) => (0..lr).map(|l| w0[(ct * lr + l) * n + pos[k]]).collect(),
+                    };
                     let v = resp_basis.compose_u128(&residues).unwrap_or(0);
                     crate::rounding::drop_low_bits(v, b)
                 })
