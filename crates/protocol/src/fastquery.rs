@@ -113,10 +113,12 @@ pub struct Choice {
 /// * plaintexts encoded per request (past the preprocessing budget: iron's blocking): 4.8 ns
 ///   per plaintext word (iron's 4.2 G words in 9.3-11.6 s at llama-7b);
 /// * each response ciphertext's inverse transform, re-randomisation, flooding, switch and
-///   encoding: 17.6-19.1 ns per word of its `c0` since the twenty-eighth session's one-pass
-///   products by the public key (cheetah 24-31 ms, median 28, for 179 responses,
-///   fastquery-lan 288-303 ms for 2,048 at llama-7b; 20.6-21.5 ns after the twenty-seventh
-///   session's vectorised zero-noise sampler, 30-40 ns before);
+///   encoding: 13.5-17.9 ns per word of its `c0` since the twenty-ninth session's finish of
+///   `c0` at its kept coefficients alone (cheetah 19.2-20.2 ms for 179 responses and
+///   fastquery-lan 264-284 ms for 2,048 at llama-7b, cheetah 28-55 ms, median 34, for 230 and
+///   fastquery-lan 229-287 ms for 1,664 at llama-30b; fitted at 15.5); 17.6-19.1 ns after the
+///   twenty-eighth session's one-pass products by the public key, 20.6-21.5 ns after the
+///   twenty-seventh session's vectorised zero-noise sampler, 30-40 ns before;
 /// * packed products' inverse transforms `0.2 N log2 N` a row (bumblebee), and a key switch of
 ///   the packing 1.75 times its transforms and digit products (bumblebee's 4,095 per token at
 ///   llama-7b: 0.67 ms each on two threads).
@@ -128,7 +130,7 @@ pub struct Choice {
 const EXPAND_NS_PER_WORD: f64 = 7.6;
 const MAC_NS: f64 = 0.095;
 const ENCODE_NS_PER_WORD: f64 = 4.8;
-const FINISH_NS_PER_WORD: f64 = 18.4;
+const FINISH_NS_PER_WORD: f64 = 15.5;
 const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
 const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
