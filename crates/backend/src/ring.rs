@@ -483,6 +483,16 @@ impl<B: Backend> Ring<B> {
         )
     }
 
+    fn check_zero_noise(&self, limbs: usize, eta: u32) -> Result<(), BackendError> {
+        if limbs == 0 || limbs > self.ctx.limbs() || eta == 0 || eta > 32 {
+            return Err(BackendError::Shape(format!(
+                "zero_noise: {limbs} limbs on a ring of {}, eta {eta} (1 to 32)",
+                self.ctx.limbs()
+            )));
+        }
+        Ok(())
+    }
+
     /// The noise of `seeds.len()` public-key encryptions of zero (see [`Backend::zero_noise`]):
     /// `[u, e0, e1]`, each one polynomial of `limbs` limbs per seed, coefficient form.
     pub fn zero_noise(
@@ -491,12 +501,7 @@ impl<B: Backend> Ring<B> {
         limbs: usize,
         eta: u32,
     ) -> Result<[Polys<B, Coeff>; 3], BackendError> {
-        if limbs == 0 || limbs > self.ctx.limbs() || eta == 0 || eta > 32 {
-            return Err(BackendError::Shape(format!(
-                "zero_noise: {limbs} limbs on a ring of {}, eta {eta} (1 to 32)",
-                self.ctx.limbs()
-            )));
-        }
+        self.check_zero_noise(limbs, eta)?;
         let shape = Shape::new(seeds.len(), limbs);
         let mut out = [self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?];
         if !seeds.is_empty() {
@@ -521,12 +526,7 @@ impl<B: Backend> Ring<B> {
         limbs: usize,
         eta: u32,
     ) -> Result<[Polys<B, Coeff>; 2], BackendError> {
-        if limbs == 0 || limbs > self.ctx.limbs() || eta == 0 || eta > 32 {
-            return Err(BackendError::Shape(format!(
-                "zero_noise: {limbs} limbs on a ring of {}, eta {eta} (1 to 32)",
-                self.ctx.limbs()
-            )));
-        }
+        self.check_zero_noise(limbs, eta)?;
         let shape = Shape::new(seeds.len(), limbs);
         let mut out = [self.zeros::<Coeff>(shape)?, self.zeros::<Coeff>(shape)?];
         if !seeds.is_empty() {

@@ -448,6 +448,38 @@ impl CpuBackend {
         out.iter_mut().zip(acc).for_each(|(o, &s)| *o = m.reduce_u64(s));
     }
 
+    /// [`Backend::zero_noise`] (with `e0`) or [`Backend::zero_noise_c1`] (without): one job
+    /// per seed, its rows of `u`, `e1` and, where asked, `e0`.
+    fn zero_noise_rows(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        seeds: &[[u8; 32]],
+        (limbs, eta): (usize, u32),
+        [u, e1]: [&mut CpuBuffer; 2],
+        e0: Option<&mut CpuBuffer>,
+    ) {
+        let per = limbs * ring.n;
+        type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 2], Option<&'a mut [u32]>);
+        let work =
+            |(seed, out, e0): Job<'_>| self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out, e0 });
+        let e0_rows: Vec<Option<&mut [u32]>> = match e0 {
+            Some(e0) => e0.chunks_mut(per).map(Some).collect(),
+            None => (0..seeds.len()).map(|_| None).collect(),
+        };
+        let jobs: Vec<Job<'_>> = seeds
+            .iter()
+            .zip(u.chunks_mut(per).zip(e1.chunks_mut(per)))
+            .zip(e0_rows)
+            .map(|((s, (a, c)), b)| (s, [a, c], b))
+            .collect();
+        if self.parallel(seeds.len()) {
+            self.install(|| jobs.into_par_iter().for_each(work));
+        } else {
+            jobs.into_iter().for_each(work);
+        }
+    }
+
     /// Whether `tasks` tasks are worth handing to the pool: a hand-off costs a thread wake-up
     /// (microseconds, as much as one NTT), so a single task, or a one-thread backend, runs inline.
     fn parallel(&self, tasks: usize) -> bool {
@@ -1146,23 +1178,8 @@ impl Backend for CpuBackend {
         eta: u32,
         out: [&mut CpuBuffer; 3],
     ) -> Result<(), BackendError> {
-        let per = limbs * ring.n;
         let [u, e0, e1] = out;
-        // One job per seed: its rows of u, e0 and e1.
-        type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 3]);
-        let work = |(seed, [u, e0, e1]): Job<'_>| {
-            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e1], e0: Some(e0) })
-        };
-        let jobs: Vec<Job<'_>> = seeds
-            .iter()
-            .zip(u.chunks_mut(per).zip(e0.chunks_mut(per)).zip(e1.chunks_mut(per)))
-            .map(|(s, ((a, b), c))| (s, [a, b, c]))
-            .collect();
-        if self.parallel(seeds.len()) {
-            self.install(|| jobs.into_par_iter().for_each(work));
-        } else {
-            jobs.into_iter().for_each(work);
-        }
+        self.zero_noise_rows(ring, ctx, seeds, (limbs, eta), [u, e1], Some(e0));
         Ok(())
     }
 
@@ -1175,23 +1192,7 @@ impl Backend for CpuBackend {
         eta: u32,
         out: [&mut CpuBuffer; 2],
     ) -> Result<(), BackendError> {
-        let per = limbs * ring.n;
-        let [u, e1] = out;
-        // One job per seed: its rows of u and e1 (the stream read as for zero_noise).
-        type Job<'a> = (&'a [u8; 32], [&'a mut [u32]; 2]);
-        let work = |(seed, [u, e1]): Job<'_>| {
-            self.arch.dispatch(ZeroNoise { ctx, limbs, seed, eta, out: [u, e1], e0: None })
-        };
-        let jobs: Vec<Job<'_>> = seeds
-            .iter()
-            .zip(u.chunks_mut(per).zip(e1.chunks_mut(per)))
-            .map(|(s, (a, c))| (s, [a, c]))
-            .collect();
-        if self.parallel(seeds.len()) {
-            self.install(|| jobs.into_par_iter().for_each(work));
-        } else {
-            jobs.into_iter().for_each(work);
-        }
+        self.zero_noise_rows(ring, ctx, seeds, (limbs, eta), out, None);
         Ok(())
     }
 
