@@ -82,7 +82,9 @@ pub struct CpuRing {
     /// level, `log2 N` at most; a Shoup factor is a division per word, worth keeping).
     monomials: Mutex<Vec<(usize, Arc<[Evaluations]>)>>,
     /// The block form of each gather seen ([`permute::BlockGather`]; None where it has none),
-    /// by its indices: a few per ring (one per automorphism exponent and form).
+    /// by its indices: a few per ring (one per automorphism exponent and form). Read by the
+    /// x86-64 gathers only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     gathers: Mutex<Vec<KnownGather>>,
 }
 
@@ -1678,11 +1680,11 @@ impl Backend for CpuBackend {
 }
 
 /// The right operand of `CpuBackend::mac_simd`, row-major or in the laid-out order of
-/// [`Backend::mac_layout`].
+/// [`Backend::mac_layout`]. Used by the x86-64 kernels only.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum MacRight<'a> {
     RowMajor(&'a [u32]),
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     LaidOut(&'a [u32]),
 }
 
