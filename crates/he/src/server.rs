@@ -311,18 +311,18 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
             let flood: zeroize::Zeroizing<Vec<i128>> =
                 pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect::<Vec<_>>().into();
-            let e0 = if kept_only {
+            // Kept only: the kept coefficients' encryption errors, added with their flooding.
+            let e0 = kept_only.then(|| {
                 rng.set_stream(2);
                 crate::sample::cbd(&mut rng, pos.len())
-            } else {
-                zeroize::Zeroizing::new(vec![0; pos.len()])
-            };
+            });
             let mut idx = Vec::with_capacity(limbs * pos.len());
             let mut vals = zeroize::Zeroizing::new(Vec::with_capacity(limbs * pos.len()));
             for (l, m) in moduli.iter().enumerate() {
                 let p = i128::from(m.value());
-                for (((&j, &f), &rk), &e) in pos.iter().zip(flood.iter()).zip(&r).zip(e0.iter()) {
-                    let fl = m.reduce_i64((f + i128::from(e)).rem_euclid(p) as i64);
+                for (k, ((&j, &f), &rk)) in pos.iter().zip(flood.iter()).zip(&r).enumerate() {
+                    let e = e0.as_ref().map_or(0, |e0| i128::from(e0[k]));
+                    let fl = m.reduce_i64((f + e).rem_euclid(p) as i64);
                     let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
                     idx.push(((ct * limbs + l) * n + j) as u32);
                     vals.push(m.add(fl, masked));
@@ -409,7 +409,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     let w1 = ring.download(&c1)?;
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let switcher = fastquery_backend::host::ResidueSwitch::new(moduli, lr);
-    // Where ciphertext `ct`'s kept words start in `kept_c0` (limbs words per position).
+    // Where ciphertext `ct`'s words start in `C0::Kept` (`limbs` words per kept position).
     let starts: Vec<usize> = positions
         .iter()
         .scan(0, |at, pos| {
