@@ -10,7 +10,8 @@
 //!   noise analysis accepts).
 //! * **One-hot-aware dense packing**: Cheetah's split with a power-of-two input block, so that
 //!   the products' channels sit on a stride, and PackLWEs packs `pack` products into one
-//!   response in which every kept coefficient is a requested entry.
+//!   response in which every kept coefficient is a requested entry. Unpacked designs take any
+//!   of Cheetah's splits (the widest input block for each output block).
 //! * **A cost model over the candidates** (ring degree, chain, split, packing): exact wire bytes
 //!   ([`Design::predicted_bytes`], equal to the encoded messages) and an operation-count
 //!   estimate of the server's time calibrated on this engine; the design that minimises the
@@ -79,7 +80,8 @@ pub struct Choice {
     pub prime_bits: Vec<u32>,
     /// Limbs kept after switching.
     pub response_limbs: usize,
-    /// Input block (Cheetah's split, a power of two; Iron's `kw` for a token blocking).
+    /// Input block (Cheetah's split, a power of two where packed; Iron's `kw` for a token
+    /// blocking).
     pub d1: usize,
     /// Output rows per product (Iron's `mw`).
     pub d0: usize,
@@ -261,7 +263,12 @@ pub fn candidates(
                     flood_bits: 40,
                     special_bits: 0,
                 };
+                // A response modulus the client's decryption cannot hold (above 2^126) is no
+                // candidate: the search listed such designs, and a server refused them.
                 let Ok(params) = Params::new(spec) else { continue };
+                if params.response_modulus().is_err() {
+                    continue;
+                }
                 let params = Arc::new(params);
                 // Iron's token blocking (no packing: its outputs are not on a stride).
                 if tokens > 1
@@ -307,6 +314,27 @@ pub fn candidates(
                         push(&mut out, design, (d1, d0));
                     }
                     d1 *= 2;
+                }
+                // Unpacked, the input block need not be a power of two (only PackLWEs needs the
+                // products' channels on a stride): Cheetah's other splits, the widest input
+                // block for each output block of at most `n / 64` rows, as above while half
+                // of one holds fewer than `m` rows.
+                for d0 in 1..=(n / 64).min(d) {
+                    let d1 = n / d0;
+                    if d1.is_power_of_two() || d1 / 2 >= m {
+                        continue;
+                    }
+                    let layout = CheetahLayout { m, d, n, d0, d1 };
+                    if let Ok(design) = Design::new(
+                        SCHEME_ID,
+                        "fastquery",
+                        params.clone(),
+                        Arc::new(layout),
+                        None,
+                        table_bits,
+                    ) {
+                        push(&mut out, design, (d1, d0));
+                    }
                 }
             }
         }

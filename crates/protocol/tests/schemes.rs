@@ -505,16 +505,47 @@ fn self_check_verifies_each_scheme_and_catches_a_wrong_table() {
     }
 }
 
+/// Two clients of a blocked `design` on `table` (`d` channels, shares mod `2^37`): `ids` from
+/// one, then `ids[1..]` from both in one batch; every share reconstructs to its row.
+fn blocked_round_trip(table: &IntTable, design: &fastquery_protocol::blocked::Design, ids: &[usize]) {
+    use fastquery_protocol::{
+        SchemeClient, SchemeServer,
+        blocked::{BlockedClient, BlockedServer},
+    };
+    let d = table.d();
+    let server = BlockedServer::new(Arc::new(CpuBackend::new()), table, design.clone()).unwrap();
+    let mut clients: Vec<BlockedClient> =
+        (0..2).map(|_| BlockedClient::new(design.clone(), d).unwrap()).collect();
+    let sessions: Vec<u64> =
+        clients.iter_mut().map(|c| server.open_session(&c.setup().unwrap()).unwrap()).collect();
+    let check = |got: &[u64], ids: &[usize]| {
+        for (row, &k) in ids.iter().enumerate() {
+            for c in 0..d {
+                assert_eq!(
+                    got[row * d + c],
+                    (i64::from(table.get(k, c)) as u64) & ((1 << 37) - 1),
+                    "{}: token {k} channel {c}",
+                    design.layout.describe()
+                );
+            }
+        }
+    };
+    let (resp, s) = server.answer(sessions[0], &clients[0].query(ids).unwrap()).unwrap();
+    check(&clients[0].decode(&resp).unwrap().reconstruct(&s).unwrap(), ids);
+    let queries: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.query(&ids[1..]).unwrap()).collect();
+    let answers = server.answer_many(&[(sessions[0], &queries[0][..]), (sessions[1], &queries[1][..])]);
+    for (c, a) in clients.iter_mut().zip(answers) {
+        let (resp, s) = a.unwrap();
+        check(&c.decode(&resp).unwrap().reconstruct(&s).unwrap(), &ids[1..]);
+    }
+}
+
 /// Packed designs with several responses per group (pack count below the group's outputs) and
 /// a last pack padded with zeros: the server packs each response straight from its product
 /// rows, and every share reconstructs, alone and in a batch of two clients.
 #[test]
 fn packed_designs_with_several_responses_per_group_reconstruct() {
-    use fastquery_protocol::{
-        SchemeClient, SchemeServer,
-        blocked::{BlockedClient, BlockedServer},
-        fastquery::{Objective, candidates},
-    };
+    use fastquery_protocol::fastquery::{Objective, candidates};
     let (m, d, bits) = (300usize, 40usize, 8u32);
     let table = random_table(m, d, bits, 17);
     let ids = [0usize, 299, 150];
@@ -531,30 +562,35 @@ fn packed_designs_with_several_responses_per_group_reconstruct() {
         .collect();
     assert!(!picked.is_empty(), "a packed design with several responses per group and a padded last pack");
     for (_, design) in picked {
-        let server = BlockedServer::new(Arc::new(CpuBackend::new()), &table, design.clone()).unwrap();
-        let mut clients: Vec<BlockedClient> =
-            (0..2).map(|_| BlockedClient::new(design.clone(), d).unwrap()).collect();
-        let sessions: Vec<u64> =
-            clients.iter_mut().map(|c| server.open_session(&c.setup().unwrap()).unwrap()).collect();
-        let check = |got: &[u64], ids: &[usize]| {
-            for (row, &k) in ids.iter().enumerate() {
-                for c in 0..d {
-                    assert_eq!(
-                        got[row * d + c],
-                        (i64::from(table.get(k, c)) as u64) & ((1 << 37) - 1),
-                        "token {k} channel {c}"
-                    );
-                }
-            }
-        };
-        let (resp, s) = server.answer(sessions[0], &clients[0].query(&ids).unwrap()).unwrap();
-        check(&clients[0].decode(&resp).unwrap().reconstruct(&s).unwrap(), &ids);
-        let queries: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.query(&ids[1..]).unwrap()).collect();
-        let answers = server.answer_many(&[(sessions[0], &queries[0][..]), (sessions[1], &queries[1][..])]);
-        for (c, a) in clients.iter_mut().zip(answers) {
-            let (resp, s) = a.unwrap();
-            check(&c.decode(&resp).unwrap().reconstruct(&s).unwrap(), &ids[1..]);
+        blocked_round_trip(&table, design, &ids);
+    }
+}
+
+/// Unpacked blocked designs may take any of Cheetah's splits, packed ones only a power-of-two
+/// input block (PackLWEs needs the products' channels on a stride): the search offers both
+/// kinds, and designs whose input block is not a power of two (a last block short of rows, an
+/// output block that does not divide `d`) answer random tokens, the last row included. No
+/// candidate has a response modulus the client cannot decrypt under.
+#[test]
+fn unpacked_designs_take_any_split_and_reconstruct() {
+    use fastquery_protocol::fastquery::{Objective, candidates};
+    let mut rng = StdRng::seed_from_u64(0x5917);
+    let (m, d, bits) = (900usize, 45usize, 6u32);
+    let table = random_table(m, d, bits, 23);
+    let all = candidates(m, d, bits, 37, 2, Objective::Bytes).unwrap();
+    for (c, des) in &all {
+        // Every candidate is one a server builds: its response modulus fits the decryption.
+        assert!(des.params.response_modulus().is_ok(), "{}", des.layout.describe());
+        if des.packing.is_some() {
+            assert!(c.d1.is_power_of_two(), "packed design with input block {}", c.d1);
         }
+    }
+    let odd: Vec<_> =
+        all.iter().filter(|(c, des)| des.packing.is_none() && !c.d1.is_power_of_two() && c.d0 > 1).collect();
+    assert!(odd.len() >= 2, "unpacked designs with other splits: {}", odd.len());
+    for (_, design) in [odd[0], odd[odd.len() - 1]] {
+        let ids = [rng.random_range(0..m), m - 1, rng.random_range(0..m)];
+        blocked_round_trip(&table, design, &ids);
     }
 }
 
