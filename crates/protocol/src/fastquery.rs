@@ -134,6 +134,13 @@ const MAC_NS: f64 = 0.095;
 const ENCODE_NS_PER_WORD: f64 = 4.8;
 const FINISH_NS_PER_WORD: f64 = 15.5;
 const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
+/// A rounded `c1` ([`Design::with_rounded_c1`]), per coefficient of every response: the server
+/// rounds it, lifts it back (what the client will read) and rounds it again as it encodes
+/// (49-53 ns of one thread in the thirtieth session's traces of `fastquery-lan` with rounding,
+/// 7.5 M coefficients a llama-7b request: its finish and encoding took 390-550 ms against
+/// 260-310 ms whole); the client reads and lifts it (about 15 ns, within this VM's noise).
+const ROUND_SERVER_NS_PER_COEFF: f64 = 50.0;
+const ROUND_CLIENT_NS_PER_COEFF: f64 = 15.0;
 const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
 /// folded designs' floor too ([`crate::fold::RECORD_STREAM_BYTES_PER_S`], measured on the
@@ -169,7 +176,9 @@ pub fn client_estimate_ms(design: &Design, tokens: usize) -> f64 {
     let groups = design.groups(tokens) as f64;
     let queries = groups * design.layout.in_blocks() as f64;
     let responses = groups * design.responses_per_group() as f64;
-    (queries * CLIENT_QUERY_NS_PER_WORD + responses * CLIENT_RESPONSE_NS_PER_WORD) * words
+    let rounded =
+        if design.noise.c1_bits > 0 { responses * p.n() as f64 * ROUND_CLIENT_NS_PER_COEFF } else { 0.0 };
+    ((queries * CLIENT_QUERY_NS_PER_WORD + responses * CLIENT_RESPONSE_NS_PER_WORD) * words + rounded)
         / CLIENT_THREADS
         / 1e6
 }
@@ -205,7 +214,8 @@ fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
         }
     };
     let responses = groups * design.responses_per_group() as f64;
-    let finish_ns = responses * words * FINISH_NS_PER_WORD;
+    let round_ns = if design.noise.c1_bits > 0 { responses * n * ROUND_SERVER_NS_PER_COEFF } else { 0.0 };
+    let finish_ns = responses * words * FINISH_NS_PER_WORD + round_ns;
     ((expand_ns + encode_ns + inverse_ns + pack_ns + finish_ns) / threads + mac_ns) / 1e6
 }
 
@@ -247,6 +257,15 @@ pub fn candidates(
         };
         out.push((choice, design));
     };
+    // Each design twice where rounding `c1` saves bytes: with `c1` whole, and rounded (fewer
+    // bytes for more of the server's and the client's time); the objective chooses.
+    let push_both = |out: &mut Vec<(Choice, Design)>, design: Design, split: (usize, usize)| {
+        let rounded = design.clone().with_rounded_c1();
+        if rounded.noise.c1_bits > 0 {
+            push(out, rounded, split);
+        }
+        push(out, design, split);
+    };
     for n in [4096usize, 8192] {
         let limit = security_limit(n).unwrap_or(0);
         for limbs in 2..=8usize {
@@ -282,7 +301,7 @@ pub fn candidates(
                         table_bits,
                     )
                 {
-                    push(&mut out, design, (layout.kw, layout.mw));
+                    push_both(&mut out, design, (layout.kw, layout.mw));
                 }
                 // Splits from 64 rows up while half of one still holds fewer than m rows; 64
                 // always, so that a table of up to 32 rows has a design too (without it, a
@@ -311,7 +330,7 @@ pub fn candidates(
                         ) else {
                             continue;
                         };
-                        push(&mut out, design, (d1, d0));
+                        push_both(&mut out, design, (d1, d0));
                     }
                     d1 *= 2;
                 }
@@ -333,7 +352,7 @@ pub fn candidates(
                         None,
                         table_bits,
                     ) {
-                        push(&mut out, design, (d1, d0));
+                        push_both(&mut out, design, (d1, d0));
                     }
                 }
             }

@@ -424,9 +424,7 @@ pub fn encode_response(
             match &rounding {
                 _ if i % share != 0 => {}
                 None => write_poly_rows(&mut w, params, &ct.c1, params.response_limbs()),
-                Some((basis, r)) => {
-                    r.round_residues(basis, &ct.c1).into_iter().for_each(|h| w.bits(h, c1_width))
-                }
+                Some((basis, r)) => w.bits_many(&r.round_residues(basis, &ct.c1), c1_width),
             }
             ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
             w.finish()

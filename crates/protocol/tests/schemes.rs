@@ -530,8 +530,11 @@ fn blocked_round_trip(table: &IntTable, design: &fastquery_protocol::blocked::De
             }
         }
     };
-    let (resp, s) = server.answer(sessions[0], &clients[0].query(ids).unwrap()).unwrap();
+    let query = clients[0].query(ids).unwrap();
+    let (resp, s) = server.answer(sessions[0], &query).unwrap();
     check(&clients[0].decode(&resp).unwrap().reconstruct(&s).unwrap(), ids);
+    let p = design.predicted_bytes(ids.len());
+    assert_eq!((p.query, p.response), (query.len(), resp.len()), "{}", design.layout.describe());
     let queries: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.query(&ids[1..]).unwrap()).collect();
     let answers = server.answer_many(&[(sessions[0], &queries[0][..]), (sessions[1], &queries[1][..])]);
     for (c, a) in clients.iter_mut().zip(answers) {
@@ -590,6 +593,36 @@ fn unpacked_designs_take_any_split_and_reconstruct() {
     assert!(odd.len() >= 2, "unpacked designs with other splits: {}", odd.len());
     for (_, design) in [odd[0], odd[odd.len() - 1]] {
         let ids = [rng.random_range(0..m), m - 1, rng.random_range(0..m)];
+        blocked_round_trip(&table, design, &ids);
+    }
+}
+
+/// Blocked designs come twice where rounding `c1` saves bytes: whole, and rounded to fewer
+/// bits (the slack shared with `c0`'s dropped bits), with fewer bytes and more estimated time.
+/// Rounded designs, packed and unpacked, decrypt every share and send the bytes predicted.
+#[test]
+fn blocked_designs_with_a_rounded_c1_reconstruct() {
+    use fastquery_protocol::fastquery::{Objective, candidates};
+    let mut rng = StdRng::seed_from_u64(0xc1);
+    let (m, d, bits) = (700usize, 30usize, 6u32);
+    let table = random_table(m, d, bits, 29);
+    let all = candidates(m, d, bits, 37, 3, Objective::Bytes).unwrap();
+    let rounded: Vec<_> = all.iter().filter(|(_, des)| des.noise.c1_bits > 0).collect();
+    for (c, des) in &rounded {
+        let limbs = des.params.response_limbs() as u32;
+        assert!(des.noise.c1_bits < 31 * limbs && des.noise.total < des.noise.budget, "{c:?}");
+        // Its twin with c1 whole: more bytes, less estimated time.
+        let key = |t: &fastquery_protocol::fastquery::Choice| {
+            (t.n, t.prime_bits.clone(), t.response_limbs, t.d1, t.d0, t.pack)
+        };
+        let twin = all.iter().find(|(t, tdes)| key(t) == key(c) && tdes.noise.c1_bits == 0);
+        let (t, _) = twin.expect("the whole twin of a rounded design");
+        assert!(t.predicted.response > c.predicted.response && t.server_ms < c.server_ms, "{t:?}\n{c:?}");
+    }
+    let packed = rounded.iter().find(|(_, des)| des.packing.is_some()).expect("a packed rounded design");
+    let unpacked = rounded.iter().find(|(_, des)| des.packing.is_none()).expect("an unpacked rounded design");
+    for (_, design) in [packed, unpacked] {
+        let ids = [rng.random_range(0..m), 0, rng.random_range(0..m)];
         blocked_round_trip(&table, design, &ids);
     }
 }
