@@ -420,7 +420,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     let all = fastquery::candidates(m, d, bits, plain_bits, tokens, objective)?;
     let show = |tag: &str, c: &fastquery::Choice| {
         println!(
-            "  {tag} N={} chain {}x{} bits (response {} limbs), block {}x{}, pack {}: predicted query {} + response {} per request, est. server {:.0} ms + client {:.0} ms, WAN {:.1} ms/token",
+            "  {tag} N={} chain {}x{} bits (response {} limbs), block {}x{}, pack {}{}: predicted query {} + response {} per request, est. server {:.0} ms + client {:.0} ms, WAN {:.1} ms/token",
             c.n,
             c.prime_bits.len(),
             c.prime_bits.first().copied().unwrap_or(0),
@@ -428,6 +428,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
             c.d1,
             c.d0,
             c.pack,
+            if c.c1_bits > 0 { format!(", c1 rounded to {} bits", c.c1_bits) } else { String::new() },
             mb(c.predicted.query as f64),
             mb(c.predicted.response as f64),
             c.server_ms,

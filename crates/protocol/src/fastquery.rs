@@ -87,6 +87,8 @@ pub struct Choice {
     pub d0: usize,
     /// Products packed per response ciphertext (1: none).
     pub pack: usize,
+    /// Bits of each `c1` coefficient of a response where `c1` is rounded (0: sent whole).
+    pub c1_bits: u32,
     /// Exact bytes of the request the model was asked about.
     pub predicted: WireBytes,
     /// Estimated server time for the request (ms).
@@ -250,6 +252,7 @@ pub fn candidates(
             d1,
             d0,
             pack: design.packing.map_or(1, |p| p.count),
+            c1_bits: design.noise.c1_bits,
             predicted,
             server_ms,
             client_ms,
