@@ -292,17 +292,14 @@ pub fn candidates(
                     continue;
                 }
                 let params = Arc::new(params);
+                // Every design of these parameters that the noise analysis accepts.
+                let design = |layout: Arc<dyn fastquery_pack::BlockLayout>, packing: Option<Packing>| {
+                    Design::new(SCHEME_ID, "fastquery", params.clone(), layout, packing, table_bits).ok()
+                };
                 // Iron's token blocking (no packing: its outputs are not on a stride).
                 if tokens > 1
                     && let Ok(layout) = fastquery_pack::IronLayout::choose(m, d, n, tokens)
-                    && let Ok(design) = Design::new(
-                        SCHEME_ID,
-                        "fastquery",
-                        params.clone(),
-                        Arc::new(layout),
-                        None,
-                        table_bits,
-                    )
+                    && let Some(design) = design(Arc::new(layout), None)
                 {
                     push_both(&mut out, design, (layout.kw, layout.mw));
                 }
@@ -323,17 +320,9 @@ pub fn candidates(
                     }
                     for pack in packs {
                         let packing = (pack > 1).then_some(Packing { count: pack, digit_bits: DIGIT_BITS });
-                        let Ok(design) = Design::new(
-                            SCHEME_ID,
-                            "fastquery",
-                            params.clone(),
-                            Arc::new(layout),
-                            packing,
-                            table_bits,
-                        ) else {
-                            continue;
-                        };
-                        push_both(&mut out, design, (d1, d0));
+                        if let Some(design) = design(Arc::new(layout), packing) {
+                            push_both(&mut out, design, (d1, d0));
+                        }
                     }
                     d1 *= 2;
                 }
@@ -346,15 +335,7 @@ pub fn candidates(
                     if d1.is_power_of_two() || d1 / 2 >= m {
                         continue;
                     }
-                    let layout = CheetahLayout { m, d, n, d0, d1 };
-                    if let Ok(design) = Design::new(
-                        SCHEME_ID,
-                        "fastquery",
-                        params.clone(),
-                        Arc::new(layout),
-                        None,
-                        table_bits,
-                    ) {
+                    if let Some(design) = design(Arc::new(CheetahLayout { m, d, n, d0, d1 }), None) {
                         push_both(&mut out, design, (d1, d0));
                     }
                 }
