@@ -7,7 +7,8 @@ use crate::{MathError, Modulus, primes::is_prime};
 ///
 /// Limb `i` of an RNS value is its residue mod `p_i`. Composition uses the CRT formula
 /// `x = sum_i [r_i * (q/p_i)^{-1}]_{p_i} * (q/p_i) mod q`, exact in big integers; the hot paths
-/// never compose, so clarity beats speed here.
+/// never compose whole polynomials, and responses compose their kept coefficients in `u128`
+/// ([`RnsBasis::compose_u128`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RnsBasis {
     moduli: Vec<Modulus>,
@@ -16,6 +17,10 @@ pub struct RnsBasis {
     q_hat: Vec<BigUint>,
     /// `(q / p_i)^{-1} mod p_i`.
     q_hat_inv: Vec<u32>,
+    /// `q` and the `q / p_i` as `u128` where `log2 q < 126` ([`Self::compose_u128`]), made
+    /// once: converting them from big integers on every call cost more than the composition
+    /// (clients and servers compose every kept coefficient of every response).
+    wide: Option<(u128, Vec<u128>)>,
 }
 
 impl RnsBasis {
@@ -45,7 +50,13 @@ impl RnsBasis {
                 m.inv(r).ok_or(MathError::BadBasis)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { moduli, q, q_hat, q_hat_inv })
+        let log2: f64 = moduli.iter().map(|m| f64::from(m.value()).log2()).sum();
+        let wide = if log2 < 126.0 {
+            q.to_u128().zip(q_hat.iter().map(ToPrimitive::to_u128).collect::<Option<Vec<_>>>())
+        } else {
+            None
+        };
+        Ok(Self { moduli, q, q_hat, q_hat_inv, wide })
     }
 
     /// The moduli, limb order.
@@ -110,16 +121,15 @@ impl RnsBasis {
     /// for residues that are not reduced). Each CRT term is below `q`, and the sum is reduced
     /// after every term, so nothing overflows.
     pub fn compose_u128(&self, residues: &[u32]) -> Option<u128> {
-        if self.log2_modulus() >= 126.0 || self.check_residues(residues).is_err() {
+        let (q, q_hat) = self.wide.as_ref()?;
+        if self.check_residues(residues).is_err() {
             return None;
         }
-        let q = self.q.to_u128()?;
         let mut acc = 0u128;
-        for ((&r, m), (qh, &qhi)) in
-            residues.iter().zip(&self.moduli).zip(self.q_hat.iter().zip(&self.q_hat_inv))
+        for ((&r, m), (&qh, &qhi)) in residues.iter().zip(&self.moduli).zip(q_hat.iter().zip(&self.q_hat_inv))
         {
             // (r * qhi mod p) * (q / p) < p * (q / p) = q < 2^126.
-            let term = u128::from(m.mul(r, qhi)) * qh.to_u128()?;
+            let term = u128::from(m.mul(r, qhi)) * qh;
             acc = (acc + term) % q;
         }
         Some(acc)
