@@ -137,23 +137,11 @@ struct BenchReport {
     table_floor_ms_per_token: std::collections::BTreeMap<String, f64>,
 }
 
-/// The backend's copy bandwidth in GB/s (bytes read plus written per second): the best of a
-/// few device-side copies of a 256 MB buffer, the device synchronised inside the timing.
+/// The backend's copy bandwidth in GB/s (bytes read plus written per second,
+/// [`crate::kernels::copy_bandwidth`]): 1 GiB on a GPU, 256 MiB elsewhere, median of five.
 fn measure_bandwidth<B: Backend>(b: &Arc<B>) -> anyhow::Result<f64> {
-    const WORDS: usize = 64 << 20;
-    let buf = b.alloc_zeroed(WORDS)?;
-    // One untimed copy first: the destination pages exist from then on.
-    drop(b.duplicate(&buf)?);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        b.synchronize()?;
-        let t = std::time::Instant::now();
-        let copy = b.duplicate(&buf)?;
-        b.synchronize()?;
-        best = best.min(t.elapsed().as_secs_f64());
-        drop(copy);
-    }
-    Ok(2.0 * (WORDS * 4) as f64 / best / 1e9)
+    let words = if b.info().accelerator { 1 << 28 } else { 64 << 20 };
+    crate::kernels::copy_bandwidth(b, words, 5)
 }
 
 /// The server's counted work per token (`fastquery_backend::work`): key switches and the

@@ -245,6 +245,28 @@ impl CudaBackend {
         })
     }
 
+    /// What the driver says of every kernel as loaded on this GPU (registers per thread, local
+    /// memory per thread, the most threads a block of it can have); `None` on the emulator.
+    /// The check of [`crate::resource_usage`] from the device's side: it needs no ptxas report.
+    pub fn loaded_kernels(&self) -> Result<Option<Vec<crate::LoadedKernel>>, BackendError> {
+        match &self.device {
+            Device::Gpu { funcs, .. } => funcs
+                .iter()
+                .map(|(name, f)| {
+                    Ok(crate::LoadedKernel {
+                        name,
+                        registers: f.num_regs().map_err(dev)? as u32,
+                        local_bytes: f.local_size_bytes().map_err(dev)? as u32,
+                        max_threads: f.max_threads_per_block().map_err(dev)? as u32,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            #[cfg(feature = "emulator")]
+            Device::Emulated { .. } => Ok(None),
+        }
+    }
+
     /// The same backend on the CPU emulator of the kernels (feature `emulator`): every launch
     /// this backend makes runs the kernels of `kernels/` compiled for the host, with the
     /// launch checked against an H100's limits. For tests; it is slow by design.

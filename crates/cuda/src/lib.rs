@@ -102,6 +102,17 @@ impl KernelResources {
     }
 }
 
+/// What the driver reports of one kernel loaded on a GPU ([`CudaBackend::loaded_kernels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedKernel {
+    pub name: &'static str,
+    pub registers: u32,
+    /// Local memory per thread: spills and stack frames.
+    pub local_bytes: u32,
+    /// The most threads a block of this kernel can have on this device (registers included).
+    pub max_threads: u32,
+}
+
 /// Compiles every kernel for the real architecture `arch` (machine code, through NVRTC's
 /// ptxas) and returns what ptxas reports per kernel: registers and spills. Needs only NVRTC, no
 /// GPU: a kernel whose block would not fit the register file fails here, in CI, instead of with
@@ -130,7 +141,30 @@ pub fn resource_usage(arch: &str) -> Result<Vec<KernelResources>, BackendError> 
     let log = String::from_utf8_lossy(&log);
     compiled
         .map_err(|e| BackendError::Device(format!("NVRTC failed to compile for {arch}: {e:?}\n{log}")))?;
-    Ok(parse_ptxas_log(&log))
+    let usage = parse_ptxas_log(&log);
+    if usage.is_empty() {
+        // Seen with the CUDA 13.0 toolkit's own NVRTC on an H200 (2026-12-04); the PyPI
+        // package's NVRTC prints the report. Say which NVRTC, and what it printed instead.
+        let excerpt: String = log.chars().take(400).collect();
+        return Err(BackendError::Device(format!(
+            "NVRTC {} printed no ptxas report for {arch} ({} bytes of log: {excerpt:?})",
+            nvrtc_version().map_or("of unknown version".into(), |(a, b)| format!("{a}.{b}")),
+            log.len()
+        )));
+    }
+    Ok(usage)
+}
+
+/// NVRTC's version (major, minor), where it can be loaded.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC is present (checked above); the call writes two ints it is given.
+    #[allow(unsafe_code)]
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
 }
 
 /// The per-kernel lines of a `ptxas -v` log.
