@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # Every CUDA check of issue 7, on a machine with an NVIDIA GPU, from the binaries that
 # scripts/gpu_build.sh put in .device/. A session has 15 minutes of device time in all, the
-# machine's start included, so there are two parts of about 7 minutes at most each (every step has
-# its own time limit, and a failing step does not stop the others), most important first:
-#   bash .device/gpu_run.sh main   correctness (tests), the kernel summary (NTT target, the
-#                                  table product on integer pipes vs tensor cores, side by
-#                                  side), the schemes at llama-7b for 1, 8 and 128 tokens
-#   bash .device/gpu_run.sh more   llama-30b at 8, 1 and 128 tokens, the A/B switches (tensor
+# machine's start included (about 35 s on the H200 of 2026-12-04), so the checks come in parts
+# that fit one `run` each (every step has its own time limit, and a failing step does not stop
+# the others), most important first:
+#   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
+#                                  tokens, the memory pool A/B, criterion (the ids of issue 7)
+#   bash .device/gpu_run.sh main   about 2 minutes on the H200: tests, the kernel summary (NTT
+#                                  target, the table product on integer pipes vs tensor cores,
+#                                  side by side), the schemes at llama-7b for 1, 8 and 128 tokens
+#   bash .device/gpu_run.sh more   about 2 minutes: llama-30b at 8, 1 and 128 tokens, criterion,
+#                                  the CPU at two threads, a session, the A/B switches (tensor
 #                                  cores, fused key switch, NTT version 2, compare-and-select
 #                                  reductions, gadget vs hybrid key switching, the two-row
-#                                  product) on whole requests or kernels, the CPU at two
-#                                  threads, criterion
-# (no argument: both; over 10 minutes, so not in one `run`). Writes to $OUT (default
-# /tmp/fastquery-gpu):
+#                                  product)
+# (no argument: main and more). Writes to $OUT (default /tmp/fastquery-gpu) two files, since the
+# device tool brings back at most eight:
 #   run.log               everything printed, step by step, with each step's exit status
-#   bench-<w>-<t>.json    `fastquery bench --backend cuda` reports (server time, floors, bytes)
+#   reports.tgz           the `--json` reports (.json, .md, .svg) of bench and session
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastquery-gpu}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
+# The reports, packed into $OUT/reports.tgz when the script ends.
+R=$(mktemp -d)
+trap 'tar czf "$OUT/reports.tgz" -C "$R" .' EXIT
 D=.device
 # NVRTC: the toolkit's, wherever the driver's libraries are not enough.
 if ! ldconfig -p | grep -q libnvrtc; then
@@ -43,6 +49,26 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 ldconfig -p | grep -E 'libcuda\.|libnvrtc' || true
 export FASTQUERY_REQUIRE_NVRTC=1 FASTQUERY_TRACE=1
 part=${1:-all}
+if [ "$part" = quick ]; then
+  step tests 60 "$D/gpu-tests" --skip emulated --test-threads 1
+  # The schemes at llama-7b, then the memory pool's A/B (FASTQUERY_CUDA_POOL=0: freed memory
+  # goes back at every synchronisation), alternated, on the small requests it should matter to.
+  for t in 1 8 128; do
+    step "bench llama-7b $t" 60 "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
+  done
+  for t in 1 8; do
+    FASTQUERY_CUDA_POOL=0 step "pool off, $t" 40 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery,cheetah --tokens "$t" --repeat 3
+    step "pool on, $t" 40 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery,cheetah --tokens "$t" --repeat 3
+  done
+  step criterion 110 "$D/cuda-bench" --bench --warm-up-time 0.5 --measurement-time 1 \
+    'cuda/(ntt_(fwd|inv)/4096|ntt_fwd/8192|mac|keyswitch)'
+  step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
+    --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
+    --json "$R/session-llama-7b-64.json"
+fi
 if [ "$part" = main ] || [ "$part" = all ]; then
   # 1. Correctness: NVRTC, the conformance suite and every scheme on the GPU (the emulator's
   #    copies already ran in CI and are skipped here).
@@ -55,7 +81,7 @@ if [ "$part" = main ] || [ "$part" = all ]; then
   #    floor printed beside each.
   for t in 8 1 128; do
     step "bench llama-7b $t" 80 "$D/fastquery" --backend cuda bench --workload llama-7b \
-      --schemes fastquery,cheetah,fastquery-lan --tokens "$t" --repeat 2 --json "$OUT/bench-llama-7b-$t.json"
+      --schemes fastquery,cheetah,fastquery-lan --tokens "$t" --repeat 2 --json "$R/bench-llama-7b-$t.json"
   done
 fi
 if [ "$part" = more ] || [ "$part" = all ]; then
@@ -63,19 +89,20 @@ if [ "$part" = more ] || [ "$part" = all ]; then
   # dominates these runs).
   for t in 8 1 128; do
     step "bench llama-30b $t" 50 "$D/fastquery" --backend cuda bench --workload llama-30b \
-      --schemes fastquery,cheetah --tokens "$t" --json "$OUT/bench-llama-30b-$t.json"
+      --schemes fastquery,cheetah --tokens "$t" --json "$R/bench-llama-30b-$t.json"
   done
   # The issue's criterion ids on the GPU (deliverable 5).
-  step criterion 30 "$D/cuda-bench" --bench --warm-up-time 0.5 --measurement-time 1 'cuda/(ntt_fwd/4096|mac)'
+  step criterion 110 "$D/cuda-bench" --bench --warm-up-time 0.5 --measurement-time 1 \
+    'cuda/(ntt_(fwd|inv)/4096|ntt_fwd/8192|mac|keyswitch)'
   # The issue's "20x the 2-core CPU backend", on this machine's CPU held to two threads (50 s
   # on the 2-vCPU development VM, table preprocessing and client included).
   step "cpu, 2 threads" 75 "$D/fastquery" --backend cpu --threads 2 bench --workload llama-7b \
-    --schemes fastquery,cheetah --tokens 8 --json "$OUT/bench-cpu2-llama-7b-8.json"
+    --schemes fastquery,cheetah --tokens 8 --json "$R/bench-cpu2-llama-7b-8.json"
   # A whole session on the GPU (prompt in 8-token requests, then 32 decode steps, every share
   # verified): what a decode step costs the server there.
   step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
-    --json "$OUT/session-llama-7b-64.json"
+    --json "$R/session-llama-7b-64.json"
   # Whole requests without the tensor cores and without the fused key switch (the defaults ran
   # in part 1), FastQuery at 128 and 8 tokens.
   FASTQUERY_CUDA_MMA=0 step "no tensor cores, 128" 50 "$D/fastquery" --backend cuda bench \

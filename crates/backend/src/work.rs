@@ -23,6 +23,15 @@ pub struct Work {
     pub transforms: u64,
     /// Coefficient products of [`Ring::mac`](crate::Ring::mac).
     pub mac_products: u64,
+    /// Kernel launches, counted by an accelerator backend (0 on the CPU): with the time, what a
+    /// launch-bound path costs per launch.
+    pub launches: u64,
+    /// Device allocations an accelerator backend made.
+    pub allocations: u64,
+    /// Times the host waited for the device (downloads and explicit synchronisations).
+    pub waits: u64,
+    /// Bytes copied between host and device, both ways.
+    pub bus_bytes: u64,
 }
 
 impl std::ops::Add for Work {
@@ -33,6 +42,10 @@ impl std::ops::Add for Work {
             key_switch_transforms: self.key_switch_transforms + o.key_switch_transforms,
             transforms: self.transforms + o.transforms,
             mac_products: self.mac_products + o.mac_products,
+            launches: self.launches + o.launches,
+            allocations: self.allocations + o.allocations,
+            waits: self.waits + o.waits,
+            bus_bytes: self.bus_bytes + o.bus_bytes,
         }
     }
 }
@@ -45,6 +58,10 @@ impl std::ops::Sub for Work {
             key_switch_transforms: self.key_switch_transforms - o.key_switch_transforms,
             transforms: self.transforms - o.transforms,
             mac_products: self.mac_products - o.mac_products,
+            launches: self.launches - o.launches,
+            allocations: self.allocations - o.allocations,
+            waits: self.waits - o.waits,
+            bus_bytes: self.bus_bytes - o.bus_bytes,
         }
     }
 }
@@ -53,6 +70,10 @@ static KEY_SWITCHES: AtomicU64 = AtomicU64::new(0);
 static KEY_SWITCH_TRANSFORMS: AtomicU64 = AtomicU64::new(0);
 static TRANSFORMS: AtomicU64 = AtomicU64::new(0);
 static MAC_PRODUCTS: AtomicU64 = AtomicU64::new(0);
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static WAITS: AtomicU64 = AtomicU64::new(0);
+static BUS_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The counters now.
 pub fn snapshot() -> Work {
@@ -61,6 +82,10 @@ pub fn snapshot() -> Work {
         key_switch_transforms: KEY_SWITCH_TRANSFORMS.load(Relaxed),
         transforms: TRANSFORMS.load(Relaxed),
         mac_products: MAC_PRODUCTS.load(Relaxed),
+        launches: LAUNCHES.load(Relaxed),
+        allocations: ALLOCATIONS.load(Relaxed),
+        waits: WAITS.load(Relaxed),
+        bus_bytes: BUS_BYTES.load(Relaxed),
     }
 }
 
@@ -79,4 +104,24 @@ pub(crate) fn transforms(rows: usize) {
 
 pub(crate) fn mac_products(products: usize) {
     add(&MAC_PRODUCTS, products);
+}
+
+/// For accelerator backends: one kernel launch.
+pub fn launch() {
+    add(&LAUNCHES, 1);
+}
+
+/// For accelerator backends: one device allocation.
+pub fn allocation() {
+    add(&ALLOCATIONS, 1);
+}
+
+/// For accelerator backends: the host waited for the device.
+pub fn wait() {
+    add(&WAITS, 1);
+}
+
+/// For accelerator backends: `bytes` copied between host and device.
+pub fn bus(bytes: usize) {
+    add(&BUS_BYTES, bytes);
 }

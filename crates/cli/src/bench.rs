@@ -168,6 +168,16 @@ fn print_work(reports: &[SchemeReport], tokens: usize) {
             w.transforms as f64 / t,
             w.mac_products as f64 / t / 1e6,
         );
+        if w.launches > 0 {
+            println!(
+                "  {:<14} on the device: {:.0} kernel launches, {:.0} allocations, {:.0} waits for the device, {:.2} MB across the bus",
+                "",
+                w.launches as f64 / t,
+                w.allocations as f64 / t,
+                w.waits as f64 / t,
+                w.bus_bytes as f64 / t / 1e6,
+            );
+        }
     }
 }
 

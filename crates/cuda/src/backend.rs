@@ -148,6 +148,42 @@ fn two_row_mac_allowed() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_R2C8")
 }
 
+/// FASTQUERY_CUDA_POOL: `0` leaves the device's memory pool at the driver's default release
+/// threshold (0: unused pool memory goes back to the device at every synchronisation).
+fn keep_pool_memory() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_POOL")
+}
+
+/// Lets the device's default memory pool (behind cudarc's stream-ordered allocations) keep the
+/// memory its buffers free instead of returning it at each synchronisation: a request allocates
+/// and frees its intermediates many times between downloads, and with the default threshold of
+/// 0 each allocation after a synchronisation maps fresh memory. The pool's peak then stays
+/// mapped for this process: at most what one request held at once.
+fn keep_freed_memory_in_pool(ctx: &CudaContext) -> Result<(), BackendError> {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() {
+        return Ok(()); // no stream-ordered allocator: nothing to set
+    }
+    ctx.bind_to_thread().map_err(dev)?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: the context is current on this thread (above); the driver writes the pool handle
+    // of the context's device into `pool`, then reads one u64 from `threshold` (the attribute's
+    // documented type, cuuint64_t).
+    #[allow(unsafe_code)]
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result().map_err(dev)?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .map_err(dev)?;
+    }
+    Ok(())
+}
+
 /// The NTT kernel for degree `n` under `version`: its name, threads per block and bytes of
 /// shared memory.
 fn ntt_kernel(version: u8, n: u32, inverse: bool) -> (&'static str, u32, u32) {
@@ -210,6 +246,9 @@ impl CudaBackend {
         let max_smem = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(dev)? as usize;
+        if keep_pool_memory()? {
+            keep_freed_memory_in_pool(&ctx)?;
+        }
         let arch = arch_of(major, minor);
         let ptx = compile_with(arch, minmax_reductions()?)?;
         let module = ctx.load_module(ptx).map_err(dev)?;

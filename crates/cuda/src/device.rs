@@ -11,7 +11,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig,
     PushKernelArg, ValidAsZeroBits,
 };
-use fastquery_backend::BackendError;
+use fastquery_backend::{BackendError, work};
 
 /// A word type kernels read and write (`u32`, `u64`).
 pub(crate) trait Word: DeviceRepr + ValidAsZeroBits + bytemuck::Pod {}
@@ -64,6 +64,7 @@ fn mixed() -> BackendError {
 
 impl Device {
     pub(crate) fn alloc_zeros<T: Word>(&self, len: usize) -> Result<Mem<T>, BackendError> {
+        work::allocation();
         match self {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.alloc_zeros::<T>(len).map_err(dev)?)),
             #[cfg(feature = "emulator")]
@@ -72,6 +73,8 @@ impl Device {
     }
 
     pub(crate) fn htod<T: Word>(&self, v: &[T]) -> Result<Mem<T>, BackendError> {
+        work::allocation();
+        work::bus(std::mem::size_of_val(v));
         match self {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.clone_htod(v).map_err(dev)?)),
             #[cfg(feature = "emulator")]
@@ -81,6 +84,8 @@ impl Device {
 
     /// Copies `m` into `out` (same length) and waits for it.
     pub(crate) fn dtoh<T: Word>(&self, m: &Mem<T>, out: &mut [T]) -> Result<(), BackendError> {
+        work::wait();
+        work::bus(std::mem::size_of_val(out));
         match (self, m) {
             (Self::Gpu { stream, .. }, Mem::Gpu(d)) => {
                 stream.memcpy_dtoh(d, out).map_err(dev)?;
@@ -97,6 +102,7 @@ impl Device {
     }
 
     pub(crate) fn dtod<T: Word>(&self, m: &Mem<T>) -> Result<Mem<T>, BackendError> {
+        work::allocation();
         match (self, m) {
             (Self::Gpu { stream, .. }, Mem::Gpu(d)) => Ok(Mem::Gpu(stream.clone_dtod(d).map_err(dev)?)),
             #[cfg(feature = "emulator")]
@@ -147,6 +153,7 @@ impl Device {
     }
 
     pub(crate) fn synchronize(&self) -> Result<(), BackendError> {
+        work::wait();
         match self {
             Self::Gpu { stream, .. } => stream.synchronize().map_err(dev),
             #[cfg(feature = "emulator")]
@@ -166,6 +173,7 @@ impl Device {
         cfg: LaunchConfig,
         args: &mut [Arg<'_>],
     ) -> Result<(), BackendError> {
+        work::launch();
         match self {
             Self::Gpu { stream, funcs, .. } => {
                 let f = funcs
