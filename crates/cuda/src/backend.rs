@@ -246,9 +246,8 @@ impl CudaBackend {
         let max_smem = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(dev)? as usize;
-        if keep_pool_memory()? {
-            keep_freed_memory_in_pool(&ctx)?;
-        }
+        // Only a speed setting: where the driver refuses it, the backend runs on the default.
+        let pool_refused = keep_pool_memory()? && keep_freed_memory_in_pool(&ctx).is_err();
         let arch = arch_of(major, minor);
         let ptx = compile_with(arch, minmax_reductions()?)?;
         let module = ctx.load_module(ptx).map_err(dev)?;
@@ -265,7 +264,10 @@ impl CudaBackend {
             )
             .map_err(dev)?;
         }
-        let name = ctx.name().map_err(dev)?;
+        let mut name = ctx.name().map_err(dev)?;
+        if pool_refused {
+            name.push_str(", its memory pool at the driver's default release threshold");
+        }
         let memory = ctx.total_mem().ok();
         let stream = ctx.default_stream();
         let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
