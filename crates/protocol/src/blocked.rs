@@ -540,7 +540,7 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
 
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
         let d = &self.design;
-        let mut trace = crate::trace::Phases::new(d.name);
+        let mut trace = crate::trace::Phases::new(d.name).waiting_on(self.ring.backend());
         let keys = self.session(session)?;
         let (params, l) = (&d.params, &d.layout);
         let (ib, ob) = (l.in_blocks(), l.out_blocks());

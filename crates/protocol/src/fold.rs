@@ -1122,7 +1122,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
 
     fn answer(&self, session: u64, query: &[u8]) -> Result<(Vec<u8>, Shares), ProtocolError> {
         let d = &self.design;
-        let mut trace = crate::trace::Phases::new(d.name);
+        let mut trace = crate::trace::Phases::new(d.name).waiting_on(self.ring.backend());
         let keys = self.session(session)?;
         let params = &d.params;
         let sent_for = |t: usize| d.query_sent(t).unwrap_or_default();

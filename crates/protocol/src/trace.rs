@@ -1,4 +1,5 @@
-//! Phase timings of the server path, printed to stderr when `FASTQUERY_TRACE` is set (a
+//! Phase timings of the server path, printed to stderr when `FASTQUERY_TRACE` is set (`sync`:
+//! each phase waits for the device's queued work before it ends; see [`Phases::waiting_on`]) (a
 //! diagnostic for operators and for performance work; silent otherwise), each with the
 //! process's resident memory at its end and the page faults the process took during it, where
 //! the system reports them (Linux: a fresh page costs a fault and a kernel zeroing, which a
@@ -49,6 +50,11 @@ pub(crate) struct Phases {
     /// Handed to [`collect`] as each phase ends (created inside one).
     collecting: bool,
     last: Instant,
+    /// With `FASTQUERY_TRACE=sync`: waits for the backend's device before each phase ends, so
+    /// that a phase's time includes the device work it queued (an accelerator runs it
+    /// asynchronously, and without the wait it counts where the host next waits). The waits cost
+    /// the overlap of host and device work: a diagnostic, not the served speed.
+    wait: Option<Box<dyn Fn()>>,
     /// The process's minor page faults when the current phase began.
     faults: Option<u64>,
     parts: Vec<Part>,
@@ -71,15 +77,32 @@ impl Phases {
             on,
             collecting: COLLECTED.with_borrow(Option::is_some),
             last: Instant::now(),
+            wait: None,
             faults: if on { minor_faults() } else { None },
             parts: Vec::new(),
         }
+    }
+
+    /// These phases, each ended after `backend`'s device finished the work queued so far, where
+    /// `FASTQUERY_TRACE=sync` (otherwise unchanged).
+    pub(crate) fn waiting_on<B: fastquery_backend::Backend>(mut self, backend: &std::sync::Arc<B>) -> Self {
+        if self.on && std::env::var("FASTQUERY_TRACE").is_ok_and(|v| v == "sync") {
+            let b = backend.clone();
+            self.wait = Some(Box::new(move || {
+                // A failed wait shows up as the next operation's error; the trace only times.
+                let _ = b.synchronize();
+            }));
+        }
+        self
     }
 
     /// Ends the current phase.
     pub(crate) fn mark(&mut self, name: &'static str) {
         if !self.on && !self.collecting {
             return;
+        }
+        if let Some(wait) = &self.wait {
+            wait();
         }
         let now = Instant::now();
         let ms = (now - self.last).as_secs_f64() * 1e3;
