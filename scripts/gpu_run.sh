@@ -5,7 +5,8 @@
 # that fit one `run` each (every step has its own time limit, and a failing step does not stop
 # the others), most important first:
 #   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
-#                                  tokens, the memory pool A/B, criterion (the ids of issue 7)
+#                                  tokens, the kernel profile of a request, the memory pool A/B,
+#                                  criterion (the ids of issue 7), a session
 #   bash .device/gpu_run.sh main   about 2 minutes on the H200: tests, the kernel summary (NTT
 #                                  target, the table product on integer pipes vs tensor cores,
 #                                  side by side), the schemes at llama-7b for 1, 8 and 128 tokens
@@ -56,6 +57,11 @@ if [ "$part" = quick ]; then
   for t in 1 8 128; do
     step "bench llama-7b $t" 60 "$D/fastquery" --backend cuda bench --workload llama-7b \
       --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
+  done
+  # Every launch timed (events around each): the device time of a request per kernel.
+  for t in 1 8; do
+    FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 40 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery,cheetah --tokens "$t"
   done
   for t in 1 8; do
     FASTQUERY_CUDA_POOL=0 step "pool off, $t" 40 "$D/fastquery" --backend cuda bench \

@@ -219,6 +219,14 @@ pub trait Backend: Send + Sync + 'static {
         self.keyswitch_chunk()
     }
 
+    /// Per-kernel device time since the last call (most time first), where the backend times
+    /// its launches (the CUDA backend with `FASTQUERY_CUDA_PROFILE=1`); waits for the device.
+    /// None: the backend does not time kernels. A diagnostic: what a request's device time is
+    /// made of.
+    fn kernel_times(&self) -> Result<Option<Vec<work::KernelTime>>, BackendError> {
+        Ok(None)
+    }
+
     /// Host threads the backend works with, where it bounds them (the CPU backend's pool): how
     /// many independent pieces of work (tokens) a caller runs on it side by side. None: the
     /// caller's own default (the global rayon pool's threads).

@@ -125,3 +125,12 @@ pub fn wait() {
 pub fn bus(bytes: usize) {
     add(&BUS_BYTES, bytes);
 }
+
+/// Device time of one kernel over a stretch of work ([`crate::Backend::kernel_times`]): how
+/// often it was launched and its launches' time on the device together.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub launches: u64,
+    pub ms: f64,
+}

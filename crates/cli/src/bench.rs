@@ -168,6 +168,25 @@ fn print_work(reports: &[SchemeReport], tokens: usize) {
             w.transforms as f64 / t,
             w.mac_products as f64 / t / 1e6,
         );
+        if let Some(k) = &r.kernel_times {
+            let total: f64 = k.iter().map(|k| k.ms).sum();
+            println!(
+                "  {:<14} kernel time (FASTQUERY_CUDA_PROFILE): {:.3} ms per token in {:.0} launches; most first:",
+                "",
+                total / t,
+                k.iter().map(|k| k.launches as f64).sum::<f64>() / t
+            );
+            for k in k.iter().take(12) {
+                println!(
+                    "  {:<14}   {:<26} {:>8.3} ms {:>7.0} launches {:>5.1}%",
+                    "",
+                    k.kernel,
+                    k.ms / t,
+                    k.launches as f64 / t,
+                    100.0 * k.ms / total.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
         if w.launches > 0 {
             println!(
                 "  {:<14} on the device: {:.0} kernel launches, {:.0} allocations, {:.0} waits for the device, {:.2} MB across the bus",

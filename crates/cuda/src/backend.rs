@@ -78,6 +78,8 @@ pub struct CudaBackend {
     max_smem: usize,
     /// Bytes of device memory (None on the emulator).
     memory: Option<usize>,
+    /// Every launch timed (`FASTQUERY_CUDA_PROFILE=1`), for [`Backend::kernel_times`].
+    profile: Option<crate::device::Profile>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -152,6 +154,18 @@ fn two_row_mac_allowed() -> Result<bool, BackendError> {
 /// threshold (0: unused pool memory goes back to the device at every synchronisation).
 fn keep_pool_memory() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_POOL")
+}
+
+/// FASTQUERY_CUDA_PROFILE: `1` times every kernel launch ([`Backend::kernel_times`]); unset or
+/// `0` does not (the events cost a few microseconds a launch).
+fn profile_launches() -> Result<Option<crate::device::Profile>, BackendError> {
+    match std::env::var("FASTQUERY_CUDA_PROFILE").ok().as_deref().map(str::trim) {
+        None | Some("0") => Ok(None),
+        Some("1") => Ok(Some(Default::default())),
+        Some(v) => {
+            Err(BackendError::InvalidInput(format!("FASTQUERY_CUDA_PROFILE must be 0 or 1, not '{v}'")))
+        }
+    }
 }
 
 /// Lets the device's default memory pool (behind cudarc's stream-ordered allocations) keep the
@@ -283,6 +297,7 @@ impl CudaBackend {
             arch,
             max_smem,
             memory,
+            profile: profile_launches()?,
         })
     }
 
@@ -340,6 +355,7 @@ impl CudaBackend {
             arch: "sm_90",
             max_smem: crate::EMULATED_SHARED_MEMORY,
             memory: None,
+            profile: profile_launches()?,
         })
     }
 
@@ -571,8 +587,12 @@ impl CudaBackend {
     /// # Safety
     /// As [`Device::launch`]: `args` match kernel `name` and the launch stays in bounds.
     unsafe fn launch(&self, name: &str, cfg: LaunchConfig, args: &mut [Arg<'_>]) -> Result<(), BackendError> {
-        // SAFETY: forwarded contract.
-        unsafe { self.device.launch(name, cfg, args) }
+        match &self.profile {
+            // SAFETY: forwarded contract.
+            None => unsafe { self.device.launch(name, cfg, args) },
+            // SAFETY: forwarded contract; the profile only records events around the launch.
+            Some(p) => p.time(&self.device, name, || unsafe { self.device.launch(name, cfg, args) }),
+        }
     }
 
     /// Launches an elementwise kernel: `a` (and `b`), the moduli, the Barrett constants when
@@ -610,6 +630,10 @@ impl Backend for CudaBackend {
 
     fn synchronize(&self) -> Result<(), BackendError> {
         self.device.synchronize()
+    }
+
+    fn kernel_times(&self) -> Result<Option<Vec<fastquery_backend::work::KernelTime>>, BackendError> {
+        self.profile.as_ref().map(|p| p.drain(&self.device)).transpose()
     }
 
     fn info(&self) -> BackendInfo {

@@ -201,3 +201,66 @@ impl Device {
         }
     }
 }
+
+/// Kernel launches timed one by one (`FASTQUERY_CUDA_PROFILE=1`): on the GPU by a pair of events
+/// around each launch, on the emulator by the host's clock. A diagnostic: the events cost a few
+/// microseconds a launch, and the records grow until [`Profile::drain`] takes them.
+#[derive(Default)]
+pub(crate) struct Profile {
+    records: std::sync::Mutex<Vec<Record>>,
+}
+
+enum Record {
+    Gpu(String, cudarc::driver::CudaEvent, cudarc::driver::CudaEvent),
+    #[cfg_attr(not(feature = "emulator"), allow(dead_code))]
+    Host(String, f64),
+}
+
+impl Profile {
+    /// Runs `launch` (one kernel launch on `device`) and records its time.
+    pub(crate) fn time(
+        &self,
+        device: &Device,
+        name: &str,
+        launch: impl FnOnce() -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let record = match device {
+            Device::Gpu { stream, .. } => {
+                let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+                let start = stream.record_event(timed).map_err(dev)?;
+                launch()?;
+                let end = stream.record_event(timed).map_err(dev)?;
+                Record::Gpu(name.to_owned(), start, end)
+            }
+            #[cfg(feature = "emulator")]
+            Device::Emulated { .. } => {
+                let t = std::time::Instant::now();
+                launch()?;
+                Record::Host(name.to_owned(), t.elapsed().as_secs_f64() * 1e3)
+            }
+        };
+        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+        Ok(())
+    }
+
+    /// The launches recorded since the last call, summed per kernel, most time first; waits for
+    /// `device` so that every recorded launch has finished.
+    pub(crate) fn drain(&self, device: &Device) -> Result<Vec<work::KernelTime>, BackendError> {
+        device.synchronize()?;
+        let records =
+            std::mem::take(&mut *self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut out: Vec<work::KernelTime> = Vec::new();
+        for r in records {
+            let (name, ms) = match r {
+                Record::Gpu(name, start, end) => (name, f64::from(start.elapsed_ms(&end).map_err(dev)?)),
+                Record::Host(name, ms) => (name, ms),
+            };
+            match out.iter_mut().find(|k| k.kernel == name) {
+                Some(k) => (k.launches, k.ms) = (k.launches + 1, k.ms + ms),
+                None => out.push(work::KernelTime { kernel: name, launches: 1, ms }),
+            }
+        }
+        out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(out)
+    }
+}

@@ -396,6 +396,10 @@ pub struct SchemeReport {
     /// The work the server asked of its backend for one request (all its queries; counted by
     /// `fastquery_backend::work` in the first repetition).
     pub server_work: fastquery_backend::work::Work,
+    /// Device time per kernel over the same request, where the backend times its launches
+    /// (`FASTQUERY_CUDA_PROFILE=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_times: Option<Vec<fastquery_backend::work::KernelTime>>,
     /// The design's own operation counts for the same request, where it states them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_operations: Option<crate::Operations>,
@@ -580,6 +584,7 @@ pub fn run_on<B: Backend>(
     // The design once: for the pair, and for the cost model's estimate below.
     check_inputs(inputs, table)?;
     let design = kind.design(inputs)?;
+    let profiler = backend.clone();
     let (server, mut client) = build_design(backend, table, inputs, design.clone())?;
     let preprocess_ms = ms(t);
     progress(&format!("{}: setup", kind.name()));
@@ -600,6 +605,9 @@ pub fn run_on<B: Backend>(
     // change, every share is verified, and the times are reported as medians.
     let (mut bytes, mut client_runs, mut server_runs) = (None, Vec::new(), Vec::new());
     let mut server_work = fastquery_backend::work::Work::default();
+    // Kernel times of the first repetition alone, where the backend keeps them.
+    profiler.kernel_times()?;
+    let mut kernel_times = None;
     for rep in 0..repeat {
         let (mut up, mut down, mut client_ms, mut server_ms) = (0usize, 0usize, 0f64, 0f64);
         for (b, batch) in batches.iter().enumerate() {
@@ -624,6 +632,9 @@ pub fn run_on<B: Backend>(
         }
         client_runs.push(client_ms);
         server_runs.push(server_ms);
+        if rep == 0 {
+            kernel_times = profiler.kernel_times()?;
+        }
     }
     let (up, down) = bytes.unwrap_or_default();
     let (client_ms, server_ms) = (median(&client_runs), median(&server_runs));
@@ -662,6 +673,7 @@ pub fn run_on<B: Backend>(
         predicted_bytes: kind.batches_tokens().then(|| server.predicted_bytes(ids.len())).flatten(),
         measured_bytes: WireBytes { setup: setup.len(), query: up, response: down },
         server_work,
+        kernel_times,
         predicted_operations: server.predicted_operations(ids.len()),
         estimated_server_ms_per_token,
         batching,
