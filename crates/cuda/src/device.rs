@@ -204,10 +204,20 @@ impl Device {
 
 /// Kernel launches timed one by one (`FASTQUERY_CUDA_PROFILE=1`): on the GPU by a pair of events
 /// around each launch, on the emulator by the host's clock. A diagnostic: the events cost a few
-/// microseconds a launch, and the records grow until [`Profile::drain`] takes them.
+/// microseconds a launch. At most [`Profile::PENDING`] launches keep their events (a serving
+/// process that never asks for its times must not gather events without end): beyond that the
+/// oldest are summed where they stand, which waits for them.
 #[derive(Default)]
 pub(crate) struct Profile {
-    records: std::sync::Mutex<Vec<Record>>,
+    state: std::sync::Mutex<ProfileState>,
+}
+
+#[derive(Default)]
+struct ProfileState {
+    /// Launches not yet summed.
+    pending: Vec<Record>,
+    /// Launches summed since the last [`Profile::drain`].
+    summed: Vec<work::KernelTime>,
 }
 
 enum Record {
@@ -216,7 +226,31 @@ enum Record {
     Host(String, f64),
 }
 
+impl ProfileState {
+    /// Every pending launch summed into `summed` (its events waited for).
+    fn sum_pending(&mut self) -> Result<(), BackendError> {
+        for r in std::mem::take(&mut self.pending) {
+            let (name, ms) = match r {
+                Record::Gpu(name, start, end) => (name, f64::from(start.elapsed_ms(&end).map_err(dev)?)),
+                Record::Host(name, ms) => (name, ms),
+            };
+            match self.summed.iter_mut().find(|k| k.kernel == name) {
+                Some(k) => (k.launches, k.ms) = (k.launches + 1, k.ms + ms),
+                None => self.summed.push(work::KernelTime { kernel: name, launches: 1, ms }),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Profile {
+    /// Launches whose events are kept before the oldest are summed.
+    pub(crate) const PENDING: usize = 1 << 16;
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProfileState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `launch` (one kernel launch on `device`) and records its time.
     pub(crate) fn time(
         &self,
@@ -239,28 +273,43 @@ impl Profile {
                 Record::Host(name.to_owned(), t.elapsed().as_secs_f64() * 1e3)
             }
         };
-        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+        let mut state = self.state();
+        state.pending.push(record);
+        if state.pending.len() >= Self::PENDING {
+            state.sum_pending()?;
+        }
         Ok(())
     }
 
-    /// The launches recorded since the last call, summed per kernel, most time first; waits for
-    /// `device` so that every recorded launch has finished.
+    /// The launches since the last call, summed per kernel, most time first; waits for `device`
+    /// so that every one of them has finished.
     pub(crate) fn drain(&self, device: &Device) -> Result<Vec<work::KernelTime>, BackendError> {
         device.synchronize()?;
-        let records =
-            std::mem::take(&mut *self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let mut out: Vec<work::KernelTime> = Vec::new();
-        for r in records {
-            let (name, ms) = match r {
-                Record::Gpu(name, start, end) => (name, f64::from(start.elapsed_ms(&end).map_err(dev)?)),
-                Record::Host(name, ms) => (name, ms),
-            };
-            match out.iter_mut().find(|k| k.kernel == name) {
-                Some(k) => (k.launches, k.ms) = (k.launches + 1, k.ms + ms),
-                None => out.push(work::KernelTime { kernel: name, launches: 1, ms }),
-            }
-        }
+        let mut state = self.state();
+        state.sum_pending()?;
+        let mut out = std::mem::take(&mut state.summed);
         out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Summing keeps one entry per kernel (launches and time added), and a second sum adds to
+    /// the first: what a drain after the cap's early sums reports.
+    #[test]
+    fn pending_launches_sum_per_kernel() {
+        let mut s = ProfileState::default();
+        let host = |name: &str, ms| Record::Host(name.to_owned(), ms);
+        s.pending = vec![host("a", 1.0), host("b", 0.5), host("a", 2.0)];
+        s.sum_pending().unwrap();
+        assert!(s.pending.is_empty());
+        s.pending = vec![host("b", 4.0), host("c", 0.25)];
+        s.sum_pending().unwrap();
+        let got: Vec<(String, u64, f64)> =
+            s.summed.iter().map(|k| (k.kernel.clone(), k.launches, k.ms)).collect();
+        assert_eq!(got, vec![("a".into(), 2, 3.0), ("b".into(), 2, 4.5), ("c".into(), 1, 0.25)]);
     }
 }
