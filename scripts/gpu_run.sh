@@ -7,6 +7,8 @@
 #   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
 #                                  tokens, the kernel profile of a request, the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
+#   bash .device/gpu_run.sh wgpu   the wgpu backend on the GPU through Vulkan (never run on a real
+#                                  GPU before): its tests, kernels, llama-7b at 8 tokens
 #   bash .device/gpu_run.sh main   about 2 minutes on the H200: tests, the kernel summary (NTT
 #                                  target, the table product on integer pipes vs tensor cores,
 #                                  side by side), the schemes at llama-7b for 1, 8 and 128 tokens
@@ -74,6 +76,23 @@ if [ "$part" = quick ]; then
   step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
     --json "$R/session-llama-7b-64.json"
+fi
+if [ "$part" = wgpu ]; then
+  # The Vulkan loader, where the machine lacks it (the NVIDIA driver brings its Vulkan driver,
+  # not always the loader); the driver's manifest where the loader would not find it.
+  if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+    for f in "$D"/gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
+    ldconfig
+  fi
+  icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; fi
+  ldconfig -p | grep libvulkan || echo "no Vulkan loader"
+  # Every test on the adapter wgpu picks (its name is printed: it must be the NVIDIA GPU, not
+  # a software rasteriser).
+  FASTQUERY_REQUIRE_WGPU=1 step "wgpu tests" 150 "$D/wgpu-tests" --test-threads 1 --nocapture
+  step "wgpu kernels" 90 "$D/fastquery" --backend wgpu kernels --quick
+  step "wgpu bench llama-7b 8" 90 "$D/fastquery" --backend wgpu bench --workload llama-7b \
+    --schemes fastquery,cheetah --tokens 8 --json "$R/bench-wgpu-llama-7b-8.json"
 fi
 if [ "$part" = main ] || [ "$part" = all ]; then
   # 1. Correctness: NVRTC, the conformance suite and every scheme on the GPU (the emulator's
