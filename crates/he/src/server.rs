@@ -316,18 +316,27 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
                 rng.set_stream(2);
                 crate::sample::cbd(&mut rng, pos.len())
             });
-            let mut idx = Vec::with_capacity(limbs * pos.len());
-            let mut vals = zeroize::Zeroizing::new(Vec::with_capacity(limbs * pos.len()));
-            for (l, m) in moduli.iter().enumerate() {
-                let p = i128::from(m.value());
-                for (k, ((&j, &f), &rk)) in pos.iter().zip(flood.iter()).zip(&r).enumerate() {
-                    let e = e0.as_ref().map_or(0, |e0| i128::from(e0[k]));
-                    let fl = m.reduce_i64((f + e).rem_euclid(p) as i64);
-                    let masked = enc.residue(basis, l, rk.wrapping_neg() & t_mask);
-                    idx.push(((ct * limbs + l) * n + j) as u32);
-                    vals.push(m.add(fl, masked));
-                }
-            }
+            // Word `l * kept + k` for limb `l` and kept coefficient `k`. The draws above follow the
+            // seed's streams in order; the words below are independent, so a one-ciphertext
+            // response (a decode step, 4096 kept coefficients at llama-7b) spreads them over
+            // the threads in chunks instead of running them on one.
+            const CHUNK: usize = 2048;
+            let kept = pos.len();
+            let mut idx = vec![0u32; limbs * kept];
+            let mut vals = zeroize::Zeroizing::new(vec![0u32; limbs * kept]);
+            idx.par_chunks_mut(CHUNK).zip(vals.par_chunks_mut(CHUNK)).enumerate().for_each(
+                |(c, (ic, vc))| {
+                    for (o, (iw, vw)) in ic.iter_mut().zip(vc.iter_mut()).enumerate() {
+                        let (l, k) = ((c * CHUNK + o) / kept, (c * CHUNK + o) % kept);
+                        let m = moduli[l];
+                        let e = e0.as_ref().map_or(0, |e0| i128::from(e0[k]));
+                        let fl = m.reduce_i64((flood[k] + e).rem_euclid(i128::from(m.value())) as i64);
+                        let masked = enc.residue(basis, l, r[k].wrapping_neg() & t_mask);
+                        *iw = ((ct * limbs + l) * n + pos[k]) as u32;
+                        *vw = m.add(fl, masked);
+                    }
+                },
+            );
             (r, idx, vals)
         })
         .collect();
