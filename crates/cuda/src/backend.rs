@@ -159,13 +159,13 @@ fn keep_pool_memory() -> Result<bool, BackendError> {
 /// FASTQUERY_CUDA_PROFILE: `1` times every kernel launch ([`Backend::kernel_times`]); unset or
 /// `0` does not (the events cost a few microseconds a launch).
 fn profile_launches() -> Result<Option<crate::device::Profile>, BackendError> {
-    match std::env::var("FASTQUERY_CUDA_PROFILE").ok().as_deref().map(str::trim) {
-        None | Some("0") => Ok(None),
-        Some("1") => Ok(Some(Default::default())),
-        Some(v) => {
-            Err(BackendError::InvalidInput(format!("FASTQUERY_CUDA_PROFILE must be 0 or 1, not '{v}'")))
-        }
-    }
+    const NAME: &str = "FASTQUERY_CUDA_PROFILE";
+    // Off where unset (the other switches are on where unset); the values as theirs.
+    let on = match std::env::var(NAME) {
+        Ok(v) => switch(NAME, Some(&v))?,
+        Err(_) => false,
+    };
+    Ok(on.then(Default::default))
 }
 
 /// Lets the device's default memory pool (behind cudarc's stream-ordered allocations) keep the

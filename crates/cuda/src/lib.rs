@@ -96,10 +96,16 @@ pub struct KernelResources {
 }
 
 impl KernelResources {
-    /// Registers a block of `threads` threads needs (allocation granularity 8 per thread).
+    /// Registers a block of `threads` threads needs ([`block_registers`]).
     pub fn block_registers(&self, threads: u32) -> u32 {
-        self.registers.div_ceil(8) * 8 * threads
+        block_registers(self.registers, threads)
     }
+}
+
+/// Registers a block of `threads` threads of `registers` each needs (allocation granularity 8
+/// per thread).
+pub fn block_registers(registers: u32, threads: u32) -> u32 {
+    registers.div_ceil(8) * 8 * threads
 }
 
 /// What the driver reports of one kernel loaded on a GPU ([`CudaBackend::loaded_kernels`]).

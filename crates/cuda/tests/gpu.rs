@@ -110,7 +110,7 @@ fn loaded_kernels_launch_at_their_block_sizes() {
             l.max_threads
         );
         assert!(
-            l.registers.div_ceil(8) * 8 * threads <= fastquery_cuda::REGISTERS_PER_SM,
+            fastquery_cuda::block_registers(l.registers, threads) <= fastquery_cuda::REGISTERS_PER_SM,
             "{k}: register file"
         );
     }

@@ -106,19 +106,15 @@ impl C1Rounding {
     pub fn lift_residues(&self, basis: &RnsBasis, hs: &[u64]) -> Vec<u32> {
         let n = hs.len();
         let mut c1 = vec![0u32; basis.len() * n];
-        if let Some(fast) = Word::new(self, basis) {
-            for (j, &h) in hs.iter().enumerate() {
-                let v = fast.lift(h);
-                for (l, m) in basis.moduli().iter().enumerate() {
-                    c1[l * n + j] = m.reduce_u64(v);
-                }
-            }
-            return c1;
-        }
+        let fast = Word::new(self, basis);
         for (j, &h) in hs.iter().enumerate() {
-            let v = self.lift(h);
+            let v = fast.as_ref().map_or_else(|| self.lift(h), |f| u128::from(f.lift(h)));
             for (l, m) in basis.moduli().iter().enumerate() {
-                c1[l * n + j] = (v % u128::from(m.value())) as u32;
+                // Barrett where `v` fits a word (always on the 64-bit path).
+                c1[l * n + j] = match u64::try_from(v) {
+                    Ok(v) => m.reduce_u64(v),
+                    Err(_) => (v % u128::from(m.value())) as u32,
+                };
             }
         }
         c1
@@ -285,11 +281,22 @@ mod tests {
                 }
             }
         }
-        // A q' of 64 bits or more takes the reference path.
+        // A q' of 64 bits or more takes the reference path; its lift's residues are those of
+        // `lift`, whether the lifted value fits a word or not.
         let primes = ntt_primes(31, n, 3).unwrap();
         let basis = RnsBasis::new(&primes).unwrap();
         let q: u128 = primes.iter().map(|&p| u128::from(p)).product();
-        assert!(Word::new(&C1Rounding::new(q, 40).unwrap(), &basis).is_none());
+        let r = C1Rounding::new(q, 40).unwrap();
+        assert!(Word::new(&r, &basis).is_none());
+        let mut hs: Vec<u64> = vec![0, 1, (1 << 40) - 1];
+        hs.extend((0..200).map(|_| rng.random_range(0..1u64 << 40)));
+        let back = r.lift_residues(&basis, &hs);
+        assert!(hs.iter().any(|&h| r.lift(h) < 1 << 64) && hs.iter().any(|&h| r.lift(h) >= 1 << 64));
+        for (j, &h) in hs.iter().enumerate() {
+            for (l, &p) in primes.iter().enumerate() {
+                assert_eq!(u128::from(back[l * hs.len() + j]), r.lift(h) % u128::from(p), "h={h}");
+            }
+        }
     }
 
     #[test]

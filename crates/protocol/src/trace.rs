@@ -55,6 +55,8 @@ pub(crate) struct Phases {
     /// asynchronously, and without the wait it counts where the host next waits). The waits cost
     /// the overlap of host and device work: a diagnostic, not the served speed.
     wait: Option<Box<dyn Fn()>>,
+    /// `FASTQUERY_TRACE=sync` (read with `on`): [`Self::waiting_on`] sets `wait`.
+    sync: bool,
     /// The process's minor page faults when the current phase began.
     faults: Option<u64>,
     parts: Vec<Part>,
@@ -71,10 +73,12 @@ struct Part {
 
 impl Phases {
     pub(crate) fn new(what: &'static str) -> Self {
-        let on = std::env::var_os("FASTQUERY_TRACE").is_some();
+        let trace = std::env::var_os("FASTQUERY_TRACE");
+        let on = trace.is_some();
         Self {
             what,
             on,
+            sync: trace.is_some_and(|v| v == "sync"),
             collecting: COLLECTED.with_borrow(Option::is_some),
             last: Instant::now(),
             wait: None,
@@ -86,7 +90,7 @@ impl Phases {
     /// These phases, each ended after `backend`'s device finished the work queued so far, where
     /// `FASTQUERY_TRACE=sync` (otherwise unchanged).
     pub(crate) fn waiting_on<B: fastquery_backend::Backend>(mut self, backend: &std::sync::Arc<B>) -> Self {
-        if self.on && std::env::var("FASTQUERY_TRACE").is_ok_and(|v| v == "sync") {
+        if self.sync {
             let b = backend.clone();
             self.wait = Some(Box::new(move || {
                 // A failed wait shows up as the next operation's error; the trace only times.
