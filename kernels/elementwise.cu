@@ -19,6 +19,16 @@ extern "C" __global__ void difference_u32(u32* out, const u32* src, u64 minuend,
     GRID_STRIDE(total) { out[idx] = sub_mod(src[minuend + idx], src[subtrahend + idx], moduli[(idx >> log_n) % limbs]); }
 }
 
+// Whole polynomials moved (Backend::copy_polys_at): block (j, y) copies slices of polynomial
+// moves[2j] of src to polynomial moves[2j + 1] of dst, `quads` 16-byte words each (a
+// transposition of a batch's rows, or the gathering of every token's rows of a bit, in one
+// launch). The caller checked the ranges and that no destination repeats.
+extern "C" __global__ void copy_polys_u32(u32* dst, const u32* src, const u32* moves, u32 quads) {
+    const uint4* s = (const uint4*)src + (u64)moves[2 * blockIdx.x] * quads;
+    uint4* d = (uint4*)dst + (u64)moves[2 * blockIdx.x + 1] * quads;
+    for (u32 c = blockIdx.y * blockDim.x + threadIdx.x; c < quads; c += gridDim.y * blockDim.x) d[c] = s[c];
+}
+
 extern "C" __global__ void neg_u32(u32* a, const u32* moduli, u32 log_n, u32 limbs, u64 total) {
     GRID_STRIDE(total) { a[idx] = neg_mod(a[idx], moduli[(idx >> log_n) % limbs]); }
 }

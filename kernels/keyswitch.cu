@@ -20,6 +20,10 @@
 // residue itself) is row (r, l) of `twin`, read instead of built and transformed: one transform
 // fewer per block. Otherwise `twin` is unused (the caller passes `a`).
 //
+// With `key_sets` > 1 (Backend::decompose_mac_sets) each key holds that many sets of
+// src_limbs x digits polynomials side by side, and polynomial r meets set r % key_sets: a batch
+// of several tokens' ciphertexts in turn, each with its own RGSW. One set: the plain product.
+//
 // Launch: grid = polys x limbs, block = min(N/2, 1024) threads, dynamic shared memory
 // 3 N * 4 bytes (the row and two accumulators: N <= 16384 on an H100).
 
@@ -27,11 +31,15 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
                                              const u32* tw, const u32* tw_shoup, const u32* moduli,
                                              const u64* barrett, u32 n, u32 log_n, u32 limbs, u32 digit_bits,
                                              u32 digits, u32 accumulate, u32 src_limbs, const u32* twin,
-                                             u32 use_twin) {
+                                             u32 use_twin, u32 key_sets) {
     extern __shared__ u32 s[];
     u32* acc0 = s + n;
     u32* acc1 = s + 2 * n;
     const u32 row = blockIdx.x, r = row / limbs, l = row % limbs;
+    // Key set r % key_sets (Backend::decompose_mac_sets), each src_limbs * digits keys.
+    const size_t key_at = (size_t)(r % key_sets) * src_limbs * digits * limbs * n;
+    key0 += key_at;
+    key1 += key_at;
     const u32 T = blockDim.x, t = threadIdx.x;
     const u32 p = moduli[l];
     const u64 bar = barrett[l];
@@ -96,12 +104,16 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
                                                     const u32* key1, const u32* tw, const u32* tw_shoup,
                                                     const u32* moduli, const u64* barrett, u32 limbs,
                                                     u32 digit_bits, u32 digits, u32 accumulate,
-                                                    u32 src_limbs, const u32* twin, u32 use_twin) {
+                                                    u32 src_limbs, const u32* twin, u32 use_twin,
+                                                    u32 key_sets) {
     extern __shared__ u32 s[];
     constexpr u32 N = 1u << LN, T = N / 16;
     u32* acc0 = s + N;
     u32* acc1 = s + 2 * N;
     const u32 row = blockIdx.x, r = row / limbs, l = row % limbs, t = threadIdx.x;
+    const size_t key_at = (size_t)(r % key_sets) * src_limbs * digits * limbs * N;
+    key0 += key_at;
+    key1 += key_at;
     const u32 sc = swz(t * 16);
     const u32 p = moduli[l];
     const u64 bar = barrett[l];
@@ -179,14 +191,16 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
 extern "C" __global__ void __launch_bounds__(256, 2)
 decompose_mac_4096_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin,
+                       u32 key_sets) {
     decompose_mac_3pass<12>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate, src_limbs, twin, use_twin);
+                            accumulate, src_limbs, twin, use_twin, key_sets);
 }
 extern "C" __global__ void __launch_bounds__(512, 1)
 decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
                        const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n, u32 limbs,
-                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin) {
+                       u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin, u32 use_twin,
+                       u32 key_sets) {
     decompose_mac_3pass<13>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
-                            accumulate, src_limbs, twin, use_twin);
+                            accumulate, src_limbs, twin, use_twin, key_sets);
 }

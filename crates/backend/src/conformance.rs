@@ -36,7 +36,8 @@ macro_rules! conformance_tests {
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
             expand_step_matches_its_steps, pack_step_matches_its_steps, hybrid_keyswitch_matches_its_steps,
             expand_seeds_match_the_stream,
-            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices, ranges_match_their_copies);
+            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices, ranges_match_their_copies,
+            key_sets_match_one_set_at_a_time, polys_move_where_they_are_sent);
     };
     (@tests $($name:ident),*) => {
         $(
@@ -78,6 +79,8 @@ pub fn all<B: Backend>() -> Vec<Check<B>> {
         zero_noise_matches_the_spec: "finishing noise follows the spec",
         scatter_add_adds_at_the_indices: "scatter-add adds at the indices, gathers read them",
         ranges_match_their_copies: "truncation, range differences and inverse copies",
+        key_sets_match_one_set_at_a_time: "key-switch products with a key per token equal one token at a time",
+        polys_move_where_they_are_sent: "whole polynomials move to where they are sent",
     }
 }
 
@@ -1332,5 +1335,135 @@ pub fn ranges_match_their_copies<B: Backend>(b: &Arc<B>) {
             assert_eq!(ring.download(&kept).unwrap(), w[..keep * poly], "truncate to {keep} n={n}");
         }
         assert!(ring.truncate(ring.duplicate(&p).unwrap(), polys + 1).is_err(), "truncating to more");
+    }
+}
+
+/// [`Ring::decompose_mac`] and [`Ring::decompose_mac_twin`] with keys of several sets side by
+/// side ([`Backend::decompose_mac_sets`]: polynomial `r` meets set `r % sets`) equal the same
+/// products made one set at a time with one set's keys, the polynomials moved on the host (so
+/// the oracle depends on no new operation): at the degrees of the CUDA backend's three-pass
+/// kernels and a small one, digit widths with one and several digits per limb, both modes,
+/// batches of one to several polynomials per set. Keys whose sets do not divide the batch, and
+/// keys that are no whole number of sets, are refused.
+pub fn key_sets_match_one_set_at_a_time<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(19);
+    for (n, limbs) in [(64usize, 3usize), (4096, 2), (8192, 1)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let poly = limbs * n;
+        for (sets, per, w) in [(3usize, 2usize, 31u32), (2, 1, 12), (4, 3, 31), (1, 2, 16)] {
+            let g = limbs * ring.digits(limbs, w);
+            let (polys, key_shape) = (sets * per, Shape::new(sets * g, limbs));
+            let shape = Shape::new(polys, limbs);
+            let a_words = random_words(&mut rng, &ctx, shape);
+            let a: Polys<B, Coeff> = upload(&ring, &a_words, shape);
+            let twin = ring.forward(ring.duplicate(&a).unwrap()).unwrap();
+            let twin_words = ring.download(&twin).unwrap();
+            let key_words: Vec<Vec<u32>> = (0..2).map(|_| random_words(&mut rng, &ctx, key_shape)).collect();
+            let keys: Vec<Polys<B, Ntt>> = key_words.iter().map(|k| upload(&ring, k, key_shape)).collect();
+            let start = random_words(&mut rng, &ctx, shape);
+            // Polynomials r = set + sets i of a batch, as one set's own batch.
+            let pick = |words: &[u32], set: usize, width: usize| -> Vec<u32> {
+                (0..width).flat_map(|i| words[(set + sets * i) * poly..][..poly].to_vec()).collect()
+            };
+            for accumulate in [false, true] {
+                for with_twin in [false, true] {
+                    if with_twin && g != limbs {
+                        continue;
+                    }
+                    let mut got: Vec<Polys<B, Ntt>> = (0..2).map(|_| upload(&ring, &start, shape)).collect();
+                    let [g0, g1] = &mut got[..] else { unreachable!("two outputs") };
+                    let ks = [&keys[0], &keys[1]];
+                    if with_twin {
+                        ring.decompose_mac_twin(&a, &twin, w, ks, [g0, g1], accumulate).unwrap();
+                    } else {
+                        ring.decompose_mac(&a, w, ks, [g0, g1], accumulate).unwrap();
+                    }
+                    let got: Vec<Vec<u32>> = got.iter().map(|x| ring.download(x).unwrap()).collect();
+                    let one = Shape::new(per, limbs);
+                    for set in 0..sets {
+                        let part: Polys<B, Coeff> = upload(&ring, &pick(&a_words, set, per), one);
+                        let set_keys: Vec<Polys<B, Ntt>> = key_words
+                            .iter()
+                            .map(|k| upload(&ring, &k[set * g * poly..][..g * poly], Shape::new(g, limbs)))
+                            .collect();
+                        let mut want: Vec<Polys<B, Ntt>> =
+                            (0..2).map(|_| upload(&ring, &pick(&start, set, per), one)).collect();
+                        let [w0, w1] = &mut want[..] else { unreachable!("two outputs") };
+                        let ks = [&set_keys[0], &set_keys[1]];
+                        if with_twin {
+                            let t: Polys<B, Ntt> = upload(&ring, &pick(&twin_words, set, per), one);
+                            ring.decompose_mac_twin(&part, &t, w, ks, [w0, w1], accumulate).unwrap();
+                        } else {
+                            ring.decompose_mac(&part, w, ks, [w0, w1], accumulate).unwrap();
+                        }
+                        for (k, y) in want.iter().enumerate() {
+                            assert_eq!(
+                                pick(&got[k], set, per),
+                                ring.download(y).unwrap(),
+                                "n={n} limbs={limbs} sets={sets} per={per} w={w} accumulate={accumulate} \
+                                 twin={with_twin} set={set} half={k}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Three sets for a batch of four, and keys of a set and a half, are refused.
+        let g = limbs * ring.digits(limbs, 31);
+        let make = |rng: &mut StdRng, shape: Shape| -> Polys<B, Ntt> {
+            upload(&ring, &random_words(rng, &ctx, shape), shape)
+        };
+        let a: Polys<B, Coeff> =
+            upload(&ring, &random_words(&mut rng, &ctx, Shape::new(4, limbs)), Shape::new(4, limbs));
+        let mut outs = [ring.zeros(Shape::new(4, limbs)).unwrap(), ring.zeros(Shape::new(4, limbs)).unwrap()];
+        // (With one polynomial per set every count is whole sets.)
+        for key_polys in [3 * g, g + 1].into_iter().filter(|&k| k == 3 * g || g > 1) {
+            let k =
+                [make(&mut rng, Shape::new(key_polys, limbs)), make(&mut rng, Shape::new(key_polys, limbs))];
+            let [o0, o1] = &mut outs;
+            assert!(
+                ring.decompose_mac(&a, 31, [&k[0], &k[1]], [o0, o1], false).is_err(),
+                "{key_polys} key polys"
+            );
+        }
+    }
+}
+
+/// [`Ring::copy_polys_at`] moves each listed polynomial to its place and leaves the others of
+/// the destination as they were, for runs of consecutive moves, a transposition and a reversal;
+/// a destination written twice, an index out of range and another limb count are refused.
+pub fn polys_move_where_they_are_sent<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(20);
+    for (n, limbs) in [(32usize, 2usize), (8192, 3)] {
+        let ring = ring(b, n, limbs);
+        let ctx = ring.context().clone();
+        let poly = limbs * n;
+        let (rows, cols) = (3usize, 5usize);
+        let total = rows * cols;
+        let src_words = random_words(&mut rng, &ctx, Shape::new(total, limbs));
+        let dst_words = random_words(&mut rng, &ctx, Shape::new(total + 2, limbs));
+        let src: Polys<B, Ntt> = upload(&ring, &src_words, Shape::new(total, limbs));
+        let transpose: Vec<(usize, usize)> =
+            (0..rows).flat_map(|r| (0..cols).map(move |c| (r * cols + c, c * rows + r))).collect();
+        let runs: Vec<(usize, usize)> =
+            (0..4).map(|i| (i + 2, i + 7)).chain([(0, 0), (14, 16), (13, 15)]).collect();
+        let reversal: Vec<(usize, usize)> = (0..total).map(|i| (i, total + 1 - i)).collect();
+        for moves in [transpose, runs, reversal, Vec::new()] {
+            let mut dst: Polys<B, Ntt> = upload(&ring, &dst_words, Shape::new(total + 2, limbs));
+            ring.copy_polys_at(&src, &mut dst, &moves).unwrap();
+            let mut want = dst_words.clone();
+            for &(from, to) in &moves {
+                want[to * poly..][..poly].copy_from_slice(&src_words[from * poly..][..poly]);
+            }
+            assert_eq!(ring.download(&dst).unwrap(), want, "n={n} moves {moves:?}");
+        }
+        let mut dst: Polys<B, Ntt> = upload(&ring, &dst_words, Shape::new(total + 2, limbs));
+        assert!(ring.copy_polys_at(&src, &mut dst, &[(0, 1), (2, 1)]).is_err(), "a destination twice");
+        assert!(ring.copy_polys_at(&src, &mut dst, &[(total, 0)]).is_err(), "a source past the end");
+        assert!(ring.copy_polys_at(&src, &mut dst, &[(0, total + 2)]).is_err(), "a destination past the end");
+        let other: Polys<B, Ntt> = ring.zeros(Shape::new(total, limbs - 1)).unwrap();
+        assert!(ring.copy_polys_at(&other, &mut dst, &[(0, 0)]).is_err(), "another limb count");
+        assert_eq!(ring.download(&dst).unwrap(), dst_words, "a refused move wrote");
     }
 }

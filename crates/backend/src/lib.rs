@@ -502,6 +502,54 @@ pub trait Backend: Send + Sync + 'static {
         self.decompose_mac(ring, ctx, a, (polys, limbs), (digit_bits, 1), keys, out, accumulate)
     }
 
+    /// [`Backend::decompose_mac`] (with `twin`, [`Backend::decompose_mac_twin`]) with `sets`
+    /// keys side by side: each of `keys` holds `sets` consecutive sets of `limbs * digits`
+    /// polynomials, and polynomial `r` of `a` meets set `r % sets` (`polys` a multiple of
+    /// `sets`, checked by [`Ring`]). A batch whose ciphertexts belong to `sets` tokens in turn
+    /// then takes each token's own key (its RGSW) in one call. The default
+    /// ([`composed_decompose_mac_sets`]) runs each set on its own, gathering its polynomials;
+    /// a backend may select the key per row instead.
+    #[allow(clippy::too_many_arguments)]
+    fn decompose_mac_sets(
+        &self,
+        ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &Self::Buffer,
+        twin: Option<&Self::Buffer>,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&Self::Buffer; 2],
+        out: [&mut Self::Buffer; 2],
+        (accumulate, sets): (bool, usize),
+    ) -> Result<(), BackendError> {
+        composed_decompose_mac_sets(
+            self,
+            ring,
+            ctx,
+            a,
+            twin,
+            (polys, limbs),
+            (digit_bits, digits),
+            keys,
+            out,
+            (accumulate, sets),
+        )
+    }
+
+    /// Copies whole polynomials of `poly` words: for each `[from, to]` of `moves`, polynomial
+    /// `from` of `src` to polynomial `to` of `dst` (checked by [`Ring::copy_polys_at`]: in
+    /// range, no polynomial written twice). The default copies each run of consecutive moves
+    /// with one [`Backend::copy_words`]; a device backend may move them all in one launch.
+    fn copy_polys_at(
+        &self,
+        src: &Self::Buffer,
+        dst: &mut Self::Buffer,
+        poly: usize,
+        moves: &[[u32; 2]],
+    ) -> Result<(), BackendError> {
+        copy_polys_in_runs(self, src, dst, poly, moves)
+    }
+
     /// Whether [`Backend::decompose_mac_twin`] at degree `n` takes the own-limb digit rows from
     /// the twin instead of transforming them (the work counters then count the transforms it
     /// skips).
@@ -817,6 +865,92 @@ pub fn composed_decompose_mac<B: Backend + ?Sized>(
     let [o0, o1] = out;
     b.mac(ring, o0, &d, keys[0], dims, limbs, accumulate)?;
     b.mac(ring, o1, &d, keys[1], dims, limbs, accumulate)
+}
+
+/// [`Backend::copy_polys_at`] with one [`Backend::copy_words`] per run of consecutive moves
+/// (a polynomial and the next going to a polynomial and the next): the trait's default, and a
+/// backend's fallback.
+pub fn copy_polys_in_runs<B: Backend + ?Sized>(
+    b: &B,
+    src: &B::Buffer,
+    dst: &mut B::Buffer,
+    poly: usize,
+    moves: &[[u32; 2]],
+) -> Result<(), BackendError> {
+    let mut i = 0;
+    while i < moves.len() {
+        let [from, to] = moves[i];
+        let run = 1 + moves[i + 1..]
+            .iter()
+            .zip(1u32..)
+            .take_while(|&(m, k)| *m == [from.wrapping_add(k), to.wrapping_add(k)])
+            .count();
+        b.copy_words(src, from as usize * poly, dst, to as usize * poly, run * poly)?;
+        i += run;
+    }
+    Ok(())
+}
+
+/// [`Backend::decompose_mac_sets`] one set at a time: the set's polynomials (`r % sets`) of
+/// `a`, the twin and (accumulating) the outputs gathered, the set's keys copied out,
+/// [`Backend::decompose_mac`] or [`Backend::decompose_mac_twin`], the outputs moved back. One
+/// set is the plain call. The trait's default, and a backend's fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn composed_decompose_mac_sets<B: Backend + ?Sized>(
+    b: &B,
+    ring: &B::Ring,
+    ctx: &RingContext,
+    a: &B::Buffer,
+    twin: Option<&B::Buffer>,
+    (polys, limbs): (usize, usize),
+    (digit_bits, digits): (u32, usize),
+    keys: [&B::Buffer; 2],
+    out: [&mut B::Buffer; 2],
+    (accumulate, sets): (bool, usize),
+) -> Result<(), BackendError> {
+    let product = |a: &B::Buffer,
+                   twin: Option<&B::Buffer>,
+                   count: usize,
+                   keys: [&B::Buffer; 2],
+                   out: [&mut B::Buffer; 2]| match twin {
+        Some(t) => b.decompose_mac_twin(ring, ctx, a, t, (count, limbs), digit_bits, keys, out, accumulate),
+        None => b.decompose_mac(ring, ctx, a, (count, limbs), (digit_bits, digits), keys, out, accumulate),
+    };
+    if sets <= 1 {
+        return product(a, twin, polys, keys, out);
+    }
+    let (poly, count) = (limbs * ctx.n(), polys / sets);
+    let key_words = limbs * digits * poly;
+    let [o0, o1] = out;
+    for set in 0..sets {
+        // Polynomial `set + sets i` of the batch is polynomial `i` of the set's own.
+        let moves: Vec<[u32; 2]> = (0..count).map(|i| [(set + sets * i) as u32, i as u32]).collect();
+        let back: Vec<[u32; 2]> = moves.iter().map(|&[from, to]| [to, from]).collect();
+        let gather = |src: &B::Buffer| -> Result<B::Buffer, BackendError> {
+            let mut part = b.alloc_zeroed(count * poly)?;
+            b.copy_polys_at(src, &mut part, poly, &moves)?;
+            Ok(part)
+        };
+        let key = |k: &B::Buffer| -> Result<B::Buffer, BackendError> {
+            let mut part = b.alloc_zeroed(key_words)?;
+            b.copy_words(k, set * key_words, &mut part, 0, key_words)?;
+            Ok(part)
+        };
+        let (part, part_twin) = (gather(a)?, twin.map(gather).transpose()?);
+        let mut outs = if accumulate {
+            [gather(o0)?, gather(o1)?]
+        } else {
+            [b.alloc_zeroed(count * poly)?, b.alloc_zeroed(count * poly)?]
+        };
+        let part_keys = [key(keys[0])?, key(keys[1])?];
+        {
+            let [p0, p1] = &mut outs;
+            product(&part, part_twin.as_ref(), count, [&part_keys[0], &part_keys[1]], [p0, p1])?;
+        }
+        b.copy_polys_at(&outs[0], o0, poly, &back)?;
+        b.copy_polys_at(&outs[1], o1, poly, &back)?;
+    }
+    Ok(())
 }
 
 /// Digit width of hybrid key switching: a residue below `2^31` is one digit.

@@ -277,6 +277,40 @@ impl<B: Backend> Ring<B> {
         Ok(self.wrap(self.backend.truncate(p.buf, shape.words(self.n()))?, shape))
     }
 
+    /// Moves whole polynomials: polynomial `from` of `src` to polynomial `to` of `dst` for each
+    /// `(from, to)` of `moves` (same limbs; every index in range; no polynomial of `dst`
+    /// written twice). One launch on a device backend, whatever the pattern: a transposition
+    /// of a batch's rows, or the gathering of every token's rows of a bit.
+    pub fn copy_polys_at<R: Repr>(
+        &self,
+        src: &Polys<B, R>,
+        dst: &mut Polys<B, R>,
+        moves: &[(usize, usize)],
+    ) -> Result<(), BackendError> {
+        self.check_own(src)?;
+        self.check_own(dst)?;
+        let fits = |i: usize, polys: usize| i < polys && u32::try_from(i).is_ok();
+        let mut written = vec![false; if moves.is_empty() { 0 } else { dst.shape.polys }];
+        for &(from, to) in moves {
+            if src.shape.limbs != dst.shape.limbs
+                || !fits(from, src.shape.polys)
+                || !fits(to, dst.shape.polys)
+                || std::mem::replace(&mut written[to], true)
+            {
+                return Err(BackendError::Shape(format!(
+                    "moving poly {from} of {:?} to poly {to} of {:?} (each destination once)",
+                    src.shape, dst.shape
+                )));
+            }
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let moves: Vec<[u32; 2]> = moves.iter().map(|&(f, t)| [f as u32, t as u32]).collect();
+        let poly = src.shape.limbs * self.n();
+        self.backend.copy_polys_at(&src.buf, &mut dst.buf, poly, &moves)
+    }
+
     /// `p[minuend + i] - p[subtrahend + i]` for `i < count`, as a new batch: one pass over the
     /// two ranges (the difference of a CMux's halves without copying them out first).
     pub fn difference<R: Repr>(
@@ -623,7 +657,9 @@ impl<B: Backend> Ring<B> {
 
     /// `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` (see
     /// [`Backend::decompose_mac`]): the digits of `a` times two key operands of
-    /// `limbs * digits` polynomials each; `out[k]` has `a`'s shape.
+    /// `limbs * digits` polynomials each; `out[k]` has `a`'s shape. Keys of `sets` such sets
+    /// side by side (`sets` dividing `a`'s polynomials) give polynomial `r` set `r % sets`
+    /// ([`Backend::decompose_mac_sets`]): one token's key each, tokens in turn.
     pub fn decompose_mac(
         &self,
         a: &Polys<B, Coeff>,
@@ -652,7 +688,8 @@ impl<B: Backend> Ring<B> {
     }
 
     /// [`Ring::decompose_mac`], and with `twin` [`Ring::decompose_mac_twin`]: the checks (`a`,
-    /// the keys, the outputs and the twin on this ring; keys of `limbs * digits` polynomials;
+    /// the keys, the outputs and the twin on this ring; keys of `limbs * digits` polynomials, or
+    /// a multiple of that dividing `a`'s polynomials;
     /// outputs and twin of `a`'s shape; one digit per limb with a twin), the backend's product,
     /// and the work counted (without the own-limb transforms a backend takes from the twin).
     fn key_products(
@@ -669,7 +706,13 @@ impl<B: Backend> Ring<B> {
         check_digit_bits(digit_bits)?;
         let Shape { polys, limbs } = a.shape;
         let digits = self.digits(limbs, digit_bits);
-        self.check_keys(what, keys, limbs, digits)?;
+        // Keys of several sets side by side: polynomial r meets set r % sets.
+        let set = limbs * digits;
+        let sets = keys[0].shape.polys / set.max(1);
+        if sets > 1 && !polys.is_multiple_of(sets) {
+            return Err(BackendError::Shape(format!("{what}: {polys} polys for {sets} key sets")));
+        }
+        self.check_keys(what, keys, Shape::new(sets.max(1) * set, limbs))?;
         for o in &out {
             self.check_own(&**o)?;
             if o.shape != a.shape {
@@ -694,6 +737,23 @@ impl<B: Backend> Ring<B> {
         let (keys, out) = ([&keys[0].buf, &keys[1].buf], [&mut o0.buf, &mut o1.buf]);
         let (dev, ctx) = (&self.dev, &self.ctx);
         let skipped = match twin {
+            _ if sets > 1 => {
+                let b = &self.backend;
+                let t = twin.map(|t| &t.buf);
+                let dims = (digit_bits, digits);
+                b.decompose_mac_sets(
+                    dev,
+                    ctx,
+                    &a.buf,
+                    t,
+                    (polys, limbs),
+                    dims,
+                    keys,
+                    out,
+                    (accumulate, sets),
+                )?;
+                if t.is_some() && b.takes_twin(self.n()) { polys * limbs } else { 0 }
+            }
             None => {
                 let dims = (digit_bits, digits);
                 self.backend.decompose_mac(dev, ctx, &a.buf, (polys, limbs), dims, keys, out, accumulate)?;
@@ -719,16 +779,8 @@ impl<B: Backend> Ring<B> {
         Ok(())
     }
 
-    /// The two halves of a key-switching key, each `limbs * digits` polynomials of `limbs`
-    /// limbs, on this ring's backend.
-    fn check_keys(
-        &self,
-        what: &str,
-        keys: [&Polys<B, Ntt>; 2],
-        limbs: usize,
-        digits: usize,
-    ) -> Result<(), BackendError> {
-        let want = Shape::new(limbs * digits, limbs);
+    /// The two halves of a key-switching key, each of shape `want`, on this ring's backend.
+    fn check_keys(&self, what: &str, keys: [&Polys<B, Ntt>; 2], want: Shape) -> Result<(), BackendError> {
         for k in keys {
             self.check_own(k)?;
             if k.shape != want {
@@ -822,7 +874,7 @@ impl<B: Backend> Ring<B> {
                 self.ctx.limbs()
             )));
         }
-        self.check_keys(what, keys, limbs + 1, 1)
+        self.check_keys(what, keys, Shape::new(limbs + 1, limbs + 1))
     }
 
     /// One level of oblivious expansion (see [`Backend::expand_step`]): for the `count`
@@ -843,7 +895,7 @@ impl<B: Backend> Ring<B> {
         check_digit_bits(digit_bits)?;
         let limbs = src[0].shape.limbs;
         let digits = self.digits(limbs, digit_bits);
-        self.check_keys("expand_step", keys, limbs, digits)?;
+        self.check_keys("expand_step", keys, Shape::new(limbs * digits, limbs))?;
         let idx = self.check_expand(&src, &dst, (at, count, odd), g, shift)?;
         if count == 0 {
             return Ok(());

@@ -371,17 +371,20 @@ impl CpuBackend {
         (digit_bits, digits): (u32, usize),
         keys: [&CpuBuffer; 2],
         [o0, o1]: [&mut CpuBuffer; 2],
-        accumulate: bool,
+        (accumulate, sets): (bool, usize),
     ) {
         let n = ring.n;
+        // Polynomial r meets key set r % sets, each set `limbs * digits` polynomials.
+        let set_words = limbs * digits * limbs * n;
         let run = |(row, (d0, d1)): (usize, (&mut [u32], &mut [u32]))| {
             let (r, l) = (row / limbs, row % limbs);
+            let key = (r % sets.max(1)) * set_words + l * n;
             let job = DigitRow {
                 m: ring.moduli[l],
                 plan: &ring.plans[l],
                 src: &a[r * limbs * n..][..limbs * n],
                 src_moduli: &ring.moduli[..limbs],
-                keys: [&keys[0][l * n..], &keys[1][l * n..]],
+                keys: [&keys[0][key..], &keys[1][key..]],
                 stride: limbs * n,
                 digit_bits,
                 digits,
@@ -1266,7 +1269,7 @@ impl Backend for CpuBackend {
         out: [&mut CpuBuffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        self.digit_products(ring, a, None, (polys, limbs), (digit_bits, digits), keys, out, accumulate);
+        self.digit_products(ring, a, None, (polys, limbs), (digit_bits, digits), keys, out, (accumulate, 1));
         Ok(())
     }
 
@@ -1284,12 +1287,64 @@ impl Backend for CpuBackend {
         out: [&mut CpuBuffer; 2],
         accumulate: bool,
     ) -> Result<(), BackendError> {
-        self.digit_products(ring, a, Some(twin), (polys, limbs), (digit_bits, 1), keys, out, accumulate);
+        self.digit_products(ring, a, Some(twin), (polys, limbs), (digit_bits, 1), keys, out, (accumulate, 1));
         Ok(())
     }
 
     fn takes_twin(&self, _n: usize) -> bool {
         true
+    }
+
+    /// The fused products with each row's key set chosen where its task starts.
+    fn decompose_mac_sets(
+        &self,
+        ring: &CpuRing,
+        _ctx: &RingContext,
+        a: &CpuBuffer,
+        twin: Option<&CpuBuffer>,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&CpuBuffer; 2],
+        out: [&mut CpuBuffer; 2],
+        (accumulate, sets): (bool, usize),
+    ) -> Result<(), BackendError> {
+        let twin = twin.map(|t| &t[..]);
+        self.digit_products(
+            ring,
+            a,
+            twin,
+            (polys, limbs),
+            (digit_bits, digits),
+            keys,
+            out,
+            (accumulate, sets),
+        );
+        Ok(())
+    }
+
+    /// Every destination polynomial written by one task, in parallel where there are many.
+    fn copy_polys_at(
+        &self,
+        src: &CpuBuffer,
+        dst: &mut CpuBuffer,
+        poly: usize,
+        moves: &[[u32; 2]],
+    ) -> Result<(), BackendError> {
+        let mut from = vec![u32::MAX; dst.len() / poly.max(1)];
+        for &[f, t] in moves {
+            from[t as usize] = f;
+        }
+        let copy = |(to, d): (usize, &mut [u32])| {
+            if let Some(&f) = from.get(to).filter(|&&f| f != u32::MAX) {
+                d.copy_from_slice(&src[f as usize * poly..][..poly]);
+            }
+        };
+        if moves.len() * poly >= PARALLEL_COPY_WORDS && self.parallel(moves.len()) {
+            self.install(|| dst.par_chunks_mut(poly).enumerate().for_each(copy));
+        } else {
+            dst.chunks_mut(poly).enumerate().for_each(copy);
+        }
+        Ok(())
     }
 
     /// Any batch at once: the fused products keep their digit rows in a per-thread scratch

@@ -132,6 +132,7 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(add_u32, false),
     FQ_KERNEL(sub_u32, false),
     FQ_KERNEL(difference_u32, false),
+    FQ_KERNEL(copy_polys_u32, false),
     FQ_KERNEL(neg_u32, false),
     FQ_KERNEL(mul_u32, false),
     FQ_KERNEL(scalar_mul_u32, false),

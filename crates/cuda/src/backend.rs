@@ -372,7 +372,7 @@ impl CudaBackend {
         (digit_bits, digits): (u32, usize),
         keys: [&CudaBuffer; 2],
         out: [&mut CudaBuffer; 2],
-        accumulate: bool,
+        (accumulate, sets): (bool, usize),
     ) -> Result<(), BackendError> {
         let n = ring.n;
         let threads = (n / 2).clamp(1, 1024);
@@ -418,8 +418,11 @@ impl CudaBackend {
             Arg::U32(src_limbs as u32),
             Arg::In(twin),
             Arg::U32(use_twin),
+            Arg::U32(sets.max(1) as u32),
         ];
         // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
+        // with several key sets, Ring checked that each key holds `sets` sets and that they
+        // divide `polys`;
         // a twin (Ring checked it) has a's shape, polys x limbs rows, and comes with one digit
         // per limb and src_limbs = limbs (decompose_mac_twin);
         // Ring checked a = polys x src_limbs rows, each key src_limbs x digits polynomials (at
@@ -990,7 +993,7 @@ impl Backend for CudaBackend {
             (digit_bits, digits),
             keys,
             out,
-            accumulate,
+            (accumulate, 1),
         )
     }
 
@@ -1020,12 +1023,89 @@ impl Backend for CudaBackend {
             (digit_bits, 1),
             keys,
             out,
-            accumulate,
+            (accumulate, 1),
         )
     }
 
     fn takes_twin(&self, n: usize) -> bool {
         self.fused(n)
+    }
+
+    /// The fused product with each row's key set chosen in the kernel (`r % sets`): one launch
+    /// for every token of a batch; the composed sets where the fused product does not run.
+    fn decompose_mac_sets(
+        &self,
+        ring: &CudaRing,
+        ctx: &RingContext,
+        a: &CudaBuffer,
+        twin: Option<&CudaBuffer>,
+        (polys, limbs): (usize, usize),
+        (digit_bits, digits): (u32, usize),
+        keys: [&CudaBuffer; 2],
+        out: [&mut CudaBuffer; 2],
+        (accumulate, sets): (bool, usize),
+    ) -> Result<(), BackendError> {
+        if !self.fused(ring.n) {
+            return fastquery_backend::composed_decompose_mac_sets(
+                self,
+                ring,
+                ctx,
+                a,
+                twin,
+                (polys, limbs),
+                (digit_bits, digits),
+                keys,
+                out,
+                (accumulate, sets),
+            );
+        }
+        let dims = (limbs, limbs);
+        self.launch_decompose_mac(
+            ring,
+            a,
+            twin,
+            polys,
+            dims,
+            (digit_bits, digits),
+            keys,
+            out,
+            (accumulate, sets),
+        )
+    }
+
+    /// One launch (kernels/elementwise.cu `copy_polys_u32`): a block per move and slice of a
+    /// polynomial, 16 bytes a thread; the move list is cached like an index table.
+    fn copy_polys_at(
+        &self,
+        src: &CudaBuffer,
+        dst: &mut CudaBuffer,
+        poly: usize,
+        moves: &[[u32; 2]],
+    ) -> Result<(), BackendError> {
+        let fits =
+            |m: &[u32; 2]| (m[0] as usize + 1) * poly <= src.len && (m[1] as usize + 1) * poly <= dst.len;
+        if !moves.iter().all(fits) {
+            return Err(BackendError::Shape(format!("a move of {poly}-word polys out of range")));
+        }
+        if moves.is_empty() || !poly.is_multiple_of(4) || poly / 4 > u32::MAX as usize {
+            return fastquery_backend::copy_polys_in_runs(self, src, dst, poly, moves);
+        }
+        let (Some(s), Some(d)) = (src.data.as_ref(), dst.data.as_mut()) else { return Ok(()) };
+        let flat: Vec<u32> = moves.iter().flatten().copied().collect();
+        let table = self.index_table(&flat)?;
+        let quads = poly / 4;
+        let parts = quads.div_ceil(BLOCK as usize).clamp(1, 65_535) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (moves.len() as u32, parts, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut args = [Arg::Out(d), Arg::In(s), Arg::In(&table), Arg::U32(quads as u32)];
+        // SAFETY: matches copy_polys_u32 (kernels/elementwise.cu); every move's source and
+        // destination polynomial lie inside their buffers (checked above), `poly` is a multiple
+        // of four words (16-byte accesses on the allocations' 256-byte alignment), and Ring
+        // checked that no destination is written twice.
+        unsafe { self.launch("copy_polys_u32", cfg, &mut args) }
     }
 
     /// The fused product over `q P` straight from the chain's rows (kernels/keyswitch.cu with
@@ -1058,7 +1138,17 @@ impl Backend for CudaBackend {
         {
             let [p0, p1] = &mut prod;
             let digits = (fastquery_backend::HYBRID_DIGIT_BITS, 1);
-            self.launch_decompose_mac(ring, a, None, polys, (limbs, wide), digits, keys, [p0, p1], false)?;
+            self.launch_decompose_mac(
+                ring,
+                a,
+                None,
+                polys,
+                (limbs, wide),
+                digits,
+                keys,
+                [p0, p1],
+                (false, 1),
+            )?;
         }
         for (p, o) in prod.iter_mut().zip(out) {
             self.ntt_inverse(ring, p, Shape::new(polys, wide))?;

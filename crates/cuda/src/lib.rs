@@ -49,7 +49,7 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 30] = [
+pub const KERNELS: [(&str, u32); 31] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -61,6 +61,7 @@ pub const KERNELS: [(&str, u32); 30] = [
     ("add_u32", 256),
     ("sub_u32", 256),
     ("difference_u32", 256),
+    ("copy_polys_u32", 256),
     ("neg_u32", 256),
     ("mul_u32", 256),
     ("scalar_mul_u32", 256),
