@@ -392,7 +392,18 @@ impl CpuBackend {
             };
             job.run(self, [d0, d1], accumulate);
         };
-        if self.parallel(polys * limbs) {
+        if sets > 1 {
+            // One set's rows after another (each thread takes a run of them), so a key set stays
+            // in cache for its rows instead of every next row wanting another token's (1.6 MB
+            // per set at N = 8192 with five limbs).
+            let mut tasks: Vec<_> = o0.chunks_mut(n).zip(o1.chunks_mut(n)).enumerate().collect();
+            tasks.sort_by_key(|&(row, _)| (row / limbs % sets, row));
+            if self.parallel(polys * limbs) {
+                self.install(|| tasks.into_par_iter().for_each(run));
+            } else {
+                tasks.into_iter().for_each(run);
+            }
+        } else if self.parallel(polys * limbs) {
             self.install(|| o0.par_chunks_mut(n).zip(o1.par_chunks_mut(n)).enumerate().for_each(run));
         } else {
             o0.chunks_mut(n).zip(o1.chunks_mut(n)).enumerate().for_each(run);

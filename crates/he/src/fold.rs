@@ -71,9 +71,13 @@ pub fn gadget_slot(params: &Params, k: u32, digit_bits: u32, e: usize, b: bool) 
 
 /// `RGSW(b)` on the device: `RLWE(b g)` (for the digits of `c0`) and `RLWE(b s g)` (for those
 /// of `c1`), each as two `G x 1` operands (its `c0`s and its `c1`s), NTT form,
-/// `G = limbs * digits`.
+/// `G = limbs * digits`. It may hold the same bit of `sets` tokens side by side (`sets * G`
+/// polynomials per operand, token after token): an external product then gives ciphertext `r`
+/// of its batch token `r % sets`'s bit ([`Ring::decompose_mac`]'s key sets), so one call
+/// serves a batch whose ciphertexts belong to the tokens in turn.
 pub struct Rgsw<B: Backend> {
     digit_bits: u32,
+    sets: usize,
     /// `[c0s, c1s]` of `RLWE(b g)`.
     plain: [Polys<B, Ntt>; 2],
     /// `[c0s, c1s]` of `RLWE(b s g)`.
@@ -82,7 +86,17 @@ pub struct Rgsw<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for Rgsw<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rgsw").field("digit_bits", &self.digit_bits).finish_non_exhaustive()
+        f.debug_struct("Rgsw")
+            .field("digit_bits", &self.digit_bits)
+            .field("sets", &self.sets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Rgsw<B> {
+    /// Tokens whose bit it holds side by side.
+    pub fn sets(&self) -> usize {
+        self.sets
     }
 }
 
@@ -109,28 +123,73 @@ pub fn rgsw_from_rows_ntt<B: Backend>(
     square: &ServerGaloisKey<B>,
     digit_bits: u32,
 ) -> Result<Vec<Rgsw<B>>, HeError> {
+    let g = gadget_rows(params, &rows, square, digit_bits)?;
+    let bits = rows.len() / g;
+    let (rows, times_s) = times_s(ring, rows, square)?;
+    if bits == 1 {
+        // One bit: its rows are the RGSW as they are, no slices.
+        return Ok(vec![Rgsw {
+            digit_bits,
+            sets: 1,
+            plain: [rows.c0, rows.c1],
+            times_s: [times_s.c0, times_s.c1],
+        }]);
+    }
+    (0..bits)
+        .map(|bit| {
+            let (plain, times_s) = (rows.slice(ring, bit * g, g)?, times_s.slice(ring, bit * g, g)?);
+            Ok(Rgsw { digit_bits, sets: 1, plain: [plain.c0, plain.c1], times_s: [times_s.c0, times_s.c1] })
+        })
+        .collect()
+}
+
+/// One bit of `sets` tokens as one [`Rgsw`] of that many sets, from their `RLWE(b_t g_e)` in the
+/// NTT domain (`rows` holds `sets * G` ciphertexts, token after token, each token's gadget
+/// elements in the order of [`gadget_slot`]): every token's conversion in one key switch of
+/// the batch (the key for `s^2` is the client's, one for all its tokens), and no slices.
+pub fn rgsw_sets_from_rows_ntt<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    rows: Ciphertexts<B, Ntt>,
+    square: &ServerGaloisKey<B>,
+    digit_bits: u32,
+) -> Result<Rgsw<B>, HeError> {
+    let sets = rows.len() / gadget_rows(params, &rows, square, digit_bits)?;
+    let (rows, times_s) = times_s(ring, rows, square)?;
+    Ok(Rgsw { digit_bits, sets, plain: [rows.c0, rows.c1], times_s: [times_s.c0, times_s.c1] })
+}
+
+/// `G`, the gadget elements of one RGSW, after checking that `rows` is a non-empty multiple of
+/// it and that `square` is the key for `s^2`.
+fn gadget_rows<B: Backend>(
+    params: &Params,
+    rows: &Ciphertexts<B, Ntt>,
+    square: &ServerGaloisKey<B>,
+    digit_bits: u32,
+) -> Result<usize, HeError> {
     let (_, digits) = gadget(params, digit_bits);
     let g = rows.limbs() * digits;
     if square.g() != SQUARE_KEY || rows.is_empty() || !rows.len().is_multiple_of(g) {
         return Err(HeError::BadInput(format!("{} rows for RGSW with {g} gadget elements", rows.len())));
     }
-    // Key-switch every c1 at once (the CPU's fused product keeps no digit rows; the composed
-    // default holds `limbs * digits` digit polynomials per row, 130 MB for 80 rows at N = 8192
-    // and five limbs): (u0, u1) = (sum D b, sum D a), then RLWE(b s g) = (u0, u1 + c0).
+    Ok(g)
+}
+
+/// `RLWE(b s g)` of every row: its `c1` key-switched with the key for `s^2` (every row at once:
+/// the CPU's fused product keeps no digit rows; the composed default holds `limbs * digits`
+/// digit polynomials per row, 130 MB for 80 rows at N = 8192 and five limbs), `(u0, u1) =
+/// (sum D b, sum D a)`, then `(u0, u1 + c0)`. Returns the rows with it.
+#[allow(clippy::type_complexity)]
+fn times_s<B: Backend>(
+    ring: &Ring<B>,
+    rows: Ciphertexts<B, Ntt>,
+    square: &ServerGaloisKey<B>,
+) -> Result<(Ciphertexts<B, Ntt>, Ciphertexts<B, Ntt>), HeError> {
     let c1 = ring.inverse_of(&rows.c1)?;
     let mut times_s = key_products_ntt(ring, &c1, &rows.c1, square)?;
     drop(c1);
     ring.add_assign(&mut times_s.c1, &rows.c0)?;
-    if rows.len() == g {
-        // One bit: its rows are the RGSW as they are, no slices.
-        return Ok(vec![Rgsw { digit_bits, plain: [rows.c0, rows.c1], times_s: [times_s.c0, times_s.c1] }]);
-    }
-    (0..rows.len() / g)
-        .map(|bit| {
-            let (plain, times_s) = (rows.slice(ring, bit * g, g)?, times_s.slice(ring, bit * g, g)?);
-            Ok(Rgsw { digit_bits, plain: [plain.c0, plain.c1], times_s: [times_s.c0, times_s.c1] })
-        })
-        .collect()
+    Ok((rows, times_s))
 }
 
 /// `out += RGSW(b) x ct` for every ciphertext `ct` of `cts` (coefficient form; `out` in the NTT
@@ -163,9 +222,17 @@ fn products_in_chunks<B: Backend>(
             out.len()
         )));
     }
+    if !cts.len().is_multiple_of(rgsw.sets) {
+        return Err(HeError::BadInput(format!(
+            "an external product of {} ciphertexts with the bits of {} tokens",
+            cts.len(),
+            rgsw.sets
+        )));
+    }
     // Chunks of the backend's size (Ring::key_product_chunk) bound the digit buffers; up to a
-    // chunk (every level on the CPU): no slice of the input, no copy of the output.
-    let (count, chunk) = (cts.len(), chunk.max(1));
+    // chunk (every level on the CPU): no slice of the input, no copy of the output. A chunk
+    // is whole rounds of the tokens, so ciphertext r of a chunk is still token r % sets's.
+    let (count, chunk) = (cts.len(), (chunk / rgsw.sets).max(1) * rgsw.sets);
     if count <= chunk {
         return product_chunk(ring, cts, twin, rgsw, out);
     }
@@ -211,7 +278,9 @@ fn twin_helps<B: Backend>(ring: &Ring<B>, limbs: usize, rgsw: &Rgsw<B>) -> bool 
 /// `A + RGSW(b) x (B - A)` for the two halves `A`, `B` of `cts` (pairs `i` and
 /// `i + len/2`), all in the NTT domain: `B` where `b = 1`, `A` where `b = 0`. The difference
 /// goes back to coefficient form for its digits (its NTT form is their twin); the product is
-/// accumulated straight into `A`, so a level pays no other transform.
+/// accumulated straight into `A`, so a level pays no other transform. With an RGSW of `sets`
+/// tokens, ciphertext `i sets + t` is token `t`'s `i`-th (tokens in turn), so each half of the
+/// batch holds every token's half and one level folds all of them.
 pub fn cmux_halves<B: Backend>(
     ring: &Ring<B>,
     cts: Ciphertexts<B, Ntt>,
@@ -224,22 +293,21 @@ pub fn cmux_halves<B: Backend>(
     select_into(ring, cts.truncate(ring, half)?, diff, rgsw)
 }
 
-/// [`cmux_halves`] over `len` ciphertexts whose `c0`s are the polynomials of `src` from
-/// `c0_at` and whose `c1`s those from `c1_at` (one token's rows of the first dimension's
-/// product, say): the difference is read from `src` and only `A` is copied out.
-pub fn cmux_halves_of<B: Backend>(
+/// [`cmux_halves`] with its halves in two batches: `A + RGSW(b) x (B - A)` for each pair of
+/// `A = a[i]`, `B = b[i]` (NTT domain; the difference is formed in `b`'s buffer). A caller that
+/// moves a product's rows into place moves each half straight into its own batch, so neither
+/// the whole level nor its difference is another copy.
+pub fn cmux_pair<B: Backend>(
     ring: &Ring<B>,
-    src: &Polys<B, Ntt>,
-    [c0_at, c1_at]: [usize; 2],
-    len: usize,
+    a: Ciphertexts<B, Ntt>,
+    mut b: Ciphertexts<B, Ntt>,
     rgsw: &Rgsw<B>,
 ) -> Result<Ciphertexts<B, Ntt>, HeError> {
-    let half = halve(len)?;
-    let diff = Ciphertexts {
-        c0: ring.difference(src, c0_at + half, c0_at, half)?,
-        c1: ring.difference(src, c1_at + half, c1_at, half)?,
-    };
-    select_into(ring, Ciphertexts::from_rows(ring, src, [c0_at, c1_at], half)?, diff, rgsw)
+    if a.len() != b.len() {
+        return Err(HeError::BadInput(format!("a CMux of {} against {} ciphertexts", a.len(), b.len())));
+    }
+    b.sub_assign(ring, &a)?;
+    select_into(ring, a, b, rgsw)
 }
 
 /// Half of a CMux level's `len` ciphertexts, or an error for an odd or empty level.

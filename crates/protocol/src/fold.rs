@@ -28,20 +28,17 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use fastquery_backend::{Backend, Coeff, MacOperand, Ntt, Polys, Ring, Shape};
 use fastquery_he::{
     ParamSpec, Params,
     client::Client,
     fold::{
-        FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_halves_of, cmux_rotate, fold_noise,
-        gadget_slot, one_hot_slot, rgsw_from_rows_ntt,
+        FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_pair, cmux_rotate, fold_noise, gadget_slot,
+        one_hot_slot, rgsw_sets_from_rows_ntt,
     },
     galois::{
         Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned_ntt, gadget,
-        gather_slots, key_shape, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided,
-        packing_elements,
+        key_shape, keyswitch_bound, load_ciphertexts, load_galois_key, pack_strided, packing_elements,
     },
     noise::{NoiseReport, Workload, analyse},
     security_limit,
@@ -947,15 +944,17 @@ impl<B: Backend> FoldServer<B> {
 
     /// The expanded slots of one query ciphertext (its `tokens` tokens), written into rows
     /// `2 t0 + 2 t` (c0) and `2 t0 + 2 t + 1` (c1) of the first dimension's operand `a`, and
-    /// the RGSW ciphertexts of each token's index bits.
+    /// each token's gadget rows of index bit `b` into `bits[group][b]`, the tokens in groups of
+    /// `at_once` (token `t0 + t` is number `(t0 + t) % at_once` of its group, its rows from
+    /// there times `G`: token after token, for [`rgsw_sets_from_rows_ntt`]).
     fn expand_into(
         &self,
         keys: &FoldKeys<B>,
         ct: Ciphertexts<B>,
         tokens: usize,
-        a: &mut Polys<B, Ntt>,
+        (a, bits, at_once): (&mut Polys<B, Ntt>, &mut [Vec<Ciphertexts<B, Ntt>>], usize),
         t0: usize,
-    ) -> Result<Vec<Vec<Rgsw<B>>>, ProtocolError> {
+    ) -> Result<(), ProtocolError> {
         let d = &self.design;
         let (params, l) = (&d.params, d.layout);
         let slots = d.slots_per_token();
@@ -971,27 +970,36 @@ impl<B: Backend> FoldServer<B> {
             self.ring.copy_polys(&expanded.c0, t * slots, a, row * l.m1, l.m1)?;
             self.ring.copy_polys(&expanded.c1, t * slots, a, (row + 1) * l.m1, l.m1)?;
         }
-        let bits = d.index_bits();
+        // A bit's gadget rows of this ciphertext's tokens in one group, in one move per half.
         let g = d.gadget_len();
-        if bits == 0 {
-            return Ok((0..tokens).map(|_| Vec::new()).collect()); // one group of one-row records: nothing to fold
+        let (first, last) = (t0 / at_once, (t0 + tokens - 1) / at_once);
+        for (group, rows) in bits.iter_mut().enumerate().take(last + 1).skip(first) {
+            let mine = (t0.max(group * at_once) - t0)..(tokens.min((group + 1) * at_once - t0));
+            for (b, rows) in rows.iter_mut().enumerate() {
+                let moves: Vec<(usize, usize)> = mine
+                    .clone()
+                    .flat_map(|t| {
+                        let at = (t0 + t) % at_once * g;
+                        (0..g).map(move |e| (t * slots + l.m1 + b * g + e, at + e))
+                    })
+                    .collect();
+                self.ring.copy_polys_at(&expanded.c0, &mut rows.c0, &moves)?;
+                self.ring.copy_polys_at(&expanded.c1, &mut rows.c1, &moves)?;
+            }
         }
-        // Tokens convert independently (see `in_groups`), bit by bit: each bit's rows become its
-        // RGSW as they are, with no slices of a batch.
-        in_groups(self.ring.backend().as_ref(), tokens, |t| {
-            (0..bits)
-                .map(|b| {
-                    let rows = gather_slots(&self.ring, &expanded, &layout, t * slots + l.m1 + b * g, g)?;
-                    let mut one = rgsw_from_rows_ntt(&self.ring, params, rows, &keys.square, l.rgsw_bits)?;
-                    one.pop().ok_or_else(|| ProtocolError::State("no RGSW for an index bit".into()))
-                })
-                .collect()
-        })
+        Ok(())
     }
 
     /// The folded ciphertexts (`pieces` per token) of the tokens of a batch of query
     /// ciphertexts (`(ciphertext, tokens)`): each expanded, then one first-dimension product
-    /// for all their tokens, then each token folded by its RGSW bits.
+    /// for all their tokens, then the tokens folded together in groups, level by level. A
+    /// group's RGSW of an index bit holds that bit of each of its tokens ([`Rgsw::sets`]) and
+    /// its product rows are moved so that the tokens take turns (ciphertext `i T + t` is token
+    /// `t`'s `i`-th), so each CMux level is one batch of the group's tokens' ciphertexts. A
+    /// group is every token of the batch where the backend does not bound its host threads (a
+    /// GPU: one token's levels were small launches, the last of one ciphertext), and as many
+    /// tokens as it has threads where it does (the CPU: the moved rows then cost no more memory
+    /// than two tokens' halves, as when tokens folded side by side).
     fn fold_batch(
         &self,
         keys: &FoldKeys<B>,
@@ -1002,69 +1010,93 @@ impl<B: Backend> FoldServer<B> {
         let (params, l) = (&d.params, d.layout);
         let limbs = params.limbs();
         let tokens: usize = batch.iter().map(|(_, t)| t).sum();
-        let mut a: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
-        let mut rgsws = Vec::with_capacity(tokens);
+        let ring = &self.ring;
+        let at_once = ring.backend().host_threads().unwrap_or(tokens).clamp(1, tokens.max(1));
+        let groups: Vec<(usize, usize)> =
+            (0..tokens).step_by(at_once).map(|g0| (g0, at_once.min(tokens - g0))).collect();
+        let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
+        let g = d.gadget_len();
+        let mut bits: Vec<Vec<Ciphertexts<B, Ntt>>> = groups
+            .iter()
+            .map(|&(_, here)| {
+                (0..d.index_bits()).map(|_| Ciphertexts::zeros(ring, here * g, limbs)).collect()
+            })
+            .collect::<Result<_, _>>()?;
         let mut t0 = 0;
         for (ct, here) in batch {
-            rgsws.extend(self.expand_into(keys, ct, here, &mut a, t0)?);
+            self.expand_into(keys, ct, here, (&mut a, &mut bits, at_once), t0)?;
             t0 += here;
         }
+        // A group's RGSW of a bit from one key switch with the key for s^2.
+        let rgsws: Vec<Vec<Rgsw<B>>> = bits
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .map(|rows| rgsw_sets_from_rows_ntt(ring, params, rows, &keys.square, l.rgsw_bits))
+                    .collect::<Result<_, _>>()
+            })
+            .collect::<Result<_, _>>()?;
         trace.mark("expand+rgsw");
         let cols = l.m2 * l.pieces;
-        let mut out: Polys<B, Ntt> = self.ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
-        self.ring.mac_laid_out(&mut out, &a, &self.records, 2 * tokens, false)?;
+        let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
+        ring.mac_laid_out(&mut out, &a, &self.records, 2 * tokens, false)?;
         drop(a);
         trace.mark("mac");
         let group_bits = l.m2.ilog2() as usize;
-        // The fold stays in the NTT domain where the product left it: each CMux level sends only
-        // its differences back for their digits, and a token's result goes back once at the end.
-        let fold_one = |t: usize, rgsw: &[Rgsw<B>]| -> Result<Ciphertexts<B>, ProtocolError> {
-            let at = [2 * t * cols, (2 * t + 1) * cols];
-            // The first level reads its halves from the product's rows (only A is copied out).
-            let mut cur: Ciphertexts<B, Ntt> = match rgsw[..group_bits].first() {
-                Some(bit) => cmux_halves_of(&self.ring, &out, at, cols, bit)?,
-                None => Ciphertexts::from_rows(&self.ring, &out, at, cols)?,
+        let fold_group =
+            |(g0, here): (usize, usize), rgsws: &[Rgsw<B>]| -> Result<Ciphertexts<B>, ProtocolError> {
+                // Token g0 + t's columns `from..from + count` (rows 2 (g0 + t) and 2 (g0 + t) + 1 of
+                // the product), column `from + c` as ciphertext c here + t.
+                let turns = |from: usize, count: usize| -> Result<Ciphertexts<B, Ntt>, ProtocolError> {
+                    let mut cts: Ciphertexts<B, Ntt> = Ciphertexts::zeros(ring, count * here, limbs)?;
+                    for (half, polys) in [&mut cts.c0, &mut cts.c1].into_iter().enumerate() {
+                        let moves: Vec<(usize, usize)> = (0..here)
+                            .flat_map(|t| {
+                                let row = 2 * (g0 + t) + half;
+                                (0..count).map(move |c| (row * cols + from + c, c * here + t))
+                            })
+                            .collect();
+                        ring.copy_polys_at(&out, polys, &moves)?;
+                    }
+                    Ok(cts)
+                };
+                // The fold stays in the NTT domain where the product left it: each CMux level sends
+                // only its differences back for their digits, and the result goes back once at the
+                // end. The first level takes its two halves straight from the product.
+                let mut cur = match rgsws[..group_bits].first() {
+                    Some(bit) => cmux_pair(ring, turns(0, cols / 2)?, turns(cols / 2, cols / 2)?, bit)?,
+                    None => turns(0, cols)?,
+                };
+                for bit in rgsws[..group_bits].iter().skip(1) {
+                    cur = cmux_halves(ring, cur, bit)?;
+                }
+                // Row h moves to the multiples of R: times X^-h, one bit of h at a time.
+                for (u, bit) in rgsws[group_bits..].iter().enumerate() {
+                    cur = cmux_rotate(ring, params, cur, 1 << u, bit)?;
+                }
+                Ok(cur.inverse(ring)?)
             };
-            for bit in rgsw[..group_bits].iter().skip(1) {
-                cur = cmux_halves(&self.ring, cur, bit)?;
-            }
-            // Row h moves to the multiples of R: times X^-h, one bit of h at a time.
-            for (u, bit) in rgsw[group_bits..].iter().enumerate() {
-                cur = cmux_rotate(&self.ring, params, cur, 1 << u, bit)?;
-            }
-            Ok(cur.inverse(&self.ring)?)
-        };
-        // Tokens fold independently (see `in_groups`).
-        let parts = in_groups(self.ring.backend().as_ref(), tokens, |t| fold_one(t, &rgsws[t]))?;
-        let mut folded = Ciphertexts::zeros(&self.ring, tokens * l.pieces, limbs)?;
-        for (t, cur) in parts.iter().enumerate() {
-            folded.copy_from(&self.ring, cur, 0, t * l.pieces, l.pieces)?;
+        if let [only] = groups[..]
+            && l.pieces == 1
+        {
+            let cur = fold_group(only, &rgsws[0])?;
+            trace.mark("fold");
+            return Ok(cur);
+        }
+        // Piece i of the group's token t (at i here + t) to (g0 + t) pieces + i.
+        let mut folded = Ciphertexts::zeros(ring, tokens * l.pieces, limbs)?;
+        for (&(g0, here), rgsws) in groups.iter().zip(&rgsws) {
+            let cur = fold_group((g0, here), rgsws)?;
+            let moves: Vec<(usize, usize)> = (0..here)
+                .flat_map(|t| (0..l.pieces).map(move |i| (i * here + t, (g0 + t) * l.pieces + i)))
+                .collect();
+            ring.copy_polys_at(&cur.c0, &mut folded.c0, &moves)?;
+            ring.copy_polys_at(&cur.c1, &mut folded.c1, &moves)?;
         }
         trace.mark("fold");
         Ok(folded)
     }
-}
-
-/// `f(0), ..., f(count - 1)` in order, as many at once as the backend has host threads
-/// ([`Backend::host_threads`], on them: a `--threads 1` server runs one token at a time): one
-/// token's host-side steps (copies, additions, freeing buffers) then overlap another's backend
-/// work. On the 2-core VM, one token at a time left about a fifth of the fold idle (2026-12-01:
-/// llama-7b's fold 1.29-1.41 s per request one at a time, 1.00-1.10 s two at a time). Only
-/// that many tokens' working buffers are alive at once.
-fn in_groups<B: Backend, T: Send>(
-    backend: &B,
-    count: usize,
-    f: impl Fn(usize) -> Result<T, ProtocolError> + Sync,
-) -> Result<Vec<T>, ProtocolError> {
-    let at_once = backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1);
-    let mut all = Vec::with_capacity(count);
-    for first in (0..count).step_by(at_once) {
-        let range = first..count.min(first + at_once);
-        let group: Vec<T> =
-            backend.on_host_threads(|| range.into_par_iter().map(&f).collect::<Result<_, _>>())?;
-        all.extend(group);
-    }
-    Ok(all)
 }
 
 impl<B: Backend> SchemeServer for FoldServer<B> {
@@ -1277,40 +1309,7 @@ impl SchemeClient for FoldClient {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use fastquery_cpu::CpuBackend;
-
-    use super::{DEFAULT_ACCELERATOR_BATCH_BYTES, DEFAULT_BATCH_BYTES, batch_bytes_from, in_groups};
-
-    /// Tokens run side by side only as far as the backend's threads: a one-thread backend runs
-    /// them one at a time (the global pool has two or more threads on every CI machine), a
-    /// three-thread one at most three at a time; the results come back in order, and a
-    /// token's error is the call's.
-    #[test]
-    fn tokens_side_by_side_keep_the_backends_thread_bound() {
-        for threads in [1usize, 3] {
-            let backend = CpuBackend::with_threads(threads).unwrap();
-            let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            let out = in_groups(&backend, 10, |t| {
-                let here = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(here, Ordering::SeqCst);
-                // Long enough for other workers to start theirs, were they allowed to.
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok(t * t)
-            })
-            .unwrap();
-            assert_eq!(out, (0..10).map(|t| t * t).collect::<Vec<_>>());
-            let most = most.load(Ordering::SeqCst);
-            assert!(most >= 1 && most <= threads, "{most} at once on {threads} thread(s)");
-        }
-        let backend = CpuBackend::with_threads(2).unwrap();
-        let failed = in_groups(&backend, 5, |t| {
-            if t == 3 { Err(crate::ProtocolError::State("token 3".into())) } else { Ok(t) }
-        });
-        assert!(failed.unwrap_err().to_string().contains("token 3"));
-    }
+    use super::{DEFAULT_ACCELERATOR_BATCH_BYTES, DEFAULT_BATCH_BYTES, batch_bytes_from};
 
     /// The byte counts of the design search come from counted `c0` coefficients; they are
     /// the lengths of the positions the server keeps and the client reads, for every candidate

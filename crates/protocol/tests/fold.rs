@@ -28,7 +28,18 @@ fn check(design: &FoldDesign, table: &IntTable, ids: &[usize]) {
 
 /// [`check`] with the first dimension's working memory bounded to `batch_bytes`.
 fn check_batched(design: &FoldDesign, table: &IntTable, ids: &[usize], batch_bytes: Option<usize>) {
-    let mut server = FoldServer::new(Arc::new(CpuBackend::new()), table, design.clone()).unwrap();
+    check_on(CpuBackend::new(), design, table, ids, batch_bytes);
+}
+
+/// [`check_batched`] on `backend`.
+fn check_on(
+    backend: CpuBackend,
+    design: &FoldDesign,
+    table: &IntTable,
+    ids: &[usize],
+    batch_bytes: Option<usize>,
+) {
+    let mut server = FoldServer::new(Arc::new(backend), table, design.clone()).unwrap();
     if let Some(bytes) = batch_bytes {
         server = server.with_batch_bytes(bytes);
     }
@@ -513,4 +524,25 @@ fn a_known_session_counts_each_requests_part_of_the_setup() {
         |c: &(FoldDesign, fastquery_protocol::blocked::WireBytes, f64)| (c.1.query + c.1.response) as f64;
     assert!(own(&long[0]) <= own(&free[0]) * (1.0 + fastquery_protocol::fold::BYTES_TIE));
     check(&short[0].0, &table, &[3, 60, 7, 7, 12, 0, 63, 31]);
+}
+
+/// Tokens fold in groups of the backend's host threads (all of a batch at once where it does
+/// not bound them): with 1, 2 and 3 threads, five tokens fold in groups that split a query
+/// ciphertext's tokens between them (several tokens per query ciphertext) and whose pieces go
+/// back to their tokens' places (rows split into pieces); every share is exact.
+#[test]
+fn tokens_fold_in_groups_of_the_backends_threads() {
+    let ids = [3usize, 1999, 11, 1024, 3];
+    // Two tokens per query ciphertext: with three threads the second ciphertext's tokens fall
+    // in both groups.
+    let shared = design_where((2000, 16, 5), 37, 2, |d| d.layout.tokens_per_ct == 2);
+    let pieces = design_where((12, 8200, 5), 37, 5, |d| d.layout.pieces > 1);
+    for (design, table) in
+        [(&shared, random_table(2000, 16, 5, 21)), (&pieces, random_table(12, 8200, 5, 22))]
+    {
+        let ids: Vec<usize> = ids.iter().map(|&k| k % table.m()).collect();
+        for threads in [1, 2, 3] {
+            check_on(CpuBackend::with_threads(threads).unwrap(), design, &table, &ids, None);
+        }
+    }
 }
