@@ -4,8 +4,9 @@
 # machine's start included (about 35 s on the H200 of 2026-12-04), so the checks come in parts
 # that fit one `run` each (every step has its own time limit, and a failing step does not stop
 # the others), most important first:
-#   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
-#                                  tokens, the kernel profile of a request, the memory pool A/B,
+#   bash .device/gpu_run.sh quick  about 4-5 minutes: tests, the llama-7b schemes at 1, 8 and 128
+#                                  tokens, the kernel profile of a request, the fold's token
+#                                  groups A/B (never run on a GPU), the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
 #   bash .device/gpu_run.sh wgpu   the wgpu backend on the GPU through Vulkan (never run on a real
 #                                  GPU before): its tests, kernels, llama-7b at 8 tokens
@@ -64,6 +65,17 @@ if [ "$part" = quick ]; then
   for t in 1 8; do
     FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 40 "$D/fastquery" --backend cuda bench \
       --workload llama-7b --schemes fastquery,cheetah --tokens "$t"
+  done
+  # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
+  # per level) against one token at a time (FASTQUERY_FOLD_GROUP=1), alternated, with the
+  # phases synchronised so the fold's device time is the fold's.
+  for t in 8 128; do
+    for g in 1 all; do
+      if [ "$g" = 1 ]; then export FASTQUERY_FOLD_GROUP=1; else unset FASTQUERY_FOLD_GROUP; fi
+      FASTQUERY_TRACE=sync step "fold group $g, $t" 50 "$D/fastquery" --backend cuda bench \
+        --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+    unset FASTQUERY_FOLD_GROUP
   done
   for t in 1 8; do
     FASTQUERY_CUDA_POOL=0 step "pool off, $t" 40 "$D/fastquery" --backend cuda bench \

@@ -1074,7 +1074,8 @@ impl Backend for CudaBackend {
     }
 
     /// One launch (kernels/elementwise.cu `copy_polys_u32`): a block per move and slice of a
-    /// polynomial, 16 bytes a thread; the move list is cached like an index table.
+    /// polynomial, 16 bytes a thread; the move list is cached like an index table. A single
+    /// run of consecutive polynomials is one device copy instead.
     fn copy_polys_at(
         &self,
         src: &CudaBuffer,
@@ -1087,7 +1088,9 @@ impl Backend for CudaBackend {
         if !moves.iter().all(fits) {
             return Err(BackendError::Shape(format!("a move of {poly}-word polys out of range")));
         }
-        if moves.is_empty() || !poly.is_multiple_of(4) || poly / 4 > u32::MAX as usize {
+        // One run of consecutive polynomials (a token's rows) is one device copy.
+        let one_run = moves.windows(2).all(|w| w[1] == [w[0][0].wrapping_add(1), w[0][1].wrapping_add(1)]);
+        if one_run || !poly.is_multiple_of(4) || poly / 4 > u32::MAX as usize {
             return fastquery_backend::copy_polys_in_runs(self, src, dst, poly, moves);
         }
         let (Some(s), Some(d)) = (src.data.as_ref(), dst.data.as_mut()) else { return Ok(()) };

@@ -837,6 +837,8 @@ pub struct FoldServer<B: Backend> {
     limits: Limits,
     /// Working memory of one first-dimension product ([`FoldServer::with_batch_bytes`]).
     batch_bytes: usize,
+    /// Tokens folded together (FASTQUERY_FOLD_GROUP), where set.
+    fold_group: Option<usize>,
 }
 
 /// The default bound on a batch's working memory on the CPU: 4 GiB, 31 tokens of llama-7b
@@ -887,6 +889,7 @@ impl<B: Backend> FoldServer<B> {
         let info = backend.info();
         let env = std::env::var("FASTQUERY_FOLD_BATCH_MIB").ok();
         let batch_bytes = batch_bytes_from(env.as_deref(), info.accelerator, info.memory)?;
+        let fold_group = env_number("FASTQUERY_FOLD_GROUP", 1..=1 << 20)?;
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout;
         let n = design.params.n();
@@ -909,7 +912,15 @@ impl<B: Backend> FoldServer<B> {
                 }
             }
         })?;
-        Ok(Self { design, ring, records, sessions: Sessions::new(), limits: Limits::default(), batch_bytes })
+        Ok(Self {
+            design,
+            ring,
+            records,
+            sessions: Sessions::new(),
+            limits: Limits::default(),
+            batch_bytes,
+            fold_group,
+        })
     }
 
     fn session(&self, id: u64) -> Result<Arc<FoldKeys<B>>, ProtocolError> {
@@ -999,7 +1010,8 @@ impl<B: Backend> FoldServer<B> {
     /// group is every token of the batch where the backend does not bound its host threads (a
     /// GPU: one token's levels were small launches, the last of one ciphertext), and as many
     /// tokens as it has threads where it does (the CPU: the moved rows then cost no more memory
-    /// than two tokens' halves, as when tokens folded side by side).
+    /// than two tokens' halves, as when tokens folded side by side). FASTQUERY_FOLD_GROUP (1 to
+    /// 2^20 tokens) sets the group instead: `1` folds one token at a time, the A/B of a GPU run.
     fn fold_batch(
         &self,
         keys: &FoldKeys<B>,
@@ -1011,7 +1023,8 @@ impl<B: Backend> FoldServer<B> {
         let limbs = params.limbs();
         let tokens: usize = batch.iter().map(|(_, t)| t).sum();
         let ring = &self.ring;
-        let at_once = ring.backend().host_threads().unwrap_or(tokens).clamp(1, tokens.max(1));
+        let at_once =
+            self.fold_group.or(ring.backend().host_threads()).unwrap_or(tokens).clamp(1, tokens.max(1));
         let groups: Vec<(usize, usize)> =
             (0..tokens).step_by(at_once).map(|g0| (g0, at_once.min(tokens - g0))).collect();
         let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
