@@ -228,17 +228,10 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Host threads the backend works with, where it bounds them (the CPU backend's pool): how
-    /// many independent pieces of work (tokens) a caller runs on it side by side. None: the
-    /// caller's own default (the global rayon pool's threads).
+    /// many tokens a caller folds together (the fold server's groups; the harness reports it).
+    /// None: no bound (a GPU), a caller's whole batch at once.
     fn host_threads(&self) -> Option<usize> {
         None
-    }
-
-    /// Runs `f`, and the parallel iterators inside it, on the backend's host threads (the CPU
-    /// backend's private pool, where it has one), so that a caller's side-by-side work keeps
-    /// the thread bound the backend was opened with. The default runs `f` where it is called.
-    fn on_host_threads<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        f()
     }
 
     /// Modulus switching down, coefficient form: `out = round(a / (p_k * ... * p_{L-1}))` where

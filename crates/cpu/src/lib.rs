@@ -931,10 +931,6 @@ impl Backend for CpuBackend {
         Some(self.threads())
     }
 
-    fn on_host_threads<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.install(f)
-    }
-
     fn duplicate(&self, buf: &CpuBuffer) -> Result<CpuBuffer, BackendError> {
         if buf.len() < PARALLEL_COPY_WORDS {
             return self.upload(buf);

@@ -411,7 +411,7 @@ mod tests {
     use fastquery_cpu::CpuBackend;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    use super::{SQUARE_KEY, cmux_halves, cmux_halves_of, products_in_chunks, rgsw_from_rows};
+    use super::{SQUARE_KEY, cmux_halves, cmux_pair, products_in_chunks, rgsw_from_rows};
     use crate::{
         ParamSpec, Params,
         client::Client,
@@ -477,24 +477,80 @@ mod tests {
         assert_ne!(results[0][0], ring.download(&start.c0).expect("c0"), "the products added nothing");
     }
 
-    /// A CMux level read from ranges of one batch (`cmux_halves_of`: a token's `c0` and `c1`
-    /// rows of the first dimension's product) gives the words of the level over those
-    /// ciphertexts copied out (`cmux_halves`), and the batch stays as it was.
+    /// Three tokens' levels in one batch (ciphertext `i 3 + t` token `t`'s `i`-th), with an RGSW
+    /// of three sets built in one key switch (`rgsw_sets_from_rows_ntt`), give each token the
+    /// words of its own level with its own RGSW (`rgsw_from_rows`), in chunks of one round of
+    /// the tokens as in one call; the level from two batches (`cmux_pair`) equals the level over
+    /// their concatenation; a batch that is no whole number of rounds is refused.
     #[test]
-    fn a_level_read_from_ranges_equals_the_level_over_copies() {
-        let (ring, rgsw, mut rng, limbs) = ring_and_rgsw(11);
-        // Three tokens' rows, c0s then c1s for each; the level over token 1's six ciphertexts.
-        let (len, tokens) = (6usize, 3usize);
-        let src: Polys<CpuBackend, Ntt> = random(&ring, &mut rng, Shape::new(2 * tokens * len, limbs));
-        let before = ring.download(&src).expect("words");
-        let at = [2 * len, 3 * len];
-        let got = cmux_halves_of(&ring, &src, at, len, &rgsw).expect("level from ranges");
-        let cts = Ciphertexts::from_rows(&ring, &src, at, len).expect("copies");
-        let want = cmux_halves(&ring, cts, &rgsw).expect("level over copies");
-        assert_eq!(ring.download(&got.c0).unwrap(), ring.download(&want.c0).unwrap());
-        assert_eq!(ring.download(&got.c1).unwrap(), ring.download(&want.c1).unwrap());
-        assert_eq!(ring.download(&src).unwrap(), before, "the source changed");
-        assert!(cmux_halves_of(&ring, &src, at, 5, &rgsw).is_err(), "an odd level");
-        assert!(cmux_halves_of(&ring, &src, [0, 6 * len - 2], 4, &rgsw).is_err(), "past the end");
+    fn tokens_in_turns_fold_as_each_alone() {
+        let spec = ParamSpec {
+            n: 4096,
+            prime_bits: vec![31, 31],
+            response_limbs: 1,
+            plain_bits: 16,
+            flood_bits: 40,
+            special_bits: 31,
+        };
+        let params = Arc::new(Params::new(spec).expect("parameters"));
+        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).expect("ring");
+        let client = Client::new(params.clone()).expect("client");
+        let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
+        let mut rng = StdRng::seed_from_u64(21);
+        let (limbs, tokens, len) = (params.limbs(), 3usize, 4usize);
+        let cts = |rng: &mut StdRng, count: usize| -> Ciphertexts<CpuBackend, Ntt> {
+            let shape = Shape::new(count, limbs);
+            Ciphertexts { c0: random(&ring, rng, shape), c1: random(&ring, rng, shape) }
+        };
+        // Each token's gadget rows (limbs of them: one digit per limb), alone and stacked.
+        let rows: Vec<Ciphertexts<CpuBackend, Ntt>> = (0..tokens).map(|_| cts(&mut rng, limbs)).collect();
+        let mut stacked = Ciphertexts::zeros(&ring, tokens * limbs, limbs).expect("rows");
+        for (t, r) in rows.iter().enumerate() {
+            stacked.copy_from(&ring, r, 0, t * limbs, limbs).expect("copy");
+        }
+        let alone: Vec<super::Rgsw<CpuBackend>> = rows
+            .iter()
+            .map(|r| {
+                let r = r.duplicate(&ring).unwrap();
+                super::rgsw_from_rows_ntt(&ring, &params, r, &square, 31).expect("RGSW").remove(0)
+            })
+            .collect();
+        let together =
+            super::rgsw_sets_from_rows_ntt(&ring, &params, stacked, &square, 31).expect("RGSW sets");
+        assert_eq!(together.sets(), tokens);
+        let batch = cts(&mut rng, tokens * len);
+        let words =
+            |c: &Ciphertexts<CpuBackend, Ntt>| [ring.download(&c.c0).unwrap(), ring.download(&c.c1).unwrap()];
+        let level = cmux_halves(&ring, batch.duplicate(&ring).unwrap(), &together).expect("level in turns");
+        let got = words(&level);
+        let poly = limbs * ring.n();
+        for (t, rgsw) in alone.iter().enumerate() {
+            let mut mine = Ciphertexts::zeros(&ring, len, limbs).expect("token");
+            for i in 0..len {
+                mine.copy_from(&ring, &batch, i * tokens + t, i, 1).expect("copy");
+            }
+            let want = words(&cmux_halves(&ring, mine, rgsw).expect("level alone"));
+            for i in 0..len / 2 {
+                for k in 0..2 {
+                    assert_eq!(
+                        got[k][(i * tokens + t) * poly..][..poly],
+                        want[k][i * poly..][..poly],
+                        "token {t} ciphertext {i} half {k}"
+                    );
+                }
+            }
+        }
+        // One round of the tokens per chunk: the same words.
+        let half = tokens * len / 2;
+        let diff = batch.difference(&ring, half, 0, half).unwrap().inverse(&ring).unwrap();
+        let mut chunked = batch.slice(&ring, 0, half).unwrap();
+        products_in_chunks(&ring, &diff, None, &together, &mut chunked, 1).expect("chunks of one round");
+        assert_eq!(words(&chunked), got, "chunks of a round of the tokens");
+        // Two batches (halves moved apart) against the level over their concatenation.
+        let (a, b) = (batch.slice(&ring, 0, half).unwrap(), batch.slice(&ring, half, half).unwrap());
+        assert_eq!(words(&cmux_pair(&ring, a, b, &together).expect("pair")), got);
+        let (a, b) = (batch.slice(&ring, 0, half).unwrap(), batch.slice(&ring, 0, half - 1).unwrap());
+        assert!(cmux_pair(&ring, a, b, &together).is_err(), "batches of two sizes");
+        assert!(cmux_halves(&ring, cts(&mut rng, 2 * tokens + 2), &together).is_err(), "no whole rounds");
     }
 }

@@ -841,6 +841,10 @@ pub struct FoldServer<B: Backend> {
     fold_group: Option<usize>,
 }
 
+/// A group's gadget rows of each index bit (`bits[b]`: its tokens' rows of bit `b`, token after
+/// token).
+type BitRows<B> = Vec<Ciphertexts<B, Ntt>>;
+
 /// The default bound on a batch's working memory on the CPU: 4 GiB, 31 tokens of llama-7b
 /// (there the product is compute-bound, and one query ciphertext of 32 tokens already reuses
 /// each table word 64 times). FASTQUERY_FOLD_BATCH_MIB overrides it.
@@ -963,7 +967,7 @@ impl<B: Backend> FoldServer<B> {
         keys: &FoldKeys<B>,
         ct: Ciphertexts<B>,
         tokens: usize,
-        (a, bits, at_once): (&mut Polys<B, Ntt>, &mut [Vec<Ciphertexts<B, Ntt>>], usize),
+        (a, bits, at_once): (&mut Polys<B, Ntt>, &mut [BitRows<B>], usize),
         t0: usize,
     ) -> Result<(), ProtocolError> {
         let d = &self.design;
@@ -1029,7 +1033,7 @@ impl<B: Backend> FoldServer<B> {
             (0..tokens).step_by(at_once).map(|g0| (g0, at_once.min(tokens - g0))).collect();
         let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
         let g = d.gadget_len();
-        let mut bits: Vec<Vec<Ciphertexts<B, Ntt>>> = groups
+        let mut bits: Vec<BitRows<B>> = groups
             .iter()
             .map(|&(_, here)| {
                 (0..d.index_bits()).map(|_| Ciphertexts::zeros(ring, here * g, limbs)).collect()
