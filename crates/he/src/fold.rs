@@ -415,7 +415,7 @@ mod tests {
     use crate::{
         ParamSpec, Params,
         client::Client,
-        galois::{Ciphertexts, load_galois_key},
+        galois::{Ciphertexts, ServerGaloisKey, load_galois_key},
     };
 
     fn random<R: Repr>(ring: &Ring<CpuBackend>, rng: &mut StdRng, shape: Shape) -> Polys<CpuBackend, R> {
@@ -429,10 +429,9 @@ mod tests {
         ring.upload(&words, shape).expect("upload")
     }
 
-    /// A two-limb hybrid ring at N = 4096, the RGSW of a random bit's rows made with a fresh
-    /// client's key for `s^2`, the random stream `seed` continues, and the chain's limbs (the
-    /// ring also holds the special prime).
-    fn ring_and_rgsw(seed: u64) -> (Ring<CpuBackend>, super::Rgsw<CpuBackend>, StdRng, usize) {
+    /// A two-limb hybrid ring at N = 4096 (its parameters, the ring) and a fresh client's key for
+    /// `s^2` (31-bit digits) on it.
+    fn ring_and_square() -> (Arc<Params>, Ring<CpuBackend>, ServerGaloisKey<CpuBackend>) {
         let spec = ParamSpec {
             n: 4096,
             prime_bits: vec![31, 31],
@@ -446,6 +445,14 @@ mod tests {
         let client = Client::new(params.clone()).expect("client");
         let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
         assert_eq!(square.g(), SQUARE_KEY);
+        (params, ring, square)
+    }
+
+    /// A two-limb hybrid ring at N = 4096, the RGSW of a random bit's rows made with a fresh
+    /// client's key for `s^2`, the random stream `seed` continues, and the chain's limbs (the
+    /// ring also holds the special prime).
+    fn ring_and_rgsw(seed: u64) -> (Ring<CpuBackend>, super::Rgsw<CpuBackend>, StdRng, usize) {
+        let (params, ring, square) = ring_and_square();
         let mut rng = StdRng::seed_from_u64(seed);
         let limbs = params.limbs();
         let rows = Shape::new(limbs, limbs);
@@ -484,18 +491,7 @@ mod tests {
     /// their concatenation; a batch that is no whole number of rounds is refused.
     #[test]
     fn tokens_in_turns_fold_as_each_alone() {
-        let spec = ParamSpec {
-            n: 4096,
-            prime_bits: vec![31, 31],
-            response_limbs: 1,
-            plain_bits: 16,
-            flood_bits: 40,
-            special_bits: 31,
-        };
-        let params = Arc::new(Params::new(spec).expect("parameters"));
-        let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).expect("ring");
-        let client = Client::new(params.clone()).expect("client");
-        let square = load_galois_key(&ring, &params, &client.square_key(31), 31).expect("key");
+        let (params, ring, square) = ring_and_square();
         let mut rng = StdRng::seed_from_u64(21);
         let (limbs, tokens, len) = (params.limbs(), 3usize, 4usize);
         let cts = |rng: &mut StdRng, count: usize| -> Ciphertexts<CpuBackend, Ntt> {
