@@ -214,8 +214,10 @@ pub trait Backend: Send + Sync + 'static {
     /// products, the key switches of packing): the temporaries a call makes (the composed
     /// default's digit rows, `limbs * digits * limbs` polynomials per ciphertext) bound it, so
     /// the default is [`Backend::keyswitch_chunk`]. A backend whose products keep their digits
-    /// per task takes a batch whole: a chunked caller copies every chunk out and back.
-    fn key_product_chunk(&self) -> usize {
+    /// per task (at degree `n`) takes a batch whole: a chunked caller copies every chunk out
+    /// and back.
+    fn key_product_chunk(&self, n: usize) -> usize {
+        let _ = n;
         self.keyswitch_chunk()
     }
 

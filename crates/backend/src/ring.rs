@@ -438,9 +438,9 @@ impl<B: Backend> Ring<B> {
         self.backend.keyswitch_chunk().max(1)
     }
 
-    /// [`Backend::key_product_chunk`] (at least 1).
+    /// [`Backend::key_product_chunk`] at this ring's degree (at least 1).
     pub fn key_product_chunk(&self) -> usize {
-        self.backend.key_product_chunk().max(1)
+        self.backend.key_product_chunk(self.n()).max(1)
     }
 
     /// Digits per limb of a decomposition of `limbs` limbs with `digit_bits`-bit digits.

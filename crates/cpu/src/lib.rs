@@ -1359,7 +1359,7 @@ impl Backend for CpuBackend {
     /// temporaries that grow with the batch beyond its outputs. Chunking the fold's first levels
     /// copied every chunk out and back: 0.75-0.83x of a token's fold without it (criterion
     /// `cpu/fold/8192/5/128`, docs/BENCHMARKS.md).
-    fn key_product_chunk(&self) -> usize {
+    fn key_product_chunk(&self, _n: usize) -> usize {
         usize::MAX
     }
 

@@ -957,6 +957,14 @@ impl Backend for CudaBackend {
         256
     }
 
+    /// Any batch at once where the product is fused (its digit rows live in shared memory, so a
+    /// call makes nothing that grows with the batch beyond its outputs: a 128-token fold's first
+    /// level, 8,192 external products, is one launch, not 32 chunks copied out and back); the
+    /// composed fallback's chunk otherwise.
+    fn key_product_chunk(&self, n: usize) -> usize {
+        if self.fused(n) { usize::MAX } else { self.keyswitch_chunk() }
+    }
+
     /// Fused (kernels/keyswitch.cu) where the row and two accumulators fit shared memory
     /// (N <= 16384 on an H100) and `FASTQUERY_CUDA_FUSED_KS` is not `0`; the composed steps
     /// otherwise.
