@@ -204,3 +204,72 @@ decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, cons
     decompose_mac_3pass<13>(out0, out1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits, digits,
                             accumulate, src_limbs, twin, use_twin, key_sets);
 }
+
+// The same products split by digit, for batches too small to fill the device
+// (FASTQUERY_CUDA_SPLIT_KS): block (row, e) of a grid of polys x limbs by g = src_limbs x digits
+// builds digit row e of row (r, l) (or takes the twin's row, as above), transforms it with the
+// plain kernel's stages and writes its two products to parts[k][(row g + e) N ..]; then
+// sum_digits_u32 adds each row's g parts (to the output, when accumulating). A fused block
+// transforms its g digit rows one after another: with one ciphertext (five limbs) the device
+// runs five or six blocks; split, g times as many, each one transform long. The parts cost
+// 2 g words per output word of memory traffic, which a small batch can afford.
+//
+// Launch: grid = (polys x limbs, g), block = min(N/2, 1024) threads, dynamic shared memory N * 4
+// bytes; part0 and part1 hold polys x limbs x g rows.
+extern "C" __global__ void decompose_mac_split_u32(u32* part0, u32* part1, const u32* a, const u32* key0,
+                                                   const u32* key1, const u32* tw, const u32* tw_shoup,
+                                                   const u32* moduli, const u64* barrett, u32 n, u32 log_n,
+                                                   u32 limbs, u32 digit_bits, u32 digits, u32 src_limbs,
+                                                   const u32* twin, u32 use_twin, u32 key_sets) {
+    extern __shared__ u32 s[];
+    const u32 row = blockIdx.x, e = blockIdx.y, r = row / limbs, l = row % limbs;
+    const u32 T = blockDim.x, t = threadIdx.x;
+    const u32 p = moduli[l];
+    const u64 bar = barrett[l];
+    const u32 g = src_limbs * digits;
+    const size_t key_at = (size_t)(r % key_sets) * g * limbs * n + ((size_t)e * limbs + l) * n;
+    const u32* y0 = key0 + key_at;
+    const u32* y1 = key1 + key_at;
+    u32* o0 = part0 + ((size_t)row * g + e) * n;
+    u32* o1 = part1 + ((size_t)row * g + e) * n;
+    // Uniform across the block (e, l and use_twin are).
+    const bool own = use_twin && e == l;
+    if (own) {
+        const u32* own_row = twin + (size_t)row * n;
+        for (u32 c = t; c < n; c += T) s[c] = own_row[c];
+    } else {
+        const u32 mask = (1u << digit_bits) - 1;
+        const u32 i = e / digits, shift = (e % digits) * digit_bits;
+        const u32* src = a + ((size_t)r * src_limbs + i) * n;
+        for (u32 c = t; c < n; c += T) {
+            const u32 d = shift < 32 ? (src[c] >> shift) & mask : 0u;
+            s[c] = d >= p ? d % p : d;
+        }
+    }
+    __syncthreads();
+    if (!own) ntt_forward_shared(s, tw + (size_t)l * n, tw_shoup + (size_t)l * n, p, n, log_n);
+    for (u32 c = t; c < n; c += T) {
+        const u32 x = s[c];
+        o0[c] = mul_mod(x, y0[c], p, bar);
+        o1[c] = mul_mod(x, y1[c], p, bar);
+    }
+}
+
+// out[k][row] (+)= sum_e parts[k][row g + e] for the rows of decompose_mac_split_u32 (total =
+// rows x N words; the limb of a row is row % limbs).
+extern "C" __global__ void sum_digits_u32(u32* out0, u32* out1, const u32* part0, const u32* part1,
+                                          const u32* moduli, u32 log_n, u32 limbs, u32 g, u32 accumulate,
+                                          u64 total) {
+    GRID_STRIDE(total) {
+        const u64 row = idx >> log_n, c = idx & ((1ull << log_n) - 1);
+        const u32 p = moduli[row % limbs];
+        u32 acc0 = accumulate ? out0[idx] : 0u, acc1 = accumulate ? out1[idx] : 0u;
+        for (u32 e = 0; e < g; ++e) {
+            const u64 at = ((row * g + e) << log_n) | c;
+            acc0 = add_mod(acc0, part0[at], p);
+            acc1 = add_mod(acc1, part1[at], p);
+        }
+        out0[idx] = acc0;
+        out1[idx] = acc1;
+    }
+}

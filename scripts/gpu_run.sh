@@ -4,10 +4,13 @@
 # machine's start included (about 35 s on the H200 of 2026-12-04), so the checks come in parts
 # that fit one `run` each (every step has its own time limit, and a failing step does not stop
 # the others), most important first:
-#   bash .device/gpu_run.sh quick  about 4-5 minutes: tests, the llama-7b schemes at 1, 8 and 128
-#                                  tokens, the kernel profile of a request, the fold's token
-#                                  groups A/B (never run on a GPU), the memory pool A/B,
+#   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
+#                                  tokens, the kernel profile of a request, the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
+#   bash .device/gpu_run.sh ab     about 3 minutes: the A/Bs of what was built without a GPU on
+#                                  2026-12-04 (tokens folded together against one at a time,
+#                                  small key switches split by digit against fused), then the
+#                                  kernel summary with its small-key-switch line
 #   bash .device/gpu_run.sh wgpu   the wgpu backend on the GPU through Vulkan (never run on a real
 #                                  GPU before): its tests, kernels, llama-7b at 8 tokens
 #   bash .device/gpu_run.sh main   about 2 minutes on the H200: tests, the kernel summary (NTT
@@ -66,17 +69,6 @@ if [ "$part" = quick ]; then
     FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 40 "$D/fastquery" --backend cuda bench \
       --workload llama-7b --schemes fastquery,cheetah --tokens "$t"
   done
-  # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
-  # per level) against one token at a time (FASTQUERY_FOLD_GROUP=1), alternated, with the
-  # phases synchronised so the fold's device time is the fold's.
-  for t in 8 128; do
-    for g in 1 all; do
-      if [ "$g" = 1 ]; then export FASTQUERY_FOLD_GROUP=1; else unset FASTQUERY_FOLD_GROUP; fi
-      FASTQUERY_TRACE=sync step "fold group $g, $t" 50 "$D/fastquery" --backend cuda bench \
-        --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
-    done
-    unset FASTQUERY_FOLD_GROUP
-  done
   for t in 1 8; do
     FASTQUERY_CUDA_POOL=0 step "pool off, $t" 40 "$D/fastquery" --backend cuda bench \
       --workload llama-7b --schemes fastquery,cheetah --tokens "$t" --repeat 3
@@ -88,6 +80,29 @@ if [ "$part" = quick ]; then
   step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
     --json "$R/session-llama-7b-64.json"
+fi
+if [ "$part" = ab ]; then
+  # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
+  # per level) against one token at a time (FASTQUERY_FOLD_GROUP=1), alternated, with the
+  # phases synchronised so the fold's device time is the fold's.
+  for t in 8 128; do
+    for g in 1 all; do
+      if [ "$g" = 1 ]; then export FASTQUERY_FOLD_GROUP=1; else unset FASTQUERY_FOLD_GROUP; fi
+      FASTQUERY_TRACE=sync step "fold group $g, $t" 50 "$D/fastquery" --backend cuda bench \
+        --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+    unset FASTQUERY_FOLD_GROUP
+  done
+  # Small key-switch batches split by digit (FASTQUERY_CUDA_SPLIT_KS=1, off by default until
+  # measured) against the fused kernel, alternated, phases synchronised; `kernels --quick`
+  # prints the kernel-level comparison ("Small key switches").
+  for t in 1 8; do
+    for k in 1 0; do
+      FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, $t" 40 "$D/fastquery" \
+        --backend cuda bench --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+  done
+  step kernels 75 "$D/fastquery" --backend cuda kernels --quick
 fi
 if [ "$part" = wgpu ]; then
   # The Vulkan loader, where the machine lacks it (the NVIDIA driver brings its Vulkan driver,

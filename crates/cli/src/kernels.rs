@@ -156,7 +156,8 @@ fn ntt_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Re
         anyhow::ensure!(same, "the NTT kernel versions disagree at N = {n}");
     }
     b.set_ntt_version(allowed)?;
-    key_switch_versions(b, reps)
+    key_switch_versions(b, reps)?;
+    split_key_switch(b, reps)
 }
 
 /// The fused key switch at FastQuery's llama-7b design (N = 8192, five limbs, 16-bit digits: 50
@@ -199,6 +200,54 @@ fn key_switch_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> any
     let same = results[0] == results[1];
     println!("{line}; identical: {same}");
     anyhow::ensure!(same, "the fused key switches of NTT versions 1 and 3 disagree");
+    Ok(())
+}
+
+/// Small key-switch products (the fold's last levels, a one-token expansion: 1 to 16
+/// ciphertexts at N = 8192, five limbs, 31-bit digits, the RGSW gadget of the design that runs)
+/// fused (one block per output row, its five digit transforms in turn) against split by digit
+/// (`FASTQUERY_CUDA_SPLIT_KS`: a block per row and digit, then a sum), microseconds per call,
+/// outputs compared. Never run on a GPU before the next lent one.
+#[cfg(feature = "cuda")]
+fn split_key_switch(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Result<()> {
+    let (n, limbs, w) = (8192usize, 5usize, 31u32);
+    let (batches, reps): (&[usize], usize) =
+        if b.info().accelerator { (&[1, 4, 16], reps) } else { (&[1], 1) };
+    let ring = ring_on(b, n, limbs)?;
+    let g = limbs * ring.digits(limbs, w);
+    let keys: Vec<Polys<_, Ntt>> = (8..10)
+        .map(|seed| ring.upload(&words(ring.context(), Shape::new(g, limbs), seed), Shape::new(g, limbs)))
+        .collect::<Result<_, _>>()?;
+    let before = b.split_rows();
+    let mut line =
+        format!("Small key switches, N = {n}, {limbs} limbs, {g} digit rows (us per call, fused / split):");
+    let mut same = true;
+    for &polys in batches {
+        let shape = Shape::new(polys, limbs);
+        let a: Polys<_, Coeff> = ring.upload(&words(ring.context(), shape, 7), shape)?;
+        let mut results = Vec::new();
+        let mut times = Vec::new();
+        for split in [0, usize::MAX] {
+            b.set_split_rows(split);
+            let mut o0: Polys<_, Ntt> = ring.zeros(shape)?;
+            let mut o1: Polys<_, Ntt> = ring.zeros(shape)?;
+            times.push(median_us(
+                reps,
+                || (),
+                |()| {
+                    ring.decompose_mac(&a, w, [&keys[0], &keys[1]], [&mut o0, &mut o1], false)
+                        .expect("shapes match");
+                    b.synchronize().expect("device alive");
+                },
+            ));
+            results.push((ring.download(&o0)?, ring.download(&o1)?));
+        }
+        same &= results[0] == results[1];
+        line += &format!("  {polys}: {:.1} / {:.1}", times[0], times[1]);
+    }
+    b.set_split_rows(before);
+    println!("{line}; identical: {same}");
+    anyhow::ensure!(same, "the fused and split key switches disagree");
     Ok(())
 }
 

@@ -80,6 +80,11 @@ pub struct CudaBackend {
     memory: Option<usize>,
     /// Every launch timed (`FASTQUERY_CUDA_PROFILE=1`), for [`Backend::kernel_times`].
     profile: Option<crate::device::Profile>,
+    /// Key-switch products of fewer output rows than this run split by digit
+    /// (`decompose_mac_split_u32`; FASTQUERY_CUDA_SPLIT_KS=1: the multiprocessors' count; 0 off).
+    split_rows: std::sync::atomic::AtomicUsize,
+    /// Streaming multiprocessors (132 on the emulator, an H100's).
+    multiprocessors: usize,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -149,6 +154,29 @@ fn three_pass(version: u8, n: u32) -> bool {
 fn two_row_mac_allowed() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_R2C8")
 }
+
+/// FASTQUERY_CUDA_SPLIT_KS: `1` splits the key-switch products of batches smaller than the
+/// device's multiprocessors by digit (`decompose_mac_split_u32`); unset or `0` does not (not yet
+/// measured on a GPU: the A/B of `scripts/gpu_run.sh quick`).
+fn split_key_switch(value: Option<&str>) -> Result<bool, BackendError> {
+    match value.map(str::trim) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => {
+            Err(BackendError::InvalidInput(format!("FASTQUERY_CUDA_SPLIT_KS must be 0 or 1, not '{v}'")))
+        }
+    }
+}
+
+/// The rows below which key-switch products split by digit: the multiprocessors where
+/// FASTQUERY_CUDA_SPLIT_KS is `1`, none otherwise.
+fn split_rows(multiprocessors: usize) -> Result<usize, BackendError> {
+    let on = split_key_switch(std::env::var("FASTQUERY_CUDA_SPLIT_KS").ok().as_deref())?;
+    Ok(if on { multiprocessors } else { 0 })
+}
+
+/// The emulator's multiprocessor count (an H100's), for the split key switch's threshold.
+const EMULATED_MULTIPROCESSORS: usize = 132;
 
 /// FASTQUERY_CUDA_POOL: `0` leaves the device's memory pool at the driver's default release
 /// threshold (0: unused pool memory goes back to the device at every synchronisation).
@@ -257,6 +285,9 @@ impl CudaBackend {
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(dev)?;
         let minor =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(dev)?;
+        let multiprocessors =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(dev)?.max(1)
+                as usize;
         let max_smem = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(dev)? as usize;
@@ -298,6 +329,8 @@ impl CudaBackend {
             max_smem,
             memory,
             profile: profile_launches()?,
+            split_rows: split_rows(multiprocessors)?.into(),
+            multiprocessors,
         })
     }
 
@@ -356,6 +389,8 @@ impl CudaBackend {
             max_smem: crate::EMULATED_SHARED_MEMORY,
             memory: None,
             profile: profile_launches()?,
+            split_rows: split_rows(EMULATED_MULTIPROCESSORS)?.into(),
+            multiprocessors: EMULATED_MULTIPROCESSORS,
         })
     }
 
@@ -387,6 +422,19 @@ impl CudaBackend {
             Some(t) => (t, 1),
             None => (x, 0),
         };
+        let g = src_limbs * digits;
+        if polys * limbs < self.split_rows() && g > 1 {
+            let (bits, sets) = ((digit_bits, digits), sets.max(1));
+            return self.launch_split(
+                ring,
+                [x, twin, k0, k1],
+                use_twin,
+                (polys, src_limbs, limbs),
+                bits,
+                [y0, y1],
+                (accumulate, sets),
+            );
+        }
         // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
         // elsewhere; shared memory holds the row and both accumulators either way.
         let (name, threads) = match n {
@@ -430,6 +478,72 @@ impl CudaBackend {
         // src_limbs + 1 for the hybrid product, whose keys Ring checked as (src_limbs + 1)^2);
         // the row and the two accumulators fit shared memory (the callers checked `fused`).
         unsafe { self.launch(name, cfg, &mut args) }
+    }
+
+    /// [`CudaBackend::launch_decompose_mac`] split by digit (kernels/keyswitch.cu
+    /// `decompose_mac_split_u32`, one block per output row and digit, then `sum_digits_u32`):
+    /// for batches too small to give every multiprocessor a block. `inputs` = `[a, twin (or a),
+    /// key0, key1]`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_split(
+        &self,
+        ring: &CudaRing,
+        [x, twin, k0, k1]: [&Mem<u32>; 4],
+        use_twin: u32,
+        (polys, src_limbs, limbs): (usize, usize, usize),
+        (digit_bits, digits): (u32, usize),
+        [y0, y1]: [&mut Mem<u32>; 2],
+        (accumulate, sets): (bool, usize),
+    ) -> Result<(), BackendError> {
+        let (n, g, rows) = (ring.n, src_limbs * digits, polys * limbs);
+        let mut parts = [self.alloc_zeroed(rows * g * n)?, self.alloc_zeroed(rows * g * n)?];
+        let [p0, p1] = &mut parts;
+        let (Some(p0), Some(p1)) = (p0.data.as_mut(), p1.data.as_mut()) else { return Ok(()) };
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, g as u32, 1),
+            block_dim: ((n / 2).clamp(1, 1024) as u32, 1, 1),
+            shared_mem_bytes: (n * 4) as u32,
+        };
+        let mut args = [
+            Arg::Out(p0),
+            Arg::Out(p1),
+            Arg::In(x),
+            Arg::In(k0),
+            Arg::In(k1),
+            Arg::In(&ring.fwd),
+            Arg::In(&ring.fwd_shoup),
+            Arg::In(&ring.moduli),
+            Arg::In64(&ring.barrett),
+            Arg::U32(n as u32),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(digit_bits),
+            Arg::U32(digits as u32),
+            Arg::U32(src_limbs as u32),
+            Arg::In(twin),
+            Arg::U32(use_twin),
+            Arg::U32(sets as u32),
+        ];
+        // SAFETY: matches decompose_mac_split_u32 (kernels/keyswitch.cu); the shapes are those
+        // launch_decompose_mac's callers checked, the parts hold rows x g rows of N words, and
+        // a row fits shared memory wherever the fused kernel's three rows do.
+        unsafe { self.launch("decompose_mac_split_u32", cfg, &mut args) }?;
+        let total = (rows * n) as u64;
+        let mut args = [
+            Arg::Out(y0),
+            Arg::Out(y1),
+            Arg::In(p0),
+            Arg::In(p1),
+            Arg::In(&ring.moduli),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(g as u32),
+            Arg::U32(u32::from(accumulate)),
+            Arg::U64(total),
+        ];
+        // SAFETY: matches sum_digits_u32; the outputs hold rows x N words, the parts rows x g
+        // rows.
+        unsafe { self.launch("sum_digits_u32", self.grid(rows * n), &mut args) }
     }
 
     /// One expansion level on the device: `tau(c1)` gathered (gather_signed_u32), its key
@@ -527,6 +641,24 @@ impl CudaBackend {
     /// run); the words are the same either way.
     pub fn set_two_row_mac(&self, on: bool) {
         self.two_row_mac.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Key-switch products of fewer output rows (polynomials times limbs) than this run split by
+    /// digit; 0: never.
+    pub fn split_rows(&self) -> usize {
+        self.split_rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Splits key-switch products by digit below `rows` output rows from now on (`0` never,
+    /// `usize::MAX` always; FASTQUERY_CUDA_SPLIT_KS=1 sets the multiprocessors' count); the
+    /// words are the same either way.
+    pub fn set_split_rows(&self, rows: usize) {
+        self.split_rows.store(rows, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Streaming multiprocessors of the device (the emulator says an H100's 132).
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
     }
 
     /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]).
@@ -1471,7 +1603,20 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{ntt_kernel, ntt_version, switch};
+    use super::{ntt_kernel, ntt_version, split_key_switch, switch};
+
+    /// The split key switch is off unless asked for (it has not run on a GPU); a typo is an
+    /// error, not the other path.
+    #[test]
+    fn the_split_key_switch_is_opt_in() {
+        assert_eq!(split_key_switch(None), Ok(false));
+        assert_eq!(split_key_switch(Some("0")), Ok(false));
+        assert_eq!(split_key_switch(Some(" 1\n")), Ok(true));
+        for bad in ["", "2", "yes", "on"] {
+            let e = split_key_switch(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("FASTQUERY_CUDA_SPLIT_KS must be 0 or 1"), "{e}");
+        }
+    }
 
     #[test]
     fn the_ntt_version_is_1_2_or_3() {

@@ -244,6 +244,26 @@ mod emulated {
         super::fold_on_the_tensor_core_product(Arc::new(CudaBackend::emulated().unwrap()));
     }
 
+    /// Key-switch products split by digit (`FASTQUERY_CUDA_SPLIT_KS`, here forced for every
+    /// batch), with the race check: the suite's key-switching checks (the fused product against
+    /// its steps, key sets, hybrid switching, expansion and packing steps) and a folded request
+    /// end to end, every share exact.
+    #[test]
+    fn key_switching_split_by_digit() {
+        use fastquery_backend::conformance as c;
+        let b = Arc::new(CudaBackend::emulated_checking_races().unwrap());
+        b.set_split_rows(usize::MAX);
+        c::decompose_mac_matches_its_steps(&b);
+        c::key_sets_match_one_set_at_a_time(&b);
+        c::hybrid_keyswitch_matches_its_steps(&b);
+        c::expand_step_matches_its_steps(&b);
+        c::pack_step_matches_its_steps(&b);
+        let b = Arc::new(CudaBackend::emulated().unwrap());
+        b.set_split_rows(usize::MAX);
+        fastquery_protocol::harness::verify_schemes(b, &[fastquery_protocol::harness::SchemeKind::FastQuery])
+            .unwrap();
+    }
+
     #[test]
     fn every_scheme_end_to_end_on_the_emulator() {
         let backend = Arc::new(CudaBackend::emulated().unwrap());

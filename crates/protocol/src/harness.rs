@@ -451,13 +451,18 @@ pub fn rows_match(table: &IntTable, ids: &[usize], plain_bits: u32, got: &[u64])
 /// decode step), each share checked by [`run`] and [`crate::session::run_session`]: the GPU
 /// backends' test binaries call this.
 pub fn verify_every_scheme<B: Backend>(backend: Arc<B>) -> Result<(), ProtocolError> {
+    verify_schemes(backend, &SchemeKind::ALL)
+}
+
+/// [`verify_every_scheme`] for the schemes `kinds`.
+pub fn verify_schemes<B: Backend>(backend: Arc<B>, kinds: &[SchemeKind]) -> Result<(), ProtocolError> {
     let table = IntTable::fixed_point(
         &fastquery_table::Workload::Tiny.synthetic(3),
         FIXED_POINT_FRAC,
         FIXED_POINT_BITS,
     )?;
     let ids = [0usize, 170, 171, 511, 300];
-    for kind in SchemeKind::ALL {
+    for &kind in kinds {
         let r = run(kind, backend.clone(), &table, &ids, kind.default_plain_bits(), 0, (0, 2), &|_| {})?;
         if !r.verified || r.server_ms_per_token_runs.len() != 2 {
             return Err(ProtocolError::State(format!(
