@@ -214,13 +214,14 @@ decompose_mac_8192_u32(u32* out0, u32* out1, const u32* a, const u32* key0, cons
 // runs five or six blocks; split, g times as many, each one transform long. The parts cost
 // 2 g words per output word of memory traffic, which a small batch can afford.
 //
-// Launch: grid = (polys x limbs, g), block = min(N/2, 1024) threads, dynamic shared memory N * 4
-// bytes; part0 and part1 hold polys x limbs x g rows.
+// decompose_mac_u32's argument list, the parts in place of the outputs (`accumulate` is the
+// sum's, unused here). Launch: grid = (polys x limbs, g), block = min(N/2, 1024) threads,
+// dynamic shared memory N * 4 bytes; part0 and part1 hold polys x limbs x g rows.
 extern "C" __global__ void decompose_mac_split_u32(u32* part0, u32* part1, const u32* a, const u32* key0,
                                                    const u32* key1, const u32* tw, const u32* tw_shoup,
                                                    const u32* moduli, const u64* barrett, u32 n, u32 log_n,
-                                                   u32 limbs, u32 digit_bits, u32 digits, u32 src_limbs,
-                                                   const u32* twin, u32 use_twin, u32 key_sets) {
+                                                   u32 limbs, u32 digit_bits, u32 digits, u32 accumulate,
+                                                   u32 src_limbs, const u32* twin, u32 use_twin, u32 key_sets) {
     extern __shared__ u32 s[];
     const u32 row = blockIdx.x, e = blockIdx.y, r = row / limbs, l = row % limbs;
     const u32 T = blockDim.x, t = threadIdx.x;

@@ -394,8 +394,9 @@ impl CudaBackend {
         })
     }
 
-    /// Launches the fused key-switch product of kernels/keyswitch.cu: `polys` polynomials of
-    /// `src_limbs` rows in `a`, outputs and key polynomials of `limbs` limbs.
+    /// Launches the fused key-switch product of kernels/keyswitch.cu (below
+    /// [`CudaBackend::split_rows`] output rows, the product split by digit and its sum): `polys`
+    /// polynomials of `src_limbs` rows in `a`, outputs and key polynomials of `limbs` limbs.
     #[allow(clippy::too_many_arguments)]
     fn launch_decompose_mac(
         &self,
@@ -422,112 +423,88 @@ impl CudaBackend {
             Some(t) => (t, 1),
             None => (x, 0),
         };
-        let g = src_limbs * digits;
-        if polys * limbs < self.split_rows() && g > 1 {
-            let (bits, sets) = ((digit_bits, digits), sets.max(1));
-            return self.launch_split(
-                ring,
-                [x, twin, k0, k1],
-                use_twin,
-                (polys, src_limbs, limbs),
-                bits,
-                [y0, y1],
-                (accumulate, sets),
-            );
+        // Batches smaller than the device (FASTQUERY_CUDA_SPLIT_KS) split by digit: a block per
+        // output row and digit (decompose_mac_split_u32) writes its products to `parts`, and
+        // sum_digits_u32 adds them; otherwise the three-pass kernels (NTT version 3) at 4096 and
+        // 8192 (N/16 threads), the plain one elsewhere, shared memory holding the row and both
+        // accumulators either way.
+        let (g, rows) = (src_limbs * digits, polys * limbs);
+        let split = rows < self.split_rows() && g > 1;
+        let mut parts = if split {
+            Some([self.alloc_zeroed(rows * g * n)?, self.alloc_zeroed(rows * g * n)?])
+        } else {
+            None
+        };
+        let (name, cfg) = match n {
+            _ if split => (
+                "decompose_mac_split_u32",
+                LaunchConfig {
+                    grid_dim: (rows as u32, g as u32, 1),
+                    block_dim: (threads as u32, 1, 1),
+                    shared_mem_bytes: (n * 4) as u32,
+                },
+            ),
+            4096 | 8192 if three_pass(self.ntt_version(), n as u32) => (
+                if n == 4096 { "decompose_mac_4096_u32" } else { "decompose_mac_8192_u32" },
+                LaunchConfig {
+                    grid_dim: (rows as u32, 1, 1),
+                    block_dim: ((n / 16) as u32, 1, 1),
+                    shared_mem_bytes: (3 * n * 4) as u32,
+                },
+            ),
+            _ => (
+                "decompose_mac_u32",
+                LaunchConfig {
+                    grid_dim: (rows as u32, 1, 1),
+                    block_dim: (threads as u32, 1, 1),
+                    shared_mem_bytes: (3 * n * 4) as u32,
+                },
+            ),
+        };
+        {
+            let targets = match &mut parts {
+                Some([p0, p1]) => match (p0.data.as_mut(), p1.data.as_mut()) {
+                    (Some(p0), Some(p1)) => [p0, p1],
+                    _ => return Ok(()),
+                },
+                None => [&mut *y0, &mut *y1],
+            };
+            let [t0, t1] = targets;
+            let mut args = [
+                Arg::Out(t0),
+                Arg::Out(t1),
+                Arg::In(x),
+                Arg::In(k0),
+                Arg::In(k1),
+                Arg::In(&ring.fwd),
+                Arg::In(&ring.fwd_shoup),
+                Arg::In(&ring.moduli),
+                Arg::In64(&ring.barrett),
+                Arg::U32(n as u32),
+                Arg::U32(ring.log_n),
+                Arg::U32(limbs as u32),
+                Arg::U32(digit_bits),
+                Arg::U32(digits as u32),
+                Arg::U32(u32::from(accumulate)),
+                Arg::U32(src_limbs as u32),
+                Arg::In(twin),
+                Arg::U32(use_twin),
+                Arg::U32(sets.max(1) as u32),
+            ];
+            // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument
+            // list, the split kernel's too); with several key sets, Ring checked that each key
+            // holds `sets` sets and that they divide `polys`;
+            // a twin (Ring checked it) has a's shape, polys x limbs rows, and comes with one digit
+            // per limb and src_limbs = limbs (decompose_mac_twin);
+            // Ring checked a = polys x src_limbs rows, each key src_limbs x digits polynomials (at
+            // least) of `limbs` limbs, each output polys x limbs rows (limbs = src_limbs, or
+            // src_limbs + 1 for the hybrid product, whose keys Ring checked as (src_limbs + 1)^2);
+            // the parts hold rows x g rows of N words; the row and the two accumulators fit
+            // shared memory (the callers checked `fused`), and so does the split kernel's row.
+            unsafe { self.launch(name, cfg, &mut args) }?;
         }
-        // The three-pass kernels (NTT version 3) at 4096 and 8192 (N/16 threads), the plain one
-        // elsewhere; shared memory holds the row and both accumulators either way.
-        let (name, threads) = match n {
-            4096 if three_pass(self.ntt_version(), 4096) => ("decompose_mac_4096_u32", n / 16),
-            8192 if three_pass(self.ntt_version(), 8192) => ("decompose_mac_8192_u32", n / 16),
-            _ => ("decompose_mac_u32", threads),
-        };
-        let cfg = LaunchConfig {
-            grid_dim: ((polys * limbs) as u32, 1, 1),
-            block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: (3 * n * 4) as u32,
-        };
-        let mut args = [
-            Arg::Out(y0),
-            Arg::Out(y1),
-            Arg::In(x),
-            Arg::In(k0),
-            Arg::In(k1),
-            Arg::In(&ring.fwd),
-            Arg::In(&ring.fwd_shoup),
-            Arg::In(&ring.moduli),
-            Arg::In64(&ring.barrett),
-            Arg::U32(n as u32),
-            Arg::U32(ring.log_n),
-            Arg::U32(limbs as u32),
-            Arg::U32(digit_bits),
-            Arg::U32(digits as u32),
-            Arg::U32(u32::from(accumulate)),
-            Arg::U32(src_limbs as u32),
-            Arg::In(twin),
-            Arg::U32(use_twin),
-            Arg::U32(sets.max(1) as u32),
-        ];
-        // SAFETY: matches the decompose_mac kernels in kernels/keyswitch.cu (one argument list);
-        // with several key sets, Ring checked that each key holds `sets` sets and that they
-        // divide `polys`;
-        // a twin (Ring checked it) has a's shape, polys x limbs rows, and comes with one digit
-        // per limb and src_limbs = limbs (decompose_mac_twin);
-        // Ring checked a = polys x src_limbs rows, each key src_limbs x digits polynomials (at
-        // least) of `limbs` limbs, each output polys x limbs rows (limbs = src_limbs, or
-        // src_limbs + 1 for the hybrid product, whose keys Ring checked as (src_limbs + 1)^2);
-        // the row and the two accumulators fit shared memory (the callers checked `fused`).
-        unsafe { self.launch(name, cfg, &mut args) }
-    }
-
-    /// [`CudaBackend::launch_decompose_mac`] split by digit (kernels/keyswitch.cu
-    /// `decompose_mac_split_u32`, one block per output row and digit, then `sum_digits_u32`):
-    /// for batches too small to give every multiprocessor a block. `inputs` = `[a, twin (or a),
-    /// key0, key1]`.
-    #[allow(clippy::too_many_arguments)]
-    fn launch_split(
-        &self,
-        ring: &CudaRing,
-        [x, twin, k0, k1]: [&Mem<u32>; 4],
-        use_twin: u32,
-        (polys, src_limbs, limbs): (usize, usize, usize),
-        (digit_bits, digits): (u32, usize),
-        [y0, y1]: [&mut Mem<u32>; 2],
-        (accumulate, sets): (bool, usize),
-    ) -> Result<(), BackendError> {
-        let (n, g, rows) = (ring.n, src_limbs * digits, polys * limbs);
-        let mut parts = [self.alloc_zeroed(rows * g * n)?, self.alloc_zeroed(rows * g * n)?];
-        let [p0, p1] = &mut parts;
-        let (Some(p0), Some(p1)) = (p0.data.as_mut(), p1.data.as_mut()) else { return Ok(()) };
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, g as u32, 1),
-            block_dim: ((n / 2).clamp(1, 1024) as u32, 1, 1),
-            shared_mem_bytes: (n * 4) as u32,
-        };
-        let mut args = [
-            Arg::Out(p0),
-            Arg::Out(p1),
-            Arg::In(x),
-            Arg::In(k0),
-            Arg::In(k1),
-            Arg::In(&ring.fwd),
-            Arg::In(&ring.fwd_shoup),
-            Arg::In(&ring.moduli),
-            Arg::In64(&ring.barrett),
-            Arg::U32(n as u32),
-            Arg::U32(ring.log_n),
-            Arg::U32(limbs as u32),
-            Arg::U32(digit_bits),
-            Arg::U32(digits as u32),
-            Arg::U32(src_limbs as u32),
-            Arg::In(twin),
-            Arg::U32(use_twin),
-            Arg::U32(sets as u32),
-        ];
-        // SAFETY: matches decompose_mac_split_u32 (kernels/keyswitch.cu); the shapes are those
-        // launch_decompose_mac's callers checked, the parts hold rows x g rows of N words, and
-        // a row fits shared memory wherever the fused kernel's three rows do.
-        unsafe { self.launch("decompose_mac_split_u32", cfg, &mut args) }?;
+        let Some([p0, p1]) = &parts else { return Ok(()) };
+        let (Some(p0), Some(p1)) = (p0.data.as_ref(), p1.data.as_ref()) else { return Ok(()) };
         let total = (rows * n) as u64;
         let mut args = [
             Arg::Out(y0),
@@ -541,8 +518,8 @@ impl CudaBackend {
             Arg::U32(u32::from(accumulate)),
             Arg::U64(total),
         ];
-        // SAFETY: matches sum_digits_u32; the outputs hold rows x N words, the parts rows x g
-        // rows.
+        // SAFETY: matches sum_digits_u32 (kernels/keyswitch.cu); the outputs hold rows x N
+        // words, the parts rows x g rows.
         unsafe { self.launch("sum_digits_u32", self.grid(rows * n), &mut args) }
     }
 
