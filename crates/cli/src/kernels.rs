@@ -160,6 +160,37 @@ fn ntt_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow::Re
     split_key_switch(b, reps)
 }
 
+/// The two halves of a random key-switching key of `g` digit rows (seeds 8 and 9).
+#[cfg(feature = "cuda")]
+fn key_pair<B: Backend>(ring: &Ring<B>, g: usize) -> anyhow::Result<[Polys<B, Ntt>; 2]> {
+    let shape = Shape::new(g, ring.context().limbs());
+    let key = |seed| ring.upload(&words(ring.context(), shape, seed), shape);
+    Ok([key(8)?, key(9)?])
+}
+
+/// `a`'s key-switch products with `keys` (`w`-bit digits): the median of `reps` calls in
+/// microseconds, each waited for, and the two outputs' words.
+#[cfg(feature = "cuda")]
+fn timed_key_products<B: Backend>(
+    b: &Arc<B>,
+    ring: &Ring<B>,
+    a: &Polys<B, Coeff>,
+    w: u32,
+    keys: &[Polys<B, Ntt>; 2],
+    reps: usize,
+) -> anyhow::Result<(f64, [Vec<u32>; 2])> {
+    let (mut o0, mut o1): (Polys<B, Ntt>, Polys<B, Ntt>) = (ring.zeros(a.shape())?, ring.zeros(a.shape())?);
+    let t = median_us(
+        reps,
+        || (),
+        |()| {
+            ring.decompose_mac(a, w, [&keys[0], &keys[1]], [&mut o0, &mut o1], false).expect("shapes match");
+            b.synchronize().expect("device alive");
+        },
+    );
+    Ok((t, [ring.download(&o0)?, ring.download(&o1)?]))
+}
+
 /// The fused key switch at FastQuery's llama-7b design (N = 8192, five limbs, 16-bit digits: 50
 /// transformed digit rows per ciphertext) on NTT versions 1 and 3, side by side, a chunk of 256
 /// ciphertexts (the backend's key-switching chunk), outputs compared.
@@ -171,9 +202,7 @@ fn key_switch_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> any
     let g = limbs * ring.digits(limbs, w);
     let shape = Shape::new(polys, limbs);
     let a: Polys<_, Coeff> = ring.upload(&words(ring.context(), shape, 7), shape)?;
-    let keys: Vec<Polys<_, Ntt>> = (8..10)
-        .map(|seed| ring.upload(&words(ring.context(), Shape::new(g, limbs), seed), Shape::new(g, limbs)))
-        .collect::<Result<_, _>>()?;
+    let keys = key_pair(&ring, g)?;
     let allowed = b.ntt_version();
     let mut line = format!(
         "Fused key switch, N = {n}, {limbs} limbs x {g} digit rows = {} transforms per ciphertext, {polys} ciphertexts (us per ciphertext):",
@@ -182,19 +211,9 @@ fn key_switch_versions(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> any
     let mut results = Vec::new();
     for v in [1u8, 3] {
         b.set_ntt_version(v)?;
-        let mut o0: Polys<_, Ntt> = ring.zeros(shape)?;
-        let mut o1: Polys<_, Ntt> = ring.zeros(shape)?;
-        let t = median_us(
-            reps,
-            || (),
-            |()| {
-                ring.decompose_mac(&a, w, [&keys[0], &keys[1]], [&mut o0, &mut o1], false)
-                    .expect("shapes match");
-                b.synchronize().expect("device alive");
-            },
-        );
+        let (t, out) = timed_key_products(b, &ring, &a, w, &keys, reps)?;
         line += &format!("  v{v} {:.2}", t / polys as f64);
-        results.push((ring.download(&o0)?, ring.download(&o1)?));
+        results.push(out);
     }
     b.set_ntt_version(allowed)?;
     let same = results[0] == results[1];
@@ -215,9 +234,7 @@ fn split_key_switch(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow
         if b.info().accelerator { (&[1, 4, 16], reps) } else { (&[1], 1) };
     let ring = ring_on(b, n, limbs)?;
     let g = limbs * ring.digits(limbs, w);
-    let keys: Vec<Polys<_, Ntt>> = (8..10)
-        .map(|seed| ring.upload(&words(ring.context(), Shape::new(g, limbs), seed), Shape::new(g, limbs)))
-        .collect::<Result<_, _>>()?;
+    let keys = key_pair(&ring, g)?;
     let before = b.split_rows();
     let mut line =
         format!("Small key switches, N = {n}, {limbs} limbs, {g} digit rows (us per call, fused / split):");
@@ -229,18 +246,9 @@ fn split_key_switch(b: &Arc<fastquery_cuda::CudaBackend>, reps: usize) -> anyhow
         let mut times = Vec::new();
         for split in [0, usize::MAX] {
             b.set_split_rows(split);
-            let mut o0: Polys<_, Ntt> = ring.zeros(shape)?;
-            let mut o1: Polys<_, Ntt> = ring.zeros(shape)?;
-            times.push(median_us(
-                reps,
-                || (),
-                |()| {
-                    ring.decompose_mac(&a, w, [&keys[0], &keys[1]], [&mut o0, &mut o1], false)
-                        .expect("shapes match");
-                    b.synchronize().expect("device alive");
-                },
-            ));
-            results.push((ring.download(&o0)?, ring.download(&o1)?));
+            let (t, out) = timed_key_products(b, &ring, &a, w, &keys, reps)?;
+            times.push(t);
+            results.push(out);
         }
         same &= results[0] == results[1];
         line += &format!("  {polys}: {:.1} / {:.1}", times[0], times[1]);
