@@ -236,6 +236,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether the backend computes on an NVIDIA GPU (the CUDA backend, or its emulator, which
+    /// runs the GPU's code): the design search then estimates with its GPU profile. False for
+    /// the others (wgpu's costs are not modelled; it ranks like a CPU).
+    fn gpu(&self) -> bool {
+        false
+    }
+
     /// Modulus switching down, coefficient form: `out = round(a / (p_k * ... * p_{L-1}))` where
     /// `a` has `in_limbs = L` limbs and `out` keeps the first `k` (`1 <= k < L`). Exact: each
     /// dropped limb is divided out with its centred remainder (ties away from the divisor's

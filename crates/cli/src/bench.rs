@@ -425,6 +425,14 @@ pub fn run(backend: &AnyBackend, args: &BenchArgs) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
+/// The server a cost model estimates for, in words.
+pub(crate) fn server_name(server: fastquery_protocol::cost::Server) -> String {
+    match server.device {
+        fastquery_protocol::cost::Device::Cpu => format!("a {}-thread CPU server", server.threads),
+        fastquery_protocol::cost::Device::Gpu => "a GPU server (the H200's profile)".into(),
+    }
+}
+
 /// FastQuery's cost model: the designs it ranks best, and the one with the fewest bytes.
 fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     use fastquery_protocol::{
@@ -432,8 +440,9 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         harness::{LAN, WAN},
     };
     let started = std::time::Instant::now();
-    let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
-    let objective = fastquery::Objective::Latency { link: WAN, server_threads };
+    let DesignInputs { m, d, bits, plain_bits, tokens, .. } = *inputs;
+    let server = inputs.server();
+    let objective = fastquery::Objective::Latency { link: WAN, server };
     let all = fastquery::candidates(m, d, bits, plain_bits, tokens, objective)?;
     let show = |tag: &str, c: &fastquery::Choice| {
         println!(
@@ -454,8 +463,9 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
         );
     };
     println!(
-        "fastquery cost model, blocked layouts ({} designs pass the noise analysis, searched in {:.2} s; ranked by WAN latency on a {server_threads}-thread server):",
+        "fastquery cost model, blocked layouts ({} designs pass the noise analysis, searched in {:.2} s; ranked by WAN latency on {}):",
         all.len(),
+        server_name(server),
         started.elapsed().as_secs_f64()
     );
     for (i, (c, _)) in all.iter().take(5).enumerate() {
@@ -492,7 +502,7 @@ fn print_candidates(inputs: &DesignInputs) -> anyhow::Result<()> {
     }
     // The latency variants rank both kinds together.
     for (name, link) in [("fastquery-wan", WAN), ("fastquery-lan", LAN)] {
-        let objective = fastquery::Objective::Latency { link, server_threads };
+        let objective = fastquery::Objective::Latency { link, server };
         let (design, latency) =
             fastquery::choose_any(m, d, bits, plain_bits, tokens, inputs.allowed(), objective)?;
         let kind = if matches!(design, SchemeDesign::Folded(_)) { "folded" } else { "blocked" };

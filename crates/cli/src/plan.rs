@@ -76,7 +76,8 @@ struct PlanRow {
     /// how many times fewer fastquery sends over such a session.
     vs_bumblebee: f64,
     /// The design search's estimate of the server's time per token of a full request, ms,
-    /// on this machine's threads (it ranks, to about a third: docs/BENCHMARKS.md).
+    /// for this server (a CPU's threads, or the GPU profile with `--backend cuda`; it ranks, to
+    /// about a third on a CPU: docs/BENCHMARKS.md).
     est_server_ms_per_token: f64,
     /// The same for a request of one token (a decode step), ms.
     est_one_token_ms: f64,
@@ -198,8 +199,8 @@ pub fn run(backend: &AnyBackend, args: &PlanArgs) -> anyhow::Result<bool> {
         );
     }
     println!(
-        "  est. server ms: the design search's estimate of the server's time per token of a full request / of a one-token request, on {} threads",
-        base.server_threads
+        "  est. server ms: the design search's estimate of the server's time per token of a full request / of a one-token request, for {}",
+        crate::bench::server_name(base.server())
     );
     let mut seen: Vec<&str> = Vec::new();
     for r in &rows {
@@ -239,8 +240,8 @@ fn row(kind: SchemeKind, inputs: &DesignInputs) -> anyhow::Result<PlanRow> {
         one_token_request: pair.1.per_request(1, None) as f64,
         undeclared_with_setup: 0.0,
         vs_bumblebee: 0.0,
-        est_server_ms_per_token: estimated_server_ms(&design, tokens, inputs.server_threads) / t,
-        est_one_token_ms: estimated_server_ms(&design, 1, inputs.server_threads),
+        est_server_ms_per_token: estimated_server_ms(&design, tokens, inputs.server()) / t,
+        est_one_token_ms: estimated_server_ms(&design, 1, inputs.server()),
         layout: summary.layout,
         bytes: pair,
     })

@@ -714,3 +714,27 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
     assert!(text(&down).contains("cannot reach the server"), "{}", text(&down));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `FASTQUERY_COST_DEVICE` ranks the designs for a GPU server or a CPU one (a design input the
+/// server sends its clients), whatever the backend; another value is a clear error.
+#[test]
+fn the_cost_device_is_a_strict_design_input() {
+    let run = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fastquery"))
+            .args(["plan", "--table", "tiny", "--scheme", "fastquery-wan", "--tokens", "4", "--sessions", "8"])
+            .env("FASTQUERY_COST_DEVICE", v)
+            .output()
+            .expect("binary runs")
+    };
+    let (gpu, cpu) = (run("gpu"), run("cpu"));
+    let (g, c) = (text(&gpu), text(&cpu));
+    assert!(gpu.status.success() && g.contains("for a GPU server"), "{g}");
+    assert!(cpu.status.success() && c.contains("-thread CPU server"), "{c}");
+    // On the tiny table the WAN objective folds sessions without end for a GPU, not for a CPU.
+    let endless = |t: &str| t.lines().find(|l| l.trim_start().starts_with("without end")).unwrap_or("").to_string();
+    assert!(endless(&g).contains("folded") && endless(&c).contains("blocked"), "{g}\n{c}");
+    let bad = run("tpu");
+    let t = text(&bad);
+    assert!(!bad.status.success() && t.contains("FASTQUERY_COST_DEVICE=tpu: expected cpu or gpu"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}

@@ -176,6 +176,7 @@ fn split_rows(multiprocessors: usize) -> Result<usize, BackendError> {
 }
 
 /// The emulator's multiprocessor count (an H100's), for the split key switch's threshold.
+#[cfg(feature = "emulator")]
 const EMULATED_MULTIPROCESSORS: usize = 132;
 
 /// FASTQUERY_CUDA_POOL: `0` leaves the device's memory pool at the driver's default release
@@ -1072,6 +1073,10 @@ impl Backend for CudaBackend {
     /// composed fallback's chunk otherwise.
     fn key_product_chunk(&self, n: usize) -> usize {
         if self.fused(n) { usize::MAX } else { self.keyswitch_chunk() }
+    }
+
+    fn gpu(&self) -> bool {
+        true
     }
 
     /// Fused (kernels/keyswitch.cu) where the row and two accumulators fit shared memory

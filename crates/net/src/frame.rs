@@ -17,7 +17,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use fastquery_protocol::{fold::KeySwitching, harness::DesignInputs};
+use fastquery_protocol::{cost::Device, fold::KeySwitching, harness::DesignInputs};
 
 use crate::NetError;
 
@@ -298,6 +298,8 @@ pub struct Info {
     pub tokens: u32,
     /// Threads of the server's CPU (a design input: `fastquery-wan` ranks by estimated time).
     pub server_threads: u32,
+    /// Where the server computes ([`Device::code`]; a design input for the same reason).
+    pub device: u32,
     /// The key switching the folded designs may use ([`KeySwitching::code`]).
     pub keyswitch: u32,
     /// The most responses sharing one `c` (1 to [`fastquery_protocol::fold::MAX_SHARED`]).
@@ -316,7 +318,7 @@ pub const MAX_SERVER_THREADS: u32 = 1 << 16;
 
 impl Info {
     /// The design inputs both parties derive the design from (`decode` checked the key
-    /// switching's code; an unknown one reads as `Any`).
+    /// switching's and the device's codes; unknown ones read as `Any` and the CPU).
     pub fn inputs(&self) -> DesignInputs {
         DesignInputs {
             m: self.m as usize,
@@ -325,6 +327,7 @@ impl Info {
             plain_bits: self.plain_bits,
             tokens: self.tokens as usize,
             server_threads: self.server_threads as usize,
+            device: Device::from_code(self.device).unwrap_or_default(),
             keyswitch: KeySwitching::from_code(self.keyswitch).unwrap_or_default(),
             max_shared: self.max_shared as usize,
             session_tokens: (self.session_tokens > 0).then_some(self.session_tokens as usize),
@@ -341,6 +344,7 @@ impl Info {
             self.plain_bits,
             self.tokens,
             self.server_threads,
+            self.device,
             self.keyswitch,
             self.max_shared,
             self.session_tokens,
@@ -364,6 +368,7 @@ impl Info {
             plain_bits: r.u32()?,
             tokens: r.u32()?,
             server_threads: r.u32()?,
+            device: r.u32()?,
             keyswitch: r.u32()?,
             max_shared: r.u32()?,
             session_tokens: r.u32()?,
@@ -392,6 +397,7 @@ impl Info {
             plain_bits: inputs.plain_bits,
             tokens: u(inputs.tokens, "tokens")?,
             server_threads: u(inputs.server_threads, "server threads")?,
+            device: inputs.device.code(),
             keyswitch: inputs.keyswitch.code(),
             max_shared: u(inputs.max_shared, "responses per shared c")?,
             // 0 on the wire is a session without end: a declared session of 0 tokens would
@@ -408,7 +414,8 @@ impl Info {
     }
 
     /// `self` where it is plausible: rows and channels, a share ring of 1 to 64 bits, a request
-    /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known key switching, 1
+    /// limit of 1 to `tokens`, 1 to [`MAX_SERVER_THREADS`] threads, a known device, a known
+    /// key switching, 1
     /// to [`fastquery_protocol::fold::MAX_SHARED`] responses per shared `c`, no more decode
     /// steps than the session's tokens (none without a session).
     fn checked(self) -> Result<Self, NetError> {
@@ -417,6 +424,7 @@ impl Info {
             || !(1..=self.tokens).contains(&self.max_tokens)
             || !(1..=64).contains(&self.plain_bits)
             || !(1..=MAX_SERVER_THREADS).contains(&self.server_threads)
+            || Device::from_code(self.device).is_none()
             || KeySwitching::from_code(self.keyswitch).is_none()
             || !(1..=fastquery_protocol::fold::MAX_SHARED as u32).contains(&self.max_shared)
             || self.inputs().checked().is_err()

@@ -15,6 +15,7 @@ use fastquery_net::{
 };
 use fastquery_protocol::{
     Shares,
+    cost::Device,
     harness::{DesignInputs, SchemeKind},
 };
 use fastquery_table::{IntTable, Workload};
@@ -175,6 +176,28 @@ async fn a_client_derives_the_design_of_the_servers_machine() {
     assert_ne!(bytes(&info.inputs()), bytes(&here), "the test needs designs that differ");
     let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
     for ids in [vec![0], vec![511], vec![77]] {
+        let r = client.query(&ids).await.unwrap();
+        run.check(&ids, &r);
+    }
+    drop(client);
+    run.stop().await;
+}
+
+/// A GPU server says so in `Info` (a design input: its designs rank by the GPU profile's
+/// estimates, `fastquery_protocol::cost`), and a client on a CPU derives the GPU's design.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_derives_the_design_of_a_gpu_server() {
+    // On the tiny table the WAN objective folds for a GPU and blocks for a CPU.
+    let kind = SchemeKind::FastQueryWan;
+    let table = kind.table(&Workload::Tiny.synthetic(6)).unwrap();
+    let run = start_with(kind, table, 4, |i| i.device = Device::Gpu, |c| c.max_frame = 64 << 20).await;
+    let info = run.server.info();
+    assert_eq!((info.device, info.inputs().device), (Device::Gpu.code(), Device::Gpu));
+    let cpu = DesignInputs { device: Device::Cpu, ..info.inputs() };
+    let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(4);
+    assert_ne!(bytes(&info.inputs()), bytes(&cpu), "the test needs designs that differ");
+    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+    for ids in [vec![0, 1, 2, 3], vec![511], vec![77, 300]] {
         let r = client.query(&ids).await.unwrap();
         run.check(&ids, &r);
     }
@@ -478,11 +501,11 @@ mod decoders {
 
         /// `Info` round-trips where it is plausible, and is refused, without a panic, where it
         /// is not: no rows or channels, a share ring outside 1..=64 bits, a request limit
-        /// outside 1..=tokens, no server threads or more than the bound, an unknown key
-        /// switching, no responses per shared `c` or more than sixteen.
+        /// outside 1..=tokens, no server threads or more than the bound, an unknown device, an
+        /// unknown key switching, no responses per shared `c` or more than sixteen.
         #[test]
         fn info_round_trips_or_is_refused(
-            fields in proptest::collection::vec(0u32..70, 9),
+            fields in proptest::collection::vec(0u32..70, 10),
             threads in prop_oneof![0u32..4, Just(fastquery_net::frame::MAX_SERVER_THREADS), Just(u32::MAX)],
             session in prop_oneof![Just(0u32), 1u32..5000, Just(u32::MAX)],
             decode in prop_oneof![Just(0u32), 0u32..6000],
@@ -495,6 +518,7 @@ mod decoders {
                 plain_bits: fields[3],
                 tokens: fields[4],
                 server_threads: threads,
+                device: fields[9] % 3,
                 keyswitch: fields[7] % 4,
                 max_shared: fields[8] % 20,
                 session_tokens: session,
@@ -507,6 +531,7 @@ mod decoders {
                 && (1..=64).contains(&info.plain_bits)
                 && (1..=info.tokens).contains(&info.max_tokens)
                 && (1..=fastquery_net::frame::MAX_SERVER_THREADS).contains(&threads)
+                && info.device < 2
                 && info.keyswitch < 3
                 && (1..=16).contains(&info.max_shared)
                 && decode <= session;

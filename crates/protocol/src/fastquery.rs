@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::{
     ProtocolError,
     blocked::{Design, Packing, WireBytes},
+    cost::{Device, Server},
     harness::{Link, SchemeDesign},
 };
 
@@ -54,20 +55,20 @@ impl fastquery_quant::CostModel for WireCost {
 }
 
 /// What the cost model minimises. Both parties rank the same candidates, so an objective holds
-/// only public inputs: the server's thread count is one of them
-/// ([`crate::harness::DesignInputs::server_threads`]), never the machine the ranking runs on.
+/// only public inputs: the server's threads and device are among them
+/// ([`crate::harness::DesignInputs::server`]), never the machine the ranking runs on.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Objective {
     /// Bytes of query and response (the paper's aim); ties by latency on the WAN model for a
     /// one-thread server.
     Bytes,
-    /// Estimated latency per token on `link` (bytes, round trip and the time of a CPU server
-    /// with `server_threads` threads).
+    /// Estimated latency per token on `link` (bytes, round trip and the estimated time of
+    /// `server`: a CPU's threads, or a GPU's profile, [`crate::cost`]).
     Latency {
         /// The link model.
         link: Link,
-        /// Threads of the server's CPU.
-        server_threads: usize,
+        /// The server the time is estimated for.
+        server: Server,
     },
 }
 
@@ -133,7 +134,7 @@ pub struct Choice {
 /// "estimated / measured" lines).
 const EXPAND_NS_PER_WORD: f64 = 7.6;
 const MAC_NS: f64 = 0.095;
-const ENCODE_NS_PER_WORD: f64 = 4.8;
+pub(crate) const ENCODE_NS_PER_WORD: f64 = 4.8;
 const FINISH_NS_PER_WORD: f64 = 15.5;
 const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
 /// A rounded `c1` ([`Design::with_rounded_c1`]), per coefficient of every response: the server
@@ -141,7 +142,7 @@ const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
 /// (49-53 ns of one thread in the thirtieth session's traces of `fastquery-lan` with rounding,
 /// 7.5 M coefficients a llama-7b request: its finish and encoding took 390-550 ms against
 /// 260-310 ms whole); the client reads and lifts it (about 15 ns, within this VM's noise).
-const ROUND_SERVER_NS_PER_COEFF: f64 = 50.0;
+pub(crate) const ROUND_SERVER_NS_PER_COEFF: f64 = 50.0;
 const ROUND_CLIENT_NS_PER_COEFF: f64 = 15.0;
 const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the
@@ -185,7 +186,16 @@ pub fn client_estimate_ms(design: &Design, tokens: usize) -> f64 {
         / 1e6
 }
 
-fn estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
+/// The estimated server time of a `tokens`-token request on a blocked `design`, ms: the CPU
+/// model at the server's threads, or the GPU profile ([`crate::cost::gpu_blocked_phases`]).
+fn estimate_ms(design: &Design, tokens: usize, server: Server) -> f64 {
+    match server.device {
+        Device::Cpu => cpu_estimate_ms(design, tokens, server.threads.max(1) as f64),
+        Device::Gpu => crate::cost::gpu_blocked_phases(design, tokens).served_ms(),
+    }
+}
+
+fn cpu_estimate_ms(design: &Design, tokens: usize, threads: f64) -> f64 {
     let p = &design.params;
     let (n, l) = (p.n() as f64, p.limbs() as f64);
     let ntt = NTT_NS_PER_BUTTERFLY * n * n.log2();
@@ -231,16 +241,15 @@ pub fn candidates(
     tokens: usize,
     objective: Objective,
 ) -> Result<Vec<(Choice, Design)>, ProtocolError> {
-    let (link, threads) = match objective {
-        Objective::Bytes => (crate::harness::WAN, 1),
-        Objective::Latency { link, server_threads } => (link, server_threads),
+    let (link, server) = match objective {
+        Objective::Bytes => (crate::harness::WAN, Server::cpu(1)),
+        Objective::Latency { link, server } => (link, server),
     };
-    let threads = threads.max(1) as f64;
     let mut out = Vec::new();
     // Everything else a choice reports is read off its design.
     let push = |out: &mut Vec<(Choice, Design)>, design: Design, (d1, d0): (usize, usize)| {
         let predicted = design.predicted_bytes(tokens);
-        let server_ms = estimate_ms(&design, tokens, threads);
+        let server_ms = estimate_ms(&design, tokens, server);
         let client_ms = client_estimate_ms(&design, tokens);
         let bytes = (predicted.query + predicted.response) as f64;
         let latency = link.latency_ms(server_ms + client_ms, bytes, 1.0) / tokens as f64;
@@ -413,9 +422,9 @@ pub fn choose_any(
             link.latency_ms(full.0, total(full.1, &|| full.1), 1.0) / tokens as f64
         }
     };
-    let threads = match objective {
-        Objective::Bytes => 1,
-        Objective::Latency { server_threads, .. } => server_threads.max(1),
+    let server = match objective {
+        Objective::Bytes => Server::cpu(1),
+        Objective::Latency { server, .. } => server,
     };
     // The candidates come ranked without the setup; the first of equal scores keeps that order.
     let blocked = candidates(m, d, table_bits, plain_bits, tokens, objective).ok().and_then(|all| {
@@ -423,7 +432,7 @@ pub fn choose_any(
             .map(|(c, design)| {
                 let one = || {
                     (
-                        estimate_ms(&design, 1, threads as f64) + client_estimate_ms(&design, 1),
+                        estimate_ms(&design, 1, server) + client_estimate_ms(&design, 1),
                         design.predicted_bytes(1),
                     )
                 };
@@ -443,8 +452,8 @@ pub fn choose_any(
         Objective::Latency { .. } => folds
             .into_iter()
             .map(|(f, b, _)| {
-                let one = || (crate::fold::estimate_ms(&f, 1, threads), f.predicted_bytes(1));
-                let latency = score((crate::fold::estimate_ms(&f, tokens, threads), b), &one);
+                let one = || (crate::fold::estimate_ms(&f, 1, server), f.predicted_bytes(1));
+                let latency = score((crate::fold::estimate_ms(&f, tokens, server), b), &one);
                 (SchemeDesign::Folded(Box::new(f)), latency)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1)),
@@ -458,12 +467,13 @@ pub fn choose_any(
     }
 }
 
-/// The estimated server time of a `tokens`-token request on `design`, ms, for a CPU server
-/// of `threads` threads: what the latency objectives rank by, for either kind of design.
-pub fn estimated_server_ms(design: &SchemeDesign, tokens: usize, threads: usize) -> f64 {
+/// The estimated server time of a `tokens`-token request on `design`, ms, for `server` (a
+/// CPU's threads, or a GPU): what the latency objectives rank by, for either kind of
+/// design.
+pub fn estimated_server_ms(design: &SchemeDesign, tokens: usize, server: Server) -> f64 {
     match design {
-        SchemeDesign::Blocked(d) => estimate_ms(d, tokens, threads.max(1) as f64),
-        SchemeDesign::Folded(f) => crate::fold::estimate_ms(f, tokens, threads.max(1)),
+        SchemeDesign::Blocked(d) => estimate_ms(d, tokens, server),
+        SchemeDesign::Folded(f) => crate::fold::estimate_ms(f, tokens, server),
     }
 }
 

@@ -50,6 +50,7 @@ use fastquery_table::IntTable;
 use crate::{
     ProtocolError,
     blocked::WireBytes,
+    cost::{Device, Server},
     messages::{Limits, decode_query_sent, decode_setup, encode_query_sent, encode_response, encode_setup},
     scheme::{
         ClientState, ParamSummary, Positions, SchemeClient, SchemeServer, Sessions, Shares, check_query,
@@ -237,7 +238,7 @@ impl FoldDesign {
         (self.layout.m2.ilog2() + self.layout.rows_per_record.ilog2()) as usize
     }
 
-    fn gadget_len(&self) -> usize {
+    pub(crate) fn gadget_len(&self) -> usize {
         self.params.limbs() * gadget(&self.params, self.layout.rgsw_bits).1
     }
 
@@ -284,7 +285,7 @@ impl FoldDesign {
 
     /// The slot layout of each query ciphertext of a `tokens`-token request (the last may hold
     /// fewer tokens).
-    fn slot_layouts(&self, tokens: usize) -> Result<Vec<SlotLayout>, ProtocolError> {
+    pub(crate) fn slot_layouts(&self, tokens: usize) -> Result<Vec<SlotLayout>, ProtocolError> {
         let (per, slots) = (self.layout.tokens_per_ct, self.slots_per_token());
         (0..tokens)
             .step_by(per)
@@ -500,10 +501,18 @@ pub(crate) const RECORD_STREAM_BYTES_PER_S: f64 = 26e9;
 /// two extra inverse transforms and the division by `P` cost about half the rows' time again.
 const HYBRID_WEIGHT: f64 = 1.5;
 
-/// The estimated server time of a `tokens`-token request on `design`, in ms, for a CPU server
-/// with `threads` threads (the reference machine's time scaled by its threads, the table
-/// product no faster than the records stream).
-pub fn estimate_ms(design: &FoldDesign, tokens: usize, threads: usize) -> f64 {
+/// The estimated server time of a `tokens`-token request on `design`, in ms, for `server`: a
+/// CPU's (the reference machine's time scaled by its threads, the table product no faster than
+/// the records stream), or a GPU's ([`crate::cost::gpu_fold_phases`]).
+pub fn estimate_ms(design: &FoldDesign, tokens: usize, server: Server) -> f64 {
+    match server.device {
+        Device::Cpu => cpu_estimate_ms(design, tokens, server.threads),
+        // The CUDA backend folds a request's tokens together (`host_threads` is None).
+        Device::Gpu => crate::cost::gpu_fold_phases(design, tokens, tokens).served_ms(),
+    }
+}
+
+fn cpu_estimate_ms(design: &FoldDesign, tokens: usize, threads: usize) -> f64 {
     let p = &design.params;
     let (n, limbs) = (p.n() as f64, p.limbs() as f64);
     let work = |bits: u32| limbs * gadget(p, bits).1 as f64 * limbs * n * n.log2() / KEYSWITCH_WORK;
@@ -569,6 +578,9 @@ pub struct Allowed {
     /// `fastquery-wan` / `-lan` by its estimated latency,
     /// [`crate::fastquery::session_latency_ms`]).
     pub decode_tokens: usize,
+    /// Where the server computes: the designs of near-equal bytes rank by its estimated time
+    /// ([`crate::cost`]).
+    pub device: Device,
 }
 
 /// The most tokens a session may be declared to carry (`Info` sends a `u32`).
@@ -581,6 +593,7 @@ impl Default for Allowed {
             max_shared: fastquery_he::share::MAX_SHARED,
             session_tokens: None,
             decode_tokens: 0,
+            device: Device::Cpu,
         }
     }
 }
@@ -702,7 +715,9 @@ pub fn candidates(
     tokens: usize,
     allowed: Allowed,
 ) -> Vec<(FoldDesign, WireBytes, f64)> {
-    let Allowed { keyswitch, session_tokens, decode_tokens, .. } = allowed;
+    let Allowed { keyswitch, session_tokens, decode_tokens, device, .. } = allowed;
+    // Ties rank by the time of the reference CPU, or of a GPU where the server has one.
+    let server = Server { threads: REFERENCE_THREADS as usize, device };
     let caps = allowed.caps();
     let mut out = Vec::new();
     for n in [4096usize, 8192, 16384] {
@@ -760,7 +775,7 @@ pub fn candidates(
                                     break;
                                 };
                                 let bytes = design.predicted_bytes(tokens);
-                                let ms = estimate_ms(&design, tokens, REFERENCE_THREADS as usize);
+                                let ms = estimate_ms(&design, tokens, server);
                                 // Bytes per request, or over the session where it has decode
                                 // steps (then with the design's one-token request).
                                 let one = || design.predicted_bytes(1);

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::{
     ParamSummary, ProtocolError, SchemeClient, SchemeServer,
     blocked::{BlockedClient, BlockedServer, Design, WireBytes},
-    bumblebee, cheetah, fastquery,
+    bumblebee, cheetah,
+    cost::{Device, Server},
+    fastquery,
     fold::{FoldClient, FoldServer, KeySwitching},
     iron,
 };
@@ -73,6 +75,9 @@ pub struct DesignInputs {
     /// Threads of the server's CPU: `fastquery-wan` ranks designs by latency, with an estimate
     /// of the server's time on them.
     pub server_threads: usize,
+    /// Where the server computes (its backend's device, or `FASTQUERY_COST_DEVICE`): a GPU's
+    /// estimates are [`crate::cost`]'s profile, not the CPU's work over its threads.
+    pub device: Device,
     /// The key switching `fastquery`'s folded designs may use (`FASTQUERY_KEYSWITCH` on the
     /// server, for A/B runs).
     pub keyswitch: KeySwitching,
@@ -119,7 +124,13 @@ impl DesignInputs {
             max_shared: self.max_shared,
             session_tokens: self.session_tokens,
             decode_tokens: self.decode_tokens,
+            device: self.device,
         }
+    }
+
+    /// The server the latency objectives estimate for.
+    pub fn server(&self) -> Server {
+        Server { threads: self.server_threads.max(1), device: self.device }
     }
 
     /// The inputs of a server with `backend`'s threads (its pool on the CPU; the global rayon
@@ -142,6 +153,7 @@ impl DesignInputs {
             plain_bits,
             tokens,
             server_threads: backend.host_threads().unwrap_or_else(rayon::current_num_threads).max(1),
+            device: Device::from_env(if backend.gpu() { Device::Gpu } else { Device::Cpu })?,
             keyswitch: KeySwitching::from_env()?,
             max_shared: crate::fold::Allowed::max_shared_from_env()?,
             session_tokens: crate::fold::Allowed::session_tokens_from_env()?,
@@ -259,15 +271,16 @@ impl SchemeKind {
     /// The design both parties derive from the public `inputs` (Iron's blocking depends on the
     /// batch, the latency objectives' ranking on the server's threads).
     pub fn design(self, inputs: &DesignInputs) -> Result<SchemeDesign, ProtocolError> {
-        let DesignInputs { m, d, bits, plain_bits, tokens, server_threads, .. } = *inputs;
+        let DesignInputs { m, d, bits, plain_bits, tokens, .. } = *inputs;
+        let server = inputs.server();
         let allowed = inputs.allowed();
         let objective = match self {
             Self::Cheetah => return Ok(SchemeDesign::Blocked(cheetah::design(m, d, bits, plain_bits)?)),
             Self::Iron => return Ok(SchemeDesign::Blocked(iron::design(m, d, bits, plain_bits, tokens)?)),
             Self::Bumblebee => return Ok(SchemeDesign::Blocked(bumblebee::design(m, d, bits, plain_bits)?)),
             Self::FastQuery => fastquery::Objective::Bytes,
-            Self::FastQueryWan => fastquery::Objective::Latency { link: WAN, server_threads },
-            Self::FastQueryLan => fastquery::Objective::Latency { link: LAN, server_threads },
+            Self::FastQueryWan => fastquery::Objective::Latency { link: WAN, server },
+            Self::FastQueryLan => fastquery::Objective::Latency { link: LAN, server },
         };
         Ok(fastquery::choose_any(m, d, bits, plain_bits, tokens, allowed, objective)?.0)
     }
@@ -653,7 +666,7 @@ pub fn run_on<B: Backend>(
     let rounds = batches.len() as f64;
     let estimated_server_ms_per_token = batches
         .iter()
-        .map(|b| crate::fastquery::estimated_server_ms(&design, b.len(), inputs.server_threads))
+        .map(|b| crate::fastquery::estimated_server_ms(&design, b.len(), inputs.server()))
         .sum::<f64>()
         / tokens;
     let compute = client_ms + server_ms;

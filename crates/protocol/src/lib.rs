@@ -17,6 +17,7 @@
 pub mod blocked;
 pub mod bumblebee;
 pub mod cheetah;
+pub mod cost;
 pub mod fastquery;
 pub mod fold;
 pub mod harness;

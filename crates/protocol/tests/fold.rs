@@ -479,7 +479,7 @@ fn a_cap_on_shared_responses_trades_setup_for_response_bytes() {
             (m, d, 5),
             37,
             8,
-            Allowed { keyswitch: KeySwitching::Any, max_shared, session_tokens: None, decode_tokens: 0 },
+            Allowed { keyswitch: KeySwitching::Any, max_shared, session_tokens: None, ..Allowed::default() },
         )
     };
     let fewest = |all: &[(FoldDesign, fastquery_protocol::blocked::WireBytes, f64)]| {
@@ -505,7 +505,7 @@ fn a_known_session_counts_each_requests_part_of_the_setup() {
     let table = random_table(m, d, 5, 31);
     let over = |session_tokens| {
         let allowed =
-            Allowed { keyswitch: KeySwitching::Any, max_shared: 16, session_tokens, decode_tokens: 0 };
+            Allowed { keyswitch: KeySwitching::Any, max_shared: 16, session_tokens, ..Allowed::default() };
         candidates(4, "fastquery", (m, d, 5), 37, tokens, allowed)
     };
     let (free, short, long) = (over(None), over(Some(tokens)), over(Some(1 << 30)));

@@ -7,6 +7,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use fastquery_cpu::CpuBackend;
 use fastquery_protocol::{
+    cost::{Device, Server},
     fold::KeySwitching,
     harness::{DesignInputs, SchemeKind},
 };
@@ -142,7 +143,7 @@ fn fastquery_cost_model_prefers_fewer_bytes_when_the_link_is_slow() {
     let slow = Link { name: "slow", bits_per_s: 1e6, rtt_ms: 40.0 };
     let (m, d) = (32000usize, 4096usize);
     let pick = |o| fastquery::choose(m, d, 6, 37, 8, o).unwrap().0;
-    let on = |link| Objective::Latency { link, server_threads: 2 };
+    let on = |link| Objective::Latency { link, server: Server::cpu(2) };
     let (lan, wan, slow, fewest) = (pick(on(LAN)), pick(on(WAN)), pick(on(slow)), pick(Objective::Bytes));
     let bytes = |c: &fastquery::Choice| c.predicted.query + c.predicted.response;
     assert!(
@@ -170,6 +171,7 @@ fn latency_objectives_rank_blocked_and_folded_designs_together() {
         plain_bits: 37,
         tokens,
         server_threads: 2,
+        device: Device::Cpu,
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
         session_tokens: None,
@@ -200,6 +202,7 @@ fn a_declared_session_steers_fastquerys_design() {
                 plain_bits: 37,
                 tokens: 8,
                 server_threads: 2,
+                device: Device::Cpu,
                 keyswitch: KeySwitching::Any,
                 max_shared: fastquery_protocol::fold::MAX_SHARED,
                 session_tokens,
@@ -229,6 +232,7 @@ fn decode_steps_in_a_session_steer_the_design_to_cheap_one_token_requests() {
         plain_bits: 37,
         tokens: 128,
         server_threads: 2,
+        device: Device::Cpu,
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
         session_tokens: Some(8192),
@@ -267,10 +271,12 @@ fn latency_objectives_count_decode_steps() {
             decode_tokens,
             ..fastquery_protocol::fold::Allowed::default()
         };
-        let objective = Objective::Latency { link, server_threads: 2 };
+        let objective = Objective::Latency { link, server: Server::cpu(2) };
         let pick = |decode| choose_any(32000, 4096, 6, 37, tokens, allowed(decode), objective).unwrap();
         let over = |d: &fastquery_protocol::harness::SchemeDesign| {
-            let at = |t| (estimated_server_ms(d, t, 2) + estimated_client_ms(d, t), d.predicted_bytes(t));
+            let at = |t| {
+                (estimated_server_ms(d, t, Server::cpu(2)) + estimated_client_ms(d, t), d.predicted_bytes(t))
+            };
             session_latency_ms(link, at(tokens), at(1), tokens, session, decode)
         };
         let ((steps, score), (full, _)) = (pick(decode), pick(0));
@@ -297,6 +303,7 @@ fn designs_depend_on_the_public_inputs_alone() {
         plain_bits: 37,
         tokens,
         server_threads,
+        device: Device::Cpu,
         keyswitch: KeySwitching::Any,
         max_shared: fastquery_protocol::fold::MAX_SHARED,
         session_tokens: None,

@@ -1,0 +1,144 @@
+//! The GPU cost profile ([`fastquery_protocol::cost`]) against what an H200 measured
+//! (docs/BENCHMARKS.md, "CUDA backend on an NVIDIA H200", 2026-12-04): the llama-7b requests
+//! it was fitted to, and the llama-30b ones it was not. The designs are those the H200 ran:
+//! derived for a CPU's ranking (the only one there was then) on its 16 host threads, their
+//! tokens folded one at a time (the fold of that day).
+
+use fastquery_protocol::{
+    cost::{Device, GpuPhases, Server, gpu_blocked_phases, gpu_fold_phases},
+    fastquery::estimated_server_ms,
+    fold::KeySwitching,
+    harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind},
+};
+
+const LLAMA_7B: (usize, usize) = (32000, 4096);
+const LLAMA_30B: (usize, usize) = (32000, 6656);
+
+fn inputs(kind: SchemeKind, (m, d): (usize, usize), tokens: usize, device: Device) -> DesignInputs {
+    DesignInputs {
+        m,
+        d,
+        // The quantized table's codes at these shapes (`fastquery plan`: 6-bit codes).
+        bits: if kind.is_fastquery() { 6 } else { FIXED_POINT_BITS },
+        plain_bits: kind.default_plain_bits(),
+        tokens,
+        server_threads: 16,
+        device,
+        keyswitch: KeySwitching::Any,
+        max_shared: fastquery_he::share::MAX_SHARED,
+        session_tokens: None,
+        decode_tokens: 0,
+    }
+}
+
+/// The design the H200 ran.
+fn measured_design(kind: SchemeKind, shape: (usize, usize), tokens: usize) -> SchemeDesign {
+    kind.design(&inputs(kind, shape, tokens, Device::Cpu)).unwrap()
+}
+
+/// The GPU phases of `design`, its tokens folded `group` at a time.
+fn phases(design: &SchemeDesign, tokens: usize, group: usize) -> GpuPhases {
+    match design {
+        SchemeDesign::Folded(f) => gpu_fold_phases(f, tokens, group),
+        SchemeDesign::Blocked(b) => gpu_blocked_phases(b, tokens),
+    }
+}
+
+/// Served milliseconds per token on the H200 (`gpu_run.sh quick` and `more`, medians).
+const SERVED: [(SchemeKind, (usize, usize), usize, f64); 12] = [
+    (SchemeKind::FastQuery, LLAMA_7B, 1, 6.0),
+    (SchemeKind::FastQuery, LLAMA_7B, 8, 4.3),
+    (SchemeKind::FastQuery, LLAMA_7B, 128, 4.2),
+    (SchemeKind::Cheetah, LLAMA_7B, 1, 10.1),
+    (SchemeKind::Cheetah, LLAMA_7B, 8, 7.8),
+    (SchemeKind::Cheetah, LLAMA_7B, 128, 7.8),
+    // Held out of the fit.
+    (SchemeKind::FastQuery, LLAMA_30B, 1, 8.6),
+    (SchemeKind::FastQuery, LLAMA_30B, 8, 5.8),
+    (SchemeKind::FastQuery, LLAMA_30B, 128, 5.5),
+    (SchemeKind::Cheetah, LLAMA_30B, 1, 8.8),
+    (SchemeKind::Cheetah, LLAMA_30B, 8, 8.8),
+    (SchemeKind::Cheetah, LLAMA_30B, 128, 9.2),
+];
+
+/// Every request the H200 served, fitted or held out, within 0.75-1.35 of its measured time
+/// per token, and nearer to it than the CPU model's estimate for the H200's 16 host threads.
+#[test]
+fn the_profile_reproduces_the_h200s_requests() {
+    for (kind, shape, tokens, measured) in SERVED {
+        let design = measured_design(kind, shape, tokens);
+        let est = phases(&design, tokens, 1).served_ms() / tokens as f64;
+        let ratio = est / measured;
+        assert!(
+            (0.75..=1.35).contains(&ratio),
+            "{kind:?} {shape:?} x{tokens}: {est:.2} against {measured} ms"
+        );
+        let cpu = estimated_server_ms(&design, tokens, Server::cpu(16)) / tokens as f64;
+        assert!(
+            (cpu / measured).ln().abs() > ratio.ln().abs(),
+            "{kind:?} {shape:?} x{tokens}: the CPU model {cpu:.1} ms, the GPU's {est:.2}, measured {measured}"
+        );
+    }
+}
+
+/// The synchronised phases of fastquery's llama-7b requests (`FASTQUERY_TRACE=sync`) fall in
+/// the ranges the H200 measured, widened by a tenth.
+#[test]
+fn the_profile_reproduces_the_h200s_phases() {
+    type Range = (f64, f64);
+    // (tokens, expand + RGSW, table product, fold, finish + encode), ms per request.
+    let measured: [(usize, Range, Range, Range, Range); 2] = [
+        (1, (2.7, 3.5), (1.2, 1.2), (1.4, 1.5), (2.1, 5.1)),
+        (8, (15.5, 17.3), (5.2, 5.2), (12.0, 12.4), (6.0, 9.6)),
+    ];
+    for (tokens, expand, product, fold, finish) in measured {
+        let p = phases(&measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens), tokens, 1);
+        for (name, est, (lo, hi)) in [
+            ("expand", p.expand, expand),
+            ("product", p.product, product),
+            ("fold", p.fold, fold),
+            ("finish", p.finish, finish),
+        ] {
+            assert!(
+                (0.9 * lo..=1.1 * hi).contains(&est),
+                "{tokens} tokens, {name}: {est:.2} ms against {lo}-{hi}"
+            );
+        }
+    }
+}
+
+/// Folding a request's tokens together (the CUDA backend's way since 2026-12-04) is predicted
+/// to shorten the fold's chain, never to lengthen it, and to leave a one-token request alone.
+#[test]
+fn folding_tokens_together_shortens_the_chain() {
+    let one = measured_design(SchemeKind::FastQuery, LLAMA_7B, 1);
+    assert_eq!(phases(&one, 1, 1), phases(&one, 1, 8));
+    for tokens in [2, 8, 128] {
+        let design = measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens);
+        let (alone, together) = (phases(&design, tokens, 1), phases(&design, tokens, tokens));
+        assert!(together.fold < alone.fold, "{tokens} tokens: {together:?} against {alone:?}");
+        // The RGSW conversion becomes one batch too; the table product is the same.
+        assert!(together.expand <= alone.expand * (1.0 + 1e-12) && together.product == alone.product);
+    }
+}
+
+/// A GPU server's designs rank by the GPU's estimates: `fastquery-lan`'s choice is the design
+/// the profile estimates fastest on the LAN among those the CPU model would rank, and at one
+/// token it is not the CPU's choice (whose estimate on the GPU is no better).
+#[test]
+fn a_gpu_server_ranks_by_the_gpu_profile() {
+    let kind = SchemeKind::FastQueryLan;
+    let on = |device| kind.design(&inputs(kind, LLAMA_7B, 1, device)).unwrap();
+    let (cpu, gpu) = (on(Device::Cpu), on(Device::Gpu));
+    let gpu_server = Server { threads: 16, device: Device::Gpu };
+    assert_ne!(cpu.predicted_bytes(1), gpu.predicted_bytes(1));
+    let latency = |d: &SchemeDesign| {
+        let b = d.predicted_bytes(1);
+        fastquery_protocol::harness::LAN.latency_ms(
+            estimated_server_ms(d, 1, gpu_server),
+            (b.query + b.response) as f64,
+            1.0,
+        )
+    };
+    assert!(latency(&gpu) <= latency(&cpu), "{} against {}", latency(&gpu), latency(&cpu));
+}
