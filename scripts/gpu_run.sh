@@ -7,9 +7,10 @@
 #   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
 #                                  tokens, the kernel profile of a request, the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
-#   bash .device/gpu_run.sh ab     about 3 minutes: the A/Bs of what was built without a GPU on
+#   bash .device/gpu_run.sh ab     about 5 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
-#                                  small key switches split by digit against fused), then the
+#                                  small key switches split by digit against fused, designs
+#                                  ranked by the GPU profile against the CPU model's), then the
 #                                  kernel summary with its small-key-switch line
 #   bash .device/gpu_run.sh wgpu   the wgpu backend on the GPU through Vulkan (never run on a real
 #                                  GPU before): its tests, kernels, llama-7b at 8 tokens
@@ -100,6 +101,17 @@ if [ "$part" = ab ]; then
     for k in 1 0; do
       FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, $t" 40 "$D/fastquery" \
         --backend cuda bench --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+  done
+  # The designs a GPU server ranks first (its cost profile, the default on the CUDA backend)
+  # against those of the CPU model (FASTQUERY_COST_DEVICE=cpu), alternated, phases
+  # synchronised: `bench` prints each design's estimate beside its measured time, so the
+  # profile's phases can be read against the GPU's (fastquery-lan's one-token design of
+  # 2026-12-04 measured 1.45x fastquery's where the profile says a tie).
+  for t in 1 8; do
+    for c in cpu gpu; do
+      FASTQUERY_COST_DEVICE=$c FASTQUERY_TRACE=sync step "designs for the $c, $t" 50 "$D/fastquery" \
+        --backend cuda bench --workload llama-7b --schemes fastquery,fastquery-lan --tokens "$t" --repeat 3
     done
   done
   step kernels 75 "$D/fastquery" --backend cuda kernels --quick

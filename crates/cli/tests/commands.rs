@@ -721,7 +721,17 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
 fn the_cost_device_is_a_strict_design_input() {
     let run = |v: &str| {
         Command::new(env!("CARGO_BIN_EXE_fastquery"))
-            .args(["plan", "--table", "tiny", "--scheme", "fastquery-wan", "--tokens", "4", "--sessions", "8"])
+            .args([
+                "plan",
+                "--table",
+                "tiny",
+                "--scheme",
+                "fastquery-wan",
+                "--tokens",
+                "4",
+                "--sessions",
+                "8",
+            ])
             .env("FASTQUERY_COST_DEVICE", v)
             .output()
             .expect("binary runs")
@@ -731,7 +741,8 @@ fn the_cost_device_is_a_strict_design_input() {
     assert!(gpu.status.success() && g.contains("for a GPU server"), "{g}");
     assert!(cpu.status.success() && c.contains("-thread CPU server"), "{c}");
     // On the tiny table the WAN objective folds sessions without end for a GPU, not for a CPU.
-    let endless = |t: &str| t.lines().find(|l| l.trim_start().starts_with("without end")).unwrap_or("").to_string();
+    let endless =
+        |t: &str| t.lines().find(|l| l.trim_start().starts_with("without end")).unwrap_or("").to_string();
     assert!(endless(&g).contains("folded") && endless(&c).contains("blocked"), "{g}\n{c}");
     let bad = run("tpu");
     let t = text(&bad);

@@ -82,7 +82,7 @@ fn the_profile_reproduces_the_h200s_requests() {
 }
 
 /// The synchronised phases of fastquery's llama-7b requests (`FASTQUERY_TRACE=sync`) fall in
-/// the ranges the H200 measured, widened by a tenth.
+/// the ranges the H200 measured, widened by a tenth, and so does cheetah's finish.
 #[test]
 fn the_profile_reproduces_the_h200s_phases() {
     type Range = (f64, f64);
@@ -104,7 +104,9 @@ fn the_profile_reproduces_the_h200s_phases() {
                 "{tokens} tokens, {name}: {est:.2} ms against {lo}-{hi}"
             );
         }
-    }
+    } // Cheetah's finish and encoding: 2.8 ms per llama-7b token (179 responses).
+    let finish = phases(&measured_design(SchemeKind::Cheetah, LLAMA_7B, 8), 8, 1).finish / 8.0;
+    assert!((0.9 * 2.8..=1.1 * 2.8).contains(&finish), "cheetah's finish {finish:.2} ms per token");
 }
 
 /// Folding a request's tokens together (the CUDA backend's way since 2026-12-04) is predicted
