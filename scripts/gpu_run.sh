@@ -7,11 +7,12 @@
 #   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
 #                                  tokens, the kernel profile of a request, the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
-#   bash .device/gpu_run.sh ab     about 5 minutes: the A/Bs of what was built without a GPU on
+#   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
-#                                  small key switches split by digit against fused, designs
-#                                  ranked by the GPU profile against the CPU model's), then the
-#                                  kernel summary with its small-key-switch line
+#                                  small key switches split by digit against fused, a token's
+#                                  bits converted together against one by one, designs ranked
+#                                  by the GPU profile against the CPU model's), then the kernel
+#                                  summary with its small-key-switch line
 #   bash .device/gpu_run.sh wgpu   the wgpu backend on the GPU through Vulkan (never run on a real
 #                                  GPU before): its tests, kernels, llama-7b at 8 tokens
 #   bash .device/gpu_run.sh main   about 2 minutes on the H200: tests, the kernel summary (NTT
@@ -102,6 +103,12 @@ if [ "$part" = ab ]; then
       FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, $t" 40 "$D/fastquery" \
         --backend cuda bench --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
     done
+  done
+  # A one-token request's index bits converted in one key switch (the default on a GPU)
+  # against one key switch per bit (FASTQUERY_RGSW_MERGE_ROWS=0), alternated, synchronised.
+  for m in 0 256; do
+    FASTQUERY_RGSW_MERGE_ROWS=$m FASTQUERY_TRACE=sync step "bits merged below $m rows, 1" 40 "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
   done
   # The designs a GPU server ranks first (its cost profile, the default on the CUDA backend)
   # against those of the CPU model (FASTQUERY_COST_DEVICE=cpu), alternated, phases

@@ -123,24 +123,8 @@ pub fn rgsw_from_rows_ntt<B: Backend>(
     square: &ServerGaloisKey<B>,
     digit_bits: u32,
 ) -> Result<Vec<Rgsw<B>>, HeError> {
-    let g = gadget_rows(params, &rows, square, digit_bits)?;
-    let bits = rows.len() / g;
-    let (rows, times_s) = times_s(ring, rows, square)?;
-    if bits == 1 {
-        // One bit: its rows are the RGSW as they are, no slices.
-        return Ok(vec![Rgsw {
-            digit_bits,
-            sets: 1,
-            plain: [rows.c0, rows.c1],
-            times_s: [times_s.c0, times_s.c1],
-        }]);
-    }
-    (0..bits)
-        .map(|bit| {
-            let (plain, times_s) = (rows.slice(ring, bit * g, g)?, times_s.slice(ring, bit * g, g)?);
-            Ok(Rgsw { digit_bits, sets: 1, plain: [plain.c0, plain.c1], times_s: [times_s.c0, times_s.c1] })
-        })
-        .collect()
+    let bits = rows.len() / gadget_rows(params, &rows, square, digit_bits)?;
+    rgsw_bits_from_rows_ntt(ring, params, rows, bits, square, digit_bits)
 }
 
 /// One bit of `sets` tokens as one [`Rgsw`] of that many sets, from their `RLWE(b_t g_e)` in the
@@ -154,9 +138,45 @@ pub fn rgsw_sets_from_rows_ntt<B: Backend>(
     square: &ServerGaloisKey<B>,
     digit_bits: u32,
 ) -> Result<Rgsw<B>, HeError> {
-    let sets = rows.len() / gadget_rows(params, &rows, square, digit_bits)?;
+    Ok(rgsw_bits_from_rows_ntt(ring, params, rows, 1, square, digit_bits)?.remove(0))
+}
+
+/// `bits` bits of the same tokens, each an [`Rgsw`] of as many sets as `rows` holds tokens, from
+/// one key switch of all their rows (`rows` holds `bits * sets * G` ciphertexts, bit after bit,
+/// each bit's tokens in turn as for [`rgsw_sets_from_rows_ntt`]), then each bit's rows and
+/// products sliced out (copies, where `bits > 1`): one launch chain instead of `bits` where each
+/// bit alone is a small batch (a one-token request's eight bits of five rows on a GPU).
+pub fn rgsw_bits_from_rows_ntt<B: Backend>(
+    ring: &Ring<B>,
+    params: &Params,
+    rows: Ciphertexts<B, Ntt>,
+    bits: usize,
+    square: &ServerGaloisKey<B>,
+    digit_bits: u32,
+) -> Result<Vec<Rgsw<B>>, HeError> {
+    let g = gadget_rows(params, &rows, square, digit_bits)?;
+    if bits == 0 || !(rows.len() / g).is_multiple_of(bits) {
+        return Err(HeError::BadInput(format!("{} rows of {g} gadget elements for {bits} bits", rows.len())));
+    }
+    let per_bit = rows.len() / bits;
+    let sets = per_bit / g;
     let (rows, times_s) = times_s(ring, rows, square)?;
-    Ok(Rgsw { digit_bits, sets, plain: [rows.c0, rows.c1], times_s: [times_s.c0, times_s.c1] })
+    if bits == 1 {
+        // One bit: its rows are the RGSW as they are, no slices.
+        return Ok(vec![Rgsw {
+            digit_bits,
+            sets,
+            plain: [rows.c0, rows.c1],
+            times_s: [times_s.c0, times_s.c1],
+        }]);
+    }
+    (0..bits)
+        .map(|bit| {
+            let (plain, times_s) =
+                (rows.slice(ring, bit * per_bit, per_bit)?, times_s.slice(ring, bit * per_bit, per_bit)?);
+            Ok(Rgsw { digit_bits, sets, plain: [plain.c0, plain.c1], times_s: [times_s.c0, times_s.c1] })
+        })
+        .collect()
 }
 
 /// `G`, the gadget elements of one RGSW, after checking that `rows` is a non-empty multiple of
@@ -548,5 +568,38 @@ mod tests {
         let (a, b) = (batch.slice(&ring, 0, half).unwrap(), batch.slice(&ring, 0, half - 1).unwrap());
         assert!(cmux_pair(&ring, a, b, &together).is_err(), "batches of two sizes");
         assert!(cmux_halves(&ring, cts(&mut rng, 2 * tokens + 2), &together).is_err(), "no whole rounds");
+    }
+
+    /// Several bits of several tokens from one key switch (`rgsw_bits_from_rows_ntt`, rows bit
+    /// after bit) are word for word each bit's own (`rgsw_sets_from_rows_ntt` on its rows); a
+    /// batch that is no whole number of bits is refused.
+    #[test]
+    fn bits_from_one_key_switch_are_each_bits_own() {
+        let (params, ring, square) = ring_and_square();
+        let mut rng = StdRng::seed_from_u64(22);
+        let (limbs, tokens, bits) = (params.limbs(), 2usize, 3usize);
+        let per_bit = tokens * limbs;
+        let shape = Shape::new(bits * per_bit, limbs);
+        let rows: Ciphertexts<CpuBackend, Ntt> =
+            Ciphertexts { c0: random(&ring, &mut rng, shape), c1: random(&ring, &mut rng, shape) };
+        let together =
+            super::rgsw_bits_from_rows_ntt(&ring, &params, rows.duplicate(&ring).unwrap(), bits, &square, 31)
+                .expect("RGSW bits");
+        assert_eq!(together.len(), bits);
+        let words = |p: &Polys<CpuBackend, Ntt>| ring.download(p).unwrap();
+        for (b, got) in together.iter().enumerate() {
+            let own = rows.slice(&ring, b * per_bit, per_bit).unwrap();
+            let want = super::rgsw_sets_from_rows_ntt(&ring, &params, own, &square, 31).expect("RGSW");
+            assert_eq!(got.sets(), tokens);
+            for k in 0..2 {
+                assert_eq!(words(&got.plain[k]), words(&want.plain[k]), "bit {b} plain {k}");
+                assert_eq!(words(&got.times_s[k]), words(&want.times_s[k]), "bit {b} times s {k}");
+            }
+        }
+        let rows = rows.slice(&ring, 0, bits * per_bit - limbs).unwrap();
+        assert!(
+            super::rgsw_bits_from_rows_ntt(&ring, &params, rows, bits, &square, 31).is_err(),
+            "no whole bits"
+        );
     }
 }

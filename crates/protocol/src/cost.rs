@@ -124,11 +124,12 @@ impl GpuPhases {
 ///
 /// * [`GPU_KS_US`]: a key switch in a batch of 256 (`cuda/keyswitch_hybrid/8192/5`, 3.51 us).
 /// * [`GPU_EXPAND_KS_US`], [`GPU_LEVEL_US`]: an expansion step per ciphertext of a large level,
-///   and the time of a level of few (a fused block transforms its digit rows in turn, so a
-///   level of one key switch runs a handful of blocks as long as one takes). Fitted to the
-///   synchronised expansion and RGSW conversion of one token (13 levels of 1 to 83 key
-///   switches and a conversion of 40: 2.7-3.5 ms) and eight (levels of 1 to 660 and a
-///   conversion of 320: 15.5-17.3 ms): 11 and 130 us give 3.0 and 16.4 ms.
+///   and the time of a level of few key switches (a fused block transforms its digit rows in
+///   turn, so a level of one key switch runs a handful of blocks as long as one takes). Fitted
+///   to the synchronised expansion and RGSW conversion of one token (13 levels of 1 to 83 key
+///   switches, then eight conversions of five rows, one per index bit: 2.7-3.5 ms) and eight
+///   (levels of 1 to 660, then each token's eight conversions: 15.5-17.3 ms): 5.8 and 125 us
+///   give 3.1 and 16.4 ms.
 /// * [`GPU_EXT_LEVEL_US`]: a fold level of few external products, with the external product
 ///   priced at the transform work of its RGSW digit rows against the key switch's
 ///   ([`GPU_KS_US`], 5.8 us at the reference). The one-token fold, eight levels of 64 to 1
@@ -153,9 +154,9 @@ impl GpuPhases {
 /// one-token design `fastquery-lan` took on the H200.
 pub const GPU_KS_US: f64 = 3.5;
 /// See [`GPU_KS_US`].
-pub const GPU_EXPAND_KS_US: f64 = 11.0;
+pub const GPU_EXPAND_KS_US: f64 = 5.8;
 /// See [`GPU_KS_US`].
-pub const GPU_LEVEL_US: f64 = 130.0;
+pub const GPU_LEVEL_US: f64 = 125.0;
 /// See [`GPU_KS_US`].
 pub const GPU_EXT_LEVEL_US: f64 = 150.0;
 /// See [`GPU_KS_US`].
@@ -192,13 +193,32 @@ fn transform(n: usize) -> f64 {
     n as f64 * (n as f64).log2()
 }
 
-/// A folded design's estimated GPU phases for a `tokens`-token request whose tokens fold
-/// `group` at a time (the CUDA backend folds a whole request together: `group = tokens`).
-pub fn gpu_fold_phases(design: &FoldDesign, tokens: usize, group: usize) -> GpuPhases {
+/// How a GPU server runs a folded request: its tokens fold `group` at a time (the CUDA backend
+/// folds a whole request together), and a group converts all its index bits in one key switch
+/// where one bit's rows are fewer than `merge_rows` (the backend's key-switching chunk; 0: each
+/// bit alone, as before 2026-12-04).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldRun {
+    /// Tokens folded together.
+    pub group: usize,
+    /// A bit's rows under which a group's bits convert together.
+    pub merge_rows: usize,
+}
+
+impl FoldRun {
+    /// The CUDA backend's way with a `tokens`-token request: every token together, bits
+    /// together below its key-switching chunk of 256 ciphertexts.
+    pub fn cuda(tokens: usize) -> Self {
+        Self { group: tokens, merge_rows: 256 }
+    }
+}
+
+/// A folded design's estimated GPU phases for a `tokens`-token request run as `run` says.
+pub fn gpu_fold_phases(design: &FoldDesign, tokens: usize, run: FoldRun) -> GpuPhases {
     let p = &design.params;
     let l = &design.layout;
     let (n, limbs) = (p.n(), p.limbs());
-    let group = group.clamp(1, tokens.max(1));
+    let group = run.group.clamp(1, tokens.max(1));
     // A key switch: its digit rows transformed into every limb of the key.
     let (key_rows, key_limbs) = fastquery_he::galois::key_shape(p, l.ks_bits);
     let ks_work = (key_rows * key_limbs) as f64 * transform(n) / REFERENCE_WORK;
@@ -215,10 +235,16 @@ pub fn gpu_fold_phases(design: &FoldDesign, tokens: usize, group: usize) -> GpuP
         .iter()
         .map(|s| (0..l.k).map(|j| level_ms(s.split(j), GPU_EXPAND_KS_US * ks_work, ks_latency)).sum::<f64>())
         .sum();
-    // The RGSW conversion: one batch per group of tokens folded together.
-    let bits = design.index_bits() * rgsw_rows;
+    // The RGSW conversion: per group of tokens folded together, a key switch per index bit, or
+    // one for all of them where a bit's rows are few.
+    let bits = design.index_bits();
     for start in (0..tokens).step_by(group) {
-        expand += level_ms(group.min(tokens - start) * bits, ks_us, ks_latency);
+        let rows = group.min(tokens - start) * rgsw_rows;
+        expand += if bits > 1 && rows < run.merge_rows {
+            level_ms(bits * rows, ks_us, ks_latency)
+        } else {
+            bits as f64 * level_ms(rows, ks_us, ks_latency)
+        };
     }
 
     // The table product: two rows per token against every record.

@@ -34,7 +34,7 @@ use fastquery_he::{
     client::Client,
     fold::{
         FoldNoise, FoldShape, Rgsw, SQUARE_KEY, cmux_halves, cmux_pair, cmux_rotate, fold_noise, gadget_slot,
-        one_hot_slot, rgsw_sets_from_rows_ntt,
+        one_hot_slot, rgsw_bits_from_rows_ntt, rgsw_sets_from_rows_ntt,
     },
     galois::{
         Ciphertexts, HYBRID_DIGIT_BITS, ServerGaloisKey, SlotLayout, expand_positioned_ntt, gadget,
@@ -507,8 +507,9 @@ const HYBRID_WEIGHT: f64 = 1.5;
 pub fn estimate_ms(design: &FoldDesign, tokens: usize, server: Server) -> f64 {
     match server.device {
         Device::Cpu => cpu_estimate_ms(design, tokens, server.threads),
-        // The CUDA backend folds a request's tokens together (`host_threads` is None).
-        Device::Gpu => crate::cost::gpu_fold_phases(design, tokens, tokens).served_ms(),
+        Device::Gpu => {
+            crate::cost::gpu_fold_phases(design, tokens, crate::cost::FoldRun::cuda(tokens)).served_ms()
+        }
     }
 }
 
@@ -854,10 +855,17 @@ pub struct FoldServer<B: Backend> {
     batch_bytes: usize,
     /// Tokens folded together (FASTQUERY_FOLD_GROUP), where set.
     fold_group: Option<usize>,
+    /// A group converts all its index bits in one key switch where one bit's rows are fewer
+    /// than this (FASTQUERY_RGSW_MERGE_ROWS; default: the backend's key-switching chunk on an
+    /// accelerator or the CUDA emulator, where a small key switch is a chain of launches of a
+    /// few blocks, and 0 on the host, where it is not and the merge would only add the slices'
+    /// copies).
+    merge_rows: usize,
 }
 
 /// A group's gadget rows of each index bit (`bits[b]`: its tokens' rows of bit `b`, token after
-/// token).
+/// token), or of every bit in one batch (a single entry, bit after bit, where the group converts
+/// its bits in one key switch).
 type BitRows<B> = Vec<Ciphertexts<B, Ntt>>;
 
 /// The default bound on a batch's working memory on the CPU: 4 GiB, 31 tokens of llama-7b
@@ -909,6 +917,8 @@ impl<B: Backend> FoldServer<B> {
         let env = std::env::var("FASTQUERY_FOLD_BATCH_MIB").ok();
         let batch_bytes = batch_bytes_from(env.as_deref(), info.accelerator, info.memory)?;
         let fold_group = env_number("FASTQUERY_FOLD_GROUP", 1..=1 << 20)?;
+        let merge_rows = env_number("FASTQUERY_RGSW_MERGE_ROWS", 0..=1 << 30)?
+            .unwrap_or(if info.accelerator || backend.gpu() { backend.keyswitch_chunk() } else { 0 });
         let ring = Ring::new(backend, design.params.ring().clone())?;
         let l = design.layout;
         let n = design.params.n();
@@ -939,6 +949,7 @@ impl<B: Backend> FoldServer<B> {
             limits: Limits::default(),
             batch_bytes,
             fold_group,
+            merge_rows,
         })
     }
 
@@ -972,11 +983,21 @@ impl<B: Backend> FoldServer<B> {
         self
     }
 
+    /// Converts a group's index bits in one key switch where one bit's rows are fewer than
+    /// `rows` (0: each bit alone; default the backend's key-switching chunk on an accelerator, 0
+    /// on the host, or FASTQUERY_RGSW_MERGE_ROWS). The same RGSW ciphertexts either way.
+    pub fn with_merge_rows(mut self, rows: usize) -> Self {
+        self.merge_rows = rows;
+        self
+    }
+
     /// The expanded slots of one query ciphertext (its `tokens` tokens), written into rows
     /// `2 t0 + 2 t` (c0) and `2 t0 + 2 t + 1` (c1) of the first dimension's operand `a`, and
     /// each token's gadget rows of index bit `b` into `bits[group][b]`, the tokens in groups of
     /// `at_once` (token `t0 + t` is number `(t0 + t) % at_once` of its group, its rows from
-    /// there times `G`: token after token, for [`rgsw_sets_from_rows_ntt`]).
+    /// there times `G`: token after token, for [`rgsw_sets_from_rows_ntt`]), or, where a group
+    /// holds one batch for all its bits, bit `b`'s rows `b` times the group's tokens' further on
+    /// (for [`rgsw_bits_from_rows_ntt`]).
     fn expand_into(
         &self,
         keys: &FoldKeys<B>,
@@ -1003,13 +1024,19 @@ impl<B: Backend> FoldServer<B> {
         // A bit's gadget rows of this ciphertext's tokens in one group, in one move per half.
         let g = d.gadget_len();
         let (first, last) = (t0 / at_once, (t0 + tokens - 1) / at_once);
+        let index_bits = d.index_bits();
         for (group, rows) in bits.iter_mut().enumerate().take(last + 1).skip(first) {
             let mine = (t0.max(group * at_once) - t0)..(tokens.min((group + 1) * at_once - t0));
-            for (b, rows) in rows.iter_mut().enumerate() {
+            // One batch for every bit: bit b's rows after the b bits before it, each of the
+            // group's tokens' G rows.
+            let merged = rows.len() == 1 && index_bits > 1;
+            let stride = if merged { rows[0].len() / index_bits } else { 0 };
+            for b in 0..index_bits {
+                let (rows, base) = if merged { (&mut rows[0], b * stride) } else { (&mut rows[b], 0) };
                 let moves: Vec<(usize, usize)> = mine
                     .clone()
                     .flat_map(|t| {
-                        let at = (t0 + t) % at_once * g;
+                        let at = base + (t0 + t) % at_once * g;
                         (0..g).map(move |e| (t * slots + l.m1 + b * g + e, at + e))
                     })
                     .collect();
@@ -1048,25 +1075,44 @@ impl<B: Backend> FoldServer<B> {
             (0..tokens).step_by(at_once).map(|g0| (g0, at_once.min(tokens - g0))).collect();
         let mut a: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * l.m1, limbs))?;
         let g = d.gadget_len();
+        let index_bits = d.index_bits();
+        // A group whose bits are small batches converts them in one key switch.
+        let merged = |here: usize| index_bits > 1 && here * g < self.merge_rows;
         let mut bits: Vec<BitRows<B>> = groups
             .iter()
             .map(|&(_, here)| {
-                (0..d.index_bits()).map(|_| Ciphertexts::zeros(ring, here * g, limbs)).collect()
+                if merged(here) {
+                    Ok(vec![Ciphertexts::zeros(ring, index_bits * here * g, limbs)?])
+                } else {
+                    (0..index_bits).map(|_| Ciphertexts::zeros(ring, here * g, limbs)).collect()
+                }
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, fastquery_he::HeError>>()?;
         let mut t0 = 0;
         for (ct, here) in batch {
             self.expand_into(keys, ct, here, (&mut a, &mut bits, at_once), t0)?;
             t0 += here;
         }
-        // A group's RGSW of a bit from one key switch with the key for s^2.
+        // A group's RGSW of a bit from one key switch with the key for s^2, or all its bits'
+        // from one.
         let rgsws: Vec<Vec<Rgsw<B>>> = bits
             .into_iter()
-            .map(|group| {
-                group
+            .map(|mut group| -> Result<Vec<Rgsw<B>>, ProtocolError> {
+                if group.len() == 1 && index_bits > 1 {
+                    let rows = group.remove(0);
+                    return Ok(rgsw_bits_from_rows_ntt(
+                        ring,
+                        params,
+                        rows,
+                        index_bits,
+                        &keys.square,
+                        l.rgsw_bits,
+                    )?);
+                }
+                Ok(group
                     .into_iter()
                     .map(|rows| rgsw_sets_from_rows_ntt(ring, params, rows, &keys.square, l.rgsw_bits))
-                    .collect::<Result<_, _>>()
+                    .collect::<Result<_, _>>()?)
             })
             .collect::<Result<_, _>>()?;
         trace.mark("expand+rgsw");

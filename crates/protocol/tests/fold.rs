@@ -39,10 +39,21 @@ fn check_on(
     ids: &[usize],
     batch_bytes: Option<usize>,
 ) {
-    let mut server = FoldServer::new(Arc::new(backend), table, design.clone()).unwrap();
-    if let Some(bytes) = batch_bytes {
-        server = server.with_batch_bytes(bytes);
-    }
+    check_with(backend, design, table, ids, |server| match batch_bytes {
+        Some(bytes) => server.with_batch_bytes(bytes),
+        None => server,
+    });
+}
+
+/// [`check_on`] with the server as `configure` leaves it.
+fn check_with(
+    backend: CpuBackend,
+    design: &FoldDesign,
+    table: &IntTable,
+    ids: &[usize],
+    configure: impl FnOnce(FoldServer<CpuBackend>) -> FoldServer<CpuBackend>,
+) {
+    let server = configure(FoldServer::new(Arc::new(backend), table, design.clone()).unwrap());
     let mut client = FoldClient::new(design.clone()).unwrap();
     let setup = client.setup().unwrap();
     let session = server.open_session(&setup).unwrap();
@@ -543,6 +554,26 @@ fn tokens_fold_in_groups_of_the_backends_threads() {
         let ids: Vec<usize> = ids.iter().map(|&k| k % table.m()).collect();
         for threads in [1, 2, 3] {
             check_on(CpuBackend::with_threads(threads).unwrap(), design, &table, &ids, None);
+        }
+    }
+}
+
+/// A group's index bits converted in one key switch (the default on a GPU for small groups,
+/// forced here on the CPU) and sliced back into one RGSW per bit fold as each bit's own: every
+/// share is exact, for groups of one, two and three tokens, a query ciphertext's tokens split
+/// between groups, and rows in pieces.
+#[test]
+fn bits_converted_in_one_key_switch_fold_as_each_alone() {
+    let ids = [3usize, 1999, 11, 1024, 3];
+    let shared = design_where((2000, 16, 5), 37, 2, |d| d.layout.tokens_per_ct == 2 && d.index_bits() > 1);
+    let pieces = design_where((12, 8200, 5), 37, 5, |d| d.layout.pieces > 1 && d.index_bits() > 1);
+    for (design, table) in
+        [(&shared, random_table(2000, 16, 5, 23)), (&pieces, random_table(12, 8200, 5, 24))]
+    {
+        let ids: Vec<usize> = ids.iter().map(|&k| k % table.m()).collect();
+        for threads in [1, 3] {
+            let backend = CpuBackend::with_threads(threads).unwrap();
+            check_with(backend, design, &table, &ids, |s| s.with_merge_rows(usize::MAX));
         }
     }
 }

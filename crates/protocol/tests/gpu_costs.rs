@@ -5,7 +5,7 @@
 //! tokens folded one at a time (the fold of that day).
 
 use fastquery_protocol::{
-    cost::{Device, GpuPhases, Server, gpu_blocked_phases, gpu_fold_phases},
+    cost::{Device, FoldRun, GPU_LEVEL_US, GpuPhases, Server, gpu_blocked_phases, gpu_fold_phases},
     fastquery::estimated_server_ms,
     fold::KeySwitching,
     harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind},
@@ -13,6 +13,9 @@ use fastquery_protocol::{
 
 const LLAMA_7B: (usize, usize) = (32000, 4096);
 const LLAMA_30B: (usize, usize) = (32000, 6656);
+/// How the H200 ran a folded request on 2026-12-04: each token's chain alone, each index bit
+/// converted alone.
+const THEN: FoldRun = FoldRun { group: 1, merge_rows: 0 };
 
 fn inputs(kind: SchemeKind, (m, d): (usize, usize), tokens: usize, device: Device) -> DesignInputs {
     DesignInputs {
@@ -36,10 +39,11 @@ fn measured_design(kind: SchemeKind, shape: (usize, usize), tokens: usize) -> Sc
     kind.design(&inputs(kind, shape, tokens, Device::Cpu)).unwrap()
 }
 
-/// The GPU phases of `design`, its tokens folded `group` at a time.
-fn phases(design: &SchemeDesign, tokens: usize, group: usize) -> GpuPhases {
+/// The GPU phases of `design` run as the H200 ran it (each token alone, each bit converted
+/// alone) or as the CUDA backend runs it now.
+fn phases(design: &SchemeDesign, tokens: usize, run: FoldRun) -> GpuPhases {
     match design {
-        SchemeDesign::Folded(f) => gpu_fold_phases(f, tokens, group),
+        SchemeDesign::Folded(f) => gpu_fold_phases(f, tokens, run),
         SchemeDesign::Blocked(b) => gpu_blocked_phases(b, tokens),
     }
 }
@@ -67,7 +71,7 @@ const SERVED: [(SchemeKind, (usize, usize), usize, f64); 12] = [
 fn the_profile_reproduces_the_h200s_requests() {
     for (kind, shape, tokens, measured) in SERVED {
         let design = measured_design(kind, shape, tokens);
-        let est = phases(&design, tokens, 1).served_ms() / tokens as f64;
+        let est = phases(&design, tokens, THEN).served_ms() / tokens as f64;
         let ratio = est / measured;
         assert!(
             (0.75..=1.35).contains(&ratio),
@@ -92,7 +96,7 @@ fn the_profile_reproduces_the_h200s_phases() {
         (8, (15.5, 17.3), (5.2, 5.2), (12.0, 12.4), (6.0, 9.6)),
     ];
     for (tokens, expand, product, fold, finish) in measured {
-        let p = phases(&measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens), tokens, 1);
+        let p = phases(&measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens), tokens, THEN);
         for (name, est, (lo, hi)) in [
             ("expand", p.expand, expand),
             ("product", p.product, product),
@@ -105,23 +109,29 @@ fn the_profile_reproduces_the_h200s_phases() {
             );
         }
     } // Cheetah's finish and encoding: 2.8 ms per llama-7b token (179 responses).
-    let finish = phases(&measured_design(SchemeKind::Cheetah, LLAMA_7B, 8), 8, 1).finish / 8.0;
+    let finish = phases(&measured_design(SchemeKind::Cheetah, LLAMA_7B, 8), 8, THEN).finish / 8.0;
     assert!((0.9 * 2.8..=1.1 * 2.8).contains(&finish), "cheetah's finish {finish:.2} ms per token");
 }
 
 /// Folding a request's tokens together (the CUDA backend's way since 2026-12-04) is predicted
-/// to shorten the fold's chain, never to lengthen it, and to leave a one-token request alone.
+/// to shorten the fold's chain, never to lengthen it, and to leave a one-token request alone;
+/// converting a small group's bits in one key switch shortens the expansion's.
 #[test]
 fn folding_tokens_together_shortens_the_chain() {
+    let together = |group| FoldRun { group, merge_rows: 0 };
     let one = measured_design(SchemeKind::FastQuery, LLAMA_7B, 1);
-    assert_eq!(phases(&one, 1, 1), phases(&one, 1, 8));
+    assert_eq!(phases(&one, 1, THEN), phases(&one, 1, together(8)));
     for tokens in [2, 8, 128] {
         let design = measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens);
-        let (alone, together) = (phases(&design, tokens, 1), phases(&design, tokens, tokens));
-        assert!(together.fold < alone.fold, "{tokens} tokens: {together:?} against {alone:?}");
-        // The RGSW conversion becomes one batch too; the table product is the same.
-        assert!(together.expand <= alone.expand * (1.0 + 1e-12) && together.product == alone.product);
+        let (alone, all) = (phases(&design, tokens, THEN), phases(&design, tokens, together(tokens)));
+        assert!(all.fold < alone.fold, "{tokens} tokens: {all:?} against {alone:?}");
+        // The RGSW conversion becomes one batch per bit; the table product is the same.
+        assert!(all.expand <= alone.expand * (1.0 + 1e-12) && all.product == alone.product);
     }
+    // One token's eight bits in one key switch: seven levels fewer.
+    let merged = phases(&one, 1, FoldRun::cuda(1));
+    let saved = phases(&one, 1, THEN).expand - merged.expand;
+    assert!((6.0 * GPU_LEVEL_US / 1e3..=8.0 * GPU_LEVEL_US / 1e3).contains(&saved), "saved {saved:.2} ms");
 }
 
 /// A GPU server's designs rank by the GPU's estimates: `fastquery-lan`'s choice is the design
