@@ -212,6 +212,19 @@ fn print_estimates(reports: &[SchemeReport]) {
             r.server_ms_per_token,
             r.estimated_server_ms_per_token / r.server_ms_per_token
         );
+        if let Some(p) = r.estimated_gpu_phases {
+            println!(
+                "  {:<14} GPU profile per request, phases synchronised (FASTQUERY_TRACE=sync to compare): decode {:.2}, expand+rgsw {:.2}, mac {:.2}, fold {:.2}, pack {:.2}, finish+encode {:.2} ms; served {:.2} ms",
+                "",
+                p.decode,
+                p.expand,
+                p.product,
+                p.fold,
+                p.pack,
+                p.finish,
+                p.served_ms()
+            );
+        }
     }
 }
 

@@ -100,6 +100,17 @@ impl Running {
         );
     }
 
+    /// One client's queries of `batches`, each checked, then the server stopped.
+    async fn query_all_and_stop(self, batches: &[&[usize]]) {
+        let mut client = Client::connect(&self.addr.to_string(), self.config()).await.unwrap();
+        for &ids in batches {
+            let r = client.query(ids).await.unwrap();
+            self.check(ids, &r);
+        }
+        drop(client);
+        self.stop().await;
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(30), self.task)
@@ -174,13 +185,7 @@ async fn a_client_derives_the_design_of_the_servers_machine() {
     let here = DesignInputs { server_threads: 2, ..info.inputs() };
     let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(1);
     assert_ne!(bytes(&info.inputs()), bytes(&here), "the test needs designs that differ");
-    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-    for ids in [vec![0], vec![511], vec![77]] {
-        let r = client.query(&ids).await.unwrap();
-        run.check(&ids, &r);
-    }
-    drop(client);
-    run.stop().await;
+    run.query_all_and_stop(&[&[0], &[511], &[77]]).await;
 }
 
 /// A GPU server says so in `Info` (a design input: its designs rank by the GPU profile's
@@ -196,13 +201,7 @@ async fn a_client_derives_the_design_of_a_gpu_server() {
     let cpu = DesignInputs { device: Device::Cpu, ..info.inputs() };
     let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(4);
     assert_ne!(bytes(&info.inputs()), bytes(&cpu), "the test needs designs that differ");
-    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-    for ids in [vec![0, 1, 2, 3], vec![511], vec![77, 300]] {
-        let r = client.query(&ids).await.unwrap();
-        run.check(&ids, &r);
-    }
-    drop(client);
-    run.stop().await;
+    run.query_all_and_stop(&[&[0, 1, 2, 3], &[511], &[77, 300]]).await;
 }
 
 /// A server that declares its sessions' length tells its clients in `Info` (a design input):
@@ -219,13 +218,7 @@ async fn a_client_derives_the_design_of_the_servers_sessions() {
     let bytes = |i: &DesignInputs| kind.design(i).unwrap().predicted_bytes(4);
     assert_ne!(bytes(&info.inputs()), bytes(&endless), "the test needs designs that differ");
     assert!(bytes(&info.inputs()).setup < bytes(&endless).setup);
-    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-    for ids in [vec![0, 1, 2, 3], vec![511], vec![77, 300]] {
-        let r = client.query(&ids).await.unwrap();
-        run.check(&ids, &r);
-    }
-    drop(client);
-    run.stop().await;
+    run.query_all_and_stop(&[&[0, 1, 2, 3], &[511], &[77, 300]]).await;
 }
 
 /// A server that accepts fewer tokens per request than its design is made for tells both: the

@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::{ProtocolError, blocked::Design, fold::FoldDesign};
+use crate::{ProtocolError, blocked::Design, fold::FoldDesign, harness::SchemeDesign};
 
 /// What the server computes on: a design input, for the cost model only (every design runs on
 /// every backend).
@@ -193,6 +193,20 @@ fn transform(n: usize) -> f64 {
     n as f64 * (n as f64).log2()
 }
 
+/// A key switch of `rows` digit rows into `limbs` limbs at degree `n`: its time in a large
+/// batch ([`GPU_KS_US`] at the reference's transform work) and a level's latency (`latency_us`
+/// at the reference's five rows, for the rows a block transforms in turn), us.
+fn key_switch_us(rows: usize, limbs: usize, n: usize, latency_us: f64) -> (f64, f64) {
+    (
+        GPU_KS_US * (rows * limbs) as f64 * transform(n) / REFERENCE_WORK,
+        latency_us * rows as f64 * transform(n) / REFERENCE_ROW,
+    )
+}
+
+/// The host threads of the profile's machine (the H200's VM), for the host's parts it takes
+/// from the CPU model.
+const GPU_HOST_THREADS: f64 = 16.0;
+
 /// How a GPU server runs a folded request: its tokens fold `group` at a time (the CUDA backend
 /// folds a whole request together), and a group converts all its index bits in one key switch
 /// where one bit's rows are fewer than `merge_rows` (the backend's key-switching chunk; 0: each
@@ -221,19 +235,19 @@ pub fn gpu_fold_phases(design: &FoldDesign, tokens: usize, run: FoldRun) -> GpuP
     let group = run.group.clamp(1, tokens.max(1));
     // A key switch: its digit rows transformed into every limb of the key.
     let (key_rows, key_limbs) = fastquery_he::galois::key_shape(p, l.ks_bits);
-    let ks_work = (key_rows * key_limbs) as f64 * transform(n) / REFERENCE_WORK;
-    let ks_latency = GPU_LEVEL_US * key_rows as f64 * transform(n) / REFERENCE_ROW;
-    let ks_us = GPU_KS_US * ks_work;
-    // An external product: the RGSW gadget's digit rows of both halves, each into every limb.
+    let (ks_us, ks_latency) = key_switch_us(key_rows, key_limbs, n, GPU_LEVEL_US);
+    let step_us = GPU_EXPAND_KS_US / GPU_KS_US * ks_us;
+    // An external product: the RGSW gadget's digit rows of both halves, each into every limb
+    // (a level's latency that of one half's rows).
     let rgsw_rows = design.gadget_len();
-    let ext_us = GPU_KS_US * (2 * rgsw_rows * limbs) as f64 * transform(n) / REFERENCE_WORK;
-    let ext_latency = GPU_EXT_LEVEL_US * rgsw_rows as f64 * transform(n) / REFERENCE_ROW;
+    let (ext_us, _) = key_switch_us(2 * rgsw_rows, limbs, n, 0.0);
+    let (_, ext_latency) = key_switch_us(rgsw_rows, limbs, n, GPU_EXT_LEVEL_US);
 
     // Each query ciphertext expands level after level (its own chain).
     let layouts = design.slot_layouts(tokens).unwrap_or_default();
     let mut expand: f64 = layouts
         .iter()
-        .map(|s| (0..l.k).map(|j| level_ms(s.split(j), GPU_EXPAND_KS_US * ks_work, ks_latency)).sum::<f64>())
+        .map(|s| (0..l.k).map(|j| level_ms(s.split(j), step_us, ks_latency)).sum::<f64>())
         .sum();
     // The RGSW conversion: per group of tokens folded together, a key switch per index bit, or
     // one for all of them where a bit's rows are few.
@@ -280,8 +294,7 @@ pub fn gpu_fold_phases(design: &FoldDesign, tokens: usize, run: FoldRun) -> GpuP
     // (keys of the response limbs and the special prime: hybrid, one digit row per limb).
     let responses = design.response_cts(tokens);
     let lr = p.response_limbs();
-    let share_us = GPU_KS_US * (lr * (lr + 1)) as f64 * transform(n) / REFERENCE_WORK;
-    let share_latency = GPU_LEVEL_US * lr as f64 * transform(n) / REFERENCE_ROW;
+    let (share_us, share_latency) = key_switch_us(lr, lr + 1, n, GPU_LEVEL_US);
     let sharing = l.sharing();
     let mut instances = responses;
     let mut switch = 0.0;
@@ -306,18 +319,17 @@ pub fn gpu_blocked_phases(design: &Design, tokens: usize) -> GpuPhases {
     let products = 2.0 * groups * ib * ob * words;
     let mut product = (pts_bytes / GPU_TABLE_BYTES_PER_S).max(products / GPU_PRODUCTS_PER_S) * 1e3;
     // Plaintexts past the preprocessing budget are encoded for every request on the host and
-    // uploaded (not measured on a GPU: the CPU's encoding on 16 threads, and the bus at the
-    // 25 GB/s of a PCIe 5 x16 link's practice).
+    // uploaded (not measured on a GPU: the CPU's encoding on the host's threads, and the bus
+    // at the 25 GB/s of a PCIe 5 x16 link's practice).
     if pts_bytes > crate::blocked::PREPROCESS_BUDGET as f64 {
-        product +=
-            pts_bytes / 4.0 * crate::fastquery::ENCODE_NS_PER_WORD / 16.0 / 1e6 + pts_bytes / 25e9 * 1e3;
+        product += pts_bytes / 4.0 * crate::fastquery::ENCODE_NS_PER_WORD / GPU_HOST_THREADS / 1e6
+            + pts_bytes / 25e9 * 1e3;
     }
     let pack = match design.packing {
         None => 0.0,
         Some(pk) => {
             let (key_rows, key_limbs) = fastquery_he::galois::key_shape(p, pk.digit_bits);
-            let ks_us = GPU_KS_US * (key_rows * key_limbs) as f64 * transform(n) / REFERENCE_WORK;
-            let ks_latency = GPU_LEVEL_US * key_rows as f64 * transform(n) / REFERENCE_ROW;
+            let (ks_us, ks_latency) = key_switch_us(key_rows, key_limbs, n, GPU_LEVEL_US);
             // Per group, PackLWEs' levels over its output blocks, each halving the ciphertexts.
             let per_level = design.responses_per_group() as f64 * groups;
             let mut ms = 0.0;
@@ -330,12 +342,21 @@ pub fn gpu_blocked_phases(design: &Design, tokens: usize) -> GpuPhases {
         }
     };
     let responses = groups * design.responses_per_group() as f64;
-    // A rounded c1 is rounded on the host (the CPU's cost on 16 threads).
+    // A rounded c1 is rounded on the host (the CPU's cost on its threads).
     let round = if design.noise.c1_bits > 0 {
-        responses * n as f64 * crate::fastquery::ROUND_SERVER_NS_PER_COEFF / 16.0
+        responses * n as f64 * crate::fastquery::ROUND_SERVER_NS_PER_COEFF / GPU_HOST_THREADS
     } else {
         0.0
     };
     let finish = (responses * words * GPU_RESPONSE_NS_PER_WORD + round) / 1e6;
     GpuPhases { decode: GPU_REQUEST_MS, expand, product, fold: 0.0, pack, finish, overlap: 1.0 }
+}
+
+/// A design's estimated GPU phases for a `tokens`-token request, folded designs run as `run`
+/// says.
+pub fn gpu_phases(design: &SchemeDesign, tokens: usize, run: FoldRun) -> GpuPhases {
+    match design {
+        SchemeDesign::Folded(f) => gpu_fold_phases(f, tokens, run),
+        SchemeDesign::Blocked(b) => gpu_blocked_phases(b, tokens),
+    }
 }

@@ -420,6 +420,11 @@ pub struct SchemeReport {
     /// requests on the server's threads ([`crate::fastquery::estimated_server_ms`]; for every
     /// scheme, so that a run shows how well the latency objectives' ranking matches it).
     pub estimated_server_ms_per_token: f64,
+    /// Where the server is a GPU ([`DesignInputs::device`]): the profile's phases of the
+    /// request's first batch, synchronised ([`crate::cost::gpu_phases`], as
+    /// `FASTQUERY_TRACE=sync` times them), so that a run shows which phase it is off in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_gpu_phases: Option<crate::cost::GpuPhases>,
     /// Server throughput with several clients' requests answered one by one and in one batch
     /// (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -669,6 +674,10 @@ pub fn run_on<B: Backend>(
         .map(|b| crate::fastquery::estimated_server_ms(&design, b.len(), inputs.server()))
         .sum::<f64>()
         / tokens;
+    let estimated_gpu_phases = (inputs.device == Device::Gpu).then(|| {
+        let first = batches.first().map_or(1, |b| b.len());
+        crate::cost::gpu_phases(&design, first, crate::cost::FoldRun::cuda(first))
+    });
     let compute = client_ms + server_ms;
     let bytes = (up + down) as f64;
     Ok(SchemeReport {
@@ -694,6 +703,7 @@ pub fn run_on<B: Backend>(
         kernel_times,
         predicted_operations: server.predicted_operations(ids.len()),
         estimated_server_ms_per_token,
+        estimated_gpu_phases,
         batching,
     })
 }

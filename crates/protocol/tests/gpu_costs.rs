@@ -5,7 +5,7 @@
 //! tokens folded one at a time (the fold of that day).
 
 use fastquery_protocol::{
-    cost::{Device, FoldRun, GPU_LEVEL_US, GpuPhases, Server, gpu_blocked_phases, gpu_fold_phases},
+    cost::{Device, FoldRun, GPU_LEVEL_US, Server, gpu_phases},
     fastquery::estimated_server_ms,
     fold::KeySwitching,
     harness::{DesignInputs, FIXED_POINT_BITS, SchemeDesign, SchemeKind},
@@ -39,15 +39,6 @@ fn measured_design(kind: SchemeKind, shape: (usize, usize), tokens: usize) -> Sc
     kind.design(&inputs(kind, shape, tokens, Device::Cpu)).unwrap()
 }
 
-/// The GPU phases of `design` run as the H200 ran it (each token alone, each bit converted
-/// alone) or as the CUDA backend runs it now.
-fn phases(design: &SchemeDesign, tokens: usize, run: FoldRun) -> GpuPhases {
-    match design {
-        SchemeDesign::Folded(f) => gpu_fold_phases(f, tokens, run),
-        SchemeDesign::Blocked(b) => gpu_blocked_phases(b, tokens),
-    }
-}
-
 /// Served milliseconds per token on the H200 (`gpu_run.sh quick` and `more`, medians).
 const SERVED: [(SchemeKind, (usize, usize), usize, f64); 12] = [
     (SchemeKind::FastQuery, LLAMA_7B, 1, 6.0),
@@ -71,7 +62,7 @@ const SERVED: [(SchemeKind, (usize, usize), usize, f64); 12] = [
 fn the_profile_reproduces_the_h200s_requests() {
     for (kind, shape, tokens, measured) in SERVED {
         let design = measured_design(kind, shape, tokens);
-        let est = phases(&design, tokens, THEN).served_ms() / tokens as f64;
+        let est = gpu_phases(&design, tokens, THEN).served_ms() / tokens as f64;
         let ratio = est / measured;
         assert!(
             (0.75..=1.35).contains(&ratio),
@@ -96,7 +87,7 @@ fn the_profile_reproduces_the_h200s_phases() {
         (8, (15.5, 17.3), (5.2, 5.2), (12.0, 12.4), (6.0, 9.6)),
     ];
     for (tokens, expand, product, fold, finish) in measured {
-        let p = phases(&measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens), tokens, THEN);
+        let p = gpu_phases(&measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens), tokens, THEN);
         for (name, est, (lo, hi)) in [
             ("expand", p.expand, expand),
             ("product", p.product, product),
@@ -109,7 +100,7 @@ fn the_profile_reproduces_the_h200s_phases() {
             );
         }
     } // Cheetah's finish and encoding: 2.8 ms per llama-7b token (179 responses).
-    let finish = phases(&measured_design(SchemeKind::Cheetah, LLAMA_7B, 8), 8, THEN).finish / 8.0;
+    let finish = gpu_phases(&measured_design(SchemeKind::Cheetah, LLAMA_7B, 8), 8, THEN).finish / 8.0;
     assert!((0.9 * 2.8..=1.1 * 2.8).contains(&finish), "cheetah's finish {finish:.2} ms per token");
 }
 
@@ -120,17 +111,17 @@ fn the_profile_reproduces_the_h200s_phases() {
 fn folding_tokens_together_shortens_the_chain() {
     let together = |group| FoldRun { group, merge_rows: 0 };
     let one = measured_design(SchemeKind::FastQuery, LLAMA_7B, 1);
-    assert_eq!(phases(&one, 1, THEN), phases(&one, 1, together(8)));
+    assert_eq!(gpu_phases(&one, 1, THEN), gpu_phases(&one, 1, together(8)));
     for tokens in [2, 8, 128] {
         let design = measured_design(SchemeKind::FastQuery, LLAMA_7B, tokens);
-        let (alone, all) = (phases(&design, tokens, THEN), phases(&design, tokens, together(tokens)));
+        let (alone, all) = (gpu_phases(&design, tokens, THEN), gpu_phases(&design, tokens, together(tokens)));
         assert!(all.fold < alone.fold, "{tokens} tokens: {all:?} against {alone:?}");
         // The RGSW conversion becomes one batch per bit; the table product is the same.
         assert!(all.expand <= alone.expand * (1.0 + 1e-12) && all.product == alone.product);
     }
     // One token's eight bits in one key switch: seven levels fewer.
-    let merged = phases(&one, 1, FoldRun::cuda(1));
-    let saved = phases(&one, 1, THEN).expand - merged.expand;
+    let merged = gpu_phases(&one, 1, FoldRun::cuda(1));
+    let saved = gpu_phases(&one, 1, THEN).expand - merged.expand;
     assert!((6.0 * GPU_LEVEL_US / 1e3..=8.0 * GPU_LEVEL_US / 1e3).contains(&saved), "saved {saved:.2} ms");
 }
 
