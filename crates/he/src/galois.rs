@@ -343,21 +343,6 @@ impl<B: Backend, R: Repr> Ciphertexts<B, R> {
         Ok(())
     }
 
-    /// `count` ciphertexts gathered from one batch of polynomials: their `c0`s are `src`'s
-    /// polynomials from `c0_at`, their `c1`s those from `c1_at` (a token's rows of a product
-    /// that keeps `c0`s and `c1`s in blocks).
-    pub fn from_rows(
-        ring: &Ring<B>,
-        src: &Polys<B, R>,
-        [c0_at, c1_at]: [usize; 2],
-        count: usize,
-    ) -> Result<Self, HeError> {
-        let mut out = Self::zeros(ring, count, src.shape().limbs)?;
-        ring.copy_polys(src, c0_at, &mut out.c0, 0, count)?;
-        ring.copy_polys(src, c1_at, &mut out.c1, 0, count)?;
-        Ok(out)
-    }
-
     /// Ciphertexts `[at, at + count)` as a new batch.
     pub fn slice(&self, ring: &Ring<B>, at: usize, count: usize) -> Result<Self, HeError> {
         let mut out = Self::zeros(ring, count, self.limbs())?;

@@ -863,10 +863,27 @@ pub struct FoldServer<B: Backend> {
     merge_rows: usize,
 }
 
-/// A group's gadget rows of each index bit (`bits[b]`: its tokens' rows of bit `b`, token after
-/// token), or of every bit in one batch (a single entry, bit after bit, where the group converts
-/// its bits in one key switch).
-type BitRows<B> = Vec<Ciphertexts<B, Ntt>>;
+/// A group's gadget rows of its index bits, its tokens' rows of a bit token after token.
+enum BitRows<B: Backend> {
+    /// One batch per bit, each converted by a key switch of its own.
+    EachBit(Vec<Ciphertexts<B, Ntt>>),
+    /// Every bit in one batch, bit after bit, converted by one key switch (a small group on a
+    /// GPU, [`FoldServer::with_merge_rows`]).
+    Merged(Ciphertexts<B, Ntt>),
+}
+
+impl<B: Backend> BitRows<B> {
+    /// The batch that holds bit `b` of `bits`, and where its rows start in it.
+    fn of_bit(&mut self, b: usize, bits: usize) -> (&mut Ciphertexts<B, Ntt>, usize) {
+        match self {
+            Self::EachBit(each) => (&mut each[b], 0),
+            Self::Merged(all) => {
+                let stride = all.len() / bits;
+                (all, b * stride)
+            }
+        }
+    }
+}
 
 /// The default bound on a batch's working memory on the CPU: 4 GiB, 31 tokens of llama-7b
 /// (there the product is compute-bound, and one query ciphertext of 32 tokens already reuses
@@ -1027,12 +1044,8 @@ impl<B: Backend> FoldServer<B> {
         let index_bits = d.index_bits();
         for (group, rows) in bits.iter_mut().enumerate().take(last + 1).skip(first) {
             let mine = (t0.max(group * at_once) - t0)..(tokens.min((group + 1) * at_once - t0));
-            // One batch for every bit: bit b's rows after the b bits before it, each of the
-            // group's tokens' G rows.
-            let merged = rows.len() == 1 && index_bits > 1;
-            let stride = if merged { rows[0].len() / index_bits } else { 0 };
             for b in 0..index_bits {
-                let (rows, base) = if merged { (&mut rows[0], b * stride) } else { (&mut rows[b], 0) };
+                let (rows, base) = rows.of_bit(b, index_bits);
                 let moves: Vec<(usize, usize)> = mine
                     .clone()
                     .flat_map(|t| {
@@ -1080,14 +1093,18 @@ impl<B: Backend> FoldServer<B> {
         let merged = |here: usize| index_bits > 1 && here * g < self.merge_rows;
         let mut bits: Vec<BitRows<B>> = groups
             .iter()
-            .map(|&(_, here)| {
-                if merged(here) {
-                    Ok(vec![Ciphertexts::zeros(ring, index_bits * here * g, limbs)?])
+            .map(|&(_, here)| -> Result<_, fastquery_he::HeError> {
+                Ok(if merged(here) {
+                    BitRows::Merged(Ciphertexts::zeros(ring, index_bits * here * g, limbs)?)
                 } else {
-                    (0..index_bits).map(|_| Ciphertexts::zeros(ring, here * g, limbs)).collect()
-                }
+                    BitRows::EachBit(
+                        (0..index_bits)
+                            .map(|_| Ciphertexts::zeros(ring, here * g, limbs))
+                            .collect::<Result<_, _>>()?,
+                    )
+                })
             })
-            .collect::<Result<_, fastquery_he::HeError>>()?;
+            .collect::<Result<_, _>>()?;
         let mut t0 = 0;
         for (ct, here) in batch {
             self.expand_into(keys, ct, here, (&mut a, &mut bits, at_once), t0)?;
@@ -1097,22 +1114,16 @@ impl<B: Backend> FoldServer<B> {
         // from one.
         let rgsws: Vec<Vec<Rgsw<B>>> = bits
             .into_iter()
-            .map(|mut group| -> Result<Vec<Rgsw<B>>, ProtocolError> {
-                if group.len() == 1 && index_bits > 1 {
-                    let rows = group.remove(0);
-                    return Ok(rgsw_bits_from_rows_ntt(
-                        ring,
-                        params,
-                        rows,
-                        index_bits,
-                        &keys.square,
-                        l.rgsw_bits,
-                    )?);
+            .map(|group| -> Result<Vec<Rgsw<B>>, fastquery_he::HeError> {
+                match group {
+                    BitRows::Merged(rows) => {
+                        rgsw_bits_from_rows_ntt(ring, params, rows, index_bits, &keys.square, l.rgsw_bits)
+                    }
+                    BitRows::EachBit(each) => each
+                        .into_iter()
+                        .map(|rows| rgsw_sets_from_rows_ntt(ring, params, rows, &keys.square, l.rgsw_bits))
+                        .collect(),
                 }
-                Ok(group
-                    .into_iter()
-                    .map(|rows| rgsw_sets_from_rows_ntt(ring, params, rows, &keys.square, l.rgsw_bits))
-                    .collect::<Result<_, _>>()?)
             })
             .collect::<Result<_, _>>()?;
         trace.mark("expand+rgsw");
