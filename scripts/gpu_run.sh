@@ -7,6 +7,10 @@
 #   bash .device/gpu_run.sh quick  about 3 minutes: tests, the llama-7b schemes at 1, 8 and 128
 #                                  tokens, the kernel profile of a request, the memory pool A/B,
 #                                  criterion (the ids of issue 7), a session
+#   bash .device/gpu_run.sh first  about 5 minutes: tests, llama-7b at 1, 8 and 128 tokens, the
+#                                  kernel profile at 1 and 8 tokens, the one-token A/Bs below
+#                                  (merged conversion, split key switch, designs) and the fold
+#                                  group's at 8 tokens
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -82,6 +86,38 @@ if [ "$part" = quick ]; then
   step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
     --json "$R/session-llama-7b-64.json"
+fi
+if [ "$part" = first ]; then
+  # About 5 minutes, for a session with two calls: the tests, today's llama-7b requests at the
+  # issue's token counts, where a request's device time goes kernel by kernel, and the A/Bs of
+  # 2026-12-04 that bear on the one-token request, each pair alternated and synchronised.
+  step tests 60 "$D/gpu-tests" --skip emulated --test-threads 1
+  for t in 1 8 128; do
+    step "bench llama-7b $t" 45 "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
+  done
+  for t in 1 8; do
+    FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 30 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
+  done
+  for m in 0 256; do
+    FASTQUERY_RGSW_MERGE_ROWS=$m FASTQUERY_TRACE=sync step "bits merged below $m rows, 1" 30 "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
+  done
+  for k in 1 0; do
+    FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, 1" 30 "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
+  done
+  for g in 1 all; do
+    if [ "$g" = 1 ]; then export FASTQUERY_FOLD_GROUP=1; else unset FASTQUERY_FOLD_GROUP; fi
+    FASTQUERY_TRACE=sync step "fold group $g, 8" 40 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens 8 --repeat 2
+  done
+  unset FASTQUERY_FOLD_GROUP
+  for c in cpu gpu; do
+    FASTQUERY_COST_DEVICE=$c FASTQUERY_TRACE=sync step "designs for the $c, 1" 40 "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery,fastquery-lan --tokens 1 --repeat 3
+  done
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
