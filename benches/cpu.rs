@@ -209,12 +209,17 @@ fn blocked(c: &mut Criterion) {
     fastquery_benches::blocked_benches(c, "cpu", Arc::new(CpuBackend::new()));
 }
 
+/// A one-token folded response's finish, on all threads.
+fn finish(c: &mut Criterion) {
+    fastquery_benches::finish_benches(c, "cpu", Arc::new(CpuBackend::new()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = ntt, scaling, mac, keyswitch, fold, expand, blocked
+    targets = ntt, scaling, mac, keyswitch, fold, expand, blocked, finish
 }
 criterion_main!(benches);

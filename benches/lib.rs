@@ -198,10 +198,15 @@ pub fn keyswitch_benches<B: Backend>(
 /// The parameter shape of the folded design that runs at llama-7b: `limbs` 31-bit primes at
 /// degree `n`, a 31-bit special prime (hybrid key switching), shares mod 2^37.
 fn llama7b_fold_params(n: usize, limbs: usize) -> Arc<fastquery_he::Params> {
+    fold_params(n, limbs, 2)
+}
+
+/// [`llama7b_fold_params`] with `response_limbs` limbs of the chain kept in a response.
+fn fold_params(n: usize, limbs: usize, response_limbs: usize) -> Arc<fastquery_he::Params> {
     let spec = fastquery_he::ParamSpec {
         n,
         prime_bits: vec![31; limbs],
-        response_limbs: 2,
+        response_limbs,
         plain_bits: 37,
         flood_bits: 40,
         special_bits: 31,
@@ -382,5 +387,52 @@ pub fn blocked_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, ba
             criterion::BatchSize::LargeInput,
         )
     });
+    g.finish();
+}
+
+/// A one-token folded response's finish at llama-7b's shape (`<group>/finish_fold/8192/5to<r>x1`):
+/// one output ciphertext of five 31-bit limbs re-randomised, 4,096 kept coefficients of its
+/// `c0` flooded, masked, switched to `r` limbs and rounded, its `c1` switched and rounded (47
+/// bits of a 62-bit `q'` at two limbs, 48 of a 93-bit one at three): a decode step's answer,
+/// where one ciphertext's words are all the host has to do. Random outputs stand in for the
+/// fold's.
+pub fn finish_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
+    use fastquery_he::{
+        client::Client,
+        server::{finish, load_public_key},
+    };
+    let (n, limbs, kept) = (8192usize, 5usize, 4096usize);
+    let mut g = c.benchmark_group(group);
+    g.sample_size(20);
+    for (response_limbs, c1_bits) in [(2usize, 47u32), (3, 48)] {
+        let params = fold_params(n, limbs, response_limbs);
+        let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
+        let client = Client::new(params.clone()).expect("client");
+        let key = load_public_key(&ring, &params, &client.public_key()).expect("key loads");
+        // The finish reads only the flooding's width, the dropped bits and c1's width.
+        let mut noise = fastquery_protocol::cheetah::design(
+            32000,
+            4096,
+            fastquery_protocol::harness::FIXED_POINT_BITS,
+            37,
+        )
+        .expect("cheetah's design")
+        .noise;
+        (noise.drop_bits, noise.c1_bits) = (22, c1_bits);
+        let positions = vec![(0..kept).map(|i| 2 * i).collect::<Vec<usize>>()];
+        let shape = Shape::new(1, limbs);
+        let (c0, c1): (Polys<B, fastquery_backend::Coeff>, Polys<B, fastquery_backend::Coeff>) =
+            (random_polys(&ring, shape, 61), random_polys(&ring, shape, 62));
+        g.bench_function(format!("finish_fold/{n}/{limbs}to{response_limbs}x1"), |b| {
+            b.iter_batched(
+                || (ring.duplicate(&c0).expect("copy"), ring.duplicate(&c1).expect("copy")),
+                |(c0, c1)| {
+                    finish(&ring, &params, &key, &noise, c0, c1, &positions, None, &mut rand::rng())
+                        .expect("finish")
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }

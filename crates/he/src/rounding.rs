@@ -93,11 +93,13 @@ impl C1Rounding {
         if let Some(fast) = Word::new(self, basis) {
             return (0..n).map(|j| fast.round(fast.compose(c1, n, j))).collect();
         }
+        let wide = Wide::new(self, basis);
         let mut residues = vec![0u32; basis.len()];
         (0..n)
             .map(|j| {
                 residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
-                self.round(basis.compose_u128(&residues).unwrap_or(0))
+                let v = basis.compose_u128(&residues).unwrap_or(0);
+                wide.as_ref().map_or_else(|| self.round(v), |w| w.round(v))
             })
             .collect()
     }
@@ -106,15 +108,16 @@ impl C1Rounding {
     pub fn lift_residues(&self, basis: &RnsBasis, hs: &[u64]) -> Vec<u32> {
         let n = hs.len();
         let mut c1 = vec![0u32; basis.len() * n];
-        let fast = Word::new(self, basis);
+        let (fast, wide) = (Word::new(self, basis), Wide::new(self, basis));
         for (j, &h) in hs.iter().enumerate() {
-            let v = fast.as_ref().map_or_else(|| self.lift(h), |f| u128::from(f.lift(h)));
+            let v = match (&fast, &wide) {
+                (Some(f), _) => u128::from(f.lift(h)),
+                (None, Some(w)) => w.lift(h),
+                (None, None) => self.lift(h),
+            };
             for (l, m) in basis.moduli().iter().enumerate() {
-                // Barrett where `v` fits a word (always on the 64-bit path).
-                c1[l * n + j] = match u64::try_from(v) {
-                    Ok(v) => m.reduce_u64(v),
-                    Err(_) => (v % u128::from(m.value())) as u32,
-                };
+                // Barrett reductions (one where `v` fits a word: always on the 64-bit path).
+                c1[l * n + j] = m.reduce_u128(v);
             }
         }
         c1
@@ -185,6 +188,68 @@ impl Word {
     /// [`C1Rounding::lift`]: `round(h q' / 2^w) mod q'`.
     fn lift(&self, h: u64) -> u64 {
         let v = ((u128::from(h) * u128::from(self.q) + (1u128 << (self.bits - 1))) >> self.bits) as u64;
+        if v >= self.q { v - self.q } else { v }
+    }
+}
+
+/// [`C1Rounding`] where `q'` is wider than a word (three or four 31-bit primes) and `w <= 62`:
+/// the same values word for word without big integers, which cost about half a microsecond a
+/// coefficient in [`mul_div_round`] (a whole `c1` of N = 8192 took milliseconds to round and as
+/// long to lift). `v 2^w` and `h q'` are 256-bit products held as two words; `round(v 2^w /
+/// q')` is Barrett's estimate, at most three below, corrected by a remainder that fits a
+/// `u128` (it is below `4 q' < 2^128`, so wrapping arithmetic gives it exactly); the lift's
+/// division is by a power of two.
+struct Wide {
+    q: u128,
+    bits: u32,
+    /// `floor(2^(s + w + 2) / q')` with `s = k - 1` and `k` the width of `q'`.
+    mu: u128,
+    s: u32,
+}
+
+impl Wide {
+    fn new(r: &C1Rounding, basis: &RnsBasis) -> Option<Self> {
+        let k = 128 - r.q.leading_zeros();
+        // x1 mu < 2^(2w + 4) must fit a u128; the lift's shift needs w >= 1.
+        if r.bits > 62 || k < 2 || basis.is_empty() || basis.compose_u128(&vec![0; basis.len()]).is_none() {
+            return None;
+        }
+        let s = k - 1;
+        let mu = ((BigUint::from(1u8) << (s + r.bits + 2)) / r.q).to_u128()?;
+        // The basis must be the rounding's modulus (its residues compose to values below q').
+        (BigUint::from(r.q) == *basis.modulus()).then_some(Self { q: r.q, bits: r.bits, mu, s })
+    }
+
+    /// [`C1Rounding::round`] for `v < q'`: `floor((v 2^w + floor(q'/2)) / q') mod 2^w`.
+    fn round(&self, v: u128) -> u64 {
+        let w = self.bits;
+        // N = v 2^w + floor(q/2) < 2^(k + w + 1), as (hi, lo).
+        let (lo, hi) = (v << w, v >> (128 - w));
+        let (lo, carry) = lo.overflowing_add(self.q / 2);
+        let hi = hi + u128::from(carry);
+        // x1 = floor(N / 2^s) < 2^(w + 2); est = floor(x1 mu / 2^(w + 2)) <= N / q, and at
+        // most 3 below it (each floor loses less than one, N / 2^(s + w + 2) < 1, 2^s / q' < 1).
+        let x1 = (lo >> self.s) | (hi << (128 - self.s));
+        let mut est = (x1 * self.mu) >> (w + 2);
+        // N - est q' < 4 q' < 2^128: its low 128 bits are all of it.
+        let mut rem = lo.wrapping_sub(est.wrapping_mul(self.q));
+        while rem >= self.q {
+            rem -= self.q;
+            est += 1;
+        }
+        (est & ((1u128 << w) - 1)) as u64
+    }
+
+    /// [`C1Rounding::lift`]: `floor((h q' + 2^(w-1)) / 2^w) mod q'` for `h < 2^w`.
+    fn lift(&self, h: u64) -> u128 {
+        let w = self.bits;
+        let (ql, qh) = (self.q as u64, (self.q >> 64) as u64);
+        let (a, b) = (u128::from(h) * u128::from(ql), u128::from(h) * u128::from(qh));
+        // h q' = b 2^64 + a, as (hi, lo).
+        let (lo, carry) = a.overflowing_add(b << 64);
+        let hi = (b >> 64) + u128::from(carry);
+        // floor((x + 2^(w-1)) / 2^w) = floor(x / 2^w) + bit w-1 of x; below q' + 1.
+        let v = ((lo >> w) | (hi << (128 - w))) + ((lo >> (w - 1)) & 1);
         if v >= self.q { v - self.q } else { v }
     }
 }
@@ -297,6 +362,64 @@ mod tests {
                 assert_eq!(u128::from(back[l * hs.len() + j]), r.lift(h) % u128::from(p), "h={h}");
             }
         }
+    }
+
+    /// The wide path (`q'` of three or four 31-bit primes, `w <= 62`) gives the big-integer
+    /// reference's values: `round` and `lift` next to the rounding's half-way points, at the
+    /// ends of the range and at random, through `round_residues` and `lift_residues` too.
+    #[test]
+    fn wide_path_matches_the_reference() {
+        use fastquery_math::primes::ntt_primes;
+        let mut rng = StdRng::seed_from_u64(12);
+        for (bits, count) in [(31u32, 3usize), (31, 4), (27, 3), (20, 4)] {
+            let primes = ntt_primes(bits, 64, count).unwrap();
+            let basis = RnsBasis::new(&primes).unwrap();
+            let q: u128 = primes.iter().map(|&p| u128::from(p)).product();
+            let mut widths: Vec<u32> = vec![1, 2, 47, 48, 61, 62];
+            widths.extend((0..4).map(|_| rng.random_range(1..63)));
+            for w in widths {
+                let r = C1Rounding::new(q, w).unwrap();
+                assert!(Word::new(&r, &basis).is_none(), "q={q}");
+                let wide = Wide::new(&r, &basis).expect("the wide path");
+                let mut vs: Vec<u128> = vec![0, 1, q - 1, q / 2, q / 2 + 1];
+                vs.extend((0..2000).map(|_| rng.random_range(0..q)));
+                for _ in 0..300 {
+                    let h = rng.random_range(0..1u128 << w);
+                    let mid = r.lift(h as u64);
+                    vs.extend([mid.saturating_sub(1), mid, (mid + 1).min(q - 1)]);
+                }
+                for &v in &vs {
+                    assert_eq!(wide.round(v), r.round(v), "q={q} w={w} v={v}");
+                }
+                let mut hs: Vec<u64> = vec![0, 1, ((1u128 << w) - 1) as u64];
+                hs.extend((0..2000).map(|_| rng.random_range(0..1u64 << w)));
+                for &h in &hs {
+                    assert_eq!(wide.lift(h), r.lift(h), "q={q} w={w} h={h}");
+                }
+                // Through the residues, as the finish and the wire use it.
+                let rows = vs.len();
+                let mut c1 = vec![0u32; count * rows];
+                for (j, &v) in vs.iter().enumerate() {
+                    for (l, &p) in primes.iter().enumerate() {
+                        c1[l * rows + j] = (v % u128::from(p)) as u32;
+                    }
+                }
+                let got = r.round_residues(&basis, &c1);
+                assert_eq!(got, vs.iter().map(|&v| r.round(v)).collect::<Vec<_>>(), "q={q} w={w}");
+                let back = r.lift_residues(&basis, &got);
+                for (j, &h) in got.iter().enumerate() {
+                    for (l, &p) in primes.iter().enumerate() {
+                        assert_eq!(u128::from(back[l * rows + j]), r.lift(h) % u128::from(p), "q={q} w={w}");
+                    }
+                }
+            }
+        }
+        // Wider than 62 bits, or a basis that is not q', the reference path stays.
+        let primes = ntt_primes(31, 64, 3).unwrap();
+        let basis = RnsBasis::new(&primes).unwrap();
+        let q: u128 = primes.iter().map(|&p| u128::from(p)).product();
+        assert!(Wide::new(&C1Rounding::new(q, 63).unwrap(), &basis).is_none());
+        assert!(Wide::new(&C1Rounding::new(q - 2, 40).unwrap(), &basis).is_none());
     }
 
     #[test]

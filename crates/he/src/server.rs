@@ -188,10 +188,7 @@ impl ScaledEncoder {
             let v = (BigUint::from(self.q_mod_t) * m + (BigUint::from(1u8) << (self.bits - 1))) >> self.bits;
             v.to_u128().unwrap_or(0)
         };
-        md.add(
-            md.mul(self.floor_res[l], md.reduce_u64(m)),
-            md.reduce_u64((carry % u128::from(md.value())) as u64),
-        )
+        md.add(md.mul(self.floor_res[l], md.reduce_u64(m)), md.reduce_u128(carry))
     }
 }
 
@@ -330,7 +327,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
                         let (l, k) = ((c * CHUNK + o) / kept, (c * CHUNK + o) % kept);
                         let m = moduli[l];
                         let e = e0.as_ref().map_or(0, |e0| i128::from(e0[k]));
-                        let fl = m.reduce_i64((flood[k] + e).rem_euclid(i128::from(m.value())) as i64);
+                        let fl = m.reduce_i128(flood[k] + e);
                         let masked = enc.residue(basis, l, r[k].wrapping_neg() & t_mask);
                         *iw = ((ct * limbs + l) * n + pos[k]) as u32;
                         *vw = m.add(fl, masked);

@@ -128,9 +128,13 @@ impl RnsBasis {
         let mut acc = 0u128;
         for ((&r, m), (&qh, &qhi)) in residues.iter().zip(&self.moduli).zip(q_hat.iter().zip(&self.q_hat_inv))
         {
-            // (r * qhi mod p) * (q / p) < p * (q / p) = q < 2^126.
+            // (r * qhi mod p) * (q / p) < p * (q / p) = q < 2^126, so acc + term < 2q: one
+            // conditional subtraction, not a division.
             let term = u128::from(m.mul(r, qhi)) * qh;
-            acc = (acc + term) % q;
+            acc += term;
+            if acc >= *q {
+                acc -= *q;
+            }
         }
         Some(acc)
     }
