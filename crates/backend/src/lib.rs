@@ -229,6 +229,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Device time of every launch timed so far, in milliseconds (not reset by
+    /// [`Self::kernel_times`]); waits for the device. None where the backend does not time
+    /// kernels. `FASTQUERY_TRACE=sync` reads it at each phase's end: a phase's device time beside
+    /// its wall time says how long the device sat idle in it.
+    fn kernel_ms_so_far(&self) -> Result<Option<f64>, BackendError> {
+        Ok(None)
+    }
+
     /// Host threads the backend works with, where it bounds them (the CPU backend's pool): how
     /// many tokens a caller folds together (the fold server's groups; the harness reports it).
     /// None: no bound (a GPU), a caller's whole batch at once.

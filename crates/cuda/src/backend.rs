@@ -749,6 +749,10 @@ impl Backend for CudaBackend {
         self.profile.as_ref().map(|p| p.drain(&self.device)).transpose()
     }
 
+    fn kernel_ms_so_far(&self) -> Result<Option<f64>, BackendError> {
+        self.profile.as_ref().map(|p| p.total_ms(&self.device)).transpose()
+    }
+
     fn info(&self) -> BackendInfo {
         let accelerator = matches!(self.device, Device::Gpu { .. });
         BackendInfo {

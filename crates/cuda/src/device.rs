@@ -218,6 +218,8 @@ struct ProfileState {
     pending: Vec<Record>,
     /// Launches summed since the last [`Profile::drain`].
     summed: Vec<work::KernelTime>,
+    /// Milliseconds of every launch summed so far (never drained).
+    total_ms: f64,
 }
 
 enum Record {
@@ -234,6 +236,7 @@ impl ProfileState {
                 Record::Gpu(name, start, end) => (name, f64::from(start.elapsed_ms(&end).map_err(dev)?)),
                 Record::Host(name, ms) => (name, ms),
             };
+            self.total_ms += ms;
             match self.summed.iter_mut().find(|k| k.kernel == name) {
                 Some(k) => (k.launches, k.ms) = (k.launches + 1, k.ms + ms),
                 None => self.summed.push(work::KernelTime { kernel: name, launches: 1, ms }),
@@ -291,6 +294,14 @@ impl Profile {
         out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(out)
     }
+
+    /// Milliseconds of every launch so far; waits for `device`.
+    pub(crate) fn total_ms(&self, device: &Device) -> Result<f64, BackendError> {
+        device.synchronize()?;
+        let mut state = self.state();
+        state.sum_pending()?;
+        Ok(state.total_ms)
+    }
 }
 
 #[cfg(test)]
@@ -311,5 +322,11 @@ mod tests {
         let got: Vec<(String, u64, f64)> =
             s.summed.iter().map(|k| (k.kernel.clone(), k.launches, k.ms)).collect();
         assert_eq!(got, vec![("a".into(), 2, 3.0), ("b".into(), 2, 4.5), ("c".into(), 1, 0.25)]);
+        // The running total counts every launch, whatever was drained.
+        assert_eq!(s.total_ms, 7.75);
+        s.summed.clear();
+        s.pending = vec![host("a", 0.25)];
+        s.sum_pending().unwrap();
+        assert_eq!(s.total_ms, 8.0);
     }
 }

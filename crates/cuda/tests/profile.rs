@@ -1,5 +1,6 @@
 //! `FASTQUERY_CUDA_PROFILE=1`: every launch timed and summed per kernel
-//! (`Backend::kernel_times`), on the emulator. In its own test binary: the test sets the
+//! (`Backend::kernel_times`) and in a running total (`Backend::kernel_ms_so_far`), on the
+//! emulator. In its own test binary: the test sets the
 //! variable for the process and counts launches with the process-wide counters.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ fn profiled_launches_are_summed_per_kernel() {
     // Off by default: no times kept.
     let plain = CudaBackend::emulated().unwrap();
     assert_eq!(plain.kernel_times().unwrap(), None);
+    assert_eq!(plain.kernel_ms_so_far().unwrap(), None);
     // SAFETY: this binary's only test, and no other thread of it reads the environment now.
     #[allow(unsafe_code)]
     unsafe {
@@ -23,6 +25,7 @@ fn profiled_launches_are_summed_per_kernel() {
     let words: Vec<u32> = (0..512u32).map(|i| i.wrapping_mul(2_654_435_761).wrapping_add(7) % p).collect();
     let a: Polys<_, Coeff> = ring.upload(&words, Shape::new(1, 2)).unwrap();
     b.kernel_times().unwrap(); // whatever the setup launched
+    let total_before = b.kernel_ms_so_far().unwrap().expect("profiling is on");
     let before = work::snapshot();
     let f = ring.forward(a).unwrap();
     let back = ring.inverse(f).unwrap();
@@ -36,6 +39,14 @@ fn profiled_launches_are_summed_per_kernel() {
     assert!(times.iter().all(|k| k.ms >= 0.0 && k.launches > 0));
     // Drained: the next call starts from nothing.
     assert_eq!(b.kernel_times().unwrap(), Some(Vec::new()));
+    // The running total (FASTQUERY_TRACE=sync's device column) is not drained: it grew by
+    // exactly the round trip's launches.
+    let total = b.kernel_ms_so_far().unwrap().expect("profiling is on");
+    let summed: f64 = times.iter().map(|k| k.ms).sum();
+    assert!(
+        summed > 0.0 && (total - total_before - summed).abs() <= 1e-9 * total.max(1.0),
+        "{total_before} + {summed} != {total}"
+    );
     // SAFETY: as above.
     #[allow(unsafe_code)]
     unsafe {

@@ -55,6 +55,11 @@ pub(crate) struct Phases {
     /// asynchronously, and without the wait it counts where the host next waits). The waits cost
     /// the overlap of host and device work: a diagnostic, not the served speed.
     wait: Option<Box<dyn Fn()>>,
+    /// With `FASTQUERY_TRACE=sync` on a backend that times its kernels
+    /// (`FASTQUERY_CUDA_PROFILE=1`): its device milliseconds so far, read at each phase's end.
+    device_ms: Option<Box<dyn Fn() -> Option<f64>>>,
+    /// The device's milliseconds when the current phase began.
+    device_at: Option<f64>,
     /// `FASTQUERY_TRACE=sync` (read with `on`): [`Self::waiting_on`] sets `wait`.
     sync: bool,
     /// The process's minor page faults when the current phase began.
@@ -69,6 +74,8 @@ struct Part {
     rss: Option<u64>,
     /// Minor page faults during the phase (all its parts), where reported.
     faults: Option<u64>,
+    /// Device time of the kernels the phase ran (all its parts), where timed.
+    device_ms: Option<f64>,
 }
 
 impl Phases {
@@ -82,6 +89,8 @@ impl Phases {
             collecting: COLLECTED.with_borrow(Option::is_some),
             last: Instant::now(),
             wait: None,
+            device_ms: None,
+            device_at: None,
             faults: if on { minor_faults() } else { None },
             parts: Vec::new(),
         }
@@ -96,6 +105,11 @@ impl Phases {
                 // A failed wait shows up as the next operation's error; the trace only times.
                 let _ = b.synchronize();
             }));
+            let b = backend.clone();
+            if let Ok(Some(at)) = b.kernel_ms_so_far() {
+                self.device_at = Some(at);
+                self.device_ms = Some(Box::new(move || b.kernel_ms_so_far().ok().flatten()));
+            }
         }
         self
     }
@@ -111,6 +125,11 @@ impl Phases {
         let now = Instant::now();
         let ms = (now - self.last).as_secs_f64() * 1e3;
         self.last = now;
+        let device = self.device_ms.as_ref().and_then(|read| read());
+        let device_ms = device.zip(self.device_at).map(|(now, then)| now - then);
+        if device.is_some() {
+            self.device_at = device;
+        }
         if self.collecting {
             COLLECTED.with_borrow_mut(|c| {
                 if let Some(c) = c {
@@ -127,8 +146,9 @@ impl Phases {
                 Some(p) => {
                     (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss);
                     p.faults = p.faults.zip(faults).map(|(a, b)| a + b);
+                    p.device_ms = p.device_ms.zip(device_ms).map(|(a, b)| a + b);
                 }
-                None => self.parts.push(Part { name, ms, times: 1, rss, faults }),
+                None => self.parts.push(Part { name, ms, times: 1, rss, faults, device_ms }),
             }
         }
     }
@@ -141,6 +161,7 @@ impl Phases {
             .map(|p| {
                 let times = if p.times > 1 { format!(" in {} parts", p.times) } else { String::new() };
                 let mut notes = Vec::new();
+                notes.extend(p.device_ms.map(|d| format!("device {d:.2} ms")));
                 notes.extend(p.rss.map(|b| format!("RSS {:.2} GB", b as f64 / 1e9)));
                 notes.extend(p.faults.map(|f| format!("{f} faults")));
                 let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
