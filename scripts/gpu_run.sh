@@ -11,6 +11,10 @@
 #                                  kernel profile at 1 and 8 tokens, the one-token A/Bs below
 #                                  (merged conversion, split key switch, designs) and the fold
 #                                  group's at 8 tokens
+#   bash .device/gpu_run.sh second about 5 minutes: device time per phase at 1, 8, 128 tokens,
+#                                  the split key switch's kernels, cheetah's phases, the CPU
+#                                  model's three-limb design, served requests, llama-30b, the
+#                                  CPU at two threads, a session
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -118,6 +122,42 @@ if [ "$part" = first ]; then
     FASTQUERY_COST_DEVICE=$c FASTQUERY_TRACE=sync step "designs for the $c, 1" 40 "$D/fastquery" \
       --backend cuda bench --workload llama-7b --schemes fastquery,fastquery-lan --tokens 1 --repeat 3
   done
+fi
+if [ "$part" = second ]; then
+  # About 5 minutes, the second call of a session: the schemes end to end once more, each
+  # phase's device time beside its wall time (FASTQUERY_TRACE=sync with the kernel profile) at
+  # 1, 8 and 128 tokens, the small key switches split by digit in the kernel table, the CPU
+  # model's three-limb fastquery-lan design (its c1 rounded without big integers since
+  # 7df98ec), cheetah's phases, then the served requests and the remaining records
+  # (llama-30b, the CPU at two threads, a session).
+  step "tests end to end" 60 "$D/gpu-tests" every_scheme_end_to_end_on_the_gpu --exact --test-threads 1
+  export FASTQUERY_CUDA_PROFILE=1
+  for t in 1 8 128; do
+    FASTQUERY_TRACE=sync step "device per phase, $t" 45 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
+  done
+  FASTQUERY_CUDA_SPLIT_KS=1 FASTQUERY_TRACE=sync step "device per phase, split key switch, 1" 30 \
+    "$D/fastquery" --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 2
+  for t in 1 8; do
+    FASTQUERY_TRACE=sync step "cheetah device per phase, $t" 30 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes cheetah --tokens "$t" --repeat 2
+  done
+  unset FASTQUERY_CUDA_PROFILE
+  FASTQUERY_COST_DEVICE=cpu FASTQUERY_TRACE=sync step "designs for the cpu, 1" 40 "$D/fastquery" \
+    --backend cuda bench --workload llama-7b --schemes fastquery,fastquery-lan --tokens 1 --repeat 3
+  for t in 1 8; do
+    step "bench llama-7b $t" 45 "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
+  done
+  for t in 8 1 128; do
+    step "bench llama-30b $t" 50 "$D/fastquery" --backend cuda bench --workload llama-30b \
+      --schemes fastquery,cheetah --tokens "$t" --json "$R/bench-llama-30b-$t.json"
+  done
+  step "cpu, 2 threads" 75 "$D/fastquery" --backend cpu --threads 2 bench --workload llama-7b \
+    --schemes fastquery,cheetah --tokens 8 --json "$R/bench-cpu2-llama-7b-8.json"
+  step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
+    --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
+    --json "$R/session-llama-7b-64.json"
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
