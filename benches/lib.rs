@@ -390,11 +390,12 @@ pub fn blocked_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, ba
     g.finish();
 }
 
-/// A one-token folded response's finish at llama-7b's shape (`<group>/finish_fold/8192/5to<r>x1`):
-/// one output ciphertext of five 31-bit limbs re-randomised, 4,096 kept coefficients of its
-/// `c0` flooded, masked, switched to `r` limbs and rounded, its `c1` switched and rounded (47
-/// bits of a 62-bit `q'` at two limbs, 48 of a 93-bit one at three): a decode step's answer,
-/// where one ciphertext's words are all the host has to do. Random outputs stand in for the
+/// A folded response's finish at llama-7b's shape (`<group>/finish_fold/8192/5to<r>x<c>`): `c`
+/// output ciphertexts of five 31-bit limbs re-randomised, their kept coefficients of `c0`
+/// flooded, masked, switched to `r` limbs and rounded, their `c1` switched and rounded (47
+/// bits of a 62-bit `q'` at two limbs, 48 of a 93-bit one at three). One ciphertext of 4,096
+/// kept coefficients is a decode step's answer, where its words are all the host has to do;
+/// 64 of 8,192 (two tokens each) a 128-token request's. Random outputs stand in for the
 /// fold's.
 pub fn finish_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, backend: Arc<B>) {
     use fastquery_he::{
@@ -404,7 +405,9 @@ pub fn finish_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, bac
     let (n, limbs, kept) = (8192usize, 5usize, 4096usize);
     let mut g = c.benchmark_group(group);
     g.sample_size(20);
-    for (response_limbs, c1_bits) in [(2usize, 47u32), (3, 48)] {
+    for (response_limbs, c1_bits, cts, kept) in
+        [(2usize, 47u32, 1usize, kept), (3, 48, 1, kept), (2, 49, 64, 2 * kept)]
+    {
         let params = fold_params(n, limbs, response_limbs);
         let ring = Ring::new(backend.clone(), params.ring().clone()).expect("ring loads");
         let client = Client::new(params.clone()).expect("client");
@@ -419,11 +422,11 @@ pub fn finish_benches<B: Backend>(c: &mut criterion::Criterion, group: &str, bac
         .expect("cheetah's design")
         .noise;
         (noise.drop_bits, noise.c1_bits) = (22, c1_bits);
-        let positions = vec![(0..kept).map(|i| 2 * i).collect::<Vec<usize>>()];
-        let shape = Shape::new(1, limbs);
+        let positions = vec![(0..kept).map(|i| i * (n / kept)).collect::<Vec<usize>>(); cts];
+        let shape = Shape::new(cts, limbs);
         let (c0, c1): (Polys<B, fastquery_backend::Coeff>, Polys<B, fastquery_backend::Coeff>) =
             (random_polys(&ring, shape, 61), random_polys(&ring, shape, 62));
-        g.bench_function(format!("finish_fold/{n}/{limbs}to{response_limbs}x1"), |b| {
+        g.bench_function(format!("finish_fold/{n}/{limbs}to{response_limbs}x{cts}"), |b| {
             b.iter_batched(
                 || (ring.duplicate(&c0).expect("copy"), ring.duplicate(&c1).expect("copy")),
                 |(c0, c1)| {
