@@ -161,6 +161,30 @@ pub struct Finished {
     pub responses: Vec<ResponseCiphertext>,
     /// `shares[ct][k]` for kept coefficient `k` of ciphertext `ct`.
     pub shares: Vec<Vec<u64>>,
+    /// The host's milliseconds in each step of the finish, in order (`FASTQUERY_TRACE` prints
+    /// them): what the host did, or waited for, before the responses were ready. A device's
+    /// queued work is waited for where a step first needs its results (an upload or a
+    /// download), and counts there.
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+/// The host's time in consecutive steps ([`Finished::steps`]).
+struct Steps {
+    at: std::time::Instant,
+    list: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self { at: std::time::Instant::now(), list: Vec::with_capacity(9) }
+    }
+
+    /// Ends step `name`.
+    fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.list.push((name, (now - self.at).as_secs_f64() * 1e3));
+        self.at = now;
+    }
 }
 
 /// `round(q m / t)` residues for `m < t`, exactly: `floor(q/t) m + round((q mod t) m / t)`.
@@ -253,6 +277,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     share: Option<&ServerShareKeys<B>>,
     rng: &mut R,
 ) -> Result<Finished, HeError> {
+    let mut steps = Steps::new();
     let (n, limbs, lr) = (params.n(), params.limbs(), params.response_limbs());
     let (cts, cts1) = outputs.polys();
     if cts1 != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
@@ -293,6 +318,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         let [u, e0, e1] = ring.zero_noise(&seeds, limbs, CBD_ETA)?;
         (u, Some(e0), e1)
     };
+    steps.mark("noise");
     // 2-3. flooding of every kept coefficient, and the masks (the server's shares): from stream
     //    1 of the seed, on the host, for the kept coefficients only; added to e0 where they fall
     //    or, kept only, to the coefficients themselves. Word `(ct limbs + l) N + j` for
@@ -348,6 +374,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             r
         })
         .collect();
+    steps.mark("floods");
     let e0 = match e0 {
         Some(mut e0) => {
             ring.scatter_add(&mut e0, &idx, &vals)?;
@@ -355,6 +382,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         }
         None => None,
     };
+    steps.mark("scatter");
     let u = ring.forward(u)?;
     // (p0 u, a u): one pass over `u` for both halves of the key.
     let pk = [&key.p0, &key.a];
@@ -375,6 +403,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     };
     ring.add_assign(&mut c1, &e1)?;
     drop(e1);
+    steps.mark("rerandomise");
     let switch = |c: Polys<B, Coeff>| if lr < limbs { ring.mod_switch_down(&c, lr) } else { Ok(c) };
     // 4. for c0 kept only: its kept words in every limb, plus their noise and masks, switched
     //    one coefficient at a time below (word for word the backend's switch); otherwise the
@@ -395,6 +424,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         }
     };
     let c1 = switch(c1)?;
+    steps.mark("switch");
     // 5. Share c1 in groups (after the re-randomisation: see `crate::share`).
     let (c0, c1, group, half) = match (share, c0) {
         (Some(keys), C0::Whole(mut c0)) => {
@@ -408,11 +438,13 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             "a c1 in the half ring for a response that keeps odd coefficients".into(),
         ));
     }
+    steps.mark("share");
     let c0 = match c0 {
         C0::Whole(c0) => C0::Whole(ring.download(&c0)?),
         C0::Kept(words) => C0::Kept(words),
     };
     let w1 = ring.download(&c1)?;
+    steps.mark("download");
     let resp_basis = basis.prefix(lr).map_err(|e| HeError::BadParams(e.to_string()))?;
     let switcher = fastquery_backend::host::ResidueSwitch::new(moduli, lr);
     // Where ciphertext `ct`'s words start in `C0::Kept` (`limbs` words per kept position).
@@ -465,5 +497,6 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             ResponseCiphertext { c1, c0 }
         })
         .collect();
-    Ok(Finished { responses, shares })
+    steps.mark("responses");
+    Ok(Finished { responses, shares, steps: steps.list })
 }

@@ -584,7 +584,10 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
                 packed
             }
         };
-        let r = self.finish_request(&keys, tokens, packed);
+        let r = self.finish_request(&keys, tokens, packed).map(|(response, shares, steps)| {
+            trace.steps(&steps);
+            (response, shares)
+        });
         trace.mark("finish+encode");
         r
     }
@@ -595,14 +598,14 @@ impl<B: Backend> SchemeServer for BlockedServer<B> {
 }
 
 impl<B: Backend> BlockedServer<B> {
-    /// Masks, switches and encodes one request's (packed) products: its response and the
-    /// server's shares.
+    /// Masks, switches and encodes one request's (packed) products: its response, the
+    /// server's shares, and the host's milliseconds per step (`FASTQUERY_TRACE`).
     fn finish_request(
         &self,
         keys: &SessionKeys<B>,
         tokens: usize,
         packed: Outputs<B>,
-    ) -> Result<(Vec<u8>, Shares), ProtocolError> {
+    ) -> Result<(Vec<u8>, Shares, Vec<(&'static str, f64)>), ProtocolError> {
         let d = &self.design;
         let params = &d.params;
         let layout = d.positions(tokens);
@@ -617,17 +620,18 @@ impl<B: Backend> BlockedServer<B> {
             None,
             &mut rand::rng(),
         )?;
+        let at = std::time::Instant::now();
         let shares = place_shares(tokens, self.d, params.plain_bits(), &layout, &fin.shares);
-        Ok((
-            encode_response(
-                params,
-                d.id,
-                (d.noise.drop_bits, d.noise.c1_bits),
-                &fin.responses,
-                Sharing::NONE,
-            ),
-            shares,
-        ))
+        let response = encode_response(
+            params,
+            d.id,
+            (d.noise.drop_bits, d.noise.c1_bits),
+            &fin.responses,
+            Sharing::NONE,
+        );
+        let mut steps = fin.steps;
+        steps.push(("encode", at.elapsed().as_secs_f64() * 1e3));
+        Ok((response, shares, steps))
     }
 
     /// [`SchemeServer::answer_many`]: every valid query's one-hot ciphertexts become rows of one
@@ -682,7 +686,8 @@ impl<B: Backend> BlockedServer<B> {
                     let gk = d.groups(*tokens);
                     let r = self
                         .pack_rows(keys, &rows, g0, gk)
-                        .and_then(|packed| self.finish_request(keys, *tokens, packed));
+                        .and_then(|packed| self.finish_request(keys, *tokens, packed))
+                        .map(|(response, shares, _)| (response, shares));
                     results[*i] = Some(r);
                     g0 += gk;
                 }

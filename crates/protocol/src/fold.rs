@@ -1289,6 +1289,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             keys.share.as_ref(),
             &mut rand::rng(),
         )?;
+        let at = std::time::Instant::now();
         let shares = place_shares(tokens, d.d, params.plain_bits(), &layout, &fin.shares);
         let response = encode_response(
             params,
@@ -1297,6 +1298,8 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             &fin.responses,
             d.layout.sharing(),
         );
+        trace.steps(&fin.steps);
+        trace.steps(&[("encode", at.elapsed().as_secs_f64() * 1e3)]);
         trace.mark("finish+encode");
         Ok((response, shares))
     }

@@ -60,6 +60,8 @@ pub(crate) struct Phases {
     device_ms: Option<Box<dyn Fn() -> Option<f64>>>,
     /// The device's milliseconds when the current phase began.
     device_at: Option<f64>,
+    /// Steps of the current phase handed to [`Self::steps`], reported with it.
+    pending_steps: Vec<(&'static str, f64)>,
     /// `FASTQUERY_TRACE=sync` (read with `on`): [`Self::waiting_on`] sets `wait`.
     sync: bool,
     /// The process's minor page faults when the current phase began.
@@ -76,6 +78,8 @@ struct Part {
     faults: Option<u64>,
     /// Device time of the kernels the phase ran (all its parts), where timed.
     device_ms: Option<f64>,
+    /// Named steps within the phase ([`Phases::steps`]), summed over its parts.
+    steps: Vec<(&'static str, f64)>,
 }
 
 impl Phases {
@@ -91,6 +95,7 @@ impl Phases {
             wait: None,
             device_ms: None,
             device_at: None,
+            pending_steps: Vec::new(),
             faults: if on { minor_faults() } else { None },
             parts: Vec::new(),
         }
@@ -112,6 +117,16 @@ impl Phases {
             }
         }
         self
+    }
+
+    /// Names steps within the current phase and their milliseconds (a finish's host steps):
+    /// printed after the phase when it ends.
+    pub(crate) fn steps(&mut self, steps: &[(&'static str, f64)]) {
+        if self.on {
+            for &(name, ms) in steps {
+                add(&mut self.pending_steps, name, ms);
+            }
+        }
     }
 
     /// Ends the current phase.
@@ -147,8 +162,14 @@ impl Phases {
                     (p.ms, p.times, p.rss) = (p.ms + ms, p.times + 1, rss);
                     p.faults = p.faults.zip(faults).map(|(a, b)| a + b);
                     p.device_ms = p.device_ms.zip(device_ms).map(|(a, b)| a + b);
+                    for (name, ms) in std::mem::take(&mut self.pending_steps) {
+                        add(&mut p.steps, name, ms);
+                    }
                 }
-                None => self.parts.push(Part { name, ms, times: 1, rss, faults, device_ms }),
+                None => {
+                    let steps = std::mem::take(&mut self.pending_steps);
+                    self.parts.push(Part { name, ms, times: 1, rss, faults, device_ms, steps });
+                }
             }
         }
     }
@@ -165,7 +186,10 @@ impl Phases {
                 notes.extend(p.rss.map(|b| format!("RSS {:.2} GB", b as f64 / 1e9)));
                 notes.extend(p.faults.map(|f| format!("{f} faults")));
                 let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
-                format!("{} {:.1} ms{times}{notes}", p.name, p.ms)
+                let steps: Vec<String> = p.steps.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
+                let steps =
+                    if steps.is_empty() { String::new() } else { format!(" [{} ms]", steps.join(", ")) };
+                format!("{} {:.1} ms{times}{notes}{steps}", p.name, p.ms)
             })
             .collect();
         format!("{}: {}", self.what, parts.join(", "))
@@ -228,6 +252,29 @@ mod tests {
         assert_eq!((mac.name, mac.times), ("mac", 2));
         assert!(mac.ms >= 4.0, "{text}");
         p.on = false; // nothing printed by the test
+    }
+
+    /// Steps handed to a phase are reported with it (summed over its parts, in the order they
+    /// were first named) and not with the next phase; without the trace nothing is kept.
+    #[test]
+    fn steps_are_reported_with_their_phase() {
+        let mut p = super::Phases::new("x");
+        p.on = true;
+        p.mark("decode");
+        p.steps(&[("noise", 0.5), ("responses", 1.0)]);
+        p.mark("finish");
+        p.steps(&[("noise", 0.25), ("encode", 2.0)]);
+        p.mark("finish");
+        p.mark("after");
+        let text = p.render();
+        assert!(
+            text.contains("finish ") && text.contains("[noise 0.75, responses 1.00, encode 2.00 ms]"),
+            "{text}"
+        );
+        assert_eq!(text.matches('[').count(), 1, "only the finish has steps: {text}");
+        p.on = false; // nothing printed by the test
+        p.steps(&[("ignored", 1.0)]);
+        assert!(p.pending_steps.is_empty());
     }
 
     /// Inside `collect`, phases are gathered by name (summed, in the order they first ended)
