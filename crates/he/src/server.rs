@@ -165,13 +165,16 @@ pub struct Finished {
     /// them): what the host did, or waited for, before the responses were ready. A device's
     /// queued work is waited for where a step first needs its results (an upload or a
     /// download), and counts there.
-    pub steps: Vec<(&'static str, f64)>,
+    pub steps: HostSteps,
 }
+
+/// Named steps and the host's milliseconds in each, in order.
+pub type HostSteps = Vec<(&'static str, f64)>;
 
 /// The host's time in consecutive steps ([`Finished::steps`]).
 struct Steps {
     at: std::time::Instant,
-    list: Vec<(&'static str, f64)>,
+    list: HostSteps,
 }
 
 impl Steps {

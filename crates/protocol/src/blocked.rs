@@ -605,7 +605,7 @@ impl<B: Backend> BlockedServer<B> {
         keys: &SessionKeys<B>,
         tokens: usize,
         packed: Outputs<B>,
-    ) -> Result<(Vec<u8>, Shares, Vec<(&'static str, f64)>), ProtocolError> {
+    ) -> Result<(Vec<u8>, Shares, fastquery_he::server::HostSteps), ProtocolError> {
         let d = &self.design;
         let params = &d.params;
         let layout = d.positions(tokens);
