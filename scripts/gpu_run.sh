@@ -15,6 +15,7 @@
 #                                  the split key switch's kernels, cheetah's phases, the CPU
 #                                  model's three-limb design, served requests, llama-30b, the
 #                                  CPU at two threads, a session
+#   bash .device/gpu_run.sh third  about 2 minutes: the finish's host steps at 1, 8, 128 tokens
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -158,6 +159,19 @@ if [ "$part" = second ]; then
   step "session llama-7b 64" 40 "$D/fastquery" --backend cuda session --workload llama-7b \
     --schemes fastquery,cheetah --tokens 8 --session-tokens 64 --decode-tokens 32 \
     --json "$R/session-llama-7b-64.json"
+fi
+if [ "$part" = third ]; then
+  # About 2 minutes: where the finish's host time goes (its steps, printed after the
+  # finish+encode phase since 2026-12-04) at 1, 8 and 128 tokens, served and synchronised,
+  # and cheetah's at 8 tokens.
+  for t in 1 8 128; do
+    step "finish steps, served, $t" 45 "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery --tokens "$t" --repeat 3
+    FASTQUERY_TRACE=sync step "finish steps, sync, $t" 45 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
+  done
+  step "cheetah finish steps, 8" 30 "$D/fastquery" --backend cuda bench --workload llama-7b \
+    --schemes cheetah --tokens 8 --repeat 2
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
