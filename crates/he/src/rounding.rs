@@ -12,6 +12,7 @@
 use fastquery_math::{Modulus, RnsBasis};
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
+use rayon::prelude::*;
 
 use crate::{HeError, Params};
 
@@ -90,38 +91,73 @@ impl C1Rounding {
     /// `basis` (whose modulus is this rounding's `q`).
     pub fn round_residues(&self, basis: &RnsBasis, c1: &[u32]) -> Vec<u64> {
         let n = c1.len() / basis.len().max(1);
+        // Coefficients are independent: a response's thousands run in tasks of
+        // [`coefficient_chunk`] (a decode step has one response for all the host's threads).
+        let coefficients = (0..n).into_par_iter().with_min_len(chunk_or_default());
         if let Some(fast) = Word::new(self, basis) {
-            return (0..n).map(|j| fast.round(fast.compose(c1, n, j))).collect();
+            return coefficients.map(|j| fast.round(fast.compose(c1, n, j))).collect();
         }
         let wide = Wide::new(self, basis);
-        let mut residues = vec![0u32; basis.len()];
-        (0..n)
-            .map(|j| {
-                residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
-                let v = basis.compose_u128(&residues).unwrap_or(0);
-                wide.as_ref().map_or_else(|| self.round(v), |w| w.round(v))
-            })
+        coefficients
+            .map_init(
+                || vec![0u32; basis.len()],
+                |residues, j| {
+                    residues.iter_mut().enumerate().for_each(|(l, x)| *x = c1[l * n + j]);
+                    let v = basis.compose_u128(residues).unwrap_or(0);
+                    wide.as_ref().map_or_else(|| self.round(v), |w| w.round(v))
+                },
+            )
             .collect()
     }
 
     /// [`Self::lift`] of every `h`, as `[limb][coefficient]` residues over `basis`.
     pub fn lift_residues(&self, basis: &RnsBasis, hs: &[u64]) -> Vec<u32> {
         let n = hs.len();
-        let mut c1 = vec![0u32; basis.len() * n];
         let (fast, wide) = (Word::new(self, basis), Wide::new(self, basis));
-        for (j, &h) in hs.iter().enumerate() {
-            let v = match (&fast, &wide) {
+        let lifted: Vec<u128> = hs
+            .par_iter()
+            .with_min_len(chunk_or_default())
+            .map(|&h| match (&fast, &wide) {
                 (Some(f), _) => u128::from(f.lift(h)),
                 (None, Some(w)) => w.lift(h),
                 (None, None) => self.lift(h),
-            };
-            for (l, m) in basis.moduli().iter().enumerate() {
-                // Barrett reductions (one where `v` fits a word: always on the 64-bit path).
-                c1[l * n + j] = m.reduce_u128(v);
-            }
+            })
+            .collect();
+        let mut c1 = vec![0u32; basis.len() * n];
+        for (limb, m) in c1.chunks_mut(n.max(1)).zip(basis.moduli()) {
+            // Barrett reductions (one where `v` fits a word: always on the 64-bit path).
+            limb.iter_mut().zip(&lifted).for_each(|(w, &v)| *w = m.reduce_u128(v));
         }
         c1
     }
+}
+
+/// Coefficients per task where one response's coefficients are split among the host's
+/// threads (its `c0`'s kept words in the finish, its `c1`'s rounding and lifting):
+/// `FASTQUERY_FINISH_CHUNK`, default 512; `0` keeps each response on one thread (for A/B
+/// runs). Anything else is an error naming the variable.
+pub fn coefficient_chunk() -> Result<usize, HeError> {
+    static CHUNK: std::sync::OnceLock<Result<usize, String>> = std::sync::OnceLock::new();
+    CHUNK
+        .get_or_init(|| parse_chunk(std::env::var("FASTQUERY_FINISH_CHUNK").ok().as_deref()))
+        .clone()
+        .map_err(HeError::BadParams)
+}
+
+fn parse_chunk(v: Option<&str>) -> Result<usize, String> {
+    match v {
+        None => Ok(512),
+        Some("0") => Ok(usize::MAX),
+        Some(v) => match v.parse::<usize>() {
+            Ok(c) if c > 0 => Ok(c),
+            _ => Err(format!("FASTQUERY_FINISH_CHUNK must be a count of coefficients (0: off), not '{v}'")),
+        },
+    }
+}
+
+/// [`coefficient_chunk`], its default where the variable is wrong (the finish reports that).
+fn chunk_or_default() -> usize {
+    coefficient_chunk().unwrap_or(512)
 }
 
 /// [`C1Rounding`] where `q' < 2^64` and `2^w q' < 2^126` (every response modulus of one or two
@@ -420,6 +456,16 @@ mod tests {
         let q: u128 = primes.iter().map(|&p| u128::from(p)).product();
         assert!(Wide::new(&C1Rounding::new(q, 63).unwrap(), &basis).is_none());
         assert!(Wide::new(&C1Rounding::new(q - 2, 40).unwrap(), &basis).is_none());
+    }
+
+    #[test]
+    fn the_finish_chunk_is_a_count_or_an_error() {
+        assert_eq!(parse_chunk(None), Ok(512));
+        assert_eq!(parse_chunk(Some("0")), Ok(usize::MAX));
+        assert_eq!(parse_chunk(Some("64")), Ok(64));
+        for bad in ["-1", "x", "", "1.5"] {
+            assert!(parse_chunk(Some(bad)).unwrap_err().contains("FASTQUERY_FINISH_CHUNK"), "{bad}");
+        }
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     rng: &mut R,
 ) -> Result<Finished, HeError> {
     let mut steps = Steps::new();
+    let chunk = crate::rounding::coefficient_chunk()?;
     let (n, limbs, lr) = (params.n(), params.limbs(), params.response_limbs());
     let (cts, cts1) = outputs.polys();
     if cts1 != cts || positions.len() != cts || positions.iter().flatten().any(|&j| j >= n) {
@@ -468,21 +469,28 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         .par_iter()
         .enumerate()
         .map(|(ct, pos)| {
+            // A response's kept coefficients run in tasks of `chunk` (a decode step's one
+            // response would otherwise hold the host's threads to one).
             let c0 = (0..pos.len())
-                .map(|k| {
-                    let residues: Vec<u32> = match &c0 {
-                        C0::Kept(words) => {
-                            let at = starts[ct] + k;
-                            let mut x: Vec<u32> = (0..limbs).map(|l| words[at + l * pos.len()]).collect();
-                            switcher.apply(&mut x);
-                            x.truncate(lr);
-                            x
+                .into_par_iter()
+                .with_min_len(chunk)
+                .map_init(
+                    || Vec::with_capacity(limbs),
+                    |x: &mut Vec<u32>, k| {
+                        x.clear();
+                        match &c0 {
+                            C0::Kept(words) => {
+                                let at = starts[ct] + k;
+                                x.extend((0..limbs).map(|l| words[at + l * pos.len()]));
+                                switcher.apply(x);
+                                x.truncate(lr);
+                            }
+                            C0::Whole(w0) => x.extend((0..lr).map(|l| w0[(ct * lr + l) * n + pos[k]])),
                         }
-                        C0::Whole(w0) => (0..lr).map(|l| w0[(ct * lr + l) * n + pos[k]]).collect(),
-                    };
-                    let v = resp_basis.compose_u128(&residues).unwrap_or(0);
-                    crate::rounding::drop_low_bits(v, b)
-                })
+                        let v = resp_basis.compose_u128(x).unwrap_or(0);
+                        crate::rounding::drop_low_bits(v, b)
+                    },
+                )
                 .collect();
             // A group's c1 travels with its first member.
             if ct % group != 0 {
