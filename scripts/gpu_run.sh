@@ -16,6 +16,7 @@
 #                                  model's three-limb design, served requests, llama-30b, the
 #                                  CPU at two threads, a session
 #   bash .device/gpu_run.sh third  about 2 minutes: the finish's host steps at 1, 8, 128 tokens
+#   bash .device/gpu_run.sh fourth about a minute: the finish's coefficient chunks A/B
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -172,6 +173,17 @@ if [ "$part" = third ]; then
   done
   step "cheetah finish steps, 8" 30 "$D/fastquery" --backend cuda bench --workload llama-7b \
     --schemes cheetah --tokens 8 --repeat 2
+fi
+if [ "$part" = fourth ]; then
+  # About a minute: a response's coefficients split among the host's threads (the default
+  # since 2026-12-04) against one thread per response (FASTQUERY_FINISH_CHUNK=0), alternated,
+  # served, at 1 and 8 tokens, with the finish's steps.
+  for t in 1 8; do
+    for c in 0 512 0 512; do
+      FASTQUERY_FINISH_CHUNK=$c step "finish chunk $c, $t" 30 "$D/fastquery" --backend cuda bench \
+        --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+  done
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
