@@ -63,6 +63,37 @@ step() {
   timeout "$limit" "$@"
   echo "=== $name: exit $? after $((SECONDS - t0)) s"
 }
+# The llama-7b schemes served at the token counts given after LIMIT (three requests each, the
+# reports kept), each step under LIMIT seconds.
+served_llama7b() {
+  local limit=$1 t
+  shift
+  for t in "$@"; do
+    step "bench llama-7b $t" "$limit" "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
+  done
+}
+# Small key-switch batches split by digit (FASTQUERY_CUDA_SPLIT_KS=1) against the fused
+# kernel, alternated, phases synchronised, at the token counts given after LIMIT.
+split_ks_ab() {
+  local limit=$1 t k
+  shift
+  for t in "$@"; do
+    for k in 1 0; do
+      FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, $t" "$limit" "$D/fastquery" \
+        --backend cuda bench --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
+    done
+  done
+}
+# A one-token request's index bits converted in one key switch (the default on a GPU) against
+# one key switch per bit (FASTQUERY_RGSW_MERGE_ROWS=0), alternated, synchronised.
+merged_bits_ab() {
+  local m
+  for m in 0 256; do
+    FASTQUERY_RGSW_MERGE_ROWS=$m FASTQUERY_TRACE=sync step "bits merged below $m rows, 1" "$1" "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
+  done
+}
 date -u
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
 ldconfig -p | grep -E 'libcuda\.|libnvrtc' || true
@@ -72,10 +103,7 @@ if [ "$part" = quick ]; then
   step tests 60 "$D/gpu-tests" --skip emulated --test-threads 1
   # The schemes at llama-7b, then the memory pool's A/B (FASTQUERY_CUDA_POOL=0: freed memory
   # goes back at every synchronisation), alternated, on the small requests it should matter to.
-  for t in 1 8 128; do
-    step "bench llama-7b $t" 60 "$D/fastquery" --backend cuda bench --workload llama-7b \
-      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
-  done
+  served_llama7b 60 1 8 128
   # Every launch timed (events around each): the device time of a request per kernel.
   for t in 1 8; do
     FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 40 "$D/fastquery" --backend cuda bench \
@@ -98,22 +126,13 @@ if [ "$part" = first ]; then
   # issue's token counts, where a request's device time goes kernel by kernel, and the A/Bs of
   # 2026-12-04 that bear on the one-token request, each pair alternated and synchronised.
   step tests 60 "$D/gpu-tests" --skip emulated --test-threads 1
-  for t in 1 8 128; do
-    step "bench llama-7b $t" 45 "$D/fastquery" --backend cuda bench --workload llama-7b \
-      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
-  done
+  served_llama7b 45 1 8 128
   for t in 1 8; do
     FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 30 "$D/fastquery" --backend cuda bench \
       --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
   done
-  for m in 0 256; do
-    FASTQUERY_RGSW_MERGE_ROWS=$m FASTQUERY_TRACE=sync step "bits merged below $m rows, 1" 30 "$D/fastquery" \
-      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
-  done
-  for k in 1 0; do
-    FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, 1" 30 "$D/fastquery" \
-      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
-  done
+  merged_bits_ab 30
+  split_ks_ab 30 1
   for g in 1 all; do
     if [ "$g" = 1 ]; then export FASTQUERY_FOLD_GROUP=1; else unset FASTQUERY_FOLD_GROUP; fi
     FASTQUERY_TRACE=sync step "fold group $g, 8" 40 "$D/fastquery" --backend cuda bench \
@@ -147,10 +166,7 @@ if [ "$part" = second ]; then
   unset FASTQUERY_CUDA_PROFILE
   FASTQUERY_COST_DEVICE=cpu FASTQUERY_TRACE=sync step "designs for the cpu, 1" 40 "$D/fastquery" \
     --backend cuda bench --workload llama-7b --schemes fastquery,fastquery-lan --tokens 1 --repeat 3
-  for t in 1 8; do
-    step "bench llama-7b $t" 45 "$D/fastquery" --backend cuda bench --workload llama-7b \
-      --schemes fastquery,fastquery-lan,cheetah --tokens "$t" --repeat 3 --json "$R/bench-llama-7b-$t.json"
-  done
+  served_llama7b 45 1 8
   for t in 8 1 128; do
     step "bench llama-30b $t" 50 "$D/fastquery" --backend cuda bench --workload llama-30b \
       --schemes fastquery,cheetah --tokens "$t" --json "$R/bench-llama-30b-$t.json"
@@ -197,21 +213,10 @@ if [ "$part" = ab ]; then
     done
     unset FASTQUERY_FOLD_GROUP
   done
-  # Small key-switch batches split by digit (FASTQUERY_CUDA_SPLIT_KS=1, off by default until
-  # measured) against the fused kernel, alternated, phases synchronised; `kernels --quick`
-  # prints the kernel-level comparison ("Small key switches").
-  for t in 1 8; do
-    for k in 1 0; do
-      FASTQUERY_CUDA_SPLIT_KS=$k FASTQUERY_TRACE=sync step "split key switch $k, $t" 40 "$D/fastquery" \
-        --backend cuda bench --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
-    done
-  done
-  # A one-token request's index bits converted in one key switch (the default on a GPU)
-  # against one key switch per bit (FASTQUERY_RGSW_MERGE_ROWS=0), alternated, synchronised.
-  for m in 0 256; do
-    FASTQUERY_RGSW_MERGE_ROWS=$m FASTQUERY_TRACE=sync step "bits merged below $m rows, 1" 40 "$D/fastquery" \
-      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
-  done
+  # The split key switch (off: no gain on the H200 of the 34th session; `kernels --quick`
+  # prints the kernel-level comparison, "Small key switches") and the merged bits.
+  split_ks_ab 40 1 8
+  merged_bits_ab 40
   # The designs a GPU server ranks first (its cost profile, the default on the CUDA backend)
   # against those of the CPU model (FASTQUERY_COST_DEVICE=cpu), alternated, phases
   # synchronised: `bench` prints each design's estimate beside its measured time, so the
