@@ -17,6 +17,7 @@
 #                                  CPU at two threads, a session
 #   bash .device/gpu_run.sh third  about 2 minutes: the finish's host steps at 1, 8, 128 tokens
 #   bash .device/gpu_run.sh fourth about a minute: the finish's coefficient chunks A/B
+#   bash .device/gpu_run.sh fifth  about a minute: the finish's steps with the flooding in chunks
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -199,6 +200,14 @@ if [ "$part" = fourth ]; then
       FASTQUERY_FINISH_CHUNK=$c step "finish chunk $c, $t" 30 "$D/fastquery" --backend cuda bench \
         --workload llama-7b --schemes fastquery --tokens "$t" --repeat 3
     done
+  done
+fi
+if [ "$part" = fifth ]; then
+  # About a minute: the finish's steps with a response's flooding drawn in parallel chunks
+  # (one seed stream per 512 coefficients, since 2026-12-04), served, at 1 and 8 tokens.
+  for t in 1 8 1 8; do
+    step "finish steps, $t" 30 "$D/fastquery" --backend cuda bench --workload llama-7b \
+      --schemes fastquery,fastquery-lan --tokens "$t" --repeat 3
   done
 fi
 if [ "$part" = ab ]; then

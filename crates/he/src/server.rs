@@ -247,6 +247,12 @@ pub fn finish<B: Backend, R: RngCore>(
     finish_outputs(ring, params, key, noise, Outputs::Coeff(Ciphertexts { c0, c1 }), positions, share, rng)
 }
 
+/// Kept coefficients per flooding stream in [`finish_outputs`].
+const FLOOD_CHUNK: usize = 512;
+/// The seed's stream of a response's first chunk of flooding (0: the encryption noise, 1: the
+/// masks, 2: the kept coefficients' encryption errors).
+const FLOOD_STREAM: u64 = 3;
+
 /// Output ciphertexts for [`finish_outputs`].
 #[derive(Debug)]
 pub enum Outputs<B: Backend> {
@@ -323,8 +329,9 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         (u, Some(e0), e1)
     };
     steps.mark("noise");
-    // 2-3. flooding of every kept coefficient, and the masks (the server's shares): from stream
-    //    1 of the seed, on the host, for the kept coefficients only; added to e0 where they fall
+    // 2-3. flooding of every kept coefficient, and the masks (the server's shares): the masks
+    //    from stream 1 of the seed, the flooding from streams FLOOD_STREAM and on, on the host,
+    //    for the kept coefficients only; added to e0 where they fall
     //    or, kept only, to the coefficients themselves. Word `(ct limbs + l) N + j` for
     //    ciphertext `ct`, limb `l` and kept coefficient `j`, limb after limb per ciphertext.
     type Sparse = (Vec<u64>, Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
@@ -336,8 +343,15 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             let mut rng = stream(seed);
             rng.set_stream(1);
             let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
-            let flood: zeroize::Zeroizing<Vec<i128>> =
-                pos.iter().map(|_| uniform_centered(&mut rng, noise.flood)).collect::<Vec<_>>().into();
+            // The flooding of kept coefficients `FLOOD_CHUNK c ..` from stream `FLOOD_STREAM + c`
+            // of the seed (independent of streams 0-2 and of each other): a response's draws
+            // run in parallel (a decode step's one response drew its 4,096 on one thread).
+            let mut flood = zeroize::Zeroizing::new(vec![0i128; pos.len()]);
+            flood.par_chunks_mut(FLOOD_CHUNK).enumerate().for_each(|(c, f)| {
+                let mut rng = stream(seed);
+                rng.set_stream(FLOOD_STREAM + c as u64);
+                f.iter_mut().for_each(|x| *x = uniform_centered(&mut rng, noise.flood));
+            });
             // Kept only: the kept coefficients' encryption errors, added with their flooding.
             let e0 = kept_only.then(|| {
                 rng.set_stream(2);

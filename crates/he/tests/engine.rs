@@ -261,3 +261,57 @@ fn decode_rounds_to_nearest() {
         }
     }
 }
+
+/// Every chunk of a response's kept coefficients is flooded from its own stream: zero outputs
+/// finished with all 4,096 coefficients kept (no low bits dropped, `c1` whole, so the flooding
+/// dominates what the client decrypts) decrypt, in every chunk of 512, to noise within 4 bits
+/// of the bound (none left unflooded), and no two chunks repeat each other's noise.
+#[test]
+fn every_chunk_of_a_response_is_flooded_afresh() {
+    let params = params(37);
+    let (n, limbs) = (params.n(), params.limbs());
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let client = Client::new(params.clone()).unwrap();
+    let key = load_public_key(&ring, &params, &client.public_key()).unwrap();
+    let mut report =
+        analyse(&params, Workload { terms: n, w_max: 500, input_weight: 1, extra: 0.0 }).unwrap();
+    (report.drop_bits, report.c1_bits) = (0, 0);
+    let zeros = vec![0u32; limbs * n];
+    let shape = Shape::new(1, limbs);
+    let positions = vec![(0..n).collect::<Vec<usize>>()];
+    let fin = finish(
+        &ring,
+        &params,
+        &key,
+        &report,
+        ring.upload(&zeros, shape).unwrap(),
+        ring.upload(&zeros, shape).unwrap(),
+        &positions,
+        None,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    let mask = params.plain_mask();
+    let q_resp = BigUint::from(client.response_modulus().unwrap());
+    let total = BigUint::from(report.total.ceil() as u128);
+    let phases = client.response_phases(&fin.responses[0], &positions[0], report.drop_bits).unwrap();
+    let noise: Vec<BigUint> = phases
+        .iter()
+        .zip(&fin.shares[0])
+        .map(|(&v, &ss)| noise_of(&num_bigint::BigInt::from(v), 0u64.wrapping_sub(ss) & mask, &q_resp, 37))
+        .collect();
+    let chunks: Vec<&[BigUint]> = noise.chunks(512).collect();
+    assert_eq!(chunks.len(), n / 512);
+    let flood = report.flood as f64 * client.response_modulus().unwrap() as f64 / params.log2_q().exp2();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let worst = chunk.iter().max().unwrap();
+        assert!(worst <= &total, "chunk {c}: worst {worst}, bound {total}");
+        assert!(worst.to_f64().unwrap() >= flood / 16.0, "chunk {c}: worst {worst}, flooding {flood:e}");
+    }
+    // Magnitudes within a millionth of the flooding's width of each other count as repeats.
+    let near = |x: &BigUint, y: &BigUint| (x.to_f64().unwrap() - y.to_f64().unwrap()).abs() < flood * 1e-6;
+    for (a, b) in chunks.iter().zip(&chunks[1..]) {
+        let same = a.iter().zip(b.iter()).filter(|(x, y)| near(x, y)).count();
+        assert!(same < 8, "{same} nearly equal noise magnitudes in neighbouring chunks");
+    }
+}
