@@ -246,8 +246,9 @@ struct Wide {
 impl Wide {
     fn new(r: &C1Rounding, basis: &RnsBasis) -> Option<Self> {
         let k = 128 - r.q.leading_zeros();
-        // x1 mu < 2^(2w + 4) must fit a u128; the lift's shift needs w >= 1.
-        if r.bits > 62 || k < 2 || basis.is_empty() || basis.compose_u128(&vec![0; basis.len()]).is_none() {
+        // x1 mu < 2^(2w + 4) must fit a u128; the lift's shift needs w >= 1. (q' < 2^126, so a
+        // basis whose modulus is q' composes in a u128, checked below.)
+        if r.bits > 62 || k < 2 || basis.is_empty() {
             return None;
         }
         let s = k - 1;

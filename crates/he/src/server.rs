@@ -331,9 +331,9 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     steps.mark("noise");
     // 2-3. flooding of every kept coefficient, and the masks (the server's shares): the masks
     //    from stream 1 of the seed, the flooding from streams FLOOD_STREAM and on, on the host,
-    //    for the kept coefficients only; added to e0 where they fall
-    //    or, kept only, to the coefficients themselves. Word `(ct limbs + l) N + j` for
-    //    ciphertext `ct`, limb `l` and kept coefficient `j`, limb after limb per ciphertext.
+    //    for the kept coefficients only; added to e0 where they fall or, kept only, to the
+    //    coefficients themselves. Word `(ct limbs + l) N + j` for ciphertext `ct`, limb `l` and
+    //    kept coefficient `j`, limb after limb per ciphertext.
     type Sparse = (Vec<u64>, Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
     let sparse: Vec<Sparse> = positions
         .par_iter()
@@ -346,6 +346,8 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
             // The flooding of kept coefficients `FLOOD_CHUNK c ..` from stream `FLOOD_STREAM + c`
             // of the seed (independent of streams 0-2 and of each other): a response's draws
             // run in parallel (a decode step's one response drew its 4,096 on one thread).
+            // FLOOD_CHUNK fixes which stream draws which coefficient, so it is a constant, not
+            // a tuning knob like the words' tasks below.
             let mut flood = zeroize::Zeroizing::new(vec![0i128; pos.len()]);
             flood.par_chunks_mut(FLOOD_CHUNK).enumerate().for_each(|(c, f)| {
                 let mut rng = stream(seed);
@@ -357,8 +359,8 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
                 rng.set_stream(2);
                 crate::sample::cbd(&mut rng, pos.len())
             });
-            // Word `l * kept + k` for limb `l` and kept coefficient `k`. The draws above follow the
-            // seed's streams in order; the words below are independent, so a one-ciphertext
+            // Word `l * kept + k` for limb `l` and kept coefficient `k`. The draws above are fixed
+            // by the seed's streams; the words below are independent, so a one-ciphertext
             // response (a decode step, 4096 kept coefficients at llama-7b) spreads them over
             // the threads in chunks instead of running them on one.
             const CHUNK: usize = 2048;
