@@ -13,7 +13,7 @@ use fastquery_math::{Modulus, primes::ntt_prime_iter};
 use fastquery_ntt::reference;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::{Backend, BackendError, Coeff, MacDims, Ntt, Polys, Repr, Ring, RingContext, Shape};
+use crate::{Backend, BackendError, Coeff, MacDims, Ntt, Polys, Repr, Ring, RingContext, Shape, host};
 
 /// Instantiates the suite as `#[test]` functions. `$make` is an expression of type
 /// `Result<B, BackendError>` evaluated once per test.
@@ -36,7 +36,8 @@ macro_rules! conformance_tests {
             automorphisms_match_the_definition, decomposition_recomposes, decompose_mac_matches_its_steps,
             expand_step_matches_its_steps, pack_step_matches_its_steps, hybrid_keyswitch_matches_its_steps,
             expand_seeds_match_the_stream,
-            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices, ranges_match_their_copies,
+            zero_noise_matches_the_spec, scatter_add_adds_at_the_indices, flood_mask_matches_the_host,
+            ranges_match_their_copies,
             key_sets_match_one_set_at_a_time, polys_move_where_they_are_sent);
     };
     (@tests $($name:ident),*) => {
@@ -78,6 +79,7 @@ pub fn all<B: Backend>() -> Vec<Check<B>> {
         expand_seeds_match_the_stream: "seed expansion equals the stream",
         zero_noise_matches_the_spec: "finishing noise follows the spec",
         scatter_add_adds_at_the_indices: "scatter-add adds at the indices, gathers read them",
+        flood_mask_matches_the_host: "a finish's flooding and masks equal the host's draws",
         ranges_match_their_copies: "truncation, range differences and inverse copies",
         key_sets_match_one_set_at_a_time: "key-switch products with a key per token equal one token at a time",
         polys_move_where_they_are_sent: "whole polynomials move to where they are sent",
@@ -1260,6 +1262,64 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
     assert!(r.zero_noise(&[[0u8; 32]], 2, 33).is_err(), "eta above 32");
     assert!(r.zero_noise_c1(&[[0u8; 32]], 3, 21).is_err(), "more limbs than the ring");
     assert!(r.zero_noise_c1(&[[0u8; 32]], 2, 0).is_err(), "eta 0");
+}
+
+/// [`Ring::flood_mask_add`] adds exactly [`host::flood_mask_add`]'s words at the kept
+/// coefficients of every ciphertext (of any count, none included) and nothing elsewhere, for a
+/// flooding that often needs its retry stream and one of 100 bits; repeated or out-of-range
+/// positions and mismatched counts are refused and change nothing.
+pub fn flood_mask_matches_the_host<B: Backend>(b: &Arc<B>) {
+    let mut rng = rng(21);
+    let n = 256;
+    let ring = ring(b, n, 3);
+    let ctx = ring.context().clone();
+    let cts = 5;
+    let shape = Shape::new(cts, 2);
+    let base = random_words(&mut rng, &ctx, shape);
+    let seeds: Vec<[u8; 32]> = (0..cts).map(|_| rng.random()).collect();
+    let positions: Vec<Vec<usize>> = (0..cts)
+        .map(|ct| match ct {
+            1 => Vec::new(),
+            3 => (0..n).rev().collect(),
+            _ => (0..n).filter(|_| rng.random_bool(0.3)).collect(),
+        })
+        .collect();
+    let flat: Vec<u32> = positions.iter().flatten().map(|&j| j as u32).collect();
+    let starts: Vec<u32> = std::iter::once(0)
+        .chain(positions.iter().scan(0u32, |at, p| {
+            *at += p.len() as u32;
+            Some(*at)
+        }))
+        .collect();
+    for (bound, bits) in [(1u128 << 40, 37), ((1u128 << 100) + 7, 64), (0, 1)] {
+        let floor_res: Vec<u32> = ctx.moduli().iter().map(|m| rng.random_range(0..m.value())).collect();
+        let q_mod_t = rng.random::<u64>() >> (64 - bits);
+        let spec = host::Flooding::new(bound, bits, floor_res, q_mod_t).unwrap();
+        let mut a: Polys<B, Coeff> = upload(&ring, &base, shape);
+        ring.flood_mask_add(&mut a, &spec, &seeds, &positions).unwrap();
+        let mut want = base.clone();
+        host::flood_mask_add(&ctx.moduli()[..2], n, &spec, &seeds, &flat, &starts, &mut want);
+        assert_eq!(ring.download(&a).unwrap(), want, "bound {bound}, t = 2^{bits}");
+        let changed = base.iter().zip(&want).filter(|(x, y)| x != y).count();
+        assert!(
+            bound == 0 || changed > flat.len(),
+            "{changed} words changed for {} kept coefficients",
+            flat.len()
+        );
+        let mut bad = positions.clone();
+        let first = bad[2][0];
+        bad[2].push(first);
+        assert!(ring.flood_mask_add(&mut a, &spec, &seeds, &bad).is_err(), "a repeated position");
+        bad[2].pop();
+        bad[4].push(n);
+        assert!(ring.flood_mask_add(&mut a, &spec, &seeds, &bad).is_err(), "a position out of range");
+        assert!(
+            ring.flood_mask_add(&mut a, &spec, &seeds[1..], &positions[1..]).is_err(),
+            "seeds and ciphertexts"
+        );
+        assert!(ring.flood_mask_add(&mut a, &spec, &seeds, &positions[1..]).is_err(), "seeds and positions");
+        assert_eq!(ring.download(&a).unwrap(), want, "refused calls change nothing");
+    }
 }
 
 /// [`Ring::scatter_add`] adds each value at its word, modulo that word's limb, and nothing

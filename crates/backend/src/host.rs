@@ -270,6 +270,193 @@ pub fn decompose(
     }
 }
 
+/// The seed's stream of a response's masks (the server's shares; the encryption noise of
+/// [`zero_noise_into`] is stream 0, the kept coefficients' encryption errors stream 2).
+pub const MASK_STREAM: u64 = 1;
+/// The seed's stream of a response's flooding: block `k` holds the candidates of kept
+/// coefficient `k` (see [`Flooding`]).
+pub const FLOOD_STREAM: u64 = 3;
+/// The seed's stream of a kept coefficient's further candidates where all four of its block in
+/// [`FLOOD_STREAM`] were rejected: blocks `k 2^32 + i`, `i = 0, 1, ...`.
+pub const FLOOD_RETRY_STREAM: u64 = 4;
+
+/// A response's flooding and masks, counter-based so that the device can draw them where the
+/// ciphertexts are and the host can draw any of them alone (every backend's
+/// [`Backend::flood_mask_add`](crate::Backend::flood_mask_add) reproduces [`Flooding::word`]).
+///
+/// For kept coefficient `k` (its index among the ciphertext's kept coefficients) of the
+/// ciphertext of `seed`:
+/// - its **flooding** is uniform in `[-bound, bound]`, by rejection on the smallest power of two
+///   covering the width `2 bound + 1`: candidate `c < 4` of block `k` of stream
+///   [`FLOOD_STREAM`] is `(x_{4c} << 64 | x_{4c+2}) & mask` where `x_i` is the `u64` of words `i`
+///   and `i + 1` (as two `next_u64`), the first below the width taken; where none is (at most
+///   one coefficient in 16), blocks `k 2^32 + i` of stream [`FLOOD_RETRY_STREAM`] give four
+///   candidates each in turn. Every candidate is accepted with probability above one half, so a
+///   retry block is rare and a second one rarer.
+/// - its **mask** `r` is the `k`-th `next_u64` of stream [`MASK_STREAM`] masked to `plain_bits`
+///   (as `uniform_mod_pow2` drew them), and the ciphertext gets the encoding of `-r`,
+///   `round(q (-r mod t) / t)` with `t = 2^plain_bits`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flooding {
+    bound: u128,
+    plain_bits: u32,
+    floor_res: Vec<u32>,
+    q_mod_t: u64,
+}
+
+/// Bytes of flooding candidates the host reads from [`FLOOD_STREAM`] at a time.
+const FLOOD_READ_BLOCKS: usize = 32;
+
+impl Flooding {
+    /// The flooding's half-width `bound` (below `2^127`), `t = 2^plain_bits` (`plain_bits` 1 to
+    /// 64), `floor(q / t) mod p_l` for every limb of `q` and `q mod t`; `None` where any is out
+    /// of range.
+    pub fn new(bound: u128, plain_bits: u32, floor_res: Vec<u32>, q_mod_t: u64) -> Option<Self> {
+        let fits = (1..=64).contains(&plain_bits) && (plain_bits == 64 || q_mod_t >> plain_bits == 0);
+        (bound < 1 << 127 && fits).then_some(Self { bound, plain_bits, floor_res, q_mod_t })
+    }
+
+    /// The flooding's half-width.
+    pub fn bound(&self) -> u128 {
+        self.bound
+    }
+
+    /// `log2 t`.
+    pub fn plain_bits(&self) -> u32 {
+        self.plain_bits
+    }
+
+    /// `floor(q / t) mod p_l`, one per limb.
+    pub fn floor_res(&self) -> &[u32] {
+        &self.floor_res
+    }
+
+    /// `q mod t`.
+    pub fn q_mod_t(&self) -> u64 {
+        self.q_mod_t
+    }
+
+    fn t_mask(&self) -> u64 {
+        if self.plain_bits == 64 { u64::MAX } else { (1u64 << self.plain_bits) - 1 }
+    }
+
+    /// The width `2 bound + 1` and the mask of its bit length.
+    fn width_mask(&self) -> (u128, u128) {
+        let width = 2 * self.bound + 1;
+        let bits = 128 - width.leading_zeros();
+        (width, if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 })
+    }
+
+    /// The masks of the first `count` kept coefficients (the server's shares, before negation).
+    pub fn masks(&self, seed: &[u8; 32], count: usize) -> Vec<u64> {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+        rng.set_stream(MASK_STREAM);
+        let m = self.t_mask();
+        (0..count).map(|_| rng.next_u64() & m).collect()
+    }
+
+    /// The flooding of kept coefficients `first .. first + out.len()` of the ciphertext of
+    /// `seed`.
+    pub fn floods(&self, seed: &[u8; 32], first: usize, out: &mut [i128]) {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let (width, mask) = self.width_mask();
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+        rng.set_stream(FLOOD_STREAM);
+        rng.set_word_pos(16 * first as u128);
+        let mut bytes = zeroize::Zeroizing::new([0u8; 64 * FLOOD_READ_BLOCKS]);
+        for (c, chunk) in out.chunks_mut(FLOOD_READ_BLOCKS).enumerate() {
+            let bytes = &mut bytes[..64 * chunk.len()];
+            rng.fill_bytes(bytes);
+            for (o, (x, block)) in chunk.iter_mut().zip(bytes.chunks_exact(64)).enumerate() {
+                let k = first + c * FLOOD_READ_BLOCKS + o;
+                let x0 = candidates(block, width, mask).unwrap_or_else(|| retry(seed, k, width, mask));
+                *x = x0 as i128 - self.bound as i128;
+            }
+        }
+    }
+
+    /// Limb `l`'s word of a kept coefficient with flooding (plus any error) `flood` and mask
+    /// `r`: `flood + round(q (-r mod t) / t)` mod `p_l`.
+    pub fn word(&self, m: Modulus, l: usize, flood: i128, r: u64) -> u32 {
+        let v = r.wrapping_neg() & self.t_mask();
+        // q_mod_t, v < 2^b: the product and the half fit a u128 (at most 2^2b - 2^(b-1)).
+        let carry =
+            (u128::from(self.q_mod_t) * u128::from(v) + (1u128 << (self.plain_bits - 1))) >> self.plain_bits;
+        let enc = m.add(m.mul(self.floor_res[l], m.reduce_u64(v)), m.reduce_u128(carry));
+        m.add(m.reduce_i128(flood), enc)
+    }
+}
+
+/// The first of a 64-byte block's four 128-bit candidates below `width`.
+fn candidates(block: &[u8], width: u128, mask: u128) -> Option<u128> {
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&block[8 * i..8 * i + 8]);
+        u64::from_le_bytes(b)
+    };
+    (0..4)
+        .map(|c| ((u128::from(u64_at(2 * c)) << 64) | u128::from(u64_at(2 * c + 1))) & mask)
+        .find(|&x| x < width)
+}
+
+/// Kept coefficient `k`'s candidates from [`FLOOD_RETRY_STREAM`], block after block.
+fn retry(seed: &[u8; 32], k: usize, width: u128, mask: u128) -> u128 {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    rng.set_stream(FLOOD_RETRY_STREAM);
+    rng.set_word_pos(16 * ((k as u128) << 32));
+    let mut block = zeroize::Zeroizing::new([0u8; 64]);
+    // Each block is rejected whole with probability below 1/16: the loop ends.
+    loop {
+        rng.fill_bytes(&mut *block);
+        if let Some(x) = candidates(&*block, width, mask) {
+            return x;
+        }
+    }
+}
+
+/// [`Flooding`]'s words added into a buffer of `ciphertexts x limbs` polynomials of `n`
+/// coefficients (coefficient form): for ciphertext `ct` (seed `seeds[ct]`) and its kept
+/// coefficient `k` at position `positions[starts[ct] + k]`, [`Flooding::word`] of its flooding
+/// and mask is added to word `(ct limbs + l) n + position` of every limb `l`. `starts` holds
+/// `seeds.len() + 1` offsets into `positions`.
+pub fn flood_mask_add(
+    moduli: &[Modulus],
+    n: usize,
+    spec: &Flooding,
+    seeds: &[[u8; 32]],
+    positions: &[u32],
+    starts: &[u32],
+    a: &mut [u32],
+) {
+    let limbs = moduli.len();
+    for (ct, seed) in seeds.iter().enumerate() {
+        let pos = &positions[starts[ct] as usize..starts[ct + 1] as usize];
+        flood_mask_ciphertext(moduli, n, spec, seed, pos, &mut a[ct * limbs * n..(ct + 1) * limbs * n]);
+    }
+}
+
+/// [`flood_mask_add`] for one ciphertext (`a` its `limbs x n` words).
+pub fn flood_mask_ciphertext(
+    moduli: &[Modulus],
+    n: usize,
+    spec: &Flooding,
+    seed: &[u8; 32],
+    positions: &[u32],
+    a: &mut [u32],
+) {
+    let r = spec.masks(seed, positions.len());
+    let mut flood = zeroize::Zeroizing::new(vec![0i128; positions.len()]);
+    spec.floods(seed, 0, &mut flood);
+    for (l, &m) in moduli.iter().enumerate() {
+        for (k, &j) in positions.iter().enumerate() {
+            let w = &mut a[l * n + j as usize];
+            *w = m.add(*w, spec.word(m, l, flood[k], r[k]));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use fastquery_math::primes::ntt_primes;
@@ -310,5 +497,123 @@ mod tests {
         let var = sq as f64 / total as f64 - mean * mean;
         assert!(mean.abs() < 6.0 * (10.5 / total as f64).sqrt(), "mean {mean}");
         assert!((var - 10.5).abs() < 0.3, "variance {var}");
+    }
+
+    fn flooding(bound: u128, bits: u32) -> Flooding {
+        let primes = ntt_primes(30, 64, 2).unwrap();
+        let q = u128::from(primes[0]) * u128::from(primes[1]);
+        let t_shift = |x: u128| if bits == 128 { 0 } else { x >> bits };
+        let floor = t_shift(q);
+        let q_mod_t = (q - (floor << bits)) as u64;
+        let floor_res = primes.iter().map(|&p| (floor % u128::from(p)) as u32).collect();
+        Flooding::new(bound, bits, floor_res, q_mod_t).unwrap()
+    }
+
+    /// A response's flooding and masks are the draws `Flooding` lays out, read here from the
+    /// generator's `u64`s: coefficient `k`'s block of stream 3, then its blocks of stream 4; the
+    /// masks the `u64`s of stream 1. Any run of coefficients gives the same draws as the whole.
+    #[test]
+    fn flooding_follows_its_streams() {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let seed: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(5));
+        let count = 4096;
+        // 2^40: the width is one above a power of two and half the candidates are rejected.
+        for bound in [0u128, 1, 1000, 1 << 40, (1 << 70) + 12_345, (1 << 126) + 3] {
+            let spec = flooding(bound, 37);
+            let width = 2 * bound + 1;
+            let bits = 128 - width.leading_zeros();
+            let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+            let draw = |rng: &mut rand_chacha::ChaCha20Rng| {
+                let hi = u128::from(rng.next_u64());
+                ((hi << 64) | u128::from(rng.next_u64())) & mask
+            };
+            let mut retried = 0;
+            let want: Vec<i128> = (0..count)
+                .map(|k| {
+                    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+                    rng.set_stream(3);
+                    rng.set_word_pos(16 * k as u128);
+                    if let Some(x) =
+                        (0..4).map(|_| draw(&mut rng)).collect::<Vec<_>>().into_iter().find(|&x| x < width)
+                    {
+                        return x as i128 - bound as i128;
+                    }
+                    retried += 1;
+                    rng.set_stream(4);
+                    rng.set_word_pos(16 * ((k as u128) << 32));
+                    loop {
+                        let x = draw(&mut rng);
+                        if x < width {
+                            return x as i128 - bound as i128;
+                        }
+                    }
+                })
+                .collect();
+            let mut got = vec![0i128; count];
+            spec.floods(&seed, 0, &mut got);
+            assert_eq!(got, want, "bound {bound}");
+            let mut part = vec![0i128; 77];
+            spec.floods(&seed, 1000, &mut part);
+            assert_eq!(part, want[1000..1077], "a run from coefficient 1000");
+            assert!(got.iter().all(|x| x.unsigned_abs() <= bound));
+            if bound == 1 << 40 {
+                // About one coefficient in 16 needs a retry block.
+                assert!((150..400).contains(&retried), "{retried} retries");
+            }
+            if bound >= 1000 {
+                // Uniform on [-B, B]: mean 0 and variance B^2 / 3 (six standard errors).
+                let b = bound as f64;
+                let mean = got.iter().map(|&x| x as f64).sum::<f64>() / count as f64;
+                let var = got.iter().map(|&x| (x as f64 / b).powi(2)).sum::<f64>() / count as f64;
+                assert!(mean.abs() < 6.0 * b / (3.0 * count as f64).sqrt(), "bound {bound}: mean {mean}");
+                assert!(
+                    (var - 1.0 / 3.0).abs() < 6.0 * 0.3 / (count as f64).sqrt(),
+                    "bound {bound}: variance {var}"
+                );
+            }
+        }
+        for bits in [1, 37, 64] {
+            let spec = flooding(5, bits);
+            let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+            rng.set_stream(1);
+            let m = if bits == 64 { u64::MAX } else { (1 << bits) - 1 };
+            let want: Vec<u64> = (0..1000).map(|_| rng.next_u64() & m).collect();
+            assert_eq!(spec.masks(&seed, 1000), want);
+        }
+    }
+
+    /// A kept coefficient's word is its flooding plus `round(q (-r mod t) / t)`, against `u128`
+    /// arithmetic on a two-prime `q`; out-of-range parameters are refused.
+    #[test]
+    fn flooding_words_encode_the_negated_mask() {
+        let primes = ntt_primes(30, 64, 2).unwrap();
+        let q = u128::from(primes[0]) * u128::from(primes[1]);
+        let moduli: Vec<Modulus> = primes.iter().map(|&p| Modulus::new(p.into()).unwrap()).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for bits in [1, 20, 37, 63, 64] {
+            let spec = flooding(1 << 50, bits);
+            let t_mask = if bits == 64 { u64::MAX } else { (1 << bits) - 1 };
+            let drawn: Vec<u64> = (0..200).map(|_| next() & t_mask).collect();
+            for r in [0, 1, t_mask, t_mask / 2, t_mask / 2 + 1].into_iter().chain(drawn) {
+                let flood = (next() >> 13) as i128 - (1 << 50);
+                let v = u128::from(r.wrapping_neg() & t_mask);
+                let enc = (q * v + (1u128 << (bits - 1))) >> bits;
+                for (l, &m) in moduli.iter().enumerate() {
+                    let p = i128::from(m.value());
+                    let want = ((flood + (enc % p as u128) as i128) % p + p) % p;
+                    assert_eq!(i128::from(spec.word(m, l, flood, r)), want, "bits {bits}, r {r}");
+                }
+            }
+        }
+        assert!(Flooding::new(1, 0, vec![1], 0).is_none(), "t = 1");
+        assert!(Flooding::new(1, 65, vec![1], 0).is_none(), "t = 2^65");
+        assert!(Flooding::new(1 << 127, 20, vec![1], 0).is_none(), "bound 2^127");
+        assert!(Flooding::new(1, 20, vec![1], 1 << 20).is_none(), "q mod t not below t");
     }
 }

@@ -458,6 +458,30 @@ pub trait Backend: Send + Sync + 'static {
         self.add_assign(ring, a, &b, shape)
     }
 
+    /// A finish's flooding and masks ([`host::Flooding`]) added at the kept coefficients of
+    /// `seeds.len()` ciphertexts of `limbs` limbs (coefficient form), word for word
+    /// [`host::flood_mask_add`]: ciphertext `ct` keeps `positions[starts[ct]..starts[ct + 1]]`.
+    /// The [`Ring`] checks the shapes, that every position is below `N` and that none repeats
+    /// within a ciphertext. The default downloads the buffer, adds on the host and uploads; a
+    /// device draws the words where the buffer is (only the positions travel).
+    #[allow(clippy::too_many_arguments)]
+    fn flood_mask_add(
+        &self,
+        _ring: &Self::Ring,
+        ctx: &RingContext,
+        a: &mut Self::Buffer,
+        limbs: usize,
+        spec: &host::Flooding,
+        seeds: &[[u8; 32]],
+        (positions, starts): (&[u32], &[u32]),
+    ) -> Result<(), BackendError> {
+        let mut words = vec![0u32; seeds.len() * limbs * ctx.n()];
+        self.download(a, &mut words)?;
+        host::flood_mask_add(&ctx.moduli()[..limbs], ctx.n(), spec, seeds, positions, starts, &mut words);
+        *a = self.upload(&words)?;
+        Ok(())
+    }
+
     /// The product of key switching and of external products: the digits of `a` (coefficient
     /// form, `polys x limbs`, decomposed as in [`Backend::decompose`]) in the NTT domain times
     /// two key operands, `out[k][r] (+)= sum_e NTT(D_e(a[r])) * keys[k][e]` for `k = 0, 1` and

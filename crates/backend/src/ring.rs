@@ -552,6 +552,55 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
+    /// Adds a finish's flooding and masks ([`Backend::flood_mask_add`]) to `a`, one ciphertext
+    /// per seed: ciphertext `ct` keeps the coefficients `positions[ct]` (each below `N`, none
+    /// twice).
+    pub fn flood_mask_add(
+        &self,
+        a: &mut Polys<B, Coeff>,
+        spec: &crate::host::Flooding,
+        seeds: &[[u8; 32]],
+        positions: &[Vec<usize>],
+    ) -> Result<(), BackendError> {
+        let n = self.ctx.n();
+        let limbs = a.shape.limbs;
+        if a.shape.polys != seeds.len() || positions.len() != seeds.len() || spec.floor_res().len() < limbs {
+            return Err(BackendError::Shape(format!(
+                "flood_mask_add: {} ciphertexts, {} seeds, {} position lists, {} limbs of encoding for {limbs}",
+                a.shape.polys,
+                seeds.len(),
+                positions.len(),
+                spec.floor_res().len()
+            )));
+        }
+        let mut seen = vec![false; n];
+        let mut flat = Vec::with_capacity(positions.iter().map(Vec::len).sum());
+        let mut starts = Vec::with_capacity(seeds.len() + 1);
+        for pos in positions {
+            starts.push(
+                u32::try_from(flat.len())
+                    .map_err(|_| BackendError::InvalidInput("flood_mask_add: too many positions".into()))?,
+            );
+            for &j in pos {
+                if j >= n || std::mem::replace(&mut seen[j], true) {
+                    return Err(BackendError::InvalidInput(format!(
+                        "flood_mask_add: position {j} out of range or repeated (N = {n})"
+                    )));
+                }
+                flat.push(j as u32);
+            }
+            pos.iter().for_each(|&j| seen[j] = false);
+        }
+        starts.push(
+            u32::try_from(flat.len())
+                .map_err(|_| BackendError::InvalidInput("flood_mask_add: too many positions".into()))?,
+        );
+        if flat.is_empty() {
+            return Ok(());
+        }
+        self.backend.flood_mask_add(&self.dev, &self.ctx, &mut a.buf, limbs, spec, seeds, (&flat, &starts))
+    }
+
     /// `[u, e1]` of [`Ring::zero_noise`] for the same seeds, word for word, without drawing
     /// `e0` into a buffer (see [`Backend::zero_noise_c1`]).
     pub fn zero_noise_c1(

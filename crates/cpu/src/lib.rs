@@ -1237,6 +1237,25 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn flood_mask_add(
+        &self,
+        ring: &CpuRing,
+        ctx: &RingContext,
+        a: &mut CpuBuffer,
+        limbs: usize,
+        spec: &host::Flooding,
+        seeds: &[[u8; 32]],
+        (positions, starts): (&[u32], &[u32]),
+    ) -> Result<(), BackendError> {
+        let (n, moduli) = (ctx.n(), &ring.moduli[..limbs]);
+        let work = |(ct, x): (usize, &mut [u32])| {
+            let pos = &positions[starts[ct] as usize..starts[ct + 1] as usize];
+            host::flood_mask_ciphertext(moduli, n, spec, &seeds[ct], pos, x);
+        };
+        self.install(|| a[..seeds.len() * limbs * n].par_chunks_mut(limbs * n).enumerate().for_each(work));
+        Ok(())
+    }
+
     fn decompose(
         &self,
         ring: &CpuRing,

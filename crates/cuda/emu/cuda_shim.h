@@ -69,6 +69,9 @@ inline int __popcll(unsigned long long x) {
 inline int __clz(int x) {
     return x == 0 ? 32 : __builtin_clz((unsigned)x);
 }
+inline int __clzll(long long x) {
+    return x == 0 ? 64 : __builtin_clzll((unsigned long long)x);
+}
 template <class T>
 inline T min(T a, T b) {
     return b < a ? b : a;

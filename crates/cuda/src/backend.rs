@@ -7,7 +7,7 @@ use cudarc::driver::{
     CudaContext, LaunchConfig,
     sys::{CUdevice_attribute, CUfunction_attribute},
 };
-use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape};
+use fastquery_backend::{Backend, BackendError, BackendInfo, MacDims, RingContext, Shape, host};
 
 use crate::device::{Arg, Device, Mem, dev};
 use crate::{KERNELS, compile_with, driver_present};
@@ -1457,6 +1457,43 @@ impl Backend for CudaBackend {
         // SAFETY: matches scatter_add_u32 in kernels/sample.cu; Ring checked every index is
         // below the buffer's words and appears once, every value reduced.
         unsafe { self.launch("scatter_add_u32", self.grid(idx.len()), &mut args) }
+    }
+
+    fn flood_mask_add(
+        &self,
+        ring: &CudaRing,
+        _ctx: &RingContext,
+        a: &mut CudaBuffer,
+        limbs: usize,
+        spec: &host::Flooding,
+        seeds: &[[u8; 32]],
+        (positions, starts): (&[u32], &[u32]),
+    ) -> Result<(), BackendError> {
+        let Some(x) = a.data.as_mut() else { return Ok(()) };
+        let (key, pos, st) =
+            (self.seed_keys(seeds)?, self.device.htod(positions)?, self.device.htod(starts)?);
+        let floor_res = self.device.htod(&spec.floor_res()[..limbs])?;
+        let mut args = [
+            Arg::Out(x),
+            Arg::In(&key),
+            Arg::In(&pos),
+            Arg::In(&st),
+            Arg::In(&ring.moduli),
+            Arg::In(&floor_res),
+            Arg::U32(ring.log_n),
+            Arg::U32(limbs as u32),
+            Arg::U32(seeds.len() as u32),
+            Arg::U32(positions.len() as u32),
+            Arg::U64(spec.bound() as u64),
+            Arg::U64((spec.bound() >> 64) as u64),
+            Arg::U64(spec.q_mod_t()),
+            Arg::U32(spec.plain_bits()),
+        ];
+        // SAFETY: matches flood_mask_u32 in kernels/sample.cu; `a` holds seeds x limbs rows of N
+        // words, `key` 8 words per seed, `starts` seeds + 1 offsets ending at the positions'
+        // count, every position below N (Ring checked), floor_res one word per limb; Flooding
+        // holds bound < 2^127 and plain_bits in 1..=64.
+        unsafe { self.launch("flood_mask_u32", self.grid(positions.len()), &mut args) }
     }
 
     fn gather_words(

@@ -59,26 +59,6 @@ pub fn ternary<R: RngCore>(rng: &mut R, count: usize) -> Vec<i8> {
     (0..count).map(|_| rng.random_range(-1i8..=1)).collect()
 }
 
-/// A uniform integer in `[-bound, bound]` (`bound < 2^126`).
-pub fn uniform_centered<R: RngCore>(rng: &mut R, bound: u128) -> i128 {
-    let width = 2 * bound + 1;
-    // Rejection sampling on the smallest power of two covering the width.
-    let bits = 128 - width.leading_zeros();
-    let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
-    loop {
-        let x = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & mask;
-        if x < width {
-            return x as i128 - bound as i128;
-        }
-    }
-}
-
-/// `count` uniform values mod `2^bits` (masks of the share ring).
-pub fn uniform_mod_pow2<R: RngCore>(rng: &mut R, bits: u32, count: usize) -> Vec<u64> {
-    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-    (0..count).map(|_| rng.next_u64() & mask).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,21 +104,12 @@ mod tests {
     }
 
     #[test]
-    fn ternary_and_centered_ranges() {
+    fn ternary_is_uniform() {
         let mut rng = stream(&[8; 32]);
         let t = ternary(&mut rng, 30_000);
         for v in [-1i8, 0, 1] {
             let c = t.iter().filter(|&&x| x == v).count();
             assert!((9_000..11_000).contains(&c), "{v}: {c}");
         }
-        for bound in [0u128, 1, 1000, 1 << 70] {
-            let xs: Vec<i128> = (0..2000).map(|_| uniform_centered(&mut rng, bound)).collect();
-            assert!(xs.iter().all(|x| x.unsigned_abs() <= bound));
-            if bound > 10 {
-                assert!(xs.iter().any(|&x| x > 0) && xs.iter().any(|&x| x < 0));
-            }
-        }
-        let m = uniform_mod_pow2(&mut rng, 37, 1000);
-        assert!(m.iter().all(|&x| x < 1 << 37) && m.iter().any(|&x| x >= 1 << 36));
     }
 }

@@ -2,7 +2,6 @@
 //! finishing steps that make a response safe to send (re-randomise, flood, mask, switch, drop).
 
 use fastquery_backend::{Backend, Coeff, MacOperand, Ntt, Polys, Ring, Shape};
-use fastquery_math::RnsBasis;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 use rand::RngCore;
@@ -14,7 +13,7 @@ use crate::{
     galois::Ciphertexts,
     noise::NoiseReport,
     rounding::response_rounding,
-    sample::{CBD_ETA, stream, uniform_centered, uniform_mod_pow2},
+    sample::{CBD_ETA, stream},
     share::{ServerShareKeys, share_c1},
 };
 
@@ -190,33 +189,16 @@ impl Steps {
     }
 }
 
-/// `round(q m / t)` residues for `m < t`, exactly: `floor(q/t) m + round((q mod t) m / t)`.
-struct ScaledEncoder {
-    floor_res: Vec<u32>,
-    q_mod_t: u128,
-    bits: u32,
-}
-
-impl ScaledEncoder {
-    fn new(basis: &RnsBasis, bits: u32) -> Self {
-        let q = basis.modulus();
-        let floor: BigUint = q >> bits;
-        let floor_res = basis.moduli().iter().map(|m| (&floor % m.value()).to_u32().unwrap_or(0)).collect();
-        let q_mod_t = (q - (&floor << bits)).to_u128().unwrap_or(0);
-        Self { floor_res, q_mod_t, bits }
-    }
-
-    /// Residue in limb `l` of `round(q m / t)`.
-    fn residue(&self, basis: &RnsBasis, l: usize, m: u64) -> u32 {
-        let md = basis.moduli()[l];
-        let carry = if self.bits <= 63 {
-            ((self.q_mod_t * u128::from(m)) + (1u128 << (self.bits - 1))) >> self.bits
-        } else {
-            let v = (BigUint::from(self.q_mod_t) * m + (BigUint::from(1u8) << (self.bits - 1))) >> self.bits;
-            v.to_u128().unwrap_or(0)
-        };
-        md.add(md.mul(self.floor_res[l], md.reduce_u64(m)), md.reduce_u128(carry))
-    }
+/// A finish's flooding and masks for `params` with flooding half-width `bound`: `round(q m / t)`
+/// as `floor(q / t) m + round((q mod t) m / t)` (see [`fastquery_backend::host::Flooding`]).
+fn flooding(params: &Params, bound: u128) -> Result<fastquery_backend::host::Flooding, HeError> {
+    let (basis, bits) = (params.basis(), params.plain_bits());
+    let q = basis.modulus();
+    let floor: BigUint = q >> bits;
+    let floor_res = basis.moduli().iter().map(|m| (&floor % m.value()).to_u32().unwrap_or(0)).collect();
+    let q_mod_t = (q - (&floor << bits)).to_u64().unwrap_or(u64::MAX);
+    fastquery_backend::host::Flooding::new(bound, bits, floor_res, q_mod_t)
+        .ok_or_else(|| HeError::BadParams(format!("flooding of half-width {bound} with t = 2^{bits}")))
 }
 
 /// Makes output ciphertexts safe to send and returns them with the server's shares:
@@ -247,11 +229,8 @@ pub fn finish<B: Backend, R: RngCore>(
     finish_outputs(ring, params, key, noise, Outputs::Coeff(Ciphertexts { c0, c1 }), positions, share, rng)
 }
 
-/// Kept coefficients per flooding stream in [`finish_outputs`].
-const FLOOD_CHUNK: usize = 512;
-/// The seed's stream of a response's first chunk of flooding (0: the encryption noise, 1: the
-/// masks, 2: the kept coefficients' encryption errors).
-const FLOOD_STREAM: u64 = 3;
+/// Kept coefficients per host task of a response's flooding (where the host draws it).
+const FLOOD_TASK: usize = 512;
 
 /// Output ciphertexts for [`finish_outputs`].
 #[derive(Debug)]
@@ -306,8 +285,7 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         })
         .collect::<Vec<_>>()
         .into();
-    let enc = ScaledEncoder::new(basis, params.plain_bits());
-    let t_mask = params.plain_mask();
+    let flooding = flooding(params, noise.flood)?;
     // Without shared c1s only the kept coefficients of c0 are ever read: c0 is finished there
     // alone, on the host (its encryption error, flooding and mask added, then switched), and
     // the rest of c0 is neither noised, switched nor downloaded. With shared c1s the sharing
@@ -329,75 +307,56 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
         (u, Some(e0), e1)
     };
     steps.mark("noise");
-    // 2-3. flooding of every kept coefficient, and the masks (the server's shares): the masks
-    //    from stream 1 of the seed, the flooding from streams FLOOD_STREAM and on, on the host,
-    //    for the kept coefficients only; added to e0 where they fall or, kept only, to the
-    //    coefficients themselves. Word `(ct limbs + l) N + j` for ciphertext `ct`, limb `l` and
-    //    kept coefficient `j`, limb after limb per ciphertext.
-    type Sparse = (Vec<u64>, Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
-    let sparse: Vec<Sparse> = positions
+    // 2-3. flooding of every kept coefficient, and the masks (the server's shares), drawn from
+    //    each ciphertext's seed as `host::Flooding` lays out: the masks on the host (they are
+    //    the shares); with c0 whole, flooding and masks added where e0 is (a device draws them
+    //    there, from the seeds and positions alone); kept only, the words on the host, with the
+    //    kept coefficients' encryption errors from stream 2, for word `(ct limbs + l) N + j` of
+    //    ciphertext `ct`, limb `l` and kept coefficient `j`, limb after limb per ciphertext.
+    let shares: Vec<Vec<u64>> = positions
         .par_iter()
         .zip(seeds.par_iter())
-        .enumerate()
-        .map(|(ct, (pos, seed))| {
-            let mut rng = stream(seed);
-            rng.set_stream(1);
-            let r = uniform_mod_pow2(&mut rng, params.plain_bits(), pos.len());
-            // The flooding of kept coefficients `FLOOD_CHUNK c ..` from stream `FLOOD_STREAM + c`
-            // of the seed (independent of streams 0-2 and of each other): a response's draws
-            // run in parallel (a decode step's one response drew its 4,096 on one thread).
-            // FLOOD_CHUNK fixes which stream draws which coefficient, so it is a constant, not
-            // a tuning knob like the words' tasks below.
-            let mut flood = zeroize::Zeroizing::new(vec![0i128; pos.len()]);
-            flood.par_chunks_mut(FLOOD_CHUNK).enumerate().for_each(|(c, f)| {
+        .map(|(pos, seed)| flooding.masks(seed, pos.len()))
+        .collect();
+    type Sparse = (Vec<u32>, zeroize::Zeroizing<Vec<u32>>);
+    let kept: Option<Vec<Sparse>> = kept_only.then(|| {
+        positions
+            .par_iter()
+            .zip(seeds.par_iter())
+            .zip(shares.par_iter())
+            .enumerate()
+            .map(|(ct, ((pos, seed), r))| {
+                let mut flood = zeroize::Zeroizing::new(vec![0i128; pos.len()]);
+                flood
+                    .par_chunks_mut(FLOOD_TASK)
+                    .enumerate()
+                    .for_each(|(c, f)| flooding.floods(seed, c * FLOOD_TASK, f));
                 let mut rng = stream(seed);
-                rng.set_stream(FLOOD_STREAM + c as u64);
-                f.iter_mut().for_each(|x| *x = uniform_centered(&mut rng, noise.flood));
-            });
-            // Kept only: the kept coefficients' encryption errors, added with their flooding.
-            let e0 = kept_only.then(|| {
                 rng.set_stream(2);
-                crate::sample::cbd(&mut rng, pos.len())
-            });
-            // Word `l * kept + k` for limb `l` and kept coefficient `k`. The draws above are fixed
-            // by the seed's streams; the words below are independent, so a one-ciphertext
-            // response (a decode step, 4096 kept coefficients at llama-7b) spreads them over
-            // the threads in chunks instead of running them on one.
-            const CHUNK: usize = 2048;
-            let kept = pos.len();
-            let mut idx = vec![0u32; limbs * kept];
-            let mut vals = zeroize::Zeroizing::new(vec![0u32; limbs * kept]);
-            idx.par_chunks_mut(CHUNK).zip(vals.par_chunks_mut(CHUNK)).enumerate().for_each(
-                |(c, (ic, vc))| {
-                    for (o, (iw, vw)) in ic.iter_mut().zip(vc.iter_mut()).enumerate() {
-                        let (l, k) = ((c * CHUNK + o) / kept, (c * CHUNK + o) % kept);
-                        let m = moduli[l];
-                        let e = e0.as_ref().map_or(0, |e0| i128::from(e0[k]));
-                        let fl = m.reduce_i128(flood[k] + e);
-                        let masked = enc.residue(basis, l, r[k].wrapping_neg() & t_mask);
-                        *iw = ((ct * limbs + l) * n + pos[k]) as u32;
-                        *vw = m.add(fl, masked);
-                    }
-                },
-            );
-            (r, idx, vals)
-        })
-        .collect();
-    // The flooding noise (in `vals`) is zeroized as each vector drops; `vals` never reallocates.
-    let total: usize = sparse.iter().map(|x| x.2.len()).sum();
-    let (mut idx, mut vals) = (Vec::with_capacity(total), zeroize::Zeroizing::new(Vec::with_capacity(total)));
-    let shares: Vec<Vec<u64>> = sparse
-        .into_iter()
-        .map(|(r, i, v)| {
-            idx.extend(i);
-            vals.extend_from_slice(&v);
-            r
-        })
-        .collect();
+                let e0 = crate::sample::cbd(&mut rng, pos.len());
+                // Word `l * kept + k` for limb `l` and kept coefficient `k`, in tasks (a decode
+                // step's one response holds 4096 kept coefficients at llama-7b).
+                const CHUNK: usize = 2048;
+                let kept = pos.len();
+                let mut idx = vec![0u32; limbs * kept];
+                let mut vals = zeroize::Zeroizing::new(vec![0u32; limbs * kept]);
+                idx.par_chunks_mut(CHUNK).zip(vals.par_chunks_mut(CHUNK)).enumerate().for_each(
+                    |(c, (ic, vc))| {
+                        for (o, (iw, vw)) in ic.iter_mut().zip(vc.iter_mut()).enumerate() {
+                            let (l, k) = ((c * CHUNK + o) / kept, (c * CHUNK + o) % kept);
+                            *iw = ((ct * limbs + l) * n + pos[k]) as u32;
+                            *vw = flooding.word(moduli[l], l, flood[k] + i128::from(e0[k]), r[k]);
+                        }
+                    },
+                );
+                (idx, vals)
+            })
+            .collect()
+    });
     steps.mark("floods");
     let e0 = match e0 {
         Some(mut e0) => {
-            ring.scatter_add(&mut e0, &idx, &vals)?;
+            ring.flood_mask_add(&mut e0, &flooding, &seeds, positions)?;
             Some(e0)
         }
         None => None,
@@ -428,19 +387,23 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
     // 4. for c0 kept only: its kept words in every limb, plus their noise and masks, switched
     //    one coefficient at a time below (word for word the backend's switch); otherwise the
     //    whole c0, its noise added, switched on the backend.
-    let c0 = match e0 {
-        None => {
+    let c0 = match (e0, kept) {
+        (Some(e0), _) => {
+            ring.add_assign(&mut c0, &e0)?;
+            C0::Whole(switch(c0)?)
+        }
+        (None, kept) => {
+            // The kept words of every ciphertext in order, their noise and masks added.
+            let kept = kept.unwrap_or_default();
+            let idx: Vec<u32> = kept.iter().flat_map(|(i, _)| i.iter().copied()).collect();
             let mut words = ring.gather_words(&c0, &idx)?;
             drop(c0);
-            for (w, (&i, &v)) in words.iter_mut().zip(idx.iter().zip(vals.iter())) {
+            let vals = kept.iter().flat_map(|(_, v)| v.iter());
+            for (w, (&i, &v)) in words.iter_mut().zip(idx.iter().zip(vals)) {
                 let m = moduli[i as usize / n % limbs];
                 *w = m.add(*w, v);
             }
             C0::Kept(words)
-        }
-        Some(e0) => {
-            ring.add_assign(&mut c0, &e0)?;
-            C0::Whole(switch(c0)?)
         }
     };
     let c1 = switch(c1)?;
