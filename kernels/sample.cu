@@ -233,16 +233,6 @@ extern "C" __global__ void flood_mask_u32(u32* a, const u32* seeds, const u32* p
     }
 }
 
-// a[idx[k]] += vals[k] mod the prime of the word's limb, for distinct indices (Ring checks).
-// Launch: any grid and block (grid-stride).
-extern "C" __global__ void scatter_add_u32(u32* a, const u32* idx, const u32* vals, const u32* moduli, u32 log_n,
-                                           u32 limbs, u32 count) {
-    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < count; k += gridDim.x * blockDim.x) {
-        const u32 i = idx[k];
-        a[i] = add_mod(a[i], vals[k], moduli[(i >> log_n) % limbs]);
-    }
-}
-
 // out[k] = a[idx[k]]: single words brought together for the host (a finish's kept coefficients);
 // Ring checks every index is below the buffer's words. Launch: any grid and block (grid-stride).
 extern "C" __global__ void gather_words_u32(u32* out, const u32* a, const u32* idx, u32 count) {

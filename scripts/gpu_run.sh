@@ -18,6 +18,10 @@
 #   bash .device/gpu_run.sh third  about 2 minutes: the finish's host steps at 1, 8, 128 tokens
 #   bash .device/gpu_run.sh fourth about a minute: the finish's coefficient chunks A/B
 #   bash .device/gpu_run.sh fifth  about a minute: the finish's steps with the flooding in chunks
+#   bash .device/gpu_run.sh sixth  about 4 minutes: tests, then the flooding drawn on the device
+#                                  against the host's words uploaded ($D/fastquery-before, a
+#                                  binary of 618fc00 where carried), alternated, at 1, 8, 128
+#                                  tokens, and the finish's steps synchronised
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -208,6 +212,25 @@ if [ "$part" = fifth ]; then
   for t in 1 8 1 8; do
     step "finish steps, $t" 30 "$D/fastquery" --backend cuda bench --workload llama-7b \
       --schemes fastquery,fastquery-lan --tokens "$t" --repeat 3
+  done
+fi
+if [ "$part" = sixth ]; then
+  step tests 90 "$D/gpu-tests" --skip emulated --test-threads 1
+  # The finish's flooding and masks drawn by the device from the seeds (flood_mask_u32, since
+  # 2026-12-04, 35th session) against the host's drawn words uploaded with their indices
+  # (the binary before it), alternated, served, three requests each.
+  for t in 1 8 128; do
+    for b in before now before now; do
+      exe=$D/fastquery
+      if [ "$b" = before ]; then exe=$D/fastquery-before; fi
+      [ -x "$exe" ] || continue
+      step "flooding $b, $t" 45 "$exe" --backend cuda bench --workload llama-7b --schemes fastquery \
+        --tokens "$t" --repeat 3
+    done
+  done
+  for t in 1 128; do
+    FASTQUERY_TRACE=sync step "finish steps, sync, $t" 45 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
   done
 fi
 if [ "$part" = ab ]; then

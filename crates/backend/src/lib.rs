@@ -436,28 +436,6 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// `a[idx[k]] += vals[k]` modulo the prime of the word's limb (word `idx[k]` is coefficient
-    /// `idx[k] % N` of row `idx[k] / N`, limb `idx[k] / N % limbs`) for distinct indices, every
-    /// value reduced (the [`Ring`] checks both). The server adds its flooding and masks at the
-    /// coefficients it keeps this way. The default builds the dense addend on the host, uploads
-    /// it and adds.
-    fn scatter_add(
-        &self,
-        ring: &Self::Ring,
-        a: &mut Self::Buffer,
-        shape: Shape,
-        n: usize,
-        idx: &[u32],
-        vals: &[u32],
-    ) -> Result<(), BackendError> {
-        let mut dense = vec![0u32; shape.words(n)];
-        for (&i, &v) in idx.iter().zip(vals) {
-            dense[i as usize] = v;
-        }
-        let b = self.upload(&dense)?;
-        self.add_assign(ring, a, &b, shape)
-    }
-
     /// A finish's flooding and masks ([`host::Flooding`]) added at the kept coefficients of
     /// `seeds.len()` ciphertexts of `limbs` limbs (coefficient form), word for word
     /// [`host::flood_mask_add`]: ciphertext `ct` keeps `positions[starts[ct]..starts[ct + 1]]`.

@@ -633,50 +633,6 @@ impl<B: Backend> Ring<B> {
         Ok(out)
     }
 
-    /// `a[idx[k]] += vals[k]` (see [`Backend::scatter_add`]): word `idx[k]` of the buffer
-    /// (row-major, N words per row), each index at most once, each value below its limb's prime.
-    pub fn scatter_add<R: Repr>(
-        &self,
-        a: &mut Polys<B, R>,
-        idx: &[u32],
-        vals: &[u32],
-    ) -> Result<(), BackendError> {
-        self.check_own(a)?;
-        let n = self.ctx.n();
-        let words = a.shape.words(n);
-        if idx.len() != vals.len() {
-            return Err(BackendError::Shape(format!(
-                "scatter_add: {} indices, {} values",
-                idx.len(),
-                vals.len()
-            )));
-        }
-        for (&i, &v) in idx.iter().zip(vals) {
-            let i = i as usize;
-            if i >= words {
-                return Err(BackendError::Shape(format!(
-                    "scatter_add: index {i} of a buffer of {words} words"
-                )));
-            }
-            let m = self.ctx.moduli()[i / n % a.shape.limbs];
-            if v >= m.value() {
-                return Err(BackendError::InvalidInput(format!(
-                    "scatter_add: {v} is not reduced mod {}",
-                    m.value()
-                )));
-            }
-        }
-        let mut sorted = idx.to_vec();
-        sorted.sort_unstable();
-        if sorted.windows(2).any(|w| w[0] == w[1]) {
-            return Err(BackendError::InvalidInput("scatter_add: an index appears twice".into()));
-        }
-        if idx.is_empty() {
-            return Ok(());
-        }
-        self.backend.scatter_add(&self.dev, &mut a.buf, a.shape, n, idx, vals)
-    }
-
     /// Gadget decomposition (see [`Backend::decompose`]): `a.polys * limbs * digits`
     /// coefficient-form polynomials of small integers, `digit_bits` in `1..=31`.
     pub fn decompose(&self, a: &Polys<B, Coeff>, digit_bits: u32) -> Result<Polys<B, Coeff>, BackendError> {

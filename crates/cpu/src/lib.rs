@@ -1221,22 +1221,6 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn scatter_add(
-        &self,
-        ring: &CpuRing,
-        a: &mut CpuBuffer,
-        shape: Shape,
-        n: usize,
-        idx: &[u32],
-        vals: &[u32],
-    ) -> Result<(), BackendError> {
-        for (&i, &v) in idx.iter().zip(vals) {
-            let m = ring.moduli[i as usize / n % shape.limbs];
-            a[i as usize] = m.add(a[i as usize], v);
-        }
-        Ok(())
-    }
-
     fn flood_mask_add(
         &self,
         ring: &CpuRing,

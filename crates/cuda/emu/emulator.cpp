@@ -146,7 +146,6 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(decompose_u32, false),
     FQ_KERNEL(expand_seeds_u32, true),
     FQ_KERNEL(zero_noise_u32, false),
-    FQ_KERNEL(scatter_add_u32, false),
     FQ_KERNEL(flood_mask_u32, false),
     FQ_KERNEL(gather_words_u32, false),
     FQ_KERNEL(decompose_mac_u32, true),

@@ -1434,31 +1434,6 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn scatter_add(
-        &self,
-        ring: &CudaRing,
-        a: &mut CudaBuffer,
-        shape: Shape,
-        _n: usize,
-        idx: &[u32],
-        vals: &[u32],
-    ) -> Result<(), BackendError> {
-        let Some(x) = a.data.as_mut() else { return Ok(()) };
-        let (i, v) = (self.device.htod(idx)?, self.device.htod(vals)?);
-        let mut args = [
-            Arg::Out(x),
-            Arg::In(&i),
-            Arg::In(&v),
-            Arg::In(&ring.moduli),
-            Arg::U32(ring.log_n),
-            Arg::U32(shape.limbs as u32),
-            Arg::U32(idx.len() as u32),
-        ];
-        // SAFETY: matches scatter_add_u32 in kernels/sample.cu; Ring checked every index is
-        // below the buffer's words and appears once, every value reduced.
-        unsafe { self.launch("scatter_add_u32", self.grid(idx.len()), &mut args) }
-    }
-
     fn flood_mask_add(
         &self,
         ring: &CudaRing,

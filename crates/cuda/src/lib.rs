@@ -49,7 +49,7 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 34] = [
+pub const KERNELS: [(&str, u32); 33] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -75,7 +75,6 @@ pub const KERNELS: [(&str, u32); 34] = [
     ("decompose_u32", 256),
     ("expand_seeds_u32", 256),
     ("zero_noise_u32", 256),
-    ("scatter_add_u32", 256),
     ("flood_mask_u32", 256),
     ("gather_words_u32", 256),
     ("decompose_mac_u32", 1024),

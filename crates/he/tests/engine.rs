@@ -262,12 +262,13 @@ fn decode_rounds_to_nearest() {
     }
 }
 
-/// Every chunk of a response's kept coefficients is flooded from its own stream: zero outputs
-/// finished with all 4,096 coefficients kept (no low bits dropped, `c1` whole, so the flooding
-/// dominates what the client decrypts) decrypt, in every chunk of 512, to noise within 4 bits
-/// of the bound (none left unflooded), and no two chunks repeat each other's noise.
+/// Every kept coefficient of a response is flooded afresh (kept only: the host draws its
+/// words): zero outputs finished with all 4,096 coefficients kept (no low bits dropped, `c1`
+/// whole, so the flooding dominates what the client decrypts) decrypt to noise within the
+/// bound, few far below the flooding's width, every 512 reaching a sixteenth of it, and no two
+/// runs of 512 repeating each other's noise.
 #[test]
-fn every_chunk_of_a_response_is_flooded_afresh() {
+fn every_kept_coefficient_is_flooded_afresh() {
     let params = params(37);
     let (n, limbs) = (params.n(), params.limbs());
     let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
@@ -308,6 +309,9 @@ fn every_chunk_of_a_response_is_flooded_afresh() {
         assert!(worst <= &total, "chunk {c}: worst {worst}, bound {total}");
         assert!(worst.to_f64().unwrap() >= flood / 16.0, "chunk {c}: worst {worst}, flooding {flood:e}");
     }
+    // Uniform flooding leaves a thousandth of the coefficients below a thousandth of its width.
+    let small = noise.iter().filter(|e| e.to_f64().unwrap() < flood / 1000.0).count();
+    assert!(small < n / 100, "{small} of {n} coefficients barely flooded");
     // Magnitudes within a millionth of the flooding's width of each other count as repeats.
     let near = |x: &BigUint, y: &BigUint| (x.to_f64().unwrap() - y.to_f64().unwrap()).abs() < flood * 1e-6;
     for (a, b) in chunks.iter().zip(&chunks[1..]) {

@@ -361,3 +361,70 @@ fn groups_take_the_stages_with_the_fewest_keys() {
     assert_eq!(Sharing::new(8, false).switch_calls(16), 16 * 3 + 4 * 5);
     assert_eq!(Sharing::new(3, false).switch_calls(5), 5 * 2);
 }
+
+/// Responses finished whole (shared `c1`, so the flooding and masks are added where the
+/// ciphertexts are, `Ring::flood_mask_add`) are flooded at every kept coefficient: each
+/// member's decrypted noise stays inside the bound, and in every 512 coefficients its mean
+/// magnitude is above a quarter of the flooding's half-width (uniform flooding gives a half;
+/// the other noise is bounded below a quarter, so an unflooded run fails).
+#[test]
+fn a_shared_response_is_flooded_at_every_kept_coefficient() {
+    // Three response limbs of four: the switch divides by the last prime alone, so the
+    // flooding (2^40 times the table's noise) still dominates what the client decrypts.
+    let params = Arc::new(
+        Params::new(ParamSpec {
+            n: 4096,
+            prime_bits: vec![30, 30, 27, 22],
+            response_limbs: 3,
+            plain_bits: 37,
+            flood_bits: 40,
+            special_bits: 0,
+        })
+        .unwrap(),
+    );
+    let n = params.n();
+    let ring = Ring::new(Arc::new(CpuBackend::new()), params.ring().clone()).unwrap();
+    let mut client = Client::new(params.clone()).unwrap();
+    let pk = load_public_key(&ring, &params, &client.public_key()).unwrap();
+    let group = 2;
+    let sharing = Sharing::new(group, false);
+    let keys = load_share_keys(&ring, &params, &client.share_keys(sharing).unwrap(), sharing).unwrap();
+    let cts = client.encrypt_sparse(&vec![Vec::new(); group]).unwrap();
+    let mut report = analyse(&params, Workload { terms: 1, w_max: 1, input_weight: 1, extra: 0.0 })
+        .unwrap()
+        .with_shared_c1(&params, sharing)
+        .unwrap();
+    (report.drop_bits, report.c1_bits) = (0, 0);
+    let positions: Vec<Vec<usize>> = (0..group).map(|_| (0..n).collect()).collect();
+    let cts = load_ciphertexts(&ring, &params, &cts).unwrap();
+    let fin = finish(&ring, &params, &pk, &report, cts.c0, cts.c1, &positions, Some(&keys), &mut rand::rng())
+        .unwrap();
+    let q_resp = BigUint::from(client.response_modulus().unwrap());
+    let flood = report.flood as f64 * client.response_modulus().unwrap() as f64 / params.log2_q().exp2();
+    // The other terms of the noise are below a quarter of the flooding (else this test shows
+    // nothing).
+    assert!(report.shared + report.switch_round + 1.0 < flood / 4.0, "{report:?}");
+    let total = BigUint::from(report.total.ceil() as u128);
+    let mask = params.plain_mask();
+    for (i, resp) in fin.responses.iter().enumerate() {
+        let phases = client.shared_phases(&resp.c0, &fin.responses[0].c1, i, &positions[i], 0).unwrap();
+        let noise: Vec<f64> = phases
+            .iter()
+            .zip(&fin.shares[i])
+            .map(|(&v, &s)| {
+                let e = fastquery_he::client::noise_of(
+                    &BigInt::from(v),
+                    0u64.wrapping_sub(s) & mask,
+                    &q_resp,
+                    37,
+                );
+                assert!(e <= total, "member {i}: noise {e} above {total}");
+                e.to_string().parse::<f64>().unwrap()
+            })
+            .collect();
+        for (c, chunk) in noise.chunks(512).enumerate() {
+            let mean = chunk.iter().sum::<f64>() / chunk.len() as f64;
+            assert!(mean > flood / 4.0, "member {i}, chunk {c}: mean noise {mean:e}, flooding {flood:e}");
+        }
+    }
+}

@@ -350,14 +350,19 @@ impl FoldDesign {
                 .collect();
         }
         let r = l.rows_per_record;
+        // Coordinate c of the group's token i is at c r + i: with i < pack <= r, coordinate by
+        // coordinate and token by token is already in position order (no sort; a 128-token
+        // request's half million positions took 28 ms to sort on a 2-core VM).
         (0..tokens.div_ceil(l.pack))
             .map(|group| {
-                let mut v: Vec<(usize, usize, usize)> = (0..l.pack)
-                    .map(|i| (i, group * l.pack + i))
-                    .filter(|&(_, t)| t < tokens)
-                    .flat_map(|(i, t)| (0..self.d).map(move |c| (c * r + i, t, c)))
+                let here = l.pack.min(tokens - group * l.pack);
+                let mut v: Vec<(usize, usize, usize)> = (0..self.d)
+                    .flat_map(|c| (0..here).map(move |i| (c * r + i, group * l.pack + i, c)))
                     .collect();
-                v.sort_unstable();
+                if l.pack > r {
+                    v.sort_unstable();
+                }
+                debug_assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "positions in order");
                 v
             })
             .collect()
@@ -1276,8 +1281,10 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         };
         let folded = if d.layout.split { split_by_parity(&self.ring, folded)? } else { folded };
         trace.mark("pack");
+        let at = std::time::Instant::now();
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
+        trace.steps(&[("positions", at.elapsed().as_secs_f64() * 1e3)]);
         let fin = finish(
             &self.ring,
             params,
@@ -1423,6 +1430,14 @@ mod tests {
                         design.layout
                     );
                     assert_eq!(design.response_cts(tokens), positions.len());
+                    // Each response's positions are in increasing order, each once, and every
+                    // coordinate of every token is kept exactly once across the responses.
+                    for v in &positions {
+                        assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "{:?}: out of order", design.layout);
+                    }
+                    let mut count = vec![0u8; tokens * d];
+                    positions.iter().flatten().for_each(|p| count[p.1 * d + p.2] += 1);
+                    assert!(count.iter().all(|&k| k == 1), "{m} x {d}, {tokens} tokens: {:?}", design.layout);
                 }
             }
         }
