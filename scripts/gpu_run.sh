@@ -22,6 +22,10 @@
 #                                  against the host's words uploaded ($D/fastquery-before, a
 #                                  binary of 618fc00 where carried), alternated, at 1, 8, 128
 #                                  tokens, and the finish's steps synchronised
+#   bash .device/gpu_run.sh seventh about 4 minutes: tests, the flooding A/B again at one token
+#                                  (five requests a run), each kernel's device time at 1 and
+#                                  128 tokens, the finish's steps synchronised at 128 tokens,
+#                                  and the llama-7b schemes served at 1, 8 and 128 tokens
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -232,6 +236,23 @@ if [ "$part" = sixth ]; then
     FASTQUERY_TRACE=sync step "finish steps, sync, $t" 45 "$D/fastquery" --backend cuda bench \
       --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
   done
+fi
+if [ "$part" = seventh ]; then
+  step tests 90 "$D/gpu-tests" --skip emulated --test-threads 1
+  for b in before now before now before now; do
+    exe=$D/fastquery
+    if [ "$b" = before ]; then exe=$D/fastquery-before; fi
+    [ -x "$exe" ] || continue
+    step "flooding $b, 1" 45 "$exe" --backend cuda bench --workload llama-7b --schemes fastquery \
+      --tokens 1 --repeat 5
+  done
+  for t in 1 128; do
+    FASTQUERY_CUDA_PROFILE=1 step "kernel profile, $t" 45 "$D/fastquery" --backend cuda bench \
+      --workload llama-7b --schemes fastquery --tokens "$t" --repeat 2
+  done
+  FASTQUERY_TRACE=sync step "finish steps, sync, 128" 45 "$D/fastquery" --backend cuda bench \
+    --workload llama-7b --schemes fastquery --tokens 128 --repeat 2
+  served_llama7b 60 1 8 128
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
