@@ -26,6 +26,11 @@
 #                                  (five requests a run), each kernel's device time at 1 and
 #                                  128 tokens, the finish's steps synchronised at 128 tokens,
 #                                  and the llama-7b schemes served at 1, 8 and 128 tokens
+#   bash .device/gpu_run.sh ncu    about 3 minutes where Nsight Compute reads the counters
+#                                  (Firecracker machines; not on gVisor): a one-token request's
+#                                  one-ciphertext key switch, table product and inverse
+#                                  transform, each kernel's speed of light, occupancy, warp
+#                                  stalls and memory traffic (why 62 us per key switch)
 #   bash .device/gpu_run.sh ab     about 6 minutes: the A/Bs of what was built without a GPU on
 #                                  2026-12-04 (tokens folded together against one at a time,
 #                                  small key switches split by digit against fused, a token's
@@ -253,6 +258,26 @@ if [ "$part" = seventh ]; then
   FASTQUERY_TRACE=sync step "finish steps, sync, 128" 45 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery --tokens 128 --repeat 2
   served_llama7b 60 1 8 128
+fi
+if [ "$part" = ncu ]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n1)
+  if [ -z "$NCU" ]; then
+    echo "=== ncu: not found"
+  else
+    uname -r
+    # Each kernel of a one-token request (launches past the preprocessing and the first
+    # request's, which compile and warm up): the counters that say what bounds it. Clocks left
+    # as they are (METHOD.md). Where ncu cannot read the counters (gVisor) each step says so.
+    # kernel:launches to skip (of that kernel; a one-token request launches the key switch 31
+    # times, the table product once or twice, the inverse transform 52 times).
+    for ks in decompose_mac_8192_u32:40 mac_ntt_r2c8_u32:1 ntt_inverse_8192_u32:60; do
+      k=${ks%%:*}
+      step "ncu $k" 150 "$NCU" --clock-control none -k "regex:^$k\$" --launch-skip "${ks##*:}" --launch-count 2 \
+        --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+        --section SchedulerStats --section MemoryWorkloadAnalysis \
+        "$D/fastquery" --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 2
+    done
+  fi
 fi
 if [ "$part" = ab ]; then
   # Tokens folded together (the default on a GPU: every token of a batch in one CMux batch
