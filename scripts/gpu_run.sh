@@ -22,10 +22,12 @@
 #                                  against the host's words uploaded ($D/fastquery-before, a
 #                                  binary of 618fc00 where carried), alternated, at 1, 8, 128
 #                                  tokens, and the finish's steps synchronised
-#   bash .device/gpu_run.sh seventh about 4 minutes: tests, the flooding A/B again at one token
+#   bash .device/gpu_run.sh seventh about 5 minutes: tests, the flooding A/B again at one token
 #                                  (five requests a run), each kernel's device time at 1 and
 #                                  128 tokens, the finish's steps synchronised at 128 tokens,
-#                                  and the llama-7b schemes served at 1, 8 and 128 tokens
+#                                  the split key switch on the three-pass transform against
+#                                  fused at 1 and 8 tokens, and the llama-7b schemes served at
+#                                  1, 8 and 128 tokens
 #   bash .device/gpu_run.sh ncu    about 3 minutes where Nsight Compute reads the counters
 #                                  (Firecracker machines; not on gVisor): a one-token request's
 #                                  one-ciphertext key switch, table product and inverse
@@ -257,6 +259,12 @@ if [ "$part" = seventh ]; then
   done
   FASTQUERY_TRACE=sync step "finish steps, sync, 128" 45 "$D/fastquery" --backend cuda bench \
     --workload llama-7b --schemes fastquery --tokens 128 --repeat 2
+  # Small key switches split by digit on the three-pass transform (decompose_mac_split_8192_u32,
+  # since the 35th session; FASTQUERY_CUDA_SPLIT_KS=1) against fused, alternated, synchronised,
+  # then the split request's kernels.
+  split_ks_ab 45 1 8
+  FASTQUERY_CUDA_SPLIT_KS=1 FASTQUERY_CUDA_PROFILE=1 step "kernel profile, split, 1" 45 "$D/fastquery" \
+    --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 2
   served_llama7b 60 1 8 128
 fi
 if [ "$part" = ncu ]; then
