@@ -256,8 +256,86 @@ extern "C" __global__ void decompose_mac_split_u32(u32* part0, u32* part1, const
     }
 }
 
-// out[k][row] (+)= sum_e parts[k][row g + e] for the rows of decompose_mac_split_u32 (total =
-// rows x N words; the limb of a row is row % limbs).
+// The split products on the three-pass transform at 4096 and 8192 (FASTQUERY_CUDA_SPLIT_KS with
+// NTT version 3): block (row, e) holds digit row e of row (r, l) in registers (16 words per
+// thread, N/16 threads), transforms it as decompose_mac_3pass does (or takes the twin's row,
+// already in pass C's layout) and writes its two products, words t*16 .. t*16 + 15 of the
+// part, as four 16-byte stores each. The plain split kernel transforms with the shared-memory
+// stages of NTT version 1 (14 barriers at 8192, about 90 K warp instructions per row against
+// 38.6 K): its blocks took 36 us, against 62 us for a fused block's five rows.
+//
+// decompose_mac_split_u32's arguments and launch, except block = N/16 threads.
+template <u32 LN>
+__device__ __forceinline__ void decompose_mac_split_3pass(u32* part0, u32* part1, const u32* a, const u32* key0,
+                                                          const u32* key1, const u32* tw, const u32* tw_shoup,
+                                                          const u32* moduli, const u64* barrett, u32 limbs,
+                                                          u32 digit_bits, u32 digits, u32 src_limbs,
+                                                          const u32* twin, u32 use_twin, u32 key_sets) {
+    extern __shared__ u32 s[];
+    constexpr u32 N = 1u << LN, T = N / 16;
+    const u32 row = blockIdx.x, e = blockIdx.y, r = row / limbs, l = row % limbs, t = threadIdx.x;
+    const u32 p = moduli[l];
+    const u64 bar = barrett[l];
+    const u32 g = src_limbs * digits;
+    u32 x[16];
+    // Uniform across the block (e, l and use_twin are): the transform's barriers are reached by
+    // every thread or by none.
+    if (use_twin && e == l) {
+        const uint4* own = (const uint4*)(twin + (size_t)row * N + t * 16);
+#pragma unroll
+        for (u32 j = 0; j < 4; ++j) {
+            const uint4 v = own[j];
+            x[4 * j] = v.x;
+            x[4 * j + 1] = v.y;
+            x[4 * j + 2] = v.z;
+            x[4 * j + 3] = v.w;
+        }
+    } else {
+        const u32 mask = (1u << digit_bits) - 1;
+        const u32 i = e / digits, shift = (e % digits) * digit_bits;
+        const u32* src = a + ((size_t)r * src_limbs + i) * N;
+#pragma unroll
+        for (u32 k = 0; k < 16; ++k) {
+            const u32 d = shift < 32 ? (src[t + k * T] >> shift) & mask : 0u;
+            x[k] = d >= p ? d % p : d;
+        }
+        ntt_forward_3pass_regs<LN>(x, s, tw + (size_t)l * N, tw_shoup + (size_t)l * N, p, t);
+    }
+    const size_t key_at = (size_t)(r % key_sets) * g * limbs * N + ((size_t)e * limbs + l) * N + t * 16;
+    const uint4* y0 = (const uint4*)(key0 + key_at);
+    const uint4* y1 = (const uint4*)(key1 + key_at);
+    uint4* o0 = (uint4*)(part0 + ((size_t)row * g + e) * N + t * 16);
+    uint4* o1 = (uint4*)(part1 + ((size_t)row * g + e) * N + t * 16);
+#pragma unroll
+    for (u32 j = 0; j < 4; ++j) {
+        const uint4 k0 = y0[j], k1 = y1[j];
+        const u32* v = x + 4 * j;
+        o0[j] = make_uint4(mul_mod(v[0], k0.x, p, bar), mul_mod(v[1], k0.y, p, bar), mul_mod(v[2], k0.z, p, bar),
+                           mul_mod(v[3], k0.w, p, bar));
+        o1[j] = make_uint4(mul_mod(v[0], k1.x, p, bar), mul_mod(v[1], k1.y, p, bar), mul_mod(v[2], k1.z, p, bar),
+                           mul_mod(v[3], k1.w, p, bar));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+decompose_mac_split_4096_u32(u32* part0, u32* part1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
+                             const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n,
+                             u32 limbs, u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin,
+                             u32 use_twin, u32 key_sets) {
+    decompose_mac_split_3pass<12>(part0, part1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits,
+                                  digits, src_limbs, twin, use_twin, key_sets);
+}
+extern "C" __global__ void __launch_bounds__(512, 1)
+decompose_mac_split_8192_u32(u32* part0, u32* part1, const u32* a, const u32* key0, const u32* key1, const u32* tw,
+                             const u32* tw_shoup, const u32* moduli, const u64* barrett, u32 n, u32 log_n,
+                             u32 limbs, u32 digit_bits, u32 digits, u32 accumulate, u32 src_limbs, const u32* twin,
+                             u32 use_twin, u32 key_sets) {
+    decompose_mac_split_3pass<13>(part0, part1, a, key0, key1, tw, tw_shoup, moduli, barrett, limbs, digit_bits,
+                                  digits, src_limbs, twin, use_twin, key_sets);
+}
+
+// out[k][row] (+)= sum_e parts[k][row g + e] for the rows of the split kernels (total = rows x
+// N words; the limb of a row is row % limbs).
 extern "C" __global__ void sum_digits_u32(u32* out0, u32* out1, const u32* part0, const u32* part1,
                                           const u32* moduli, u32 log_n, u32 limbs, u32 g, u32 accumulate,
                                           u64 total) {

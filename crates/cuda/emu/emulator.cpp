@@ -152,6 +152,8 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(decompose_mac_4096_u32, true),
     FQ_KERNEL(decompose_mac_8192_u32, true),
     FQ_KERNEL(decompose_mac_split_u32, true),
+    FQ_KERNEL(decompose_mac_split_4096_u32, true),
+    FQ_KERNEL(decompose_mac_split_8192_u32, true),
     FQ_KERNEL(sum_digits_u32, false),
     FQ_KERNEL(expand_combine_u32, false),
     FQ_KERNEL(emu_selftest_race_u32, false),

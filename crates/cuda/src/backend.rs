@@ -425,8 +425,9 @@ impl CudaBackend {
             None => (x, 0),
         };
         // Batches smaller than the device (FASTQUERY_CUDA_SPLIT_KS) split by digit: a block per
-        // output row and digit (decompose_mac_split_u32) writes its products to `parts`, and
-        // sum_digits_u32 adds them; otherwise the three-pass kernels (NTT version 3) at 4096 and
+        // output row and digit (decompose_mac_split_u32, on the three-pass transform at 4096
+        // and 8192 with NTT version 3) writes its products to `parts`, and sum_digits_u32 adds
+        // them; otherwise the three-pass kernels (NTT version 3) at 4096 and
         // 8192 (N/16 threads), the plain one elsewhere, shared memory holding the row and both
         // accumulators either way.
         let (g, rows) = (src_limbs * digits, polys * limbs);
@@ -436,7 +437,16 @@ impl CudaBackend {
         } else {
             None
         };
+        let three = three_pass(self.ntt_version(), n as u32);
         let (name, cfg) = match n {
+            _ if split && three => (
+                if n == 4096 { "decompose_mac_split_4096_u32" } else { "decompose_mac_split_8192_u32" },
+                LaunchConfig {
+                    grid_dim: (rows as u32, g as u32, 1),
+                    block_dim: ((n / 16) as u32, 1, 1),
+                    shared_mem_bytes: (n * 4) as u32,
+                },
+            ),
             _ if split => (
                 "decompose_mac_split_u32",
                 LaunchConfig {

@@ -49,7 +49,7 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 33] = [
+pub const KERNELS: [(&str, u32); 35] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -81,6 +81,8 @@ pub const KERNELS: [(&str, u32); 33] = [
     ("decompose_mac_4096_u32", 256),
     ("decompose_mac_8192_u32", 512),
     ("decompose_mac_split_u32", 1024),
+    ("decompose_mac_split_4096_u32", 256),
+    ("decompose_mac_split_8192_u32", 512),
     ("sum_digits_u32", 256),
     ("expand_combine_u32", 256),
 ];
