@@ -291,8 +291,8 @@ pub const FLOOD_RETRY_STREAM: u64 = 4;
 ///   [`FLOOD_STREAM`] is `(x_{4c} << 64 | x_{4c+2}) & mask` where `x_i` is the `u64` of words `i`
 ///   and `i + 1` (as two `next_u64`), the first below the width taken; where none is (at most
 ///   one coefficient in 16), blocks `k 2^32 + i` of stream [`FLOOD_RETRY_STREAM`] give four
-///   candidates each in turn. Every candidate is accepted with probability above one half, so a
-///   retry block is rare and a second one rarer.
+///   candidates each in turn. Every candidate is accepted with probability at least one half, so
+///   a retry block is rare and a second one rarer.
 /// - its **mask** `r` is the `k`-th `next_u64` of stream [`MASK_STREAM`] masked to `plain_bits`
 ///   (as `uniform_mod_pow2` drew them), and the ciphertext gets the encoding of `-r`,
 ///   `round(q (-r mod t) / t)` with `t = 2^plain_bits`.
@@ -304,7 +304,7 @@ pub struct Flooding {
     q_mod_t: u64,
 }
 
-/// Bytes of flooding candidates the host reads from [`FLOOD_STREAM`] at a time.
+/// Blocks of flooding candidates the host reads from [`FLOOD_STREAM`] at a time.
 const FLOOD_READ_BLOCKS: usize = 32;
 
 impl Flooding {
