@@ -1266,7 +1266,7 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
 
 /// [`Ring::flood_mask_add`] adds exactly [`host::flood_mask_add`]'s words at the kept
 /// coefficients of every ciphertext (of any count, none included) and nothing elsewhere, for a
-/// flooding that often needs its retry stream and one of 100 bits; repeated or out-of-range
+/// flooding that often needs its retry stream, one of 100 bits and one of 127; repeated or out-of-range
 /// positions and mismatched counts are refused and change nothing.
 pub fn flood_mask_matches_the_host<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(21);
@@ -1291,7 +1291,7 @@ pub fn flood_mask_matches_the_host<B: Backend>(b: &Arc<B>) {
             Some(*at)
         }))
         .collect();
-    for (bound, bits) in [(1u128 << 40, 37), ((1u128 << 100) + 7, 64), (0, 1)] {
+    for (bound, bits) in [(1u128 << 40, 37), ((1u128 << 100) + 7, 64), ((1u128 << 126) + 5, 20), (0, 1)] {
         let floor_res: Vec<u32> = ctx.moduli().iter().map(|m| rng.random_range(0..m.value())).collect();
         let q_mod_t = rng.random::<u64>() >> (64 - bits);
         let spec = host::Flooding::new(bound, bits, floor_res, q_mod_t).unwrap();
