@@ -1266,8 +1266,8 @@ pub fn zero_noise_matches_the_spec<B: Backend>(b: &Arc<B>) {
 
 /// [`Ring::flood_mask_add`] adds exactly [`host::flood_mask_add`]'s words at the kept
 /// coefficients of every ciphertext (of any count, none included) and nothing elsewhere, for a
-/// flooding that often needs its retry stream, one of 100 bits and one of 127; repeated or out-of-range
-/// positions and mismatched counts are refused and change nothing.
+/// flooding that often needs its retry stream, one of 100 bits and one of 127; repeated or
+/// out-of-range positions and mismatched counts are refused and change nothing.
 pub fn flood_mask_matches_the_host<B: Backend>(b: &Arc<B>) {
     let mut rng = rng(21);
     let n = 256;
