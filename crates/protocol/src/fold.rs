@@ -1087,6 +1087,14 @@ impl<B: Backend> FoldServer<B> {
         let limbs = params.limbs();
         let tokens: usize = batch.iter().map(|(_, t)| t).sum();
         let ring = &self.ring;
+        // The phase's host steps (FASTQUERY_TRACE): where its host time goes, to find what
+        // keeps the device waiting at one token.
+        let mut at = std::time::Instant::now();
+        let mut step = |trace: &mut crate::trace::Phases, name: &'static str| {
+            let now = std::time::Instant::now();
+            trace.steps(&[(name, (now - at).as_secs_f64() * 1e3)]);
+            at = now;
+        };
         let at_once =
             self.fold_group.or(ring.backend().host_threads()).unwrap_or(tokens).clamp(1, tokens.max(1));
         let groups: Vec<(usize, usize)> =
@@ -1110,11 +1118,13 @@ impl<B: Backend> FoldServer<B> {
                 })
             })
             .collect::<Result<_, _>>()?;
+        step(trace, "buffers");
         let mut t0 = 0;
         for (ct, here) in batch {
             self.expand_into(keys, ct, here, (&mut a, &mut bits, at_once), t0)?;
             t0 += here;
         }
+        step(trace, "expand");
         // A group's RGSW of a bit from one key switch with the key for s^2, or all its bits'
         // from one.
         let rgsws: Vec<Vec<Rgsw<B>>> = bits
@@ -1131,6 +1141,7 @@ impl<B: Backend> FoldServer<B> {
                 }
             })
             .collect::<Result<_, _>>()?;
+        step(trace, "rgsw");
         trace.mark("expand+rgsw");
         let cols = l.m2 * l.pieces;
         let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
@@ -1259,6 +1270,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         let cts_per_batch = self.cts_per_batch();
         for (b, chunk) in cts.chunks(cts_per_batch).enumerate() {
             let first = b * cts_per_batch * per; // the batch's first token
+            let at = std::time::Instant::now();
             let batch = chunk
                 .iter()
                 .enumerate()
@@ -1268,6 +1280,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
                 })
                 .collect::<Result<Vec<_>, ProtocolError>>()?;
             let here: usize = batch.iter().map(|(_, t)| t).sum();
+            trace.steps(&[("load", at.elapsed().as_secs_f64() * 1e3)]);
             let part = self.fold_batch(&keys, batch, &mut trace)?;
             folded.copy_from(&self.ring, &part, 0, first * d.layout.pieces, here * d.layout.pieces)?;
         }
