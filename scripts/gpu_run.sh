@@ -19,8 +19,8 @@
 #   bash .device/gpu_run.sh fourth about a minute: the finish's coefficient chunks A/B
 #   bash .device/gpu_run.sh fifth  about a minute: the finish's steps with the flooding in chunks
 #   bash .device/gpu_run.sh sixth  about 4 minutes: tests, then the flooding drawn on the device
-#                                  against the host's words uploaded ($D/fastquery-before, a
-#                                  binary of 618fc00 where carried), alternated, at 1, 8, 128
+#                                  against the host's words uploaded ($D/fastquery-before, the
+#                                  34th session's binary of 97dc058, where carried), alternated, at 1, 8, 128
 #                                  tokens, and the finish's steps synchronised
 #   bash .device/gpu_run.sh seventh about 5 minutes: tests, the flooding A/B again at one token
 #                                  (five requests a run), each kernel's device time at 1 and
