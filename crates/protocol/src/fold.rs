@@ -56,6 +56,7 @@ use crate::{
         ClientState, ParamSummary, Positions, SchemeClient, SchemeServer, Sessions, Shares, check_query,
         decode_shares, place_shares,
     },
+    trace::StepClock,
 };
 
 /// Response ciphertexts of a `tokens`-token request: one per token and piece of a long row,
@@ -356,14 +357,8 @@ impl FoldDesign {
         (0..tokens.div_ceil(l.pack))
             .map(|group| {
                 let here = l.pack.min(tokens - group * l.pack);
-                let mut v: Vec<(usize, usize, usize)> = (0..self.d)
-                    .flat_map(|c| (0..here).map(move |i| (c * r + i, group * l.pack + i, c)))
-                    .collect();
-                if l.pack > r {
-                    v.sort_unstable();
-                }
-                debug_assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "positions in order");
-                v
+                debug_assert!(l.pack <= r, "a layout packs at most rows_per_record tokens");
+                (0..self.d).flat_map(|c| (0..here).map(move |i| (c * r + i, group * l.pack + i, c))).collect()
             })
             .collect()
     }
@@ -1089,12 +1084,7 @@ impl<B: Backend> FoldServer<B> {
         let ring = &self.ring;
         // The phase's host steps (FASTQUERY_TRACE): where its host time goes, to find what
         // keeps the device waiting at one token.
-        let mut at = std::time::Instant::now();
-        let mut step = |trace: &mut crate::trace::Phases, name: &'static str| {
-            let now = std::time::Instant::now();
-            trace.steps(&[(name, (now - at).as_secs_f64() * 1e3)]);
-            at = now;
-        };
+        let mut clock = StepClock::start();
         let at_once =
             self.fold_group.or(ring.backend().host_threads()).unwrap_or(tokens).clamp(1, tokens.max(1));
         let groups: Vec<(usize, usize)> =
@@ -1118,13 +1108,13 @@ impl<B: Backend> FoldServer<B> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        step(trace, "buffers");
+        clock.lap(trace, "buffers");
         let mut t0 = 0;
         for (ct, here) in batch {
             self.expand_into(keys, ct, here, (&mut a, &mut bits, at_once), t0)?;
             t0 += here;
         }
-        step(trace, "expand");
+        clock.lap(trace, "expand");
         // A group's RGSW of a bit from one key switch with the key for s^2, or all its bits'
         // from one.
         let rgsws: Vec<Vec<Rgsw<B>>> = bits
@@ -1141,7 +1131,7 @@ impl<B: Backend> FoldServer<B> {
                 }
             })
             .collect::<Result<_, _>>()?;
-        step(trace, "rgsw");
+        clock.lap(trace, "rgsw");
         trace.mark("expand+rgsw");
         let cols = l.m2 * l.pieces;
         let mut out: Polys<B, Ntt> = ring.zeros(Shape::new(2 * tokens * cols, limbs))?;
@@ -1270,7 +1260,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         let cts_per_batch = self.cts_per_batch();
         for (b, chunk) in cts.chunks(cts_per_batch).enumerate() {
             let first = b * cts_per_batch * per; // the batch's first token
-            let at = std::time::Instant::now();
+            let mut clock = StepClock::start();
             let batch = chunk
                 .iter()
                 .enumerate()
@@ -1280,7 +1270,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
                 })
                 .collect::<Result<Vec<_>, ProtocolError>>()?;
             let here: usize = batch.iter().map(|(_, t)| t).sum();
-            trace.steps(&[("load", at.elapsed().as_secs_f64() * 1e3)]);
+            clock.lap(&mut trace, "load");
             let part = self.fold_batch(&keys, batch, &mut trace)?;
             folded.copy_from(&self.ring, &part, 0, first * d.layout.pieces, here * d.layout.pieces)?;
         }
@@ -1294,10 +1284,10 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
         };
         let folded = if d.layout.split { split_by_parity(&self.ring, folded)? } else { folded };
         trace.mark("pack");
-        let at = std::time::Instant::now();
+        let mut clock = StepClock::start();
         let layout = d.positions(tokens);
         let positions: Vec<Vec<usize>> = layout.iter().map(|v| v.iter().map(|p| p.0).collect()).collect();
-        trace.steps(&[("positions", at.elapsed().as_secs_f64() * 1e3)]);
+        clock.lap(&mut trace, "positions");
         let fin = finish(
             &self.ring,
             params,
@@ -1309,7 +1299,8 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             keys.share.as_ref(),
             &mut rand::rng(),
         )?;
-        let at = std::time::Instant::now();
+        trace.steps(&fin.steps);
+        let mut clock = StepClock::start();
         let shares = place_shares(tokens, d.d, params.plain_bits(), &layout, &fin.shares);
         let response = encode_response(
             params,
@@ -1318,8 +1309,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             &fin.responses,
             d.layout.sharing(),
         );
-        trace.steps(&fin.steps);
-        trace.steps(&[("encode", at.elapsed().as_secs_f64() * 1e3)]);
+        clock.lap(&mut trace, "encode");
         trace.mark("finish+encode");
         Ok((response, shares))
     }

@@ -221,6 +221,23 @@ fn minor_faults() -> Option<u64> {
     rest.split_whitespace().nth(7)?.parse().ok()
 }
 
+/// Times consecutive host steps of a phase for [`Phases::steps`]: each lap is the time since
+/// the clock started or since its last lap.
+pub(crate) struct StepClock(Instant);
+
+impl StepClock {
+    pub(crate) fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Reports the step `name` as ending now.
+    pub(crate) fn lap(&mut self, trace: &mut Phases, name: &'static str) {
+        let now = Instant::now();
+        trace.steps(&[(name, (now - self.0).as_secs_f64() * 1e3)]);
+        self.0 = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A phase ended several times is reported once, with its total and count, in the order
