@@ -433,7 +433,9 @@ impl CudaBackend {
         let (g, rows) = (src_limbs * digits, polys * limbs);
         let split = rows < self.split_rows() && g > 1;
         let mut parts = if split {
-            Some([self.alloc_zeroed(rows * g * n)?, self.alloc_zeroed(rows * g * n)?])
+            // Every word of the parts is written by the split kernel (a block per row and
+            // digit, n words of each part) before sum_digits_u32 reads it: no memset.
+            Some([self.alloc_scratch(rows * g * n)?, self.alloc_scratch(rows * g * n)?])
         } else {
             None
         };
@@ -629,6 +631,12 @@ impl CudaBackend {
     /// run); the words are the same either way.
     pub fn set_two_row_mac(&self, on: bool) {
         self.two_row_mac.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`crate::device::Device::alloc_scratch`] as a buffer: words a kernel overwrites in full.
+    fn alloc_scratch(&self, words: usize) -> Result<CudaBuffer, BackendError> {
+        let data = if words == 0 { None } else { Some(self.device.alloc_scratch(words)?) };
+        Ok(CudaBuffer { data, len: words })
     }
 
     /// Key-switch products of fewer output rows (polynomials times limbs) than this run split by

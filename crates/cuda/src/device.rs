@@ -58,6 +58,11 @@ pub(crate) enum Device {
     Emulated { races: bool },
 }
 
+/// What the emulator fills scratch memory with ([`Device::alloc_scratch`]): not a residue of
+/// any 31-bit prime, so a word left unwritten shows in every product it reaches.
+#[cfg(feature = "emulator")]
+pub(crate) const SCRATCH_POISON: u32 = 0xfeed_face;
+
 fn mixed() -> BackendError {
     BackendError::Device("CUDA: a buffer of another device".into())
 }
@@ -69,6 +74,23 @@ impl Device {
             Self::Gpu { stream, .. } => Ok(Mem::Gpu(stream.alloc_zeros::<T>(len).map_err(dev)?)),
             #[cfg(feature = "emulator")]
             Self::Emulated { .. } => Ok(Mem::Host(crate::emulator::HostMem::zeroed(len))),
+        }
+    }
+
+    /// Scratch words the next launch overwrites in full before anything reads them: left
+    /// unset on the GPU (no memset behind the allocation), filled with [`SCRATCH_POISON`] on
+    /// the emulator, so that a kernel leaving a word unwritten gives wrong results in the
+    /// checks instead of the zeros a fresh allocation would hide it behind.
+    pub(crate) fn alloc_scratch(&self, len: usize) -> Result<Mem<u32>, BackendError> {
+        work::allocation();
+        match self {
+            // SAFETY: the words are unset device memory; the caller's kernel writes every one
+            // before any launch or copy reads it, and a device word of any value is a valid u32.
+            Self::Gpu { stream, .. } => Ok(Mem::Gpu(unsafe { stream.alloc::<u32>(len) }.map_err(dev)?)),
+            #[cfg(feature = "emulator")]
+            Self::Emulated { .. } => {
+                Ok(Mem::Host(crate::emulator::HostMem::from_slice(&vec![SCRATCH_POISON; len])))
+            }
         }
     }
 
