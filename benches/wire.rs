@@ -1,7 +1,11 @@
 //! Wire format benchmarks on messages of real size: Cheetah's llama-7b query (180 seeded
 //! ciphertexts of 4 limbs, 10 MB), decoded as a server does, and its response (179 ciphertexts,
-//! `c1` rounded as the noise analysis chose, the kept `c0` coefficients), encoded. Random residues
-//! below each prime: the coders' work does not depend on the values.
+//! `c1` whole as its design sends it, the kept `c0` coefficients), encoded; the same with `c1`
+//! rounded to the width the noise analysis allows, from residues (the encoder rounds `c1`) and
+//! from the values a server's finish rounded (written as they are); and the rounding and
+//! lifting of those `c1` alone (the finish rounded, lifted and the
+//! encoder rounded again until 2026-12-04). Random residues below each prime: the coders' work
+//! does not depend on the values.
 //!
 //! Run: `cargo bench -p fastquery-benches --bench wire`.
 
@@ -9,7 +13,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fastquery_he::{
-    client::{ResponseCiphertext, SeededCiphertext},
+    client::{ResponseC1, ResponseCiphertext, SeededCiphertext},
+    rounding::response_rounding,
     share::Sharing,
 };
 use fastquery_protocol::{cheetah, messages};
@@ -41,16 +46,48 @@ fn wire(c: &mut Criterion) {
     let responses: Vec<ResponseCiphertext> = kept
         .iter()
         .map(|&k| ResponseCiphertext {
-            c1: residues(p.response_limbs(), &mut rng),
+            c1: ResponseC1::Residues(residues(p.response_limbs(), &mut rng)),
             c0: (0..k).map(|_| rng.random::<u128>() >> (128 - width)).collect(),
         })
         .collect();
     let bits = (design.noise.drop_bits, design.noise.c1_bits);
-    let response = messages::encode_response(&p, 1, bits, &responses, Sharing::NONE);
+    let response = messages::encode_response(&p, 1, bits, &responses, Sharing::NONE).unwrap();
     assert_eq!(response.len(), design.predicted_bytes(1).response);
     g.throughput(Throughput::Bytes(response.len() as u64));
     g.bench_function("response_encode/cheetah-llama-7b", |b| {
-        b.iter(|| messages::encode_response(&p, 1, bits, &responses, Sharing::NONE))
+        b.iter(|| messages::encode_response(&p, 1, bits, &responses, Sharing::NONE).unwrap())
+    });
+    // The same responses with c1 rounded to the width the noise analysis allows (cheetah's
+    // design sends it whole; folded and other blocked designs round it).
+    let bits = (bits.0, design.noise.clone().with_rounded_c1(&p, kept[0], Sharing::NONE).c1_bits);
+    assert!(bits.1 > 0, "the noise analysis leaves room to round c1");
+    let by_encoder = messages::encode_response(&p, 1, bits, &responses, Sharing::NONE).unwrap();
+    g.throughput(Throughput::Bytes(by_encoder.len() as u64));
+    g.bench_function("response_encode_round_c1/cheetah-llama-7b", |b| {
+        b.iter(|| messages::encode_response(&p, 1, bits, &responses, Sharing::NONE).unwrap())
+    });
+    let (basis, rounding) = response_rounding(&p, bits.1).unwrap();
+    let c1s: Vec<Vec<u32>> = responses.iter().map(|r| r.c1.residues(&p).unwrap().into_owned()).collect();
+    let rounded: Vec<ResponseCiphertext> = responses
+        .iter()
+        .zip(&c1s)
+        .map(|(r, c1)| ResponseCiphertext {
+            c1: ResponseC1::Rounded { bits: bits.1, values: rounding.round_residues(&basis, c1) },
+            c0: r.c0.clone(),
+        })
+        .collect();
+    assert_eq!(messages::encode_response(&p, 1, bits, &rounded, Sharing::NONE).unwrap(), by_encoder);
+    g.bench_function("response_encode_rounded/cheetah-llama-7b", |b| {
+        b.iter(|| messages::encode_response(&p, 1, bits, &rounded, Sharing::NONE).unwrap())
+    });
+    // The c1 coefficients of the whole response, rounded, then lifted back.
+    g.throughput(Throughput::Elements((c1s.len() * n) as u64));
+    g.bench_function("c1_round/cheetah-llama-7b", |b| {
+        b.iter(|| c1s.iter().map(|c1| rounding.round_residues(&basis, c1)).collect::<Vec<_>>())
+    });
+    let values: Vec<Vec<u64>> = c1s.iter().map(|c1| rounding.round_residues(&basis, c1)).collect();
+    g.bench_function("c1_lift/cheetah-llama-7b", |b| {
+        b.iter(|| values.iter().map(|h| rounding.lift_residues(&basis, h)).collect::<Vec<_>>())
     });
     g.finish();
 }

@@ -23,15 +23,51 @@ pub struct SeededCiphertext {
     pub seed: Seed,
 }
 
-/// A response ciphertext after modulus switching: `c1` in full (coefficient form,
-/// `[limb][coefficient]`, response limbs) and only the kept coefficients of `c0`, each with its
-/// low `drop_bits` bits removed (`c0 ~ value << drop_bits`).
+/// A response ciphertext after modulus switching: `c1` in full and only the kept coefficients
+/// of `c0`, each with its low `drop_bits` bits removed (`c0 ~ value << drop_bits`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseCiphertext {
-    /// Full `c1`.
-    pub c1: Vec<u32>,
+    /// Full `c1` (empty for the members of a shared group but the first).
+    pub c1: ResponseC1,
     /// Kept `c0` coefficients, high parts, in the order of the layout's positions.
     pub c0: Vec<u128>,
+}
+
+/// A response's `c1` in one of the two forms it travels in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseC1 {
+    /// Residues, coefficient form, `[limb][coefficient]` over the response limbs.
+    Residues(Vec<u32>),
+    /// Every coefficient rounded to `bits` bits ([`crate::rounding::C1Rounding::round`]), as the
+    /// wire carries it: the server's finish rounds once and the encoder writes these values.
+    Rounded {
+        /// Bits per coefficient.
+        bits: u32,
+        /// The rounded coefficients.
+        values: Vec<u64>,
+    },
+}
+
+impl ResponseC1 {
+    /// Whether it holds no coefficient (a shared group's members after the first).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Residues(r) => r.is_empty(),
+            Self::Rounded { values, .. } => values.is_empty(),
+        }
+    }
+
+    /// The residues `[limb][coefficient]` over the response limbs of `params`: a rounded `c1`
+    /// is lifted back (`round(h q' / 2^bits)`, what the client reads off the wire).
+    pub fn residues(&self, params: &Params) -> Result<std::borrow::Cow<'_, [u32]>, HeError> {
+        match self {
+            Self::Residues(r) => Ok(std::borrow::Cow::Borrowed(r)),
+            Self::Rounded { bits, values } => {
+                let (basis, rounding) = crate::rounding::response_rounding(params, *bits)?;
+                Ok(std::borrow::Cow::Owned(rounding.lift_residues(&basis, values)))
+            }
+        }
+    }
 }
 
 /// The client: parameters, NTT plans, secret key.
@@ -221,7 +257,7 @@ impl Client {
         positions: &[usize],
         drop_bits: u32,
     ) -> Result<Vec<u128>, HeError> {
-        self.phases_under(&self.sk, &ct.c1, &ct.c0, positions, drop_bits)
+        self.phases_under(&self.sk, &ct.c1.residues(&self.params)?, &ct.c0, positions, drop_bits)
     }
 
     /// Decrypts member `j` of a group of responses sharing `c1` ([`crate::share`]): its kept

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::{
     HeError, Params, PublicKey,
-    client::{ResponseCiphertext, SeededCiphertext},
+    client::{ResponseC1, ResponseCiphertext, SeededCiphertext},
     galois::Ciphertexts,
     noise::NoiseReport,
     rounding::response_rounding,
@@ -473,16 +473,22 @@ pub fn finish_outputs<B: Backend, R: RngCore>(
                 .collect();
             // A group's c1 travels with its first member.
             if ct % group != 0 {
-                return ResponseCiphertext { c1: Vec::new(), c0 };
+                return ResponseCiphertext { c1: ResponseC1::Residues(Vec::new()), c0 };
             }
             let g = ct / group;
             let c1 = &w1[g * lr * n..(g + 1) * lr * n];
             // In the half ring only the even coefficients travel.
-            let c1 = if half { crate::share::even_coefficients(c1, n) } else { c1.to_vec() };
-            // A rounded c1 is what the client will read back from its bits on the wire.
+            let even;
+            let c1 = if half {
+                even = crate::share::even_coefficients(c1, n);
+                &even[..]
+            } else {
+                c1
+            };
+            // Rounded once, here: the encoder writes these values as they are.
             let c1 = match &rounding {
-                Some(r) => r.lift_residues(&resp_basis, &r.round_residues(&resp_basis, &c1)),
-                None => c1,
+                Some(r) => ResponseC1::Rounded { bits: r.bits(), values: r.round_residues(&resp_basis, c1) },
+                None => ResponseC1::Residues(c1.to_vec()),
             };
             ResponseCiphertext { c1, c0 }
         })

@@ -138,11 +138,17 @@ fn a_shared_c1_is_rerandomised_and_the_shares_reconstruct() {
     let (x, y) = (answer(), answer());
     for fin in [&x, &y] {
         // Only the group's first response carries c1.
-        assert_eq!(fin.responses[0].c1.len(), params.response_limbs() * n);
+        assert_eq!(fin.responses[0].c1.residues(&params).unwrap().len(), params.response_limbs() * n);
         assert!(fin.responses[1..].iter().all(|r| r.c1.is_empty()));
         for (i, (resp, msg)) in fin.responses.iter().zip(&msgs).enumerate() {
             let got = client
-                .decrypt_shared(&resp.c0, &fin.responses[0].c1, i, &positions[i], report.drop_bits)
+                .decrypt_shared(
+                    &resp.c0,
+                    &fin.responses[0].c1.residues(&params).unwrap(),
+                    i,
+                    &positions[i],
+                    report.drop_bits,
+                )
                 .unwrap();
             let mask = params.plain_mask();
             assert_eq!(got[0].wrapping_add(fin.shares[i][0]) & mask, (msg[0].1 as u64) & mask, "member {i}");
@@ -150,7 +156,9 @@ fn a_shared_c1_is_rerandomised_and_the_shares_reconstruct() {
         }
     }
     // Same ciphertexts twice: the shared c1 agree on about 1/p of their words.
-    let same = x.responses[0].c1.iter().zip(&y.responses[0].c1).filter(|(a, b)| a == b).count();
+    let (cx, cy) =
+        (x.responses[0].c1.residues(&params).unwrap(), y.responses[0].c1.residues(&params).unwrap());
+    let same = cx.iter().zip(cy.iter()).filter(|(a, b)| a == b).count();
     assert!(same < 8, "{same} equal words in two re-randomised shared c1");
     assert_eq!(limbs, 4);
 }
@@ -263,9 +271,19 @@ fn a_c1_in_the_half_ring_decrypts_at_even_coefficients() {
                 .unwrap();
         for (i, (resp, msg)) in fin.responses.iter().zip(&msgs).enumerate() {
             let first = &fin.responses[i - i % group];
-            assert_eq!(first.c1.len(), lr * n / 2, "group of {group}: c travels at its even coefficients");
+            assert_eq!(
+                first.c1.residues(&params).unwrap().len(),
+                lr * n / 2,
+                "group of {group}: c travels at its even coefficients"
+            );
             let got = client
-                .decrypt_shared(&resp.c0, &first.c1, i % group, &positions[i], report.drop_bits)
+                .decrypt_shared(
+                    &resp.c0,
+                    &first.c1.residues(&params).unwrap(),
+                    i % group,
+                    &positions[i],
+                    report.drop_bits,
+                )
                 .unwrap();
             assert_eq!(got[0].wrapping_add(fin.shares[i][0]) & mask, (msg[0].1 as u64) & mask, "member {i}");
             assert_eq!(got[1].wrapping_add(fin.shares[i][1]) & mask, 0, "member {i}, an empty coefficient");
@@ -407,7 +425,9 @@ fn a_shared_response_is_flooded_at_every_kept_coefficient() {
     let total = BigUint::from(report.total.ceil() as u128);
     let mask = params.plain_mask();
     for (i, resp) in fin.responses.iter().enumerate() {
-        let phases = client.shared_phases(&resp.c0, &fin.responses[0].c1, i, &positions[i], 0).unwrap();
+        let phases = client
+            .shared_phases(&resp.c0, &fin.responses[0].c1.residues(&params).unwrap(), i, &positions[i], 0)
+            .unwrap();
         let noise: Vec<f64> = phases
             .iter()
             .zip(&fin.shares[i])

@@ -628,7 +628,7 @@ impl<B: Backend> BlockedServer<B> {
             (d.noise.drop_bits, d.noise.c1_bits),
             &fin.responses,
             Sharing::NONE,
-        );
+        )?;
         let mut steps = fin.steps;
         steps.push(("encode", at.elapsed().as_secs_f64() * 1e3));
         Ok((response, shares, steps))

@@ -138,11 +138,14 @@ pub(crate) const ENCODE_NS_PER_WORD: f64 = 4.8;
 const FINISH_NS_PER_WORD: f64 = 15.5;
 const NTT_NS_PER_BUTTERFLY: f64 = 0.2;
 /// A rounded `c1` ([`Design::with_rounded_c1`]), per coefficient of every response: the server
-/// rounds it, lifts it back (what the client will read) and rounds it again as it encodes
-/// (49-53 ns of one thread in the thirtieth session's traces of `fastquery-lan` with rounding,
-/// 7.5 M coefficients a llama-7b request: its finish and encoding took 390-550 ms against
-/// 260-310 ms whole); the client reads and lifts it (about 15 ns, within this VM's noise).
-pub(crate) const ROUND_SERVER_NS_PER_COEFF: f64 = 50.0;
+/// rounds it once in its finish and the encoder writes the rounded values (since 2026-12-04;
+/// before, the finish rounded it, lifted it back and the encoder rounded it again: 49-53 ns of
+/// one thread in the thirtieth session's traces of `fastquery-lan` with rounding, 7.5 M
+/// coefficients a llama-7b request). Scaled by what the one rounding is of those three passes
+/// in `cargo bench -p fastquery-benches --bench wire` (`c1_round` 22.4 ns and `c1_lift` 13.2 ns
+/// a coefficient on two threads: 22.4 of 58.0, 2026-12-04 on the 2-vCPU AVX2 VM): 19 ns. The
+/// client reads and lifts it (about 15 ns, within this VM's noise).
+pub(crate) const ROUND_SERVER_NS_PER_COEFF: f64 = 19.0;
 const ROUND_CLIENT_NS_PER_COEFF: f64 = 15.0;
 const KEYSWITCH_OVERHEAD: f64 = 1.75;
 /// Bytes per second the multiply-accumulate streams the preprocessed table at, at most: the

@@ -1308,7 +1308,7 @@ impl<B: Backend> SchemeServer for FoldServer<B> {
             (d.noise.drop_bits, d.noise.c1_bits),
             &fin.responses,
             d.layout.sharing(),
-        );
+        )?;
         clock.lap(&mut trace, "encode");
         trace.mark("finish+encode");
         Ok((response, shares))

@@ -2,7 +2,7 @@
 
 use fastquery_he::{
     Params, PublicKey,
-    client::{ResponseCiphertext, SeededCiphertext},
+    client::{ResponseC1, ResponseCiphertext, SeededCiphertext},
     galois::GaloisKey,
     rounding::{C1Rounding, response_rounding},
     share::{ShareKeys, Sharing, StageKeys, share_key_shape},
@@ -403,39 +403,50 @@ fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Roundin
 /// ciphertexts share `c1`, only the first record of each group holds it, and where `c` is in
 /// the half ring only its `N/2` even coefficients travel. How many
 /// coefficients each ciphertext keeps, and the groups, are fixed by the layout, which both
-/// sides know; they are not sent. A rounded `c1` must hold values that
-/// [`fastquery_he::server::finish`] rounded with the same width.
+/// sides know; they are not sent. A `c1` the finish rounded to `c1_width` bits is written as
+/// it is; residues, or values rounded to another width (lifted first), are rounded here. An
+/// error for a width the response modulus cannot hold.
 pub fn encode_response(
     params: &Params,
     scheme: u8,
     (drop_bits, c1_width): (u32, u32),
     cts: &[ResponseCiphertext],
     sharing: Sharing,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, WireError> {
     let share = sharing.group();
     let width = c0_width(params, drop_bits);
-    // The widths come from the scheme's own noise analysis, which checked them.
-    let rounding = c1_rounding(params, c1_width).ok().flatten();
-    let records: Vec<Vec<u8>> = cts
+    let rounding = c1_rounding(params, c1_width)?;
+    let residues = |c1: &ResponseC1| {
+        c1.residues(params)
+            .map_err(|e| WireError::Field(format!("a response's c1: {e}")))
+            .map(|r| r.into_owned())
+    };
+    let records = cts
         .par_iter()
         .enumerate()
         .map(|(i, ct)| {
             let mut w = Writer::body_only();
-            match &rounding {
+            match (&rounding, &ct.c1) {
                 _ if i % share != 0 => {}
-                None => write_poly_rows(&mut w, params, &ct.c1, params.response_limbs()),
-                Some((basis, r)) => w.bits_many(&r.round_residues(basis, &ct.c1), c1_width),
+                // Rounded by the finish at this width: written as it is.
+                (Some(_), ResponseC1::Rounded { bits, values }) if *bits == c1_width => {
+                    w.bits_many(values, c1_width)
+                }
+                // Any other form is lifted to residues first (a rounded c1 keeps its rounding's
+                // error); a width the response modulus cannot hold is the caller's error.
+                (Some((basis, r)), c1) => w.bits_many(&r.round_residues(basis, &residues(c1)?), c1_width),
+                (None, c1) => write_poly_rows(&mut w, params, &residues(c1)?, params.response_limbs()),
             }
             ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
-            w.finish()
+            Ok(w.finish())
         })
-        .collect();
+        .collect::<Result<Vec<Vec<u8>>, WireError>>()?;
     let mut w = Writer::new(Kind::Response, scheme, params.id());
     w.bits(u64::from(drop_bits), 8);
     w.bits(u64::from(if rounding.is_some() { c1_width } else { 0 }), 8);
     w.reserve(records.iter().map(Vec::len).sum());
     records.iter().for_each(|r| w.record(r));
-    w.finish()
+    Ok(w.finish())
 }
 
 /// Decodes a response whose ciphertext `i` keeps `kept[i]` coefficients, groups of `share`
@@ -491,7 +502,7 @@ pub fn decode_response(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             r.end()?;
-            Ok(ResponseCiphertext { c1, c0 })
+            Ok(ResponseCiphertext { c1: ResponseC1::Residues(c1), c0 })
         })
         .collect::<Result<Vec<_>, WireError>>()?;
     Ok((drop_bits, cts))

@@ -232,7 +232,7 @@ pub(crate) fn decode_shares(
                 return he.decrypt_response(ct, &coeffs, drop_bits);
             }
             // Member i % share of the group whose first record carries c1.
-            he.decrypt_shared(&ct.c0, &cts[i - i % share].c1, i % share, &coeffs, drop_bits)
+            he.decrypt_shared(&ct.c0, &cts[i - i % share].c1.residues(params)?, i % share, &coeffs, drop_bits)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(place_shares(tokens, d, params.plain_bits(), positions, &values))

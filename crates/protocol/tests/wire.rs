@@ -113,7 +113,10 @@ fn a_huge_announced_length_is_refused_before_allocation() {
 /// largest is read back, one more is refused, for widths with and without dropped bits.
 #[test]
 fn kept_c0_values_above_the_largest_rounding_are_refused() {
-    use fastquery_he::{client::ResponseCiphertext, rounding::c0_largest};
+    use fastquery_he::{
+        client::{ResponseC1, ResponseCiphertext},
+        rounding::c0_largest,
+    };
     use fastquery_protocol::messages::{Limits, c0_width, decode_response, encode_response};
     let params = cheetah::params(37).unwrap();
     let q = params.response_modulus().unwrap();
@@ -122,8 +125,8 @@ fn kept_c0_values_above_the_largest_rounding_are_refused() {
         let largest = c0_largest(q, b);
         assert_eq!(c0_width(&params, b), 128 - largest.leading_zeros());
         let encode = |v: u128| {
-            let ct = ResponseCiphertext { c1: c1.clone(), c0: vec![3, v] };
-            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], Sharing::NONE)
+            let ct = ResponseCiphertext { c1: ResponseC1::Residues(c1.clone()), c0: vec![3, v] };
+            encode_response(&params, cheetah::SCHEME_ID, (b, 0), &[ct], Sharing::NONE).unwrap()
         };
         let read = |msg: &[u8]| {
             decode_response(&params, cheetah::SCHEME_ID, msg, (&[2], Sharing::NONE), Limits::default())
@@ -133,4 +136,58 @@ fn kept_c0_values_above_the_largest_rounding_are_refused() {
             assert!(read(&encode(largest + 1)).is_err(), "b={b}");
         }
     }
+}
+
+/// A `c1` the finish rounded travels as the very bytes the encoder writes for its residues at
+/// that width; one rounded to another width is lifted and rounded again; the client reads the
+/// lift of the rounded values; a width the response modulus cannot hold is an error, not a
+/// response.
+#[test]
+fn a_c1_rounded_once_encodes_as_the_encoder_would_round_it() {
+    use fastquery_he::{
+        client::{ResponseC1, ResponseCiphertext},
+        rounding::response_rounding,
+    };
+    use fastquery_protocol::messages::{Limits, decode_response, encode_response};
+    use rand::{Rng, SeedableRng};
+    let params = cheetah::params(37).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let lr = params.response_limbs();
+    let residues: Vec<u32> = params.moduli()[..lr]
+        .iter()
+        .flat_map(|m| (0..params.n()).map(|_| rng.random_range(0..m.value())).collect::<Vec<_>>())
+        .collect();
+    let bits = 40;
+    let (basis, rounding) = response_rounding(&params, bits).unwrap();
+    let values = rounding.round_residues(&basis, &residues);
+    let c0 = vec![5u128, 9];
+    let encode = |c1: ResponseC1, width: u32| {
+        let ct = ResponseCiphertext { c1, c0: c0.clone() };
+        encode_response(&params, cheetah::SCHEME_ID, (20, width), &[ct], Sharing::NONE)
+    };
+    let by_encoder = encode(ResponseC1::Residues(residues.clone()), bits).unwrap();
+    let rounded = ResponseC1::Rounded { bits, values: values.clone() };
+    assert_eq!(encode(rounded.clone(), bits).unwrap(), by_encoder);
+    // What the client reads back is the lift of the rounded values, and the rounded c1's own
+    // residues say the same.
+    let (_, read) =
+        decode_response(&params, cheetah::SCHEME_ID, &by_encoder, (&[2], Sharing::NONE), Limits::default())
+            .unwrap();
+    assert_eq!(read[0].c1.residues(&params).unwrap(), rounded.residues(&params).unwrap());
+    assert_eq!(read[0].c0, c0);
+    // At another width: the lift rounded again, which is not the residues rounded there.
+    let (b2, r2) = response_rounding(&params, 30).unwrap();
+    let again = encode(rounded.clone(), 30).unwrap();
+    let lifted = rounded.residues(&params).unwrap();
+    assert_eq!(again, encode(ResponseC1::Residues(lifted.into_owned()), 30).unwrap());
+    assert_eq!(r2.round_residues(&b2, &rounded.residues(&params).unwrap()).len(), params.n());
+    // Residues on the wire (width 0) from a rounded c1: its lift.
+    let whole = encode(rounded.clone(), 0).unwrap();
+    let (_, read) =
+        decode_response(&params, cheetah::SCHEME_ID, &whole, (&[2], Sharing::NONE), Limits::default())
+            .unwrap();
+    assert_eq!(read[0].c1.residues(&params).unwrap(), rounded.residues(&params).unwrap());
+    // Widths the response modulus cannot hold.
+    assert!(encode(ResponseC1::Residues(residues.clone()), 65).is_err());
+    assert!(encode(ResponseC1::Rounded { bits: 65, values }, 30).is_err());
 }
