@@ -398,6 +398,26 @@ fn c1_rounding(params: &Params, bits: u32) -> Result<Option<(RnsBasis, C1Roundin
     response_rounding(params, bits).map(Some).map_err(|e| WireError::Field(format!("c1 of {bits} bits: {e}")))
 }
 
+/// Response `i`'s `c1` as residues over the response limbs (borrowed where it is residues, lifted
+/// where it was rounded), `coeffs` per limb; an error for any other length or a width the
+/// response modulus cannot hold.
+fn c1_residues<'a>(
+    params: &Params,
+    c1: &'a ResponseC1,
+    coeffs: usize,
+    i: usize,
+) -> Result<std::borrow::Cow<'a, [u32]>, WireError> {
+    let words = c1.residues(params).map_err(|e| WireError::Field(format!("response {i}'s c1: {e}")))?;
+    if words.len() != params.response_limbs() * coeffs {
+        return Err(WireError::Field(format!(
+            "response {i}: a c1 of {} words, expected {} limbs of {coeffs}",
+            words.len(),
+            params.response_limbs()
+        )));
+    }
+    Ok(words)
+}
+
 /// Response: the dropped bit count and the width of `c1` (0: residues), then each ciphertext as
 /// a byte-aligned record (`c1`, then its kept `c0` coefficients); where groups of `share`
 /// ciphertexts share `c1`, only the first record of each group holds it, and where `c` is in
@@ -416,11 +436,7 @@ pub fn encode_response(
     let share = sharing.group();
     let width = c0_width(params, drop_bits);
     let rounding = c1_rounding(params, c1_width)?;
-    let residues = |c1: &ResponseC1| {
-        c1.residues(params)
-            .map_err(|e| WireError::Field(format!("a response's c1: {e}")))
-            .map(|r| r.into_owned())
-    };
+    let coeffs = sharing.c1_coeffs(params.n());
     let records = cts
         .par_iter()
         .enumerate()
@@ -430,12 +446,25 @@ pub fn encode_response(
                 _ if i % share != 0 => {}
                 // Rounded by the finish at this width: written as it is.
                 (Some(_), ResponseC1::Rounded { bits, values }) if *bits == c1_width => {
+                    if values.len() != coeffs || values.iter().any(|&h| h >> c1_width != 0) {
+                        return Err(WireError::Field(format!(
+                            "response {i}: a c1 of {} values of {c1_width} bits, expected {coeffs}",
+                            values.len()
+                        )));
+                    }
                     w.bits_many(values, c1_width)
                 }
                 // Any other form is lifted to residues first (a rounded c1 keeps its rounding's
-                // error); a width the response modulus cannot hold is the caller's error.
-                (Some((basis, r)), c1) => w.bits_many(&r.round_residues(basis, &residues(c1)?), c1_width),
-                (None, c1) => write_poly_rows(&mut w, params, &residues(c1)?, params.response_limbs()),
+                // error).
+                (Some((basis, r)), c1) => {
+                    w.bits_many(&r.round_residues(basis, &c1_residues(params, c1, coeffs, i)?), c1_width)
+                }
+                (None, c1) => write_poly_rows(
+                    &mut w,
+                    params,
+                    &c1_residues(params, c1, coeffs, i)?,
+                    params.response_limbs(),
+                ),
             }
             ct.c0.iter().for_each(|&v| w.bits_u128(v, width));
             Ok(w.finish())

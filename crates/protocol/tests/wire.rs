@@ -187,7 +187,14 @@ fn a_c1_rounded_once_encodes_as_the_encoder_would_round_it() {
         decode_response(&params, cheetah::SCHEME_ID, &whole, (&[2], Sharing::NONE), Limits::default())
             .unwrap();
     assert_eq!(read[0].c1.residues(&params).unwrap(), rounded.residues(&params).unwrap());
-    // Widths the response modulus cannot hold.
+    // Widths the response modulus cannot hold, a c1 of the wrong length in either form, and a
+    // rounded value wider than its width: errors, not responses.
     assert!(encode(ResponseC1::Residues(residues.clone()), 65).is_err());
-    assert!(encode(ResponseC1::Rounded { bits: 65, values }, 30).is_err());
+    assert!(encode(ResponseC1::Rounded { bits: 65, values: values.clone() }, 30).is_err());
+    assert!(encode(ResponseC1::Residues(residues[1..].to_vec()), bits).is_err());
+    assert!(encode(ResponseC1::Residues(residues[1..].to_vec()), 0).is_err());
+    assert!(encode(ResponseC1::Rounded { bits, values: values[1..].to_vec() }, bits).is_err());
+    let mut wide = values;
+    wide[7] |= 1 << bits;
+    assert!(encode(ResponseC1::Rounded { bits, values: wide }, bits).is_err());
 }
