@@ -99,6 +99,18 @@ extern "C" __global__ void decompose_mac_u32(u32* out0, u32* out1, const u32* a,
 // this point: with all 32 products of a thread in flight ptxas spilled at 128 registers.
 #define FQ_ORDER() asm volatile("" ::: "memory")
 
+// Thread t's 16 words of a digit row for the three-pass transform: word t + k N/16 of the source
+// row's digit at `shift` (`mask` its width), reduced mod p, in x[k] (pass A's input order).
+template <u32 LN>
+__device__ __forceinline__ void digit_row_regs(u32 x[16], const u32* src, u32 shift, u32 mask, u32 p, u32 t) {
+    constexpr u32 T = (1u << LN) / 16;
+#pragma unroll
+    for (u32 k = 0; k < 16; ++k) {
+        const u32 d = shift < 32 ? (src[t + k * T] >> shift) & mask : 0u;
+        x[k] = d >= p ? d % p : d;
+    }
+}
+
 template <u32 LN>
 __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const u32* a, const u32* key0,
                                                     const u32* key1, const u32* tw, const u32* tw_shoup,
@@ -107,7 +119,7 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
                                                     u32 src_limbs, const u32* twin, u32 use_twin,
                                                     u32 key_sets) {
     extern __shared__ u32 s[];
-    constexpr u32 N = 1u << LN, T = N / 16;
+    constexpr u32 N = 1u << LN;
     u32* acc0 = s + N;
     u32* acc1 = s + 2 * N;
     const u32 row = blockIdx.x, r = row / limbs, l = row % limbs, t = threadIdx.x;
@@ -153,14 +165,8 @@ __device__ __forceinline__ void decompose_mac_3pass(u32* out0, u32* out1, const 
     const u32 g = src_limbs * digits;
     for (u32 e = 0; e < g; ++e) {
         if (use_twin && e == l) continue;
-        const u32 i = e / digits, shift = (e % digits) * digit_bits;
-        const u32* src = a + ((size_t)r * src_limbs + i) * N;
         u32 x[16];
-#pragma unroll
-        for (u32 k = 0; k < 16; ++k) {
-            const u32 d = shift < 32 ? (src[t + k * T] >> shift) & mask : 0u;
-            x[k] = d >= p ? d % p : d;
-        }
+        digit_row_regs<LN>(x, a + ((size_t)r * src_limbs + e / digits) * N, (e % digits) * digit_bits, mask, p, t);
         // The previous digit row's pass C read the row until here.
         if (e > 0) __syncthreads();
         ntt_forward_3pass_regs<LN>(x, s, w, ws, p, t);
@@ -272,7 +278,7 @@ __device__ __forceinline__ void decompose_mac_split_3pass(u32* part0, u32* part1
                                                           u32 digit_bits, u32 digits, u32 src_limbs,
                                                           const u32* twin, u32 use_twin, u32 key_sets) {
     extern __shared__ u32 s[];
-    constexpr u32 N = 1u << LN, T = N / 16;
+    constexpr u32 N = 1u << LN;
     const u32 row = blockIdx.x, e = blockIdx.y, r = row / limbs, l = row % limbs, t = threadIdx.x;
     const u32 p = moduli[l];
     const u64 bar = barrett[l];
@@ -291,14 +297,8 @@ __device__ __forceinline__ void decompose_mac_split_3pass(u32* part0, u32* part1
             x[4 * j + 3] = v.w;
         }
     } else {
-        const u32 mask = (1u << digit_bits) - 1;
-        const u32 i = e / digits, shift = (e % digits) * digit_bits;
-        const u32* src = a + ((size_t)r * src_limbs + i) * N;
-#pragma unroll
-        for (u32 k = 0; k < 16; ++k) {
-            const u32 d = shift < 32 ? (src[t + k * T] >> shift) & mask : 0u;
-            x[k] = d >= p ? d % p : d;
-        }
+        digit_row_regs<LN>(x, a + ((size_t)r * src_limbs + e / digits) * N, (e % digits) * digit_bits,
+                           (1u << digit_bits) - 1, p, t);
         ntt_forward_3pass_regs<LN>(x, s, tw + (size_t)l * N, tw_shoup + (size_t)l * N, p, t);
     }
     const size_t key_at = (size_t)(r % key_sets) * g * limbs * N + ((size_t)e * limbs + l) * N + t * 16;

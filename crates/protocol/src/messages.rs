@@ -446,7 +446,9 @@ pub fn encode_response(
                 _ if i % share != 0 => {}
                 // Rounded by the finish at this width: written as it is.
                 (Some(_), ResponseC1::Rounded { bits, values }) if *bits == c1_width => {
-                    if values.len() != coeffs || values.iter().any(|&h| h >> c1_width != 0) {
+                    if values.len() != coeffs
+                        || values.iter().any(|&h| h.checked_shr(c1_width).is_some_and(|high| high != 0))
+                    {
                         return Err(WireError::Field(format!(
                             "response {i}: a c1 of {} values of {c1_width} bits, expected {coeffs}",
                             values.len()
@@ -472,7 +474,8 @@ pub fn encode_response(
         .collect::<Result<Vec<Vec<u8>>, WireError>>()?;
     let mut w = Writer::new(Kind::Response, scheme, params.id());
     w.bits(u64::from(drop_bits), 8);
-    w.bits(u64::from(if rounding.is_some() { c1_width } else { 0 }), 8);
+    // 0 exactly where c1 travels as residues (any other width has its rounding, checked above).
+    w.bits(u64::from(c1_width), 8);
     w.reserve(records.iter().map(Vec::len).sum());
     records.iter().for_each(|r| w.record(r));
     Ok(w.finish())
