@@ -9,6 +9,8 @@
 //!   machine, the server keeps one public key per session.
 //! * Schemes: [`cheetah`], [`iron`], [`bumblebee`], all built on [`blocked`] (a block layout,
 //!   optional response packing, and the two parties' state machines).
+//! * [`shards::Shards`]: one server over several devices (a table copy on each, sessions
+//!   placed on the least loaded, a batch's parts answered at once).
 //! * [`harness`]: runs schemes on a workload and measures bytes, times and latency under the
 //!   LAN/WAN link models; [`session`]: a whole client session (setup, prompt, decode steps),
 //!   measured against the bytes its design predicts.
@@ -25,6 +27,7 @@ pub mod iron;
 pub mod messages;
 mod scheme;
 pub mod session;
+pub mod shards;
 mod trace;
 pub mod wire;
 
