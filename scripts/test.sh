@@ -26,4 +26,7 @@ cargo build --locked -p fastquery --features cuda-emulator,wgpu
 bin="${CARGO_TARGET_DIR:-target}/debug/fastquery"
 "$bin" --backend wgpu demo --tokens 3,7 >/dev/null
 "$bin" --backend cuda-emulator demo --tokens 3,7 >/dev/null
+# A server over two emulated devices (`serve --devices 0,1`): each preprocesses its copy of the
+# table and passes its own self-check, then a client's shares add up.
+cargo test --locked -p fastquery --features cuda-emulator,wgpu --test commands -- serve_from_two_emulated_devices
 cargo test --workspace --locked

@@ -121,21 +121,24 @@ fn main() -> ExitCode {
 
 /// Returns whether every check passed.
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    let backend = cli.backend.open(cli.threads)?;
+    // `serve` opens its own devices (one or several) and `query` none, so the backend opens only
+    // where a command runs on it.
+    let (kind, threads) = (cli.backend, cli.threads);
+    let open = move || kind.open(threads);
     match cli.command {
-        Some(Command::Check { seed }) => check::run(&backend, seed),
+        Some(Command::Check { seed }) => check::run(&open()?, seed),
         Some(Command::Kernels { quick }) => {
-            kernels::run(&backend, quick)?;
+            kernels::run(&open()?, quick)?;
             Ok(true)
         }
-        Some(Command::Demo { tokens, scheme }) => bench::demo(&backend, &scheme, &tokens),
-        Some(Command::Bench(args)) => bench::run(&backend, &args),
-        Some(Command::Plan(args)) => plan::run(&backend, &args),
-        Some(Command::Session(args)) => session::run(&backend, &args),
+        Some(Command::Demo { tokens, scheme }) => bench::demo(&open()?, &scheme, &tokens),
+        Some(Command::Bench(args)) => bench::run(&open()?, &args),
+        Some(Command::Plan(args)) => plan::run(&open()?, &args),
+        Some(Command::Session(args)) => session::run(&open()?, &args),
         Some(Command::Quantize(args)) => quantize::run(&args),
-        Some(Command::Serve(args)) => net::serve(&backend, &args),
+        Some(Command::Serve(args)) => net::serve(kind, threads, &args),
         Some(Command::Query(args)) => net::query(&args),
-        None => bench::demo(&backend, "fastquery", &[0, 1, 42, 255, 511]),
+        None => bench::demo(&open()?, "fastquery", &[0, 1, 42, 255, 511]),
     }
 }
 

@@ -12,12 +12,13 @@ use clap::Args;
 use fastquery_net::{Client, ClientConfig, Server, ServerConfig, ShareSink, npy_sink};
 use fastquery_protocol::{
     SchemeClient, SchemeServer, Shares,
-    harness::{DesignInputs, SchemeKind, self_check},
+    harness::{DesignInputs, SchemeKind, SelfCheck, self_check},
+    shards::Shards,
 };
 use fastquery_table::IntTable;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::AnyBackend;
+use crate::backend::{AnyBackend, BackendKind};
 
 /// Arguments of `fastquery serve`.
 #[derive(Debug, Args)]
@@ -74,6 +75,12 @@ pub struct ServeArgs {
     /// Seed of a synthetic table.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Devices to serve from, e.g. `0,1,2,3` (--backend cuda: CUDA ordinals; cuda-emulator: as
+    /// many emulated devices): a copy of the preprocessed table on each, each session placed on
+    /// the device with the fewest open sessions, and a batch's queries answered on their
+    /// sessions' devices at once. Default: device 0 alone.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
     /// Requests the server answers itself before it listens (random tokens, --tokens per
     /// request; every share checked against the table; 0 skips it): a backend or table that
     /// answers wrongly never serves, and the first client does not pay for the request's
@@ -159,15 +166,42 @@ fn build_server(
     Ok((Arc::from(server), client, inputs))
 }
 
+/// The backends `serve` runs on: `--devices`, or device 0 of `kind`.
+fn open_devices(
+    kind: BackendKind,
+    threads: Option<usize>,
+    devices: &[usize],
+) -> anyhow::Result<Vec<AnyBackend>> {
+    if devices.is_empty() {
+        return Ok(vec![kind.open(threads)?]);
+    }
+    if !kind.has_devices() {
+        anyhow::bail!(
+            "--devices needs --backend cuda (or cuda-emulator); the {kind:?} backend has one device"
+        );
+    }
+    for (i, d) in devices.iter().enumerate() {
+        if devices[..i].contains(d) {
+            anyhow::bail!("--devices names device {d} twice");
+        }
+    }
+    devices
+        .iter()
+        .map(|&d| kind.open_device(threads, d).with_context(|| format!("opening device {d}")))
+        .collect()
+}
+
 /// `fastquery serve`.
-pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
+pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs) -> anyhow::Result<bool> {
     let token = read_token(&args.auth_token_file)?;
     let kind = SchemeKind::parse(&args.scheme)?;
     if args.tokens == 0 {
         anyhow::bail!("--tokens must be at least 1");
     }
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
-    let bar = ProgressBar::new(3).with_style(
+    let backends = open_devices(backend_kind, threads, &args.devices)?;
+    let devices = backends.len();
+    let bar = ProgressBar::new(2 + devices as u64).with_style(
         ProgressStyle::with_template("{bar:20} {pos}/{len} {msg} ({elapsed})").expect("a valid template"),
     );
     bar.set_message(format!("loading {}", args.table));
@@ -177,22 +211,51 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
     let table = kind.table(&real)?;
     drop(real);
     bar.inc(1);
-    bar.set_message(format!("preprocessing on {}", backend.info().name));
-    let (scheme, mut client, inputs) = build_server(backend, kind, &table, args.tokens, args.design)?;
-    bar.inc(1);
+    // A server and a client (for its self-check) per device, all of one design.
+    let mut built = Vec::with_capacity(devices);
+    for (k, backend) in backends.iter().enumerate() {
+        let on = if devices > 1 { format!(" (device {} of {devices})", k + 1) } else { String::new() };
+        bar.set_message(format!("preprocessing on {}{on}", backend.info().name));
+        built.push(build_server(backend, kind, &table, args.tokens, args.design)?);
+        bar.inc(1);
+    }
+    let inputs = built[0].2;
+    if let Some(k) = built.iter().position(|b| b.2 != inputs) {
+        anyhow::bail!("device {k} derives other design inputs than device 0 (not the same kind of device?)");
+    }
+    // Every device answers its own self-check: one that answers wrongly never serves.
     let checked = if args.self_check > 0 {
-        bar.set_message(format!("self-check: {} request(s)", args.self_check));
+        bar.set_message(format!("self-check: {} request(s) on each of {devices} device(s)", args.self_check));
         let plain = kind.default_plain_bits();
-        let seed = args.seed ^ 0x5e1f;
         let requests = args.self_check as usize;
-        let c =
-            self_check(kind, scheme.as_ref(), client.as_mut(), &table, plain, args.tokens, requests, seed)
-                .context("the server's self-check failed; not serving")?;
-        Some(c)
+        let mut all: Option<SelfCheck> = None;
+        for (k, (scheme, client, _)) in built.iter_mut().enumerate() {
+            let seed = args.seed ^ 0x5e1f ^ k as u64;
+            let c = self_check(
+                kind,
+                scheme.as_ref(),
+                client.as_mut(),
+                &table,
+                plain,
+                args.tokens,
+                requests,
+                seed,
+            )
+            .with_context(|| format!("the server's self-check failed on device {k}; not serving"))?;
+            all = Some(match all {
+                None => c,
+                Some(a) => SelfCheck { server_ms: a.server_ms + c.server_ms, ..a },
+            });
+        }
+        all
     } else {
         None
     };
-    drop(client);
+    let servers: Vec<Arc<dyn SchemeServer>> = built.into_iter().map(|(s, _, _)| s).collect();
+    let scheme: Arc<dyn SchemeServer> = match <[_; 1]>::try_from(servers) {
+        Ok([one]) => one,
+        Err(servers) => Arc::new(Shards::new(servers)?),
+    };
     bar.finish_with_message("ready");
     let mut cfg = ServerConfig::new(token);
     cfg.max_sessions = args.max_sessions;
@@ -216,6 +279,10 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         None => None,
     };
     let summary = scheme.summary();
+    let on = match devices {
+        1 => backends[0].info().name.to_string(),
+        n => format!("{} ({n} devices)", backends[0].info().name),
+    };
     let server = Server::new(scheme, kind, inputs, cfg, sink)?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -229,10 +296,11 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
         if let Some(c) = checked {
             let _ = writeln!(
                 out,
-                "self-check: {} request(s) of {} token(s){} answered and every share verified ({:.1} ms of server time)",
+                "self-check: {} request(s) of {} token(s){} answered{} and every share verified ({:.1} ms of server time)",
                 c.requests,
                 c.tokens,
                 if c.single > 0 { " and one of a single token" } else { "" },
+                if devices > 1 { format!(" on each of {devices} devices") } else { String::new() },
                 c.server_ms
             );
         }
@@ -243,7 +311,7 @@ pub fn serve(backend: &AnyBackend, args: &ServeArgs) -> anyhow::Result<bool> {
             table.m(),
             table.d(),
             kind.name(),
-            backend.info().name,
+            on,
             listener.local_addr()?,
             summary.layout,
             server.info().max_tokens,

@@ -534,24 +534,39 @@ struct SharesServer {
 }
 
 fn serve_with_shares(name: &str, scheme: &str, tokens: &str) -> SharesServer {
+    serve_with(name, &["--scheme", scheme, "--tokens", tokens, "--self-check", "0"])
+}
+
+/// [`serve_with_shares`] with the flags `args` instead of the scheme, tokens and self-check.
+fn serve_with(name: &str, args: &[&str]) -> SharesServer {
     let dir = std::env::temp_dir().join(format!("fq-{name}-{}", std::process::id()));
     let shares_dir = dir.join("server-shares");
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
     std::fs::write(&token, "a-long-enough-test-token-42\n").unwrap();
-    let (child, addr, printed) = spawn_server(&[
-        "--scheme",
-        scheme,
-        "--tokens",
-        tokens,
-        "--auth-token-file",
-        token.to_str().unwrap(),
-        "--shares-dir",
-        shares_dir.to_str().unwrap(),
-        "--self-check",
-        "0",
-    ]);
+    let files = ["--auth-token-file", token.to_str().unwrap(), "--shares-dir", shares_dir.to_str().unwrap()];
+    let (child, addr, printed) = spawn_server(&[args, &files[..]].concat());
     SharesServer { dir, shares_dir, token, child, addr, printed }
+}
+
+/// `query`'s output `t` and shares `out` for cheetah's tokens `ids` (one request each) against
+/// the server's share files: every row of the default table adds up.
+fn assert_cheetah_shares_add_up(t: &str, out: &std::path::Path, shares_dir: &std::path::Path, ids: &[usize]) {
+    let requests: Vec<&str> =
+        t.split("request id(s): ").nth(1).unwrap().lines().next().unwrap().split(", ").collect();
+    assert_eq!(requests.len(), ids.len(), "{t}");
+    let client = npy_u64(out);
+    let table = fastquery_table::IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(1), 12, 16)
+        .unwrap();
+    let (d, mask) = (table.d(), (1u64 << 37) - 1);
+    assert_eq!(client.len(), ids.len() * d);
+    for (row, (id, &k)) in requests.iter().zip(ids).enumerate() {
+        let server = npy_u64(&shares_dir.join(format!("{id}.npy")));
+        for c in 0..d {
+            let sum = client[row * d + c].wrapping_add(server[c]) & mask;
+            assert_eq!(sum, (i64::from(table.get(k, c)) as u64) & mask, "token {k} channel {c}");
+        }
+    }
 }
 
 /// `query --decode-steps G`: the prompt's ids in one request, then the last `G` one per request
@@ -677,25 +692,7 @@ fn serve_and_query_over_tcp_and_the_shares_add_up() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("request id(s):") && t.contains("sent"), "{t}");
     // Cheetah answers one token per request: three server files, in request order.
-    let ids: Vec<&str> =
-        t.split("request id(s): ").nth(1).unwrap().lines().next().unwrap().split(", ").collect();
-    assert_eq!(ids.len(), 3, "{t}");
-    let client = npy_u64(&out);
-    let table = fastquery_table::IntTable::fixed_point(&fastquery_table::Workload::Tiny.synthetic(1), 12, 16)
-        .unwrap();
-    let d = table.d();
-    assert_eq!(client.len(), 3 * d);
-    for (row, (id, k)) in ids.iter().zip([1usize, 5, 9]).enumerate() {
-        let server = npy_u64(&shares_dir.join(format!("{id}.npy")));
-        for c in 0..d {
-            let sum = client[row * d + c].wrapping_add(server[c]) & ((1u64 << 37) - 1);
-            assert_eq!(
-                sum,
-                (i64::from(table.get(k, c)) as u64) & ((1u64 << 37) - 1),
-                "token {k} channel {c}"
-            );
-        }
-    }
+    assert_cheetah_shares_add_up(&t, &out, &shares_dir, &[1, 5, 9]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(text(&refused).contains("wrong access token"), "{}", text(&refused));
     // Nobody listens there any more.
@@ -748,4 +745,78 @@ fn the_cost_device_is_a_strict_design_input() {
     let t = text(&bad);
     assert!(!bad.status.success() && t.contains("FASTQUERY_COST_DEVICE=tpu: expected cpu or gpu"), "{t}");
     assert!(!t.contains("panicked"), "{t}");
+}
+
+/// `serve --devices`: several devices need a backend that has them, and no device twice.
+#[test]
+fn several_devices_need_a_gpu_backend() {
+    let dir = std::env::temp_dir().join(format!("fq-devices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "a-long-enough-test-token-42").unwrap();
+    let serve = |backend: &str, devices: &str| {
+        let o = fastquery(&[
+            "--backend",
+            backend,
+            "serve",
+            "--auth-token-file",
+            token.to_str().unwrap(),
+            "--devices",
+            devices,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{}", text(&o));
+        text(&o)
+    };
+    let t = serve("cpu", "0,1");
+    assert!(t.contains("--devices needs --backend cuda"), "{t}");
+    let t = serve("cuda-emulator", "1,0,1");
+    assert!(t.contains("--devices names device 1 twice"), "{t}");
+    let t = serve("cpu", "x");
+    assert!(t.contains("invalid value 'x'"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve --devices 0,1` on the CUDA emulator: each emulated device preprocesses its copy of
+/// the table and answers its own self-check, then a client's shares add up.
+#[cfg(feature = "cuda-emulator")]
+#[test]
+fn serve_from_two_emulated_devices() {
+    let SharesServer { dir, shares_dir, token, child: mut server, addr, printed } = serve_with(
+        "two-devices",
+        &[
+            "--backend",
+            "cuda-emulator",
+            "--devices",
+            "0,1",
+            "--scheme",
+            "cheetah",
+            "--tokens",
+            "1",
+            "--self-check",
+            "1",
+        ],
+    );
+    let out = dir.join("client.npy");
+    let token = token.to_str().unwrap();
+    let o = fastquery(&[
+        "query",
+        "--server",
+        &addr,
+        "--auth-token-file",
+        token,
+        "--tokens",
+        "1,5,9",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let all = printed.join("\n");
+    assert!(all.contains("answered on each of 2 devices and every share verified"), "{all}");
+    assert!(all.contains("on cuda (2 devices)"), "{all}");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_cheetah_shares_add_up(&t, &out, &shares_dir, &[1, 5, 9]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
@@ -14,9 +14,10 @@ use fastquery_net::{
     frame::{Code, Frame, Hello, Info, Kind, read_frame, write_frame},
 };
 use fastquery_protocol::{
-    Shares,
+    SchemeServer, Shares,
     cost::Device,
     harness::{DesignInputs, SchemeKind},
+    shards::Shards,
 };
 use fastquery_table::{IntTable, Workload};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -34,6 +35,8 @@ struct Running {
     store: Store,
     table: Arc<IntTable>,
     plain: u32,
+    /// The devices, where there are several.
+    shards: Option<Arc<Shards>>,
 }
 
 fn table() -> IntTable {
@@ -53,12 +56,32 @@ async fn start_with(
     inputs: impl FnOnce(&mut DesignInputs),
     tune: impl FnOnce(&mut ServerConfig),
 ) -> Running {
+    start_on(kind, table, tokens, 1, inputs, tune).await
+}
+
+/// [`start_with`] on `devices` CPU backends standing in for the devices of one server
+/// ([`Shards`] where more than one).
+async fn start_on(
+    kind: SchemeKind,
+    table: IntTable,
+    tokens: usize,
+    devices: usize,
+    inputs: impl FnOnce(&mut DesignInputs),
+    tune: impl FnOnce(&mut ServerConfig),
+) -> Running {
     let table = Arc::new(table);
     let plain = kind.default_plain_bits();
     let backend = Arc::new(CpuBackend::new());
     let mut design = DesignInputs::for_backend(backend.as_ref(), &table, plain, tokens).unwrap();
     inputs(&mut design);
-    let (server, _) = kind.build_for(backend, &table, &design).unwrap();
+    let mut servers: Vec<Arc<dyn SchemeServer>> = (0..devices)
+        .map(|_| Arc::from(kind.build_for(backend.clone(), &table, &design).unwrap().0))
+        .collect();
+    let shards = (devices > 1).then(|| Arc::new(Shards::new(std::mem::take(&mut servers)).unwrap()));
+    let server: Arc<dyn SchemeServer> = match &shards {
+        Some(shards) => shards.clone(),
+        None => servers.pop().unwrap(),
+    };
     let mut cfg = ServerConfig::new(TOKEN.to_vec());
     tune(&mut cfg);
     let store: Store = Arc::default();
@@ -67,14 +90,14 @@ async fn start_with(
         s.lock().unwrap().insert(id, shares.clone());
         Ok(())
     });
-    let server = Server::new(Arc::from(server), kind, design, cfg, Some(sink)).unwrap();
+    let server = Server::new(server, kind, design, cfg, Some(sink)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(server.clone().serve(listener, async move {
         let _ = rx.await;
     }));
-    Running { addr, server, stop: Some(tx), task, store, table, plain }
+    Running { addr, server, stop: Some(tx), task, store, table, plain, shards }
 }
 
 impl Running {
@@ -159,6 +182,56 @@ async fn thirty_two_clients_twenty_requests_each() {
 }
 
 /// Opens a raw connection, sends `bytes`, and returns the server's first frame (if any).
+/// A server over three devices (CPU backends standing in for them): twelve clients at once,
+/// each session on one device, batches of several sessions split among the devices; every
+/// share checked, and the sessions spread four to a device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_over_several_devices_serves_every_client() {
+    let run = Arc::new(start_on(SchemeKind::FastQuery, table(), 2, 3, |_| {}, |_| {}).await);
+    let mut tasks = Vec::new();
+    for c in 0..12u64 {
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c);
+            let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+            for _ in 0..3 {
+                let ids: Vec<usize> =
+                    (0..rng.random_range(1..=2)).map(|_| rng.random_range(0..512)).collect();
+                let r = client.query(&ids).await.unwrap();
+                run.check(&ids, &r);
+            }
+            client
+        }));
+    }
+    let clients = tokio::time::timeout(Duration::from_secs(300), async {
+        let mut clients = Vec::new();
+        for t in tasks {
+            clients.push(t.await.unwrap());
+        }
+        clients
+    })
+    .await
+    .expect("the load finishes in time");
+    let stats = run.server.stats();
+    let (requests, batches) = (stats.requests.load(Relaxed), stats.batches.load(Relaxed));
+    assert_eq!(requests, 36);
+    eprintln!("{requests} requests in {batches} batches over three devices");
+    let shards = run.shards.clone().unwrap();
+    assert_eq!(shards.open(), vec![4, 4, 4]);
+    for client in clients {
+        client.close().await.unwrap();
+    }
+    // A closed connection's session leaves its device.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while shards.open() != [0, 0, 0] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every session closed on its device");
+    Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
+}
+
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Frame> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(bytes).await;

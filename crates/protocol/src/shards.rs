@@ -28,6 +28,14 @@ struct Shard {
     open: AtomicUsize,
 }
 
+/// A batch's queries for one device: their places in the batch, and each with the session id
+/// the device gave it.
+#[derive(Clone, Default)]
+struct Part<'q> {
+    at: Vec<usize>,
+    queries: Vec<(u64, &'q [u8])>,
+}
+
 /// Several servers of one scheme and table, one per device, behind one [`SchemeServer`].
 pub struct Shards {
     shards: Vec<Shard>,
@@ -178,25 +186,25 @@ impl SchemeServer for Shards {
     fn answer_many(&self, queries: &[(u64, &[u8])]) -> Vec<Answer> {
         let mut answers: Vec<Option<Answer>> = (0..queries.len()).map(|_| None).collect();
         // Per device: the batch positions and the queries with that device's session ids.
-        let mut parts: Vec<(Vec<usize>, Vec<(u64, &[u8])>)> = vec![(vec![], vec![]); self.shards.len()];
+        let mut parts = vec![Part::default(); self.shards.len()];
         for (i, &(session, query)) in queries.iter().enumerate() {
             match self.sessions.get(session) {
                 Ok(placed) => {
                     let (k, inner) = *placed;
-                    parts[k].0.push(i);
-                    parts[k].1.push((inner, query));
+                    parts[k].at.push(i);
+                    parts[k].queries.push((inner, query));
                 }
                 Err(e) => answers[i] = Some(Err(e)),
             }
         }
-        let busy: Vec<usize> = (0..parts.len()).filter(|&k| !parts[k].1.is_empty()).collect();
+        let busy: Vec<usize> = (0..parts.len()).filter(|&k| !parts[k].queries.is_empty()).collect();
         let results: Vec<Vec<Answer>> = if busy.len() <= 1 {
-            busy.iter().map(|&k| self.answer_on(k, &parts[k].1)).collect()
+            busy.iter().map(|&k| self.answer_on(k, &parts[k].queries)).collect()
         } else {
             std::thread::scope(|scope| {
                 let parts = &parts;
                 let running: Vec<_> =
-                    busy.iter().map(|&k| scope.spawn(move || self.answer_on(k, &parts[k].1))).collect();
+                    busy.iter().map(|&k| scope.spawn(move || self.answer_on(k, &parts[k].queries))).collect();
                 // `answer_on` catches panics, so a join fails only if the thread could not run.
                 running
                     .into_iter()
@@ -204,7 +212,7 @@ impl SchemeServer for Shards {
                     .map(|(h, &k)| {
                         h.join().unwrap_or_else(|_| {
                             parts[k]
-                                .1
+                                .queries
                                 .iter()
                                 .map(|_| Err(ProtocolError::State(format!("device {k}'s thread failed"))))
                                 .collect()
@@ -214,7 +222,7 @@ impl SchemeServer for Shards {
             })
         };
         for (&k, part) in busy.iter().zip(results) {
-            for (&i, answer) in parts[k].0.iter().zip(part) {
+            for (&i, answer) in parts[k].at.iter().zip(part) {
                 answers[i] = Some(answer);
             }
         }
