@@ -15,12 +15,8 @@ use fastquery_table::IntTable;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let lim = (1i32 << (bits - 1)) - 1;
-    let values = (0..m * d).map(|_| rng.random_range(-lim..=lim)).collect();
-    IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap()
-}
+mod common;
+use common::random_table;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]

@@ -18,12 +18,8 @@ use fastquery_protocol::{
 use fastquery_table::IntTable;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-fn random_table(m: usize, d: usize, bits: u32, seed: u64) -> IntTable {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let lim = (1i32 << (bits - 1)) - 1;
-    let values = (0..m * d).map(|_| rng.random_range(-lim..=lim)).collect();
-    IntTable::new(m, d, values, bits, vec![1.0; d], vec![0; d]).unwrap()
-}
+mod common;
+use common::random_table;
 
 fn inputs(kind: SchemeKind, table: &IntTable, tokens: usize) -> DesignInputs {
     DesignInputs::for_backend(&CpuBackend::new(), table, kind.default_plain_bits(), tokens).unwrap()
