@@ -214,14 +214,20 @@ pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs
     // A server and a client (for its self-check) per device, all of one design.
     let mut built = Vec::with_capacity(devices);
     for (k, backend) in backends.iter().enumerate() {
-        let on = if devices > 1 { format!(" (device {} of {devices})", k + 1) } else { String::new() };
+        let on = if devices > 1 { format!(" (device {})", args.devices[k]) } else { String::new() };
         bar.set_message(format!("preprocessing on {}{on}", backend.info().name));
         built.push(build_server(backend, kind, &table, args.tokens, args.design)?);
         bar.inc(1);
     }
+    // A device by its ordinal (`--devices` names them; Shards' errors count them in that order).
+    let ordinal = |k: usize| args.devices.get(k).copied().unwrap_or(k);
     let inputs = built[0].2;
     if let Some(k) = built.iter().position(|b| b.2 != inputs) {
-        anyhow::bail!("device {k} derives other design inputs than device 0 (not the same kind of device?)");
+        anyhow::bail!(
+            "device {} derives other design inputs than device {} (not the same kind of device?)",
+            ordinal(k),
+            ordinal(0)
+        );
     }
     // Every device answers its own self-check: one that answers wrongly never serves.
     let checked = if args.self_check > 0 {
@@ -241,7 +247,9 @@ pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs
                 requests,
                 seed,
             )
-            .with_context(|| format!("the server's self-check failed on device {k}; not serving"))?;
+            .with_context(|| {
+                format!("the server's self-check failed on device {}; not serving", ordinal(k))
+            })?;
             all = Some(match all {
                 None => c,
                 Some(a) => SelfCheck { server_ms: a.server_ms + c.server_ms, ..a },
@@ -281,7 +289,10 @@ pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs
     let summary = scheme.summary();
     let on = match devices {
         1 => backends[0].info().name.to_string(),
-        n => format!("{} ({n} devices)", backends[0].info().name),
+        _ => {
+            let list: Vec<String> = args.devices.iter().map(|d| d.to_string()).collect();
+            format!("{} (devices {})", backends[0].info().name, list.join(", "))
+        }
     };
     let server = Server::new(scheme, kind, inputs, cfg, sink)?;
     let rt = runtime()?;

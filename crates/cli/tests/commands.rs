@@ -814,7 +814,7 @@ fn serve_from_two_emulated_devices() {
     let _ = server.wait();
     let all = printed.join("\n");
     assert!(all.contains("answered on each of 2 devices and every share verified"), "{all}");
-    assert!(all.contains("on cuda (2 devices)"), "{all}");
+    assert!(all.contains("on cuda (devices 0, 1)"), "{all}");
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert_cheetah_shares_add_up(&t, &out, &shares_dir, &[1, 5, 9]);

@@ -7,6 +7,8 @@
 //! once, each reading its own copy of the table. A part that fails, panics included, fails its
 //! own queries only: the other devices' answers and sessions are untouched.
 //!
+//! Errors name a device by its place in the list [`Shards::new`] was given (`device 0` first).
+//!
 //! Every device must run the same design over the same table (the client derives the design
 //! from the one `Info` the server sends), so [`Shards::new`] refuses servers whose names,
 //! parameters or predicted bytes differ.
