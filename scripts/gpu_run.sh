@@ -28,6 +28,9 @@
 #                                  the split key switch on the three-pass transform against
 #                                  fused at 1 and 8 tokens, and the llama-7b schemes served at
 #                                  1, 8 and 128 tokens
+#   bash .device/gpu_run.sh streams about 4 minutes: one GPU serving eight clients' one-token
+#                                  requests from one copy of the table (--devices 0) and from
+#                                  two on two streams (--devices 0,0), alternated, twice
 #   bash .device/gpu_run.sh ncu    about 3 minutes where Nsight Compute reads the counters
 #                                  (Firecracker machines; not on gVisor): a one-token request's
 #                                  one-ciphertext key switch, table product and inverse
@@ -266,6 +269,36 @@ if [ "$part" = seventh ]; then
   FASTQUERY_CUDA_SPLIT_KS=1 FASTQUERY_CUDA_PROFILE=1 step "kernel profile, split, 1" 45 "$D/fastquery" \
     --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 2
   served_llama7b 60 1 8 128
+fi
+if [ "$part" = streams ]; then
+  # One GPU serving one-token requests from eight clients at once: one copy of the table on the
+  # default stream (--devices 0) against two copies on two streams (--devices 0,0), in turn.
+  # Each client opens a session and sends eight one-token requests; the wall time of the eight
+  # clients together is the load's time (setups included, the same in both).
+  head -c 32 /dev/urandom | base64 > "$R/token"
+  port=7900
+  for devices in 0 0,0 0 0,0; do
+    port=$((port + 1))
+    log="$R/serve-$port.log"
+    timeout 240 "$D/fastquery" --backend cuda serve --table llama-7b --scheme fastquery --tokens 1 \
+      --devices "$devices" --listen "127.0.0.1:$port" --auth-token-file "$R/token" >"$log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 150); do grep -q '^serving' "$log" && break; sleep 1; done
+    grep -E '^(self-check|serving)' "$log"
+    t0=$(date +%s%N)
+    clients=()
+    for c in $(seq 1 8); do
+      timeout 120 "$D/fastquery" query --server "127.0.0.1:$port" --auth-token-file "$R/token" \
+        --tokens "$((c * 7)),$((c * 11)),$((c * 13)),$((c * 17)),$((c * 19)),$((c * 23)),$((c * 29)),$((c * 31))" \
+        --decode-steps 8 --out "$R/q-$port-$c.npy" >"$R/q-$port-$c.log" 2>&1 &
+      clients+=($!)
+    done
+    ok=0
+    for p in "${clients[@]}"; do wait "$p" && ok=$((ok + 1)); done
+    echo "=== streams: --devices $devices: $ok of 8 clients done, 64 one-token requests in $((($(date +%s%N) - t0) / 1000000)) ms"
+    kill "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+  done
 fi
 if [ "$part" = ncu ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n1)

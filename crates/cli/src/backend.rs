@@ -58,7 +58,7 @@ macro_rules! with_backend {
 impl BackendKind {
     /// Opens the backend, or says why it cannot be used.
     pub fn open(self, threads: Option<usize>) -> Result<AnyBackend, BackendError> {
-        self.open_device(threads, 0)
+        self.open_device(threads, 0, false)
     }
 
     /// Whether it can open several devices ([`BackendKind::open_device`] past 0).
@@ -66,10 +66,16 @@ impl BackendKind {
         matches!(self, Self::Cuda | Self::CudaEmulator)
     }
 
-    /// Opens device `ordinal` of the backend: a CUDA device by its ordinal, or a fresh emulated
-    /// device for each call on the emulator; the CPU and wgpu backends have device 0 alone.
-    pub fn open_device(self, threads: Option<usize>, ordinal: usize) -> Result<AnyBackend, BackendError> {
-        if ordinal > 0 && !self.has_devices() {
+    /// Opens device `ordinal` of the backend: a CUDA device by its ordinal (`again`: one already
+    /// opened, whose new backend then takes a stream of its own), or a fresh emulated device for
+    /// each call on the emulator; the CPU and wgpu backends have device 0 alone.
+    pub fn open_device(
+        self,
+        threads: Option<usize>,
+        ordinal: usize,
+        again: bool,
+    ) -> Result<AnyBackend, BackendError> {
+        if (ordinal > 0 || again) && !self.has_devices() {
             return Err(BackendError::InvalidInput(format!(
                 "device {ordinal}: the {self:?} backend has one device; several need --backend cuda \
                  (or cuda-emulator)"
@@ -95,7 +101,10 @@ impl BackendKind {
                 Ok(AnyBackend::Cpu(Arc::new(cpu)))
             }
             #[cfg(feature = "cuda")]
-            Self::Cuda => Ok(AnyBackend::Cuda(Arc::new(fastquery_cuda::CudaBackend::new(ordinal)?))),
+            Self::Cuda => Ok(AnyBackend::Cuda(Arc::new(match again {
+                false => fastquery_cuda::CudaBackend::new(ordinal)?,
+                true => fastquery_cuda::CudaBackend::with_own_stream(ordinal)?,
+            }))),
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => Err(BackendError::Unavailable {
                 backend: "cuda",

@@ -78,7 +78,9 @@ pub struct ServeArgs {
     /// Devices to serve from, e.g. `0,1,2,3` (--backend cuda: CUDA ordinals; cuda-emulator: as
     /// many emulated devices): a copy of the preprocessed table on each, each session placed on
     /// the device with the fewest open sessions, and a batch's queries answered on their
-    /// sessions' devices at once. Default: device 0 alone.
+    /// sessions' devices at once. A device named twice (`0,0`) holds two copies, each answered
+    /// on a stream of its own, so that one GPU answers two batches at once. Default: device 0
+    /// alone.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<usize>,
     /// Requests the server answers itself before it listens (random tokens, --tokens per
@@ -180,14 +182,14 @@ fn open_devices(
             "--devices needs --backend cuda (or cuda-emulator); the {kind:?} backend has one device"
         );
     }
-    for (i, d) in devices.iter().enumerate() {
-        if devices[..i].contains(d) {
-            anyhow::bail!("--devices names device {d} twice");
-        }
-    }
+    // A device named again holds another copy of the table, answered on a stream of its own.
     devices
         .iter()
-        .map(|&d| kind.open_device(threads, d).with_context(|| format!("opening device {d}")))
+        .enumerate()
+        .map(|(i, &d)| {
+            kind.open_device(threads, d, devices[..i].contains(&d))
+                .with_context(|| format!("opening device {d}"))
+        })
         .collect()
 }
 
@@ -201,6 +203,8 @@ pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
     let backends = open_devices(backend_kind, threads, &args.devices)?;
     let devices = backends.len();
+    // A device by its ordinal (`--devices` names them; Shards' errors count them in that order).
+    let ordinal = |k: usize| args.devices.get(k).copied().unwrap_or(k);
     let bar = ProgressBar::new(2 + devices as u64).with_style(
         ProgressStyle::with_template("{bar:20} {pos}/{len} {msg} ({elapsed})").expect("a valid template"),
     );
@@ -211,16 +215,29 @@ pub fn serve(backend_kind: BackendKind, threads: Option<usize>, args: &ServeArgs
     let table = kind.table(&real)?;
     drop(real);
     bar.inc(1);
-    // A server and a client (for its self-check) per device, all of one design.
-    let mut built = Vec::with_capacity(devices);
-    for (k, backend) in backends.iter().enumerate() {
-        let on = if devices > 1 { format!(" (device {})", args.devices[k]) } else { String::new() };
-        bar.set_message(format!("preprocessing on {}{on}", backend.info().name));
-        built.push(build_server(backend, kind, &table, args.tokens, args.design)?);
-        bar.inc(1);
-    }
-    // A device by its ordinal (`--devices` names them; Shards' errors count them in that order).
-    let ordinal = |k: usize| args.devices.get(k).copied().unwrap_or(k);
+    // A server and a client (for its self-check) per device, all of one design, the devices
+    // preprocessing at once.
+    let on = if devices > 1 { format!(" ({devices} devices at once)") } else { String::new() };
+    bar.set_message(format!("preprocessing on {}{on}", backends[0].info().name));
+    let mut built: Vec<Built> = std::thread::scope(|scope| {
+        let (table, bar) = (&table, &bar);
+        let running: Vec<_> = backends
+            .iter()
+            .enumerate()
+            .map(|(k, backend)| {
+                scope.spawn(move || {
+                    let b = build_server(backend, kind, table, args.tokens, args.design)
+                        .with_context(|| format!("preprocessing on device {}", ordinal(k)));
+                    bar.inc(1);
+                    b
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("preprocessing panicked"))))
+            .collect::<anyhow::Result<_>>()
+    })?;
     let inputs = built[0].2;
     if let Some(k) = built.iter().position(|b| b.2 != inputs) {
         anyhow::bail!(

@@ -747,7 +747,7 @@ fn the_cost_device_is_a_strict_design_input() {
     assert!(!t.contains("panicked"), "{t}");
 }
 
-/// `serve --devices`: several devices need a backend that has them, and no device twice.
+/// `serve --devices`: several devices (or one named twice) need a backend that has them.
 #[test]
 fn several_devices_need_a_gpu_backend() {
     let dir = std::env::temp_dir().join(format!("fq-devices-{}", std::process::id()));
@@ -770,8 +770,8 @@ fn several_devices_need_a_gpu_backend() {
     };
     let t = serve("cpu", "0,1");
     assert!(t.contains("--devices needs --backend cuda"), "{t}");
-    let t = serve("cuda-emulator", "1,0,1");
-    assert!(t.contains("--devices names device 1 twice"), "{t}");
+    let t = serve("cpu", "0,0");
+    assert!(t.contains("--devices needs --backend cuda"), "{t}");
     let t = serve("cpu", "x");
     assert!(t.contains("invalid value 'x'"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);

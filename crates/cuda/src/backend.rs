@@ -270,8 +270,20 @@ fn arch_of(major: i32, minor: i32) -> &'static str {
 
 impl CudaBackend {
     /// Opens device `ordinal`, compiling the kernels for it. A missing driver, NVRTC or device
-    /// is [`BackendError::Unavailable`] (never a panic).
+    /// is [`BackendError::Unavailable`] (never a panic). Its work goes to the device's default
+    /// stream.
     pub fn new(ordinal: usize) -> Result<Self, BackendError> {
+        Self::open(ordinal, false)
+    }
+
+    /// [`CudaBackend::new`] with a stream of its own: another backend on the same device (a
+    /// server holding two copies of the table there) then runs beside this one instead of after
+    /// it, so one GPU can answer two batches at once where each leaves it partly idle.
+    pub fn with_own_stream(ordinal: usize) -> Result<Self, BackendError> {
+        Self::open(ordinal, true)
+    }
+
+    fn open(ordinal: usize, own_stream: bool) -> Result<Self, BackendError> {
         if !driver_present() {
             return Err(unavailable("no CUDA driver library (libcuda.so) on this machine"));
         }
@@ -315,7 +327,16 @@ impl CudaBackend {
             name.push_str(", its memory pool at the driver's default release threshold");
         }
         let memory = ctx.total_mem().ok();
-        let stream = ctx.default_stream();
+        let stream = if own_stream {
+            // SAFETY: only turns off cudarc's cross-stream events for the buffers this context
+            // object creates from now on (none exist yet). They are not needed: every buffer of
+            // this backend is allocated, used and freed on its one stream, and no buffer is
+            // shared with another backend.
+            unsafe { ctx.disable_event_tracking() };
+            ctx.new_stream().map_err(dev)?
+        } else {
+            ctx.default_stream()
+        };
         let device = Device::Gpu { _ctx: ctx, stream, _module: module, funcs };
         Ok(Self {
             device,

@@ -161,11 +161,10 @@ impl<K> Sessions<K> {
         s.get(&id).cloned().ok_or_else(|| ProtocolError::State(format!("unknown session {id}")))
     }
 
-    /// Forgets session `id` (unknown ids are ignored).
-    pub(crate) fn close(&self, id: u64) {
-        if let Ok(mut s) = self.map.lock() {
-            s.remove(&id);
-        }
+    /// Forgets session `id` and returns its keys (`None` for an unknown id, or one another call
+    /// closed first: of two calls at once, one gets the keys).
+    pub(crate) fn close(&self, id: u64) -> Option<std::sync::Arc<K>> {
+        self.map.lock().ok()?.remove(&id)
     }
 
     pub(crate) fn len(&self) -> usize {

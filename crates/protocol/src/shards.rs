@@ -164,8 +164,9 @@ impl SchemeServer for Shards {
     }
 
     fn close_session(&self, session: u64) {
-        if let Ok(placed) = self.sessions.get(session) {
-            self.sessions.close(session);
+        // Only the call that removes the session releases its place (two closes at once count
+        // it once).
+        if let Some(placed) = self.sessions.close(session) {
             let (k, inner) = *placed;
             self.shards[k].server.close_session(inner);
             self.release(k);
