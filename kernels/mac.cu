@@ -106,15 +106,23 @@ extern "C" __global__ void mac_ntt_r8c4_u32(u32* out, const u32* a, const u32* b
 // per thread (Cheetah's one-token product measured 7.3x its memory floor on an H100); this one
 // has up to 20 (10 words of b and a for this index and the next), with 16 accumulators, so
 // more threads fit an SM than with the 8 x 4 tile's 32.
-template <u32 R, u32 C>
+//
+// ColsFirst: the grid's x runs over the column tiles and y over the blocks of coefficients, so
+// the column tiles that read the same words of `a` run at once and share them through L2. With
+// the coefficients first (x), a column tile's blocks sweep all of `a` (41 MB for a llama-7b
+// token) before the next tile reads it again, after 160 MB of `b` have evicted it: `a` crossed
+// DRAM once per column tile (16 times, a quarter more traffic than the table itself).
+template <u32 R, u32 C, bool ColsFirst>
 __device__ __forceinline__ void mac_tile_prefetch(u32* out, const u32* a, const u32* b, const u32* moduli,
                                                   const u64* barrett, const u32* lazy, u32 log_n, u32 limbs,
                                                   u32 rows, u32 inner, u32 cols, u32 accumulate) {
-    const u64 lc = (u64)blockIdx.x * blockDim.x + threadIdx.x;  // limb * N + coefficient
+    const u32 lane_block = ColsFirst ? blockIdx.y : blockIdx.x;
+    const u32 col_tile = ColsFirst ? blockIdx.x : blockIdx.y;
+    const u64 lc = (u64)lane_block * blockDim.x + threadIdx.x;  // limb * N + coefficient
     const u64 poly = (u64)limbs << log_n;
     if (lc >= poly) return;
     const u32 limb = (u32)(lc >> log_n);
-    const u32 c0 = blockIdx.y * C;
+    const u32 c0 = col_tile * C;
     const u32 r0 = blockIdx.z * R;
     const u32 rt = min(R, rows - r0);
     const u32 ct = min(C, cols - c0);
@@ -160,8 +168,16 @@ __device__ __forceinline__ void mac_tile_prefetch(u32* out, const u32* a, const 
     mac_tile_store<R, C>(acc, out, p, bar, r0, rt, c0, ct, cols, poly, lc);
 }
 
+// Launch: grid = (ceil(limbs*N / block), ceil(cols / 8), ceil(rows / 2)).
 extern "C" __global__ void __launch_bounds__(256, 2)
 mac_ntt_r2c8_u32(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett, const u32* lazy,
                  u32 log_n, u32 limbs, u32 rows, u32 inner, u32 cols, u32 accumulate) {
-    mac_tile_prefetch<2, 8>(out, a, b, moduli, barrett, lazy, log_n, limbs, rows, inner, cols, accumulate);
+    mac_tile_prefetch<2, 8, false>(out, a, b, moduli, barrett, lazy, log_n, limbs, rows, inner, cols, accumulate);
+}
+
+// Launch: grid = (ceil(cols / 8), ceil(limbs*N / block), ceil(rows / 2)).
+extern "C" __global__ void __launch_bounds__(256, 2)
+mac_ntt_r2c8_cols_u32(u32* out, const u32* a, const u32* b, const u32* moduli, const u64* barrett,
+                      const u32* lazy, u32 log_n, u32 limbs, u32 rows, u32 inner, u32 cols, u32 accumulate) {
+    mac_tile_prefetch<2, 8, true>(out, a, b, moduli, barrett, lazy, log_n, limbs, rows, inner, cols, accumulate);
 }

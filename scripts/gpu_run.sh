@@ -28,9 +28,11 @@
 #                                  the split key switch on the three-pass transform against
 #                                  fused at 1 and 8 tokens, and the llama-7b schemes served at
 #                                  1, 8 and 128 tokens
-#   bash .device/gpu_run.sh streams about 4 minutes: one GPU serving eight clients' one-token
-#                                  requests from one copy of the table (--devices 0) and from
-#                                  two on two streams (--devices 0,0), alternated, twice
+#   bash .device/gpu_run.sh streams about 6 minutes: the one-token table product's grid order
+#                                  A/B (columns first against coefficients first, kernels timed),
+#                                  then one GPU serving eight clients' one-token requests from
+#                                  one copy of the table (--devices 0) and from two on two
+#                                  streams (--devices 0,0), alternated, twice
 #   bash .device/gpu_run.sh ncu    about 3 minutes where Nsight Compute reads the counters
 #                                  (Firecracker machines; not on gVisor): a one-token request's
 #                                  one-ciphertext key switch, table product and inverse
@@ -271,6 +273,14 @@ if [ "$part" = seventh ]; then
   served_llama7b 60 1 8 128
 fi
 if [ "$part" = streams ]; then
+  # The one-token table product's grid over column tiles first (the default since 2026-12-05:
+  # the tiles that read the same words of `a` run together) against the coefficients first,
+  # alternated, every kernel timed: mac_ntt_r2c8_cols_u32 against mac_ntt_r2c8_u32 (1.12 ms on
+  # the H200 of 2026-12-04; predicted 0.9: 2.66 GB from DRAM instead of 3.28).
+  for k in 1 0 1 0; do
+    FASTQUERY_CUDA_COLS_FIRST=$k FASTQUERY_CUDA_PROFILE=1 step "columns first $k, 1" 60 "$D/fastquery" \
+      --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
+  done
   # One GPU serving one-token requests from eight clients at once: one copy of the table on the
   # default stream (--devices 0) against two copies on two streams (--devices 0,0), in turn.
   # Each client opens a session and sends eight one-token requests; the wall time of the eight

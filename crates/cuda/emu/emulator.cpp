@@ -140,6 +140,7 @@ static const Kernel KERNELS[] = {
     FQ_KERNEL(mac_ntt_u32, false),
     FQ_KERNEL(mac_ntt_r8c4_u32, false),
     FQ_KERNEL(mac_ntt_r2c8_u32, false),
+    FQ_KERNEL(mac_ntt_r2c8_cols_u32, false),
     FQ_KERNEL(mac_ntt_mma_u32, true),
     FQ_KERNEL(mod_switch_down_u32, false),
     FQ_KERNEL(gather_signed_u32, false),

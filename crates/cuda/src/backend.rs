@@ -68,6 +68,10 @@ pub struct CudaBackend {
     /// Whether products of at most two rows take mac_ntt_r2c8_u32 (FASTQUERY_CUDA_R2C8=0 turns
     /// it off: mac_ntt_r8c4_u32 as before, for A/B measurements).
     two_row_mac: std::sync::atomic::AtomicBool,
+    /// Whether the two-row kernel's grid runs over column tiles first (mac_ntt_r2c8_cols_u32:
+    /// the tiles that read the same words of `a` run together; FASTQUERY_CUDA_COLS_FIRST=0 for
+    /// the coefficients first, mac_ntt_r2c8_u32, for A/B measurements).
+    columns_first: std::sync::atomic::AtomicBool,
     /// Whether the device has them (compute capability 8.0 or later; the emulator does).
     has_tensor_cores: bool,
     /// The newest NTT kernel version allowed ([`NTT_VERSIONS`]; FASTQUERY_CUDA_NTT, for A/B
@@ -153,6 +157,11 @@ fn three_pass(version: u8, n: u32) -> bool {
 /// FASTQUERY_CUDA_R2C8: `0` keeps products of two rows on the 8 x 4 tile.
 fn two_row_mac_allowed() -> Result<bool, BackendError> {
     env_switch("FASTQUERY_CUDA_R2C8")
+}
+
+/// FASTQUERY_CUDA_COLS_FIRST: `0` runs the two-row kernel's grid over coefficients first.
+fn columns_first_allowed() -> Result<bool, BackendError> {
+    env_switch("FASTQUERY_CUDA_COLS_FIRST")
 }
 
 /// FASTQUERY_CUDA_SPLIT_KS: `1` splits the key-switch products of batches smaller than the
@@ -344,6 +353,7 @@ impl CudaBackend {
             fused_key_switch: fused_key_switch()?,
             tensor_cores: (major >= 8 && tensor_cores_allowed()?).into(),
             two_row_mac: two_row_mac_allowed()?.into(),
+            columns_first: columns_first_allowed()?.into(),
             has_tensor_cores: major >= 8,
             ntt_version: ntt_version_allowed()?.into(),
             name,
@@ -403,6 +413,7 @@ impl CudaBackend {
             fused_key_switch: fused_key_switch()?,
             tensor_cores: tensor_cores_allowed()?.into(),
             two_row_mac: two_row_mac_allowed()?.into(),
+            columns_first: columns_first_allowed()?.into(),
             has_tensor_cores: true,
             ntt_version: ntt_version_allowed()?.into(),
             name: if races { "CUDA emulator on the host (race check)" } else { "CUDA emulator on the host" }
@@ -652,6 +663,17 @@ impl CudaBackend {
     /// run); the words are the same either way.
     pub fn set_two_row_mac(&self, on: bool) {
         self.two_row_mac.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the two-row kernel's grid runs over column tiles first.
+    pub fn columns_first(&self) -> bool {
+        self.columns_first.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the two-row kernel's grid order from now on (for side-by-side measurements in one
+    /// run); the words are the same either way.
+    pub fn set_columns_first(&self, on: bool) {
+        self.columns_first.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// [`crate::device::Device::alloc_scratch`] as a buffer: words a kernel overwrites in full.
@@ -1568,12 +1590,17 @@ impl Backend for CudaBackend {
                 (_, 4..) => ("mac_ntt_r8c4_u32", 8, 4),
                 _ => ("mac_ntt_u32", MAC_ROWS, 1),
             };
+            let (lanes, tiles) = (lc.div_ceil(BLOCK as usize) as u32, dims.cols.div_ceil(tile_cols) as u32);
+            // The two-row kernel with the column tiles first, where the coefficients' blocks
+            // fit the grid's y (at most 65,535).
+            let (name, x, y) = match name {
+                "mac_ntt_r2c8_u32" if self.columns_first() && lanes <= 65_535 => {
+                    ("mac_ntt_r2c8_cols_u32", tiles, lanes)
+                }
+                _ => (name, lanes, tiles),
+            };
             let cfg = LaunchConfig {
-                grid_dim: (
-                    lc.div_ceil(BLOCK as usize) as u32,
-                    dims.cols.div_ceil(tile_cols) as u32,
-                    dims.rows.div_ceil(tile_rows) as u32,
-                ),
+                grid_dim: (x, y, dims.rows.div_ceil(tile_rows) as u32),
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };

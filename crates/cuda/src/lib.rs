@@ -49,7 +49,7 @@ pub const SOURCES: [(&str, &str); 10] = [
 
 /// Every kernel entry point (for loading and for the compile test), with the most threads per
 /// block the backend launches it with (for the register check, [`resource_usage`]).
-pub const KERNELS: [(&str, u32); 35] = [
+pub const KERNELS: [(&str, u32); 36] = [
     ("ntt_forward_u32", 1024),
     ("ntt_inverse_u32", 1024),
     ("ntt_forward_reg16_u32", 256),
@@ -69,6 +69,7 @@ pub const KERNELS: [(&str, u32); 35] = [
     ("mac_ntt_u32", 256),
     ("mac_ntt_r8c4_u32", 256),
     ("mac_ntt_r2c8_u32", 256),
+    ("mac_ntt_r2c8_cols_u32", 256),
     ("mac_ntt_mma_u32", 256),
     ("mod_switch_down_u32", 256),
     ("gather_signed_u32", 256),

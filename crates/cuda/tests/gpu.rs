@@ -185,6 +185,22 @@ fn every_ntt_version_on_the_gpu() {
     }
 }
 
+/// The two-row product with its grid over the coefficients first (`FASTQUERY_CUDA_COLS_FIRST=0`,
+/// the order before 2026-12-05): the suite's products exact in that order too.
+fn two_row_product_coefficients_first(b: Arc<CudaBackend>) {
+    b.set_columns_first(false);
+    fastquery_backend::conformance::mac_matches_scalar(&b);
+    b.set_columns_first(true);
+}
+
+#[test]
+fn two_row_product_coefficients_first_on_the_gpu() {
+    match CudaBackend::new(0) {
+        Ok(b) => two_row_product_coefficients_first(Arc::new(b)),
+        Err(e) => fastquery_backend::conformance::report_skip(&e),
+    }
+}
+
 #[test]
 fn fold_on_the_tensor_core_product_on_the_gpu() {
     match CudaBackend::new(0) {
@@ -236,6 +252,12 @@ mod emulated {
     #[test]
     fn every_ntt_version() {
         super::every_ntt_version(Arc::new(CudaBackend::emulated_checking_races().unwrap()));
+    }
+
+    /// [`super::two_row_product_coefficients_first`] on the emulator, with the race check.
+    #[test]
+    fn two_row_product_coefficients_first() {
+        super::two_row_product_coefficients_first(Arc::new(CudaBackend::emulated_checking_races().unwrap()));
     }
 
     /// [`super::fold_on_the_tensor_core_product`] on the emulator.
