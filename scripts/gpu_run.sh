@@ -276,7 +276,7 @@ if [ "$part" = streams ]; then
   # The one-token table product's grid over column tiles first (the default since 2026-12-05:
   # the tiles that read the same words of `a` run together) against the coefficients first,
   # alternated, every kernel timed: mac_ntt_r2c8_cols_u32 against mac_ntt_r2c8_u32 (1.12 ms on
-  # the H200 of 2026-12-04; predicted 0.9: 2.66 GB from DRAM instead of 3.28).
+  # the H200 of 2026-12-04; predicted 0.9-1.0: about 2.66 GB from DRAM instead of 3.0-3.3).
   for k in 1 0 1 0; do
     FASTQUERY_CUDA_COLS_FIRST=$k FASTQUERY_CUDA_PROFILE=1 step "columns first $k, 1" 60 "$D/fastquery" \
       --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
