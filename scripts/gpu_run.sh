@@ -28,9 +28,10 @@
 #                                  the split key switch on the three-pass transform against
 #                                  fused at 1 and 8 tokens, and the llama-7b schemes served at
 #                                  1, 8 and 128 tokens
-#   bash .device/gpu_run.sh streams about 6 minutes: the one-token table product's grid order
+#   bash .device/gpu_run.sh streams about 7 minutes: the one-token table product's grid order
 #                                  A/B (columns first against coefficients first, kernels timed),
-#                                  then one GPU serving eight clients' one-token requests from
+#                                  eight sessions' one-token requests one by one against one
+#                                  batch (bench --clients 8), then one GPU serving eight clients' one-token requests from
 #                                  one copy of the table (--devices 0) and from two on two
 #                                  streams (--devices 0,0), alternated, twice
 #   bash .device/gpu_run.sh ncu    about 3 minutes where Nsight Compute reads the counters
@@ -281,6 +282,10 @@ if [ "$part" = streams ]; then
     FASTQUERY_CUDA_COLS_FIRST=$k FASTQUERY_CUDA_PROFILE=1 step "columns first $k, 1" 60 "$D/fastquery" \
       --backend cuda bench --workload llama-7b --schemes fastquery --tokens 1 --repeat 3
   done
+  # Eight sessions' one-token requests answered one by one and in one batch (one pass over the
+  # table, the expansion's levels batched across the sessions' keys): never measured on a GPU.
+  step "eight clients batched, 1" 90 "$D/fastquery" --backend cuda bench --workload llama-7b \
+    --schemes fastquery --tokens 1 --clients 8
   # One GPU serving one-token requests from eight clients at once: one copy of the table on the
   # default stream (--devices 0) against two copies on two streams (--devices 0,0), in turn.
   # Each client opens a session and sends eight one-token requests; the wall time of the eight
