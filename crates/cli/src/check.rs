@@ -50,12 +50,7 @@ fn run_on<B: Backend>(b: &Arc<B>) -> bool {
             Ok(()) => println!("  PASS  {name}  ({ms:.0} ms)"),
             Err(payload) => {
                 failed += 1;
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| payload.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
-                println!("  FAIL  {name}: {msg}");
+                println!("  FAIL  {name}: {}", fastquery_protocol::panic_message(payload.as_ref()));
             }
         }
     }

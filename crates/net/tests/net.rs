@@ -59,8 +59,8 @@ async fn start_with(
     start_on(kind, table, tokens, 1, inputs, tune).await
 }
 
-/// [`start_with`] on `devices` CPU backends standing in for the devices of one server
-/// ([`Shards`] where more than one).
+/// [`start_with`] with `devices` servers over the table standing in for the devices of one
+/// server ([`Shards`] where more than one; they share one CPU backend).
 async fn start_on(
     kind: SchemeKind,
     table: IntTable,
@@ -101,6 +101,15 @@ async fn start_on(
 }
 
 impl Running {
+    /// `requests` requests of one or two random rows of the table by `client`, each checked.
+    async fn query_random(&self, client: &mut Client, rng: &mut StdRng, requests: usize) {
+        for _ in 0..requests {
+            let ids: Vec<usize> = (0..rng.random_range(1..=2)).map(|_| rng.random_range(0..512)).collect();
+            let r = client.query(&ids).await.unwrap();
+            self.check(&ids, &r);
+        }
+    }
+
     /// Waits (at most 30 s) until no device holds a session, where there are several.
     async fn sessions_leave_their_devices(&self) {
         let Some(shards) = &self.shards else { return };
@@ -165,12 +174,7 @@ async fn thirty_two_clients_twenty_requests_each() {
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c);
             let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-            for _ in 0..20 {
-                let ids: Vec<usize> =
-                    (0..rng.random_range(1..=2)).map(|_| rng.random_range(0..512)).collect();
-                let r = client.query(&ids).await.unwrap();
-                run.check(&ids, &r);
-            }
+            run.query_random(&mut client, &mut rng, 20).await;
             client.close().await.unwrap();
         }));
     }
@@ -193,7 +197,6 @@ async fn thirty_two_clients_twenty_requests_each() {
     Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
 }
 
-/// Opens a raw connection, sends `bytes`, and returns the server's first frame (if any).
 /// A server over three devices (CPU backends standing in for them): twelve clients at once,
 /// each session on one device, batches of several sessions split among the devices; every
 /// share checked, and the sessions spread four to a device.
@@ -206,12 +209,7 @@ async fn a_server_over_several_devices_serves_every_client() {
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c);
             let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-            for _ in 0..3 {
-                let ids: Vec<usize> =
-                    (0..rng.random_range(1..=2)).map(|_| rng.random_range(0..512)).collect();
-                let r = client.query(&ids).await.unwrap();
-                run.check(&ids, &r);
-            }
+            run.query_random(&mut client, &mut rng, 3).await;
             client
         }));
     }
@@ -238,6 +236,7 @@ async fn a_server_over_several_devices_serves_every_client() {
     Arc::try_unwrap(run).ok().expect("no other owner").stop().await;
 }
 
+/// Opens a raw connection, sends `bytes`, and returns the server's first frame (if any).
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Frame> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(bytes).await;

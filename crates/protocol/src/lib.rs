@@ -39,6 +39,15 @@ pub struct ReadmeDoctests;
 
 pub use scheme::{Answer, Operations, ParamSummary, SchemeClient, SchemeServer, Shares};
 
+/// What a caught panic carried (`panic!`'s message), for an error or a report.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
+}
+
 use thiserror::Error;
 
 /// Errors of the protocol layer.

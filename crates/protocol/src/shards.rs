@@ -54,12 +54,9 @@ impl std::fmt::Debug for Shards {
     }
 }
 
-/// What a panic carried, for an error message.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
+/// The same error for each of `count` queries.
+fn failed(count: usize, why: &str) -> Vec<Answer> {
+    (0..count).map(|_| Err(ProtocolError::State(why.to_string()))).collect()
 }
 
 impl Shards {
@@ -119,13 +116,16 @@ impl Shards {
     /// Answers the queries `group` (ids on device `k`) there; a panic, or an answer count that
     /// does not match, becomes an error for each of them.
     fn answer_on(&self, k: usize, group: &[(u64, &[u8])]) -> Vec<Answer> {
-        let failed = |why: String| group.iter().map(|_| Err(ProtocolError::State(why.clone()))).collect();
         match catch_unwind(AssertUnwindSafe(|| self.shards[k].server.answer_many(group))) {
             Ok(answers) if answers.len() == group.len() => answers,
-            Ok(answers) => {
-                failed(format!("device {k} answered {} of a batch of {} queries", answers.len(), group.len()))
-            }
-            Err(p) => failed(format!("device {k} failed on this batch: {}", panic_text(p.as_ref()))),
+            Ok(answers) => failed(
+                group.len(),
+                &format!("device {k} answered {} of a batch of {} queries", answers.len(), group.len()),
+            ),
+            Err(p) => failed(
+                group.len(),
+                &format!("device {k} failed on this batch: {}", crate::panic_message(p.as_ref())),
+            ),
         }
     }
 }
@@ -148,7 +148,10 @@ impl SchemeServer for Shards {
         let k = self.reserve();
         let opened = catch_unwind(AssertUnwindSafe(|| self.shards[k].server.open_session(setup)))
             .unwrap_or_else(|p| {
-                Err(ProtocolError::State(format!("device {k} failed on a setup: {}", panic_text(p.as_ref()))))
+                Err(ProtocolError::State(format!(
+                    "device {k} failed on a setup: {}",
+                    crate::panic_message(p.as_ref())
+                )))
             });
         let inner = match opened {
             Ok(inner) => inner,
@@ -214,11 +217,7 @@ impl SchemeServer for Shards {
                     .zip(&busy)
                     .map(|(h, &k)| {
                         h.join().unwrap_or_else(|_| {
-                            parts[k]
-                                .queries
-                                .iter()
-                                .map(|_| Err(ProtocolError::State(format!("device {k}'s thread failed"))))
-                                .collect()
+                            failed(parts[k].queries.len(), &format!("device {k}'s thread failed"))
                         })
                     })
                     .collect()
