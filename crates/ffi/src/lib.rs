@@ -26,9 +26,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use fastquery_backend::Backend;
+use fastquery_he::HeError;
 use fastquery_net::frame::Info;
 use fastquery_protocol::{
-    SchemeClient, SchemeServer, Shares,
+    ProtocolError, SchemeClient, SchemeServer, Shares,
     harness::{DesignInputs, SchemeKind},
     panic_message,
 };
@@ -60,6 +61,13 @@ impl Failure {
 
     fn protocol(e: impl std::fmt::Display) -> Self {
         Self(FQ_ERR_PROTOCOL, e.to_string())
+    }
+
+    /// A protocol-layer error: the backend's failures are [`FQ_ERR_INTERNAL`] (the caller's
+    /// bytes were not at fault), the rest `code`.
+    fn of(e: ProtocolError, code: i32) -> Self {
+        let backend = matches!(e, ProtocolError::Backend(_) | ProtocolError::He(HeError::Backend(_)));
+        Self(if backend { FQ_ERR_INTERNAL } else { code }, e.to_string())
     }
 }
 
@@ -234,10 +242,10 @@ fn build<B: Backend>(
     table: &fastquery_table::IntTable,
     tokens: usize,
 ) -> Result<(Box<dyn SchemeServer>, DesignInputs), Failure> {
+    // Refusals here are the caller's: a FASTQUERY_* setting, a table no design fits.
     let inputs = DesignInputs::for_backend(backend.as_ref(), table, kind.default_plain_bits(), tokens)
-        .map_err(Failure::protocol)?;
-    let (server, _) =
-        kind.build_for(backend, table, &inputs).map_err(|e| Failure(FQ_ERR_INTERNAL, e.to_string()))?;
+        .map_err(|e| Failure::of(e, FQ_ERR_ARGUMENT))?;
+    let (server, _) = kind.build_for(backend, table, &inputs).map_err(|e| Failure::of(e, FQ_ERR_ARGUMENT))?;
     Ok((server, inputs))
 }
 
@@ -285,7 +293,8 @@ pub unsafe extern "C" fn fq_server_new(
             "cpu" => {
                 let cpu = match threads {
                     0 => fastquery_cpu::CpuBackend::new(),
-                    t => fastquery_cpu::CpuBackend::with_threads(t).map_err(Failure::protocol)?,
+                    t => fastquery_cpu::CpuBackend::with_threads(t)
+                        .map_err(|e| Failure(FQ_ERR_INTERNAL, e.to_string()))?,
                 };
                 build(Arc::new(cpu), kind, &table, tokens)?
             }
@@ -307,7 +316,7 @@ pub unsafe extern "C" fn fq_server_new(
             }
         };
         let hello = Info::new(kind.id(), &inputs, tokens, usize::try_from(u32::MAX).unwrap_or(usize::MAX))
-            .map_err(Failure::protocol)?
+            .map_err(|e| Failure::argument(e.to_string()))?
             .encode();
         let scale = table.scale().to_vec();
         let zero = table.zero().to_vec();
@@ -391,7 +400,7 @@ pub unsafe extern "C" fn fq_server_open_session(
         // SAFETY: the caller's contract.
         let (s, bytes, dst) =
             unsafe { (object(server, "server")?, slice(setup, len, "setup")?, out(session, "session")?) };
-        *dst = s.server.open_session(bytes).map_err(Failure::protocol)?;
+        *dst = s.server.open_session(bytes).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?;
         Ok(())
     })
 }
@@ -434,7 +443,8 @@ pub unsafe extern "C" fn fq_server_answer(
             )
         };
         (*r, *sh) = (FqBytes::EMPTY, FqShares::EMPTY);
-        let (bytes_back, mine) = s.server.answer(session, bytes).map_err(Failure::protocol)?;
+        let (bytes_back, mine) =
+            s.server.answer(session, bytes).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?;
         (*r, *sh) = (FqBytes::from_vec(bytes_back), FqShares::from_shares(mine));
         Ok(())
     })
@@ -455,7 +465,7 @@ pub unsafe extern "C" fn fq_client_new(hello: *const u8, len: usize, client: *mu
         let info = Info::decode(bytes).map_err(Failure::protocol)?;
         let kind = SchemeKind::from_id(info.scheme)
             .ok_or_else(|| Failure::protocol(format!("unknown scheme id {}", info.scheme)))?;
-        let c = kind.client(&info.inputs()).map_err(Failure::protocol)?;
+        let c = kind.client(&info.inputs()).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?;
         *dst = Box::into_raw(Box::new(FqClient { client: c, info }));
         Ok(())
     })
@@ -527,7 +537,7 @@ pub unsafe extern "C" fn fq_client_setup(client: *mut FqClient, setup: *mut FqBy
             )
         };
         *dst = FqBytes::EMPTY;
-        *dst = FqBytes::from_vec(c.client.setup().map_err(Failure::protocol)?);
+        *dst = FqBytes::from_vec(c.client.setup().map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?);
         Ok(())
     })
 }
@@ -561,7 +571,7 @@ pub unsafe extern "C" fn fq_client_query(
             )));
         }
         let ids: Vec<usize> = ids.iter().map(|&k| k as usize).collect();
-        *dst = FqBytes::from_vec(c.client.query(&ids).map_err(Failure::protocol)?);
+        *dst = FqBytes::from_vec(c.client.query(&ids).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?);
         Ok(())
     })
 }
@@ -587,7 +597,7 @@ pub unsafe extern "C" fn fq_client_decode(
             )
         };
         *dst = FqShares::EMPTY;
-        *dst = FqShares::from_shares(c.client.decode(bytes).map_err(Failure::protocol)?);
+        *dst = FqShares::from_shares(c.client.decode(bytes).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?);
         Ok(())
     })
 }

@@ -86,14 +86,35 @@ impl Parties {
         Self { server, client, session, real, kind }
     }
 
-    /// One token's shares add up to row `k` as the scheme encodes it.
-    fn check_row(&self, k: usize, mine: &FqShares, theirs: &FqShares) {
+    /// Answers the client's pending one-token `query` for row `k` on the session, decodes it,
+    /// and checks that the shares add up to the row as the scheme encodes it.
+    fn answer_and_check(&self, query: &[u8], k: usize) {
+        let (mut response, mut theirs, mut mine) = (empty_bytes(), empty_shares(), empty_shares());
+        // SAFETY: live objects, `query.len()` bytes, writable outputs.
+        unsafe {
+            let rc = fq_server_answer(
+                self.server,
+                self.session,
+                query.as_ptr(),
+                query.len(),
+                &mut response,
+                &mut theirs,
+            );
+            expect(rc, FQ_OK);
+            expect(fq_client_decode(self.client, response.data, response.len, &mut mine), FQ_OK);
+        }
         let want = self.kind.table(&self.real).unwrap();
         let mask = (1u64 << mine.plain_bits) - 1;
         let sum: Vec<u64> =
-            values_of(mine).iter().zip(values_of(theirs)).map(|(a, b)| a.wrapping_add(*b) & mask).collect();
+            values_of(&mine).iter().zip(values_of(&theirs)).map(|(a, b)| a.wrapping_add(*b) & mask).collect();
         let row: Vec<u64> = want.row(k).iter().map(|&q| i64::from(q) as u64 & mask).collect();
         assert_eq!(sum, row, "row {k}");
+        // SAFETY: filled by the library above.
+        unsafe {
+            fq_bytes_free(&mut response);
+            fq_shares_free(&mut mine);
+            fq_shares_free(&mut theirs);
+        }
     }
 
     /// Queries `ids` and checks that the shares add up to the scheme's encoding of the rows.
@@ -278,32 +299,19 @@ fn bad_input_is_refused_and_the_parties_keep_working() {
         // A client carries one query at a time: the next waits for this one's response.
         expect(fq_client_query(p.client, [6u32].as_ptr(), 1, &mut empty_bytes()), FQ_ERR_PROTOCOL);
         // The refused messages changed nothing: the query is answered and decodes.
-        let mut mine = empty_shares();
-        expect(fq_server_answer(p.server, p.session, q.as_ptr(), q.len(), &mut response, &mut shares), FQ_OK);
-        expect(fq_client_decode(p.client, response.data, response.len, &mut mine), FQ_OK);
-        p.check_row(5, &mine, &shares);
-        fq_bytes_free(&mut response);
-        fq_shares_free(&mut mine);
-        fq_shares_free(&mut shares);
+        p.answer_and_check(&q, 5);
         fq_bytes_free(&mut query);
 
         // A response that is not the server's: the client refuses it and still decodes the
         // server's own response to its query afterwards.
         let junk: Vec<u8> = (0..300).map(|_| rng.random()).collect();
+        let mut mine = empty_shares();
         expect(fq_client_query(p.client, [9u32].as_ptr(), 1, &mut query), FQ_OK);
         expect(fq_client_decode(p.client, junk.as_ptr(), junk.len(), &mut mine), FQ_ERR_PROTOCOL);
         expect(fq_client_decode(p.client, junk.as_ptr(), 0, &mut mine), FQ_ERR_PROTOCOL);
         assert!(mine.values.is_null());
-        expect(
-            fq_server_answer(p.server, p.session, query.data, query.len, &mut response, &mut shares),
-            FQ_OK,
-        );
-        expect(fq_client_decode(p.client, response.data, response.len, &mut mine), FQ_OK);
-        p.check_row(9, &mine, &shares);
+        p.answer_and_check(bytes_of(&query), 9);
         fq_bytes_free(&mut query);
-        fq_bytes_free(&mut response);
-        fq_shares_free(&mut mine);
-        fq_shares_free(&mut shares);
         fq_server_close_session(p.server, p.session + 1000); // unknown: left alone
         fq_server_close_session(ptr::null(), 0);
         fq_server_free(ptr::null_mut());
