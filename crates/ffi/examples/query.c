@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     FqServer *server = NULL;
     int rc = fq_server_new(scheme, "cpu", table, ROWS, COLS, TOKENS, 0, &server);
     if (rc != FQ_OK) return fail("fq_server_new", rc);
-    FqBytes hello = {0};
+    FqBytes hello = {NULL, 0};
     if ((rc = fq_server_hello(server, &hello)) != FQ_OK) return fail("fq_server_hello", rc);
 
     /* The client party, from the hello alone. */
@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    FqBytes setup = {0};
+    FqBytes setup = {NULL, 0};
     uint64_t session = 0;
     if ((rc = fq_client_setup(client, &setup)) != FQ_OK) return fail("fq_client_setup", rc);
     if ((rc = fq_server_open_session(server, setup.data, setup.len, &session)) != FQ_OK)
@@ -70,8 +70,8 @@ int main(int argc, char **argv) {
 
     uint32_t ids[TOKENS];
     for (size_t t = 0; t < TOKENS; t++) ids[t] = (uint32_t)(next_u64() % ROWS);
-    FqBytes query = {0}, response = {0};
-    FqShares theirs = {0}, mine = {0};
+    FqBytes query = {NULL, 0}, response = {NULL, 0};
+    FqShares theirs = {NULL, 0, 0, 0}, mine = {NULL, 0, 0, 0};
     if ((rc = fq_client_query(client, ids, TOKENS, &query)) != FQ_OK) return fail("fq_client_query", rc);
     if ((rc = fq_server_answer(server, session, query.data, query.len, &response, &theirs)) != FQ_OK)
         return fail("fq_server_answer", rc);

@@ -217,10 +217,10 @@ unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], F
     }
 }
 
-/// An output argument.
+/// An output argument, or a mutable object of the library's.
 ///
 /// # Safety
-/// `p` is null or valid for writes.
+/// `p` is null or valid for writes (a live object, for the library's own).
 unsafe fn out<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Failure> {
     // SAFETY: the caller's contract.
     unsafe { p.as_mut() }.ok_or_else(|| Failure::argument(format!("{what} is a null pointer")))
@@ -233,6 +233,18 @@ unsafe fn out<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Failure> {
 unsafe fn object<'a, T>(p: *const T, what: &str) -> Result<&'a T, Failure> {
     // SAFETY: the caller's contract.
     unsafe { p.as_ref() }.ok_or_else(|| Failure::argument(format!("{what} is a null pointer")))
+}
+
+/// Drops an object the library handed out (null: nothing to do); a panic in its drop stays
+/// here.
+///
+/// # Safety
+/// `p` is null or came from `Box::into_raw` in this library and is not used again.
+unsafe fn free_object<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: the caller's contract.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
+    }
 }
 
 /// The server of `kind` over `table` on `backend` with its design inputs.
@@ -315,7 +327,7 @@ pub unsafe extern "C" fn fq_server_new(
                 )));
             }
         };
-        let hello = Info::new(kind.id(), &inputs, tokens, usize::try_from(u32::MAX).unwrap_or(usize::MAX))
+        let hello = Info::new(kind.id(), &inputs, tokens, u32::MAX as usize)
             .map_err(|e| Failure::argument(e.to_string()))?
             .encode();
         let scale = table.scale().to_vec();
@@ -331,10 +343,8 @@ pub unsafe extern "C" fn fq_server_new(
 /// `server` is null or came from [`fq_server_new`] and is not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fq_server_free(server: *mut FqServer) {
-    if !server.is_null() {
-        // SAFETY: the caller's contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(server) })));
-    }
+    // SAFETY: the caller's contract.
+    unsafe { free_object(server) }
 }
 
 /// The server's hello for the client party: the scheme and the public inputs of its design
@@ -477,10 +487,8 @@ pub unsafe extern "C" fn fq_client_new(hello: *const u8, len: usize, client: *mu
 /// `client` is null or came from [`fq_client_new`] and is not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fq_client_free(client: *mut FqClient) {
-    if !client.is_null() {
-        // SAFETY: the caller's contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(client) })));
-    }
+    // SAFETY: the caller's contract.
+    unsafe { free_object(client) }
 }
 
 /// The shape of what the client's queries return: the table's rows `m` and channels `d`, the
@@ -530,12 +538,7 @@ pub unsafe extern "C" fn fq_client_shape(
 pub unsafe extern "C" fn fq_client_setup(client: *mut FqClient, setup: *mut FqBytes) -> i32 {
     call(|| {
         // SAFETY: the caller's contract.
-        let (c, dst) = unsafe {
-            (
-                client.as_mut().ok_or_else(|| Failure::argument("client is a null pointer"))?,
-                out(setup, "setup")?,
-            )
-        };
+        let (c, dst) = unsafe { (out(client, "client")?, out(setup, "setup")?) };
         *dst = FqBytes::EMPTY;
         *dst = FqBytes::from_vec(c.client.setup().map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?);
         Ok(())
@@ -556,13 +559,8 @@ pub unsafe extern "C" fn fq_client_query(
 ) -> i32 {
     call(|| {
         // SAFETY: the caller's contract.
-        let (c, ids, dst) = unsafe {
-            (
-                client.as_mut().ok_or_else(|| Failure::argument("client is a null pointer"))?,
-                slice(ids, count, "ids")?,
-                out(query, "query")?,
-            )
-        };
+        let (c, ids, dst) =
+            unsafe { (out(client, "client")?, slice(ids, count, "ids")?, out(query, "query")?) };
         *dst = FqBytes::EMPTY;
         if !(1..=c.info.max_tokens as usize).contains(&count) {
             return Err(Failure::argument(format!(
@@ -589,13 +587,8 @@ pub unsafe extern "C" fn fq_client_decode(
 ) -> i32 {
     call(|| {
         // SAFETY: the caller's contract.
-        let (c, bytes, dst) = unsafe {
-            (
-                client.as_mut().ok_or_else(|| Failure::argument("client is a null pointer"))?,
-                slice(response, len, "response")?,
-                out(shares, "shares")?,
-            )
-        };
+        let (c, bytes, dst) =
+            unsafe { (out(client, "client")?, slice(response, len, "response")?, out(shares, "shares")?) };
         *dst = FqShares::EMPTY;
         *dst = FqShares::from_shares(c.client.decode(bytes).map_err(|e| Failure::of(e, FQ_ERR_PROTOCOL))?);
         Ok(())

@@ -60,6 +60,8 @@ struct Parties {
     session: u64,
     real: Table,
     kind: SchemeKind,
+    /// Whether dropping these parties frees the server too.
+    owns_server: bool,
 }
 
 impl Parties {
@@ -67,12 +69,19 @@ impl Parties {
         let data = real_table(rows, cols, seed);
         let (scheme, cpu) = (CString::new(kind.name()).unwrap(), c"cpu");
         let mut server = ptr::null_mut();
-        // SAFETY (this function's calls): valid strings, `rows * cols` floats, writable outputs.
+        // SAFETY: valid strings, `rows * cols` floats, a writable output.
         let rc = unsafe {
             fq_server_new(scheme.as_ptr(), cpu.as_ptr(), data.as_ptr(), rows, cols, tokens, 2, &mut server)
         };
         expect(rc, FQ_OK);
+        Self::join(server, kind, Table::new(rows, cols, data).unwrap(), true)
+    }
+
+    /// A new client of `server` (over `real`, encoded as `kind` encodes it) with a session open
+    /// there, from the server's hello alone.
+    fn join(server: *mut FqServer, kind: SchemeKind, real: Table, owns_server: bool) -> Self {
         let mut hello = empty_bytes();
+        // SAFETY (this function's calls): a live server, valid lengths, writable outputs.
         expect(unsafe { fq_server_hello(server, &mut hello) }, FQ_OK);
         let mut client = ptr::null_mut();
         expect(unsafe { fq_client_new(hello.data, hello.len, &mut client) }, FQ_OK);
@@ -82,49 +91,24 @@ impl Parties {
         let mut session = u64::MAX;
         expect(unsafe { fq_server_open_session(server, setup.data, setup.len, &mut session) }, FQ_OK);
         unsafe { fq_bytes_free(&mut setup) };
-        let real = Table::new(rows, cols, data).unwrap();
-        Self { server, client, session, real, kind }
+        Self { server, client, session, real, kind, owns_server }
     }
 
-    /// Answers the client's pending one-token `query` for row `k` on the session, decodes it,
-    /// and checks that the shares add up to the row as the scheme encodes it.
-    fn answer_and_check(&self, query: &[u8], k: usize) {
+    /// Answers the client's pending `query` for the rows `ids` on the session, decodes it, and
+    /// checks that the shares add up to the rows as the scheme encodes them, and that the
+    /// public dequantization is the encoding's.
+    fn answer_and_check(&self, query: &[u8], ids: &[u32]) {
         let (mut response, mut theirs, mut mine) = (empty_bytes(), empty_shares(), empty_shares());
-        // SAFETY: live objects, `query.len()` bytes, writable outputs.
-        unsafe {
-            let rc = fq_server_answer(
+        // SAFETY (this function's calls): live objects, valid lengths, writable outputs.
+        let rc = unsafe {
+            fq_server_answer(
                 self.server,
                 self.session,
                 query.as_ptr(),
                 query.len(),
                 &mut response,
                 &mut theirs,
-            );
-            expect(rc, FQ_OK);
-            expect(fq_client_decode(self.client, response.data, response.len, &mut mine), FQ_OK);
-        }
-        let want = self.kind.table(&self.real).unwrap();
-        let mask = (1u64 << mine.plain_bits) - 1;
-        let sum: Vec<u64> =
-            values_of(&mine).iter().zip(values_of(&theirs)).map(|(a, b)| a.wrapping_add(*b) & mask).collect();
-        let row: Vec<u64> = want.row(k).iter().map(|&q| i64::from(q) as u64 & mask).collect();
-        assert_eq!(sum, row, "row {k}");
-        // SAFETY: filled by the library above.
-        unsafe {
-            fq_bytes_free(&mut response);
-            fq_shares_free(&mut mine);
-            fq_shares_free(&mut theirs);
-        }
-    }
-
-    /// Queries `ids` and checks that the shares add up to the scheme's encoding of the rows.
-    fn query_and_check(&self, ids: &[u32]) {
-        let mut query = empty_bytes();
-        // SAFETY (this function's calls): live objects, valid lengths, writable outputs.
-        expect(unsafe { fq_client_query(self.client, ids.as_ptr(), ids.len(), &mut query) }, FQ_OK);
-        let (mut response, mut theirs, mut mine) = (empty_bytes(), empty_shares(), empty_shares());
-        let rc = unsafe {
-            fq_server_answer(self.server, self.session, query.data, query.len, &mut response, &mut theirs)
+            )
         };
         expect(rc, FQ_OK);
         expect(unsafe { fq_client_decode(self.client, response.data, response.len, &mut mine) }, FQ_OK);
@@ -143,17 +127,25 @@ impl Parties {
             let want: Vec<u64> = table.row(k as usize).iter().map(|&q| i64::from(q) as u64 & mask).collect();
             assert_eq!(got, want, "{}: row {k}", self.kind.name());
         }
-        // The public dequantization is the encoding's.
         let (mut scale, mut zero) = (vec![0f32; d], vec![0i32; d]);
         expect(unsafe { fq_server_scales(self.server, scale.as_mut_ptr(), zero.as_mut_ptr(), d) }, FQ_OK);
         assert_eq!((&scale[..], &zero[..]), (table.scale(), table.zero()));
         unsafe {
-            fq_bytes_free(&mut query);
             fq_bytes_free(&mut response);
             fq_shares_free(&mut mine);
             fq_shares_free(&mut theirs);
         }
         assert!(mine.values.is_null() && theirs.values.is_null() && response.data.is_null());
+    }
+
+    /// Queries `ids` and checks the answer ([`Parties::answer_and_check`]).
+    fn query_and_check(&self, ids: &[u32]) {
+        let mut query = empty_bytes();
+        // SAFETY: a live client, `ids.len()` ids, a writable output.
+        expect(unsafe { fq_client_query(self.client, ids.as_ptr(), ids.len(), &mut query) }, FQ_OK);
+        self.answer_and_check(bytes_of(&query), ids);
+        // SAFETY: filled by the library.
+        unsafe { fq_bytes_free(&mut query) };
     }
 }
 
@@ -163,7 +155,9 @@ impl Drop for Parties {
         unsafe {
             fq_server_close_session(self.server, self.session);
             fq_client_free(self.client);
-            fq_server_free(self.server);
+            if self.owns_server {
+                fq_server_free(self.server);
+            }
         }
     }
 }
@@ -299,7 +293,7 @@ fn bad_input_is_refused_and_the_parties_keep_working() {
         // A client carries one query at a time: the next waits for this one's response.
         expect(fq_client_query(p.client, [6u32].as_ptr(), 1, &mut empty_bytes()), FQ_ERR_PROTOCOL);
         // The refused messages changed nothing: the query is answered and decodes.
-        p.answer_and_check(&q, 5);
+        p.answer_and_check(&q, &[5]);
         fq_bytes_free(&mut query);
 
         // A response that is not the server's: the client refuses it and still decodes the
@@ -310,7 +304,7 @@ fn bad_input_is_refused_and_the_parties_keep_working() {
         expect(fq_client_decode(p.client, junk.as_ptr(), junk.len(), &mut mine), FQ_ERR_PROTOCOL);
         expect(fq_client_decode(p.client, junk.as_ptr(), 0, &mut mine), FQ_ERR_PROTOCOL);
         assert!(mine.values.is_null());
-        p.answer_and_check(bytes_of(&query), 9);
+        p.answer_and_check(bytes_of(&query), &[9]);
         fq_bytes_free(&mut query);
         fq_server_close_session(p.server, p.session + 1000); // unknown: left alone
         fq_server_close_session(ptr::null(), 0);
@@ -328,58 +322,21 @@ fn a_server_answers_sessions_on_several_threads() {
     let first = Parties::new(SchemeKind::Cheetah, 200, 12, 2, 21);
     let server = first.server as usize;
     std::thread::scope(|scope| {
-        for t in 0..3u64 {
+        for t in 0..3u32 {
             scope.spawn(move || {
-                let server = server as *mut FqServer;
-                let mut hello = empty_bytes();
-                // SAFETY: a live server (it outlives the scope), valid outputs.
-                unsafe {
-                    expect(fq_server_hello(server, &mut hello), FQ_OK);
-                    let mut client = ptr::null_mut();
-                    expect(fq_client_new(hello.data, hello.len, &mut client), FQ_OK);
-                    let mut setup = empty_bytes();
-                    expect(fq_client_setup(client, &mut setup), FQ_OK);
-                    let mut session = 0;
-                    expect(fq_server_open_session(server, setup.data, setup.len, &mut session), FQ_OK);
-                    let real = Table::new(200, 12, real_table(200, 12, 21)).unwrap();
-                    let table = SchemeKind::Cheetah.table(&real).unwrap();
-                    let ids = [t as u32 * 50, t as u32 * 50 + 7];
-                    let mut query = empty_bytes();
-                    expect(fq_client_query(client, ids.as_ptr(), 2, &mut query), FQ_OK);
-                    let (mut response, mut theirs, mut mine) =
-                        (empty_bytes(), empty_shares(), empty_shares());
-                    expect(
-                        fq_server_answer(server, session, query.data, query.len, &mut response, &mut theirs),
-                        FQ_OK,
-                    );
-                    expect(fq_client_decode(client, response.data, response.len, &mut mine), FQ_OK);
-                    let mask = (1u64 << mine.plain_bits) - 1;
-                    for (i, &k) in ids.iter().enumerate() {
-                        for c in 0..12 {
-                            let got = values_of(&mine)[i * 12 + c]
-                                .wrapping_add(values_of(&theirs)[i * 12 + c])
-                                & mask;
-                            assert_eq!(got, i64::from(table.get(k as usize, c)) as u64 & mask);
-                        }
-                    }
-                    for b in [&mut hello, &mut setup, &mut query, &mut response] {
-                        fq_bytes_free(b);
-                    }
-                    fq_shares_free(&mut mine);
-                    fq_shares_free(&mut theirs);
-                    fq_server_close_session(server, session);
-                    fq_client_free(client);
-                }
+                // The server outlives the scope; each thread has its own client and session.
+                let real = Table::new(200, 12, real_table(200, 12, 21)).unwrap();
+                let p = Parties::join(server as *mut FqServer, SchemeKind::Cheetah, real, false);
+                p.query_and_check(&[t * 50, t * 50 + 7]);
             });
         }
     });
     first.query_and_check(&[199, 0]);
 }
 
-/// A C compiler: `$CC`, else the first of cc, gcc, clang that runs (rustc links with `cc` on
-/// Linux, so a machine that builds this crate has one).
-fn c_compiler() -> Option<String> {
-    let candidates = std::env::var("CC").into_iter().chain(["cc", "gcc", "clang"].map(String::from));
+/// The first of `$<var>` and `names` that runs.
+fn compiler(var: &str, names: [&str; 3]) -> Option<String> {
+    let candidates = std::env::var(var).into_iter().chain(names.map(String::from));
     candidates
         .into_iter()
         .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
@@ -387,10 +344,14 @@ fn c_compiler() -> Option<String> {
 
 /// `examples/query.c` compiled against `include/fastquery.h` and the shared library cargo built
 /// beside this test (warnings are errors), then run for a folded and a blocked scheme: the
-/// shares add up, dequantized, to the table's rows.
+/// shares add up, dequantized, to the table's rows. The header and the example also compile as
+/// C++ (the C++ compiler `scripts/setup.sh` installs for the CUDA emulator).
 #[test]
 fn the_c_example_compiles_and_its_shares_add_up() {
-    let cc = c_compiler().expect("a C compiler (cc, gcc or clang, or $CC)");
+    // rustc links with `cc` on Linux: a machine that builds this crate has a C compiler.
+    let cc = compiler("CC", ["cc", "gcc", "clang"]).expect("a C compiler (cc, gcc or clang, or $CC)");
+    let cxx =
+        compiler("CXX", ["c++", "g++", "clang++"]).expect("a C++ compiler (scripts/setup.sh installs g++)");
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // This test runs from <target>/<profile>/deps, where `cargo test` leaves the shared library
     // it built with it (`cargo build` copies it up to <profile>).
@@ -411,6 +372,13 @@ fn the_c_example_compiles_and_its_shares_add_up() {
         .status()
         .unwrap();
     assert!(status.success(), "{cc} failed on examples/query.c");
+    let status = std::process::Command::new(&cxx)
+        .args(["-x", "c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .arg(crate_dir.join("include"))
+        .arg(crate_dir.join("examples/query.c"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{cxx} failed on examples/query.c as C++");
     for scheme in ["fastquery", "cheetah"] {
         let run = std::process::Command::new(&out).arg(scheme).output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);

@@ -110,6 +110,32 @@ impl Running {
         }
     }
 
+    /// `clients` clients at once (client `c`'s requests drawn from seed `c`), each making
+    /// `requests` random requests ([`Running::query_random`]); within 300 s, and the clients
+    /// come back connected (their sessions open).
+    async fn random_clients(self: &Arc<Self>, clients: u64, requests: usize) -> Vec<Client> {
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let run = self.clone();
+                tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(c);
+                    let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
+                    run.query_random(&mut client, &mut rng, requests).await;
+                    client
+                })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(300), async {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+        .await
+        .expect("the load finishes in time")
+    }
+
     /// Waits (at most 30 s) until no device holds a session, where there are several.
     async fn sessions_leave_their_devices(&self) {
         let Some(shards) = &self.shards else { return };
@@ -168,23 +194,9 @@ impl Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_clients_twenty_requests_each() {
     let run = Arc::new(start(SchemeKind::Cheetah, 1, |_| {}).await);
-    let mut tasks = Vec::new();
-    for c in 0..32u64 {
-        let run = run.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(c);
-            let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-            run.query_random(&mut client, &mut rng, 20).await;
-            client.close().await.unwrap();
-        }));
+    for client in run.random_clients(32, 20).await {
+        client.close().await.unwrap();
     }
-    tokio::time::timeout(Duration::from_secs(300), async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-    .await
-    .expect("the load finishes in time");
     let requests = run.server.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
     // Cheetah answers one token per request: between 640 and 1,280 requests.
     assert!((640..=1280).contains(&requests), "{requests}");
@@ -203,25 +215,7 @@ async fn thirty_two_clients_twenty_requests_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_over_several_devices_serves_every_client() {
     let run = Arc::new(start_on(SchemeKind::FastQuery, table(), 2, 3, |_| {}, |_| {}).await);
-    let mut tasks = Vec::new();
-    for c in 0..12u64 {
-        let run = run.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(c);
-            let mut client = Client::connect(&run.addr.to_string(), run.config()).await.unwrap();
-            run.query_random(&mut client, &mut rng, 3).await;
-            client
-        }));
-    }
-    let clients = tokio::time::timeout(Duration::from_secs(300), async {
-        let mut clients = Vec::new();
-        for t in tasks {
-            clients.push(t.await.unwrap());
-        }
-        clients
-    })
-    .await
-    .expect("the load finishes in time");
+    let clients = run.random_clients(12, 3).await;
     let stats = run.server.stats();
     let (requests, batches) = (stats.requests.load(Relaxed), stats.batches.load(Relaxed));
     assert_eq!(requests, 36);
